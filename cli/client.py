@@ -1,0 +1,82 @@
+"""The racetrackd API client: one method per endpoint, errors raised as `ApiError` with the server's message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+AUTH_HEADER = "X-Racetrack-Auth"
+
+
+class ApiError(Exception):
+    def __init__(self, message: str, status: int | None = None, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.hint = hint
+
+
+class ApiClient:
+    def __init__(self, remote: str, token: str | None, timeout: float = 60) -> None:
+        self.remote = remote.rstrip("/")
+        self.session = requests.Session()
+        if token:
+            self.session.headers[AUTH_HEADER] = token
+        self.timeout = timeout
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        url = self.remote + path
+        try:
+            response = self.session.request(method, url, timeout=self.timeout, **kwargs)
+        except requests.ConnectionError as exc:
+            raise ApiError(f"cannot reach racetrackd at {self.remote}",
+                           hint="is it running? (racetrackd start), or set --remote / RTD_REMOTE") from exc
+        except requests.Timeout as exc:
+            raise ApiError(f"racetrackd at {self.remote} did not answer in {self.timeout:g} s") from exc
+        return response
+
+    def _api(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._request(method, "/lifecycle/api/v1" + path, **kwargs)
+        if response.status_code >= 400:
+            raise _error_from(response)
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+    def info(self) -> dict[str, Any]:
+        return self._api("GET", "/info")
+
+    def deploy(self, manifest: dict[str, Any], build_context: str | None, force: bool) -> str:
+        body = {"manifest": manifest, "build_context": build_context, "force": force,
+                "git_credentials": None, "secret_vars": None, "build_flags": []}
+        return str(self._api("POST", "/deploy", json=body)["id"])
+
+    def deployment(self, deployment_id: str) -> dict[str, Any]:
+        return self._api("GET", f"/deploy/{deployment_id}")
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return self._api("GET", "/job")
+
+    def job(self, name: str, version: str) -> dict[str, Any]:
+        return self._api("GET", f"/job/{name}/{version}")
+
+    def delete_job(self, name: str, version: str) -> None:
+        self._api("DELETE", f"/job/{name}/{version}")
+
+    def call(self, name: str, version: str, endpoint: str, payload: Any, method: str = "POST") -> requests.Response:
+        path = f"/pub/job/{name}/{version}/{endpoint.lstrip('/')}"
+        kwargs: dict[str, Any] = {"json": payload} if method != "GET" else {}
+        return self._request(method, path, **kwargs)
+
+
+def _error_from(response: requests.Response) -> ApiError:
+    try:
+        body = response.json()
+        message = body.get("error") or response.text
+        hint = body.get("hint")
+    except ValueError:
+        message, hint = response.text.strip() or response.reason, None
+    if response.status_code == 401 and not hint:
+        hint = "log in with: rtd login TOKEN"
+    return ApiError(message, response.status_code, hint)

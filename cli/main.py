@@ -1,0 +1,184 @@
+"""`rtd` commands. Each prints one clear line on failure and exits non-zero; never a traceback."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import sys
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from cli import __version__
+from cli.client import ApiClient, ApiError
+from cli.config import ClientConfig, normalize_remote
+
+MANIFEST_NAMES = ("job.yaml", "fatman.yaml")
+SKIPPED_PARTS = {".git", "__pycache__", ".venv", "node_modules"}
+EXIT_API_ERROR = 1
+EXIT_DEPLOY_FAILED = 2
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ApiError as exc:
+            click.secho(f" !  {exc.message}", fg="red", err=True)
+            if exc.hint:
+                click.echo(f"    hint: {exc.hint}", err=True)
+            sys.exit(EXIT_API_ERROR)
+
+
+def _client(ctx: click.Context) -> ApiClient:
+    config = ClientConfig.load()
+    remote, token = config.resolve(ctx.obj.get("remote"), ctx.obj.get("token"))
+    return ApiClient(remote, token)
+
+
+@click.group(cls=_Group)
+@click.option("--remote", envvar="RTD_REMOTE", help="racetrackd URL (default from config, else http://127.0.0.1:7102).")
+@click.option("--token", envvar="RTD_TOKEN", help="Auth token (default: the one saved by `rtd login`).")
+@click.version_option(__version__, prog_name="rtd")
+@click.pass_context
+def main(ctx: click.Context, remote: str | None, token: str | None) -> None:
+    """rtd: deploy and call jobs on racetrackd."""
+    ctx.obj = {"remote": remote, "token": token}
+
+
+@main.command()
+@click.argument("token")
+@click.pass_context
+def login(ctx: click.Context, token: str) -> None:
+    """Check TOKEN against the remote and save it for later commands."""
+    config = ClientConfig.load()
+    remote, _ = config.resolve(ctx.obj.get("remote"), None)
+    ApiClient(remote, token).jobs()  # fails with 401 when the token is wrong
+    config.remote = remote
+    config.tokens[remote] = token
+    config.save()
+    click.echo(f"logged in to {remote} (saved in {config.path})")
+
+
+@main.command()
+@click.argument("directory", default=".", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Redeploy a name and version that already exists.")
+@click.pass_context
+def submit(ctx: click.Context, directory: Path, force: bool) -> None:
+    """Build and deploy the job in DIRECTORY (its job.yaml and files)."""
+    manifest = _read_manifest(directory)
+    client = _client(ctx)
+    click.echo(f"-----> submitting {manifest.get('name')} {manifest.get('version', '0.0.1')} to {client.remote}")
+    deployment_id = client.deploy(manifest, _pack(directory), force)
+    deployment = _follow(client, deployment_id)
+    if deployment["status"] != "done":
+        click.secho(f" !  deployment failed: {deployment.get('error')}", fg="red", err=True)
+        sys.exit(EXIT_DEPLOY_FAILED)
+    job = deployment["job"] or {}
+    click.secho(f"-----> {job.get('name')} {job.get('version')} is running", fg="green")
+    click.echo(f"       {job.get('pub_url')}")
+    click.echo(f"       call it: rtd call {job.get('name')} --data '{{}}'")
+
+
+main.add_command(submit, name="deploy")
+
+
+def _read_manifest(directory: Path) -> dict[str, Any]:
+    for name in MANIFEST_NAMES:
+        path = directory / name
+        if path.is_file():
+            try:
+                data = yaml.safe_load(path.read_text())
+            except yaml.YAMLError as exc:
+                raise click.ClickException(f"{path}: not valid YAML: {exc}") from exc
+            if not isinstance(data, dict):
+                raise click.ClickException(f"{path}: must be a mapping of manifest fields")
+            return data
+    raise click.ClickException(f"no job.yaml in {directory}")
+
+
+def _pack(directory: Path) -> str:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for path in sorted(directory.rglob("*")):
+            relative = path.relative_to(directory)
+            if SKIPPED_PARTS & set(relative.parts) or path.is_dir():
+                continue
+            tar.add(path, arcname=str(relative), recursive=False)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _follow(client: ApiClient, deployment_id: str) -> dict[str, Any]:
+    """Poll the deployment, printing each new phase, until it is done or failed."""
+    last_phase = None
+    delay = 0.2
+    while True:
+        deployment = client.deployment(deployment_id)
+        phase = deployment.get("phase")
+        if phase and phase != last_phase:
+            click.echo(f"-----> {phase}")
+            last_phase = phase
+        if deployment["status"] != "in_progress":
+            return deployment
+        time.sleep(delay)
+        delay = min(delay * 1.5, 2.0)
+
+
+@main.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the jobs as JSON.")
+@click.pass_context
+def list_jobs(ctx: click.Context, as_json: bool) -> None:
+    """List deployed jobs."""
+    jobs = _client(ctx).jobs()
+    if as_json:
+        click.echo(json.dumps(jobs, indent=2))
+        return
+    rows = [("NAME", "VERSION", "STATUS", "URL")]
+    rows += [(j["name"], j["version"], j["status"], j["pub_url"]) for j in jobs]
+    widths = [max(len(str(row[i])) for row in rows) for i in range(3)]
+    for row in rows:
+        click.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) + "  " + str(row[3]))
+
+
+@main.command()
+@click.argument("name")
+@click.option("--version", "version", default="latest", show_default=True)
+@click.option("--endpoint", default="/api/v1/perform", show_default=True)
+@click.option("--data", default="{}", show_default=True, help="JSON (or YAML) payload.")
+@click.option("--method", default="POST", show_default=True, type=click.Choice(["GET", "POST", "PUT", "DELETE"]))
+@click.pass_context
+def call(ctx: click.Context, name: str, version: str, endpoint: str, data: str, method: str) -> None:
+    """Call a job's endpoint through the gateway and print the response."""
+    try:
+        payload = yaml.safe_load(data)
+    except yaml.YAMLError as exc:
+        raise click.BadParameter(f"not valid JSON or YAML: {exc}", param_hint="--data") from exc
+    response = _client(ctx).call(name, version, endpoint, payload, method)
+    if response.status_code >= 400:
+        click.secho(f" !  {response.status_code}: {response.text.strip()}", fg="red", err=True)
+        sys.exit(EXIT_API_ERROR)
+    click.echo(response.text.rstrip())
+
+
+@main.command()
+@click.argument("name")
+@click.option("--version", "version", required=True, help="Exact version to delete.")
+@click.pass_context
+def delete(ctx: click.Context, name: str, version: str) -> None:
+    """Delete a job version: its container stops and it leaves the registry."""
+    _client(ctx).delete_job(name, version)
+    click.echo(f"deleted {name} {version}")
+
+
+@main.command()
+@click.pass_context
+def remote(ctx: click.Context) -> None:
+    """Print the remote rtd talks to."""
+    config = ClientConfig.load()
+    url, token = config.resolve(ctx.obj.get("remote"), ctx.obj.get("token"))
+    click.echo(f"{normalize_remote(url)} ({'logged in' if token else 'no token'})")

@@ -1,0 +1,60 @@
+"""Find and instantiate the job's entrypoint class from a file path."""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import inspect
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def add_job_paths(job_dir: str) -> None:
+    """Let job code import its own modules and its own requirements (from the job venv).
+
+    Called after the wrapper's own imports are done, so the job's pinned versions win for the
+    job without replacing anything the wrapper already loaded.
+    """
+    venv = os.environ.get("JOB_VENV")
+    site_dirs = sorted(glob.glob(f"{venv}/lib/python3*/site-packages")) if venv else []
+    for path in reversed([job_dir, *site_dirs]):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+
+
+def load_entrypoint(entrypoint_path: str, class_name: str | None) -> Any:
+    """Import `entrypoint_path` as a module and return an instance of its entrypoint class."""
+    path = Path(entrypoint_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"entrypoint file {entrypoint_path} not found in {Path.cwd()}")
+    add_job_paths(str(path.resolve().parent))
+    module_name = path.stem
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {entrypoint_path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    cls = _find_class(module, class_name, entrypoint_path)
+    return cls()
+
+
+def _find_class(module: Any, class_name: str | None, entrypoint_path: str) -> type:
+    if class_name:
+        cls = getattr(module, class_name, None)
+        if not inspect.isclass(cls):
+            raise AttributeError(f"class {class_name} not found in {entrypoint_path}")
+        return cls
+    candidates = [
+        obj for obj in vars(module).values()
+        if inspect.isclass(obj) and obj.__module__ == module.__name__ and callable(getattr(obj, "perform", None))
+    ]
+    if len(candidates) != 1:
+        names = ", ".join(c.__name__ for c in candidates) or "none"
+        raise AttributeError(
+            f"expected exactly one class with a perform() method in {entrypoint_path}, found {names}; "
+            "set jobtype_extra.entrypoint_class"
+        )
+    return candidates[0]

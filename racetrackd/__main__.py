@@ -1,0 +1,3 @@
+from racetrackd.commands import main
+
+main()

@@ -1,0 +1,34 @@
+"""HTTP edges: thin Flask blueprints that parse input, call one use case and serialise the result."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from flask import current_app, g, request
+
+from racetrackd.auth import Authenticator, token_from
+from racetrackd.jobtypes import JobType
+from racetrackd.proxy import Gateway
+from racetrackd.runtime import Runtime
+from racetrackd.settings import Settings
+
+
+@dataclasses.dataclass(frozen=True)
+class Services:
+    """Everything handlers need, wired once by `create_app`."""
+
+    settings: Settings
+    runtime: Runtime
+    job_types: list[JobType]
+    authenticator: Authenticator
+    gateway: Gateway
+
+
+def services() -> Services:
+    svc: Services = current_app.extensions["racetrackd"]
+    return svc
+
+
+def authenticate_request() -> None:
+    """before_request hook: set `g.caller` or raise UnauthorizedError."""
+    g.caller = services().authenticator.authenticate(token_from(request.headers, request.cookies))

@@ -1,0 +1,26 @@
+"""The gateway: `ANY /pub/job/<name>/<version>/<path>` forwarded to the job's container."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, g, request
+
+from racetrackd import jobs
+from racetrackd.api import authenticate_request, services
+
+bp = Blueprint("pub", __name__)
+
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+
+
+@bp.before_request
+def _authenticate() -> None:
+    authenticate_request()
+
+
+@bp.route("/job/<name>/<version>", methods=METHODS, defaults={"path": ""})
+@bp.route("/job/<name>/<version>/<path:path>", methods=METHODS)
+@bp.route("/fatman/<name>/<version>", methods=METHODS, defaults={"path": ""})
+@bp.route("/fatman/<name>/<version>/<path:path>", methods=METHODS)
+def forward(name: str, version: str, path: str) -> Response:
+    job = jobs.resolve_job(name, version)
+    return services().gateway.forward(request, job, path, g.caller)

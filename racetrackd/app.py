@@ -1,0 +1,53 @@
+"""The composition root: `create_app(settings)` wires settings, registry, Docker, job types and blueprints."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from flask import Flask
+from werkzeug.exceptions import HTTPException
+
+from racetrackd import jobtypes
+from racetrackd.api import Services, health, lifecycle, pub
+from racetrackd.auth import Authenticator, ensure_admin_token
+from racetrackd.db import open_database
+from racetrackd.errors import RacetrackError
+from racetrackd.proxy import Gateway
+from racetrackd.runtime import DockerRuntime, Runtime
+from racetrackd.settings import BUILTIN_PLUGINS_DIR, Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    open_database(settings.database_path)
+    app = Flask("racetrackd")
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # DefaultJSONProvider has it
+    app.extensions["racetrackd"] = Services(
+        settings=settings,
+        runtime=runtime or DockerRuntime(),
+        job_types=jobtypes.discover([BUILTIN_PLUGINS_DIR]),
+        authenticator=Authenticator(settings.auth_required, ensure_admin_token(settings)),
+        gateway=Gateway(),
+    )
+    app.register_blueprint(health.bp)
+    app.register_blueprint(health.bp, url_prefix="/lifecycle", name="lifecycle_health")
+    app.register_blueprint(lifecycle.bp, url_prefix="/lifecycle/api/v1")
+    app.register_blueprint(pub.bp, url_prefix="/pub")
+    app.register_error_handler(RacetrackError, _racetrack_error)
+    app.register_error_handler(HTTPException, _http_error)
+    return app
+
+
+def _racetrack_error(error: RacetrackError) -> tuple[dict[str, Any], int]:
+    if error.status_code >= 500:
+        log.error("%s: %s", error.reference, error.message)
+    return error.to_dict(), error.status_code
+
+
+def _http_error(error: HTTPException) -> tuple[dict[str, Any], int]:
+    reference = re.sub(r"[^a-z0-9]+", "-", (error.name or "error").lower()).strip("-")
+    return {"error": error.description or error.name, "type": reference}, error.code or 500

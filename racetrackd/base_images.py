@@ -1,0 +1,101 @@
+"""Base images without a registry: build a Debian root filesystem with debootstrap and import it.
+
+The path for air-gapped hosts (and any host where `docker pull` cannot reach a registry). The
+Debian mirror is read from the host's own apt sources at run time, so whatever mirror the host
+already trusts is the one used.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+
+from racetrackd.errors import RacetrackError
+from racetrackd.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+LOCAL_PYTHON_IMAGE = "racetrackd/python3-base:bookworm"
+DEFAULT_SUITE = "bookworm"
+PACKAGES = ("python3", "python3-venv", "ca-certificates")
+APT_SOURCES = (Path("/etc/apt/sources.list.d"), Path("/etc/apt/sources.list"))
+
+
+def find_mirror(suite: str, sources: tuple[Path, ...] = APT_SOURCES) -> str:
+    """The first `deb` URI serving `suite` in the host's apt sources (deb822 or one-line format)."""
+    for source in sources:
+        files = sorted(source.glob("*.sources")) + sorted(source.glob("*.list")) if source.is_dir() else [source]
+        for file in files:
+            if not file.is_file():
+                continue
+            text = file.read_text(errors="replace")
+            mirror = _mirror_in_deb822(text, suite) if file.suffix == ".sources" else _mirror_in_list(text, suite)
+            if mirror:
+                return mirror
+    raise RacetrackError(
+        f"no Debian mirror for {suite} found in the host's apt sources",
+        hint="pass --mirror URL",
+    )
+
+
+def _mirror_in_deb822(text: str, suite: str) -> str | None:
+    for stanza in re.split(r"\n\s*\n", text):
+        fields: dict[str, str] = {}
+        for line in stanza.splitlines():
+            if line.startswith("#") or ":" not in line:
+                continue
+            key, _, value = line.partition(":")
+            fields[key.strip().lower()] = value.strip()
+        if "deb" in fields.get("types", "").split() and suite in fields.get("suites", "").split():
+            uris = fields.get("uris", "").split()
+            if uris:
+                return uris[0]
+    return None
+
+
+def _mirror_in_list(text: str, suite: str) -> str | None:
+    for line in text.splitlines():
+        parts = re.sub(r"\[[^\]]*\]", "", line).split()
+        if len(parts) >= 3 and parts[0] == "deb" and parts[2] == suite:
+            return parts[1]
+    return None
+
+
+def build_python_base_image(runtime: Runtime, name: str, suite: str, mirror: str | None, workdir: Path) -> str:
+    """Bootstrap Debian `suite` with python3 and import it into Docker as `name`."""
+    if shutil.which("debootstrap") is None:
+        raise RacetrackError("debootstrap is not installed", hint="apt-get install -y debootstrap")
+    mirror = mirror or find_mirror(suite)
+    workdir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=workdir, prefix="rootfs-") as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        log.info("bootstrapping Debian %s from %s", suite, mirror)
+        command = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", suite, str(rootfs), mirror]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
+            raise RacetrackError(f"debootstrap failed (exit {result.returncode}):\n{tail}")
+        archive = Path(tmp) / "rootfs.tar"
+        with tarfile.open(archive, "w") as tar:
+            tar.add(rootfs, arcname=".")
+        runtime.import_rootfs(archive, name, ["ENV LANG=C.UTF-8", 'CMD ["python3"]'])
+    return name
+
+
+def ensure_python_base_image(runtime: Runtime, preferred: str, workdir: Path) -> str:
+    """`preferred` when present or pullable; else a local image, built when missing. Returns its name."""
+    if runtime.image_exists(preferred):
+        return preferred
+    try:
+        runtime.pull_image(preferred)
+        return preferred
+    except RacetrackError as exc:
+        log.info("cannot pull %s (%s); using a locally built base image", preferred, exc.message)
+    if not runtime.image_exists(LOCAL_PYTHON_IMAGE):
+        build_python_base_image(runtime, LOCAL_PYTHON_IMAGE, DEFAULT_SUITE, None, workdir)
+    return LOCAL_PYTHON_IMAGE

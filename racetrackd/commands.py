@@ -1,0 +1,91 @@
+"""`racetrackd` command line: serve, start, stop, admin-token, base-images."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from racetrackd import __version__, base_images, daemon
+from racetrackd.auth import ensure_admin_token
+from racetrackd.errors import RacetrackError
+from racetrackd.runtime import DockerRuntime
+from racetrackd.settings import Settings
+
+
+def _settings() -> Settings:
+    settings = Settings.from_env()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return settings
+
+
+class _Group(click.Group):
+    """Print racetrackd errors as one line (with a hint), never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except RacetrackError as exc:
+            message = exc.message + (f"\nhint: {exc.hint}" if exc.hint else "")
+            raise click.ClickException(message) from exc
+
+
+@click.group(cls=_Group)
+@click.version_option(__version__, prog_name="racetrackd")
+def main() -> None:
+    """racetrackd: Racetrack on one host, as one daemon."""
+
+
+@main.command()
+def serve() -> None:
+    """Run the daemon in the foreground (HTTP + deployment worker) until interrupted."""
+    sys.exit(daemon.serve(_settings()))
+
+
+@main.command()
+def start() -> None:
+    """Start the daemon in the background and wait until it is ready."""
+    settings = _settings()
+    pid = daemon.start(settings)
+    click.echo(f"racetrackd is running (pid {pid}) at {settings.public_url}")
+    click.echo(f"logs: {settings.data_dir / daemon.LOG_FILE}; stop it with: racetrackd stop")
+
+
+@main.command()
+def stop() -> None:
+    """Stop the background daemon (jobs keep running)."""
+    pid = daemon.stop(_settings())
+    click.echo("racetrackd was not running" if pid is None else f"racetrackd (pid {pid}) stopped")
+
+
+@main.command("admin-token")
+def admin_token() -> None:
+    """Print the bootstrap admin token (generated into the data dir on first use)."""
+    click.echo(ensure_admin_token(_settings()))
+
+
+@main.group("base-images")
+def base_images_group() -> None:
+    """Base images for job types, for hosts that cannot pull from a registry."""
+
+
+@base_images_group.command("build")
+@click.option("--name", default=base_images.LOCAL_PYTHON_IMAGE, show_default=True, help="Image name to create.")
+@click.option("--suite", default=base_images.DEFAULT_SUITE, show_default=True, help="Debian release.")
+@click.option("--mirror", default=None, help="Debian mirror URL (default: the host's apt sources).")
+def build_base_image(name: str, suite: str, mirror: str | None) -> None:
+    """Build a python3 base image from Debian packages (debootstrap + docker import)."""
+    settings = _settings()
+    image = base_images.build_python_base_image(DockerRuntime(), name, suite, mirror, settings.data_dir / "tmp")
+    click.echo(f"built {image}; use it with RACETRACK_PYTHON_BASE_IMAGE={image}")
+
+
+@base_images_group.command("ensure")
+def ensure_base_image() -> None:
+    """Print a python3 base image that is usable here: the configured one, or a local build."""
+    settings = _settings()
+    click.echo(base_images.ensure_python_base_image(DockerRuntime(), settings.python_base_image, settings.data_dir / "tmp"))

@@ -1,0 +1,161 @@
+"""Run the daemon: gunicorn serving HTTP (a child process) and the deployment worker (this process).
+
+`serve` runs in the foreground until SIGTERM/SIGINT; `start` launches `serve` in the background
+(logging to DATA_DIR/racetrackd.log, pid in DATA_DIR/racetrackd.pid) and waits until it answers;
+`stop` ends it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import FrameType
+
+from racetrackd import jobtypes
+from racetrackd.auth import ensure_admin_token
+from racetrackd.db import open_database
+from racetrackd.deployer import Deployer
+from racetrackd.errors import RacetrackError
+from racetrackd.runtime import DockerRuntime
+from racetrackd.settings import BUILTIN_PLUGINS_DIR, Settings
+from racetrackd.worker import DeploymentWorker, WorkerLock
+
+log = logging.getLogger(__name__)
+
+PID_FILE = "racetrackd.pid"
+LOG_FILE = "racetrackd.log"
+
+
+def serve(settings: Settings) -> int:
+    """Serve until a signal; returns the exit code."""
+    lock = WorkerLock(settings.data_dir)
+    lock.acquire()
+    open_database(settings.database_path)  # creates tables before any HTTP worker starts
+    ensure_admin_token(settings)
+    runtime = DockerRuntime()
+    runtime.ensure_network(settings.network)
+    worker = DeploymentWorker(
+        Deployer(settings, runtime, jobtypes.discover([BUILTIN_PLUGINS_DIR])), settings.worker_poll_interval
+    )
+    http = _start_gunicorn(settings)
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("received signal %s, stopping", signum)
+        worker.stop()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    # If gunicorn dies, the daemon is useless: stop the worker too and report failure.
+    threading.Thread(target=lambda: (http.wait(), worker.stop()), daemon=True, name="http-watch").start()
+    log.info("racetrackd listening on %s:%s (gateway %s/pub)", settings.host, settings.port, settings.public_url)
+    try:
+        worker.run_forever()
+    finally:
+        if http.poll() is None:
+            http.terminate()
+            try:
+                http.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                http.kill()
+        lock.release()
+    return 0 if http.returncode in (0, -signal.SIGTERM) else 1
+
+
+def _start_gunicorn(settings: Settings) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable, "-m", "gunicorn",
+        "--bind", f"{settings.host}:{settings.port}",
+        "--workers", str(settings.http_workers),
+        "--worker-class", "gthread",
+        "--threads", str(settings.http_threads),
+        "--graceful-timeout", "20",
+        "--keep-alive", "75",
+        "--log-level", settings.log_level,
+        "--error-logfile", "-",
+        "--no-control-socket",
+        "racetrackd.app:create_app()",
+    ]
+    return subprocess.Popen(command, env={**os.environ, **settings.as_environ()})
+
+
+def start(settings: Settings, wait_seconds: float = 60) -> int:
+    """Launch `racetrackd serve` in the background and wait until it answers /ready; returns its pid."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    existing = running_pid(settings)
+    if existing is not None:
+        raise RacetrackError(f"racetrackd is already running (pid {existing})", hint="racetrackd stop")
+    log_path = settings.data_dir / LOG_FILE
+    with log_path.open("ab") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "racetrackd", "serve"],
+            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **settings.as_environ()}, start_new_session=True,
+        )
+    (settings.data_dir / PID_FILE).write_text(f"{process.pid}\n")
+    deadline = time.monotonic() + wait_seconds
+    url = f"http://{_local_host(settings)}:{settings.port}/ready"
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RacetrackError(f"racetrackd exited at start-up; see {log_path}:\n{_tail(log_path)}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (our own loopback URL)
+                if response.status == 200:
+                    return process.pid
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.3)
+    raise RacetrackError(f"racetrackd did not answer {url} within {wait_seconds:g} s; see {log_path}")
+
+
+def stop(settings: Settings, wait_seconds: float = 40) -> int | None:
+    """Stop the background daemon; returns its pid, or None when none was running."""
+    pid = running_pid(settings)
+    if pid is None:
+        return None
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.2)
+    if _alive(pid):
+        os.killpg(pid, signal.SIGKILL)
+    (settings.data_dir / PID_FILE).unlink(missing_ok=True)
+    return pid
+
+
+def running_pid(settings: Settings) -> int | None:
+    path = settings.data_dir / PID_FILE
+    try:
+        pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if _alive(pid) else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours counts as gone
+        finished, _ = os.waitpid(pid, os.WNOHANG)
+        return finished == 0
+    except ChildProcessError:
+        return True
+
+
+def _local_host(settings: Settings) -> str:
+    return "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

@@ -1,0 +1,255 @@
+"""Carry out one deployment: unpack, render, build, start, wait until ready, switch over.
+
+Runs only in the background worker. A redeploy (`force`) starts the new container beside the
+old one under a staging name and swaps only once the new one is ready, so a failed redeploy
+leaves the old version serving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import urllib3
+
+from builders.context import DOCKERFILE_NAME, assemble_docker_context, unpack_build_context
+from builders.dockerfile import render_dockerfile
+from racetrackd import __version__, jobtypes, naming
+from racetrackd.db import Deployment, DeploymentStatus, Job, JobStatus, now
+from racetrackd.errors import BuildError, JobStartError, ManifestError, RacetrackError, ValidationError
+from racetrackd.jobtypes import JobType
+from racetrackd.manifest import Manifest, parse_manifest_yaml
+from racetrackd.runtime import ContainerSpec, Runtime
+from racetrackd.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LOG_TAIL_LINES = 20
+RESERVED_ENV = {"JOB_NAME", "JOB_VERSION", "JOB_DEPLOYMENT_TIMESTAMP", "JOB_MANIFEST_YAML", "PUB_URL",
+                "JOB_TYPE_VERSION", "JOB_VENV", "PYTHONPATH"}
+_probe_pool = urllib3.PoolManager(num_pools=4, retries=False)
+
+
+def addressing_mode(settings: Settings, runtime: Runtime) -> str:
+    """container-name when the daemon runs in a container on the jobs' network, else published-port."""
+    if settings.job_addressing != "auto":
+        return settings.job_addressing
+    return "container-name" if settings.network in runtime.own_networks() else "published-port"
+
+
+class Deployer:
+    def __init__(self, settings: Settings, runtime: Runtime, job_types: list[JobType]) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.job_types = job_types
+        self.mode = addressing_mode(settings, runtime)
+
+    def run(self, deployment: Deployment) -> None:
+        """Carry out `deployment`, ending it done or failed; never raises."""
+        workspace = self.settings.data_dir / "workspaces" / deployment.id
+        try:
+            self._deploy(deployment, workspace)
+        except RacetrackError as exc:
+            log.warning("deployment %s failed: %s", deployment.id, exc.message)
+            deployment.finish(DeploymentStatus.FAILED, exc.message)
+        except Exception as exc:  # noqa: BLE001 (a bug must fail the deployment, not kill the worker)
+            log.exception("deployment %s failed unexpectedly", deployment.id)
+            deployment.finish(DeploymentStatus.FAILED, f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            shutil.rmtree(workspace, ignore_errors=True)
+            if deployment.build_context_path:
+                Path(deployment.build_context_path).unlink(missing_ok=True)
+
+    def _deploy(self, deployment: Deployment, workspace: Path) -> None:
+        manifest = parse_manifest_yaml(deployment.manifest_yaml)
+        job_type = jobtypes.resolve(manifest.jobtype, self.job_types)
+
+        deployment.set_phase("unpacking build context")
+        job_dir = workspace / "job"
+        if not deployment.build_context_path:
+            raise ValidationError(
+                "build_context: missing; this daemon builds from an uploaded directory",
+                hint="run `rtd submit DIR`, or `racetrack deploy --build-context local`",
+            )
+        unpack_build_context(Path(deployment.build_context_path), job_dir)
+        jobtypes.check_extra(job_type, manifest.jobtype_extra, job_dir)
+
+        deployment.set_phase("building image")
+        image = self._build(deployment, manifest, job_type, job_dir)
+        deployment.image_name = image
+        deployment.save(only=[Deployment.image_name])
+
+        deployment.set_phase("starting job server")
+        self._start(deployment, manifest, job_type, image)
+        deployment.finish(DeploymentStatus.DONE)
+
+    # --- build --------------------------------------------------------------------------------
+    def _build(self, deployment: Deployment, manifest: Manifest, job_type: JobType, job_dir: Path) -> str:
+        base_image = getattr(self.settings, job_type.base_image_setting) if job_type.base_image_setting else ""
+        dockerfile = render_dockerfile(job_type.plugin_dir, job_type.dockerfile_template, {
+            "base_image": base_image,
+            "build": {
+                "ca_bundle": self.settings.build_ca_bundle is not None,
+                "pip_index_url": self.settings.build_pip_index_url,
+            },
+            "manifest": manifest.raw,
+            "jobtype_extra": manifest.jobtype_extra,
+            "system_dependencies": list(manifest.system_dependencies),
+            "build_env": manifest.build_env,
+            "job_name": manifest.name,
+            "job_version": manifest.version,
+            "job_type_version": job_type.full_name,
+            "git_version": "",
+            "racetrackd_version": __version__,
+        })
+        tag = f"{naming.image_repository(self.settings.instance, manifest.name)}:" \
+              f"{naming.image_tag(manifest.version, deployment.id)}"
+        labels = naming.job_labels(self.settings.instance, manifest.name, manifest.version, deployment.id)
+        logs = _ThrottledLog(deployment)
+        with assemble_docker_context(dockerfile, job_dir, job_type.plugin_dir, self.settings.build_ca_bundle) as ctx:
+            try:
+                self.runtime.build_image(ctx, DOCKERFILE_NAME, tag, labels, {}, logs.write)
+            except BuildError as exc:
+                logs.flush()
+                tail = _tail(deployment.build_logs)
+                raise BuildError(f"image build failed: {exc.message}\n--- last build output ---\n{tail}") from exc
+            finally:
+                logs.flush()
+        return tag
+
+    # --- start and switch over ----------------------------------------------------------------
+    def _start(self, deployment: Deployment, manifest: Manifest, job_type: JobType, image: str) -> None:
+        final_name = naming.container_name(self.settings.instance, manifest.name, manifest.version)
+        staging_name = f"{final_name}-{deployment.id[:8]}"
+        deployment_timestamp = int(time.time())
+        self.runtime.ensure_network(self.settings.network)
+        self.runtime.run_container(ContainerSpec(
+            name=staging_name,
+            image=image,
+            env=self._runtime_env(manifest, deployment_timestamp),
+            labels=naming.job_labels(self.settings.instance, manifest.name, manifest.version, deployment.id),
+            network=self.settings.network,
+            publish_port=self.mode == "published-port",
+        ))
+        existing = Job.find(manifest.name, manifest.version)
+        job = existing or Job.create(
+            name=manifest.name, version=manifest.version, status=JobStatus.STARTING,
+            manifest_yaml=manifest.yaml, job_type_version=job_type.full_name, image_name=image,
+            container_name=staging_name, internal_name=self._address(staging_name),
+            deployment_timestamp=deployment_timestamp, deployed_by=deployment.deployed_by,
+        )
+        try:
+            self._wait_until_ready(deployment, staging_name, deployment_timestamp)
+        except RacetrackError:
+            self.runtime.remove_container(staging_name)
+            if existing is None:
+                job.delete_instance()
+            raise
+        # The new container is ready: retire the old one and give the new one the canonical name.
+        self.runtime.remove_container(final_name)
+        self.runtime.rename_container(staging_name, final_name)
+        job.status = JobStatus.RUNNING
+        job.manifest_yaml = manifest.yaml
+        job.job_type_version = job_type.full_name
+        job.image_name = image
+        job.container_name = final_name
+        job.internal_name = self._address(final_name)
+        job.deployment_timestamp = deployment_timestamp
+        job.deployed_by = deployment.deployed_by
+        job.error = None
+        job.update_time = now()
+        job.save()
+
+    def _runtime_env(self, manifest: Manifest, deployment_timestamp: int) -> dict[str, str]:
+        clashes = sorted(RESERVED_ENV & set(manifest.runtime_env))
+        if clashes:
+            raise ManifestError(f"runtime_env.{clashes[0]}: reserved by racetrackd, choose another name")
+        # Build-time variables not set for runtime are blanked, as Racetrack does.
+        env = {key: "" for key in manifest.build_env}
+        env.update(manifest.runtime_env)
+        env.update({
+            "JOB_NAME": manifest.name,
+            "JOB_VERSION": manifest.version,
+            "JOB_DEPLOYMENT_TIMESTAMP": str(deployment_timestamp),
+            "JOB_MANIFEST_YAML": manifest.yaml,
+            "PUB_URL": f"{self.settings.public_url}/pub",
+        })
+        return env
+
+    def _address(self, container: str) -> str:
+        if self.mode == "container-name":
+            return f"{container}:{naming.JOB_PORT}"
+        return self.runtime.published_address(container)
+
+    def _wait_until_ready(self, deployment: Deployment, container: str, deployment_timestamp: int) -> None:
+        """Poll /live (for our deployment_timestamp) then /ready; fail fast on a crash or init error."""
+        address = self._address(container)
+        deadline = time.monotonic() + self.settings.job_start_timeout
+        phase = "live"
+        while time.monotonic() < deadline:
+            state = self.runtime.container_state(container)
+            if not state.alive or state.restart_count > 0:
+                raise JobStartError(self._start_failure(container, f"the job's container exited (code {state.exit_code})"))
+            status, body = _probe(address, f"/{phase}")
+            if phase == "live":
+                if status == 500 and isinstance(body, dict) and body.get("error"):
+                    raise JobStartError(self._start_failure(container, f"job initialization error: {body['error']}"))
+                if status == 200 and isinstance(body, dict) and _same_timestamp(body, deployment_timestamp):
+                    phase = "ready"
+                    deployment.set_phase("initializing job entrypoint")
+                    continue
+            elif status == 200:
+                return
+            time.sleep(0.2)
+        raise JobStartError(self._start_failure(
+            container, f"the job did not become {phase} within {self.settings.job_start_timeout:g} s"
+        ))
+
+    def _start_failure(self, container: str, reason: str) -> str:
+        logs = self.runtime.container_logs(container, LOG_TAIL_LINES).rstrip()
+        return f"{reason}\n--- last {LOG_TAIL_LINES} lines of the job's log ---\n{logs}" if logs else reason
+
+
+def _same_timestamp(body: dict[str, object], expected: int) -> bool:
+    try:
+        return int(str(body.get("deployment_timestamp"))) == expected
+    except ValueError:
+        return False
+
+
+def _probe(address: str, path: str) -> tuple[int | None, object]:
+    try:
+        response = _probe_pool.request("GET", f"http://{address}{path}", timeout=urllib3.Timeout(3.0))
+    except urllib3.exceptions.HTTPError:
+        return None, None
+    try:
+        return response.status, json.loads(response.data or b"null")
+    except ValueError:
+        return response.status, None
+
+
+def _tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+class _ThrottledLog:
+    """Collect build output and store it on the deployment at most once a second."""
+
+    def __init__(self, deployment: Deployment) -> None:
+        self.deployment = deployment
+        self.pending: list[str] = []
+        self.last_flush = time.monotonic()
+
+    def write(self, text: str) -> None:
+        self.pending.append(text)
+        if time.monotonic() - self.last_flush > 1.0:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.deployment.append_logs("".join(self.pending))
+            self.pending.clear()
+        self.last_flush = time.monotonic()

@@ -1,0 +1,96 @@
+"""Use cases around deployments as the API sees them: request one, read one, list them."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from racetrackd import jobtypes
+from racetrackd.db import Deployment, DeploymentStatus, Job
+from racetrackd.errors import ConflictError, NotFoundError, ValidationError
+from racetrackd.jobs import job_dto
+from racetrackd.jobtypes import JobType
+from racetrackd.manifest import parse_manifest
+from racetrackd.settings import Settings
+
+MAX_UPLOAD_BYTES = 512 * 1024**2
+
+
+def request_deployment(
+    settings: Settings, job_types: list[JobType], payload: Any, deployed_by: str | None
+) -> Deployment:
+    """Validate a `POST /deploy` body and queue the deployment; nothing is stored when it is invalid."""
+    if not isinstance(payload, dict):
+        raise ValidationError("request body: must be a JSON object with a manifest")
+    manifest = parse_manifest(payload.get("manifest"))
+    job_type = jobtypes.resolve(manifest.jobtype, job_types)
+    jobtypes.check_extra(job_type, manifest.jobtype_extra)
+    force = payload.get("force", False)
+    if not isinstance(force, bool):
+        raise ValidationError("force: must be true or false")
+    if not force and Job.find(manifest.name, manifest.version) is not None:
+        raise ConflictError(
+            f"job {manifest.name} {manifest.version} is already deployed",
+            hint="bump the version in job.yaml, or redeploy it with --force",
+        )
+    archive = _decode_build_context(payload.get("build_context"))
+    deployment = Deployment(
+        job_name=manifest.name, job_version=manifest.version, manifest_yaml=manifest.yaml,
+        force=force, deployed_by=deployed_by,
+    )
+    if archive is not None:
+        path = settings.data_dir / "uploads" / f"{deployment.id}.tar.gz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(archive)
+        deployment.build_context_path = str(path)
+    deployment.save(force_insert=True)
+    return deployment
+
+
+def _decode_build_context(value: Any) -> bytes | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValidationError("build_context: must be a base64-encoded tar.gz string or null")
+    if len(value) > MAX_UPLOAD_BYTES * 4 // 3:
+        raise ValidationError(f"build_context: larger than {MAX_UPLOAD_BYTES // 1024**2} MiB")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValidationError(f"build_context: not valid base64: {exc}") from exc
+
+
+def get_deployment(deployment_id: str) -> Deployment:
+    deployment = Deployment.get_or_none(Deployment.id == deployment_id)
+    if deployment is None:
+        raise NotFoundError(f"deployment {deployment_id} not found")
+    return deployment
+
+
+def recent_deployments(limit: int) -> list[Deployment]:
+    return list(Deployment.select().order_by(Deployment.create_time.desc()).limit(limit))
+
+
+def deployment_dto(deployment: Deployment, settings: Settings) -> dict[str, Any]:
+    """Racetrack's DeploymentDto shape."""
+    job = None
+    if deployment.status == DeploymentStatus.DONE:
+        row = Job.find(deployment.job_name, deployment.job_version)
+        job = job_dto(row, settings) if row is not None else None
+    return {
+        "id": deployment.id,
+        "status": deployment.status,
+        "phase": deployment.phase,
+        "error": deployment.error,
+        "job": job,
+        "job_name": deployment.job_name,
+        "job_version": deployment.job_version,
+        "deployed_by": deployment.deployed_by,
+        "image_name": deployment.image_name,
+        "manifest_yaml": deployment.manifest_yaml,
+        "create_time": int(deployment.create_time),
+        "update_time": int(deployment.update_time),
+        "infrastructure_target": "docker",
+        "warnings": None,
+    }

@@ -1,0 +1,94 @@
+"""One error hierarchy for the daemon; every error knows its HTTP status and a stable reference.
+
+    RacetrackError (500, internal-error)
+    ├── ValidationError (400, validation-error)         bad input from a client
+    │   └── ManifestError (400, invalid-manifest)
+    ├── UnauthorizedError (401, unauthorized)
+    ├── NotFoundError (404, not-found)
+    │   └── JobNotFound (404, job-not-found)
+    ├── ConflictError (409, already-exists)
+    ├── SettingsError (500, invalid-setting)             bad RACETRACK_* environment
+    ├── BuildError (500, build-failed)                   image build failed
+    ├── JobStartError (500, job-start-failed)            container did not come up
+    ├── JobTypeError (500, jobtype-error)                job-type plugin missing or broken
+    ├── DockerUnavailable (503, docker-unavailable)      engine not reachable
+    └── UpstreamError (502, job-unreachable)             gateway could not reach a job
+
+Third-party exceptions are translated into these at the adapter boundary, so the rest of
+the daemon, the HTTP error handler and the CLI only ever deal with this tree.
+"""
+
+from __future__ import annotations
+
+
+class RacetrackError(Exception):
+    """Base of every error racetrackd raises on purpose."""
+
+    status_code: int = 500
+    reference: str = "internal-error"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def to_dict(self) -> dict[str, str]:
+        """Racetrack's error shape `{"error", "type"}`, plus a hint where one helps."""
+        body = {"error": self.message, "type": self.reference}
+        if self.hint:
+            body["hint"] = self.hint
+        return body
+
+
+class ValidationError(RacetrackError):
+    status_code = 400
+    reference = "validation-error"
+
+
+class ManifestError(ValidationError):
+    reference = "invalid-manifest"
+
+
+class UnauthorizedError(RacetrackError):
+    status_code = 401
+    reference = "unauthorized"
+
+
+class NotFoundError(RacetrackError):
+    status_code = 404
+    reference = "not-found"
+
+
+class JobNotFound(NotFoundError):
+    reference = "job-not-found"
+
+
+class ConflictError(RacetrackError):
+    status_code = 409
+    reference = "already-exists"
+
+
+class SettingsError(RacetrackError):
+    reference = "invalid-setting"
+
+
+class BuildError(RacetrackError):
+    reference = "build-failed"
+
+
+class JobStartError(RacetrackError):
+    reference = "job-start-failed"
+
+
+class JobTypeError(RacetrackError):
+    reference = "jobtype-error"
+
+
+class DockerUnavailable(RacetrackError):
+    status_code = 503
+    reference = "docker-unavailable"
+
+
+class UpstreamError(RacetrackError):
+    status_code = 502
+    reference = "job-unreachable"

@@ -1,0 +1,207 @@
+"""The Docker adapter: the only module that imports `docker`.
+
+Everything else talks to the `Runtime` protocol, which `tests/unit/fakes.py` also implements.
+Docker SDK and connection errors are translated here into racetrackd's own errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from racetrackd.errors import BuildError, DockerUnavailable, NotFoundError, RacetrackError
+from racetrackd.naming import JOB_PORT
+
+
+@dataclasses.dataclass(frozen=True)
+class ContainerSpec:
+    name: str
+    image: str
+    env: dict[str, str]
+    labels: dict[str, str]
+    network: str
+    publish_port: bool  # publish JOB_PORT on 127.0.0.1 for a daemon running on the host
+
+
+@dataclasses.dataclass(frozen=True)
+class ContainerState:
+    name: str
+    status: str  # created | running | restarting | exited | dead | missing
+    exit_code: int | None
+    restart_count: int = 0
+
+    @property
+    def alive(self) -> bool:
+        return self.status in ("created", "running")
+
+
+class Runtime(Protocol):
+    def build_image(self, context: IO[bytes], dockerfile: str, tag: str, labels: dict[str, str],
+                    buildargs: dict[str, str], on_log: Callable[[str], None]) -> str: ...
+    def ensure_network(self, name: str) -> None: ...
+    def run_container(self, spec: ContainerSpec) -> None: ...
+    def container_state(self, name: str) -> ContainerState: ...
+    def container_logs(self, name: str, tail: int) -> str: ...
+    def published_address(self, name: str) -> str: ...
+    def remove_container(self, name: str) -> bool: ...
+    def rename_container(self, name: str, new_name: str) -> None: ...
+    def list_containers(self, labels: dict[str, str]) -> list[str]: ...
+    def image_exists(self, ref: str) -> bool: ...
+    def pull_image(self, ref: str) -> None: ...
+    def import_rootfs(self, rootfs_tar: Path, ref: str, changes: list[str]) -> None: ...
+    def own_networks(self) -> set[str]: ...
+
+
+@contextmanager
+def _translated(action: str) -> Iterator[None]:
+    """Turn Docker SDK and transport failures into racetrackd errors naming what was attempted."""
+    try:
+        yield
+    except docker.errors.NotFound as exc:
+        raise NotFoundError(f"{action}: {exc.explanation or exc}") from exc
+    except docker.errors.APIError as exc:
+        raise RacetrackError(f"{action}: {exc.explanation or exc}") from exc
+    except (docker.errors.DockerException, requests.exceptions.ConnectionError) as exc:
+        raise DockerUnavailable(
+            f"{action}: the Docker engine is not reachable ({exc})",
+            hint="start dockerd, or set DOCKER_HOST",
+        ) from exc
+
+
+class DockerRuntime:
+    """Runtime backed by the Docker engine named by DOCKER_HOST (default: the local socket)."""
+
+    def __init__(self, client_factory: Callable[[], docker.DockerClient] | None = None) -> None:
+        self._client_factory = client_factory or (lambda: docker.from_env(timeout=300))
+
+    @functools.cached_property
+    def _client(self) -> docker.DockerClient:
+        with _translated("connecting to Docker"):
+            return self._client_factory()
+
+    def build_image(self, context: IO[bytes], dockerfile: str, tag: str, labels: dict[str, str],
+                    buildargs: dict[str, str], on_log: Callable[[str], None]) -> str:
+        """Build from a tar context, passing each log line to `on_log`; returns the image id."""
+        image_id = ""
+        with _translated(f"building image {tag}"):
+            stream = self._client.api.build(
+                fileobj=context, custom_context=True, dockerfile=dockerfile, tag=tag, labels=labels,
+                buildargs=buildargs, rm=True, forcerm=True, decode=True, network_mode="host",
+            )
+            for chunk in stream:
+                if "stream" in chunk:
+                    on_log(chunk["stream"])
+                if "error" in chunk:
+                    on_log(chunk["error"] + "\n")
+                    raise BuildError(chunk["error"].strip())
+                aux = chunk.get("aux")
+                if isinstance(aux, dict) and "ID" in aux:
+                    image_id = aux["ID"]
+        return image_id
+
+    def ensure_network(self, name: str) -> None:
+        with _translated(f"creating network {name}"):
+            if not self._client.networks.list(names=[name]):
+                self._client.networks.create(name, driver="bridge", check_duplicate=True)
+
+    def run_container(self, spec: ContainerSpec) -> None:
+        ports: dict[str, Any] = {f"{JOB_PORT}/tcp": ("127.0.0.1", None)} if spec.publish_port else {}
+        with _translated(f"starting container {spec.name}"):
+            self._client.containers.run(
+                spec.image, name=spec.name, detach=True, environment=spec.env, labels=spec.labels,
+                network=spec.network, ports=ports, restart_policy={"Name": "unless-stopped"},
+                extra_hosts={"host.docker.internal": "host-gateway"},
+            )
+
+    def container_state(self, name: str) -> ContainerState:
+        with _translated(f"inspecting container {name}"):
+            try:
+                container = self._client.containers.get(name)
+            except docker.errors.NotFound:
+                return ContainerState(name=name, status="missing", exit_code=None)
+            state = container.attrs.get("State", {})
+            return ContainerState(
+                name=name,
+                status=state.get("Status", "unknown"),
+                exit_code=state.get("ExitCode"),
+                restart_count=int(container.attrs.get("RestartCount", 0)),
+            )
+
+    def container_logs(self, name: str, tail: int) -> str:
+        with _translated(f"reading logs of {name}"):
+            try:
+                raw = self._client.containers.get(name).logs(tail=tail, stdout=True, stderr=True)
+            except docker.errors.NotFound:
+                return ""
+        return raw.decode("utf-8", errors="replace")
+
+    def published_address(self, name: str) -> str:
+        """`127.0.0.1:<port>` where the container's job port is published on the host."""
+        with _translated(f"reading the published port of {name}"):
+            for _ in range(50):
+                container = self._client.containers.get(name)
+                bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get(f"{JOB_PORT}/tcp")
+                if bindings:
+                    return f"127.0.0.1:{bindings[0]['HostPort']}"
+                time.sleep(0.1)
+        raise RacetrackError(f"container {name} has no published port {JOB_PORT}")
+
+    def remove_container(self, name: str) -> bool:
+        """Force-remove a container; False when there was none."""
+        with _translated(f"removing container {name}"):
+            try:
+                self._client.containers.get(name).remove(force=True)
+            except docker.errors.NotFound:
+                return False
+        return True
+
+    def rename_container(self, name: str, new_name: str) -> None:
+        with _translated(f"renaming container {name} to {new_name}"):
+            self._client.containers.get(name).rename(new_name)
+
+    def list_containers(self, labels: dict[str, str]) -> list[str]:
+        filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
+        with _translated("listing containers"):
+            return [c.name for c in self._client.containers.list(all=True, filters=filters)]
+
+    def image_exists(self, ref: str) -> bool:
+        with _translated(f"looking up image {ref}"):
+            try:
+                self._client.images.get(ref)
+            except docker.errors.ImageNotFound:
+                return False
+        return True
+
+    def pull_image(self, ref: str) -> None:
+        with _translated(f"pulling image {ref}"):
+            self._client.images.pull(ref)
+
+    def own_networks(self) -> set[str]:
+        """Networks of the container this process runs in; empty when it runs on the host.
+
+        Docker sets a container's hostname to its id, so the engine can tell us about ourselves.
+        Inside a container that the engine does not know (another engine, a CI sandbox), empty too.
+        """
+        with _translated("inspecting the daemon's own container"):
+            try:
+                container = self._client.containers.get(socket.gethostname())
+            except docker.errors.NotFound:
+                return set()
+            return set((container.attrs.get("NetworkSettings", {}).get("Networks") or {}).keys())
+
+    def import_rootfs(self, rootfs_tar: Path, ref: str, changes: list[str]) -> None:
+        repository, _, tag = ref.rpartition(":") if ":" in ref.split("/")[-1] else (ref, "", "latest")
+        with _translated(f"importing {rootfs_tar} as {ref}"), rootfs_tar.open("rb") as data:
+            self._client.api.import_image_from_data(
+                data, repository=repository, tag=tag or "latest", changes=changes
+            )

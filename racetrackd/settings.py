@@ -1,0 +1,221 @@
+"""Daemon settings: one frozen object, read once from `RACETRACK_*` variables (and an optional YAML file).
+
+Every setting is declared once in `SETTINGS` below; `Settings.from_env` reads them from an
+injected mapping so tests pass a plain dict. An unknown `RACETRACK_*` variable or an invalid
+value raises `SettingsError` naming the variable, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from racetrackd.errors import SettingsError
+
+ENV_PREFIX = "RACETRACK_"
+BUILTIN_PLUGINS_DIR = Path(__file__).resolve().parent.parent / "jobtype_plugins"
+JOB_ADDRESSING_MODES = ("auto", "container-name", "published-port")
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _parse_positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError("expected a whole number of at least 1")
+    return value
+
+
+def _parse_port(raw: str) -> int:
+    value = int(raw)
+    if not 0 <= value <= 65535:
+        raise ValueError("expected a port number from 0 to 65535")
+    return value
+
+
+def _parse_seconds(raw: str) -> float:
+    value = float(raw)
+    if value <= 0:
+        raise ValueError("expected a positive number of seconds")
+    return value
+
+
+def _parse_optional_str(raw: str) -> str | None:
+    return raw.strip() or None
+
+
+def _parse_existing_file(raw: str) -> Path | None:
+    if not raw.strip():
+        return None
+    path = Path(raw).expanduser()
+    if not path.is_file():
+        raise ValueError(f"file {path} does not exist")
+    return path
+
+
+def _parse_addressing(raw: str) -> str:
+    if raw not in JOB_ADDRESSING_MODES:
+        raise ValueError(f"expected one of {', '.join(JOB_ADDRESSING_MODES)}")
+    return raw
+
+
+def _parse_instance(raw: str) -> str:
+    if not raw or not all(ch.isalnum() or ch == "-" for ch in raw) or not raw[0].isalpha():
+        raise ValueError("expected letters, digits and dashes, starting with a letter")
+    return raw.lower()
+
+
+def _default_data_dir() -> str:
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return str(Path(xdg) / "racetrackd")
+
+
+@dataclasses.dataclass(frozen=True)
+class SettingSpec:
+    """How one setting is named, defaulted, parsed and explained (the README lists them all)."""
+
+    field: str
+    default: str | Callable[[], str]
+    parse: Callable[[str], Any]
+    help: str
+
+    @property
+    def env_name(self) -> str:
+        return ENV_PREFIX + self.field.upper()
+
+
+SETTINGS: tuple[SettingSpec, ...] = (
+    SettingSpec("host", "127.0.0.1", str, "Address the daemon listens on."),
+    SettingSpec("port", "7102", _parse_port, "Port serving the API, the gateway (/pub) and the dashboard."),
+    SettingSpec("data_dir", _default_data_dir, lambda raw: Path(raw).expanduser(),
+                "Directory for the SQLite registry, build contexts, logs and the admin token."),
+    SettingSpec("admin_token", "", _parse_optional_str,
+                "Bootstrap admin token. When empty, one is generated into DATA_DIR/admin-token (mode 0600)."),
+    SettingSpec("auth_required", "true", _parse_bool,
+                "Require the X-Racetrack-Auth header (or cookie) on the API and the gateway."),
+    SettingSpec("external_url", "", _parse_optional_str,
+                "Base URL users reach the daemon at (used in pub_url). Default: http://HOST:PORT."),
+    SettingSpec("http_workers", "3", _parse_positive_int, "Gunicorn worker processes serving HTTP."),
+    SettingSpec("http_threads", "16", _parse_positive_int, "Threads per gunicorn worker."),
+    SettingSpec("network", "racetrack", str, "Docker network shared by racetrackd and every job."),
+    SettingSpec("job_addressing", "auto", _parse_addressing,
+                "How the gateway reaches jobs: container-name (daemon runs on the shared network), "
+                "published-port (daemon runs on the host) or auto (detect)."),
+    SettingSpec("instance", "main", _parse_instance,
+                "Name of this daemon; labels every container and image it creates. "
+                "A non-default name also prefixes container names, so two daemons can share one engine."),
+    SettingSpec("python_base_image", "python:3.11-slim", str,
+                "Base image of python3 jobs. Air-gapped hosts: build one with `racetrackd base-images build`."),
+    SettingSpec("build_ca_bundle", "", _parse_existing_file,
+                "CA bundle (PEM) given to image builds, for package indexes behind a TLS-intercepting proxy."),
+    SettingSpec("build_pip_index_url", "", _parse_optional_str, "Package index used by pip inside image builds."),
+    SettingSpec("job_start_timeout", "180", _parse_seconds,
+                "Seconds a new job has to answer /live and /ready before its deployment fails."),
+    SettingSpec("worker_poll_interval", "0.5", _parse_seconds,
+                "Seconds between the deployment worker's looks for queued deployments."),
+    SettingSpec("log_level", "info", lambda raw: raw.lower(), "Log level: debug, info, warning, error."),
+    SettingSpec("config_file", "", _parse_optional_str,
+                "Optional YAML file of settings (keys are the names above in lower case, without the prefix); "
+                "environment variables win over it."),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    host: str
+    port: int
+    data_dir: Path
+    admin_token: str | None
+    auth_required: bool
+    external_url: str | None
+    http_workers: int
+    http_threads: int
+    network: str
+    job_addressing: str
+    instance: str
+    python_base_image: str
+    build_ca_bundle: Path | None
+    build_pip_index_url: str | None
+    job_start_timeout: float
+    worker_poll_interval: float
+    log_level: str
+    config_file: str | None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read settings from `environ` (default: the process environment); raise SettingsError on bad input."""
+        environ = os.environ if environ is None else environ
+        known = {spec.env_name for spec in SETTINGS}
+        unknown = sorted(k for k in environ if k.startswith(ENV_PREFIX) and k not in known)
+        if unknown:
+            raise SettingsError(
+                f"unknown setting {unknown[0]}",
+                hint="known settings: " + ", ".join(sorted(known)),
+            )
+        raw = _read_config_file(environ.get(ENV_PREFIX + "CONFIG_FILE", ""))
+        raw.update({spec.field: environ[spec.env_name] for spec in SETTINGS if spec.env_name in environ})
+        values: dict[str, Any] = {}
+        for spec in SETTINGS:
+            text = raw.get(spec.field)
+            if text is None:
+                text = spec.default() if callable(spec.default) else spec.default
+            try:
+                values[spec.field] = spec.parse(str(text))
+            except ValueError as exc:
+                raise SettingsError(f"{spec.env_name}={text!r} is invalid: {exc}") from exc
+        return cls(**values)
+
+    @property
+    def public_url(self) -> str:
+        """Where users reach this daemon; the base of every pub_url."""
+        if self.external_url:
+            return self.external_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "registry.sqlite3"
+
+    def as_environ(self) -> dict[str, str]:
+        """The settings back as RACETRACK_* variables, for child processes of the daemon."""
+        env = {}
+        for spec in SETTINGS:
+            value = getattr(self, spec.field)
+            if value is None:
+                env[spec.env_name] = ""
+            elif isinstance(value, bool):
+                env[spec.env_name] = "true" if value else "false"
+            else:
+                env[spec.env_name] = str(value)
+        return env
+
+
+def _read_config_file(path: str) -> dict[str, str]:
+    if not path:
+        return {}
+    file = Path(path).expanduser()
+    try:
+        loaded = yaml.safe_load(file.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise SettingsError(f"{ENV_PREFIX}CONFIG_FILE={path!r} cannot be read: {exc}") from exc
+    if not isinstance(loaded, dict):
+        raise SettingsError(f"{ENV_PREFIX}CONFIG_FILE={path!r} must hold a mapping of settings")
+    fields = {spec.field for spec in SETTINGS}
+    for key in loaded:
+        if key not in fields:
+            raise SettingsError(f"unknown setting {key!r} in {path}")
+    return {key: ("" if value is None else str(value).lower() if isinstance(value, bool) else str(value))
+            for key, value in loaded.items()}

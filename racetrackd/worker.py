@@ -1,0 +1,72 @@
+"""The background worker: claims queued deployments one at a time and carries them out.
+
+Exactly one runs per daemon (and per data dir: `WorkerLock`), however many HTTP workers serve.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import threading
+from pathlib import Path
+from typing import IO
+
+from racetrackd.db import Deployment, DeploymentStatus
+from racetrackd.deployer import Deployer
+from racetrackd.errors import RacetrackError
+
+log = logging.getLogger(__name__)
+
+INTERRUPTED = "interrupted: racetrackd stopped while this deployment was in progress; submit it again"
+
+
+class WorkerLock:
+    """An exclusive lock on DATA_DIR/worker.lock, so two daemons never share one registry's work."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "worker.lock"
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        file = self.path.open("w")
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            file.close()
+            raise RacetrackError(
+                f"another racetrackd already works on {self.path.parent}",
+                hint="stop it first (racetrackd stop), or use another RACETRACK_DATA_DIR",
+            ) from exc
+        self._file = file
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class DeploymentWorker:
+    def __init__(self, deployer: Deployer, poll_interval: float) -> None:
+        self.deployer = deployer
+        self.poll_interval = poll_interval
+        self.stopping = threading.Event()
+
+    def fail_interrupted(self) -> None:
+        """A deployment claimed by a worker that died can never finish: say so instead of leaving it."""
+        for deployment in Deployment.interrupted():
+            log.warning("deployment %s was interrupted; marking it failed", deployment.id)
+            deployment.finish(DeploymentStatus.FAILED, INTERRUPTED)
+
+    def run_forever(self) -> None:
+        self.fail_interrupted()
+        while not self.stopping.is_set():
+            deployment = Deployment.claim_next()
+            if deployment is None:
+                self.stopping.wait(self.poll_interval)
+                continue
+            log.info("deploying %s %s (deployment %s)", deployment.job_name, deployment.job_version, deployment.id)
+            self.deployer.run(deployment)
+
+    def stop(self) -> None:
+        self.stopping.set()
