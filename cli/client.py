@@ -48,7 +48,7 @@ class ApiClient:
         return self._api("GET", "/info")
 
     def deploy(self, manifest: dict[str, Any], build_context: str | None, force: bool) -> str:
-        body = {"manifest": manifest, "build_context": build_context, "force": force,
+        body: dict[str, Any] = {"manifest": manifest, "build_context": build_context, "force": force,
                 "git_credentials": None, "secret_vars": None, "build_flags": []}
         return str(self._api("POST", "/deploy", json=body)["id"])
 
@@ -72,7 +72,7 @@ class ApiClient:
 
 def _error_from(response: requests.Response) -> ApiError:
     try:
-        body = response.json()
+        body: dict[str, Any] = response.json()
         message = body.get("error") or response.text
         hint = body.get("hint")
     except ValueError:

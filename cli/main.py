@@ -142,7 +142,7 @@ def list_jobs(ctx: click.Context, as_json: bool) -> None:
     rows += [(j["name"], j["version"], j["status"], j["pub_url"]) for j in jobs]
     widths = [max(len(str(row[i])) for row in rows) for i in range(3)]
     for row in rows:
-        click.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) + "  " + str(row[3]))
+        click.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row[:3], widths, strict=True)) + "  " + str(row[3]))
 
 
 @main.command()

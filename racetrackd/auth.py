@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 import os
 import secrets
-from collections.abc import Mapping
+from typing import Protocol
 
 from racetrackd.errors import UnauthorizedError
 from racetrackd.settings import Settings
@@ -35,10 +35,15 @@ def ensure_admin_token(settings: Settings) -> str:
     return token
 
 
-def token_from(headers: Mapping[str, str], cookies: Mapping[str, str]) -> str | None:
+class _Lookup(Protocol):
+    def get(self, key: str) -> str | None: ...
+
+
+def token_from(headers: _Lookup, cookies: _Lookup) -> str | None:
     for name in (AUTH_HEADER, *LEGACY_HEADERS):
-        if headers.get(name):
-            return headers[name]
+        value = headers.get(name)
+        if value:
+            return value
     return cookies.get(AUTH_HEADER)
 
 

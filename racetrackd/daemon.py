@@ -54,7 +54,11 @@ def serve(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     # If gunicorn dies, the daemon is useless: stop the worker too and report failure.
-    threading.Thread(target=lambda: (http.wait(), worker.stop()), daemon=True, name="http-watch").start()
+    def _watch_http() -> None:
+        http.wait()
+        worker.stop()
+
+    threading.Thread(target=_watch_http, daemon=True, name="http-watch").start()
     log.info("racetrackd listening on %s:%s (gateway %s/pub)", settings.host, settings.port, settings.public_url)
     try:
         worker.run_forever()

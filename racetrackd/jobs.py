@@ -60,7 +60,7 @@ def delete_job(runtime: Runtime, name: str, version: str) -> Job:
 def job_dto(job: Job, settings: Settings) -> dict[str, Any]:
     """Racetrack's JobDto shape."""
     return {
-        "id": str(job.id),
+        "id": str(job.get_id()),
         "name": job.name,
         "version": job.version,
         "status": job.status,
