@@ -98,7 +98,7 @@ class SettingSpec:
 
 SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("host", "127.0.0.1", str, "Address the daemon listens on."),
-    SettingSpec("port", "7102", _parse_port, "Port serving the API, the gateway (/pub) and the dashboard."),
+    SettingSpec("port", "7102", _parse_port, "Port serving the control-plane API and the gateway (/pub)."),
     SettingSpec("data_dir", _default_data_dir, lambda raw: Path(raw).expanduser(),
                 "Directory for the SQLite registry, build contexts, logs and the admin token."),
     SettingSpec("admin_token", "", _parse_optional_str,

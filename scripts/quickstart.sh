@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Command one of the README: set up the host, start racetrackd in the background, deploy the
+# sample job samples/adder and show a curl that returns 42. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+base_image=$(scripts/setup-host.sh | tail -n 1)
+export RACETRACK_PYTHON_BASE_IMAGE="${RACETRACK_PYTHON_BASE_IMAGE:-$base_image}"
+# A host whose package index sits behind a TLS-intercepting proxy trusts its CA in this
+# bundle; builds get the same trust (harmless elsewhere).
+if [ -z "${RACETRACK_BUILD_CA_BUNDLE:-}" ] && [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+  export RACETRACK_BUILD_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
+fi
+
+rtd=.venv/bin/rtd
+racetrackd=.venv/bin/racetrackd
+port="${RACETRACK_PORT:-7102}"
+if .venv/bin/python -c "import urllib.request as u; u.urlopen('http://127.0.0.1:${port}/ready', timeout=2)" 2>/dev/null; then
+  echo "-----> racetrackd is already running on port ${port}"
+else
+  "$racetrackd" start
+fi
+token=$("$racetrackd" admin-token)
+"$rtd" --remote "http://127.0.0.1:${port}" login "$token" >/dev/null
+"$rtd" --remote "http://127.0.0.1:${port}" submit --force samples/adder
+
+curl_cmd="curl -s -X POST http://127.0.0.1:${port}/pub/job/adder/latest/api/v1/perform -H 'X-Racetrack-Auth: ${token}' -H 'Content-Type: application/json' -d '{\"a\": 40, \"b\": 2}'"
+echo
+echo "Call the job:"
+echo "  $curl_cmd"
+echo -n "  => "
+if command -v curl >/dev/null 2>&1; then eval "$curl_cmd"; else "$rtd" --remote "http://127.0.0.1:${port}" call adder --data '{"a": 40, "b": 2}'; fi
+echo
+echo
+echo "Use the CLI:  .venv/bin/rtd list   |   .venv/bin/rtd call adder --data '{\"a\": 1, \"b\": 2}'"
+echo "Stop racetrackd (jobs keep running):  .venv/bin/racetrackd stop"

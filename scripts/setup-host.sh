@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Make this host ready for racetrackd, idempotently: a running Docker engine, the Python
+# environment in .venv, and a python3 base image (pulled, or built locally when no registry
+# is reachable). Prints the base image name on its last line of stdout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { echo "-----> $*" >&2; }
+as_root_with_apt() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; }
+apt_install() {
+  if [ ! -f /tmp/.racetrackd-apt-updated ]; then apt-get update -qq >&2 && touch /tmp/.racetrackd-apt-updated; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
+}
+
+# 1. Docker engine
+if ! docker info >/dev/null 2>&1; then
+  if as_root_with_apt; then
+    command -v dockerd >/dev/null 2>&1 || { say "installing docker.io"; apt_install docker.io; }
+    if [ ! -S /var/run/docker.sock ] || ! docker info >/dev/null 2>&1; then
+      say "starting dockerd (log: /var/log/racetrackd-dockerd.log)"
+      nohup dockerd >/var/log/racetrackd-dockerd.log 2>&1 &
+      for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+    fi
+  fi
+  docker info >/dev/null 2>&1 || {
+    echo "The Docker engine is not running and could not be started here: start Docker, then re-run." >&2
+    exit 1
+  }
+fi
+
+# 2. Python environment, reinstalled only when the dependency pins change
+PYTHON=${PYTHON:-python3}
+stamp=".venv/.installed-$(cat constraints.txt setup.cfg | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  say "installing racetrackd into .venv"
+  [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip >&2
+  .venv/bin/python -m pip install -q -c constraints.txt -e '.[test]' >&2
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi
+
+# 3. A python3 base image. `ensure` uses the configured one when present or pullable, and
+#    otherwise builds one from Debian packages (needs debootstrap).
+if as_root_with_apt && ! command -v debootstrap >/dev/null 2>&1; then
+  say "installing debootstrap (for base images on hosts without a registry)"
+  apt_install debootstrap
+fi
+.venv/bin/racetrackd base-images ensure

@@ -1,0 +1,105 @@
+"""In-memory fakes behind the daemon's own interfaces (so unit tests need no Docker), and test-data builders."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from racetrackd.runtime import ContainerSpec, ContainerState
+
+
+class FakeRuntime:
+    """Implements every method of `racetrackd.runtime.Runtime` in memory and records each call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.containers: dict[str, ContainerSpec] = {}
+        self.images: dict[str, dict[str, str]] = {}
+        self.networks: set[str] = set()
+        self.logs: dict[str, str] = {}
+        self.own: set[str] = set()
+
+    def _record(self, method: str, *args: Any) -> None:
+        self.calls.append((method, args))
+
+    def calls_to(self, method: str) -> list[tuple[Any, ...]]:
+        return [args for name, args in self.calls if name == method]
+
+    def build_image(self, context: IO[bytes], dockerfile: str, tag: str, labels: dict[str, str],
+                    buildargs: dict[str, str], on_log: Callable[[str], None]) -> str:
+        self._record("build_image", dockerfile, tag, labels, buildargs)
+        on_log(f"built {tag}\n")
+        self.images[tag] = dict(labels)
+        return f"sha256:{len(self.images):064x}"
+
+    def ensure_network(self, name: str) -> None:
+        self._record("ensure_network", name)
+        self.networks.add(name)
+
+    def run_container(self, spec: ContainerSpec) -> None:
+        self._record("run_container", spec)
+        self.containers[spec.name] = spec
+
+    def container_state(self, name: str) -> ContainerState:
+        self._record("container_state", name)
+        if name not in self.containers:
+            return ContainerState(name=name, status="missing", exit_code=None)
+        return ContainerState(name=name, status="running", exit_code=None)
+
+    def container_logs(self, name: str, tail: int) -> str:
+        self._record("container_logs", name, tail)
+        return "\n".join(self.logs.get(name, "").splitlines()[-tail:])
+
+    def published_address(self, name: str) -> str:
+        self._record("published_address", name)
+        return f"127.0.0.1:{7000 + sorted(self.containers).index(name)}"
+
+    def remove_container(self, name: str) -> bool:
+        self._record("remove_container", name)
+        return self.containers.pop(name, None) is not None
+
+    def rename_container(self, name: str, new_name: str) -> None:
+        self._record("rename_container", name, new_name)
+        self.containers[new_name] = self.containers.pop(name)
+
+    def list_containers(self, labels: dict[str, str]) -> list[str]:
+        self._record("list_containers", labels)
+        return [name for name, spec in self.containers.items()
+                if all(spec.labels.get(k) == v for k, v in labels.items())]
+
+    def image_exists(self, ref: str) -> bool:
+        self._record("image_exists", ref)
+        return ref in self.images
+
+    def pull_image(self, ref: str) -> None:
+        self._record("pull_image", ref)
+        self.images[ref] = {}
+
+    def import_rootfs(self, rootfs_tar: Path, ref: str, changes: list[str]) -> None:
+        self._record("import_rootfs", rootfs_tar, ref, changes)
+        self.images[ref] = {}
+
+    def own_networks(self) -> set[str]:
+        self._record("own_networks")
+        return set(self.own)
+
+
+def write_job(directory: Path, files: dict[str, str]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (directory / name).parent.mkdir(parents=True, exist_ok=True)
+        (directory / name).write_text(text)
+    return directory
+
+
+def sample_manifest(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "name": "adder",
+        "owner_email": "owner@example.com",
+        "version": "0.0.1",
+        "jobtype": "python3:latest",
+        "jobtype_extra": {"entrypoint_path": "entrypoint.py"},
+    }
+    base.update(overrides)
+    return {k: v for k, v in base.items() if v is not None}
