@@ -116,7 +116,7 @@ def _pack(directory: Path) -> str:
 def _follow(client: ApiClient, deployment_id: str) -> dict[str, Any]:
     """Poll the deployment, printing each new phase, until it is done or failed."""
     last_phase = None
-    delay = 0.2
+    delay = 0.1
     while True:
         deployment = client.deployment(deployment_id)
         phase = deployment.get("phase")
@@ -126,7 +126,7 @@ def _follow(client: ApiClient, deployment_id: str) -> dict[str, Any]:
         if deployment["status"] != "in_progress":
             return deployment
         time.sleep(delay)
-        delay = min(delay * 1.5, 2.0)
+        delay = min(delay * 1.2, 1.0)  # quick deploys finish in seconds: poll finely at first
 
 
 @main.command("list")

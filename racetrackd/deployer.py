@@ -55,13 +55,24 @@ class Deployer:
         except RacetrackError as exc:
             log.warning("deployment %s failed: %s", deployment.id, exc.message)
             deployment.finish(DeploymentStatus.FAILED, exc.message)
+            self._discard_image(deployment)
         except Exception as exc:  # noqa: BLE001 (a bug must fail the deployment, not kill the worker)
             log.exception("deployment %s failed unexpectedly", deployment.id)
             deployment.finish(DeploymentStatus.FAILED, f"internal error: {type(exc).__name__}: {exc}")
+            self._discard_image(deployment)
         finally:
             shutil.rmtree(workspace, ignore_errors=True)
             if deployment.build_context_path:
                 Path(deployment.build_context_path).unlink(missing_ok=True)
+
+    def _discard_image(self, deployment: Deployment) -> None:
+        """A failed deployment's image serves nothing; keep the disk for images that do."""
+        if not deployment.image_name:
+            return
+        try:
+            self.runtime.remove_image(deployment.image_name)
+        except RacetrackError as exc:
+            log.warning("could not remove image %s: %s", deployment.image_name, exc.message)
 
     def _deploy(self, deployment: Deployment, workspace: Path) -> None:
         manifest = parse_manifest_yaml(deployment.manifest_yaml)
@@ -203,7 +214,7 @@ class Deployer:
                     continue
             elif status == 200:
                 return
-            time.sleep(0.2)
+            time.sleep(0.1)
         raise JobStartError(self._start_failure(
             container, f"the job did not become {phase} within {self.settings.job_start_timeout:g} s"
         ))

@@ -49,7 +49,7 @@ def discover(plugin_dirs: Iterable[Path]) -> list[JobType]:
         for plugin_dir in sorted(p for p in root.iterdir() if (p / PLUGIN_MANIFEST).is_file()):
             try:
                 found.extend(_load_plugin(plugin_dir))
-            except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
+            except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError, ValueError) as exc:
                 log.error("skipping broken job-type plugin %s: %s", plugin_dir, exc)
     return found
 

@@ -20,6 +20,7 @@ from racetrackd.errors import SettingsError
 ENV_PREFIX = "RACETRACK_"
 BUILTIN_PLUGINS_DIR = Path(__file__).resolve().parent.parent / "jobtype_plugins"
 JOB_ADDRESSING_MODES = ("auto", "container-name", "published-port")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 def _parse_bool(raw: str) -> bool:
@@ -47,9 +48,16 @@ def _parse_port(raw: str) -> int:
 
 def _parse_seconds(raw: str) -> float:
     value = float(raw)
-    if value <= 0:
+    if not value > 0:  # also rejects nan
         raise ValueError("expected a positive number of seconds")
     return value
+
+
+def _parse_log_level(raw: str) -> str:
+    level = raw.strip().lower()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}")
+    return level
 
 
 def _parse_optional_str(raw: str) -> str | None:
@@ -123,9 +131,9 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("build_pip_index_url", "", _parse_optional_str, "Package index used by pip inside image builds."),
     SettingSpec("job_start_timeout", "180", _parse_seconds,
                 "Seconds a new job has to answer /live and /ready before its deployment fails."),
-    SettingSpec("worker_poll_interval", "0.5", _parse_seconds,
+    SettingSpec("worker_poll_interval", "0.2", _parse_seconds,
                 "Seconds between the deployment worker's looks for queued deployments."),
-    SettingSpec("log_level", "info", lambda raw: raw.lower(), "Log level: debug, info, warning, error."),
+    SettingSpec("log_level", "info", _parse_log_level, "Log level: debug, info, warning, error."),
     SettingSpec("config_file", "", _parse_optional_str,
                 "Optional YAML file of settings (keys are the names above in lower case, without the prefix); "
                 "environment variables win over it."),
