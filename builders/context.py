@@ -35,11 +35,18 @@ def unpack_build_context(archive: Path, destination: Path, max_bytes: int = MAX_
                 total += max(member.size, 0)
                 if total > max_bytes:
                     raise ValidationError(
-                        f"build_context: unpacks to more than {max_bytes // 1024**2} MiB"
+                        f"build_context: unpacks to more than {_size(max_bytes)}"
                     )
             tar.extractall(destination, members=members, filter="data")
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise ValidationError(f"build_context: not a readable tar.gz archive: {exc}") from exc
+
+
+def _size(count: int) -> str:
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if count >= factor:
+            return f"{count / factor:g} {unit}"
+    return f"{count} bytes"
 
 
 def _check_member(member: tarfile.TarInfo) -> None:
@@ -50,7 +57,8 @@ def _check_member(member: tarfile.TarInfo) -> None:
         raise ValidationError(f"build_context: entry {member.name!r} is a device or pipe")
     if member.issym() or member.islnk():
         target = PurePosixPath(member.linkname)
-        resolved = target if target.is_absolute() else path.parent / target
+        # A hard link's target is relative to the archive root, a symlink's to the link's directory.
+        resolved = target if target.is_absolute() or member.islnk() else path.parent / target
         if target.is_absolute() or _escapes(resolved):
             raise ValidationError(f"build_context: link {member.name!r} points outside the context")
 

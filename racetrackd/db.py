@@ -111,6 +111,12 @@ class Deployment(BaseModel):
             return candidate
 
     @classmethod
+    def in_progress_for(cls, job_name: str, job_version: str) -> bool:
+        return cls.select().where(
+            (cls.job_name == job_name) & (cls.job_version == job_version) & (cls.status == DeploymentStatus.IN_PROGRESS)
+        ).exists()
+
+    @classmethod
     def interrupted(cls) -> list[Deployment]:
         """Deployments a previous worker claimed but never finished (it died)."""
         return list(cls.select().where((cls.claimed == True) & (cls.status == DeploymentStatus.IN_PROGRESS)))  # noqa: E712

@@ -19,7 +19,7 @@ from builders.context import DOCKERFILE_NAME, assemble_docker_context, unpack_bu
 from builders.dockerfile import render_dockerfile
 from racetrackd import __version__, jobtypes, naming
 from racetrackd.db import Deployment, DeploymentStatus, Job, JobStatus, now
-from racetrackd.errors import BuildError, JobStartError, ManifestError, RacetrackError, ValidationError
+from racetrackd.errors import BuildError, ConflictError, JobStartError, ManifestError, RacetrackError, ValidationError
 from racetrackd.jobtypes import JobType
 from racetrackd.manifest import Manifest, parse_manifest_yaml
 from racetrackd.runtime import ContainerSpec, Runtime
@@ -76,6 +76,9 @@ class Deployer:
 
     def _deploy(self, deployment: Deployment, workspace: Path) -> None:
         manifest = parse_manifest_yaml(deployment.manifest_yaml)
+        if not deployment.force and Job.find(manifest.name, manifest.version) is not None:
+            # Checked again here: another deployment of this version may have finished meanwhile.
+            raise ConflictError(f"job {manifest.name} {manifest.version} is already deployed; use --force")
         job_type = jobtypes.resolve(manifest.jobtype, self.job_types)
 
         deployment.set_phase("unpacking build context")

@@ -29,11 +29,8 @@ def request_deployment(
     force = payload.get("force", False)
     if not isinstance(force, bool):
         raise ValidationError("force: must be true or false")
-    if not force and Job.find(manifest.name, manifest.version) is not None:
-        raise ConflictError(
-            f"job {manifest.name} {manifest.version} is already deployed",
-            hint="bump the version in job.yaml, or redeploy it with --force",
-        )
+    if not force:
+        ensure_version_is_new(manifest.name, manifest.version)
     archive = _decode_build_context(payload.get("build_context"))
     deployment = Deployment(
         job_name=manifest.name, job_version=manifest.version, manifest_yaml=manifest.yaml,
@@ -46,6 +43,20 @@ def request_deployment(
         deployment.build_context_path = str(path)
     deployment.save(force_insert=True)
     return deployment
+
+
+def ensure_version_is_new(name: str, version: str) -> None:
+    """Versions are immutable: refuse one that is deployed or on its way (the caller may force)."""
+    if Job.find(name, version) is not None:
+        raise ConflictError(
+            f"job {name} {version} is already deployed",
+            hint="bump the version in job.yaml, or redeploy it with --force",
+        )
+    if Deployment.in_progress_for(name, version):
+        raise ConflictError(
+            f"a deployment of {name} {version} is already in progress",
+            hint="wait for it to finish (rtd submit shows its progress), or use --force",
+        )
 
 
 def _decode_build_context(value: Any) -> bytes | None:

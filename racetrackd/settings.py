@@ -85,8 +85,8 @@ def _parse_instance(raw: str) -> str:
     return raw.lower()
 
 
-def _default_data_dir() -> str:
-    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+def _default_data_dir(environ: Mapping[str, str]) -> str:
+    xdg = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return str(Path(xdg) / "racetrackd")
 
 
@@ -95,7 +95,7 @@ class SettingSpec:
     """How one setting is named, defaulted, parsed and explained (the README lists them all)."""
 
     field: str
-    default: str | Callable[[], str]
+    default: str | Callable[[Mapping[str, str]], str]  # a callable derives it from the environment
     parse: Callable[[str], Any]
     help: str
 
@@ -178,7 +178,7 @@ class Settings:
         for spec in SETTINGS:
             text = raw.get(spec.field)
             if text is None:
-                text = spec.default() if callable(spec.default) else spec.default
+                text = spec.default(environ) if callable(spec.default) else spec.default
             try:
                 values[spec.field] = spec.parse(str(text))
             except ValueError as exc:

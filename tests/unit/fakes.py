@@ -72,6 +72,10 @@ class FakeRuntime:
         self._record("image_exists", ref)
         return ref in self.images
 
+    def remove_image(self, ref: str) -> None:
+        self._record("remove_image", ref)
+        self.images.pop(ref, None)
+
     def pull_image(self, ref: str) -> None:
         self._record("pull_image", ref)
         self.images[ref] = {}

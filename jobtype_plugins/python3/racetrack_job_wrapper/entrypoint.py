@@ -30,7 +30,9 @@ def load_entrypoint(entrypoint_path: str, class_name: str | None) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"entrypoint file {entrypoint_path} not found in {Path.cwd()}")
     add_job_paths(str(path.resolve().parent))
-    module_name = path.stem
+    # The file's own name, as Racetrack does, unless that would replace a loaded module
+    # (an entrypoint called json.py must not swap out the json the wrapper uses).
+    module_name = path.stem if path.stem not in sys.modules else "racetrack_job_entrypoint"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot import {entrypoint_path}")

@@ -1,0 +1,31 @@
+FROM python:3.11-slim
+
+ARG PIP_INDEX_URL=https://pypi.example.com/simple
+ARG PIP_DISABLE_PIP_VERSION_CHECK=1
+ARG PIP_NO_CACHE_DIR=1
+
+ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 LANG=C.UTF-8
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libgomp1 curl \
+ && rm -rf /var/lib/apt/lists/*
+
+# Wrapper first: this layer depends only on the job type version, so it is built once and reused.
+COPY jobtype/wrapper-requirements.txt /opt/racetrack/wrapper-requirements.txt
+RUN python3 -m venv /opt/racetrack/wrapper-venv \
+ && /opt/racetrack/wrapper-venv/bin/pip install -r /opt/racetrack/wrapper-requirements.txt \
+ && python3 -m venv /opt/racetrack/job-venv
+COPY jobtype/racetrack_job_wrapper /opt/racetrack/wrapper/racetrack_job_wrapper
+
+COPY job/ /src/job/
+WORKDIR /src/job
+ENV PYTHONPATH=/opt/racetrack/wrapper \
+    JOB_NAME="adder" \
+    JOB_VERSION="0.0.1" \
+    JOB_TYPE_VERSION="python3:1.0.0" \
+    GIT_VERSION="" \
+    DEPLOYED_BY_RACETRACK_VERSION="0.1.0" \
+    JOB_VENV=/opt/racetrack/job-venv
+LABEL racetrack-component="job"
+EXPOSE 7000
+STOPSIGNAL SIGTERM
+CMD ["/opt/racetrack/wrapper-venv/bin/python", "-m", "racetrack_job_wrapper", "run", "entrypoint.py"]

@@ -1,0 +1,398 @@
+"""The HTTP API (lifecycle, gateway, probes) through Flask's test client, over a FakeRuntime."""
+
+from __future__ import annotations
+
+import base64
+import inspect
+import io
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from flask import Flask
+from flask.testing import FlaskClient
+
+from racetrackd import db
+from racetrackd.runtime import Runtime
+from racetrackd.settings import Settings
+from tests.unit.conftest import ADMIN_TOKEN
+from tests.unit.fakes import FakeRuntime, sample_manifest
+
+API = "/lifecycle/api/v1"
+
+
+def build_context(files: dict[str, bytes] | None = None) -> str:
+    files = files or {"entrypoint.py": b"class AdderEntrypoint:\n    def perform(self, a, b):\n        return a + b\n"}
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def add_job(name: str = "adder", version: str = "0.0.1", status: str = db.JobStatus.RUNNING) -> db.Job:
+    return db.Job.create(
+        name=name, version=version, status=status,
+        manifest_yaml=yaml.safe_dump(sample_manifest(name=name, version=version)),
+        job_type_version="python3:1.0.0", image_name=f"racetrackd/job-{name}:{version}",
+        container_name=f"job-{name}-v-{version.replace('.', '-')}",
+        internal_name=f"job-{name}-v-{version.replace('.', '-')}:7000",
+        deployment_timestamp=1_700_000_000,
+    )
+
+
+def assert_error(response: Any, status: int, error_type: str) -> str:
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.is_json
+    body = response.get_json()
+    assert body["type"] == error_type
+    assert isinstance(body["error"], str) and body["error"]
+    return str(body["error"])
+
+
+# --- the fake itself ---------------------------------------------------------------------------
+
+def test_fake_runtime_implements_every_runtime_method_with_the_same_parameters() -> None:
+    protocol_methods = {name for name, _ in inspect.getmembers(Runtime, inspect.isfunction) if not name.startswith("_")}
+
+    assert protocol_methods
+    for name in protocol_methods:
+        expected = list(inspect.signature(getattr(Runtime, name)).parameters)
+        assert list(inspect.signature(getattr(FakeRuntime, name)).parameters) == expected, name
+
+
+# --- deploy ------------------------------------------------------------------------------------
+
+def test_deploy_with_a_bad_manifest_is_400_naming_the_field_and_stores_nothing(client: FlaskClient) -> None:
+    response = client.post(f"{API}/deploy", json={"manifest": sample_manifest(name="My_Job"),
+                                                  "build_context": build_context()})
+
+    message = assert_error(response, 400, "invalid-manifest")
+    assert message.startswith("name: ")
+    assert db.Deployment.select().count() == 0
+
+
+def test_deploy_with_several_manifest_errors_reports_them_all(client: FlaskClient) -> None:
+    response = client.post(f"{API}/deploy", json={"manifest": {"name": "adder", "version": "1"}})
+
+    message = assert_error(response, 400, "invalid-manifest")
+    assert "owner_email:" in message and "version:" in message and "jobtype:" in message
+
+
+@pytest.mark.parametrize("body", [None, "[]", '"manifest"'])
+def test_deploy_without_a_json_object_is_400(client: FlaskClient, body: str | None) -> None:
+    response = client.post(f"{API}/deploy", data=body, content_type="application/json")
+
+    assert "JSON object" in assert_error(response, 400, "validation-error")
+    assert db.Deployment.select().count() == 0
+
+
+def test_deploy_queues_a_deployment(client: FlaskClient, app: Flask) -> None:
+    response = client.post(f"{API}/deploy", json={"manifest": sample_manifest(), "build_context": build_context()})
+
+    assert response.status_code == 201
+    deployment_id = response.get_json()["id"]
+    shown = client.get(f"{API}/deploy/{deployment_id}")
+    assert shown.status_code == 200
+    body = shown.get_json()
+    assert body["id"] == deployment_id
+    assert body["status"] == "in_progress"
+    assert body["phase"] == "queued"
+    assert body["job_name"] == "adder"
+    assert body["job_version"] == "0.0.1"
+    assert body["deployed_by"] == "admin"
+    assert body["job"] is None
+    assert yaml.safe_load(body["manifest_yaml"])["name"] == "adder"
+    # The upload is kept in the data dir for the worker.
+    settings: Settings = app.extensions["racetrackd"].settings
+    stored = db.Deployment.get_by_id(deployment_id)
+    assert Path(stored.build_context_path).parent == settings.data_dir / "uploads"
+    assert Path(stored.build_context_path).read_bytes() == base64.b64decode(build_context())
+
+
+def test_deployments_are_listed_newest_first(client: FlaskClient) -> None:
+    first = client.post(f"{API}/deploy", json={"manifest": sample_manifest(version="1.0.0")}).get_json()["id"]
+    second = client.post(f"{API}/deploy", json={"manifest": sample_manifest(version="1.0.1")}).get_json()["id"]
+    db.Deployment.update(create_time=db.Deployment.create_time - 10).where(db.Deployment.id == first).execute()
+
+    listed = client.get(f"{API}/deploy").get_json()
+
+    assert [d["id"] for d in listed] == [second, first]
+    assert [d["id"] for d in client.get(f"{API}/deploy?limit=1").get_json()] == [second]
+    assert_error(client.get(f"{API}/deploy?limit=few"), 400, "validation-error")
+
+
+def test_unknown_deployment_is_404(client: FlaskClient) -> None:
+    assert "nope" in assert_error(client.get(f"{API}/deploy/nope"), 404, "not-found")
+
+
+def test_deploy_of_an_existing_job_is_409_unless_forced(client: FlaskClient) -> None:
+    add_job("adder", "0.0.1")
+
+    conflict = client.post(f"{API}/deploy", json={"manifest": sample_manifest(), "build_context": build_context()})
+
+    assert "adder 0.0.1" in assert_error(conflict, 409, "already-exists")
+    assert "--force" in conflict.get_json()["hint"]
+    assert db.Deployment.select().count() == 0
+
+    forced = client.post(f"{API}/deploy", json={"manifest": sample_manifest(), "build_context": build_context(),
+                                                "force": True})
+
+    assert forced.status_code == 201
+    assert db.Deployment.get_by_id(forced.get_json()["id"]).force is True
+
+
+def test_deploy_of_a_new_version_of_an_existing_job_is_accepted(client: FlaskClient) -> None:
+    add_job("adder", "0.0.1")
+
+    response = client.post(f"{API}/deploy", json={"manifest": sample_manifest(version="0.0.2")})
+
+    assert response.status_code == 201
+
+
+def test_deploy_with_a_non_boolean_force_is_400(client: FlaskClient) -> None:
+    response = client.post(f"{API}/deploy", json={"manifest": sample_manifest(), "force": "yes"})
+
+    assert assert_error(response, 400, "validation-error").startswith("force: ")
+
+
+def test_deploy_with_an_unknown_jobtype_lists_the_installed_ones(client: FlaskClient) -> None:
+    response = client.post(f"{API}/deploy", json={"manifest": sample_manifest(jobtype="golang:latest")})
+
+    message = assert_error(response, 400, "invalid-manifest")
+    assert "'golang:latest'" in message
+    assert "python3:1.0.0" in message
+    assert db.Deployment.select().count() == 0
+
+
+def test_deploy_without_the_required_jobtype_extra_is_400(client: FlaskClient) -> None:
+    response = client.post(f"{API}/deploy", json={"manifest": sample_manifest(jobtype_extra={})})
+
+    assert "jobtype_extra.entrypoint_path" in assert_error(response, 400, "invalid-manifest")
+
+
+@pytest.mark.parametrize("context", ["not base64!", 123])
+def test_deploy_with_a_bad_build_context_is_400_and_stores_nothing(
+    client: FlaskClient, app: Flask, context: Any
+) -> None:
+    response = client.post(f"{API}/deploy", json={"manifest": sample_manifest(), "build_context": context})
+
+    assert assert_error(response, 400, "validation-error").startswith("build_context: ")
+    assert db.Deployment.select().count() == 0
+    assert not (app.extensions["racetrackd"].settings.data_dir / "uploads").exists()
+
+
+# --- jobs --------------------------------------------------------------------------------------
+
+def test_list_jobs_in_jobdto_shape(client: FlaskClient) -> None:
+    add_job("adder", "0.0.1")
+    add_job("multiplier", "1.0.0", status=db.JobStatus.STARTING)
+
+    response = client.get(f"{API}/job")
+
+    assert response.status_code == 200
+    jobs = response.get_json()
+    assert [(j["name"], j["version"], j["status"]) for j in jobs] == [
+        ("adder", "0.0.1", "running"), ("multiplier", "1.0.0", "starting"),
+    ]
+    adder = jobs[0]
+    assert adder["pub_url"] == "http://127.0.0.1:7102/pub/job/adder/0.0.1"
+    assert adder["manifest"]["name"] == "adder"
+    assert adder["job_type_version"] == "python3:1.0.0"
+    assert adder["infrastructure_target"] == "docker"
+    assert adder["internal_name"] == "job-adder-v-0-0-1:7000"
+    assert {"id", "create_time", "update_time", "error", "image_tag", "deployed_by", "last_call_time"} <= set(adder)
+
+
+def test_pub_url_uses_the_external_url(make_app: Callable[..., Flask]) -> None:
+    app = make_app(external_url="https://racetrack.example.com/", auth_required="false")
+    add_job("adder", "0.0.1")
+
+    jobs = app.test_client().get(f"{API}/job").get_json()
+
+    assert jobs[0]["pub_url"] == "https://racetrack.example.com/pub/job/adder/0.0.1"
+
+
+def test_list_jobs_when_there_are_none(client: FlaskClient) -> None:
+    assert client.get(f"{API}/job").get_json() == []
+
+
+def test_get_job_by_exact_version(client: FlaskClient) -> None:
+    add_job("adder", "0.0.1")
+    add_job("adder", "0.0.2")
+
+    assert client.get(f"{API}/job/adder/0.0.1").get_json()["version"] == "0.0.1"
+
+
+def test_latest_is_the_highest_stable_running_version(client: FlaskClient) -> None:
+    add_job("adder", "1.2.0")
+    add_job("adder", "1.10.0")  # numerically higher than 1.2.0
+    add_job("adder", "2.0.0", status=db.JobStatus.STARTING)  # not serving yet
+    add_job("adder", "3.0.0-rc.1")  # a pre-release
+    add_job("other", "9.0.0")
+
+    job = client.get(f"{API}/job/adder/latest").get_json()
+
+    assert job["version"] == "1.10.0"
+
+
+def test_x_version_alias(client: FlaskClient) -> None:
+    add_job("adder", "1.2.0")
+    add_job("adder", "1.3.0")
+    add_job("adder", "2.0.0")
+
+    assert client.get(f"{API}/job/adder/1.x").get_json()["version"] == "1.3.0"
+    assert client.get(f"{API}/job/adder/1.2.x").get_json()["version"] == "1.2.0"
+
+
+def test_latest_with_only_starting_versions_is_404(client: FlaskClient) -> None:
+    add_job("adder", "1.0.0", status=db.JobStatus.STARTING)
+
+    assert_error(client.get(f"{API}/job/adder/latest"), 404, "job-not-found")
+
+
+@pytest.mark.parametrize("path", ["/job/ghost/0.0.1", "/job/ghost/latest"])
+def test_unknown_job_is_404_json(client: FlaskClient, path: str) -> None:
+    assert "ghost" in assert_error(client.get(API + path), 404, "job-not-found")
+
+
+def test_delete_removes_the_row_and_the_container(client: FlaskClient, runtime: FakeRuntime) -> None:
+    add_job("adder", "0.0.1")
+    add_job("adder", "0.0.2")
+
+    response = client.delete(f"{API}/job/adder/0.0.1")
+
+    assert response.status_code == 204
+    assert runtime.calls_to("remove_container") == [("job-adder-v-0-0-1",)]
+    assert db.Job.find("adder", "0.0.1") is None
+    assert db.Job.find("adder", "0.0.2") is not None
+    assert [j["version"] for j in client.get(f"{API}/job").get_json()] == ["0.0.2"]
+
+
+def test_delete_of_an_unknown_job_is_404_and_touches_no_container(client: FlaskClient, runtime: FakeRuntime) -> None:
+    assert_error(client.delete(f"{API}/job/ghost/0.0.1"), 404, "job-not-found")
+    assert runtime.calls_to("remove_container") == []
+
+
+def test_unknown_api_path_is_404_json(client: FlaskClient) -> None:
+    assert_error(client.get(f"{API}/nothing-here"), 404, "not-found")
+
+
+def test_wrong_method_is_405_json(client: FlaskClient) -> None:
+    assert_error(client.put(f"{API}/job"), 405, "method-not-allowed")
+
+
+# --- auth --------------------------------------------------------------------------------------
+
+@pytest.fixture
+def auth_app(make_app: Callable[..., Flask]) -> Flask:
+    return make_app(auth_required="true")
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("GET", f"{API}/job"),
+    ("GET", f"{API}/deploy"),
+    ("POST", f"{API}/deploy"),
+    ("GET", f"{API}/job/adder/0.0.1"),
+    ("DELETE", f"{API}/job/adder/0.0.1"),
+    ("GET", "/pub/job/adder/0.0.1/api/v1/perform"),
+    ("POST", "/pub/fatman/adder/latest/api/v1/perform"),
+])
+def test_requests_without_a_token_are_401_json(auth_app: Flask, method: str, path: str) -> None:
+    add_job("adder", "0.0.1")
+
+    response = auth_app.test_client().open(path, method=method, json={})
+
+    assert "X-Racetrack-Auth" in assert_error(response, 401, "unauthorized")
+    assert db.Job.find("adder", "0.0.1") is not None
+
+
+def test_a_wrong_token_is_401(auth_app: Flask) -> None:
+    response = auth_app.test_client().get(f"{API}/job", headers={"X-Racetrack-Auth": "wrong"})
+
+    assert assert_error(response, 401, "unauthorized") == "invalid auth token"
+
+
+@pytest.mark.parametrize("header", ["X-Racetrack-Auth", "X-Racetrack-User-Auth", "X-Racetrack-Esc-Auth"])
+def test_the_admin_token_in_a_header_is_accepted(auth_app: Flask, header: str) -> None:
+    response = auth_app.test_client().get(f"{API}/job", headers={header: ADMIN_TOKEN})
+
+    assert response.status_code == 200
+
+
+def test_the_admin_token_in_a_cookie_is_accepted(auth_app: Flask) -> None:
+    test_client = auth_app.test_client()
+    test_client.set_cookie("X-Racetrack-Auth", ADMIN_TOKEN)
+
+    assert test_client.get(f"{API}/job").status_code == 200
+
+
+@pytest.mark.parametrize("path", [f"{API}/info", "/live", "/ready", "/health",
+                                  "/lifecycle/live", "/lifecycle/ready", "/lifecycle/health"])
+def test_info_and_probes_are_open(auth_app: Flask, path: str) -> None:
+    response = auth_app.test_client().get(path)
+
+    assert response.status_code == 200
+    assert response.get_json()["service"] == "racetrackd"
+
+
+def test_info_describes_the_daemon(auth_app: Flask) -> None:
+    info = auth_app.test_client().get(f"{API}/info").get_json()
+
+    assert info["auth_required"] is True
+    assert info["external_pub_url"] == "http://127.0.0.1:7102/pub"
+    assert info["lifecycle_url"] == "http://127.0.0.1:7102/lifecycle"
+
+
+def test_health_reports_the_database(client: FlaskClient) -> None:
+    health = client.get("/health").get_json()
+
+    assert health["database_connected"] is True
+    assert health["status"] == "pass"
+
+
+def test_without_auth_required_no_token_is_needed(make_app: Callable[..., Flask]) -> None:
+    app = make_app(auth_required="false")
+
+    response = app.test_client().post(f"{API}/deploy", json={"manifest": sample_manifest()})
+
+    assert response.status_code == 201
+    assert db.Deployment.get_by_id(response.get_json()["id"]).deployed_by is None
+
+
+def test_a_generated_admin_token_is_saved_with_mode_0600(tmp_path: Path, runtime: FakeRuntime) -> None:
+    from racetrackd.app import create_app
+
+    settings = Settings.from_env({"RACETRACK_DATA_DIR": str(tmp_path / "data")})
+    app = create_app(settings, runtime=runtime)
+    token_file = tmp_path / "data" / "admin-token"
+    token = token_file.read_text().strip()
+
+    assert token
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    assert app.test_client().get(f"{API}/job", headers={"X-Racetrack-Auth": token}).status_code == 200
+    # A restart keeps the same token.
+    create_app(settings, runtime=runtime)
+    assert token_file.read_text().strip() == token
+    db.database.close()
+
+
+# --- gateway -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ["/pub/job/unknown/latest/x", "/pub/job/unknown/0.0.1/api/v1/perform",
+                                  "/pub/fatman/unknown/latest"])
+def test_gateway_to_an_unknown_job_is_404_json(client: FlaskClient, path: str) -> None:
+    assert "unknown" in assert_error(client.post(path, json={}), 404, "job-not-found")
+
+
+def test_each_app_gets_a_fresh_registry(make_app: Callable[..., Flask], tmp_path: Path) -> None:
+    make_app(auth_required="false")
+    add_job("adder", "0.0.1")
+
+    assert db.Job.select().count() == 1
+    assert (tmp_path / "data" / "registry.sqlite3").is_file()
