@@ -17,11 +17,13 @@ import yaml
 from cli import __version__
 from cli.client import ApiClient, ApiError
 from cli.config import ClientConfig, normalize_remote
+from jobmanifest import Manifest, ManifestInvalid, validate_manifest
+from jobmanifest.loading import apply_overrides, find_manifest, load_manifest_dict
 
-MANIFEST_NAMES = ("job.yaml", "fatman.yaml")
 SKIPPED_PARTS = {".git", "__pycache__", ".venv", "node_modules"}
 EXIT_API_ERROR = 1
 EXIT_DEPLOY_FAILED = 2
+EXIT_INVALID_MANIFEST = 3
 
 
 class _Group(click.Group):
@@ -65,41 +67,59 @@ def login(ctx: click.Context, token: str) -> None:
     click.echo(f"logged in to {remote} (saved in {config.path})")
 
 
+EXTRA_VARS_HELP = "Override a manifest field: KEY.PATH=VALUE (VALUE is YAML). Repeatable."
+
+
+def _load_manifest(directory: Path, extra_vars: tuple[str, ...]) -> Manifest:
+    """The manifest from stdin (when piped) or DIR/job.yaml, with its overlay and overrides applied."""
+    try:
+        if not sys.stdin.isatty() and (piped := sys.stdin.read()).strip():
+            data = load_manifest_dict(piped, "<stdin>", directory)
+        else:
+            path = find_manifest(directory)
+            data = load_manifest_dict(path.read_text(), str(path), path.parent)
+        manifest = validate_manifest(apply_overrides(data, list(extra_vars)))
+    except ManifestInvalid as exc:
+        for error in exc.errors:
+            click.secho(f" !  {error}", fg="red", err=True)
+        sys.exit(EXIT_INVALID_MANIFEST)
+    for warning in manifest.warnings:
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
+    return manifest
+
+
+@main.command()
+@click.argument("directory", default=".", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("-e", "--extra-vars", multiple=True, help=EXTRA_VARS_HELP)
+def validate(directory: Path, extra_vars: tuple[str, ...]) -> None:
+    """Check DIRECTORY's job.yaml (or one piped on stdin) and print it merged, or every error."""
+    click.echo(_load_manifest(directory, extra_vars).yaml, nl=False)
+
+
 @main.command()
 @click.argument("directory", default=".", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Redeploy a name and version that already exists.")
+@click.option("-e", "--extra-vars", multiple=True, help=EXTRA_VARS_HELP)
 @click.pass_context
-def submit(ctx: click.Context, directory: Path, force: bool) -> None:
-    """Build and deploy the job in DIRECTORY (its job.yaml and files)."""
-    manifest = _read_manifest(directory)
+def submit(ctx: click.Context, directory: Path, force: bool, extra_vars: tuple[str, ...]) -> None:
+    """Build and deploy the job in DIRECTORY (its job.yaml, or one piped on stdin, and its files)."""
+    manifest = _load_manifest(directory, extra_vars)
     client = _client(ctx)
-    click.echo(f"-----> submitting {manifest.get('name')} {manifest.get('version', '0.0.1')} to {client.remote}")
-    deployment_id = client.deploy(manifest, _pack(directory), force)
+    click.echo(f"-----> submitting {manifest.name} {manifest.version} to {client.remote}")
+    deployment_id = client.deploy(manifest.raw, _pack(directory), force)
     deployment = _follow(client, deployment_id)
+    for warning in (deployment.get("warnings") or "").splitlines():
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
     if deployment["status"] != "done":
         click.secho(f" !  deployment failed: {deployment.get('error')}", fg="red", err=True)
         sys.exit(EXIT_DEPLOY_FAILED)
     job = deployment["job"] or {}
     click.secho(f"-----> {job.get('name')} {job.get('version')} is running", fg="green")
     click.echo(f"       {job.get('pub_url')}")
-    click.echo(f"       call it: rtd call {job.get('name')} --data '{{}}'")
+    click.echo(f"       call it: rtd call {job.get('name')} --version {job.get('version')} --data '{{}}'")
 
 
 main.add_command(submit, name="deploy")
-
-
-def _read_manifest(directory: Path) -> dict[str, Any]:
-    for name in MANIFEST_NAMES:
-        path = directory / name
-        if path.is_file():
-            try:
-                data = yaml.safe_load(path.read_text())
-            except yaml.YAMLError as exc:
-                raise click.ClickException(f"{path}: not valid YAML: {exc}") from exc
-            if not isinstance(data, dict):
-                raise click.ClickException(f"{path}: must be a mapping of manifest fields")
-            return data
-    raise click.ClickException(f"no job.yaml in {directory}")
 
 
 def _pack(directory: Path) -> str:

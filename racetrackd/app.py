@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from racetrackd import jobtypes
 from racetrackd.api import Services, health, lifecycle, pub
-from racetrackd.auth import Authenticator, ensure_admin_token
+from racetrackd.auth import Authenticator, JobTokens, ensure_admin_token, ensure_secret_key
 from racetrackd.db import open_database
 from racetrackd.errors import RacetrackError
 from racetrackd.proxy import Gateway
@@ -30,7 +30,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         settings=settings,
         runtime=runtime or DockerRuntime(),
         job_types=jobtypes.discover([BUILTIN_PLUGINS_DIR]),
-        authenticator=Authenticator(settings.auth_required, ensure_admin_token(settings)),
+        authenticator=Authenticator(
+            settings.auth_required, ensure_admin_token(settings), JobTokens(ensure_secret_key(settings))
+        ),
         gateway=Gateway(),
     )
     app.register_blueprint(health.bp)

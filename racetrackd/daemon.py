@@ -20,7 +20,8 @@ from pathlib import Path
 from types import FrameType
 
 from racetrackd import jobtypes
-from racetrackd.auth import ensure_admin_token
+from racetrackd.addressing import extra_bind_addresses, resolve_addressing
+from racetrackd.auth import JobTokens, ensure_admin_token, ensure_secret_key
 from racetrackd.db import open_database
 from racetrackd.deployer import Deployer
 from racetrackd.errors import RacetrackError
@@ -42,10 +43,11 @@ def serve(settings: Settings) -> int:
     ensure_admin_token(settings)
     runtime = DockerRuntime()
     runtime.ensure_network(settings.network)
-    worker = DeploymentWorker(
-        Deployer(settings, runtime, jobtypes.discover([BUILTIN_PLUGINS_DIR])), settings.worker_poll_interval
-    )
-    http = _start_gunicorn(settings)
+    addressing = resolve_addressing(settings, runtime)
+    job_tokens = JobTokens(ensure_secret_key(settings))
+    deployer = Deployer(settings, runtime, jobtypes.discover([BUILTIN_PLUGINS_DIR]), addressing, job_tokens)
+    worker = DeploymentWorker(deployer, settings.worker_poll_interval)
+    http = _start_gunicorn(settings, extra_bind_addresses(settings, addressing))
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("received signal %s, stopping", signum)
@@ -73,10 +75,11 @@ def serve(settings: Settings) -> int:
     return 0 if http.returncode in (0, -signal.SIGTERM) else 1
 
 
-def _start_gunicorn(settings: Settings) -> subprocess.Popen[bytes]:
+def _start_gunicorn(settings: Settings, extra_binds: list[str]) -> subprocess.Popen[bytes]:
+    binds = [f"{settings.host}:{settings.port}", *extra_binds]
     command = [
         sys.executable, "-m", "gunicorn",
-        "--bind", f"{settings.host}:{settings.port}",
+        *[arg for bind in binds for arg in ("--bind", bind)],
         "--workers", str(settings.http_workers),
         "--worker-class", "gthread",
         "--threads", str(settings.http_threads),

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import peewee
+from playhouse.migrate import SqliteMigrator, migrate
 
 database = peewee.DatabaseProxy()
 
@@ -88,6 +90,7 @@ class Deployment(BaseModel):
     force = peewee.BooleanField(default=False)
     build_context_path = peewee.CharField(null=True)  # uploaded tar.gz in the data dir
     build_logs = peewee.TextField(default="")
+    warnings = peewee.TextField(null=True)
     image_name = peewee.CharField(null=True)
     error = peewee.TextField(null=True)
     deployed_by = peewee.CharField(null=True)
@@ -139,20 +142,52 @@ class Deployment(BaseModel):
         self.save()
 
 
-MODELS: list[type[BaseModel]] = [Job, Deployment]
+class DeletedJob(BaseModel):
+    """A deleted name+version: versions are immutable, so it is not deployed again unless forced."""
+
+    name = peewee.CharField()
+    version = peewee.CharField()
+    deleted_by = peewee.CharField(null=True)
+    delete_time = peewee.FloatField(default=now)
+
+    class Meta:
+        indexes = ((("name", "version"), True),)
+
+    @classmethod
+    def exists_for(cls, name: str, version: str) -> bool:
+        return cls.select().where((cls.name == name) & (cls.version == version)).exists()
+
+
+MODELS: list[type[BaseModel]] = [Job, Deployment, DeletedJob]
+
+
+def _v2_deployment_warnings(migrator: SqliteMigrator) -> list[Any]:
+    return [migrator.add_column("deployment", "warnings", peewee.TextField(null=True))]
+
+
+# Numbered schema changes, applied in order to registries created by older versions. Tables
+# that are new in a version need no entry: create_tables(safe=True) adds them.
+MIGRATIONS: list[tuple[int, Callable[[SqliteMigrator], list[Any]]]] = [
+    (2, _v2_deployment_warnings),
+]
+SCHEMA_VERSION = max(number for number, _ in MIGRATIONS)
 
 
 def open_database(path: Path) -> peewee.SqliteDatabase:
-    """Open (and create when missing) the registry at `path`, bound to the models."""
+    """Open the registry at `path` (creating or migrating it as needed), bound to the models."""
     path.parent.mkdir(parents=True, exist_ok=True)
     db = peewee.SqliteDatabase(str(path), pragmas=PRAGMAS, check_same_thread=False)
     database.initialize(db)
     db.connect(reuse_if_open=True)
-    db.create_tables(MODELS, safe=True)
+    with db.atomic("IMMEDIATE"):  # one process migrates; the others wait, then see the new version
+        version = db.execute_sql("PRAGMA user_version").fetchone()[0]
+        if not db.table_exists("job"):
+            db.create_tables(MODELS)
+        else:
+            migrator = SqliteMigrator(db)
+            for number, step in MIGRATIONS:
+                if number > max(version, 1):
+                    migrate(*step(migrator))
+            db.create_tables(MODELS, safe=True)
+        db.execute_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
     return db
-
-
-def row_dict(model: BaseModel, **extra: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {field: getattr(model, field) for field in model._meta.sorted_field_names}
-    data.update(extra)
-    return data

@@ -17,35 +17,32 @@ import urllib3
 
 from builders.context import DOCKERFILE_NAME, assemble_docker_context, unpack_build_context
 from builders.dockerfile import render_dockerfile
+from jobmanifest import Manifest
 from racetrackd import __version__, jobtypes, naming
-from racetrackd.db import Deployment, DeploymentStatus, Job, JobStatus, now
-from racetrackd.errors import BuildError, ConflictError, JobStartError, ManifestError, RacetrackError, ValidationError
+from racetrackd.addressing import CONTAINER_NAME, PUBLISHED_PORT, Addressing
+from racetrackd.auth import JobTokens
+from racetrackd.db import DeletedJob, Deployment, DeploymentStatus, Job, JobStatus, now
+from racetrackd.errors import BuildError, ConflictError, JobStartError, RacetrackError, ValidationError
 from racetrackd.jobtypes import JobType
-from racetrackd.manifest import Manifest, parse_manifest_yaml
+from racetrackd.manifest import container_limits, load_stored
+from racetrackd.proxy import TRACING_HEADER
 from racetrackd.runtime import ContainerSpec, Runtime
 from racetrackd.settings import Settings
 
 log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 20
-RESERVED_ENV = {"JOB_NAME", "JOB_VERSION", "JOB_DEPLOYMENT_TIMESTAMP", "JOB_MANIFEST_YAML", "PUB_URL",
-                "JOB_TYPE_VERSION", "JOB_VENV", "PYTHONPATH"}
 _probe_pool = urllib3.PoolManager(num_pools=4, retries=False)
 
 
-def addressing_mode(settings: Settings, runtime: Runtime) -> str:
-    """container-name when the daemon runs in a container on the jobs' network, else published-port."""
-    if settings.job_addressing != "auto":
-        return settings.job_addressing
-    return "container-name" if settings.network in runtime.own_networks() else "published-port"
-
-
 class Deployer:
-    def __init__(self, settings: Settings, runtime: Runtime, job_types: list[JobType]) -> None:
+    def __init__(self, settings: Settings, runtime: Runtime, job_types: list[JobType], addressing: Addressing,
+                 job_tokens: JobTokens) -> None:
         self.settings = settings
         self.runtime = runtime
         self.job_types = job_types
-        self.mode = addressing_mode(settings, runtime)
+        self.addressing = addressing
+        self.job_tokens = job_tokens
 
     def run(self, deployment: Deployment) -> None:
         """Carry out `deployment`, ending it done or failed; never raises."""
@@ -75,7 +72,7 @@ class Deployer:
             log.warning("could not remove image %s: %s", deployment.image_name, exc.message)
 
     def _deploy(self, deployment: Deployment, workspace: Path) -> None:
-        manifest = parse_manifest_yaml(deployment.manifest_yaml)
+        manifest = load_stored(deployment.manifest_yaml, self.settings)
         if not deployment.force and Job.find(manifest.name, manifest.version) is not None:
             # Checked again here: another deployment of this version may have finished meanwhile.
             raise ConflictError(f"job {manifest.name} {manifest.version} is already deployed; use --force")
@@ -146,7 +143,8 @@ class Deployer:
             env=self._runtime_env(manifest, deployment_timestamp),
             labels=naming.job_labels(self.settings.instance, manifest.name, manifest.version, deployment.id),
             network=self.settings.network,
-            publish_port=self.mode == "published-port",
+            publish_port=self.addressing.mode == PUBLISHED_PORT,
+            limits=container_limits(manifest, self.settings),
         ))
         existing = Job.find(manifest.name, manifest.version)
         job = existing or Job.create(
@@ -176,11 +174,9 @@ class Deployer:
         job.error = None
         job.update_time = now()
         job.save()
+        DeletedJob.delete().where((DeletedJob.name == job.name) & (DeletedJob.version == job.version)).execute()
 
     def _runtime_env(self, manifest: Manifest, deployment_timestamp: int) -> dict[str, str]:
-        clashes = sorted(RESERVED_ENV & set(manifest.runtime_env))
-        if clashes:
-            raise ManifestError(f"runtime_env.{clashes[0]}: reserved by racetrackd, choose another name")
         # Build-time variables not set for runtime are blanked, as Racetrack does.
         env = {key: "" for key in manifest.build_env}
         env.update(manifest.runtime_env)
@@ -189,12 +185,14 @@ class Deployer:
             "JOB_VERSION": manifest.version,
             "JOB_DEPLOYMENT_TIMESTAMP": str(deployment_timestamp),
             "JOB_MANIFEST_YAML": manifest.yaml,
-            "PUB_URL": f"{self.settings.public_url}/pub",
+            "PUB_URL": self.addressing.pub_url,
+            "AUTH_TOKEN": self.job_tokens.token_for(manifest.name),
+            "REQUEST_TRACING_HEADER": TRACING_HEADER,
         })
         return env
 
     def _address(self, container: str) -> str:
-        if self.mode == "container-name":
+        if self.addressing.mode == CONTAINER_NAME:
             return f"{container}:{naming.JOB_PORT}"
         return self.runtime.published_address(container)
 

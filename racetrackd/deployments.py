@@ -7,11 +7,11 @@ import binascii
 from typing import Any
 
 from racetrackd import jobtypes
-from racetrackd.db import Deployment, DeploymentStatus, Job
+from racetrackd.db import DeletedJob, Deployment, DeploymentStatus, Job
 from racetrackd.errors import ConflictError, NotFoundError, ValidationError
 from racetrackd.jobs import job_dto
 from racetrackd.jobtypes import JobType
-from racetrackd.manifest import parse_manifest
+from racetrackd.manifest import accept_manifest
 from racetrackd.settings import Settings
 
 MAX_UPLOAD_BYTES = 512 * 1024**2
@@ -23,9 +23,9 @@ def request_deployment(
     """Validate a `POST /deploy` body and queue the deployment; nothing is stored when it is invalid."""
     if not isinstance(payload, dict):
         raise ValidationError("request body: must be a JSON object with a manifest")
-    manifest = parse_manifest(payload.get("manifest"))
+    manifest = accept_manifest(payload.get("manifest"), settings)
     job_type = jobtypes.resolve(manifest.jobtype, job_types)
-    jobtypes.check_extra(job_type, manifest.jobtype_extra)
+    warnings = [*manifest.warnings, *jobtypes.check_extra(job_type, manifest.jobtype_extra)]
     force = payload.get("force", False)
     if not isinstance(force, bool):
         raise ValidationError("force: must be true or false")
@@ -34,7 +34,7 @@ def request_deployment(
     archive = _decode_build_context(payload.get("build_context"))
     deployment = Deployment(
         job_name=manifest.name, job_version=manifest.version, manifest_yaml=manifest.yaml,
-        force=force, deployed_by=deployed_by,
+        force=force, deployed_by=deployed_by, warnings="\n".join(warnings) or None,
     )
     if archive is not None:
         path = settings.data_dir / "uploads" / f"{deployment.id}.tar.gz"
@@ -51,6 +51,11 @@ def ensure_version_is_new(name: str, version: str) -> None:
         raise ConflictError(
             f"job {name} {version} is already deployed",
             hint="bump the version in job.yaml, or redeploy it with --force",
+        )
+    if DeletedJob.exists_for(name, version):
+        raise ConflictError(
+            f"job {name} {version} was deleted; versions are not reused",
+            hint="bump the version in job.yaml, or deploy it again with --force",
         )
     if Deployment.in_progress_for(name, version):
         raise ConflictError(
@@ -103,5 +108,5 @@ def deployment_dto(deployment: Deployment, settings: Settings) -> dict[str, Any]
         "create_time": int(deployment.create_time),
         "update_time": int(deployment.update_time),
         "infrastructure_target": "docker",
-        "warnings": None,
+        "warnings": deployment.warnings,
     }

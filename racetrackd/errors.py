@@ -20,6 +20,8 @@ the daemon, the HTTP error handler and the CLI only ever deal with this tree.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class RacetrackError(Exception):
     """Base of every error racetrackd raises on purpose."""
@@ -32,7 +34,7 @@ class RacetrackError(Exception):
         self.message = message
         self.hint = hint
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, Any]:
         """Racetrack's error shape `{"error", "type"}`, plus a hint where one helps."""
         body = {"error": self.message, "type": self.reference}
         if self.hint:
@@ -46,7 +48,20 @@ class ValidationError(RacetrackError):
 
 
 class ManifestError(ValidationError):
+    """Carries every field error at once, as `(field.path, message)` pairs."""
+
     reference = "invalid-manifest"
+
+    def __init__(self, message: str, *, hint: str | None = None,
+                 errors: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.errors = errors or []
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = super().to_dict()
+        if self.errors:
+            body["errors"] = [{"field": field, "message": message} for field, message in self.errors]
+        return body
 
 
 class UnauthorizedError(RacetrackError):

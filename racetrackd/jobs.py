@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import yaml
 
+from jobmanifest import versions
 from racetrackd import naming
-from racetrackd.db import Job, JobStatus
+from racetrackd.db import DeletedJob, Job, JobStatus, database
 from racetrackd.errors import JobNotFound
 from racetrackd.runtime import Runtime
 from racetrackd.settings import Settings
@@ -22,38 +22,25 @@ def list_jobs() -> list[Job]:
 
 
 def resolve_job(name: str, version: str) -> Job:
-    """The job `name` at `version`, where version may be `latest` or an x-pattern like `1.x`."""
-    if version == "latest" or "x" in version.split("."):
-        pattern = None if version == "latest" else _x_pattern(version)
-        candidates = [
-            job for job in Job.family(name)
-            if job.status in ALIASABLE and "-" not in job.version and (pattern is None or pattern.match(job.version))
-        ]
-        if candidates:
-            return max(candidates, key=lambda job: _version_key(job.version))
-    else:
-        job = Job.find(name, version)
-        if job is not None:
-            return job
-    raise JobNotFound(f"job {name} {version} not found")
+    """The job `name` at `version`: exact, `latest` (highest stable running) or an x-pattern like `1.x`."""
+    family = Job.family(name)
+    if versions.is_alias(version):
+        family = [job for job in family if job.status in ALIASABLE]
+    job = versions.select(version, family, lambda job: job.version)
+    if job is None:
+        raise JobNotFound(f"job {name} {version} not found")
+    return job
 
 
-def _x_pattern(version: str) -> re.Pattern[str]:
-    parts = [r"\d+" if part == "x" else re.escape(part) for part in version.split(".")]
-    return re.compile("^" + r"\.".join(parts) + r"(\..*)?$")
-
-
-def _version_key(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in re.findall(r"\d+", version.split("+")[0]))
-
-
-def delete_job(runtime: Runtime, name: str, version: str) -> Job:
-    """Remove the job's container and its registry row (exact version only)."""
+def delete_job(runtime: Runtime, name: str, version: str, deleted_by: str | None) -> Job:
+    """Remove the job's container and its registry row, and remember the version as used."""
     job = Job.find(name, version)
     if job is None:
         raise JobNotFound(f"job {name} {version} not found")
     runtime.remove_container(job.container_name)
-    job.delete_instance()
+    with database.atomic():
+        job.delete_instance()
+        DeletedJob.insert(name=name, version=version, deleted_by=deleted_by).on_conflict_replace().execute()
     return job
 
 

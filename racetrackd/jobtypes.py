@@ -9,20 +9,33 @@ this same door. Pure data: nothing here touches Docker.
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
+import difflib
 import logging
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from jobmanifest.versions import SemanticVersion, select
 from racetrackd.errors import ManifestError
 
 log = logging.getLogger(__name__)
 
 PLUGIN_MANIFEST = "plugin-manifest.yaml"
+
+
+EXTRA_TYPES = {"string": str, "path": str, "boolean": bool, "integer": int}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtraField:
+    """One `jobtype_extra` key a job type understands."""
+
+    name: str
+    type: str
+    required: bool = False
+    supported: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,8 +45,7 @@ class JobType:
     plugin_dir: Path  # its files go into the build context as `jobtype/`
     dockerfile_template: str  # path relative to plugin_dir
     base_image_setting: str | None  # Settings field naming the default base image, if any
-    required_extra: tuple[str, ...] = ()  # jobtype_extra keys a manifest must set
-    path_extra: tuple[str, ...] = ()  # jobtype_extra keys naming files in the job's directory
+    extra_fields: tuple[ExtraField, ...] = ()
 
     @property
     def full_name(self) -> str:
@@ -49,7 +61,7 @@ def discover(plugin_dirs: Iterable[Path]) -> list[JobType]:
         for plugin_dir in sorted(p for p in root.iterdir() if (p / PLUGIN_MANIFEST).is_file()):
             try:
                 found.extend(_load_plugin(plugin_dir))
-            except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError, ValueError) as exc:
+            except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as exc:
                 log.error("skipping broken job-type plugin %s: %s", plugin_dir, exc)
     return found
 
@@ -59,19 +71,27 @@ def _load_plugin(plugin_dir: Path) -> list[JobType]:
     if manifest.get("category") != "job-type":
         return []
     version = str(manifest["version"])
+    SemanticVersion.parse(version)  # ValueError for a malformed version: the plugin is skipped
     job_types = []
     for name, spec in manifest["job_types"].items():
         template = str(spec["dockerfile_template"])
         if not (plugin_dir / template).is_file():
             raise ValueError(f"template {template} missing")
+        fields = []
+        for field_name, field_spec in (spec.get("extra_fields") or {}).items():
+            if field_spec.get("type", "string") not in EXTRA_TYPES:
+                raise ValueError(f"extra field {field_name}: unknown type {field_spec.get('type')!r}")
+            fields.append(ExtraField(
+                name=str(field_name), type=field_spec.get("type", "string"),
+                required=bool(field_spec.get("required", False)), supported=bool(field_spec.get("supported", True)),
+            ))
         job_types.append(JobType(
             name=str(name),
             version=version,
             plugin_dir=plugin_dir,
             dockerfile_template=template,
             base_image_setting=spec.get("base_image_setting"),
-            required_extra=tuple(spec.get("required_extra", ())),
-            path_extra=tuple(spec.get("path_extra", ())),
+            extra_fields=tuple(fields),
         ))
     return job_types
 
@@ -79,40 +99,44 @@ def _load_plugin(plugin_dir: Path) -> list[JobType]:
 def resolve(requested: str, installed: list[JobType]) -> JobType:
     """Pick the job type for `name:version`, `name:latest` or a wildcard like `name:1.*`."""
     name, _, version = requested.partition(":")
-    candidates = [jt for jt in installed if jt.name == name]
-    if version == "latest":
-        matching = [jt for jt in candidates if not _is_prerelease(jt.version)]
-    elif "*" in version:
-        matching = [jt for jt in candidates if fnmatch.fnmatchcase(jt.version, version)]
-    else:
-        matching = [jt for jt in candidates if jt.version == version]
-    if not matching:
+    chosen = select(version, [jt for jt in installed if jt.name == name], lambda jt: jt.version)
+    if chosen is None:
         available = ", ".join(sorted(jt.full_name for jt in installed)) or "none"
-        raise ManifestError(f"jobtype: {requested!r} is not installed (installed: {available})")
-    return max(matching, key=lambda jt: _version_key(jt.version))
+        raise ManifestError(
+            f"jobtype: {requested!r} is not installed (installed: {available})",
+            errors=[("jobtype", f"{requested!r} is not installed (installed: {available})")],
+        )
+    return chosen
 
 
-def _is_prerelease(version: str) -> bool:
-    return "-" in version
-
-
-def _version_key(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in re.findall(r"\d+", version.split("-")[0]))
-
-
-def check_extra(job_type: JobType, jobtype_extra: dict[str, Any], job_dir: Path | None = None) -> None:
-    """Check the manifest's jobtype_extra against what the job type needs (files only when job_dir is given)."""
-    errors = [
-        f"jobtype_extra.{key}: required by job type {job_type.name}"
-        for key in job_type.required_extra if not jobtype_extra.get(key)
-    ]
-    for key in job_type.path_extra:
-        value = jobtype_extra.get(key)
+def check_extra(job_type: JobType, jobtype_extra: dict[str, Any], job_dir: Path | None = None) -> list[str]:
+    """Check jobtype_extra against the job type (files only when job_dir is given); returns warnings."""
+    errors: list[tuple[str, str]] = []
+    warnings: list[str] = []
+    fields = {field.name: field for field in job_type.extra_fields}
+    for key in jobtype_extra:
+        if key not in fields:
+            guess = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.7)
+            hint = f" (did you mean {guess[0]!r}?)" if guess else ""
+            errors.append((f"jobtype_extra.{key}", f"not a setting of job type {job_type.name}{hint}"))
+    for field in job_type.extra_fields:
+        path = f"jobtype_extra.{field.name}"
+        value = jobtype_extra.get(field.name)
         if value is None:
+            if field.required:
+                errors.append((path, f"required by job type {job_type.name}"))
             continue
-        if not isinstance(value, str) or value.startswith("/") or ".." in Path(value).parts:
-            errors.append(f"jobtype_extra.{key}: must be a relative path inside the job directory")
-        elif job_dir is not None and not (job_dir / value).is_file():
-            errors.append(f"jobtype_extra.{key}: file {value} not found in the job's directory")
+        expected = EXTRA_TYPES[field.type]
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            errors.append((path, f"must be a {field.type}, not {type(value).__name__} {value!r}"))
+            continue
+        if field.type == "path" and isinstance(value, str):
+            if value.startswith("/") or ".." in Path(value).parts:
+                errors.append((path, "must be a relative path inside the job directory"))
+            elif job_dir is not None and not (job_dir / value).is_file():
+                errors.append((path, f"file {value} not found in the job's directory"))
+        if not field.supported:
+            warnings.append(f"{path} is accepted for Racetrack compatibility but not acted on yet")
     if errors:
-        raise ManifestError("; ".join(errors))
+        raise ManifestError("; ".join(f"{p}: {m}" for p, m in errors), errors=errors)
+    return warnings

@@ -1,129 +1,106 @@
-"""The job manifest (`job.yaml`): parse a mapping into a frozen `Manifest`, or fail naming each field.
+"""Manifests as this daemon accepts them: the shared schema (jobmanifest) plus the host's policy.
 
-Racetrack's schema: unknown keys are errors, every error names its field path. This module is
-pure (no Flask, no Docker) so both the API and the worker use it.
+The schema is checked identically by `rtd validate` and here; on top, the daemon applies
+what only it knows: resource defaults and caps, and the job type's own `jobtype_extra` rules.
+Every problem is reported at once as a `ManifestError` listing `(field.path, message)` pairs.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
+import os
 from typing import Any
 
 import yaml
 
+from jobmanifest import Manifest, ManifestInvalid, validate_manifest
+from jobmanifest.quantities import format_bytes
 from racetrackd.errors import ManifestError
-
-KNOWN_FIELDS = {
-    "name", "owner_email", "version", "jobtype", "lang", "git", "jobtype_extra", "build_env",
-    "runtime_env", "secret_build_env_file", "secret_runtime_env_file", "labels", "public_endpoints",
-    "replicas", "resources", "system_dependencies", "infrastructure_target", "image_type", "extends",
-}
-# A job name ends up in container and DNS names (`job-{name}-v-{version}`): RFC 1123 label rules.
-NAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,48}[a-z0-9])?$")
-SEMVER_PATTERN = re.compile(
-    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
-    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
-)
-ENV_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+from racetrackd.settings import Settings
 
 
 @dataclasses.dataclass(frozen=True)
-class Manifest:
-    name: str
-    version: str
-    owner_email: str
-    jobtype: str
-    jobtype_extra: dict[str, Any]
-    build_env: dict[str, str]
-    runtime_env: dict[str, str]
-    system_dependencies: tuple[str, ...]
-    raw: dict[str, Any]
+class ContainerLimits:
+    """What Docker enforces for a job, derived from its manifest and the daemon's defaults."""
 
-    @property
-    def yaml(self) -> str:
-        return yaml.safe_dump(self.raw, sort_keys=False)
+    memory_bytes: int
+    memory_reservation_bytes: int
+    nano_cpus: int
+    cpu_shares: int
 
 
-def parse_manifest(data: Any) -> Manifest:
-    """Validate `data` (the parsed job.yaml) and return a Manifest; ManifestError lists every problem."""
-    if not isinstance(data, dict):
-        raise ManifestError("manifest: must be a mapping of fields (e.g. name: adder)")
-    errors: list[str] = []
-    for key in data:
-        if key not in KNOWN_FIELDS:
-            errors.append(f"{key}: unknown field")
+def accept_manifest(data: Any, settings: Settings) -> Manifest:
+    """Validate a manifest mapping against the schema and this host's limits."""
+    try:
+        manifest = validate_manifest(data)
+    except ManifestInvalid as exc:
+        raise manifest_error([(e.path, e.message) for e in exc.errors]) from exc
+    problems = _reserved_env_problems(manifest) + _limit_problems(manifest, settings)
+    if problems:
+        raise manifest_error(problems)
+    return manifest
 
-    name = data.get("name")
-    if not isinstance(name, str) or not name:
-        errors.append("name: required, a string")
-    elif not NAME_PATTERN.match(name):
-        errors.append(
-            f"name: {name!r} is not valid in container and DNS names: use lower-case letters, digits "
-            "and dashes, starting and ending with a letter or digit, at most 50 characters"
-        )
 
-    owner_email = data.get("owner_email")
-    if not isinstance(owner_email, str) or not re.match(r".+@.+", owner_email):
-        errors.append("owner_email: required, an e-mail address")
+def load_stored(manifest_yaml: str, settings: Settings) -> Manifest:
+    """A manifest stored by the API (already accepted once)."""
+    return accept_manifest(yaml.safe_load(manifest_yaml), settings)
 
-    version = data.get("version", "0.0.1")
-    if not isinstance(version, str) or not SEMVER_PATTERN.match(version):
-        errors.append(f"version: {version!r} is not a semantic version like 1.2.3")
 
-    jobtype = data.get("jobtype", data.get("lang"))
-    if not isinstance(jobtype, str) or ":" not in jobtype:
-        errors.append("jobtype: required, as name:version (e.g. python3:latest)")
+def manifest_error(errors: list[tuple[str, str]]) -> ManifestError:
+    return ManifestError("; ".join(f"{field}: {message}" for field, message in errors), errors=errors)
 
-    jobtype_extra = data.get("jobtype_extra") or {}
-    if not isinstance(jobtype_extra, dict):
-        errors.append("jobtype_extra: must be a mapping")
-        jobtype_extra = {}
 
-    build_env = _env_mapping(data, "build_env", errors)
-    runtime_env = _env_mapping(data, "runtime_env", errors)
-
-    system_dependencies = data.get("system_dependencies") or []
-    if not isinstance(system_dependencies, list) or not all(
-        isinstance(p, str) and re.match(r"^[a-zA-Z0-9][a-zA-Z0-9.+:=~-]*$", p) for p in system_dependencies
-    ):
-        errors.append("system_dependencies: must be a list of package names")
-        system_dependencies = []
-
-    if errors:
-        raise ManifestError("; ".join(errors))
-    return Manifest(
-        name=str(name),
-        version=str(version),
-        owner_email=str(owner_email),
-        jobtype=str(jobtype),
-        jobtype_extra=dict(jobtype_extra),
-        build_env=build_env,
-        runtime_env=runtime_env,
-        system_dependencies=tuple(system_dependencies),
-        raw={**data, "version": version},
+def container_limits(manifest: Manifest, settings: Settings) -> ContainerLimits:
+    resources = manifest.resources
+    memory_max = resources.value("memory_max") or settings.job_memory_max
+    memory_min = min(resources.value("memory_min") or settings.job_memory_min, memory_max)
+    cpu_max = resources.value("cpu_max") or settings.job_cpu_max
+    cpu_min = resources.value("cpu_min") or settings.job_cpu_min
+    return ContainerLimits(
+        memory_bytes=int(memory_max),
+        memory_reservation_bytes=int(memory_min),
+        nano_cpus=int(min(cpu_max, _host_cpus()) * 1e9),
+        # Docker's relative CPU weight (1024 = one core's worth); never below its minimum of 2.
+        cpu_shares=max(2, int(cpu_min * 1024)),
     )
 
 
-def parse_manifest_yaml(text: str) -> Manifest:
-    try:
-        return parse_manifest(yaml.safe_load(text))
-    except yaml.YAMLError as exc:
-        raise ManifestError(f"manifest: not valid YAML: {exc}") from exc
+# Set by racetrackd in every job container; a manifest may not override them.
+RESERVED_ENV = frozenset({
+    "JOB_NAME", "JOB_VERSION", "JOB_DEPLOYMENT_TIMESTAMP", "JOB_MANIFEST_YAML", "PUB_URL", "AUTH_TOKEN",
+    "REQUEST_TRACING_HEADER", "JOB_TYPE_VERSION", "JOB_VENV", "PYTHONPATH",
+})
 
 
-def _env_mapping(data: dict[str, Any], field: str, errors: list[str]) -> dict[str, str]:
-    value = data.get(field) or {}
-    if not isinstance(value, dict):
-        errors.append(f"{field}: must be a mapping of variable names to strings")
-        return {}
-    result = {}
-    for key, item in value.items():
-        if not isinstance(key, str) or not ENV_NAME_PATTERN.match(key):
-            errors.append(f"{field}.{key}: not a valid environment variable name")
-        elif not isinstance(item, (str, int, float, bool)):
-            errors.append(f"{field}.{key}: must be a string")
-        else:
-            result[key] = str(item)
-    return result
+def _reserved_env_problems(manifest: Manifest) -> list[tuple[str, str]]:
+    return [
+        (f"{field}.{name}", "reserved: racetrackd sets it in every job; choose another name")
+        for field, env in (("build_env", manifest.build_env), ("runtime_env", manifest.runtime_env))
+        for name in sorted(env) if name in RESERVED_ENV
+    ]
+
+
+def _limit_problems(manifest: Manifest, settings: Settings) -> list[tuple[str, str]]:
+    problems = []
+    memory_max = manifest.resources.value("memory_max")
+    memory_min = manifest.resources.value("memory_min")
+    cap = settings.max_job_memory
+    for field, value in (("memory_max", memory_max), ("memory_min", memory_min)):
+        if value is not None and value > cap:
+            problems.append((f"resources.{field}", f"{getattr(manifest.resources, field)} is over this host's cap "
+                             f"of {format_bytes(cap)} (RACETRACK_MAX_JOB_MEMORY)"))
+    if memory_max is None and memory_min is not None and memory_min > settings.job_memory_max:
+        problems.append(("resources.memory_min", f"{manifest.resources.memory_min} is more than the default memory_max "
+                         f"{format_bytes(settings.job_memory_max)}; set resources.memory_max too"))
+    cpu_max = manifest.resources.value("cpu_max")
+    if cpu_max is not None and cpu_max > _host_cpus():
+        problems.append(("resources.cpu_max", f"{manifest.resources.cpu_max} is more than the {_host_cpus()} CPUs of this host"))
+    if cpu_max is not None and cpu_max < 0.01:
+        problems.append(("resources.cpu_max", f"{manifest.resources.cpu_max} is less than Docker's minimum of 10m"))
+    if memory_max is not None and memory_max < 6 * 2**20:
+        problems.append(("resources.memory_max", f"{manifest.resources.memory_max} is less than Docker's minimum of 6Mi"))
+    return problems
+
+
+def _host_cpus() -> int:
+    return os.cpu_count() or 1

@@ -31,7 +31,8 @@ class Gateway:
         self._pool = urllib3.PoolManager(num_pools=64, maxsize=32, block=False, retries=False)
         self._timeout = urllib3.Timeout(connect=5.0, read=timeout)
 
-    def forward(self, request: Request, job: Job, path: str, caller: str | None) -> Response:
+    def forward(self, request: Request, job: Job, path: str, caller: str | None, public_prefix: str) -> Response:
+        """Forward to the job; `public_prefix` is the path the caller used (e.g. with `latest`)."""
         tracing_id = request.headers.get(TRACING_HEADER) or str(uuid.uuid4())
         target_path = naming.pub_path(job.name, job.version) + "/" + path.lstrip("/")
         query = request.query_string.decode("latin-1")
@@ -42,6 +43,7 @@ class Gateway:
             "X-Forwarded-For": _forwarded_for(request),
             "X-Forwarded-Host": request.host,
             "X-Forwarded-Proto": request.scheme,
+            "X-Forwarded-Prefix": public_prefix,
         })
         if caller:
             headers[CALLER_HEADER] = caller
@@ -56,7 +58,8 @@ class Gateway:
                 f"job {job.name} {job.version} is unreachable: {_reason(exc)}",
                 hint=f"job status: {job.status}",
             ) from exc
-        response_headers = [(k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP]
+        skipped = HOP_BY_HOP | {TRACING_HEADER.lower()}  # ours is added once below
+        response_headers = [(k, v) for k, v in upstream.headers.items() if k.lower() not in skipped]
         if upstream.headers.get("Content-Length") is not None and upstream.headers.get("Transfer-Encoding") is None:
             response_headers.append(("Content-Length", upstream.headers["Content-Length"]))
         response_headers.append((TRACING_HEADER, tracing_id))

@@ -20,6 +20,7 @@ import docker.errors
 import requests.exceptions
 
 from racetrackd.errors import BuildError, DockerUnavailable, NotFoundError, RacetrackError
+from racetrackd.manifest import ContainerLimits
 from racetrackd.naming import JOB_PORT
 
 
@@ -31,6 +32,7 @@ class ContainerSpec:
     labels: dict[str, str]
     network: str
     publish_port: bool  # publish JOB_PORT on 127.0.0.1 for a daemon running on the host
+    limits: ContainerLimits | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +63,20 @@ class Runtime(Protocol):
     def pull_image(self, ref: str) -> None: ...
     def import_rootfs(self, rootfs_tar: Path, ref: str, changes: list[str]) -> None: ...
     def own_networks(self) -> set[str]: ...
+    def own_container_name(self) -> str | None: ...
+    def network_gateway(self, name: str) -> str: ...
+
+
+def _limit_args(limits: ContainerLimits | None) -> dict[str, Any]:
+    if limits is None:
+        return {}
+    return {
+        "mem_limit": limits.memory_bytes,
+        "memswap_limit": limits.memory_bytes,  # no swap beyond the limit: memory_max means what it says
+        "mem_reservation": limits.memory_reservation_bytes,
+        "nano_cpus": limits.nano_cpus,
+        "cpu_shares": limits.cpu_shares,
+    }
 
 
 @contextmanager
@@ -121,7 +137,7 @@ class DockerRuntime:
             self._client.containers.run(
                 spec.image, name=spec.name, detach=True, environment=spec.env, labels=spec.labels,
                 network=spec.network, ports=ports, restart_policy={"Name": "unless-stopped"},
-                extra_hosts={"host.docker.internal": "host-gateway"},
+                extra_hosts={"host.docker.internal": "host-gateway"}, **_limit_args(spec.limits),
             )
 
     def container_state(self, name: str) -> ContainerState:
@@ -207,6 +223,22 @@ class DockerRuntime:
             except docker.errors.NotFound:
                 return set()
             return set((container.attrs.get("NetworkSettings", {}).get("Networks") or {}).keys())
+
+    def own_container_name(self) -> str | None:
+        with _translated("inspecting the daemon's own container"):
+            try:
+                return str(self._client.containers.get(socket.gethostname()).name)
+            except docker.errors.NotFound:
+                return None
+
+    def network_gateway(self, name: str) -> str:
+        """The host's address on network `name` (the bridge gateway), as containers see it."""
+        with _translated(f"inspecting network {name}"):
+            network = self._client.networks.get(name)
+            for pool in (network.attrs.get("IPAM") or {}).get("Config") or []:
+                if pool.get("Gateway"):
+                    return str(pool["Gateway"])
+        raise RacetrackError(f"network {name} has no gateway address")
 
     def import_rootfs(self, rootfs_tar: Path, ref: str, changes: list[str]) -> None:
         repository, _, tag = ref.rpartition(":") if ":" in ref.split("/")[-1] else (ref, "", "latest")

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from jobmanifest.quantities import parse_quantity
 from racetrackd.errors import SettingsError
 
 ENV_PREFIX = "RACETRACK_"
@@ -73,6 +74,13 @@ def _parse_existing_file(raw: str) -> Path | None:
     return path
 
 
+def _parse_quantity(raw: str) -> float:
+    value = parse_quantity(raw)
+    if value <= 0:
+        raise ValueError("expected a positive quantity like 512Mi or 500m")
+    return value
+
+
 def _parse_addressing(raw: str) -> str:
     if raw not in JOB_ADDRESSING_MODES:
         raise ValueError(f"expected one of {', '.join(JOB_ADDRESSING_MODES)}")
@@ -129,6 +137,16 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("build_ca_bundle", "", _parse_existing_file,
                 "CA bundle (PEM) given to image builds, for package indexes behind a TLS-intercepting proxy."),
     SettingSpec("build_pip_index_url", "", _parse_optional_str, "Package index used by pip inside image builds."),
+    SettingSpec("job_memory_min", "256Mi", _parse_quantity,
+                "Memory reserved for a job whose manifest sets no resources.memory_min."),
+    SettingSpec("job_memory_max", "1Gi", _parse_quantity,
+                "Memory limit of a job whose manifest sets no resources.memory_max."),
+    SettingSpec("job_cpu_min", "10m", _parse_quantity,
+                "CPU share of a job whose manifest sets no resources.cpu_min (relative weight under contention)."),
+    SettingSpec("job_cpu_max", "1000m", _parse_quantity,
+                "CPU limit of a job whose manifest sets no resources.cpu_max."),
+    SettingSpec("max_job_memory", "8Gi", _parse_quantity,
+                "The most memory any job may ask for; a manifest over it is refused."),
     SettingSpec("job_start_timeout", "180", _parse_seconds,
                 "Seconds a new job has to answer /live and /ready before its deployment fails."),
     SettingSpec("worker_poll_interval", "0.2", _parse_seconds,
@@ -156,6 +174,11 @@ class Settings:
     python_base_image: str
     build_ca_bundle: Path | None
     build_pip_index_url: str | None
+    job_memory_min: float
+    job_memory_max: float
+    job_cpu_min: float
+    job_cpu_max: float
+    max_job_memory: float
     job_start_timeout: float
     worker_poll_interval: float
     log_level: str

@@ -29,6 +29,7 @@ def services() -> Services:
     return svc
 
 
-def authenticate_request() -> None:
+def authenticate_request(*, calling_job: bool = False) -> None:
     """before_request hook: set `g.caller` or raise UnauthorizedError."""
-    g.caller = services().authenticator.authenticate(token_from(request.headers, request.cookies))
+    token = token_from(request.headers, request.cookies)
+    g.caller = services().authenticator.authenticate(token, calling_job=calling_job)

@@ -70,5 +70,5 @@ def get_job(name: str, version: str) -> dict[str, Any]:
 @bp.delete("/job/<name>/<version>")
 def delete_job(name: str, version: str) -> tuple[str, int]:
     job = jobs.resolve_job(name, version)
-    jobs.delete_job(services().runtime, job.name, job.version)
+    jobs.delete_job(services().runtime, job.name, job.version, g.caller)
     return "", 204

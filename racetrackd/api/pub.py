@@ -14,13 +14,14 @@ METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 @bp.before_request
 def _authenticate() -> None:
-    authenticate_request()
+    authenticate_request(calling_job=True)
 
 
-@bp.route("/job/<name>/<version>", methods=METHODS, defaults={"path": ""})
+@bp.route("/job/<name>/<version>/", methods=METHODS, defaults={"path": ""}, strict_slashes=False)
 @bp.route("/job/<name>/<version>/<path:path>", methods=METHODS)
-@bp.route("/fatman/<name>/<version>", methods=METHODS, defaults={"path": ""})
+@bp.route("/fatman/<name>/<version>/", methods=METHODS, defaults={"path": ""}, strict_slashes=False)
 @bp.route("/fatman/<name>/<version>/<path:path>", methods=METHODS)
 def forward(name: str, version: str, path: str) -> Response:
     job = jobs.resolve_job(name, version)
-    return services().gateway.forward(request, job, path, g.caller)
+    public_prefix = request.path[: len(request.path) - len(path)].rstrip("/") if path else request.path.rstrip("/")
+    return services().gateway.forward(request, job, path, g.caller, public_prefix)

@@ -44,7 +44,7 @@ class Daemon:
     def rtd(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
         env = {**_clean_env(), "RTD_REMOTE": self.url, "RTD_TOKEN": self.token,
                "RTD_CONFIG": str(self.data_dir / "rtd-config.yaml")}
-        result = subprocess.run([sys.executable, "-m", "cli", *args], env=env, capture_output=True,
+        result = subprocess.run([sys.executable, "-m", "cli", *args], env=env, capture_output=True, stdin=subprocess.DEVNULL,
                                 text=True, timeout=900, check=False)
         if check and result.returncode != 0:
             raise AssertionError(f"rtd {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")

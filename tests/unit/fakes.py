@@ -19,6 +19,8 @@ class FakeRuntime:
         self.networks: set[str] = set()
         self.logs: dict[str, str] = {}
         self.own: set[str] = set()
+        self.own_name: str | None = None  # the daemon's own container, when it runs in one
+        self.gateways: dict[str, str] = {}
 
     def _record(self, method: str, *args: Any) -> None:
         self.calls.append((method, args))
@@ -87,6 +89,14 @@ class FakeRuntime:
     def own_networks(self) -> set[str]:
         self._record("own_networks")
         return set(self.own)
+
+    def own_container_name(self) -> str | None:
+        self._record("own_container_name")
+        return self.own_name
+
+    def network_gateway(self, name: str) -> str:
+        self._record("network_gateway", name)
+        return self.gateways.get(name, "172.18.0.1")
 
 
 def write_job(directory: Path, files: dict[str, str]) -> Path:

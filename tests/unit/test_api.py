@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import inspect
 import io
 import tarfile
@@ -16,6 +17,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from racetrackd import db
+from racetrackd import manifest as manifest_module
+from racetrackd.jobtypes import ExtraField
 from racetrackd.runtime import Runtime
 from racetrackd.settings import Settings
 from tests.unit.conftest import ADMIN_TOKEN
@@ -55,6 +58,15 @@ def assert_error(response: Any, status: int, error_type: str) -> str:
     return str(body["error"])
 
 
+def field_errors(response: Any) -> dict[str, str]:
+    """The `errors` list of a 400 invalid-manifest body, as {field: message}; it agrees with `error`."""
+    message = assert_error(response, 400, "invalid-manifest")
+    errors = response.get_json()["errors"]
+    assert errors and all(set(e) == {"field", "message"} for e in errors)
+    assert message == "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    return {e["field"]: e["message"] for e in errors}
+
+
 # --- the fake itself ---------------------------------------------------------------------------
 
 def test_fake_runtime_implements_every_runtime_method_with_the_same_parameters() -> None:
@@ -74,6 +86,8 @@ def test_deploy_with_a_bad_manifest_is_400_naming_the_field_and_stores_nothing(c
 
     message = assert_error(response, 400, "invalid-manifest")
     assert message.startswith("name: ")
+    assert list(field_errors(response)) == ["name"]
+    assert "container and DNS names" in field_errors(response)["name"]
     assert db.Deployment.select().count() == 0
 
 
@@ -82,6 +96,38 @@ def test_deploy_with_several_manifest_errors_reports_them_all(client: FlaskClien
 
     message = assert_error(response, 400, "invalid-manifest")
     assert "owner_email:" in message and "version:" in message and "jobtype:" in message
+    errors = field_errors(response)
+    assert sorted(errors) == ["jobtype", "owner_email", "version"]
+    assert errors["owner_email"] == "required"
+    assert errors["jobtype"] == "required"
+
+
+def test_deploy_with_a_misspelt_field_suggests_the_right_one(client: FlaskClient) -> None:
+    manifest = sample_manifest(jobtype=None, jobtyp="python3:latest")
+
+    errors = field_errors(client.post(f"{API}/deploy", json={"manifest": manifest}))
+
+    assert errors == {"jobtyp": "unknown field (did you mean 'jobtype'?)", "jobtype": "required"}
+    assert db.Deployment.select().count() == 0
+
+
+def test_deploy_over_the_host_memory_cap_is_400_naming_the_setting(make_app: Callable[..., Flask]) -> None:
+    app = make_app(auth_required="false", max_job_memory="1Gi")
+
+    response = app.test_client().post(f"{API}/deploy", json={
+        "manifest": sample_manifest(resources={"memory_min": "512Mi", "memory_max": "2Gi"})})
+
+    assert field_errors(response) == {
+        "resources.memory_max": "2Gi is over this host's cap of 1Gi (RACETRACK_MAX_JOB_MEMORY)"}
+    assert db.Deployment.select().count() == 0
+
+
+def test_deploy_over_the_host_cpus_is_400(client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(manifest_module, "_host_cpus", lambda: 2)
+
+    response = client.post(f"{API}/deploy", json={"manifest": sample_manifest(resources={"cpu_max": "3"})})
+
+    assert field_errors(response) == {"resources.cpu_max": "3 is more than the 2 CPUs of this host"}
 
 
 @pytest.mark.parametrize("body", [None, "[]", '"manifest"'])
@@ -147,6 +193,34 @@ def test_deploy_of_an_existing_job_is_409_unless_forced(client: FlaskClient) -> 
     assert db.Deployment.get_by_id(forced.get_json()["id"]).force is True
 
 
+def test_deploy_of_a_version_already_in_progress_is_409_unless_forced(client: FlaskClient) -> None:
+    first = client.post(f"{API}/deploy", json={"manifest": sample_manifest()})
+    assert first.status_code == 201
+
+    conflict = client.post(f"{API}/deploy", json={"manifest": sample_manifest()})
+
+    assert "already in progress" in assert_error(conflict, 409, "already-exists")
+    assert db.Deployment.select().count() == 1
+    assert client.post(f"{API}/deploy", json={"manifest": sample_manifest(), "force": True}).status_code == 201
+
+
+def test_deploy_of_a_deleted_version_is_409_unless_forced(client: FlaskClient) -> None:
+    add_job("adder", "0.0.1")
+    assert client.delete(f"{API}/job/adder/0.0.1").status_code == 204
+
+    conflict = client.post(f"{API}/deploy", json={"manifest": sample_manifest()})
+
+    message = assert_error(conflict, 409, "already-exists")
+    assert message == "job adder 0.0.1 was deleted; versions are not reused"
+    assert "--force" in conflict.get_json()["hint"]
+    assert db.Deployment.select().count() == 0
+    # Other versions, and the same version when forced, are fine.
+    assert client.post(f"{API}/deploy", json={"manifest": sample_manifest(version="0.0.2")}).status_code == 201
+    forced = client.post(f"{API}/deploy", json={"manifest": sample_manifest(), "force": True})
+    assert forced.status_code == 201
+    assert db.Deployment.get_by_id(forced.get_json()["id"]).force is True
+
+
 def test_deploy_of_a_new_version_of_an_existing_job_is_accepted(client: FlaskClient) -> None:
     add_job("adder", "0.0.1")
 
@@ -167,6 +241,7 @@ def test_deploy_with_an_unknown_jobtype_lists_the_installed_ones(client: FlaskCl
     message = assert_error(response, 400, "invalid-manifest")
     assert "'golang:latest'" in message
     assert "python3:1.0.0" in message
+    assert list(field_errors(response)) == ["jobtype"]
     assert db.Deployment.select().count() == 0
 
 
@@ -174,6 +249,52 @@ def test_deploy_without_the_required_jobtype_extra_is_400(client: FlaskClient) -
     response = client.post(f"{API}/deploy", json={"manifest": sample_manifest(jobtype_extra={})})
 
     assert "jobtype_extra.entrypoint_path" in assert_error(response, 400, "invalid-manifest")
+    assert field_errors(response) == {"jobtype_extra.entrypoint_path": "required by job type python3"}
+    assert db.Deployment.select().count() == 0
+
+
+def test_deploy_with_an_unknown_jobtype_extra_key_is_400(client: FlaskClient) -> None:
+    manifest = sample_manifest(jobtype_extra={"entrypoint_path": "entrypoint.py", "entrypoint_clas": "Adder"})
+
+    errors = field_errors(client.post(f"{API}/deploy", json={"manifest": manifest}))
+
+    assert errors == {"jobtype_extra.entrypoint_clas": "not a setting of job type python3 (did you mean 'entrypoint_class'?)"}
+    assert db.Deployment.select().count() == 0
+
+
+def with_unsupported_extra(app: Flask, name: str) -> None:
+    """Give the app's python3 job type an extra field marked `supported: false`."""
+    services = app.extensions["racetrackd"]
+    job_types = [dataclasses.replace(jt, extra_fields=(*jt.extra_fields, ExtraField(name, "string", supported=False)))
+                 for jt in services.job_types]
+    app.extensions["racetrackd"] = dataclasses.replace(services, job_types=job_types)
+
+
+def test_warnings_for_unsupported_jobtype_extra_keys_show_on_the_deployment(client: FlaskClient, app: Flask) -> None:
+    with_unsupported_extra(app, "shoe_size")
+    manifest = sample_manifest(jobtype_extra={"entrypoint_path": "entrypoint.py", "shoe_size": "44"})
+
+    response = client.post(f"{API}/deploy", json={"manifest": manifest})
+
+    assert response.status_code == 201, response.get_data(as_text=True)
+    shown = client.get(f"{API}/deploy/{response.get_json()['id']}").get_json()
+    assert shown["warnings"] == "jobtype_extra.shoe_size is accepted for Racetrack compatibility but not acted on yet"
+
+
+def test_deprecated_manifest_fields_show_as_warnings(client: FlaskClient) -> None:
+    manifest = sample_manifest(jobtype=None, lang="python3:latest")
+
+    response = client.post(f"{API}/deploy", json={"manifest": manifest})
+
+    assert response.status_code == 201, response.get_data(as_text=True)
+    shown = client.get(f"{API}/deploy/{response.get_json()['id']}").get_json()
+    assert shown["warnings"].splitlines() == ["lang is deprecated: rename it to jobtype"]
+
+
+def test_a_deployment_without_warnings_shows_none(client: FlaskClient) -> None:
+    deployment_id = client.post(f"{API}/deploy", json={"manifest": sample_manifest()}).get_json()["id"]
+
+    assert client.get(f"{API}/deploy/{deployment_id}").get_json()["warnings"] is None
 
 
 @pytest.mark.parametrize("context", ["not base64!", 123])
@@ -250,6 +371,23 @@ def test_x_version_alias(client: FlaskClient) -> None:
     assert client.get(f"{API}/job/adder/1.2.x").get_json()["version"] == "1.2.0"
 
 
+def test_latest_prefers_a_release_to_its_pre_release(client: FlaskClient) -> None:
+    add_job("adder", "1.0.0-rc.1")
+    add_job("adder", "1.0.0")
+    add_job("adder", "1.0.1-alpha")
+
+    assert client.get(f"{API}/job/adder/latest").get_json()["version"] == "1.0.0"
+
+
+def test_aliases_see_jobs_in_error_or_lost_but_exact_versions_see_every_job(client: FlaskClient) -> None:
+    add_job("adder", "1.0.0")
+    add_job("adder", "1.1.0", status=db.JobStatus.ERROR)
+    add_job("adder", "1.2.0", status=db.JobStatus.STARTING)
+
+    assert client.get(f"{API}/job/adder/1.x").get_json()["version"] == "1.1.0"
+    assert client.get(f"{API}/job/adder/1.2.0").get_json()["status"] == "starting"
+
+
 def test_latest_with_only_starting_versions_is_404(client: FlaskClient) -> None:
     add_job("adder", "1.0.0", status=db.JobStatus.STARTING)
 
@@ -272,11 +410,26 @@ def test_delete_removes_the_row_and_the_container(client: FlaskClient, runtime: 
     assert db.Job.find("adder", "0.0.1") is None
     assert db.Job.find("adder", "0.0.2") is not None
     assert [j["version"] for j in client.get(f"{API}/job").get_json()] == ["0.0.2"]
+    # The version is remembered as used, with who deleted it.
+    deleted = db.DeletedJob.get()
+    assert (deleted.name, deleted.version, deleted.deleted_by) == ("adder", "0.0.1", "admin")
+    assert db.DeletedJob.exists_for("adder", "0.0.1") and not db.DeletedJob.exists_for("adder", "0.0.2")
 
 
 def test_delete_of_an_unknown_job_is_404_and_touches_no_container(client: FlaskClient, runtime: FakeRuntime) -> None:
     assert_error(client.delete(f"{API}/job/ghost/0.0.1"), 404, "job-not-found")
     assert runtime.calls_to("remove_container") == []
+    assert db.DeletedJob.select().count() == 0
+
+
+def test_delete_by_alias_deletes_the_version_it_resolves_to(client: FlaskClient, runtime: FakeRuntime) -> None:
+    add_job("adder", "1.0.0")
+    add_job("adder", "1.1.0")
+
+    assert client.delete(f"{API}/job/adder/latest").status_code == 204
+
+    assert runtime.calls_to("remove_container") == [("job-adder-v-1-1-0",)]
+    assert [(d.name, d.version) for d in db.DeletedJob.select()] == [("adder", "1.1.0")]
 
 
 def test_unknown_api_path_is_404_json(client: FlaskClient) -> None:

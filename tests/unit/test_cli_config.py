@@ -132,22 +132,27 @@ def test_submit_without_job_yaml_fails_clearly(runner: CliRunner, tmp_path: Path
     assert requests_made == []
 
 
-def test_submit_with_invalid_job_yaml_names_the_file(runner: CliRunner, tmp_path: Path) -> None:
+def test_submit_with_invalid_job_yaml_names_the_file(runner: CliRunner, tmp_path: Path,
+                                                      requests_made: list[str]) -> None:
     (tmp_path / "job.yaml").write_text("name: [adder\n")
 
     result = runner.invoke(main, ["submit", str(tmp_path)])
 
-    assert result.exit_code != 0
-    assert "job.yaml: not valid YAML" in result.output
+    assert result.exit_code == 3
+    assert f" !  manifest: {tmp_path / 'job.yaml'} is not valid YAML" in result.output
+    assert "Traceback" not in result.output
+    assert requests_made == []
 
 
-def test_submit_with_a_job_yaml_that_is_not_a_mapping_fails(runner: CliRunner, tmp_path: Path) -> None:
+def test_submit_with_a_job_yaml_that_is_not_a_mapping_fails(runner: CliRunner, tmp_path: Path,
+                                                             requests_made: list[str]) -> None:
     (tmp_path / "job.yaml").write_text("- name: adder\n")
 
     result = runner.invoke(main, ["submit", str(tmp_path)])
 
-    assert result.exit_code != 0
-    assert "must be a mapping" in result.output
+    assert result.exit_code == 3
+    assert result.output == f" !  manifest: {tmp_path / 'job.yaml'} must hold a mapping of fields\n"
+    assert requests_made == []
 
 
 def test_submit_of_a_missing_directory_fails(runner: CliRunner, tmp_path: Path) -> None:

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from builders.dockerfile import docker_quote, render_dockerfile
+from jobmanifest import validate_manifest
 from racetrackd.errors import JobTypeError
 from racetrackd.jobtypes import discover, resolve
-from racetrackd.manifest import parse_manifest
 from racetrackd.settings import BUILTIN_PLUGINS_DIR
 from tests.unit.fakes import sample_manifest
 
@@ -23,7 +23,7 @@ GOLDEN = Path(__file__).parent / "golden"
 
 def python3_variables(manifest_data: dict[str, Any], ca_bundle: bool, pip_index_url: str | None) -> dict[str, Any]:
     """The variables `racetrackd.deployer.Deployer._build` passes, with fixed values."""
-    manifest = parse_manifest(manifest_data)
+    manifest = validate_manifest(manifest_data)
     return {
         "base_image": "python:3.11-slim",
         "build": {"ca_bundle": ca_bundle, "pip_index_url": pip_index_url},

@@ -1,4 +1,4 @@
-"""The python3 job wrapper's WSGI app (racetrack_job_wrapper.app.JobApp), driven with werkzeug's test client."""
+"""The python3 job wrapper's ASGI app (racetrack_job_wrapper.app.JobApp), driven in-process."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from werkzeug.test import Client, TestResponse
 
+from tests.unit.asgi_client import AsgiClient as Client
+from tests.unit.asgi_client import AsgiResponse
 from tests.unit.fakes import write_job
 
 ADDER = '''
@@ -60,7 +61,7 @@ def make_app(
     return make
 
 
-def perform(client: Client, path: str = "/api/v1/perform", **kwargs: Any) -> TestResponse:
+def perform(client: Client, path: str = "/api/v1/perform", **kwargs: Any) -> AsgiResponse:
     return client.post(path, json=kwargs)
 
 
@@ -110,7 +111,7 @@ def test_wrong_argument_names_are_400_naming_the_argument(
 
 
 def test_an_exception_in_perform_is_500_and_the_job_keeps_serving(
-    make_app: Callable[..., tuple[Any, Client]], capsys: pytest.CaptureFixture[str]
+    make_app: Callable[..., tuple[Any, Client]], caplog: pytest.LogCaptureFixture
 ) -> None:
     _, client = make_app({"entrypoint.py": FLAKY})
 
@@ -118,7 +119,7 @@ def test_an_exception_in_perform_is_500_and_the_job_keeps_serving(
 
     assert failed.status_code == 500
     assert failed.json == {"error": "ValueError: asked to fail"}
-    assert "asked to fail" in capsys.readouterr().err  # the traceback goes to the job's log
+    assert "asked to fail" in caplog.text  # the traceback goes to the job's log
     assert perform(client, fail=False).status_code == 200
     assert client.get("/live").status_code == 200
 
@@ -248,7 +249,7 @@ def test_the_entrypoint_class_is_found_when_it_is_the_only_one_with_perform(
         "helper.py": "class Helper:\n    def perform(self):\n        return 0\n\n\ndef double(x):\n    return 2 * x\n",
     })
 
-    assert type(app.entrypoint).__name__ == "JobEntrypoint"
+    assert type(app.conventions.instance).__name__ == "JobEntrypoint"
     assert perform(client, x=1.5).json == 3.0
 
 
@@ -303,13 +304,17 @@ def test_unknown_path_is_404_and_wrong_method_is_405(make_app: Callable[..., tup
     assert wrong_method.status_code == 405
 
 
-def test_index_lists_the_endpoints(make_app: Callable[..., tuple[Any, Client]]) -> None:
+def test_index_redirects_to_the_docs_under_the_path_the_caller_used(
+    make_app: Callable[..., tuple[Any, Client]]
+) -> None:
     _, client = make_app({"entrypoint.py": ADDER})
 
-    index = client.get("/pub/job/adder/0.0.1/").json
+    direct = client.get("/pub/job/adder/0.0.1/")
+    via_gateway = client.get("/pub/job/adder/0.0.1/", headers={"X-Forwarded-Prefix": "/pub/job/adder/latest"})
 
-    assert "POST /api/v1/perform" in index["endpoints"]
-    assert "GET /api/v1/parameters" in index["endpoints"]
+    assert direct.status_code == 307
+    assert direct.headers["location"] == "/pub/job/adder/0.0.1/docs"
+    assert via_gateway.headers["location"] == "/pub/job/adder/latest/docs"
 
 
 def test_requests_before_loading_finishes_are_503_not_errors(
@@ -323,7 +328,7 @@ def test_requests_before_loading_finishes_are_503_not_errors(
     client = Client(app)
 
     assert client.get("/live").status_code == 200
-    assert client.get("/ready").status_code == 500
+    assert client.get("/ready").status_code == 503
     response = perform(client, a=1)
     assert response.status_code == 503
     assert "still initializing" in response.json["error"]

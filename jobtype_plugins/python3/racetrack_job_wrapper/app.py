@@ -1,114 +1,368 @@
-"""The job's WSGI application: perform, parameters and health endpoints, at `/` and under the pub path.
+"""The job's ASGI application: Racetrack's job conventions over HTTP, at `/` and under the pub path.
 
-The entrypoint loads in a background thread, so `/live` answers at once; `/ready` turns 200
-once loading succeeded; a loading error makes `/live` answer 500 with the error, which the
-daemon reports as the reason the deployment failed.
+The entrypoint loads in a background thread when the server starts, so `/live` answers at once;
+`/ready` turns 200 once loading succeeded; a loading error makes `/live` answer 500 with the
+error, which the daemon reports as the reason the deployment failed. Job code (perform,
+auxiliary endpoints, WSGI webviews) runs in a thread pool, never on the event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import dataclasses
+import datetime
+import decimal
+import functools
 import inspect
-import json
+import logging
 import os
 import re
-import sys
 import threading
+import time
 import traceback
-from collections.abc import Callable, Iterable
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
-from racetrack_job_wrapper.entrypoint import load_entrypoint
+from racetrack_job_wrapper import docs, files, logs, webview
+from racetrack_job_wrapper.context import RequestInfo, request_context
+from racetrack_job_wrapper.entrypoint import Conventions, load_entrypoint
+from racetrack_job_wrapper.http import (
+    HttpError,
+    Receive,
+    Request,
+    Response,
+    Scope,
+    Send,
+    error_response,
+    json_response,
+    read_body,
+    send_response,
+)
+from racetrack_job_wrapper.metrics import Metrics
 
-StartResponse = Callable[..., Any]
+log = logging.getLogger("racetrack.job")
+
 PUB_PREFIX = re.compile(r"^/pub/(?:job|fatman)/[^/]+/[^/]+")
+TRACING_HEADER = os.environ.get("REQUEST_TRACING_HEADER", "X-Request-Tracing-Id").lower()
 MAX_BODY_BYTES = 256 * 1024**2
+PROBES = ("/live", "/ready", "/health", "/metrics")
 
 
-class HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+@dataclasses.dataclass(frozen=True)
+class WrapperOptions:
+    threads: int = 32
+    max_concurrency: int | None = None  # calls of job code running at once
+    max_concurrency_queue: int | None = None  # calls waiting for a slot before 429
+    home_page: str = "/docs"
+
+    @classmethod
+    def from_env(cls) -> WrapperOptions:
+        def optional_int(name: str) -> int | None:
+            raw = os.environ.get(name, "")
+            return int(raw) if raw.strip() else None
+
+        return cls(
+            threads=optional_int("JOB_THREADS") or 32,
+            max_concurrency=optional_int("JOB_MAX_CONCURRENCY"),
+            max_concurrency_queue=optional_int("JOB_MAX_CONCURRENCY_QUEUE"),
+            home_page="/" + os.environ.get("JOB_HOME_PAGE", "/docs").lstrip("/"),
+        )
+
+
+def to_json(value: Any) -> Any:
+    """json.dumps `default`: numpy arrays and scalars, dataclasses, dates, decimals, sets."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    raise TypeError(f"{type(value).__name__} is not JSON-serializable")
+
+
+class _Arguments:
+    """Checks keyword arguments against a function's signature; built once per function (binding a
+    signature on every call cost more than the rest of the request handling)."""
+
+    def __init__(self, function: Any) -> None:
+        self.signature = inspect.signature(function)
+        params = self.signature.parameters.values()
+        self.open = any(p.kind == p.VAR_KEYWORD for p in params)
+        self.names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        self.required = {p.name for p in params
+                         if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is p.empty}
+
+    def check(self, kwargs: dict[str, Any]) -> None:
+        """TypeError naming the problem, as Python would say it."""
+        if (self.open or kwargs.keys() <= self.names) and self.required <= kwargs.keys():
+            return
+        self.signature.bind(**kwargs)  # the slow path: raises the precise TypeError
+
+
+@functools.lru_cache(maxsize=256)
+def _arguments(function: Any) -> _Arguments:
+    return _Arguments(function)
+
+
+class _Limiter:
+    """max_concurrency calls at once; beyond max_concurrency_queue waiting callers: 429."""
+
+    def __init__(self, limit: int | None, queue: int | None) -> None:
+        self.semaphore = asyncio.Semaphore(limit) if limit else None
+        self.queue = queue
+        self.waiting = 0
+
+    async def __aenter__(self) -> None:
+        if self.semaphore is None:
+            return
+        if self.semaphore.locked():
+            if self.queue is not None and self.waiting >= self.queue:
+                raise HttpError(429, "too many requests waiting in a queue; try again later")
+            self.waiting += 1
+            try:
+                await self.semaphore.acquire()
+            finally:
+                self.waiting -= 1
+        else:
+            await self.semaphore.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.semaphore is not None:
+            self.semaphore.release()
 
 
 class JobApp:
-    def __init__(self, entrypoint_path: str, entrypoint_class: str | None) -> None:
+    def __init__(self, entrypoint_path: str, entrypoint_class: str | None,
+                 options: WrapperOptions | None = None) -> None:
         self.entrypoint_path = entrypoint_path
         self.entrypoint_class = entrypoint_class
-        self.entrypoint: Any = None
+        self.options = options or WrapperOptions.from_env()
+        self.conventions: Conventions | None = None
         self.init_error: str | None = None
+        self.webview_app: Any = None
+        self.webview_asgi = False
+        self.metrics = Metrics()
+        self.access_log = logs.AccessLog()
+        self.executor = ThreadPoolExecutor(max_workers=self.options.threads, thread_name_prefix="job")
         self.job_name = os.environ.get("JOB_NAME", "")
         self.job_version = os.environ.get("JOB_VERSION", "")
         self.deployment_timestamp = int(os.environ.get("JOB_DEPLOYMENT_TIMESTAMP", "0") or 0)
+        self.swagger_dir = docs.swagger_ui_dir()
+        self._limiter: _Limiter | None = None
         self._loading: threading.Thread | None = None
-        self._routes: dict[tuple[str, str], Callable[[dict[str, Any]], tuple[int, Any]]] = {
-            ("GET", "/live"): self._live,
-            ("GET", "/ready"): self._ready,
-            ("GET", "/health"): self._health,
-            ("GET", "/"): self._index,
-            ("POST", "/api/v1/perform"): self._perform,
-            ("GET", "/api/v1/parameters"): self._parameters,
-        }
 
     # --- start-up -----------------------------------------------------------------------------
     def start_loading(self) -> None:
         if self._loading is None:
-            self._loading = threading.Thread(target=self._load, name="entrypoint-init", daemon=True)
+            self._loading = threading.Thread(target=self.load, name="entrypoint-init", daemon=True)
             self._loading.start()
 
-    def _load(self) -> None:
+    def load(self) -> None:
+        """Import and instantiate the entrypoint (blocking); record the error instead of raising."""
         try:
-            self.entrypoint = load_entrypoint(self.entrypoint_path, self.entrypoint_class)
+            instance = load_entrypoint(self.entrypoint_path, self.entrypoint_class)
+            instance.request_context = request_context
+            conventions = Conventions(instance)
+            conventions.input_examples()  # fail at start-up, not in the docs page, on a bad example
+            if conventions.webview_factory is not None:
+                self.webview_app = conventions.webview_factory(self._public_base_url())
+                self.webview_asgi = webview.is_asgi(self.webview_app)
+            self.conventions = conventions
         except BaseException as exc:  # noqa: BLE001 (any failure in user code must be reported, not crash)
             self.init_error = f"{type(exc).__name__}: {exc}"
-            print(f"job initialization failed: {self.init_error}", file=sys.stderr)
-            traceback.print_exc()
+            log.error("job initialization failed: %s\n%s", self.init_error, traceback.format_exc())
         else:
-            print(f"job {self.job_name} {self.job_version} is ready", file=sys.stderr)
+            log.info("job %s %s is ready", self.job_name, self.job_version)
 
-    # --- WSGI ---------------------------------------------------------------------------------
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        self.start_loading()  # harmless when already started; covers servers without the hook
-        method = environ["REQUEST_METHOD"].upper()
-        path = PUB_PREFIX.sub("", environ.get("PATH_INFO", "")) or "/"
-        if path != "/":
-            path = path.rstrip("/")
-        handler = self._routes.get((method, path))
+    def _public_base_url(self) -> str:
+        return f"/pub/job/{self.job_name}/{self.job_version}" if self.job_name else ""
+
+    # --- ASGI ---------------------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.start_loading()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.executor.shutdown(wait=False, cancel_futures=True)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        base_url, path = self._split(scope)
+        if self.webview_asgi and path.startswith(webview.WEBVIEW_PREFIX):
+            await webview.call_asgi(self.webview_app, scope, receive, send, base_url, path[len(webview.WEBVIEW_PREFIX):])
+        else:
+            await send({"type": "websocket.close", "code": 1000})
+
+    @staticmethod
+    def _split(scope: Scope) -> tuple[str, str]:
+        raw = scope["path"]
+        match = PUB_PREFIX.match(raw)
+        base, path = (match.group(0), raw[match.end():]) if match else ("", raw)
+        return base, (path.rstrip("/") or "/") if path != "/" else "/"
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.start_loading()  # servers without lifespan support
+        started = time.perf_counter()
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        tracing_id = headers.get(TRACING_HEADER) or str(uuid.uuid4())
+        base_url, path = self._split(scope)
+        # Behind the gateway, links and redirects must use the path the caller used (e.g. `latest`).
+        base_url = headers.get("x-forwarded-prefix", base_url).rstrip("/")
+        method = scope["method"]
+        endpoint = path if path in PROBES or path.startswith("/api/") else "other"
+        is_call = path.startswith("/api/v1/") and path != "/api/v1/parameters"
+        if endpoint not in PROBES:
+            self.metrics.started(endpoint)
+        extra = [(TRACING_HEADER.encode(), tracing_id.encode())]
         try:
-            if handler is None:
-                if any(p == path for (_, p) in self._routes):
-                    raise HttpError(405, f"method {method} not allowed on {path}")
-                raise HttpError(404, f"no endpoint {path}")
-            status, payload = handler(environ)
+            if self.webview_asgi and path.startswith(webview.WEBVIEW_PREFIX):
+                await webview.call_asgi(self.webview_app, scope, receive, send, base_url,
+                                        path[len(webview.WEBVIEW_PREFIX):])
+                status = 200
+                return
+            body = b"" if method in ("GET", "HEAD") else await read_body(receive, MAX_BODY_BYTES)
+            request = Request(method, path, base_url, scope.get("query_string", b"").decode("latin-1"), headers, body)
+            info = RequestInfo(method, path, request.query_string, headers, tracing_id)
+            response = await self._route(request, info, scope)
         except HttpError as exc:
-            status, payload = exc.status, {"error": exc.message}
-        try:
-            body = json.dumps(payload, default=_json_default).encode()
-        except (TypeError, ValueError) as exc:
-            status = 500
-            body = json.dumps({"error": f"result is not JSON-serializable: {exc}"}).encode()
-        start_response(f"{status} {_REASONS.get(status, 'Status')}", [
-            ("Content-Type", "application/json"),
-            ("Content-Length", str(len(body))),
-        ])
-        return [body]
+            response = error_response(exc.status, exc.message)
+        except Exception as exc:  # noqa: BLE001 (the wrapper keeps serving whatever a handler does)
+            log.exception("error serving %s %s", method, path)
+            response = error_response(500, f"{type(exc).__name__}: {exc}")
+        status = response.status
+        await send_response(send, response, extra)
+        elapsed = time.perf_counter() - started
+        if endpoint not in PROBES:
+            self.metrics.done(endpoint, elapsed, status, is_call)
+        self.access_log.write(method, path, status, elapsed, tracing_id)
 
-    # --- endpoints ----------------------------------------------------------------------------
-    def _live(self, environ: dict[str, Any]) -> tuple[int, Any]:
-        body = {"live": self.init_error is None, "deployment_timestamp": self.deployment_timestamp}
+    # --- routing ------------------------------------------------------------------------------
+    async def _route(self, request: Request, info: RequestInfo, scope: Scope) -> Response:
+        path, method = request.path, request.method
+        if path == "/live":
+            return self._live()
+        if path == "/ready":
+            ready = self.conventions is not None
+            # 503 while loading; 500 once loading has failed (it will never be ready).
+            return json_response(200 if ready else 500 if self.init_error else 503, {"ready": ready})
+        if path == "/health":
+            return self._health()
+        if path == "/metrics":
+            user = self.conventions.user_metrics() if self.conventions else []
+            return Response(200, self.metrics.render(user).encode(), "text/plain; version=0.0.4")
+        if path == "/":
+            return Response(307, b"", "text/plain", [(b"location", (request.base_url + self.options.home_page).encode())])
+        if path == "/openapi.json":
+            return json_response(200, docs.openapi_document(self.conventions, request.base_url), default=str)
+        if path == "/docs":
+            return Response(200, docs.docs_page(request.base_url, self.swagger_dir is not None).encode(), "text/html; charset=utf-8")
+        if path.startswith("/docs/swagger-ui/") and self.swagger_dir is not None:
+            response = files.file_response(files.file_in(self.swagger_dir, path[len("/docs/swagger-ui/"):]))
+            response.headers.append((b"cache-control", b"public, max-age=86400"))
+            return response
+        conventions = self._require_loaded()
+        if path == "/api/v1/perform":
+            self._require_method(method, "POST")
+            return await self._call(conventions.perform, request.json_object(), info)
+        if path == "/api/v1/parameters":
+            self._require_method(method, "GET")
+            return json_response(200, docs.parameters_of(conventions.perform), default=str)
+        if path.startswith(webview.WEBVIEW_PREFIX) and self.webview_app is not None:
+            return await self._webview(request, scope)
+        if path.startswith("/api/v1/"):
+            sub = path[len("/api/v1"):]
+            handler = conventions.auxiliary_endpoints.get(sub)
+            if handler is not None:
+                kwargs = request.json_object() if method != "GET" else request.query()
+                return await self._call(handler, kwargs, info)
+            static = self._static(conventions, sub)
+            if static is not None:
+                self._require_method(method, "GET")
+                return static
+        raise HttpError(404, f"no endpoint {path}")
+
+    @staticmethod
+    def _require_method(method: str, expected: str) -> None:
+        if method != expected and not (expected == "GET" and method == "HEAD"):
+            raise HttpError(405, f"method {method} not allowed here; use {expected}")
+
+    def _require_loaded(self) -> Conventions:
+        if self.conventions is None:
+            if self.init_error is not None:
+                raise HttpError(500, f"job failed to initialize: {self.init_error}")
+            raise HttpError(503, "job is still initializing")
+        return self.conventions
+
+    async def _call(self, function: Any, kwargs: dict[str, Any], info: RequestInfo) -> Response:
+        try:
+            _arguments(function).check(kwargs)
+        except TypeError as exc:
+            raise HttpError(400, f"failed to call a function: {exc}") from exc
+        if self._limiter is None:
+            self._limiter = _Limiter(self.options.max_concurrency, self.options.max_concurrency_queue)
+        context = contextvars.copy_context()
+        context.run(request_context.set, info)
+        async with self._limiter:
+            try:
+                result = await asyncio.get_running_loop().run_in_executor(
+                    self.executor, lambda: context.run(function, **kwargs)
+                )
+            except Exception as exc:  # noqa: BLE001 (the job's error goes back to the caller; we keep serving)
+                log.exception("job raised an error")
+                raise HttpError(500, f"{type(exc).__name__}: {exc}") from exc
+        try:
+            return json_response(200, result, default=to_json)
+        except (TypeError, ValueError) as exc:
+            raise HttpError(500, f"result is not JSON-serializable: {exc}") from exc
+
+    def _static(self, conventions: Conventions, sub: str) -> Response | None:
+        for prefix, (target, content_type) in conventions.static_endpoints.items():
+            root = Path(target)
+            if sub == prefix:
+                if root.is_dir():
+                    return files.file_response(files.file_in(root, "index.html"))
+                return files.file_response(root, content_type)
+            if sub.startswith(prefix + "/") and root.is_dir():
+                return files.file_response(files.file_in(root, sub[len(prefix) + 1:]))
+        return None
+
+    async def _webview(self, request: Request, scope: Scope) -> Response:
+        subpath = request.path[len(webview.WEBVIEW_PREFIX):]
+        if subpath.startswith("/static/") and Path("static").is_dir():
+            return files.file_response(files.file_in(Path("static"), subpath[len("/static/"):]))
+        return await webview.call_wsgi(self.webview_app, request, scope, subpath, self.executor)
+
+    def _live(self) -> Response:
+        body: dict[str, Any] = {"live": self.init_error is None, "deployment_timestamp": self.deployment_timestamp}
         if self.init_error is not None:
             body["error"] = self.init_error
-            return 500, body
-        return 200, body
+            return json_response(500, body)
+        return json_response(200, body)
 
-    def _ready(self, environ: dict[str, Any]) -> tuple[int, Any]:
-        ready = self.entrypoint is not None
-        return (200 if ready else 500), {"ready": ready}
-
-    def _health(self, environ: dict[str, Any]) -> tuple[int, Any]:
+    def _health(self) -> Response:
         live = self.init_error is None
-        ready = self.entrypoint is not None
-        return (200 if live else 500), {
+        ready = self.conventions is not None
+        return json_response(200 if live else 500, {
             "service": "job",
             "job_name": self.job_name,
             "job_version": self.job_version,
@@ -120,77 +374,4 @@ class JobApp:
             "ready": ready,
             "status": "pass" if live and ready else "fail",
             "error": self.init_error,
-        }
-
-    def _index(self, environ: dict[str, Any]) -> tuple[int, Any]:
-        return 200, {
-            "job_name": self.job_name,
-            "job_version": self.job_version,
-            "endpoints": sorted({f"{m} {p}" for (m, p) in self._routes}),
-        }
-
-    def _perform(self, environ: dict[str, Any]) -> tuple[int, Any]:
-        entrypoint = self._require_entrypoint()
-        kwargs = _read_json_object(environ)
-        perform = entrypoint.perform
-        try:
-            inspect.signature(perform).bind(**kwargs)
-        except TypeError as exc:
-            raise HttpError(400, f"failed to call a function: {exc}") from exc
-        try:
-            return 200, perform(**kwargs)
-        except Exception as exc:  # noqa: BLE001 (the job's error goes back to the caller; we keep serving)
-            traceback.print_exc()
-            raise HttpError(500, f"{type(exc).__name__}: {exc}") from exc
-
-    def _parameters(self, environ: dict[str, Any]) -> tuple[int, Any]:
-        entrypoint = self._require_entrypoint()
-        parameters = []
-        for param in inspect.signature(entrypoint.perform).parameters.values():
-            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-                continue
-            item: dict[str, Any] = {"name": param.name}
-            if param.annotation is not param.empty:
-                item["type"] = getattr(param.annotation, "__name__", str(param.annotation))
-            if param.default is not param.empty:
-                item["default_value"] = param.default
-            parameters.append(item)
-        return 200, parameters
-
-    def _require_entrypoint(self) -> Any:
-        if self.entrypoint is None:
-            if self.init_error is not None:
-                raise HttpError(500, f"job failed to initialize: {self.init_error}")
-            raise HttpError(503, "job is still initializing")
-        return self.entrypoint
-
-
-def _read_json_object(environ: dict[str, Any]) -> dict[str, Any]:
-    try:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-    except ValueError as exc:
-        raise HttpError(400, "invalid Content-Length") from exc
-    if length > MAX_BODY_BYTES:
-        raise HttpError(413, f"request body larger than {MAX_BODY_BYTES} bytes")
-    raw = environ["wsgi.input"].read(length) if length else b""
-    if not raw.strip():
-        return {}
-    try:
-        payload = json.loads(raw)
-    except ValueError as exc:
-        raise HttpError(400, f"request body is not valid JSON: {exc}") from exc
-    if not isinstance(payload, dict):
-        raise HttpError(400, "request body must be a JSON object of keyword arguments")
-    return payload
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "tolist"):  # numpy arrays and scalars
-        return value.tolist()
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    raise TypeError(f"{type(value).__name__} is not JSON-serializable")
-
-
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            413: "Payload Too Large", 500: "Internal Server Error", 503: "Service Unavailable"}
+        })

@@ -5,8 +5,10 @@ from __future__ import annotations
 import glob
 import importlib.util
 import inspect
+import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,3 +62,58 @@ def _find_class(module: Any, class_name: str | None, entrypoint_path: str) -> ty
             "set jobtype_extra.entrypoint_class"
         )
     return candidates[0]
+
+
+class Conventions:
+    """What a loaded entrypoint offers, by Racetrack's conventions; every method is optional but perform."""
+
+    MAX_EXAMPLE_BYTES = 1024 * 1024
+
+    def __init__(self, instance: Any) -> None:
+        if not callable(getattr(instance, "perform", None)):
+            raise AttributeError(f"{type(instance).__name__} has no perform() method")
+        self.instance = instance
+        self.perform = instance.perform
+        self.auxiliary_endpoints = self._auxiliary_endpoints()
+        self.static_endpoints = self._static_endpoints()
+        webview = getattr(instance, "webview_app", None)
+        self.webview_factory = webview if callable(webview) else None
+        self.metrics_function = getattr(instance, "metrics", None) if callable(getattr(instance, "metrics", None)) else None
+
+    def input_examples(self) -> dict[str, Any]:
+        """`{endpoint: example}` from docs_input_examples(), with docs_input_example() for /perform."""
+        examples: dict[str, Any] = {}
+        many = getattr(self.instance, "docs_input_examples", None)
+        if callable(many):
+            examples.update(many() or {})
+        one = getattr(self.instance, "docs_input_example", None)
+        if callable(one) and "/perform" not in examples:
+            examples["/perform"] = one()
+        for endpoint, example in examples.items():
+            if len(json.dumps(example, default=str)) > self.MAX_EXAMPLE_BYTES:
+                raise ValueError(f"input example of {endpoint} is larger than 1 MB")
+        return examples
+
+    def _auxiliary_endpoints(self) -> dict[str, Callable[..., Any]]:
+        declared = getattr(self.instance, "auxiliary_endpoints", None)
+        endpoints = declared() if callable(declared) else {}
+        result = {}
+        for path, handler in (endpoints or {}).items():
+            if not callable(handler):
+                raise TypeError(f"auxiliary endpoint {path} is not callable")
+            result["/" + str(path).strip("/")] = handler
+        return result
+
+    def _static_endpoints(self) -> dict[str, tuple[str, str | None]]:
+        declared = getattr(self.instance, "static_endpoints", None)
+        endpoints = declared() if callable(declared) else {}
+        result: dict[str, tuple[str, str | None]] = {}
+        for path, target in (endpoints or {}).items():
+            if isinstance(target, (tuple, list)):
+                result["/" + str(path).strip("/")] = (str(target[0]), str(target[1]) if len(target) > 1 else None)
+            else:
+                result["/" + str(path).strip("/")] = (str(target), None)
+        return result
+
+    def user_metrics(self) -> list[dict[str, Any]]:
+        return list(self.metrics_function() or []) if self.metrics_function else []

@@ -1,4 +1,8 @@
-"""Run the job's WSGI app under gunicorn (one process, threads) on 0.0.0.0:PORT."""
+"""Run the job's ASGI app under gunicorn's asyncio worker on 0.0.0.0:PORT.
+
+One process by default: the entrypoint (often a large model) is loaded once, and job code runs
+in a thread pool while the event loop keeps answering probes and queueing calls.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from racetrack_job_wrapper import logs
 from racetrack_job_wrapper.app import JobApp
 
 
@@ -25,19 +30,18 @@ class _WrapperServer(BaseApplication):  # type: ignore[misc]  # gunicorn ships n
 
 
 def serve(entrypoint_path: str, entrypoint_class: str | None, port: int) -> None:
+    logs.configure()
     app = JobApp(entrypoint_path, entrypoint_class)
     options = {
         "bind": f"0.0.0.0:{port}",
-        # One process: the entrypoint (often a large model) is loaded once; threads serve calls.
-        "workers": 1,
-        "worker_class": "gthread",
-        "threads": int(os.environ.get("JOB_THREADS", "16")),
+        "workers": int(os.environ.get("JOB_WORKERS", "1") or 1),
+        "worker_class": "asgi",
         "timeout": 0,
         "keepalive": 300,  # longer than the gateway keeps idle pooled connections
         "graceful_timeout": 10,
-        "accesslog": None,
+        "accesslog": None,  # the app writes its own access lines, with the tracing id
         "errorlog": "-",
-        "post_worker_init": lambda worker: app.start_loading(),
+        "loglevel": os.environ.get("LOG_LEVEL", "info").lower(),
         "control_socket_disable": True,
     }
     _WrapperServer(app, options).run()

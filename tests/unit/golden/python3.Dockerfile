@@ -7,19 +7,23 @@ ARG PIP_NO_CACHE_DIR=1
 
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 LANG=C.UTF-8
 
-# Wrapper first: this layer depends only on the job type version, so it is built once and reused.
+# The wrapper: its own virtualenv, so a job's requirements can never break it (nor its pins the job).
 COPY jobtype/wrapper-requirements.txt /opt/racetrack/wrapper-requirements.txt
-RUN python3 -m venv /opt/racetrack/wrapper-venv \
+RUN useradd --uid 1000 --user-group --home-dir /src/job --no-create-home --shell /usr/sbin/nologin job \
+ && python3 -m venv /opt/racetrack/wrapper-venv \
  && /opt/racetrack/wrapper-venv/bin/pip install -r /opt/racetrack/wrapper-requirements.txt \
+ && /opt/racetrack/wrapper-venv/bin/pip install --no-deps swagger-ui-bundle==1.1.0 \
+ && find /opt/racetrack/wrapper-venv -name '*.map' -delete \
  && python3 -m venv /opt/racetrack/job-venv
-
-# Job requirements next: rebuilt only when the requirements file changes.
-COPY job/requirements.txt /opt/racetrack/job-requirements.txt
-RUN /opt/racetrack/job-venv/bin/pip install -r /opt/racetrack/job-requirements.txt
 COPY jobtype/racetrack_job_wrapper /opt/racetrack/wrapper/racetrack_job_wrapper
 ENV GREETING="say \"hi\" to \$USER \\o/"
 
-COPY job/ /src/job/
+# Job requirements: rebuilt only when the requirements file (or anything above) changes.
+COPY job/requirements.txt /opt/racetrack/job-requirements.txt
+RUN /opt/racetrack/job-venv/bin/pip install -r /opt/racetrack/job-requirements.txt
+RUN /opt/racetrack/job-venv/bin/pip check
+
+COPY --chown=job:job job/ /src/job/
 WORKDIR /src/job
 ENV PYTHONPATH=/opt/racetrack/wrapper \
     JOB_NAME="adder" \
@@ -27,8 +31,14 @@ ENV PYTHONPATH=/opt/racetrack/wrapper \
     JOB_TYPE_VERSION="python3:1.0.0" \
     GIT_VERSION="" \
     DEPLOYED_BY_RACETRACK_VERSION="0.1.0" \
-    JOB_VENV=/opt/racetrack/job-venv
+    JOB_VENV=/opt/racetrack/job-venv \
+    JOB_HOME_PAGE="/docs" \
+    JOB_WORKERS="1" \
+    JOB_THREADS="32" \
+    JOB_MAX_CONCURRENCY="" \
+    JOB_MAX_CONCURRENCY_QUEUE=""
 LABEL racetrack-component="job"
+USER job
 EXPOSE 7000
 STOPSIGNAL SIGTERM
 CMD ["/opt/racetrack/wrapper-venv/bin/python", "-m", "racetrack_job_wrapper", "run", "entrypoint.py", "AdderEntrypoint"]
