@@ -47,13 +47,30 @@ class ApiClient:
     def info(self) -> dict[str, Any]:
         return self._api("GET", "/info")
 
-    def deploy(self, manifest: dict[str, Any], build_context: str | None, force: bool) -> str:
+    def deploy(self, manifest: dict[str, Any], build_context: str | None, force: bool,
+               git_credentials: dict[str, str] | None = None, no_cache: bool = False) -> str:
         body: dict[str, Any] = {"manifest": manifest, "build_context": build_context, "force": force,
-                "git_credentials": None, "secret_vars": None, "build_flags": []}
+                                "git_credentials": git_credentials, "secret_vars": None,
+                                "build_flags": ["--no-cache"] if no_cache else []}
         return str(self._api("POST", "/deploy", json=body)["id"])
 
     def deployment(self, deployment_id: str) -> dict[str, Any]:
         return self._api("GET", f"/deploy/{deployment_id}")
+
+    def deployment_logs(self, deployment_id: str, offset: int) -> tuple[str, int]:
+        """Build output after `offset`, and the offset to ask from next time."""
+        body = self._api("GET", f"/deploy/{deployment_id}/build-logs", params={"offset": offset})
+        return str(body["logs"]), int(body["offset"])
+
+    def job_build_logs(self, name: str, version: str, tail: int) -> str:
+        return str(self._api("GET", f"/job/{name}/{version}/build-logs", params={"tail": tail})["logs"])
+
+    def latest_deployment_id(self, name: str, version: str) -> str:
+        deployments = self._api("GET", "/deploy", params={"limit": 500})
+        for deployment in deployments:  # newest first
+            if deployment["job_name"] == name and (version in ("latest", deployment["job_version"])):
+                return str(deployment["id"])
+        raise ApiError(f"no deployment of job {name} {version}", 404)
 
     def jobs(self) -> list[dict[str, Any]]:
         return self._api("GET", "/job")

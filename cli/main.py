@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import sys
-import tarfile
 import time
 from pathlib import Path
 from typing import Any
@@ -17,10 +14,10 @@ import yaml
 from cli import __version__
 from cli.client import ApiClient, ApiError
 from cli.config import ClientConfig, normalize_remote
+from cli.packing import pack
 from jobmanifest import Manifest, ManifestInvalid, validate_manifest
 from jobmanifest.loading import apply_overrides, find_manifest, load_manifest_dict
 
-SKIPPED_PARTS = {".git", "__pycache__", ".venv", "node_modules"}
 EXIT_API_ERROR = 1
 EXIT_DEPLOY_FAILED = 2
 EXIT_INVALID_MANIFEST = 3
@@ -100,14 +97,33 @@ def validate(directory: Path, extra_vars: tuple[str, ...]) -> None:
 @click.argument("directory", default=".", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Redeploy a name and version that already exists.")
 @click.option("-e", "--extra-vars", multiple=True, help=EXTRA_VARS_HELP)
+@click.option("-q", "--quiet", is_flag=True, help="Show phases only, not the build output.")
+@click.option("--local", "force_local", is_flag=True,
+              help="Upload DIRECTORY even when the manifest names a git.remote.")
+@click.option("--no-cache", is_flag=True, help="Build every image layer anew.")
+@click.option("--git-username", envvar="RTD_GIT_USERNAME", help="For a private git.remote (env RTD_GIT_USERNAME).")
+@click.option("--git-password", envvar="RTD_GIT_PASSWORD",
+              help="Password or access token for a private git.remote (env RTD_GIT_PASSWORD).")
 @click.pass_context
-def submit(ctx: click.Context, directory: Path, force: bool, extra_vars: tuple[str, ...]) -> None:
-    """Build and deploy the job in DIRECTORY (its job.yaml, or one piped on stdin, and its files)."""
+def submit(ctx: click.Context, directory: Path, force: bool, extra_vars: tuple[str, ...], quiet: bool,
+           force_local: bool, no_cache: bool, git_username: str | None, git_password: str | None) -> None:
+    """Build and deploy the job in DIRECTORY (its job.yaml, or one piped on stdin, and its files).
+
+    With a git.remote in the manifest the daemon clones it (branch, directory) instead, unless --local.
+    """
     manifest = _load_manifest(directory, extra_vars)
     client = _client(ctx)
-    click.echo(f"-----> submitting {manifest.name} {manifest.version} to {client.remote}")
-    deployment_id = client.deploy(manifest.raw, _pack(directory), force)
-    deployment = _follow(client, deployment_id)
+    from_git = manifest.git is not None and not force_local
+    source = f"{manifest.git.remote} (git)" if from_git and manifest.git else f"{directory} (upload)"
+    click.echo(f"-----> submitting {manifest.name} {manifest.version} to {client.remote} from {source}")
+    credentials = None
+    if git_username or git_password:
+        if not (git_username and git_password):
+            raise click.UsageError("give both --git-username and --git-password")
+        credentials = {"username": git_username, "password": git_password}
+    deployment_id = client.deploy(manifest.raw, None if from_git else pack(directory), force,
+                                  git_credentials=credentials, no_cache=no_cache)
+    deployment = _follow(client, deployment_id, show_logs=not quiet)
     for warning in (deployment.get("warnings") or "").splitlines():
         click.secho(f"warning: {warning}", fg="yellow", err=True)
     if deployment["status"] != "done":
@@ -122,23 +138,17 @@ def submit(ctx: click.Context, directory: Path, force: bool, extra_vars: tuple[s
 main.add_command(submit, name="deploy")
 
 
-def _pack(directory: Path) -> str:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for path in sorted(directory.rglob("*")):
-            relative = path.relative_to(directory)
-            if SKIPPED_PARTS & set(relative.parts) or path.is_dir():
-                continue
-            tar.add(path, arcname=str(relative), recursive=False)
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
-def _follow(client: ApiClient, deployment_id: str) -> dict[str, Any]:
-    """Poll the deployment, printing each new phase, until it is done or failed."""
+def _follow(client: ApiClient, deployment_id: str, show_logs: bool) -> dict[str, Any]:
+    """Poll the deployment, printing each new phase (and the build output), until it ends."""
     last_phase = None
+    offset = 0
     delay = 0.1
     while True:
         deployment = client.deployment(deployment_id)
+        if show_logs:
+            logs, offset = client.deployment_logs(deployment_id, offset)
+            for line in logs.splitlines():
+                click.echo(f"       {line}")
         phase = deployment.get("phase")
         if phase and phase != last_phase:
             click.echo(f"-----> {phase}")
@@ -147,6 +157,29 @@ def _follow(client: ApiClient, deployment_id: str) -> dict[str, Any]:
             return deployment
         time.sleep(delay)
         delay = min(delay * 1.2, 1.0)  # quick deploys finish in seconds: poll finely at first
+
+
+@main.command("build-logs")
+@click.argument("name")
+@click.option("--version", "version", default="latest", show_default=True)
+@click.option("--tail", default=0, show_default=True, help="Last N lines only (0: all).")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing while the build runs.")
+@click.pass_context
+def build_logs(ctx: click.Context, name: str, version: str, tail: int, follow: bool) -> None:
+    """Print the build log of a job's latest deployment."""
+    client = _client(ctx)
+    if not follow:
+        click.echo(client.job_build_logs(name, version, tail), nl=False)
+        return
+    deployment_id = client.latest_deployment_id(name, version)
+    offset = 0
+    while True:
+        deployment = client.deployment(deployment_id)
+        logs, offset = client.deployment_logs(deployment_id, offset)
+        click.echo(logs, nl=False)
+        if deployment["status"] != "in_progress":
+            return
+        time.sleep(0.5)
 
 
 @main.command("list")

@@ -76,7 +76,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         node = result
         keys = key_path.split(".")
         for index, key in enumerate(keys[:-1]):
-            child = node.setdefault(key, {})
+            if node.get(key) is None:  # absent or left empty in job.yaml: becomes a mapping
+                node[key] = {}
+            child = node[key]
             if not isinstance(child, dict):
                 raise ManifestInvalid([FieldError(".".join(keys[: index + 1]), "is not a mapping; cannot set a key inside it")])
             node = child

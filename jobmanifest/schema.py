@@ -222,7 +222,8 @@ def validate_manifest(data: Any) -> Manifest:
                                      check=lambda v: None if v == "docker" else f"{v!r} is not installed (installed: docker)")
     image_type = c.string(data, "image_type", "image_type",
                           check=lambda v: None if v == "docker" else f"{v!r} is not supported (supported: docker)")
-    c.string(data, "extends", "extends", check=_check_relative_path)
+    c.string(data, "extends", "extends",
+             check=lambda v: f"{v!r} must be a relative path to the base manifest" if v.startswith("/") else None)
 
     if c.errors or name is None or owner_email is None or jobtype is None:
         raise ManifestInvalid(c.errors)
@@ -249,7 +250,9 @@ def _check_name(value: str) -> str | None:
 
 
 def _version(c: _Checker, data: dict[str, Any]) -> str:
-    value = data.get("version", DEFAULT_VERSION)
+    value = data.get("version")
+    if value is None:  # absent or left empty
+        return DEFAULT_VERSION
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         c.error("version", f"{value!r} is a number; write a semantic version as a string, like \"{_as_semver(value)}\"")
         return DEFAULT_VERSION
@@ -318,7 +321,9 @@ def _jobtype_extra(c: _Checker, data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _replicas(c: _Checker, data: dict[str, Any]) -> int:
-    value = data.get("replicas", 1)
+    value = data.get("replicas")
+    if value is None:
+        return 1
     if isinstance(value, bool) or not isinstance(value, int):
         c.error("replicas", f"must be a whole number, not {_kind(value)} {value!r}")
         return 1

@@ -17,6 +17,7 @@ from racetrackd.errors import RacetrackError
 from racetrackd.proxy import Gateway
 from racetrackd.runtime import DockerRuntime, Runtime
 from racetrackd.settings import BUILTIN_PLUGINS_DIR, Settings
+from racetrackd.vault import Vault
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +27,14 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     open_database(settings.database_path)
     app = Flask("racetrackd")
     app.json.sort_keys = False  # type: ignore[attr-defined]  # DefaultJSONProvider has it
+    secret_key = ensure_secret_key(settings)
     app.extensions["racetrackd"] = Services(
         settings=settings,
+        vault=Vault(secret_key),
         runtime=runtime or DockerRuntime(),
         job_types=jobtypes.discover([BUILTIN_PLUGINS_DIR]),
         authenticator=Authenticator(
-            settings.auth_required, ensure_admin_token(settings), JobTokens(ensure_secret_key(settings))
+            settings.auth_required, ensure_admin_token(settings), JobTokens(secret_key)
         ),
         gateway=Gateway(),
     )

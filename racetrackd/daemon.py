@@ -22,11 +22,13 @@ from types import FrameType
 from racetrackd import jobtypes
 from racetrackd.addressing import extra_bind_addresses, resolve_addressing
 from racetrackd.auth import JobTokens, ensure_admin_token, ensure_secret_key
+from racetrackd.building import ImageBuilder
 from racetrackd.db import open_database
 from racetrackd.deployer import Deployer
 from racetrackd.errors import RacetrackError
 from racetrackd.runtime import DockerRuntime
 from racetrackd.settings import BUILTIN_PLUGINS_DIR, Settings
+from racetrackd.vault import Vault
 from racetrackd.worker import DeploymentWorker, WorkerLock
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,8 @@ def serve(settings: Settings) -> int:
     runtime.ensure_network(settings.network)
     addressing = resolve_addressing(settings, runtime)
     job_tokens = JobTokens(ensure_secret_key(settings))
-    deployer = Deployer(settings, runtime, jobtypes.discover([BUILTIN_PLUGINS_DIR]), addressing, job_tokens)
+    builder = ImageBuilder(settings, runtime, Vault(ensure_secret_key(settings)))
+    deployer = Deployer(settings, runtime, jobtypes.discover([BUILTIN_PLUGINS_DIR]), addressing, job_tokens, builder)
     worker = DeploymentWorker(deployer, settings.worker_poll_interval)
     http = _start_gunicorn(settings, extra_bind_addresses(settings, addressing))
 

@@ -6,6 +6,7 @@ their own small queries. `open_database` binds the proxy once, in the compositio
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -91,6 +92,10 @@ class Deployment(BaseModel):
     build_context_path = peewee.CharField(null=True)  # uploaded tar.gz in the data dir
     build_logs = peewee.TextField(default="")
     warnings = peewee.TextField(null=True)
+    phases = peewee.TextField(default="[]")  # JSON: [{"name", "started_at", "ended_at"}], for durations
+    git_commit = peewee.CharField(null=True)
+    git_credentials = peewee.TextField(null=True)  # sealed by racetrackd.vault; cleared once used
+    no_cache = peewee.BooleanField(default=False)
     image_name = peewee.CharField(null=True)
     error = peewee.TextField(null=True)
     deployed_by = peewee.CharField(null=True)
@@ -127,7 +132,23 @@ class Deployment(BaseModel):
     def set_phase(self, phase: str) -> None:
         self.phase = phase
         self.update_time = now()
-        self.save(only=[Deployment.phase, Deployment.update_time])
+        self.phases = json.dumps([*self._closed_phases(), {"name": phase, "started_at": self.update_time,
+                                                           "ended_at": None}])
+        self.save(only=[Deployment.phase, Deployment.phases, Deployment.update_time])
+
+    def phase_timeline(self) -> list[dict[str, Any]]:
+        """Each phase with its start and duration in seconds (None while it runs)."""
+        return [
+            {"name": p["name"], "started_at": p["started_at"],
+             "duration": None if p["ended_at"] is None else round(p["ended_at"] - p["started_at"], 3)}
+            for p in json.loads(self.phases or "[]")
+        ]
+
+    def _closed_phases(self) -> list[dict[str, Any]]:
+        phases: list[dict[str, Any]] = json.loads(self.phases or "[]")
+        if phases and phases[-1]["ended_at"] is None:
+            phases[-1]["ended_at"] = now()
+        return phases
 
     def append_logs(self, text: str) -> None:
         self.build_logs += text
@@ -138,6 +159,7 @@ class Deployment(BaseModel):
         self.status = status
         self.error = error
         self.phase = None
+        self.phases = json.dumps(self._closed_phases())
         self.update_time = now()
         self.save()
 
@@ -165,10 +187,24 @@ def _v2_deployment_warnings(migrator: SqliteMigrator) -> list[Any]:
     return [migrator.add_column("deployment", "warnings", peewee.TextField(null=True))]
 
 
+def _v3_deployment_phases(migrator: SqliteMigrator) -> list[Any]:
+    return [migrator.add_column("deployment", "phases", peewee.TextField(default="[]"))]
+
+
+def _v4_deployment_sources(migrator: SqliteMigrator) -> list[Any]:
+    return [
+        migrator.add_column("deployment", "git_commit", peewee.CharField(null=True)),
+        migrator.add_column("deployment", "git_credentials", peewee.TextField(null=True)),
+        migrator.add_column("deployment", "no_cache", peewee.BooleanField(default=False)),
+    ]
+
+
 # Numbered schema changes, applied in order to registries created by older versions. Tables
 # that are new in a version need no entry: create_tables(safe=True) adds them.
 MIGRATIONS: list[tuple[int, Callable[[SqliteMigrator], list[Any]]]] = [
     (2, _v2_deployment_warnings),
+    (3, _v3_deployment_phases),
+    (4, _v4_deployment_sources),
 ]
 SCHEMA_VERSION = max(number for number, _ in MIGRATIONS)
 

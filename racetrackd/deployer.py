@@ -1,4 +1,4 @@
-"""Carry out one deployment: unpack, render, build, start, wait until ready, switch over.
+"""Carry out one deployment: fetch and build (racetrackd.building), start, wait until ready, switch over.
 
 Runs only in the background worker. A redeploy (`force`) starts the new container beside the
 old one under a staging name and swaps only once the new one is ready, so a failed redeploy
@@ -15,14 +15,13 @@ from pathlib import Path
 
 import urllib3
 
-from builders.context import DOCKERFILE_NAME, assemble_docker_context, unpack_build_context
-from builders.dockerfile import render_dockerfile
 from jobmanifest import Manifest
-from racetrackd import __version__, jobtypes, naming
+from racetrackd import jobtypes, naming
 from racetrackd.addressing import CONTAINER_NAME, PUBLISHED_PORT, Addressing
 from racetrackd.auth import JobTokens
+from racetrackd.building import ImageBuilder
 from racetrackd.db import DeletedJob, Deployment, DeploymentStatus, Job, JobStatus, now
-from racetrackd.errors import BuildError, ConflictError, JobStartError, RacetrackError, ValidationError
+from racetrackd.errors import ConflictError, JobStartError, RacetrackError
 from racetrackd.jobtypes import JobType
 from racetrackd.manifest import container_limits, load_stored
 from racetrackd.proxy import TRACING_HEADER
@@ -37,9 +36,10 @@ _probe_pool = urllib3.PoolManager(num_pools=4, retries=False)
 
 class Deployer:
     def __init__(self, settings: Settings, runtime: Runtime, job_types: list[JobType], addressing: Addressing,
-                 job_tokens: JobTokens) -> None:
+                 job_tokens: JobTokens, builder: ImageBuilder) -> None:
         self.settings = settings
         self.runtime = runtime
+        self.builder = builder
         self.job_types = job_types
         self.addressing = addressing
         self.job_tokens = job_tokens
@@ -78,58 +78,18 @@ class Deployer:
             raise ConflictError(f"job {manifest.name} {manifest.version} is already deployed; use --force")
         job_type = jobtypes.resolve(manifest.jobtype, self.job_types)
 
-        deployment.set_phase("unpacking build context")
-        job_dir = workspace / "job"
-        if not deployment.build_context_path:
-            raise ValidationError(
-                "build_context: missing; this daemon builds from an uploaded directory",
-                hint="run `rtd submit DIR`, or `racetrack deploy --build-context local`",
-            )
-        unpack_build_context(Path(deployment.build_context_path), job_dir)
-        jobtypes.check_extra(job_type, manifest.jobtype_extra, job_dir)
+        deployment.set_phase("fetching the source code")
+        job_dir = self.builder.fetch_source(deployment, manifest, job_type, workspace)
 
         deployment.set_phase("building image")
-        image = self._build(deployment, manifest, job_type, job_dir)
+        image = self.builder.build(deployment, manifest, job_type, job_dir)
         deployment.image_name = image
         deployment.save(only=[Deployment.image_name])
 
-        deployment.set_phase("starting job server")
+        deployment.set_phase("starting Job server")
         self._start(deployment, manifest, job_type, image)
         deployment.finish(DeploymentStatus.DONE)
-
-    # --- build --------------------------------------------------------------------------------
-    def _build(self, deployment: Deployment, manifest: Manifest, job_type: JobType, job_dir: Path) -> str:
-        base_image = getattr(self.settings, job_type.base_image_setting) if job_type.base_image_setting else ""
-        dockerfile = render_dockerfile(job_type.plugin_dir, job_type.dockerfile_template, {
-            "base_image": base_image,
-            "build": {
-                "ca_bundle": self.settings.build_ca_bundle is not None,
-                "pip_index_url": self.settings.build_pip_index_url,
-            },
-            "manifest": manifest.raw,
-            "jobtype_extra": manifest.jobtype_extra,
-            "system_dependencies": list(manifest.system_dependencies),
-            "build_env": manifest.build_env,
-            "job_name": manifest.name,
-            "job_version": manifest.version,
-            "job_type_version": job_type.full_name,
-            "git_version": "",
-            "racetrackd_version": __version__,
-        })
-        tag = f"{naming.image_repository(self.settings.instance, manifest.name)}:" \
-              f"{naming.image_tag(manifest.version, deployment.id)}"
-        labels = naming.job_labels(self.settings.instance, manifest.name, manifest.version, deployment.id)
-        logs = _ThrottledLog(deployment)
-        with assemble_docker_context(dockerfile, job_dir, job_type.plugin_dir, self.settings.build_ca_bundle) as ctx:
-            try:
-                self.runtime.build_image(ctx, DOCKERFILE_NAME, tag, labels, {}, logs.write)
-            except BuildError as exc:
-                logs.flush()
-                tail = _tail(deployment.build_logs)
-                raise BuildError(f"image build failed: {exc.message}\n--- last build output ---\n{tail}") from exc
-            finally:
-                logs.flush()
-        return tag
+        self.builder.collect_old_images(manifest.name, manifest.version)
 
     # --- start and switch over ----------------------------------------------------------------
     def _start(self, deployment: Deployment, manifest: Manifest, job_type: JobType, image: str) -> None:
@@ -211,7 +171,7 @@ class Deployer:
                     raise JobStartError(self._start_failure(container, f"job initialization error: {body['error']}"))
                 if status == 200 and isinstance(body, dict) and _same_timestamp(body, deployment_timestamp):
                     phase = "ready"
-                    deployment.set_phase("initializing job entrypoint")
+                    deployment.set_phase("initializing Job entrypoint")
                     continue
             elif status == 200:
                 return
@@ -241,27 +201,3 @@ def _probe(address: str, path: str) -> tuple[int | None, object]:
         return response.status, json.loads(response.data or b"null")
     except ValueError:
         return response.status, None
-
-
-def _tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
-    return "\n".join(text.rstrip().splitlines()[-lines:])
-
-
-class _ThrottledLog:
-    """Collect build output and store it on the deployment at most once a second."""
-
-    def __init__(self, deployment: Deployment) -> None:
-        self.deployment = deployment
-        self.pending: list[str] = []
-        self.last_flush = time.monotonic()
-
-    def write(self, text: str) -> None:
-        self.pending.append(text)
-        if time.monotonic() - self.last_flush > 1.0:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.pending:
-            self.deployment.append_logs("".join(self.pending))
-            self.pending.clear()
-        self.last_flush = time.monotonic()

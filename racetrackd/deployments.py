@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import base64
 import binascii
+import time
+from collections.abc import Iterator
 from typing import Any
 
+from builders.git_source import check_remote_allowed
+from jobmanifest import versions
 from racetrackd import jobtypes
 from racetrackd.db import DeletedJob, Deployment, DeploymentStatus, Job
 from racetrackd.errors import ConflictError, NotFoundError, ValidationError
-from racetrackd.jobs import job_dto
+from racetrackd.jobs import job_dto, resolve_job
 from racetrackd.jobtypes import JobType
 from racetrackd.manifest import accept_manifest
 from racetrackd.settings import Settings
+from racetrackd.vault import Vault
 
 MAX_UPLOAD_BYTES = 512 * 1024**2
 
 
 def request_deployment(
-    settings: Settings, job_types: list[JobType], payload: Any, deployed_by: str | None
+    settings: Settings, job_types: list[JobType], vault: Vault, payload: Any, deployed_by: str | None
 ) -> Deployment:
     """Validate a `POST /deploy` body and queue the deployment; nothing is stored when it is invalid."""
     if not isinstance(payload, dict):
@@ -32,9 +37,19 @@ def request_deployment(
     if not force:
         ensure_version_is_new(manifest.name, manifest.version)
     archive = _decode_build_context(payload.get("build_context"))
+    if archive is None:
+        if manifest.git is None:
+            raise ValidationError(
+                "build_context: missing, and the manifest has no git.remote to build from",
+                hint="upload the job's directory (rtd submit DIR) or set git.remote in job.yaml",
+            )
+        check_remote_allowed(manifest.git.remote, settings.git_allowed_schemes)
+    credentials = _git_credentials(payload.get("git_credentials"))
     deployment = Deployment(
         job_name=manifest.name, job_version=manifest.version, manifest_yaml=manifest.yaml,
         force=force, deployed_by=deployed_by, warnings="\n".join(warnings) or None,
+        no_cache=_no_cache(payload.get("build_flags")),
+        git_credentials=vault.seal(credentials) if credentials and archive is None else None,
     )
     if archive is not None:
         path = settings.data_dir / "uploads" / f"{deployment.id}.tar.gz"
@@ -62,6 +77,26 @@ def ensure_version_is_new(name: str, version: str) -> None:
             f"a deployment of {name} {version} is already in progress",
             hint="wait for it to finish (rtd submit shows its progress), or use --force",
         )
+
+
+def _git_credentials(value: Any) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if (not isinstance(value, dict) or set(value) - {"username", "password"}
+            or not all(isinstance(value.get(k), str) and value.get(k) for k in ("username", "password"))):
+        raise ValidationError("git_credentials: must be {\"username\": \"...\", \"password\": \"...\"} or null")
+    return {"username": value["username"], "password": value["password"]}
+
+
+def _no_cache(flags: Any) -> bool:
+    if flags is None:
+        return False
+    if not isinstance(flags, list) or not all(isinstance(flag, str) for flag in flags):
+        raise ValidationError("build_flags: must be a list of strings")
+    unknown = [flag for flag in flags if flag != "--no-cache"]
+    if unknown:
+        raise ValidationError(f"build_flags: {unknown[0]!r} is not supported (supported: --no-cache)")
+    return "--no-cache" in flags
 
 
 def _decode_build_context(value: Any) -> bytes | None:
@@ -109,4 +144,41 @@ def deployment_dto(deployment: Deployment, settings: Settings) -> dict[str, Any]
         "update_time": int(deployment.update_time),
         "infrastructure_target": "docker",
         "warnings": deployment.warnings,
+        "phases": deployment.phase_timeline(),
+        "git_commit": deployment.git_commit,
     }
+
+
+def latest_deployment_of(name: str, version: str) -> Deployment:
+    """The newest deployment of a job version (aliases like `latest` resolve through running jobs)."""
+    if versions.is_alias(version):
+        version = resolve_job(name, version).version
+    deployment = (
+        Deployment.select()
+        .where((Deployment.job_name == name) & (Deployment.job_version == version))
+        .order_by(Deployment.create_time.desc())
+        .first()
+    )
+    if deployment is None:
+        raise NotFoundError(f"no deployment of job {name} {version}")
+    return deployment
+
+
+def tail_lines(text: str, tail: int) -> str:
+    """The last `tail` lines of `text` (all of it when tail is 0)."""
+    if tail <= 0:
+        return text
+    return "".join(text.splitlines(keepends=True)[-tail:])
+
+
+def follow_build_logs(deployment_id: str, poll_interval: float = 0.3) -> Iterator[str]:
+    """The build log as it grows, until the deployment is done or failed."""
+    sent = 0
+    while True:
+        deployment = get_deployment(deployment_id)
+        if len(deployment.build_logs) > sent:
+            yield deployment.build_logs[sent:]
+            sent = len(deployment.build_logs)
+        if deployment.status != DeploymentStatus.IN_PROGRESS:
+            return
+        time.sleep(poll_interval)

@@ -8,6 +8,7 @@ import yaml
 
 from jobmanifest import versions
 from racetrackd import naming
+from racetrackd.building import prune_job_images
 from racetrackd.db import DeletedJob, Job, JobStatus, database
 from racetrackd.errors import JobNotFound
 from racetrackd.runtime import Runtime
@@ -24,7 +25,7 @@ def list_jobs() -> list[Job]:
 def resolve_job(name: str, version: str) -> Job:
     """The job `name` at `version`: exact, `latest` (highest stable running) or an x-pattern like `1.x`."""
     family = Job.family(name)
-    if versions.is_alias(version):
+    if versions.is_alias(version) or "*" in version:
         family = [job for job in family if job.status in ALIASABLE]
     job = versions.select(version, family, lambda job: job.version)
     if job is None:
@@ -32,12 +33,13 @@ def resolve_job(name: str, version: str) -> Job:
     return job
 
 
-def delete_job(runtime: Runtime, name: str, version: str, deleted_by: str | None) -> Job:
+def delete_job(runtime: Runtime, instance: str, name: str, version: str, deleted_by: str | None) -> Job:
     """Remove the job's container and its registry row, and remember the version as used."""
     job = Job.find(name, version)
     if job is None:
         raise JobNotFound(f"job {name} {version} not found")
     runtime.remove_container(job.container_name)
+    prune_job_images(runtime, instance, name, version, keep=0)
     with database.atomic():
         job.delete_instance()
         DeletedJob.insert(name=name, version=version, deleted_by=deleted_by).on_conflict_replace().execute()

@@ -43,7 +43,11 @@ def accept_manifest(data: Any, settings: Settings) -> Manifest:
 
 def load_stored(manifest_yaml: str, settings: Settings) -> Manifest:
     """A manifest stored by the API (already accepted once)."""
-    return accept_manifest(yaml.safe_load(manifest_yaml), settings)
+    try:
+        data = yaml.safe_load(manifest_yaml)
+    except yaml.YAMLError as exc:
+        raise manifest_error([("manifest", f"stored manifest is not valid YAML: {exc}")]) from exc
+    return accept_manifest(data, settings)
 
 
 def manifest_error(errors: list[tuple[str, str]]) -> ManifestError:

@@ -49,7 +49,7 @@ class ContainerState:
 
 class Runtime(Protocol):
     def build_image(self, context: IO[bytes], dockerfile: str, tag: str, labels: dict[str, str],
-                    buildargs: dict[str, str], on_log: Callable[[str], None]) -> str: ...
+                    on_log: Callable[[str], None], *, no_cache: bool = False, timeout: float | None = None) -> str: ...
     def ensure_network(self, name: str) -> None: ...
     def run_container(self, spec: ContainerSpec) -> None: ...
     def container_state(self, name: str) -> ContainerState: ...
@@ -60,6 +60,7 @@ class Runtime(Protocol):
     def list_containers(self, labels: dict[str, str]) -> list[str]: ...
     def image_exists(self, ref: str) -> bool: ...
     def remove_image(self, ref: str) -> None: ...
+    def list_images(self, labels: dict[str, str]) -> list[str]: ...
     def pull_image(self, ref: str) -> None: ...
     def import_rootfs(self, rootfs_tar: Path, ref: str, changes: list[str]) -> None: ...
     def own_networks(self) -> set[str]: ...
@@ -107,13 +108,15 @@ class DockerRuntime:
             return self._client_factory()
 
     def build_image(self, context: IO[bytes], dockerfile: str, tag: str, labels: dict[str, str],
-                    buildargs: dict[str, str], on_log: Callable[[str], None]) -> str:
-        """Build from a tar context, passing each log line to `on_log`; returns the image id."""
+                    on_log: Callable[[str], None], *, no_cache: bool = False, timeout: float | None = None) -> str:
+        """Build from a tar context, passing each log line to `on_log` (which may raise to stop the
+        build); returns the image id. `timeout` bounds the wait for each piece of output."""
         image_id = ""
         with _translated(f"building image {tag}"):
             stream = self._client.api.build(
                 fileobj=context, custom_context=True, dockerfile=dockerfile, tag=tag, labels=labels,
-                buildargs=buildargs, rm=True, forcerm=True, decode=True, network_mode="host",
+                rm=True, forcerm=True, decode=True, network_mode="host", nocache=no_cache,
+                timeout=int(timeout) if timeout else None,
             )
             for chunk in stream:
                 if "stream" in chunk:
@@ -206,6 +209,14 @@ class DockerRuntime:
                 self._client.images.remove(ref, noprune=False)
             except docker.errors.ImageNotFound:
                 pass
+
+    def list_images(self, labels: dict[str, str]) -> list[str]:
+        """References of the images carrying all `labels`, newest first."""
+        filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
+        with _translated("listing images"):
+            images = self._client.images.list(filters=filters)
+        images.sort(key=lambda image: image.attrs.get("Created", ""), reverse=True)
+        return [image.tags[0] if image.tags else image.id for image in images]
 
     def pull_image(self, ref: str) -> None:
         with _translated(f"pulling image {ref}"):

@@ -81,6 +81,14 @@ def _parse_quantity(raw: str) -> float:
     return value
 
 
+def _parse_schemes(raw: str) -> frozenset[str]:
+    schemes = frozenset(part.strip().lower() for part in raw.split(",") if part.strip())
+    unknown = schemes - {"https", "http", "ssh", "git", "file"}
+    if unknown:
+        raise ValueError(f"unknown kind {sorted(unknown)[0]!r}; use https, http, ssh, git or file")
+    return schemes
+
+
 def _parse_addressing(raw: str) -> str:
     if raw not in JOB_ADDRESSING_MODES:
         raise ValueError(f"expected one of {', '.join(JOB_ADDRESSING_MODES)}")
@@ -137,6 +145,17 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("build_ca_bundle", "", _parse_existing_file,
                 "CA bundle (PEM) given to image builds, for package indexes behind a TLS-intercepting proxy."),
     SettingSpec("build_pip_index_url", "", _parse_optional_str, "Package index used by pip inside image builds."),
+    SettingSpec("build_pip_extra_index_url", "", _parse_optional_str,
+                "Extra package index(es) for pip inside image builds (space-separated)."),
+    SettingSpec("build_pip_trusted_host", "", _parse_optional_str,
+                "Host(s) pip may reach without TLS verification inside image builds (space-separated)."),
+    SettingSpec("build_timeout", "1800", _parse_seconds, "Seconds an image build may take before it is stopped."),
+    SettingSpec("keep_images", "3", _parse_positive_int,
+                "Images kept per job version (newest first); older ones, and those of deleted versions, are removed."),
+    SettingSpec("max_context_size", "2Gi", _parse_quantity,
+                "The most a build context may unpack to (uploaded or cloned)."),
+    SettingSpec("git_allowed_schemes", "https", _parse_schemes,
+                "Comma-separated git remote kinds the daemon may clone: https, http, ssh, git, file."),
     SettingSpec("job_memory_min", "256Mi", _parse_quantity,
                 "Memory reserved for a job whose manifest sets no resources.memory_min."),
     SettingSpec("job_memory_max", "1Gi", _parse_quantity,
@@ -174,6 +193,12 @@ class Settings:
     python_base_image: str
     build_ca_bundle: Path | None
     build_pip_index_url: str | None
+    build_pip_extra_index_url: str | None
+    build_pip_trusted_host: str | None
+    build_timeout: float
+    keep_images: int
+    max_context_size: float
+    git_allowed_schemes: frozenset[str]
     job_memory_min: float
     job_memory_max: float
     job_cpu_min: float
@@ -227,6 +252,8 @@ class Settings:
             value = getattr(self, spec.field)
             if value is None:
                 env[spec.env_name] = ""
+            elif isinstance(value, frozenset):
+                env[spec.env_name] = ",".join(sorted(value))
             elif isinstance(value, bool):
                 env[spec.env_name] = "true" if value else "false"
             else:

@@ -11,6 +11,7 @@ from racetrackd.jobtypes import JobType
 from racetrackd.proxy import Gateway
 from racetrackd.runtime import Runtime
 from racetrackd.settings import Settings
+from racetrackd.vault import Vault
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +23,7 @@ class Services:
     job_types: list[JobType]
     authenticator: Authenticator
     gateway: Gateway
+    vault: Vault
 
 
 def services() -> Services:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, g, request
+from flask import Blueprint, Response, g, request, stream_with_context
 
 from racetrackd import __version__, deployments, jobs
 from racetrackd.api import authenticate_request, services
@@ -37,23 +37,59 @@ def info() -> dict[str, Any]:
 def deploy() -> tuple[dict[str, Any], int]:
     svc = services()
     deployment = deployments.request_deployment(
-        svc.settings, svc.job_types, request.get_json(silent=True), g.caller
+        svc.settings, svc.job_types, svc.vault, request.get_json(silent=True), g.caller
     )
     return {"id": deployment.id}, 201
 
 
 @bp.get("/deploy")
 def list_deployments() -> list[dict[str, Any]]:
-    limit = request.args.get("limit", "100")
-    if not limit.isdigit():
-        raise ValidationError("limit: must be a whole number")
     settings = services().settings
-    return [deployments.deployment_dto(d, settings) for d in deployments.recent_deployments(int(limit))]
+    return [deployments.deployment_dto(d, settings) for d in deployments.recent_deployments(_int_arg("limit", 100))]
 
 
 @bp.get("/deploy/<deployment_id>")
 def get_deployment(deployment_id: str) -> dict[str, Any]:
     return deployments.deployment_dto(deployments.get_deployment(deployment_id), services().settings)
+
+
+@bp.get("/deploy/<deployment_id>/build-logs")
+def deployment_build_logs(deployment_id: str) -> Response | dict[str, Any]:
+    """The build log; `offset` returns only what came after it (for polling clients); `follow`
+    streams it as plain text until the deployment ends."""
+    if _flag("follow"):
+        deployments.get_deployment(deployment_id)  # 404 before the stream starts
+        return Response(stream_with_context(deployments.follow_build_logs(deployment_id)), mimetype="text/plain")
+    logs = deployments.get_deployment(deployment_id).build_logs
+    offset = _int_arg("offset", 0)
+    return {"logs": logs[offset:], "offset": len(logs)}
+
+
+@bp.get("/job/<name>/<version>/build-logs")
+def job_build_logs(name: str, version: str) -> Response | dict[str, Any]:
+    deployment = deployments.latest_deployment_of(name, version)
+    if _flag("follow"):
+        return Response(stream_with_context(deployments.follow_build_logs(deployment.id)), mimetype="text/plain")
+    return {"logs": deployments.tail_lines(deployment.build_logs, _int_arg("tail", 0))}
+
+
+@bp.get("/job/<name>/<version>/build-logs/plain")
+def job_build_logs_plain(name: str, version: str) -> Response:
+    deployment = deployments.latest_deployment_of(name, version)
+    return Response(deployments.tail_lines(deployment.build_logs, _int_arg("tail", 0)), mimetype="text/plain")
+
+
+def _flag(name: str) -> bool:
+    return request.args.get(name, "").lower() in ("1", "true", "yes")
+
+
+def _int_arg(name: str, default: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not raw.lstrip("-").isdigit():
+        raise ValidationError(f"{name}: must be a whole number")
+    return int(raw)
 
 
 @bp.get("/job")
@@ -70,5 +106,6 @@ def get_job(name: str, version: str) -> dict[str, Any]:
 @bp.delete("/job/<name>/<version>")
 def delete_job(name: str, version: str) -> tuple[str, int]:
     job = jobs.resolve_job(name, version)
-    jobs.delete_job(services().runtime, job.name, job.version, g.caller)
+    svc = services()
+    jobs.delete_job(svc.runtime, svc.settings.instance, job.name, job.version, g.caller)
     return "", 204

@@ -108,6 +108,8 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.Docke
         "RACETRACK_PYTHON_BASE_IMAGE": base_image,
         "RACETRACK_HTTP_WORKERS": "2",
         "RACETRACK_JOB_START_TIMEOUT": "120",
+        # Tests serve repositories from loopback git and http servers (and local paths).
+        "RACETRACK_GIT_ALLOWED_SCHEMES": "https,http,git,file",
     }
     if HOST_CA_BUNDLE.is_file():  # the corporate-proxy case: builds trust the host's CAs
         env["RACETRACK_BUILD_CA_BUNDLE"] = str(HOST_CA_BUNDLE)

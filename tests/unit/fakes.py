@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import io
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -29,8 +32,8 @@ class FakeRuntime:
         return [args for name, args in self.calls if name == method]
 
     def build_image(self, context: IO[bytes], dockerfile: str, tag: str, labels: dict[str, str],
-                    buildargs: dict[str, str], on_log: Callable[[str], None]) -> str:
-        self._record("build_image", dockerfile, tag, labels, buildargs)
+                    on_log: Callable[[str], None], *, no_cache: bool = False, timeout: float | None = None) -> str:
+        self._record("build_image", dockerfile, tag, labels, no_cache, timeout)
         on_log(f"built {tag}\n")
         self.images[tag] = dict(labels)
         return f"sha256:{len(self.images):064x}"
@@ -78,6 +81,12 @@ class FakeRuntime:
         self._record("remove_image", ref)
         self.images.pop(ref, None)
 
+    def list_images(self, labels: dict[str, str]) -> list[str]:
+        """Newest first, as Docker lists them: the most recently built (or pulled) image comes first."""
+        self._record("list_images", labels)
+        return [ref for ref, image_labels in reversed(self.images.items())
+                if all(image_labels.get(k) == v for k, v in labels.items())]
+
     def pull_image(self, ref: str) -> None:
         self._record("pull_image", ref)
         self.images[ref] = {}
@@ -97,6 +106,18 @@ class FakeRuntime:
     def network_gateway(self, name: str) -> str:
         self._record("network_gateway", name)
         return self.gateways.get(name, "172.18.0.1")
+
+
+def build_context(files: dict[str, bytes] | None = None) -> str:
+    """A job's directory as `rtd submit` uploads it: a base64-encoded tar.gz."""
+    files = files or {"entrypoint.py": b"class AdderEntrypoint:\n    def perform(self, a, b):\n        return a + b\n"}
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return base64.b64encode(buffer.getvalue()).decode()
 
 
 def write_job(directory: Path, files: dict[str, str]) -> Path:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import inspect
-import io
-import tarfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,20 +20,12 @@ from racetrackd.jobtypes import ExtraField
 from racetrackd.runtime import Runtime
 from racetrackd.settings import Settings
 from tests.unit.conftest import ADMIN_TOKEN
-from tests.unit.fakes import FakeRuntime, sample_manifest
+from tests.unit.fakes import FakeRuntime, build_context, sample_manifest
 
 API = "/lifecycle/api/v1"
 
 
-def build_context(files: dict[str, bytes] | None = None) -> str:
-    files = files or {"entrypoint.py": b"class AdderEntrypoint:\n    def perform(self, a, b):\n        return a + b\n"}
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return base64.b64encode(buffer.getvalue()).decode()
+BUILD_CONTEXT = build_context()  # a deploy needs an upload (or a git.remote) to build from
 
 
 def add_job(name: str = "adder", version: str = "0.0.1", status: str = db.JobStatus.RUNNING) -> db.Job:
@@ -92,7 +82,7 @@ def test_deploy_with_a_bad_manifest_is_400_naming_the_field_and_stores_nothing(c
 
 
 def test_deploy_with_several_manifest_errors_reports_them_all(client: FlaskClient) -> None:
-    response = client.post(f"{API}/deploy", json={"manifest": {"name": "adder", "version": "1"}})
+    response = client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": {"name": "adder", "version": "1"}})
 
     message = assert_error(response, 400, "invalid-manifest")
     assert "owner_email:" in message and "version:" in message and "jobtype:" in message
@@ -105,7 +95,7 @@ def test_deploy_with_several_manifest_errors_reports_them_all(client: FlaskClien
 def test_deploy_with_a_misspelt_field_suggests_the_right_one(client: FlaskClient) -> None:
     manifest = sample_manifest(jobtype=None, jobtyp="python3:latest")
 
-    errors = field_errors(client.post(f"{API}/deploy", json={"manifest": manifest}))
+    errors = field_errors(client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": manifest}))
 
     assert errors == {"jobtyp": "unknown field (did you mean 'jobtype'?)", "jobtype": "required"}
     assert db.Deployment.select().count() == 0
@@ -125,7 +115,7 @@ def test_deploy_over_the_host_memory_cap_is_400_naming_the_setting(make_app: Cal
 def test_deploy_over_the_host_cpus_is_400(client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(manifest_module, "_host_cpus", lambda: 2)
 
-    response = client.post(f"{API}/deploy", json={"manifest": sample_manifest(resources={"cpu_max": "3"})})
+    response = client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest(resources={"cpu_max": "3"})})
 
     assert field_errors(response) == {"resources.cpu_max": "3 is more than the 2 CPUs of this host"}
 
@@ -162,8 +152,8 @@ def test_deploy_queues_a_deployment(client: FlaskClient, app: Flask) -> None:
 
 
 def test_deployments_are_listed_newest_first(client: FlaskClient) -> None:
-    first = client.post(f"{API}/deploy", json={"manifest": sample_manifest(version="1.0.0")}).get_json()["id"]
-    second = client.post(f"{API}/deploy", json={"manifest": sample_manifest(version="1.0.1")}).get_json()["id"]
+    first = client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest(version="1.0.0")}).get_json()["id"]
+    second = client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest(version="1.0.1")}).get_json()["id"]
     db.Deployment.update(create_time=db.Deployment.create_time - 10).where(db.Deployment.id == first).execute()
 
     listed = client.get(f"{API}/deploy").get_json()
@@ -194,29 +184,29 @@ def test_deploy_of_an_existing_job_is_409_unless_forced(client: FlaskClient) -> 
 
 
 def test_deploy_of_a_version_already_in_progress_is_409_unless_forced(client: FlaskClient) -> None:
-    first = client.post(f"{API}/deploy", json={"manifest": sample_manifest()})
+    first = client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest()})
     assert first.status_code == 201
 
-    conflict = client.post(f"{API}/deploy", json={"manifest": sample_manifest()})
+    conflict = client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest()})
 
     assert "already in progress" in assert_error(conflict, 409, "already-exists")
     assert db.Deployment.select().count() == 1
-    assert client.post(f"{API}/deploy", json={"manifest": sample_manifest(), "force": True}).status_code == 201
+    assert client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest(), "force": True}).status_code == 201
 
 
 def test_deploy_of_a_deleted_version_is_409_unless_forced(client: FlaskClient) -> None:
     add_job("adder", "0.0.1")
     assert client.delete(f"{API}/job/adder/0.0.1").status_code == 204
 
-    conflict = client.post(f"{API}/deploy", json={"manifest": sample_manifest()})
+    conflict = client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest()})
 
     message = assert_error(conflict, 409, "already-exists")
     assert message == "job adder 0.0.1 was deleted; versions are not reused"
     assert "--force" in conflict.get_json()["hint"]
     assert db.Deployment.select().count() == 0
     # Other versions, and the same version when forced, are fine.
-    assert client.post(f"{API}/deploy", json={"manifest": sample_manifest(version="0.0.2")}).status_code == 201
-    forced = client.post(f"{API}/deploy", json={"manifest": sample_manifest(), "force": True})
+    assert client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest(version="0.0.2")}).status_code == 201
+    forced = client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest(), "force": True})
     assert forced.status_code == 201
     assert db.Deployment.get_by_id(forced.get_json()["id"]).force is True
 
@@ -224,19 +214,19 @@ def test_deploy_of_a_deleted_version_is_409_unless_forced(client: FlaskClient) -
 def test_deploy_of_a_new_version_of_an_existing_job_is_accepted(client: FlaskClient) -> None:
     add_job("adder", "0.0.1")
 
-    response = client.post(f"{API}/deploy", json={"manifest": sample_manifest(version="0.0.2")})
+    response = client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest(version="0.0.2")})
 
     assert response.status_code == 201
 
 
 def test_deploy_with_a_non_boolean_force_is_400(client: FlaskClient) -> None:
-    response = client.post(f"{API}/deploy", json={"manifest": sample_manifest(), "force": "yes"})
+    response = client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest(), "force": "yes"})
 
     assert assert_error(response, 400, "validation-error").startswith("force: ")
 
 
 def test_deploy_with_an_unknown_jobtype_lists_the_installed_ones(client: FlaskClient) -> None:
-    response = client.post(f"{API}/deploy", json={"manifest": sample_manifest(jobtype="golang:latest")})
+    response = client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest(jobtype="golang:latest")})
 
     message = assert_error(response, 400, "invalid-manifest")
     assert "'golang:latest'" in message
@@ -246,7 +236,7 @@ def test_deploy_with_an_unknown_jobtype_lists_the_installed_ones(client: FlaskCl
 
 
 def test_deploy_without_the_required_jobtype_extra_is_400(client: FlaskClient) -> None:
-    response = client.post(f"{API}/deploy", json={"manifest": sample_manifest(jobtype_extra={})})
+    response = client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest(jobtype_extra={})})
 
     assert "jobtype_extra.entrypoint_path" in assert_error(response, 400, "invalid-manifest")
     assert field_errors(response) == {"jobtype_extra.entrypoint_path": "required by job type python3"}
@@ -256,7 +246,7 @@ def test_deploy_without_the_required_jobtype_extra_is_400(client: FlaskClient) -
 def test_deploy_with_an_unknown_jobtype_extra_key_is_400(client: FlaskClient) -> None:
     manifest = sample_manifest(jobtype_extra={"entrypoint_path": "entrypoint.py", "entrypoint_clas": "Adder"})
 
-    errors = field_errors(client.post(f"{API}/deploy", json={"manifest": manifest}))
+    errors = field_errors(client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": manifest}))
 
     assert errors == {"jobtype_extra.entrypoint_clas": "not a setting of job type python3 (did you mean 'entrypoint_class'?)"}
     assert db.Deployment.select().count() == 0
@@ -274,7 +264,7 @@ def test_warnings_for_unsupported_jobtype_extra_keys_show_on_the_deployment(clie
     with_unsupported_extra(app, "shoe_size")
     manifest = sample_manifest(jobtype_extra={"entrypoint_path": "entrypoint.py", "shoe_size": "44"})
 
-    response = client.post(f"{API}/deploy", json={"manifest": manifest})
+    response = client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": manifest})
 
     assert response.status_code == 201, response.get_data(as_text=True)
     shown = client.get(f"{API}/deploy/{response.get_json()['id']}").get_json()
@@ -284,7 +274,7 @@ def test_warnings_for_unsupported_jobtype_extra_keys_show_on_the_deployment(clie
 def test_deprecated_manifest_fields_show_as_warnings(client: FlaskClient) -> None:
     manifest = sample_manifest(jobtype=None, lang="python3:latest")
 
-    response = client.post(f"{API}/deploy", json={"manifest": manifest})
+    response = client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": manifest})
 
     assert response.status_code == 201, response.get_data(as_text=True)
     shown = client.get(f"{API}/deploy/{response.get_json()['id']}").get_json()
@@ -292,7 +282,7 @@ def test_deprecated_manifest_fields_show_as_warnings(client: FlaskClient) -> Non
 
 
 def test_a_deployment_without_warnings_shows_none(client: FlaskClient) -> None:
-    deployment_id = client.post(f"{API}/deploy", json={"manifest": sample_manifest()}).get_json()["id"]
+    deployment_id = client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest()}).get_json()["id"]
 
     assert client.get(f"{API}/deploy/{deployment_id}").get_json()["warnings"] is None
 
@@ -512,7 +502,7 @@ def test_health_reports_the_database(client: FlaskClient) -> None:
 def test_without_auth_required_no_token_is_needed(make_app: Callable[..., Flask]) -> None:
     app = make_app(auth_required="false")
 
-    response = app.test_client().post(f"{API}/deploy", json={"manifest": sample_manifest()})
+    response = app.test_client().post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest()})
 
     assert response.status_code == 201
     assert db.Deployment.get_by_id(response.get_json()["id"]).deployed_by is None

@@ -173,10 +173,12 @@ def test_an_optional_field_left_empty_takes_its_default(field: str) -> None:
     assert m.raw == {**BASE, field: None, "version": "0.0.1"}
 
 
-@pytest.mark.parametrize("field", ["version", "replicas"])
-def test_version_and_replicas_left_empty_are_errors(field: str) -> None:
-    # `version:` with no value is a half-written field, not a request for the default.
-    assert the_error({**BASE, field: None}).path == field
+def test_version_and_replicas_left_empty_take_their_defaults() -> None:
+    # Like every other optional field: `version:` with no value means "not set".
+    manifest = validate_manifest({**BASE, "version": None, "replicas": None})
+
+    assert manifest.version == "0.0.1"
+    assert manifest.replicas == 1
 
 
 # --- invalid values: each error names the field path ----------------------------------------------
@@ -295,7 +297,7 @@ NAME_RULES = ("is not valid in container and DNS names: use lower-case letters, 
     ({"infrastructure_target": 1}, "infrastructure_target", "must be a string, not a number 1"),
     ({"image_type": "podman"}, "image_type", "'podman' is not supported (supported: docker)"),
     # extends (resolved by jobmanifest.loading; here it must at least be a relative path)
-    ({"extends": "/etc/base.yaml"}, "extends", "'/etc/base.yaml' must be a relative path inside the job's directory"),
+    ({"extends": "/etc/base.yaml"}, "extends", "'/etc/base.yaml' must be a relative path to the base manifest"),
     ({"extends": 1}, "extends", "must be a string, not a number 1"),
 ])
 def test_an_invalid_value_is_rejected_naming_its_path(fields: dict[str, Any], path: str, message: str) -> None:

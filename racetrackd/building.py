@@ -1,0 +1,162 @@
+"""Turn a deployment's source into an image: fetch it (upload or git), render the job type's
+Dockerfile, build with the Docker runtime, and collect old images.
+
+Runs only in the background worker, for `racetrackd.deployer`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from builders.context import DOCKERFILE_NAME, assemble_docker_context, unpack_build_context
+from builders.dockerfile import render_dockerfile
+from builders.git_source import GitCredentials, check_remote_allowed, clone
+from jobmanifest import Manifest
+from racetrackd import __version__, jobtypes, naming
+from racetrackd.db import Deployment
+from racetrackd.errors import BuildError, RacetrackError, ValidationError
+from racetrackd.jobtypes import JobType
+from racetrackd.runtime import Runtime
+from racetrackd.settings import Settings
+from racetrackd.vault import Vault
+
+log = logging.getLogger(__name__)
+
+LOG_TAIL_LINES = 20
+LABEL_COMMIT = "racetrackd.git-commit"
+LABEL_MANIFEST_DIGEST = "racetrackd.manifest-digest"
+LABEL_JOB_TYPE = "racetrackd.job-type"
+
+
+class ImageBuilder:
+    def __init__(self, settings: Settings, runtime: Runtime, vault: Vault) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.vault = vault
+
+    def fetch_source(self, deployment: Deployment, manifest: Manifest, job_type: JobType, workspace: Path) -> Path:
+        """The job's directory, from the upload or a git clone; records the commit on the deployment."""
+        if deployment.build_context_path:
+            job_dir = workspace / "job"
+            unpack_build_context(Path(deployment.build_context_path), job_dir, int(self.settings.max_context_size))
+        elif manifest.git is not None:
+            check_remote_allowed(manifest.git.remote, self.settings.git_allowed_schemes)
+            credentials = self._take_credentials(deployment)
+            checkout = clone(manifest.git.remote, manifest.git.branch, manifest.git.directory, credentials,
+                             workspace / "repo", self.settings.build_timeout)
+            job_dir = checkout.context_dir
+            deployment.git_commit = checkout.commit
+            deployment.save(only=[Deployment.git_commit])
+            deployment.append_logs(f"fetched {manifest.git.remote} at {checkout.commit}\n")
+            if _size_of(job_dir) > self.settings.max_context_size:
+                raise ValidationError(f"git.directory: larger than {self.settings.max_context_size:.0f} bytes")
+        else:
+            raise ValidationError("build_context: missing, and the manifest has no git.remote to build from")
+        jobtypes.check_extra(job_type, manifest.jobtype_extra, job_dir)
+        return job_dir
+
+    def _take_credentials(self, deployment: Deployment) -> GitCredentials | None:
+        """Git credentials are used for one clone, then erased from the registry."""
+        if not deployment.git_credentials:
+            return None
+        data = self.vault.open(deployment.git_credentials)
+        deployment.git_credentials = None
+        deployment.save(only=[Deployment.git_credentials])
+        return GitCredentials(username=data["username"], password=data["password"])
+
+    def build(self, deployment: Deployment, manifest: Manifest, job_type: JobType, job_dir: Path) -> str:
+        """Build the job's image; returns its reference. BuildError ends with the failing output."""
+        base_image = getattr(self.settings, job_type.base_image_setting) if job_type.base_image_setting else ""
+        dockerfile = render_dockerfile(job_type.plugin_dir, job_type.dockerfile_template, {
+            "base_image": base_image,
+            "build": {
+                "ca_bundle": self.settings.build_ca_bundle is not None,
+                "pip_index_url": self.settings.build_pip_index_url,
+                "pip_extra_index_url": self.settings.build_pip_extra_index_url,
+                "pip_trusted_host": self.settings.build_pip_trusted_host,
+            },
+            "manifest": manifest.raw,
+            "jobtype_extra": manifest.jobtype_extra,
+            "system_dependencies": list(manifest.system_dependencies),
+            "build_env": manifest.build_env,
+            "job_name": manifest.name,
+            "job_version": manifest.version,
+            "job_type_version": job_type.full_name,
+            "git_version": deployment.git_commit or "",
+            "racetrackd_version": __version__,
+        })
+        tag = f"{naming.image_repository(self.settings.instance, manifest.name)}:" \
+              f"{naming.image_tag(manifest.version, deployment.id)}"
+        labels = {
+            **naming.job_labels(self.settings.instance, manifest.name, manifest.version, deployment.id),
+            LABEL_COMMIT: deployment.git_commit or "",
+            LABEL_MANIFEST_DIGEST: hashlib.sha256(manifest.yaml.encode()).hexdigest(),
+            LABEL_JOB_TYPE: job_type.full_name,
+        }
+        logs = _ThrottledLog(deployment)
+        deadline = time.monotonic() + self.settings.build_timeout
+        with assemble_docker_context(dockerfile, job_dir, job_type.plugin_dir, self.settings.build_ca_bundle) as ctx:
+            try:
+                self.runtime.build_image(ctx, DOCKERFILE_NAME, tag, labels, logs.writer(deadline),
+                                         no_cache=deployment.no_cache, timeout=self.settings.build_timeout)
+            except BuildError as exc:
+                logs.flush()
+                raise BuildError(
+                    f"image build failed: {exc.message}\n--- last build output ---\n{tail(deployment.build_logs)}"
+                ) from exc
+            finally:
+                logs.flush()
+        return tag
+
+    def collect_old_images(self, name: str, version: str) -> None:
+        prune_job_images(self.runtime, self.settings.instance, name, version, self.settings.keep_images)
+
+
+def prune_job_images(runtime: Runtime, instance: str, name: str, version: str, keep: int) -> None:
+    """Remove images of a job version beyond the newest `keep` (all of them with keep=0)."""
+    images = runtime.list_images({
+        naming.LABEL_INSTANCE: instance, naming.LABEL_JOB_NAME: name, naming.LABEL_JOB_VERSION: version,
+    })
+    for ref in images[keep:]:
+        try:
+            runtime.remove_image(ref)
+        except RacetrackError as exc:  # e.g. still used by a container: try again next time
+            log.info("keeping image %s: %s", ref, exc.message)
+
+
+def tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def _size_of(directory: Path) -> int:
+    return sum(path.stat().st_size for path in directory.rglob("*") if path.is_file() and not path.is_symlink())
+
+
+class _ThrottledLog:
+    """Collect build output and store it on the deployment at most every half second."""
+
+    def __init__(self, deployment: Deployment) -> None:
+        self.deployment = deployment
+        self.pending: list[str] = []
+        self.last_flush = time.monotonic()
+
+    def writer(self, deadline: float) -> Callable[[str], None]:
+        def write(text: str) -> None:
+            self.pending.append(text)
+            now = time.monotonic()
+            if now - self.last_flush > 0.5:
+                self.flush()
+            if now > deadline:
+                raise BuildError("the build took longer than RACETRACK_BUILD_TIMEOUT and was stopped")
+        return write
+
+    def flush(self) -> None:
+        if self.pending:
+            self.deployment.append_logs("".join(self.pending))
+            self.pending.clear()
+        self.last_flush = time.monotonic()
+

@@ -1,0 +1,278 @@
+"""`rtd validate` and the local checks of `rtd submit`: merged output, -e overrides, piped manifests, overlays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+from click.testing import CliRunner
+
+from cli.main import main
+
+MANIFEST = {
+    "name": "adder",
+    "owner_email": "owner@example.com",
+    "version": "1.0.0",
+    "jobtype": "python3:latest",
+    "jobtype_extra": {"entrypoint_path": "entrypoint.py"},
+    "runtime_env": {"LEVEL": "info"},
+}
+
+
+@pytest.fixture
+def requests_made(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every HTTP request rtd tries; none reaches a socket (each fails as a refused connection)."""
+    made: list[str] = []
+
+    def refuse(self: requests.Session, method: str, url: str, **kwargs: Any) -> requests.Response:
+        made.append(f"{method} {url}")
+        raise requests.ConnectionError("connection refused (unit tests open no sockets)")
+
+    monkeypatch.setattr(requests.Session, "request", refuse)
+    return made
+
+
+@pytest.fixture
+def runner(tmp_path: Path, requests_made: list[str]) -> CliRunner:
+    return CliRunner(env={"RTD_CONFIG": str(tmp_path / "rtd.yaml"), "RTD_REMOTE": "http://127.0.0.1:9",
+                          "RTD_TOKEN": ""})
+
+
+@pytest.fixture
+def job_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "adder"
+    directory.mkdir()
+    (directory / "job.yaml").write_text(yaml.safe_dump(MANIFEST, sort_keys=False))
+    (directory / "entrypoint.py").write_text("class Adder:\n    def perform(self, a, b):\n        return a + b\n")
+    return directory
+
+
+def validate(runner: CliRunner, *args: str, stdin: str = "") -> Any:
+    # stdin="" (the default here): not a TTY but empty, so rtd reads DIR/job.yaml.
+    return runner.invoke(main, ["validate", *args], input=stdin)
+
+
+# --- rtd validate --------------------------------------------------------------------------------
+
+def test_validate_prints_the_manifest_with_its_defaults(runner: CliRunner, job_dir: Path) -> None:
+    (job_dir / "job.yaml").write_text(yaml.safe_dump({k: v for k, v in MANIFEST.items() if k != "version"}))
+
+    result = validate(runner, str(job_dir))
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    assert yaml.safe_load(result.stdout) == {**{k: v for k, v in MANIFEST.items() if k != "version"},
+                                             "version": "0.0.1"}
+
+
+def test_validate_defaults_to_the_current_directory(runner: CliRunner, job_dir: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(job_dir)
+
+    result = validate(runner)
+
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load(result.stdout) == MANIFEST
+
+
+def test_validate_applies_extra_vars(runner: CliRunner, job_dir: Path) -> None:
+    result = validate(runner, str(job_dir), "-e", "version=1.1.0", "--extra-vars", "replicas=3",
+                      "-e", "jobtype_extra.entrypoint_class=Adder", "-e", "labels.team=maths",
+                      "-e", "runtime_env.LEVEL='42'")
+
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load(result.stdout) == {
+        **MANIFEST,
+        "version": "1.1.0",
+        "replicas": 3,
+        "jobtype_extra": {"entrypoint_path": "entrypoint.py", "entrypoint_class": "Adder"},
+        "labels": {"team": "maths"},
+        "runtime_env": {"LEVEL": "42"},
+    }
+
+
+def test_an_extra_var_can_fix_an_invalid_manifest(runner: CliRunner, job_dir: Path) -> None:
+    (job_dir / "job.yaml").write_text(yaml.safe_dump({**MANIFEST, "version": 1.0}))
+
+    assert validate(runner, str(job_dir)).exit_code == 3
+    assert validate(runner, str(job_dir), "-e", "version=2.0.0").exit_code == 0
+
+
+def test_an_extra_var_is_validated_like_the_file(runner: CliRunner, job_dir: Path) -> None:
+    result = validate(runner, str(job_dir), "-e", "replicas=many")
+
+    assert result.exit_code == 3
+    assert result.stderr == " !  replicas: must be a whole number, not a string 'many'\n"
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("name.first=x", " !  name: is not a mapping; cannot set a key inside it\n"),
+    ("replicas", " !  -e: 'replicas' must be KEY.PATH=VALUE\n"),
+])
+def test_a_bad_extra_var_exits_3(runner: CliRunner, job_dir: Path, override: str, message: str) -> None:
+    result = validate(runner, str(job_dir), "-e", override)
+
+    assert result.exit_code == 3
+    assert result.stderr == message
+
+
+def test_validate_reads_a_piped_manifest_instead_of_job_yaml(runner: CliRunner, tmp_path: Path) -> None:
+    piped = {**MANIFEST, "name": "piped", "version": "3.0.0"}
+
+    result = validate(runner, str(tmp_path), "-e", "replicas=2", stdin=yaml.safe_dump(piped))
+
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load(result.stdout) == {**piped, "replicas": 2}
+
+
+def test_a_piped_manifest_wins_over_the_directorys_job_yaml(runner: CliRunner, job_dir: Path) -> None:
+    result = validate(runner, str(job_dir), stdin=yaml.safe_dump({**MANIFEST, "name": "piped"}))
+
+    assert yaml.safe_load(result.stdout)["name"] == "piped"
+
+
+def test_whitespace_on_stdin_counts_as_nothing_piped(runner: CliRunner, job_dir: Path) -> None:
+    result = validate(runner, str(job_dir), stdin="\n  \n")
+
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load(result.stdout) == MANIFEST
+
+
+def test_an_invalid_piped_manifest_is_named_stdin(runner: CliRunner, tmp_path: Path) -> None:
+    result = validate(runner, str(tmp_path), stdin="name: [adder\n")
+
+    assert result.exit_code == 3
+    assert result.stderr.startswith(" !  manifest: <stdin> is not valid YAML")
+
+
+def test_validate_merges_an_extends_overlay(runner: CliRunner, job_dir: Path) -> None:
+    (job_dir / "base.yaml").write_text(yaml.safe_dump(MANIFEST))
+    (job_dir / "job.yaml").write_text(
+        "extends: base.yaml\nversion: 1.0.1\nruntime_env:\n  EXTRA: '1'\npublic_endpoints: [/api/v1/perform]\n")
+
+    result = validate(runner, str(job_dir), "-e", "runtime_env.LEVEL=debug")
+
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load(result.stdout) == {
+        **MANIFEST,
+        "version": "1.0.1",
+        "runtime_env": {"LEVEL": "debug", "EXTRA": "1"},
+        "public_endpoints": ["/api/v1/perform"],
+    }
+    assert "extends" not in result.stdout
+
+
+def test_a_piped_overlay_extends_a_base_in_the_directory(runner: CliRunner, job_dir: Path) -> None:
+    (job_dir / "base.yaml").write_text(yaml.safe_dump(MANIFEST))
+
+    result = validate(runner, str(job_dir), stdin="extends: base.yaml\nreplicas: 4\n")
+
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load(result.stdout) == {**MANIFEST, "replicas": 4}
+
+
+def test_a_missing_base_manifest_exits_3(runner: CliRunner, job_dir: Path) -> None:
+    (job_dir / "job.yaml").write_text("extends: base.yaml\n")
+
+    result = validate(runner, str(job_dir))
+
+    assert result.exit_code == 3
+    assert result.stderr == f" !  extends: base manifest base.yaml not found next to {job_dir / 'job.yaml'}\n"
+
+
+def test_validate_prints_deprecation_warnings_and_succeeds(runner: CliRunner, job_dir: Path) -> None:
+    data = {**MANIFEST, "lang": MANIFEST["jobtype"]}
+    del data["jobtype"]
+    (job_dir / "job.yaml").write_text(yaml.safe_dump(data))
+
+    result = validate(runner, str(job_dir))
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr == "warning: lang is deprecated: rename it to jobtype\n"
+    assert yaml.safe_load(result.stdout)["lang"] == "python3:latest"
+
+
+def test_validate_lists_every_error_on_stderr_and_prints_nothing_on_stdout(runner: CliRunner, job_dir: Path) -> None:
+    (job_dir / "job.yaml").write_text("name: My_Job\nversion: one\njobtype: python3:latest\n")
+
+    result = validate(runner, str(job_dir))
+
+    assert result.exit_code == 3
+    assert result.stdout == ""
+    assert [line.split(":")[0] for line in result.stderr.splitlines()] == [" !  name", " !  owner_email", " !  version"]
+
+
+def test_validate_never_talks_to_a_daemon(runner: CliRunner, job_dir: Path, requests_made: list[str]) -> None:
+    assert validate(runner, str(job_dir)).exit_code == 0
+    assert requests_made == []
+
+
+def test_validate_of_a_directory_without_job_yaml(runner: CliRunner, tmp_path: Path) -> None:
+    result = validate(runner, str(tmp_path))
+
+    assert result.exit_code == 3
+    assert result.stderr == f" !  manifest: no job.yaml in {tmp_path}\n"
+
+
+# --- rtd submit: checked locally before any request ------------------------------------------------
+
+@pytest.mark.parametrize("command", ["submit", "deploy"])
+def test_submit_of_an_invalid_manifest_exits_3_without_any_request(
+    runner: CliRunner, job_dir: Path, requests_made: list[str], command: str
+) -> None:
+    (job_dir / "job.yaml").write_text(yaml.safe_dump({**MANIFEST, "name": "My_Job", "jobtyp": "python3:latest"}))
+
+    result = runner.invoke(main, [command, str(job_dir)], input="")
+
+    assert result.exit_code == 3
+    assert " !  jobtyp: unknown field (did you mean 'jobtype'?)" in result.stderr
+    assert " !  name: 'My_Job' is not valid in container and DNS names" in result.stderr
+    assert "submitting" not in result.output
+    assert requests_made == []
+
+
+def test_submit_with_an_invalid_extra_var_exits_3_without_any_request(
+    runner: CliRunner, job_dir: Path, requests_made: list[str]
+) -> None:
+    result = runner.invoke(main, ["submit", str(job_dir), "-e", "version=1.0"], input="")
+
+    assert result.exit_code == 3
+    assert result.stderr == ' !  version: 1.0 is a number; write a semantic version as a string, like "1.0.0"\n'
+    assert requests_made == []
+
+
+def test_submit_of_an_invalid_piped_manifest_exits_3_without_any_request(
+    runner: CliRunner, job_dir: Path, requests_made: list[str]
+) -> None:
+    result = runner.invoke(main, ["submit", str(job_dir)], input="name: adder\n")
+
+    assert result.exit_code == 3
+    assert " !  owner_email: required" in result.stderr
+    assert requests_made == []
+
+
+def test_submit_of_a_valid_manifest_sends_it_merged(runner: CliRunner, job_dir: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # The contrast to the tests above: a valid manifest gets as far as the (refused) deploy request.
+    bodies: list[dict[str, Any]] = []
+
+    def refuse(self: requests.Session, method: str, url: str, **kwargs: Any) -> requests.Response:
+        bodies.append({"request": f"{method} {url}", **kwargs.get("json", {})})
+        raise requests.ConnectionError("connection refused (unit tests open no sockets)")
+
+    monkeypatch.setattr(requests.Session, "request", refuse)
+
+    result = runner.invoke(main, ["submit", str(job_dir), "-e", "version=1.2.0", "--force"], input="")
+
+    assert result.exit_code == 1
+    assert "-----> submitting adder 1.2.0 to http://127.0.0.1:9" in result.stdout
+    assert "cannot reach racetrackd at http://127.0.0.1:9" in result.stderr
+    (body,) = bodies
+    assert body["request"] == "POST http://127.0.0.1:9/lifecycle/api/v1/deploy"
+    assert body["manifest"] == {**MANIFEST, "version": "1.2.0"}
+    assert body["force"] is True
+    assert body["build_context"]
