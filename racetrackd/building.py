@@ -102,7 +102,8 @@ class ImageBuilder:
         with assemble_docker_context(dockerfile, job_dir, job_type.plugin_dir, self.settings.build_ca_bundle) as ctx:
             try:
                 self.runtime.build_image(ctx, DOCKERFILE_NAME, tag, labels, logs.writer(deadline),
-                                         no_cache=deployment.no_cache, timeout=self.settings.build_timeout)
+                                         no_cache=deployment.no_cache, timeout=self.settings.build_timeout,
+                                         memory_limit=int(self.settings.build_memory))
             except BuildError as exc:
                 logs.flush()
                 raise BuildError(

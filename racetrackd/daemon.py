@@ -49,7 +49,7 @@ def serve(settings: Settings) -> int:
     job_tokens = JobTokens(ensure_secret_key(settings))
     builder = ImageBuilder(settings, runtime, Vault(ensure_secret_key(settings)))
     deployer = Deployer(settings, runtime, jobtypes.discover([BUILTIN_PLUGINS_DIR]), addressing, job_tokens, builder)
-    worker = DeploymentWorker(deployer, settings.worker_poll_interval)
+    worker = DeploymentWorker(deployer, settings.worker_poll_interval, settings.build_concurrency)
     http = _start_gunicorn(settings, extra_bind_addresses(settings, addressing))
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:

@@ -106,9 +106,14 @@ class Deployment(BaseModel):
     def claim_next(cls) -> Deployment | None:
         """Atomically take the oldest queued deployment, or None when there is none."""
         with database.atomic("IMMEDIATE"):
+            busy = cls.select(cls.job_name, cls.job_version).where(
+                (cls.claimed == True) & (cls.status == DeploymentStatus.IN_PROGRESS)  # noqa: E712 (peewee expression)
+            )
             candidate = (
                 cls.select()
-                .where((cls.claimed == False) & (cls.status == DeploymentStatus.IN_PROGRESS))  # noqa: E712 (peewee expression)
+                .where((cls.claimed == False) & (cls.status == DeploymentStatus.IN_PROGRESS)  # noqa: E712
+                       # one deployment per job version at a time, however many run at once
+                       & ~peewee.Tuple(cls.job_name, cls.job_version).in_(busy))
                 .order_by(cls.create_time)
                 .first()
             )

@@ -49,7 +49,8 @@ class ContainerState:
 
 class Runtime(Protocol):
     def build_image(self, context: IO[bytes], dockerfile: str, tag: str, labels: dict[str, str],
-                    on_log: Callable[[str], None], *, no_cache: bool = False, timeout: float | None = None) -> str: ...
+                    on_log: Callable[[str], None], *, no_cache: bool = False, timeout: float | None = None,
+                    memory_limit: int | None = None) -> str: ...
     def ensure_network(self, name: str) -> None: ...
     def run_container(self, spec: ContainerSpec) -> None: ...
     def container_state(self, name: str) -> ContainerState: ...
@@ -108,7 +109,8 @@ class DockerRuntime:
             return self._client_factory()
 
     def build_image(self, context: IO[bytes], dockerfile: str, tag: str, labels: dict[str, str],
-                    on_log: Callable[[str], None], *, no_cache: bool = False, timeout: float | None = None) -> str:
+                    on_log: Callable[[str], None], *, no_cache: bool = False, timeout: float | None = None,
+                    memory_limit: int | None = None) -> str:
         """Build from a tar context, passing each log line to `on_log` (which may raise to stop the
         build); returns the image id. `timeout` bounds the wait for each piece of output."""
         image_id = ""
@@ -117,6 +119,7 @@ class DockerRuntime:
                 fileobj=context, custom_context=True, dockerfile=dockerfile, tag=tag, labels=labels,
                 rm=True, forcerm=True, decode=True, network_mode="host", nocache=no_cache,
                 timeout=int(timeout) if timeout else None,
+                container_limits={"memory": memory_limit, "memswap": -1} if memory_limit else None,
             )
             for chunk in stream:
                 if "stream" in chunk:

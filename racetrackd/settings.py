@@ -150,6 +150,9 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("build_pip_trusted_host", "", _parse_optional_str,
                 "Host(s) pip may reach without TLS verification inside image builds (space-separated)."),
     SettingSpec("build_timeout", "1800", _parse_seconds, "Seconds an image build may take before it is stopped."),
+    SettingSpec("build_concurrency", "1", _parse_positive_int,
+                "Deployments carried out at once; more wait in a queue (one per job version at a time)."),
+    SettingSpec("build_memory", "4Gi", _parse_quantity, "Memory limit of each image build step."),
     SettingSpec("keep_images", "3", _parse_positive_int,
                 "Images kept per job version (newest first); older ones, and those of deleted versions, are removed."),
     SettingSpec("max_context_size", "2Gi", _parse_quantity,
@@ -196,6 +199,8 @@ class Settings:
     build_pip_extra_index_url: str | None
     build_pip_trusted_host: str | None
     build_timeout: float
+    build_concurrency: int
+    build_memory: float
     keep_images: int
     max_context_size: float
     git_allowed_schemes: frozenset[str]

@@ -47,9 +47,12 @@ class WorkerLock:
 
 
 class DeploymentWorker:
-    def __init__(self, deployer: Deployer, poll_interval: float) -> None:
+    """Carries out queued deployments, `concurrency` at a time (threads of this one process)."""
+
+    def __init__(self, deployer: Deployer, poll_interval: float, concurrency: int = 1) -> None:
         self.deployer = deployer
         self.poll_interval = poll_interval
+        self.concurrency = concurrency
         self.stopping = threading.Event()
 
     def fail_interrupted(self) -> None:
@@ -60,6 +63,15 @@ class DeploymentWorker:
 
     def run_forever(self) -> None:
         self.fail_interrupted()
+        helpers = [threading.Thread(target=self._loop, name=f"deployer-{n}", daemon=True)
+                   for n in range(1, self.concurrency)]
+        for thread in helpers:
+            thread.start()
+        self._loop()
+        for thread in helpers:
+            thread.join()
+
+    def _loop(self) -> None:
         while not self.stopping.is_set():
             deployment = Deployment.claim_next()
             if deployment is None:

@@ -32,7 +32,8 @@ class FakeRuntime:
         return [args for name, args in self.calls if name == method]
 
     def build_image(self, context: IO[bytes], dockerfile: str, tag: str, labels: dict[str, str],
-                    on_log: Callable[[str], None], *, no_cache: bool = False, timeout: float | None = None) -> str:
+                    on_log: Callable[[str], None], *, no_cache: bool = False, timeout: float | None = None,
+                    memory_limit: int | None = None) -> str:
         self._record("build_image", dockerfile, tag, labels, no_cache, timeout)
         on_log(f"built {tag}\n")
         self.images[tag] = dict(labels)

@@ -1,0 +1,88 @@
+"""The deployment queue: claiming order, one deployment per job version at a time, concurrency."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from racetrackd.db import Deployment, DeploymentStatus, open_database
+from racetrackd.worker import INTERRUPTED, DeploymentWorker
+
+
+def queue(tmp_path: Path, *jobs: tuple[str, str]) -> list[Deployment]:
+    open_database(tmp_path / "registry.sqlite3")
+    deployments = []
+    for index, (name, version) in enumerate(jobs):
+        deployments.append(Deployment.create(job_name=name, job_version=version, manifest_yaml="x",
+                                             create_time=1000.0 + index))
+    return deployments
+
+
+def test_the_oldest_is_claimed_first_and_a_busy_version_waits(tmp_path: Path) -> None:
+    first, same_version, other = queue(tmp_path, ("a", "1.0.0"), ("a", "1.0.0"), ("b", "1.0.0"))
+
+    claims = [Deployment.claim_next(), Deployment.claim_next(), Deployment.claim_next()]
+
+    assert [c.id if c else None for c in claims] == [first.id, other.id, None]
+    first.finish(DeploymentStatus.DONE)
+    next_claim = Deployment.claim_next()
+    assert next_claim is not None and next_claim.id == same_version.id
+
+
+class _RecordingDeployer:
+    def __init__(self) -> None:
+        self.running = 0
+        self.most_at_once = 0
+        self.lock = threading.Lock()
+
+    def run(self, deployment: Deployment) -> None:
+        with self.lock:
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        time.sleep(0.2)
+        with self.lock:
+            self.running -= 1
+        deployment.finish(DeploymentStatus.DONE)
+
+
+def _drain(worker: DeploymentWorker) -> None:
+    thread = threading.Thread(target=worker.run_forever)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while Deployment.select().where(Deployment.status == DeploymentStatus.IN_PROGRESS).exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    worker.stop()
+    thread.join(timeout=5)
+
+
+def test_deployments_run_one_at_a_time_by_default(tmp_path: Path) -> None:
+    queue(tmp_path, ("a", "1.0.0"), ("b", "1.0.0"), ("c", "1.0.0"))
+    deployer = _RecordingDeployer()
+
+    _drain(DeploymentWorker(deployer, poll_interval=0.02))  # type: ignore[arg-type]
+
+    assert deployer.most_at_once == 1
+
+
+def test_concurrency_runs_several_at_once(tmp_path: Path) -> None:
+    queue(tmp_path, ("a", "1.0.0"), ("b", "1.0.0"), ("c", "1.0.0"), ("d", "1.0.0"))
+    deployer = _RecordingDeployer()
+
+    _drain(DeploymentWorker(deployer, poll_interval=0.02, concurrency=2))  # type: ignore[arg-type]
+
+    assert deployer.most_at_once == 2
+
+
+def test_deployments_interrupted_by_a_restart_are_failed_with_a_reason(tmp_path: Path) -> None:
+    (interrupted,) = queue(tmp_path, ("a", "1.0.0"))
+    Deployment.claim_next()  # a previous worker took it, then died
+    worker = DeploymentWorker(_RecordingDeployer(), poll_interval=0.02)  # type: ignore[arg-type]
+
+    worker.fail_interrupted()
+
+    row: Any = Deployment.get_by_id(interrupted.id)
+    assert row.status == DeploymentStatus.FAILED
+    assert row.error == INTERRUPTED
