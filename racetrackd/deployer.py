@@ -31,6 +31,7 @@ from racetrackd.settings import Settings
 log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 20
+SWITCH_GRACE_SECONDS = 1.0
 _probe_pool = urllib3.PoolManager(num_pools=4, retries=False)
 
 
@@ -120,7 +121,15 @@ class Deployer:
             if existing is None:
                 job.delete_instance()
             raise
-        # The new container is ready: retire the old one and give the new one the canonical name.
+        if existing is not None:
+            # Zero-downtime switch: route new calls to the ready container, give calls that already
+            # picked the old address a moment to reach it, then let the old one finish them (SIGTERM,
+            # graceful stop) before it goes.
+            job.container_name = staging_name
+            job.internal_name = self._address(staging_name)
+            job.save(only=[Job.container_name, Job.internal_name])
+            time.sleep(SWITCH_GRACE_SECONDS)
+            self.runtime.stop_container(final_name, self.settings.drain_timeout)
         self.runtime.remove_container(final_name)
         self.runtime.rename_container(staging_name, final_name)
         job.status = JobStatus.RUNNING
@@ -148,6 +157,7 @@ class Deployer:
             "PUB_URL": self.addressing.pub_url,
             "AUTH_TOKEN": self.job_tokens.token_for(manifest.name),
             "REQUEST_TRACING_HEADER": TRACING_HEADER,
+            "JOB_GRACEFUL_TIMEOUT": str(int(self.settings.drain_timeout)),
         })
         return env
 

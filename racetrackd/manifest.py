@@ -72,7 +72,7 @@ def container_limits(manifest: Manifest, settings: Settings) -> ContainerLimits:
 # Set by racetrackd in every job container; a manifest may not override them.
 RESERVED_ENV = frozenset({
     "JOB_NAME", "JOB_VERSION", "JOB_DEPLOYMENT_TIMESTAMP", "JOB_MANIFEST_YAML", "PUB_URL", "AUTH_TOKEN",
-    "REQUEST_TRACING_HEADER", "JOB_TYPE_VERSION", "JOB_VENV", "PYTHONPATH",
+    "REQUEST_TRACING_HEADER", "JOB_TYPE_VERSION", "JOB_VENV", "PYTHONPATH", "JOB_GRACEFUL_TIMEOUT",
 })
 
 

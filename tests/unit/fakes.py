@@ -18,6 +18,7 @@ class FakeRuntime:
     def __init__(self) -> None:
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
         self.containers: dict[str, ContainerSpec] = {}
+        self.stopped: set[str] = set()
         self.images: dict[str, dict[str, str]] = {}
         self.networks: set[str] = set()
         self.logs: dict[str, str] = {}
@@ -51,6 +52,8 @@ class FakeRuntime:
         self._record("container_state", name)
         if name not in self.containers:
             return ContainerState(name=name, status="missing", exit_code=None)
+        if name in self.stopped:
+            return ContainerState(name=name, status="exited", exit_code=0)
         return ContainerState(name=name, status="running", exit_code=None)
 
     def container_logs(self, name: str, tail: int) -> str:
@@ -64,6 +67,11 @@ class FakeRuntime:
     def remove_container(self, name: str) -> bool:
         self._record("remove_container", name)
         return self.containers.pop(name, None) is not None
+
+    def stop_container(self, name: str, timeout: float) -> None:
+        self._record("stop_container", name, timeout)
+        if name in self.containers:
+            self.stopped.add(name)
 
     def rename_container(self, name: str, new_name: str) -> None:
         self._record("rename_container", name, new_name)

@@ -38,7 +38,7 @@ def serve(entrypoint_path: str, entrypoint_class: str | None, port: int) -> None
         "worker_class": "asgi",
         "timeout": 0,
         "keepalive": 300,  # longer than the gateway keeps idle pooled connections
-        "graceful_timeout": 10,
+        "graceful_timeout": int(os.environ.get("JOB_GRACEFUL_TIMEOUT", "30") or 30),
         "accesslog": None,  # the app writes its own access lines, with the tracing id
         "errorlog": "-",
         "loglevel": os.environ.get("LOG_LEVEL", "info").lower(),

@@ -1,0 +1,64 @@
+"""Lifecycle through the real daemon: redeploys without failed calls."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.integration.conftest import REPO, Daemon
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def steady_job(daemon: Daemon, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    job_dir = tmp_path_factory.mktemp("steady")
+    shutil.copy(REPO / "samples" / "adder" / "entrypoint.py", job_dir / "entrypoint.py")
+    (job_dir / "job.yaml").write_text(
+        "name: steady\nowner_email: tests@example.com\nversion: 1.0.0\njobtype: python3:latest\n"
+        "jobtype_extra:\n  entrypoint_path: entrypoint.py\n"
+    )
+    daemon.rtd("submit", str(job_dir), check=True)
+    return job_dir
+
+
+def test_a_forced_redeploy_under_load_fails_no_call(daemon: Daemon, steady_job: Path) -> None:
+    results: list[int] = []
+    stop = threading.Event()
+
+    def call_in_a_loop() -> None:
+        with requests.Session() as session:
+            deadline = time.monotonic() + 120  # bounded, whatever happens
+            while not stop.is_set() and time.monotonic() < deadline and len(results) < 5000:
+                try:
+                    response = session.post(f"{daemon.url}/pub/job/steady/latest/api/v1/perform",
+                                            json={"a": 40, "b": 2}, headers={"X-Racetrack-Auth": daemon.token},
+                                            timeout=10)
+                    results.append(response.status_code if response.json() == 42 else -1)
+                except requests.RequestException:
+                    results.append(0)
+                time.sleep(0.01)
+
+    callers = [threading.Thread(target=call_in_a_loop) for _ in range(4)]
+    for caller in callers:
+        caller.start()
+    try:
+        time.sleep(0.5)
+        redeploy = daemon.rtd("submit", "--force", "-q", str(steady_job))
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for caller in callers:
+            caller.join(timeout=30)
+
+    assert redeploy.returncode == 0, redeploy.stderr
+    assert len(results) > 50
+    assert [code for code in results if code != 200] == []
+    assert [c.name for c in daemon.containers() if c.labels["job-name"] == "steady"] == [
+        f"{daemon.instance}-job-steady-v-1-0-0"
+    ]
