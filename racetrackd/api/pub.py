@@ -17,10 +17,13 @@ def _authenticate() -> None:
     authenticate_request(calling_job=True)
 
 
+# Separate endpoints for the legacy /fatman/ paths: Werkzeug redirects between rules of one
+# endpoint that share defaults.
 @bp.route("/job/<name>/<version>/", methods=METHODS, defaults={"path": ""}, strict_slashes=False)
 @bp.route("/job/<name>/<version>/<path:path>", methods=METHODS)
-@bp.route("/fatman/<name>/<version>/", methods=METHODS, defaults={"path": ""}, strict_slashes=False)
-@bp.route("/fatman/<name>/<version>/<path:path>", methods=METHODS)
+@bp.route("/fatman/<name>/<version>/", methods=METHODS, defaults={"path": ""}, strict_slashes=False,
+          endpoint="forward_fatman")
+@bp.route("/fatman/<name>/<version>/<path:path>", methods=METHODS, endpoint="forward_fatman")
 def forward(name: str, version: str, path: str) -> Response:
     job = jobs.resolve_job(name, version)
     public_prefix = request.path[: len(request.path) - len(path)].rstrip("/") if path else request.path.rstrip("/")

@@ -539,3 +539,13 @@ def test_each_app_gets_a_fresh_registry(make_app: Callable[..., Flask], tmp_path
 
     assert db.Job.select().count() == 1
     assert (tmp_path / "data" / "registry.sqlite3").is_file()
+
+
+@pytest.mark.parametrize("path", ["/pub/job/ghost/latest/", "/pub/job/ghost/latest", "/pub/fatman/ghost/latest/"])
+def test_gateway_roots_are_forwarded_not_redirected(client: FlaskClient, path: str) -> None:
+    # A redirect here would send browsers from /pub/job/... to /pub/fatman/... (Werkzeug merges
+    # rules of one endpoint that share defaults).
+    response = client.get(path)
+
+    assert response.status_code == 404
+    assert response.json["type"] == "job-not-found"
