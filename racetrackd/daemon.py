@@ -28,6 +28,7 @@ from racetrackd.deployer import Deployer
 from racetrackd.errors import RacetrackError
 from racetrackd.runtime import DockerRuntime
 from racetrackd.settings import BUILTIN_PLUGINS_DIR, Settings
+from racetrackd.supervisor import Supervisor
 from racetrackd.vault import Vault
 from racetrackd.worker import DeploymentWorker, WorkerLock
 
@@ -50,11 +51,13 @@ def serve(settings: Settings) -> int:
     builder = ImageBuilder(settings, runtime, Vault(ensure_secret_key(settings)))
     deployer = Deployer(settings, runtime, jobtypes.discover([BUILTIN_PLUGINS_DIR]), addressing, job_tokens, builder)
     worker = DeploymentWorker(deployer, settings.worker_poll_interval, settings.build_concurrency)
+    supervisor = Supervisor(settings, runtime, deployer)
     http = _start_gunicorn(settings, extra_bind_addresses(settings, addressing))
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("received signal %s, stopping", signum)
         worker.stop()
+        supervisor.stop()
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
@@ -65,6 +68,9 @@ def serve(settings: Settings) -> int:
 
     threading.Thread(target=_watch_http, daemon=True, name="http-watch").start()
     log.info("racetrackd listening on %s:%s (gateway %s/pub)", settings.host, settings.port, settings.public_url)
+    worker.fail_interrupted()  # before the reconcile, so their half-started containers count as orphans
+    threading.Thread(target=supervisor.run_forever, args=(settings.supervisor_interval,), daemon=True,
+                     name="supervisor").start()
     try:
         worker.run_forever()
     finally:

@@ -42,10 +42,11 @@ class DeploymentStatus:
 
 
 class JobStatus:
-    STARTING = "starting"
-    RUNNING = "running"
-    ERROR = "error"
-    LOST = "lost"
+    STARTING = "starting"  # deployed, not yet ready
+    RUNNING = "running"  # answering its probes
+    ERROR = "error"  # container up, probes failing
+    CRASHED = "crashed"  # container exited or restarting
+    LOST = "lost"  # no container in Docker
 
 
 class Job(BaseModel):
@@ -65,6 +66,7 @@ class Job(BaseModel):
     create_time = peewee.FloatField(default=now)
     update_time = peewee.FloatField(default=now)
     last_call_time = peewee.FloatField(null=True)
+    crash_count = peewee.IntegerField(default=0)
 
     class Meta:
         indexes = ((("name", "version"), True),)
@@ -196,6 +198,10 @@ def _v3_deployment_phases(migrator: SqliteMigrator) -> list[Any]:
     return [migrator.add_column("deployment", "phases", peewee.TextField(default="[]"))]
 
 
+def _v5_job_crash_count(migrator: SqliteMigrator) -> list[Any]:
+    return [migrator.add_column("job", "crash_count", peewee.IntegerField(default=0))]
+
+
 def _v4_deployment_sources(migrator: SqliteMigrator) -> list[Any]:
     return [
         migrator.add_column("deployment", "git_commit", peewee.CharField(null=True)),
@@ -210,6 +216,7 @@ MIGRATIONS: list[tuple[int, Callable[[SqliteMigrator], list[Any]]]] = [
     (2, _v2_deployment_warnings),
     (3, _v3_deployment_phases),
     (4, _v4_deployment_sources),
+    (5, _v5_job_crash_count),
 ]
 SCHEMA_VERSION = max(number for number, _ in MIGRATIONS)
 

@@ -97,21 +97,12 @@ class Deployer:
         final_name = naming.container_name(self.settings.instance, manifest.name, manifest.version)
         staging_name = f"{final_name}-{deployment.id[:8]}"
         deployment_timestamp = int(time.time())
-        self.runtime.ensure_network(self.settings.network)
-        self.runtime.run_container(ContainerSpec(
-            name=staging_name,
-            image=image,
-            env=self._runtime_env(manifest, deployment_timestamp),
-            labels=naming.job_labels(self.settings.instance, manifest.name, manifest.version, deployment.id),
-            network=self.settings.network,
-            publish_port=self.addressing.mode == PUBLISHED_PORT,
-            limits=container_limits(manifest, self.settings),
-        ))
+        self._run(staging_name, image, manifest, deployment.id, deployment_timestamp)
         existing = Job.find(manifest.name, manifest.version)
         job = existing or Job.create(
             name=manifest.name, version=manifest.version, status=JobStatus.STARTING,
             manifest_yaml=manifest.yaml, job_type_version=job_type.full_name, image_name=image,
-            container_name=staging_name, internal_name=self._address(staging_name),
+            container_name=staging_name, internal_name=self.address_of(staging_name),
             deployment_timestamp=deployment_timestamp, deployed_by=deployment.deployed_by,
         )
         try:
@@ -126,7 +117,7 @@ class Deployer:
             # picked the old address a moment to reach it, then let the old one finish them (SIGTERM,
             # graceful stop) before it goes.
             job.container_name = staging_name
-            job.internal_name = self._address(staging_name)
+            job.internal_name = self.address_of(staging_name)
             job.save(only=[Job.container_name, Job.internal_name])
             time.sleep(SWITCH_GRACE_SECONDS)
             self.runtime.stop_container(final_name, self.settings.drain_timeout)
@@ -137,13 +128,34 @@ class Deployer:
         job.job_type_version = job_type.full_name
         job.image_name = image
         job.container_name = final_name
-        job.internal_name = self._address(final_name)
+        job.internal_name = self.address_of(final_name)
         job.deployment_timestamp = deployment_timestamp
         job.deployed_by = deployment.deployed_by
         job.error = None
         job.update_time = now()
         job.save()
         DeletedJob.delete().where((DeletedJob.name == job.name) & (DeletedJob.version == job.version)).execute()
+
+    def recreate(self, job: Job) -> None:
+        """Start a job's container again from its image (it went missing); wait until it is ready."""
+        manifest = load_stored(job.manifest_yaml, self.settings)
+        deployment_timestamp = int(time.time())
+        self._run(job.container_name, job.image_name, manifest, "recreated", deployment_timestamp)
+        self._wait_until_ready(None, job.container_name, deployment_timestamp)
+        Job.update(internal_name=self.address_of(job.container_name), deployment_timestamp=deployment_timestamp,
+                   update_time=now()).where((Job.name == job.name) & (Job.version == job.version)).execute()
+
+    def _run(self, container: str, image: str, manifest: Manifest, deployment_id: str, deployment_timestamp: int) -> None:
+        self.runtime.ensure_network(self.settings.network)
+        self.runtime.run_container(ContainerSpec(
+            name=container,
+            image=image,
+            env=self._runtime_env(manifest, deployment_timestamp),
+            labels=naming.job_labels(self.settings.instance, manifest.name, manifest.version, deployment_id),
+            network=self.settings.network,
+            publish_port=self.addressing.mode == PUBLISHED_PORT,
+            limits=container_limits(manifest, self.settings),
+        ))
 
     def _runtime_env(self, manifest: Manifest, deployment_timestamp: int) -> dict[str, str]:
         # Build-time variables not set for runtime are blanked, as Racetrack does.
@@ -161,27 +173,28 @@ class Deployer:
         })
         return env
 
-    def _address(self, container: str) -> str:
+    def address_of(self, container: str) -> str:
         if self.addressing.mode == CONTAINER_NAME:
             return f"{container}:{naming.JOB_PORT}"
         return self.runtime.published_address(container)
 
-    def _wait_until_ready(self, deployment: Deployment, container: str, deployment_timestamp: int) -> None:
+    def _wait_until_ready(self, deployment: Deployment | None, container: str, deployment_timestamp: int) -> None:
         """Poll /live (for our deployment_timestamp) then /ready; fail fast on a crash or init error."""
-        address = self._address(container)
+        address = self.address_of(container)
         deadline = time.monotonic() + self.settings.job_start_timeout
         phase = "live"
         while time.monotonic() < deadline:
             state = self.runtime.container_state(container)
             if not state.alive or state.restart_count > 0:
                 raise JobStartError(self._start_failure(container, f"the job's container exited (code {state.exit_code})"))
-            status, body = _probe(address, f"/{phase}")
+            status, body = probe(address, f"/{phase}")
             if phase == "live":
                 if status == 500 and isinstance(body, dict) and body.get("error"):
                     raise JobStartError(self._start_failure(container, f"job initialization error: {body['error']}"))
                 if status == 200 and isinstance(body, dict) and _same_timestamp(body, deployment_timestamp):
                     phase = "ready"
-                    deployment.set_phase("initializing Job entrypoint")
+                    if deployment is not None:
+                        deployment.set_phase("initializing Job entrypoint")
                     continue
             elif status == 200:
                 return
@@ -202,7 +215,7 @@ def _same_timestamp(body: dict[str, object], expected: int) -> bool:
         return False
 
 
-def _probe(address: str, path: str) -> tuple[int | None, object]:
+def probe(address: str, path: str) -> tuple[int | None, object]:
     try:
         response = _probe_pool.request("GET", f"http://{address}{path}", timeout=urllib3.Timeout(3.0))
     except urllib3.exceptions.HTTPError:

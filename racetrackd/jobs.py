@@ -15,7 +15,7 @@ from racetrackd.runtime import Runtime
 from racetrackd.settings import Settings
 
 # Statuses a version alias may point at (a starting job is not served through `latest`).
-ALIASABLE = {JobStatus.RUNNING, JobStatus.ERROR, JobStatus.LOST}
+ALIASABLE = {JobStatus.RUNNING, JobStatus.ERROR, JobStatus.CRASHED, JobStatus.LOST}
 
 
 def list_jobs() -> list[Job]:
@@ -67,5 +67,5 @@ def job_dto(job: Job, settings: Settings) -> dict[str, Any]:
         "infrastructure_target": "docker",
         "replica_internal_names": [job.internal_name],
         "job_type_version": job.job_type_version,
-        "infrastructure_stats": {},
+        "infrastructure_stats": {"crash_count": job.crash_count},
     }

@@ -171,6 +171,8 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "The most memory any job may ask for; a manifest over it is refused."),
     SettingSpec("job_start_timeout", "180", _parse_seconds,
                 "Seconds a new job has to answer /live and /ready before its deployment fails."),
+    SettingSpec("supervisor_interval", "5", _parse_seconds,
+                "Seconds between the supervisor's checks of every job's container and probes."),
     SettingSpec("drain_timeout", "30", _parse_seconds,
                 "Seconds a replaced or stopped job has to finish the calls it is serving."),
     SettingSpec("worker_poll_interval", "0.2", _parse_seconds,
@@ -212,6 +214,7 @@ class Settings:
     job_cpu_max: float
     max_job_memory: float
     job_start_timeout: float
+    supervisor_interval: float
     drain_timeout: float
     worker_poll_interval: float
     log_level: str

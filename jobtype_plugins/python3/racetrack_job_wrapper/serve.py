@@ -37,7 +37,9 @@ def serve(entrypoint_path: str, entrypoint_class: str | None, port: int) -> None
         "workers": int(os.environ.get("JOB_WORKERS", "1") or 1),
         "worker_class": "asgi",
         "timeout": 0,
-        "keepalive": 300,  # longer than the gateway keeps idle pooled connections
+        # Short: on SIGTERM the server waits for open connections, idle keep-alive ones included,
+        # so this bounds how long a replaced job lingers after its last call.
+        "keepalive": 5,
         "graceful_timeout": int(os.environ.get("JOB_GRACEFUL_TIMEOUT", "30") or 30),
         "accesslog": None,  # the app writes its own access lines, with the tracing id
         "errorlog": "-",

@@ -1,0 +1,114 @@
+"""Keep Docker and the registry in step: statuses that stay true, and a reconcile at start-up.
+
+Docker is the truth about what runs; the registry is the record of what was asked. Every few
+seconds the supervisor looks at each job's container and probes it, and writes the job's status
+(running, error, crashed, lost), last error, crash count and current address when they change.
+At start-up it also brings back jobs whose containers are gone and removes containers labelled
+by this daemon that no job owns.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from racetrackd import naming
+from racetrackd.db import Deployment, DeploymentStatus, Job, JobStatus, now
+from racetrackd.deployer import Deployer, probe
+from racetrackd.errors import RacetrackError
+from racetrackd.runtime import Runtime
+from racetrackd.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LOG_TAIL_LINES = 20
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, runtime: Runtime, deployer: Deployer) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.deployer = deployer
+        self.stopping = threading.Event()
+
+    def reconcile(self) -> None:
+        """At start-up: remove orphans, bring back lost jobs, then refresh every status."""
+        self._remove_orphans()
+        for job in Job.select():
+            if job.status == JobStatus.STARTING and self._deploying(job):
+                continue
+            if self.runtime.container_state(job.container_name).status == "missing":
+                log.warning("job %s %s has no container: starting it again from %s", job.name, job.version,
+                            job.image_name)
+                try:
+                    self.deployer.recreate(job)
+                except RacetrackError as exc:
+                    log.error("could not bring back job %s %s: %s", job.name, job.version, exc.message)
+        self.check_all()
+
+    def _remove_orphans(self) -> None:
+        known = {job.container_name for job in Job.select(Job.container_name)}
+        busy = [d.id[:8] for d in Deployment.select(Deployment.id).where(Deployment.status == DeploymentStatus.IN_PROGRESS)]
+        for name in self.runtime.list_containers({naming.LABEL_INSTANCE: self.settings.instance}):
+            if name in known or any(name.endswith(f"-{short}") for short in busy):
+                continue
+            log.warning("removing orphan container %s (no job owns it)", name)
+            self.runtime.remove_container(name)
+
+    def check_all(self) -> None:
+        for job in Job.select():
+            if job.status == JobStatus.STARTING or self._deploying(job):
+                continue  # the deployer owns a job while it deploys it
+            try:
+                self.check(job)
+            except RacetrackError as exc:
+                log.warning("cannot check job %s %s: %s", job.name, job.version, exc.message)
+
+    def check(self, job: Job) -> None:
+        """Compare one job's container with its record and write what changed."""
+        state = self.runtime.container_state(job.container_name)
+        status, error = JobStatus.RUNNING, None
+        address = job.internal_name
+        if state.status == "missing":
+            status, error = JobStatus.LOST, f"container {job.container_name} is missing in Docker"
+        elif not state.alive or state.status == "restarting":
+            status = JobStatus.CRASHED
+            error = self._crash_report(job, f"the container {state.status} (exit code {state.exit_code})")
+        else:
+            address = self.deployer.address_of(job.container_name)
+            live, _ = probe(address, "/live")
+            ready, _ = probe(address, "/ready") if live == 200 else (None, None)
+            if live != 200 or ready != 200:
+                status = JobStatus.ERROR
+                error = f"probes failing: /live {live or 'unreachable'}, /ready {ready or 'not checked'}"
+        crash_count = max(job.crash_count, state.restart_count)
+        changed = (status, error, address, crash_count) != (job.status, job.error, job.internal_name, job.crash_count)
+        if changed:
+            if status != job.status:
+                log.info("job %s %s: %s -> %s", job.name, job.version, job.status, status)
+            Job.update(status=status, error=error, internal_name=address, crash_count=crash_count,
+                       update_time=now()).where(
+                (Job.name == job.name) & (Job.version == job.version)
+                & (Job.status != JobStatus.STARTING)  # a redeploy may have begun meanwhile
+            ).execute()
+
+    def _crash_report(self, job: Job, reason: str) -> str:
+        logs = self.runtime.container_logs(job.container_name, LOG_TAIL_LINES).rstrip()
+        return f"{reason}\n--- last {LOG_TAIL_LINES} lines of the job's log ---\n{logs}" if logs else reason
+
+    def _deploying(self, job: Job) -> bool:
+        return Deployment.in_progress_for(job.name, job.version)
+
+    def run_forever(self, interval: float) -> None:
+        try:
+            self.reconcile()
+        except RacetrackError as exc:
+            log.error("start-up reconcile failed: %s", exc.message)
+        while not self.stopping.wait(interval):
+            try:
+                self.check_all()
+            except RacetrackError as exc:
+                log.error("supervisor check failed: %s", exc.message)
+
+    def stop(self) -> None:
+        self.stopping.set()

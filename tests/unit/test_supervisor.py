@@ -1,0 +1,127 @@
+"""The supervisor: statuses that follow Docker, orphans removed, lost jobs brought back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from racetrackd import naming
+from racetrackd.db import Deployment, Job, JobStatus
+from racetrackd.runtime import ContainerSpec, ContainerState
+from racetrackd.settings import Settings
+from racetrackd.supervisor import Supervisor
+from tests.unit.fakes import FakeRuntime
+
+MANIFEST = "name: adder\nowner_email: a@example.com\nversion: 1.0.0\njobtype: python3:latest\n" \
+           "jobtype_extra:\n  entrypoint_path: entrypoint.py\n"
+
+
+class _FakeDeployer:
+    def __init__(self, runtime: FakeRuntime) -> None:
+        self.runtime = runtime
+        self.recreated: list[str] = []
+
+    def recreate(self, job: Job) -> None:
+        self.recreated.append(job.container_name)
+        self.runtime.run_container(_spec(job.container_name, "main"))
+
+    def address_of(self, container: str) -> str:
+        return f"127.0.0.1:{40000 + len(container)}"
+
+
+def _spec(name: str, instance: str) -> ContainerSpec:
+    return ContainerSpec(name=name, image="img", env={}, labels={naming.LABEL_INSTANCE: instance},
+                         network="racetrack", publish_port=True)
+
+
+@pytest.fixture
+def world(make_settings: Callable[..., Settings], runtime: FakeRuntime,
+          monkeypatch: pytest.MonkeyPatch) -> tuple[Supervisor, FakeRuntime, _FakeDeployer, dict[str, Any]]:
+    from racetrackd.db import open_database
+
+    settings = make_settings()
+    open_database(settings.database_path)
+    deployer = _FakeDeployer(runtime)
+    probes: dict[str, Any] = {"live": 200, "ready": 200}
+    monkeypatch.setattr("racetrackd.supervisor.probe", lambda address, path: (probes[path.strip("/")], None))
+    supervisor = Supervisor(settings, runtime, deployer)  # type: ignore[arg-type]
+    return supervisor, runtime, deployer, probes
+
+
+def _job(container: str = "job-adder-v-1-0-0", status: str = JobStatus.RUNNING) -> Job:
+    return Job.create(name="adder", version="1.0.0", status=status, manifest_yaml=MANIFEST,
+                      job_type_version="python3:1.0.0", image_name="img", container_name=container,
+                      internal_name="127.0.0.1:1", deployment_timestamp=1)
+
+
+def test_a_missing_container_makes_the_job_lost(world: Any) -> None:
+    supervisor, _, _, _ = world
+    job = _job()
+
+    supervisor.check(job)
+
+    row = Job.find("adder", "1.0.0")
+    assert row is not None and row.status == JobStatus.LOST
+    assert "missing" in row.error
+
+
+def test_a_crashed_container_reports_its_log_and_crash_count(world: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    supervisor, runtime, _, _ = world
+    job = _job()
+    runtime.run_container(_spec(job.container_name, "main"))
+    runtime.logs[job.container_name] = "Traceback...\nMemoryError"
+    monkeypatch.setattr(runtime, "container_state", lambda name: ContainerState(name, "restarting", 137, 3))
+
+    supervisor.check(job)
+
+    row = Job.find("adder", "1.0.0")
+    assert row is not None and row.status == JobStatus.CRASHED
+    assert row.crash_count == 3
+    assert "MemoryError" in row.error
+
+
+def test_failing_probes_make_the_job_error_and_passing_ones_running_again(world: Any) -> None:
+    supervisor, runtime, _, probes = world
+    job = _job()
+    runtime.run_container(_spec(job.container_name, "main"))
+    probes["ready"] = 500
+
+    supervisor.check(job)
+    failing = Job.find("adder", "1.0.0")
+    probes["ready"] = 200
+    assert failing is not None
+    supervisor.check(failing)
+    healthy = Job.find("adder", "1.0.0")
+
+    assert failing.status == JobStatus.ERROR and "/ready 500" in failing.error
+    assert healthy is not None and healthy.status == JobStatus.RUNNING and healthy.error is None
+    assert healthy.internal_name == f"127.0.0.1:{40000 + len(job.container_name)}"  # re-resolved
+
+
+def test_reconcile_brings_back_lost_jobs_and_removes_orphans(world: Any) -> None:
+    supervisor, runtime, deployer, _ = world
+    _job()
+    runtime.run_container(_spec("job-forgotten-v-0-0-1", "main"))
+    runtime.run_container(_spec("job-someone-elses", "another-instance"))
+
+    supervisor.reconcile()
+
+    assert deployer.recreated == ["job-adder-v-1-0-0"]
+    assert "job-forgotten-v-0-0-1" not in runtime.containers
+    assert "job-someone-elses" in runtime.containers
+    row = Job.find("adder", "1.0.0")
+    assert row is not None and row.status == JobStatus.RUNNING
+
+
+def test_jobs_being_deployed_are_left_to_the_deployer(world: Any) -> None:
+    supervisor, _, _, _ = world
+    _job()
+    Deployment.create(job_name="adder", job_version="1.0.0", manifest_yaml=MANIFEST)
+
+    supervisor.check_all()
+
+    row = Job.find("adder", "1.0.0")
+    assert row is not None and row.status == JobStatus.RUNNING
+
