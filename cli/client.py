@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import requests
@@ -27,8 +28,9 @@ class ApiClient:
 
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         url = self.remote + path
+        kwargs.setdefault("timeout", self.timeout)
         try:
-            response = self.session.request(method, url, timeout=self.timeout, **kwargs)
+            response = self.session.request(method, url, **kwargs)
         except requests.ConnectionError as exc:
             raise ApiError(f"cannot reach racetrackd at {self.remote}",
                            hint="is it running? (racetrackd start), or set --remote / RTD_REMOTE") from exc
@@ -71,6 +73,16 @@ class ApiClient:
             if deployment["job_name"] == name and (version in ("latest", deployment["job_version"])):
                 return str(deployment["id"])
         raise ApiError(f"no deployment of job {name} {version}", 404)
+
+    def job_logs(self, name: str, version: str, tail: int) -> str:
+        return str(self._api("GET", f"/job/{name}/{version}/logs", params={"tail": tail})["logs"])
+
+    def follow_job_logs(self, name: str, version: str, tail: int) -> Iterator[bytes]:
+        response = self._request("GET", f"/lifecycle/api/v1/job/{name}/{version}/logs",
+                                 params={"tail": tail, "follow": "true"}, stream=True, timeout=(10, None))
+        if response.status_code >= 400:
+            raise _error_from(response)
+        yield from response.iter_content(chunk_size=None)
 
     def jobs(self) -> list[dict[str, Any]]:
         return self._api("GET", "/job")

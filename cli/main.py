@@ -159,6 +159,25 @@ def _follow(client: ApiClient, deployment_id: str, show_logs: bool) -> dict[str,
         delay = min(delay * 1.2, 1.0)  # quick deploys finish in seconds: poll finely at first
 
 
+@main.command()
+@click.argument("name")
+@click.option("--version", "version", default="latest", show_default=True)
+@click.option("--tail", default=20, show_default=True, help="Last N lines (0: all).")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new output until interrupted.")
+@click.pass_context
+def logs(ctx: click.Context, name: str, version: str, tail: int, follow: bool) -> None:
+    """Print a job's own output (its container's log)."""
+    client = _client(ctx)
+    if not follow:
+        click.echo(client.job_logs(name, version, tail), nl=False)
+        return
+    try:
+        for chunk in client.follow_job_logs(name, version, tail):
+            click.echo(chunk.decode("utf-8", errors="replace"), nl=False)
+    except KeyboardInterrupt:
+        pass
+
+
 @main.command("build-logs")
 @click.argument("name")
 @click.option("--version", "version", default="latest", show_default=True)

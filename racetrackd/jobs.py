@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import yaml
@@ -69,3 +70,11 @@ def job_dto(job: Job, settings: Settings) -> dict[str, Any]:
         "job_type_version": job.job_type_version,
         "infrastructure_stats": {"crash_count": job.crash_count},
     }
+
+
+def runtime_logs(runtime: Runtime, job: Job, tail: int) -> str:
+    return runtime.container_logs(job.container_name, tail)
+
+
+def follow_runtime_logs(runtime: Runtime, job: Job, tail: int) -> Iterator[bytes]:
+    return runtime.follow_logs(job.container_name, tail)

@@ -55,6 +55,7 @@ class Runtime(Protocol):
     def run_container(self, spec: ContainerSpec) -> None: ...
     def container_state(self, name: str) -> ContainerState: ...
     def container_logs(self, name: str, tail: int) -> str: ...
+    def follow_logs(self, name: str, tail: int) -> Iterator[bytes]: ...
     def published_address(self, name: str) -> str: ...
     def remove_container(self, name: str) -> bool: ...
     def stop_container(self, name: str, timeout: float) -> None: ...
@@ -168,6 +169,15 @@ class DockerRuntime:
             except docker.errors.NotFound:
                 return ""
         return raw.decode("utf-8", errors="replace")
+
+    def follow_logs(self, name: str, tail: int) -> Iterator[bytes]:
+        """The last `tail` lines, then new output as it comes, until the container stops."""
+        with _translated(f"reading logs of {name}"):
+            stream = self._client.containers.get(name).logs(stream=True, follow=True, tail=tail)
+        try:
+            yield from stream
+        finally:
+            stream.close()
 
     def published_address(self, name: str) -> str:
         """`127.0.0.1:<port>` where the container's job port is published on the host."""

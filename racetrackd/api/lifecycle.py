@@ -65,6 +65,22 @@ def deployment_build_logs(deployment_id: str) -> Response | dict[str, Any]:
     return {"logs": logs[offset:], "offset": len(logs)}
 
 
+@bp.get("/job/<name>/<version>/logs")
+def job_logs(name: str, version: str) -> Response | dict[str, Any]:
+    """The job's own output (Racetrack shape `{"logs"}`); `follow` streams it as plain text."""
+    job = jobs.resolve_job(name, version)
+    tail = _int_arg("tail", 20)
+    if _flag("follow"):
+        return Response(jobs.follow_runtime_logs(services().runtime, job, tail), mimetype="text/plain")
+    return {"logs": jobs.runtime_logs(services().runtime, job, tail)}
+
+
+@bp.get("/job/<name>/<version>/logs/plain")
+def job_logs_plain(name: str, version: str) -> Response:
+    job = jobs.resolve_job(name, version)
+    return Response(jobs.runtime_logs(services().runtime, job, _int_arg("tail", 20)), mimetype="text/plain")
+
+
 @bp.get("/job/<name>/<version>/build-logs")
 def job_build_logs(name: str, version: str) -> Response | dict[str, Any]:
     deployment = deployments.latest_deployment_of(name, version)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -59,6 +59,10 @@ class FakeRuntime:
     def container_logs(self, name: str, tail: int) -> str:
         self._record("container_logs", name, tail)
         return "\n".join(self.logs.get(name, "").splitlines()[-tail:])
+
+    def follow_logs(self, name: str, tail: int) -> Iterator[bytes]:
+        self._record("follow_logs", name, tail)
+        yield from (line.encode() + b"\n" for line in self.logs.get(name, "").splitlines()[-tail:])
 
     def published_address(self, name: str) -> str:
         self._record("published_address", name)
