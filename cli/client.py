@@ -84,6 +84,24 @@ class ApiClient:
             raise _error_from(response)
         yield from response.iter_content(chunk_size=None)
 
+    def rollback(self, name: str, version: str, deployment_id: str | None) -> str:
+        body = {"deployment_id": deployment_id} if deployment_id else {}
+        return str(self._api("POST", f"/job/{name}/{version}/rollback", json=body)["id"])
+
+    def deployments(self, job_name: str | None, limit: int) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit}
+        if job_name:
+            params["job_name"] = job_name
+        return self._api("GET", "/deploy", params=params)
+
+    def audit(self, job_name: str | None, job_version: str | None, limit: int) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit}
+        if job_name:
+            params["job_name"] = job_name
+        if job_version:
+            params["job_version"] = job_version
+        return self._api("GET", "/audit/activity", params=params)
+
     def jobs(self) -> list[dict[str, Any]]:
         return self._api("GET", "/job")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +202,65 @@ def build_logs(ctx: click.Context, name: str, version: str, tail: int, follow: b
         time.sleep(0.5)
 
 
+@main.command()
+@click.argument("name")
+@click.option("--version", "version", default="latest", show_default=True)
+@click.option("--to", "deployment_id", default=None, help="Deployment id to go back to (default: the release before).")
+@click.pass_context
+def rollback(ctx: click.Context, name: str, version: str, deployment_id: str | None) -> None:
+    """Run an earlier release of a job version again, from its image (no rebuild)."""
+    client = _client(ctx)
+    rollback_id = client.rollback(name, version, deployment_id)
+    click.echo(f"-----> rolling back {name} {version}")
+    deployment = _follow(client, rollback_id, show_logs=False)
+    if deployment["status"] != "done":
+        click.secho(f" !  rollback failed: {deployment.get('error')}", fg="red", err=True)
+        sys.exit(EXIT_DEPLOY_FAILED)
+    click.secho(f"-----> {name} {deployment['job_version']} runs the release of deployment "
+                f"{deployment['rollback_of']}", fg="green")
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print them as JSON.")
+@click.pass_context
+def deployments(ctx: click.Context, name: str | None, limit: int, as_json: bool) -> None:
+    """List recent deployments (of one job when NAME is given), newest first."""
+    items = _client(ctx).deployments(name, limit)
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    rows = [("ID", "JOB", "VERSION", "KIND", "STATUS", "WHEN", "BY", "SECONDS")]
+    for d in items:
+        seconds = sum(p["duration"] or 0 for p in d.get("phases") or [])
+        rows.append((d["id"][:8], d["job_name"], d["job_version"], d.get("kind", "deploy"), d["status"],
+                     time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d["create_time"])),
+                     d.get("deployed_by") or "-", f"{seconds:.1f}"))
+    _table(rows)
+    for d in items:
+        if d["status"] == "failed" and d.get("error"):
+            click.echo(f"{d['id'][:8]}: {d['error'].splitlines()[0]}")
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option("--version", "version", default=None)
+@click.option("--limit", default=50, show_default=True)
+@click.pass_context
+def audit(ctx: click.Context, name: str | None, version: str | None, limit: int) -> None:
+    """What happened to jobs, and who did it (newest first)."""
+    for event in _client(ctx).audit(name, version, limit):
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event["timestamp"]))
+        click.echo(f"{when}  {event['explanation']}")
+
+
+def _table(rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
 @main.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print the jobs as JSON.")
 @click.pass_context
@@ -212,9 +272,7 @@ def list_jobs(ctx: click.Context, as_json: bool) -> None:
         return
     rows = [("NAME", "VERSION", "STATUS", "URL")]
     rows += [(j["name"], j["version"], j["status"], j["pub_url"]) for j in jobs]
-    widths = [max(len(str(row[i])) for row in rows) for i in range(3)]
-    for row in rows:
-        click.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row[:3], widths, strict=True)) + "  " + str(row[3]))
+    _table(rows)
 
 
 @main.command()

@@ -98,6 +98,8 @@ class Deployment(BaseModel):
     git_commit = peewee.CharField(null=True)
     git_credentials = peewee.TextField(null=True)  # sealed by racetrackd.vault; cleared once used
     no_cache = peewee.BooleanField(default=False)
+    kind = peewee.CharField(default="deploy")  # deploy | rollback (re-runs image_name, no build)
+    rollback_of = peewee.CharField(null=True)  # the deployment whose image a rollback re-runs
     image_name = peewee.CharField(null=True)
     error = peewee.TextField(null=True)
     deployed_by = peewee.CharField(null=True)
@@ -187,7 +189,24 @@ class DeletedJob(BaseModel):
         return cls.select().where((cls.name == name) & (cls.version == version)).exists()
 
 
-MODELS: list[type[BaseModel]] = [Job, Deployment, DeletedJob]
+class AuditEvent(BaseModel):
+    """Who did what to which job, and when (deployed, redeployed, rolled back, deleted, failed)."""
+
+    timestamp = peewee.FloatField(default=now, index=True)
+    event_type = peewee.CharField()
+    job_name = peewee.CharField(index=True)
+    job_version = peewee.CharField()
+    executor = peewee.CharField(null=True)
+    properties = peewee.TextField(default="{}")  # JSON
+
+    @classmethod
+    def record(cls, event_type: str, job_name: str, job_version: str, executor: str | None,
+               **properties: Any) -> None:
+        cls.create(event_type=event_type, job_name=job_name, job_version=job_version, executor=executor,
+                   properties=json.dumps(properties))
+
+
+MODELS: list[type[BaseModel]] = [Job, Deployment, DeletedJob, AuditEvent]
 
 
 def _v2_deployment_warnings(migrator: SqliteMigrator) -> list[Any]:
@@ -200,6 +219,13 @@ def _v3_deployment_phases(migrator: SqliteMigrator) -> list[Any]:
 
 def _v5_job_crash_count(migrator: SqliteMigrator) -> list[Any]:
     return [migrator.add_column("job", "crash_count", peewee.IntegerField(default=0))]
+
+
+def _v6_rollbacks_and_audit(migrator: SqliteMigrator) -> list[Any]:
+    return [
+        migrator.add_column("deployment", "kind", peewee.CharField(default="deploy")),
+        migrator.add_column("deployment", "rollback_of", peewee.CharField(null=True)),
+    ]
 
 
 def _v4_deployment_sources(migrator: SqliteMigrator) -> list[Any]:
@@ -217,6 +243,7 @@ MIGRATIONS: list[tuple[int, Callable[[SqliteMigrator], list[Any]]]] = [
     (3, _v3_deployment_phases),
     (4, _v4_deployment_sources),
     (5, _v5_job_crash_count),
+    (6, _v6_rollbacks_and_audit),
 ]
 SCHEMA_VERSION = max(number for number, _ in MIGRATIONS)
 

@@ -16,12 +16,12 @@ from pathlib import Path
 import urllib3
 
 from jobmanifest import Manifest
-from racetrackd import jobtypes, naming
+from racetrackd import audit, jobtypes, naming
 from racetrackd.addressing import CONTAINER_NAME, PUBLISHED_PORT, Addressing
 from racetrackd.auth import JobTokens
 from racetrackd.building import ImageBuilder
-from racetrackd.db import DeletedJob, Deployment, DeploymentStatus, Job, JobStatus, now
-from racetrackd.errors import ConflictError, JobStartError, RacetrackError
+from racetrackd.db import AuditEvent, DeletedJob, Deployment, DeploymentStatus, Job, JobStatus, now
+from racetrackd.errors import ConflictError, JobStartError, RacetrackError, ValidationError
 from racetrackd.jobtypes import JobType
 from racetrackd.manifest import container_limits, load_stored
 from racetrackd.proxy import TRACING_HEADER
@@ -53,6 +53,8 @@ class Deployer:
         except RacetrackError as exc:
             log.warning("deployment %s failed: %s", deployment.id, exc.message)
             deployment.finish(DeploymentStatus.FAILED, exc.message)
+            AuditEvent.record(audit.DEPLOYMENT_FAILED, deployment.job_name, deployment.job_version,
+                              deployment.deployed_by, deployment_id=deployment.id, error=exc.message[:500])
             self._discard_image(deployment)
         except Exception as exc:  # noqa: BLE001 (a bug must fail the deployment, not kill the worker)
             log.exception("deployment %s failed unexpectedly", deployment.id)
@@ -78,6 +80,19 @@ class Deployer:
             # Checked again here: another deployment of this version may have finished meanwhile.
             raise ConflictError(f"job {manifest.name} {manifest.version} is already deployed; use --force")
         job_type = jobtypes.resolve(manifest.jobtype, self.job_types)
+        existed = Job.find(manifest.name, manifest.version) is not None
+
+        if deployment.kind == "rollback":
+            # A rollback re-runs an earlier release's image: no fetch, no build.
+            if not deployment.image_name:
+                raise ValidationError("a rollback needs the image of an earlier deployment")
+            deployment.set_phase("starting Job server")
+            self._start(deployment, manifest, job_type, deployment.image_name)
+            deployment.finish(DeploymentStatus.DONE)
+            AuditEvent.record(audit.JOB_ROLLED_BACK, manifest.name, manifest.version, deployment.deployed_by,
+                              deployment_id=deployment.id, rollback_of=deployment.rollback_of,
+                              image=deployment.image_name)
+            return
 
         deployment.set_phase("fetching the source code")
         job_dir = self.builder.fetch_source(deployment, manifest, job_type, workspace)
@@ -90,6 +105,9 @@ class Deployer:
         deployment.set_phase("starting Job server")
         self._start(deployment, manifest, job_type, image)
         deployment.finish(DeploymentStatus.DONE)
+        AuditEvent.record(audit.JOB_REDEPLOYED if existed else audit.JOB_DEPLOYED, manifest.name, manifest.version,
+                          deployment.deployed_by, deployment_id=deployment.id, image=image,
+                          git_commit=deployment.git_commit)
         self.builder.collect_old_images(manifest.name, manifest.version)
 
     # --- start and switch over ----------------------------------------------------------------

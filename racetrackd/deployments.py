@@ -119,8 +119,11 @@ def get_deployment(deployment_id: str) -> Deployment:
     return deployment
 
 
-def recent_deployments(limit: int) -> list[Deployment]:
-    return list(Deployment.select().order_by(Deployment.create_time.desc()).limit(limit))
+def recent_deployments(limit: int, job_name: str | None = None) -> list[Deployment]:
+    query = Deployment.select().order_by(Deployment.create_time.desc())
+    if job_name:
+        query = query.where(Deployment.job_name == job_name)
+    return list(query.limit(limit))
 
 
 def deployment_dto(deployment: Deployment, settings: Settings) -> dict[str, Any]:
@@ -146,6 +149,8 @@ def deployment_dto(deployment: Deployment, settings: Settings) -> dict[str, Any]
         "warnings": deployment.warnings,
         "phases": deployment.phase_timeline(),
         "git_commit": deployment.git_commit,
+        "kind": deployment.kind,
+        "rollback_of": deployment.rollback_of,
     }
 
 

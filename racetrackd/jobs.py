@@ -9,8 +9,9 @@ import yaml
 
 from jobmanifest import versions
 from racetrackd import naming
+from racetrackd.audit import JOB_DELETED
 from racetrackd.building import prune_job_images
-from racetrackd.db import DeletedJob, Job, JobStatus, database
+from racetrackd.db import AuditEvent, DeletedJob, Job, JobStatus, database
 from racetrackd.errors import JobNotFound
 from racetrackd.runtime import Runtime
 from racetrackd.settings import Settings
@@ -44,6 +45,7 @@ def delete_job(runtime: Runtime, instance: str, name: str, version: str, deleted
     with database.atomic():
         job.delete_instance()
         DeletedJob.insert(name=name, version=version, deleted_by=deleted_by).on_conflict_replace().execute()
+        AuditEvent.record(JOB_DELETED, name, version, deleted_by, image=job.image_name)
     return job
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, g, request, stream_with_context
 
-from racetrackd import __version__, deployments, jobs
+from racetrackd import __version__, audit, deployments, jobs, releases
 from racetrackd.api import authenticate_request, services
 from racetrackd.errors import ValidationError
 
@@ -45,7 +45,8 @@ def deploy() -> tuple[dict[str, Any], int]:
 @bp.get("/deploy")
 def list_deployments() -> list[dict[str, Any]]:
     settings = services().settings
-    return [deployments.deployment_dto(d, settings) for d in deployments.recent_deployments(_int_arg("limit", 100))]
+    recent = deployments.recent_deployments(_int_arg("limit", 100), request.args.get("job_name"))
+    return [deployments.deployment_dto(d, settings) for d in recent]
 
 
 @bp.get("/deploy/<deployment_id>")
@@ -63,6 +64,23 @@ def deployment_build_logs(deployment_id: str) -> Response | dict[str, Any]:
     logs = deployments.get_deployment(deployment_id).build_logs
     offset = _int_arg("offset", 0)
     return {"logs": logs[offset:], "offset": len(logs)}
+
+
+@bp.post("/job/<name>/<version>/rollback")
+def rollback(name: str, version: str) -> tuple[dict[str, Any], int]:
+    """Re-run an earlier release's image: `{"deployment_id": ...}`, or the one before the current."""
+    body = request.get_json(silent=True) or {}
+    target = body.get("deployment_id") if isinstance(body, dict) else None
+    if target is not None and not isinstance(target, str):
+        raise ValidationError("deployment_id: must be a string")
+    deployment = releases.request_rollback(services().runtime, name, version, target, g.caller)
+    return {"id": deployment.id}, 201
+
+
+@bp.get("/audit/activity")
+def audit_activity() -> list[dict[str, Any]]:
+    events = audit.activity(request.args.get("job_name"), request.args.get("job_version"), _int_arg("limit", 100))
+    return [audit.event_dto(event) for event in events]
 
 
 @bp.get("/job/<name>/<version>/logs")

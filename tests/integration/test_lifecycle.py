@@ -62,3 +62,40 @@ def test_a_forced_redeploy_under_load_fails_no_call(daemon: Daemon, steady_job: 
     assert [c.name for c in daemon.containers() if c.labels["job-name"] == "steady"] == [
         f"{daemon.instance}-job-steady-v-1-0-0"
     ]
+
+
+def test_rollback_restores_the_previous_release_without_a_build(daemon: Daemon, steady_job: Path) -> None:
+    entrypoint = steady_job / "entrypoint.py"
+    original = entrypoint.read_text()
+    entrypoint.write_text(original.replace("return a + b", "return a + b + 1000"))
+    try:
+        daemon.rtd("submit", "--force", "-q", str(steady_job), check=True)
+        changed = daemon.api("POST", "/pub/job/steady/1.0.0/api/v1/perform", json={"a": 40, "b": 2}).json()
+
+        rolled_back = daemon.rtd("rollback", "steady", "--version", "1.0.0")
+        restored = daemon.api("POST", "/pub/job/steady/1.0.0/api/v1/perform", json={"a": 40, "b": 2}).json()
+    finally:
+        entrypoint.write_text(original)
+
+    assert changed == 1042
+    assert rolled_back.returncode == 0, rolled_back.stderr
+    assert restored == 42
+    latest = daemon.api("GET", "/lifecycle/api/v1/deploy", params={"job_name": "steady", "limit": 1}).json()[0]
+    assert latest["kind"] == "rollback"
+    assert [p["name"] for p in latest["phases"]] == ["starting Job server", "initializing Job entrypoint"]
+    history = daemon.rtd("deployments", "steady", check=True).stdout
+    assert "rollback" in history and "deploy" in history
+    audit = daemon.rtd("audit", "steady", check=True).stdout
+    assert "Job steady 1.0.0 rolled back by admin" in audit
+    assert "Job steady 1.0.0 redeployed by admin" in audit
+
+
+def test_logs_show_the_jobs_own_output(daemon: Daemon, steady_job: Path) -> None:
+    tracing_id = "logs-test-0001"
+    daemon.api("POST", "/pub/job/steady/1.0.0/api/v1/perform", json={"a": 1, "b": 2},
+               headers={"X-Request-Tracing-Id": tracing_id})
+    time.sleep(0.5)  # the job's access log is flushed every 0.2 s
+
+    logs = daemon.rtd("logs", "steady", "--tail", "50", check=True).stdout
+
+    assert tracing_id in logs

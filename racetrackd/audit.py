@@ -1,0 +1,63 @@
+"""The audit log: what happened to jobs, by whom, in words people read."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from racetrackd.db import AuditEvent
+
+JOB_DEPLOYED = "job_deployed"
+JOB_REDEPLOYED = "job_redeployed"
+JOB_ROLLED_BACK = "job_rolled_back"
+JOB_DELETED = "job_deleted"
+DEPLOYMENT_FAILED = "deployment_failed"
+
+_VERBS = {
+    JOB_DEPLOYED: "deployed",
+    JOB_REDEPLOYED: "redeployed",
+    JOB_ROLLED_BACK: "rolled back",
+    JOB_DELETED: "deleted",
+    DEPLOYMENT_FAILED: "failed to deploy",
+}
+
+
+def activity(job_name: str | None, job_version: str | None, limit: int) -> list[AuditEvent]:
+    query = AuditEvent.select().order_by(AuditEvent.timestamp.desc(), AuditEvent.id.desc())  # type: ignore[attr-defined]
+    if job_name:
+        query = query.where(AuditEvent.job_name == job_name)
+    if job_version:
+        query = query.where(AuditEvent.job_version == job_version)
+    return list(query.limit(limit))
+
+
+def event_dto(event: AuditEvent) -> dict[str, Any]:
+    """Racetrack's AuditLogEventDto, with a human `explanation` and `time_ago`."""
+    who = event.executor or "someone"
+    if event.event_type == DEPLOYMENT_FAILED:
+        explanation = f"Deployment of job {event.job_name} {event.job_version} by {who} failed"
+    else:
+        explanation = f"Job {event.job_name} {event.job_version} {_VERBS.get(event.event_type, event.event_type)} by {who}"
+    return {
+        "id": str(event.get_id()),
+        "version": 1,
+        "timestamp": int(event.timestamp),
+        "event_type": event.event_type,
+        "properties": json.loads(event.properties or "{}"),
+        "username_executor": event.executor,
+        "username_subject": None,
+        "job_name": event.job_name,
+        "job_version": event.job_version,
+        "explanation": explanation,
+        "time_ago": _time_ago(event.timestamp),
+    }
+
+
+def _time_ago(timestamp: float) -> str:
+    seconds = max(0, int(time.time() - timestamp))
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count > 1 else ''} ago"
+    return "just now"
