@@ -113,7 +113,8 @@ class Deployer:
     # --- start and switch over ----------------------------------------------------------------
     def _start(self, deployment: Deployment, manifest: Manifest, job_type: JobType, image: str) -> None:
         final_name = naming.container_name(self.settings.instance, manifest.name, manifest.version)
-        staging_name = f"{final_name}-{deployment.id[:8]}"
+        staging_name = naming.staging_container_name(self.settings.instance, manifest.name, manifest.version,
+                                                     deployment.id)
         deployment_timestamp = int(time.time())
         self._run(staging_name, image, manifest, deployment.id, deployment_timestamp)
         existing = Job.find(manifest.name, manifest.version)
@@ -153,6 +154,16 @@ class Deployer:
         job.update_time = now()
         job.save()
         DeletedJob.delete().where((DeletedJob.name == job.name) & (DeletedJob.version == job.version)).execute()
+
+    def abandon(self, deployment: Deployment) -> None:
+        """Undo what an interrupted deployment left: its half-started container, and the record of a
+        job it was creating (a redeployed job keeps its old container and record)."""
+        staging = naming.staging_container_name(self.settings.instance, deployment.job_name,
+                                                deployment.job_version, deployment.id)
+        self.runtime.remove_container(staging)
+        Job.delete().where((Job.name == deployment.job_name) & (Job.version == deployment.job_version)
+                           & (Job.container_name == staging) & (Job.status == JobStatus.STARTING)).execute()
+        self._discard_image(deployment)
 
     def recreate(self, job: Job) -> None:
         """Start a job's container again from its image (it went missing); wait until it is ready."""

@@ -26,6 +26,11 @@ def container_name(instance: str, job_name: str, job_version: str) -> str:
     return re.sub(r"[^a-zA-Z0-9-]", "-", base).lower()
 
 
+def staging_container_name(instance: str, job_name: str, job_version: str, deployment_id: str) -> str:
+    """Where a deployment starts its container, beside the serving one, until it is ready."""
+    return f"{container_name(instance, job_name, job_version)}-{deployment_id[:8]}"
+
+
 def image_repository(instance: str, job_name: str) -> str:
     prefix = "racetrackd" if instance == DEFAULT_INSTANCE else f"racetrackd-{instance}"
     return f"{prefix}/job-{job_name}"

@@ -69,11 +69,18 @@ class Supervisor:
         state = self.runtime.container_state(job.container_name)
         status, error = JobStatus.RUNNING, None
         address = job.internal_name
+        crash_count = max(job.crash_count, state.restart_count)
         if state.status == "missing":
             status, error = JobStatus.LOST, f"container {job.container_name} is missing in Docker"
         elif not state.alive or state.status == "restarting":
             status = JobStatus.CRASHED
             error = self._crash_report(job, f"the container {state.status} (exit code {state.exit_code})")
+            if state.status in ("exited", "dead"):
+                # Docker's restart policy does not cover a container killed from outside: start it.
+                log.warning("job %s %s stopped (exit code %s): starting it again", job.name, job.version,
+                            state.exit_code)
+                self.runtime.start_container(job.container_name)
+                crash_count = job.crash_count + 1
         else:
             address = self.deployer.address_of(job.container_name)
             live, _ = probe(address, "/live")
@@ -81,7 +88,6 @@ class Supervisor:
             if live != 200 or ready != 200:
                 status = JobStatus.ERROR
                 error = f"probes failing: /live {live or 'unreachable'}, /ready {ready or 'not checked'}"
-        crash_count = max(job.crash_count, state.restart_count)
         changed = (status, error, address, crash_count) != (job.status, job.error, job.internal_name, job.crash_count)
         if changed:
             if status != job.status:

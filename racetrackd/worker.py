@@ -59,6 +59,7 @@ class DeploymentWorker:
         """A deployment claimed by a worker that died can never finish: say so instead of leaving it."""
         for deployment in Deployment.interrupted():
             log.warning("deployment %s was interrupted; marking it failed", deployment.id)
+            self.deployer.abandon(deployment)
             deployment.finish(DeploymentStatus.FAILED, INTERRUPTED)
 
     def run_forever(self) -> None:

@@ -6,7 +6,9 @@ teardown removes them by that label, so a test run never touches other racetrack
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -36,6 +38,32 @@ class Daemon:
     data_dir: Path
     log_path: Path
     docker: docker.DockerClient
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log_file:
+            # A session of its own, so kill() can take gunicorn down with it, as a crash would.
+            self.process = subprocess.Popen([sys.executable, "-m", "racetrackd", "serve"], env=self.env,
+                                            stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO,
+                                            start_new_session=True)
+        _wait_ready(self.url, self.process, self.log_path)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the daemon and its HTTP workers at once."""
+        if self.process is not None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
 
     def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         headers = {"X-Racetrack-Auth": self.token, **kwargs.pop("headers", {})}
@@ -90,10 +118,8 @@ def base_image(docker_client: docker.DockerClient) -> str:
     pytest.fail("no python3 base image; run: racetrackd base-images build")
 
 
-@pytest.fixture(scope="session")
-def daemon(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient,
-           base_image: str) -> Iterator[Daemon]:
-    data_dir = tmp_path_factory.mktemp("racetrackd-data")
+def launch_daemon(data_dir: Path, docker_client: docker.DockerClient, base_image: str, **extra_env: str) -> Daemon:
+    """A real daemon on a free loopback port with its own instance label; call .stop() (or .kill())."""
     instance = f"test-{uuid.uuid4().hex[:8]}"
     port = _free_port()
     token = uuid.uuid4().hex
@@ -108,27 +134,28 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.Docke
         "RACETRACK_PYTHON_BASE_IMAGE": base_image,
         "RACETRACK_HTTP_WORKERS": "2",
         "RACETRACK_JOB_START_TIMEOUT": "120",
+        "RACETRACK_SUPERVISOR_INTERVAL": "1",
         # Tests serve repositories from loopback git and http servers (and local paths).
         "RACETRACK_GIT_ALLOWED_SCHEMES": "https,http,git,file",
     }
     if HOST_CA_BUNDLE.is_file():  # the corporate-proxy case: builds trust the host's CAs
         env["RACETRACK_BUILD_CA_BUNDLE"] = str(HOST_CA_BUNDLE)
-    log_path = data_dir / "daemon.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen([sys.executable, "-m", "racetrackd", "serve"], env=env,
-                                   stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO)
-    url = f"http://127.0.0.1:{port}"
-    handle = Daemon(url, token, instance, data_dir, log_path, docker_client)
+    env.update(extra_env)
+    handle = Daemon(f"http://127.0.0.1:{port}", token, instance, data_dir, data_dir / "daemon.log", docker_client,
+                    env)
+    handle.start()
+    return handle
+
+
+@pytest.fixture(scope="session")
+def daemon(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient,
+           base_image: str) -> Iterator[Daemon]:
+    handle = launch_daemon(tmp_path_factory.mktemp("racetrackd-data"), docker_client, base_image)
     try:
-        _wait_ready(url, process, log_path)
         yield handle
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        _remove_labelled(docker_client, instance)
+        handle.stop()
+        _remove_labelled(docker_client, handle.instance)
 
 
 def _wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:

@@ -7,10 +7,13 @@ import threading
 import time
 from pathlib import Path
 
+import docker
 import pytest
 import requests
+import yaml
 
-from tests.integration.conftest import REPO, Daemon
+from cli.packing import pack
+from tests.integration.conftest import FIXTURES, REPO, Daemon, _remove_labelled, launch_daemon
 
 pytestmark = pytest.mark.integration
 
@@ -99,3 +102,71 @@ def test_logs_show_the_jobs_own_output(daemon: Daemon, steady_job: Path) -> None
     logs = daemon.rtd("logs", "steady", "--tail", "50", check=True).stdout
 
     assert tracing_id in logs
+
+
+def _job(daemon: Daemon, name: str, version: str) -> dict[str, object]:
+    return daemon.api("GET", f"/lifecycle/api/v1/job/{name}/{version}").json()
+
+
+def test_a_killed_job_gives_502_json_then_is_brought_back(daemon: Daemon, steady_job: Path) -> None:
+    container = next(c for c in daemon.containers() if c.labels["job-name"] == "steady")
+    before = _job(daemon, "steady", "1.0.0")
+
+    container.kill()
+    down = daemon.api("POST", "/pub/job/steady/1.0.0/api/v1/perform", json={"a": 40, "b": 2})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        after = _job(daemon, "steady", "1.0.0")
+        if after["status"] == "running" and after["infrastructure_stats"]["crash_count"] > before["infrastructure_stats"]["crash_count"]:  # type: ignore[index]
+            break
+        time.sleep(0.5)
+    up = daemon.api("POST", "/pub/job/steady/1.0.0/api/v1/perform", json={"a": 40, "b": 2})
+
+    assert down.status_code in (502, 503)
+    assert down.json()["type"] in ("job-unreachable", "job-starting")
+    assert after["status"] == "running"
+    assert up.json() == 42
+
+
+def test_a_daemon_killed_mid_deployment_recovers_on_restart(
+    docker_client: docker.DockerClient, base_image: str, tmp_path: Path
+) -> None:
+    own = launch_daemon(tmp_path / "data", docker_client, base_image)
+    try:
+        own.rtd("submit", str(REPO / "samples" / "adder"), check=True)
+        adder = next(c for c in own.containers() if c.labels["job-name"] == "adder")
+        adder_port = adder.attrs["NetworkSettings"]["Ports"]["7000/tcp"][0]["HostPort"]
+        deployment_id = own.api("POST", "/lifecycle/api/v1/deploy", json={
+            "manifest": yaml.safe_load((FIXTURES / "slow-init" / "job.yaml").read_text()),
+            "build_context": pack(FIXTURES / "slow-init"),
+        }).json()["id"]
+        _wait_for_phase(own, deployment_id, "initializing Job entrypoint")
+
+        own.kill()
+        served_while_down = requests.post(f"http://127.0.0.1:{adder_port}/api/v1/perform", json={"a": 40, "b": 2},
+                                          timeout=10).json()
+        own.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(c.labels["job-name"] == "slow-init" for c in own.containers()):
+            time.sleep(0.5)
+        deployment = own.api("GET", f"/lifecycle/api/v1/deploy/{deployment_id}").json()
+        after_restart = own.api("POST", "/pub/job/adder/latest/api/v1/perform", json={"a": 40, "b": 2})
+
+        assert served_while_down == 42
+        assert deployment["status"] == "failed"
+        assert deployment["error"].startswith("interrupted")
+        assert [c.labels["job-name"] for c in own.containers()] == ["adder"]  # no orphans
+        assert adder.id == next(c for c in own.containers() if c.labels["job-name"] == "adder").id
+        assert after_restart.json() == 42
+    finally:
+        own.stop()
+        _remove_labelled(docker_client, own.instance)
+
+
+def _wait_for_phase(daemon: Daemon, deployment_id: str, phase: str) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if daemon.api("GET", f"/lifecycle/api/v1/deploy/{deployment_id}").json()["phase"] == phase:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"deployment {deployment_id} never reached {phase!r}")

@@ -77,6 +77,10 @@ class FakeRuntime:
         if name in self.containers:
             self.stopped.add(name)
 
+    def start_container(self, name: str) -> None:
+        self._record("start_container", name)
+        self.stopped.discard(name)
+
     def rename_container(self, name: str, new_name: str) -> None:
         self._record("rename_container", name, new_name)
         self.containers[new_name] = self.containers.pop(name)

@@ -125,3 +125,19 @@ def test_jobs_being_deployed_are_left_to_the_deployer(world: Any) -> None:
     row = Job.find("adder", "1.0.0")
     assert row is not None and row.status == JobStatus.RUNNING
 
+
+
+def test_a_stopped_container_is_started_again_and_counted_as_a_crash(world: Any) -> None:
+    supervisor, runtime, _, _ = world
+    job = _job()
+    runtime.run_container(_spec(job.container_name, "main"))
+    runtime.stopped.add(job.container_name)  # killed from outside: Docker's restart policy won't help
+
+    supervisor.check(job)
+
+    row = Job.find("adder", "1.0.0")
+    assert row is not None and row.status == JobStatus.CRASHED and row.crash_count == 1
+    assert ("start_container", (job.container_name,)) in runtime.calls
+    supervisor.check(row)
+    recovered = Job.find("adder", "1.0.0")
+    assert recovered is not None and recovered.status == JobStatus.RUNNING and recovered.crash_count == 1

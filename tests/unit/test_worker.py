@@ -33,6 +33,7 @@ def test_the_oldest_is_claimed_first_and_a_busy_version_waits(tmp_path: Path) ->
 
 class _RecordingDeployer:
     def __init__(self) -> None:
+        self.abandoned: list[str] = []
         self.running = 0
         self.most_at_once = 0
         self.lock = threading.Lock()
@@ -45,6 +46,9 @@ class _RecordingDeployer:
         with self.lock:
             self.running -= 1
         deployment.finish(DeploymentStatus.DONE)
+
+    def abandon(self, deployment: Deployment) -> None:
+        self.abandoned.append(deployment.id)
 
 
 def _drain(worker: DeploymentWorker) -> None:
@@ -79,10 +83,12 @@ def test_concurrency_runs_several_at_once(tmp_path: Path) -> None:
 def test_deployments_interrupted_by_a_restart_are_failed_with_a_reason(tmp_path: Path) -> None:
     (interrupted,) = queue(tmp_path, ("a", "1.0.0"))
     Deployment.claim_next()  # a previous worker took it, then died
-    worker = DeploymentWorker(_RecordingDeployer(), poll_interval=0.02)  # type: ignore[arg-type]
+    deployer = _RecordingDeployer()
+    worker = DeploymentWorker(deployer, poll_interval=0.02)  # type: ignore[arg-type]
 
     worker.fail_interrupted()
 
     row: Any = Deployment.get_by_id(interrupted.id)
     assert row.status == DeploymentStatus.FAILED
     assert row.error == INTERRUPTED
+    assert deployer.abandoned == [interrupted.id]  # what it left half-done is cleaned up
