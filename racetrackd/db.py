@@ -67,6 +67,12 @@ class Job(BaseModel):
     update_time = peewee.FloatField(default=now)
     last_call_time = peewee.FloatField(null=True)
     crash_count = peewee.IntegerField(default=0)
+    replicas = peewee.IntegerField(default=1)
+    replica_addresses = peewee.TextField(default="[]")  # JSON: host:port of each ready replica
+
+    def ready_addresses(self) -> list[str]:
+        """Where the gateway may send calls: the ready replicas, else the first container."""
+        return list(json.loads(self.replica_addresses or "[]")) or [self.internal_name]
 
     class Meta:
         indexes = ((("name", "version"), True),)
@@ -228,6 +234,13 @@ def _v6_rollbacks_and_audit(migrator: SqliteMigrator) -> list[Any]:
     ]
 
 
+def _v7_job_replicas(migrator: SqliteMigrator) -> list[Any]:
+    return [
+        migrator.add_column("job", "replicas", peewee.IntegerField(default=1)),
+        migrator.add_column("job", "replica_addresses", peewee.TextField(default="[]")),
+    ]
+
+
 def _v4_deployment_sources(migrator: SqliteMigrator) -> list[Any]:
     return [
         migrator.add_column("deployment", "git_commit", peewee.CharField(null=True)),
@@ -244,6 +257,7 @@ MIGRATIONS: list[tuple[int, Callable[[SqliteMigrator], list[Any]]]] = [
     (4, _v4_deployment_sources),
     (5, _v5_job_crash_count),
     (6, _v6_rollbacks_and_audit),
+    (7, _v7_job_replicas),
 ]
 SCHEMA_VERSION = max(number for number, _ in MIGRATIONS)
 

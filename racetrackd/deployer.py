@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -112,42 +113,54 @@ class Deployer:
 
     # --- start and switch over ----------------------------------------------------------------
     def _start(self, deployment: Deployment, manifest: Manifest, job_type: JobType, image: str) -> None:
-        final_name = naming.container_name(self.settings.instance, manifest.name, manifest.version)
-        staging_name = naming.staging_container_name(self.settings.instance, manifest.name, manifest.version,
+        final_base = naming.container_name(self.settings.instance, manifest.name, manifest.version)
+        staging_base = naming.staging_container_name(self.settings.instance, manifest.name, manifest.version,
                                                      deployment.id)
+        count = manifest.replicas
+        staging = [naming.replica_container_name(staging_base, i) for i in range(count)]
         deployment_timestamp = int(time.time())
-        self._run(staging_name, image, manifest, deployment.id, deployment_timestamp)
+        for name in staging:
+            self._run(name, image, manifest, deployment.id, deployment_timestamp)
         existing = Job.find(manifest.name, manifest.version)
         job = existing or Job.create(
             name=manifest.name, version=manifest.version, status=JobStatus.STARTING,
             manifest_yaml=manifest.yaml, job_type_version=job_type.full_name, image_name=image,
-            container_name=staging_name, internal_name=self.address_of(staging_name),
-            deployment_timestamp=deployment_timestamp, deployed_by=deployment.deployed_by,
+            container_name=staging_base, internal_name=self.address_of(staging_base),
+            deployment_timestamp=deployment_timestamp, deployed_by=deployment.deployed_by, replicas=count,
         )
         try:
-            self._wait_until_ready(deployment, staging_name, deployment_timestamp)
+            for index, name in enumerate(staging):
+                self._wait_until_ready(deployment if index == 0 else None, name, deployment_timestamp)
         except RacetrackError:
-            self.runtime.remove_container(staging_name)
+            for name in staging:
+                self.runtime.remove_container(name)
             if existing is None:
                 job.delete_instance()
             raise
+        old = [naming.replica_container_name(final_base, i) for i in range(existing.replicas if existing else 0)]
         if existing is not None:
-            # Zero-downtime switch: route new calls to the ready container, give calls that already
-            # picked the old address a moment to reach it, then let the old one finish them (SIGTERM,
-            # graceful stop) before it goes.
-            job.container_name = staging_name
-            job.internal_name = self.address_of(staging_name)
-            job.save(only=[Job.container_name, Job.internal_name])
+            # Zero-downtime switch: route new calls to the ready containers, give calls that already
+            # picked an old address a moment to reach it, then let the old ones finish them (SIGTERM,
+            # graceful stop) before they go.
+            job.container_name = staging_base
+            job.internal_name = self.address_of(staging_base)
+            job.replica_addresses = json.dumps([self.address_of(name) for name in staging])
+            job.save(only=[Job.container_name, Job.internal_name, Job.replica_addresses])
             time.sleep(SWITCH_GRACE_SECONDS)
-            self.runtime.stop_container(final_name, self.settings.drain_timeout)
-        self.runtime.remove_container(final_name)
-        self.runtime.rename_container(staging_name, final_name)
+            self._stop_all(old)
+        for name in {*old, final_base}:
+            self.runtime.remove_container(name)
+        final = [naming.replica_container_name(final_base, i) for i in range(count)]
+        for staging_name, final_name in zip(staging, final, strict=True):
+            self.runtime.rename_container(staging_name, final_name)
         job.status = JobStatus.RUNNING
         job.manifest_yaml = manifest.yaml
         job.job_type_version = job_type.full_name
         job.image_name = image
-        job.container_name = final_name
-        job.internal_name = self.address_of(final_name)
+        job.container_name = final_base
+        job.internal_name = self.address_of(final_base)
+        job.replicas = count
+        job.replica_addresses = json.dumps([self.address_of(name) for name in final])
         job.deployment_timestamp = deployment_timestamp
         job.deployed_by = deployment.deployed_by
         job.error = None
@@ -155,23 +168,41 @@ class Deployer:
         job.save()
         DeletedJob.delete().where((DeletedJob.name == job.name) & (DeletedJob.version == job.version)).execute()
 
+    def _stop_all(self, containers: list[str]) -> None:
+        """Stop containers at once (each may take up to the drain timeout to finish its calls)."""
+        threads = [threading.Thread(target=self.runtime.stop_container, args=(name, self.settings.drain_timeout))
+                   for name in containers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
     def abandon(self, deployment: Deployment) -> None:
-        """Undo what an interrupted deployment left: its half-started container, and the record of a
-        job it was creating (a redeployed job keeps its old container and record)."""
+        """Undo what an interrupted deployment left: its half-started containers, and the record of a
+        job it was creating (a redeployed job keeps its old containers and record)."""
+        for name in self.runtime.list_containers({naming.LABEL_INSTANCE: self.settings.instance,
+                                                  naming.LABEL_DEPLOYMENT: deployment.id}):
+            self.runtime.remove_container(name)
         staging = naming.staging_container_name(self.settings.instance, deployment.job_name,
                                                 deployment.job_version, deployment.id)
-        self.runtime.remove_container(staging)
         Job.delete().where((Job.name == deployment.job_name) & (Job.version == deployment.job_version)
                            & (Job.container_name == staging) & (Job.status == JobStatus.STARTING)).execute()
         self._discard_image(deployment)
 
+    def replica_names(self, job: Job) -> list[str]:
+        return [naming.replica_container_name(job.container_name, i) for i in range(job.replicas)]
+
     def recreate(self, job: Job) -> None:
-        """Start a job's container again from its image (it went missing); wait until it is ready."""
+        """Start the job's missing containers again from its image; wait until they are ready."""
         manifest = load_stored(job.manifest_yaml, self.settings)
         deployment_timestamp = int(time.time())
-        self._run(job.container_name, job.image_name, manifest, "recreated", deployment_timestamp)
-        self._wait_until_ready(None, job.container_name, deployment_timestamp)
-        Job.update(internal_name=self.address_of(job.container_name), deployment_timestamp=deployment_timestamp,
+        missing = [name for name in self.replica_names(job) if self.runtime.container_state(name).status == "missing"]
+        for name in missing:
+            self._run(name, job.image_name, manifest, "recreated", deployment_timestamp)
+        for name in missing:
+            self._wait_until_ready(None, name, deployment_timestamp)
+        Job.update(internal_name=self.address_of(job.container_name),
+                   replica_addresses=json.dumps([self.address_of(name) for name in self.replica_names(job)]),
                    update_time=now()).where((Job.name == job.name) & (Job.version == job.version)).execute()
 
     def _run(self, container: str, image: str, manifest: Manifest, deployment_id: str, deployment_timestamp: int) -> None:

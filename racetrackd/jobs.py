@@ -40,7 +40,9 @@ def delete_job(runtime: Runtime, instance: str, name: str, version: str, deleted
     job = Job.find(name, version)
     if job is None:
         raise JobNotFound(f"job {name} {version} not found")
-    runtime.remove_container(job.container_name)
+    for container in runtime.list_containers({naming.LABEL_INSTANCE: instance, naming.LABEL_JOB_NAME: name,
+                                              naming.LABEL_JOB_VERSION: version}):
+        runtime.remove_container(container)  # every replica, and anything a deployment left
     prune_job_images(runtime, instance, name, version, keep=0)
     with database.atomic():
         job.delete_instance()
@@ -68,7 +70,8 @@ def job_dto(job: Job, settings: Settings) -> dict[str, Any]:
         "deployed_by": job.deployed_by,
         "last_call_time": int(job.last_call_time) if job.last_call_time else None,
         "infrastructure_target": "docker",
-        "replica_internal_names": [job.internal_name],
+        "replica_internal_names": job.ready_addresses(),
+        "replicas": job.replicas,
         "job_type_version": job.job_type_version,
         "infrastructure_stats": {"crash_count": job.crash_count},
     }

@@ -31,6 +31,11 @@ def staging_container_name(instance: str, job_name: str, job_version: str, deplo
     return f"{container_name(instance, job_name, job_version)}-{deployment_id[:8]}"
 
 
+def replica_container_name(base: str, index: int) -> str:
+    """Replica 0 is `base`; the others `base-1`, `base-2`, ... (Racetrack's naming of extra containers)."""
+    return base if index == 0 else f"{base}-{index}"
+
+
 def image_repository(instance: str, job_name: str) -> str:
     prefix = "racetrackd" if instance == DEFAULT_INSTANCE else f"racetrackd-{instance}"
     return f"{prefix}/job-{job_name}"

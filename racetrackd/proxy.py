@@ -6,8 +6,11 @@ are dropped; tracing and forwarding headers are added. Connections to jobs are p
 
 from __future__ import annotations
 
+import itertools
+import threading
 import uuid
-from collections.abc import Iterator
+from collections import defaultdict
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import urllib3
@@ -30,13 +33,15 @@ class Gateway:
     def __init__(self, timeout: float | None = None) -> None:
         self._pool = urllib3.PoolManager(num_pools=64, maxsize=32, block=False, retries=False)
         self._timeout = urllib3.Timeout(connect=5.0, read=timeout)
+        self._balancer = LeastOutstanding()
 
     def forward(self, request: Request, job: Job, path: str, caller: str | None, public_prefix: str) -> Response:
         """Forward to the job; `public_prefix` is the path the caller used (e.g. with `latest`)."""
         tracing_id = request.headers.get(TRACING_HEADER) or str(uuid.uuid4())
         target_path = naming.pub_path(job.name, job.version) + "/" + path.lstrip("/")
         query = request.query_string.decode("latin-1")
-        url = f"http://{job.internal_name}{target_path}" + (f"?{query}" if query else "")
+        address = self._balancer.acquire(job.ready_addresses())
+        url = f"http://{address}{target_path}" + (f"?{query}" if query else "")
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         headers.update({
             TRACING_HEADER: tracing_id,
@@ -54,6 +59,7 @@ class Gateway:
                 preload_content=False, decode_content=False, timeout=self._timeout,
             )
         except urllib3.exceptions.HTTPError as exc:
+            self._balancer.release(address)
             raise UpstreamError(
                 f"job {job.name} {job.version} is unreachable: {_reason(exc)}",
                 hint=f"job status: {job.status}",
@@ -63,7 +69,8 @@ class Gateway:
         if upstream.headers.get("Content-Length") is not None and upstream.headers.get("Transfer-Encoding") is None:
             response_headers.append(("Content-Length", upstream.headers["Content-Length"]))
         response_headers.append((TRACING_HEADER, tracing_id))
-        return Response(_stream(upstream), status=upstream.status, headers=response_headers, direct_passthrough=True)
+        return Response(_stream(upstream, lambda: self._balancer.release(address)), status=upstream.status,
+                        headers=response_headers, direct_passthrough=True)
 
 
 def _request_body(request: Request, headers: dict[str, Any]) -> tuple[Any, bool]:
@@ -75,11 +82,35 @@ def _request_body(request: Request, headers: dict[str, Any]) -> tuple[Any, bool]
     return None, False
 
 
-def _stream(upstream: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
+def _stream(upstream: urllib3.BaseHTTPResponse, done: Callable[[], None]) -> Iterator[bytes]:
     try:
         yield from upstream.stream(CHUNK_SIZE, decode_content=False)
     finally:
         upstream.release_conn()
+        done()
+
+
+class LeastOutstanding:
+    """Pick the replica with the fewest calls in flight from this process (ties: round robin)."""
+
+    def __init__(self) -> None:
+        self._outstanding: dict[str, int] = defaultdict(int)
+        self._turn = itertools.count()
+        self._lock = threading.Lock()
+
+    def acquire(self, addresses: list[str]) -> str:
+        with self._lock:
+            start = next(self._turn) % len(addresses)
+            rotated = addresses[start:] + addresses[:start]
+            chosen = min(rotated, key=lambda address: self._outstanding[address])
+            self._outstanding[chosen] += 1
+            return chosen
+
+    def release(self, address: str) -> None:
+        with self._lock:
+            self._outstanding[address] -= 1
+            if self._outstanding[address] <= 0:
+                del self._outstanding[address]
 
 
 def _forwarded_for(request: Request) -> str:

@@ -9,6 +9,7 @@ by this daemon that no job owns.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 
@@ -22,6 +23,12 @@ from racetrackd.settings import Settings
 log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 20
+# When replicas disagree, the job shows the worst of their states.
+_SEVERITY = [JobStatus.RUNNING, JobStatus.ERROR, JobStatus.CRASHED, JobStatus.LOST]
+
+
+def _worse(current: str, other: str) -> str:
+    return max(current, other, key=_SEVERITY.index)
 
 
 class Supervisor:
@@ -37,8 +44,8 @@ class Supervisor:
         for job in Job.select():
             if job.status == JobStatus.STARTING and self._deploying(job):
                 continue
-            if self.runtime.container_state(job.container_name).status == "missing":
-                log.warning("job %s %s has no container: starting it again from %s", job.name, job.version,
+            if any(self.runtime.container_state(name).status == "missing" for name in self.deployer.replica_names(job)):
+                log.warning("job %s %s is missing containers: starting them again from %s", job.name, job.version,
                             job.image_name)
                 try:
                     self.deployer.recreate(job)
@@ -47,7 +54,7 @@ class Supervisor:
         self.check_all()
 
     def _remove_orphans(self) -> None:
-        known = {job.container_name for job in Job.select(Job.container_name)}
+        known = {name for job in Job.select() for name in self.deployer.replica_names(job)}
         busy = [d.id[:8] for d in Deployment.select(Deployment.id).where(Deployment.status == DeploymentStatus.IN_PROGRESS)]
         for name in self.runtime.list_containers({naming.LABEL_INSTANCE: self.settings.instance}):
             if name in known or any(name.endswith(f"-{short}") for short in busy):
@@ -65,41 +72,51 @@ class Supervisor:
                 log.warning("cannot check job %s %s: %s", job.name, job.version, exc.message)
 
     def check(self, job: Job) -> None:
-        """Compare one job's container with its record and write what changed."""
-        state = self.runtime.container_state(job.container_name)
-        status, error = JobStatus.RUNNING, None
-        address = job.internal_name
-        crash_count = max(job.crash_count, state.restart_count)
-        if state.status == "missing":
-            status, error = JobStatus.LOST, f"container {job.container_name} is missing in Docker"
-        elif not state.alive or state.status == "restarting":
-            status = JobStatus.CRASHED
-            error = self._crash_report(job, f"the container {state.status} (exit code {state.exit_code})")
-            if state.status in ("exited", "dead"):
-                # Docker's restart policy does not cover a container killed from outside: start it.
-                log.warning("job %s %s stopped (exit code %s): starting it again", job.name, job.version,
-                            state.exit_code)
-                self.runtime.start_container(job.container_name)
-                crash_count = job.crash_count + 1
-        else:
-            address = self.deployer.address_of(job.container_name)
-            live, _ = probe(address, "/live")
-            ready, _ = probe(address, "/ready") if live == 200 else (None, None)
-            if live != 200 or ready != 200:
-                status = JobStatus.ERROR
-                error = f"probes failing: /live {live or 'unreachable'}, /ready {ready or 'not checked'}"
-        changed = (status, error, address, crash_count) != (job.status, job.error, job.internal_name, job.crash_count)
-        if changed:
+        """Compare one job's containers with its record and write what changed."""
+        problems: list[str] = []
+        status = JobStatus.RUNNING
+        ready: list[str] = []
+        crash_count = job.crash_count
+        for name in self.deployer.replica_names(job):
+            state = self.runtime.container_state(name)
+            crash_count = max(crash_count, state.restart_count)
+            if state.status == "missing":
+                status = _worse(status, JobStatus.LOST)
+                problems.append(f"container {name} is missing in Docker")
+            elif not state.alive or state.status == "restarting":
+                status = _worse(status, JobStatus.CRASHED)
+                problems.append(self._crash_report(name, f"container {name} {state.status} (exit code {state.exit_code})"))
+                if state.status in ("exited", "dead"):
+                    # Docker's restart policy does not cover a container killed from outside: start it.
+                    log.warning("job %s %s: %s stopped (exit code %s); starting it again", job.name, job.version,
+                                name, state.exit_code)
+                    self.runtime.start_container(name)
+                    crash_count += 1
+            else:
+                address = self.deployer.address_of(name)
+                live, _ = probe(address, "/live")
+                ready_status, _ = probe(address, "/ready") if live == 200 else (None, None)
+                if live == 200 and ready_status == 200:
+                    ready.append(address)
+                else:
+                    status = _worse(status, JobStatus.ERROR)
+                    problems.append(f"{name}: probes failing: /live {live or 'unreachable'}, "
+                                    f"/ready {ready_status or 'not checked'}")
+        error = "\n".join(problems) or None
+        address = ready[0] if ready else job.internal_name
+        replica_addresses = json.dumps(ready)
+        if (status, error, address, crash_count, replica_addresses) != (
+                job.status, job.error, job.internal_name, job.crash_count, job.replica_addresses):
             if status != job.status:
                 log.info("job %s %s: %s -> %s", job.name, job.version, job.status, status)
             Job.update(status=status, error=error, internal_name=address, crash_count=crash_count,
-                       update_time=now()).where(
+                       replica_addresses=replica_addresses, update_time=now()).where(
                 (Job.name == job.name) & (Job.version == job.version)
                 & (Job.status != JobStatus.STARTING)  # a redeploy may have begun meanwhile
             ).execute()
 
-    def _crash_report(self, job: Job, reason: str) -> str:
-        logs = self.runtime.container_logs(job.container_name, LOG_TAIL_LINES).rstrip()
+    def _crash_report(self, container: str, reason: str) -> str:
+        logs = self.runtime.container_logs(container, LOG_TAIL_LINES).rstrip()
         return f"{reason}\n--- last {LOG_TAIL_LINES} lines of the job's log ---\n{logs}" if logs else reason
 
     def _deploying(self, job: Job) -> bool:

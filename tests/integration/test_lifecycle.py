@@ -170,3 +170,25 @@ def _wait_for_phase(daemon: Daemon, deployment_id: str, phase: str) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"deployment {deployment_id} never reached {phase!r}")
+
+
+def test_replicas_share_the_calls(daemon: Daemon, tmp_path: Path) -> None:
+    shutil.copy(REPO / "samples" / "adder" / "entrypoint.py", tmp_path / "entrypoint.py")
+    (tmp_path / "job.yaml").write_text(
+        "name: replicated\nowner_email: tests@example.com\nversion: 1.0.0\njobtype: python3:latest\n"
+        "replicas: 2\njobtype_extra:\n  entrypoint_path: entrypoint.py\n"
+    )
+    daemon.rtd("submit", "-q", str(tmp_path), check=True)
+
+    answers = [daemon.api("POST", "/pub/job/replicated/1.0.0/api/v1/perform", json={"a": 40, "b": 2}).json()
+               for _ in range(20)]
+
+    containers = sorted((c for c in daemon.containers() if c.labels["job-name"] == "replicated"), key=lambda c: c.name)
+    assert [c.name for c in containers] == [f"{daemon.instance}-job-replicated-v-1-0-0",
+                                            f"{daemon.instance}-job-replicated-v-1-0-0-1"]
+    assert answers == [42] * 20
+    time.sleep(0.5)  # access lines are flushed every 0.2 s
+    calls_per_replica = [c.logs().decode().count("POST /api/v1/perform") for c in containers]
+    assert all(count >= 5 for count in calls_per_replica), calls_per_replica
+    job = daemon.api("GET", "/lifecycle/api/v1/job/replicated/1.0.0").json()
+    assert job["replicas"] == 2 and len(job["replica_internal_names"]) == 2

@@ -14,10 +14,10 @@ import yaml
 from flask import Flask
 from flask.testing import FlaskClient
 
-from racetrackd import db
+from racetrackd import db, naming
 from racetrackd import manifest as manifest_module
 from racetrackd.jobtypes import ExtraField
-from racetrackd.runtime import Runtime
+from racetrackd.runtime import ContainerSpec, Runtime
 from racetrackd.settings import Settings
 from tests.unit.conftest import ADMIN_TOKEN
 from tests.unit.fakes import FakeRuntime, build_context, sample_manifest
@@ -37,6 +37,15 @@ def add_job(name: str = "adder", version: str = "0.0.1", status: str = db.JobSta
         internal_name=f"job-{name}-v-{version.replace('.', '-')}:7000",
         deployment_timestamp=1_700_000_000,
     )
+
+
+def run_containers(runtime: FakeRuntime, job: db.Job, replicas: int = 1) -> None:
+    """The job's containers as the deployer labels them (the main one and `-1`, `-2`, ... replicas)."""
+    labels = naming.job_labels("main", job.name, job.version, "d-1")
+    for index in range(replicas):
+        runtime.run_container(ContainerSpec(name=naming.replica_container_name(job.container_name, index),
+                                            image=job.image_name, env={}, labels=labels, network="racetrack",
+                                            publish_port=True))
 
 
 def assert_error(response: Any, status: int, error_type: str) -> str:
@@ -389,14 +398,15 @@ def test_unknown_job_is_404_json(client: FlaskClient, path: str) -> None:
     assert "ghost" in assert_error(client.get(API + path), 404, "job-not-found")
 
 
-def test_delete_removes_the_row_and_the_container(client: FlaskClient, runtime: FakeRuntime) -> None:
-    add_job("adder", "0.0.1")
-    add_job("adder", "0.0.2")
+def test_delete_removes_the_row_and_every_container(client: FlaskClient, runtime: FakeRuntime) -> None:
+    run_containers(runtime, add_job("adder", "0.0.1"), replicas=2)
+    run_containers(runtime, add_job("adder", "0.0.2"))
 
     response = client.delete(f"{API}/job/adder/0.0.1")
 
     assert response.status_code == 204
-    assert runtime.calls_to("remove_container") == [("job-adder-v-0-0-1",)]
+    assert sorted(runtime.calls_to("remove_container")) == [("job-adder-v-0-0-1",), ("job-adder-v-0-0-1-1",)]
+    assert sorted(runtime.containers) == ["job-adder-v-0-0-2"]
     assert db.Job.find("adder", "0.0.1") is None
     assert db.Job.find("adder", "0.0.2") is not None
     assert [j["version"] for j in client.get(f"{API}/job").get_json()] == ["0.0.2"]
@@ -413,8 +423,8 @@ def test_delete_of_an_unknown_job_is_404_and_touches_no_container(client: FlaskC
 
 
 def test_delete_by_alias_deletes_the_version_it_resolves_to(client: FlaskClient, runtime: FakeRuntime) -> None:
-    add_job("adder", "1.0.0")
-    add_job("adder", "1.1.0")
+    run_containers(runtime, add_job("adder", "1.0.0"))
+    run_containers(runtime, add_job("adder", "1.1.0"))
 
     assert client.delete(f"{API}/job/adder/latest").status_code == 204
 

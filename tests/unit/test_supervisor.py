@@ -27,6 +27,9 @@ class _FakeDeployer:
         self.recreated.append(job.container_name)
         self.runtime.run_container(_spec(job.container_name, "main"))
 
+    def replica_names(self, job: Job) -> list[str]:
+        return [naming.replica_container_name(job.container_name, i) for i in range(job.replicas)]
+
     def address_of(self, container: str) -> str:
         return f"127.0.0.1:{40000 + len(container)}"
 
@@ -141,3 +144,24 @@ def test_a_stopped_container_is_started_again_and_counted_as_a_crash(world: Any)
     supervisor.check(row)
     recovered = Job.find("adder", "1.0.0")
     assert recovered is not None and recovered.status == JobStatus.RUNNING and recovered.crash_count == 1
+
+
+def test_replicas_are_checked_each_and_only_ready_ones_receive_calls(world: Any,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    supervisor, runtime, deployer, _ = world
+    job = _job()
+    Job.update(replicas=3).where(Job.name == "adder").execute()
+    job = Job.find("adder", "1.0.0")
+    for index in range(3):
+        runtime.run_container(_spec(naming.replica_container_name(job.container_name, index), "main"))
+    runtime.stopped.add("job-adder-v-1-0-0-2")  # one replica was killed
+
+    supervisor.check(job)
+
+    row = Job.find("adder", "1.0.0")
+    assert row is not None and row.status == JobStatus.CRASHED
+    assert row.ready_addresses() == [deployer.address_of("job-adder-v-1-0-0"), deployer.address_of("job-adder-v-1-0-0-1")]
+    assert ("start_container", ("job-adder-v-1-0-0-2",)) in runtime.calls
+    supervisor.check(row)
+    healed = Job.find("adder", "1.0.0")
+    assert healed is not None and healed.status == JobStatus.RUNNING and len(healed.ready_addresses()) == 3
