@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import socket
 
+from racetrackd.naming import JOB_PORT
 from racetrackd.runtime import Runtime
 from racetrackd.settings import Settings
 
@@ -40,6 +41,13 @@ def resolve_addressing(settings: Settings, runtime: Runtime) -> Addressing:
     else:
         host = runtime.network_gateway(settings.network)
     return Addressing(mode=mode, daemon_host=host, port=settings.port)
+
+
+def job_address(addressing: Addressing, runtime: Runtime, container: str) -> str:
+    """host:port where the daemon reaches `container`'s job port now (a published port changes on restart)."""
+    if addressing.mode == CONTAINER_NAME:
+        return f"{container}:{JOB_PORT}"
+    return runtime.published_address(container)
 
 
 def extra_bind_addresses(settings: Settings, addressing: Addressing) -> list[str]:

@@ -10,6 +10,7 @@ from flask import Flask
 from werkzeug.exceptions import HTTPException
 
 from racetrackd import jobtypes
+from racetrackd.addressing import resolve_addressing
 from racetrackd.api import Services, health, lifecycle, pub
 from racetrackd.auth import Authenticator, JobTokens, ensure_admin_token, ensure_secret_key
 from racetrackd.db import open_database
@@ -28,10 +29,12 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app = Flask("racetrackd")
     app.json.sort_keys = False  # type: ignore[attr-defined]  # DefaultJSONProvider has it
     secret_key = ensure_secret_key(settings)
+    runtime = runtime or DockerRuntime()
     app.extensions["racetrackd"] = Services(
         settings=settings,
+        addressing=resolve_addressing(settings, runtime),
         vault=Vault(secret_key),
-        runtime=runtime or DockerRuntime(),
+        runtime=runtime,
         job_types=jobtypes.discover([BUILTIN_PLUGINS_DIR]),
         authenticator=Authenticator(
             settings.auth_required, ensure_admin_token(settings), JobTokens(secret_key)

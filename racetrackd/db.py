@@ -47,6 +47,8 @@ class JobStatus:
     ERROR = "error"  # container up, probes failing
     CRASHED = "crashed"  # container exited or restarting
     LOST = "lost"  # no container in Docker
+    SLEEPING = "sleeping"  # stopped after idle_timeout without calls; the next call wakes it
+    WAKING = "waking"  # a call is starting it again
 
 
 class Job(BaseModel):
@@ -69,6 +71,7 @@ class Job(BaseModel):
     crash_count = peewee.IntegerField(default=0)
     replicas = peewee.IntegerField(default=1)
     replica_addresses = peewee.TextField(default="[]")  # JSON: host:port of each ready replica
+    idle_timeout = peewee.IntegerField(null=True)  # seconds; scale to zero when set
 
     def ready_addresses(self) -> list[str]:
         """Where the gateway may send calls: the ready replicas, else the first container."""
@@ -241,6 +244,10 @@ def _v7_job_replicas(migrator: SqliteMigrator) -> list[Any]:
     ]
 
 
+def _v8_job_idle_timeout(migrator: SqliteMigrator) -> list[Any]:
+    return [migrator.add_column("job", "idle_timeout", peewee.IntegerField(null=True))]
+
+
 def _v4_deployment_sources(migrator: SqliteMigrator) -> list[Any]:
     return [
         migrator.add_column("deployment", "git_commit", peewee.CharField(null=True)),
@@ -258,6 +265,7 @@ MIGRATIONS: list[tuple[int, Callable[[SqliteMigrator], list[Any]]]] = [
     (5, _v5_job_crash_count),
     (6, _v6_rollbacks_and_audit),
     (7, _v7_job_replicas),
+    (8, _v8_job_idle_timeout),
 ]
 SCHEMA_VERSION = max(number for number, _ in MIGRATIONS)
 

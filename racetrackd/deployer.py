@@ -14,17 +14,16 @@ import threading
 import time
 from pathlib import Path
 
-import urllib3
-
 from jobmanifest import Manifest
 from racetrackd import audit, jobtypes, naming
-from racetrackd.addressing import CONTAINER_NAME, PUBLISHED_PORT, Addressing
+from racetrackd.addressing import PUBLISHED_PORT, Addressing, job_address
 from racetrackd.auth import JobTokens
 from racetrackd.building import ImageBuilder
 from racetrackd.db import AuditEvent, DeletedJob, Deployment, DeploymentStatus, Job, JobStatus, now
 from racetrackd.errors import ConflictError, JobStartError, RacetrackError, ValidationError
 from racetrackd.jobtypes import JobType
 from racetrackd.manifest import container_limits, load_stored
+from racetrackd.probes import probe
 from racetrackd.proxy import TRACING_HEADER
 from racetrackd.runtime import ContainerSpec, Runtime
 from racetrackd.settings import Settings
@@ -32,8 +31,7 @@ from racetrackd.settings import Settings
 log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 20
-SWITCH_GRACE_SECONDS = 1.0
-_probe_pool = urllib3.PoolManager(num_pools=4, retries=False)
+SWITCH_GRACE_SECONDS = 0.3
 
 
 class Deployer:
@@ -127,6 +125,7 @@ class Deployer:
             manifest_yaml=manifest.yaml, job_type_version=job_type.full_name, image_name=image,
             container_name=staging_base, internal_name=self.address_of(staging_base),
             deployment_timestamp=deployment_timestamp, deployed_by=deployment.deployed_by, replicas=count,
+            idle_timeout=manifest.idle_timeout,
         )
         try:
             for index, name in enumerate(staging):
@@ -138,18 +137,22 @@ class Deployer:
                 job.delete_instance()
             raise
         old = [naming.replica_container_name(final_base, i) for i in range(existing.replicas if existing else 0)]
+        retiring: list[str] = []
         if existing is not None:
             # Zero-downtime switch: route new calls to the ready containers, give calls that already
-            # picked an old address a moment to reach it, then let the old ones finish them (SIGTERM,
-            # graceful stop) before they go.
+            # picked an old address a moment to reach it, then move the old containers aside; they
+            # finish their calls (SIGTERM, graceful stop) in the background while the deployment is done.
             job.container_name = staging_base
             job.internal_name = self.address_of(staging_base)
             job.replica_addresses = json.dumps([self.address_of(name) for name in staging])
             job.save(only=[Job.container_name, Job.internal_name, Job.replica_addresses])
             time.sleep(SWITCH_GRACE_SECONDS)
-            self._stop_all(old)
-        for name in {*old, final_base}:
-            self.runtime.remove_container(name)
+            for name in old:
+                retired = f"{name}-retiring-{deployment.id[:8]}"
+                if self.runtime.container_state(name).status != "missing":
+                    self.runtime.rename_container(name, retired)
+                    retiring.append(retired)
+        self.runtime.remove_container(final_base)  # leftovers of an earlier failure, if any
         final = [naming.replica_container_name(final_base, i) for i in range(count)]
         for staging_name, final_name in zip(staging, final, strict=True):
             self.runtime.rename_container(staging_name, final_name)
@@ -160,6 +163,7 @@ class Deployer:
         job.container_name = final_base
         job.internal_name = self.address_of(final_base)
         job.replicas = count
+        job.idle_timeout = manifest.idle_timeout
         job.replica_addresses = json.dumps([self.address_of(name) for name in final])
         job.deployment_timestamp = deployment_timestamp
         job.deployed_by = deployment.deployed_by
@@ -167,15 +171,18 @@ class Deployer:
         job.update_time = now()
         job.save()
         DeletedJob.delete().where((DeletedJob.name == job.name) & (DeletedJob.version == job.version)).execute()
+        if retiring:
+            threading.Thread(target=self._retire, args=(retiring,), daemon=True, name="retire").start()
 
-    def _stop_all(self, containers: list[str]) -> None:
-        """Stop containers at once (each may take up to the drain timeout to finish its calls)."""
-        threads = [threading.Thread(target=self.runtime.stop_container, args=(name, self.settings.drain_timeout))
-                   for name in containers]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+    def _retire(self, containers: list[str]) -> None:
+        """Let replaced containers finish their calls (up to the drain timeout), then remove them.
+        If the daemon stops first, the start-up reconcile removes them as orphans."""
+        for name in containers:
+            try:
+                self.runtime.stop_container(name, self.settings.drain_timeout)
+                self.runtime.remove_container(name)
+            except RacetrackError as exc:
+                log.warning("could not retire container %s: %s", name, exc.message)
 
     def abandon(self, deployment: Deployment) -> None:
         """Undo what an interrupted deployment left: its half-started containers, and the record of a
@@ -234,9 +241,7 @@ class Deployer:
         return env
 
     def address_of(self, container: str) -> str:
-        if self.addressing.mode == CONTAINER_NAME:
-            return f"{container}:{naming.JOB_PORT}"
-        return self.runtime.published_address(container)
+        return job_address(self.addressing, self.runtime, container)
 
     def _wait_until_ready(self, deployment: Deployment | None, container: str, deployment_timestamp: int) -> None:
         """Poll /live (for our deployment_timestamp) then /ready; fail fast on a crash or init error."""
@@ -273,14 +278,3 @@ def _same_timestamp(body: dict[str, object], expected: int) -> bool:
         return int(str(body.get("deployment_timestamp"))) == expected
     except ValueError:
         return False
-
-
-def probe(address: str, path: str) -> tuple[int | None, object]:
-    try:
-        response = _probe_pool.request("GET", f"http://{address}{path}", timeout=urllib3.Timeout(3.0))
-    except urllib3.exceptions.HTTPError:
-        return None, None
-    try:
-        return response.status, json.loads(response.data or b"null")
-    except ValueError:
-        return response.status, None

@@ -34,6 +34,7 @@ def request_deployment(
     force = payload.get("force", False)
     if not isinstance(force, bool):
         raise ValidationError("force: must be true or false")
+    ensure_not_in_progress(manifest.name, manifest.version)  # even forced: one at a time per version
     if not force:
         ensure_version_is_new(manifest.name, manifest.version)
     archive = _decode_build_context(payload.get("build_context"))
@@ -72,10 +73,14 @@ def ensure_version_is_new(name: str, version: str) -> None:
             f"job {name} {version} was deleted; versions are not reused",
             hint="bump the version in job.yaml, or deploy it again with --force",
         )
+
+
+
+def ensure_not_in_progress(name: str, version: str) -> None:
     if Deployment.in_progress_for(name, version):
         raise ConflictError(
             f"a deployment of {name} {version} is already in progress",
-            hint="wait for it to finish (rtd submit shows its progress), or use --force",
+            hint="wait for it to finish (rtd build-logs NAME --version VERSION -f shows its progress)",
         )
 
 

@@ -17,7 +17,8 @@ from racetrackd.runtime import Runtime
 from racetrackd.settings import Settings
 
 # Statuses a version alias may point at (a starting job is not served through `latest`).
-ALIASABLE = {JobStatus.RUNNING, JobStatus.ERROR, JobStatus.CRASHED, JobStatus.LOST}
+ALIASABLE = {JobStatus.RUNNING, JobStatus.ERROR, JobStatus.CRASHED, JobStatus.LOST, JobStatus.SLEEPING,
+             JobStatus.WAKING}
 
 
 def list_jobs() -> list[Job]:
@@ -72,6 +73,7 @@ def job_dto(job: Job, settings: Settings) -> dict[str, Any]:
         "infrastructure_target": "docker",
         "replica_internal_names": job.ready_addresses(),
         "replicas": job.replicas,
+        "idle_timeout": job.idle_timeout,
         "job_type_version": job.job_type_version,
         "infrastructure_stats": {"crash_count": job.crash_count},
     }

@@ -12,17 +12,20 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 
 from racetrackd import naming
 from racetrackd.db import Deployment, DeploymentStatus, Job, JobStatus, now
-from racetrackd.deployer import Deployer, probe
+from racetrackd.deployer import Deployer
 from racetrackd.errors import RacetrackError
+from racetrackd.probes import last_call_timestamp, probe
 from racetrackd.runtime import Runtime
 from racetrackd.settings import Settings
 
 log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 20
+IDLE_STOP_SECONDS = 1
 # When replicas disagree, the job shows the worst of their states.
 _SEVERITY = [JobStatus.RUNNING, JobStatus.ERROR, JobStatus.CRASHED, JobStatus.LOST]
 
@@ -64,8 +67,8 @@ class Supervisor:
 
     def check_all(self) -> None:
         for job in Job.select():
-            if job.status == JobStatus.STARTING or self._deploying(job):
-                continue  # the deployer owns a job while it deploys it
+            if job.status in (JobStatus.STARTING, JobStatus.SLEEPING, JobStatus.WAKING) or self._deploying(job):
+                continue  # the deployer owns a job while it deploys it; a sleeping job is stopped on purpose
             try:
                 self.check(job)
             except RacetrackError as exc:
@@ -103,6 +106,9 @@ class Supervisor:
                     problems.append(f"{name}: probes failing: /live {live or 'unreachable'}, "
                                     f"/ready {ready_status or 'not checked'}")
         error = "\n".join(problems) or None
+        if status == JobStatus.RUNNING and job.idle_timeout and self._idle_for(job, ready) > job.idle_timeout:
+            self._put_to_sleep(job)
+            return
         address = ready[0] if ready else job.internal_name
         replica_addresses = json.dumps(ready)
         if (status, error, address, crash_count, replica_addresses) != (
@@ -114,6 +120,21 @@ class Supervisor:
                 (Job.name == job.name) & (Job.version == job.version)
                 & (Job.status != JobStatus.STARTING)  # a redeploy may have begun meanwhile
             ).execute()
+
+    def _idle_for(self, job: Job, ready: list[str]) -> float:
+        """Seconds since the last call (the job's own last_call_timestamp metric), or since it started."""
+        last = float(job.deployment_timestamp)
+        for address in ready:
+            last = max(last, last_call_timestamp(address) or 0.0)
+        return time.time() - last
+
+    def _put_to_sleep(self, job: Job) -> None:
+        log.info("job %s %s had no calls for %ss: stopping it until the next call", job.name, job.version,
+                 job.idle_timeout)
+        Job.update(status=JobStatus.SLEEPING, replica_addresses="[]", error=None, update_time=now()).where(
+            (Job.name == job.name) & (Job.version == job.version) & (Job.status == JobStatus.RUNNING)).execute()
+        for name in self.deployer.replica_names(job):
+            self.runtime.stop_container(name, IDLE_STOP_SECONDS)  # idle: there are no calls to wait for
 
     def _crash_report(self, container: str, reason: str) -> str:
         logs = self.runtime.container_logs(container, LOG_TAIL_LINES).rstrip()

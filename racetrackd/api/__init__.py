@@ -6,6 +6,7 @@ import dataclasses
 
 from flask import current_app, g, request
 
+from racetrackd.addressing import Addressing
 from racetrackd.auth import Authenticator, token_from
 from racetrackd.jobtypes import JobType
 from racetrackd.proxy import Gateway
@@ -23,6 +24,7 @@ class Services:
     job_types: list[JobType]
     authenticator: Authenticator
     gateway: Gateway
+    addressing: Addressing
     vault: Vault
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, g, request
 
-from racetrackd import jobs
+from racetrackd import jobs, waking
 from racetrackd.api import authenticate_request, services
 
 bp = Blueprint("pub", __name__)
@@ -26,5 +26,8 @@ def _authenticate() -> None:
 @bp.route("/fatman/<name>/<version>/<path:path>", methods=METHODS, endpoint="forward_fatman")
 def forward(name: str, version: str, path: str) -> Response:
     job = jobs.resolve_job(name, version)
+    svc = services()
+    if job.status in waking.ASLEEP:  # scaled to zero: this call wakes it (slower, not an error)
+        job = waking.wake(job, svc.runtime, svc.addressing, svc.settings.job_start_timeout)
     public_prefix = request.path[: len(request.path) - len(path)].rstrip("/") if path else request.path.rstrip("/")
-    return services().gateway.forward(request, job, path, g.caller, public_prefix)
+    return svc.gateway.forward(request, job, path, g.caller, public_prefix)

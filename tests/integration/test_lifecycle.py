@@ -62,9 +62,14 @@ def test_a_forced_redeploy_under_load_fails_no_call(daemon: Daemon, steady_job: 
     assert redeploy.returncode == 0, redeploy.stderr
     assert len(results) > 50
     assert [code for code in results if code != 200] == []
-    assert [c.name for c in daemon.containers() if c.labels["job-name"] == "steady"] == [
-        f"{daemon.instance}-job-steady-v-1-0-0"
-    ]
+    # The replaced container finishes its calls in the background, then goes.
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline:
+        names = [c.name for c in daemon.containers() if c.labels["job-name"] == "steady"]
+        if names == [f"{daemon.instance}-job-steady-v-1-0-0"]:
+            break
+        time.sleep(0.5)
+    assert names == [f"{daemon.instance}-job-steady-v-1-0-0"]
 
 
 def test_rollback_restores_the_previous_release_without_a_build(daemon: Daemon, steady_job: Path) -> None:
@@ -192,3 +197,30 @@ def test_replicas_share_the_calls(daemon: Daemon, tmp_path: Path) -> None:
     assert all(count >= 5 for count in calls_per_replica), calls_per_replica
     job = daemon.api("GET", "/lifecycle/api/v1/job/replicated/1.0.0").json()
     assert job["replicas"] == 2 and len(job["replica_internal_names"]) == 2
+
+
+def test_an_idle_job_scales_to_zero_and_the_next_call_wakes_it(daemon: Daemon, tmp_path: Path) -> None:
+    shutil.copy(REPO / "samples" / "adder" / "entrypoint.py", tmp_path / "entrypoint.py")
+    (tmp_path / "job.yaml").write_text(
+        "name: sleepy\nowner_email: tests@example.com\nversion: 1.0.0\njobtype: python3:latest\n"
+        "idle_timeout: 5s\njobtype_extra:\n  entrypoint_path: entrypoint.py\n"
+    )
+    daemon.rtd("submit", "-q", str(tmp_path), check=True)
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and _job(daemon, "sleepy", "1.0.0")["status"] != "sleeping":
+        time.sleep(0.5)
+    asleep = _job(daemon, "sleepy", "1.0.0")
+    container = next(c for c in daemon.containers() if c.labels["job-name"] == "sleepy")
+    while time.monotonic() < deadline and container.status != "exited":
+        time.sleep(0.2)
+        container.reload()
+    started = time.monotonic()
+    woken = daemon.api("POST", "/pub/job/sleepy/latest/api/v1/perform", json={"a": 40, "b": 2})
+    wake_seconds = time.monotonic() - started
+
+    assert asleep["status"] == "sleeping"
+    assert container.status == "exited"
+    assert woken.status_code == 200 and woken.json() == 42
+    assert _job(daemon, "sleepy", "1.0.0")["status"] == "running"
+    print(f"woke in {wake_seconds:.2f} s")

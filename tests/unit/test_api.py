@@ -192,15 +192,17 @@ def test_deploy_of_an_existing_job_is_409_unless_forced(client: FlaskClient) -> 
     assert db.Deployment.get_by_id(forced.get_json()["id"]).force is True
 
 
-def test_deploy_of_a_version_already_in_progress_is_409_unless_forced(client: FlaskClient) -> None:
+def test_deploy_of_a_version_already_in_progress_is_409_even_forced(client: FlaskClient) -> None:
     first = client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest()})
     assert first.status_code == 201
 
     conflict = client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest()})
+    forced = client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest(),
+                                                "force": True})
 
     assert "already in progress" in assert_error(conflict, 409, "already-exists")
+    assert "already in progress" in assert_error(forced, 409, "already-exists")
     assert db.Deployment.select().count() == 1
-    assert client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest(), "force": True}).status_code == 201
 
 
 def test_deploy_of_a_deleted_version_is_409_unless_forced(client: FlaskClient) -> None:

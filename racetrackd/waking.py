@@ -1,0 +1,70 @@
+"""Waking a job that was scaled to zero: the first call starts its containers and waits for /ready.
+
+Several HTTP workers may get a call for the same sleeping job at once: one of them claims the
+wake-up in the registry (sleeping -> waking), the others wait for it to finish.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from racetrackd import naming
+from racetrackd.addressing import Addressing, job_address
+from racetrackd.db import Job, JobStatus, now
+from racetrackd.errors import RacetrackError, UpstreamError
+from racetrackd.probes import probe
+from racetrackd.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+ASLEEP = (JobStatus.SLEEPING, JobStatus.WAKING)
+
+
+def wake(job: Job, runtime: Runtime, addressing: Addressing, timeout: float) -> Job:
+    """The job, running again; raises UpstreamError when it does not become ready within `timeout`."""
+    claimed = Job.update(status=JobStatus.WAKING, update_time=now()).where(
+        (Job.name == job.name) & (Job.version == job.version) & (Job.status == JobStatus.SLEEPING)).execute()
+    if claimed:
+        _start(job, runtime, addressing, timeout)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = Job.find(job.name, job.version)
+        if current is None:
+            break
+        if current.status not in ASLEEP:
+            return current
+        time.sleep(0.05)
+    raise UpstreamError(f"job {job.name} {job.version} did not wake up within {timeout:g} s")
+
+
+def _start(job: Job, runtime: Runtime, addressing: Addressing, timeout: float) -> None:
+    started = time.monotonic()
+    names = [naming.replica_container_name(job.container_name, i) for i in range(job.replicas)]
+    try:
+        for name in names:
+            runtime.stop_container(name, 1)  # it may still be on its way down from being put to sleep
+            runtime.start_container(name)
+        addresses = [_wait_ready(runtime, addressing, name, started + timeout) for name in names]
+    except RacetrackError as exc:
+        Job.update(status=JobStatus.CRASHED, error=f"waking up failed: {exc.message}", update_time=now()).where(
+            (Job.name == job.name) & (Job.version == job.version)).execute()
+        raise
+    # deployment_timestamp doubles as "awake since": the idle clock starts again now.
+    Job.update(status=JobStatus.RUNNING, internal_name=addresses[0], replica_addresses=json.dumps(addresses),
+               deployment_timestamp=int(time.time()), error=None, update_time=now()).where(
+        (Job.name == job.name) & (Job.version == job.version)).execute()
+    log.info("woke job %s %s in %.2f s", job.name, job.version, time.monotonic() - started)
+
+
+def _wait_ready(runtime: Runtime, addressing: Addressing, container: str, deadline: float) -> str:
+    while time.monotonic() < deadline:
+        try:
+            address = job_address(addressing, runtime, container)
+        except RacetrackError:
+            address = None  # the published port is not assigned yet
+        if address is not None and probe(address, "/ready")[0] == 200:
+            return address
+        time.sleep(0.05)
+    raise UpstreamError(f"container {container} did not become ready")
