@@ -30,6 +30,8 @@ from pathlib import Path
 import docker
 import requests
 import yaml
+from _report import base_image as find_base_image
+from _report import write_section
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "adder"
@@ -108,12 +110,7 @@ def main() -> None:
     args = parser.parse_args()
 
     client = docker.from_env()
-    base_image = next(
-        (name for name in ("python:3.11-slim", "racetrackd/python3-base:bookworm") if client.images.list(name=name)),
-        None,
-    )
-    if base_image is None:
-        raise SystemExit("no python3 base image: run `racetrackd base-images build` first")
+    base_image = find_base_image(client)
     data_dir = Path(tempfile.mkdtemp(prefix="racetrackd-bench-deploy-"))
     jobs_dir = data_dir / "jobs"
     port, token = free_port(), uuid.uuid4().hex
@@ -205,16 +202,7 @@ also holds the zero-downtime switch: a {SWITCH_GRACE_NOTE}.
 {row("code_only", "code-only redeploy (`--force` after editing entrypoint.py)")}
 {row("requirements", "requirements change (`six` added to requirements.txt)")}
 """
-    path = REPO / "docs" / "benchmarks.md"
-    header = "# Benchmarks\n\nRatios against a baseline measured in the same run; re-run to refresh a section.\n\n"
-    text = path.read_text() if path.exists() else header
-    if SECTION in text:
-        before, _, rest = text.partition(SECTION)
-        after = rest.split("\n## ", 1)
-        text = before + section + ("\n## " + after[1] if len(after) > 1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    write_section(SECTION, section)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import docker
 import requests
+from _report import base_image as find_base_image
+from _report import write_section
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "adder"
@@ -93,12 +95,7 @@ def main() -> None:
     args = parser.parse_args()
 
     client = docker.from_env()
-    base_image = next(
-        (name for name in ("python:3.11-slim", "racetrackd/python3-base:bookworm") if client.images.list(name=name)),
-        None,
-    )
-    if base_image is None:
-        raise SystemExit("no python3 base image: run `racetrackd base-images build` first")
+    base_image = find_base_image(client)
     data_dir = Path(tempfile.mkdtemp(prefix="racetrackd-bench-"))
     job_dir = data_dir / "adder"
     shutil.copytree(SAMPLE, job_dir)
@@ -178,17 +175,7 @@ def write_report(r: dict[str, float], args: argparse.Namespace) -> None:
 | throughput, {args.threads} concurrent callers | {r['gateway_rps']:.0f} req/s via /pub | {r['direct_rps']:.0f} req/s to the job's port | {r['throughput_ratio']:.2f}× |
 | code-only redeploy (`rtd submit --force`) | {r['redeploy_s']:.2f} s | {r['bare_start_s']:.2f} s: `docker run` of the image until /ready | {r['redeploy_ratio']:.2f}× |
 """
-    path = REPO / "docs" / "benchmarks.md"
-    header = "# Benchmarks\n\nRatios against a baseline measured in the same run; re-run to refresh a section.\n\n"
-    text = path.read_text() if path.exists() else header
-    marker = "## Gateway and deploy"
-    if marker in text:
-        before, _, rest = text.partition(marker)
-        after = rest.split("\n## ", 1)
-        text = before + section + ("\n## " + after[1] if len(after) > 1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    write_section("## Gateway and deploy", section)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from typing import Any
 import docker
 import docker.errors
 import requests
+from _report import write_section
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "adder"
@@ -338,17 +339,7 @@ Targets: throughput ≥ 5× the runner's: {verdict(r['ours_over_runner_rps'] >= 
 idle memory ≤ the runner's: {verdict(r['ours_idle_mib'] <= r['runner_idle_mib'])};
 redeploy ≤ 5 s: {verdict(r['redeploy_s'] <= 5)}.
 """
-    path = REPO / "docs" / "benchmarks.md"
-    header = "# Benchmarks\n\nRatios against a baseline measured in the same run; re-run to refresh a section.\n\n"
-    text = path.read_text() if path.exists() else header
-    marker = "## Python wrapper"
-    if marker in text:
-        before, _, rest = text.partition(marker)
-        after = rest.split("\n## ", 1)
-        text = before + section + ("\n## " + after[1] if len(after) > 1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    write_section("## Python wrapper", section)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,33 @@
+"""What the benchmarks share: the report file and where to find a base image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import docker
+
+REPO = Path(__file__).resolve().parents[1]
+REPORT = REPO / "docs" / "benchmarks.md"
+HEADER = "# Benchmarks\n\nRatios against a baseline measured in the same run; re-run to refresh a section.\n\n"
+BASE_IMAGES = ("python:3.11-slim", "racetrackd/python3-base:bookworm")
+
+
+def write_section(marker: str, section: str) -> None:
+    """Put `section` (which starts with `marker`, a `## ` heading) into docs/benchmarks.md, replacing
+    the section of the same heading and keeping the others."""
+    text = REPORT.read_text() if REPORT.exists() else HEADER
+    if marker in text:
+        before, _, rest = text.partition(marker)
+        after = rest.split("\n## ", 1)
+        text = before + section + ("\n## " + after[1] if len(after) > 1 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    REPORT.write_text(text)
+
+
+def base_image(client: docker.DockerClient) -> str:
+    """The python3 base image jobs are built on here (what the daemon would use)."""
+    for name in BASE_IMAGES:
+        if client.images.list(name=name):
+            return name
+    raise SystemExit("no python3 base image: run `racetrackd base-images build` first")
