@@ -39,7 +39,8 @@ INSTANCE = "bench-deploy"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 TARGETS = {"new_job": 15.0, "code_only": 5.0}
 SECTION = "## Deploy times"
-SWITCH_GRACE_NOTE = "1 s grace before the old container is sent SIGTERM and awaited (racetrackd/deployer.py)"
+SWITCH_GRACE_NOTE = ("0.3 s grace after calls are routed to the new container; the old one is then moved aside "
+                     "and drains in the background (racetrackd/deployer.py)")
 
 
 def free_port() -> int:
