@@ -22,7 +22,7 @@ else
 fi
 token=$("$racetrackd" admin-token)
 "$rtd" --remote "http://127.0.0.1:${port}" login "$token" >/dev/null
-"$rtd" --remote "http://127.0.0.1:${port}" submit --force samples/adder
+"$rtd" --remote "http://127.0.0.1:${port}" submit --force -q samples/adder
 
 curl_cmd="curl -s -X POST http://127.0.0.1:${port}/pub/job/adder/latest/api/v1/perform -H 'X-Racetrack-Auth: ${token}' -H 'Content-Type: application/json' -d '{\"a\": 40, \"b\": 2}'"
 echo

@@ -29,5 +29,6 @@ def forward(name: str, version: str, path: str) -> Response:
     svc = services()
     if job.status in waking.ASLEEP:  # scaled to zero: this call wakes it (slower, not an error)
         job = waking.wake(job, svc.runtime, svc.addressing, svc.settings.job_start_timeout)
-    public_prefix = request.path[: len(request.path) - len(path)].rstrip("/") if path else request.path.rstrip("/")
+    kind = "fatman" if request.endpoint == "pub.forward_fatman" else "job"
+    public_prefix = f"/pub/{kind}/{name}/{version}"  # as the caller wrote it, e.g. with `latest`
     return svc.gateway.forward(request, job, path, g.caller, public_prefix)
