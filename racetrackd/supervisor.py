@@ -14,6 +14,8 @@ import logging
 import threading
 import time
 
+import peewee
+
 from racetrackd import naming
 from racetrackd.db import Deployment, DeploymentStatus, Job, JobStatus, now
 from racetrackd.deployer import Deployer
@@ -44,7 +46,9 @@ class Supervisor:
     def reconcile(self) -> None:
         """At start-up: remove orphans, bring back lost jobs, then refresh every status."""
         self._remove_orphans()
-        for job in Job.select():
+        # Rows are read whole before anything is written: in WAL mode a connection that still has a
+        # read open cannot start a write once another process wrote ("database is locked" at once).
+        for job in list(Job.select()):
             if job.status == JobStatus.STARTING and self._deploying(job):
                 continue
             if any(self.runtime.container_state(name).status == "missing" for name in self.deployer.replica_names(job)):
@@ -66,7 +70,7 @@ class Supervisor:
             self.runtime.remove_container(name)
 
     def check_all(self) -> None:
-        for job in Job.select():
+        for job in list(Job.select()):
             if job.status in (JobStatus.STARTING, JobStatus.SLEEPING, JobStatus.WAKING) or self._deploying(job):
                 continue  # the deployer owns a job while it deploys it; a sleeping job is stopped on purpose
             try:
@@ -146,13 +150,13 @@ class Supervisor:
     def run_forever(self, interval: float) -> None:
         try:
             self.reconcile()
-        except RacetrackError as exc:
-            log.error("start-up reconcile failed: %s", exc.message)
+        except (RacetrackError, peewee.DatabaseError) as exc:
+            log.error("start-up reconcile failed (the checks carry on): %s", exc)
         while not self.stopping.wait(interval):
             try:
                 self.check_all()
-            except RacetrackError as exc:
-                log.error("supervisor check failed: %s", exc.message)
+            except (RacetrackError, peewee.DatabaseError) as exc:  # the supervisor must outlive any one check
+                log.error("supervisor check failed: %s", exc)
 
     def stop(self) -> None:
         self.stopping.set()
