@@ -7,8 +7,11 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
+import requests
+from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -91,3 +94,23 @@ def wrapper_app(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPa
         if (getattr(sys.modules[name], "__file__", None) or "").startswith(job_root):
             del sys.modules[name]
 
+
+# --- the rtd CLI without a daemon -------------------------------------------------------------
+
+@pytest.fixture
+def requests_made(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every HTTP request rtd tries; none reaches a socket (each fails as a refused connection)."""
+    made: list[str] = []
+
+    def refuse(self: requests.Session, method: str, url: str, **kwargs: Any) -> requests.Response:
+        made.append(f"{method} {url}")
+        raise requests.ConnectionError("connection refused (unit tests open no sockets)")
+
+    monkeypatch.setattr(requests.Session, "request", refuse)
+    return made
+
+
+@pytest.fixture
+def runner(tmp_path: Path, requests_made: list[str]) -> CliRunner:
+    return CliRunner(env={"RTD_CONFIG": str(tmp_path / "rtd.yaml"), "RTD_REMOTE": "http://127.0.0.1:9",
+                          "RTD_TOKEN": ""})

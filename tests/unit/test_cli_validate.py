@@ -22,23 +22,6 @@ MANIFEST = {
 }
 
 
-@pytest.fixture
-def requests_made(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every HTTP request rtd tries; none reaches a socket (each fails as a refused connection)."""
-    made: list[str] = []
-
-    def refuse(self: requests.Session, method: str, url: str, **kwargs: Any) -> requests.Response:
-        made.append(f"{method} {url}")
-        raise requests.ConnectionError("connection refused (unit tests open no sockets)")
-
-    monkeypatch.setattr(requests.Session, "request", refuse)
-    return made
-
-
-@pytest.fixture
-def runner(tmp_path: Path, requests_made: list[str]) -> CliRunner:
-    return CliRunner(env={"RTD_CONFIG": str(tmp_path / "rtd.yaml"), "RTD_REMOTE": "http://127.0.0.1:9",
-                          "RTD_TOKEN": ""})
 
 
 @pytest.fixture
