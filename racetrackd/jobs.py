@@ -41,14 +41,16 @@ def delete_job(runtime: Runtime, instance: str, name: str, version: str, deleted
     job = Job.find(name, version)
     if job is None:
         raise JobNotFound(f"job {name} {version} not found")
-    for container in runtime.list_containers({naming.LABEL_INSTANCE: instance, naming.LABEL_JOB_NAME: name,
-                                              naming.LABEL_JOB_VERSION: version}):
-        runtime.remove_container(container)  # every replica, and anything a deployment left
-    prune_job_images(runtime, instance, name, version, keep=0)
+    # The record goes first, so the supervisor never sees a wanted job without its containers
+    # (it would create them again).
     with database.atomic():
         job.delete_instance()
         DeletedJob.insert(name=name, version=version, deleted_by=deleted_by).on_conflict_replace().execute()
         AuditEvent.record(JOB_DELETED, name, version, deleted_by, image=job.image_name)
+    for container in runtime.list_containers({naming.LABEL_INSTANCE: instance, naming.LABEL_JOB_NAME: name,
+                                              naming.LABEL_JOB_VERSION: version}):
+        runtime.remove_container(container)  # every replica, and anything a deployment left
+    prune_job_images(runtime, instance, name, version, keep=0)
     return job
 
 

@@ -124,6 +124,13 @@ class Supervisor:
                 (Job.name == job.name) & (Job.version == job.version)
                 & (Job.status != JobStatus.STARTING)  # a redeploy may have begun meanwhile
             ).execute()
+        if status == JobStatus.LOST and Job.find(job.name, job.version) is not None:  # not deleted meanwhile
+            # Converge: a container that went missing while the daemon ran is created again from
+            # the job's image (the record says it should run). The next check sees the result.
+            try:
+                self.deployer.recreate(job)
+            except RacetrackError as exc:
+                log.error("could not bring back job %s %s: %s", job.name, job.version, exc.message)
 
     def _idle_for(self, job: Job, ready: list[str]) -> float:
         """Seconds since the last call (the job's own last_call_timestamp metric), or since it started."""

@@ -59,15 +59,29 @@ def _job(container: str = "job-adder-v-1-0-0", status: str = JobStatus.RUNNING) 
                       internal_name="127.0.0.1:1", deployment_timestamp=1)
 
 
-def test_a_missing_container_makes_the_job_lost(world: Any) -> None:
-    supervisor, _, _, _ = world
+def test_a_missing_container_makes_the_job_lost_then_it_is_created_again(world: Any) -> None:
+    supervisor, _, deployer, _ = world
     job = _job()
 
     supervisor.check(job)
+    lost = Job.find("adder", "1.0.0")
+    assert lost is not None
+    supervisor.check(lost)
 
-    row = Job.find("adder", "1.0.0")
-    assert row is not None and row.status == JobStatus.LOST
-    assert "missing" in row.error
+    assert lost.status == JobStatus.LOST and "missing" in lost.error
+    assert deployer.recreated == ["job-adder-v-1-0-0"]
+    back = Job.find("adder", "1.0.0")
+    assert back is not None and back.status == JobStatus.RUNNING
+
+
+def test_a_job_deleted_during_the_check_is_not_brought_back(world: Any) -> None:
+    supervisor, _, deployer, _ = world
+    job = _job()
+    Job.delete().execute()  # deleted through the API while the supervisor held the old row
+
+    supervisor.check(job)
+
+    assert deployer.recreated == []
 
 
 def test_a_crashed_container_reports_its_log_and_crash_count(world: Any, monkeypatch: pytest.MonkeyPatch) -> None:
