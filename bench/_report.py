@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import docker
+import docker.errors
 
 REPO = Path(__file__).resolve().parents[1]
 REPORT = REPO / "docs" / "benchmarks.md"
@@ -31,3 +32,15 @@ def base_image(client: docker.DockerClient) -> str:
         if client.images.list(name=name):
             return name
     raise SystemExit("no python3 base image: run `racetrackd base-images build` first")
+
+
+def remove_labelled(client: docker.DockerClient, instance: str) -> None:
+    """Remove every container and image a benchmark's daemon created (they carry its instance label)."""
+    label = {"label": f"racetrackd.instance={instance}"}
+    for container in client.containers.list(all=True, filters=label):
+        container.remove(force=True)
+    for image in client.images.list(filters=label):
+        try:
+            client.images.remove(image.id, force=True)
+        except docker.errors.APIError:
+            pass  # shared with another tag; the engine prunes it later

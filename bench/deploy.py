@@ -31,7 +31,7 @@ import docker
 import requests
 import yaml
 from _report import base_image as find_base_image
-from _report import write_section
+from _report import remove_labelled, write_section
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "adder"
@@ -160,14 +160,7 @@ def main() -> None:
             daemon.wait(timeout=40)
         except subprocess.TimeoutExpired:
             daemon.kill()
-        label = {"label": f"racetrackd.instance={INSTANCE}"}
-        for container in client.containers.list(all=True, filters=label):
-            container.remove(force=True)
-        for image in client.images.list(filters=label):
-            try:
-                client.images.remove(image.id, force=True)
-            except docker.errors.APIError:
-                pass
+        remove_labelled(client, INSTANCE)
         shutil.rmtree(data_dir, ignore_errors=True)
     results = {key: {"median_s": round(statistics.median(values), 2), "runs_s": [round(v, 2) for v in values],
                      "phases_median_s": {phase: round(statistics.median(run.get(phase, 0.0) for run in phases[key]), 2)

@@ -31,7 +31,7 @@ from pathlib import Path
 import docker
 import requests
 from _report import base_image as find_base_image
-from _report import write_section
+from _report import remove_labelled, write_section
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "adder"
@@ -154,13 +154,7 @@ def main() -> None:
     finally:
         daemon.terminate()
         daemon.wait(timeout=40)
-        for container in client.containers.list(all=True, filters={"label": f"racetrackd.instance={instance}"}):
-            container.remove(force=True)
-        for image in client.images.list(filters={"label": f"racetrackd.instance={instance}"}):
-            try:
-                client.images.remove(image.id, force=True)
-            except docker.errors.APIError:
-                pass
+        remove_labelled(client, instance)
         shutil.rmtree(data_dir, ignore_errors=True)
     print(json.dumps(results, indent=2))
     write_report(results, args)

@@ -38,7 +38,7 @@ from typing import Any
 import docker
 import docker.errors
 import requests
-from _report import write_section
+from _report import remove_labelled, write_section
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "adder"
@@ -299,13 +299,7 @@ def main() -> None:
             daemon.wait(timeout=40)
         except subprocess.TimeoutExpired:
             daemon.kill()
-        for container in client.containers.list(all=True, filters={"label": f"racetrackd.instance={instance}"}):
-            container.remove(force=True)
-        for image in client.images.list(filters={"label": f"racetrackd.instance={instance}"}):
-            try:
-                client.images.remove(image.id, force=True)
-            except docker.errors.APIError:
-                pass
+        remove_labelled(client, instance)
         shutil.rmtree(data_dir, ignore_errors=True)
     print(json.dumps(results, indent=2))
     write_report(results, args)
