@@ -80,6 +80,11 @@ class Supervisor:
 
     def check(self, job: Job) -> None:
         """Compare one job's containers with its record and write what changed."""
+        # Work from the record as it is now: a deployment may have switched containers since `job` was read.
+        fresh = Job.find(job.name, job.version)
+        if fresh is None or fresh.container_name != job.container_name or self._deploying(fresh):
+            return
+        job = fresh
         problems: list[str] = []
         status = JobStatus.RUNNING
         ready: list[str] = []
@@ -121,10 +126,12 @@ class Supervisor:
                 log.info("job %s %s: %s -> %s", job.name, job.version, job.status, status)
             Job.update(status=status, error=error, internal_name=address, crash_count=crash_count,
                        replica_addresses=replica_addresses, update_time=now()).where(
-                (Job.name == job.name) & (Job.version == job.version)
+                (Job.name == job.name) & (Job.version == job.version) & (Job.container_name == job.container_name)
                 & (Job.status != JobStatus.STARTING)  # a redeploy may have begun meanwhile
             ).execute()
-        if status == JobStatus.LOST and Job.find(job.name, job.version) is not None:  # not deleted meanwhile
+        current = Job.find(job.name, job.version)  # not deleted or redeployed meanwhile
+        if status == JobStatus.LOST and current is not None and current.container_name == job.container_name \
+                and not self._deploying(current):
             # Converge: a container that went missing while the daemon ran is created again from
             # the job's image (the record says it should run). The next check sees the result.
             try:
