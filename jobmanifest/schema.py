@@ -34,6 +34,7 @@ TOP_LEVEL = (
     "runtime_env", "secret_build_env_file", "secret_runtime_env_file", "labels", "public_endpoints",
     "replicas", "resources", "system_dependencies", "infrastructure_target", "image_type", "extends",
     "idle_timeout",  # racetrackd's own: scale to zero after this long without calls
+    "call_timeout",  # racetrackd's own: how long one call may take, end to end
     *DEPRECATED_EXTRA,
 )
 GIT_FIELDS = ("remote", "branch", "directory")
@@ -97,6 +98,7 @@ class Manifest:
     infrastructure_target: str | None
     image_type: str
     idle_timeout: int | None  # seconds without calls before the job is stopped (woken by the next call)
+    call_timeout: int | None  # seconds one call may take (gateway, wrapper and async calls); None: the default
     raw: dict[str, Any]  # what the user wrote (after overlays), as stored and shown back
     warnings: tuple[str, ...] = ()
 
@@ -224,7 +226,8 @@ def validate_manifest(data: Any) -> Manifest:
                                      check=lambda v: None if v == "docker" else f"{v!r} is not installed (installed: docker)")
     image_type = c.string(data, "image_type", "image_type",
                           check=lambda v: None if v == "docker" else f"{v!r} is not supported (supported: docker)")
-    idle_timeout = _idle_timeout(c, data)
+    idle_timeout = _duration(c, data, "idle_timeout", MIN_IDLE_TIMEOUT)
+    call_timeout = _duration(c, data, "call_timeout", MIN_CALL_TIMEOUT)
     c.string(data, "extends", "extends",
              check=lambda v: f"{v!r} must be a relative path to the base manifest" if v.startswith("/") else None)
 
@@ -239,7 +242,8 @@ def validate_manifest(data: Any) -> Manifest:
         secret_build_env_file=secret_build, secret_runtime_env_file=secret_runtime, labels=labels,
         public_endpoints=public_endpoints, replicas=replicas, resources=resources,
         system_dependencies=system_dependencies, infrastructure_target=infrastructure_target,
-        image_type=image_type or "docker", idle_timeout=idle_timeout, raw=raw, warnings=tuple(c.warnings),
+        image_type=image_type or "docker", idle_timeout=idle_timeout,
+        call_timeout=call_timeout, raw=raw, warnings=tuple(c.warnings),
     )
 
 
@@ -337,19 +341,21 @@ def _replicas(c: _Checker, data: dict[str, Any]) -> int:
 
 DURATION = re.compile(r"^(\d+)\s*(s|m|h)?\Z")
 MIN_IDLE_TIMEOUT = 5
+MIN_CALL_TIMEOUT = 1
 
 
-def _idle_timeout(c: _Checker, data: dict[str, Any]) -> int | None:
-    value = data.get("idle_timeout")
+def _duration(c: _Checker, data: dict[str, Any], field: str, minimum: int) -> int | None:
+    """Seconds from `30`, `30s`, `15m` or `2h`."""
+    value = data.get(field)
     if value is None:
         return None
     match = DURATION.match(str(value).strip()) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
     if not match:
-        c.error("idle_timeout", f"{value!r} is not a duration like 30s, 15m or 2h")
+        c.error(field, f"{value!r} is not a duration like 30s, 15m or 2h")
         return None
     seconds = int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
-    if seconds < MIN_IDLE_TIMEOUT:
-        c.error("idle_timeout", f"must be at least {MIN_IDLE_TIMEOUT}s")
+    if seconds < minimum:
+        c.error(field, f"must be at least {minimum}s")
         return None
     return seconds
 

@@ -1,4 +1,5 @@
-"""The composition root: `create_app(settings)` wires settings, registry, Docker, job types and blueprints."""
+"""The control plane's composition root: `create_app(settings)` wires settings, registry, Docker, job types
+and blueprints (racetrackd.asgi puts the gateway beside it)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,10 @@ from werkzeug.exceptions import HTTPException
 
 from racetrackd import jobtypes
 from racetrackd.addressing import resolve_addressing
-from racetrackd.api import Services, health, lifecycle, pub
+from racetrackd.api import Services, health, lifecycle
 from racetrackd.auth import Authenticator, JobTokens, ensure_admin_token, ensure_secret_key
 from racetrackd.db import open_database
 from racetrackd.errors import RacetrackError
-from racetrackd.proxy import Gateway
 from racetrackd.runtime import DockerRuntime, Runtime
 from racetrackd.settings import BUILTIN_PLUGINS_DIR, Settings
 from racetrackd.vault import Vault
@@ -39,12 +39,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         authenticator=Authenticator(
             settings.auth_required, ensure_admin_token(settings), JobTokens(secret_key)
         ),
-        gateway=Gateway(),
     )
     app.register_blueprint(health.bp)
     app.register_blueprint(health.bp, url_prefix="/lifecycle", name="lifecycle_health")
     app.register_blueprint(lifecycle.bp, url_prefix="/lifecycle/api/v1")
-    app.register_blueprint(pub.bp, url_prefix="/pub")
     app.register_error_handler(RacetrackError, _racetrack_error)
     app.register_error_handler(HTTPException, _http_error)
     return app

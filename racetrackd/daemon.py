@@ -1,4 +1,5 @@
-"""Run the daemon: gunicorn serving HTTP (a child process) and the deployment worker (this process).
+"""Run the daemon: gunicorn serving HTTP (a child process) and, in this process, the deployment
+worker, the supervisor and the async-call runner.
 
 `serve` runs in the foreground until SIGTERM/SIGINT; `start` launches `serve` in the background
 (logging to DATA_DIR/racetrackd.log, pid in DATA_DIR/racetrackd.pid) and waits until it answers;
@@ -19,11 +20,12 @@ import urllib.request
 from pathlib import Path
 from types import FrameType
 
-from racetrackd import jobtypes
+from racetrackd import jobtypes, metrics, waking
 from racetrackd.addressing import extra_bind_addresses, resolve_addressing
+from racetrackd.asynccalls import AsyncCallRunner
 from racetrackd.auth import JobTokens, ensure_admin_token, ensure_secret_key
 from racetrackd.building import ImageBuilder
-from racetrackd.db import open_database
+from racetrackd.db import Job, open_database
 from racetrackd.deployer import Deployer
 from racetrackd.errors import RacetrackError
 from racetrackd.runtime import DockerRuntime
@@ -52,12 +54,19 @@ def serve(settings: Settings) -> int:
     deployer = Deployer(settings, runtime, jobtypes.discover([BUILTIN_PLUGINS_DIR]), addressing, job_tokens, builder)
     worker = DeploymentWorker(deployer, settings.worker_poll_interval, settings.build_concurrency)
     supervisor = Supervisor(settings, runtime, deployer)
+
+    def wake(job: Job) -> None:
+        waking.wake(job, runtime, addressing, settings.job_start_timeout)
+
+    async_calls = AsyncCallRunner(settings, wake)
+    metrics.prepare_multiprocess_dir(settings.metrics_dir)
     http = _start_gunicorn(settings, extra_bind_addresses(settings, addressing))
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("received signal %s, stopping", signum)
         worker.stop()
         supervisor.stop()
+        async_calls.stop()
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
@@ -71,6 +80,7 @@ def serve(settings: Settings) -> int:
     worker.fail_interrupted()  # before the reconcile, so their half-started containers count as orphans
     threading.Thread(target=supervisor.run_forever, args=(settings.supervisor_interval,), daemon=True,
                      name="supervisor").start()
+    threading.Thread(target=async_calls.run_forever, daemon=True, name="async-calls").start()
     try:
         worker.run_forever()
     finally:
@@ -90,16 +100,17 @@ def _start_gunicorn(settings: Settings, extra_binds: list[str]) -> subprocess.Po
         sys.executable, "-m", "gunicorn",
         *[arg for bind in binds for arg in ("--bind", bind)],
         "--workers", str(settings.http_workers),
-        "--worker-class", "gthread",
-        "--threads", str(settings.http_threads),
+        "--worker-class", "asgi",
+        "--config", "python:racetrackd.gunicorn_hooks",
         "--graceful-timeout", "20",
         "--keep-alive", "75",
         "--log-level", settings.log_level,
         "--error-logfile", "-",
         "--no-control-socket",
-        "racetrackd.app:create_app()",
+        "racetrackd.asgi:create_asgi_app()",
     ]
-    return subprocess.Popen(command, env={**os.environ, **settings.as_environ()})
+    environ = {**os.environ, **settings.as_environ(), metrics.MULTIPROC_ENV: str(settings.metrics_dir)}
+    return subprocess.Popen(command, env=environ)
 
 
 def start(settings: Settings, wait_seconds: float = 60) -> int:

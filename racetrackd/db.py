@@ -72,6 +72,7 @@ class Job(BaseModel):
     replicas = peewee.IntegerField(default=1)
     replica_addresses = peewee.TextField(default="[]")  # JSON: host:port of each ready replica
     idle_timeout = peewee.IntegerField(null=True)  # seconds; scale to zero when set
+    call_timeout = peewee.IntegerField(null=True)  # seconds a call may take; None: the daemon's default
 
     def ready_addresses(self) -> list[str]:
         """Where the gateway may send calls: the ready replicas, else the first container."""
@@ -215,7 +216,38 @@ class AuditEvent(BaseModel):
                    properties=json.dumps(properties))
 
 
-MODELS: list[type[BaseModel]] = [Job, Deployment, DeletedJob, AuditEvent]
+class TaskState:
+    QUEUED = "queued"  # waiting for its (next) attempt
+    RUNNING = "running"  # an attempt is calling the job
+    COMPLETED = "completed"  # the job answered (whatever its status code)
+    FAILED = "failed"  # no answer after every attempt, timed out, or the job is gone
+
+
+class AsyncTask(BaseModel):
+    """One async call (`/pub/async/new/...`): the request kept until the job has answered it."""
+
+    id = peewee.CharField(primary_key=True, default=lambda: str(uuid.uuid4()))
+    state = peewee.CharField(default=TaskState.QUEUED, index=True)
+    job_name = peewee.CharField()
+    job_version = peewee.CharField()
+    method = peewee.CharField()
+    target = peewee.TextField()  # the job-side path with query string
+    request_headers = peewee.TextField(default="[]")  # JSON [[name, value], ...]
+    request_body = peewee.BlobField(null=True)
+    caller = peewee.CharField(null=True)
+    attempts = peewee.IntegerField(default=0)
+    next_attempt_at = peewee.FloatField(default=now)
+    response_status = peewee.IntegerField(null=True)
+    response_headers = peewee.TextField(null=True)
+    response_body = peewee.BlobField(null=True)
+    error = peewee.TextField(null=True)
+    create_time = peewee.FloatField(default=now)
+    started_at = peewee.FloatField(null=True)
+    ended_at = peewee.FloatField(null=True)
+    retrieved_at = peewee.FloatField(null=True)
+
+
+MODELS: list[type[BaseModel]] = [Job, Deployment, DeletedJob, AuditEvent, AsyncTask]
 
 
 def _v2_deployment_warnings(migrator: SqliteMigrator) -> list[Any]:
@@ -248,6 +280,10 @@ def _v8_job_idle_timeout(migrator: SqliteMigrator) -> list[Any]:
     return [migrator.add_column("job", "idle_timeout", peewee.IntegerField(null=True))]
 
 
+def _v9_job_call_timeout(migrator: SqliteMigrator) -> list[Any]:
+    return [migrator.add_column("job", "call_timeout", peewee.IntegerField(null=True))]
+
+
 def _v4_deployment_sources(migrator: SqliteMigrator) -> list[Any]:
     return [
         migrator.add_column("deployment", "git_commit", peewee.CharField(null=True)),
@@ -266,6 +302,7 @@ MIGRATIONS: list[tuple[int, Callable[[SqliteMigrator], list[Any]]]] = [
     (6, _v6_rollbacks_and_audit),
     (7, _v7_job_replicas),
     (8, _v8_job_idle_timeout),
+    (9, _v9_job_call_timeout),
 ]
 SCHEMA_VERSION = max(number for number, _ in MIGRATIONS)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from jobmanifest import Manifest
 from racetrackd import audit, jobtypes, naming
-from racetrackd.addressing import PUBLISHED_PORT, Addressing, job_address
+from racetrackd.addressing import CONTAINER_NAME, Addressing, job_address
 from racetrackd.auth import JobTokens
 from racetrackd.building import ImageBuilder
 from racetrackd.db import AuditEvent, DeletedJob, Deployment, DeploymentStatus, Job, JobStatus, now
@@ -24,7 +24,6 @@ from racetrackd.errors import ConflictError, JobStartError, RacetrackError, Vali
 from racetrackd.jobtypes import JobType
 from racetrackd.manifest import container_limits, load_stored
 from racetrackd.probes import probe
-from racetrackd.proxy import TRACING_HEADER
 from racetrackd.runtime import ContainerSpec, Runtime
 from racetrackd.settings import Settings
 
@@ -126,6 +125,7 @@ class Deployer:
             container_name=staging_base, internal_name=self.address_of(staging_base),
             deployment_timestamp=deployment_timestamp, deployed_by=deployment.deployed_by, replicas=count,
             idle_timeout=manifest.idle_timeout,
+            call_timeout=manifest.call_timeout,
         )
         try:
             for index, name in enumerate(staging):
@@ -164,6 +164,7 @@ class Deployer:
         job.internal_name = self.address_of(final_base)
         job.replicas = count
         job.idle_timeout = manifest.idle_timeout
+        job.call_timeout = manifest.call_timeout
         job.replica_addresses = json.dumps([self.address_of(name) for name in final])
         job.deployment_timestamp = deployment_timestamp
         job.deployed_by = deployment.deployed_by
@@ -220,7 +221,7 @@ class Deployer:
             env=self._runtime_env(manifest, deployment_timestamp),
             labels=naming.job_labels(self.settings.instance, manifest.name, manifest.version, deployment_id),
             network=self.settings.network,
-            publish_port=self.addressing.mode == PUBLISHED_PORT,
+            publish_port=self.addressing.mode != CONTAINER_NAME,  # also handy for a look with curl
             limits=container_limits(manifest, self.settings),
         ))
 
@@ -235,8 +236,9 @@ class Deployer:
             "JOB_MANIFEST_YAML": manifest.yaml,
             "PUB_URL": self.addressing.pub_url,
             "AUTH_TOKEN": self.job_tokens.token_for(manifest.name),
-            "REQUEST_TRACING_HEADER": TRACING_HEADER,
+            "REQUEST_TRACING_HEADER": naming.TRACING_HEADER,
             "JOB_GRACEFUL_TIMEOUT": str(int(self.settings.drain_timeout)),
+            "JOB_CALL_TIMEOUT": str(manifest.call_timeout or int(self.settings.call_timeout)),
         })
         return env
 

@@ -11,7 +11,10 @@
     ├── BuildError (500, build-failed)                   image build failed
     ├── JobStartError (500, job-start-failed)            container did not come up
     ├── JobTypeError (500, jobtype-error)                job-type plugin missing or broken
+    ├── PayloadTooLarge (413, payload-too-large)          a request body over a limit
     ├── DockerUnavailable (503, docker-unavailable)      engine not reachable
+    ├── JobUnavailable (503, job-unavailable)            job starting, not ready for calls
+    ├── JobTimeout (504, job-timeout)                    a call ran past the job's call_timeout
     └── UpstreamError (502, job-unreachable)             gateway could not reach a job
 
 Third-party exceptions are translated into these at the adapter boundary, so the rest of
@@ -107,3 +110,18 @@ class DockerUnavailable(RacetrackError):
 class UpstreamError(RacetrackError):
     status_code = 502
     reference = "job-unreachable"
+
+
+class JobUnavailable(RacetrackError):
+    status_code = 503
+    reference = "job-unavailable"
+
+
+class JobTimeout(RacetrackError):
+    status_code = 504
+    reference = "job-timeout"
+
+
+class PayloadTooLarge(RacetrackError):
+    status_code = 413
+    reference = "payload-too-large"

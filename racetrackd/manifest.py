@@ -73,6 +73,7 @@ def container_limits(manifest: Manifest, settings: Settings) -> ContainerLimits:
 RESERVED_ENV = frozenset({
     "JOB_NAME", "JOB_VERSION", "JOB_DEPLOYMENT_TIMESTAMP", "JOB_MANIFEST_YAML", "PUB_URL", "AUTH_TOKEN",
     "REQUEST_TRACING_HEADER", "JOB_TYPE_VERSION", "JOB_VENV", "PYTHONPATH", "JOB_GRACEFUL_TIMEOUT",
+    "JOB_CALL_TIMEOUT",
 })
 
 

@@ -15,6 +15,9 @@ LABEL_JOB_VERSION = "job-version"
 LABEL_DEPLOYMENT = "racetrackd.deployment"
 
 JOB_PORT = 7000
+# Headers the gateway adds to every call (Racetrack's names; jobs read them).
+TRACING_HEADER = "X-Request-Tracing-Id"
+CALLER_HEADER = "X-Caller-Name"
 DEFAULT_INSTANCE = "main"
 
 

@@ -57,6 +57,7 @@ class Runtime(Protocol):
     def container_logs(self, name: str, tail: int) -> str: ...
     def follow_logs(self, name: str, tail: int) -> Iterator[bytes]: ...
     def published_address(self, name: str) -> str: ...
+    def container_ip(self, name: str, network: str) -> str: ...
     def remove_container(self, name: str) -> bool: ...
     def stop_container(self, name: str, timeout: float) -> None: ...
     def start_container(self, name: str) -> None: ...
@@ -190,6 +191,17 @@ class DockerRuntime:
                     return f"127.0.0.1:{bindings[0]['HostPort']}"
                 time.sleep(0.1)
         raise RacetrackError(f"container {name} has no published port {JOB_PORT}")
+
+    def container_ip(self, name: str, network: str) -> str:
+        """The container's address on `network` (assigned once it has started)."""
+        with _translated(f"reading the address of {name}"):
+            for _ in range(50):
+                container = self._client.containers.get(name)
+                address = ((container.attrs["NetworkSettings"].get("Networks") or {}).get(network) or {}).get("IPAddress")
+                if address:
+                    return str(address)
+                time.sleep(0.1)
+        raise RacetrackError(f"container {name} has no address on network {network}")
 
     def remove_container(self, name: str) -> bool:
         """Force-remove a container; False when there was none."""

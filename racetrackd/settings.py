@@ -20,7 +20,7 @@ from racetrackd.errors import SettingsError
 
 ENV_PREFIX = "RACETRACK_"
 BUILTIN_PLUGINS_DIR = Path(__file__).resolve().parent.parent / "jobtype_plugins"
-JOB_ADDRESSING_MODES = ("auto", "container-name", "published-port")
+JOB_ADDRESSING_MODES = ("auto", "container-name", "container-ip", "published-port")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -131,12 +131,15 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Require the X-Racetrack-Auth header (or cookie) on the API and the gateway."),
     SettingSpec("external_url", "", _parse_optional_str,
                 "Base URL users reach the daemon at (used in pub_url). Default: http://HOST:PORT."),
-    SettingSpec("http_workers", "3", _parse_positive_int, "Gunicorn worker processes serving HTTP."),
-    SettingSpec("http_threads", "16", _parse_positive_int, "Threads per gunicorn worker."),
+    SettingSpec("http_workers", "2", _parse_positive_int,
+                "Gunicorn worker processes serving HTTP (each runs the gateway on an event loop)."),
+    SettingSpec("http_threads", "16", _parse_positive_int,
+                "Threads per HTTP worker for control-plane requests (the gateway needs none)."),
     SettingSpec("network", "racetrack", str, "Docker network shared by racetrackd and every job."),
     SettingSpec("job_addressing", "auto", _parse_addressing,
                 "How the gateway reaches jobs: container-name (daemon runs on the shared network), "
-                "published-port (daemon runs on the host) or auto (detect)."),
+                "container-ip (daemon on a Linux host), published-port (host that cannot route to "
+                "containers, e.g. Docker Desktop) or auto (detect)."),
     SettingSpec("instance", "main", _parse_instance,
                 "Name of this daemon; labels every container and image it creates. "
                 "A non-default name also prefixes container names, so two daemons can share one engine."),
@@ -175,6 +178,18 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Seconds between the supervisor's checks of every job's container and probes."),
     SettingSpec("drain_timeout", "30", _parse_seconds,
                 "Seconds a replaced or stopped job has to finish the calls it is serving."),
+    SettingSpec("call_timeout", "600", _parse_seconds,
+                "Seconds a call to a job may take (gateway, job wrapper and async calls) unless its manifest "
+                "sets call_timeout; past it the caller gets 504."),
+    SettingSpec("async_max_attempts", "2", _parse_positive_int,
+                "Attempts of an async call when the job cannot be reached (connection refused or broken)."),
+    SettingSpec("async_retry_interval", "10", _parse_seconds, "Seconds between attempts of an async call."),
+    SettingSpec("async_task_ttl", "86400", _parse_seconds,
+                "Seconds a finished async call is kept (failed ones for `rtd tasks`); a read result is "
+                "dropped 30 s after it is read."),
+    SettingSpec("async_concurrency", "16", _parse_positive_int, "Async calls carried out at once; more wait."),
+    SettingSpec("async_max_body", "64Mi", _parse_quantity,
+                "The largest request or answer an async call may store."),
     SettingSpec("worker_poll_interval", "0.2", _parse_seconds,
                 "Seconds between the deployment worker's looks for queued deployments."),
     SettingSpec("log_level", "info", _parse_log_level, "Log level: debug, info, warning, error."),
@@ -216,6 +231,12 @@ class Settings:
     job_start_timeout: float
     supervisor_interval: float
     drain_timeout: float
+    call_timeout: float
+    async_max_attempts: int
+    async_retry_interval: float
+    async_task_ttl: float
+    async_concurrency: int
+    async_max_body: float
     worker_poll_interval: float
     log_level: str
     config_file: str | None
@@ -255,6 +276,11 @@ class Settings:
     @property
     def database_path(self) -> Path:
         return self.data_dir / "registry.sqlite3"
+
+    @property
+    def metrics_dir(self) -> Path:
+        """Where HTTP worker processes keep their Prometheus counters (emptied at each start)."""
+        return self.data_dir / "metrics"
 
     def as_environ(self) -> dict[str, str]:
         """The settings back as RACETRACK_* variables, for child processes of the daemon."""

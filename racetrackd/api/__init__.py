@@ -9,7 +9,6 @@ from flask import current_app, g, request
 from racetrackd.addressing import Addressing
 from racetrackd.auth import Authenticator, token_from
 from racetrackd.jobtypes import JobType
-from racetrackd.proxy import Gateway
 from racetrackd.runtime import Runtime
 from racetrackd.settings import Settings
 from racetrackd.vault import Vault
@@ -23,7 +22,6 @@ class Services:
     runtime: Runtime
     job_types: list[JobType]
     authenticator: Authenticator
-    gateway: Gateway
     addressing: Addressing
     vault: Vault
 

@@ -1,13 +1,13 @@
-"""The daemon's own probes: /live, /ready, /health."""
+"""The daemon's own probes and figures: /live, /ready, /health, /metrics."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import peewee
-from flask import Blueprint
+from flask import Blueprint, Response
 
-from racetrackd import __version__
+from racetrackd import __version__, metrics
 from racetrackd.api import services
 from racetrackd.db import database
 
@@ -45,3 +45,9 @@ def _database_connected() -> bool:
     except peewee.DatabaseError:
         return False
     return True
+
+
+@bp.get("/metrics")
+def prometheus_metrics() -> Response:
+    """Prometheus text format: the gateway's counters from every HTTP worker, and registry figures."""
+    return Response(metrics.render(), content_type=metrics.CONTENT_TYPE)

@@ -68,6 +68,10 @@ class FakeRuntime:
         self._record("published_address", name)
         return f"127.0.0.1:{7000 + sorted(self.containers).index(name)}"
 
+    def container_ip(self, name: str, network: str) -> str:
+        self._record("container_ip", name, network)
+        return f"172.18.0.{10 + sorted(self.containers).index(name)}"
+
     def remove_container(self, name: str) -> bool:
         self._record("remove_container", name)
         return self.containers.pop(name, None) is not None

@@ -455,8 +455,6 @@ def auth_app(make_app: Callable[..., Flask]) -> Flask:
     ("POST", f"{API}/deploy"),
     ("GET", f"{API}/job/adder/0.0.1"),
     ("DELETE", f"{API}/job/adder/0.0.1"),
-    ("GET", "/pub/job/adder/0.0.1/api/v1/perform"),
-    ("POST", "/pub/fatman/adder/latest/api/v1/perform"),
 ])
 def test_requests_without_a_token_are_401_json(auth_app: Flask, method: str, path: str) -> None:
     add_job("adder", "0.0.1")
@@ -537,14 +535,6 @@ def test_a_generated_admin_token_is_saved_with_mode_0600(tmp_path: Path, runtime
     db.database.close()
 
 
-# --- gateway -----------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("path", ["/pub/job/unknown/latest/x", "/pub/job/unknown/0.0.1/api/v1/perform",
-                                  "/pub/fatman/unknown/latest"])
-def test_gateway_to_an_unknown_job_is_404_json(client: FlaskClient, path: str) -> None:
-    assert "unknown" in assert_error(client.post(path, json={}), 404, "job-not-found")
-
-
 def test_each_app_gets_a_fresh_registry(make_app: Callable[..., Flask], tmp_path: Path) -> None:
     make_app(auth_required="false")
     add_job("adder", "0.0.1")
@@ -553,11 +543,3 @@ def test_each_app_gets_a_fresh_registry(make_app: Callable[..., Flask], tmp_path
     assert (tmp_path / "data" / "registry.sqlite3").is_file()
 
 
-@pytest.mark.parametrize("path", ["/pub/job/ghost/latest/", "/pub/job/ghost/latest", "/pub/fatman/ghost/latest/"])
-def test_gateway_roots_are_forwarded_not_redirected(client: FlaskClient, path: str) -> None:
-    # A redirect here would send browsers from /pub/job/... to /pub/fatman/... (Werkzeug merges
-    # rules of one endpoint that share defaults).
-    response = client.get(path)
-
-    assert response.status_code == 404
-    assert response.json["type"] == "job-not-found"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from racetrackd.proxy import LeastOutstanding
+from racetrackd.routing import LeastOutstanding
 
 
 def test_idle_replicas_take_turns() -> None:

@@ -21,7 +21,9 @@ def test_defaults_from_an_empty_environment(tmp_path: Path) -> None:
     assert settings.admin_token is None
     assert settings.auth_required is True
     assert settings.external_url is None
-    assert settings.http_workers == 3
+    assert settings.http_workers == 2
+    assert settings.call_timeout == 600
+    assert settings.async_max_attempts == 2
     assert settings.http_threads == 16
     assert settings.network == "racetrack"
     assert settings.job_addressing == "auto"

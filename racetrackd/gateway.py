@@ -1,0 +1,479 @@
+"""The gateway (`/pub`): every call to every job, forwarded in one streamed hop. An ASGI app.
+
+    ANY  /pub/job/<name>/<version>/<path>          (and the legacy /pub/fatman/...)
+    WS   /pub/job/<name>/<version>/<path>          WebSocket upgrades, relayed both ways
+    POST /pub/async/new/job/<name>/<version>/<path> → 201 {task_id, status}
+    GET  /pub/async/task/<id>/poll | /status
+
+Per call: who is calling (in-memory token check), where the job is (`RoutingTable`, in
+memory), a pooled keep-alive connection (`UpstreamPool`), and one deadline, the job's
+call_timeout, from the first byte in to the last byte out. Errors are JSON
+`{error, type, job_name, job_version, request_id}`: 401, 404 unknown job, 502 unreachable,
+503 starting, 504 past the deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+from urllib.parse import unquote
+
+from websockets.asyncio.client import connect as websocket_connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from racetrackd import asynccalls, metrics, naming
+from racetrackd.auth import AUTH_HEADER, LEGACY_HEADERS, Authenticator
+from racetrackd.errors import (
+    JobNotFound,
+    JobTimeout,
+    JobUnavailable,
+    NotFoundError,
+    PayloadTooLarge,
+    RacetrackError,
+    UnauthorizedError,
+    UpstreamError,
+)
+from racetrackd.routing import LeastOutstanding, Route, RoutingTable
+from racetrackd.upstream import Headers, UpstreamPool, UpstreamResponse
+
+log = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+TRACING = naming.TRACING_HEADER.lower().encode()
+CALLER = naming.CALLER_HEADER.lower().encode()
+AUTH_HEADERS = {name.lower().encode() for name in (AUTH_HEADER, *LEGACY_HEADERS)}
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer",
+    b"trailers", b"transfer-encoding", b"upgrade", b"proxy-connection",
+})
+# Not passed to the job: framing is redone, Host names the job, the caller's token stays here.
+NOT_FORWARDED = HOP_BY_HOP | AUTH_HEADERS | {b"host", b"content-length", TRACING, CALLER}
+NOT_RETURNED = HOP_BY_HOP | {TRACING}
+WEBSOCKET_OWN = frozenset({b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions",
+                           b"sec-websocket-protocol"})
+SMALL_BODY = 64 * 1024  # read whole (and so replayable on a stale connection) up to this size
+POLL_WAIT_SECONDS = 30.0
+POLL_STEP_SECONDS = 0.1
+
+Waker = Callable[[str, str], None]  # blocking: starts a sleeping job and waits until it is ready
+
+
+class Gateway:
+    def __init__(self, *, routes: RoutingTable, upstream: UpstreamPool, authenticator: Authenticator,
+                 wake: Waker, async_max_body: int) -> None:
+        self._routes = routes
+        self._upstream = upstream
+        self._authenticator = authenticator
+        self._wake = wake
+        self._balancer = LeastOutstanding()
+        self._async_max_body = async_max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = scope["headers"]
+        request_id = _header(headers, TRACING) or str(uuid.uuid4())
+        parts = scope["path"].split("/", 5)  # ['', 'pub', kind, name, version, rest]
+        call = _Call(scope, request_id, headers)
+        try:
+            if scope["type"] == "websocket":
+                await self._websocket(call, parts, receive, send)
+            elif len(parts) >= 5 and parts[2] in ("job", "fatman"):
+                call.name, call.version = parts[3], parts[4]
+                await self._forward(call, kind=parts[2], receive=receive, send=send)
+            elif scope["path"].startswith("/pub/async/new/"):
+                await self._async_new(call, receive, send)
+            elif scope["path"].startswith("/pub/async/task/"):
+                await self._async_task(call, send)
+            else:
+                raise NotFoundError(f"no gateway route {scope['path']}",
+                                    hint="call jobs at /pub/job/<name>/<version>/<path>")
+        except RacetrackError as exc:
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008 if exc.status_code == 401 else 1011,
+                            "reason": exc.message[:120]})
+            elif not call.response_started:
+                await _send_json(send, exc.status_code, call.error_body(exc), request_id)
+            else:
+                raise  # headers are out: closing the connection is the only signal left
+        except Exception as exc:  # a bug of ours: still a JSON answer, and a traceback in the log
+            if call.response_started or scope["type"] == "websocket":
+                raise
+            log.exception("gateway error on %s %s", scope.get("method", "WS"), scope["path"])
+            error = RacetrackError(f"internal gateway error: {type(exc).__name__}")
+            await _send_json(send, 500, call.error_body(error), request_id)
+
+    # ---- synchronous calls
+    async def _forward(self, call: _Call, *, kind: str, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        call.caller = self._authenticate(call)
+        route = await self._route(call)
+        deadline = asyncio.get_running_loop().time() + route.call_timeout
+        address = self._balancer.acquire(route.addresses)
+        in_flight = metrics.GATEWAY_IN_FLIGHT.labels(route.name)
+        in_flight.inc()
+        status = 0
+        job_seconds = 0.0
+        try:
+            public_prefix = f"/pub/{kind}/{call.name}/{call.version}"
+            target = _job_target(call.scope, route, 5)
+            headers = _forward_headers(call, address, public_prefix)
+            body, length = await _request_body(call.headers, receive)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    asked = time.perf_counter()
+                    response = await self._upstream.request(address, call.scope["method"], target, headers,
+                                                            body, length)
+                    job_seconds = time.perf_counter() - asked
+                    status = response.status
+                    out = _response_headers(response.headers, address, f"/pub/job/{route.name}/{route.version}",
+                                            public_prefix, call.request_id)
+                    try:
+                        job_seconds += await _answer(call, response, status, out, send)
+                    except BaseException:
+                        response.close()  # read only in part: the connection cannot carry another call
+                        raise
+                    response.release()
+            except TimeoutError:
+                metrics.GATEWAY_ERRORS.labels(route.name, route.version, "timeout").inc()
+                raise JobTimeout(
+                    f"job {route.name} {route.version} did not answer within its call_timeout of "
+                    f"{route.call_timeout:g} s", hint="set call_timeout in job.yaml for longer calls") from None
+            except UpstreamError as exc:
+                metrics.GATEWAY_ERRORS.labels(route.name, route.version, type(exc).__name__).inc()
+                exc.hint = f"job status: {route.status}" + (f"; last error: {route.error}" if route.error else "")
+                call.job_status = route.status
+                raise
+        except RacetrackError as exc:
+            status = exc.status_code
+            raise
+        finally:
+            self._balancer.release(address)
+            in_flight.dec()
+            metrics.GATEWAY_REQUESTS.labels(route.name, route.version, str(status or 499)).inc()
+            metrics.JOB_SECONDS.labels(route.name, route.version).observe(job_seconds)
+            metrics.OVERHEAD_SECONDS.observe(max(0.0, time.perf_counter() - started - job_seconds))
+
+    async def _route(self, call: _Call) -> Route:
+        name, version = call.name or "", call.version or ""
+        route = self._routes.resolve(name, version)
+        if route is None:
+            metrics.GATEWAY_ERRORS.labels(name, version, "not_found").inc()
+            raise JobNotFound(f"job {call.name} {call.version} not found")
+        if route.asleep:  # scaled to zero: this call wakes it (slower, not an error)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, self._wake, route.name, route.version)
+            await loop.run_in_executor(None, self._routes.reload)
+            route = self._routes.resolve(route.name, route.version) or route
+        if route.starting or not route.addresses:
+            call.job_status = route.status
+            raise JobUnavailable(f"job {route.name} {route.version} is {route.status} and not ready for calls yet",
+                                 hint="try again in a moment; `rtd list` shows its status")
+        return route
+
+    def _authenticate(self, call: _Call) -> str | None:
+        try:
+            return self._authenticator.authenticate(call.token(), calling_job=True)
+        except UnauthorizedError:
+            metrics.AUTH_FAILURES.labels("gateway").inc()
+            raise
+
+    # ---- WebSockets
+    async def _websocket(self, call: _Call, parts: list[str], receive: Receive, send: Send) -> None:
+        if len(parts) < 5 or parts[2] not in ("job", "fatman"):
+            raise NotFoundError(f"no gateway route {call.scope['path']}")
+        call.name, call.version = parts[3], parts[4]
+        call.caller = self._authenticate(call)
+        route = await self._route(call)
+        address = self._balancer.acquire(route.addresses)
+        try:
+            public_prefix = f"/pub/{parts[2]}/{call.name}/{call.version}"
+            target = _job_target(call.scope, route, 5).decode("latin-1")
+            headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in _forward_headers(call, address, public_prefix)
+                       if k not in WEBSOCKET_OWN]
+            try:
+                upstream = await websocket_connect(
+                    f"ws://{address}{target}", additional_headers=headers, subprotocols=call.scope.get("subprotocols") or None,
+                    open_timeout=min(route.call_timeout, 30.0), max_size=None, compression=None, ping_interval=None,
+                    user_agent_header=None,
+                )
+            except (OSError, InvalidHandshake, TimeoutError) as exc:
+                detail = f"the job answered {exc.response.status_code}" if isinstance(exc, InvalidStatus) else str(exc)
+                raise UpstreamError(f"job {route.name} {route.version} refused the WebSocket: {detail}") from exc
+            await receive()  # websocket.connect
+            await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol,
+                        "headers": [(naming.TRACING_HEADER.encode(), call.request_id.encode())]})
+            await _relay(upstream, receive, send)
+        finally:
+            self._balancer.release(address)
+
+    # ---- async calls
+    async def _async_new(self, call: _Call, receive: Receive, send: Send) -> None:
+        parts = call.scope["path"].split("/", 7)  # ['', 'pub', 'async', 'new', kind, name, version, rest]
+        if len(parts) < 7 or parts[4] not in ("job", "fatman"):
+            raise NotFoundError("async calls go to /pub/async/new/job/<name>/<version>/<path>")
+        call.name, call.version = parts[5], parts[6]
+        call.caller = self._authenticate(call)
+        route = self._routes.resolve(call.name, call.version)
+        if route is None:
+            raise JobNotFound(f"job {call.name} {call.version} not found")
+        body = await _read_body(receive, self._async_max_body)
+        public_prefix = f"/pub/{parts[4]}/{call.name}/{call.version}"
+        headers = _forward_headers(call, "", public_prefix)
+        task = await asyncio.get_running_loop().run_in_executor(None, lambda: asynccalls.submit(
+            route.name, route.version, call.scope["method"], _job_target(call.scope, route, 7).decode("latin-1"),
+            [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers if k != b"host"], body, call.caller))
+        await _send_json(send, 201, {"task_id": task.id, "status": asynccalls.public_status(task)}, call.request_id)
+
+    async def _async_task(self, call: _Call, send: Send) -> None:
+        parts = call.scope["path"].split("/")  # ['', 'pub', 'async', 'task', id, 'poll'|'status']
+        if len(parts) != 6 or parts[5] not in ("poll", "status"):
+            raise NotFoundError("use /pub/async/task/<id>/poll or /pub/async/task/<id>/status")
+        call.caller = self._authenticate(call)
+        loop = asyncio.get_running_loop()
+        task = await loop.run_in_executor(None, asynccalls.find, parts[4], call.caller)
+        if parts[5] == "status":
+            await _send_json(send, 200, asynccalls.describe(task), call.request_id)
+            return
+        wait = _query_seconds(call.scope, "wait", POLL_WAIT_SECONDS)
+        deadline = loop.time() + wait
+        while not asynccalls.finished(task) and loop.time() < deadline:
+            await asyncio.sleep(POLL_STEP_SECONDS)
+            task = await loop.run_in_executor(None, asynccalls.find, parts[4], call.caller)
+        if not asynccalls.finished(task):
+            await _send_json(send, 202, asynccalls.describe(task), call.request_id)
+        elif task.state == asynccalls.TaskState.FAILED:
+            await _send_json(send, 500, asynccalls.describe(task), call.request_id)
+        else:
+            status, headers, body = await loop.run_in_executor(None, asynccalls.take_result, task)
+            out = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+            out.append((b"content-length", str(len(body)).encode()))
+            out.append((TRACING, call.request_id.encode()))
+            await send({"type": "http.response.start", "status": status, "headers": out})
+            await send({"type": "http.response.body", "body": body})
+
+
+class _Call:
+    """What the gateway knows about one incoming call, for forwarding and for error bodies."""
+
+    def __init__(self, scope: Scope, request_id: str, headers: Headers) -> None:
+        self.scope = scope
+        self.request_id = request_id
+        self.headers = headers
+        self.name: str | None = None
+        self.version: str | None = None
+        self.caller: str | None = None
+        self.job_status: str | None = None
+        self.response_started = False
+
+    def token(self) -> str | None:
+        for header, raw in self.headers:
+            if header in AUTH_HEADERS and raw:
+                return raw.decode("latin-1")
+        cookie = _header(self.headers, b"cookie")
+        if cookie:
+            for item in cookie.split(";"):
+                key, _, value = item.strip().partition("=")
+                if key == AUTH_HEADER and value:
+                    return unquote(value)
+        return None
+
+    def error_body(self, exc: RacetrackError) -> dict[str, Any]:
+        body = {**exc.to_dict(), "job_name": self.name, "job_version": self.version, "request_id": self.request_id}
+        if self.job_status:
+            body["job_status"] = self.job_status
+        return body
+
+
+async def _answer(call: _Call, response: UpstreamResponse, status: int, headers: Headers, send: Send) -> float:
+    """Pass the job's answer on; returns the seconds spent waiting for its body."""
+    complete = response.buffered_body()
+    call.response_started = True
+    if complete is not None:  # the whole answer is here already (the common small one): one write
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": complete})
+        return 0.0
+    streamed_from = time.perf_counter()
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    async for chunk in response.body():
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+    return time.perf_counter() - streamed_from
+
+
+def _header(headers: Headers, name: bytes) -> str | None:
+    for key, value in headers:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _job_target(scope: Scope, route: Route, maxsplit: int) -> bytes:
+    """The job-side path: /pub/job/<resolved name>/<resolved version>/<rest as sent>, query kept.
+
+    `maxsplit` splits the gateway's own segments off the raw (still percent-encoded) path.
+    """
+    raw = scope.get("raw_path") or scope["path"].encode()
+    pieces = raw.split(b"/", maxsplit)
+    rest = pieces[maxsplit] if len(pieces) > maxsplit else b""
+    target = b"/pub/job/%b/%b/%b" % (route.name.encode(), route.version.encode(), rest)
+    query = scope.get("query_string")
+    return target + b"?" + query if query else target
+
+
+def _forward_headers(call: _Call, address: str, public_prefix: str) -> Headers:
+    headers = call.headers
+    dropped = NOT_FORWARDED
+    connection = _header(headers, b"connection")
+    if connection:  # headers the client named as hop-by-hop go no further either
+        dropped = dropped | {token.strip().lower().encode() for token in connection.split(",")}
+    out = [(k, v) for k, v in headers if k not in dropped and not k.startswith(b"x-forwarded-")]
+    out = [(k, _without_auth_cookie(v)) if k == b"cookie" else (k, v) for k, v in out]
+    client = call.scope.get("client")
+    previous = _header(headers, b"x-forwarded-for")
+    client_host = client[0] if client else ""
+    out += [
+        (b"host", address.encode()),
+        (b"x-forwarded-for", f"{previous}, {client_host}".encode() if previous else client_host.encode()),
+        (b"x-forwarded-host", (_header(headers, b"x-forwarded-host") or _header(headers, b"host") or "").encode()),
+        (b"x-forwarded-proto", (_header(headers, b"x-forwarded-proto") or call.scope.get("scheme", "http")).encode()),
+        (b"x-forwarded-prefix", public_prefix.encode()),
+        (TRACING, call.request_id.encode()),
+    ]
+    if call.caller:
+        out.append((CALLER, call.caller.encode()))
+    return [(k, v) for k, v in out if k != b"cookie" or v]
+
+
+def _without_auth_cookie(value: bytes) -> bytes:
+    if AUTH_HEADER.encode() not in value:
+        return value
+    kept = [item for item in value.split(b";") if item.strip().partition(b"=")[0] != AUTH_HEADER.encode()]
+    return b";".join(kept).strip()
+
+
+def _response_headers(headers: Headers, address: str, job_prefix: str, public_prefix: str,
+                      request_id: str) -> Headers:
+    out = [(k, v) for k, v in headers if k not in NOT_RETURNED]
+    for index, (name, value) in enumerate(out):
+        if name == b"location":
+            out[index] = (name, _rewrite_location(value.decode("latin-1"), address, job_prefix, public_prefix).encode())
+    out.append((TRACING, request_id.encode()))
+    return out
+
+
+def _rewrite_location(location: str, address: str, job_prefix: str, public_prefix: str) -> str:
+    """A redirect to the job's own address or path becomes one under the gateway path the caller used."""
+    for origin in (f"http://{address}", f"https://{address}"):
+        if location.startswith(origin):
+            location = location[len(origin):] or "/"
+    if location == job_prefix or location.startswith(job_prefix + "/") or location.startswith(job_prefix + "?"):
+        location = public_prefix + location[len(job_prefix):]
+    return location
+
+
+async def _request_body(headers: Headers, receive: Receive) -> tuple[bytes | AsyncIterator[bytes], int | None]:
+    """The body to send on: whole bytes when small (the usual call), else a stream."""
+    length_text = _header(headers, b"content-length")
+    chunked = "chunked" in (_header(headers, b"transfer-encoding") or "").lower()
+    length = int(length_text) if length_text and length_text.isdigit() else None
+    if length is None and not chunked:
+        return b"", None
+    if length is not None and length <= SMALL_BODY:
+        return await _read_body(receive, SMALL_BODY), None
+    return _stream_body(receive), length
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    parts = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _CallerGone()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
+        parts.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(parts)
+
+
+async def _stream_body(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _CallerGone()
+        yield message.get("body", b"")
+        if not message.get("more_body"):
+            return
+
+
+class _CallerGone(UpstreamError):
+    """The caller hung up before its request body arrived."""
+
+    status_code = 499
+    reference = "caller-gone"
+
+    def __init__(self) -> None:
+        super().__init__("the caller closed the connection")
+
+
+async def _relay(upstream: Any, receive: Receive, send: Send) -> None:
+    """Pass WebSocket messages both ways until either side closes."""
+
+    async def caller_to_job() -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                await upstream.close(message.get("code", 1000))
+                return
+            text = message.get("text")
+            await upstream.send(text if text is not None else message.get("bytes") or b"")
+
+    async def job_to_caller() -> None:
+        try:
+            async for data in upstream:
+                key = "text" if isinstance(data, str) else "bytes"
+                await send({"type": "websocket.send", key: data})
+        except ConnectionClosed:
+            pass
+        code = upstream.close_code or 1000
+        await send({"type": "websocket.close", "code": 1000 if code in (1005, 1006) else code,
+                    "reason": upstream.close_reason or ""})
+
+    tasks = [asyncio.ensure_future(caller_to_job()), asyncio.ensure_future(job_to_caller())]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await upstream.close()
+
+
+def _query_seconds(scope: Scope, name: str, most: float) -> float:
+    for pair in (scope.get("query_string") or b"").decode("latin-1").split("&"):
+        key, _, value = pair.partition("=")
+        if key == name:
+            try:
+                return max(0.0, min(float(value), most))
+            except ValueError:
+                break
+    return most
+
+
+async def _send_json(send: Send, status: int, body: dict[str, Any], request_id: str) -> None:
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+        (TRACING, request_id.encode()),
+    ]})
+    await send({"type": "http.response.body", "body": data})

@@ -1,0 +1,129 @@
+"""The daemon's Prometheus metrics: the gateway's counters and histograms, and registry figures.
+
+Gateway figures are counted where calls pass, in every HTTP worker process; with several
+workers prometheus-client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by the daemon for
+its gunicorn child) sums them at scrape time. Control-plane figures (jobs by status, deployments
+by result, build phase durations, async tasks by state) are read from the registry at scrape
+time, so they are right after a restart and need no cross-process bookkeeping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import peewee
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from racetrackd.db import AsyncTask, Deployment, Job
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Job latency from 1 ms to ~17 min, doubling (as Racetrack's pub histogram).
+LATENCY_BUCKETS = tuple(0.001 * 2**i for i in range(21))
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+PHASE_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
+RECENT_DEPLOYMENTS = 1000  # phase durations are taken from this many newest deployments
+
+GATEWAY_REQUESTS = Counter(
+    "racetrackd_gateway_requests", "Calls the gateway answered, by job and status code.",
+    ["job_name", "job_version", "status_code"])
+GATEWAY_ERRORS = Counter(
+    "racetrackd_gateway_errors", "Calls the gateway could not complete, by kind.",
+    ["job_name", "job_version", "kind"])
+GATEWAY_IN_FLIGHT = Gauge(
+    "racetrackd_gateway_in_flight", "Calls being forwarded right now.", ["job_name"], multiprocess_mode="livesum")
+JOB_SECONDS = Histogram(
+    "racetrackd_gateway_job_seconds", "Time from forwarding a call until the job's answer ended.",
+    ["job_name", "job_version"], buckets=LATENCY_BUCKETS)
+OVERHEAD_SECONDS = Histogram(
+    "racetrackd_gateway_overhead_seconds", "Time the gateway itself added to a call (total minus the job's).",
+    buckets=OVERHEAD_BUCKETS)
+AUTH_FAILURES = Counter("racetrackd_auth_failures", "Calls refused for a missing or wrong token.", ["area"])
+ASYNC_TASK_ATTEMPTS = Counter(
+    "racetrackd_async_task_attempts", "Async call attempts made, by outcome.", ["outcome"])
+
+
+def prepare_multiprocess_dir(path: Path) -> None:
+    """Start each daemon run with an empty directory: files of dead processes would count forever."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+
+
+def mark_process_dead(pid: int) -> None:
+    """Called when an HTTP worker exits, so its in-flight gauge stops counting."""
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(pid)
+
+
+def render() -> bytes:
+    """The exposition text: this process's (or all workers') metrics plus the registry's figures."""
+    registry = CollectorRegistry()
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        from prometheus_client import REGISTRY
+
+        registry.register(_Forward(REGISTRY))
+    registry.register(RegistryCollector())
+    return generate_latest(registry)
+
+
+class _Forward(Collector):
+    def __init__(self, source: CollectorRegistry) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._source.collect()
+
+
+class RegistryCollector(Collector):
+    """Figures read from the SQLite registry at scrape time."""
+
+    def collect(self) -> Iterator[Metric]:
+        jobs = GaugeMetricFamily("racetrackd_jobs", "Job versions by status.", labels=["status"])
+        for status, count in _count_by(Job, Job.status):
+            jobs.add_metric([status], count)
+        yield jobs
+        deployments = GaugeMetricFamily("racetrackd_deployments", "Deployments by result.", labels=["status", "kind"])
+        for (status, kind), count in _count_by_pair(Deployment, Deployment.status, Deployment.kind):
+            deployments.add_metric([status, kind], count)
+        yield deployments
+        tasks = GaugeMetricFamily("racetrackd_async_tasks", "Async calls by state.", labels=["state"])
+        for state, count in _count_by(AsyncTask, AsyncTask.state):
+            tasks.add_metric([state], count)
+        yield tasks
+        yield _phase_durations()
+
+
+def _count_by(model: type[peewee.Model], field: peewee.Field) -> list[tuple[str, int]]:
+    rows: Any = model.select(field, peewee.fn.COUNT(model._meta.primary_key)).group_by(field).tuples()
+    return [(str(value), int(n)) for value, n in rows]
+
+
+def _count_by_pair(model: type[peewee.Model], first: peewee.Field, second: peewee.Field) -> list[tuple[tuple[str, str], int]]:
+    rows: Any = model.select(first, second, peewee.fn.COUNT(model._meta.primary_key)).group_by(first, second).tuples()
+    return [((str(a), str(b)), int(n)) for a, b, n in rows]
+
+
+def _phase_durations() -> Metric:
+    family = HistogramMetricFamily(
+        "racetrackd_deployment_phase_seconds",
+        f"Duration of each deployment phase (the {RECENT_DEPLOYMENTS} newest deployments).", labels=["phase"])
+    durations: dict[str, list[float]] = {}
+    rows: Any = Deployment.select(Deployment.phases).order_by(Deployment.create_time.desc()).limit(RECENT_DEPLOYMENTS)
+    for (phases,) in rows.tuples():
+        for phase in json.loads(phases or "[]"):
+            if phase.get("ended_at") is not None and phase.get("started_at") is not None:
+                durations.setdefault(phase["name"], []).append(phase["ended_at"] - phase["started_at"])
+    for phase, values in sorted(durations.items()):
+        buckets = [(str(bound), sum(1 for v in values if v <= bound)) for bound in PHASE_BUCKETS]
+        buckets.append(("+Inf", len(values)))
+        family.add_metric([phase], buckets, sum(values))
+    return family
