@@ -116,6 +116,31 @@ class ApiClient:
         kwargs: dict[str, Any] = {"json": payload} if method != "GET" else {}
         return self._request(method, path, **kwargs)
 
+    def call_async(self, name: str, version: str, endpoint: str, payload: Any, method: str = "POST") -> str:
+        """Start an async call; returns its task id."""
+        path = f"/pub/async/new/job/{name}/{version}/{endpoint.lstrip('/')}"
+        kwargs: dict[str, Any] = {"json": payload} if method != "GET" else {}
+        response = self._request(method, path, **kwargs)
+        if response.status_code != 201:
+            raise _error_from(response)
+        return str(response.json()["task_id"])
+
+    def poll_task(self, task_id: str, wait: float = 30) -> requests.Response:
+        """The task's answer when it is done (the job's own status and body); 202 while it runs."""
+        return self._request("GET", f"/pub/async/task/{task_id}/poll", params={"wait": wait},
+                             timeout=max(self.timeout, wait + 10))
+
+    def tasks(self, state: str | None, job_name: str | None, limit: int) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit}
+        if state:
+            params["state"] = state
+        if job_name:
+            params["job_name"] = job_name
+        return self._api("GET", "/async/tasks", params=params)
+
+    def retry_task(self, task_id: str) -> dict[str, Any]:
+        return self._api("POST", f"/async/tasks/{task_id}/retry")
+
 
 def _error_from(response: requests.Response) -> ApiError:
     try:

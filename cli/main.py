@@ -255,6 +255,37 @@ def audit(ctx: click.Context, name: str | None, version: str | None, limit: int)
         click.echo(f"{when}  {event['explanation']}")
 
 
+@main.command()
+@click.argument("name", required=False)
+@click.option("--state", type=click.Choice(["queued", "running", "completed", "failed"]), default=None,
+              help="Only tasks in this state.")
+@click.option("--retry", "retry_id", metavar="TASK_ID", default=None, help="Queue a failed task again.")
+@click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the tasks as JSON.")
+@click.pass_context
+def tasks(ctx: click.Context, name: str | None, state: str | None, retry_id: str | None, limit: int,
+          as_json: bool) -> None:
+    """Async calls (newest first): their state, attempts and errors; --retry queues a failed one again."""
+    client = _client(ctx)
+    if retry_id:
+        task = client.retry_task(retry_id)
+        click.echo(f"queued async task {task['task_id']} again ({task['job_name']} {task['job_version']})")
+        return
+    found = client.tasks(state, name, limit)
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    if not found:
+        click.echo("no async tasks")
+        return
+    rows = [("TASK", "JOB", "STATE", "ATTEMPTS", "CREATED", "ERROR")]
+    for task in found:
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(task["created_at"]))
+        rows.append((task["task_id"], f"{task['job_name']} {task['job_version']}", task["state"],
+                     str(task["attempts"]), created, (task["error"] or "").splitlines()[0][:80] if task["error"] else ""))
+    _table(rows)
+
+
 def _table(rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -281,14 +312,24 @@ def list_jobs(ctx: click.Context, as_json: bool) -> None:
 @click.option("--endpoint", default="/api/v1/perform", show_default=True)
 @click.option("--data", default="{}", show_default=True, help="JSON (or YAML) payload.")
 @click.option("--method", default="POST", show_default=True, type=click.Choice(["GET", "POST", "PUT", "DELETE"]))
+@click.option("--async", "as_task", is_flag=True,
+              help="Run it as an async call (kept by the daemon, retried if the job is unreachable) and wait.")
 @click.pass_context
-def call(ctx: click.Context, name: str, version: str, endpoint: str, data: str, method: str) -> None:
+def call(ctx: click.Context, name: str, version: str, endpoint: str, data: str, method: str, as_task: bool) -> None:
     """Call a job's endpoint through the gateway and print the response."""
     try:
         payload = yaml.safe_load(data)
     except yaml.YAMLError as exc:
         raise click.BadParameter(f"not valid JSON or YAML: {exc}", param_hint="--data") from exc
-    response = _client(ctx).call(name, version, endpoint, payload, method)
+    client = _client(ctx)
+    if as_task:
+        task_id = client.call_async(name, version, endpoint, payload, method)
+        click.echo(f"-----> async task {task_id}", err=True)
+        response = client.poll_task(task_id)
+        while response.status_code == 202:
+            response = client.poll_task(task_id)
+    else:
+        response = client.call(name, version, endpoint, payload, method)
     if response.status_code >= 400:
         click.secho(f" !  {response.status_code}: {response.text.strip()}", fg="red", err=True)
         sys.exit(EXIT_API_ERROR)

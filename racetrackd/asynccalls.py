@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from racetrackd.auth import ADMIN_USERNAME
 from racetrackd.db import AsyncTask, Job, JobStatus, TaskState, now
 from racetrackd.errors import ConflictError, NotFoundError, PayloadTooLarge, UpstreamError
 from racetrackd.settings import Settings
@@ -28,9 +29,10 @@ from racetrackd.upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TaskState", "submit", "find", "finished", "public_status", "describe", "take_result", "list_tasks",
+__all__ = ["TaskState", "STATES", "submit", "visible_to", "find", "finished", "public_status", "describe", "take_result", "list_tasks",
            "retry", "requeue_interrupted", "purge", "AsyncCallRunner"]
 
+STATES = (TaskState.QUEUED, TaskState.RUNNING, TaskState.COMPLETED, TaskState.FAILED)
 RESULT_GRACE_SECONDS = 30.0
 PURGE_INTERVAL = 60.0
 NOT_STORED = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "x-request-tracing-id"})
@@ -43,10 +45,15 @@ def submit(job_name: str, job_version: str, method: str, target: str, headers: l
     return task
 
 
+def visible_to(task: AsyncTask, caller: str | None) -> bool:
+    """Whoever started a task may see it; the admin sees all."""
+    return not task.caller or caller in (task.caller, ADMIN_USERNAME)
+
+
 def find(task_id: str, caller: str | None) -> AsyncTask:
-    """The task, if `caller` may see it (whoever started it; the admin sees all)."""
+    """The task, if `caller` may see it."""
     task = AsyncTask.get_or_none(AsyncTask.id == task_id)
-    if task is None or (task.caller and caller not in (task.caller, "admin")):
+    if task is None or not visible_to(task, caller):
         raise NotFoundError(f"async task {task_id} not found",
                             hint="tasks are kept for a while after they end, then removed")
     return task

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, g, request, stream_with_context
 
-from racetrackd import __version__, audit, deployments, jobs, releases
+from racetrackd import __version__, asynccalls, audit, deployments, jobs, releases
 from racetrackd.api import authenticate_request, services
 from racetrackd.errors import ValidationError
 
@@ -143,3 +143,19 @@ def delete_job(name: str, version: str) -> tuple[str, int]:
     svc = services()
     jobs.delete_job(svc.runtime, svc.settings.instance, job.name, job.version, g.caller)
     return "", 204
+
+
+@bp.get("/async/tasks")
+def list_async_tasks() -> list[dict[str, Any]]:
+    """Async calls, newest first (`?state=failed`, `?job_name=`, `?limit=`)."""
+    state = request.args.get("state")
+    if state and state not in asynccalls.STATES:
+        raise ValidationError(f"state: {state!r} is not one of {', '.join(asynccalls.STATES)}")
+    tasks = asynccalls.list_tasks(state, request.args.get("job_name"), _int_arg("limit", 100))
+    return [asynccalls.describe(task) for task in tasks if asynccalls.visible_to(task, g.caller)]
+
+
+@bp.post("/async/tasks/<task_id>/retry")
+def retry_async_task(task_id: str) -> dict[str, Any]:
+    """Queue a failed async call again."""
+    return asynccalls.describe(asynccalls.retry(task_id, g.caller))

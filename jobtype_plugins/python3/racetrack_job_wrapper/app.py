@@ -57,6 +57,7 @@ class WrapperOptions:
     max_concurrency: int | None = None  # calls of job code running at once
     max_concurrency_queue: int | None = None  # calls waiting for a slot before 429
     home_page: str = "/docs"
+    call_timeout: float | None = None  # seconds a call of job code may take (the daemon's call_timeout)
 
     @classmethod
     def from_env(cls) -> WrapperOptions:
@@ -69,6 +70,7 @@ class WrapperOptions:
             max_concurrency=optional_int("JOB_MAX_CONCURRENCY"),
             max_concurrency_queue=optional_int("JOB_MAX_CONCURRENCY_QUEUE"),
             home_page="/" + os.environ.get("JOB_HOME_PAGE", "/docs").lstrip("/"),
+            call_timeout=float(os.environ.get("JOB_CALL_TIMEOUT") or 0) or None,
         )
 
 
@@ -324,9 +326,14 @@ class JobApp:
         context.run(request_context.set, info)
         async with self._limiter:
             try:
-                result = await asyncio.get_running_loop().run_in_executor(
+                # A thread cannot be stopped: past the timeout the caller is answered and the
+                # job's code runs on to its end, its result dropped.
+                result = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(
                     self.executor, lambda: context.run(function, **kwargs)
-                )
+                ), self.options.call_timeout)
+            except TimeoutError as exc:
+                raise HttpError(504, f"the job did not answer within its call_timeout of "
+                                     f"{self.options.call_timeout:g} s") from exc
             except Exception as exc:  # noqa: BLE001 (the job's error goes back to the caller; we keep serving)
                 log.exception("job raised an error")
                 raise HttpError(500, f"{type(exc).__name__}: {exc}") from exc

@@ -39,7 +39,7 @@ def serve(entrypoint_path: str, entrypoint_class: str | None, port: int) -> None
         "timeout": 0,
         # Short: on SIGTERM the server waits for open connections, idle keep-alive ones included,
         # so this bounds how long a replaced job lingers after its last call.
-        "keepalive": 5,
+        "keepalive": 75,  # the gateway keeps pooled connections open (and drops them after 30 s idle)
         "graceful_timeout": int(os.environ.get("JOB_GRACEFUL_TIMEOUT", "30") or 30),
         "accesslog": None,  # the app writes its own access lines, with the tracing id
         "errorlog": "-",
