@@ -99,7 +99,7 @@ class Gateway:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008 if exc.status_code == 401 else 1011,
                             "reason": exc.message[:120]})
-            elif not call.response_started:
+            elif not call.response_started and not isinstance(exc, _CallerGone):
                 await _send_json(send, exc.status_code, call.error_body(exc), request_id)
             else:
                 raise  # headers are out: closing the connection is the only signal left

@@ -331,11 +331,3 @@ class UpstreamPool:
         except OSError as exc:
             raise ConnectionRefused(f"cannot connect to the job at {address}: {exc.strerror or exc}") from exc
         return protocol
-
-
-def header_value(headers: Headers, name: bytes) -> bytes | None:
-    for key, value in headers:
-        if key == name:
-            return value
-    return None
-

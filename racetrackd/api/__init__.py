@@ -6,8 +6,10 @@ import dataclasses
 
 from flask import current_app, g, request
 
+from racetrackd import metrics
 from racetrackd.addressing import Addressing
 from racetrackd.auth import Authenticator, token_from
+from racetrackd.errors import UnauthorizedError
 from racetrackd.jobtypes import JobType
 from racetrackd.runtime import Runtime
 from racetrackd.settings import Settings
@@ -31,7 +33,11 @@ def services() -> Services:
     return svc
 
 
-def authenticate_request(*, calling_job: bool = False) -> None:
-    """before_request hook: set `g.caller` or raise UnauthorizedError."""
+def authenticate_request() -> None:
+    """before_request hook: set `g.caller` or raise UnauthorizedError (counted in /metrics)."""
     token = token_from(request.headers, request.cookies)
-    g.caller = services().authenticator.authenticate(token, calling_job=calling_job)
+    try:
+        g.caller = services().authenticator.authenticate(token)
+    except UnauthorizedError:
+        metrics.AUTH_FAILURES.labels("api").inc()
+        raise
