@@ -23,7 +23,7 @@ from typing import Any
 
 from racetrackd.auth import ADMIN_USERNAME
 from racetrackd.db import AsyncTask, Job, JobStatus, TaskState, now
-from racetrackd.errors import ConflictError, NotFoundError, PayloadTooLarge, UpstreamError
+from racetrackd.errors import ConflictError, NotFoundError, PayloadTooLarge, RacetrackError, UpstreamError
 from racetrackd.settings import Settings
 from racetrackd.upstream import UpstreamPool
 
@@ -220,6 +220,11 @@ class AsyncCallRunner:
             else:
                 await loop.run_in_executor(None, _fail, task,
                                            f"{exc.message} (after {task.attempts} attempt(s))")
+        except RacetrackError as exc:  # e.g. waking the job failed: Docker unreachable
+            await loop.run_in_executor(None, _fail, task, exc.message)
+        except Exception as exc:  # a bug of ours must not leave the task "running" for ever
+            log.exception("async task %s: attempt failed unexpectedly", task.id)
+            await loop.run_in_executor(None, _fail, task, f"internal error: {type(exc).__name__}: {exc}")
         else:
             headers_out = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers
                            if k.decode("latin-1") not in NOT_STORED]

@@ -95,11 +95,13 @@ class Gateway:
             else:
                 raise NotFoundError(f"no gateway route {scope['path']}",
                                     hint="call jobs at /pub/job/<name>/<version>/<path>")
+        except _CallerGone:
+            return  # nobody is left to answer
         except RacetrackError as exc:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008 if exc.status_code == 401 else 1011,
                             "reason": exc.message[:120]})
-            elif not call.response_started and not isinstance(exc, _CallerGone):
+            elif not call.response_started:
                 await _send_json(send, exc.status_code, call.error_body(exc), request_id)
             else:
                 raise  # headers are out: closing the connection is the only signal left
@@ -174,6 +176,8 @@ class Gateway:
             route = self._routes.resolve(route.name, route.version) or route
         if route.starting or not route.addresses:
             call.job_status = route.status
+            metrics.GATEWAY_ERRORS.labels(route.name, route.version, "unavailable").inc()
+            metrics.GATEWAY_REQUESTS.labels(route.name, route.version, "503").inc()
             raise JobUnavailable(f"job {route.name} {route.version} is {route.status} and not ready for calls yet",
                                  hint="try again in a moment; `rtd list` shows its status")
         return route

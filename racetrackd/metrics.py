@@ -46,8 +46,6 @@ OVERHEAD_SECONDS = Histogram(
     "racetrackd_gateway_overhead_seconds", "Time the gateway itself added to a call (total minus the job's).",
     buckets=OVERHEAD_BUCKETS)
 AUTH_FAILURES = Counter("racetrackd_auth_failures", "Calls refused for a missing or wrong token.", ["area"])
-ASYNC_TASK_ATTEMPTS = Counter(
-    "racetrackd_async_task_attempts", "Async call attempts made, by outcome.", ["outcome"])
 
 
 def prepare_multiprocess_dir(path: Path) -> None:

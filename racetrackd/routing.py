@@ -124,7 +124,7 @@ class LeastOutstanding:
         else:
             start = next(self._turn) % len(addresses)
             rotated = [*addresses[start:], *addresses[:start]]
-            chosen = min(rotated, key=lambda address: self._outstanding[address])
+            chosen = min(rotated, key=lambda address: self._outstanding.get(address, 0))
         self._outstanding[chosen] += 1
         return chosen
 

@@ -52,6 +52,7 @@ class _Connection(asyncio.Protocol):
         self._head: asyncio.Future[None] | None = None
         self._interim = False
         self._head_only = False
+        self._close_delimited = False
         self.status = 0
         self.headers: Headers = []
         self.keep_alive = False
@@ -82,7 +83,10 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self._head is not None and not self._complete:
+        if self._close_delimited and self.status and not self._complete and exc is None:
+            self.keep_alive = False
+            self._finish()
+        elif self._head is not None and not self._complete:
             self._fail(ConnectionBroken("connection broken (the job closed it; it may have died)"))
         self._wake_writer()
 
@@ -106,6 +110,10 @@ class _Connection(asyncio.Protocol):
             return
         self.status = status
         self.keep_alive = self._parser.should_keep_alive()
+        # No length and not chunked: the body ends when the job closes the connection (RFC 9112 6.3).
+        self._close_delimited = (not self._head_only and status not in (204, 304) and not any(
+            name == b"content-length" or (name == b"transfer-encoding" and b"chunked" in value.lower())
+            for name, value in self.headers))
         if self._head is not None and not self._head.done():
             self._head.set_result(None)
         if self._head_only:
@@ -141,6 +149,7 @@ class _Connection(asyncio.Protocol):
         self._buffered = 0
         self._error = None
         self.status = 0
+        self._close_delimited = False
         if not isinstance(body, bytes):
             framing = (b"content-length: %d\r\n" % content_length if content_length is not None
                        else b"transfer-encoding: chunked\r\n")
@@ -283,7 +292,11 @@ class UpstreamPool:
             if not (connection.reused and not connection.received_any and isinstance(body, bytes)):
                 raise
             connection = await self._connect(address)
-            await connection.exchange(method, target, headers, body, content_length)
+            try:
+                await connection.exchange(method, target, headers, body, content_length)
+            except BaseException:
+                connection.close()
+                raise
         except BaseException:
             connection.close()  # cancelled (timeout, caller gone) or failed mid-request
             raise

@@ -1,0 +1,168 @@
+"""Prometheus figures (racetrackd/metrics.py): the gateway's counters after real calls, and registry figures."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from racetrackd import db, metrics
+from racetrackd.db import AsyncTask, TaskState
+from racetrackd.settings import Settings
+from tests.unit.conftest import ADMIN_TOKEN
+from tests.unit.fakes import FakeRuntime
+from tests.unit.gateway_helpers import Daemons, LoopClient, Servers, UpstreamServer, add_job, free_port
+
+AUTH = {"X-Racetrack-Auth": ADMIN_TOKEN}
+
+
+@pytest.fixture(autouse=True)
+def _single_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(metrics.MULTIPROC_ENV, raising=False)
+
+
+@pytest.fixture
+def daemon(make_settings: Callable[..., Settings], runtime: FakeRuntime) -> Iterator[Daemons]:
+    daemons = Daemons(make_settings, runtime)
+    yield daemons
+    daemons.close()
+
+
+@pytest.fixture
+def servers() -> Iterator[Servers]:
+    made = Servers()
+    yield made
+    made.close()
+
+
+def sample(name: str, **labels: str) -> float:
+    """The value of one sample in render()'s text (0 when absent)."""
+    for family in text_string_to_metric_families(metrics.render().decode()):
+        for found in family.samples:
+            if found.name == name and found.labels == labels:
+                return float(found.value)
+    return 0.0
+
+
+def samples_of(name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    values = {}
+    for family in text_string_to_metric_families(metrics.render().decode()):
+        for found in family.samples:
+            if found.name == name:
+                values[tuple(sorted(found.labels.items()))] = float(found.value)
+    return values
+
+
+@pytest.fixture
+def job(daemon: Daemons, servers: Servers) -> tuple[LoopClient, UpstreamServer]:
+    client = daemon(call_timeout="0.2")
+    server = servers()
+    add_job("adder", "1.0.0", addresses=[server.address])
+    return client, server
+
+
+def test_answered_calls_are_counted_by_job_version_and_status(job: tuple[LoopClient, UpstreamServer]) -> None:
+    client, _ = job
+    ok = {"job_name": "adder", "job_version": "1.0.0", "status_code": "200"}
+    job_labels = {"job_name": "adder", "job_version": "1.0.0"}
+    before = (sample("racetrackd_gateway_requests_total", **ok),
+              sample("racetrackd_gateway_job_seconds_count", **job_labels),
+              sample("racetrackd_gateway_overhead_seconds_count"))
+
+    for _ in range(2):
+        assert client.get("/pub/job/adder/latest/", AUTH).status_code == 200
+
+    assert sample("racetrackd_gateway_requests_total", **ok) == before[0] + 2  # counted under the resolved version
+    assert sample("racetrackd_gateway_job_seconds_count", **job_labels) == before[1] + 2
+    assert sample("racetrackd_gateway_overhead_seconds_count") == before[2] + 2
+    assert sample("racetrackd_gateway_in_flight", job_name="adder") == 0
+
+
+def test_failed_calls_are_counted_by_kind(daemon: Daemons, servers: Servers) -> None:
+    client = daemon(call_timeout="0.2")
+    holder: list[UpstreamServer] = []
+    slow = servers(lambda connection, request: holder[0].stopping.wait(3) and None)
+    holder.append(slow)
+    add_job("down", "1.0.0", addresses=[f"127.0.0.1:{free_port()}"])
+    add_job("slow", "1.0.0", addresses=[slow.address])
+    refused = {"job_name": "down", "job_version": "1.0.0", "kind": "ConnectionRefused"}
+    timeout = {"job_name": "slow", "job_version": "1.0.0", "kind": "timeout"}
+    not_found = {"job_name": "ghost", "job_version": "latest", "kind": "not_found"}
+    before = {key: sample("racetrackd_gateway_errors_total", **labels)
+              for key, labels in (("refused", refused), ("timeout", timeout), ("not_found", not_found))}
+    before_502 = sample("racetrackd_gateway_requests_total", job_name="down", job_version="1.0.0", status_code="502")
+    before_504 = sample("racetrackd_gateway_requests_total", job_name="slow", job_version="1.0.0", status_code="504")
+
+    assert client.get("/pub/job/down/1.0.0/", AUTH).status_code == 502
+    assert client.get("/pub/job/slow/1.0.0/", AUTH).status_code == 504
+    assert client.get("/pub/job/ghost/latest/", AUTH).status_code == 404
+
+    assert sample("racetrackd_gateway_errors_total", **refused) == before["refused"] + 1
+    assert sample("racetrackd_gateway_errors_total", **timeout) == before["timeout"] + 1
+    assert sample("racetrackd_gateway_errors_total", **not_found) == before["not_found"] + 1
+    assert sample("racetrackd_gateway_requests_total", job_name="down", job_version="1.0.0",
+                  status_code="502") == before_502 + 1
+    assert sample("racetrackd_gateway_requests_total", job_name="slow", job_version="1.0.0",
+                  status_code="504") == before_504 + 1
+
+
+def test_calls_refused_for_their_token_are_counted(job: tuple[LoopClient, UpstreamServer]) -> None:
+    client, _ = job
+    before = sample("racetrackd_auth_failures_total", area="gateway")
+
+    client.get("/pub/job/adder/1.0.0/", {"X-Racetrack-Auth": "wrong"})
+    client.get("/pub/job/adder/1.0.0/")
+
+    assert sample("racetrackd_auth_failures_total", area="gateway") == before + 2
+
+
+def test_calls_to_a_starting_job_are_counted(daemon: Daemons) -> None:
+    client = daemon()
+    add_job("early", "1.0.0", db.JobStatus.STARTING, ["127.0.0.1:1"])
+    labels = {"job_name": "early", "job_version": "1.0.0", "status_code": "503"}
+    before = sample("racetrackd_gateway_requests_total", **labels)
+
+    assert client.get("/pub/job/early/1.0.0/", AUTH).status_code == 503
+
+    assert sample("racetrackd_gateway_requests_total", **labels) == before + 1
+
+
+def test_registry_figures_count_jobs_by_status_and_async_tasks_by_state(daemon: Daemons) -> None:
+    daemon()
+    add_job("a", "1.0.0", db.JobStatus.RUNNING)
+    add_job("b", "1.0.0", db.JobStatus.RUNNING)
+    add_job("c", "1.0.0", db.JobStatus.SLEEPING)
+    for state in (TaskState.QUEUED, TaskState.FAILED, TaskState.FAILED, TaskState.COMPLETED):
+        AsyncTask.create(job_name="a", job_version="1.0.0", method="POST", target="/", state=state)
+
+    jobs = samples_of("racetrackd_jobs")
+    tasks = samples_of("racetrackd_async_tasks")
+
+    assert jobs == {(("status", "running"),): 2.0, (("status", "sleeping"),): 1.0}
+    assert tasks == {(("state", "queued"),): 1.0, (("state", "failed"),): 2.0, (("state", "completed"),): 1.0}
+
+
+def test_registry_figures_follow_the_registry(daemon: Daemons) -> None:
+    daemon()
+    add_job("a", "1.0.0", db.JobStatus.RUNNING)
+    assert samples_of("racetrackd_jobs") == {(("status", "running"),): 1.0}
+
+    db.Job.update(status=db.JobStatus.CRASHED).execute()
+
+    assert samples_of("racetrackd_jobs") == {(("status", "crashed"),): 1.0}
+
+
+def test_the_metrics_endpoint_serves_them_without_a_token(job: tuple[LoopClient, UpstreamServer]) -> None:
+    client, _ = job
+    client.get("/pub/job/adder/1.0.0/", AUTH)
+
+    response = client.get("/metrics")
+
+    assert response.status_code == 200
+    assert response.header("content-type") == metrics.CONTENT_TYPE
+    names = {family.name for family in text_string_to_metric_families(response.text)}
+    assert {"racetrackd_gateway_requests", "racetrackd_gateway_errors", "racetrackd_gateway_job_seconds",
+            "racetrackd_jobs", "racetrackd_async_tasks", "racetrackd_deployments"} <= names
+    assert 'racetrackd_gateway_requests_total{job_name="adder",job_version="1.0.0",status_code="200"}' in response.text
+    assert 'racetrackd_jobs{status="running"} 1.0' in response.text
