@@ -24,6 +24,7 @@ from typing import Any
 from racetrackd.auth import ADMIN_USERNAME
 from racetrackd.db import AsyncTask, Job, JobStatus, TaskState, now
 from racetrackd.errors import ConflictError, NotFoundError, PayloadTooLarge, RacetrackError, UpstreamError
+from racetrackd.routing import UNROUTABLE
 from racetrackd.settings import Settings
 from racetrackd.upstream import UpstreamPool
 
@@ -198,6 +199,8 @@ class AsyncCallRunner:
             if job.status in (JobStatus.SLEEPING, JobStatus.WAKING):
                 await loop.run_in_executor(None, self._wake, job)
                 job = await loop.run_in_executor(None, Job.find, task.job_name, task.job_version) or job
+            if job.status in UNROUTABLE:  # its old address may belong to another container by now
+                raise UpstreamError(f"job {job.name} {job.version} is {job.status}")
             address = job.ready_addresses()[0]
             headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in json.loads(task.request_headers)]
             headers.append((b"host", address.encode()))

@@ -38,7 +38,7 @@ from racetrackd.errors import (
     UnauthorizedError,
     UpstreamError,
 )
-from racetrackd.routing import LeastOutstanding, Route, RoutingTable
+from racetrackd.routing import UNROUTABLE, LeastOutstanding, Route, RoutingTable
 from racetrackd.upstream import Headers, UpstreamPool, UpstreamResponse
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ class Gateway:
                     f"{route.call_timeout:g} s", hint="set call_timeout in job.yaml for longer calls") from None
             except UpstreamError as exc:
                 metrics.GATEWAY_ERRORS.labels(route.name, route.version, type(exc).__name__).inc()
-                exc.hint = f"job status: {route.status}" + (f"; last error: {route.error}" if route.error else "")
+                exc.hint = _status_hint(route)
                 call.job_status = route.status
                 raise
         except RacetrackError as exc:
@@ -174,6 +174,12 @@ class Gateway:
             await loop.run_in_executor(None, self._wake, route.name, route.version)
             await loop.run_in_executor(None, self._routes.reload)
             route = self._routes.resolve(route.name, route.version) or route
+        if route.status in UNROUTABLE:  # no container to call: fail now, not after a connect timeout
+            call.job_status = route.status
+            metrics.GATEWAY_ERRORS.labels(route.name, route.version, "unreachable").inc()
+            metrics.GATEWAY_REQUESTS.labels(route.name, route.version, "502").inc()
+            raise UpstreamError(f"job {route.name} {route.version} is {route.status}",
+                                hint=_status_hint(route))
         if route.starting or not route.addresses:
             call.job_status = route.status
             metrics.GATEWAY_ERRORS.labels(route.name, route.version, "unavailable").inc()
@@ -201,7 +207,7 @@ class Gateway:
             public_prefix = f"/pub/{parts[2]}/{call.name}/{call.version}"
             target = _job_target(call.scope, route, 5).decode("latin-1")
             headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in _forward_headers(call, address, public_prefix)
-                       if k not in WEBSOCKET_OWN]
+                       if k not in WEBSOCKET_OWN and k != b"host"]  # the client sets Host itself
             try:
                 upstream = await websocket_connect(
                     f"ws://{address}{target}", additional_headers=headers, subprotocols=call.scope.get("subprotocols") or None,
@@ -310,6 +316,10 @@ async def _answer(call: _Call, response: UpstreamResponse, status: int, headers:
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
     await send({"type": "http.response.body", "body": b""})
     return time.perf_counter() - streamed_from
+
+
+def _status_hint(route: Route) -> str:
+    return f"job status: {route.status}" + (f"; last error: {route.error}" if route.error else "")
 
 
 def _header(headers: Headers, name: bytes) -> str | None:

@@ -22,7 +22,8 @@ from racetrackd.jobs import ALIASABLE
 
 log = logging.getLogger(__name__)
 
-MISS_RELOAD_INTERVAL = 0.1  # at most this often does an unknown name force a reload
+MISS_RELOAD_INTERVAL = 0.1
+UNROUTABLE = frozenset({JobStatus.CRASHED, JobStatus.LOST})  # at most this often does an unknown name force a reload
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +58,8 @@ class RoutingTable:
     def resolve(self, name: str, version: str) -> Route | None:
         """The route for `name` at `version` (exact, `latest`, `1.x`, ...), or None."""
         route = self._select(name, version)
-        if route is None and time.monotonic() - self._last_miss_reload > MISS_RELOAD_INTERVAL:
+        # A starting job may have become ready a moment ago (rtd submit returns then): look again.
+        if (route is None or route.starting) and time.monotonic() - self._last_miss_reload > MISS_RELOAD_INTERVAL:
             self._last_miss_reload = time.monotonic()
             self.reload()
             route = self._select(name, version)
@@ -99,8 +101,9 @@ class RoutingTable:
         return versions.select(version, family, lambda route: route.version)
 
     def _route(self, job: Job) -> Route:
-        return Route(name=job.name, version=job.version, status=job.status,
-                     addresses=tuple(address for address in job.ready_addresses() if address),
+        # A crashed or lost job's last address may belong to another container by now.
+        addresses = () if job.status in UNROUTABLE else tuple(address for address in job.ready_addresses() if address)
+        return Route(name=job.name, version=job.version, status=job.status, addresses=addresses,
                      call_timeout=float(job.call_timeout or self._default_timeout), error=job.error)
 
 

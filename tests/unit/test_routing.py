@@ -235,3 +235,28 @@ def test_releasing_every_call_leaves_no_counts_behind() -> None:
         balancer.release(address)
 
     assert balancer._outstanding == {}  # addresses of deleted replicas are not kept forever
+
+
+def test_a_starting_job_that_became_ready_is_seen_at_once(registry: Settings) -> None:
+    # rtd submit returns as soon as the deployment is done: the very next call must not get 503.
+    add_job("fresh", "1.0.0", db.JobStatus.STARTING, [])
+    table = RoutingTable(600)
+    table.reload()
+    time.sleep(routing.MISS_RELOAD_INTERVAL + 0.01)
+
+    db.Job.update(status=db.JobStatus.RUNNING, replica_addresses='["127.0.0.1:7300"]').execute()
+    route = table.resolve("fresh", "1.0.0")
+
+    assert route is not None and route.status == db.JobStatus.RUNNING and route.addresses == ("127.0.0.1:7300",)
+
+
+@pytest.mark.parametrize("status", [db.JobStatus.CRASHED, db.JobStatus.LOST])
+def test_a_crashed_or_lost_job_has_no_address_to_call(registry: Settings, status: str) -> None:
+    # Its last address may belong to another container by now.
+    add_job("gone", "1.0.0", status, ["172.18.0.9:7000"])
+    table = RoutingTable(600)
+    table.reload()
+
+    route = table.resolve("gone", "1.0.0")
+
+    assert route is not None and route.addresses == ()
