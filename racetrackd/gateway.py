@@ -51,6 +51,7 @@ Send = Callable[[Message], Awaitable[None]]
 TRACING = naming.TRACING_HEADER.lower().encode()
 CALLER = naming.CALLER_HEADER.lower().encode()
 AUTH_HEADERS = {name.lower().encode() for name in (AUTH_HEADER, *LEGACY_HEADERS)}
+AUTH_COOKIE = AUTH_HEADER.encode()
 HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer",
     b"trailers", b"transfer-encoding", b"upgrade", b"proxy-connection",
@@ -119,8 +120,8 @@ class Gateway:
         route = await self._route(call)
         deadline = asyncio.get_running_loop().time() + route.call_timeout
         address = self._balancer.acquire(route.addresses)
-        in_flight = metrics.GATEWAY_IN_FLIGHT.labels(route.name)
-        in_flight.inc()
+        counted = metrics.for_job(route.name, route.version)
+        counted.in_flight.inc()
         status = 0
         job_seconds = 0.0
         try:
@@ -144,12 +145,12 @@ class Gateway:
                         raise
                     response.release()
             except TimeoutError:
-                metrics.GATEWAY_ERRORS.labels(route.name, route.version, "timeout").inc()
+                counted.error("timeout")
                 raise JobTimeout(
                     f"job {route.name} {route.version} did not answer within its call_timeout of "
                     f"{route.call_timeout:g} s", hint="set call_timeout in job.yaml for longer calls") from None
             except UpstreamError as exc:
-                metrics.GATEWAY_ERRORS.labels(route.name, route.version, type(exc).__name__).inc()
+                counted.error(type(exc).__name__)
                 exc.hint = _status_hint(route)
                 call.job_status = route.status
                 raise
@@ -158,9 +159,9 @@ class Gateway:
             raise
         finally:
             self._balancer.release(address)
-            in_flight.dec()
-            metrics.GATEWAY_REQUESTS.labels(route.name, route.version, str(status or 499)).inc()
-            metrics.JOB_SECONDS.labels(route.name, route.version).observe(job_seconds)
+            counted.in_flight.dec()
+            counted.answered(status or 499)
+            counted.job_seconds.observe(job_seconds)
             metrics.OVERHEAD_SECONDS.observe(max(0.0, time.perf_counter() - started - job_seconds))
 
     async def _route(self, call: _Call) -> Route:
@@ -176,14 +177,14 @@ class Gateway:
             route = self._routes.resolve(route.name, route.version) or route
         if route.status in UNROUTABLE:  # no container to call: fail now, not after a connect timeout
             call.job_status = route.status
-            metrics.GATEWAY_ERRORS.labels(route.name, route.version, "unreachable").inc()
-            metrics.GATEWAY_REQUESTS.labels(route.name, route.version, "502").inc()
+            metrics.for_job(route.name, route.version).error("unreachable")
+            metrics.for_job(route.name, route.version).answered(502)
             raise UpstreamError(f"job {route.name} {route.version} is {route.status}",
                                 hint=_status_hint(route))
         if route.starting or not route.addresses:
             call.job_status = route.status
-            metrics.GATEWAY_ERRORS.labels(route.name, route.version, "unavailable").inc()
-            metrics.GATEWAY_REQUESTS.labels(route.name, route.version, "503").inc()
+            metrics.for_job(route.name, route.version).error("unavailable")
+            metrics.for_job(route.name, route.version).answered(503)
             raise JobUnavailable(f"job {route.name} {route.version} is {route.status} and not ready for calls yet",
                                  hint="try again in a moment; `rtd list` shows its status")
         return route
@@ -343,33 +344,54 @@ def _job_target(scope: Scope, route: Route, maxsplit: int) -> bytes:
 
 
 def _forward_headers(call: _Call, address: str, public_prefix: str) -> Headers:
-    headers = call.headers
-    dropped = NOT_FORWARDED
-    connection = _header(headers, b"connection")
+    """The headers the job gets: the caller's, less hop-by-hop ones and the token, plus ours.
+
+    One pass over the caller's headers: this runs on every call.
+    """
+    out: Headers = []
+    connection = forwarded_for = forwarded_host = forwarded_proto = host = None
+    for name, value in call.headers:
+        if name in NOT_FORWARDED:
+            if name == b"connection":
+                connection = value
+            elif name == b"host":
+                host = value
+            continue
+        if name.startswith(b"x-forwarded-"):
+            if name == b"x-forwarded-for":
+                forwarded_for = value
+            elif name == b"x-forwarded-host":
+                forwarded_host = value
+            elif name == b"x-forwarded-proto":
+                forwarded_proto = value
+            continue
+        if name == b"cookie":
+            value = _without_auth_cookie(value)
+            if not value:
+                continue
+        out.append((name, value))
     if connection:  # headers the client named as hop-by-hop go no further either
-        dropped = dropped | {token.strip().lower().encode() for token in connection.split(",")}
-    out = [(k, v) for k, v in headers if k not in dropped and not k.startswith(b"x-forwarded-")]
-    out = [(k, _without_auth_cookie(v)) if k == b"cookie" else (k, v) for k, v in out]
+        named = {token.strip().lower() for token in connection.split(b",")}
+        out = [(k, v) for k, v in out if k not in named]
     client = call.scope.get("client")
-    previous = _header(headers, b"x-forwarded-for")
-    client_host = client[0] if client else ""
+    client_host = client[0].encode() if client else b""
     out += [
         (b"host", address.encode()),
-        (b"x-forwarded-for", f"{previous}, {client_host}".encode() if previous else client_host.encode()),
-        (b"x-forwarded-host", (_header(headers, b"x-forwarded-host") or _header(headers, b"host") or "").encode()),
-        (b"x-forwarded-proto", (_header(headers, b"x-forwarded-proto") or call.scope.get("scheme", "http")).encode()),
+        (b"x-forwarded-for", forwarded_for + b", " + client_host if forwarded_for else client_host),
+        (b"x-forwarded-host", forwarded_host or host or b""),
+        (b"x-forwarded-proto", forwarded_proto or call.scope.get("scheme", "http").encode()),
         (b"x-forwarded-prefix", public_prefix.encode()),
         (TRACING, call.request_id.encode()),
     ]
     if call.caller:
         out.append((CALLER, call.caller.encode()))
-    return [(k, v) for k, v in out if k != b"cookie" or v]
+    return out
 
 
 def _without_auth_cookie(value: bytes) -> bytes:
-    if AUTH_HEADER.encode() not in value:
+    if AUTH_COOKIE not in value:
         return value
-    kept = [item for item in value.split(b";") if item.strip().partition(b"=")[0] != AUTH_HEADER.encode()]
+    kept = [item for item in value.split(b";") if item.strip().partition(b"=")[0] != AUTH_COOKIE]
     return b";".join(kept).strip()
 
 

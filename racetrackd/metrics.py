@@ -48,6 +48,35 @@ OVERHEAD_SECONDS = Histogram(
 AUTH_FAILURES = Counter("racetrackd_auth_failures", "Calls refused for a missing or wrong token.", ["area"])
 
 
+class CallMetrics:
+    """One job version's label children, looked up once: `labels()` on every call costs."""
+
+    def __init__(self, name: str, version: str) -> None:
+        self._labels = (name, version)
+        self.in_flight = GATEWAY_IN_FLIGHT.labels(name)
+        self.job_seconds = JOB_SECONDS.labels(name, version)
+        self._answered: dict[int, Any] = {}
+
+    def answered(self, status: int) -> None:
+        child = self._answered.get(status)
+        if child is None:
+            child = self._answered[status] = GATEWAY_REQUESTS.labels(*self._labels, str(status))
+        child.inc()
+
+    def error(self, kind: str) -> None:
+        GATEWAY_ERRORS.labels(*self._labels, kind).inc()
+
+
+_CALL_METRICS: dict[tuple[str, str], CallMetrics] = {}
+
+
+def for_job(name: str, version: str) -> CallMetrics:
+    found = _CALL_METRICS.get((name, version))
+    if found is None:
+        found = _CALL_METRICS[(name, version)] = CallMetrics(name, version)
+    return found
+
+
 def prepare_multiprocess_dir(path: Path) -> None:
     """Start each daemon run with an empty directory: files of dead processes would count forever."""
     shutil.rmtree(path, ignore_errors=True)
