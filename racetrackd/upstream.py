@@ -30,6 +30,7 @@ CONNECT_TIMEOUT = 5.0
 # dropping ours sooner avoids sending on a connection the job is closing.
 MAX_IDLE_SECONDS = 30.0
 MAX_IDLE_PER_ADDRESS = 64
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # these say `content-length: 0` when empty
 
 
@@ -287,9 +288,11 @@ class UpstreamPool:
             await connection.exchange(method, target, headers, body, content_length)
         except ConnectionBroken:
             connection.close()
-            # A pooled connection the job closed while idle fails before any answer: the job never
-            # saw the request, so sending it once more on a new connection is safe.
-            if not (connection.reused and not connection.received_any and isinstance(body, bytes)):
+            # A pooled connection the job closed while idle fails before any answer. The job may
+            # also have died while working on the request, so only a method that may run twice
+            # is sent once more (as Go's and browsers' HTTP clients do).
+            if not (connection.reused and not connection.received_any and isinstance(body, bytes)
+                    and method in IDEMPOTENT_METHODS):
                 raise
             connection = await self._connect(address)
             try:

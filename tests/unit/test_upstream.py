@@ -112,7 +112,7 @@ def test_a_pooled_connection_the_job_closed_is_retried_on_a_new_one_for_a_bytes_
         await read_all(await pool.request(server.address, "GET", b"/first", host(server)))
         close_now.set()
         assert closed.wait(2)  # blocks the loop: the pool has not noticed the close yet
-        response = await pool.request(server.address, "POST", b"/second", host(server), b"payload")
+        response = await pool.request(server.address, "PUT", b"/second", host(server), b"payload")
         return response.status, await read_all(response)
 
     status, body = run(scenario)
@@ -121,6 +121,33 @@ def test_a_pooled_connection_the_job_closed_is_retried_on_a_new_one_for_a_bytes_
     assert json.loads(body)["body"] == "payload"
     assert server.accepts == 2
     assert [r.target for r in server.requests] == ["/first", "/second"]  # sent once, on the new connection
+
+
+def test_a_post_on_a_pooled_connection_the_job_closed_is_not_sent_twice(
+        serve: Callable[..., UpstreamServer]) -> None:
+    # The job may have died while working on it: a POST must not run twice.
+    close_now, closed = threading.Event(), threading.Event()
+
+    def answer_once_then_hang_up(connection: ServerConnection, request: Request) -> bool | None:
+        echo(connection, request)
+        if request.target == "/first":
+            close_now.wait(2)
+            connection.close()
+            closed.set()
+            return False
+        return None
+
+    server = serve(answer_once_then_hang_up)
+
+    async def scenario(pool: UpstreamPool) -> None:
+        await read_all(await pool.request(server.address, "GET", b"/first", host(server)))
+        close_now.set()
+        assert closed.wait(2)  # blocks the loop: the pool has not noticed the close yet
+        await pool.request(server.address, "POST", b"/second", host(server), b"payload")
+
+    with pytest.raises(ConnectionBroken):
+        run(scenario)
+    assert server.accepts == 1
 
 
 def test_a_pooled_connection_the_job_closed_is_not_retried_for_a_streamed_body(
@@ -529,7 +556,7 @@ def test_a_call_cancelled_while_waiting_closes_its_connection(serve: Callable[..
     async def scenario(pool: UpstreamPool) -> None:
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.2):  # the gateway's call_timeout, or the caller gone
-                await pool.request(server.address, "POST", b"/slow", host(server), b"x")
+                await pool.request(server.address, "PUT", b"/slow", host(server), b"x")
         await asyncio.sleep(0.05)
 
     run(scenario)
@@ -560,7 +587,7 @@ def test_a_call_cancelled_while_waiting_on_the_retried_connection_closes_it(
         assert closed.wait(2)  # the pooled connection is stale; the next call is retried on a new one
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.2):
-                await pool.request(server.address, "POST", b"/slow", host(server), b"x")
+                await pool.request(server.address, "PUT", b"/slow", host(server), b"x")
         await asyncio.sleep(0.05)
 
     run(scenario)
