@@ -332,3 +332,26 @@ def test_requests_before_loading_finishes_are_503_not_errors(
     response = perform(client, a=1)
     assert response.status_code == 503
     assert "still initializing" in response.json["error"]
+
+
+@pytest.mark.parametrize(("path", "status"), [
+    ("/pub/job/adder/0.0.1/api/v1/perform", 200),
+    ("/pub/job/adder/latest/api/v1/perform", 200),
+    ("/pub/job/adder/0.x/api/v1/perform", 200),
+    ("/api/v1/perform", 200),
+    ("/pub/job/other/0.0.1/api/v1/perform", 404),
+    ("/pub/job/adder/0.0.2/api/v1/perform", 404),
+])
+def test_a_call_meant_for_another_job_is_refused(
+    make_app: Callable[..., tuple[Any, Client]], monkeypatch: pytest.MonkeyPatch, path: str, status: int
+) -> None:
+    # A stale address (a dead container's IP given to a new one) must not get another job's answer.
+    monkeypatch.setenv("JOB_NAME", "adder")
+    monkeypatch.setenv("JOB_VERSION", "0.0.1")
+    _, client = make_app({"entrypoint.py": ADDER})
+
+    response = perform(client, path, a=40, b=2)
+
+    assert response.status_code == status, response.data
+    if status == 404:
+        assert "this is job adder 0.0.1" in response.json["error"]

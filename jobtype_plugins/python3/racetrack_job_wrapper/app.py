@@ -210,10 +210,26 @@ class JobApp:
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         base_url, path = self._split(scope)
-        if self.webview_asgi and path.startswith(webview.WEBVIEW_PREFIX):
+        if self._addressed_to_another_job(base_url):
+            await send({"type": "websocket.close", "code": 1008})
+        elif self.webview_asgi and path.startswith(webview.WEBVIEW_PREFIX):
             await webview.call_asgi(self.webview_app, scope, receive, send, base_url, path[len(webview.WEBVIEW_PREFIX):])
         else:
             await send({"type": "websocket.close", "code": 1000})
+
+    def _addressed_to_another_job(self, base_url: str) -> bool:
+        """A call for /pub/job/<other>/<version>: a stale address reached this container (its
+        predecessor's IP was reused), and answering it would hand the caller another job's result."""
+        if not base_url or not self.job_name:
+            return False
+        parts = base_url.split("/")  # ['', 'pub', 'job', name, version]
+        if len(parts) != 5:
+            return False
+        name, version = parts[3], parts[4]
+        if name != self.job_name:
+            return True
+        alias = version == "latest" or "x" in version.lower() or "*" in version
+        return not alias and version != self.job_version
 
     @staticmethod
     def _split(scope: Scope) -> tuple[str, str]:
@@ -228,6 +244,10 @@ class JobApp:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         tracing_id = headers.get(TRACING_HEADER) or str(uuid.uuid4())
         base_url, path = self._split(scope)
+        if self._addressed_to_another_job(base_url):
+            await send_response(send, error_response(404, f"this is job {self.job_name} {self.job_version}, "
+                                                          f"not the one at {base_url}"), [])
+            return
         # Behind the gateway, links and redirects must use the path the caller used (e.g. `latest`).
         base_url = headers.get("x-forwarded-prefix", base_url).rstrip("/")
         method = scope["method"]
