@@ -25,7 +25,9 @@ from racetrackd.errors import UpstreamError
 Headers = list[tuple[bytes, bytes]]
 
 READ_HIGH_WATER = 256 * 1024
-CONNECT_TIMEOUT = 5.0
+# A live job accepts in well under a millisecond; a stopped container's IP gives no answer at all
+# (the kernel waits ~3 s for ARP), so a caller learns the job is down after this long.
+CONNECT_TIMEOUT = 2.0
 # Jobs' servers close idle connections after their own keep-alive (75 s for the python3 wrapper);
 # dropping ours sooner avoids sending on a connection the job is closing.
 MAX_IDLE_SECONDS = 30.0

@@ -108,16 +108,3 @@ def test_deleting_a_job_removes_its_container(daemon: Daemon) -> None:
             daemon.docker.containers.get(name)
     assert after.status_code == 404
     assert after.json()["type"] == "job-not-found"
-
-
-def test_unreachable_job_gives_502_json(daemon: Daemon) -> None:
-    daemon.rtd("submit", "--force", str(ADDER), check=True)
-    container = next(c for c in daemon.containers() if c.labels["job-name"] == "adder")
-    container.stop(timeout=1)
-    try:
-        response = daemon.api("POST", "/pub/job/adder/latest/api/v1/perform", json={"a": 1, "b": 2})
-    finally:
-        container.start()
-
-    assert response.status_code == 502
-    assert response.json()["type"] == "job-unreachable"
