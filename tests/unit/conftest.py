@@ -19,6 +19,7 @@ from racetrackd import db
 from racetrackd.app import create_app
 from racetrackd.settings import Settings
 from tests.unit.fakes import FakeRuntime
+from tests.unit.gateway_helpers import Daemons, Servers
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON3_PLUGIN_DIR = REPO / "jobtype_plugins" / "python3"
@@ -93,6 +94,24 @@ def wrapper_app(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPa
     for name in set(sys.modules) - modules_before:
         if (getattr(sys.modules[name], "__file__", None) or "").startswith(job_root):
             del sys.modules[name]
+
+
+# --- the gateway over local upstream servers ---------------------------------------------------
+
+@pytest.fixture
+def daemon(make_settings: Callable[..., Settings], runtime: FakeRuntime) -> Iterator[Daemons]:
+    """Gateways (create_asgi_app over a FakeRuntime) driven on one event loop; closed afterwards."""
+    daemons = Daemons(make_settings, runtime)
+    yield daemons
+    daemons.close()
+
+
+@pytest.fixture
+def servers() -> Iterator[Servers]:
+    """Raw-socket HTTP servers on 127.0.0.1 standing in for jobs."""
+    made = Servers()
+    yield made
+    made.close()
 
 
 # --- the rtd CLI without a daemon -------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,7 +16,6 @@ from racetrackd.db import AsyncTask, TaskState
 from racetrackd.errors import ConflictError, DockerUnavailable, NotFoundError
 from racetrackd.settings import Settings
 from tests.unit.conftest import ADMIN_TOKEN
-from tests.unit.fakes import FakeRuntime
 from tests.unit.gateway_helpers import (
     Daemons,
     LoopClient,
@@ -33,20 +32,6 @@ from tests.unit.gateway_helpers import (
 AUTH = {"X-Racetrack-Auth": ADMIN_TOKEN}
 API = "/lifecycle/api/v1"
 FAST = {"async_retry_interval": "0.05", "async_max_attempts": "3"}
-
-
-@pytest.fixture
-def daemon(make_settings: Callable[..., Settings], runtime: FakeRuntime) -> Iterator[Daemons]:
-    daemons = Daemons(make_settings, runtime)
-    yield daemons
-    daemons.close()
-
-
-@pytest.fixture
-def servers() -> Iterator[Servers]:
-    made = Servers()
-    yield made
-    made.close()
 
 
 class Runner:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -14,9 +14,7 @@ import pytest
 from racetrackd import db, waking
 from racetrackd.auth import JobTokens, ensure_secret_key
 from racetrackd.errors import UpstreamError
-from racetrackd.settings import Settings
 from tests.unit.conftest import ADMIN_TOKEN
-from tests.unit.fakes import FakeRuntime
 from tests.unit.gateway_helpers import (
     Daemons,
     LoopClient,
@@ -32,20 +30,6 @@ from tests.unit.gateway_helpers import (
 )
 
 AUTH = {"X-Racetrack-Auth": ADMIN_TOKEN}
-
-
-@pytest.fixture
-def daemon(make_settings: Callable[..., Settings], runtime: FakeRuntime) -> Iterator[Daemons]:
-    daemons = Daemons(make_settings, runtime)
-    yield daemons
-    daemons.close()
-
-
-@pytest.fixture
-def servers() -> Iterator[Servers]:
-    made = Servers()
-    yield made
-    made.close()
 
 
 @pytest.fixture

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from racetrackd import db, metrics
 from racetrackd.db import AsyncTask, TaskState
-from racetrackd.settings import Settings
 from tests.unit.conftest import ADMIN_TOKEN
-from tests.unit.fakes import FakeRuntime
 from tests.unit.gateway_helpers import Daemons, LoopClient, Servers, UpstreamServer, add_job, free_port
 
 AUTH = {"X-Racetrack-Auth": ADMIN_TOKEN}
@@ -20,20 +16,6 @@ AUTH = {"X-Racetrack-Auth": ADMIN_TOKEN}
 @pytest.fixture(autouse=True)
 def _single_process(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(metrics.MULTIPROC_ENV, raising=False)
-
-
-@pytest.fixture
-def daemon(make_settings: Callable[..., Settings], runtime: FakeRuntime) -> Iterator[Daemons]:
-    daemons = Daemons(make_settings, runtime)
-    yield daemons
-    daemons.close()
-
-
-@pytest.fixture
-def servers() -> Iterator[Servers]:
-    made = Servers()
-    yield made
-    made.close()
 
 
 def sample(name: str, **labels: str) -> float:
