@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from racetrackd import db
+from tests.unit.asgi_client import AsgiResponse
 
 # --- a job's HTTP server ------------------------------------------------------------------------
 
@@ -192,12 +193,13 @@ def free_port() -> int:
 # --- an ASGI client on one event loop ------------------------------------------------------------
 
 
-class Response:
+class Response(AsgiResponse):
+    """AsgiResponse plus what the gateway tests look at: repeated headers and the body's pieces."""
+
     def __init__(self, status: int, headers: list[tuple[bytes, bytes]], chunks: list[bytes]) -> None:
-        self.status_code = status
+        super().__init__(status, headers, b"".join(chunks))
         self.raw_headers = headers
         self.chunks = chunks
-        self.data = b"".join(chunks)
 
     def header(self, name: str) -> str | None:
         values = self.all(name)
@@ -205,14 +207,6 @@ class Response:
 
     def all(self, name: str) -> list[str]:
         return [v.decode("latin-1") for k, v in self.raw_headers if k.decode("latin-1").lower() == name.lower()]
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.data)
-
-    @property
-    def text(self) -> str:
-        return self.data.decode()
 
 
 class LoopClient:
