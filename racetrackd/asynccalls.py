@@ -22,11 +22,12 @@ from collections.abc import Callable
 from typing import Any
 
 from racetrackd.auth import ADMIN_USERNAME
-from racetrackd.db import AsyncTask, Job, JobStatus, TaskState, now
+from racetrackd.db import AsyncTask, Job, TaskState, now
 from racetrackd.errors import ConflictError, NotFoundError, PayloadTooLarge, RacetrackError, UpstreamError
 from racetrackd.routing import UNROUTABLE
 from racetrackd.settings import Settings
 from racetrackd.upstream import UpstreamPool
+from racetrackd.waking import ASLEEP
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +197,7 @@ class AsyncCallRunner:
             return
         timeout = float(job.call_timeout or self._settings.call_timeout)
         try:
-            if job.status in (JobStatus.SLEEPING, JobStatus.WAKING):
+            if job.status in ASLEEP:
                 await loop.run_in_executor(None, self._wake, job)
                 job = await loop.run_in_executor(None, Job.find, task.job_name, task.job_version) or job
             if job.status in UNROUTABLE:  # its old address may belong to another container by now

@@ -177,14 +177,12 @@ class Gateway:
             route = self._routes.resolve(route.name, route.version) or route
         if route.status in UNROUTABLE:  # no container to call: fail now, not after a connect timeout
             call.job_status = route.status
-            metrics.for_job(route.name, route.version).error("unreachable")
-            metrics.for_job(route.name, route.version).answered(502)
+            _count_refusal(route, "unreachable", 502)
             raise UpstreamError(f"job {route.name} {route.version} is {route.status}",
                                 hint=_status_hint(route))
         if route.starting or not route.addresses:
             call.job_status = route.status
-            metrics.for_job(route.name, route.version).error("unavailable")
-            metrics.for_job(route.name, route.version).answered(503)
+            _count_refusal(route, "unavailable", 503)
             raise JobUnavailable(f"job {route.name} {route.version} is {route.status} and not ready for calls yet",
                                  hint="try again in a moment; `rtd list` shows its status")
         return route
@@ -317,6 +315,13 @@ async def _answer(call: _Call, response: UpstreamResponse, status: int, headers:
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
     await send({"type": "http.response.body", "body": b""})
     return time.perf_counter() - streamed_from
+
+
+def _count_refusal(route: Route, kind: str, status: int) -> None:
+    """A call refused before it was forwarded still counts as answered (and as an error)."""
+    counted = metrics.for_job(route.name, route.version)
+    counted.error(kind)
+    counted.answered(status)
 
 
 def _status_hint(route: Route) -> str:

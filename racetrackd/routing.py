@@ -19,6 +19,7 @@ from collections import defaultdict
 from jobmanifest import versions
 from racetrackd.db import Job, JobStatus, database
 from racetrackd.jobs import ALIASABLE
+from racetrackd.waking import ASLEEP
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class Route:
 
     @property
     def asleep(self) -> bool:
-        return self.status in (JobStatus.SLEEPING, JobStatus.WAKING)
+        return self.status in ASLEEP
 
     @property
     def starting(self) -> bool:
