@@ -44,6 +44,11 @@ class Route:
     def starting(self) -> bool:
         return self.status == JobStatus.STARTING
 
+    @property
+    def callable(self) -> bool:
+        """Whether calls can go to it now (a sleeping job is woken first, so it counts)."""
+        return bool(self.addresses) and not self.starting
+
 
 class RoutingTable:
     def __init__(self, default_call_timeout: float, refresh_interval: float = 0.25) -> None:
@@ -59,8 +64,10 @@ class RoutingTable:
     def resolve(self, name: str, version: str) -> Route | None:
         """The route for `name` at `version` (exact, `latest`, `1.x`, ...), or None."""
         route = self._select(name, version)
-        # A starting job may have become ready a moment ago (rtd submit returns then): look again.
-        if (route is None or route.starting) and time.monotonic() - self._last_miss_reload > MISS_RELOAD_INTERVAL:
+        # Before a refusal (unknown, starting, crashed, lost), look again: the job may have become
+        # ready a moment ago (rtd submit and the supervisor report it then) and the watcher not
+        # have caught up yet. Only answers that turn a caller away are checked twice.
+        if (route is None or not route.callable) and time.monotonic() - self._last_miss_reload > MISS_RELOAD_INTERVAL:
             self._last_miss_reload = time.monotonic()
             self.reload()
             route = self._select(name, version)

@@ -138,7 +138,7 @@ def test_reloads_on_misses_are_rate_limited(registry: Settings, monkeypatch: pyt
 
 
 def test_a_hit_does_not_reload(registry: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    add_job("adder", "1.0.0")
+    add_job("adder", "1.0.0", addresses=["127.0.0.1:7100"])  # callable: nothing to look at twice
     table = RoutingTable(600)
     table.reload()
     monkeypatch.setattr(table, "reload", lambda: pytest.fail("reloaded on a hit"))
@@ -191,7 +191,7 @@ def test_the_watcher_sees_a_new_version_behind_an_alias_that_already_resolved(re
 
 
 def test_a_stopped_watcher_no_longer_reloads(registry: Settings) -> None:
-    add_job("adder", "1.0.0")
+    add_job("adder", "1.0.0", addresses=["127.0.0.1:7100"])
     table = RoutingTable(600, refresh_interval=0.02)
     table.start()
     table.stop()
@@ -260,3 +260,16 @@ def test_a_crashed_or_lost_job_has_no_address_to_call(registry: Settings, status
     route = table.resolve("gone", "1.0.0")
 
     assert route is not None and route.addresses == ()
+
+
+def test_a_crashed_job_that_came_back_is_seen_at_once(registry: Settings) -> None:
+    # The supervisor has just started it again: the gateway must not refuse it as crashed.
+    add_job("back", "1.0.0", db.JobStatus.CRASHED, ["172.18.0.9:7000"])
+    table = RoutingTable(600)
+    table.reload()
+    time.sleep(routing.MISS_RELOAD_INTERVAL + 0.01)
+
+    db.Job.update(status=db.JobStatus.RUNNING).execute()
+    route = table.resolve("back", "1.0.0")
+
+    assert route is not None and route.status == db.JobStatus.RUNNING and route.addresses == ("172.18.0.9:7000",)
