@@ -4,7 +4,8 @@ The context Docker sees is laid out as:
     Dockerfile.racetrack    the rendered job-type template
     job/                    the user's files
     jobtype/                the job type plugin's files (its wrapper)
-    racetrack-build/        operator-provided build inputs (CA bundle)
+    racetrack-build/        operator-provided build inputs (CA bundle), and the helper that
+                            gives RUN steps the secret build env (with-build-secrets.py)
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from racetrackd.errors import ValidationError
 
 DOCKERFILE_NAME = "Dockerfile.racetrack"
 CA_BUNDLE_PATH = "racetrack-build/ca-bundle.crt"
+SECRETS_HELPER_PATH = "racetrack-build/with-build-secrets.py"
+SECRETS_HELPER_SOURCE = Path(__file__).with_name("with_build_secrets.py")
 MAX_UNPACKED_BYTES = 2 * 1024**3
 EXCLUDED_DIRS = {".git", "__pycache__"}
 
@@ -73,7 +76,7 @@ def _escapes(path: PurePosixPath) -> bool:
 
 
 def assemble_docker_context(
-    dockerfile: str, job_dir: Path, jobtype_dir: Path, ca_bundle: Path | None
+    dockerfile: str, job_dir: Path, jobtype_dir: Path, ca_bundle: Path | None, *, with_secrets_helper: bool = False
 ) -> IO[bytes]:
     """An uncompressed tar of the full Docker build context, spooled to disk when large."""
     spool = tempfile.SpooledTemporaryFile(max_size=64 * 1024**2)  # noqa: SIM115 (returned to caller)
@@ -83,6 +86,8 @@ def assemble_docker_context(
         tar.add(jobtype_dir, arcname="jobtype", filter=_skip_excluded)
         if ca_bundle is not None:
             _add_bytes(tar, CA_BUNDLE_PATH, ca_bundle.read_bytes())
+        if with_secrets_helper:
+            _add_bytes(tar, SECRETS_HELPER_PATH, SECRETS_HELPER_SOURCE.read_bytes())
     spool.seek(0)
     return spool
 

@@ -72,6 +72,15 @@ def extra_bind_addresses(settings: Settings, addressing: Addressing) -> list[str
     return [f"{addressing.daemon_host}:{settings.port}"]
 
 
+def daemon_url_for_builds(addressing: Addressing, runtime: Runtime) -> str:
+    """Where image builds reach the daemon (their RUN steps use the host's network namespace)."""
+    if addressing.mode == CONTAINER_NAME:
+        host = runtime.container_ip(addressing.daemon_host, addressing.network)
+    else:
+        host = addressing.daemon_host
+    return f"http://{host}:{addressing.port}"
+
+
 def _is_local_address(address: str) -> bool:
     """Whether `address` belongs to this host (binding to it succeeds only then)."""
     try:

@@ -11,11 +11,13 @@ from flask import Flask
 from werkzeug.exceptions import HTTPException
 
 from racetrackd import jobtypes
+from racetrackd.accounts import Accounts, ChangeSignal
 from racetrackd.addressing import resolve_addressing
 from racetrackd.api import Services, health, lifecycle
-from racetrackd.auth import Authenticator, JobTokens, ensure_admin_token, ensure_secret_key
+from racetrackd.api import auth as auth_api
+from racetrackd.auth import Authenticator, ensure_admin_token, ensure_secret_key
 from racetrackd.db import open_database
-from racetrackd.errors import RacetrackError
+from racetrackd.errors import RacetrackError, TooManyAuthFailures
 from racetrackd.runtime import DockerRuntime, Runtime
 from racetrackd.settings import BUILTIN_PLUGINS_DIR, Settings
 from racetrackd.vault import Vault
@@ -28,30 +30,33 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     open_database(settings.database_path)
     app = Flask("racetrackd")
     app.json.sort_keys = False  # type: ignore[attr-defined]  # DefaultJSONProvider has it
-    secret_key = ensure_secret_key(settings)
+    vault = Vault(ensure_secret_key(settings))
+    accounts = Accounts(vault, ChangeSignal.in_data_dir(settings.data_dir))
+    accounts.ensure_bootstrap_admin(ensure_admin_token(settings))
     runtime = runtime or DockerRuntime()
     app.extensions["racetrackd"] = Services(
         settings=settings,
         addressing=resolve_addressing(settings, runtime),
-        vault=Vault(secret_key),
+        vault=vault,
         runtime=runtime,
         job_types=jobtypes.discover([BUILTIN_PLUGINS_DIR]),
-        authenticator=Authenticator(
-            settings.auth_required, ensure_admin_token(settings), JobTokens(secret_key)
-        ),
+        accounts=accounts,
+        authenticator=Authenticator.from_settings(settings, accounts),
     )
     app.register_blueprint(health.bp)
     app.register_blueprint(health.bp, url_prefix="/lifecycle", name="lifecycle_health")
     app.register_blueprint(lifecycle.bp, url_prefix="/lifecycle/api/v1")
+    app.register_blueprint(auth_api.bp, url_prefix="/lifecycle/api/v1")
     app.register_error_handler(RacetrackError, _racetrack_error)
     app.register_error_handler(HTTPException, _http_error)
     return app
 
 
-def _racetrack_error(error: RacetrackError) -> tuple[dict[str, Any], int]:
+def _racetrack_error(error: RacetrackError) -> tuple[dict[str, Any], int, dict[str, str]]:
     if error.status_code >= 500:
         log.error("%s: %s", error.reference, error.message)
-    return error.to_dict(), error.status_code
+    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, TooManyAuthFailures) else {}
+    return error.to_dict(), error.status_code, headers
 
 
 def _http_error(error: HTTPException) -> tuple[dict[str, Any], int]:

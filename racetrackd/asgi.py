@@ -51,6 +51,7 @@ class Daemon:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self._routes.start()
+                self.gateway.authenticator.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self._routes.stop()

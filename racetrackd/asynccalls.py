@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from racetrackd.auth import ADMIN_USERNAME
+from racetrackd.access import CALL_ADMIN_API, Identity
 from racetrackd.db import AsyncTask, Job, TaskState, now
 from racetrackd.errors import ConflictError, NotFoundError, PayloadTooLarge, RacetrackError, UpstreamError
 from racetrackd.routing import UNROUTABLE
@@ -47,12 +47,12 @@ def submit(job_name: str, job_version: str, method: str, target: str, headers: l
     return task
 
 
-def visible_to(task: AsyncTask, caller: str | None) -> bool:
-    """Whoever started a task may see it; the admin sees all."""
-    return not task.caller or caller in (task.caller, ADMIN_USERNAME)
+def visible_to(task: AsyncTask, caller: Identity) -> bool:
+    """Whoever started a task may see it; so may holders of call_admin_api (and staff)."""
+    return not task.caller or task.caller == caller.display or caller.allows(CALL_ADMIN_API)
 
 
-def find(task_id: str, caller: str | None) -> AsyncTask:
+def find(task_id: str, caller: Identity) -> AsyncTask:
     """The task, if `caller` may see it."""
     task = AsyncTask.get_or_none(AsyncTask.id == task_id)
     if task is None or not visible_to(task, caller):
@@ -110,7 +110,7 @@ def list_tasks(state: str | None = None, job_name: str | None = None, limit: int
     return list(query)
 
 
-def retry(task_id: str, caller: str | None) -> AsyncTask:
+def retry(task_id: str, caller: Identity) -> AsyncTask:
     """Queue a failed task again, with a fresh count of attempts."""
     task = find(task_id, caller)
     if task.state != TaskState.FAILED:

@@ -1,38 +1,52 @@
-"""Who is calling: the bootstrap admin token and job-family tokens, checked on the API and the gateway.
+"""Who is calling: a token (the `X-Racetrack-Auth` header, or a cookie of that name) → an Identity.
 
-Until users, ESCs and scopes exist, the admin token is the one user credential. Clients send it
-as the `X-Racetrack-Auth` header (or a cookie of that name, for browsers).
+The gateway asks on every call, so the answer comes from memory: token SHA-256 → Identity, filled
+from the registry on first sight and dropped whole when the accounts' ChangeSignal moves (any
+revoke, grant or user change, in any process). Expiry is checked on every use. Failed attempts
+are counted per client address; past the limit that address gets 429 for tokens not already
+known good, so guessing costs time and a valid caller behind the same address keeps working.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import collections
+import dataclasses
+import logging
 import os
 import secrets
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from racetrackd.errors import UnauthorizedError
+from racetrackd import metrics
+from racetrackd.access import ANYONE, Identity
+from racetrackd.accounts import Accounts, new_token, token_hash
+from racetrackd.errors import TooManyAuthFailures, UnauthorizedError
 from racetrackd.settings import Settings
+
+log = logging.getLogger(__name__)
 
 AUTH_HEADER = "X-Racetrack-Auth"
 LEGACY_HEADERS = ("X-Racetrack-User-Auth", "X-Racetrack-Esc-Auth")
 ADMIN_TOKEN_FILE = "admin-token"
 SECRET_KEY_FILE = "secret-key"
-ADMIN_USERNAME = "admin"
+LAST_USE_FLUSH_SECONDS = 10.0
+LAST_USE_RESOLUTION = 60.0  # last_use_time is exact to a minute: a call costs no write
 
 
 def ensure_admin_token(settings: Settings) -> str:
-    """The admin token from settings, else the one in DATA_DIR/admin-token (generated once, mode 0600)."""
+    """The bootstrap admin token: RACETRACK_ADMIN_TOKEN, else DATA_DIR/admin-token (generated once, mode 0600)."""
     if settings.admin_token:
         return settings.admin_token
-    return _read_or_create(settings.data_dir / ADMIN_TOKEN_FILE, lambda: secrets.token_urlsafe(32))
+    return _read_or_create(settings.data_dir / ADMIN_TOKEN_FILE, new_token)
 
 
 def ensure_secret_key(settings: Settings) -> bytes:
-    """The daemon's signing key in DATA_DIR/secret-key (generated once, mode 0600)."""
+    """The key sealing stored secrets: RACETRACK_SECRET_KEY, else DATA_DIR/secret-key (generated once, mode 0600)."""
+    if settings.secret_key:
+        return settings.secret_key.encode()
     return _read_or_create(settings.data_dir / SECRET_KEY_FILE, lambda: secrets.token_hex(32)).encode()
 
 
@@ -52,33 +66,6 @@ def _read_or_create(path: Path, make: Callable[[], str]) -> str:
     return value
 
 
-class JobTokens:
-    """Each job family's token (its containers get it as AUTH_TOKEN, for chain calls).
-
-    Derived, not stored: an HMAC of the family name under the daemon's secret key, so it is the
-    same for every version and survives restarts, and a leaked registry reveals none.
-    """
-
-    PREFIX = "rtdjob"
-
-    def __init__(self, secret_key: bytes) -> None:
-        self._key = secret_key
-
-    def token_for(self, family: str) -> str:
-        return f"{self.PREFIX}.{family}.{self._signature(family)}"
-
-    def family_of(self, token: str) -> str | None:
-        """The family a token belongs to, or None when it is not a valid job token."""
-        prefix, _, rest = token.partition(".")
-        family, _, signature = rest.rpartition(".")
-        if prefix != self.PREFIX or not family:
-            return None
-        return family if hmac.compare_digest(signature, self._signature(family)) else None
-
-    def _signature(self, family: str) -> str:
-        return hmac.new(self._key, f"job-family:{family}".encode(), hashlib.sha256).hexdigest()
-
-
 class _Lookup(Protocol):
     def get(self, key: str) -> str | None: ...
 
@@ -91,28 +78,125 @@ def token_from(headers: _Lookup, cookies: _Lookup) -> str | None:
     return cookies.get(AUTH_HEADER)
 
 
+class FailureLimiter:
+    """Failed auth attempts per client address over a sliding window (per process)."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self._failures: dict[str, collections.deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def blocked_for(self, address: str) -> int:
+        """Seconds until `address` may try again (0: it may now)."""
+        if not self.limit:
+            return 0
+        with self._lock:
+            failures = self._recent(address)
+            if len(failures) < self.limit:
+                return 0
+            return max(1, int(failures[0] + self.window - time.monotonic()) + 1)
+
+    def record(self, address: str) -> None:
+        if not self.limit:
+            return
+        with self._lock:
+            self._recent(address).append(time.monotonic())
+            if len(self._failures) > 10_000:  # many addresses: forget those with nothing recent
+                for key in [key for key, value in self._failures.items() if not self._recent(key)]:
+                    del self._failures[key]
+
+    def _recent(self, address: str) -> collections.deque[float]:
+        failures = self._failures.setdefault(address, collections.deque(maxlen=self.limit))
+        cutoff = time.monotonic() - self.window
+        while failures and failures[0] < cutoff:
+            failures.popleft()
+        return failures
+
+
 class Authenticator:
-    def __init__(self, required: bool, admin_token: str, job_tokens: JobTokens) -> None:
+    def __init__(self, accounts: Accounts, *, required: bool, limiter: FailureLimiter) -> None:
+        self.accounts = accounts
         self.required = required
-        self._admin_token = admin_token.encode()
-        self._job_tokens = job_tokens
+        self.limiter = limiter
+        self._cache: dict[str, Identity] = {}
+        self._seen_changes = b""
+        self._last_use: dict[int, float] = {}
+        self._last_written: dict[int, float] = {}
+        self._flusher: threading.Thread | None = None
 
-    def authenticate(self, token: str | None, *, calling_job: bool = False) -> str | None:
-        """The caller's name; raises UnauthorizedError when auth is required and the token is wrong.
+    @classmethod
+    def from_settings(cls, settings: Settings, accounts: Accounts) -> Authenticator:
+        return cls(accounts, required=settings.auth_required,
+                   limiter=FailureLimiter(settings.auth_failure_limit, settings.auth_failure_window))
 
-        Job-family tokens are good for calling jobs (chain calls) and nothing else; finer grants
-        arrive with users and scopes.
-        """
-        if token and hmac.compare_digest(token.encode(), self._admin_token):
-            return ADMIN_USERNAME
-        family = self._job_tokens.family_of(token) if token else None
-        if family is not None:
-            if calling_job:
-                return f"Job family {family}"
-            if self.required:
-                raise UnauthorizedError("a job's token may only call jobs through the gateway")
+    def identify(self, token: str | None, client: str, area: str) -> Identity:
+        """The caller's identity. Raises UnauthorizedError (no or bad token, when auth is required)
+        or TooManyAuthFailures; `area` (api, gateway) labels the failure metrics."""
+        if token:
+            identity = self._cached(token)
+            if identity is None:
+                wait = self.limiter.blocked_for(client)
+                if wait:
+                    metrics.AUTH_FAILURES.labels(area).inc()
+                    raise TooManyAuthFailures(
+                        f"too many failed auth attempts from {client}; try again in {wait} s", retry_after=wait)
+                identity = self._load(token)
+            if identity is not None:
+                self._last_use[identity.token_id or 0] = time.time()
+                return identity if self.required else _unrestricted(identity)
         if not self.required:
-            return None
+            return ANYONE
+        metrics.AUTH_FAILURES.labels(area).inc()
         if not token:
             raise UnauthorizedError(f"missing {AUTH_HEADER} header", hint="run `rtd login TOKEN` first")
-        raise UnauthorizedError("invalid auth token")
+        self.limiter.record(client)
+        raise UnauthorizedError("invalid, expired or revoked auth token",
+                                hint="log in again (rtd login), or ask an admin for a new token")
+
+    def forget(self) -> None:
+        self._cache = {}
+
+    def _cached(self, token: str) -> Identity | None:
+        changes = self.accounts.changes.current()
+        if changes != self._seen_changes:
+            self._cache = {}
+            self._seen_changes = changes
+            return None
+        identity = self._cache.get(token_hash(token))
+        if identity is not None and identity.expires_at is not None and identity.expires_at <= time.time():
+            return None
+        return identity
+
+    def _load(self, token: str) -> Identity | None:
+        changes = self.accounts.changes.current()  # before the read: a change during it empties the cache next time
+        identity = self.accounts.identity_for(token)
+        if identity is not None and changes == self._seen_changes:
+            self._cache[token_hash(token)] = identity
+        return identity
+
+    # ---- last use, written in the background
+    def start(self) -> None:
+        if self._flusher is None:
+            self._flusher = threading.Thread(target=self._flush_forever, daemon=True, name="token-last-use")
+            self._flusher.start()
+
+    def flush_last_use(self) -> None:
+        due = {token_id: when for token_id, when in list(self._last_use.items())
+               if token_id and when - self._last_written.get(token_id, 0.0) >= LAST_USE_RESOLUTION}
+        if due:
+            self.accounts.mark_used(due)
+            self._last_written.update(due)
+
+    def _flush_forever(self) -> None:
+        while True:
+            time.sleep(LAST_USE_FLUSH_SECONDS)
+            try:
+                self.flush_last_use()
+            except Exception:  # noqa: BLE001 (a missed last-use write is not worth a dead thread)
+                log.exception("recording token use failed")
+
+
+def _unrestricted(identity: Identity) -> Identity:
+    """With auth off, a known caller is still named (deployed_by, audit) but may do anything."""
+    return dataclasses.replace(identity, unrestricted=True)

@@ -16,7 +16,7 @@ from builders.context import DOCKERFILE_NAME, assemble_docker_context, unpack_bu
 from builders.dockerfile import render_dockerfile
 from builders.git_source import GitCredentials, check_remote_allowed, clone
 from jobmanifest import Manifest
-from racetrackd import __version__, jobtypes, naming
+from racetrackd import __version__, jobsecrets, jobtypes, naming
 from racetrackd.db import Deployment
 from racetrackd.errors import BuildError, RacetrackError, ValidationError
 from racetrackd.jobtypes import JobType
@@ -33,19 +33,22 @@ LABEL_JOB_TYPE = "racetrackd.job-type"
 
 
 class ImageBuilder:
-    def __init__(self, settings: Settings, runtime: Runtime, vault: Vault) -> None:
+    def __init__(self, settings: Settings, runtime: Runtime, vault: Vault, daemon_url_for_builds: str) -> None:
         self.settings = settings
         self.runtime = runtime
         self.vault = vault
+        self.daemon_url_for_builds = daemon_url_for_builds  # where RUN steps (host network) reach the daemon
 
-    def fetch_source(self, deployment: Deployment, manifest: Manifest, job_type: JobType, workspace: Path) -> Path:
+    def fetch_source(self, deployment: Deployment, manifest: Manifest, job_type: JobType, workspace: Path,
+                     secrets: jobsecrets.JobSecrets) -> Path:
         """The job's directory, from the upload or a git clone; records the commit on the deployment."""
         if deployment.build_context_path:
             job_dir = workspace / "job"
             unpack_build_context(Path(deployment.build_context_path), job_dir, int(self.settings.max_context_size))
         elif manifest.git is not None:
             check_remote_allowed(manifest.git.remote, self.settings.git_allowed_schemes)
-            credentials = self._take_credentials(deployment)
+            creds = secrets.git_credentials
+            credentials = GitCredentials(username=creds["username"], password=creds["password"]) if creds else None
             checkout = clone(manifest.git.remote, manifest.git.branch, manifest.git.directory, credentials,
                              workspace / "repo", self.settings.build_timeout)
             job_dir = checkout.context_dir
@@ -59,16 +62,8 @@ class ImageBuilder:
         jobtypes.check_extra(job_type, manifest.jobtype_extra, job_dir)
         return job_dir
 
-    def _take_credentials(self, deployment: Deployment) -> GitCredentials | None:
-        """Git credentials are used for one clone, then erased from the registry."""
-        if not deployment.git_credentials:
-            return None
-        data = self.vault.open(deployment.git_credentials)
-        deployment.git_credentials = None
-        deployment.save(only=[Deployment.git_credentials])
-        return GitCredentials(username=data["username"], password=data["password"])
-
-    def build(self, deployment: Deployment, manifest: Manifest, job_type: JobType, job_dir: Path) -> str:
+    def build(self, deployment: Deployment, manifest: Manifest, job_type: JobType, job_dir: Path,
+              secrets: jobsecrets.JobSecrets) -> str:
         """Build the job's image; returns its reference. BuildError ends with the failing output."""
         base_image = getattr(self.settings, job_type.base_image_setting) if job_type.base_image_setting else ""
         dockerfile = render_dockerfile(job_type.plugin_dir, job_type.dockerfile_template, {
@@ -78,6 +73,8 @@ class ImageBuilder:
                 "pip_index_url": self.settings.build_pip_index_url,
                 "pip_extra_index_url": self.settings.build_pip_extra_index_url,
                 "pip_trusted_host": self.settings.build_pip_trusted_host,
+                "secrets_url": self._secrets_url(manifest, secrets),
+                "secret_names": sorted(secrets.build_env),
             },
             "manifest": manifest.raw,
             "jobtype_extra": manifest.jobtype_extra,
@@ -97,9 +94,10 @@ class ImageBuilder:
             LABEL_MANIFEST_DIGEST: hashlib.sha256(manifest.yaml.encode()).hexdigest(),
             LABEL_JOB_TYPE: job_type.full_name,
         }
-        logs = _ThrottledLog(deployment)
+        logs = _ThrottledLog(deployment, jobsecrets.Redactor(secrets.values()))
         deadline = time.monotonic() + self.settings.build_timeout
-        with assemble_docker_context(dockerfile, job_dir, job_type.plugin_dir, self.settings.build_ca_bundle) as ctx:
+        with assemble_docker_context(dockerfile, job_dir, job_type.plugin_dir, self.settings.build_ca_bundle,
+                                     with_secrets_helper=bool(secrets.build_env)) as ctx:
             try:
                 self.runtime.build_image(ctx, DOCKERFILE_NAME, tag, labels, logs.writer(deadline),
                                          no_cache=deployment.no_cache, timeout=self.settings.build_timeout,
@@ -112,6 +110,13 @@ class ImageBuilder:
             finally:
                 logs.flush()
         return tag
+
+    def _secrets_url(self, manifest: Manifest, secrets: jobsecrets.JobSecrets) -> str:
+        """Where the build's RUN steps fetch the secret build env ('' when there is none)."""
+        if not secrets.build_env:
+            return ""
+        digest = jobsecrets.build_secrets_digest(self.vault, manifest.name, manifest.version, secrets.build_env)
+        return f"{self.daemon_url_for_builds}/lifecycle/api/v1/build-secrets/{manifest.name}/{manifest.version}/{digest}"
 
     def collect_old_images(self, name: str, version: str) -> None:
         prune_job_images(self.runtime, self.settings.instance, name, version, self.settings.keep_images)
@@ -140,8 +145,9 @@ def _size_of(directory: Path) -> int:
 class _ThrottledLog:
     """Collect build output and store it on the deployment at most every half second."""
 
-    def __init__(self, deployment: Deployment) -> None:
+    def __init__(self, deployment: Deployment, redact: Callable[[str], str]) -> None:
         self.deployment = deployment
+        self.redact = redact
         self.pending: list[str] = []
         self.last_flush = time.monotonic()
 
@@ -157,7 +163,7 @@ class _ThrottledLog:
 
     def flush(self) -> None:
         if self.pending:
-            self.deployment.append_logs("".join(self.pending))
+            self.deployment.append_logs(self.redact("".join(self.pending)))
             self.pending.clear()
         self.last_flush = time.monotonic()
 

@@ -21,9 +21,10 @@ from pathlib import Path
 from types import FrameType
 
 from racetrackd import jobtypes, metrics, waking
-from racetrackd.addressing import extra_bind_addresses, resolve_addressing
+from racetrackd.accounts import Accounts, ChangeSignal
+from racetrackd.addressing import daemon_url_for_builds, extra_bind_addresses, resolve_addressing
 from racetrackd.asynccalls import AsyncCallRunner
-from racetrackd.auth import JobTokens, ensure_admin_token, ensure_secret_key
+from racetrackd.auth import ensure_admin_token, ensure_secret_key
 from racetrackd.building import ImageBuilder
 from racetrackd.db import Job, open_database
 from racetrackd.deployer import Deployer
@@ -45,13 +46,14 @@ def serve(settings: Settings) -> int:
     lock = WorkerLock(settings.data_dir)
     lock.acquire()
     open_database(settings.database_path)  # creates tables before any HTTP worker starts
-    ensure_admin_token(settings)
+    vault = Vault(ensure_secret_key(settings))
+    accounts = Accounts(vault, ChangeSignal.in_data_dir(settings.data_dir))
+    accounts.ensure_bootstrap_admin(ensure_admin_token(settings))  # before the HTTP workers, which check it again
     runtime = DockerRuntime()
     runtime.ensure_network(settings.network)
     addressing = resolve_addressing(settings, runtime)
-    job_tokens = JobTokens(ensure_secret_key(settings))
-    builder = ImageBuilder(settings, runtime, Vault(ensure_secret_key(settings)))
-    deployer = Deployer(settings, runtime, jobtypes.discover([BUILTIN_PLUGINS_DIR]), addressing, job_tokens, builder)
+    builder = ImageBuilder(settings, runtime, vault, daemon_url_for_builds(addressing, runtime))
+    deployer = Deployer(settings, runtime, jobtypes.discover([BUILTIN_PLUGINS_DIR]), addressing, accounts, builder)
     worker = DeploymentWorker(deployer, settings.worker_poll_interval, settings.build_concurrency)
     supervisor = Supervisor(settings, runtime, deployer)
 

@@ -106,13 +106,15 @@ class Deployment(BaseModel):
     warnings = peewee.TextField(null=True)
     phases = peewee.TextField(default="[]")  # JSON: [{"name", "started_at", "ended_at"}], for durations
     git_commit = peewee.CharField(null=True)
-    git_credentials = peewee.TextField(null=True)  # sealed by racetrackd.vault; cleared once used
+    git_credentials = peewee.TextField(null=True)  # before v10 only; now part of `secrets`
+    secrets = peewee.TextField(null=True)  # sealed by racetrackd.vault: build/runtime env and git credentials
     no_cache = peewee.BooleanField(default=False)
     kind = peewee.CharField(default="deploy")  # deploy | rollback (re-runs image_name, no build)
     rollback_of = peewee.CharField(null=True)  # the deployment whose image a rollback re-runs
     image_name = peewee.CharField(null=True)
     error = peewee.TextField(null=True)
     deployed_by = peewee.CharField(null=True)
+    requested_by = peewee.CharField(null=True)  # the subject (kind:name) who asked; it owns a new family
     create_time = peewee.FloatField(default=now)
     update_time = peewee.FloatField(default=now)
 
@@ -247,7 +249,82 @@ class AsyncTask(BaseModel):
     retrieved_at = peewee.FloatField(null=True)
 
 
-MODELS: list[type[BaseModel]] = [Job, Deployment, DeletedJob, AuditEvent, AsyncTask]
+class User(BaseModel):
+    username = peewee.CharField(unique=True)
+    password_hash = peewee.CharField(null=True)  # pbkdf2_sha256$iterations$salt$hash; None: token login only
+    is_active = peewee.BooleanField(default=True)
+    is_staff = peewee.BooleanField(default=False)  # full_access everywhere
+    create_time = peewee.FloatField(default=now)
+    last_login_time = peewee.FloatField(null=True)
+
+
+class Esc(BaseModel):
+    """An external service consumer: a program that calls jobs with its own tokens."""
+
+    id = peewee.CharField(primary_key=True)
+    name = peewee.CharField(unique=True)
+    create_time = peewee.FloatField(default=now)
+
+
+class SubjectKind:
+    USER = "user"
+    ESC = "esc"
+    JOB_FAMILY = "job_family"
+
+
+class AuthToken(BaseModel):
+    """A token of a subject, stored as its SHA-256 only (tokens are random, so no salt is needed)."""
+
+    id = peewee.AutoField()
+    subject_kind = peewee.CharField()
+    subject_name = peewee.CharField()  # username, ESC id or family name
+    token_hash = peewee.CharField(unique=True)
+    description = peewee.CharField(default="")
+    origin = peewee.CharField(default="api")  # api | login | bootstrap | job_family
+    sealed_token = peewee.TextField(null=True)  # job families only: the daemon hands it to containers
+    create_time = peewee.FloatField(default=now)
+    expiry_time = peewee.FloatField(null=True)
+    active = peewee.BooleanField(default=True)
+    last_use_time = peewee.FloatField(null=True)
+
+    class Meta:
+        indexes = ((("subject_kind", "subject_name"), False),)
+
+
+class Grant(BaseModel):
+    """Permission row: subject may use `scope` on all jobs, a family, a version, or one endpoint."""
+
+    id = peewee.AutoField()
+    subject_kind = peewee.CharField()
+    subject_name = peewee.CharField()
+    scope = peewee.CharField()
+    job_name = peewee.CharField(null=True)  # None: every job
+    job_version = peewee.CharField(null=True)  # None: every version
+    endpoint = peewee.CharField(null=True)  # None: every endpoint
+    granted_by = peewee.CharField(null=True)
+    create_time = peewee.FloatField(default=now)
+
+    class Meta:
+        indexes = ((("subject_kind", "subject_name", "scope", "job_name", "job_version", "endpoint"), True),)
+
+
+class PublicEndpoint(BaseModel):
+    """An endpoint a job's manifest asks to open to everyone; open only once an admin approved it."""
+
+    id = peewee.AutoField()
+    job_name = peewee.CharField()
+    job_version = peewee.CharField()
+    endpoint = peewee.CharField()
+    active = peewee.BooleanField(default=False)
+    approved_by = peewee.CharField(null=True)
+    create_time = peewee.FloatField(default=now)
+
+    class Meta:
+        indexes = ((("job_name", "job_version", "endpoint"), True),)
+
+
+MODELS: list[type[BaseModel]] = [Job, Deployment, DeletedJob, AuditEvent, AsyncTask, User, Esc, AuthToken, Grant,
+                                 PublicEndpoint]
 
 
 def _v2_deployment_warnings(migrator: SqliteMigrator) -> list[Any]:
@@ -284,6 +361,13 @@ def _v9_job_call_timeout(migrator: SqliteMigrator) -> list[Any]:
     return [migrator.add_column("job", "call_timeout", peewee.IntegerField(null=True))]
 
 
+def _v10_deployment_secrets(migrator: SqliteMigrator) -> list[Any]:
+    return [
+        migrator.add_column("deployment", "secrets", peewee.TextField(null=True)),
+        migrator.add_column("deployment", "requested_by", peewee.CharField(null=True)),
+    ]
+
+
 def _v4_deployment_sources(migrator: SqliteMigrator) -> list[Any]:
     return [
         migrator.add_column("deployment", "git_commit", peewee.CharField(null=True)),
@@ -303,6 +387,7 @@ MIGRATIONS: list[tuple[int, Callable[[SqliteMigrator], list[Any]]]] = [
     (7, _v7_job_replicas),
     (8, _v8_job_idle_timeout),
     (9, _v9_job_call_timeout),
+    (10, _v10_deployment_secrets),
 ]
 SCHEMA_VERSION = max(number for number, _ in MIGRATIONS)
 

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 from jobmanifest import Manifest
-from racetrackd import audit, jobtypes, naming
+from racetrackd import access, audit, jobsecrets, jobtypes, naming
+from racetrackd.accounts import Accounts
 from racetrackd.addressing import CONTAINER_NAME, Addressing, job_address
-from racetrackd.auth import JobTokens
 from racetrackd.building import ImageBuilder
 from racetrackd.db import AuditEvent, DeletedJob, Deployment, DeploymentStatus, Job, JobStatus, now
 from racetrackd.errors import ConflictError, JobStartError, RacetrackError, ValidationError
@@ -35,28 +35,34 @@ SWITCH_GRACE_SECONDS = 0.3
 
 class Deployer:
     def __init__(self, settings: Settings, runtime: Runtime, job_types: list[JobType], addressing: Addressing,
-                 job_tokens: JobTokens, builder: ImageBuilder) -> None:
+                 accounts: Accounts, builder: ImageBuilder) -> None:
         self.settings = settings
         self.runtime = runtime
         self.builder = builder
         self.job_types = job_types
         self.addressing = addressing
-        self.job_tokens = job_tokens
+        self.accounts = accounts
+        self.vault = builder.vault
 
     def run(self, deployment: Deployment) -> None:
         """Carry out `deployment`, ending it done or failed; never raises."""
         workspace = self.settings.data_dir / "workspaces" / deployment.id
+        redact = jobsecrets.Redactor([])
         try:
-            self._deploy(deployment, workspace)
+            secrets = jobsecrets.of_deployment(deployment, self.vault)
+            redact = jobsecrets.Redactor(secrets.values())  # errors quote build output and job logs
+            self._deploy(deployment, workspace, secrets)
         except RacetrackError as exc:
-            log.warning("deployment %s failed: %s", deployment.id, exc.message)
-            deployment.finish(DeploymentStatus.FAILED, exc.message)
+            message = redact(exc.message)
+            log.warning("deployment %s failed: %s", deployment.id, message)
+            deployment.finish(DeploymentStatus.FAILED, message)
             AuditEvent.record(audit.DEPLOYMENT_FAILED, deployment.job_name, deployment.job_version,
-                              deployment.deployed_by, deployment_id=deployment.id, error=exc.message[:500])
+                              deployment.deployed_by, deployment_id=deployment.id, error=message[:500])
             self._discard_image(deployment)
         except Exception as exc:  # noqa: BLE001 (a bug must fail the deployment, not kill the worker)
-            log.exception("deployment %s failed unexpectedly", deployment.id)
-            deployment.finish(DeploymentStatus.FAILED, f"internal error: {type(exc).__name__}: {exc}")
+            log.error("deployment %s failed unexpectedly: %s", deployment.id, redact(repr(exc)),
+                      exc_info=self.settings.log_level == "debug")
+            deployment.finish(DeploymentStatus.FAILED, redact(f"internal error: {type(exc).__name__}: {exc}"))
             self._discard_image(deployment)
         finally:
             shutil.rmtree(workspace, ignore_errors=True)
@@ -72,20 +78,21 @@ class Deployer:
         except RacetrackError as exc:
             log.warning("could not remove image %s: %s", deployment.image_name, exc.message)
 
-    def _deploy(self, deployment: Deployment, workspace: Path) -> None:
+    def _deploy(self, deployment: Deployment, workspace: Path, secrets: jobsecrets.JobSecrets) -> None:
         manifest = load_stored(deployment.manifest_yaml, self.settings)
         if not deployment.force and Job.find(manifest.name, manifest.version) is not None:
             # Checked again here: another deployment of this version may have finished meanwhile.
             raise ConflictError(f"job {manifest.name} {manifest.version} is already deployed; use --force")
         job_type = jobtypes.resolve(manifest.jobtype, self.job_types)
         existed = Job.find(manifest.name, manifest.version) is not None
+        new_family = not Job.select().where(Job.name == manifest.name).exists()
 
         if deployment.kind == "rollback":
             # A rollback re-runs an earlier release's image: no fetch, no build.
             if not deployment.image_name:
                 raise ValidationError("a rollback needs the image of an earlier deployment")
             deployment.set_phase("starting Job server")
-            self._start(deployment, manifest, job_type, deployment.image_name)
+            self._start(deployment, manifest, job_type, deployment.image_name, secrets)
             deployment.finish(DeploymentStatus.DONE)
             AuditEvent.record(audit.JOB_ROLLED_BACK, manifest.name, manifest.version, deployment.deployed_by,
                               deployment_id=deployment.id, rollback_of=deployment.rollback_of,
@@ -93,15 +100,19 @@ class Deployer:
             return
 
         deployment.set_phase("fetching the source code")
-        job_dir = self.builder.fetch_source(deployment, manifest, job_type, workspace)
+        job_dir = self.builder.fetch_source(deployment, manifest, job_type, workspace, secrets)
 
-        deployment.set_phase("building image")
-        image = self.builder.build(deployment, manifest, job_type, job_dir)
+        deployment.set_phase(jobsecrets.BUILD_PHASE)
+        image = self.builder.build(deployment, manifest, job_type, job_dir, secrets)
         deployment.image_name = image
         deployment.save(only=[Deployment.image_name])
 
         deployment.set_phase("starting Job server")
-        self._start(deployment, manifest, job_type, image)
+        self._start(deployment, manifest, job_type, image, secrets)
+        self.accounts.request_public_endpoints(manifest.name, manifest.version, list(manifest.public_endpoints))
+        if new_family and deployment.requested_by:
+            kind, name = access.parse_subject(deployment.requested_by)
+            self.accounts.grant_family_owner(kind, name, manifest.name)
         deployment.finish(DeploymentStatus.DONE)
         AuditEvent.record(audit.JOB_REDEPLOYED if existed else audit.JOB_DEPLOYED, manifest.name, manifest.version,
                           deployment.deployed_by, deployment_id=deployment.id, image=image,
@@ -109,7 +120,8 @@ class Deployer:
         self.builder.collect_old_images(manifest.name, manifest.version)
 
     # --- start and switch over ----------------------------------------------------------------
-    def _start(self, deployment: Deployment, manifest: Manifest, job_type: JobType, image: str) -> None:
+    def _start(self, deployment: Deployment, manifest: Manifest, job_type: JobType, image: str,
+               secrets: jobsecrets.JobSecrets) -> None:
         final_base = naming.container_name(self.settings.instance, manifest.name, manifest.version)
         staging_base = naming.staging_container_name(self.settings.instance, manifest.name, manifest.version,
                                                      deployment.id)
@@ -117,7 +129,7 @@ class Deployer:
         staging = [naming.replica_container_name(staging_base, i) for i in range(count)]
         deployment_timestamp = int(time.time())
         for name in staging:
-            self._run(name, image, manifest, deployment.id, deployment_timestamp)
+            self._run(name, image, manifest, deployment.id, deployment_timestamp, secrets)
         existing = Job.find(manifest.name, manifest.version)
         job = existing or Job.create(
             name=manifest.name, version=manifest.version, status=JobStatus.STARTING,
@@ -205,37 +217,41 @@ class Deployer:
         manifest = load_stored(job.manifest_yaml, self.settings)
         deployment_timestamp = int(time.time())
         missing = [name for name in self.replica_names(job) if self.runtime.container_state(name).status == "missing"]
+        secrets = jobsecrets.of_release(job, self.vault) if missing else jobsecrets.NONE
         for name in missing:
-            self._run(name, job.image_name, manifest, "recreated", deployment_timestamp)
+            self._run(name, job.image_name, manifest, "recreated", deployment_timestamp, secrets)
         for name in missing:
             self._wait_until_ready(None, name, deployment_timestamp)
         Job.update(internal_name=self.address_of(job.container_name),
                    replica_addresses=json.dumps([self.address_of(name) for name in self.replica_names(job)]),
                    update_time=now()).where((Job.name == job.name) & (Job.version == job.version)).execute()
 
-    def _run(self, container: str, image: str, manifest: Manifest, deployment_id: str, deployment_timestamp: int) -> None:
+    def _run(self, container: str, image: str, manifest: Manifest, deployment_id: str, deployment_timestamp: int,
+             secrets: jobsecrets.JobSecrets) -> None:
         self.runtime.ensure_network(self.settings.network)
         self.runtime.run_container(ContainerSpec(
             name=container,
             image=image,
-            env=self._runtime_env(manifest, deployment_timestamp),
+            env=self._runtime_env(manifest, deployment_timestamp, secrets),
             labels=naming.job_labels(self.settings.instance, manifest.name, manifest.version, deployment_id),
             network=self.settings.network,
             publish_port=self.addressing.mode != CONTAINER_NAME,  # also handy for a look with curl
             limits=container_limits(manifest, self.settings),
         ))
 
-    def _runtime_env(self, manifest: Manifest, deployment_timestamp: int) -> dict[str, str]:
-        # Build-time variables not set for runtime are blanked, as Racetrack does.
-        env = {key: "" for key in manifest.build_env}
+    def _runtime_env(self, manifest: Manifest, deployment_timestamp: int,
+                     secrets: jobsecrets.JobSecrets) -> dict[str, str]:
+        # Build-time variables (secret ones too) not set for runtime are blanked, as Racetrack does.
+        env = {key: "" for key in [*manifest.build_env, *secrets.build_env]}
         env.update(manifest.runtime_env)
+        env.update(secrets.runtime_env)
         env.update({
             "JOB_NAME": manifest.name,
             "JOB_VERSION": manifest.version,
             "JOB_DEPLOYMENT_TIMESTAMP": str(deployment_timestamp),
             "JOB_MANIFEST_YAML": manifest.yaml,
             "PUB_URL": self.addressing.pub_url,
-            "AUTH_TOKEN": self.job_tokens.token_for(manifest.name),
+            "AUTH_TOKEN": self.accounts.family_token(manifest.name),
             "REQUEST_TRACING_HEADER": naming.TRACING_HEADER,
             "JOB_GRACEFUL_TIMEOUT": str(int(self.settings.drain_timeout)),
             "JOB_CALL_TIMEOUT": str(manifest.call_timeout or int(self.settings.call_timeout)),

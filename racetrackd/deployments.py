@@ -10,7 +10,8 @@ from typing import Any
 
 from builders.git_source import check_remote_allowed
 from jobmanifest import versions
-from racetrackd import jobtypes
+from racetrackd import access, jobsecrets, jobtypes
+from racetrackd.access import Identity
 from racetrackd.db import DeletedJob, Deployment, DeploymentStatus, Job
 from racetrackd.errors import ConflictError, NotFoundError, ValidationError
 from racetrackd.jobs import job_dto, resolve_job
@@ -23,12 +24,13 @@ MAX_UPLOAD_BYTES = 512 * 1024**2
 
 
 def request_deployment(
-    settings: Settings, job_types: list[JobType], vault: Vault, payload: Any, deployed_by: str | None
+    settings: Settings, job_types: list[JobType], vault: Vault, payload: Any, identity: Identity
 ) -> Deployment:
     """Validate a `POST /deploy` body and queue the deployment; nothing is stored when it is invalid."""
     if not isinstance(payload, dict):
         raise ValidationError("request body: must be a JSON object with a manifest")
     manifest = accept_manifest(payload.get("manifest"), settings)
+    authorize_deploy(identity, manifest.name, manifest.version)
     job_type = jobtypes.resolve(manifest.jobtype, job_types)
     warnings = [*manifest.warnings, *jobtypes.check_extra(job_type, manifest.jobtype_extra)]
     force = payload.get("force", False)
@@ -45,12 +47,13 @@ def request_deployment(
                 hint="upload the job's directory (rtd submit DIR) or set git.remote in job.yaml",
             )
         check_remote_allowed(manifest.git.remote, settings.git_allowed_schemes)
-    credentials = _git_credentials(payload.get("git_credentials"))
+    secrets = jobsecrets.for_deployment(manifest, jobsecrets.parse_secret_vars(payload.get("secret_vars")),
+                                        _git_credentials(payload.get("git_credentials")), vault)
     deployment = Deployment(
         job_name=manifest.name, job_version=manifest.version, manifest_yaml=manifest.yaml,
-        force=force, deployed_by=deployed_by, warnings="\n".join(warnings) or None,
-        no_cache=_no_cache(payload.get("build_flags")),
-        git_credentials=vault.seal(credentials) if credentials and archive is None else None,
+        force=force, deployed_by=identity.display, warnings="\n".join(warnings) or None,
+        requested_by=identity.subject if identity.kind != access.ANONYMOUS else None,
+        no_cache=_no_cache(payload.get("build_flags")), secrets=jobsecrets.seal(secrets, vault),
     )
     if archive is not None:
         path = settings.data_dir / "uploads" / f"{deployment.id}.tar.gz"
@@ -59,6 +62,15 @@ def request_deployment(
         deployment.build_context_path = str(path)
     deployment.save(force_insert=True)
     return deployment
+
+
+def authorize_deploy(identity: Identity, name: str, version: str) -> None:
+    """deploy_job on an existing family; deploy_new_family to start one."""
+    if Job.select().where(Job.name == name).exists():
+        if not identity.allows(access.DEPLOY_JOB, name, version):
+            raise access.forbidden(identity, access.DEPLOY_JOB, "deploy", name, version)
+    elif not identity.allows(access.DEPLOY_NEW_FAMILY, name):
+        raise access.forbidden(identity, access.DEPLOY_NEW_FAMILY, f"deploy the new job family {name}")
 
 
 def ensure_version_is_new(name: str, version: str) -> None:

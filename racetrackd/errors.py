@@ -3,7 +3,9 @@
     RacetrackError (500, internal-error)
     ├── ValidationError (400, validation-error)         bad input from a client
     │   └── ManifestError (400, invalid-manifest)
-    ├── UnauthorizedError (401, unauthorized)
+    ├── UnauthorizedError (401, unauthorized)            no token, or a wrong, expired or revoked one
+    ├── ForbiddenError (403, forbidden)                  a known caller without the scope for this
+    ├── TooManyAuthFailures (429, too-many-auth-failures) one client address failed auth too often
     ├── NotFoundError (404, not-found)
     │   └── JobNotFound (404, job-not-found)
     ├── ConflictError (409, already-exists)
@@ -70,6 +72,20 @@ class ManifestError(ValidationError):
 class UnauthorizedError(RacetrackError):
     status_code = 401
     reference = "unauthorized"
+
+
+class ForbiddenError(RacetrackError):
+    status_code = 403
+    reference = "forbidden"
+
+
+class TooManyAuthFailures(RacetrackError):
+    status_code = 429
+    reference = "too-many-auth-failures"
+
+    def __init__(self, message: str, *, retry_after: int, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after = retry_after
 
 
 class NotFoundError(RacetrackError):

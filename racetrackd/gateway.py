@@ -5,11 +5,12 @@
     POST /pub/async/new/job/<name>/<version>/<path> → 201 {task_id, status}
     GET  /pub/async/task/<id>/poll | /status
 
-Per call: who is calling (in-memory token check), where the job is (`RoutingTable`, in
-memory), a pooled keep-alive connection (`UpstreamPool`), and one deadline, the job's
-call_timeout, from the first byte in to the last byte out. Errors are JSON
-`{error, type, job_name, job_version, request_id}`: 401, 404 unknown job, 502 unreachable,
-503 starting, 504 past the deadline.
+Per call: where the job is (`RoutingTable`, in memory), who is calling and whether they may
+call that endpoint (`Authenticator`, in memory; the job's /health, /live, /ready and its
+approved public endpoints are open), a pooled keep-alive connection (`UpstreamPool`), and one
+deadline, the job's call_timeout, from the first byte in to the last byte out. Errors are JSON
+`{error, type, job_name, job_version, request_id}`: 401, 403, 404 unknown job, 429 too many
+failed auth attempts, 502 unreachable, 503 starting, 504 past the deadline.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from urllib.parse import unquote
 from websockets.asyncio.client import connect as websocket_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from racetrackd import asynccalls, metrics, naming
+from racetrackd import access, asynccalls, metrics, naming
+from racetrackd.access import Identity
 from racetrackd.auth import AUTH_HEADER, LEGACY_HEADERS, Authenticator
 from racetrackd.errors import (
     JobNotFound,
@@ -35,7 +37,7 @@ from racetrackd.errors import (
     NotFoundError,
     PayloadTooLarge,
     RacetrackError,
-    UnauthorizedError,
+    TooManyAuthFailures,
     UpstreamError,
 )
 from racetrackd.routing import UNROUTABLE, LeastOutstanding, Route, RoutingTable
@@ -73,7 +75,7 @@ class Gateway:
                  wake: Waker, async_max_body: int) -> None:
         self._routes = routes
         self._upstream = upstream
-        self._authenticator = authenticator
+        self.authenticator = authenticator
         self._wake = wake
         self._balancer = LeastOutstanding()
         self._async_max_body = async_max_body
@@ -100,10 +102,11 @@ class Gateway:
             return  # nobody is left to answer
         except RacetrackError as exc:
             if scope["type"] == "websocket":
-                await send({"type": "websocket.close", "code": 1008 if exc.status_code == 401 else 1011,
+                await send({"type": "websocket.close", "code": 1008 if exc.status_code in (401, 403, 429) else 1011,
                             "reason": exc.message[:120]})
             elif not call.response_started:
-                await _send_json(send, exc.status_code, call.error_body(exc), request_id)
+                extra = [(b"retry-after", str(exc.retry_after).encode())] if isinstance(exc, TooManyAuthFailures) else []
+                await _send_json(send, exc.status_code, call.error_body(exc), request_id, extra)
             else:
                 raise  # headers are out: closing the connection is the only signal left
         except Exception as exc:  # a bug of ours: still a JSON answer, and a traceback in the log
@@ -116,8 +119,7 @@ class Gateway:
     # ---- synchronous calls
     async def _forward(self, call: _Call, *, kind: str, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        call.caller = self._authenticate(call)
-        route = await self._route(call)
+        route = await self._route(call, self._authorize(call, self._resolve(call), 5))
         deadline = asyncio.get_running_loop().time() + route.call_timeout
         address = self._balancer.acquire(route.addresses)
         counted = metrics.for_job(route.name, route.version)
@@ -164,12 +166,29 @@ class Gateway:
             counted.job_seconds.observe(job_seconds)
             metrics.OVERHEAD_SECONDS.observe(max(0.0, time.perf_counter() - started - job_seconds))
 
-    async def _route(self, call: _Call) -> Route:
+    def _resolve(self, call: _Call) -> Route:
         name, version = call.name or "", call.version or ""
         route = self._routes.resolve(name, version)
         if route is None:
             metrics.GATEWAY_ERRORS.labels(name, version, "not_found").inc()
             raise JobNotFound(f"job {call.name} {call.version} not found")
+        return route
+
+    def _authorize(self, call: _Call, route: Route, prefix_segments: int) -> Route:
+        """Let the call through if its endpoint is open, or its caller holds call_job on it (403 otherwise)."""
+        endpoint = _endpoint(call.scope["path"], prefix_segments)
+        if route.is_open(endpoint):
+            call.caller = self._identify(call, required=False).display
+            return route
+        identity = self._identify(call)
+        if not identity.allows(access.CALL_JOB, route.name, route.version, endpoint):
+            metrics.AUTH_FAILURES.labels("gateway").inc()
+            raise access.forbidden(identity, access.CALL_JOB, "call", route.name, route.version, endpoint)
+        call.caller = identity.display
+        return route
+
+    async def _route(self, call: _Call, route: Route) -> Route:
+        """The route, once the job can take calls: a sleeping job is woken, others refused clearly."""
         if route.asleep:  # scaled to zero: this call wakes it (slower, not an error)
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(None, self._wake, route.name, route.version)
@@ -187,20 +206,22 @@ class Gateway:
                                  hint="try again in a moment; `rtd list` shows its status")
         return route
 
-    def _authenticate(self, call: _Call) -> str | None:
+    def _identify(self, call: _Call, *, required: bool = True) -> Identity:
+        """The caller; on an open endpoint (`required=False`) a missing or bad token just leaves it unnamed."""
+        client = call.scope.get("client")
         try:
-            return self._authenticator.authenticate(call.token(), calling_job=True)
-        except UnauthorizedError:
-            metrics.AUTH_FAILURES.labels("gateway").inc()
-            raise
+            return self.authenticator.identify(call.token(), client[0] if client else "", "gateway")
+        except RacetrackError:
+            if required:
+                raise
+            return access.ANYONE
 
     # ---- WebSockets
     async def _websocket(self, call: _Call, parts: list[str], receive: Receive, send: Send) -> None:
         if len(parts) < 5 or parts[2] not in ("job", "fatman"):
             raise NotFoundError(f"no gateway route {call.scope['path']}")
         call.name, call.version = parts[3], parts[4]
-        call.caller = self._authenticate(call)
-        route = await self._route(call)
+        route = await self._route(call, self._authorize(call, self._resolve(call), 5))
         address = self._balancer.acquire(route.addresses)
         try:
             public_prefix = f"/pub/{parts[2]}/{call.name}/{call.version}"
@@ -229,10 +250,7 @@ class Gateway:
         if len(parts) < 7 or parts[4] not in ("job", "fatman"):
             raise NotFoundError("async calls go to /pub/async/new/job/<name>/<version>/<path>")
         call.name, call.version = parts[5], parts[6]
-        call.caller = self._authenticate(call)
-        route = self._routes.resolve(call.name, call.version)
-        if route is None:
-            raise JobNotFound(f"job {call.name} {call.version} not found")
+        route = self._authorize(call, self._resolve(call), 7)
         body = await _read_body(receive, self._async_max_body)
         public_prefix = f"/pub/{parts[4]}/{call.name}/{call.version}"
         headers = _forward_headers(call, "", public_prefix)
@@ -245,9 +263,10 @@ class Gateway:
         parts = call.scope["path"].split("/")  # ['', 'pub', 'async', 'task', id, 'poll'|'status']
         if len(parts) != 6 or parts[5] not in ("poll", "status"):
             raise NotFoundError("use /pub/async/task/<id>/poll or /pub/async/task/<id>/status")
-        call.caller = self._authenticate(call)
+        identity = self._identify(call)
+        call.caller = identity.display
         loop = asyncio.get_running_loop()
-        task = await loop.run_in_executor(None, asynccalls.find, parts[4], call.caller)
+        task = await loop.run_in_executor(None, asynccalls.find, parts[4], identity)
         if parts[5] == "status":
             await _send_json(send, 200, asynccalls.describe(task), call.request_id)
             return
@@ -255,7 +274,7 @@ class Gateway:
         deadline = loop.time() + wait
         while not asynccalls.finished(task) and loop.time() < deadline:
             await asyncio.sleep(POLL_STEP_SECONDS)
-            task = await loop.run_in_executor(None, asynccalls.find, parts[4], call.caller)
+            task = await loop.run_in_executor(None, asynccalls.find, parts[4], identity)
         if not asynccalls.finished(task):
             await _send_json(send, 202, asynccalls.describe(task), call.request_id)
         elif task.state == asynccalls.TaskState.FAILED:
@@ -333,6 +352,12 @@ def _header(headers: Headers, name: bytes) -> str | None:
         if key == name:
             return value.decode("latin-1")
     return None
+
+
+def _endpoint(path: str, prefix_segments: int) -> str:
+    """The job-relative path of a gateway path (`/pub/job/adder/1.0/api/v1/perform` → `/api/v1/perform`)."""
+    pieces = path.split("/", prefix_segments)
+    return "/" + pieces[prefix_segments] if len(pieces) > prefix_segments else "/"
 
 
 def _job_target(scope: Scope, route: Route, maxsplit: int) -> bytes:
@@ -511,10 +536,11 @@ def _query_seconds(scope: Scope, name: str, most: float) -> float:
     return most
 
 
-async def _send_json(send: Send, status: int, body: dict[str, Any], request_id: str) -> None:
+async def _send_json(send: Send, status: int, body: dict[str, Any], request_id: str,
+                     extra_headers: Headers | None = None) -> None:
     data = json.dumps(body).encode()
     await send({"type": "http.response.start", "status": status, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-        (TRACING, request_id.encode()),
+        (TRACING, request_id.encode()), *(extra_headers or []),
     ]})
     await send({"type": "http.response.body", "body": data})

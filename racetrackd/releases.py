@@ -24,7 +24,7 @@ def request_rollback(runtime: Runtime, name: str, version: str, target_id: str |
     return Deployment.create(
         job_name=job.name, job_version=job.version, manifest_yaml=target.manifest_yaml, force=True,
         deployed_by=requested_by, kind="rollback", rollback_of=target.id, image_name=target.image_name,
-        git_commit=target.git_commit,
+        git_commit=target.git_commit, secrets=target.secrets,  # the release's own runtime secrets
     )
 
 
@@ -42,3 +42,4 @@ def _target(job: Job, target_id: str | None) -> Deployment:
         if deployment.image_name != job.image_name:
             return deployment
     raise NotFoundError(f"job {job.name} {job.version} has no earlier release to roll back to")
+

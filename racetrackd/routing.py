@@ -17,7 +17,8 @@ import time
 from collections import defaultdict
 
 from jobmanifest import versions
-from racetrackd.db import Job, JobStatus, database
+from racetrackd.access import OPEN_JOB_PATHS, path_within
+from racetrackd.db import Job, JobStatus, PublicEndpoint, database
 from racetrackd.jobs import ALIASABLE
 from racetrackd.waking import ASLEEP
 
@@ -35,6 +36,7 @@ class Route:
     addresses: tuple[str, ...]
     call_timeout: float
     error: str | None
+    public_endpoints: tuple[str, ...] = ()  # approved by an admin: callable without a token
 
     @property
     def asleep(self) -> bool:
@@ -43,6 +45,10 @@ class Route:
     @property
     def starting(self) -> bool:
         return self.status == JobStatus.STARTING
+
+    def is_open(self, endpoint: str) -> bool:
+        """Whether anyone may call `endpoint` of this job, token or not."""
+        return any(path_within(endpoint, path) for path in (*OPEN_JOB_PATHS, *self.public_endpoints))
 
     @property
     def callable(self) -> bool:
@@ -75,9 +81,12 @@ class RoutingTable:
 
     def reload(self) -> None:
         with self._lock:
+            public: dict[tuple[str, str], list[str]] = defaultdict(list)
+            for row in PublicEndpoint.select().where(PublicEndpoint.active):
+                public[(row.job_name, row.job_version)].append(row.endpoint)
             families: dict[str, list[Route]] = defaultdict(list)
             for job in Job.select():
-                families[job.name].append(self._route(job))
+                families[job.name].append(self._route(job, tuple(public.get((job.name, job.version), ()))))
             self._families = dict(families)
 
     def start(self) -> None:
@@ -108,11 +117,12 @@ class RoutingTable:
             family = [route for route in family if route.status in ALIASABLE]
         return versions.select(version, family, lambda route: route.version)
 
-    def _route(self, job: Job) -> Route:
+    def _route(self, job: Job, public_endpoints: tuple[str, ...]) -> Route:
         # A crashed or lost job's last address may belong to another container by now.
         addresses = () if job.status in UNROUTABLE else tuple(address for address in job.ready_addresses() if address)
         return Route(name=job.name, version=job.version, status=job.status, addresses=addresses,
-                     call_timeout=float(job.call_timeout or self._default_timeout), error=job.error)
+                     call_timeout=float(job.call_timeout or self._default_timeout), error=job.error,
+                     public_endpoints=public_endpoints)
 
 
 def _data_version() -> int:

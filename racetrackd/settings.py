@@ -40,6 +40,13 @@ def _parse_positive_int(raw: str) -> int:
     return value
 
 
+def _parse_non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("expected a whole number of at least 0")
+    return value
+
+
 def _parse_port(raw: str) -> int:
     value = int(raw)
     if not 0 <= value <= 65535:
@@ -128,7 +135,19 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("admin_token", "", _parse_optional_str,
                 "Bootstrap admin token. When empty, one is generated into DATA_DIR/admin-token (mode 0600)."),
     SettingSpec("auth_required", "true", _parse_bool,
-                "Require the X-Racetrack-Auth header (or cookie) on the API and the gateway."),
+                "Require a token (X-Racetrack-Auth header or cookie) and check its scopes on the API and the "
+                "gateway. false: anyone may do anything (a private laptop)."),
+    SettingSpec("secret_key", "", _parse_optional_str,
+                "Key that encrypts stored secrets and job-family tokens. When empty, one is generated into "
+                "DATA_DIR/secret-key (mode 0600). Keep it: without it stored secrets cannot be read."),
+    SettingSpec("auth_failure_limit", "20", _parse_non_negative_int,
+                "Failed auth attempts one client address may make per RACETRACK_AUTH_FAILURE_WINDOW before it "
+                "gets 429 (0: no limit)."),
+    SettingSpec("auth_failure_window", "60", _parse_seconds, "Seconds over which failed auth attempts are counted."),
+    SettingSpec("login_token_ttl", "2678400", _parse_seconds,
+                "Seconds a token made by a password login (rtd login --username, the dashboard) stays valid."),
+    SettingSpec("secure_cookie", "false", _parse_bool,
+                "Mark the X-Racetrack-Auth cookie Secure (set it when users reach the daemon over HTTPS)."),
     SettingSpec("external_url", "", _parse_optional_str,
                 "Base URL users reach the daemon at (used in pub_url). Default: http://HOST:PORT."),
     SettingSpec("http_workers", "2", _parse_positive_int,
@@ -206,6 +225,11 @@ class Settings:
     data_dir: Path
     admin_token: str | None
     auth_required: bool
+    secret_key: str | None
+    auth_failure_limit: int
+    auth_failure_window: float
+    login_token_ttl: float
+    secure_cookie: bool
     external_url: str | None
     http_workers: int
     http_threads: int

@@ -6,10 +6,10 @@ import dataclasses
 
 from flask import current_app, g, request
 
-from racetrackd import metrics
+from racetrackd.access import Identity, forbidden
+from racetrackd.accounts import Accounts
 from racetrackd.addressing import Addressing
 from racetrackd.auth import Authenticator, token_from
-from racetrackd.errors import UnauthorizedError
 from racetrackd.jobtypes import JobType
 from racetrackd.runtime import Runtime
 from racetrackd.settings import Settings
@@ -24,6 +24,7 @@ class Services:
     runtime: Runtime
     job_types: list[JobType]
     authenticator: Authenticator
+    accounts: Accounts
     addressing: Addressing
     vault: Vault
 
@@ -34,10 +35,20 @@ def services() -> Services:
 
 
 def authenticate_request() -> None:
-    """before_request hook: set `g.caller` or raise UnauthorizedError (counted in /metrics)."""
+    """before_request hook: set `g.identity` or raise UnauthorizedError / TooManyAuthFailures."""
     token = token_from(request.headers, request.cookies)
-    try:
-        g.caller = services().authenticator.authenticate(token)
-    except UnauthorizedError:
-        metrics.AUTH_FAILURES.labels("api").inc()
-        raise
+    g.identity = services().authenticator.identify(token, request.remote_addr or "", "api")
+
+
+def caller() -> Identity:
+    identity: Identity = g.identity
+    return identity
+
+
+def require(scope: str, job_name: str | None = None, job_version: str | None = None, *, doing: str) -> Identity:
+    """The caller, if it holds `scope` (on that job, when named); ForbiddenError saying what is missing otherwise."""
+    identity = caller()
+    if not identity.allows(scope, job_name, job_version):
+        raise forbidden(identity, scope, doing, job_name, job_version)
+    return identity
+

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, g, request, stream_with_context
+from flask import Blueprint, Response, request, stream_with_context
 
-from racetrackd import __version__, asynccalls, audit, deployments, jobs, releases
-from racetrackd.api import authenticate_request, services
+from racetrackd import __version__, access, asynccalls, audit, deployments, jobs, jobsecrets, releases
+from racetrackd.api import authenticate_request, caller, require, services
+from racetrackd.db import Deployment
 from racetrackd.errors import ValidationError
 
 bp = Blueprint("lifecycle", __name__)
 
 
+OPEN_ENDPOINTS = {"lifecycle.info", "lifecycle.build_secrets"}
+
+
 @bp.before_request
 def _authenticate() -> None:
-    if request.endpoint != "lifecycle.info":
+    if request.endpoint not in OPEN_ENDPOINTS:
         authenticate_request()
 
 
@@ -37,7 +41,7 @@ def info() -> dict[str, Any]:
 def deploy() -> tuple[dict[str, Any], int]:
     svc = services()
     deployment = deployments.request_deployment(
-        svc.settings, svc.job_types, svc.vault, request.get_json(silent=True), g.caller
+        svc.settings, svc.job_types, svc.vault, request.get_json(silent=True), caller()
     )
     return {"id": deployment.id}, 201
 
@@ -46,22 +50,28 @@ def deploy() -> tuple[dict[str, Any], int]:
 def list_deployments() -> list[dict[str, Any]]:
     settings = services().settings
     recent = deployments.recent_deployments(_int_arg("limit", 100), request.args.get("job_name"))
-    return [deployments.deployment_dto(d, settings) for d in recent]
+    return [deployments.deployment_dto(d, settings) for d in recent if _may_read(d.job_name, d.job_version)]
 
 
 @bp.get("/deploy/<deployment_id>")
 def get_deployment(deployment_id: str) -> dict[str, Any]:
-    return deployments.deployment_dto(deployments.get_deployment(deployment_id), services().settings)
+    return deployments.deployment_dto(_readable_deployment(deployment_id), services().settings)
+
+
+@bp.get("/build-secrets/<name>/<version>/<digest>")
+def build_secrets(name: str, version: str, digest: str) -> dict[str, Any]:
+    """The secret build env, for the RUN step of a build running now (the digest is the credential)."""
+    return {"env": jobsecrets.build_env_for_build(name, version, digest, services().vault)}
 
 
 @bp.get("/deploy/<deployment_id>/build-logs")
 def deployment_build_logs(deployment_id: str) -> Response | dict[str, Any]:
     """The build log; `offset` returns only what came after it (for polling clients); `follow`
     streams it as plain text until the deployment ends."""
+    deployment = _readable_deployment(deployment_id)  # 404 before a stream starts
     if _flag("follow"):
-        deployments.get_deployment(deployment_id)  # 404 before the stream starts
         return Response(stream_with_context(deployments.follow_build_logs(deployment_id)), mimetype="text/plain")
-    logs = deployments.get_deployment(deployment_id).build_logs
+    logs = deployment.build_logs
     offset = _int_arg("offset", 0)
     return {"logs": logs[offset:], "offset": len(logs)}
 
@@ -73,35 +83,40 @@ def rollback(name: str, version: str) -> tuple[dict[str, Any], int]:
     target = body.get("deployment_id") if isinstance(body, dict) else None
     if target is not None and not isinstance(target, str):
         raise ValidationError("deployment_id: must be a string")
-    deployment = releases.request_rollback(services().runtime, name, version, target, g.caller)
+    job = jobs.resolve_job(name, version)
+    who = require(access.DEPLOY_JOB, job.name, job.version, doing="roll back")
+    deployment = releases.request_rollback(services().runtime, job.name, job.version, target, who.display)
     return {"id": deployment.id}, 201
 
 
 @bp.get("/audit/activity")
 def audit_activity() -> list[dict[str, Any]]:
     events = audit.activity(request.args.get("job_name"), request.args.get("job_version"), _int_arg("limit", 100))
-    return [audit.event_dto(event) for event in events]
+    return [audit.event_dto(event) for event in events if _may_read(event.job_name, event.job_version)]
 
 
 @bp.get("/job/<name>/<version>/logs")
 def job_logs(name: str, version: str) -> Response | dict[str, Any]:
     """The job's own output (Racetrack shape `{"logs"}`); `follow` streams it as plain text."""
-    job = jobs.resolve_job(name, version)
+    job = _readable_job(name, version)
     tail = _int_arg("tail", 20)
+    redact = _redactor(job)
     if _flag("follow"):
-        return Response(jobs.follow_runtime_logs(services().runtime, job, tail), mimetype="text/plain")
-    return {"logs": jobs.runtime_logs(services().runtime, job, tail)}
+        return Response(redact.lines(jobs.follow_runtime_logs(services().runtime, job, tail)), mimetype="text/plain")
+    return {"logs": redact(jobs.runtime_logs(services().runtime, job, tail))}
 
 
 @bp.get("/job/<name>/<version>/logs/plain")
 def job_logs_plain(name: str, version: str) -> Response:
-    job = jobs.resolve_job(name, version)
-    return Response(jobs.runtime_logs(services().runtime, job, _int_arg("tail", 20)), mimetype="text/plain")
+    job = _readable_job(name, version)
+    logs = jobs.runtime_logs(services().runtime, job, _int_arg("tail", 20))
+    return Response(_redactor(job)(logs), mimetype="text/plain")
 
 
 @bp.get("/job/<name>/<version>/build-logs")
 def job_build_logs(name: str, version: str) -> Response | dict[str, Any]:
     deployment = deployments.latest_deployment_of(name, version)
+    _require_read(deployment.job_name, deployment.job_version)
     if _flag("follow"):
         return Response(stream_with_context(deployments.follow_build_logs(deployment.id)), mimetype="text/plain")
     return {"logs": deployments.tail_lines(deployment.build_logs, _int_arg("tail", 0))}
@@ -110,6 +125,7 @@ def job_build_logs(name: str, version: str) -> Response | dict[str, Any]:
 @bp.get("/job/<name>/<version>/build-logs/plain")
 def job_build_logs_plain(name: str, version: str) -> Response:
     deployment = deployments.latest_deployment_of(name, version)
+    _require_read(deployment.job_name, deployment.job_version)
     return Response(deployments.tail_lines(deployment.build_logs, _int_arg("tail", 0)), mimetype="text/plain")
 
 
@@ -129,19 +145,20 @@ def _int_arg(name: str, default: int) -> int:
 @bp.get("/job")
 def list_jobs() -> list[dict[str, Any]]:
     settings = services().settings
-    return [jobs.job_dto(job, settings) for job in jobs.list_jobs()]
+    return [jobs.job_dto(job, settings) for job in jobs.list_jobs() if _may_read(job.name, job.version)]
 
 
 @bp.get("/job/<name>/<version>")
 def get_job(name: str, version: str) -> dict[str, Any]:
-    return jobs.job_dto(jobs.resolve_job(name, version), services().settings)
+    return jobs.job_dto(_readable_job(name, version), services().settings)
 
 
 @bp.delete("/job/<name>/<version>")
 def delete_job(name: str, version: str) -> tuple[str, int]:
     job = jobs.resolve_job(name, version)
+    who = require(access.DELETE_JOB, job.name, job.version, doing="delete")
     svc = services()
-    jobs.delete_job(svc.runtime, svc.settings.instance, job.name, job.version, g.caller)
+    jobs.delete_job(svc.runtime, svc.settings.instance, job.name, job.version, who.display)
     return "", 204
 
 
@@ -152,10 +169,35 @@ def list_async_tasks() -> list[dict[str, Any]]:
     if state and state not in asynccalls.STATES:
         raise ValidationError(f"state: {state!r} is not one of {', '.join(asynccalls.STATES)}")
     tasks = asynccalls.list_tasks(state, request.args.get("job_name"), _int_arg("limit", 100))
-    return [asynccalls.describe(task) for task in tasks if asynccalls.visible_to(task, g.caller)]
+    return [asynccalls.describe(task) for task in tasks if asynccalls.visible_to(task, caller())]
 
 
 @bp.post("/async/tasks/<task_id>/retry")
 def retry_async_task(task_id: str) -> dict[str, Any]:
     """Queue a failed async call again."""
-    return asynccalls.describe(asynccalls.retry(task_id, g.caller))
+    return asynccalls.describe(asynccalls.retry(task_id, caller()))
+
+
+def _may_read(job_name: str, job_version: str) -> bool:
+    return caller().allows(access.READ_JOB, job_name, job_version)
+
+
+def _require_read(job_name: str, job_version: str) -> None:
+    require(access.READ_JOB, job_name, job_version, doing="read")
+
+
+def _readable_job(name: str, version: str) -> Any:
+    job = jobs.resolve_job(name, version)
+    _require_read(job.name, job.version)
+    return job
+
+
+def _readable_deployment(deployment_id: str) -> Deployment:
+    deployment = deployments.get_deployment(deployment_id)
+    _require_read(deployment.job_name, deployment.job_version)
+    return deployment
+
+
+def _redactor(job: Any) -> jobsecrets.Redactor:
+    """Job logs may echo the job's own secrets; they are masked before anyone sees them."""
+    return jobsecrets.Redactor(jobsecrets.of_release(job, services().vault).values())

@@ -130,6 +130,7 @@ def launch_daemon(data_dir: Path, docker_client: docker.DockerClient, base_image
         "RACETRACK_DATA_DIR": str(data_dir),
         "RACETRACK_ADMIN_TOKEN": token,
         "RACETRACK_AUTH_REQUIRED": "true",
+        "RACETRACK_AUTH_FAILURE_LIMIT": "10000",  # tests fail auth on purpose, from one address; test_auth checks the limit
         "RACETRACK_INSTANCE": instance,
         "RACETRACK_PYTHON_BASE_IMAGE": base_image,
         "RACETRACK_HTTP_WORKERS": "2",

@@ -357,12 +357,15 @@ class Daemons:
         self._runtime = runtime
         self._clients: list[LoopClient] = []
         self.settings: Any = None
+        self.accounts: Any = None  # the last daemon's, for tests that make users, tokens and grants
 
     def __call__(self, **extra: str) -> LoopClient:
         from racetrackd.asgi import create_asgi_app
 
         self.settings = self._make_settings(**extra)
-        client = LoopClient(create_asgi_app(self.settings, self._runtime))
+        app = create_asgi_app(self.settings, self._runtime)
+        self.accounts = app.gateway.authenticator.accounts
+        client = LoopClient(app)
         self._clients.append(client)
         return client
 

@@ -468,7 +468,7 @@ def test_requests_without_a_token_are_401_json(auth_app: Flask, method: str, pat
 def test_a_wrong_token_is_401(auth_app: Flask) -> None:
     response = auth_app.test_client().get(f"{API}/job", headers={"X-Racetrack-Auth": "wrong"})
 
-    assert assert_error(response, 401, "unauthorized") == "invalid auth token"
+    assert assert_error(response, 401, "unauthorized") == "invalid, expired or revoked auth token"
 
 
 @pytest.mark.parametrize("header", ["X-Racetrack-Auth", "X-Racetrack-User-Auth", "X-Racetrack-Esc-Auth"])

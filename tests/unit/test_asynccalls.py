@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from racetrackd import asynccalls, db
+from racetrackd.access import CALL_ADMIN_API, JOB_FAMILY, USER, GrantRule, Identity
 from racetrackd.asynccalls import AsyncCallRunner
 from racetrackd.db import AsyncTask, TaskState
 from racetrackd.errors import ConflictError, DockerUnavailable, NotFoundError
@@ -290,16 +291,21 @@ def test_polling_a_running_task_waits_up_to_wait_seconds_then_says_202(daemon: D
 
 # --- who sees a task -----------------------------------------------------------------------------
 
-def test_a_task_is_visible_to_its_caller_and_the_admin_only(daemon: Daemons) -> None:
+def test_a_task_is_visible_to_its_caller_and_admins_only(daemon: Daemons) -> None:
     daemon()
     task = make_task(caller="Job family one")
     anonymous = make_task(caller=None)
+    one, two = Identity(JOB_FAMILY, "one"), Identity(JOB_FAMILY, "two")
+    operator = Identity(USER, "ops", grants=(GrantRule(CALL_ADMIN_API),))
 
-    assert asynccalls.find(task.id, "Job family one").id == task.id
-    assert asynccalls.find(task.id, "admin").id == task.id
+    assert asynccalls.find(task.id, one).id == task.id
+    assert asynccalls.find(task.id, Identity(USER, "admin", unrestricted=True)).id == task.id
+    assert asynccalls.find(task.id, operator).id == task.id
     with pytest.raises(NotFoundError):
-        asynccalls.find(task.id, "Job family two")
-    assert asynccalls.find(anonymous.id, "Job family two").id == anonymous.id
+        asynccalls.find(task.id, two)
+    with pytest.raises(NotFoundError):
+        asynccalls.find(task.id, Identity(USER, "one"))  # a user named like the family is someone else
+    assert asynccalls.find(anonymous.id, two).id == anonymous.id
 
 
 # --- requeue, retry, purge -----------------------------------------------------------------------

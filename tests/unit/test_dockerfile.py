@@ -21,12 +21,13 @@ from tests.unit.fakes import sample_manifest
 GOLDEN = Path(__file__).parent / "golden"
 
 
-def python3_variables(manifest_data: dict[str, Any], ca_bundle: bool, pip_index_url: str | None) -> dict[str, Any]:
-    """The variables `racetrackd.deployer.Deployer._build` passes, with fixed values."""
+def python3_variables(manifest_data: dict[str, Any], ca_bundle: bool, pip_index_url: str | None,
+                      secrets_url: str = "") -> dict[str, Any]:
+    """The variables `racetrackd.building.ImageBuilder.build` passes, with fixed values."""
     manifest = validate_manifest(manifest_data)
     return {
         "base_image": "python:3.11-slim",
-        "build": {"ca_bundle": ca_bundle, "pip_index_url": pip_index_url},
+        "build": {"ca_bundle": ca_bundle, "pip_index_url": pip_index_url, "secrets_url": secrets_url},
         "manifest": manifest.raw,
         "jobtype_extra": manifest.jobtype_extra,
         "system_dependencies": list(manifest.system_dependencies),
@@ -52,6 +53,19 @@ def test_python3_dockerfile_with_requirements_and_ca_bundle_matches_golden() -> 
     ), ca_bundle=True, pip_index_url=None)
 
     assert render_python3(variables) == (GOLDEN / "python3.Dockerfile").read_text()
+
+
+def test_python3_dockerfile_with_build_secrets_fetches_them_for_the_requirements_step_only() -> None:
+    variables = python3_variables(sample_manifest(
+        jobtype_extra={"entrypoint_path": "entrypoint.py", "requirements_path": "requirements.txt"},
+    ), ca_bundle=False, pip_index_url=None,
+        secrets_url="http://172.18.0.1:7102/lifecycle/api/v1/build-secrets/adder/1.0.0/0123abcd")
+
+    rendered = render_python3(variables)
+
+    assert rendered == (GOLDEN / "python3-build-secrets.Dockerfile").read_text()
+    helper_runs = [line for line in rendered.splitlines() if "with-build-secrets.py http" in line]
+    assert len(helper_runs) == 1 and "pip install -r /opt/racetrack/job-requirements.txt" in helper_runs[0]
 
 
 def test_python3_dockerfile_without_requirements_or_ca_bundle_matches_golden() -> None:

@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from racetrackd import db, waking
-from racetrackd.auth import JobTokens, ensure_secret_key
+from racetrackd.access import GrantRule
 from racetrackd.errors import UpstreamError
 from tests.unit.conftest import ADMIN_TOKEN
 from tests.unit.gateway_helpers import (
@@ -181,7 +181,9 @@ def test_a_token_in_a_cookie_alone_authenticates(job: tuple[LoopClient, Upstream
 
 def test_a_job_familys_token_calls_as_that_family(job: tuple[LoopClient, UpstreamServer], daemon: Daemons) -> None:
     client, _ = job
-    token = JobTokens(ensure_secret_key(daemon.settings)).token_for("caller")
+    add_job("caller", "1.0.0")
+    token = daemon.accounts.family_token("caller")
+    daemon.accounts.add_grant("job_family", "caller", GrantRule("call_job", "adder"), "test")
 
     headers = seen_headers(client.get("/pub/job/adder/1.0.0/", {"X-Racetrack-Auth": token}))
 

@@ -18,7 +18,8 @@ RUN useradd --uid 1000 --user-group --home-dir /src/job --no-create-home --shell
 COPY jobtype/racetrack_job_wrapper /opt/racetrack/wrapper/racetrack_job_wrapper
 ENV GREETING="say \"hi\" to \$USER \\o/"
 
-# Job requirements: rebuilt only when the requirements file (or anything above) changes.
+# Job requirements: rebuilt only when the requirements file (or anything above) changes. Secret
+# build env (private index credentials, say) is fetched by the helper for this step only.
 COPY job/requirements.txt /opt/racetrack/job-requirements.txt
 RUN /opt/racetrack/job-venv/bin/pip install -r /opt/racetrack/job-requirements.txt
 RUN /opt/racetrack/job-venv/bin/pip check

@@ -1,0 +1,43 @@
+FROM python:3.11-slim
+
+ARG PIP_DISABLE_PIP_VERSION_CHECK=1
+ARG PIP_NO_CACHE_DIR=1
+
+ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 LANG=C.UTF-8
+
+# The wrapper: its own virtualenv, so a job's requirements can never break it (nor its pins the job).
+COPY jobtype/wrapper-requirements.txt /opt/racetrack/wrapper-requirements.txt
+RUN useradd --uid 1000 --user-group --home-dir /src/job --no-create-home --shell /usr/sbin/nologin job \
+ && python3 -m venv /opt/racetrack/wrapper-venv \
+ && /opt/racetrack/wrapper-venv/bin/pip install -r /opt/racetrack/wrapper-requirements.txt \
+ && /opt/racetrack/wrapper-venv/bin/pip install --no-deps swagger-ui-bundle==1.1.0 \
+ && find /opt/racetrack/wrapper-venv -name '*.map' -delete \
+ && python3 -m venv /opt/racetrack/job-venv
+COPY jobtype/racetrack_job_wrapper /opt/racetrack/wrapper/racetrack_job_wrapper
+
+# Job requirements: rebuilt only when the requirements file (or anything above) changes. Secret
+# build env (private index credentials, say) is fetched by the helper for this step only.
+COPY job/requirements.txt /opt/racetrack/job-requirements.txt
+COPY racetrack-build/with-build-secrets.py /etc/racetrack/with-build-secrets.py
+RUN /opt/racetrack/wrapper-venv/bin/python /etc/racetrack/with-build-secrets.py http://172.18.0.1:7102/lifecycle/api/v1/build-secrets/adder/1.0.0/0123abcd /opt/racetrack/job-venv/bin/pip install -r /opt/racetrack/job-requirements.txt
+RUN /opt/racetrack/job-venv/bin/pip check
+
+COPY --chown=job:job job/ /src/job/
+WORKDIR /src/job
+ENV PYTHONPATH=/opt/racetrack/wrapper \
+    JOB_NAME="adder" \
+    JOB_VERSION="0.0.1" \
+    JOB_TYPE_VERSION="python3:1.0.0" \
+    GIT_VERSION="" \
+    DEPLOYED_BY_RACETRACK_VERSION="0.1.0" \
+    JOB_VENV=/opt/racetrack/job-venv \
+    JOB_HOME_PAGE="/docs" \
+    JOB_WORKERS="1" \
+    JOB_THREADS="32" \
+    JOB_MAX_CONCURRENCY="" \
+    JOB_MAX_CONCURRENCY_QUEUE=""
+LABEL racetrack-component="job"
+USER job
+EXPOSE 7000
+STOPSIGNAL SIGTERM
+CMD ["/opt/racetrack/wrapper-venv/bin/python", "-m", "racetrack_job_wrapper", "run", "entrypoint.py"]
