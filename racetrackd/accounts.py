@@ -204,6 +204,10 @@ class Accounts:
         self.require_subject(kind, name)
         if expiry_time is not None and expiry_time <= time.time():
             raise ValidationError("expiry_time: must be in the future")
+        return self._create_token(kind, name, expiry_time=expiry_time, description=description, origin=origin)
+
+    def _create_token(self, kind: str, name: str, *, expiry_time: float | None, description: str,
+                      origin: str) -> tuple[str, AuthToken]:
         token = new_token()
         row = AuthToken.create(
             subject_kind=kind, subject_name=name, token_hash=token_hash(token), description=description[:200],
@@ -251,7 +255,9 @@ class Accounts:
                .order_by(AuthToken.create_time.desc()).first())
         if row is not None:
             return str(self.vault.open(row.sealed_token))
-        token, _ = self.issue_token(access.JOB_FAMILY, family, origin="job_family", description="AUTH_TOKEN of its jobs")
+        # Made before the family's first job exists (its container needs it), so not via issue_token.
+        token, _ = self._create_token(access.JOB_FAMILY, family, expiry_time=None, origin="job_family",
+                                      description="AUTH_TOKEN of its jobs")
         return token
 
     def ensure_bootstrap_admin(self, admin_token: str) -> None:
