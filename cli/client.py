@@ -50,9 +50,10 @@ class ApiClient:
         return self._api("GET", "/info")
 
     def deploy(self, manifest: dict[str, Any], build_context: str | None, force: bool,
-               git_credentials: dict[str, str] | None = None, no_cache: bool = False) -> str:
+               git_credentials: dict[str, str] | None = None, no_cache: bool = False,
+               secret_vars: dict[str, dict[str, str]] | None = None) -> str:
         body: dict[str, Any] = {"manifest": manifest, "build_context": build_context, "force": force,
-                                "git_credentials": git_credentials, "secret_vars": None,
+                                "git_credentials": git_credentials, "secret_vars": secret_vars,
                                 "build_flags": ["--no-cache"] if no_cache else []}
         return str(self._api("POST", "/deploy", json=body)["id"])
 

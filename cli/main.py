@@ -16,6 +16,7 @@ from cli import __version__
 from cli.client import ApiClient, ApiError
 from cli.config import ClientConfig, normalize_remote
 from cli.packing import pack
+from cli.secrets import SecretFileError, read_secret_vars
 from jobmanifest import Manifest, ManifestInvalid, validate_manifest
 from jobmanifest.loading import apply_overrides, find_manifest, load_manifest_dict
 
@@ -122,8 +123,16 @@ def submit(ctx: click.Context, directory: Path, force: bool, extra_vars: tuple[s
         if not (git_username and git_password):
             raise click.UsageError("give both --git-username and --git-password")
         credentials = {"username": git_username, "password": git_password}
-    deployment_id = client.deploy(manifest.raw, None if from_git else pack(directory), force,
-                                  git_credentials=credentials, no_cache=no_cache)
+    try:
+        secret_vars, secret_warnings = read_secret_vars(manifest, directory)
+    except SecretFileError as exc:
+        click.secho(f" !  {exc}", fg="red", err=True)
+        sys.exit(EXIT_INVALID_MANIFEST)
+    for warning in secret_warnings:
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
+    secret_files = _secret_files(manifest)
+    deployment_id = client.deploy(manifest.raw, None if from_git else pack(directory, secret_files), force,
+                                  git_credentials=credentials, no_cache=no_cache, secret_vars=secret_vars)
     deployment = _follow(client, deployment_id, show_logs=not quiet)
     for warning in (deployment.get("warnings") or "").splitlines():
         click.secho(f"warning: {warning}", fg="yellow", err=True)
@@ -137,6 +146,11 @@ def submit(ctx: click.Context, directory: Path, force: bool, extra_vars: tuple[s
 
 
 main.add_command(submit, name="deploy")
+
+
+def _secret_files(manifest: Manifest) -> frozenset[str]:
+    names = (manifest.secret_build_env_file, manifest.secret_runtime_env_file)
+    return frozenset(Path(name).as_posix().removeprefix("./") for name in names if name)
 
 
 def _follow(client: ApiClient, deployment_id: str, show_logs: bool) -> dict[str, Any]:

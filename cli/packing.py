@@ -1,5 +1,6 @@
 """Pack a job's directory as the build context: a tar.gz without what `.gitignore` and
-`.racetrackignore` (same syntax; `!pattern` re-includes) leave out, nor `.git`."""
+`.racetrackignore` (same syntax; `!pattern` re-includes) leave out, nor `.git`, nor the job's
+secret env files (they travel apart, as secret_vars, and must never reach an image)."""
 
 from __future__ import annotations
 
@@ -23,24 +24,24 @@ def ignore_spec(directory: Path) -> pathspec.GitIgnoreSpec:
     return pathspec.GitIgnoreSpec.from_lines(lines)
 
 
-def packed_files(directory: Path) -> list[Path]:
-    """The files that go into the build context, relative to `directory`."""
+def packed_files(directory: Path, exclude: frozenset[str] = frozenset()) -> list[Path]:
+    """The files that go into the build context, relative to `directory` (`exclude`: relative paths left out)."""
     spec = ignore_spec(directory)
     files = []
     for path in sorted(directory.rglob("*")):
         relative = path.relative_to(directory)
         if ALWAYS_SKIPPED & set(relative.parts) or path.is_dir():
             continue
-        if spec.match_file(relative.as_posix()):
+        if spec.match_file(relative.as_posix()) or relative.as_posix() in exclude:
             continue
         files.append(relative)
     return files
 
 
-def pack(directory: Path) -> str:
+def pack(directory: Path, exclude: frozenset[str] = frozenset()) -> str:
     """The build context as base64 of a tar.gz, as the API takes it."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for relative in packed_files(directory):
+        for relative in packed_files(directory, exclude):
             tar.add(directory / relative, arcname=relative.as_posix(), recursive=False)
     return base64.b64encode(buffer.getvalue()).decode()

@@ -59,6 +59,7 @@ class ImageBuilder:
                 raise ValidationError(f"git.directory: larger than {self.settings.max_context_size:.0f} bytes")
         else:
             raise ValidationError("build_context: missing, and the manifest has no git.remote to build from")
+        _drop_secret_files(manifest, job_dir)
         jobtypes.check_extra(job_type, manifest.jobtype_extra, job_dir)
         return job_dir
 
@@ -132,6 +133,15 @@ def prune_job_images(runtime: Runtime, instance: str, name: str, version: str, k
             runtime.remove_image(ref)
         except RacetrackError as exc:  # e.g. still used by a container: try again next time
             log.info("keeping image %s: %s", ref, exc.message)
+
+
+def _drop_secret_files(manifest: Manifest, job_dir: Path) -> None:
+    """Secret env files never reach an image, even when a clone or an upload brought them along."""
+    for name in (manifest.secret_build_env_file, manifest.secret_runtime_env_file):
+        if name:
+            path = (job_dir / name).resolve()
+            if path.is_relative_to(job_dir.resolve()) and path.is_file():
+                path.unlink()
 
 
 def tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
