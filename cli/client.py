@@ -143,6 +143,70 @@ class ApiClient:
         return self._api("POST", f"/async/tasks/{task_id}/retry")
 
 
+    # ---- auth: own session
+    def login(self, username: str, password: str) -> dict[str, Any]:
+        return self._api("POST", "/users/login", json={"username": username, "password": password})
+
+    def logout(self) -> None:
+        self._api("GET", "/users/logout")
+
+    def whoami(self) -> dict[str, Any]:
+        return self._api("GET", "/users/validate_user_auth")
+
+    def change_password(self, old_password: str, new_password: str) -> None:
+        self._api("PUT", "/users/change_password", json={"old_password": old_password, "new_password": new_password})
+
+    # ---- auth: administration
+    def users(self) -> list[dict[str, Any]]:
+        return self._api("GET", "/users")
+
+    def create_user(self, username: str, password: str | None, is_staff: bool) -> dict[str, Any]:
+        return self._api("POST", "/users", json={"username": username, "password": password, "is_staff": is_staff})
+
+    def update_user(self, username: str, changes: dict[str, Any]) -> dict[str, Any]:
+        return self._api("PATCH", f"/users/{username}", json=changes)
+
+    def delete_user(self, username: str) -> None:
+        self._api("DELETE", f"/users/{username}")
+
+    def escs(self) -> list[dict[str, Any]]:
+        return self._api("GET", "/escs")
+
+    def create_esc(self, name: str, esc_id: str | None) -> dict[str, Any]:
+        return self._api("POST", "/escs", json={"name": name, "id": esc_id})
+
+    def delete_esc(self, esc_id: str) -> None:
+        self._api("DELETE", f"/escs/{esc_id}")
+
+    def tokens(self, subject: str | None, everyone: bool) -> list[dict[str, Any]]:
+        params = {"all": "true"} if everyone else ({"subject": subject} if subject else {})
+        return self._api("GET", "/auth/tokens", params=params)
+
+    def create_token(self, subject: str | None, expires_in: float | None, description: str) -> dict[str, Any]:
+        return self._api("POST", "/auth/tokens", json={"subject": subject, "expires_in": expires_in,
+                                                       "description": description})
+
+    def revoke_token(self, token_id: int) -> dict[str, Any]:
+        return self._api("DELETE", f"/auth/tokens/{token_id}")
+
+    def grants(self, subject: str | None) -> list[dict[str, Any]]:
+        return self._api("GET", "/auth/grants", params={"subject": subject} if subject else {})
+
+    def add_grant(self, subject: str, scope: str, job_name: str | None, job_version: str | None,
+                  endpoint: str | None) -> dict[str, Any]:
+        return self._api("POST", "/auth/grants", json={"subject": subject, "scope": scope, "job_name": job_name,
+                                                       "job_version": job_version, "endpoint": endpoint})
+
+    def remove_grant(self, grant_id: int) -> None:
+        self._api("DELETE", f"/auth/grants/{grant_id}")
+
+    def public_endpoints(self, pending: bool) -> list[dict[str, Any]]:
+        return self._api("GET", "/auth/public-endpoints", params={"pending": "true"} if pending else {})
+
+    def set_public_endpoint(self, request_id: int, active: bool) -> dict[str, Any]:
+        return self._api("PUT", f"/auth/public-endpoints/{request_id}", json={"active": active})
+
+
 def _error_from(response: requests.Response) -> ApiError:
     try:
         body: dict[str, Any] = response.json()
@@ -151,5 +215,5 @@ def _error_from(response: requests.Response) -> ApiError:
     except ValueError:
         message, hint = response.text.strip() or response.reason, None
     if response.status_code == 401 and not hint:
-        hint = "log in with: rtd login TOKEN"
+        hint = "log in with: rtd login TOKEN (or rtd login --username NAME)"
     return ApiError(message, response.status_code, hint)

@@ -5,24 +5,20 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 import yaml
 
-from cli import __version__
+from cli import __version__, access
 from cli.client import ApiClient, ApiError
+from cli.common import EXIT_API_ERROR, EXIT_DEPLOY_FAILED, EXIT_INVALID_MANIFEST, client_for, table
 from cli.config import ClientConfig, normalize_remote
 from cli.packing import pack
 from cli.secrets import SecretFileError, read_secret_vars
 from jobmanifest import Manifest, ManifestInvalid, validate_manifest
 from jobmanifest.loading import apply_overrides, find_manifest, load_manifest_dict
-
-EXIT_API_ERROR = 1
-EXIT_DEPLOY_FAILED = 2
-EXIT_INVALID_MANIFEST = 3
 
 
 class _Group(click.Group):
@@ -36,12 +32,6 @@ class _Group(click.Group):
             sys.exit(EXIT_API_ERROR)
 
 
-def _client(ctx: click.Context) -> ApiClient:
-    config = ClientConfig.load()
-    remote, token = config.resolve(ctx.obj.get("remote"), ctx.obj.get("token"))
-    return ApiClient(remote, token)
-
-
 @click.group(cls=_Group)
 @click.option("--remote", envvar="RTD_REMOTE", help="racetrackd URL (default from config, else http://127.0.0.1:7102).")
 @click.option("--token", envvar="RTD_TOKEN", help="Auth token (default: the one saved by `rtd login`).")
@@ -50,20 +40,6 @@ def _client(ctx: click.Context) -> ApiClient:
 def main(ctx: click.Context, remote: str | None, token: str | None) -> None:
     """rtd: deploy and call jobs on racetrackd."""
     ctx.obj = {"remote": remote, "token": token}
-
-
-@main.command()
-@click.argument("token")
-@click.pass_context
-def login(ctx: click.Context, token: str) -> None:
-    """Check TOKEN against the remote and save it for later commands."""
-    config = ClientConfig.load()
-    remote, _ = config.resolve(ctx.obj.get("remote"), None)
-    ApiClient(remote, token).jobs()  # fails with 401 when the token is wrong
-    config.remote = remote
-    config.tokens[remote] = token
-    config.save()
-    click.echo(f"logged in to {remote} (saved in {config.path})")
 
 
 EXTRA_VARS_HELP = "Override a manifest field: KEY.PATH=VALUE (VALUE is YAML). Repeatable."
@@ -114,7 +90,7 @@ def submit(ctx: click.Context, directory: Path, force: bool, extra_vars: tuple[s
     With a git.remote in the manifest the daemon clones it (branch, directory) instead, unless --local.
     """
     manifest = _load_manifest(directory, extra_vars)
-    client = _client(ctx)
+    client = client_for(ctx)
     from_git = manifest.git is not None and not force_local
     source = f"{manifest.git.remote} (git)" if from_git and manifest.git else f"{directory} (upload)"
     click.echo(f"-----> submitting {manifest.name} {manifest.version} to {client.remote} from {source}")
@@ -182,7 +158,7 @@ def _follow(client: ApiClient, deployment_id: str, show_logs: bool) -> dict[str,
 @click.pass_context
 def logs(ctx: click.Context, name: str, version: str, tail: int, follow: bool) -> None:
     """Print a job's own output (its container's log)."""
-    client = _client(ctx)
+    client = client_for(ctx)
     if not follow:
         click.echo(client.job_logs(name, version, tail), nl=False)
         return
@@ -201,7 +177,7 @@ def logs(ctx: click.Context, name: str, version: str, tail: int, follow: bool) -
 @click.pass_context
 def build_logs(ctx: click.Context, name: str, version: str, tail: int, follow: bool) -> None:
     """Print the build log of a job's latest deployment."""
-    client = _client(ctx)
+    client = client_for(ctx)
     if not follow:
         click.echo(client.job_build_logs(name, version, tail), nl=False)
         return
@@ -223,7 +199,7 @@ def build_logs(ctx: click.Context, name: str, version: str, tail: int, follow: b
 @click.pass_context
 def rollback(ctx: click.Context, name: str, version: str, deployment_id: str | None) -> None:
     """Run an earlier release of a job version again, from its image (no rebuild)."""
-    client = _client(ctx)
+    client = client_for(ctx)
     rollback_id = client.rollback(name, version, deployment_id)
     click.echo(f"-----> rolling back {name} {version}")
     deployment = _follow(client, rollback_id, show_logs=False)
@@ -241,7 +217,7 @@ def rollback(ctx: click.Context, name: str, version: str, deployment_id: str | N
 @click.pass_context
 def deployments(ctx: click.Context, name: str | None, limit: int, as_json: bool) -> None:
     """List recent deployments (of one job when NAME is given), newest first."""
-    items = _client(ctx).deployments(name, limit)
+    items = client_for(ctx).deployments(name, limit)
     if as_json:
         click.echo(json.dumps(items, indent=2))
         return
@@ -251,7 +227,7 @@ def deployments(ctx: click.Context, name: str | None, limit: int, as_json: bool)
         rows.append((d["id"][:8], d["job_name"], d["job_version"], d.get("kind", "deploy"), d["status"],
                      time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d["create_time"])),
                      d.get("deployed_by") or "-", f"{seconds:.1f}"))
-    _table(rows)
+    table(rows)
     for d in items:
         if d["status"] == "failed" and d.get("error"):
             click.echo(f"{d['id'][:8]}: {d['error'].splitlines()[0]}")
@@ -264,7 +240,7 @@ def deployments(ctx: click.Context, name: str | None, limit: int, as_json: bool)
 @click.pass_context
 def audit(ctx: click.Context, name: str | None, version: str | None, limit: int) -> None:
     """What happened to jobs, and who did it (newest first)."""
-    for event in _client(ctx).audit(name, version, limit):
+    for event in client_for(ctx).audit(name, version, limit):
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event["timestamp"]))
         click.echo(f"{when}  {event['explanation']}")
 
@@ -280,7 +256,7 @@ def audit(ctx: click.Context, name: str | None, version: str | None, limit: int)
 def tasks(ctx: click.Context, name: str | None, state: str | None, retry_id: str | None, limit: int,
           as_json: bool) -> None:
     """Async calls (newest first): their state, attempts and errors; --retry queues a failed one again."""
-    client = _client(ctx)
+    client = client_for(ctx)
     if retry_id:
         task = client.retry_task(retry_id)
         click.echo(f"queued async task {task['task_id']} again ({task['job_name']} {task['job_version']})")
@@ -297,13 +273,7 @@ def tasks(ctx: click.Context, name: str | None, state: str | None, retry_id: str
         created = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(task["created_at"]))
         rows.append((task["task_id"], f"{task['job_name']} {task['job_version']}", task["state"],
                      str(task["attempts"]), created, (task["error"] or "").splitlines()[0][:80] if task["error"] else ""))
-    _table(rows)
-
-
-def _table(rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        click.echo("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    table(rows)
 
 
 @main.command("list")
@@ -311,13 +281,13 @@ def _table(rows: Sequence[Sequence[str]]) -> None:
 @click.pass_context
 def list_jobs(ctx: click.Context, as_json: bool) -> None:
     """List deployed jobs."""
-    jobs = _client(ctx).jobs()
+    jobs = client_for(ctx).jobs()
     if as_json:
         click.echo(json.dumps(jobs, indent=2))
         return
     rows = [("NAME", "VERSION", "STATUS", "URL")]
     rows += [(j["name"], j["version"], j["status"], j["pub_url"]) for j in jobs]
-    _table(rows)
+    table(rows)
 
 
 @main.command()
@@ -335,7 +305,7 @@ def call(ctx: click.Context, name: str, version: str, endpoint: str, data: str, 
         payload = yaml.safe_load(data)
     except yaml.YAMLError as exc:
         raise click.BadParameter(f"not valid JSON or YAML: {exc}", param_hint="--data") from exc
-    client = _client(ctx)
+    client = client_for(ctx)
     if as_task:
         task_id = client.call_async(name, version, endpoint, payload, method)
         click.echo(f"-----> async task {task_id}", err=True)
@@ -356,7 +326,7 @@ def call(ctx: click.Context, name: str, version: str, endpoint: str, data: str, 
 @click.pass_context
 def delete(ctx: click.Context, name: str, version: str) -> None:
     """Delete a job version: its container stops and it leaves the registry."""
-    _client(ctx).delete_job(name, version)
+    client_for(ctx).delete_job(name, version)
     click.echo(f"deleted {name} {version}")
 
 
@@ -367,3 +337,6 @@ def remote(ctx: click.Context) -> None:
     config = ClientConfig.load()
     url, token = config.resolve(ctx.obj.get("remote"), ctx.obj.get("token"))
     click.echo(f"{normalize_remote(url)} ({'logged in' if token else 'no token'})")
+
+
+access.register(main)

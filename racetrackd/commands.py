@@ -8,7 +8,7 @@ import sys
 import click
 
 from racetrackd import __version__, base_images, daemon
-from racetrackd.auth import ensure_admin_token
+from racetrackd.auth import ADMIN_TOKEN_FILE, ensure_admin_token
 from racetrackd.errors import RacetrackError
 from racetrackd.runtime import DockerRuntime
 from racetrackd.settings import Settings
@@ -50,9 +50,14 @@ def serve() -> None:
 def start() -> None:
     """Start the daemon in the background and wait until it is ready."""
     settings = _settings()
+    token_file = settings.data_dir / ADMIN_TOKEN_FILE
+    first_start = not settings.admin_token and not token_file.exists()
     pid = daemon.start(settings)
     click.echo(f"racetrackd is running (pid {pid}) at {settings.public_url}")
     click.echo(f"logs: {settings.data_dir / daemon.LOG_FILE}; stop it with: racetrackd stop")
+    if first_start and token_file.exists():  # shown this once; `racetrackd admin-token` prints it again
+        click.echo(f"admin token (also in {token_file}, mode 0600): {token_file.read_text().strip()}")
+        click.echo(f'log in with: rtd login --remote {settings.public_url} "$(racetrackd admin-token)"')
 
 
 @main.command()

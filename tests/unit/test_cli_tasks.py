@@ -172,7 +172,7 @@ def test_tasks_retry_queues_the_task_again(runner: CliRunner, daemon: FakeDaemon
            "hint": "tasks are kept for a while after they end, then removed"},
      " !  async task t-1 not found\n    hint: tasks are kept for a while after they end, then removed"),
     (401, {"error": "invalid auth token", "type": "unauthorized"},
-     " !  invalid auth token\n    hint: log in with: rtd login TOKEN"),
+     " !  invalid auth token\n    hint: log in with: rtd login TOKEN (or rtd login --username NAME)"),
 ])
 def test_tasks_retry_refused_prints_the_daemons_error(runner: CliRunner, daemon: FakeDaemon, status: int,
                                                       body: dict[str, str], expected: str) -> None:
