@@ -6,7 +6,8 @@
 Starts its own daemon with the daemon's defaults (instance `bench-gateway-*`, free loopback port,
 temporary data dir; job addressing `auto`, i.e. `container-ip` on a Linux host), deploys
 samples/adder, and measures with `wrk` (a Lua script POSTs {"a": 40, "b": 2} with the
-X-Racetrack-Auth header) at 16 connections (-t2 -c16) and at 1 connection (-t1 -c1), each run
+X-Racetrack-Auth header of an ESC granted call_job on adder: the checked path an outside caller
+takes, not the admin's) at 16 connections (-t2 -c16) and at 1 connection (-t1 -c1), each run
 after a warm-up of the same shape, in --rounds rounds (the best undisturbed run of each counts):
   1. direct to the job's port published on 127.0.0.1 (the baseline; docker-proxy is in the way),
   2. direct to the container's IP on the racetrack network, port 7000 (a second reference),
@@ -122,6 +123,17 @@ def wait_until(check: Any, what: str, timeout: float = 60) -> None:
             pass
         time.sleep(0.1)
     raise SystemExit(f"{what}: not ready after {timeout:.0f} s")
+
+
+def esc_caller(daemon_url: str, admin_headers: dict[str, str]) -> str:
+    """A token of a new ESC granted call_job on adder (what an outside program calling a job holds)."""
+    api = f"{daemon_url}/lifecycle/api/v1"
+    esc = requests.post(f"{api}/escs", json={"name": "bench"}, headers=admin_headers, timeout=10).json()
+    requests.post(f"{api}/auth/grants", json={"subject": f"esc:{esc['id']}", "scope": "call_job", "job_name": "adder"},
+                  headers=admin_headers, timeout=10).raise_for_status()
+    made = requests.post(f"{api}/escs/{esc['id']}/auth_token", json={}, headers=admin_headers, timeout=10)
+    made.raise_for_status()
+    return str(made.json()["token"])
 
 
 def answers_42(url: str, token: str) -> bool:
@@ -512,7 +524,6 @@ def main() -> None:
     shutil.copytree(SAMPLE, job_dir)
     port, token = free_port(), uuid.uuid4().hex
     script = data_dir / "post.lua"
-    script.write_text(WRK_SCRIPT.format(token=token))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RACETRACK_", "RTD_"))}
     env.update({
         "RACETRACK_PORT": str(port), "RACETRACK_DATA_DIR": str(data_dir), "RACETRACK_ADMIN_TOKEN": token,
@@ -540,6 +551,8 @@ def main() -> None:
         headers = {"X-Racetrack-Auth": token}
         job = requests.get(f"http://127.0.0.1:{port}/lifecycle/api/v1/job/adder/0.0.1", headers=headers,
                            timeout=10).json()
+        caller_token = esc_caller(f"http://127.0.0.1:{port}", headers)
+        script.write_text(WRK_SCRIPT.format(token=caller_token))
         container = next(c for c in client.containers.list(filters={"label": f"racetrackd.instance={instance}"})
                          if c.labels.get("job-name") == "adder")
         container.reload()
@@ -563,7 +576,7 @@ def main() -> None:
             "pub": f"http://127.0.0.1:{port}{PUB_PATH}",
         }
         for key, url in urls.items():
-            wait_until(lambda url=url: answers_42(url, token), f"{key} at {url}", timeout=30)
+            wait_until(lambda url=url: answers_42(url, caller_token), f"{key} at {url}", timeout=30)
         results["urls"] = urls
         cpu_groups = {"job": job_pids, "docker-proxy": proxy_pids, "nginx": nginx_pids,
                       "racetrackd workers": workers, "racetrackd daemon+master": [daemon.pid, masters[0]]}
@@ -726,7 +739,7 @@ samples/adder (`POST /api/v1/perform {{"a": 40, "b": 2}}` → 42) deployed by a 
 its defaults (2 gunicorn asgi workers on uvloop; job addressing `auto` → `{r['addressing']}`, the
 gateway reaches the job at `{r['internal_name']}`). The job container is limited to {limits['cpus']:g} CPU and
 {limits['memory_mib']:.0f} MiB (the daemon's defaults). Every row is `wrk --latency` for {args.duration:g} s after a
-{args.warmup:g} s warm-up of the same shape, with one Lua script (POST body, `Content-Type`, `X-Racetrack-Auth`)
+{args.warmup:g} s warm-up of the same shape, with one Lua script (POST body, `Content-Type`, `X-Racetrack-Auth` of an ESC granted `call_job` on adder)
 for all paths; all in one run, so ratios are against the baseline of this run. The published port goes
 through docker-proxy ({'running for this port' if r['docker_proxy'] else 'not found: iptables only'});
 the container IP and /pub do not. nginx {nginx_version()}: `worker_processes auto`, upstream `keepalive 32`,

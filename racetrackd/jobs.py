@@ -11,7 +11,7 @@ from jobmanifest import versions
 from racetrackd import naming
 from racetrackd.audit import JOB_DELETED
 from racetrackd.building import prune_job_images
-from racetrackd.db import AuditEvent, DeletedJob, Job, JobStatus, database
+from racetrackd.db import AuditEvent, DeletedJob, Job, JobStatus, PublicEndpoint, database
 from racetrackd.errors import JobNotFound
 from racetrackd.runtime import Runtime
 from racetrackd.settings import Settings
@@ -46,6 +46,8 @@ def delete_job(runtime: Runtime, instance: str, name: str, version: str, deleted
     with database.atomic():
         job.delete_instance()
         DeletedJob.insert(name=name, version=version, deleted_by=deleted_by).on_conflict_replace().execute()
+        # Approvals were for that deployment's code: a version deployed again (--force) asks anew.
+        PublicEndpoint.delete().where((PublicEndpoint.job_name == name) & (PublicEndpoint.job_version == version)).execute()
         AuditEvent.record(JOB_DELETED, name, version, deleted_by, image=job.image_name)
     for container in runtime.list_containers({naming.LABEL_INSTANCE: instance, naming.LABEL_JOB_NAME: name,
                                               naming.LABEL_JOB_VERSION: version}):
