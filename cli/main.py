@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import posixpath
 import sys
 import time
 from pathlib import Path
@@ -126,7 +127,7 @@ main.add_command(submit, name="deploy")
 
 def _secret_files(manifest: Manifest) -> frozenset[str]:
     names = (manifest.secret_build_env_file, manifest.secret_runtime_env_file)
-    return frozenset(Path(name).as_posix().removeprefix("./") for name in names if name)
+    return frozenset(posixpath.normpath(Path(name).as_posix()) for name in names if name)
 
 
 def _follow(client: ApiClient, deployment_id: str, show_logs: bool) -> dict[str, Any]:

@@ -8,6 +8,7 @@ HTTP workers drop their cached identities at once.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import mmap
 import os
@@ -153,19 +154,28 @@ class Accounts:
             User.delete().where(User.username == username).execute()
         self.changes.ring()
 
-    def change_password(self, username: str, old_password: Any, new_password: Any) -> None:
+    def change_password(self, username: str, old_password: Any, new_password: Any,
+                        keep_token_id: int | None = None) -> None:
+        """Set a new password; the user's other password logins end (the token in use, `keep_token_id`, stays)."""
         user = self.get_user(username)
         if user.password_hash and not (isinstance(old_password, str) and verify_password(old_password, user.password_hash)):
             raise ValidationError("old_password: does not match")
         user.password_hash = hash_password(check_password_rules(new_password, "new_password"))
         user.save()
+        AuthToken.update(active=False).where(
+            (AuthToken.subject_kind == access.USER) & (AuthToken.subject_name == username)
+            & (AuthToken.origin == "login") & (AuthToken.id != (keep_token_id or 0))).execute()
+        self.changes.ring()
 
     def check_login(self, username: Any, password: Any) -> User | None:
         """The user when username and password match an active account; None otherwise (one answer for all failures)."""
         if not isinstance(username, str) or not isinstance(password, str):
             return None
         user = User.get_or_none(User.username == username)
-        if user is None or not user.is_active or not verify_password(password, user.password_hash):
+        stored = user.password_hash if user is not None else None
+        # An unknown name costs the same hashing as a known one, so timing does not tell them apart.
+        matches = verify_password(password, stored or _unusable_hash())
+        if user is None or not user.is_active or not stored or not matches:
             return None
         user.last_login_time = now()
         user.save(only=[User.last_login_time])
@@ -264,8 +274,9 @@ class Accounts:
         """The admin user exists, staff, and `admin_token` is its bootstrap token (an earlier one is revoked).
         Every HTTP worker runs this as it starts: IMMEDIATE makes them take turns."""
         with database.atomic("IMMEDIATE"):
-            if User.get_or_none(User.username == ADMIN_USERNAME) is None:
-                User.create(username=ADMIN_USERNAME, is_staff=True)
+            # Always active staff again at start: the way back in if someone locked the admin out.
+            User.insert(username=ADMIN_USERNAME, is_staff=True, is_active=True).on_conflict(
+                conflict_target=[User.username], update={User.is_staff: True, User.is_active: True}).execute()
             hashed = token_hash(admin_token)
             current = AuthToken.get_or_none(AuthToken.token_hash == hashed)
             AuthToken.update(active=False).where(
@@ -292,10 +303,11 @@ class Accounts:
             raise ValidationError("endpoint: must start with / (e.g. /api/v1/perform)")
         if rule.endpoint is not None and rule.job_name is None:
             raise ValidationError("endpoint: needs job_name")
-        try:
+        # Checked here, not by the unique index alone: SQLite treats each NULL filter as distinct.
+        with database.atomic("IMMEDIATE"):
+            if self._has_grant(kind, name, rule):
+                raise ConflictError(f"{kind}:{name} already has this grant")
             grant = self._grant(kind, name, rule, granted_by)
-        except peewee.IntegrityError:
-            raise ConflictError(f"{kind}:{name} already has this grant") from None
         self.changes.ring()
         return grant
 
@@ -373,6 +385,12 @@ class Accounts:
         row.approved_by = approved_by if active else None
         row.save()
         return row
+
+
+@functools.cache
+def _unusable_hash() -> str:
+    """A hash no password matches, checked for unknown users so they cost the same time."""
+    return hash_password(secrets.token_urlsafe(16))
 
 
 def _equals_or_null(field: peewee.Field, value: str | None) -> peewee.Expression:

@@ -65,8 +65,10 @@ def request_deployment(
 
 
 def authorize_deploy(identity: Identity, name: str, version: str) -> None:
-    """deploy_job on an existing family; deploy_new_family to start one."""
-    if Job.select().where(Job.name == name).exists():
+    """deploy_job on an existing family (or one whose first deployment is under way); deploy_new_family to start one."""
+    starting = Deployment.select().where((Deployment.job_name == name)
+                                         & (Deployment.status == DeploymentStatus.IN_PROGRESS)).exists()
+    if starting or Job.select().where(Job.name == name).exists():
         if not identity.allows(access.DEPLOY_JOB, name, version):
             raise access.forbidden(identity, access.DEPLOY_JOB, "deploy", name, version)
     elif not identity.allows(access.DEPLOY_NEW_FAMILY, name):

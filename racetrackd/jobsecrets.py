@@ -9,6 +9,7 @@ Text the daemon shows from builds and jobs (logs, errors) passes through a `Reda
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import hmac
 import json
@@ -158,11 +159,13 @@ class Redactor:
 
     def lines(self, chunks: Iterable[bytes]) -> Iterator[str]:
         """A byte stream as redacted text, a whole line at a time (a value split across chunks is still found)."""
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # a character may span chunks
         pending = ""
         for chunk in chunks:
-            pending += chunk.decode(errors="replace")
+            pending += decoder.decode(chunk)
             complete, newline, pending = pending.rpartition("\n")
             if newline:
                 yield self(complete + newline)
+        pending += decoder.decode(b"", final=True)
         if pending:
             yield self(pending)

@@ -82,7 +82,8 @@ def validate_user_auth() -> dict[str, Any]:
 def change_password() -> dict[str, Any]:
     identity = _user_caller()
     body = _body()
-    services().accounts.change_password(identity.name, body.get("old_password"), body.get("new_password"))
+    services().accounts.change_password(identity.name, body.get("old_password"), body.get("new_password"),
+                                        keep_token_id=identity.token_id)
     return {"changed": True}
 
 
