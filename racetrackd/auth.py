@@ -3,13 +3,13 @@
 The gateway asks on every call, so the answer comes from memory: token SHA-256 → Identity, filled
 from the registry on first sight and dropped whole when the accounts' ChangeSignal moves (any
 revoke, grant or user change, in any process). Expiry is checked on every use. Failed attempts
-are counted per client address; past the limit that address gets 429 for tokens not already
-known good, so guessing costs time and a valid caller behind the same address keeps working.
+are counted per client address (in the registry, across workers); past the limit that address
+gets 429 for tokens not already known good, so guessing costs time and a valid caller behind
+the same address keeps working.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import logging
 import os
@@ -23,6 +23,7 @@ from typing import Protocol
 from racetrackd import metrics
 from racetrackd.access import ANYONE, Identity
 from racetrackd.accounts import Accounts, new_token, token_hash
+from racetrackd.db import AuthFailure, database
 from racetrackd.errors import TooManyAuthFailures, UnauthorizedError
 from racetrackd.settings import Settings
 
@@ -80,39 +81,35 @@ def token_from(headers: _Lookup, cookies: _Lookup) -> str | None:
 
 
 class FailureLimiter:
-    """Failed auth attempts per client address over a sliding window (per process)."""
+    """Failed auth attempts per client address over a sliding window.
+
+    Kept in the registry, so the limit holds for the address whatever HTTP worker its connections
+    land on. It costs a query only where one is made anyway: a token not in the cache, a login.
+    """
 
     def __init__(self, limit: int, window: float) -> None:
         self.limit = limit
         self.window = window
-        self._failures: dict[str, collections.deque[float]] = {}
-        self._lock = threading.Lock()
 
     def blocked_for(self, address: str) -> int:
         """Seconds until `address` may try again (0: it may now)."""
         if not self.limit:
             return 0
-        with self._lock:
-            failures = self._recent(address)
-            if len(failures) < self.limit:
-                return 0
-            return max(1, int(failures[0] + self.window - time.monotonic()) + 1)
+        now = time.time()
+        recent = [row.time for row in AuthFailure.select(AuthFailure.time)
+                  .where((AuthFailure.address == address) & (AuthFailure.time > now - self.window))
+                  .order_by(AuthFailure.time.desc()).limit(self.limit)]
+        if len(recent) < self.limit:
+            return 0
+        return max(1, int(recent[-1] + self.window - now) + 1)  # until the oldest of them leaves the window
 
     def record(self, address: str) -> None:
         if not self.limit:
             return
-        with self._lock:
-            self._recent(address).append(time.monotonic())
-            if len(self._failures) > 10_000:  # many addresses: forget those with nothing recent
-                for key in [key for key, value in self._failures.items() if not self._recent(key)]:
-                    del self._failures[key]
-
-    def _recent(self, address: str) -> collections.deque[float]:
-        failures = self._failures.setdefault(address, collections.deque(maxlen=self.limit))
-        cutoff = time.monotonic() - self.window
-        while failures and failures[0] < cutoff:
-            failures.popleft()
-        return failures
+        now = time.time()
+        with database.atomic():
+            AuthFailure.create(address=address, time=now)
+            AuthFailure.delete().where(AuthFailure.time < now - self.window).execute()
 
 
 class Authenticator:

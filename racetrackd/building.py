@@ -67,6 +67,7 @@ class ImageBuilder:
               secrets: jobsecrets.JobSecrets) -> str:
         """Build the job's image; returns its reference. BuildError ends with the failing output."""
         base_image = getattr(self.settings, job_type.base_image_setting) if job_type.base_image_setting else ""
+        secrets_url, digest = self._secrets_url(manifest, secrets)
         dockerfile = render_dockerfile(job_type.plugin_dir, job_type.dockerfile_template, {
             "base_image": base_image,
             "build": {
@@ -74,7 +75,7 @@ class ImageBuilder:
                 "pip_index_url": self.settings.build_pip_index_url,
                 "pip_extra_index_url": self.settings.build_pip_extra_index_url,
                 "pip_trusted_host": self.settings.build_pip_trusted_host,
-                "secrets_url": self._secrets_url(manifest, secrets),
+                "secrets_url": secrets_url,
                 "secret_names": sorted(secrets.build_env),
             },
             "manifest": manifest.raw,
@@ -95,7 +96,8 @@ class ImageBuilder:
             LABEL_MANIFEST_DIGEST: hashlib.sha256(manifest.yaml.encode()).hexdigest(),
             LABEL_JOB_TYPE: job_type.full_name,
         }
-        logs = _ThrottledLog(deployment, jobsecrets.Redactor(secrets.values()))
+        # The build log echoes each RUN line: the secrets URL's digest is masked like the values it opens.
+        logs = _ThrottledLog(deployment, jobsecrets.Redactor([*secrets.values(), digest]))
         deadline = time.monotonic() + self.settings.build_timeout
         with assemble_docker_context(dockerfile, job_dir, job_type.plugin_dir, self.settings.build_ca_bundle,
                                      with_secrets_helper=bool(secrets.build_env)) as ctx:
@@ -112,12 +114,13 @@ class ImageBuilder:
                 logs.flush()
         return tag
 
-    def _secrets_url(self, manifest: Manifest, secrets: jobsecrets.JobSecrets) -> str:
-        """Where the build's RUN steps fetch the secret build env ('' when there is none)."""
+    def _secrets_url(self, manifest: Manifest, secrets: jobsecrets.JobSecrets) -> tuple[str, str]:
+        """Where the build's RUN steps fetch the secret build env, and the digest in it ('' when there is none)."""
         if not secrets.build_env:
-            return ""
+            return "", ""
         digest = jobsecrets.build_secrets_digest(self.vault, manifest.name, manifest.version, secrets.build_env)
-        return f"{self.daemon_url_for_builds}/lifecycle/api/v1/build-secrets/{manifest.name}/{manifest.version}/{digest}"
+        base = self.daemon_url_for_builds
+        return f"{base}/lifecycle/api/v1/build-secrets/{manifest.name}/{manifest.version}/{digest}", digest
 
     def collect_old_images(self, name: str, version: str) -> None:
         prune_job_images(self.runtime, self.settings.instance, name, version, self.settings.keep_images)

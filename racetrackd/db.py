@@ -323,8 +323,18 @@ class PublicEndpoint(BaseModel):
         indexes = ((("job_name", "job_version", "endpoint"), True),)
 
 
+class AuthFailure(BaseModel):
+    """A failed auth attempt, kept for RACETRACK_AUTH_FAILURE_WINDOW: the limit counts them across all workers."""
+
+    address = peewee.CharField()
+    time = peewee.FloatField(default=now, index=True)
+
+    class Meta:
+        indexes = ((("address", "time"), False),)
+
+
 MODELS: list[type[BaseModel]] = [Job, Deployment, DeletedJob, AuditEvent, AsyncTask, User, Esc, AuthToken, Grant,
-                                 PublicEndpoint]
+                                 PublicEndpoint, AuthFailure]
 
 
 def _v2_deployment_warnings(migrator: SqliteMigrator) -> list[Any]:

@@ -398,7 +398,7 @@ def test_a_block_with_real_time_ends_after_a_short_window(accounts: Accounts) ->
         auth.identify("rtd_guess", CLIENT, "api")
 
 
-def test_the_limiter_counts_over_a_sliding_window(clock: FakeClock) -> None:
+def test_the_limiter_counts_over_a_sliding_window(accounts: Accounts, clock: FakeClock) -> None:
     limiter = FailureLimiter(limit=3, window=10)
 
     limiter.record(CLIENT)
@@ -414,7 +414,18 @@ def test_the_limiter_counts_over_a_sliding_window(clock: FakeClock) -> None:
     assert limiter.blocked_for(OTHER_CLIENT) == 0
 
 
-def test_the_retry_after_never_says_zero(clock: FakeClock) -> None:
+def test_the_limit_holds_across_http_workers(accounts: Accounts, clock: FakeClock) -> None:
+    one_worker, other_worker = FailureLimiter(limit=3, window=60), FailureLimiter(limit=3, window=60)
+
+    one_worker.record(CLIENT)
+    other_worker.record(CLIENT)
+    assert one_worker.blocked_for(CLIENT) == 0
+    one_worker.record(CLIENT)
+
+    assert other_worker.blocked_for(CLIENT) > 0 and one_worker.blocked_for(CLIENT) > 0
+
+
+def test_the_retry_after_never_says_zero(accounts: Accounts, clock: FakeClock) -> None:
     limiter = FailureLimiter(limit=1, window=1)
     limiter.record(CLIENT)
 
@@ -423,7 +434,7 @@ def test_the_retry_after_never_says_zero(clock: FakeClock) -> None:
     assert limiter.blocked_for(CLIENT) >= 1
 
 
-def test_a_limit_of_zero_never_blocks(clock: FakeClock) -> None:
+def test_a_limit_of_zero_never_blocks(accounts: Accounts, clock: FakeClock) -> None:
     limiter = FailureLimiter(limit=0, window=60)
 
     for _ in range(100):
