@@ -315,7 +315,7 @@ def test_private_repo_with_right_credentials_deploys_and_the_password_appears_no
         queued_id = queued[0]["id"] if queued else None
         time.sleep(0.1)
     assert queued_id is not None
-    sealed = registry_value(daemon, "git_credentials", queued_id)
+    sealed = registry_value(daemon, "secrets", queued_id)
     blocker_status = deployment(daemon, blocker)["status"]
     submitter.join(timeout=600)
     result = outcome["result"]
@@ -324,7 +324,9 @@ def test_private_repo_with_right_credentials_deploys_and_the_password_appears_no
     assert sealed and password not in sealed and private_repo.username not in sealed  # stored encrypted
     assert result.returncode == 0, result.stdout + result.stderr
     assert perform(daemon, "ib-private", "1.0.0") == 42
-    assert registry_value(daemon, "git_credentials", queued_id) is None  # erased once used
+    # Kept (sealed) with the deployment, so a rollback or recreation can fetch the same source again.
+    kept = registry_value(daemon, "secrets", queued_id)
+    assert kept and password not in kept
     done = deployment(daemon, queued_id)
     assert done["status"] == "done" and done["git_commit"]
     outputs = {
