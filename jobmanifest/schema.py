@@ -29,6 +29,8 @@ JOBTYPE = re.compile(r"^[a-z0-9][a-z0-9._-]*:[A-Za-z0-9.*_+-]+\Z")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 PACKAGE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9.+:=~_-]*\Z")
 DEPRECATED_EXTRA = ("python", "golang", "wrapper_properties", "docker")
+# racetrackd runs every job on its host's Docker engine: Racetrack's only target that applies here.
+INFRASTRUCTURE_TARGET = "docker"
 TOP_LEVEL = (
     "name", "owner_email", "version", "jobtype", "lang", "git", "jobtype_extra", "build_env",
     "runtime_env", "secret_build_env_file", "secret_runtime_env_file", "labels", "public_endpoints",
@@ -223,7 +225,7 @@ def validate_manifest(data: Any) -> Manifest:
         lambda v: None if PACKAGE.match(v) else f"{v!r} is not a package name",
     )
     infrastructure_target = c.string(data, "infrastructure_target", "infrastructure_target",
-                                     check=lambda v: None if v == "docker" else f"{v!r} is not installed (installed: docker)")
+                                     check=infrastructure_target_problem)
     image_type = c.string(data, "image_type", "image_type",
                           check=lambda v: None if v == "docker" else f"{v!r} is not supported (supported: docker)")
     idle_timeout = _duration(c, data, "idle_timeout", MIN_IDLE_TIMEOUT)
@@ -342,6 +344,12 @@ def _replicas(c: _Checker, data: dict[str, Any]) -> int:
 DURATION = re.compile(r"^(\d+)\s*(s|m|h)?\Z")
 MIN_IDLE_TIMEOUT = 5
 MIN_CALL_TIMEOUT = 1
+
+
+def infrastructure_target_problem(value: str) -> str | None:
+    if value == INFRASTRUCTURE_TARGET:
+        return None
+    return f"{value!r} is not installed (installed: {INFRASTRUCTURE_TARGET})"
 
 
 def _duration(c: _Checker, data: dict[str, Any], field: str, minimum: int) -> int | None:

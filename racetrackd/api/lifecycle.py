@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, request, stream_with_context
 
+from jobmanifest.schema import infrastructure_target_problem
 from racetrackd import __version__, access, asynccalls, audit, deployments, jobs, jobsecrets, releases
 from racetrackd.api import authenticate_request, caller, require, services
 from racetrackd.db import Deployment
@@ -160,6 +161,21 @@ def delete_job(name: str, version: str) -> tuple[str, int]:
     svc = services()
     jobs.delete_job(svc.runtime, svc.settings.instance, job.name, job.version, who.display)
     return "", 204
+
+
+@bp.post("/job/<name>/<version>/move")
+def move_job(name: str, version: str) -> dict[str, Any]:
+    """Racetrack's move between infrastructure targets: here there is one, so only a no-op succeeds."""
+    job = jobs.resolve_job(name, version)
+    require(access.DEPLOY_JOB, job.name, job.version, doing="move")
+    body = request.get_json(silent=True)
+    target = body.get("infrastructure_target") if isinstance(body, dict) else None
+    if not isinstance(target, str):
+        raise ValidationError("infrastructure_target: required, a string")
+    problem = infrastructure_target_problem(target)
+    if problem:
+        raise ValidationError(f"infrastructure_target: {problem}")
+    return jobs.job_dto(job, services().settings)
 
 
 @bp.get("/async/tasks")

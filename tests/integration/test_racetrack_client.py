@@ -159,6 +159,15 @@ def test_plugin_list_shows_the_installed_job_types(racetrack: RacetrackCli) -> N
     assert "python3:" in racetrack("plugin", "list", "--job-types").stdout
 
 
+def test_move_stays_on_docker_and_refuses_other_targets(racetrack: RacetrackCli, deployed: str) -> None:
+    racetrack("move", deployed, "--version", "0.0.1", "--infrastructure", "docker")
+    refused = racetrack("move", deployed, "--version", "0.0.1", "--infrastructure", "kubernetes", expect_ok=False)
+
+    assert refused.returncode != 0
+    assert "infrastructure_target: 'kubernetes' is not installed" in refused.stdout + refused.stderr
+    assert listed(racetrack)[deployed] == [deployed, "0.0.1", "RUNNING"]
+
+
 def test_delete_removes_the_job(racetrack: RacetrackCli, daemon: Daemon, tmp_path: Path) -> None:
     name = f"rc-gone-{uuid.uuid4().hex[:6]}"
     racetrack("deploy", str(racetrack_job_dir(tmp_path, name)), "--build-context", "local")

@@ -434,6 +434,36 @@ def test_delete_by_alias_deletes_the_version_it_resolves_to(client: FlaskClient,
     assert [(d.name, d.version) for d in db.DeletedJob.select()] == [("adder", "1.1.0")]
 
 
+def test_move_to_docker_is_a_no_op_that_answers_the_job(client: FlaskClient, runtime: FakeRuntime) -> None:
+    run_containers(runtime, add_job("adder", "0.0.1"))
+
+    response = client.post(f"{API}/job/adder/0.0.1/move", json={"infrastructure_target": "docker"})
+
+    assert response.status_code == 200
+    assert (response.get_json()["name"], response.get_json()["infrastructure_target"]) == ("adder", "docker")
+    assert runtime.calls_to("remove_container") == [] and runtime.calls_to("create_container") == []
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"infrastructure_target": "kubernetes"}, "infrastructure_target: 'kubernetes' is not installed (installed: docker)"),
+    ({}, "infrastructure_target: required, a string"),
+    (None, "infrastructure_target: required, a string"),
+])
+def test_move_elsewhere_is_400_naming_the_field_and_changes_nothing(
+        client: FlaskClient, runtime: FakeRuntime, body: Any, message: str) -> None:
+    run_containers(runtime, add_job("adder", "0.0.1"))
+
+    response = client.post(f"{API}/job/adder/0.0.1/move", json=body)
+
+    assert assert_error(response, 400, "validation-error") == message
+    assert db.Job.find("adder", "0.0.1") is not None and runtime.calls_to("remove_container") == []
+
+
+def test_move_of_an_unknown_job_is_404(client: FlaskClient) -> None:
+    assert_error(client.post(f"{API}/job/ghost/0.0.1/move", json={"infrastructure_target": "docker"}), 404,
+                 "job-not-found")
+
+
 def test_unknown_api_path_is_404_json(client: FlaskClient) -> None:
     assert_error(client.get(f"{API}/nothing-here"), 404, "not-found")
 
