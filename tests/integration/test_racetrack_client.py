@@ -24,6 +24,7 @@ import yaml
 
 from tests.integration.conftest import REPO, Daemon, _clean_env
 from tests.integration.test_cli_auth import PASSWORD
+from tests.integration.test_image_builder import exec_in_job
 
 CLIENT_VERSION = "2.35.1"
 
@@ -99,12 +100,18 @@ def racetrack(racetrack_cli: Path, daemon: Daemon, tmp_path_factory: pytest.Temp
     return cli
 
 
+RUNTIME_SECRET = "rc-runtime-secret-5f0c2a"
+
+
 def racetrack_job_dir(root: Path, name: str, version: str = "0.0.1") -> Path:
-    """samples/adder as a Racetrack user keeps it: the manifest names a git remote (the client insists)."""
+    """samples/adder as a Racetrack user keeps it: the manifest names a git remote (the client insists)
+    and a secret runtime env file, which the client reads and sends as secret_vars."""
     directory = root / name
     shutil.copytree(REPO / "samples" / "adder", directory)
+    (directory / "secret.env").write_text(f"MIGRATED_SECRET={RUNTIME_SECRET}\n")
     manifest = yaml.safe_load((directory / "job.yaml").read_text())
-    manifest.update(name=name, version=version, git={"remote": f"https://git.example.com/team/{name}"})
+    manifest.update(name=name, version=version, git={"remote": f"https://git.example.com/team/{name}"},
+                    secret_runtime_env_file="secret.env")
     (directory / "job.yaml").write_text(yaml.safe_dump(manifest))
     return directory
 
@@ -138,6 +145,15 @@ def test_deploy_from_a_directory_then_list_shows_it_running(racetrack: Racetrack
     assert row[-1] == f"{daemon.url}/pub/job/{deployed}/0.0.1"
     job = daemon.api("GET", f"/lifecycle/api/v1/job/{deployed}/0.0.1").json()
     assert job["deployed_by"] == "admin"
+
+
+def test_the_clients_secret_env_file_reaches_the_job_and_nothing_shows_it(
+        racetrack: RacetrackCli, deployed: str, daemon: Daemon) -> None:
+    assert f"MIGRATED_SECRET={RUNTIME_SECRET}" in exec_in_job(daemon, deployed, "0.0.1", "env")
+    shown = [racetrack("list", "-c", "all").stdout, racetrack("build-logs", deployed).stdout,
+             daemon.api("GET", f"/lifecycle/api/v1/job/{deployed}/0.0.1").text,
+             daemon.api("GET", f"/lifecycle/api/v1/deploy?job_name={deployed}").text]
+    assert not [text for text in shown if RUNTIME_SECRET in text]
 
 
 def test_call_runs_perform_through_the_gateway(racetrack: RacetrackCli, deployed: str) -> None:
