@@ -27,7 +27,15 @@ from typing import Any
 from builders.dockerfile import render_dockerfile
 from jobmanifest import ManifestInvalid, validate_manifest
 from jobmanifest.versions import SemanticVersion
-from pluginbundle import JOB_TYPE_CATEGORY, PluginInvalid, PluginManifest, check_directory, unpack
+from pluginbundle import (
+    JOB_TYPE_CATEGORY,
+    PLUGIN_MANIFEST,
+    PluginInvalid,
+    PluginManifest,
+    check_directory,
+    parse_manifest,
+    unpack,
+)
 from racetrackd import audit, jobtypes
 from racetrackd.accounts import ChangeSignal
 from racetrackd.db import AuditEvent
@@ -167,8 +175,8 @@ class PluginStore:
         except (PluginInvalid, OSError) as exc:
             log.error("skipping broken job-type plugin %s: %s", directory, exc)
             manifest = None
-            with contextlib.suppress(PluginInvalid, OSError):
-                manifest = check_directory(directory)
+            with contextlib.suppress(PluginInvalid, OSError):  # its name and version, when they can be read
+                manifest = parse_manifest((directory / PLUGIN_MANIFEST).read_text(encoding="utf-8", errors="replace"))
             return Plugin(directory=directory, builtin=builtin, manifest=manifest, error=str(exc))
 
     def check(self, directory: Path, builtin: bool = False) -> Plugin:
