@@ -18,9 +18,9 @@ import pytest
 import requests
 
 from tests.integration.conftest import REPO, Daemon, _remove_labelled, launch_daemon
+from tests.plugin_zips import EXAMPLE_PLUGIN, example_files, zip_of
 
 API = "/lifecycle/api/v1"
-EXAMPLE_PLUGIN = REPO / "docs" / "examples" / "shell-job-type"
 EXAMPLE_JOB = REPO / "docs" / "examples" / "shell-job"
 
 
@@ -50,22 +50,6 @@ def upload(daemon: Daemon, filename: str, data: bytes, replace: bool = False,
     headers = {"X-Racetrack-Auth": token} if token else {}
     return daemon.api("POST", f"{API}/plugin/upload/{filename}", params={"replace": int(replace)}, data=data,
                       headers=headers)
-
-
-def zip_of(files: dict[str, str]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, text in files.items():
-            archive.writestr(name, text)
-    return buffer.getvalue()
-
-
-def example_files(**overrides: str) -> dict[str, str]:
-    """The example plugin's files as text, some replaced."""
-    files = {path.relative_to(EXAMPLE_PLUGIN).as_posix(): path.read_text()
-             for path in EXAMPLE_PLUGIN.rglob("*") if path.is_file() and "__pycache__" not in path.parts}
-    files.update(overrides)
-    return files
 
 
 @pytest.fixture(scope="module")
@@ -166,10 +150,8 @@ def test_a_bad_zip_is_refused_naming_the_problem_and_nothing_installed_is_lost(
 
 
 def test_a_template_that_does_not_render_or_hooks_that_do_not_load_are_refused(shell: Daemon) -> None:
-    misspelt = upload(shell, "bad.zip", zip_of(example_files(**{
-        "Dockerfile.j2": "FROM {{ base_imag }}\n"})))
-    broken_hooks = upload(shell, "bad.zip", zip_of(example_files(**{
-        "plugin.py": "raise RuntimeError('no luck')\n"})))
+    misspelt = upload(shell, "bad.zip", zip_of(example_files(**{"Dockerfile.j2": "FROM {{ base_imag }}\n"})))
+    broken_hooks = upload(shell, "bad.zip", zip_of(example_files(**{"plugin.py": "raise RuntimeError('no luck')\n"})))
     not_zip = upload(shell, "bad.zip", b"not a zip at all")
 
     assert misspelt.status_code == 400 and "'base_imag' is undefined" in misspelt.json()["error"]

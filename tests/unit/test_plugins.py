@@ -14,13 +14,24 @@ import yaml
 from flask.testing import FlaskClient
 
 from pluginbundle import MAX_UNPACKED_BYTES, PluginInvalid, bundle, parse_manifest
-from racetrackd.errors import ConflictError, ForbiddenError, ManifestError, NotFoundError, ValidationError
+from racetrackd import db
+from racetrackd.deployer import _snapshot
+from racetrackd.errors import (
+    ConflictError,
+    ForbiddenError,
+    JobTypeError,
+    ManifestError,
+    NotFoundError,
+    ValidationError,
+)
 from racetrackd.jobtypes import resolve
+from racetrackd.plugin_hooks import HOOKS
 from racetrackd.plugins import PluginStore
 from racetrackd.settings import BUILTIN_PLUGINS_DIR
+from tests.plugin_zips import EXAMPLE_PLUGIN, example_files, zip_of
 from tests.unit.conftest import REPO
+from tests.unit.fakes import build_context, sample_manifest
 
-EXAMPLE_PLUGIN = REPO / "docs" / "examples" / "shell-job-type"
 BASE_IMAGES = {"python_base_image": "python:3.11-slim"}
 API = "/lifecycle/api/v1"
 
@@ -30,27 +41,13 @@ def store(data_dir: Path) -> PluginStore:
 
 
 def example_zip(version: str | None = None, **files: str | None) -> bytes:
-    """The example plugin as a ZIP, at `version`, with some files replaced (None: left out)."""
-    sources = {p.relative_to(EXAMPLE_PLUGIN).as_posix(): p.read_text() for p in EXAMPLE_PLUGIN.rglob("*")
-               if p.is_file() and "__pycache__" not in p.parts}
+    """The example plugin as a ZIP, at `version`, with some files replaced (None: left out; `__` stands for `.`)."""
+    sources = example_files(**{name.replace("__", "."): text for name, text in files.items()})
     if version:
         manifest = yaml.safe_load(sources["plugin-manifest.yaml"])
         manifest["version"] = version
         sources["plugin-manifest.yaml"] = yaml.safe_dump(manifest)
-    for name, text in files.items():
-        if text is None:
-            sources.pop(name.replace("__", "."), None)
-        else:
-            sources[name.replace("__", ".")] = text
     return zip_of(sources)
-
-
-def zip_of(files: dict[str, str]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, text in files.items():
-            archive.writestr(name, text)
-    return buffer.getvalue()
 
 
 # ---- the manifest ----------------------------------------------------------------------------------
@@ -312,8 +309,6 @@ def test_runtime_env_and_notify_hooks_report_failures_instead_of_raising(tmp_pat
 
 
 def test_every_hook_is_documented() -> None:
-    from racetrackd.plugin_hooks import HOOKS
-
     docs = (REPO / "docs" / "plugins.md").read_text()
     missing = [name for name in HOOKS if f"`{name}(" not in docs]
     assert not missing, f"docs/plugins.md does not document {missing}"
@@ -347,9 +342,6 @@ def test_a_bad_upload_is_400_naming_the_problem(client: FlaskClient) -> None:
 
 
 def test_a_deployment_of_a_job_type_refused_by_its_hook_is_400_and_nothing_is_queued(client: FlaskClient) -> None:
-    from racetrackd import db
-    from tests.unit.fakes import build_context, sample_manifest
-
     client.post(f"{API}/plugin/upload/shell.zip", data=example_zip())
     manifest = sample_manifest(jobtype="shell:1.0.0", jobtype_extra={"script": "run.py"})
 
@@ -359,3 +351,16 @@ def test_a_deployment_of_a_job_type_refused_by_its_hook_is_400_and_nothing_is_qu
     assert response.get_json()["errors"] == [{"field": "jobtype_extra.script",
                                               "message": "must name a .sh file, not 'run.py'"}]
     assert db.Deployment.select().count() == 0
+
+
+def test_a_deployment_keeps_the_job_type_files_it_started_with_when_the_plugin_is_removed(tmp_path: Path) -> None:
+    plugins = store(tmp_path / "data")
+    plugins.install("shell.zip", example_zip())
+    job_type = resolve("shell:1.0.0", plugins.job_types())
+    started = _snapshot(job_type, tmp_path / "workspace-started")
+
+    plugins.remove("shell-job-type", "1.0.0")
+
+    assert (started.plugin_dir / "shell_wrapper.py").is_file() and started.plugin_dir != job_type.plugin_dir
+    with pytest.raises(JobTypeError, match="shell:1.0.0 was removed while the deployment started"):
+        _snapshot(job_type, tmp_path / "workspace-late")
