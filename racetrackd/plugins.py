@@ -18,6 +18,7 @@ import logging
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 import zipfile
 from collections.abc import Iterator
@@ -55,6 +56,7 @@ log = logging.getLogger(__name__)
 
 CHANGE_SIGNAL_FILE = "plugins-changed"
 STAGING = ".staging"
+ABANDONED_AFTER_SECONDS = 3600
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,6 +221,7 @@ class PluginStore:
         `replace` every other uploaded version of that name is removed. ValidationError names the problem."""
         staging_root = self.root / STAGING
         staging_root.mkdir(exist_ok=True)
+        _clear_abandoned(staging_root)
         staging = Path(tempfile.mkdtemp(dir=staging_root))
         try:
             try:
@@ -302,6 +305,15 @@ class PluginStore:
                 if path.is_file() and not path.is_symlink() and "__pycache__" not in path.parts:
                     archive.write(path, path.relative_to(plugin.directory).as_posix())
         return f"{plugin.name}-{plugin.version}.zip", buffer.getvalue()
+
+
+def _clear_abandoned(staging_root: Path) -> None:
+    """Remove what an install or removal interrupted by a crash left in staging (long past any install)."""
+    cutoff = time.time() - ABANDONED_AFTER_SECONDS
+    for leftover in staging_root.iterdir():
+        with contextlib.suppress(OSError):
+            if leftover.stat().st_mtime < cutoff:
+                shutil.rmtree(leftover, ignore_errors=True)
 
 
 def sorted_job_type_versions(job_types: list[JobType]) -> list[str]:

@@ -4,8 +4,10 @@ resolution across built-in and uploaded plugins, and what every process sees aft
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import stat
+import time
 import zipfile
 from pathlib import Path
 
@@ -364,3 +366,15 @@ def test_a_deployment_keeps_the_job_type_files_it_started_with_when_the_plugin_i
     assert (started.plugin_dir / "shell_wrapper.py").is_file() and started.plugin_dir != job_type.plugin_dir
     with pytest.raises(JobTypeError, match="shell:1.0.0 was removed while the deployment started"):
         _snapshot(job_type, tmp_path / "workspace-late")
+
+
+def test_an_install_clears_what_a_crash_left_in_staging_long_ago(tmp_path: Path) -> None:
+    plugins = store(tmp_path)
+    old, recent = tmp_path / "plugins" / ".staging" / "old", tmp_path / "plugins" / ".staging" / "recent"
+    old.mkdir(parents=True)
+    recent.mkdir()
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+
+    plugins.install("shell.zip", example_zip())
+
+    assert not old.exists() and recent.exists(), "a recent one may be another process's install under way"
