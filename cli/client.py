@@ -206,6 +206,26 @@ class ApiClient:
     def set_public_endpoint(self, request_id: int, active: bool) -> dict[str, Any]:
         return self._api("PUT", f"/auth/public-endpoints/{request_id}", json={"active": active})
 
+    # ---- job-type plugins
+    def plugins(self) -> list[dict[str, Any]]:
+        return self._api("GET", "/plugin")
+
+    def job_type_versions(self) -> list[str]:
+        return self._api("GET", "/plugin/job_type/versions")
+
+    def install_plugin(self, filename: str, data: bytes, replace: bool) -> dict[str, Any]:
+        return self._api("POST", f"/plugin/upload/{filename}", params={"replace": int(replace)}, data=data,
+                         headers={"Content-Type": "application/zip"})
+
+    def remove_plugin(self, name: str, version: str) -> dict[str, Any]:
+        return self._api("DELETE", f"/plugin/{name}/{version}")
+
+    def download_plugin(self, name: str, version: str) -> bytes:
+        response = self._request("GET", f"/lifecycle/api/v1/plugin/{name}/{version}/download")
+        if response.status_code >= 400:
+            raise _error_from(response)
+        return response.content
+
 
 def _error_from(response: requests.Response) -> ApiError:
     try:

@@ -12,7 +12,7 @@ from typing import Any
 import click
 import yaml
 
-from cli import __version__, access
+from cli import __version__, access, plugins
 from cli.client import ApiClient, ApiError
 from cli.common import EXIT_API_ERROR, EXIT_DEPLOY_FAILED, EXIT_INVALID_MANIFEST, client_for, table
 from cli.config import ClientConfig, normalize_remote
@@ -341,3 +341,4 @@ def remote(ctx: click.Context) -> None:
 
 
 access.register(main)
+plugins.register(main)

@@ -10,16 +10,17 @@ from typing import Any
 from flask import Flask
 from werkzeug.exceptions import HTTPException
 
-from racetrackd import jobtypes
 from racetrackd.accounts import Accounts, ChangeSignal
 from racetrackd.addressing import resolve_addressing
 from racetrackd.api import Services, health, lifecycle
 from racetrackd.api import auth as auth_api
+from racetrackd.api import plugins as plugins_api
 from racetrackd.auth import Authenticator, ensure_admin_token, ensure_secret_key
 from racetrackd.db import open_database
 from racetrackd.errors import RacetrackError, TooManyAuthFailures
+from racetrackd.plugins import PluginStore
 from racetrackd.runtime import DockerRuntime, Runtime
-from racetrackd.settings import BUILTIN_PLUGINS_DIR, Settings
+from racetrackd.settings import Settings
 from racetrackd.vault import Vault
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         addressing=resolve_addressing(settings, runtime),
         vault=vault,
         runtime=runtime,
-        job_types=jobtypes.discover([BUILTIN_PLUGINS_DIR]),
+        plugins=PluginStore.from_settings(settings),
         accounts=accounts,
         authenticator=Authenticator.from_settings(settings, accounts),
     )
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.register_blueprint(health.bp, url_prefix="/lifecycle", name="lifecycle_health")
     app.register_blueprint(lifecycle.bp, url_prefix="/lifecycle/api/v1")
     app.register_blueprint(auth_api.bp, url_prefix="/lifecycle/api/v1")
+    app.register_blueprint(plugins_api.bp, url_prefix="/lifecycle/api/v1")
     app.register_error_handler(RacetrackError, _racetrack_error)
     app.register_error_handler(HTTPException, _http_error)
     return app

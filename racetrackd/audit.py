@@ -13,6 +13,10 @@ JOB_REDEPLOYED = "job_redeployed"
 JOB_ROLLED_BACK = "job_rolled_back"
 JOB_DELETED = "job_deleted"
 DEPLOYMENT_FAILED = "deployment_failed"
+PLUGIN_INSTALLED = "plugin_installed"  # Racetrack's names; properties plugin_name, plugin_version
+PLUGIN_UNINSTALLED = "plugin_uninstalled"
+PLUGIN_HOOK_FAILED = "plugin_hook_failed"  # a hook raised where no deployment could carry the warning
+PLUGIN_EVENTS = (PLUGIN_INSTALLED, PLUGIN_UNINSTALLED, PLUGIN_HOOK_FAILED)
 
 _VERBS = {
     JOB_DEPLOYED: "deployed",
@@ -35,8 +39,14 @@ def activity(job_name: str | None, job_version: str | None, limit: int) -> list[
 def event_dto(event: AuditEvent) -> dict[str, Any]:
     """Racetrack's AuditLogEventDto, with a human `explanation` and `time_ago`."""
     who = event.executor or "someone"
+    properties = json.loads(event.properties or "{}")
     if event.event_type == DEPLOYMENT_FAILED:
         explanation = f"Deployment of job {event.job_name} {event.job_version} by {who} failed"
+    elif event.event_type in (PLUGIN_INSTALLED, PLUGIN_UNINSTALLED):
+        verb = "installed" if event.event_type == PLUGIN_INSTALLED else "uninstalled"
+        explanation = f"Plugin {properties.get('plugin_name')} {properties.get('plugin_version')} {verb} by {who}"
+    elif event.event_type == PLUGIN_HOOK_FAILED:
+        explanation = f"Job {event.job_name} {event.job_version}: {properties.get('error')}"
     else:
         explanation = f"Job {event.job_name} {event.job_version} {_VERBS.get(event.event_type, event.event_type)} by {who}"
     return {
@@ -44,7 +54,7 @@ def event_dto(event: AuditEvent) -> dict[str, Any]:
         "version": 1,
         "timestamp": int(event.timestamp),
         "event_type": event.event_type,
-        "properties": json.loads(event.properties or "{}"),
+        "properties": properties,
         "username_executor": event.executor,
         "username_subject": None,
         "job_name": event.job_name,

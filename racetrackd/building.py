@@ -68,9 +68,9 @@ class ImageBuilder:
         """Build the job's image; returns its reference. BuildError ends with the failing output."""
         base_image = getattr(self.settings, job_type.base_image_setting) if job_type.base_image_setting else ""
         secrets_url, digest = self._secrets_url(manifest, secrets)
-        dockerfile = render_dockerfile(job_type.plugin_dir, job_type.dockerfile_template, {
-            "base_image": base_image,
-            "build": {
+        dockerfile = render_dockerfile(job_type.plugin_dir, job_type.dockerfile_template, jobtypes.template_variables(
+            manifest=manifest, job_type=job_type, base_image=base_image,
+            build={
                 "ca_bundle": self.settings.build_ca_bundle is not None,
                 "pip_index_url": self.settings.build_pip_index_url,
                 "pip_extra_index_url": self.settings.build_pip_extra_index_url,
@@ -78,16 +78,8 @@ class ImageBuilder:
                 "secrets_url": secrets_url,
                 "secret_names": sorted(secrets.build_env),
             },
-            "manifest": manifest.raw,
-            "jobtype_extra": manifest.jobtype_extra,
-            "system_dependencies": list(manifest.system_dependencies),
-            "build_env": manifest.build_env,
-            "job_name": manifest.name,
-            "job_version": manifest.version,
-            "job_type_version": job_type.full_name,
-            "git_version": deployment.git_commit or "",
-            "racetrackd_version": __version__,
-        })
+            git_version=deployment.git_commit or "", racetrackd_version=__version__,
+        ))
         tag = f"{naming.image_repository(self.settings.instance, manifest.name)}:" \
               f"{naming.image_tag(manifest.version, deployment.id)}"
         labels = {

@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 from types import FrameType
 
-from racetrackd import jobtypes, metrics, waking
+from racetrackd import metrics, waking
 from racetrackd.accounts import Accounts, ChangeSignal
 from racetrackd.addressing import daemon_url_for_builds, extra_bind_addresses, resolve_addressing
 from racetrackd.asynccalls import AsyncCallRunner
@@ -29,8 +29,9 @@ from racetrackd.building import ImageBuilder
 from racetrackd.db import Job, open_database
 from racetrackd.deployer import Deployer
 from racetrackd.errors import RacetrackError
+from racetrackd.plugins import PluginStore
 from racetrackd.runtime import DockerRuntime
-from racetrackd.settings import BUILTIN_PLUGINS_DIR, Settings
+from racetrackd.settings import Settings
 from racetrackd.supervisor import Supervisor
 from racetrackd.vault import Vault
 from racetrackd.worker import DeploymentWorker, WorkerLock
@@ -53,7 +54,12 @@ def serve(settings: Settings) -> int:
     runtime.ensure_network(settings.network)
     addressing = resolve_addressing(settings, runtime)
     builder = ImageBuilder(settings, runtime, vault, daemon_url_for_builds(addressing, runtime))
-    deployer = Deployer(settings, runtime, jobtypes.discover([BUILTIN_PLUGINS_DIR]), addressing, accounts, builder)
+    plugins = PluginStore.from_settings(settings)
+    for plugin in plugins.plugins():  # broken ones are logged as they load; say once what serves
+        if plugin.error is None:
+            log.info("job-type plugin %s %s: %s", plugin.name, plugin.version,
+                     ", ".join(jt.full_name for jt in plugin.job_types) or "no job types")
+    deployer = Deployer(settings, runtime, plugins, addressing, accounts, builder)
     worker = DeploymentWorker(deployer, settings.worker_poll_interval, settings.build_concurrency)
     supervisor = Supervisor(settings, runtime, deployer)
 

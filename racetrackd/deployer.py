@@ -7,6 +7,7 @@ leaves the old version serving.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -15,14 +16,15 @@ import time
 from pathlib import Path
 
 from jobmanifest import Manifest
-from racetrackd import access, audit, jobsecrets, jobtypes, naming
+from racetrackd import access, audit, jobs, jobsecrets, jobtypes, naming
 from racetrackd.accounts import Accounts
 from racetrackd.addressing import CONTAINER_NAME, Addressing, job_address
 from racetrackd.building import ImageBuilder
 from racetrackd.db import AuditEvent, DeletedJob, Deployment, DeploymentStatus, Job, JobStatus, now
-from racetrackd.errors import ConflictError, JobStartError, RacetrackError, ValidationError
+from racetrackd.errors import ConflictError, JobStartError, JobTypeError, RacetrackError, ValidationError
 from racetrackd.jobtypes import JobType
 from racetrackd.manifest import container_limits, load_stored
+from racetrackd.plugins import PluginStore
 from racetrackd.probes import probe
 from racetrackd.runtime import ContainerSpec, Runtime
 from racetrackd.settings import Settings
@@ -34,12 +36,12 @@ SWITCH_GRACE_SECONDS = 0.3
 
 
 class Deployer:
-    def __init__(self, settings: Settings, runtime: Runtime, job_types: list[JobType], addressing: Addressing,
+    def __init__(self, settings: Settings, runtime: Runtime, plugins: PluginStore, addressing: Addressing,
                  accounts: Accounts, builder: ImageBuilder) -> None:
         self.settings = settings
         self.runtime = runtime
         self.builder = builder
-        self.job_types = job_types
+        self.plugins = plugins
         self.addressing = addressing
         self.accounts = accounts
         self.vault = builder.vault
@@ -83,7 +85,7 @@ class Deployer:
         if not deployment.force and Job.find(manifest.name, manifest.version) is not None:
             # Checked again here: another deployment of this version may have finished meanwhile.
             raise ConflictError(f"job {manifest.name} {manifest.version} is already deployed; use --force")
-        job_type = jobtypes.resolve(manifest.jobtype, self.job_types)
+        job_type = jobtypes.resolve(manifest.jobtype, self.plugins.job_types())
         existed = Job.find(manifest.name, manifest.version) is not None
         new_family = not Job.select().where(Job.name == manifest.name).exists()
 
@@ -99,6 +101,7 @@ class Deployer:
                               image=deployment.image_name)
             return
 
+        job_type = _snapshot(job_type, workspace)
         deployment.set_phase("fetching the source code")
         job_dir = self.builder.fetch_source(deployment, manifest, job_type, workspace, secrets)
 
@@ -113,11 +116,21 @@ class Deployer:
         if new_family and deployment.requested_by:
             kind, name = access.parse_subject(deployment.requested_by)
             self.accounts.grant_family_owner(kind, name, manifest.name)
+        self._post_deploy(deployment, manifest, job_type)
         deployment.finish(DeploymentStatus.DONE)
         AuditEvent.record(audit.JOB_REDEPLOYED if existed else audit.JOB_DEPLOYED, manifest.name, manifest.version,
                           deployment.deployed_by, deployment_id=deployment.id, image=image,
                           git_commit=deployment.git_commit)
         self.builder.collect_old_images(manifest.name, manifest.version)
+
+    def _post_deploy(self, deployment: Deployment, manifest: Manifest, job_type: JobType) -> None:
+        """The job type's post_job_deploy hook; a failure is a warning on the deployment, the job serves anyway."""
+        hooks = self.plugins.hooks_for(job_type.full_name)
+        job = Job.find(manifest.name, manifest.version)
+        if hooks is None or job is None:
+            return
+        deployment.set_phase("post-deploy hooks")
+        _warn(deployment, hooks.notify("post_job_deploy", jobs.job_dto(job, self.settings)))
 
     # --- start and switch over ----------------------------------------------------------------
     def _start(self, deployment: Deployment, manifest: Manifest, job_type: JobType, image: str,
@@ -129,7 +142,8 @@ class Deployer:
         staging = [naming.replica_container_name(staging_base, i) for i in range(count)]
         deployment_timestamp = int(time.time())
         for name in staging:
-            self._run(name, image, manifest, deployment.id, deployment_timestamp, secrets)
+            self._run(name, image, manifest, deployment.id, deployment_timestamp, secrets, job_type.full_name,
+                      deployment)
         existing = Job.find(manifest.name, manifest.version)
         job = existing or Job.create(
             name=manifest.name, version=manifest.version, status=JobStatus.STARTING,
@@ -219,7 +233,8 @@ class Deployer:
         missing = [name for name in self.replica_names(job) if self.runtime.container_state(name).status == "missing"]
         secrets = jobsecrets.of_release(job, self.vault) if missing else jobsecrets.NONE
         for name in missing:
-            self._run(name, job.image_name, manifest, "recreated", deployment_timestamp, secrets)
+            self._run(name, job.image_name, manifest, "recreated", deployment_timestamp, secrets,
+                      job.job_type_version or "")
         for name in missing:
             self._wait_until_ready(None, name, deployment_timestamp)
         Job.update(internal_name=self.address_of(job.container_name),
@@ -227,22 +242,29 @@ class Deployer:
                    update_time=now()).where((Job.name == job.name) & (Job.version == job.version)).execute()
 
     def _run(self, container: str, image: str, manifest: Manifest, deployment_id: str, deployment_timestamp: int,
-             secrets: jobsecrets.JobSecrets) -> None:
+             secrets: jobsecrets.JobSecrets, job_type_version: str, deployment: Deployment | None = None) -> None:
         self.runtime.ensure_network(self.settings.network)
         self.runtime.run_container(ContainerSpec(
             name=container,
             image=image,
-            env=self._runtime_env(manifest, deployment_timestamp, secrets),
+            env=self._runtime_env(manifest, deployment_timestamp, secrets, job_type_version, deployment),
             labels=naming.job_labels(self.settings.instance, manifest.name, manifest.version, deployment_id),
             network=self.settings.network,
             publish_port=self.addressing.mode != CONTAINER_NAME,  # also handy for a look with curl
             limits=container_limits(manifest, self.settings),
         ))
 
-    def _runtime_env(self, manifest: Manifest, deployment_timestamp: int,
-                     secrets: jobsecrets.JobSecrets) -> dict[str, str]:
+    def _runtime_env(self, manifest: Manifest, deployment_timestamp: int, secrets: jobsecrets.JobSecrets,
+                     job_type_version: str, deployment: Deployment | None) -> dict[str, str]:
         # Build-time variables (secret ones too) not set for runtime are blanked, as Racetrack does.
         env = {key: "" for key in [*manifest.build_env, *secrets.build_env]}
+        hooks = self.plugins.hooks_for(job_type_version)
+        if hooks is not None:  # below the job's own variables and the reserved ones, which it cannot override
+            extra, warning = hooks.job_runtime_env({"name": manifest.name, "version": manifest.version,
+                                                    "manifest": manifest.raw, "job_type_version": job_type_version})
+            env.update(extra)
+            if deployment is not None:
+                _warn(deployment, warning)
         env.update(manifest.runtime_env)
         env.update(secrets.runtime_env)
         env.update({
@@ -289,6 +311,24 @@ class Deployer:
     def _start_failure(self, container: str, reason: str) -> str:
         logs = self.runtime.container_logs(container, LOG_TAIL_LINES).rstrip()
         return f"{reason}\n--- last {LOG_TAIL_LINES} lines of the job's log ---\n{logs}" if logs else reason
+
+
+def _snapshot(job_type: JobType, workspace: Path) -> JobType:
+    """A private copy of the job type's files for this deployment: removing or replacing the plugin
+    meanwhile cannot change or break a build under way."""
+    target = workspace / "jobtype-plugin"
+    try:
+        shutil.copytree(job_type.plugin_dir, target, ignore=shutil.ignore_patterns("__pycache__"))
+    except (OSError, shutil.Error) as exc:
+        raise JobTypeError(f"job type {job_type.full_name} was removed while the deployment started; "
+                           f"deploy again") from exc
+    return dataclasses.replace(job_type, plugin_dir=target)
+
+
+def _warn(deployment: Deployment, warning: str | None) -> None:
+    if warning:
+        deployment.warnings = "\n".join(filter(None, [deployment.warnings, warning]))
+        deployment.save(only=[Deployment.warnings])
 
 
 def _same_timestamp(body: dict[str, object], expected: int) -> bool:

@@ -15,8 +15,8 @@ from racetrackd.access import Identity
 from racetrackd.db import DeletedJob, Deployment, DeploymentStatus, Job
 from racetrackd.errors import ConflictError, NotFoundError, ValidationError
 from racetrackd.jobs import job_dto, resolve_job
-from racetrackd.jobtypes import JobType
 from racetrackd.manifest import accept_manifest
+from racetrackd.plugins import PluginStore
 from racetrackd.settings import Settings
 from racetrackd.vault import Vault
 
@@ -24,15 +24,16 @@ MAX_UPLOAD_BYTES = 512 * 1024**2
 
 
 def request_deployment(
-    settings: Settings, job_types: list[JobType], vault: Vault, payload: Any, identity: Identity
+    settings: Settings, plugins: PluginStore, vault: Vault, payload: Any, identity: Identity
 ) -> Deployment:
     """Validate a `POST /deploy` body and queue the deployment; nothing is stored when it is invalid."""
     if not isinstance(payload, dict):
         raise ValidationError("request body: must be a JSON object with a manifest")
     manifest = accept_manifest(payload.get("manifest"), settings)
     authorize_deploy(identity, manifest.name, manifest.version)
-    job_type = jobtypes.resolve(manifest.jobtype, job_types)
-    warnings = [*manifest.warnings, *jobtypes.check_extra(job_type, manifest.jobtype_extra)]
+    job_type = jobtypes.resolve(manifest.jobtype, plugins.job_types())
+    warnings = [*manifest.warnings, *jobtypes.check_extra(job_type, manifest.jobtype_extra),
+                *plugins.validate_manifest(job_type, manifest.raw)]
     force = payload.get("force", False)
     if not isinstance(force, bool):
         raise ValidationError("force: must be true or false")

@@ -1,9 +1,10 @@
-"""Job types: found in plugin directories, resolved from a manifest's `jobtype: name:version`.
+"""Job types: read from plugin directories, resolved from a manifest's `jobtype: name:version`.
 
 A job-type plugin is a directory holding `plugin-manifest.yaml` (name, version, category
 `job-type`, and the Dockerfile template of each job type it provides) plus the files its
-template copies into images (its wrapper). Built-in plugins in `jobtype_plugins/` load through
-this same door. Pure data: nothing here touches Docker.
+template copies into images (its wrapper); the package format is `pluginbundle`. Built-in
+plugins in `jobtype_plugins/` and uploaded ones (racetrackd.plugins) load through this same
+door. Pure data: nothing here touches Docker.
 """
 
 from __future__ import annotations
@@ -15,14 +16,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from jobmanifest.versions import SemanticVersion, select
+from jobmanifest import Manifest
+from jobmanifest.versions import select
+from pluginbundle import JOB_TYPE_CATEGORY, PLUGIN_MANIFEST, PluginInvalid, PluginManifest, check_directory
 from racetrackd.errors import ManifestError
 
 log = logging.getLogger(__name__)
-
-PLUGIN_MANIFEST = "plugin-manifest.yaml"
 
 
 EXTRA_TYPES = {"string": str, "path": str, "boolean": bool, "integer": int}
@@ -46,6 +45,7 @@ class JobType:
     dockerfile_template: str  # path relative to plugin_dir
     base_image_setting: str | None  # Settings field naming the default base image, if any
     extra_fields: tuple[ExtraField, ...] = ()
+    plugin_name: str = ""  # the plugin providing it, whose hooks apply to its jobs
 
     @property
     def full_name(self) -> str:
@@ -58,42 +58,78 @@ def discover(plugin_dirs: Iterable[Path]) -> list[JobType]:
     for root in plugin_dirs:
         if not root.is_dir():
             continue
-        for plugin_dir in sorted(p for p in root.iterdir() if (p / PLUGIN_MANIFEST).is_file()):
+        for plugin_dir in plugin_directories(root):
             try:
-                found.extend(_load_plugin(plugin_dir))
-            except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as exc:
+                found.extend(load_job_types(plugin_dir, check_directory(plugin_dir)))
+            except (OSError, PluginInvalid) as exc:
                 log.error("skipping broken job-type plugin %s: %s", plugin_dir, exc)
     return found
 
 
-def _load_plugin(plugin_dir: Path) -> list[JobType]:
-    manifest: dict[str, Any] = yaml.safe_load((plugin_dir / PLUGIN_MANIFEST).read_text())
-    if manifest.get("category") != "job-type":
+def plugin_directories(root: Path) -> list[Path]:
+    """The plugin directories directly under `root` (those holding a plugin manifest), in name order."""
+    return sorted(p for p in root.iterdir() if p.is_dir() and (p / PLUGIN_MANIFEST).is_file())
+
+
+def load_job_types(plugin_dir: Path, manifest: PluginManifest) -> list[JobType]:
+    """The job types a checked plugin provides (none unless its category is `job-type`); PluginInvalid
+    naming the key when an extra field is malformed."""
+    if manifest.category != JOB_TYPE_CATEGORY:
         return []
-    version = str(manifest["version"])
-    SemanticVersion.parse(version)  # ValueError for a malformed version: the plugin is skipped
     job_types = []
-    for name, spec in manifest["job_types"].items():
-        template = str(spec["dockerfile_template"])
-        if not (plugin_dir / template).is_file():
-            raise ValueError(f"template {template} missing")
+    for name, spec in manifest.job_types.items():
         fields = []
-        for field_name, field_spec in (spec.get("extra_fields") or {}).items():
-            if field_spec.get("type", "string") not in EXTRA_TYPES:
-                raise ValueError(f"extra field {field_name}: unknown type {field_spec.get('type')!r}")
+        extra = spec.get("extra_fields") or {}
+        if not isinstance(extra, dict):
+            raise PluginInvalid(f"job_types.{name}.extra_fields: must map field names to {{type, required}}")
+        for field_name, field_spec in extra.items():
+            field_spec = field_spec or {}
+            if not isinstance(field_spec, dict) or field_spec.get("type", "string") not in EXTRA_TYPES:
+                raise PluginInvalid(f"job_types.{name}.extra_fields.{field_name}: type must be one of "
+                                    f"{', '.join(EXTRA_TYPES)}")
             fields.append(ExtraField(
                 name=str(field_name), type=field_spec.get("type", "string"),
                 required=bool(field_spec.get("required", False)), supported=bool(field_spec.get("supported", True)),
             ))
+        base_image_setting = spec.get("base_image_setting")
+        if base_image_setting is not None and not isinstance(base_image_setting, str):
+            raise PluginInvalid(f"job_types.{name}.base_image_setting: must be the name of a setting")
         job_types.append(JobType(
-            name=str(name),
-            version=version,
+            name=name,
+            version=manifest.version,
             plugin_dir=plugin_dir,
-            dockerfile_template=template,
-            base_image_setting=spec.get("base_image_setting"),
+            dockerfile_template=str(spec["dockerfile_template"]),
+            base_image_setting=base_image_setting,
             extra_fields=tuple(fields),
+            plugin_name=manifest.name,
         ))
     return job_types
+
+
+def template_variables(*, manifest: Manifest, job_type: JobType, base_image: str, build: dict[str, Any],
+                       git_version: str, racetrackd_version: str) -> dict[str, Any]:
+    """What a job type's Dockerfile template receives (docs/plugins.md lists them)."""
+    return {
+        "base_image": base_image,
+        "build": build,
+        "manifest": manifest.raw,
+        "jobtype_extra": manifest.jobtype_extra,
+        "system_dependencies": list(manifest.system_dependencies),
+        "build_env": manifest.build_env,
+        "job_name": manifest.name,
+        "job_version": manifest.version,
+        "job_type_version": job_type.full_name,
+        "git_version": git_version,
+        "racetrackd_version": racetrackd_version,
+    }
+
+
+SAMPLE_EXTRA_VALUES: dict[str, Any] = {"string": "sample", "path": "sample.txt", "boolean": True, "integer": 1}
+
+
+def sample_jobtype_extra(job_type: JobType) -> dict[str, Any]:
+    """A value for every extra field, so that rendering a template once at install time reaches its branches."""
+    return {field.name: SAMPLE_EXTRA_VALUES[field.type] for field in job_type.extra_fields}
 
 
 def resolve(requested: str, installed: list[JobType]) -> JobType:

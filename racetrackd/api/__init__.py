@@ -10,7 +10,7 @@ from racetrackd.access import Identity, forbidden
 from racetrackd.accounts import Accounts
 from racetrackd.addressing import Addressing
 from racetrackd.auth import Authenticator, token_from
-from racetrackd.jobtypes import JobType
+from racetrackd.plugins import PluginStore
 from racetrackd.runtime import Runtime
 from racetrackd.settings import Settings
 from racetrackd.vault import Vault
@@ -22,7 +22,7 @@ class Services:
 
     settings: Settings
     runtime: Runtime
-    job_types: list[JobType]
+    plugins: PluginStore
     authenticator: Authenticator
     accounts: Accounts
     addressing: Addressing

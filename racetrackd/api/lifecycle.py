@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, request, stream_with_context
 
 from jobmanifest.schema import infrastructure_target_problem
-from racetrackd import __version__, access, asynccalls, audit, deployments, jobs, jobsecrets, releases
+from racetrackd import __version__, access, asynccalls, audit, deployments, jobs, jobsecrets, plugins, releases
 from racetrackd.api import authenticate_request, caller, require, services
 from racetrackd.db import Deployment
 from racetrackd.errors import ValidationError
@@ -42,7 +42,7 @@ def info() -> dict[str, Any]:
 def deploy() -> tuple[dict[str, Any], int]:
     svc = services()
     deployment = deployments.request_deployment(
-        svc.settings, svc.job_types, svc.vault, request.get_json(silent=True), caller()
+        svc.settings, svc.plugins, svc.vault, request.get_json(silent=True), caller()
     )
     return {"id": deployment.id}, 201
 
@@ -159,7 +159,9 @@ def delete_job(name: str, version: str) -> tuple[str, int]:
     job = jobs.resolve_job(name, version)
     who = require(access.DELETE_JOB, job.name, job.version, doing="delete")
     svc = services()
+    described = jobs.job_dto(job, svc.settings)  # what post_job_delete hooks receive
     jobs.delete_job(svc.runtime, svc.settings.instance, job.name, job.version, who.display)
+    plugins.after_job_delete(svc.plugins, described, who.display)
     return "", 204
 
 

@@ -169,7 +169,6 @@ def test_logs_and_build_logs(racetrack: RacetrackCli, deployed: str) -> None:
     assert len(racetrack("build-logs", deployed, "--tail", "2").stdout.strip().splitlines()) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="GET /plugin arrives with the plugin system (issue #11)")
 def test_plugin_list_shows_the_installed_job_types(racetrack: RacetrackCli) -> None:
     assert "python3" in racetrack("plugin", "list").stdout
     assert "python3:" in racetrack("plugin", "list", "--job-types").stdout

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
 import inspect
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,9 +16,8 @@ from flask.testing import FlaskClient
 
 from racetrackd import db, naming
 from racetrackd import manifest as manifest_module
-from racetrackd.jobtypes import ExtraField
 from racetrackd.runtime import ContainerSpec, Runtime
-from racetrackd.settings import Settings
+from racetrackd.settings import BUILTIN_PLUGINS_DIR, Settings
 from tests.unit.conftest import ADMIN_TOKEN
 from tests.unit.fakes import FakeRuntime, build_context, sample_manifest
 
@@ -264,11 +263,15 @@ def test_deploy_with_an_unknown_jobtype_extra_key_is_400(client: FlaskClient) ->
 
 
 def with_unsupported_extra(app: Flask, name: str) -> None:
-    """Give the app's python3 job type an extra field marked `supported: false`."""
+    """Install (as files in the data dir) a python3 job type 1.0.1 with an extra field marked `supported: false`."""
     services = app.extensions["racetrackd"]
-    job_types = [dataclasses.replace(jt, extra_fields=(*jt.extra_fields, ExtraField(name, "string", supported=False)))
-                 for jt in services.job_types]
-    app.extensions["racetrackd"] = dataclasses.replace(services, job_types=job_types)
+    target = services.settings.data_dir / "plugins" / "python3-job-type-1.0.1"
+    shutil.copytree(BUILTIN_PLUGINS_DIR / "python3", target)
+    manifest = yaml.safe_load((target / "plugin-manifest.yaml").read_text())
+    manifest["version"] = "1.0.1"
+    manifest["job_types"]["python3"]["extra_fields"][name] = {"type": "string", "supported": False}
+    (target / "plugin-manifest.yaml").write_text(yaml.safe_dump(manifest))
+    services.plugins.changes.ring()
 
 
 def test_warnings_for_unsupported_jobtype_extra_keys_show_on_the_deployment(client: FlaskClient, app: Flask) -> None:
