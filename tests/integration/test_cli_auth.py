@@ -14,6 +14,7 @@ import pytest
 import requests
 import yaml
 
+from cli.errors import EXIT_AUTH
 from tests.integration.conftest import REPO, Daemon, _clean_env
 
 PASSWORD = "correct horse battery"
@@ -65,13 +66,13 @@ def test_login_with_username_and_password_saves_a_token_that_works_and_logout_re
 def test_a_wrong_password_fails_with_one_clear_line(daemon: Daemon, config: Path, username: str) -> None:
     result = rtd(daemon, config, "login", "--username", username, stdin="not the password\n")
 
-    assert result.returncode == 1
+    assert result.returncode == EXIT_AUTH
     assert "invalid username or password" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_login_with_a_token_checks_it_first(daemon: Daemon, config: Path) -> None:
     bad = rtd(daemon, config, "login", "rtd_not-a-real-token")
-    assert bad.returncode == 1 and "invalid" in bad.stderr
+    assert bad.returncode == EXIT_AUTH and "invalid" in bad.stderr
     assert not config.exists() or daemon.url not in (yaml.safe_load(config.read_text()).get("tokens") or {})
 
     out = ok(rtd(daemon, config, "login", "--remote", daemon.url, daemon.token))
@@ -111,7 +112,7 @@ def test_an_esc_with_a_grant_may_call_only_what_it_was_granted(daemon: Daemon, c
     assert "nothing-here" in grants
 
     not_admin = rtd(daemon, config, "user", "list", token=esc_token)
-    assert not_admin.returncode == 1 and "full_access" in not_admin.stderr
+    assert not_admin.returncode == EXIT_AUTH and "full_access" in not_admin.stderr
 
     ok(rtd(daemon, config, "esc", "remove", esc_id, token=daemon.token))
     assert requests.get(f"{daemon.url}/lifecycle/api/v1/job", headers={"X-Racetrack-Auth": esc_token},
