@@ -6,7 +6,6 @@ Runs the real CLI in a subprocess, with its own config file, answering password 
 from __future__ import annotations
 
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -15,18 +14,17 @@ import requests
 import yaml
 
 from cli.errors import EXIT_AUTH
-from tests.integration.conftest import REPO, Daemon, _clean_env
+from tests.integration.conftest import Daemon, run_rtd
 
 PASSWORD = "correct horse battery"
 
 
 def rtd(daemon: Daemon, config: Path, *args: str, stdin: str = "", token: str | None = None
         ) -> subprocess.CompletedProcess[str]:
-    env = {**_clean_env(), "RTD_REMOTE": daemon.url, "RTD_CONFIG": str(config)}
+    env = {"RTD_REMOTE": daemon.url, "RTD_CONFIG": str(config)}
     if token is not None:
         env["RTD_TOKEN"] = token
-    return subprocess.run([sys.executable, "-m", "cli", *args], env=env, input=stdin, capture_output=True,
-                          text=True, timeout=120, cwd=REPO, check=False)
+    return run_rtd(env, *args, stdin=stdin)
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:
