@@ -5,6 +5,7 @@ Runs the real CLI in a subprocess, with its own config file, answering password 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import uuid
 from pathlib import Path
@@ -53,7 +54,7 @@ def test_login_with_username_and_password_saves_a_token_that_works_and_logout_re
     saved = yaml.safe_load(config.read_text())["tokens"][daemon.url]
     assert config.stat().st_mode & 0o077 == 0
     assert ok(rtd(daemon, config, "token")).strip() == saved
-    assert "NAME" in ok(rtd(daemon, config, "list"))
+    assert isinstance(json.loads(ok(rtd(daemon, config, "list", "--json"))), list)  # the saved token is used
 
     assert "logged out" in ok(rtd(daemon, config, "logout"))
     assert daemon.url not in (yaml.safe_load(config.read_text())["tokens"] or {})
