@@ -28,7 +28,17 @@ class _Group(click.Group):
             click.echo("", err=True)
             report_error("interrupted")
             sys.exit(EXIT_INTERRUPTED)
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit):
+        except click.UsageError as exc:  # a subcommand's bad option or argument: our one-line form, not click's
+            report_error(exc.format_message(), f"{(exc.ctx or ctx).command_path} --help shows the usage")
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            report_error(exc.format_message())
+            sys.exit(exc.exit_code)
+        except click.Abort:  # Ctrl-C or end of input at a prompt
+            click.echo("", err=True)
+            report_error("aborted")
+            sys.exit(EXIT_INTERRUPTED)
+        except (click.exceptions.Exit, SystemExit):
             raise
         except Exception as exc:  # a bug in rtd: still one line, and the traceback on request
             if os.environ.get("RTD_DEBUG"):

@@ -9,7 +9,7 @@ from click.shell_completion import get_completion_class
 
 from cli import __version__
 from cli.client import ApiClient, ApiError
-from cli.config import ClientConfig
+from cli.config import REMOTE_NAME, ClientConfig
 from cli.errors import EXIT_INVALID_INPUT, EXIT_NOT_FOUND, RtdError
 from cli.output import print_json, table, warn
 
@@ -69,7 +69,11 @@ def remote_add(name: str, url: str, use_it: bool) -> None:
 def remote_use(name_or_url: str) -> None:
     """Make NAME (or a URL) the remote every later command talks to."""
     config = ClientConfig.load()
-    config.remote = name_or_url.strip()
+    chosen = name_or_url.strip()
+    if chosen not in config.remotes and REMOTE_NAME.match(chosen) and chosen != "localhost":
+        raise RtdError(f"no remote named {chosen}", hint="rtd remote list shows them; a URL works too",
+                       exit_code=EXIT_NOT_FOUND)  # a mistyped name, not a host: a host has a dot or a port
+    config.remote = chosen
     config.save()
     url = config.url_of(config.remote)
     click.echo(f"using {url}" + (f" ({name_or_url})" if name_or_url in config.remotes else "")

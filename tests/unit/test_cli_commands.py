@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from cli import __version__
 from cli.config import ClientConfig
-from cli.errors import EXIT_ERROR, EXIT_INVALID_INPUT, EXIT_NOT_FOUND
+from cli.errors import EXIT_ERROR, EXIT_INVALID_INPUT, EXIT_NOT_FOUND, EXIT_UNREACHABLE
 from cli.main import main
 from cli.progress import Progress
 from tests.unit.fakes import REMOTE, FakeDaemon
@@ -268,3 +268,38 @@ def test_an_answer_that_is_not_json_is_one_line(runner: CliRunner, daemon: FakeD
 
     assert result.exit_code == EXIT_ERROR
     assert result.stderr.startswith(f"error: {REMOTE} answered /job with something other than racetrackd's JSON")
+
+
+def test_remote_use_of_an_unknown_name_is_refused_but_a_url_is_taken(runner: CliRunner) -> None:
+    typo = runner.invoke(main, ["remote", "use", "prdo"], env={"RTD_REMOTE": ""})
+    url = runner.invoke(main, ["remote", "use", "rt.example.com:7102"], env={"RTD_REMOTE": ""})
+
+    assert typo.exit_code == EXIT_NOT_FOUND and typo.stderr.startswith("error: no remote named prdo")
+    assert url.exit_code == 0 and url.stdout.startswith("using http://rt.example.com:7102")
+
+
+def test_version_prints_the_clients_even_when_the_daemon_is_down(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["version"])
+
+    assert result.exit_code == EXIT_UNREACHABLE
+    assert result.stdout == f"rtd {__version__}\n"
+    assert result.stderr.startswith(f"error: cannot reach racetrackd at {REMOTE}")
+
+
+def test_submit_json_keeps_stdout_for_the_deployment(runner: CliRunner, daemon: FakeDaemon, tmp_path: Path) -> None:
+    job_dir = tmp_path / "adder"
+    job_dir.mkdir()
+    (job_dir / "job.yaml").write_text("name: adder\nversion: 1.0.0\nowner_email: a@example.com\n"
+                                      "jobtype: python3:latest\njobtype_extra: {entrypoint_path: e.py}\n")
+    (job_dir / "e.py").write_text("")
+    done = deployment(job=job())
+    daemon.answer("POST", DEPLOYMENTS, (201, {"id": done["id"]}))
+    daemon.answer("GET", f"{DEPLOYMENTS}/{done['id']}", (200, {**done, "status": "in_progress",
+                                                                "phase": "building image"}), (200, done))
+    daemon.answer("GET", f"{DEPLOYMENTS}/{done['id']}/build-logs", (200, {"logs": "Step 1/2\n", "offset": 9}))
+
+    result = runner.invoke(main, ["submit", str(job_dir), "--json"], input="")
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["id"] == done["id"]
+    assert "-----> building image (at " in result.stderr and "       Step 1/2" in result.stderr

@@ -59,7 +59,8 @@ def test_bad_arguments_are_usage_errors_before_any_request(runner: CliRunner, re
     result = runner.invoke(main, args)
 
     assert result.exit_code == 2
-    assert "Usage:" in result.output or "Error:" in result.output
+    error, hint = result.stderr.splitlines()
+    assert error.startswith("error: ") and hint.startswith("hint: main") and hint.endswith(" --help shows the usage")
     assert requests_made == []
 
 
