@@ -12,7 +12,7 @@ import click
 
 from cli.client import ApiClient
 from cli.common import client_for, complete_job_name
-from cli.errors import EXIT_DEPLOY_FAILED, EXIT_INVALID_INPUT, RtdError
+from cli.errors import EXIT_DEPLOY_FAILED, EXIT_INTERRUPTED, EXIT_INVALID_INPUT, RtdError
 from cli.output import print_json, report_error, seconds, table, warn, when
 from cli.packing import pack
 from cli.progress import Progress
@@ -138,6 +138,10 @@ def follow(client: ApiClient, deployment_id: str, progress: Progress, show_logs:
                 return deployment
             progress.wait(delay)
             delay = min(delay * 1.2, 1.0)  # quick deploys finish in seconds: poll finely at first
+    except KeyboardInterrupt:
+        raise RtdError(f"stopped watching; deployment {deployment_id[:8]} goes on in racetrackd",
+                       hint="rtd build-logs NAME -f follows it; rtd status NAME shows how it ended",
+                       exit_code=EXIT_INTERRUPTED) from None
     finally:
         progress.done()
 

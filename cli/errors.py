@@ -8,7 +8,8 @@ so scripts can tell "no such job" from "wrong token" from "daemon down" without 
     ├── conflict (5, already exists, or something is in progress)
     ├── deployment failed (6, a build, start or rollback ended failed)
     ├── unreachable (7, nothing answered at the remote's URL)
-    └── invalid input (8, an invalid manifest, or a request the daemon refused as invalid)
+    ├── invalid input (8, an invalid manifest, or a request the daemon refused as invalid)
+    └── interrupted (130, Ctrl-C)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ EXIT_CONFLICT = 5
 EXIT_DEPLOY_FAILED = 6
 EXIT_UNREACHABLE = 7
 EXIT_INVALID_INPUT = 8
+EXIT_INTERRUPTED = 130  # the shell's own code for Ctrl-C
 
 _EXIT_BY_STATUS = {400: EXIT_INVALID_INPUT, 401: EXIT_AUTH, 403: EXIT_AUTH, 404: EXIT_NOT_FOUND, 409: EXIT_CONFLICT,
                    413: EXIT_INVALID_INPUT, 422: EXIT_INVALID_INPUT, 429: EXIT_AUTH}

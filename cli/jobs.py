@@ -123,6 +123,9 @@ def _explain_missing(client: ApiClient, name: str, version: str, exc: ApiError) 
         raise RtdError(f"{name} {tried[0]['job_version']} is still being deployed ({tried[0].get('phase')})",
                        hint=f"rtd build-logs {name} --version {tried[0]['job_version']} -f",
                        exit_code=EXIT_NOT_FOUND) from exc
+    if not tried:
+        raise RtdError(exc.message, hint=exc.hint or "rtd list shows the jobs you may read", exit_code=EXIT_NOT_FOUND
+                       ) from exc
 
 
 @click.command()

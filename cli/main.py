@@ -11,10 +11,8 @@ from typing import Any
 import click
 
 from cli import __version__, access, deploying, jobs, remotes
-from cli.errors import EXIT_ERROR, RtdError
+from cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, RtdError
 from cli.output import report_error
-
-EXIT_INTERRUPTED = 130  # the shell's own code for Ctrl-C
 
 
 class _Group(click.Group):

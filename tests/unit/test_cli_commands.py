@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from cli import __version__
 from cli.config import ClientConfig
-from cli.errors import EXIT_ERROR, EXIT_INVALID_INPUT, EXIT_NOT_FOUND, EXIT_UNREACHABLE
+from cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_INVALID_INPUT, EXIT_NOT_FOUND, EXIT_UNREACHABLE
 from cli.main import main
 from cli.progress import Progress
 from tests.unit.fakes import REMOTE, FakeDaemon
@@ -303,3 +303,30 @@ def test_submit_json_keeps_stdout_for_the_deployment(runner: CliRunner, daemon: 
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["id"] == done["id"]
     assert "-----> building image (at " in result.stderr and "       Step 1/2" in result.stderr
+
+
+def test_ctrl_c_while_waiting_says_the_deployment_goes_on(runner: CliRunner, daemon: FakeDaemon,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(self: Progress, seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Progress, "wait", interrupted)
+    daemon.answer("POST", "/lifecycle/api/v1/job/adder/latest/rollback", (201, {"id": "r0123456789"}))
+    daemon.answer("GET", f"{DEPLOYMENTS}/r0123456789", (200, deployment("in_progress", phase="starting Job server")))
+
+    result = runner.invoke(main, ["rollback", "adder"])
+
+    assert result.exit_code == EXIT_INTERRUPTED
+    assert result.stderr.splitlines() == [
+        "error: stopped watching; deployment r0123456 goes on in racetrackd",
+        "hint: rtd build-logs NAME -f follows it; rtd status NAME shows how it ended"]
+
+
+def test_status_of_an_unknown_job_hints_at_the_list(runner: CliRunner, daemon: FakeDaemon) -> None:
+    daemon.answer("GET", f"{JOBS}/nope/latest", (404, {"error": "job nope latest not found"}))
+    daemon.answer("GET", DEPLOYMENTS, (200, []))
+
+    result = runner.invoke(main, ["status", "nope"])
+
+    assert result.exit_code == EXIT_NOT_FOUND
+    assert result.stderr == "error: job nope latest not found\nhint: rtd list shows the jobs you may read\n"
