@@ -11,8 +11,10 @@ from typing import Any
 import click
 
 from cli.client import ApiClient
-from cli.common import client_for, table
+from cli.common import client_for
 from cli.config import ClientConfig
+from cli.errors import EXIT_AUTH, RtdError
+from cli.output import table
 
 SCOPES = ("read_job", "deploy_job", "deploy_new_family", "delete_job", "call_job", "call_admin_api", "full_access")
 DURATION = re.compile(r"^(\d+)\s*([smhdw]?)$")
@@ -34,7 +36,8 @@ def register(main: click.Group) -> None:
 def login(ctx: click.Context, token: str | None, username: str | None, login_remote: str | None) -> None:
     """Log in with TOKEN, or --username (password prompt), and save the token for later commands."""
     config = ClientConfig.load()
-    remote, _ = config.resolve(login_remote or ctx.find_root().obj.get("remote"), None)
+    chosen = config.chosen(login_remote or ctx.find_root().obj.get("remote"))  # a remote's name stays a name
+    remote, _ = config.resolve(chosen, None)
     if username:
         if token:
             raise click.UsageError("give a TOKEN or --username, not both")
@@ -44,7 +47,7 @@ def login(ctx: click.Context, token: str | None, username: str | None, login_rem
     elif not token:
         raise click.UsageError("give a TOKEN (racetrackd admin-token prints the admin's) or --username NAME")
     profile = ApiClient(remote, token).whoami()  # 401 when the token is wrong
-    config.remote = remote
+    config.remote = chosen
     config.tokens[remote] = token
     config.save()
     click.echo(f"logged in to {remote} as {profile['username']} (token saved in {config.path})")
@@ -74,7 +77,8 @@ def token(ctx: click.Context) -> None:
         root = ctx.find_root().obj
         _, current = ClientConfig.load().resolve(root.get("remote"), root.get("token"))
         if not current:
-            raise click.ClickException("no token: log in with rtd login")
+            raise RtdError("no token for this remote", hint="log in with: rtd login TOKEN (or --username NAME)",
+                           exit_code=EXIT_AUTH)
         click.echo(current)
 
 

@@ -7,20 +7,24 @@ from typing import Any
 
 import requests
 
+from cli.errors import EXIT_UNREACHABLE, RtdError, exit_code_for_status
+
 AUTH_HEADER = "X-Racetrack-Auth"
 
 
-class ApiError(Exception):
-    def __init__(self, message: str, status: int | None = None, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
+class ApiError(RtdError):
+    """The daemon refused or failed a request (`status` is its HTTP status), or could not be reached."""
+
+    def __init__(self, message: str, status: int | None = None, hint: str | None = None,
+                 exit_code: int | None = None) -> None:
+        super().__init__(message, hint, exit_code_for_status(status) if exit_code is None else exit_code)
         self.status = status
-        self.hint = hint
 
 
 class ApiClient:
     def __init__(self, remote: str, token: str | None, timeout: float = 60) -> None:
         self.remote = remote.rstrip("/")
+        self.token = token
         self.session = requests.Session()
         if token:
             self.session.headers[AUTH_HEADER] = token
@@ -33,9 +37,14 @@ class ApiClient:
             response = self.session.request(method, url, **kwargs)
         except requests.ConnectionError as exc:
             raise ApiError(f"cannot reach racetrackd at {self.remote}",
-                           hint="is it running? (racetrackd start), or set --remote / RTD_REMOTE") from exc
+                           hint="is it running? (racetrackd start), or pick another: rtd remote use NAME|URL",
+                           exit_code=EXIT_UNREACHABLE) from exc
         except requests.Timeout as exc:
-            raise ApiError(f"racetrackd at {self.remote} did not answer in {self.timeout:g} s") from exc
+            raise ApiError(f"racetrackd at {self.remote} did not answer in {self.timeout:g} s",
+                           exit_code=EXIT_UNREACHABLE) from exc
+        except requests.RequestException as exc:  # a malformed URL, a TLS failure, a broken answer
+            raise ApiError(f"cannot talk to racetrackd at {self.remote}: {exc}",
+                           hint="check the remote: rtd remote", exit_code=EXIT_UNREACHABLE) from exc
         return response
 
     def _api(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -44,7 +53,11 @@ class ApiClient:
             raise _error_from(response)
         if response.status_code == 204 or not response.content:
             return None
-        return response.json()
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ApiError(f"{self.remote} answered {path} with something other than racetrackd's JSON",
+                           hint="is the remote a racetrackd? rtd remote shows it") from exc
 
     def info(self) -> dict[str, Any]:
         return self._api("GET", "/info")
@@ -69,11 +82,11 @@ class ApiClient:
         return str(self._api("GET", f"/job/{name}/{version}/build-logs", params={"tail": tail})["logs"])
 
     def latest_deployment_id(self, name: str, version: str) -> str:
-        deployments = self._api("GET", "/deploy", params={"limit": 500})
+        deployments = self._api("GET", "/deploy", params={"limit": 500, "job_name": name})
         for deployment in deployments:  # newest first
-            if deployment["job_name"] == name and (version in ("latest", deployment["job_version"])):
+            if version in ("latest", deployment["job_version"]):
                 return str(deployment["id"])
-        raise ApiError(f"no deployment of job {name} {version}", 404)
+        raise ApiError(f"no deployment of job {name} {version}", 404, hint="rtd deployments lists them")
 
     def job_logs(self, name: str, version: str, tail: int) -> str:
         return str(self._api("GET", f"/job/{name}/{version}/logs", params={"tail": tail})["logs"])

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
 import click
 import requests
 
-from cli.client import ApiError
-from cli.common import EXIT_API_ERROR, client_for, table
+from cli.common import client_for
+from cli.errors import EXIT_INVALID_INPUT, EXIT_UNREACHABLE, RtdError
+from cli.output import print_json, table
 from pluginbundle import PluginInvalid, bundle
 
 DOWNLOAD_TIMEOUT = 120
@@ -46,9 +45,9 @@ def _read_source(source: str) -> tuple[str, bytes]:
         try:
             response = requests.get(source, timeout=DOWNLOAD_TIMEOUT)
         except requests.RequestException as exc:
-            raise ApiError(f"cannot download {source}: {exc}") from exc
+            raise RtdError(f"cannot download {source}: {exc}", exit_code=EXIT_UNREACHABLE) from exc
         if response.status_code != 200:
-            raise ApiError(f"cannot download {source}: HTTP {response.status_code}")
+            raise RtdError(f"cannot download {source}: HTTP {response.status_code}")
         return Path(urlparse(source).path).name or "plugin.zip", response.content
     if path.is_dir():
         raise click.BadParameter(f"{source} is a directory; make a ZIP first: rtd plugin bundle {source}",
@@ -66,14 +65,14 @@ def list_plugins(ctx: click.Context, job_types: bool, as_json: bool) -> None:
     if job_types:
         versions = client.job_type_versions()
         if as_json:
-            click.echo(json.dumps(versions, indent=2))
+            print_json(versions)
         else:
             for version in versions:
                 click.echo(version)
         return
     plugins = client.plugins()
     if as_json:
-        click.echo(json.dumps(plugins, indent=2))
+        print_json(plugins)
         return
     rows: list[list[object]] = [["NAME", "VERSION", "JOB TYPES", "ORIGIN", "STATUS"]]
     for row in plugins:
@@ -121,8 +120,8 @@ def bundle_command(directory: Path, out: Path | None, plugin_version: str | None
     try:
         filename, data = bundle(directory, plugin_version)
     except PluginInvalid as exc:
-        click.secho(f" !  {directory}: {exc}", fg="red", err=True)
-        sys.exit(EXIT_API_ERROR)
+        raise RtdError(f"{directory}: {exc}", hint="docs/plugins.md describes what a plugin holds",
+                       exit_code=EXIT_INVALID_INPUT) from exc
     target = (out or directory) / filename
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(data)

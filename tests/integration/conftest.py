@@ -70,16 +70,23 @@ class Daemon:
         return requests.request(method, self.url + path, headers=headers, timeout=60, **kwargs)
 
     def rtd(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
-        env = {**_clean_env(), "RTD_REMOTE": self.url, "RTD_TOKEN": self.token,
-               "RTD_CONFIG": str(self.data_dir / "rtd-config.yaml")}
-        result = subprocess.run([sys.executable, "-m", "cli", *args], env=env, capture_output=True, stdin=subprocess.DEVNULL,
-                                text=True, timeout=900, check=False)
-        if check and result.returncode != 0:
-            raise AssertionError(f"rtd {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-        return result
+        """rtd as the admin, talking to this daemon."""
+        env = {"RTD_REMOTE": self.url, "RTD_TOKEN": self.token, "RTD_CONFIG": str(self.data_dir / "rtd-config.yaml")}
+        return run_rtd(env, *args, check=check)
 
     def containers(self) -> list[Any]:
         return self.docker.containers.list(all=True, filters={"label": f"racetrackd.instance={self.instance}"})
+
+
+def run_rtd(env: dict[str, str], *args: str, stdin: str | None = None, check: bool = False
+            ) -> subprocess.CompletedProcess[str]:
+    """The real rtd in a subprocess, with `env` over a clean environment (no RTD_*/RACETRACK_* of the developer's)."""
+    result = subprocess.run([sys.executable, "-m", "cli", *args], env={**_clean_env(), **env}, capture_output=True,
+                            input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL, text=True,
+                            timeout=900, cwd=REPO, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"rtd {' '.join(args)} failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
 
 
 def _clean_env() -> dict[str, str]:

@@ -40,6 +40,7 @@ import docker.errors
 import pytest
 import requests
 
+from cli.errors import EXIT_DEPLOY_FAILED
 from tests.integration.conftest import FIXTURES, REPO, Daemon, _remove_labelled, launch_daemon
 
 pytestmark = pytest.mark.integration
@@ -641,7 +642,7 @@ def test_without_the_right_build_secret_the_build_fails(private: Daemon, index: 
     result = private.rtd("submit", str(source), "-e", "version=0.9.1")
 
     output = result.stdout + result.stderr
-    assert result.returncode == 2, output  # the deployment failed
+    assert result.returncode == EXIT_DEPLOY_FAILED, output
     assert "No matching distribution found for rtd-secret-probe-dep" in output, output[-3000:]
     assert f"/{wrong}/" in index.paths, "the build should have looked where its (wrong) secret pointed"
     assert index.downloads() == downloads

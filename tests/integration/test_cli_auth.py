@@ -5,8 +5,8 @@ Runs the real CLI in a subprocess, with its own config file, answering password 
 
 from __future__ import annotations
 
+import json
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -14,18 +14,18 @@ import pytest
 import requests
 import yaml
 
-from tests.integration.conftest import REPO, Daemon, _clean_env
+from cli.errors import EXIT_AUTH
+from tests.integration.conftest import Daemon, run_rtd
 
 PASSWORD = "correct horse battery"
 
 
 def rtd(daemon: Daemon, config: Path, *args: str, stdin: str = "", token: str | None = None
         ) -> subprocess.CompletedProcess[str]:
-    env = {**_clean_env(), "RTD_REMOTE": daemon.url, "RTD_CONFIG": str(config)}
+    env = {"RTD_REMOTE": daemon.url, "RTD_CONFIG": str(config)}
     if token is not None:
         env["RTD_TOKEN"] = token
-    return subprocess.run([sys.executable, "-m", "cli", *args], env=env, input=stdin, capture_output=True,
-                          text=True, timeout=120, cwd=REPO, check=False)
+    return run_rtd(env, *args, stdin=stdin)
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:
@@ -54,7 +54,7 @@ def test_login_with_username_and_password_saves_a_token_that_works_and_logout_re
     saved = yaml.safe_load(config.read_text())["tokens"][daemon.url]
     assert config.stat().st_mode & 0o077 == 0
     assert ok(rtd(daemon, config, "token")).strip() == saved
-    assert "NAME" in ok(rtd(daemon, config, "list"))
+    assert isinstance(json.loads(ok(rtd(daemon, config, "list", "--json"))), list)  # the saved token is used
 
     assert "logged out" in ok(rtd(daemon, config, "logout"))
     assert daemon.url not in (yaml.safe_load(config.read_text())["tokens"] or {})
@@ -65,13 +65,13 @@ def test_login_with_username_and_password_saves_a_token_that_works_and_logout_re
 def test_a_wrong_password_fails_with_one_clear_line(daemon: Daemon, config: Path, username: str) -> None:
     result = rtd(daemon, config, "login", "--username", username, stdin="not the password\n")
 
-    assert result.returncode == 1
+    assert result.returncode == EXIT_AUTH
     assert "invalid username or password" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_login_with_a_token_checks_it_first(daemon: Daemon, config: Path) -> None:
     bad = rtd(daemon, config, "login", "rtd_not-a-real-token")
-    assert bad.returncode == 1 and "invalid" in bad.stderr
+    assert bad.returncode == EXIT_AUTH and "invalid" in bad.stderr
     assert not config.exists() or daemon.url not in (yaml.safe_load(config.read_text()).get("tokens") or {})
 
     out = ok(rtd(daemon, config, "login", "--remote", daemon.url, daemon.token))
@@ -111,7 +111,7 @@ def test_an_esc_with_a_grant_may_call_only_what_it_was_granted(daemon: Daemon, c
     assert "nothing-here" in grants
 
     not_admin = rtd(daemon, config, "user", "list", token=esc_token)
-    assert not_admin.returncode == 1 and "full_access" in not_admin.stderr
+    assert not_admin.returncode == EXIT_AUTH and "full_access" in not_admin.stderr
 
     ok(rtd(daemon, config, "esc", "remove", esc_id, token=daemon.token))
     assert requests.get(f"{daemon.url}/lifecycle/api/v1/job", headers={"X-Racetrack-Auth": esc_token},

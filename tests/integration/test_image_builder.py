@@ -21,6 +21,7 @@ import pytest
 import requests
 import yaml
 
+from cli.errors import EXIT_DEPLOY_FAILED
 from cli.packing import pack
 from tests.integration.conftest import REPO, Daemon
 from tests.integration.git_servers import GitRepo, GitServer, git_daemon, git_http  # noqa: F401 (fixtures)
@@ -273,7 +274,7 @@ def test_private_repo_without_credentials_fails_saying_none_were_sent(
 
     result = daemon.rtd("submit", str(directory))
 
-    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.returncode == EXIT_DEPLOY_FAILED, result.stdout + result.stderr
     assert "needs credentials and none were sent" in result.stderr
     failed = latest_deployment(daemon, "ib-private")
     assert failed["status"] == "failed"
@@ -542,7 +543,7 @@ def test_failed_build_names_the_failing_step_and_its_last_lines(daemon: Daemon, 
 
     result = daemon.rtd("submit", str(directory))
 
-    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.returncode == EXIT_DEPLOY_FAILED, result.stdout + result.stderr
     assert "image build failed" in result.stderr
     assert REQUIREMENTS_STEP in result.stderr  # the failing step
     assert "this-package-does-not-exist-racetrackd" in result.stderr.split("--- last build output ---")[-1]

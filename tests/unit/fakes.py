@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
+
+import pytest
+import requests
 
 from racetrackd.runtime import ContainerSpec, ContainerState
 
@@ -159,3 +163,47 @@ def sample_manifest(**overrides: Any) -> dict[str, Any]:
     }
     base.update(overrides)
     return {k: v for k, v in base.items() if v is not None}
+
+
+# --- rtd's daemon, for the CLI's unit tests -----------------------------------------------------
+
+REMOTE = "http://127.0.0.1:9"
+
+
+def _response(status: int, body: Any, url: str) -> requests.Response:
+    response = requests.Response()
+    response.status_code = status
+    response.url = url
+    if isinstance(body, bytes | str):
+        response._content = body.encode() if isinstance(body, str) else body
+        response.headers["Content-Type"] = "text/plain"
+    else:
+        response._content = json.dumps(body).encode()
+        response.headers["Content-Type"] = "application/json"
+    response.encoding = "utf-8"
+    return response
+
+
+class FakeDaemon:
+    """Stands in for racetrackd behind requests.Session for rtd's unit tests (whose remote is `REMOTE`):
+    canned answers by method and path, every call kept."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[tuple[str, str, dict[str, Any], dict[str, str]]] = []
+        self._answers: dict[tuple[str, str], list[tuple[int, Any]]] = {}
+        fake = self
+
+        def request(session: requests.Session, method: str, url: str, **kwargs: Any) -> requests.Response:
+            fake.calls.append((method, url, kwargs, {k: str(v) for k, v in session.headers.items()}))
+            path = url.removeprefix(REMOTE)
+            answers = fake._answers.get((method, path))
+            if not answers:
+                raise AssertionError(f"unexpected request {method} {path}")
+            status, body = answers.pop(0) if len(answers) > 1 else answers[0]
+            return _response(status, body, url)
+
+        monkeypatch.setattr(requests.Session, "request", request)
+
+    def answer(self, method: str, path: str, *answers: tuple[int, Any]) -> None:
+        """Answers in order; the last one repeats."""
+        self._answers[(method, path)] = list(answers)

@@ -9,6 +9,7 @@ import yaml
 from click.testing import CliRunner
 
 from cli.config import DEFAULT_REMOTE, ClientConfig, config_path, normalize_remote
+from cli.errors import EXIT_INVALID_INPUT, EXIT_UNREACHABLE
 from cli.main import main
 
 
@@ -119,8 +120,8 @@ def test_submit_with_invalid_job_yaml_names_the_file(runner: CliRunner, tmp_path
 
     result = runner.invoke(main, ["submit", str(tmp_path)])
 
-    assert result.exit_code == 3
-    assert f" !  manifest: {tmp_path / 'job.yaml'} is not valid YAML" in result.output
+    assert result.exit_code == EXIT_INVALID_INPUT
+    assert f"error: manifest: {tmp_path / 'job.yaml'} is not valid YAML" in result.output
     assert "Traceback" not in result.output
     assert requests_made == []
 
@@ -131,8 +132,8 @@ def test_submit_with_a_job_yaml_that_is_not_a_mapping_fails(runner: CliRunner, t
 
     result = runner.invoke(main, ["submit", str(tmp_path)])
 
-    assert result.exit_code == 3
-    assert result.output == f" !  manifest: {tmp_path / 'job.yaml'} must hold a mapping of fields\n"
+    assert result.exit_code == EXIT_INVALID_INPUT
+    assert result.output == f"error: manifest: {tmp_path / 'job.yaml'} must hold a mapping of fields\n"
     assert requests_made == []
 
 
@@ -156,7 +157,7 @@ def test_call_with_invalid_data_names_the_option(runner: CliRunner, data: str, r
 def test_an_unreachable_daemon_is_one_clear_line(runner: CliRunner, requests_made: list[str]) -> None:
     result = runner.invoke(main, ["list"])
 
-    assert result.exit_code == 1
+    assert result.exit_code == EXIT_UNREACHABLE
     assert "cannot reach racetrackd at http://127.0.0.1:9" in result.output
     assert "hint:" in result.output
     assert "Traceback" not in result.output

@@ -7,50 +7,11 @@ import time
 from typing import Any
 
 import pytest
-import requests
 from click.testing import CliRunner
 
-from cli.main import EXIT_API_ERROR, main
-
-REMOTE = "http://127.0.0.1:9"
-
-
-def _response(status: int, body: Any, url: str) -> requests.Response:
-    response = requests.Response()
-    response.status_code = status
-    response.url = url
-    if isinstance(body, bytes | str):
-        response._content = body.encode() if isinstance(body, str) else body
-        response.headers["Content-Type"] = "text/plain"
-    else:
-        response._content = json.dumps(body).encode()
-        response.headers["Content-Type"] = "application/json"
-    response.encoding = "utf-8"
-    return response
-
-
-class FakeDaemon:
-    """Stands in for racetrackd behind requests.Session: canned answers by method and path, every call kept."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.calls: list[tuple[str, str, dict[str, Any], dict[str, str]]] = []
-        self._answers: dict[tuple[str, str], list[tuple[int, Any]]] = {}
-        fake = self
-
-        def request(session: requests.Session, method: str, url: str, **kwargs: Any) -> requests.Response:
-            fake.calls.append((method, url, kwargs, {k: str(v) for k, v in session.headers.items()}))
-            path = url.removeprefix(REMOTE)
-            answers = fake._answers.get((method, path))
-            if not answers:
-                raise AssertionError(f"unexpected request {method} {path}")
-            status, body = answers.pop(0) if len(answers) > 1 else answers[0]
-            return _response(status, body, url)
-
-        monkeypatch.setattr(requests.Session, "request", request)
-
-    def answer(self, method: str, path: str, *answers: tuple[int, Any]) -> None:
-        """Answers in order; the last one repeats."""
-        self._answers[(method, path)] = list(answers)
+from cli.errors import EXIT_AUTH, EXIT_CONFLICT, EXIT_ERROR, EXIT_INVALID_INPUT, EXIT_NOT_FOUND, EXIT_UNREACHABLE
+from cli.main import main
+from tests.unit.fakes import FakeDaemon
 
 
 @pytest.fixture
@@ -75,12 +36,12 @@ def task(task_id: str, state: str = "failed", error: str | None = None, attempts
     (["call", "adder", "--async", "--version", "1.x", "--endpoint", "api/v1/add"],
      "POST http://127.0.0.1:9/pub/async/new/job/adder/1.x/api/v1/add"),
 ])
-def test_an_unreachable_daemon_is_one_clear_line_and_exit_1(runner: CliRunner, requests_made: list[str],
+def test_an_unreachable_daemon_is_one_clear_line_and_exit_7(runner: CliRunner, requests_made: list[str],
                                                             args: list[str], request_made: str) -> None:
     result = runner.invoke(main, args)
 
-    assert result.exit_code == EXIT_API_ERROR
-    assert " !  cannot reach racetrackd at http://127.0.0.1:9" in result.output
+    assert result.exit_code == EXIT_UNREACHABLE
+    assert "error: cannot reach racetrackd at http://127.0.0.1:9" in result.output
     assert "hint:" in result.output
     assert "Traceback" not in result.output
     assert requests_made == [request_made]
@@ -98,7 +59,8 @@ def test_bad_arguments_are_usage_errors_before_any_request(runner: CliRunner, re
     result = runner.invoke(main, args)
 
     assert result.exit_code == 2
-    assert "Usage:" in result.output or "Error:" in result.output
+    error, hint = result.stderr.splitlines()
+    assert error.startswith("error: ") and hint.startswith("hint: main") and hint.endswith(" --help shows the usage")
     assert requests_made == []
 
 
@@ -165,22 +127,22 @@ def test_tasks_retry_queues_the_task_again(runner: CliRunner, daemon: FakeDaemon
     assert [call[0] for call in daemon.calls] == ["POST"]  # no listing afterwards
 
 
-@pytest.mark.parametrize(("status", "body", "expected"), [
+@pytest.mark.parametrize(("status", "body", "expected", "exit_code"), [
     (409, {"error": "async task t-1 is completed; only failed tasks can be retried", "type": "already-exists"},
-     " !  async task t-1 is completed; only failed tasks can be retried"),
+     "error: async task t-1 is completed; only failed tasks can be retried", EXIT_CONFLICT),
     (404, {"error": "async task t-1 not found", "type": "not-found",
            "hint": "tasks are kept for a while after they end, then removed"},
-     " !  async task t-1 not found\n    hint: tasks are kept for a while after they end, then removed"),
+     "error: async task t-1 not found\nhint: tasks are kept for a while after they end, then removed", EXIT_NOT_FOUND),
     (401, {"error": "invalid auth token", "type": "unauthorized"},
-     " !  invalid auth token\n    hint: log in with: rtd login TOKEN (or rtd login --username NAME)"),
+     "error: invalid auth token\nhint: log in with: rtd login TOKEN (or rtd login --username NAME)", EXIT_AUTH),
 ])
 def test_tasks_retry_refused_prints_the_daemons_error(runner: CliRunner, daemon: FakeDaemon, status: int,
-                                                      body: dict[str, str], expected: str) -> None:
+                                                      body: dict[str, str], expected: str, exit_code: int) -> None:
     daemon.answer("POST", "/lifecycle/api/v1/async/tasks/t-1/retry", (status, body))
 
     result = runner.invoke(main, ["tasks", "--retry", "t-1"])
 
-    assert result.exit_code == EXIT_API_ERROR
+    assert result.exit_code == exit_code
     assert result.stderr.rstrip("\n") == expected
     assert result.stdout == ""
 
@@ -190,7 +152,7 @@ def test_tasks_when_the_daemon_fails_is_exit_1(runner: CliRunner, daemon: FakeDa
 
     result = runner.invoke(main, ["tasks"])
 
-    assert result.exit_code == EXIT_API_ERROR
+    assert result.exit_code == EXIT_ERROR
     assert "Internal Server Error" in result.stderr and "Traceback" not in result.output
 
 
@@ -229,14 +191,14 @@ def test_call_async_with_get_sends_no_body(runner: CliRunner, daemon: FakeDaemon
     assert "json" not in daemon.calls[0][2]
 
 
-def test_call_async_to_an_unknown_job_is_exit_1_without_polling(runner: CliRunner, daemon: FakeDaemon) -> None:
+def test_call_async_to_an_unknown_job_is_exit_3_without_polling(runner: CliRunner, daemon: FakeDaemon) -> None:
     daemon.answer("POST", NEW, (404, {"error": "job adder latest not found", "type": "job-not-found",
                                       "job_name": "adder", "job_version": "latest", "request_id": "r"}))
 
     result = runner.invoke(main, ["call", "adder", "--async"])
 
-    assert result.exit_code == EXIT_API_ERROR
-    assert " !  job adder latest not found" in result.stderr
+    assert result.exit_code == EXIT_NOT_FOUND
+    assert "error: job adder latest not found" in result.stderr
     assert len(daemon.calls) == 1
 
 
@@ -247,17 +209,17 @@ def test_call_async_whose_task_failed_prints_the_failure_and_exits_1(runner: Cli
 
     result = runner.invoke(main, ["call", "adder", "--async"])
 
-    assert result.exit_code == EXIT_API_ERROR
-    assert result.stderr.startswith("-----> async task t-1\n !  500: {")
+    assert result.exit_code == EXIT_ERROR
+    assert result.stderr.startswith("-----> async task t-1\nerror: adder latest /api/v1/perform answered 500: ")
     assert "connection refused (after 2 attempt(s))" in result.stderr
     assert result.stdout == ""
 
 
-def test_call_async_prints_the_jobs_own_error_answer_and_exits_1(runner: CliRunner, daemon: FakeDaemon) -> None:
+def test_call_async_prints_the_jobs_own_error_answer_and_exits_8(runner: CliRunner, daemon: FakeDaemon) -> None:
     daemon.answer("POST", NEW, (201, {"task_id": "t-1", "status": "ongoing"}))
     daemon.answer("GET", POLL, (422, {"error": "a must be a number"}))
 
     result = runner.invoke(main, ["call", "adder", "--async"])
 
-    assert result.exit_code == EXIT_API_ERROR
-    assert ' !  422: {"error": "a must be a number"}' in result.stderr
+    assert result.exit_code == EXIT_INVALID_INPUT
+    assert "error: adder latest /api/v1/perform answered 422: a must be a number" in result.stderr

@@ -10,6 +10,7 @@ import requests
 import yaml
 from click.testing import CliRunner
 
+from cli.errors import EXIT_INVALID_INPUT, EXIT_UNREACHABLE
 from cli.main import main
 
 MANIFEST = {
@@ -80,26 +81,26 @@ def test_validate_applies_extra_vars(runner: CliRunner, job_dir: Path) -> None:
 def test_an_extra_var_can_fix_an_invalid_manifest(runner: CliRunner, job_dir: Path) -> None:
     (job_dir / "job.yaml").write_text(yaml.safe_dump({**MANIFEST, "version": 1.0}))
 
-    assert validate(runner, str(job_dir)).exit_code == 3
+    assert validate(runner, str(job_dir)).exit_code == EXIT_INVALID_INPUT
     assert validate(runner, str(job_dir), "-e", "version=2.0.0").exit_code == 0
 
 
 def test_an_extra_var_is_validated_like_the_file(runner: CliRunner, job_dir: Path) -> None:
     result = validate(runner, str(job_dir), "-e", "replicas=many")
 
-    assert result.exit_code == 3
-    assert result.stderr == " !  replicas: must be a whole number, not a string 'many'\n"
+    assert result.exit_code == EXIT_INVALID_INPUT
+    assert result.stderr == "error: replicas: must be a whole number, not a string 'many'\n"
     assert result.stdout == ""
 
 
 @pytest.mark.parametrize(("override", "message"), [
-    ("name.first=x", " !  name: is not a mapping; cannot set a key inside it\n"),
-    ("replicas", " !  -e: 'replicas' must be KEY.PATH=VALUE\n"),
+    ("name.first=x", "error: name: is not a mapping; cannot set a key inside it\n"),
+    ("replicas", "error: -e: 'replicas' must be KEY.PATH=VALUE\n"),
 ])
 def test_a_bad_extra_var_exits_3(runner: CliRunner, job_dir: Path, override: str, message: str) -> None:
     result = validate(runner, str(job_dir), "-e", override)
 
-    assert result.exit_code == 3
+    assert result.exit_code == EXIT_INVALID_INPUT
     assert result.stderr == message
 
 
@@ -128,8 +129,8 @@ def test_whitespace_on_stdin_counts_as_nothing_piped(runner: CliRunner, job_dir:
 def test_an_invalid_piped_manifest_is_named_stdin(runner: CliRunner, tmp_path: Path) -> None:
     result = validate(runner, str(tmp_path), stdin="name: [adder\n")
 
-    assert result.exit_code == 3
-    assert result.stderr.startswith(" !  manifest: <stdin> is not valid YAML")
+    assert result.exit_code == EXIT_INVALID_INPUT
+    assert result.stderr.startswith("error: manifest: <stdin> is not valid YAML")
 
 
 def test_validate_merges_an_extends_overlay(runner: CliRunner, job_dir: Path) -> None:
@@ -163,8 +164,8 @@ def test_a_missing_base_manifest_exits_3(runner: CliRunner, job_dir: Path) -> No
 
     result = validate(runner, str(job_dir))
 
-    assert result.exit_code == 3
-    assert result.stderr == f" !  extends: base manifest base.yaml not found next to {job_dir / 'job.yaml'}\n"
+    assert result.exit_code == EXIT_INVALID_INPUT
+    assert result.stderr == f"error: extends: base manifest base.yaml not found next to {job_dir / 'job.yaml'}\n"
 
 
 def test_validate_prints_deprecation_warnings_and_succeeds(runner: CliRunner, job_dir: Path) -> None:
@@ -184,9 +185,9 @@ def test_validate_lists_every_error_on_stderr_and_prints_nothing_on_stdout(runne
 
     result = validate(runner, str(job_dir))
 
-    assert result.exit_code == 3
+    assert result.exit_code == EXIT_INVALID_INPUT
     assert result.stdout == ""
-    assert [line.split(":")[0] for line in result.stderr.splitlines()] == [" !  name", " !  owner_email", " !  version"]
+    assert [line.split(":")[1].strip() for line in result.stderr.splitlines()] == ["name", "owner_email", "version"]
 
 
 def test_validate_never_talks_to_a_daemon(runner: CliRunner, job_dir: Path, requests_made: list[str]) -> None:
@@ -197,8 +198,8 @@ def test_validate_never_talks_to_a_daemon(runner: CliRunner, job_dir: Path, requ
 def test_validate_of_a_directory_without_job_yaml(runner: CliRunner, tmp_path: Path) -> None:
     result = validate(runner, str(tmp_path))
 
-    assert result.exit_code == 3
-    assert result.stderr == f" !  manifest: no job.yaml in {tmp_path}\n"
+    assert result.exit_code == EXIT_INVALID_INPUT
+    assert result.stderr == f"error: manifest: no job.yaml in {tmp_path}\n"
 
 
 # --- rtd submit: checked locally before any request ------------------------------------------------
@@ -211,9 +212,9 @@ def test_submit_of_an_invalid_manifest_exits_3_without_any_request(
 
     result = runner.invoke(main, [command, str(job_dir)], input="")
 
-    assert result.exit_code == 3
-    assert " !  jobtyp: unknown field (did you mean 'jobtype'?)" in result.stderr
-    assert " !  name: 'My_Job' is not valid in container and DNS names" in result.stderr
+    assert result.exit_code == EXIT_INVALID_INPUT
+    assert "error: jobtyp: unknown field (did you mean 'jobtype'?)" in result.stderr
+    assert "error: name: 'My_Job' is not valid in container and DNS names" in result.stderr
     assert "submitting" not in result.output
     assert requests_made == []
 
@@ -223,8 +224,8 @@ def test_submit_with_an_invalid_extra_var_exits_3_without_any_request(
 ) -> None:
     result = runner.invoke(main, ["submit", str(job_dir), "-e", "version=1.0"], input="")
 
-    assert result.exit_code == 3
-    assert result.stderr == ' !  version: 1.0 is a number; write a semantic version as a string, like "1.0.0"\n'
+    assert result.exit_code == EXIT_INVALID_INPUT
+    assert result.stderr == 'error: version: 1.0 is a number; write a semantic version as a string, like "1.0.0"\n'
     assert requests_made == []
 
 
@@ -233,8 +234,8 @@ def test_submit_of_an_invalid_piped_manifest_exits_3_without_any_request(
 ) -> None:
     result = runner.invoke(main, ["submit", str(job_dir)], input="name: adder\n")
 
-    assert result.exit_code == 3
-    assert " !  owner_email: required" in result.stderr
+    assert result.exit_code == EXIT_INVALID_INPUT
+    assert "error: owner_email: required" in result.stderr
     assert requests_made == []
 
 
@@ -251,7 +252,7 @@ def test_submit_of_a_valid_manifest_sends_it_merged(runner: CliRunner, job_dir: 
 
     result = runner.invoke(main, ["submit", str(job_dir), "-e", "version=1.2.0", "--force"], input="")
 
-    assert result.exit_code == 1
+    assert result.exit_code == EXIT_UNREACHABLE
     assert "-----> submitting adder 1.2.0 to http://127.0.0.1:9" in result.stdout
     assert "cannot reach racetrackd at http://127.0.0.1:9" in result.stderr
     (body,) = bodies

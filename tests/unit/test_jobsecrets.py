@@ -14,7 +14,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from cli.main import _secret_files
+from cli.deploying import _secret_files
 from cli.packing import pack
 from cli.secrets import SecretFileError, parse_env_file, read_secret_vars
 from jobmanifest import Manifest, validate_manifest

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from cli.errors import EXIT_INVALID_INPUT
 from cli.main import main
 
 GOLDEN = Path(__file__).parent / "golden" / "manifest-errors"
@@ -41,7 +42,7 @@ def test_rtd_validate_prints_the_golden_errors(tmp_path: Path, case: str) -> Non
     # input="": stdin is not a TTY but empty, so rtd reads DIR/job.yaml.
     result = CliRunner().invoke(main, ["validate", str(tmp_path)], input="")
 
-    assert result.exit_code == 3, result.output
+    assert result.exit_code == EXIT_INVALID_INPUT, result.output
     assert result.stdout == ""
     assert result.stderr == (GOLDEN / f"{case}.txt").read_text()
 

@@ -1,0 +1,244 @@
+"""rtd commands that make or show releases: validate, submit (deploy), rollback, build-logs, deployments, audit."""
+
+from __future__ import annotations
+
+import posixpath
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cli.client import ApiClient
+from cli.common import client_for, complete_job_name
+from cli.errors import EXIT_DEPLOY_FAILED, EXIT_INTERRUPTED, EXIT_INVALID_INPUT, RtdError
+from cli.output import print_json, report_error, seconds, table, warn, when
+from cli.packing import pack
+from cli.progress import Progress
+from cli.secrets import SecretFileError, read_secret_vars
+from jobmanifest import Manifest, ManifestInvalid, validate_manifest
+from jobmanifest.loading import apply_overrides, find_manifest, load_manifest_dict
+
+EXTRA_VARS_HELP = "Override a manifest field: KEY.PATH=VALUE (VALUE is YAML). Repeatable."
+DIRECTORY = click.Path(exists=True, file_okay=False, path_type=Path)
+
+
+def register(main: click.Group) -> None:
+    for command in (validate, submit, rollback, build_logs, deployments, audit):
+        main.add_command(command)
+    main.add_command(submit, name="deploy")
+
+
+def _load_manifest(directory: Path, extra_vars: tuple[str, ...]) -> Manifest:
+    """The manifest from stdin (when piped) or DIR/job.yaml, with its overlay and overrides applied."""
+    try:
+        if not sys.stdin.isatty() and (piped := sys.stdin.read()).strip():
+            data = load_manifest_dict(piped, "<stdin>", directory)
+        else:
+            path = find_manifest(directory)
+            data = load_manifest_dict(path.read_text(), str(path), path.parent)
+        manifest = validate_manifest(apply_overrides(data, list(extra_vars)))
+    except ManifestInvalid as exc:
+        for error in exc.errors:  # every problem at once, one line each
+            report_error(str(error))
+        sys.exit(EXIT_INVALID_INPUT)
+    for warning in manifest.warnings:
+        warn(warning)
+    return manifest
+
+
+@click.command()
+@click.argument("directory", default=".", type=DIRECTORY)
+@click.option("-e", "--extra-vars", multiple=True, help=EXTRA_VARS_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the merged manifest as JSON.")
+def validate(directory: Path, extra_vars: tuple[str, ...], as_json: bool) -> None:
+    """Check DIRECTORY's job.yaml (or one piped on stdin) and print it merged, or every error (exit 8)."""
+    manifest = _load_manifest(directory, extra_vars)
+    if as_json:
+        print_json(manifest.raw)
+        return
+    click.echo(manifest.yaml, nl=False)
+
+
+@click.command()
+@click.argument("directory", default=".", type=DIRECTORY)
+@click.option("--force", is_flag=True, help="Redeploy a name and version that already exists.")
+@click.option("-e", "--extra-vars", multiple=True, help=EXTRA_VARS_HELP)
+@click.option("-q", "--quiet", is_flag=True, help="Show phases only, not the build output.")
+@click.option("--local", "force_local", is_flag=True,
+              help="Upload DIRECTORY even when the manifest names a git.remote.")
+@click.option("--no-cache", is_flag=True, help="Build every image layer anew.")
+@click.option("--git-username", envvar="RTD_GIT_USERNAME", help="For a private git.remote (env RTD_GIT_USERNAME).")
+@click.option("--git-password", envvar="RTD_GIT_PASSWORD",
+              help="Password or access token for a private git.remote (env RTD_GIT_PASSWORD).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print only the finished deployment as JSON (progress goes to stderr).")
+@click.pass_context
+def submit(ctx: click.Context, directory: Path, force: bool, extra_vars: tuple[str, ...], quiet: bool,
+           force_local: bool, no_cache: bool, git_username: str | None, git_password: str | None,
+           as_json: bool) -> None:
+    """Build and deploy the job in DIRECTORY (its job.yaml, or one piped on stdin, and its files).
+
+    With a git.remote in the manifest the daemon clones it (branch, directory) instead, unless --local.
+    """
+    manifest = _load_manifest(directory, extra_vars)
+    credentials = None
+    if git_username or git_password:
+        if not (git_username and git_password):
+            raise click.UsageError("give both --git-username and --git-password")
+        credentials = {"username": git_username, "password": git_password}
+    try:
+        secret_vars, secret_warnings = read_secret_vars(manifest, directory)
+    except SecretFileError as exc:
+        raise RtdError(str(exc), exit_code=EXIT_INVALID_INPUT) from exc
+    for warning in secret_warnings:
+        warn(warning)
+    client = client_for(ctx)
+    progress = Progress(sys.stderr if as_json else None)
+    from_git = manifest.git is not None and not force_local
+    source = f"{manifest.git.remote} (git)" if from_git and manifest.git else f"{directory} (upload)"
+    progress.step(f"submitting {manifest.name} {manifest.version} to {client.remote} from {source}")
+    deployment_id = client.deploy(manifest.raw, None if from_git else pack(directory, _secret_files(manifest)), force,
+                                  git_credentials=credentials, no_cache=no_cache, secret_vars=secret_vars)
+    deployment = follow(client, deployment_id, progress, show_logs=not quiet)
+    for warning in (deployment.get("warnings") or "").splitlines():
+        warn(warning)
+    if as_json:
+        print_json(deployment)
+    if deployment["status"] != "done":
+        _fail("deployment", deployment)
+    if as_json:
+        return
+    job = deployment["job"] or {}
+    progress.step(f"{job.get('name')} {job.get('version')} is running (took {progress.elapsed:.1f} s)")
+    click.echo(f"       {job.get('pub_url')}")
+    click.echo(f"       call it: rtd call {job.get('name')} --version {job.get('version')} --data '{{}}'")
+
+
+def _secret_files(manifest: Manifest) -> frozenset[str]:
+    names = (manifest.secret_build_env_file, manifest.secret_runtime_env_file)
+    return frozenset(posixpath.normpath(Path(name).as_posix()) for name in names if name)
+
+
+def follow(client: ApiClient, deployment_id: str, progress: Progress, show_logs: bool) -> dict[str, Any]:
+    """Poll the deployment, showing each new phase (and the build output), until it ends."""
+    offset = 0
+    delay = 0.1
+    try:
+        while True:
+            deployment = client.deployment(deployment_id)
+            if show_logs:
+                logs, offset = client.deployment_logs(deployment_id, offset)
+                for line in logs.splitlines():
+                    progress.line(f"       {line}")
+            if deployment.get("phase"):
+                progress.phase(deployment["phase"])
+            if deployment["status"] != "in_progress":
+                return deployment
+            progress.wait(delay)
+            delay = min(delay * 1.2, 1.0)  # quick deploys finish in seconds: poll finely at first
+    except KeyboardInterrupt:
+        raise RtdError(f"stopped watching; deployment {deployment_id[:8]} goes on in racetrackd",
+                       hint="rtd build-logs NAME -f follows it; rtd status NAME shows how it ended",
+                       exit_code=EXIT_INTERRUPTED) from None
+    finally:
+        progress.done()
+
+
+def _fail(what: str, deployment: dict[str, Any]) -> None:
+    """Report a failed deployment or rollback (its error may carry the build's last lines) and exit 6."""
+    message, _, details = (deployment.get("error") or "no error recorded").partition("\n")
+    report_error(f"{what} {deployment['id'][:8]} of {deployment['job_name']} {deployment['job_version']} "
+                 f"failed: {message}")
+    if details:
+        click.echo(details, err=True)
+    click.echo(f"hint: rtd build-logs {deployment['job_name']} --version {deployment['job_version']} "
+               "shows the whole build output", err=True)
+    sys.exit(EXIT_DEPLOY_FAILED)
+
+
+@click.command()
+@click.argument("name", shell_complete=complete_job_name)
+@click.option("--version", "version", default="latest", show_default=True)
+@click.option("--to", "deployment_id", default=None, help="Deployment id to go back to (default: the release before).")
+@click.option("--json", "as_json", is_flag=True, help="Print the finished rollback as JSON.")
+@click.pass_context
+def rollback(ctx: click.Context, name: str, version: str, deployment_id: str | None, as_json: bool) -> None:
+    """Run an earlier release of a job version again, from its image (no rebuild)."""
+    client = client_for(ctx)
+    progress = Progress(sys.stderr if as_json else None)
+    rollback_id = client.rollback(name, version, deployment_id)
+    progress.step(f"rolling back {name} {version}")
+    deployment = follow(client, rollback_id, progress, show_logs=False)
+    if as_json:
+        print_json(deployment)
+    if deployment["status"] != "done":
+        _fail("rollback", deployment)
+    if not as_json:
+        progress.step(f"{name} {deployment['job_version']} runs the release of deployment "
+                      f"{deployment['rollback_of']} (took {progress.elapsed:.1f} s)")
+
+
+@click.command("build-logs")
+@click.argument("name", shell_complete=complete_job_name)
+@click.option("--version", "version", default="latest", show_default=True)
+@click.option("--tail", default=0, show_default=True, help="Last N lines only (0: all).")
+@click.option("-f", "--follow", "follow_build", is_flag=True, help="Keep printing while the build runs.")
+@click.pass_context
+def build_logs(ctx: click.Context, name: str, version: str, tail: int, follow_build: bool) -> None:
+    """Print the build log of a job's latest deployment."""
+    client = client_for(ctx)
+    if not follow_build:
+        click.echo(client.job_build_logs(name, version, tail), nl=False)
+        return
+    deployment_id = client.latest_deployment_id(name, version)
+    offset = 0
+    while True:
+        deployment = client.deployment(deployment_id)
+        logs, offset = client.deployment_logs(deployment_id, offset)
+        click.echo(logs, nl=False)
+        if deployment["status"] != "in_progress":
+            return
+        time.sleep(0.5)
+
+
+@click.command()
+@click.argument("name", required=False, shell_complete=complete_job_name)
+@click.option("--limit", default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print them as JSON.")
+@click.pass_context
+def deployments(ctx: click.Context, name: str | None, limit: int, as_json: bool) -> None:
+    """List recent deployments (of one job when NAME is given), newest first."""
+    items = client_for(ctx).deployments(name, limit)
+    if as_json:
+        print_json(items)
+        return
+    if not items:
+        click.echo("no deployments" + (f" of {name}" if name else ""))
+        return
+    rows: list[tuple[str, ...]] = [("ID", "JOB", "VERSION", "KIND", "STATUS", "WHEN", "BY", "TOOK")]
+    for d in items:
+        took = sum(p["duration"] or 0 for p in d.get("phases") or [])
+        rows.append((d["id"][:8], d["job_name"], d["job_version"], d.get("kind", "deploy"), d["status"],
+                     when(d["create_time"]), d.get("deployed_by") or "-", seconds(took)))
+    table(rows)
+    for d in items:
+        if d["status"] == "failed" and d.get("error"):
+            click.echo(f"{d['id'][:8]}: {d['error'].splitlines()[0]}")
+
+
+@click.command()
+@click.argument("name", required=False, shell_complete=complete_job_name)
+@click.option("--version", "version", default=None)
+@click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the events as JSON.")
+@click.pass_context
+def audit(ctx: click.Context, name: str | None, version: str | None, limit: int, as_json: bool) -> None:
+    """What happened to jobs, and who did it (newest first)."""
+    events = client_for(ctx).audit(name, version, limit)
+    if as_json:
+        print_json(events)
+        return
+    for event in events:
+        click.echo(f"{when(event['timestamp'])}  {event['explanation']}")

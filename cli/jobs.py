@@ -1,0 +1,274 @@
+"""rtd commands about deployed jobs: list, status, logs, call (and its curl), delete, async tasks."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from typing import Any
+
+import click
+import yaml
+from click.core import ParameterSource
+
+from cli.client import ApiClient, ApiError
+from cli.common import client_for, complete_job_name
+from cli.errors import EXIT_NOT_FOUND, RtdError, exit_code_for_status
+from cli.output import print_json, seconds, table, when
+
+DEFAULT_ENDPOINT = "/api/v1/perform"
+
+# `rtd list -c NAME`: Racetrack's extra columns, and how each is read from a job.
+COLUMNS: dict[str, tuple[str, Any]] = {
+    "job_type": ("JOB TYPE", lambda j: j.get("job_type_version") or (j.get("manifest") or {}).get("jobtype") or "-"),
+    "infrastructure": ("INFRASTRUCTURE", lambda j: j.get("infrastructure_target") or "-"),
+    "deployed_by": ("DEPLOYED BY", lambda j: j.get("deployed_by") or "-"),
+    "updated_at": ("UPDATED", lambda j: when(j.get("update_time"))),
+    "last_call_at": ("LAST CALL", lambda j: when(j.get("last_call_time"))),
+    "replicas": ("REPLICAS", lambda j: j.get("replicas", "-")),
+    "pub_url": ("URL", lambda j: j.get("pub_url") or "-"),
+}
+
+
+def register(main: click.Group) -> None:
+    for command in (list_jobs, status, logs, call, delete, tasks):
+        main.add_command(command)
+
+
+@click.command("list")
+@click.option("-c", "--column", "columns", multiple=True, type=click.Choice([*COLUMNS, "all"]),
+              help="Add a column (repeatable; all: every one). Always shown: NAME VERSION STATUS.")
+@click.option("--json", "as_json", is_flag=True, help="Print the jobs as JSON.")
+@click.pass_context
+def list_jobs(ctx: click.Context, columns: tuple[str, ...], as_json: bool) -> None:
+    """List deployed jobs you may read."""
+    jobs = client_for(ctx).jobs()
+    if as_json:
+        print_json(jobs)
+        return
+    if not jobs:
+        click.echo("no jobs (rtd submit DIR deploys one)")
+        return
+    chosen = list(COLUMNS) if "all" in columns else list(dict.fromkeys(columns))
+    rows: list[tuple[object, ...]] = [("NAME", "VERSION", "STATUS", *(COLUMNS[c][0] for c in chosen))]
+    for job in sorted(jobs, key=lambda j: (j["name"], j["version"])):
+        rows.append((job["name"], job["version"], job["status"], *(COLUMNS[c][1](job) for c in chosen)))
+    table(rows)
+
+
+@click.command()
+@click.argument("name", shell_complete=complete_job_name)
+@click.option("--version", "version", default="latest", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the job and its last deployment as JSON.")
+@click.pass_context
+def status(ctx: click.Context, name: str, version: str, as_json: bool) -> None:
+    """A job's state at a glance: status, last error, crashes, replicas, URL, last deployment and its phases."""
+    client = client_for(ctx)
+    try:
+        job = client.job(name, version)
+    except ApiError as exc:
+        if exc.status == 404:
+            _explain_missing(client, name, version, exc)
+        raise
+    deployment = _latest_deployment(client, job["name"], job["version"])
+    if as_json:
+        print_json({"job": job, "last_deployment": deployment})
+        return
+    stats = job.get("infrastructure_stats") or {}
+    ready = len(job.get("replica_internal_names") or [])
+    fields = [
+        ("status", job["status"]),
+        ("url", job["pub_url"]),
+        ("replicas", f"{job.get('replicas', 1)} ({ready} ready)"),
+        ("crashes", stats.get("crash_count", 0)),
+        ("last error", (job.get("error") or "-").strip()),
+        ("deployed by", f"{job.get('deployed_by') or '-'} at {when(job.get('update_time'))}"),
+        ("last call", when(job.get("last_call_time"))),
+        ("image", job.get("image_tag") or "-"),
+    ]
+    if job.get("idle_timeout"):
+        fields.insert(3, ("idle timeout", f"{job['idle_timeout']} s"))
+    click.echo(f"{job['name']} {job['version']}")
+    for label, value in fields:
+        click.echo(f"  {label + ':':<13} {value}")
+    if deployment is None:
+        return
+    click.echo(f"last deployment {deployment['id'][:8]} ({deployment.get('kind', 'deploy')}, {deployment['status']}) "
+               f"by {deployment.get('deployed_by') or '-'} at {when(deployment['create_time'])}")
+    phases = deployment.get("phases") or []
+    for phase in phases:
+        click.echo(f"  {phase['name']:<30} {seconds(phase['duration']) if phase['duration'] is not None else 'running'}")
+    if phases:
+        click.echo(f"  {'total':<30} {seconds(sum(p['duration'] or 0 for p in phases))}")
+    if deployment["status"] == "failed" and deployment.get("error"):
+        click.echo(f"  error: {deployment['error'].splitlines()[0]}")
+
+
+def _latest_deployment(client: ApiClient, name: str, version: str) -> dict[str, Any] | None:
+    return next((d for d in client.deployments(name, 100) if d["job_version"] == version), None)
+
+
+def _explain_missing(client: ApiClient, name: str, version: str, exc: ApiError) -> None:
+    """A job that is not there may have failed its deployment: say so instead of only 'not found'."""
+    try:
+        tried = [d for d in client.deployments(name, 20) if version in ("latest", d["job_version"])]
+    except ApiError:
+        return
+    if tried and tried[0]["status"] == "failed":
+        last = tried[0]
+        reason = (last.get("error") or "no error recorded").splitlines()[0]
+        raise RtdError(f"{name} {last['job_version']} is not deployed: deployment {last['id'][:8]} failed: {reason}",
+                       hint=f"rtd build-logs {name} --version {last['job_version']}; fix it and rtd submit again",
+                       exit_code=EXIT_NOT_FOUND) from exc
+    if tried and tried[0]["status"] == "in_progress":
+        raise RtdError(f"{name} {tried[0]['job_version']} is still being deployed ({tried[0].get('phase')})",
+                       hint=f"rtd build-logs {name} --version {tried[0]['job_version']} -f",
+                       exit_code=EXIT_NOT_FOUND) from exc
+    if not tried:
+        raise RtdError(exc.message, hint=exc.hint or "rtd list shows the jobs you may read", exit_code=EXIT_NOT_FOUND
+                       ) from exc
+
+
+@click.command()
+@click.argument("name", shell_complete=complete_job_name)
+@click.option("--version", "version", default="latest", show_default=True)
+@click.option("--tail", default=20, show_default=True, help="Last N lines (0: all).")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new output until interrupted.")
+@click.pass_context
+def logs(ctx: click.Context, name: str, version: str, tail: int, follow: bool) -> None:
+    """Print a job's own output (its container's log)."""
+    client = client_for(ctx)
+    if not follow:
+        click.echo(client.job_logs(name, version, tail), nl=False)
+        return
+    try:
+        for chunk in client.follow_job_logs(name, version, tail):
+            click.echo(chunk.decode("utf-8", errors="replace"), nl=False)
+    except KeyboardInterrupt:
+        pass
+
+
+@click.command()
+@click.argument("name", shell_complete=complete_job_name)
+@click.argument("endpoint_arg", metavar="[ENDPOINT]", required=False)
+@click.argument("payload_arg", metavar="[PAYLOAD]", required=False)
+@click.option("--version", "version", default="latest", show_default=True)
+@click.option("--endpoint", default=None, help=f"The job's path (default {DEFAULT_ENDPOINT}); or give ENDPOINT.")
+@click.option("--data", default=None, help="JSON (or YAML) payload (default {}); or give PAYLOAD.")
+@click.option("--method", default="POST", show_default=True, type=click.Choice(["GET", "POST", "PUT", "DELETE"]))
+@click.option("--async", "as_task", is_flag=True,
+              help="Run it as an async call (kept by the daemon, retried if the job is unreachable) and wait.")
+@click.option("--curl", "as_curl", is_flag=True, help="Print the equivalent curl command instead of calling.")
+@click.option("--show-token", is_flag=True, help="With --curl: write the token itself, not $(rtd token).")
+@click.pass_context
+def call(ctx: click.Context, name: str, endpoint_arg: str | None, payload_arg: str | None, version: str,
+         endpoint: str | None, data: str | None, method: str, as_task: bool, as_curl: bool, show_token: bool) -> None:
+    """Call a job's endpoint through the gateway and print the response.
+
+    \b
+    rtd call adder /api/v1/perform '{"a": 40, "b": 2}'
+    rtd call adder --data 'a: 40
+    b: 2'
+    """
+    if endpoint_arg is not None and endpoint is not None:
+        raise click.UsageError("give the endpoint once: as ENDPOINT or --endpoint")
+    if payload_arg is not None and data is not None:
+        raise click.UsageError("give the payload once: as PAYLOAD or --data")
+    endpoint = "/" + (endpoint_arg or endpoint or DEFAULT_ENDPOINT).lstrip("/")
+    payload = _parse_payload(payload_arg if payload_arg is not None else data, "PAYLOAD" if payload_arg is not None else "--data")
+    client = client_for(ctx)
+    if as_curl:
+        click.echo(curl_command(ctx, client, name, version, endpoint, payload, method, show_token))
+        return
+    if as_task:
+        task_id = client.call_async(name, version, endpoint, payload, method)
+        click.echo(f"-----> async task {task_id}", err=True)
+        response = client.poll_task(task_id)
+        while response.status_code == 202:
+            response = client.poll_task(task_id)
+    else:
+        response = client.call(name, version, endpoint, payload, method)
+    if response.status_code >= 400:
+        message = response.text.strip()
+        try:
+            message = str(response.json().get("error") or message)
+        except (ValueError, AttributeError):
+            pass
+        raise RtdError(f"{name} {version} {endpoint} answered {response.status_code}: {message}",
+                       exit_code=exit_code_for_status(response.status_code))
+    click.echo(response.text.rstrip())
+
+
+def _parse_payload(text: str | None, where: str) -> Any:
+    if text is None:
+        return {}
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise click.BadParameter(f"not valid JSON or YAML: {exc}".splitlines()[0], param_hint=where) from exc
+
+
+def curl_command(ctx: click.Context, client: ApiClient, name: str, version: str, endpoint: str, payload: Any,
+                 method: str, show_token: bool) -> str:
+    """The curl command doing the same call. The token is `$(rtd token)`, so it stays out of shell history
+    and screenshots, unless `show_token`."""
+    root = ctx.find_root()
+    url = f"{client.remote}/pub/job/{name}/{version}{endpoint}"
+    parts = ["curl", "-sS", "-X", method, shlex.quote(url)]
+    token = client.token
+    if token:
+        if show_token:
+            parts += ["-H", shlex.quote(f"X-Racetrack-Auth: {token}")]
+        elif root.get_parameter_source("token") == ParameterSource.COMMANDLINE:
+            parts += ["-H", '"X-Racetrack-Auth: $RTD_TOKEN"']  # the token given with --token: rtd token cannot know it
+        else:
+            remote_flag = ""
+            if root.get_parameter_source("remote") == ParameterSource.COMMANDLINE:
+                remote_flag = f"--remote {shlex.quote(str(root.params['remote']))} "
+            parts += ["-H", f'"X-Racetrack-Auth: $(rtd {remote_flag}token)"']
+    if method != "GET":
+        parts += ["-H", shlex.quote("Content-Type: application/json"), "-d", shlex.quote(json.dumps(payload))]
+    return " ".join(parts)
+
+
+@click.command()
+@click.argument("name", shell_complete=complete_job_name)
+@click.option("--version", "version", required=True, help="Exact version to delete.")
+@click.pass_context
+def delete(ctx: click.Context, name: str, version: str) -> None:
+    """Delete a job version: its container stops and it leaves the registry."""
+    client_for(ctx).delete_job(name, version)
+    click.echo(f"deleted {name} {version}")
+
+
+@click.command()
+@click.argument("name", required=False, shell_complete=complete_job_name)
+@click.option("--state", type=click.Choice(["queued", "running", "completed", "failed"]), default=None,
+              help="Only tasks in this state.")
+@click.option("--retry", "retry_id", metavar="TASK_ID", default=None, help="Queue a failed task again.")
+@click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the tasks as JSON.")
+@click.pass_context
+def tasks(ctx: click.Context, name: str | None, state: str | None, retry_id: str | None, limit: int,
+          as_json: bool) -> None:
+    """Async calls (newest first): their state, attempts and errors; --retry queues a failed one again."""
+    client = client_for(ctx)
+    if retry_id:
+        task = client.retry_task(retry_id)
+        if as_json:
+            print_json(task)
+            return
+        click.echo(f"queued async task {task['task_id']} again ({task['job_name']} {task['job_version']})")
+        return
+    found = client.tasks(state, name, limit)
+    if as_json:
+        print_json(found)
+        return
+    if not found:
+        click.echo("no async tasks")
+        return
+    rows = [("TASK", "JOB", "STATE", "ATTEMPTS", "CREATED", "ERROR")]
+    for task in found:
+        rows.append((task["task_id"], f"{task['job_name']} {task['job_version']}", task["state"],
+                     str(task["attempts"]), when(task["created_at"]),
+                     (task["error"] or "").splitlines()[0][:80] if task["error"] else ""))
+    table(rows)

@@ -1,0 +1,332 @@
+"""rtd's output and local logic against a fake daemon: progress lines, list columns, status, call --curl,
+named remotes, version skew, completion, and errors that are one line with their exit code."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from cli import __version__
+from cli.config import ClientConfig
+from cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_INVALID_INPUT, EXIT_NOT_FOUND, EXIT_UNREACHABLE
+from cli.main import main
+from cli.progress import Progress
+from tests.unit.fakes import REMOTE, FakeDaemon
+
+JOBS = "/lifecycle/api/v1/job"
+DEPLOYMENTS = "/lifecycle/api/v1/deploy"
+
+
+@pytest.fixture
+def daemon(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> FakeDaemon:
+    return FakeDaemon(monkeypatch)
+
+
+def job(name: str = "adder", version: str = "1.0.0", **extra: Any) -> dict[str, Any]:
+    return {"name": name, "version": version, "status": "running", "pub_url": f"{REMOTE}/pub/job/{name}/{version}",
+            "deployed_by": "alice", "update_time": 1_700_000_000, "last_call_time": None, "replicas": 2,
+            "replica_internal_names": ["10.0.0.2:7000"], "error": None, "image_tag": "racetrackd/job-adder:1",
+            "job_type_version": "python3:1.0.0", "infrastructure_target": "docker", "idle_timeout": None,
+            "infrastructure_stats": {"crash_count": 3}, "manifest": {"jobtype": "python3:latest"}, **extra}
+
+
+def deployment(status: str = "done", version: str = "1.0.0", **extra: Any) -> dict[str, Any]:
+    return {"id": "d0123456789", "status": status, "phase": None, "error": None, "job_name": "adder",
+            "job_version": version, "deployed_by": "alice", "create_time": 1_700_000_000, "kind": "deploy",
+            "phases": [{"name": "building image", "started_at": 1.0, "duration": 30.25},
+                       {"name": "starting Job server", "started_at": 31.0, "duration": 2.0}], **extra}
+
+
+# --- progress ------------------------------------------------------------------------------------
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_progress_in_a_log_is_plain_lines_with_the_time_since_the_start() -> None:
+    stream, clock = io.StringIO(), Clock()
+    progress = Progress(stream, clock, tty=False)
+
+    progress.phase("building image")
+    clock.now += 12.34
+    progress.tick()
+    progress.phase("building image")  # the same phase again: nothing new
+    progress.line("       Step 1/9")
+    progress.phase("starting Job server")
+    progress.done()
+
+    assert stream.getvalue() == ("-----> building image (at 0.0 s)\n       Step 1/9\n"
+                                 "-----> starting Job server (at 12.3 s)\n")
+
+
+def test_progress_on_a_terminal_turns_a_spinner_that_lines_replace() -> None:
+    stream, clock = io.StringIO(), Clock()
+    progress = Progress(stream, clock, tty=True)
+
+    progress.phase("building image")
+    clock.now += 5
+    progress.tick()
+    progress.line("       Step 1/9")
+    progress.done()
+
+    out = stream.getvalue()
+    assert "\r/ building image 5 s\033[K" in out
+    assert out.endswith("\r/ building image 5 s\033[K\r\033[K       Step 1/9\n")  # spinner cleared before a line
+
+
+# --- list ----------------------------------------------------------------------------------------
+
+def test_list_shows_name_version_status_and_the_chosen_columns(runner: CliRunner, daemon: FakeDaemon) -> None:
+    daemon.answer("GET", JOBS, (200, [job("zeta"), job()]))
+
+    plain = runner.invoke(main, ["list"])
+    wide = runner.invoke(main, ["list", "-c", "deployed_by", "-c", "job_type", "-c", "last_call_at"])
+
+    assert plain.stdout.splitlines() == ["NAME   VERSION  STATUS", "adder  1.0.0    running", "zeta   1.0.0    running"]
+    assert re.split(r"\s{2,}", wide.stdout.splitlines()[0])[3:] == ["DEPLOYED BY", "JOB TYPE", "LAST CALL"]
+    assert wide.stdout.splitlines()[1].split()[3:] == ["alice", "python3:1.0.0", "-"]
+
+
+def test_list_json_and_an_empty_list(runner: CliRunner, daemon: FakeDaemon) -> None:
+    daemon.answer("GET", JOBS, (200, [job()]), (200, []))
+
+    assert json.loads(runner.invoke(main, ["list", "--json"]).stdout) == [job()]
+    assert runner.invoke(main, ["list"]).stdout.startswith("no jobs")
+
+
+# --- status --------------------------------------------------------------------------------------
+
+def test_status_is_one_screen(runner: CliRunner, daemon: FakeDaemon) -> None:
+    daemon.answer("GET", f"{JOBS}/adder/latest", (200, job(error="probe failed")))
+    daemon.answer("GET", DEPLOYMENTS, (200, [deployment(version="0.9.0", id="older"), deployment()]))
+
+    result = runner.invoke(main, ["status", "adder"])
+
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[:6] == ["adder 1.0.0", "  status:       running", f"  url:          {REMOTE}/pub/job/adder/1.0.0",
+                         "  replicas:     2 (1 ready)", "  crashes:      3", "  last error:   probe failed"]
+    assert "last deployment d0123456 (deploy, done) by alice at " in result.stdout
+    assert lines[-3:] == [f"  {'building image':<30} 30.2 s", f"  {'starting Job server':<30} 2.0 s",
+                          f"  {'total':<30} 32.2 s"]
+
+
+def test_status_of_a_job_whose_deployment_failed_says_why(runner: CliRunner, daemon: FakeDaemon) -> None:
+    daemon.answer("GET", f"{JOBS}/adder/latest", (404, {"error": "job adder latest not found"}))
+    daemon.answer("GET", DEPLOYMENTS, (200, [deployment("failed", error="image build failed at step 3\nmore")]))
+
+    result = runner.invoke(main, ["status", "adder"])
+
+    assert result.exit_code == EXIT_NOT_FOUND
+    assert result.stderr.splitlines() == [
+        "error: adder 1.0.0 is not deployed: deployment d0123456 failed: image build failed at step 3",
+        "hint: rtd build-logs adder --version 1.0.0; fix it and rtd submit again"]
+
+
+# --- call --curl ---------------------------------------------------------------------------------
+
+def test_curl_uses_rtd_token_not_the_token(runner: CliRunner, daemon: FakeDaemon) -> None:
+    result = runner.invoke(main, ["call", "adder", "/api/v1/add", "a: 1", "--curl"], env={"RTD_TOKEN": "s3cret"})
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == (f"curl -sS -X POST {REMOTE}/pub/job/adder/latest/api/v1/add "
+                                     "-H \"X-Racetrack-Auth: $(rtd token)\" -H 'Content-Type: application/json' "
+                                     "-d '{\"a\": 1}'")
+    assert daemon.calls == []  # printed, not called
+
+
+def test_curl_names_the_remote_given_by_flag_and_sends_no_body_with_get(runner: CliRunner, daemon: FakeDaemon
+                                                                       ) -> None:
+    result = runner.invoke(main, ["--remote", REMOTE, "call", "adder", "--method", "GET", "--curl"],
+                           env={"RTD_TOKEN": "s3cret"})
+
+    assert result.stdout.strip() == (f"curl -sS -X GET {REMOTE}/pub/job/adder/latest/api/v1/perform "
+                                     f"-H \"X-Racetrack-Auth: $(rtd --remote {REMOTE} token)\"")
+
+
+def test_curl_with_a_token_flag_refers_to_rtd_token_env_and_show_token_writes_it(
+        runner: CliRunner, daemon: FakeDaemon) -> None:
+    by_flag = runner.invoke(main, ["--token", "s3cret", "call", "adder", "--curl"])
+    shown = runner.invoke(main, ["--token", "s3cret", "call", "adder", "--curl", "--show-token"])
+
+    assert '"X-Racetrack-Auth: $RTD_TOKEN"' in by_flag.stdout and "s3cret" not in by_flag.stdout
+    assert "'X-Racetrack-Auth: s3cret'" in shown.stdout
+
+
+def test_endpoint_and_payload_are_given_once(runner: CliRunner, daemon: FakeDaemon) -> None:
+    twice = runner.invoke(main, ["call", "adder", "/api/v1/add", "--endpoint", "/x"])
+
+    assert twice.exit_code == 2 and "give the endpoint once" in twice.output
+
+
+# --- remotes -------------------------------------------------------------------------------------
+
+def test_named_remotes_resolve_and_tokens_stay_per_url(tmp_path: Path) -> None:
+    config = ClientConfig(path=tmp_path / "rtd.yaml")
+    config.add_remote("prod", "racetrack.example.com:7102/lifecycle")
+    config.remote = "prod"
+    config.tokens["http://racetrack.example.com:7102"] = "prod-token"
+    config.save()
+
+    loaded = ClientConfig.load({"RTD_CONFIG": str(tmp_path / "rtd.yaml")})
+    assert loaded.resolve(None, None, {}) == ("http://racetrack.example.com:7102", "prod-token")
+    assert loaded.resolve(None, None, {"RTD_REMOTE": "prod"}) == ("http://racetrack.example.com:7102", "prod-token")
+    assert loaded.resolve("other:1", None, {}) == ("http://other:1", None)
+    assert loaded.name_of("http://racetrack.example.com:7102") == "prod"
+    assert (tmp_path / "rtd.yaml").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("name", ["my.host", "host:1", "a/b", "_x", ""])
+def test_a_remote_name_that_could_be_a_host_is_refused(runner: CliRunner, name: str) -> None:
+    result = runner.invoke(main, ["remote", "add", name, "http://host:1"])
+
+    assert result.exit_code == EXIT_INVALID_INPUT
+    assert result.stderr.startswith("error: remote name")
+
+
+def test_remote_add_use_list_remove(runner: CliRunner, tmp_path: Path) -> None:
+    env = {"RTD_REMOTE": ""}  # the runner's default RTD_REMOTE would win over the config file
+    assert runner.invoke(main, ["remote", "add", "prod", "https://rt.example.com"], env=env).exit_code == 0
+    assert runner.invoke(main, ["remote", "add", "dev", "dev:7102", "--use"], env=env).exit_code == 0
+
+    listed = runner.invoke(main, ["remote", "list"], env=env).stdout.splitlines()
+    assert [line.split() for line in listed[1:]] == [["*", "dev", "http://dev:7102", "no"],
+                                                     ["prod", "https://rt.example.com", "no"]]
+    assert runner.invoke(main, ["remote", "use", "prod"], env=env).exit_code == 0
+    assert runner.invoke(main, ["remote"], env=env).stdout == "prod https://rt.example.com (no token)\n"
+    assert json.loads(runner.invoke(main, ["remote", "--json"], env=env).stdout) == {
+        "name": "prod", "url": "https://rt.example.com", "logged_in": False}
+
+    removed = runner.invoke(main, ["remote", "remove", "prod"], env=env)
+    assert removed.exit_code == 0 and "the current remote is http://127.0.0.1:7102 again" in removed.stderr
+    saved = yaml.safe_load((tmp_path / "rtd.yaml").read_text())
+    assert saved["remotes"] == {"dev": "http://dev:7102"} and saved["remote"] is None
+    assert runner.invoke(main, ["remote", "remove", "prod"], env=env).exit_code == EXIT_NOT_FOUND
+
+
+# --- version -------------------------------------------------------------------------------------
+
+def test_version_warns_when_major_minor_differ(runner: CliRunner, daemon: FakeDaemon) -> None:
+    daemon.answer("GET", "/lifecycle/api/v1/info", (200, {"git_version": "9.4.0"}))
+
+    result = runner.invoke(main, ["version"])
+
+    assert result.exit_code == 0
+    assert result.stdout == f"rtd {__version__}\nracetrackd 9.4.0 at {REMOTE}\n"
+    assert result.stderr.startswith(f"warning: rtd {__version__} and racetrackd 9.4.0 differ in major.minor")
+
+
+def test_version_of_the_same_minor_does_not_warn(runner: CliRunner, daemon: FakeDaemon) -> None:
+    major, minor, _ = __version__.split(".")
+    daemon.answer("GET", "/lifecycle/api/v1/info", (200, {"git_version": f"{major}.{minor}.99"}))
+
+    result = runner.invoke(main, ["version", "--json"])
+
+    assert json.loads(result.stdout) == {"client": __version__, "server": f"{major}.{minor}.99", "remote": REMOTE}
+    assert result.stderr == ""
+
+
+# --- completion and errors -----------------------------------------------------------------------
+
+@pytest.mark.parametrize(("shell", "marker"), [("bash", "complete -o nosort -F"), ("zsh", "#compdef rtd"),
+                                               ("fish", "complete --no-files --command rtd")])
+def test_completion_prints_the_shells_script(runner: CliRunner, shell: str, marker: str) -> None:
+    result = runner.invoke(main, ["completion", shell])
+
+    assert result.exit_code == 0
+    assert marker in result.stdout and "_RTD_COMPLETE" in result.stdout
+
+
+def test_a_bug_in_rtd_is_one_line_not_a_traceback(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise KeyError("pub_url")
+
+    monkeypatch.setattr("cli.client.ApiClient.jobs", broken)
+
+    result = runner.invoke(main, ["list"])
+
+    assert result.exit_code == EXIT_ERROR
+    assert result.stderr.splitlines() == ["error: rtd failed unexpectedly: KeyError: 'pub_url'",
+                                          "hint: run again with RTD_DEBUG=1 for the traceback, and report it"]
+
+
+def test_an_answer_that_is_not_json_is_one_line(runner: CliRunner, daemon: FakeDaemon) -> None:
+    daemon.answer("GET", JOBS, (200, "<html>a proxy's login page</html>"))
+
+    result = runner.invoke(main, ["list"])
+
+    assert result.exit_code == EXIT_ERROR
+    assert result.stderr.startswith(f"error: {REMOTE} answered /job with something other than racetrackd's JSON")
+
+
+def test_remote_use_of_an_unknown_name_is_refused_but_a_url_is_taken(runner: CliRunner) -> None:
+    typo = runner.invoke(main, ["remote", "use", "prdo"], env={"RTD_REMOTE": ""})
+    url = runner.invoke(main, ["remote", "use", "rt.example.com:7102"], env={"RTD_REMOTE": ""})
+
+    assert typo.exit_code == EXIT_NOT_FOUND and typo.stderr.startswith("error: no remote named prdo")
+    assert url.exit_code == 0 and url.stdout.startswith("using http://rt.example.com:7102")
+
+
+def test_version_prints_the_clients_even_when_the_daemon_is_down(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["version"])
+
+    assert result.exit_code == EXIT_UNREACHABLE
+    assert result.stdout == f"rtd {__version__}\n"
+    assert result.stderr.startswith(f"error: cannot reach racetrackd at {REMOTE}")
+
+
+def test_submit_json_keeps_stdout_for_the_deployment(runner: CliRunner, daemon: FakeDaemon, tmp_path: Path) -> None:
+    job_dir = tmp_path / "adder"
+    job_dir.mkdir()
+    (job_dir / "job.yaml").write_text("name: adder\nversion: 1.0.0\nowner_email: a@example.com\n"
+                                      "jobtype: python3:latest\njobtype_extra: {entrypoint_path: e.py}\n")
+    (job_dir / "e.py").write_text("")
+    done = deployment(job=job())
+    daemon.answer("POST", DEPLOYMENTS, (201, {"id": done["id"]}))
+    daemon.answer("GET", f"{DEPLOYMENTS}/{done['id']}", (200, {**done, "status": "in_progress",
+                                                                "phase": "building image"}), (200, done))
+    daemon.answer("GET", f"{DEPLOYMENTS}/{done['id']}/build-logs", (200, {"logs": "Step 1/2\n", "offset": 9}))
+
+    result = runner.invoke(main, ["submit", str(job_dir), "--json"], input="")
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["id"] == done["id"]
+    assert "-----> building image (at " in result.stderr and "       Step 1/2" in result.stderr
+
+
+def test_ctrl_c_while_waiting_says_the_deployment_goes_on(runner: CliRunner, daemon: FakeDaemon,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(self: Progress, seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Progress, "wait", interrupted)
+    daemon.answer("POST", "/lifecycle/api/v1/job/adder/latest/rollback", (201, {"id": "r0123456789"}))
+    daemon.answer("GET", f"{DEPLOYMENTS}/r0123456789", (200, deployment("in_progress", phase="starting Job server")))
+
+    result = runner.invoke(main, ["rollback", "adder"])
+
+    assert result.exit_code == EXIT_INTERRUPTED
+    assert result.stderr.splitlines() == [
+        "error: stopped watching; deployment r0123456 goes on in racetrackd",
+        "hint: rtd build-logs NAME -f follows it; rtd status NAME shows how it ended"]
+
+
+def test_status_of_an_unknown_job_hints_at_the_list(runner: CliRunner, daemon: FakeDaemon) -> None:
+    daemon.answer("GET", f"{JOBS}/nope/latest", (404, {"error": "job nope latest not found"}))
+    daemon.answer("GET", DEPLOYMENTS, (200, []))
+
+    result = runner.invoke(main, ["status", "nope"])
+
+    assert result.exit_code == EXIT_NOT_FOUND
+    assert result.stderr == "error: job nope latest not found\nhint: rtd list shows the jobs you may read\n"
