@@ -14,6 +14,7 @@ JOB_ROLLED_BACK = "job_rolled_back"
 JOB_DELETED = "job_deleted"
 DEPLOYMENT_FAILED = "deployment_failed"
 
+EVENT_TYPES = (JOB_DEPLOYED, JOB_REDEPLOYED, JOB_ROLLED_BACK, JOB_DELETED, DEPLOYMENT_FAILED)
 _VERBS = {
     JOB_DEPLOYED: "deployed",
     JOB_REDEPLOYED: "redeployed",
@@ -23,8 +24,13 @@ _VERBS = {
 }
 
 
-def activity(job_name: str | None, job_version: str | None, limit: int) -> list[AuditEvent]:
+def activity(job_name: str | None, job_version: str | None, limit: int, *, event_type: str | None = None,
+             executor: str | None = None) -> list[AuditEvent]:
     query = AuditEvent.select().order_by(AuditEvent.timestamp.desc(), AuditEvent.id.desc())  # type: ignore[attr-defined]
+    if event_type:
+        query = query.where(AuditEvent.event_type == event_type)
+    if executor:
+        query = query.where(AuditEvent.executor == executor)
     if job_name:
         query = query.where(AuditEvent.job_name == job_name)
     if job_version:
@@ -32,13 +38,16 @@ def activity(job_name: str | None, job_version: str | None, limit: int) -> list[
     return list(query.limit(limit))
 
 
-def event_dto(event: AuditEvent) -> dict[str, Any]:
-    """Racetrack's AuditLogEventDto, with a human `explanation` and `time_ago`."""
+def explain(event: AuditEvent) -> str:
+    """The event in one sentence."""
     who = event.executor or "someone"
     if event.event_type == DEPLOYMENT_FAILED:
-        explanation = f"Deployment of job {event.job_name} {event.job_version} by {who} failed"
-    else:
-        explanation = f"Job {event.job_name} {event.job_version} {_VERBS.get(event.event_type, event.event_type)} by {who}"
+        return f"Deployment of job {event.job_name} {event.job_version} by {who} failed"
+    return f"Job {event.job_name} {event.job_version} {_VERBS.get(event.event_type, event.event_type)} by {who}"
+
+
+def event_dto(event: AuditEvent) -> dict[str, Any]:
+    """Racetrack's AuditLogEventDto, with a human `explanation` and `time_ago`."""
     return {
         "id": str(event.get_id()),
         "version": 1,
@@ -49,7 +58,7 @@ def event_dto(event: AuditEvent) -> dict[str, Any]:
         "username_subject": None,
         "job_name": event.job_name,
         "job_version": event.job_version,
-        "explanation": explanation,
+        "explanation": explain(event),
         "time_ago": _time_ago(event.timestamp),
     }
 

@@ -28,6 +28,15 @@ def request_rollback(runtime: Runtime, name: str, version: str, target_id: str |
     )
 
 
+def current_release(job: Job) -> Deployment | None:
+    """The deployment whose image the job runs now (re-running it is a redeploy without a build)."""
+    return (Deployment.select()
+            .where((Deployment.job_name == job.name) & (Deployment.job_version == job.version)
+                   & (Deployment.status == DeploymentStatus.DONE) & (Deployment.image_name == job.image_name))
+            .order_by(Deployment.create_time.desc())
+            .first())
+
+
 def _target(job: Job, target_id: str | None) -> Deployment:
     done = (Deployment.select()
             .where((Deployment.job_name == job.name) & (Deployment.job_version == job.version)
