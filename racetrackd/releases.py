@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from racetrackd import maintenance
 from racetrackd.db import Deployment, DeploymentStatus, Job
 from racetrackd.errors import ConflictError, NotFoundError
 from racetrackd.jobs import resolve_job
@@ -11,6 +12,7 @@ from racetrackd.runtime import Runtime
 def request_rollback(runtime: Runtime, name: str, version: str, target_id: str | None,
                      requested_by: str | None) -> Deployment:
     """Queue a rollback of job `name` `version` to `target_id` (default: the release before the current one)."""
+    maintenance.ensure_changes_allowed("roll back jobs")
     job = resolve_job(name, version)
     target = _target(job, target_id)
     if Deployment.in_progress_for(job.name, job.version):

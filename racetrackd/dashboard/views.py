@@ -14,7 +14,7 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.wrappers import Response
 
 from builders.context import archive_as_tar_gz
-from racetrackd import __version__, access, audit, deployments, jobs, metrics, releases
+from racetrackd import __version__, access, audit, deployments, jobs, maintenance, metrics, releases
 from racetrackd.api import caller, require, services
 from racetrackd.api.auth import end_login, password_login, set_login_cookie
 from racetrackd.auth import AUTH_HEADER
@@ -67,6 +67,7 @@ def _page_context() -> dict[str, Any]:
         "seconds": present.seconds,
         "public_url": services().settings.public_url,
         "now": time.time(),
+        "maintenance": maintenance.current() if identity is not None else None,
     }
 
 

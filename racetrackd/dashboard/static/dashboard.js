@@ -73,14 +73,15 @@ function wireButtons() {
 }
 
 // <form data-api-method data-api-url [data-api-result="token"]>: fields become a JSON object
-// (data-type="number"/"bool" converts; empty fields are left out).
+// (data-type="number"/"bool"/"json" converts; empty fields are left out).
 function formBody(form) {
   const body = {};
   for (const field of form.elements) {
     if (!field.name || field.type === "submit") continue;
     if (field.dataset.type === "bool") { body[field.name] = field.checked; continue; }
     if (field.value === "") continue;
-    body[field.name] = field.dataset.type === "number" ? Number(field.value) : field.value;
+    const type = field.dataset.type;
+    body[field.name] = type === "number" ? Number(field.value) : type === "json" ? JSON.parse(field.value) : field.value;
   }
   return body;
 }
