@@ -15,6 +15,7 @@ from werkzeug.wrappers import Response
 
 from builders.context import archive_as_tar_gz
 from racetrackd import __version__, access, audit, deployments, jobs, maintenance, metrics, releases
+from racetrackd.accounts import ADMIN_USERNAME
 from racetrackd.api import caller, require, services
 from racetrackd.api.auth import end_login, password_login, set_login_cookie
 from racetrackd.auth import AUTH_HEADER
@@ -244,7 +245,7 @@ def admin() -> str:
         "dashboard/admin.html", title="Administration", users=list(User.select().order_by(User.username)),
         escs=list(Esc.select().order_by(Esc.name)), tokens=svc.accounts.tokens_of(), grants=svc.accounts.grants(),
         public_endpoints=svc.accounts.public_endpoints(), job_types=svc.job_types, jobs_by_type=running,
-        scopes=access.SCOPES)
+        scopes=access.SCOPES, bootstrap_admin=ADMIN_USERNAME)
 
 
 # ---- assets
