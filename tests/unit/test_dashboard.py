@@ -7,6 +7,7 @@ import io
 import re
 import tarfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -406,3 +407,13 @@ def test_assets_are_served_by_the_daemon_and_cached_while_pages_are_not(app: Fla
     assert "script-src 'self'" in page.headers["Content-Security-Policy"]
     asset.close()
     unauthenticated.close()
+
+
+def test_with_auth_off_the_pages_open_without_logging_in(make_app: Callable[..., Flask]) -> None:
+    app = make_app(auth_required="false")
+    add_job("adder", "0.0.1")
+    client = app.test_client()
+
+    for path in ("/dashboard/jobs", "/dashboard/jobs/adder/0.0.1", "/dashboard/admin", "/dashboard/profile"):
+        assert client.get(path).status_code == 200, path
+    assert client.delete(f"{API}/job/adder/0.0.1").status_code == 204  # no token, nothing to forge
