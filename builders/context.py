@@ -13,6 +13,8 @@ from __future__ import annotations
 import io
 import tarfile
 import tempfile
+import time
+import zipfile
 from pathlib import Path, PurePosixPath
 from typing import IO
 
@@ -43,6 +45,33 @@ def unpack_build_context(archive: Path, destination: Path, max_bytes: int = MAX_
             tar.extractall(destination, members=members, filter="data")
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise ValidationError(f"build_context: not a readable tar.gz archive: {exc}") from exc
+
+
+def archive_as_tar_gz(data: bytes, max_bytes: int = MAX_UNPACKED_BYTES) -> bytes:
+    """An uploaded job directory as the tar.gz a deployment takes: a tar (gzipped or not) passes through,
+    a zip is repacked (regular files and directories only; unpacking checks paths again)."""
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        return data
+    total = 0
+    packed = io.BytesIO()
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive, tarfile.open(fileobj=packed, mode="w:gz") as tar:
+            for entry in archive.infolist():
+                total += entry.file_size
+                if total > max_bytes:  # checked before reading, so a zip bomb is never inflated
+                    raise ValidationError(f"build_context: unpacks to more than {_size(max_bytes)}")
+                info = tarfile.TarInfo(entry.filename.rstrip("/"))
+                info.mtime = int(time.mktime((*entry.date_time, 0, 0, -1)))
+                if entry.is_dir():
+                    info.type, info.mode = tarfile.DIRTYPE, 0o755
+                    tar.addfile(info)
+                    continue
+                content = archive.read(entry)
+                info.size, info.mode = len(content), 0o755 if (entry.external_attr >> 16) & 0o111 else 0o644
+                tar.addfile(info, io.BytesIO(content))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
+        raise ValidationError(f"build_context: not a readable zip archive: {exc}") from exc
+    return packed.getvalue()
 
 
 def _size(count: int) -> str:

@@ -8,8 +8,10 @@ import re
 from typing import Any
 
 from flask import Flask
+from jinja2 import StrictUndefined
 from werkzeug.exceptions import HTTPException
 
+from racetrackd import dashboard
 from racetrackd.accounts import Accounts, ChangeSignal
 from racetrackd.addressing import resolve_addressing
 from racetrackd.api import Services, health, lifecycle
@@ -31,6 +33,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     open_database(settings.database_path)
     app = Flask("racetrackd")
     app.json.sort_keys = False  # type: ignore[attr-defined]  # DefaultJSONProvider has it
+    app.jinja_env.undefined = StrictUndefined  # a misspelt template variable is an error, never an empty string
     vault = Vault(ensure_secret_key(settings))
     accounts = Accounts(vault, ChangeSignal.in_data_dir(settings.data_dir))
     accounts.ensure_bootstrap_admin(ensure_admin_token(settings))
@@ -49,6 +52,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.register_blueprint(lifecycle.bp, url_prefix="/lifecycle/api/v1")
     app.register_blueprint(auth_api.bp, url_prefix="/lifecycle/api/v1")
     app.register_blueprint(plugins_api.bp, url_prefix="/lifecycle/api/v1")
+    app.register_blueprint(dashboard.bp, url_prefix="/dashboard")
     app.register_error_handler(RacetrackError, _racetrack_error)
     app.register_error_handler(HTTPException, _http_error)
     return app

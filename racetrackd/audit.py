@@ -18,6 +18,7 @@ PLUGIN_UNINSTALLED = "plugin_uninstalled"
 PLUGIN_HOOK_FAILED = "plugin_hook_failed"  # a hook raised where no deployment could carry the warning
 PLUGIN_EVENTS = (PLUGIN_INSTALLED, PLUGIN_UNINSTALLED, PLUGIN_HOOK_FAILED)
 
+EVENT_TYPES = (JOB_DEPLOYED, JOB_REDEPLOYED, JOB_ROLLED_BACK, JOB_DELETED, DEPLOYMENT_FAILED)
 _VERBS = {
     JOB_DEPLOYED: "deployed",
     JOB_REDEPLOYED: "redeployed",
@@ -27,8 +28,13 @@ _VERBS = {
 }
 
 
-def activity(job_name: str | None, job_version: str | None, limit: int) -> list[AuditEvent]:
+def activity(job_name: str | None, job_version: str | None, limit: int, *, event_type: str | None = None,
+             executor: str | None = None) -> list[AuditEvent]:
     query = AuditEvent.select().order_by(AuditEvent.timestamp.desc(), AuditEvent.id.desc())  # type: ignore[attr-defined]
+    if event_type:
+        query = query.where(AuditEvent.event_type == event_type)
+    if executor:
+        query = query.where(AuditEvent.executor == executor)
     if job_name:
         query = query.where(AuditEvent.job_name == job_name)
     if job_version:
@@ -36,19 +42,23 @@ def activity(job_name: str | None, job_version: str | None, limit: int) -> list[
     return list(query.limit(limit))
 
 
-def event_dto(event: AuditEvent) -> dict[str, Any]:
-    """Racetrack's AuditLogEventDto, with a human `explanation` and `time_ago`."""
+def explain(event: AuditEvent) -> str:
+    """The event in one sentence."""
     who = event.executor or "someone"
     properties = json.loads(event.properties or "{}")
     if event.event_type == DEPLOYMENT_FAILED:
-        explanation = f"Deployment of job {event.job_name} {event.job_version} by {who} failed"
-    elif event.event_type in (PLUGIN_INSTALLED, PLUGIN_UNINSTALLED):
+        return f"Deployment of job {event.job_name} {event.job_version} by {who} failed"
+    if event.event_type in (PLUGIN_INSTALLED, PLUGIN_UNINSTALLED):
         verb = "installed" if event.event_type == PLUGIN_INSTALLED else "uninstalled"
-        explanation = f"Plugin {properties.get('plugin_name')} {properties.get('plugin_version')} {verb} by {who}"
-    elif event.event_type == PLUGIN_HOOK_FAILED:
-        explanation = f"Job {event.job_name} {event.job_version}: {properties.get('error')}"
-    else:
-        explanation = f"Job {event.job_name} {event.job_version} {_VERBS.get(event.event_type, event.event_type)} by {who}"
+        return f"Plugin {properties.get('plugin_name')} {properties.get('plugin_version')} {verb} by {who}"
+    if event.event_type == PLUGIN_HOOK_FAILED:
+        return f"Job {event.job_name} {event.job_version}: {properties.get('error')}"
+    return f"Job {event.job_name} {event.job_version} {_VERBS.get(event.event_type, event.event_type)} by {who}"
+
+
+def event_dto(event: AuditEvent) -> dict[str, Any]:
+    """Racetrack's AuditLogEventDto, with a human `explanation` and `time_ago`."""
+    properties = json.loads(event.properties or "{}")
     return {
         "id": str(event.get_id()),
         "version": 1,
@@ -59,7 +69,7 @@ def event_dto(event: AuditEvent) -> dict[str, Any]:
         "username_subject": None,
         "job_name": event.job_name,
         "job_version": event.job_version,
-        "explanation": explanation,
+        "explanation": explain(event),
         "time_ago": _time_ago(event.timestamp),
     }
 

@@ -308,6 +308,15 @@ class Grant(BaseModel):
         indexes = ((("subject_kind", "subject_name", "scope", "job_name", "job_version", "endpoint"), True),)
 
 
+class RegistrySetting(BaseModel):
+    """An operator's switch kept in the registry, so every process of the daemon sees it (maintenance mode)."""
+
+    key = peewee.CharField(primary_key=True)
+    value = peewee.TextField()  # JSON
+    changed_by = peewee.CharField(null=True)
+    update_time = peewee.FloatField(default=now)
+
+
 class PublicEndpoint(BaseModel):
     """An endpoint a job's manifest asks to open to everyone; open only once an admin approved it."""
 
@@ -334,7 +343,7 @@ class AuthFailure(BaseModel):
 
 
 MODELS: list[type[BaseModel]] = [Job, Deployment, DeletedJob, AuditEvent, AsyncTask, User, Esc, AuthToken, Grant,
-                                 PublicEndpoint, AuthFailure]
+                                 PublicEndpoint, AuthFailure, RegistrySetting]
 
 
 def _v2_deployment_warnings(migrator: SqliteMigrator) -> list[Any]:

@@ -10,7 +10,7 @@ from typing import Any
 
 from builders.git_source import check_remote_allowed
 from jobmanifest import versions
-from racetrackd import access, jobsecrets, jobtypes
+from racetrackd import access, jobsecrets, jobtypes, maintenance
 from racetrackd.access import Identity
 from racetrackd.db import DeletedJob, Deployment, DeploymentStatus, Job
 from racetrackd.errors import ConflictError, NotFoundError, ValidationError
@@ -27,6 +27,7 @@ def request_deployment(
     settings: Settings, plugins: PluginStore, vault: Vault, payload: Any, identity: Identity
 ) -> Deployment:
     """Validate a `POST /deploy` body and queue the deployment; nothing is stored when it is invalid."""
+    maintenance.ensure_changes_allowed("deploy")
     if not isinstance(payload, dict):
         raise ValidationError("request body: must be a JSON object with a manifest")
     manifest = accept_manifest(payload.get("manifest"), settings)

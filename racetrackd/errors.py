@@ -14,6 +14,7 @@
     ├── JobStartError (500, job-start-failed)            container did not come up
     ├── JobTypeError (500, jobtype-error)                job-type plugin missing or broken
     ├── PayloadTooLarge (413, payload-too-large)          a request body over a limit
+    ├── MaintenanceMode (503, maintenance-mode)          an admin stopped deployments for now
     ├── DockerUnavailable (503, docker-unavailable)      engine not reachable
     ├── JobUnavailable (503, job-unavailable)            job starting, not ready for calls
     ├── JobTimeout (504, job-timeout)                    a call ran past the job's call_timeout
@@ -116,6 +117,11 @@ class JobStartError(RacetrackError):
 
 class JobTypeError(RacetrackError):
     reference = "jobtype-error"
+
+
+class MaintenanceMode(RacetrackError):
+    status_code = 503
+    reference = "maintenance-mode"
 
 
 class DockerUnavailable(RacetrackError):

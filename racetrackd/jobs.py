@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from jobmanifest import versions
-from racetrackd import naming
+from racetrackd import maintenance, naming
 from racetrackd.audit import JOB_DELETED
 from racetrackd.building import prune_job_images
 from racetrackd.db import AuditEvent, DeletedJob, Job, JobStatus, PublicEndpoint, database
@@ -38,6 +38,7 @@ def resolve_job(name: str, version: str) -> Job:
 
 def delete_job(runtime: Runtime, instance: str, name: str, version: str, deleted_by: str | None) -> Job:
     """Remove the job's container and its registry row, and remember the version as used."""
+    maintenance.ensure_changes_allowed("delete jobs")
     job = Job.find(name, version)
     if job is None:
         raise JobNotFound(f"job {name} {version} not found")

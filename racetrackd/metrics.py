@@ -9,6 +9,7 @@ time, so they are right after a restart and need no cross-process bookkeeping.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -91,6 +92,58 @@ def mark_process_dead(pid: int) -> None:
 
 def render() -> bytes:
     """The exposition text: this process's (or all workers') metrics plus the registry's figures."""
+    registry = _gateway_registry()
+    registry.register(RegistryCollector())
+    return generate_latest(registry)
+
+
+@dataclasses.dataclass(frozen=True)
+class JobCalls:
+    """One job version's calls through the gateway since the daemon started (all HTTP workers)."""
+
+    by_status: dict[str, int]
+    latency_buckets: list[tuple[float, int]]  # (upper bound in seconds, calls within it and above the last)
+    latency_sum: float
+    latency_count: int
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_status.values())
+
+    @property
+    def mean_seconds(self) -> float | None:
+        return self.latency_sum / self.latency_count if self.latency_count else None
+
+
+def job_calls(name: str, version: str) -> JobCalls:
+    """The gateway's counters and latency histogram for one job version, read as /metrics would show them."""
+    by_status: dict[str, int] = {}
+    cumulative: dict[float, float] = {}
+    latency_sum = latency_count = 0.0
+    for metric in _gateway_registry().collect():
+        for sample in metric.samples:
+            if sample.labels.get("job_name") != name or sample.labels.get("job_version") != version:
+                continue
+            if sample.name == "racetrackd_gateway_requests_total":
+                status = sample.labels["status_code"]
+                by_status[status] = by_status.get(status, 0) + int(sample.value)
+            elif sample.name == "racetrackd_gateway_job_seconds_bucket":
+                bound = float(sample.labels["le"])
+                cumulative[bound] = cumulative.get(bound, 0) + sample.value
+            elif sample.name == "racetrackd_gateway_job_seconds_sum":
+                latency_sum += sample.value
+            elif sample.name == "racetrackd_gateway_job_seconds_count":
+                latency_count += sample.value
+    buckets, below = [], 0.0
+    for bound in sorted(cumulative):
+        buckets.append((bound, int(cumulative[bound] - below)))
+        below = cumulative[bound]
+    return JobCalls(by_status=dict(sorted(by_status.items())), latency_buckets=buckets, latency_sum=latency_sum,
+                    latency_count=int(latency_count))
+
+
+def _gateway_registry() -> CollectorRegistry:
+    """This process's metrics, or every HTTP worker's when the daemon runs several."""
     registry = CollectorRegistry()
     if os.environ.get(MULTIPROC_ENV):
         multiprocess.MultiProcessCollector(registry)
@@ -98,8 +151,7 @@ def render() -> bytes:
         from prometheus_client import REGISTRY
 
         registry.register(_Forward(REGISTRY))
-    registry.register(RegistryCollector())
-    return generate_latest(registry)
+    return registry
 
 
 class _Forward(Collector):

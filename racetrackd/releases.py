@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from racetrackd import maintenance
 from racetrackd.db import Deployment, DeploymentStatus, Job
 from racetrackd.errors import ConflictError, NotFoundError
 from racetrackd.jobs import resolve_job
@@ -11,6 +12,7 @@ from racetrackd.runtime import Runtime
 def request_rollback(runtime: Runtime, name: str, version: str, target_id: str | None,
                      requested_by: str | None) -> Deployment:
     """Queue a rollback of job `name` `version` to `target_id` (default: the release before the current one)."""
+    maintenance.ensure_changes_allowed("roll back jobs")
     job = resolve_job(name, version)
     target = _target(job, target_id)
     if Deployment.in_progress_for(job.name, job.version):
@@ -26,6 +28,15 @@ def request_rollback(runtime: Runtime, name: str, version: str, target_id: str |
         deployed_by=requested_by, kind="rollback", rollback_of=target.id, image_name=target.image_name,
         git_commit=target.git_commit, secrets=target.secrets,  # the release's own runtime secrets
     )
+
+
+def current_release(job: Job) -> Deployment | None:
+    """The deployment whose image the job runs now (re-running it is a redeploy without a build)."""
+    return (Deployment.select()
+            .where((Deployment.job_name == job.name) & (Deployment.job_version == job.version)
+                   & (Deployment.status == DeploymentStatus.DONE) & (Deployment.image_name == job.image_name))
+            .order_by(Deployment.create_time.desc())
+            .first())
 
 
 def _target(job: Job, target_id: str | None) -> Deployment:

@@ -35,12 +35,19 @@ if [ ! -f "$stamp" ]; then
   say "installing racetrackd into .venv"
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip >&2
-  .venv/bin/python -m pip install -q -c constraints.txt -e '.[test]' >&2
+  # Playwright drives Debian's chromium in the dashboard tests; it must never fetch browsers of its own.
+  PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 .venv/bin/python -m pip install -q -c constraints.txt -e '.[test]' >&2
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
 
-# 3. A python3 base image. `ensure` uses the configured one when present or pullable, and
+# 3. Chromium for the dashboard's browser tests (Debian's package; Playwright launches /usr/bin/chromium).
+if as_root_with_apt && [ ! -x /usr/bin/chromium ]; then
+  say "installing chromium (for the dashboard's browser tests)"
+  apt_install chromium
+fi
+
+# 4. A python3 base image. `ensure` uses the configured one when present or pullable, and
 #    otherwise builds one from Debian packages (needs debootstrap).
 if as_root_with_apt && ! command -v debootstrap >/dev/null 2>&1; then
   say "installing debootstrap (for base images on hosts without a registry)"

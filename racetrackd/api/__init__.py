@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import hmac
 
 from flask import current_app, g, request
 
 from racetrackd.access import Identity, forbidden
 from racetrackd.accounts import Accounts
 from racetrackd.addressing import Addressing
-from racetrackd.auth import Authenticator, token_from
+from racetrackd.auth import AUTH_HEADER, LEGACY_HEADERS, Authenticator, token_from
+from racetrackd.errors import ForbiddenError
 from racetrackd.plugins import PluginStore
 from racetrackd.runtime import Runtime
 from racetrackd.settings import Settings
@@ -34,10 +36,35 @@ def services() -> Services:
     return svc
 
 
+CSRF_HEADER = "X-CSRF-Token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Ending a login is harmless to force on someone, and Racetrack's clients post it with the cookie alone.
+CSRF_EXEMPT_ENDPOINTS = frozenset({"auth.logout"})
+
+
 def authenticate_request() -> None:
-    """before_request hook: set `g.identity` or raise UnauthorizedError / TooManyAuthFailures."""
+    """before_request hook: set `g.identity` or raise UnauthorizedError / TooManyAuthFailures
+    (ForbiddenError for a browser's change without its CSRF token)."""
     token = token_from(request.headers, request.cookies)
     g.identity = services().authenticator.identify(token, request.remote_addr or "", "api")
+    if token and request.method not in SAFE_METHODS and request.endpoint not in CSRF_EXEMPT_ENDPOINTS:
+        check_csrf(token, request.headers.get(CSRF_HEADER))
+
+
+def csrf_token(auth_token: str) -> str:
+    """The CSRF token of a browser session: a keyed digest of its auth token, so it needs no storage
+    and dies with the login."""
+    return services().vault.digest("csrf:" + auth_token)
+
+
+def check_csrf(auth_token: str, given: str | None) -> None:
+    """A change authenticated by the cookie alone must carry the session's CSRF token (the dashboard's
+    pages embed it); programs that send the token as a header are not browsers and need none."""
+    if any(request.headers.get(name) for name in (AUTH_HEADER, *LEGACY_HEADERS)):
+        return
+    if not given or not hmac.compare_digest(given, csrf_token(auth_token)):
+        raise ForbiddenError(f"missing or wrong {CSRF_HEADER}: a change made with the browser's cookie needs the "
+                             "CSRF token of a dashboard page", hint="reload the dashboard page and try again")
 
 
 def caller() -> Identity:

@@ -8,9 +8,10 @@ their own tokens. Tokens appear in exactly one answer: the one that creates them
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Blueprint, Response, jsonify, request
+from werkzeug.wrappers import Response as BaseResponse
 
 from racetrackd import access, jobs
 from racetrackd.access import GrantRule, Identity
@@ -21,6 +22,7 @@ from racetrackd.db import AuthToken, Esc, Grant, PublicEndpoint, User
 from racetrackd.errors import ForbiddenError, NotFoundError, TooManyAuthFailures, UnauthorizedError, ValidationError
 
 bp = Blueprint("auth", __name__)
+AnyResponse = TypeVar("AnyResponse", bound=BaseResponse)  # a JSON answer, or a redirect of the dashboard
 
 OPEN_ENDPOINTS = {"auth.login", "auth.register"}
 
@@ -35,30 +37,40 @@ def _authenticate() -> None:
 @bp.post("/users/login")
 def login() -> Response:
     body = _body()
+    user, token = password_login(body.get("username"), body.get("password"))
+    return set_login_cookie(jsonify(_profile(user, token)), token)
+
+
+def password_login(username: Any, password: Any) -> tuple[User, str]:
+    """Check a username and password (failures count towards the client's limit) and issue a login token."""
     svc = services()
     client = request.remote_addr or ""
     wait = svc.authenticator.limiter.blocked_for(client)
     if wait:
         raise TooManyAuthFailures(f"too many failed auth attempts from {client}; try again in {wait} s", retry_after=wait)
-    user = svc.accounts.check_login(body.get("username"), body.get("password"))
+    user = svc.accounts.check_login(username, password)
     if user is None:
         svc.authenticator.limiter.record(client)
         raise UnauthorizedError("invalid username or password")
     token, _ = svc.accounts.issue_token(access.USER, user.username, origin="login", description="password login",
                                         expiry_time=time.time() + svc.settings.login_token_ttl)
-    return _with_cookie(jsonify(_profile(user, token)), token)
+    return user, token
 
 
 @bp.get("/users/logout")
 @bp.post("/users/logout")
 def logout() -> Response:
     """Ends a password login: its token stops working and the cookie is cleared."""
+    return end_login(jsonify({"logged_out": True}))
+
+
+def end_login(response: AnyResponse) -> AnyResponse:
+    """The caller's password-login token stops working (an API token is left alone); the cookie is cleared."""
     identity = caller()
     if identity.token_id is not None:
         row = AuthToken.get_or_none(AuthToken.id == identity.token_id)
         if row is not None and row.origin == "login":
             services().accounts.revoke_token(row.id)
-    response = jsonify({"logged_out": True})
     response.delete_cookie(AUTH_HEADER, path="/")
     return response
 
@@ -96,7 +108,7 @@ def regenerate_user_token() -> Response:
     row = AuthToken.get_or_none(AuthToken.id == identity.token_id)
     if row is not None and row.origin != "bootstrap":
         accounts.revoke_token(row.id)
-    return _with_cookie(jsonify({"new_token": token}), token)
+    return set_login_cookie(jsonify({"new_token": token}), token)
 
 
 # ---- users: administration
@@ -378,7 +390,8 @@ def _open_path(job_name: str, job_version: str, path: str) -> bool:
                for row in services().accounts.public_endpoints(job_name, job_version, active=True))
 
 
-def _with_cookie(response: Response, token: str) -> Response:
+def set_login_cookie(response: AnyResponse, token: str) -> AnyResponse:
+    """The HttpOnly, SameSite=Lax `X-Racetrack-Auth` cookie browsers authenticate with."""
     settings = services().settings
     response.set_cookie(AUTH_HEADER, token, max_age=int(settings.login_token_ttl), httponly=True, samesite="Lax",
                         secure=settings.secure_cookie, path="/")

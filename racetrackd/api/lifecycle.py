@@ -7,7 +7,18 @@ from typing import Any
 from flask import Blueprint, Response, request, stream_with_context
 
 from jobmanifest.schema import infrastructure_target_problem
-from racetrackd import __version__, access, asynccalls, audit, deployments, jobs, jobsecrets, plugins, releases
+from racetrackd import (
+    __version__,
+    access,
+    asynccalls,
+    audit,
+    deployments,
+    jobs,
+    jobsecrets,
+    maintenance,
+    plugins,
+    releases,
+)
 from racetrackd.api import authenticate_request, caller, require, services
 from racetrackd.db import Deployment
 from racetrackd.errors import ValidationError
@@ -36,6 +47,21 @@ def info() -> dict[str, Any]:
         "lifecycle_url": f"{settings.public_url}/lifecycle",
         "grafana_url": None,
     }
+
+
+@bp.get("/maintenance")
+def get_maintenance() -> dict[str, object]:
+    return maintenance.current().to_dict()
+
+
+@bp.put("/maintenance")
+def set_maintenance() -> dict[str, object]:
+    """`{"maintenance_mode": true, "message": "..."}`: refuse deployments, rollbacks and deletions (503) until off."""
+    who = require(access.FULL_ACCESS, doing="switch maintenance mode")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ValidationError("request body: must be a JSON object with maintenance_mode")
+    return maintenance.switch(body.get("maintenance_mode"), body.get("message"), who.display).to_dict()
 
 
 @bp.post("/deploy")
