@@ -17,10 +17,10 @@ RUN command -v git >/dev/null 2>&1 || { \
       && rm -rf /var/lib/apt/lists/*; }
 
 # Python dependencies, pinned by constraints.txt. When scripts/build-wheels.sh has filled
-# docker/wheels they install from there with no package index at all (proxied and air-gapped
+# wheels/ they install from there with no package index at all (proxied and air-gapped
 # hosts); otherwise from the index. This layer is rebuilt only when the pins change.
 COPY constraints.txt setup.cfg scripts/runtime-requirements.py /opt/racetrackd/deps/
-COPY docker/wheels/ /opt/racetrackd/wheels/
+COPY wheels/ /opt/racetrackd/wheels/
 RUN set -e; cd /opt/racetrackd; \
     python3 -m venv venv; \
     python3 deps/runtime-requirements.py deps/setup.cfg >deps/requirements.txt; \
@@ -28,14 +28,14 @@ RUN set -e; cd /opt/racetrackd; \
       wanted=$(cat wheels/PYTHON_VERSION); \
       here=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
       if [ "$wanted" != "$here" ]; then \
-        echo "docker/wheels holds wheels for Python $wanted but $BASE_IMAGE has Python $here:" \
+        echo "wheels/ holds wheels for Python $wanted but $BASE_IMAGE has Python $here:" \
              "run scripts/build-wheels.sh with a Python $here (PYTHON=...), or pick another BASE_IMAGE" >&2; \
         exit 1; \
       fi; \
-      echo "installing from docker/wheels (no package index)"; \
+      echo "installing from wheels/ (no package index)"; \
       venv/bin/pip install --no-index --find-links wheels -c deps/constraints.txt -r deps/requirements.txt; \
     else \
-      echo "installing from the package index (docker/wheels is empty)"; \
+      echo "installing from the package index (wheels/ is empty)"; \
       venv/bin/pip install -c deps/constraints.txt -r deps/requirements.txt; \
     fi; \
     rm -rf wheels

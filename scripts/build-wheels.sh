@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Fill docker/wheels with racetrackd's runtime dependencies as wheels (pinned by constraints.txt),
+# Fill wheels/ with racetrackd's runtime dependencies as wheels (pinned by constraints.txt),
 # so that building the racetrackd image needs no package index: the way for hosts behind a
 # TLS-intercepting proxy (this host's pip already trusts it) and for air-gapped ones (run it
-# where the index is reachable, copy docker/wheels over). Idempotent: nothing to do when the pins
+# where the index is reachable, copy wheels/ over). Idempotent: nothing to do when the pins
 # and the Python version are unchanged.
 #
 # The wheels are for this Python's version (.venv's, or $PYTHON): the image's base must have the
@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 
 say() { echo "-----> $*" >&2; }
 PYTHON=${PYTHON:-.venv/bin/python}
-wheels=docker/wheels
+wheels=wheels
 python_version=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 stamp="$wheels/.stamp-$( { cat constraints.txt setup.cfg; echo "$python_version"; } | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ]; then
