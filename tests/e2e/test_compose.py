@@ -129,7 +129,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.Docker
     }
     if HOST_CA_BUNDLE.is_file():  # the corporate-proxy case: job builds trust the host's CAs
         settings["RACETRACK_BUILD_CA_BUNDLE"] = str(HOST_CA_BUNDLE)
-    stack.env_file.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
+    stack.env_file.write_text(env_file_from_example(settings))
     instance = settings["RACETRACK_INSTANCE"]
     previous_image = _image_id(docker_client, IMAGE)
     docker_client.networks.create(name, driver="bridge")  # README: created once, outside the project
@@ -150,6 +150,16 @@ def stack(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.Docker
                 docker_client.images.remove(previous_image)
             except docker.errors.APIError:
                 pass
+
+
+def env_file_from_example(settings: dict[str, str]) -> str:
+    """.env.example with `settings` in place of its values (and added when it has no line for them),
+    as a user makes .env: so the example itself is what runs here."""
+    lines, unset = [], dict(settings)
+    for line in (REPO / ".env.example").read_text().splitlines():
+        key = line.partition("=")[0]
+        lines.append(f"{key}={unset.pop(key)}" if not line.startswith("#") and key in unset else line)
+    return "\n".join([*lines, *(f"{key}={value}" for key, value in unset.items())]) + "\n"
 
 
 def _image_id(client: docker.DockerClient, ref: str) -> str | None:
