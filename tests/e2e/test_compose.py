@@ -107,8 +107,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.Docker
           base_image: str) -> Iterator[Stack]:
     command = compose_command()
     # The image installs its Python dependencies from wheels made here: no package index in the build.
-    subprocess.run([str(REPO / "scripts" / "build-wheels.sh")], cwd=REPO, check=True, capture_output=True,
-                   timeout=900)
+    wheels = subprocess.run([str(REPO / "scripts" / "build-wheels.sh")], cwd=REPO, capture_output=True, text=True,
+                            timeout=900, check=False)
+    assert wheels.returncode == 0, f"scripts/build-wheels.sh failed:\n{wheels.stderr}"
     directory = tmp_path_factory.mktemp("compose")
     name = f"rtd-e2e-{uuid.uuid4().hex[:8]}"
     stack = Stack(command, directory / "racetrackd.env", name, _free_port(), docker_client)
