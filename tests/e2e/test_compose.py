@@ -25,6 +25,7 @@ import docker
 import docker.errors
 import pytest
 import requests
+import yaml
 
 from tests.integration.conftest import FIXTURES, HOST_CA_BUNDLE, REPO, Daemon, _free_port, _remove_labelled
 from tests.integration.test_auth import wait_for, wait_until_served
@@ -189,6 +190,30 @@ def call_directly(stack: Stack, name: str, version: str, payload: dict[str, Any]
 def started(container: Any) -> tuple[str, str, int]:
     container.reload()
     return container.id, container.attrs["State"]["StartedAt"], container.attrs["RestartCount"]
+
+
+def test_the_example_settings_give_what_the_readme_promises() -> None:
+    """`cp .env.example .env` as it stands: the names a newcomer's install gets."""
+    env = {**_compose_env(), "RACETRACKD_ENV_FILE": str(REPO / ".env.example")}  # no .env in a fresh clone
+    result = subprocess.run([*compose_command(), "--env-file", str(REPO / ".env.example"), "-f", str(COMPOSE_FILE),
+                             "config"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+
+    config = yaml.safe_load(result.stdout)
+    service = config["services"]["racetrackd"]
+    assert service["container_name"] == "racetrackd"
+    assert service["image"] == "racetrackd/racetrackd:latest"
+    assert service["build"]["args"]["BASE_IMAGE"] == "python:3.11-slim"
+    assert service["restart"] == "unless-stopped"
+    assert "7102:7102" in str(service["ports"]) or "'published': '7102'" in str(service["ports"])
+    assert {key: service["environment"][key] for key in ("RACETRACK_HOST", "RACETRACK_PORT", "RACETRACK_NETWORK",
+                                                         "RACETRACK_DATA_DIR", "RACETRACK_INSTANCE")} == {
+        "RACETRACK_HOST": "0.0.0.0", "RACETRACK_PORT": "7102", "RACETRACK_NETWORK": "racetrack",
+        "RACETRACK_DATA_DIR": "/var/lib/racetrackd", "RACETRACK_INSTANCE": "main"}
+    assert config["networks"]["racetrack"]["name"] == "racetrack"
+    assert config["networks"]["racetrack"]["external"] in (True, {"name": "racetrack"})
+    assert config["volumes"]["data"]["name"] == "racetrackd-data"
+    assert "/var/run/docker.sock" in str(service["volumes"])
 
 
 @pytest.fixture(scope="module")
