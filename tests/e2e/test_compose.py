@@ -68,11 +68,12 @@ class Stack:
     docker: docker.DockerClient
     daemon: Daemon | None = None
 
-    def compose(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    def compose(self, *args: str, timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run([*self.command, "--env-file", str(self.env_file), "-f", str(COMPOSE_FILE), *args],
                                 cwd=REPO, env=_compose_env(), capture_output=True, text=True, timeout=timeout,
                                 stdin=subprocess.DEVNULL, check=False)
-        assert result.returncode == 0, f"compose {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+        if check:
+            assert result.returncode == 0, f"compose {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
         return result
 
     @property
@@ -142,9 +143,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.Docker
                               docker_client)
         yield stack
     finally:
-        subprocess.run([*command, "--env-file", str(stack.env_file), "-f", str(COMPOSE_FILE), "down", "-v",
-                        "--remove-orphans"], cwd=REPO, env=_compose_env(), capture_output=True, timeout=300,
-                       check=False)
+        stack.compose("down", "-v", "--remove-orphans", timeout=300, check=False)
         _remove_labelled(docker_client, instance)
         docker_client.networks.get(name).remove()
         if previous_image and previous_image != _image_id(docker_client, IMAGE):
