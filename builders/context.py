@@ -11,6 +11,8 @@ The context Docker sees is laid out as:
 from __future__ import annotations
 
 import io
+import os
+import stat
 import tarfile
 import tempfile
 import time
@@ -42,7 +44,13 @@ def unpack_build_context(archive: Path, destination: Path, max_bytes: int = MAX_
                     raise ValidationError(
                         f"build_context: unpacks to more than {_size(max_bytes)}"
                     )
-            tar.extractall(destination, members=members, filter="data")
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(destination, members=members, filter="data")
+            else:
+                # Pythons before 3.11.4 (Debian 12's python3, the base of the racetrackd image on
+                # hosts without a registry) have no extraction filters: _check_member has refused what
+                # the "data" filter would; drop what it drops from the rest.
+                tar.extractall(destination, members=[_as_plain_data(member) for member in members])
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise ValidationError(f"build_context: not a readable tar.gz archive: {exc}") from exc
 
@@ -93,6 +101,14 @@ def _check_member(member: tarfile.TarInfo) -> None:
         resolved = target if target.is_absolute() or member.islnk() else path.parent / target
         if target.is_absolute() or _escapes(resolved):
             raise ValidationError(f"build_context: link {member.name!r} points outside the context")
+
+
+def _as_plain_data(member: tarfile.TarInfo) -> tarfile.TarInfo:
+    """What the "data" extraction filter keeps of a (checked) member: no setuid, setgid or sticky bit,
+    no write bit for group or others, and the extracting user as owner."""
+    member.mode &= ~(stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX | stat.S_IWGRP | stat.S_IWOTH)
+    member.uid, member.gid, member.uname, member.gname = os.geteuid(), os.getegid(), "", ""
+    return member
 
 
 def _escapes(path: PurePosixPath) -> bool:

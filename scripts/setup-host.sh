@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Make this host ready for racetrackd, idempotently: a running Docker engine, the Python
-# environment in .venv, and a python3 base image (pulled, or built locally when no registry
-# is reachable). Prints the base image name on its last line of stdout.
+# Make this host ready for racetrackd, idempotently: a running Docker engine, docker-compose (for
+# the racetrackd image, docker-compose.yml), the Python environment in .venv, chromium (the
+# dashboard's browser tests), and a python3 base
+# image (pulled, or built locally when no registry is reachable). Prints the base image name on
+# its last line of stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,7 +11,8 @@ say() { echo "-----> $*" >&2; }
 as_root_with_apt() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; }
 apt_install() {
   if [ ! -f /tmp/.racetrackd-apt-updated ]; then apt-get update -qq >&2 && touch /tmp/.racetrackd-apt-updated; fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
+  # Waits for another apt run (another engineer's, unattended-upgrades) rather than failing at once.
+  DEBIAN_FRONTEND=noninteractive apt-get install -o DPkg::Lock::Timeout=600 -y -qq "$@" >&2
 }
 
 # 1. Docker engine
@@ -28,7 +31,13 @@ if ! docker info >/dev/null 2>&1; then
   }
 fi
 
-# 2. Python environment, reinstalled only when the dependency pins change
+# 2. Compose: Debian's docker-compose (v1) unless `docker compose` (v2) is already there
+if ! command -v docker-compose >/dev/null 2>&1 && ! docker compose version >/dev/null 2>&1 && as_root_with_apt; then
+  say "installing docker-compose"
+  apt_install docker-compose
+fi
+
+# 3. Python environment, reinstalled only when the dependency pins change
 PYTHON=${PYTHON:-python3}
 stamp=".venv/.installed-$(cat constraints.txt setup.cfg | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
@@ -41,13 +50,13 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
-# 3. Chromium for the dashboard's browser tests (Debian's package; Playwright launches /usr/bin/chromium).
+# 4. Chromium for the dashboard's browser tests (Debian's package; Playwright launches /usr/bin/chromium).
 if as_root_with_apt && [ ! -x /usr/bin/chromium ]; then
   say "installing chromium (for the dashboard's browser tests)"
   apt_install chromium
 fi
 
-# 4. A python3 base image. `ensure` uses the configured one when present or pullable, and
+# 5. A python3 base image. `ensure` uses the configured one when present or pullable, and
 #    otherwise builds one from Debian packages (needs debootstrap).
 if as_root_with_apt && ! command -v debootstrap >/dev/null 2>&1; then
   say "installing debootstrap (for base images on hosts without a registry)"

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import io
+import os
+import stat
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,6 +60,30 @@ def test_a_normal_archive_extracts(tmp_path: Path) -> None:
     assert (tmp_path / "job" / "job.yaml").read_text() == "name: adder\n"
     assert (tmp_path / "job" / "pkg" / "module.py").read_text() == "X = 1\n"
     assert (tmp_path / "job" / "pkg" / "alias.py").read_text() == "X = 1\n"
+
+
+@pytest.mark.parametrize("filters", ["with extraction filters", "without (Python before 3.11.4)"])
+def test_special_mode_bits_and_foreign_owners_are_dropped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          filters: str) -> None:
+    if filters.startswith("without"):
+        extract = tarfile.TarFile.extractall
+
+        def extractall_before_filters(self: tarfile.TarFile, path: str | Path = ".", members: Any = None, *,
+                                      numeric_owner: bool = False) -> None:
+            extract(self, path, members, numeric_owner=numeric_owner, filter="fully_trusted")
+
+        monkeypatch.delattr(tarfile, "data_filter")
+        monkeypatch.setattr(tarfile.TarFile, "extractall", extractall_before_filters)
+    info, data = file_member("run.sh", b"#!/bin/sh\n")
+    info.mode = 0o6777  # setuid, setgid, writable by everyone
+    info.uid, info.gid, info.uname, info.gname = 4242, 4242, "nobody-here", "nobody-here"
+    archive = make_archive(tmp_path / "upload.tar.gz", [(info, data)])
+
+    unpack_build_context(archive, tmp_path / "job")
+
+    unpacked = (tmp_path / "job" / "run.sh").stat()
+    assert stat.S_IMODE(unpacked.st_mode) == 0o755
+    assert (unpacked.st_uid, unpacked.st_gid) == (os.geteuid(), os.getegid())
 
 
 def test_a_plain_uncompressed_tar_is_accepted(tmp_path: Path) -> None:
