@@ -220,6 +220,12 @@ class ApiClient:
         return self._api("PUT", f"/auth/public-endpoints/{request_id}", json={"active": active})
 
     # ---- job-type plugins
+    def maintenance(self) -> dict[str, Any]:
+        return self._api("GET", "/maintenance")
+
+    def set_maintenance(self, on: bool, message: str) -> dict[str, Any]:
+        return self._api("PUT", "/maintenance", json={"maintenance_mode": on, "message": message})
+
     def plugins(self) -> list[dict[str, Any]]:
         return self._api("GET", "/plugin")
 

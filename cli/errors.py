@@ -5,7 +5,7 @@ so scripts can tell "no such job" from "wrong token" from "daemon down" without 
     ├── usage (2, a bad option or argument, e.g. a payload that is not JSON or YAML; click's own code)
     ├── not found (3, no such job, deployment, task, user ...)
     ├── auth (4, no token, a wrong one, or one without the scope)
-    ├── conflict (5, already exists, or something is in progress)
+    ├── conflict (5, already exists, something is in progress, or maintenance mode is on)
     ├── deployment failed (6, a build, start or rollback ended failed)
     ├── unreachable (7, nothing answered at the remote's URL)
     ├── invalid input (8, an invalid manifest, or a request the daemon refused as invalid)
@@ -25,7 +25,8 @@ EXIT_INVALID_INPUT = 8
 EXIT_INTERRUPTED = 130  # the shell's own code for Ctrl-C
 
 _EXIT_BY_STATUS = {400: EXIT_INVALID_INPUT, 401: EXIT_AUTH, 403: EXIT_AUTH, 404: EXIT_NOT_FOUND, 409: EXIT_CONFLICT,
-                   413: EXIT_INVALID_INPUT, 422: EXIT_INVALID_INPUT, 429: EXIT_AUTH}
+                   413: EXIT_INVALID_INPUT, 422: EXIT_INVALID_INPUT, 429: EXIT_AUTH,
+                   503: EXIT_CONFLICT}  # 503: maintenance mode (the gateway's 503s never reach rtd's API calls)
 
 
 class RtdError(Exception):

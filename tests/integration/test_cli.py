@@ -284,6 +284,21 @@ def test_completion_prints_a_script_and_completes_job_names_from_the_daemon(daem
     assert offline.strip() == ""  # offline: no names, no error in the user's shell
 
 
+def test_maintenance_mode_refuses_changes_with_the_admins_message_until_off(daemon: Daemon, submitted: Any) -> None:
+    assert ok(daemon.rtd("maintenance")).strip() == "maintenance mode: off"
+    try:
+        shown = ok(daemon.rtd("maintenance", "on", "-m", "disk swap until 14:00"))
+        assert "maintenance mode: ON" in shown and "by admin" in shown and "disk swap until 14:00" in shown
+
+        refused = failed(daemon.rtd("delete", JOB, "--version", VERSION), EXIT_CONFLICT)
+        assert "maintenance mode" in refused and "disk swap until 14:00" in refused
+        assert json.loads(ok(daemon.rtd("maintenance", "--json")))["maintenance_mode"] is True
+        assert ok(daemon.rtd("call", JOB, "/api/v1/perform", '{"a": 40, "b": 2}')).strip() == "42"  # jobs serve on
+    finally:
+        assert ok(daemon.rtd("maintenance", "off")).strip() == "maintenance mode: off"
+    assert JOB in ok(daemon.rtd("list"))
+
+
 def test_delete_removes_the_job_last(daemon: Daemon, submitted: Any) -> None:
     assert ok(daemon.rtd("delete", JOB, "--version", VERSION)).strip() == f"deleted {JOB} {VERSION}"
 
