@@ -46,6 +46,7 @@ COPY racetrackd /opt/racetrackd/src/racetrackd
 COPY builders /opt/racetrackd/src/builders
 COPY jobmanifest /opt/racetrackd/src/jobmanifest
 COPY cli /opt/racetrackd/src/cli
+COPY pluginbundle /opt/racetrackd/src/pluginbundle
 COPY jobtype_plugins /opt/racetrackd/src/jobtype_plugins
 COPY templates /opt/racetrackd/src/templates
 RUN printf '#!/bin/sh\nexec /opt/racetrackd/venv/bin/python -m racetrackd "$@"\n' >/usr/local/bin/racetrackd \

@@ -244,7 +244,8 @@ def admin() -> str:
     return render_template(
         "dashboard/admin.html", title="Administration", users=list(User.select().order_by(User.username)),
         escs=list(Esc.select().order_by(Esc.name)), tokens=svc.accounts.tokens_of(), grants=svc.accounts.grants(),
-        public_endpoints=svc.accounts.public_endpoints(), job_types=svc.plugins.job_types(), jobs_by_type=running,
+        public_endpoints=svc.accounts.public_endpoints(), job_types=svc.plugins.job_types(), plugins=svc.plugins.plugins(),
+        jobs_by_type=running,
         scopes=access.SCOPES, bootstrap_admin=ADMIN_USERNAME)
 
 

@@ -20,6 +20,7 @@ import yaml
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.integration.conftest import REPO, Daemon
+from tests.plugin_zips import example_files, zip_of
 
 pytestmark = pytest.mark.integration
 
@@ -204,6 +205,28 @@ def test_admin_pages_and_the_rest_at_laptop_and_phone_widths(page: Page, daemon:
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, f"the job page scrolls sideways at phone width ({width} px)"
     screenshot(page, "job-phone")
+
+
+def test_an_admin_installs_a_plugin_zip_and_removes_it_with_confirmation(
+        page: Page, daemon: Daemon, tmp_path: Path) -> None:
+    files = example_files()
+    files["plugin-manifest.yaml"] = files["plugin-manifest.yaml"].replace("version: 1.0.0", "version: 0.9.0", 1)
+    archive = tmp_path / "shell-job-type-0.9.0.zip"
+    archive.write_bytes(zip_of(files))
+    log_in_with_token(page, daemon.token, "/dashboard/admin")
+
+    page.get_by_label("Install a plugin ZIP").set_input_files(str(archive))
+    page.get_by_role("button", name="Install").click()
+
+    row = page.locator("#plugins tr", has_text="shell-job-type 0.9.0")
+    expect(row).to_contain_text("uploaded")
+    assert "shell:0.9.0" in daemon.api("GET", "/lifecycle/api/v1/plugin/job_type/versions").json()
+    row.get_by_role("button", name="Remove").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_contain_text("Remove plugin shell-job-type 0.9.0?")
+    dialog.get_by_role("button", name="Confirm").click()
+    expect(page.locator("#plugins tr", has_text="shell-job-type 0.9.0")).to_have_count(0)
+    assert "shell:0.9.0" not in daemon.api("GET", "/lifecycle/api/v1/plugin/job_type/versions").json()
 
 
 def test_keyboard_alone_reaches_the_main_navigation(page: Page, daemon: Daemon) -> None:

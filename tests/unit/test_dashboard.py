@@ -19,6 +19,7 @@ from builders.context import archive_as_tar_gz, unpack_build_context
 from racetrackd import access, db, metrics
 from racetrackd.access import GrantRule
 from racetrackd.errors import ValidationError
+from tests.plugin_zips import example_files, zip_of
 from tests.unit.conftest import ADMIN_TOKEN
 from tests.unit.fakes import sample_manifest
 from tests.unit.test_api import add_job
@@ -265,6 +266,19 @@ def test_the_admin_page_lists_users_escs_grants_endpoints_and_job_types(app: Fla
     assert "carol" in page and "billing" in page and "python3:1.0.0" in page
     assert "waiting for approval" in page and ">Approve<" in page
     assert "Turn maintenance mode on" in page
+
+
+def test_the_admin_page_lists_plugins_offers_an_upload_and_removes_only_uploaded_ones(app: Flask) -> None:
+    app.extensions["racetrackd"].plugins.install("shell.zip", zip_of(example_files()))
+
+    page = browser(app).get("/dashboard/admin").get_data(as_text=True)
+
+    assert 'id="plugin-upload"' in page and 'type="file"' in page
+    rows = {row.split("</td>")[0]: row for row in re.findall(r"<tr>\s*<td>(.*?)</tr>", page, re.S)}
+    builtin = next(row for name, row in rows.items() if name.startswith("python3-job-type"))
+    uploaded = next(row for name, row in rows.items() if name.startswith("shell-job-type"))
+    assert "built in" in builtin and ">Remove<" not in builtin
+    assert "uploaded" in uploaded and ">Remove<" in uploaded and "/lifecycle/api/v1/plugin/shell-job-type/" in uploaded
 
 
 # --- deploy from the browser ------------------------------------------------------------------------

@@ -108,6 +108,33 @@ function wireForms() {
   });
 }
 
+// <form id="plugin-upload" data-upload-url>: the ZIP goes as the raw body, as `rtd plugin install` sends it.
+function wirePluginUpload() {
+  const form = document.getElementById("plugin-upload");
+  if (!form) return;
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const file = form.elements.plugin.files[0];
+    if (!file) return;
+    const submit = form.querySelector('[type="submit"]');
+    submit.disabled = true;
+    try {
+      const url = form.dataset.uploadUrl + encodeURIComponent(file.name) + "?replace=" + (form.elements.replace.checked ? "1" : "0");
+      const response = await fetch(url, {
+        method: "POST", credentials: "same-origin", body: file,
+        headers: { "Content-Type": "application/zip", "X-CSRF-Token": csrfToken() },
+      });
+      const data = await response.json().catch(() => null);
+      if (!response.ok) throw new Error(data && data.error ? data.error : response.status + " " + response.statusText);
+      window.location.reload();
+    } catch (error) {
+      say(error.message, true);
+    } finally {
+      submit.disabled = false;
+    }
+  });
+}
+
 // The one time a token is visible: in the page that made it, never stored or shown again.
 function showTokenOnce(form, token) {
   const output = form.querySelector("output");
@@ -283,6 +310,7 @@ function wireDeployment() {
 document.addEventListener("DOMContentLoaded", () => {
   wireButtons();
   wireForms();
+  wirePluginUpload();
   wireCopy();
   wireLiveRegion();
   wireCallForm();
