@@ -30,6 +30,7 @@ LOG_TAIL_LINES = 20
 LABEL_COMMIT = "racetrackd.git-commit"
 LABEL_MANIFEST_DIGEST = "racetrackd.manifest-digest"
 LABEL_JOB_TYPE = "racetrackd.job-type"
+LABEL_BUILD_STAGE = "racetrackd.build-stage"  # on a multi-stage build's intermediate stage: the job name
 
 
 class ImageBuilder:
@@ -67,14 +68,20 @@ class ImageBuilder:
               secrets: jobsecrets.JobSecrets) -> str:
         """Build the job's image; returns its reference. BuildError ends with the failing output."""
         base_image = getattr(self.settings, job_type.base_image_setting) if job_type.base_image_setting else ""
+        runtime_image = getattr(self.settings, job_type.runtime_image_setting) if job_type.runtime_image_setting else ""
         secrets_url, digest = self._secrets_url(manifest, secrets)
         dockerfile = render_dockerfile(job_type.plugin_dir, job_type.dockerfile_template, {
             "base_image": base_image,
+            "runtime_image": runtime_image,
+            # For the build stages of a multi-stage template: their images are left untagged, and this
+            # label is how they are found and removed with the daemon's other images.
+            "build_stage_labels": {naming.LABEL_INSTANCE: self.settings.instance, LABEL_BUILD_STAGE: manifest.name},
             "build": {
                 "ca_bundle": self.settings.build_ca_bundle is not None,
                 "pip_index_url": self.settings.build_pip_index_url,
                 "pip_extra_index_url": self.settings.build_pip_extra_index_url,
                 "pip_trusted_host": self.settings.build_pip_trusted_host,
+                "goproxy": self.settings.build_goproxy,
                 "secrets_url": secrets_url,
                 "secret_names": sorted(secrets.build_env),
             },

@@ -46,6 +46,8 @@ class JobType:
     dockerfile_template: str  # path relative to plugin_dir
     base_image_setting: str | None  # Settings field naming the default base image, if any
     extra_fields: tuple[ExtraField, ...] = ()
+    # Settings field naming the image a multi-stage template runs the job in (`runtime_image`), if any
+    runtime_image_setting: str | None = None
 
     @property
     def full_name(self) -> str:
@@ -92,6 +94,7 @@ def _load_plugin(plugin_dir: Path) -> list[JobType]:
             dockerfile_template=template,
             base_image_setting=spec.get("base_image_setting"),
             extra_fields=tuple(fields),
+            runtime_image_setting=spec.get("runtime_image_setting"),
         ))
     return job_types
 
