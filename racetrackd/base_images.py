@@ -109,11 +109,6 @@ def build_base_image(runtime: Runtime, kind: BaseImageKind, name: str, suite: st
     return name
 
 
-def build_python_base_image(runtime: Runtime, name: str, suite: str, mirror: str | None, workdir: Path) -> str:
-    """Bootstrap Debian `suite` with python3 and import it into Docker as `name`."""
-    return build_base_image(runtime, KINDS["python3"], name, suite, mirror, workdir)
-
-
 def ensure_base_image(runtime: Runtime, kind: BaseImageKind, preferred: str, workdir: Path) -> str:
     """`preferred` when present or pullable; else `kind`'s local image, built when missing. Returns its name."""
     if runtime.image_exists(preferred):
@@ -127,7 +122,3 @@ def ensure_base_image(runtime: Runtime, kind: BaseImageKind, preferred: str, wor
         build_base_image(runtime, kind, kind.local_name, DEFAULT_SUITE, None, workdir)
     return kind.local_name
 
-
-def ensure_python_base_image(runtime: Runtime, preferred: str, workdir: Path) -> str:
-    """`preferred` when present or pullable; else a local image, built when missing. Returns its name."""
-    return ensure_base_image(runtime, KINDS["python3"], preferred, workdir)
