@@ -208,3 +208,24 @@ def test_the_job_container_logs_start_up(go_adder: Daemon) -> None:
     container = job_container(go_adder, "go-adder")
 
     assert wait_for(lambda: any("job go-adder 0.0.1 is ready" in line for line in log_lines(container)))
+
+
+def test_the_secret_build_env_reaches_go_build_but_not_the_images_history_or_env(daemon: Daemon, tmp_path: Path) -> None:
+    """GOFLAGS from the secret build env sets a variable at link time (proof that `go build` ran with it;
+    a real secret, a module proxy token say, leaves no trace in the binary)."""
+    marker = f"from-the-secret-build-env-{uuid.uuid4().hex[:8]}"
+    job = tmp_path / "go-secrets"
+    job.mkdir()
+    (job / "job.yaml").write_text("name: go-secrets\nowner_email: t@example.com\nversion: 0.0.1\n"
+                                  "jobtype: golang:latest\nsecret_build_env_file: build.env\n")
+    (job / "build.env").write_text(f"GOFLAGS=-ldflags=-X=racetrackd-job/go-secrets.Marker={marker}\n")
+    (job / "secrets.go").write_text('package secrets\n\nvar Marker = "unset"\n\n'
+                                    "func Perform(input map[string]interface{}) (interface{}, error) "
+                                    "{ return Marker, nil }\n")
+
+    daemon.rtd("submit", str(job), check=True)
+
+    assert perform(daemon, "/pub/job/go-secrets/0.0.1", {}) == (200, marker)
+    image = daemon.docker.images.get(job_image(daemon, "go-secrets", "0.0.1"))
+    history = " ".join(str(layer.get("CreatedBy", "")) for layer in image.history())
+    assert marker not in history and "GOFLAGS" not in " ".join(image.attrs["Config"]["Env"] or [])

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from jobmanifest import validate_manifest
 from racetrackd.runtime import ContainerSpec, ContainerState
 
 
@@ -147,6 +148,26 @@ def write_job(directory: Path, files: dict[str, str]) -> Path:
         (directory / name).parent.mkdir(parents=True, exist_ok=True)
         (directory / name).write_text(text)
     return directory
+
+
+def dockerfile_variables(manifest_data: dict[str, Any], *, job_type_version: str, base_image: str,
+                         build: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """The variables `racetrackd.building.ImageBuilder.build` gives a job type's template, with fixed values."""
+    manifest = validate_manifest(manifest_data)
+    return {
+        "base_image": base_image,
+        "build": build,
+        "manifest": manifest.raw,
+        "jobtype_extra": manifest.jobtype_extra,
+        "system_dependencies": list(manifest.system_dependencies),
+        "build_env": manifest.build_env,
+        "job_name": manifest.name,
+        "job_version": manifest.version,
+        "job_type_version": job_type_version,
+        "git_version": "",
+        "racetrackd_version": "0.1.0",
+        **extra,
+    }
 
 
 def sample_manifest(**overrides: Any) -> dict[str, Any]:

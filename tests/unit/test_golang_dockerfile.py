@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from builders.dockerfile import render_dockerfile
-from jobmanifest import validate_manifest
 from racetrackd.jobtypes import ExtraField, discover, resolve
 from racetrackd.settings import BUILTIN_PLUGINS_DIR
-from tests.unit.fakes import sample_manifest
+from tests.unit.fakes import dockerfile_variables, sample_manifest
 
 GOLDEN = Path(__file__).parent / "golden"
 SECRETS_URL = "http://172.18.0.1:7102/lifecycle/api/v1/build-secrets/go-adder/1.0.0/0123abcd"
@@ -22,23 +21,14 @@ SECRETS_URL = "http://172.18.0.1:7102/lifecycle/api/v1/build-secrets/go-adder/1.
 def golang_variables(manifest_overrides: dict[str, Any], *, ca_bundle: bool = False, goproxy: str | None = None,
                      secrets_url: str = "") -> dict[str, Any]:
     """The variables `racetrackd.building.ImageBuilder.build` passes, with fixed values."""
-    manifest = validate_manifest(sample_manifest(**{"name": "go-adder", "jobtype": "golang:latest", "jobtype_extra": None,
-                                                    **manifest_overrides}))
-    return {
-        "base_image": "golang:1.21-bookworm",
-        "runtime_image": "debian:bookworm-slim",
-        "build_stage_labels": {"racetrackd.instance": "main", "racetrackd.build-stage": manifest.name},
-        "build": {"ca_bundle": ca_bundle, "pip_index_url": None, "goproxy": goproxy, "secrets_url": secrets_url},
-        "manifest": manifest.raw,
-        "jobtype_extra": manifest.jobtype_extra,
-        "system_dependencies": list(manifest.system_dependencies),
-        "build_env": manifest.build_env,
-        "job_name": manifest.name,
-        "job_version": manifest.version,
-        "job_type_version": "golang:1.0.0",
-        "git_version": "",
-        "racetrackd_version": "0.1.0",
-    }
+    manifest = sample_manifest(**{"name": "go-adder", "jobtype": "golang:latest", "jobtype_extra": None,
+                                  **manifest_overrides})
+    return dockerfile_variables(
+        manifest, job_type_version="golang:1.0.0", base_image="golang:1.21-bookworm",
+        build={"ca_bundle": ca_bundle, "pip_index_url": None, "goproxy": goproxy, "secrets_url": secrets_url},
+        runtime_image="debian:bookworm-slim",
+        build_stage_labels={"racetrackd.instance": "main", "racetrackd.build-stage": "go-adder"},
+    )
 
 
 def render_golang(variables: dict[str, Any]) -> str:
