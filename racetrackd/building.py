@@ -131,6 +131,7 @@ class ImageBuilder:
 
     def collect_old_images(self, name: str, version: str) -> None:
         prune_job_images(self.runtime, self.settings.instance, name, version, self.settings.keep_images)
+        prune_build_stages(self.runtime, self.settings.instance, name, self.settings.keep_images)
 
 
 def prune_job_images(runtime: Runtime, instance: str, name: str, version: str, keep: int) -> None:
@@ -143,6 +144,16 @@ def prune_job_images(runtime: Runtime, instance: str, name: str, version: str, k
             runtime.remove_image(ref)
         except RacetrackError as exc:  # e.g. still used by a container: try again next time
             log.info("keeping image %s: %s", ref, exc.message)
+
+
+def prune_build_stages(runtime: Runtime, instance: str, name: str, keep: int) -> None:
+    """Remove a job's untagged build-stage images (multi-stage templates) beyond the newest `keep`:
+    they are only a build cache, and nothing else would ever remove them."""
+    for ref in runtime.list_images({naming.LABEL_INSTANCE: instance, LABEL_BUILD_STAGE: name})[keep:]:
+        try:
+            runtime.remove_image(ref)
+        except RacetrackError as exc:
+            log.info("keeping build-stage image %s: %s", ref, exc.message)
 
 
 def _drop_secret_files(manifest: Manifest, job_dir: Path) -> None:
