@@ -202,6 +202,9 @@ def test_a_perform_with_another_signature_fails_the_build_saying_what_is_expecte
     assert result.returncode != 0
     assert "func Perform has an unsupported signature" in output, output
     assert "func Perform(input map[string]interface{}) (interface{}, error)" in output
+    leftovers = daemon.docker.images.list(filters={"label": [f"racetrackd.instance={daemon.instance}",
+                                                             "racetrackd.build-stage=go-wrong"]})
+    assert leftovers, "the failed build's untagged image is not labelled for clean-up"
 
 
 def test_the_job_container_logs_start_up(go_adder: Daemon) -> None:

@@ -10,6 +10,9 @@ RUN cd /opt/racetrack/tools && go build -trimpath -o /opt/racetrack/bin/ ./perfo
  && cd /tmp/warmup && /opt/racetrack/bin/perform-adapter . racetrack_job_wrapper/zz_perform_adapter.go \
  && go test -trimpath -count=1 ./racetrack_job_wrapper && go build -trimpath -o /dev/null ./racetrack_job_wrapper \
  && cd / && rm -rf /tmp/warmup
+# Everything below is this job's, and its images stay untagged: labelled here, even a failed
+# build's leftovers are found and removed with the daemon's other images.
+LABEL racetrackd.instance="main" racetrackd.build-stage="go-adder"
 
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends jq libvips42 \
@@ -23,7 +26,6 @@ RUN if [ ! -f go.mod ]; then go mod init "racetrackd-job/go-adder"; fi \
  && /opt/racetrack/bin/perform-adapter . racetrack_job_wrapper/zz_perform_adapter.go
 # The secret build env (private module proxy credentials, say) is fetched for this step only.
 RUN /opt/racetrack/bin/with-build-secrets http://172.18.0.1:7102/lifecycle/api/v1/build-secrets/go-adder/1.0.0/0123abcd go build -trimpath -o /opt/racetrack/job-server ./racetrack_job_wrapper
-LABEL racetrackd.instance="main" racetrackd.build-stage="go-adder"
 
 FROM debian:bookworm-slim
 RUN useradd --uid 1000 --user-group --home-dir /src/job --no-create-home --shell /usr/sbin/nologin job

@@ -13,6 +13,9 @@ RUN cd /opt/racetrack/tools && go build -trimpath -o /opt/racetrack/bin/ ./perfo
  && cd /tmp/warmup && /opt/racetrack/bin/perform-adapter . racetrack_job_wrapper/zz_perform_adapter.go \
  && go test -trimpath -count=1 ./racetrack_job_wrapper && go build -trimpath -o /dev/null ./racetrack_job_wrapper \
  && cd / && rm -rf /tmp/warmup
+# Everything below is this job's, and its images stay untagged: labelled here, even a failed
+# build's leftovers are found and removed with the daemon's other images.
+LABEL racetrackd.instance="main" racetrackd.build-stage="go-adder"
 ENV GREETING="say \"hi\" to \$USER"
 
 COPY job/ /src/job/
@@ -21,7 +24,6 @@ RUN if [ ! -f go.mod ]; then go mod init "racetrackd-job/go-adder"; fi \
  && cp -r /opt/racetrack/go_wrapper/. racetrack_job_wrapper/ && rm -f racetrack_job_wrapper/*_test.go \
  && /opt/racetrack/bin/perform-adapter . racetrack_job_wrapper/zz_perform_adapter.go
 RUN go build -trimpath -o /opt/racetrack/job-server ./racetrack_job_wrapper
-LABEL racetrackd.instance="main" racetrackd.build-stage="go-adder"
 
 FROM debian:bookworm-slim
 RUN useradd --uid 1000 --user-group --home-dir /src/job --no-create-home --shell /usr/sbin/nologin job
