@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"log"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -41,8 +42,12 @@ func main() {
 		_ = server.Shutdown(ctx)
 		close(stopped)
 	}()
+	listener, err := net.Listen("tcp", listenAddress)
+	if err != nil {
+		log.Fatalf("racetrackd: cannot listen on %s: %v", listenAddress, err)
+	}
 	job.logger.Info("job " + options.JobName + " " + options.JobVersion + " is ready, listening on " + listenAddress)
-	if err := server.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := server.Serve(listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		log.Fatalf("racetrackd: cannot serve on %s: %v", listenAddress, err)
 	}
 	<-stopped
