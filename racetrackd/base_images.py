@@ -121,4 +121,3 @@ def ensure_base_image(runtime: Runtime, kind: BaseImageKind, preferred: str, wor
     if not runtime.image_exists(kind.local_name):
         build_base_image(runtime, kind, kind.local_name, DEFAULT_SUITE, None, workdir)
     return kind.local_name
-
