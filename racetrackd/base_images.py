@@ -7,6 +7,7 @@ already trusts is the one used.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import shutil
@@ -21,9 +22,28 @@ from racetrackd.runtime import Runtime
 log = logging.getLogger(__name__)
 
 LOCAL_PYTHON_IMAGE = "racetrackd/python3-base:bookworm"
+LOCAL_GOLANG_IMAGE = "racetrackd/golang-base:bookworm"
 DEFAULT_SUITE = "bookworm"
-PACKAGES = ("python3", "python3-venv", "ca-certificates")
 APT_SOURCES = (Path("/etc/apt/sources.list.d"), Path("/etc/apt/sources.list"))
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseImageKind:
+    """What a locally built base image of one job type holds."""
+
+    local_name: str
+    packages: tuple[str, ...]
+    changes: tuple[str, ...]  # Dockerfile instructions applied on import
+
+
+KINDS = {
+    "python3": BaseImageKind(LOCAL_PYTHON_IMAGE, ("python3", "python3-venv", "ca-certificates"),
+                             ("ENV LANG=C.UTF-8", 'CMD ["python3"]')),
+    # Debian's Go toolchain: golang:*-bookworm images need a registry. No gcc (cgo stays off) and
+    # no git (modules come through GOPROXY, or vendored).
+    "golang": BaseImageKind(LOCAL_GOLANG_IMAGE, ("golang-go", "ca-certificates"),
+                            ("ENV LANG=C.UTF-8", "ENV GOPATH=/go", 'CMD ["go", "version"]')),
+}
 
 
 def find_mirror(suite: str, sources: tuple[Path, ...] = APT_SOURCES) -> str:
@@ -66,8 +86,9 @@ def _mirror_in_list(text: str, suite: str) -> str | None:
     return None
 
 
-def build_python_base_image(runtime: Runtime, name: str, suite: str, mirror: str | None, workdir: Path) -> str:
-    """Bootstrap Debian `suite` with python3 and import it into Docker as `name`."""
+def build_base_image(runtime: Runtime, kind: BaseImageKind, name: str, suite: str, mirror: str | None,
+                     workdir: Path) -> str:
+    """Bootstrap Debian `suite` with the packages of `kind` and import it into Docker as `name`."""
     if shutil.which("debootstrap") is None:
         raise RacetrackError("debootstrap is not installed", hint="apt-get install -y debootstrap")
     mirror = mirror or find_mirror(suite)
@@ -75,7 +96,8 @@ def build_python_base_image(runtime: Runtime, name: str, suite: str, mirror: str
     with tempfile.TemporaryDirectory(dir=workdir, prefix="rootfs-") as tmp:
         rootfs = Path(tmp) / "rootfs"
         log.info("bootstrapping Debian %s from %s", suite, mirror)
-        command = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", suite, str(rootfs), mirror]
+        command = ["debootstrap", "--variant=minbase", f"--include={','.join(kind.packages)}", suite, str(rootfs),
+                   mirror]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
@@ -83,12 +105,12 @@ def build_python_base_image(runtime: Runtime, name: str, suite: str, mirror: str
         archive = Path(tmp) / "rootfs.tar"
         with tarfile.open(archive, "w") as tar:
             tar.add(rootfs, arcname=".")
-        runtime.import_rootfs(archive, name, ["ENV LANG=C.UTF-8", 'CMD ["python3"]'])
+        runtime.import_rootfs(archive, name, list(kind.changes))
     return name
 
 
-def ensure_python_base_image(runtime: Runtime, preferred: str, workdir: Path) -> str:
-    """`preferred` when present or pullable; else a local image, built when missing. Returns its name."""
+def ensure_base_image(runtime: Runtime, kind: BaseImageKind, preferred: str, workdir: Path) -> str:
+    """`preferred` when present or pullable; else `kind`'s local image, built when missing. Returns its name."""
     if runtime.image_exists(preferred):
         return preferred
     try:
@@ -96,6 +118,6 @@ def ensure_python_base_image(runtime: Runtime, preferred: str, workdir: Path) ->
         return preferred
     except RacetrackError as exc:
         log.info("cannot pull %s (%s); using a locally built base image", preferred, exc.message)
-    if not runtime.image_exists(LOCAL_PYTHON_IMAGE):
-        build_python_base_image(runtime, LOCAL_PYTHON_IMAGE, DEFAULT_SUITE, None, workdir)
-    return LOCAL_PYTHON_IMAGE
+    if not runtime.image_exists(kind.local_name):
+        build_base_image(runtime, kind, kind.local_name, DEFAULT_SUITE, None, workdir)
+    return kind.local_name

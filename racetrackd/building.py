@@ -30,6 +30,7 @@ LOG_TAIL_LINES = 20
 LABEL_COMMIT = "racetrackd.git-commit"
 LABEL_MANIFEST_DIGEST = "racetrackd.manifest-digest"
 LABEL_JOB_TYPE = "racetrackd.job-type"
+LABEL_BUILD_STAGE = "racetrackd.build-stage"  # on a multi-stage build's intermediate stage: the job name
 
 
 class ImageBuilder:
@@ -67,14 +68,17 @@ class ImageBuilder:
               secrets: jobsecrets.JobSecrets) -> str:
         """Build the job's image; returns its reference. BuildError ends with the failing output."""
         base_image = getattr(self.settings, job_type.base_image_setting) if job_type.base_image_setting else ""
+        runtime_image = getattr(self.settings, job_type.runtime_image_setting) if job_type.runtime_image_setting else ""
         secrets_url, digest = self._secrets_url(manifest, secrets)
         dockerfile = render_dockerfile(job_type.plugin_dir, job_type.dockerfile_template, jobtypes.template_variables(
-            manifest=manifest, job_type=job_type, base_image=base_image,
+            manifest=manifest, job_type=job_type, base_image=base_image, runtime_image=runtime_image,
+            build_stage_labels={naming.LABEL_INSTANCE: self.settings.instance, LABEL_BUILD_STAGE: manifest.name},
             build={
                 "ca_bundle": self.settings.build_ca_bundle is not None,
                 "pip_index_url": self.settings.build_pip_index_url,
                 "pip_extra_index_url": self.settings.build_pip_extra_index_url,
                 "pip_trusted_host": self.settings.build_pip_trusted_host,
+                "goproxy": self.settings.build_goproxy,
                 "secrets_url": secrets_url,
                 "secret_names": sorted(secrets.build_env),
             },
@@ -116,6 +120,7 @@ class ImageBuilder:
 
     def collect_old_images(self, name: str, version: str) -> None:
         prune_job_images(self.runtime, self.settings.instance, name, version, self.settings.keep_images)
+        prune_build_stages(self.runtime, self.settings.instance, name, self.settings.keep_images)
 
 
 def prune_job_images(runtime: Runtime, instance: str, name: str, version: str, keep: int) -> None:
@@ -128,6 +133,16 @@ def prune_job_images(runtime: Runtime, instance: str, name: str, version: str, k
             runtime.remove_image(ref)
         except RacetrackError as exc:  # e.g. still used by a container: try again next time
             log.info("keeping image %s: %s", ref, exc.message)
+
+
+def prune_build_stages(runtime: Runtime, instance: str, name: str, keep: int) -> None:
+    """Remove a job's untagged build-stage images (multi-stage templates) beyond the newest `keep`:
+    they are only a build cache, and nothing else would ever remove them."""
+    for ref in runtime.list_images({naming.LABEL_INSTANCE: instance, LABEL_BUILD_STAGE: name})[keep:]:
+        try:
+            runtime.remove_image(ref)
+        except RacetrackError as exc:
+            log.info("keeping build-stage image %s: %s", ref, exc.message)
 
 
 def _drop_secret_files(manifest: Manifest, job_dir: Path) -> None:

@@ -78,19 +78,31 @@ def base_images_group() -> None:
     """Base images for job types, for hosts that cannot pull from a registry."""
 
 
+JOB_TYPE_OPTION = click.option("--job-type", type=click.Choice(sorted(base_images.KINDS)), default="python3",
+                               show_default=True, help="Job type the base image is for.")
+BASE_IMAGE_SETTING = {"python3": ("python_base_image", "RACETRACK_PYTHON_BASE_IMAGE"),
+                      "golang": ("golang_base_image", "RACETRACK_GOLANG_BASE_IMAGE")}
+
+
 @base_images_group.command("build")
-@click.option("--name", default=base_images.LOCAL_PYTHON_IMAGE, show_default=True, help="Image name to create.")
+@JOB_TYPE_OPTION
+@click.option("--name", default=None, help="Image name to create (default: racetrackd/<job type>-base:bookworm).")
 @click.option("--suite", default=base_images.DEFAULT_SUITE, show_default=True, help="Debian release.")
 @click.option("--mirror", default=None, help="Debian mirror URL (default: the host's apt sources).")
-def build_base_image(name: str, suite: str, mirror: str | None) -> None:
-    """Build a python3 base image from Debian packages (debootstrap + docker import)."""
+def build_base_image(job_type: str, name: str | None, suite: str, mirror: str | None) -> None:
+    """Build a base image from Debian packages (debootstrap + docker import)."""
     settings = _settings()
-    image = base_images.build_python_base_image(DockerRuntime(), name, suite, mirror, settings.data_dir / "tmp")
-    click.echo(f"built {image}; use it with RACETRACK_PYTHON_BASE_IMAGE={image}")
+    kind = base_images.KINDS[job_type]
+    image = base_images.build_base_image(DockerRuntime(), kind, name or kind.local_name, suite, mirror,
+                                         settings.data_dir / "tmp")
+    click.echo(f"built {image}; use it with {BASE_IMAGE_SETTING[job_type][1]}={image}")
 
 
 @base_images_group.command("ensure")
-def ensure_base_image() -> None:
-    """Print a python3 base image that is usable here: the configured one, or a local build."""
+@JOB_TYPE_OPTION
+def ensure_base_image(job_type: str) -> None:
+    """Print a base image that is usable here: the configured one, or a local build."""
     settings = _settings()
-    click.echo(base_images.ensure_python_base_image(DockerRuntime(), settings.python_base_image, settings.data_dir / "tmp"))
+    preferred = getattr(settings, BASE_IMAGE_SETTING[job_type][0])
+    click.echo(base_images.ensure_base_image(DockerRuntime(), base_images.KINDS[job_type], preferred,
+                                             settings.data_dir / "tmp"))

@@ -46,6 +46,8 @@ class JobType:
     base_image_setting: str | None  # Settings field naming the default base image, if any
     extra_fields: tuple[ExtraField, ...] = ()
     plugin_name: str = ""  # the plugin providing it, whose hooks apply to its jobs
+    # Settings field naming the image a multi-stage template runs the job in (`runtime_image`), if any
+    runtime_image_setting: str | None = None
 
     @property
     def full_name(self) -> str:
@@ -94,6 +96,9 @@ def load_job_types(plugin_dir: Path, manifest: PluginManifest) -> list[JobType]:
         base_image_setting = spec.get("base_image_setting")
         if base_image_setting is not None and not isinstance(base_image_setting, str):
             raise PluginInvalid(f"job_types.{name}.base_image_setting: must be the name of a setting")
+        runtime_image_setting = spec.get("runtime_image_setting")
+        if runtime_image_setting is not None and not isinstance(runtime_image_setting, str):
+            raise PluginInvalid(f"job_types.{name}.runtime_image_setting: must be the name of a setting")
         job_types.append(JobType(
             name=name,
             version=manifest.version,
@@ -102,15 +107,21 @@ def load_job_types(plugin_dir: Path, manifest: PluginManifest) -> list[JobType]:
             base_image_setting=base_image_setting,
             extra_fields=tuple(fields),
             plugin_name=manifest.name,
+            runtime_image_setting=runtime_image_setting,
         ))
     return job_types
 
 
 def template_variables(*, manifest: Manifest, job_type: JobType, base_image: str, build: dict[str, Any],
-                       git_version: str, racetrackd_version: str) -> dict[str, Any]:
+                       git_version: str, racetrackd_version: str, runtime_image: str = "",
+                       build_stage_labels: dict[str, str] | None = None) -> dict[str, Any]:
     """What a job type's Dockerfile template receives (docs/plugins.md lists them)."""
     return {
         "base_image": base_image,
+        "runtime_image": runtime_image,
+        # For the build stages of a multi-stage template: their images are left untagged, and these
+        # labels are how they are found and removed with the daemon's other images.
+        "build_stage_labels": build_stage_labels or {},
         "build": build,
         "manifest": manifest.raw,
         "jobtype_extra": manifest.jobtype_extra,

@@ -103,7 +103,7 @@ class PluginStore:
         self.root = data_dir / "plugins"
         self.root.mkdir(parents=True, exist_ok=True)
         self.changes = ChangeSignal(data_dir / CHANGE_SIGNAL_FILE)
-        self.base_image_of = base_image_of or {}  # setting name -> value, for rendering templates at install
+        self.base_image_of = base_image_of or {}  # image setting name -> value, for rendering templates at install
         self._lock = threading.Lock()
         self._seen: bytes | None = None
         self._plugins: list[Plugin] = []
@@ -112,7 +112,7 @@ class PluginStore:
     def from_settings(cls, settings: Settings) -> PluginStore:
         """Built-in plugins from jobtype_plugins/, uploaded ones from DATA_DIR/plugins."""
         base_images = {field.name: getattr(settings, field.name) for field in dataclasses.fields(settings)
-                       if field.name.endswith("_base_image")}
+                       if field.name.endswith(("_base_image", "_runtime_image"))}
         return cls([BUILTIN_PLUGINS_DIR], settings.data_dir, base_images)
 
     # ---- reading
@@ -192,10 +192,11 @@ class PluginStore:
 
     def _render_sample(self, job_type: JobType) -> None:
         """Render the template once with a sample job, so a misspelt variable fails the install, not a build."""
-        if job_type.base_image_setting and job_type.base_image_setting not in self.base_image_of:
-            raise PluginInvalid(f"job_types.{job_type.name}.base_image_setting: no setting "
-                                f"{job_type.base_image_setting!r} (base image settings: "
-                                f"{', '.join(sorted(self.base_image_of)) or 'none'})")
+        for key, setting in (("base_image_setting", job_type.base_image_setting),
+                             ("runtime_image_setting", job_type.runtime_image_setting)):
+            if setting and setting not in self.base_image_of:
+                raise PluginInvalid(f"job_types.{job_type.name}.{key}: no setting {setting!r} (image settings: "
+                                    f"{', '.join(sorted(self.base_image_of)) or 'none'})")
         try:
             manifest = validate_manifest({
                 "name": "plugin-check", "version": "0.0.1", "owner_email": "plugin-check@example.com",
@@ -206,8 +207,10 @@ class PluginStore:
         variables = jobtypes.template_variables(
             manifest=manifest, job_type=job_type,
             base_image=self.base_image_of.get(job_type.base_image_setting or "", "") or "sample:latest",
+            runtime_image=self.base_image_of.get(job_type.runtime_image_setting or "", ""),
+            build_stage_labels={"racetrackd.instance": "plugin-check"},
             build={"ca_bundle": False, "pip_index_url": None, "pip_extra_index_url": None, "pip_trusted_host": None,
-                   "secrets_url": "", "secret_names": []},
+                   "goproxy": None, "secrets_url": "", "secret_names": []},
             git_version="0000000", racetrackd_version="0.0.0",
         )
         try:

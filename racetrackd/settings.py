@@ -164,6 +164,11 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "A non-default name also prefixes container names, so two daemons can share one engine."),
     SettingSpec("python_base_image", "python:3.11-slim", str,
                 "Base image of python3 jobs. Air-gapped hosts: build one with `racetrackd base-images build`."),
+    SettingSpec("golang_base_image", "golang:1.21-bookworm", str,
+                "Image golang jobs are compiled in (a Go toolchain on Debian). Air-gapped hosts: build one with "
+                "`racetrackd base-images build --job-type golang`."),
+    SettingSpec("golang_runtime_image", "debian:bookworm-slim", str,
+                "Image golang jobs run in (any Debian-based image: system_dependencies are installed with apt)."),
     SettingSpec("build_ca_bundle", "", _parse_existing_file,
                 "CA bundle (PEM) given to image builds, for package indexes behind a TLS-intercepting proxy."),
     SettingSpec("build_pip_index_url", "", _parse_optional_str, "Package index used by pip inside image builds."),
@@ -171,6 +176,9 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Extra package index(es) for pip inside image builds (space-separated)."),
     SettingSpec("build_pip_trusted_host", "", _parse_optional_str,
                 "Host(s) pip may reach without TLS verification inside image builds (space-separated)."),
+    SettingSpec("build_goproxy", "", _parse_optional_str,
+                "GOPROXY for golang job builds (e.g. a private module proxy); empty: Go's default. "
+                "A build argument: never in the job's runtime environment."),
     SettingSpec("build_timeout", "1800", _parse_seconds, "Seconds an image build may take before it is stopped."),
     SettingSpec("build_concurrency", "1", _parse_positive_int,
                 "Deployments carried out at once; more wait in a queue (one per job version at a time)."),
@@ -237,10 +245,13 @@ class Settings:
     job_addressing: str
     instance: str
     python_base_image: str
+    golang_base_image: str
+    golang_runtime_image: str
     build_ca_bundle: Path | None
     build_pip_index_url: str | None
     build_pip_extra_index_url: str | None
     build_pip_trusted_host: str | None
+    build_goproxy: str | None
     build_timeout: float
     build_concurrency: int
     build_memory: float

@@ -6,6 +6,14 @@ cd "$(dirname "$0")/.."
 
 base_image=$(scripts/setup-host.sh | tail -n 1)
 export RACETRACK_PYTHON_BASE_IMAGE="${RACETRACK_PYTHON_BASE_IMAGE:-$base_image}"
+# golang jobs: a Go toolchain image (setup-host.sh built one from Debian's golang-go when none can
+# be pulled) and any Debian image to run in (the python3 base image when debian:bookworm-slim
+# cannot be had).
+export RACETRACK_GOLANG_BASE_IMAGE="${RACETRACK_GOLANG_BASE_IMAGE:-$(.venv/bin/racetrackd base-images ensure --job-type golang)}"
+if [ -z "${RACETRACK_GOLANG_RUNTIME_IMAGE:-}" ] && ! docker image inspect debian:bookworm-slim >/dev/null 2>&1 \
+   && ! docker pull -q debian:bookworm-slim >/dev/null 2>&1; then
+  export RACETRACK_GOLANG_RUNTIME_IMAGE="$base_image"
+fi
 # A host whose package index sits behind a TLS-intercepting proxy trusts its CA in this
 # bundle; builds get the same trust (harmless elsewhere).
 if [ -z "${RACETRACK_BUILD_CA_BUNDLE:-}" ] && [ -f /etc/ssl/certs/ca-certificates.crt ]; then

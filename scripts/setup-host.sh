@@ -56,10 +56,17 @@ if as_root_with_apt && [ ! -x /usr/bin/chromium ]; then
   apt_install chromium
 fi
 
-# 5. A python3 base image. `ensure` uses the configured one when present or pullable, and
-#    otherwise builds one from Debian packages (needs debootstrap).
+# 5. Base images. `ensure` uses the configured one when present or pullable, and otherwise
+#    builds one from Debian packages (needs debootstrap): the Go toolchain first, then python3,
+#    whose name is printed last (quickstart reads it).
 if as_root_with_apt && ! command -v debootstrap >/dev/null 2>&1; then
   say "installing debootstrap (for base images on hosts without a registry)"
   apt_install debootstrap
 fi
+# Debian's Go toolchain on the host runs the golang job type's Go tests (tests/unit/test_golang_wrapper.py).
+if as_root_with_apt && ! command -v go >/dev/null 2>&1; then
+  say "installing golang-go (for the golang job type's tests)"
+  apt_install golang-go
+fi
+.venv/bin/racetrackd base-images ensure --job-type golang >&2
 .venv/bin/racetrackd base-images ensure

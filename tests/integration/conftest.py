@@ -28,6 +28,9 @@ REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "jobs"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 BASE_IMAGE_CANDIDATES = ("python:3.11-slim", "racetrackd/python3-base:bookworm")
+# golang jobs: a Go toolchain image, and a Debian image to run in (the python3 base image is one).
+GOLANG_BASE_IMAGE_CANDIDATES = ("golang:1.21-bookworm", "racetrackd/golang-base:bookworm")
+GOLANG_RUNTIME_IMAGE_CANDIDATES = ("debian:bookworm-slim",)
 
 
 @dataclass
@@ -116,13 +119,20 @@ def docker_client() -> Iterator[docker.DockerClient]:
 @pytest.fixture(scope="session")
 def base_image(docker_client: docker.DockerClient) -> str:
     """A python3 base image present locally (CI builds one with `racetrackd base-images build`)."""
-    for name in BASE_IMAGE_CANDIDATES:
+    name = _first_local_image(docker_client, BASE_IMAGE_CANDIDATES)
+    if name is None:
+        pytest.fail("no python3 base image; run: racetrackd base-images build")
+    return name
+
+
+def _first_local_image(docker_client: docker.DockerClient, candidates: tuple[str, ...]) -> str | None:
+    for name in candidates:
         try:
             docker_client.images.get(name)
         except docker.errors.ImageNotFound:
             continue
         return name
-    pytest.fail("no python3 base image; run: racetrackd base-images build")
+    return None
 
 
 def launch_daemon(data_dir: Path, docker_client: docker.DockerClient, base_image: str, **extra_env: str) -> Daemon:
@@ -140,6 +150,11 @@ def launch_daemon(data_dir: Path, docker_client: docker.DockerClient, base_image
         "RACETRACK_AUTH_FAILURE_LIMIT": "10000",  # tests fail auth on purpose, from one address; test_auth checks the limit
         "RACETRACK_INSTANCE": instance,
         "RACETRACK_PYTHON_BASE_IMAGE": base_image,
+        # When absent, the defaults stand: a golang build then fails naming the image to build (setup-host.sh does).
+        "RACETRACK_GOLANG_BASE_IMAGE": _first_local_image(docker_client, GOLANG_BASE_IMAGE_CANDIDATES)
+        or GOLANG_BASE_IMAGE_CANDIDATES[0],
+        "RACETRACK_GOLANG_RUNTIME_IMAGE": _first_local_image(docker_client, GOLANG_RUNTIME_IMAGE_CANDIDATES)
+        or base_image,
         "RACETRACK_HTTP_WORKERS": "2",
         "RACETRACK_JOB_START_TIMEOUT": "120",
         "RACETRACK_SUPERVISOR_INTERVAL": "1",

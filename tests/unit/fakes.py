@@ -13,7 +13,10 @@ from typing import IO, Any
 import pytest
 import requests
 
+from jobmanifest import validate_manifest
+from racetrackd.jobtypes import discover, resolve, template_variables
 from racetrackd.runtime import ContainerSpec, ContainerState
+from racetrackd.settings import BUILTIN_PLUGINS_DIR
 
 
 class FakeRuntime:
@@ -151,6 +154,17 @@ def write_job(directory: Path, files: dict[str, str]) -> Path:
         (directory / name).parent.mkdir(parents=True, exist_ok=True)
         (directory / name).write_text(text)
     return directory
+
+
+def dockerfile_variables(manifest_data: dict[str, Any], *, job_type_version: str, base_image: str,
+                         build: dict[str, Any], runtime_image: str = "",
+                         build_stage_labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """The variables `racetrackd.building.ImageBuilder.build` gives a job type's template, with fixed values."""
+    return template_variables(
+        manifest=validate_manifest(manifest_data), job_type=resolve(job_type_version, discover([BUILTIN_PLUGINS_DIR])),
+        base_image=base_image, runtime_image=runtime_image, build_stage_labels=build_stage_labels, build=build,
+        git_version="", racetrackd_version="0.1.0",
+    )
 
 
 def sample_manifest(**overrides: Any) -> dict[str, Any]:

@@ -12,11 +12,10 @@ from typing import Any
 import pytest
 
 from builders.dockerfile import docker_quote, render_dockerfile
-from jobmanifest import validate_manifest
 from racetrackd.errors import JobTypeError
-from racetrackd.jobtypes import discover, resolve, template_variables
+from racetrackd.jobtypes import discover, resolve
 from racetrackd.settings import BUILTIN_PLUGINS_DIR
-from tests.unit.fakes import sample_manifest
+from tests.unit.fakes import dockerfile_variables, sample_manifest
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -24,13 +23,9 @@ GOLDEN = Path(__file__).parent / "golden"
 def python3_variables(manifest_data: dict[str, Any], ca_bundle: bool, pip_index_url: str | None,
                       secrets_url: str = "") -> dict[str, Any]:
     """The variables `racetrackd.building.ImageBuilder.build` passes, with fixed values."""
-    manifest = validate_manifest(manifest_data)
-    return template_variables(
-        manifest=manifest, job_type=resolve("python3:1.0.0", discover([BUILTIN_PLUGINS_DIR])),
-        base_image="python:3.11-slim",
-        build={"ca_bundle": ca_bundle, "pip_index_url": pip_index_url, "secrets_url": secrets_url},
-        git_version="", racetrackd_version="0.1.0",
-    )
+    return dockerfile_variables(manifest_data, job_type_version="python3:1.0.0", base_image="python:3.11-slim",
+                                build={"ca_bundle": ca_bundle, "pip_index_url": pip_index_url,
+                                       "secrets_url": secrets_url})
 
 
 def render_python3(variables: dict[str, Any]) -> str:

@@ -1,0 +1,3 @@
+module racetrackd.local/golang-tools
+
+go 1.19

@@ -1,0 +1,240 @@
+// Command perform-adapter connects a golang job's code to the wrapper, at image build time.
+//
+//	perform-adapter JOB_DIR OUTPUT_FILE
+//
+// It reads the module path from JOB_DIR/go.mod, finds `func Perform` in the package at the
+// module root (parsing only: nothing is compiled or run), and writes a Go file for the
+// wrapper's package that calls it with the signature it has:
+//
+//	func Perform(args []interface{}, kwargs map[string]interface{}) (interface{}, error)
+//	func Perform(input map[string]interface{}) (interface{}, error)
+//
+// `func DocsInputExample() map[string]interface{}`, when present, gives the API page its
+// example. Anything else ends the build with one message saying what was found and what is
+// expected. Standard library only.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"go/ast"
+	"go/format"
+	"go/parser"
+	"go/token"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// The two conventions, by the text of their parameter lists (`any` is `interface{}`).
+const (
+	SignatureArgsKwargs = "args-kwargs"
+	SignatureInput      = "input"
+)
+
+var expected = "expected one of:\n" +
+	"  func Perform(args []interface{}, kwargs map[string]interface{}) (interface{}, error)\n" +
+	"  func Perform(input map[string]interface{}) (interface{}, error)"
+
+// Job is what the adapter needs to know about the job's root package.
+type Job struct {
+	ModulePath  string
+	PackageName string
+	Signature   string // SignatureArgsKwargs or SignatureInput
+	HasExample  bool
+}
+
+func main() {
+	if len(os.Args) != 3 {
+		fmt.Fprintln(os.Stderr, "usage: perform-adapter JOB_DIR OUTPUT_FILE")
+		os.Exit(2)
+	}
+	job, err := Inspect(os.Args[1])
+	if err == nil {
+		err = os.WriteFile(os.Args[2], Adapter(job), 0o644)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "golang job: %v\n", err)
+		os.Exit(1)
+	}
+	fmt.Printf("golang job: package %s (%s) has Perform with the %s signature\n", job.PackageName, job.ModulePath, job.Signature)
+}
+
+// Inspect reads the job's go.mod and the Go files of its root package.
+func Inspect(dir string) (Job, error) {
+	modulePath, err := readModulePath(filepath.Join(dir, "go.mod"))
+	if err != nil {
+		return Job{}, err
+	}
+	files, err := parseRootPackage(dir)
+	if err != nil {
+		return Job{}, err
+	}
+	job := Job{ModulePath: modulePath}
+	var performs []*ast.FuncDecl
+	for _, file := range files {
+		if job.PackageName == "" {
+			job.PackageName = file.Name.Name
+		}
+		for _, decl := range file.Decls {
+			fn, ok := decl.(*ast.FuncDecl)
+			if !ok || fn.Recv != nil {
+				continue
+			}
+			switch fn.Name.Name {
+			case "Perform":
+				performs = append(performs, fn)
+			case "DocsInputExample":
+				job.HasExample = signatureOf(fn.Type) == "() (map[string]interface{})"
+			}
+		}
+	}
+	if job.PackageName == "main" {
+		return Job{}, errors.New("the package in the job's root directory is `package main`, which cannot be " +
+			"imported; give it another name (e.g. `package adder`): racetrackd supplies main()")
+	}
+	if len(performs) == 0 {
+		return Job{}, fmt.Errorf("no func Perform in package %s (the .go files in the job's root directory); %s",
+			job.PackageName, expected)
+	}
+	switch signatureOf(performs[0].Type) {
+	case "([]interface{}, map[string]interface{}) (interface{}, error)":
+		job.Signature = SignatureArgsKwargs
+	case "(map[string]interface{}) (interface{}, error)":
+		job.Signature = SignatureInput
+	default:
+		return Job{}, fmt.Errorf("func Perform has an unsupported signature:\n  func Perform%s\n%s",
+			strings.TrimPrefix(exprText(performs[0].Type), "func"), expected)
+	}
+	return job, nil
+}
+
+// readModulePath is the `module` directive of a go.mod (quoted or not).
+func readModulePath(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("cannot read the job's go.mod: %v", err)
+	}
+	scanner := bufio.NewScanner(bytes.NewReader(data))
+	for scanner.Scan() {
+		fields := strings.Fields(strings.SplitN(scanner.Text(), "//", 2)[0])
+		if len(fields) == 2 && fields[0] == "module" {
+			if unquoted, err := strconv.Unquote(fields[1]); err == nil {
+				return unquoted, nil
+			}
+			return fields[1], nil
+		}
+	}
+	return "", errors.New("the job's go.mod has no module directive")
+}
+
+func parseRootPackage(dir string) ([]*ast.File, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	fset := token.NewFileSet()
+	var files []*ast.File
+	packages := map[string]bool{}
+	for _, entry := range entries {
+		name := entry.Name()
+		if entry.IsDir() || !strings.HasSuffix(name, ".go") || strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		file, err := parser.ParseFile(fset, filepath.Join(dir, name), nil, parser.SkipObjectResolution)
+		if err != nil {
+			return nil, fmt.Errorf("cannot parse %v", err)
+		}
+		files = append(files, file)
+		packages[file.Name.Name] = true
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("no .go files in the job's root directory; %s", expected)
+	}
+	if len(packages) > 1 {
+		names := make([]string, 0, len(packages))
+		for name := range packages {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		return nil, fmt.Errorf("the job's root directory mixes packages %s", strings.Join(names, ", "))
+	}
+	return files, nil
+}
+
+// signatureOf is a function type's parameter and result types, without their names:
+// "([]interface{}, map[string]interface{}) (interface{}, error)".
+func signatureOf(fn *ast.FuncType) string {
+	return "(" + strings.Join(typesOf(fn.Params), ", ") + ") (" + strings.Join(typesOf(fn.Results), ", ") + ")"
+}
+
+func typesOf(fields *ast.FieldList) []string {
+	var types []string
+	if fields == nil {
+		return types
+	}
+	for _, field := range fields.List {
+		text := exprText(field.Type)
+		for count := max(len(field.Names), 1); count > 0; count-- {
+			types = append(types, text)
+		}
+	}
+	return types
+}
+
+func max(a, b int) int {
+	if a > b {
+		return a
+	}
+	return b
+}
+
+var anyWord = regexp.MustCompile(`\bany\b`)
+
+// exprText prints a type the way gofmt would, with `any` spelled `interface{}`.
+func exprText(expr ast.Expr) string {
+	var buf bytes.Buffer
+	if err := format.Node(&buf, token.NewFileSet(), expr); err != nil {
+		return ""
+	}
+	text := strings.ReplaceAll(buf.String(), "interface {\n}", "interface{}")
+	text = strings.ReplaceAll(text, "interface {}", "interface{}")
+	return anyWord.ReplaceAllString(text, "interface{}")
+}
+
+// Adapter is the Go source that plugs the job's Perform into the wrapper's package main.
+func Adapter(job Job) []byte {
+	call := "job.Perform(args, kwargs)"
+	if job.Signature == SignatureInput {
+		call = "job.Perform(kwargs)"
+	}
+	example := ""
+	if job.HasExample {
+		example = "\n\tdocsInputExample = job.DocsInputExample"
+	}
+	source := fmt.Sprintf(`// Code generated by racetrackd's perform-adapter at image build time. DO NOT EDIT.
+
+package main
+
+import job %q
+
+func init() {
+	performer = Performer{
+		Signature: %q,
+		Call: func(args []interface{}, kwargs map[string]interface{}) (interface{}, error) {
+			return %s
+		},
+	}%s
+}
+`, job.ModulePath, job.Signature, call, example)
+	formatted, err := format.Source([]byte(source))
+	if err != nil {
+		return []byte(source)
+	}
+	return formatted
+}

@@ -1,0 +1,3 @@
+module racetrackd.local/warmup-job
+
+go 1.19

@@ -1,0 +1,3 @@
+module example.com/go-adder
+
+go 1.19

@@ -1,0 +1,78 @@
+"""racetrackd.base_images: base images built from Debian packages when no registry answers."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from racetrackd import base_images
+from racetrackd.base_images import KINDS, LOCAL_GOLANG_IMAGE, LOCAL_PYTHON_IMAGE, build_base_image, ensure_base_image
+from racetrackd.errors import RacetrackError
+from tests.unit.fakes import FakeRuntime
+
+
+class NoRegistry(FakeRuntime):
+    def pull_image(self, ref: str) -> None:
+        self._record("pull_image", ref)
+        raise RacetrackError(f"pulling image {ref}: no such host")
+
+
+@pytest.fixture
+def debootstrap(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """A debootstrap that records its command line and leaves a one-file root filesystem."""
+    commands: list[list[str]] = []
+
+    def run(command: list[str], **_: Any) -> subprocess.CompletedProcess[str]:
+        commands.append(command)
+        rootfs = Path(command[-2])
+        (rootfs / "etc").mkdir(parents=True)
+        (rootfs / "etc" / "debian_version").write_text("12.0\n")
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(base_images.shutil, "which", lambda name: f"/usr/sbin/{name}")
+    monkeypatch.setattr(base_images.subprocess, "run", run)
+    return commands
+
+
+def test_the_golang_image_bootstraps_debians_go_toolchain(tmp_path: Path, debootstrap: list[list[str]]) -> None:
+    runtime = FakeRuntime()
+
+    name = build_base_image(runtime, KINDS["golang"], LOCAL_GOLANG_IMAGE, "bookworm", "http://mirror.test/debian",
+                            tmp_path)
+
+    assert name == "racetrackd/golang-base:bookworm"
+    (command,) = debootstrap
+    assert command[:3] == ["debootstrap", "--variant=minbase", "--include=golang-go,ca-certificates"]
+    assert command[3] == "bookworm" and command[-1] == "http://mirror.test/debian"
+    ((_, ref, changes),) = runtime.calls_to("import_rootfs")
+    assert ref == LOCAL_GOLANG_IMAGE
+    assert "ENV GOPATH=/go" in changes
+
+
+def test_the_python3_image_keeps_its_packages(tmp_path: Path, debootstrap: list[list[str]]) -> None:
+    build_base_image(FakeRuntime(), KINDS["python3"], LOCAL_PYTHON_IMAGE, "bookworm", "http://mirror.test/debian",
+                     tmp_path)
+
+    assert debootstrap[0][2] == "--include=python3,python3-venv,ca-certificates"
+
+
+def test_ensure_prefers_the_configured_image_when_it_can_be_pulled(tmp_path: Path) -> None:
+    runtime = FakeRuntime()
+
+    assert ensure_base_image(runtime, KINDS["golang"], "golang:1.21-bookworm", tmp_path) == "golang:1.21-bookworm"
+    assert runtime.calls_to("import_rootfs") == []
+
+
+def test_ensure_builds_the_local_golang_image_once_when_no_registry_answers(
+        tmp_path: Path, debootstrap: list[list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(base_images, "find_mirror", lambda suite: "http://mirror.test/debian")
+    runtime = NoRegistry()
+
+    first = ensure_base_image(runtime, KINDS["golang"], "golang:1.21-bookworm", tmp_path)
+    second = ensure_base_image(runtime, KINDS["golang"], "golang:1.21-bookworm", tmp_path)
+
+    assert first == second == LOCAL_GOLANG_IMAGE
+    assert len(debootstrap) == 1
