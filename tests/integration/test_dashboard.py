@@ -216,7 +216,7 @@ def test_an_admin_installs_a_plugin_zip_and_removes_it_with_confirmation(
     log_in_with_token(page, daemon.token, "/dashboard/admin")
 
     page.get_by_label("Install a plugin ZIP").set_input_files(str(archive))
-    page.get_by_role("button", name="Install").click()
+    page.get_by_role("button", name="Install", exact=True).click()
 
     row = page.locator("#plugins tr", has_text="shell-job-type 0.9.0")
     expect(row).to_contain_text("uploaded")
