@@ -30,8 +30,8 @@ class _FakeDeployer:
     def replica_names(self, job: Job) -> list[str]:
         return [naming.replica_container_name(job.container_name, i) for i in range(job.replicas)]
 
-    def address_of(self, container: str) -> str:
-        return f"127.0.0.1:{40000 + len(container)}"
+    def address_of(self, container: str, port: int) -> str:
+        return f"127.0.{port - 7000}.1:{40000 + len(container)}"
 
 
 def _spec(name: str, instance: str) -> ContainerSpec:
@@ -48,7 +48,7 @@ def world(make_settings: Callable[..., Settings], runtime: FakeRuntime,
     open_database(settings.database_path)
     deployer = _FakeDeployer(runtime)
     probes: dict[str, Any] = {"live": 200, "ready": 200}
-    monkeypatch.setattr("racetrackd.supervisor.probe", lambda address, path: (probes[path.strip("/")], None))
+    monkeypatch.setattr("racetrackd.probes.probe", lambda address, path: (probes[path.strip("/")], None))
     supervisor = Supervisor(settings, runtime, deployer)  # type: ignore[arg-type]
     return supervisor, runtime, deployer, probes
 
@@ -174,7 +174,7 @@ def test_replicas_are_checked_each_and_only_ready_ones_receive_calls(world: Any,
 
     row = Job.find("adder", "1.0.0")
     assert row is not None and row.status == JobStatus.CRASHED
-    assert row.ready_addresses() == [deployer.address_of("job-adder-v-1-0-0"), deployer.address_of("job-adder-v-1-0-0-1")]
+    assert row.ready_addresses() == [deployer.address_of("job-adder-v-1-0-0", 7000), deployer.address_of("job-adder-v-1-0-0-1", 7000)]
     assert ("start_container", ("job-adder-v-1-0-0-2",)) in runtime.calls
     supervisor.check(row)
     healed = Job.find("adder", "1.0.0")
