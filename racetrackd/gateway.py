@@ -125,6 +125,12 @@ class Gateway:
         if route.path_mode != WRAPPER and endpoint in pathmapping.DAEMON_ANSWERED:
             await self._answer_for_job(call, route, endpoint, send)
             return
+        if pathmapping.lacks_root_slash(route.path_mode, _rest_of_path(call.scope, 5)):
+            query = call.scope.get("query_string") or b""
+            location = call.scope["path"] + "/" + ("?" + query.decode("latin-1") if query else "")
+            await _send_json(send, 308, {"location": location}, call.request_id,
+                             [(b"location", location.encode("latin-1"))])
+            return
         target = _job_target(call.scope, route, 5)
         route = await self._route(call, route)
         deadline = asyncio.get_running_loop().time() + route.call_timeout
@@ -394,14 +400,20 @@ def _endpoint(path: str, prefix_segments: int) -> str:
     return "/" + pieces[prefix_segments] if len(pieces) > prefix_segments else "/"
 
 
+def _rest_of_path(scope: Scope, maxsplit: int) -> bytes | None:
+    """The raw (still percent-encoded) path after the gateway's own segments; None when it ended
+    at the version (`/pub/job/adder/1.0.0`, as opposed to `/pub/job/adder/1.0.0/`)."""
+    raw = scope.get("raw_path") or scope["path"].encode()
+    pieces = raw.split(b"/", maxsplit)
+    return pieces[maxsplit] if len(pieces) > maxsplit else None
+
+
 def _job_target(scope: Scope, route: Route, maxsplit: int) -> bytes:
     """The job-side path for the rest of the path as sent (racetrackd.pathmapping), query kept.
 
     `maxsplit` splits the gateway's own segments off the raw (still percent-encoded) path.
     """
-    raw = scope.get("raw_path") or scope["path"].encode()
-    pieces = raw.split(b"/", maxsplit)
-    rest = pieces[maxsplit] if len(pieces) > maxsplit else b""
+    rest = _rest_of_path(scope, maxsplit) or b""
     target = pathmapping.job_path(route.path_mode, route.name, route.version, rest)
     if target is None:
         raise NotFoundError(

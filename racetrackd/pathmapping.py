@@ -39,6 +39,15 @@ def job_path(path_mode: str, name: str, version: str, rest: bytes) -> bytes | No
     return b"/" + rest
 
 
+def lacks_root_slash(path_mode: str, rest: bytes | None) -> bool:
+    """Whether the caller asked for the server's root without the trailing slash (`rest` None: the
+    path ended at the version). A page served there would resolve its relative links one level up,
+    so the gateway redirects to the path with the slash first, as a static file server would."""
+    if path_mode == FORWARD:
+        return rest == API_PREFIX.encode()
+    return path_mode != WRAPPER and rest is None
+
+
 def roots(path_mode: str, name: str, version: str, public_prefix: str) -> tuple[str, str]:
     """(job_root, caller_root): the prefix the job sees its paths under, and the one the caller sees."""
     if path_mode == WRAPPER:
