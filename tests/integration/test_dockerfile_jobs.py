@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import shutil
 from html.parser import HTMLParser
-from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import pytest

@@ -9,6 +9,7 @@ import pytest
 
 from racetrackd import naming
 from racetrackd.db import Deployment, Job, JobStatus
+from racetrackd.jobtypes import FORWARD, Serving
 from racetrackd.runtime import ContainerSpec, ContainerState
 from racetrackd.settings import Settings
 from racetrackd.supervisor import Supervisor
@@ -115,6 +116,26 @@ def test_failing_probes_make_the_job_error_and_passing_ones_running_again(world:
     assert failing.status == JobStatus.ERROR and "/ready 500" in failing.error
     assert healthy is not None and healthy.status == JobStatus.RUNNING and healthy.error is None
     assert healthy.internal_name == f"127.0.0.1:{40000 + len(job.container_name)}"  # re-resolved
+
+
+def test_a_proxied_jobs_server_is_probed_on_its_own_port_and_path(world: Any) -> None:
+    supervisor, runtime, _, probes = world
+    job = _job()
+    Job.update(serving=Serving(port=7001, path_mode=FORWARD, probe_path="/").to_json()).where(Job.id == job.id).execute()
+    runtime.run_container(_spec(job.container_name, "main"))
+    probes[""] = None  # nothing answers at / yet; /live and /ready would say 200, but are not asked
+
+    supervisor.check(job)
+    failing = Job.find("adder", "1.0.0")
+    probes[""] = 404  # any answer below 500: a server is listening
+    assert failing is not None
+    supervisor.check(failing)
+    healthy = Job.find("adder", "1.0.0")
+
+    assert failing.status == JobStatus.ERROR
+    assert "probe failing: / on port 7001 unreachable" in failing.error
+    assert healthy is not None and healthy.status == JobStatus.RUNNING
+    assert healthy.internal_name == f"127.0.1.1:{40000 + len(job.container_name)}"  # the server's port
 
 
 def test_reconcile_brings_back_lost_jobs_and_removes_orphans(world: Any) -> None:
