@@ -26,6 +26,7 @@ HUGO = "/pub/job/hugo-site/latest"
 SPHINX = "/pub/job/sphinx-docs/latest"
 WRAPPED = "/pub/job/dockerfile-wrapper/latest"
 SECRET_WORD = "correct-horse-battery-staple"
+BUILD_SECRET = "build-time-only-tr0ub4dor"
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +52,7 @@ def wrapped(daemon: Daemon, tmp_path_factory: pytest.TempPathFactory) -> Daemon:
     job = tmp_path_factory.mktemp("dockerfile-wrapper") / "job"
     shutil.copytree(FIXTURES / "dockerfile-wrapper", job)
     (job / "secret-runtime.env").write_text(f"SECRET_WORD={SECRET_WORD}\n")
+    (job / "secret-build.env").write_text(f"BUILD_SECRET={BUILD_SECRET}\n")
     daemon.rtd("submit", "--force", str(job), check=True)
     return daemon
 
@@ -185,13 +187,15 @@ def test_a_dockerfile_job_serves_under_its_own_gateway_path(wrapped: Daemon) -> 
     assert job["status"] == "running"
 
 
-def test_a_dockerfile_jobs_build_env_runtime_env_and_runtime_secret_reach_it(wrapped: Daemon) -> None:
+def test_a_dockerfile_jobs_build_env_runtime_env_and_secrets_reach_it(wrapped: Daemon) -> None:
     env = wrapped.api("GET", f"{WRAPPED}/api/v1/environment").json()
 
     assert env["BAKED_FLAG"] == "baked-at-build-time"  # a build arg, which the Dockerfile keeps with ENV
     assert env["BUILD_FLAG"] == ""  # build_env names are blanked at run time, as for every job type
     assert env["MOOD"] == "sunny"
     assert env["SECRET_WORD_sha256"] == hashlib.sha256(SECRET_WORD.encode()).hexdigest()
+    # The secret build env reached the RUN step that fetched it (racetrack-build/with-build-secrets.py).
+    assert env["BUILD_SECRET_sha256"] == hashlib.sha256(BUILD_SECRET.encode()).hexdigest()
 
 
 def test_a_dockerfile_jobs_dockerfile_is_rendered_as_a_template(wrapped: Daemon) -> None:
@@ -199,7 +203,10 @@ def test_a_dockerfile_jobs_dockerfile_is_rendered_as_a_template(wrapped: Daemon)
 
     assert image.labels["sample.job-name"] == "dockerfile-wrapper"
     assert image.labels["sample.job-version"] == "0.0.1"
-    assert SECRET_WORD not in str(image.attrs) and SECRET_WORD not in str(image.history())
+    for secret in (SECRET_WORD, BUILD_SECRET):
+        assert secret not in str(image.attrs) and secret not in str(image.history())
+    build_log = wrapped.rtd("build-logs", "dockerfile-wrapper", check=True).stdout
+    assert BUILD_SECRET not in build_log
 
 
 # --- adder: the python3 sample --------------------------------------------------------------------------
