@@ -178,3 +178,13 @@ def test_a_misspelt_variable_in_a_dockerfile_jobs_template_fails_the_build_namin
 
     with pytest.raises(JobTypeError, match="base_imgae"):
         build(builder, tmp_path, "dockerfile", jobtype_extra=None)
+
+
+def test_the_dockerfile_fixture_job_renders_as_the_golden_file(builder: ImageBuilder, runtime: FakeRuntime) -> None:
+    # To update after an intended change: print the rendered text, read it, and check it in.
+    fixture = Path(__file__).parents[1] / "fixtures" / "jobs" / "dockerfile-wrapper"
+
+    tag = build(builder, fixture, "dockerfile", jobtype_extra=None)
+
+    rendered = context_files(runtime, tag)["Dockerfile.racetrack"].decode()
+    assert rendered == (Path(__file__).parent / "golden" / "dockerfile-wrapper.Dockerfile").read_text()
