@@ -121,15 +121,7 @@ class Gateway:
     async def _forward(self, call: _Call, *, kind: str, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         route = self._authorize(call, self._resolve(call), 5)
-        endpoint = _endpoint(call.scope["path"], 5)
-        if route.path_mode != WRAPPER and endpoint in pathmapping.DAEMON_ANSWERED:
-            await self._answer_for_job(call, route, endpoint, send)
-            return
-        if pathmapping.lacks_root_slash(route.path_mode, _rest_of_path(call.scope, 5)):
-            query = call.scope.get("query_string") or b""
-            location = call.scope["path"] + "/" + ("?" + query.decode("latin-1") if query else "")
-            await _send_json(send, 308, {"location": location}, call.request_id,
-                             [(b"location", location.encode("latin-1"))])
+        if route.path_mode != WRAPPER and await self._answered_for_job(call, route, send):
             return
         target = _job_target(call.scope, route, 5)
         route = await self._route(call, route)
@@ -177,6 +169,22 @@ class Gateway:
             counted.answered(status or 499)
             counted.job_seconds.observe(job_seconds)
             metrics.OVERHEAD_SECONDS.observe(max(0.0, time.perf_counter() - started - job_seconds))
+
+    async def _answered_for_job(self, call: _Call, route: Route, send: Send) -> bool:
+        """What the gateway answers itself for a job whose server does not keep the wrapper contract
+        (docker-proxy): its probes and metrics, and the redirect from its bare root to the root with
+        a slash. False when the call is for the job's server."""
+        endpoint = _endpoint(call.scope["path"], 5)
+        if endpoint in pathmapping.DAEMON_ANSWERED:
+            await self._answer_for_job(call, route, endpoint, send)
+            return True
+        if pathmapping.lacks_root_slash(route.path_mode, _rest_of_path(call.scope, 5)):
+            query = call.scope.get("query_string") or b""
+            location = call.scope["path"] + "/" + ("?" + query.decode("latin-1") if query else "")
+            await _send_json(send, 308, {"location": location}, call.request_id,
+                             [(b"location", location.encode("latin-1"))])
+            return True
+        return False
 
     async def _answer_for_job(self, call: _Call, route: Route, endpoint: str, send: Send) -> None:
         """/live, /ready, /health and /metrics of a job whose server has none of its own (docker-proxy):
