@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from collections.abc import Iterator
 from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit
 
+import docker
 import pytest
 
-from tests.integration.conftest import FIXTURES, REPO, Daemon
+from tests.integration.conftest import FIXTURES, REPO, Daemon, _remove_labelled, launch_daemon
 from tests.integration.test_python_job import job_container, job_image
 
 pytestmark = pytest.mark.integration
@@ -140,6 +142,30 @@ def test_the_apps_image_is_its_own_dockerfile_with_nothing_of_racetrackd(flask_a
                              "app:app"]
     assert "APP_GREETING=Hello from a Dockerfile" in config["Env"]
     assert not [var for var in config["Env"] if var.startswith(("RACETRACK", "BASE_IMAGE"))]
+
+
+@pytest.fixture(scope="module")
+def impatient(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient,
+              base_image: str) -> Iterator[Daemon]:
+    """A daemon that gives a new job 15 s to answer (the session's daemon gives it 120 s)."""
+    handle = launch_daemon(tmp_path_factory.mktemp("impatient"), docker_client, base_image,
+                           RACETRACK_JOB_START_TIMEOUT="15")
+    try:
+        yield handle
+    finally:
+        handle.stop()
+        _remove_labelled(docker_client, handle.instance)
+
+
+def test_a_server_not_listening_on_its_port_fails_the_deployment_naming_the_port(impatient: Daemon) -> None:
+    result = impatient.rtd("submit", str(SAMPLES / "flask-app"), "-e", "jobtype_extra.user_module_port=7005")
+    deployment = impatient.api("GET", "/lifecycle/api/v1/deploy?job_name=flask-app").json()[0]
+
+    assert result.returncode != 0
+    assert deployment["status"] == "failed"
+    assert "must listen on 0.0.0.0:7005" in deployment["error"]
+    assert "Listening at: http://0.0.0.0:7001" in deployment["error"]  # the job's own log says where it is
+    assert impatient.api("GET", "/lifecycle/api/v1/job/flask-app/0.0.1").status_code == 404
 
 
 # --- hugo-site and sphinx-docs: static sites, rewrite mode ------------------------------------------------
