@@ -6,6 +6,10 @@ The context Docker sees is laid out as:
     jobtype/                the job type plugin's files (its wrapper)
     racetrack-build/        operator-provided build inputs (CA bundle), and the helper that
                             gives RUN steps the secret build env (with-build-secrets.py)
+
+A job type that builds the job's own Dockerfile (`dockerfile`, `docker-proxy`) gets the layout
+`docker build .` in the job's directory would see: the job's files at the root, with
+Dockerfile.racetrack and racetrack-build/ added beside them (and no jobtype/).
 """
 
 from __future__ import annotations
@@ -121,14 +125,23 @@ def _escapes(path: PurePosixPath) -> bool:
 
 
 def assemble_docker_context(
-    dockerfile: str, job_dir: Path, jobtype_dir: Path, ca_bundle: Path | None, *, with_secrets_helper: bool = False
+    dockerfile: str, job_dir: Path, jobtype_dir: Path | None, ca_bundle: Path | None, *,
+    with_secrets_helper: bool = False,
 ) -> IO[bytes]:
-    """An uncompressed tar of the full Docker build context, spooled to disk when large."""
+    """An uncompressed tar of the full Docker build context, spooled to disk when large.
+
+    `jobtype_dir=None`: the job's own Dockerfile is built, so the job's files are the root.
+    """
     spool = tempfile.SpooledTemporaryFile(max_size=64 * 1024**2)  # noqa: SIM115 (returned to caller)
     with tarfile.open(fileobj=spool, mode="w") as tar:
+        if jobtype_dir is None:
+            for child in sorted(job_dir.iterdir()):
+                tar.add(child, arcname=child.name, filter=_skip_excluded)
+        else:
+            tar.add(job_dir, arcname="job", filter=_skip_excluded)
+            tar.add(jobtype_dir, arcname="jobtype", filter=_skip_excluded)
+        # After the job's files: a file of the job with one of these names is replaced, never used.
         _add_bytes(tar, DOCKERFILE_NAME, dockerfile.encode())
-        tar.add(job_dir, arcname="job", filter=_skip_excluded)
-        tar.add(jobtype_dir, arcname="jobtype", filter=_skip_excluded)
         if ca_bundle is not None:
             _add_bytes(tar, CA_BUNDLE_PATH, ca_bundle.read_bytes())
         if with_secrets_helper:

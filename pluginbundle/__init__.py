@@ -98,8 +98,14 @@ def parse_manifest(text: str) -> PluginManifest:
         where = f"{PLUGIN_MANIFEST}: job_types.{job_type}"
         if not isinstance(job_type, str) or not NAME_PATTERN.match(job_type):
             raise PluginInvalid(f"{where}: a job type name is lower-case letters, digits, '.', '_' or '-'")
-        if not isinstance(spec, dict) or not isinstance(spec.get("dockerfile_template"), str):
-            raise PluginInvalid(f"{where}.dockerfile_template: required, the template's path in the plugin")
+        if not isinstance(spec, dict):
+            raise PluginInvalid(f"{where}: must map settings (dockerfile_template, ...) to values")
+        if "dockerfile_from_job" in spec:  # the job's own Dockerfile is the template (docker-proxy, dockerfile)
+            if not isinstance(spec["dockerfile_from_job"], dict):
+                raise PluginInvalid(f"{where}.dockerfile_from_job: must be {{path_field, default, render}}")
+        elif not isinstance(spec.get("dockerfile_template"), str):
+            raise PluginInvalid(f"{where}.dockerfile_template: required, the template's path in the plugin "
+                                f"(or dockerfile_from_job, to build the job's own Dockerfile)")
     return PluginManifest(
         name=name, version=version, category=_optional_str(data, "category"),
         build_date=_optional_str(data, "build_date"), url=_optional_str(data, "url"), priority=priority,
@@ -123,6 +129,8 @@ def check_directory(plugin_dir: Path) -> PluginManifest:
         raise PluginInvalid(f"{PLUGIN_MANIFEST} not found at the plugin's top level")
     manifest = parse_manifest(manifest_path.read_text(encoding="utf-8", errors="replace"))
     for job_type, spec in manifest.job_types.items():
+        if "dockerfile_from_job" in spec:
+            continue  # no template of its own: each job brings its Dockerfile
         template = str(spec["dockerfile_template"])
         path = (plugin_dir / template).resolve()
         where = f"{PLUGIN_MANIFEST}: job_types.{job_type}.dockerfile_template"

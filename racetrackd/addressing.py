@@ -56,13 +56,16 @@ def resolve_addressing(settings: Settings, runtime: Runtime,
     return Addressing(mode=mode, daemon_host=host, port=settings.port, network=settings.network)
 
 
-def job_address(addressing: Addressing, runtime: Runtime, container: str) -> str:
-    """host:port where the daemon reaches `container`'s job port now (a published port changes on restart)."""
+def job_address(addressing: Addressing, runtime: Runtime, container: str, port: int = JOB_PORT) -> str:
+    """host:port where the daemon reaches `container`'s job port now (a published port changes on restart).
+
+    `port` is where the job's server listens in its container: 7000, or a Dockerfile job's own port.
+    """
     if addressing.mode == CONTAINER_NAME:
-        return f"{container}:{JOB_PORT}"
+        return f"{container}:{port}"
     if addressing.mode == CONTAINER_IP:
-        return f"{runtime.container_ip(container, addressing.network)}:{JOB_PORT}"
-    return runtime.published_address(container)
+        return f"{runtime.container_ip(container, addressing.network)}:{port}"
+    return runtime.published_address(container, port)
 
 
 def extra_bind_addresses(settings: Settings, addressing: Addressing) -> list[str]:

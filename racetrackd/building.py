@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from builders.context import DOCKERFILE_NAME, assemble_docker_context, unpack_build_context
 from builders.dockerfile import render_dockerfile
@@ -70,7 +71,7 @@ class ImageBuilder:
         base_image = getattr(self.settings, job_type.base_image_setting) if job_type.base_image_setting else ""
         runtime_image = getattr(self.settings, job_type.runtime_image_setting) if job_type.runtime_image_setting else ""
         secrets_url, digest = self._secrets_url(manifest, secrets)
-        dockerfile = render_dockerfile(job_type.plugin_dir, job_type.dockerfile_template, jobtypes.template_variables(
+        variables = jobtypes.template_variables(
             manifest=manifest, job_type=job_type, base_image=base_image, runtime_image=runtime_image,
             build_stage_labels={naming.LABEL_INSTANCE: self.settings.instance, LABEL_BUILD_STAGE: manifest.name},
             build={
@@ -83,7 +84,8 @@ class ImageBuilder:
                 "secret_names": sorted(secrets.build_env),
             },
             git_version=deployment.git_commit or "", racetrackd_version=__version__,
-        ))
+        )
+        dockerfile, build_args = _dockerfile(job_type, job_dir, manifest, variables)
         tag = f"{naming.image_repository(self.settings.instance, manifest.name)}:" \
               f"{naming.image_tag(manifest.version, deployment.id)}"
         labels = {
@@ -95,12 +97,13 @@ class ImageBuilder:
         # The build log echoes each RUN line: the secrets URL's digest is masked like the values it opens.
         logs = _ThrottledLog(deployment, jobsecrets.Redactor([*secrets.values(), digest]))
         deadline = time.monotonic() + self.settings.build_timeout
-        with assemble_docker_context(dockerfile, job_dir, job_type.plugin_dir, self.settings.build_ca_bundle,
+        jobtype_dir = None if job_type.job_dockerfile else job_type.plugin_dir
+        with assemble_docker_context(dockerfile, job_dir, jobtype_dir, self.settings.build_ca_bundle,
                                      with_secrets_helper=bool(secrets.build_env)) as ctx:
             try:
                 self.runtime.build_image(ctx, DOCKERFILE_NAME, tag, labels, logs.writer(deadline),
                                          no_cache=deployment.no_cache, timeout=self.settings.build_timeout,
-                                         memory_limit=int(self.settings.build_memory))
+                                         memory_limit=int(self.settings.build_memory), build_args=build_args)
             except BuildError as exc:
                 logs.flush()
                 raise BuildError(
@@ -121,6 +124,37 @@ class ImageBuilder:
     def collect_old_images(self, name: str, version: str) -> None:
         prune_job_images(self.runtime, self.settings.instance, name, version, self.settings.keep_images)
         prune_build_stages(self.runtime, self.settings.instance, name, self.settings.keep_images)
+
+
+def _dockerfile(job_type: JobType, job_dir: Path, manifest: Manifest,
+                variables: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    """The Dockerfile to build and the build args to build it with.
+
+    A plugin template gets everything as template variables. The job's own Dockerfile (a
+    `dockerfile_from_job` job type) is rendered the same way when the job type says so, else used
+    as it is; either way it also gets build args, which a plain Dockerfile declares with `ARG`:
+    every `build_env` variable, `BASE_IMAGE` (the operator's base image for the job type, so
+    `ARG BASE_IMAGE=python:3.11-slim` + `FROM $BASE_IMAGE` builds on an air-gapped host too) and,
+    when the job has secret build env, `RACETRACK_BUILD_SECRETS_URL` for
+    racetrack-build/with-build-secrets.py. Build args are not kept in the image's environment.
+    """
+    source = job_type.job_dockerfile
+    if source is None:
+        return render_dockerfile(job_type.plugin_dir, job_type.dockerfile_template, variables), {}
+    name = source.path(manifest.jobtype_extra)
+    if source.render:
+        dockerfile = render_dockerfile(job_dir, name, variables)
+    else:
+        try:
+            dockerfile = (job_dir / name).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValidationError(f"jobtype_extra.{source.path_field}: cannot read {name}: {exc}") from exc
+    build_args = dict(manifest.build_env)
+    if variables["base_image"]:
+        build_args["BASE_IMAGE"] = variables["base_image"]
+    if variables["build"]["secrets_url"]:
+        build_args["RACETRACK_BUILD_SECRETS_URL"] = variables["build"]["secrets_url"]
+    return dockerfile, build_args
 
 
 def prune_job_images(runtime: Runtime, instance: str, name: str, version: str, keep: int) -> None:

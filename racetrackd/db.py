@@ -73,6 +73,9 @@ class Job(BaseModel):
     replica_addresses = peewee.TextField(default="[]")  # JSON: host:port of each ready replica
     idle_timeout = peewee.IntegerField(null=True)  # seconds; scale to zero when set
     call_timeout = peewee.IntegerField(null=True)  # seconds a call may take; None: the daemon's default
+    # JSON of jobtypes.Serving (port, path_mode, probe_path) for a job whose server does not follow
+    # the wrapper contract (docker-proxy); None: port 7000, its own /live and /ready.
+    serving = peewee.TextField(null=True)
 
     def ready_addresses(self) -> list[str]:
         """Where the gateway may send calls: the ready replicas, else the first container."""
@@ -387,6 +390,10 @@ def _v10_deployment_secrets(migrator: SqliteMigrator) -> list[Any]:
     ]
 
 
+def _v11_job_serving(migrator: SqliteMigrator) -> list[Any]:
+    return [migrator.add_column("job", "serving", peewee.TextField(null=True))]
+
+
 def _v4_deployment_sources(migrator: SqliteMigrator) -> list[Any]:
     return [
         migrator.add_column("deployment", "git_commit", peewee.CharField(null=True)),
@@ -407,6 +414,7 @@ MIGRATIONS: list[tuple[int, Callable[[SqliteMigrator], list[Any]]]] = [
     (8, _v8_job_idle_timeout),
     (9, _v9_job_call_timeout),
     (10, _v10_deployment_secrets),
+    (11, _v11_job_serving),
 ]
 SCHEMA_VERSION = max(number for number, _ in MIGRATIONS)
 

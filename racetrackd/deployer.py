@@ -22,10 +22,10 @@ from racetrackd.addressing import CONTAINER_NAME, Addressing, job_address
 from racetrackd.building import ImageBuilder
 from racetrackd.db import AuditEvent, DeletedJob, Deployment, DeploymentStatus, Job, JobStatus, now
 from racetrackd.errors import ConflictError, JobStartError, JobTypeError, RacetrackError, ValidationError
-from racetrackd.jobtypes import JobType
+from racetrackd.jobtypes import JobType, Serving
 from racetrackd.manifest import container_limits, load_stored
 from racetrackd.plugins import PluginStore
-from racetrackd.probes import probe
+from racetrackd.probes import check_ready, probe
 from racetrackd.runtime import ContainerSpec, Runtime
 from racetrackd.settings import Settings
 
@@ -135,6 +135,7 @@ class Deployer:
     # --- start and switch over ----------------------------------------------------------------
     def _start(self, deployment: Deployment, manifest: Manifest, job_type: JobType, image: str,
                secrets: jobsecrets.JobSecrets) -> None:
+        serving = job_type.serving_for(manifest.jobtype_extra)
         final_base = naming.container_name(self.settings.instance, manifest.name, manifest.version)
         staging_base = naming.staging_container_name(self.settings.instance, manifest.name, manifest.version,
                                                      deployment.id)
@@ -143,19 +144,19 @@ class Deployer:
         deployment_timestamp = int(time.time())
         for name in staging:
             self._run(name, image, manifest, deployment.id, deployment_timestamp, secrets, job_type.full_name,
-                      deployment)
+                      serving.port, deployment)
         existing = Job.find(manifest.name, manifest.version)
         job = existing or Job.create(
             name=manifest.name, version=manifest.version, status=JobStatus.STARTING,
             manifest_yaml=manifest.yaml, job_type_version=job_type.full_name, image_name=image,
-            container_name=staging_base, internal_name=self.address_of(staging_base),
+            container_name=staging_base, internal_name=self.address_of(staging_base, serving.port),
             deployment_timestamp=deployment_timestamp, deployed_by=deployment.deployed_by, replicas=count,
             idle_timeout=manifest.idle_timeout,
-            call_timeout=manifest.call_timeout,
+            call_timeout=manifest.call_timeout, serving=serving.to_json(),
         )
         try:
             for index, name in enumerate(staging):
-                self._wait_until_ready(deployment if index == 0 else None, name, deployment_timestamp)
+                self._wait_until_ready(deployment if index == 0 else None, name, deployment_timestamp, serving)
         except RacetrackError:
             for name in staging:
                 self.runtime.remove_container(name)
@@ -169,9 +170,10 @@ class Deployer:
             # picked an old address a moment to reach it, then move the old containers aside; they
             # finish their calls (SIGTERM, graceful stop) in the background while the deployment is done.
             job.container_name = staging_base
-            job.internal_name = self.address_of(staging_base)
-            job.replica_addresses = json.dumps([self.address_of(name) for name in staging])
-            job.save(only=[Job.container_name, Job.internal_name, Job.replica_addresses])
+            job.internal_name = self.address_of(staging_base, serving.port)
+            job.replica_addresses = json.dumps([self.address_of(name, serving.port) for name in staging])
+            job.serving = serving.to_json()  # the gateway maps paths for the containers it now calls
+            job.save(only=[Job.container_name, Job.internal_name, Job.replica_addresses, Job.serving])
             time.sleep(SWITCH_GRACE_SECONDS)
             for name in old:
                 retired = f"{name}-retiring-{deployment.id[:8]}"
@@ -187,11 +189,12 @@ class Deployer:
         job.job_type_version = job_type.full_name
         job.image_name = image
         job.container_name = final_base
-        job.internal_name = self.address_of(final_base)
+        job.internal_name = self.address_of(final_base, serving.port)
+        job.serving = serving.to_json()
         job.replicas = count
         job.idle_timeout = manifest.idle_timeout
         job.call_timeout = manifest.call_timeout
-        job.replica_addresses = json.dumps([self.address_of(name) for name in final])
+        job.replica_addresses = json.dumps([self.address_of(name, serving.port) for name in final])
         job.deployment_timestamp = deployment_timestamp
         job.deployed_by = deployment.deployed_by
         job.error = None
@@ -229,20 +232,23 @@ class Deployer:
     def recreate(self, job: Job) -> None:
         """Start the job's missing containers again from its image; wait until they are ready."""
         manifest = load_stored(job.manifest_yaml, self.settings)
+        serving = Serving.from_json(job.serving)
         deployment_timestamp = int(time.time())
         missing = [name for name in self.replica_names(job) if self.runtime.container_state(name).status == "missing"]
         secrets = jobsecrets.of_release(job, self.vault) if missing else jobsecrets.NONE
         for name in missing:
             self._run(name, job.image_name, manifest, "recreated", deployment_timestamp, secrets,
-                      job.job_type_version or "")
+                      job.job_type_version or "", serving.port)
         for name in missing:
-            self._wait_until_ready(None, name, deployment_timestamp)
-        Job.update(internal_name=self.address_of(job.container_name),
-                   replica_addresses=json.dumps([self.address_of(name) for name in self.replica_names(job)]),
+            self._wait_until_ready(None, name, deployment_timestamp, serving)
+        Job.update(internal_name=self.address_of(job.container_name, serving.port),
+                   replica_addresses=json.dumps([self.address_of(name, serving.port)
+                                                 for name in self.replica_names(job)]),
                    update_time=now()).where((Job.name == job.name) & (Job.version == job.version)).execute()
 
     def _run(self, container: str, image: str, manifest: Manifest, deployment_id: str, deployment_timestamp: int,
-             secrets: jobsecrets.JobSecrets, job_type_version: str, deployment: Deployment | None = None) -> None:
+             secrets: jobsecrets.JobSecrets, job_type_version: str, port: int,
+             deployment: Deployment | None = None) -> None:
         self.runtime.ensure_network(self.settings.network)
         self.runtime.run_container(ContainerSpec(
             name=container,
@@ -252,6 +258,7 @@ class Deployer:
             network=self.settings.network,
             publish_port=self.addressing.mode != CONTAINER_NAME,  # also handy for a look with curl
             limits=container_limits(manifest, self.settings),
+            port=port,
         ))
 
     def _runtime_env(self, manifest: Manifest, deployment_timestamp: int, secrets: jobsecrets.JobSecrets,
@@ -280,12 +287,19 @@ class Deployer:
         })
         return env
 
-    def address_of(self, container: str) -> str:
-        return job_address(self.addressing, self.runtime, container)
+    def address_of(self, container: str, port: int) -> str:
+        return job_address(self.addressing, self.runtime, container, port)
 
-    def _wait_until_ready(self, deployment: Deployment | None, container: str, deployment_timestamp: int) -> None:
-        """Poll /live (for our deployment_timestamp) then /ready; fail fast on a crash or init error."""
-        address = self.address_of(container)
+    def _wait_until_ready(self, deployment: Deployment | None, container: str, deployment_timestamp: int,
+                          serving: Serving) -> None:
+        """Poll /live (for our deployment_timestamp) then /ready; fail fast on a crash or init error.
+
+        A job whose server does not follow the wrapper contract is polled at its probe path instead.
+        """
+        if not serving.wrapper:
+            self._wait_until_serving(deployment, container, serving)
+            return
+        address = self.address_of(container, serving.port)
         deadline = time.monotonic() + self.settings.job_start_timeout
         phase = "live"
         while time.monotonic() < deadline:
@@ -307,6 +321,24 @@ class Deployer:
         raise JobStartError(self._start_failure(
             container, f"the job did not become {phase} within {self.settings.job_start_timeout:g} s"
         ))
+
+    def _wait_until_serving(self, deployment: Deployment | None, container: str, serving: Serving) -> None:
+        address = self.address_of(container, serving.port)
+        deadline = time.monotonic() + self.settings.job_start_timeout
+        if deployment is not None:
+            deployment.set_phase("initializing Job entrypoint")
+        failure: str | None = "not checked"
+        while time.monotonic() < deadline:
+            state = self.runtime.container_state(container)
+            if not state.alive or state.restart_count > 0:
+                raise JobStartError(self._start_failure(container, f"the job's container exited (code {state.exit_code})"))
+            failure = check_ready(address, serving)
+            if failure is None:
+                return
+            time.sleep(0.1)
+        raise JobStartError(self._start_failure(
+            container, f"the job's server did not answer within {self.settings.job_start_timeout:g} s ({failure}); "
+                       f"it must listen on 0.0.0.0:{serving.port}"))
 
     def _start_failure(self, container: str, reason: str) -> str:
         logs = self.runtime.container_logs(container, LOG_TAIL_LINES).rstrip()

@@ -35,6 +35,10 @@ def request_deployment(
     job_type = jobtypes.resolve(manifest.jobtype, plugins.job_types())
     warnings = [*manifest.warnings, *jobtypes.check_extra(job_type, manifest.jobtype_extra),
                 *plugins.validate_manifest(job_type, manifest.raw)]
+    if manifest.idle_timeout and not job_type.serving_for(manifest.jobtype_extra).wrapper:
+        # The supervisor learns of the last call from the wrapper's last_call_timestamp metric.
+        warnings.append(f"idle_timeout: not acted on for job type {job_type.name} (its server has no "
+                        f"last_call_timestamp metric): the job keeps running")
     force = payload.get("force", False)
     if not isinstance(force, bool):
         raise ValidationError("force: must be true or false")

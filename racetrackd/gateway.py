@@ -27,7 +27,7 @@ from urllib.parse import unquote
 from websockets.asyncio.client import connect as websocket_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from racetrackd import access, asynccalls, metrics, naming
+from racetrackd import access, asynccalls, metrics, naming, pathmapping
 from racetrackd.access import Identity
 from racetrackd.auth import AUTH_HEADER, LEGACY_HEADERS, Authenticator
 from racetrackd.errors import (
@@ -40,6 +40,7 @@ from racetrackd.errors import (
     TooManyAuthFailures,
     UpstreamError,
 )
+from racetrackd.jobtypes import WRAPPER
 from racetrackd.routing import UNROUTABLE, LeastOutstanding, Route, RoutingTable
 from racetrackd.upstream import Headers, UpstreamPool, UpstreamResponse
 
@@ -119,7 +120,11 @@ class Gateway:
     # ---- synchronous calls
     async def _forward(self, call: _Call, *, kind: str, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        route = await self._route(call, self._authorize(call, self._resolve(call), 5))
+        route = self._authorize(call, self._resolve(call), 5)
+        if route.path_mode != WRAPPER and await self._answered_for_job(call, route, send):
+            return
+        target = _job_target(call.scope, route, 5)
+        route = await self._route(call, route)
         deadline = asyncio.get_running_loop().time() + route.call_timeout
         address = self._balancer.acquire(route.addresses)
         counted = metrics.for_job(route.name, route.version)
@@ -128,8 +133,8 @@ class Gateway:
         job_seconds = 0.0
         try:
             public_prefix = f"/pub/{kind}/{call.name}/{call.version}"
-            target = _job_target(call.scope, route, 5)
-            headers = _forward_headers(call, address, public_prefix)
+            job_root, caller_root = pathmapping.roots(route.path_mode, route.name, route.version, public_prefix)
+            headers = _forward_headers(call, address, caller_root)
             body, length = await _request_body(call.headers, receive)
             try:
                 async with asyncio.timeout_at(deadline):
@@ -138,8 +143,7 @@ class Gateway:
                                                             body, length)
                     job_seconds = time.perf_counter() - asked
                     status = response.status
-                    out = _response_headers(response.headers, address, f"/pub/job/{route.name}/{route.version}",
-                                            public_prefix, call.request_id)
+                    out = _response_headers(response.headers, address, job_root, caller_root, call.request_id)
                     try:
                         job_seconds += await _answer(call, response, status, out, send)
                     except BaseException:
@@ -165,6 +169,47 @@ class Gateway:
             counted.answered(status or 499)
             counted.job_seconds.observe(job_seconds)
             metrics.OVERHEAD_SECONDS.observe(max(0.0, time.perf_counter() - started - job_seconds))
+
+    async def _answered_for_job(self, call: _Call, route: Route, send: Send) -> bool:
+        """What the gateway answers itself for a job whose server does not keep the wrapper contract
+        (docker-proxy): its probes and metrics, and the redirect from its bare root to the root with
+        a slash. False when the call is for the job's server."""
+        endpoint = _endpoint(call.scope["path"], 5)
+        if endpoint in pathmapping.DAEMON_ANSWERED:
+            await self._answer_for_job(call, route, endpoint, send)
+            return True
+        if pathmapping.lacks_root_slash(route.path_mode, _rest_of_path(call.scope, 5)):
+            query = call.scope.get("query_string") or b""
+            location = call.scope["path"] + "/" + ("?" + query.decode("latin-1") if query else "")
+            await _send_json(send, 308, {"location": location}, call.request_id,
+                             [(b"location", location.encode("latin-1"))])
+            return True
+        return False
+
+    async def _answer_for_job(self, call: _Call, route: Route, endpoint: str, send: Send) -> None:
+        """/live, /ready, /health and /metrics of a job whose server has none of its own (docker-proxy):
+        from what the supervisor knows of it (its probes of the job's server) and the gateway's counts."""
+        if endpoint == "/metrics":
+            text = await asyncio.get_running_loop().run_in_executor(None, metrics.render_job, route.name, route.version)
+            await send({"type": "http.response.start", "status": 200, "headers": [
+                (b"content-type", metrics.CONTENT_TYPE.encode()), (b"content-length", str(len(text)).encode()),
+                (TRACING, call.request_id.encode())]})
+            await send({"type": "http.response.body", "body": text})
+            return
+        live = route.status not in UNROUTABLE
+        ready = live and route.callable and not route.asleep
+        body: dict[str, Any]
+        if endpoint == "/live":
+            ok, body = live, {"live": live, "deployment_timestamp": route.deployment_timestamp}
+        elif endpoint == "/ready":
+            ok, body = ready, {"ready": ready}
+        else:
+            ok, body = ready, {
+                "service": "job", "job_name": route.name, "job_version": route.version, "live": live,
+                "ready": ready, "status": "pass" if ready else "fail", "job_status": route.status,
+                "error": route.error, "deployment_timestamp": route.deployment_timestamp,
+            }
+        await _send_json(send, 200 if ok else 500, body, call.request_id)
 
     def _resolve(self, call: _Call) -> Route:
         name, version = call.name or "", call.version or ""
@@ -226,7 +271,8 @@ class Gateway:
         try:
             public_prefix = f"/pub/{parts[2]}/{call.name}/{call.version}"
             target = _job_target(call.scope, route, 5).decode("latin-1")
-            headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in _forward_headers(call, address, public_prefix)
+            caller_root = pathmapping.roots(route.path_mode, route.name, route.version, public_prefix)[1]
+            headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in _forward_headers(call, address, caller_root)
                        if k not in WEBSOCKET_OWN and k != b"host"]  # the client sets Host itself
             try:
                 upstream = await websocket_connect(
@@ -253,9 +299,11 @@ class Gateway:
         route = self._authorize(call, self._resolve(call), 7)
         body = await _read_body(receive, self._async_max_body)
         public_prefix = f"/pub/{parts[4]}/{call.name}/{call.version}"
-        headers = _forward_headers(call, "", public_prefix)
+        target = _job_target(call.scope, route, 7).decode("latin-1")
+        caller_root = pathmapping.roots(route.path_mode, route.name, route.version, public_prefix)[1]
+        headers = _forward_headers(call, "", caller_root)
         task = await asyncio.get_running_loop().run_in_executor(None, lambda: asynccalls.submit(
-            route.name, route.version, call.scope["method"], _job_target(call.scope, route, 7).decode("latin-1"),
+            route.name, route.version, call.scope["method"], target,
             [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers if k != b"host"], body, call.caller))
         await _send_json(send, 201, {"task_id": task.id, "status": asynccalls.public_status(task)}, call.request_id)
 
@@ -360,15 +408,25 @@ def _endpoint(path: str, prefix_segments: int) -> str:
     return "/" + pieces[prefix_segments] if len(pieces) > prefix_segments else "/"
 
 
+def _rest_of_path(scope: Scope, maxsplit: int) -> bytes | None:
+    """The raw (still percent-encoded) path after the gateway's own segments; None when it ended
+    at the version (`/pub/job/adder/1.0.0`, as opposed to `/pub/job/adder/1.0.0/`)."""
+    raw = scope.get("raw_path") or scope["path"].encode()
+    pieces = raw.split(b"/", maxsplit)
+    return pieces[maxsplit] if len(pieces) > maxsplit else None
+
+
 def _job_target(scope: Scope, route: Route, maxsplit: int) -> bytes:
-    """The job-side path: /pub/job/<resolved name>/<resolved version>/<rest as sent>, query kept.
+    """The job-side path for the rest of the path as sent (racetrackd.pathmapping), query kept.
 
     `maxsplit` splits the gateway's own segments off the raw (still percent-encoded) path.
     """
-    raw = scope.get("raw_path") or scope["path"].encode()
-    pieces = raw.split(b"/", maxsplit)
-    rest = pieces[maxsplit] if len(pieces) > maxsplit else b""
-    target = b"/pub/job/%b/%b/%b" % (route.name.encode(), route.version.encode(), rest)
+    rest = _rest_of_path(scope, maxsplit) or b""
+    target = pathmapping.job_path(route.path_mode, route.name, route.version, rest)
+    if target is None:
+        raise NotFoundError(
+            f"job {route.name} {route.version} serves its API under /api/v1/ only (docker-proxy, forward mode)",
+            hint=f"call /pub/job/{route.name}/<version>/api/v1/<path>; or set jobtype_extra.proxy_mode: rewrite")
     query = scope.get("query_string")
     return target + b"?" + query if query else target
 
@@ -425,24 +483,15 @@ def _without_auth_cookie(value: bytes) -> bytes:
     return b";".join(kept).strip()
 
 
-def _response_headers(headers: Headers, address: str, job_prefix: str, public_prefix: str,
+def _response_headers(headers: Headers, address: str, job_root: str, caller_root: str,
                       request_id: str) -> Headers:
     out = [(k, v) for k, v in headers if k not in NOT_RETURNED]
     for index, (name, value) in enumerate(out):
         if name == b"location":
-            out[index] = (name, _rewrite_location(value.decode("latin-1"), address, job_prefix, public_prefix).encode())
+            location = pathmapping.rewrite_location(value.decode("latin-1"), address, job_root, caller_root)
+            out[index] = (name, location.encode("latin-1"))
     out.append((TRACING, request_id.encode()))
     return out
-
-
-def _rewrite_location(location: str, address: str, job_prefix: str, public_prefix: str) -> str:
-    """A redirect to the job's own address or path becomes one under the gateway path the caller used."""
-    for origin in (f"http://{address}", f"https://{address}"):
-        if location.startswith(origin):
-            location = location[len(origin):] or "/"
-    if location == job_prefix or location.startswith(job_prefix + "/") or location.startswith(job_prefix + "?"):
-        location = public_prefix + location[len(job_prefix):]
-    return location
 
 
 async def _request_body(headers: Headers, receive: Receive) -> tuple[bytes | AsyncIterator[bytes], int | None]:

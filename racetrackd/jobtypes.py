@@ -5,12 +5,21 @@ A job-type plugin is a directory holding `plugin-manifest.yaml` (name, version, 
 template copies into images (its wrapper); the package format is `pluginbundle`. Built-in
 plugins in `jobtype_plugins/` and uploaded ones (racetrackd.plugins) load through this same
 door. Pure data: nothing here touches Docker.
+
+Two optional sections of a job type (both added for Dockerfile-based job types):
+    dockerfile_from_job   the template is the job's own Dockerfile, not a plugin file:
+                          {path_field: dockerfile_path, default: Dockerfile, render: true|false}
+    serving               how the job's server is reached, when it does not follow the wrapper
+                          contract (port 7000, paths under /pub/job/<name>/<version>, /live and
+                          /ready of its own): {port, port_field, path_mode, path_mode_field,
+                          probe_path}; see `Serving`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import logging
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,6 +29,7 @@ from jobmanifest import Manifest
 from jobmanifest.versions import select
 from pluginbundle import JOB_TYPE_CATEGORY, PLUGIN_MANIFEST, PluginInvalid, PluginManifest, check_directory
 from racetrackd.errors import ManifestError
+from racetrackd.naming import JOB_PORT
 
 log = logging.getLogger(__name__)
 
@@ -37,21 +47,84 @@ class ExtraField:
     supported: bool = True
 
 
+# How the gateway maps its paths to the job's server (racetrackd.pathmapping carries it out):
+WRAPPER = "wrapper"  # the job serves /pub/job/<name>/<version>/<path> itself, and /live, /ready
+FORWARD = "forward"  # /pub/job/<n>/<v>/api/v1/<path> -> the job's /<path>; the daemon answers the probes
+REWRITE = "rewrite"  # /pub/job/<n>/<v>/<path> -> the job's /<path>; the daemon answers the probes
+PATH_MODES = (WRAPPER, FORWARD, REWRITE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Serving:
+    """How one job's server is reached: its port, how paths map, and what proves it ready."""
+
+    port: int = JOB_PORT
+    path_mode: str = WRAPPER
+    probe_path: str = "/ready"  # for a non-wrapper job: any answer below 500 there means ready
+
+    @property
+    def wrapper(self) -> bool:
+        return self.path_mode == WRAPPER
+
+    def to_json(self) -> str | None:
+        """Stored on the job's record; None for the wrapper contract (and for records made before this)."""
+        return None if self == Serving() else json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | None) -> Serving:
+        return cls(**json.loads(text)) if text else cls()
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingRule:
+    """A job type's `serving:` section: defaults, and the jobtype_extra keys that override them."""
+
+    port: int = JOB_PORT
+    port_field: str | None = None
+    path_mode: str = WRAPPER
+    path_mode_field: str | None = None
+    probe_path: str = "/ready"
+
+
+@dataclasses.dataclass(frozen=True)
+class JobDockerfile:
+    """A job type whose Dockerfile is the job's own (`dockerfile_from_job:`).
+
+    The job's directory is then the root of the build context (as for `docker build .`).
+    """
+
+    path_field: str = "dockerfile_path"  # the jobtype_extra key naming it
+    default: str = "Dockerfile"
+    render: bool = True  # a Jinja template with the variables of plugin templates, or used as it is
+
+    def path(self, jobtype_extra: dict[str, Any]) -> str:
+        return str(jobtype_extra.get(self.path_field) or self.default)
+
+
 @dataclasses.dataclass(frozen=True)
 class JobType:
     name: str
     version: str
     plugin_dir: Path  # its files go into the build context as `jobtype/`
-    dockerfile_template: str  # path relative to plugin_dir
+    dockerfile_template: str  # path relative to plugin_dir ("" when the job brings its Dockerfile)
     base_image_setting: str | None  # Settings field naming the default base image, if any
     extra_fields: tuple[ExtraField, ...] = ()
     plugin_name: str = ""  # the plugin providing it, whose hooks apply to its jobs
     # Settings field naming the image a multi-stage template runs the job in (`runtime_image`), if any
     runtime_image_setting: str | None = None
+    job_dockerfile: JobDockerfile | None = None
+    serving: ServingRule = ServingRule()
 
     @property
     def full_name(self) -> str:
         return f"{self.name}:{self.version}"
+
+    def serving_for(self, jobtype_extra: dict[str, Any]) -> Serving:
+        """Where and how a job of this type with this `jobtype_extra` serves (checked by check_extra)."""
+        rule = self.serving
+        port = jobtype_extra.get(rule.port_field) if rule.port_field else None
+        mode = jobtype_extra.get(rule.path_mode_field) if rule.path_mode_field else None
+        return Serving(port=int(port or rule.port), path_mode=str(mode or rule.path_mode), probe_path=rule.probe_path)
 
 
 def discover(plugin_dirs: Iterable[Path]) -> list[JobType]:
@@ -80,6 +153,7 @@ def load_job_types(plugin_dir: Path, manifest: PluginManifest) -> list[JobType]:
         return []
     job_types = []
     for name, spec in manifest.job_types.items():
+        job_dockerfile = _job_dockerfile(spec.get("dockerfile_from_job"))
         fields = []
         extra = spec.get("extra_fields") or {}
         if not isinstance(extra, dict):
@@ -103,11 +177,13 @@ def load_job_types(plugin_dir: Path, manifest: PluginManifest) -> list[JobType]:
             name=name,
             version=manifest.version,
             plugin_dir=plugin_dir,
-            dockerfile_template=str(spec["dockerfile_template"]),
+            dockerfile_template="" if job_dockerfile else str(spec["dockerfile_template"]),
             base_image_setting=base_image_setting,
             extra_fields=tuple(fields),
             plugin_name=manifest.name,
             runtime_image_setting=runtime_image_setting,
+            job_dockerfile=job_dockerfile,
+            serving=_serving_rule(name, spec.get("serving"), {field.name for field in fields}),
         ))
     return job_types
 
@@ -141,6 +217,36 @@ SAMPLE_EXTRA_VALUES: dict[str, Any] = {"string": "sample", "path": "sample.txt",
 def sample_jobtype_extra(job_type: JobType) -> dict[str, Any]:
     """A value for every extra field, so that rendering a template once at install time reaches its branches."""
     return {field.name: SAMPLE_EXTRA_VALUES[field.type] for field in job_type.extra_fields}
+
+
+def _job_dockerfile(spec: dict[str, Any] | None) -> JobDockerfile | None:
+    if spec is None:
+        return None
+    return JobDockerfile(path_field=str(spec.get("path_field", "dockerfile_path")),
+                         default=str(spec.get("default", "Dockerfile")), render=bool(spec.get("render", True)))
+
+
+def _serving_rule(job_type: str, spec: dict[str, Any] | None, extra_fields: set[str]) -> ServingRule:
+    """A plugin's `serving:` section; a mistake in it makes the plugin broken (PluginInvalid naming the key)."""
+    if spec is None:
+        return ServingRule()
+    rule = ServingRule(
+        port=int(spec.get("port", JOB_PORT)), port_field=spec.get("port_field"),
+        path_mode=str(spec.get("path_mode", WRAPPER)), path_mode_field=spec.get("path_mode_field"),
+        probe_path=str(spec.get("probe_path", "/ready")),
+    )
+    where = f"job_types.{job_type}.serving"
+    if rule.path_mode not in PATH_MODES:
+        raise PluginInvalid(f"{where}.path_mode: {rule.path_mode!r} is not one of {', '.join(PATH_MODES)}")
+    if not 0 < rule.port < 65536:
+        raise PluginInvalid(f"{where}.port: {rule.port} is not a TCP port")
+    if not rule.probe_path.startswith("/"):
+        raise PluginInvalid(f"{where}.probe_path: {rule.probe_path!r} must start with /")
+    for key in ("port_field", "path_mode_field"):
+        field = getattr(rule, key)
+        if field is not None and field not in extra_fields:
+            raise PluginInvalid(f"{where}.{key}: {field!r} is not one of the job type's extra_fields")
+    return rule
 
 
 def resolve(requested: str, installed: list[JobType]) -> JobType:
@@ -184,6 +290,26 @@ def check_extra(job_type: JobType, jobtype_extra: dict[str, Any], job_dir: Path 
                 errors.append((path, f"file {value} not found in the job's directory"))
         if not field.supported:
             warnings.append(f"{path} is accepted for Racetrack compatibility but not acted on yet")
+    errors += _check_serving(job_type, jobtype_extra)
+    if job_type.job_dockerfile is not None and job_dir is not None and not any(
+            p.startswith(f"jobtype_extra.{job_type.job_dockerfile.path_field}") for p, _ in errors):
+        dockerfile = job_type.job_dockerfile.path(jobtype_extra)
+        if not (job_dir / dockerfile).is_file():
+            errors.append((f"jobtype_extra.{job_type.job_dockerfile.path_field}",
+                           f"file {dockerfile} not found in the job's directory (job type {job_type.name} "
+                           f"builds the job's own Dockerfile)"))
     if errors:
         raise ManifestError("; ".join(f"{p}: {m}" for p, m in errors), errors=errors)
     return warnings
+
+
+def _check_serving(job_type: JobType, jobtype_extra: dict[str, Any]) -> list[tuple[str, str]]:
+    rule = job_type.serving
+    errors = []
+    port = jobtype_extra.get(rule.port_field) if rule.port_field else None
+    if isinstance(port, int) and not isinstance(port, bool) and not 0 < port < 65536:
+        errors.append((f"jobtype_extra.{rule.port_field}", f"{port} is not a TCP port (1-65535)"))
+    mode = jobtype_extra.get(rule.path_mode_field) if rule.path_mode_field else None
+    if isinstance(mode, str) and mode not in (FORWARD, REWRITE):
+        errors.append((f"jobtype_extra.{rule.path_mode_field}", f"{mode!r} is not one of {FORWARD}, {REWRITE}"))
+    return errors

@@ -154,6 +154,36 @@ def _gateway_registry() -> CollectorRegistry:
     return registry
 
 
+def render_job(name: str, version: str) -> bytes:
+    """One job version's share of the gateway's metrics: what a job with no /metrics of its own
+    (docker-proxy) shows at /pub/job/<name>/<version>/metrics."""
+    registry = CollectorRegistry()
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        from prometheus_client import REGISTRY
+
+        registry.register(_Forward(REGISTRY))
+    job = CollectorRegistry()
+    job.register(_OneJob(registry, name, version))
+    return generate_latest(job)
+
+
+class _OneJob(Collector):
+    def __init__(self, source: CollectorRegistry, name: str, version: str) -> None:
+        self._source = source
+        self._name = name
+        self._version = version
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._source.collect():
+            samples = [sample for sample in family.samples if sample.labels.get("job_name") == self._name
+                       and sample.labels.get("job_version", self._version) == self._version]
+            if samples:
+                family.samples = samples
+                yield family
+
+
 class _Forward(Collector):
     def __init__(self, source: CollectorRegistry) -> None:
         self._source = source

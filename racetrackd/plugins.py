@@ -197,6 +197,8 @@ class PluginStore:
             if setting and setting not in self.base_image_of:
                 raise PluginInvalid(f"job_types.{job_type.name}.{key}: no setting {setting!r} (image settings: "
                                     f"{', '.join(sorted(self.base_image_of)) or 'none'})")
+        if job_type.job_dockerfile is not None:
+            return  # the template is each job's own Dockerfile, rendered (and checked) when that job builds
         try:
             manifest = validate_manifest({
                 "name": "plugin-check", "version": "0.0.1", "owner_email": "plugin-check@example.com",

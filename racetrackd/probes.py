@@ -7,6 +7,8 @@ import re
 
 import urllib3
 
+from racetrackd.jobtypes import Serving
+
 _pool = urllib3.PoolManager(num_pools=8, retries=False)
 TIMEOUT = urllib3.Timeout(3.0)
 _LAST_CALL = re.compile(rb"^last_call_timestamp\s+([0-9.eE+-]+)\s*$", re.MULTILINE)
@@ -32,3 +34,22 @@ def last_call_timestamp(address: str) -> float | None:
         return None
     match = _LAST_CALL.search(response.data or b"")
     return float(match.group(1)) if match and response.status == 200 else None
+
+
+def check_ready(address: str, serving: Serving) -> str | None:
+    """None when the job at `address` can take calls, else what failed.
+
+    A wrapper-contract job answers /live and /ready itself. Any other job (docker-proxy) is ready
+    once its server answers `serving.probe_path` with anything below 500: a 404 or a redirect
+    still proves a server is listening and handling requests.
+    """
+    if serving.wrapper:
+        live, _ = probe(address, "/live")
+        ready, _ = probe(address, "/ready") if live == 200 else (None, None)
+        if live == 200 and ready == 200:
+            return None
+        return f"probes failing: /live {live or 'unreachable'}, /ready {ready or 'not checked'}"
+    status, _ = probe(address, serving.probe_path)
+    if status is not None and status < 500:
+        return None
+    return f"probe failing: {serving.probe_path} on port {serving.port} {status or 'unreachable'}"

@@ -20,6 +20,7 @@ from jobmanifest import versions
 from racetrackd.access import OPEN_JOB_PATHS, path_within
 from racetrackd.db import Job, JobStatus, PublicEndpoint, database
 from racetrackd.jobs import ALIASABLE
+from racetrackd.jobtypes import WRAPPER, Serving
 from racetrackd.waking import ASLEEP
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,8 @@ class Route:
     call_timeout: float
     error: str | None
     public_endpoints: tuple[str, ...] = ()  # approved by an admin: callable without a token
+    path_mode: str = WRAPPER  # how gateway paths map to the job's server (racetrackd.pathmapping)
+    deployment_timestamp: int = 0
 
     @property
     def asleep(self) -> bool:
@@ -122,7 +125,8 @@ class RoutingTable:
         addresses = () if job.status in UNROUTABLE else tuple(address for address in job.ready_addresses() if address)
         return Route(name=job.name, version=job.version, status=job.status, addresses=addresses,
                      call_timeout=float(job.call_timeout or self._default_timeout), error=job.error,
-                     public_endpoints=public_endpoints)
+                     public_endpoints=public_endpoints, path_mode=Serving.from_json(job.serving).path_mode,
+                     deployment_timestamp=job.deployment_timestamp)
 
 
 def _data_version() -> int:

@@ -31,8 +31,9 @@ class ContainerSpec:
     env: dict[str, str]
     labels: dict[str, str]
     network: str
-    publish_port: bool  # publish JOB_PORT on 127.0.0.1 for a daemon running on the host
+    publish_port: bool  # publish `port` on 127.0.0.1 for a daemon running on the host
     limits: ContainerLimits | None = None
+    port: int = JOB_PORT  # where the job's server listens in the container
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,13 +51,13 @@ class ContainerState:
 class Runtime(Protocol):
     def build_image(self, context: IO[bytes], dockerfile: str, tag: str, labels: dict[str, str],
                     on_log: Callable[[str], None], *, no_cache: bool = False, timeout: float | None = None,
-                    memory_limit: int | None = None) -> str: ...
+                    memory_limit: int | None = None, build_args: dict[str, str] | None = None) -> str: ...
     def ensure_network(self, name: str) -> None: ...
     def run_container(self, spec: ContainerSpec) -> None: ...
     def container_state(self, name: str) -> ContainerState: ...
     def container_logs(self, name: str, tail: int) -> str: ...
     def follow_logs(self, name: str, tail: int) -> Iterator[bytes]: ...
-    def published_address(self, name: str) -> str: ...
+    def published_address(self, name: str, port: int = JOB_PORT) -> str: ...
     def container_ip(self, name: str, network: str) -> str: ...
     def remove_container(self, name: str) -> bool: ...
     def stop_container(self, name: str, timeout: float) -> None: ...
@@ -114,14 +115,14 @@ class DockerRuntime:
 
     def build_image(self, context: IO[bytes], dockerfile: str, tag: str, labels: dict[str, str],
                     on_log: Callable[[str], None], *, no_cache: bool = False, timeout: float | None = None,
-                    memory_limit: int | None = None) -> str:
+                    memory_limit: int | None = None, build_args: dict[str, str] | None = None) -> str:
         """Build from a tar context, passing each log line to `on_log` (which may raise to stop the
         build); returns the image id. `timeout` bounds the wait for each piece of output."""
         image_id = ""
         with _translated(f"building image {tag}"):
             stream = self._client.api.build(
                 fileobj=context, custom_context=True, dockerfile=dockerfile, tag=tag, labels=labels,
-                rm=True, forcerm=True, decode=True, network_mode="host", nocache=no_cache,
+                rm=True, forcerm=True, decode=True, network_mode="host", nocache=no_cache, buildargs=build_args,
                 timeout=int(timeout) if timeout else None,
                 container_limits={"memory": memory_limit, "memswap": -1} if memory_limit else None,
             )
@@ -142,7 +143,7 @@ class DockerRuntime:
                 self._client.networks.create(name, driver="bridge", check_duplicate=True)
 
     def run_container(self, spec: ContainerSpec) -> None:
-        ports: dict[str, Any] = {f"{JOB_PORT}/tcp": ("127.0.0.1", None)} if spec.publish_port else {}
+        ports: dict[str, Any] = {f"{spec.port}/tcp": ("127.0.0.1", None)} if spec.publish_port else {}
         with _translated(f"starting container {spec.name}"):
             self._client.containers.run(
                 spec.image, name=spec.name, detach=True, environment=spec.env, labels=spec.labels,
@@ -181,16 +182,16 @@ class DockerRuntime:
         finally:
             stream.close()
 
-    def published_address(self, name: str) -> str:
-        """`127.0.0.1:<port>` where the container's job port is published on the host."""
+    def published_address(self, name: str, port: int = JOB_PORT) -> str:
+        """`127.0.0.1:<host port>` where the container's job port is published on the host."""
         with _translated(f"reading the published port of {name}"):
             for _ in range(50):
                 container = self._client.containers.get(name)
-                bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get(f"{JOB_PORT}/tcp")
+                bindings = (container.attrs["NetworkSettings"]["Ports"] or {}).get(f"{port}/tcp")
                 if bindings:
                     return f"127.0.0.1:{bindings[0]['HostPort']}"
                 time.sleep(0.1)
-        raise RacetrackError(f"container {name} has no published port {JOB_PORT}")
+        raise RacetrackError(f"container {name} has no published port {port}")
 
     def container_ip(self, name: str, network: str) -> str:
         """The container's address on `network` (assigned once it has started)."""

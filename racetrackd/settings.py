@@ -163,7 +163,8 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Name of this daemon; labels every container and image it creates. "
                 "A non-default name also prefixes container names, so two daemons can share one engine."),
     SettingSpec("python_base_image", "python:3.11-slim", str,
-                "Base image of python3 jobs. Air-gapped hosts: build one with `racetrackd base-images build`."),
+                "Base image of python3 jobs, and the BASE_IMAGE build arg of docker-proxy and dockerfile jobs. "
+                "Air-gapped hosts: build one with `racetrackd base-images build`."),
     SettingSpec("golang_base_image", "golang:1.21-bookworm", str,
                 "Image golang jobs are compiled in (a Go toolchain on Debian). Air-gapped hosts: build one with "
                 "`racetrackd base-images build --job-type golang`."),

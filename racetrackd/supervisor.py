@@ -20,7 +20,8 @@ from racetrackd import naming
 from racetrackd.db import Deployment, DeploymentStatus, Job, JobStatus, now
 from racetrackd.deployer import Deployer
 from racetrackd.errors import RacetrackError
-from racetrackd.probes import last_call_timestamp, probe
+from racetrackd.jobtypes import Serving
+from racetrackd.probes import check_ready, last_call_timestamp
 from racetrackd.runtime import Runtime
 from racetrackd.settings import Settings
 
@@ -85,6 +86,7 @@ class Supervisor:
         if fresh is None or fresh.container_name != job.container_name or self._deploying(fresh):
             return
         job = fresh
+        serving = Serving.from_json(job.serving)
         problems: list[str] = []
         status = JobStatus.RUNNING
         ready: list[str] = []
@@ -105,17 +107,17 @@ class Supervisor:
                     self.runtime.start_container(name)
                     crash_count += 1
             else:
-                address = self.deployer.address_of(name)
-                live, _ = probe(address, "/live")
-                ready_status, _ = probe(address, "/ready") if live == 200 else (None, None)
-                if live == 200 and ready_status == 200:
+                address = self.deployer.address_of(name, serving.port)
+                failure = check_ready(address, serving)
+                if failure is None:
                     ready.append(address)
                 else:
                     status = _worse(status, JobStatus.ERROR)
-                    problems.append(f"{name}: probes failing: /live {live or 'unreachable'}, "
-                                    f"/ready {ready_status or 'not checked'}")
+                    problems.append(f"{name}: {failure}")
         error = "\n".join(problems) or None
-        if status == JobStatus.RUNNING and job.idle_timeout and self._idle_for(job, ready) > job.idle_timeout:
+        # Idle time comes from the wrapper's last_call_timestamp metric; other jobs have none to ask.
+        if status == JobStatus.RUNNING and job.idle_timeout and serving.wrapper \
+                and self._idle_for(job, ready) > job.idle_timeout:
             self._put_to_sleep(job)
             return
         address = ready[0] if ready else job.internal_name

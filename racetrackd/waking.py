@@ -14,7 +14,8 @@ from racetrackd import naming
 from racetrackd.addressing import Addressing, job_address
 from racetrackd.db import Job, JobStatus, now
 from racetrackd.errors import RacetrackError, UpstreamError
-from racetrackd.probes import probe
+from racetrackd.jobtypes import Serving
+from racetrackd.probes import check_ready
 from racetrackd.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,8 @@ def _start(job: Job, runtime: Runtime, addressing: Addressing, timeout: float) -
         for name in names:
             runtime.stop_container(name, 1)  # it may still be on its way down from being put to sleep
             runtime.start_container(name)
-        addresses = [_wait_ready(runtime, addressing, name, started + timeout) for name in names]
+        serving = Serving.from_json(job.serving)
+        addresses = [_wait_ready(runtime, addressing, name, started + timeout, serving) for name in names]
     except RacetrackError as exc:
         Job.update(status=JobStatus.CRASHED, error=f"waking up failed: {exc.message}", update_time=now()).where(
             (Job.name == job.name) & (Job.version == job.version)).execute()
@@ -58,13 +60,13 @@ def _start(job: Job, runtime: Runtime, addressing: Addressing, timeout: float) -
     log.info("woke job %s %s in %.2f s", job.name, job.version, time.monotonic() - started)
 
 
-def _wait_ready(runtime: Runtime, addressing: Addressing, container: str, deadline: float) -> str:
+def _wait_ready(runtime: Runtime, addressing: Addressing, container: str, deadline: float, serving: Serving) -> str:
     while time.monotonic() < deadline:
         try:
-            address = job_address(addressing, runtime, container)
+            address = job_address(addressing, runtime, container, serving.port)
         except RacetrackError:
             address = None  # the published port is not assigned yet
-        if address is not None and probe(address, "/ready")[0] == 200:
+        if address is not None and check_ready(address, serving) is None:
             return address
         time.sleep(0.05)
     raise UpstreamError(f"container {container} did not become ready")

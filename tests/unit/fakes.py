@@ -32,6 +32,8 @@ class FakeRuntime:
         self.own: set[str] = set()
         self.own_name: str | None = None  # the daemon's own container, when it runs in one
         self.gateways: dict[str, str] = {}
+        self.build_args: dict[str, dict[str, str]] = {}  # image tag -> the build args it was built with
+        self.contexts: dict[str, tuple[str, bytes]] = {}
 
     def _record(self, method: str, *args: Any) -> None:
         self.calls.append((method, args))
@@ -41,8 +43,10 @@ class FakeRuntime:
 
     def build_image(self, context: IO[bytes], dockerfile: str, tag: str, labels: dict[str, str],
                     on_log: Callable[[str], None], *, no_cache: bool = False, timeout: float | None = None,
-                    memory_limit: int | None = None) -> str:
+                    memory_limit: int | None = None, build_args: dict[str, str] | None = None) -> str:
         self._record("build_image", dockerfile, tag, labels, no_cache, timeout)
+        self.build_args[tag] = dict(build_args or {})
+        self.contexts[tag] = (dockerfile, context.read())  # the Dockerfile's name, the context tar
         on_log(f"built {tag}\n")
         self.images[tag] = dict(labels)
         return f"sha256:{len(self.images):064x}"
@@ -71,9 +75,9 @@ class FakeRuntime:
         self._record("follow_logs", name, tail)
         yield from (line.encode() + b"\n" for line in self.logs.get(name, "").splitlines()[-tail:])
 
-    def published_address(self, name: str) -> str:
+    def published_address(self, name: str, port: int = 7000) -> str:
         self._record("published_address", name)
-        return f"127.0.0.1:{7000 + sorted(self.containers).index(name)}"
+        return f"127.0.0.1:{port + sorted(self.containers).index(name)}"
 
     def container_ip(self, name: str, network: str) -> str:
         self._record("container_ip", name, network)

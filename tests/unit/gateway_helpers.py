@@ -318,15 +318,15 @@ class LoopClient:
 
 
 def add_job(name: str = "adder", version: str = "1.0.0", status: str = db.JobStatus.RUNNING,
-            addresses: Iterable[str] = (), call_timeout: int | None = None) -> db.Job:
-    """A Job row whose replicas listen at `addresses` (host:port)."""
+            addresses: Iterable[str] = (), call_timeout: int | None = None, serving: str | None = None) -> db.Job:
+    """A Job row whose replicas listen at `addresses` (host:port); `serving`: jobtypes.Serving JSON."""
     addresses = list(addresses)
     return db.Job.create(
         name=name, version=version, status=status, manifest_yaml=f"name: {name}\nversion: {version}\n",
         job_type_version="python3:1.0.0", image_name=f"racetrackd/job-{name}:{version}",
         container_name=f"job-{name}-v-{version.replace('.', '-')}",
         internal_name=addresses[0] if addresses else "", replica_addresses=json.dumps(addresses),
-        deployment_timestamp=1_700_000_000, call_timeout=call_timeout,
+        deployment_timestamp=1_700_000_000, call_timeout=call_timeout, serving=serving,
     )
 
 

@@ -295,6 +295,25 @@ def test_deprecated_manifest_fields_show_as_warnings(client: FlaskClient) -> Non
     assert shown["warnings"].splitlines() == ["lang is deprecated: rename it to jobtype"]
 
 
+def test_idle_timeout_on_a_docker_proxy_job_warns_that_it_is_not_acted_on(client: FlaskClient) -> None:
+    manifest = sample_manifest(jobtype="docker-proxy:latest", jobtype_extra=None, idle_timeout="15m")
+
+    response = client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": manifest})
+
+    assert response.status_code == 201, response.get_data(as_text=True)
+    shown = client.get(f"{API}/deploy/{response.get_json()['id']}").get_json()
+    assert shown["warnings"].startswith("idle_timeout: not acted on for job type docker-proxy")
+
+
+def test_a_bad_proxy_mode_is_400_naming_the_field(client: FlaskClient) -> None:
+    manifest = sample_manifest(jobtype="docker-proxy:latest", jobtype_extra={"proxy_mode": "sideways"})
+
+    errors = field_errors(client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": manifest}))
+
+    assert errors == {"jobtype_extra.proxy_mode": "'sideways' is not one of forward, rewrite"}
+    assert db.Deployment.select().count() == 0
+
+
 def test_a_deployment_without_warnings_shows_none(client: FlaskClient) -> None:
     deployment_id = client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest()}).get_json()["id"]
 

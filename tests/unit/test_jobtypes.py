@@ -80,7 +80,8 @@ def test_discover_reads_plugins_from_several_dirs_and_skips_missing_ones(tmp_pat
 
     found = discover([tmp_path / "absent", BUILTIN_PLUGINS_DIR, tmp_path / "extra"])
 
-    assert {jt.full_name for jt in found} == {"python3:1.0.0", "golang:1.0.0", "golang:2.0.0"}
+    assert {jt.full_name for jt in found} == {"python3:1.0.0", "golang:1.0.0", "dockerfile:1.0.0", "docker-proxy:1.0.0",
+                                              "golang:2.0.0"}
 
 
 @pytest.mark.parametrize(("manifest", "files"), [

@@ -36,8 +36,8 @@ class _Deployer:
     def replica_names(self, job: Job) -> list[str]:
         return [naming.replica_container_name(job.container_name, i) for i in range(job.replicas)]
 
-    def address_of(self, container: str) -> str:
-        return "127.0.0.1:7001"
+    def address_of(self, container: str, port: int) -> str:
+        return f"127.0.0.1:{port + 1}"
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def test_a_job_idle_longer_than_its_timeout_is_stopped_and_sleeps(
     sleepy: tuple[Settings, Job], runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings, job = sleepy
-    monkeypatch.setattr("racetrackd.supervisor.probe", lambda address, path: (200, None))
+    monkeypatch.setattr("racetrackd.probes.probe", lambda address, path: (200, None))
     monkeypatch.setattr("racetrackd.supervisor.last_call_timestamp", lambda address: time.time() - 120)
 
     Supervisor(settings, runtime, _Deployer()).check(job)  # type: ignore[arg-type]
@@ -71,7 +71,7 @@ def test_a_recently_called_job_stays_awake(
     sleepy: tuple[Settings, Job], runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings, job = sleepy
-    monkeypatch.setattr("racetrackd.supervisor.probe", lambda address, path: (200, None))
+    monkeypatch.setattr("racetrackd.probes.probe", lambda address, path: (200, None))
     monkeypatch.setattr("racetrackd.supervisor.last_call_timestamp", lambda address: time.time() - 5)
 
     Supervisor(settings, runtime, _Deployer()).check(job)  # type: ignore[arg-type]
@@ -87,7 +87,7 @@ def test_waking_starts_the_containers_and_returns_the_running_job(
     _, job = sleepy
     Job.update(status=JobStatus.SLEEPING).execute()
     runtime.stopped.add(job.container_name)
-    monkeypatch.setattr("racetrackd.waking.probe", lambda address, path: (200, None))
+    monkeypatch.setattr("racetrackd.probes.probe", lambda address, path: (200, None))
     addressing = Addressing(mode=PUBLISHED_PORT, daemon_host="172.18.0.1", port=7102)
 
     awake: Any = waking.wake(Job.find("sleepy", "1.0.0"), runtime, addressing, timeout=5)
@@ -101,7 +101,7 @@ def test_a_job_that_does_not_wake_in_time_is_a_clear_gateway_error(
     sleepy: tuple[Settings, Job], runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     Job.update(status=JobStatus.SLEEPING).execute()
-    monkeypatch.setattr("racetrackd.waking.probe", lambda address, path: (503, None))
+    monkeypatch.setattr("racetrackd.probes.probe", lambda address, path: (503, None))
     addressing = Addressing(mode=PUBLISHED_PORT, daemon_host="172.18.0.1", port=7102)
 
     with pytest.raises(UpstreamError):

@@ -9,6 +9,7 @@ import pytest
 
 from racetrackd import naming
 from racetrackd.db import Deployment, Job, JobStatus
+from racetrackd.jobtypes import FORWARD, Serving
 from racetrackd.runtime import ContainerSpec, ContainerState
 from racetrackd.settings import Settings
 from racetrackd.supervisor import Supervisor
@@ -30,8 +31,8 @@ class _FakeDeployer:
     def replica_names(self, job: Job) -> list[str]:
         return [naming.replica_container_name(job.container_name, i) for i in range(job.replicas)]
 
-    def address_of(self, container: str) -> str:
-        return f"127.0.0.1:{40000 + len(container)}"
+    def address_of(self, container: str, port: int) -> str:
+        return f"127.0.{port - 7000}.1:{40000 + len(container)}"
 
 
 def _spec(name: str, instance: str) -> ContainerSpec:
@@ -48,7 +49,7 @@ def world(make_settings: Callable[..., Settings], runtime: FakeRuntime,
     open_database(settings.database_path)
     deployer = _FakeDeployer(runtime)
     probes: dict[str, Any] = {"live": 200, "ready": 200}
-    monkeypatch.setattr("racetrackd.supervisor.probe", lambda address, path: (probes[path.strip("/")], None))
+    monkeypatch.setattr("racetrackd.probes.probe", lambda address, path: (probes[path.strip("/")], None))
     supervisor = Supervisor(settings, runtime, deployer)  # type: ignore[arg-type]
     return supervisor, runtime, deployer, probes
 
@@ -117,6 +118,26 @@ def test_failing_probes_make_the_job_error_and_passing_ones_running_again(world:
     assert healthy.internal_name == f"127.0.0.1:{40000 + len(job.container_name)}"  # re-resolved
 
 
+def test_a_proxied_jobs_server_is_probed_on_its_own_port_and_path(world: Any) -> None:
+    supervisor, runtime, _, probes = world
+    job = _job()
+    Job.update(serving=Serving(port=7001, path_mode=FORWARD, probe_path="/").to_json()).where(Job.id == job.id).execute()
+    runtime.run_container(_spec(job.container_name, "main"))
+    probes[""] = None  # nothing answers at / yet; /live and /ready would say 200, but are not asked
+
+    supervisor.check(job)
+    failing = Job.find("adder", "1.0.0")
+    probes[""] = 404  # any answer below 500: a server is listening
+    assert failing is not None
+    supervisor.check(failing)
+    healthy = Job.find("adder", "1.0.0")
+
+    assert failing.status == JobStatus.ERROR
+    assert "probe failing: / on port 7001 unreachable" in failing.error
+    assert healthy is not None and healthy.status == JobStatus.RUNNING
+    assert healthy.internal_name == f"127.0.1.1:{40000 + len(job.container_name)}"  # the server's port
+
+
 def test_reconcile_brings_back_lost_jobs_and_removes_orphans(world: Any) -> None:
     supervisor, runtime, deployer, _ = world
     _job()
@@ -174,7 +195,7 @@ def test_replicas_are_checked_each_and_only_ready_ones_receive_calls(world: Any,
 
     row = Job.find("adder", "1.0.0")
     assert row is not None and row.status == JobStatus.CRASHED
-    assert row.ready_addresses() == [deployer.address_of("job-adder-v-1-0-0"), deployer.address_of("job-adder-v-1-0-0-1")]
+    assert row.ready_addresses() == [deployer.address_of("job-adder-v-1-0-0", 7000), deployer.address_of("job-adder-v-1-0-0-1", 7000)]
     assert ("start_container", ("job-adder-v-1-0-0-2",)) in runtime.calls
     supervisor.check(row)
     healed = Job.find("adder", "1.0.0")
