@@ -215,6 +215,7 @@ class Gateway:
         name, version = call.name or "", call.version or ""
         route = self._routes.resolve(name, version)
         if route is None:
+            self._identify(call)  # 401 before 404: a caller without a valid token learns no job names
             metrics.GATEWAY_ERRORS.labels(name, version, "not_found").inc()
             raise JobNotFound(f"job {call.name} {call.version} not found")
         return route

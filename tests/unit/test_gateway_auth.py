@@ -100,6 +100,21 @@ def test_a_wrong_token_is_401(job: tuple[LoopClient, UpstreamServer], headers: d
     assert server.requests == []
 
 
+@pytest.mark.parametrize("path", ["/pub/job/ghost/1.0.0/api/v1/perform", "/pub/job/ghost/latest/health",
+                                  "/pub/job/adder/9.9.9/api/v1/perform"])
+def test_an_unknown_job_is_401_without_a_valid_token_so_strangers_learn_no_job_names(
+        job: tuple[LoopClient, UpstreamServer], path: str) -> None:
+    client, _ = job
+
+    anonymous = client.post(path, b"{}", {})
+    wrong = client.post(path, b"{}", auth("rtd_wrong"))
+    known = client.post(path, b"{}", auth(ADMIN_TOKEN))
+
+    assert (anonymous.status_code, wrong.status_code, known.status_code) == (401, 401, 404)
+    assert anonymous.json["type"] == wrong.json["type"] == "unauthorized"
+    assert known.json["type"] == "job-not-found"
+
+
 def test_a_user_without_call_job_is_403_naming_the_scope(job: tuple[LoopClient, UpstreamServer],
                                                          accounts: Accounts) -> None:
     client, server = job
