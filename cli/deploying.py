@@ -113,7 +113,7 @@ def submit(ctx: click.Context, directory: Path, force: bool, extra_vars: tuple[s
     job = deployment["job"] or {}
     progress.step(f"{job.get('name')} {job.get('version')} is running (took {progress.elapsed:.1f} s)")
     click.echo(f"       {job.get('pub_url')}")
-    click.echo(f"       call it: rtd call {job.get('name')} --version {job.get('version')} --data '{{}}'")
+    click.echo(f"       {_how_to_call(job)}")
 
 
 def _secret_files(manifest: Manifest) -> frozenset[str]:
@@ -242,3 +242,12 @@ def audit(ctx: click.Context, name: str | None, version: str | None, limit: int,
         return
     for event in events:
         click.echo(f"{when(event['timestamp'])}  {event['explanation']}")
+
+
+def _how_to_call(job: dict[str, Any]) -> str:
+    """A first call to try: perform for a job keeping the wrapper contract, else its server's root page."""
+    mode = job.get("path_mode") or "wrapper"
+    if mode == "wrapper":
+        return f"call it: rtd call {job.get('name')} --version {job.get('version')} --data '{{}}'"
+    root = f"{job.get('pub_url')}/api/v1/" if mode == "forward" else f"{job.get('pub_url')}/"
+    return f'open it: curl -H "X-Racetrack-Auth: $(rtd token)" {root}'

@@ -13,6 +13,7 @@ from racetrackd.audit import JOB_DELETED
 from racetrackd.building import prune_job_images
 from racetrackd.db import AuditEvent, DeletedJob, Job, JobStatus, PublicEndpoint, database
 from racetrackd.errors import JobNotFound
+from racetrackd.jobtypes import Serving
 from racetrackd.runtime import Runtime
 from racetrackd.settings import Settings
 
@@ -80,6 +81,8 @@ def job_dto(job: Job, settings: Settings) -> dict[str, Any]:
         "replicas": job.replicas,
         "idle_timeout": job.idle_timeout,
         "job_type_version": job.job_type_version,
+        # racetrackd's own: how the gateway maps paths to the job's server (wrapper, forward, rewrite)
+        "path_mode": Serving.from_json(job.serving).path_mode,
         "infrastructure_stats": {"crash_count": job.crash_count},
     }
 

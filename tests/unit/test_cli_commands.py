@@ -13,7 +13,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from cli import __version__
+from cli import __version__, deploying
 from cli.config import ClientConfig
 from cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_INVALID_INPUT, EXIT_NOT_FOUND, EXIT_UNREACHABLE
 from cli.main import main
@@ -330,3 +330,15 @@ def test_status_of_an_unknown_job_hints_at_the_list(runner: CliRunner, daemon: F
 
     assert result.exit_code == EXIT_NOT_FOUND
     assert result.stderr == "error: job nope latest not found\nhint: rtd list shows the jobs you may read\n"
+
+
+@pytest.mark.parametrize(("path_mode", "hint"), [
+    (None, "call it: rtd call adder --version 0.0.1 --data '{}'"),
+    ("wrapper", "call it: rtd call adder --version 0.0.1 --data '{}'"),
+    ("forward", 'open it: curl -H "X-Racetrack-Auth: $(rtd token)" http://h:7102/pub/job/adder/0.0.1/api/v1/'),
+    ("rewrite", 'open it: curl -H "X-Racetrack-Auth: $(rtd token)" http://h:7102/pub/job/adder/0.0.1/'),
+])
+def test_submit_suggests_a_first_call_that_fits_the_job_type(path_mode: str | None, hint: str) -> None:
+    job = {"name": "adder", "version": "0.0.1", "pub_url": "http://h:7102/pub/job/adder/0.0.1", "path_mode": path_mode}
+
+    assert deploying._how_to_call(job) == hint
