@@ -151,7 +151,11 @@ class Redactor:
     """Replaces secret values in text shown to anyone (build logs, job logs, errors)."""
 
     def __init__(self, values: list[str]) -> None:
-        wanted = sorted({value for value in values if len(value) >= MIN_REDACTED_LENGTH}, key=len, reverse=True)
+        # A multi-line value (a PEM key, say) is also masked line by line: streamed logs arrive in
+        # chunks that may split it, and a program may print only part of it.
+        pieces = {line.strip() for value in values if "\n" in value for line in value.splitlines()}
+        wanted = sorted({value for value in [*values, *pieces] if len(value) >= MIN_REDACTED_LENGTH},
+                        key=len, reverse=True)
         self._pattern = re.compile("|".join(re.escape(value) for value in wanted)) if wanted else None
 
     def __call__(self, text: str) -> str:

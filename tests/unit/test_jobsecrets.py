@@ -143,6 +143,18 @@ def test_redacted_lines_find_a_secret_split_across_chunks() -> None:
     assert "secret" not in "".join(lines)
 
 
+def test_a_multi_line_secret_is_masked_even_when_its_lines_come_in_separate_chunks() -> None:
+    key = "-----BEGIN KEY-----\nMIIBVgIBADANBgkqhkiG9w0BAQEFAASCAUAw\nggE8AgEAAkEAq7BFUpkGp3+XQ\n-----END KEY-----"
+    redact = Redactor([key, "ab\ncd"])
+
+    lines = "".join(redact.lines([b"key: -----BEGIN KEY-----\nMIIBVgIBADANBgkq", b"hkiG9w0BAQEFAASCAUAw\n",
+                                  b"ggE8AgEAAkEAq7BFUpkGp3+XQ\n-----END KEY-----\n"]))
+
+    assert "MIIBVgIBADANBgkqhkiG9w0BAQEFAASCAUAw" not in lines and "ggE8AgEAAkEAq7BFUpkGp3+XQ" not in lines
+    assert redact(key) == "***"
+    assert redact("ab and cd") == "ab and cd"  # lines under four characters stay, as short values do
+
+
 def test_redacted_lines_come_out_whole_lines_at_a_time() -> None:
     redact = Redactor(["zzzz"])
 
