@@ -254,9 +254,20 @@ class DockerRuntime:
         """References of the images carrying all `labels`, newest first."""
         filters = {"label": [f"{key}={value}" for key, value in labels.items()]}
         with _translated("listing images"):
-            images = self._client.images.list(filters=filters)
+            images = self._list_images(filters)
         images.sort(key=lambda image: image.attrs.get("Created", ""), reverse=True)
         return [image.tags[0] if image.tags else image.id for image in images]
+
+    def _list_images(self, filters: dict[str, Any], attempts: int = 3) -> list[Any]:
+        # The SDK lists ids, then inspects each: an image removed in between (an image collection of
+        # another deployment) makes the whole listing fail. Gone is gone: list again.
+        for attempt in range(attempts):
+            try:
+                return list(self._client.images.list(filters=filters))
+            except docker.errors.ImageNotFound:
+                if attempt == attempts - 1:
+                    raise
+        return []
 
     def pull_image(self, ref: str) -> None:
         with _translated(f"pulling image {ref}"):

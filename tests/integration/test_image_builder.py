@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import pytest
 import requests
 import yaml
@@ -115,9 +116,13 @@ def exec_in_job(daemon: Daemon, name: str, version: str, *command: str) -> str:
 
 
 def job_images(daemon: Daemon, name: str, version: str) -> list[Any]:
-    return list(daemon.docker.images.list(filters={"label": [
-        f"racetrackd.instance={daemon.instance}", f"job-name={name}", f"job-version={version}",
-    ]}))
+    labels = [f"racetrackd.instance={daemon.instance}", f"job-name={name}", f"job-version={version}"]
+    for _ in range(5):  # the SDK inspects each listed image: one the daemon removes meanwhile fails the list
+        try:
+            return list(daemon.docker.images.list(filters={"label": labels}))
+        except docker.errors.ImageNotFound:
+            time.sleep(0.2)
+    return list(daemon.docker.images.list(filters={"label": labels}))
 
 
 def steps(log: str) -> dict[str, str]:

@@ -1,0 +1,52 @@
+"""DockerRuntime against a stand-in Docker client: what it makes of the engine's answers and failures."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import docker.errors
+import pytest
+
+from racetrackd.errors import NotFoundError
+from racetrackd.runtime import DockerRuntime
+
+
+class _Image:
+    def __init__(self, ref: str, created: str) -> None:
+        self.tags = [ref]
+        self.id = f"sha256:{ref}"
+        self.attrs = {"Created": created}
+
+
+class _Images:
+    """images.list that fails like the SDK does when an image vanishes between listing and inspecting."""
+
+    def __init__(self, vanishing: int) -> None:
+        self.vanishing = vanishing
+        self.calls = 0
+
+    def list(self, filters: dict[str, Any]) -> list[_Image]:
+        self.calls += 1
+        if self.calls <= self.vanishing:
+            raise docker.errors.ImageNotFound("no such image: sha256:gone")
+        return [_Image("job:old", "2026-11-30T10:00:00.1Z"), _Image("job:new", "2026-11-30T10:00:00.2Z")]
+
+
+class _Client:
+    def __init__(self, images: _Images) -> None:
+        self.images = images
+
+
+def test_listing_images_while_another_deployment_removes_one_lists_again() -> None:
+    images = _Images(vanishing=2)
+    runtime = DockerRuntime(lambda: _Client(images))  # type: ignore[arg-type, return-value]
+
+    assert runtime.list_images({"job-name": "adder"}) == ["job:new", "job:old"]
+    assert images.calls == 3
+
+
+def test_an_image_listing_that_keeps_failing_is_a_not_found_error_naming_the_action() -> None:
+    runtime = DockerRuntime(lambda: _Client(_Images(vanishing=10)))  # type: ignore[arg-type, return-value]
+
+    with pytest.raises(NotFoundError, match="listing images"):
+        runtime.list_images({"job-name": "adder"})
