@@ -202,9 +202,10 @@ class Deployer:
         job.save()
         DeletedJob.delete().where((DeletedJob.name == job.name) & (DeletedJob.version == job.version)).execute()
         if retiring:
-            threading.Thread(target=self._retire, args=(retiring,), daemon=True, name="retire").start()
+            threading.Thread(target=self._retire, args=(retiring, manifest.name, manifest.version), daemon=True,
+                             name="retire").start()
 
-    def _retire(self, containers: list[str]) -> None:
+    def _retire(self, containers: list[str], job_name: str, job_version: str) -> None:
         """Let replaced containers finish their calls (up to the drain timeout), then remove them.
         If the daemon stops first, the start-up reconcile removes them as orphans."""
         for name in containers:
@@ -213,6 +214,11 @@ class Deployer:
                 self.runtime.remove_container(name)
             except RacetrackError as exc:
                 log.warning("could not retire container %s: %s", name, exc.message)
+        # The images they ran could not be collected while they served: collect them now.
+        try:
+            self.builder.collect_old_images(job_name, job_version)
+        except RacetrackError as exc:
+            log.warning("could not collect old images of %s %s: %s", job_name, job_version, exc.message)
 
     def abandon(self, deployment: Deployment) -> None:
         """Undo what an interrupted deployment left: its half-started containers, and the record of a
