@@ -157,15 +157,8 @@ def _gateway_registry() -> CollectorRegistry:
 def render_job(name: str, version: str) -> bytes:
     """One job version's share of the gateway's metrics: what a job with no /metrics of its own
     (docker-proxy) shows at /pub/job/<name>/<version>/metrics."""
-    registry = CollectorRegistry()
-    if os.environ.get(MULTIPROC_ENV):
-        multiprocess.MultiProcessCollector(registry)
-    else:
-        from prometheus_client import REGISTRY
-
-        registry.register(_Forward(REGISTRY))
     job = CollectorRegistry()
-    job.register(_OneJob(registry, name, version))
+    job.register(_OneJob(_gateway_registry(), name, version))
     return generate_latest(job)
 
 
