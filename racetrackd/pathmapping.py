@@ -17,6 +17,7 @@ prefix the caller used, plus `/api/v1` in forward mode). Pure: bytes and strings
 from __future__ import annotations
 
 from racetrackd.jobtypes import FORWARD, WRAPPER
+from racetrackd.naming import pub_path
 
 API_PREFIX = "api/v1"
 # A job that does not keep the wrapper contract has no probes or metrics of its own: the daemon
@@ -51,7 +52,7 @@ def lacks_root_slash(path_mode: str, rest: bytes | None) -> bool:
 def roots(path_mode: str, name: str, version: str, public_prefix: str) -> tuple[str, str]:
     """(job_root, caller_root): the prefix the job sees its paths under, and the one the caller sees."""
     if path_mode == WRAPPER:
-        return f"/pub/job/{name}/{version}", public_prefix
+        return pub_path(name, version), public_prefix
     if path_mode == FORWARD:
         return "", f"{public_prefix}/{API_PREFIX}"
     return "", public_prefix

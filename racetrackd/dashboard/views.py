@@ -14,7 +14,7 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.wrappers import Response
 
 from builders.context import archive_as_tar_gz
-from racetrackd import __version__, access, audit, deployments, jobs, maintenance, metrics, releases
+from racetrackd import __version__, access, audit, deployments, jobs, maintenance, metrics, naming, releases
 from racetrackd.accounts import ADMIN_USERNAME
 from racetrackd.api import caller, require, services
 from racetrackd.api.auth import end_login, password_login, set_login_cookie
@@ -141,7 +141,7 @@ def job_page(name: str, version: str) -> str:
         history=[d for d in history if d.job_version == job.version],
         current=releases.current_release(job), calls=calls, bars=bars, bar_width=present.bar_width(bars),
         chart_width=present.CHART_WIDTH, chart_height=present.CHART_HEIGHT,
-        pub_path=f"/pub/job/{job.name}/{job.version}",
+        pub_path=naming.pub_path(job.name, job.version),
         may_call=identity.allows(access.CALL_JOB, job.name, job.version),
         may_deploy=identity.allows(access.DEPLOY_JOB, job.name, job.version),
         may_delete=identity.allows(access.DELETE_JOB, job.name, job.version))
