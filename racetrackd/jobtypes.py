@@ -109,7 +109,6 @@ class JobType:
     dockerfile_template: str  # path relative to plugin_dir ("" when the job brings its Dockerfile)
     base_image_setting: str | None  # Settings field naming the default base image, if any
     extra_fields: tuple[ExtraField, ...] = ()
-    plugin_name: str = ""  # the plugin providing it, whose hooks apply to its jobs
     # Settings field naming the image a multi-stage template runs the job in (`runtime_image`), if any
     runtime_image_setting: str | None = None
     job_dockerfile: JobDockerfile | None = None
@@ -180,7 +179,6 @@ def load_job_types(plugin_dir: Path, manifest: PluginManifest) -> list[JobType]:
             dockerfile_template="" if job_dockerfile else str(spec["dockerfile_template"]),
             base_image_setting=base_image_setting,
             extra_fields=tuple(fields),
-            plugin_name=manifest.name,
             runtime_image_setting=runtime_image_setting,
             job_dockerfile=job_dockerfile,
             serving=_serving_rule(name, spec.get("serving"), {field.name for field in fields}),
