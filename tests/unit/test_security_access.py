@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 from racetrackd import access, db, jobsecrets
 from racetrackd.access import DEPLOY_JOB, GrantRule
 from racetrackd.accounts import Accounts
+from tests.plugin_zips import example_files, zip_of
 from tests.unit.fakes import build_context, sample_manifest
 from tests.unit.gateway_helpers import add_job
 
@@ -193,3 +194,23 @@ def test_an_upgraded_registry_keeps_users_deploying_what_they_deployed(make_app:
     carol = {(g.scope, g.job_name) for g in accounts.grants(access.USER, "carol")}
     assert (DEPLOY_JOB, None) not in alice and (DEPLOY_JOB, "adder") in alice
     assert (DEPLOY_JOB, None) not in carol and (access.READ_JOB, None) in carol
+
+
+# --- item 7: installing a plugin runs its code in the daemon ---------------------------------------------
+
+def test_call_admin_api_is_not_enough_to_install_a_plugin(app: Flask, client: FlaskClient) -> None:
+    accounts = accounts_of(app)
+    accounts.create_user("operator", default_grants=False)
+    accounts.add_grant(access.USER, "operator", GrantRule(access.CALL_ADMIN_API), "admin")
+    token, _ = accounts.issue_token(access.USER, "operator")
+    operator = app.test_client()
+    operator.environ_base["HTTP_X_RACETRACK_AUTH"] = token
+
+    refused = operator.post(f"{API}/plugin/upload/shell.zip", data=zip_of(example_files()))
+    listed_after_refusal = {p["name"] for p in operator.get(f"{API}/plugin").get_json()}
+    installed = client.post(f"{API}/plugin/upload/shell.zip", data=zip_of(example_files()))
+
+    assert refused.status_code == 403
+    assert "operator may not install plugins: it lacks the full_access scope" in refused.get_json()["error"]
+    assert "shell-job-type" not in listed_after_refusal
+    assert installed.status_code == 200 and installed.get_json()["name"] == "shell-job-type"
