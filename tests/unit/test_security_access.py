@@ -214,3 +214,85 @@ def test_call_admin_api_is_not_enough_to_install_a_plugin(app: Flask, client: Fl
     assert "operator may not install plugins: it lacks the full_access scope" in refused.get_json()["error"]
     assert "shell-job-type" not in listed_after_refusal
     assert installed.status_code == 200 and installed.get_json()["name"] == "shell-job-type"
+
+
+# --- item 10: the failed-auth limit locks out guessers, not their neighbours -----------------------------
+
+PROXY = "10.0.0.1"
+PASSWORD = "correct horse battery"
+
+
+def limited_app(make_app: Any) -> Flask:
+    return make_app(auth_failure_limit="3", auth_failure_window="60")
+
+
+def from_address(app: Flask, address: str, token: str | None = None) -> FlaskClient:
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = address
+    if token:
+        client.environ_base["HTTP_X_RACETRACK_AUTH"] = token
+    return client
+
+
+def with_password(username: str) -> None:
+    from racetrackd.passwords import hash_password
+    db.User.update(password_hash=hash_password(PASSWORD, iterations=1_000)).where(
+        db.User.username == username).execute()
+
+
+def test_bad_tokens_from_one_address_do_not_lock_out_valid_tokens_behind_it(make_app: Any) -> None:
+    app = limited_app(make_app)
+    accounts = accounts_of(app)
+    accounts.create_user("bob")
+    bob_token, _ = accounts.issue_token(access.USER, "bob")
+    guesses = [from_address(app, PROXY, f"rtd_guess{i}").get(f"{API}/job") for i in range(5)]
+
+    bob = from_address(app, PROXY, bob_token).get(f"{API}/job")  # never seen before by this worker
+
+    assert [r.status_code for r in guesses] == [401, 401, 401, 429, 429]
+    assert int(guesses[-1].headers["Retry-After"]) >= 1
+    assert bob.status_code == 200
+
+
+def test_one_bad_token_is_limited_across_addresses(make_app: Any) -> None:
+    app = limited_app(make_app)
+
+    answers = [from_address(app, f"10.0.1.{i}", "rtd_the_same_guess").get(f"{API}/job").status_code
+               for i in range(5)]
+
+    assert answers == [401, 401, 401, 429, 429]
+    assert from_address(app, "10.0.1.9", "rtd_another_guess").get(f"{API}/job").status_code == 401
+    stored = {row.address for row in db.AuthFailure.select()}
+    assert not any("rtd_the_same_guess" in key for key in stored)  # a digest is counted, not the token
+
+
+def test_password_guessing_on_one_user_is_limited_across_addresses(make_app: Any) -> None:
+    app = limited_app(make_app)
+    accounts_of(app).create_user("alice")
+    with_password("alice")
+
+    guesses = [from_address(app, f"10.0.2.{i}").post(f"{API}/users/login",
+                                                     json={"username": "alice", "password": f"guess-{i}"})
+               for i in range(4)]
+    right_password = from_address(app, "10.0.2.99").post(f"{API}/users/login",
+                                                         json={"username": "alice", "password": PASSWORD})
+
+    assert [r.status_code for r in guesses] == [401, 401, 401, 429]
+    assert right_password.status_code == 429 and int(right_password.headers["Retry-After"]) >= 1
+
+
+def test_the_right_password_from_a_blocked_address_logs_in(make_app: Any) -> None:
+    app = limited_app(make_app)
+    for name in ("alice", "bob"):
+        accounts_of(app).create_user(name)
+    with_password("bob")
+    proxy = from_address(app, PROXY)
+    guesses = [proxy.post(f"{API}/users/login", json={"username": "alice", "password": "nope-nope"})
+               for _ in range(4)]
+
+    bob = proxy.post(f"{API}/users/login", json={"username": "bob", "password": PASSWORD})
+    wrong_for_bob = proxy.post(f"{API}/users/login", json={"username": "bob", "password": "nope-nope"})
+
+    assert [r.status_code for r in guesses] == [401, 401, 401, 429]
+    assert bob.status_code == 200 and bob.get_json()["username"] == "bob"
+    assert wrong_for_bob.status_code == 429
