@@ -271,6 +271,14 @@ class Accounts:
         self.changes.ring()
         return count
 
+    def retire_family_tokens(self, family: str) -> int:
+        """Once no version of `family` is left (and none is on its way), its tokens stop working: nothing
+        should hold them any more. Deploying the family again makes a new one (see `family_token`)."""
+        if Job.select().where(Job.name == family).exists() or Deployment.select().where(
+                (Deployment.job_name == family) & (Deployment.status == DeploymentStatus.IN_PROGRESS)).exists():
+            return 0
+        return self.revoke_tokens_of(access.JOB_FAMILY, family)
+
     def family_token(self, family: str) -> str:
         """The token a job family's containers get as AUTH_TOKEN (made on first use, kept sealed)."""
         row = (AuthToken.select()

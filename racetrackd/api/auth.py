@@ -17,7 +17,7 @@ from racetrackd import access, jobs
 from racetrackd.access import GrantRule, Identity
 from racetrackd.accounts import ADMIN_USERNAME
 from racetrackd.api import authenticate_request, caller, require, services
-from racetrackd.auth import AUTH_HEADER, token_from, username_key
+from racetrackd.auth import AUTH_HEADER, LEGACY_HEADERS, token_from, username_key
 from racetrackd.db import AuthToken, Esc, Grant, PublicEndpoint, User
 from racetrackd.errors import ForbiddenError, NotFoundError, TooManyAuthFailures, UnauthorizedError, ValidationError
 
@@ -213,8 +213,17 @@ def create_esc_token(esc_id: str) -> tuple[dict[str, Any], int]:
 
 
 @bp.get("/auth/token/esc/<esc_id>")
+@bp.post("/auth/token/esc/<esc_id>")
 def esc_token(esc_id: str) -> dict[str, Any]:
-    """Racetrack returns the ESC's token here; tokens are stored hashed, so this makes a new one."""
+    """Racetrack returns the ESC's token here; tokens are stored hashed, so this makes a new one.
+
+    A GET that creates a token must not work with the browser's cookie alone: any page could make
+    an admin's browser fetch it. Programs send the token as a header; browsers POST with the CSRF token.
+    """
+    if request.method == "GET" and not any(request.headers.get(name) for name in (AUTH_HEADER, *LEGACY_HEADERS)):
+        raise ForbiddenError("GET /auth/token/esc/<id> makes a token: it needs the X-Racetrack-Auth header, "
+                             "not the browser's cookie alone",
+                             hint="POST it with the dashboard's X-CSRF-Token, or send the token as a header")
     _require_admin("create ESC tokens")
     body, _ = _issue(access.ESC, services().accounts.get_esc(esc_id).id, {})
     return body

@@ -296,3 +296,72 @@ def test_the_right_password_from_a_blocked_address_logs_in(make_app: Any) -> Non
     assert [r.status_code for r in guesses] == [401, 401, 401, 429]
     assert bob.status_code == 200 and bob.get_json()["username"] == "bob"
     assert wrong_for_bob.status_code == 429
+
+
+# --- item 13: a token made by a cookie-only GET; family tokens of deleted families -----------------------
+
+def admin_browser(app: Flask) -> FlaskClient:
+    """An admin's browser: logged in, so it sends the cookie and nothing else."""
+    browser = app.test_client()
+    browser.set_cookie("X-Racetrack-Auth", "unit-test-admin-token")
+    return browser
+
+
+def test_a_cookie_only_get_does_not_make_an_esc_token(app: Flask, client: FlaskClient) -> None:
+    esc = accounts_of(app).create_esc("billing", "billing")
+
+    forged = admin_browser(app).get(f"{API}/auth/token/esc/{esc.id}")  # what an <img src> on any page sends
+
+    assert forged.status_code == 403 and forged.get_json()["type"] == "forbidden"
+    assert "X-Racetrack-Auth header" in forged.get_json()["error"]
+    assert accounts_of(app).tokens_of(access.ESC, esc.id) == []
+
+
+def test_esc_tokens_are_still_made_by_header_get_and_by_post_with_csrf(app: Flask, client: FlaskClient) -> None:
+    from racetrackd.api import csrf_token
+    esc = accounts_of(app).create_esc("billing", "billing")
+    browser = admin_browser(app)
+    with app.test_request_context():
+        csrf = csrf_token("unit-test-admin-token")
+
+    by_header = client.get(f"{API}/auth/token/esc/{esc.id}")  # Racetrack's clients
+    post_without_csrf = browser.post(f"{API}/auth/token/esc/{esc.id}")
+    post_with_csrf = browser.post(f"{API}/auth/token/esc/{esc.id}", headers={"X-CSRF-Token": csrf})
+
+    assert by_header.status_code == 200 and by_header.get_json()["token"].startswith("rtd_")
+    assert post_without_csrf.status_code == 403
+    assert post_with_csrf.status_code == 200 and post_with_csrf.get_json()["token"].startswith("rtd_")
+    assert len(accounts_of(app).tokens_of(access.ESC, esc.id)) == 2
+
+
+def family_caller(app: Flask, token: str) -> Any:
+    caller = app.test_client()
+    caller.environ_base["HTTP_X_RACETRACK_AUTH"] = token
+    return caller.get(f"{API}/users/validate_user_auth")
+
+
+def test_a_family_token_stops_working_when_its_last_version_is_deleted(app: Flask, client: FlaskClient) -> None:
+    add_job("adder", "1.0.0")
+    add_job("adder", "2.0.0")
+    token = accounts_of(app).family_token("adder")  # the AUTH_TOKEN its containers got
+    assert family_caller(app, token).status_code == 200
+
+    assert client.delete(f"{API}/job/adder/1.0.0").status_code == 204
+    still = family_caller(app, token)
+    assert client.delete(f"{API}/job/adder/2.0.0").status_code == 204
+    gone = family_caller(app, token)
+
+    assert still.status_code == 200  # a version is left
+    assert gone.status_code == 401
+
+
+def test_a_family_deployed_again_gets_a_new_working_token(app: Flask, client: FlaskClient) -> None:
+    add_job("adder", "1.0.0")
+    old = accounts_of(app).family_token("adder")
+    assert client.delete(f"{API}/job/adder/1.0.0").status_code == 204
+    add_job("adder", "1.0.1")  # deployed again
+
+    new = accounts_of(app).family_token("adder")
+
+    assert new != old
+    assert family_caller(app, new).status_code == 200 and family_caller(app, old).status_code == 401
