@@ -27,9 +27,10 @@ JOB_FAMILY = "job_family"
 ANONYMOUS = "anonymous"
 SUBJECT_KINDS = (USER, ESC, JOB_FAMILY)
 
-# What a new user may do (Racetrack's defaults): see, call and deploy every job, start new
-# families. Deleting needs a grant on the family, which its first deployer gets.
-NEW_USER_SCOPES = (READ_JOB, CALL_JOB, DEPLOY_NEW_FAMILY, DEPLOY_JOB)
+# What a new user may do: see and call every job (as in Racetrack) and start new families. Unlike
+# Racetrack, not deploy_job on every job: a redeploy runs the caller's code with the family's
+# secrets and AUTH_TOKEN, so deploying over a family needs its ownership or an explicit grant.
+NEW_USER_SCOPES = (READ_JOB, CALL_JOB, DEPLOY_NEW_FAMILY)
 # What the first deployer of a family gets on it.
 FAMILY_OWNER_SCOPES = (READ_JOB, CALL_JOB, DEPLOY_JOB, DELETE_JOB)
 # Job paths anyone may call: orchestrators and load balancers probe them without tokens.

@@ -23,7 +23,19 @@ import peewee
 
 from racetrackd import access
 from racetrackd.access import GrantRule, Identity
-from racetrackd.db import AuthToken, Esc, Grant, Job, PublicEndpoint, User, database, now
+from racetrackd.db import (
+    AuthToken,
+    Deployment,
+    DeploymentStatus,
+    Esc,
+    Grant,
+    Job,
+    PublicEndpoint,
+    RegistrySetting,
+    User,
+    database,
+    now,
+)
 from racetrackd.errors import ConflictError, NotFoundError, ValidationError
 from racetrackd.passwords import check_password_rules, hash_password, verify_password
 from racetrackd.vault import Vault
@@ -31,6 +43,9 @@ from racetrackd.vault import Vault
 TOKEN_PREFIX = "rtd_"
 ADMIN_USERNAME = "admin"
 CHANGE_SIGNAL_FILE = "auth-changes"
+# Marks a registry whose users' default grants were narrowed (deploy_job on every job taken away).
+NARROWED_DEFAULTS_KEY = "default_grants_narrowed"
+DEFAULT_GRANT_SECONDS = 2.0  # a default grant is made in the same transaction as its user
 USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,149}$")
 ESC_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -256,6 +271,14 @@ class Accounts:
         self.changes.ring()
         return count
 
+    def retire_family_tokens(self, family: str) -> int:
+        """Once no version of `family` is left (and none is on its way), its tokens stop working: nothing
+        should hold them any more. Deploying the family again makes a new one (see `family_token`)."""
+        if Job.select().where(Job.name == family).exists() or Deployment.select().where(
+                (Deployment.job_name == family) & (Deployment.status == DeploymentStatus.IN_PROGRESS)).exists():
+            return 0
+        return self.revoke_tokens_of(access.JOB_FAMILY, family)
+
     def family_token(self, family: str) -> str:
         """The token a job family's containers get as AUTH_TOKEN (made on first use, kept sealed)."""
         row = (AuthToken.select()
@@ -290,7 +313,34 @@ class Accounts:
             elif not current.active:
                 current.active = True
                 current.save(only=[AuthToken.active])
+            self._narrow_old_default_grants()
         self.changes.ring()
+
+    def _narrow_old_default_grants(self) -> None:
+        """Once per registry: the deploy_job on every job that older versions gave each new user
+        becomes deploy_job on each family that user has deployed, so nobody loses what they did.
+
+        Only the grant made with the account goes (an admin's later all-jobs deploy_job stays).
+        """
+        if RegistrySetting.get_or_none(RegistrySetting.key == NARROWED_DEFAULTS_KEY) is not None:
+            return
+        for grant in Grant.select().where(
+                (Grant.subject_kind == access.USER) & (Grant.scope == access.DEPLOY_JOB) & Grant.job_name.is_null()
+                & Grant.job_version.is_null() & Grant.endpoint.is_null()):
+            user = User.get_or_none(User.username == grant.subject_name)
+            if user is None or abs(grant.create_time - user.create_time) > DEFAULT_GRANT_SECONDS:
+                continue
+            deployed = (Deployment.select(Deployment.job_name).distinct()
+                        .where(((Deployment.requested_by == f"{access.USER}:{user.username}")
+                                | (Deployment.requested_by.is_null() & (Deployment.deployed_by == user.username)))
+                               & (Deployment.status == DeploymentStatus.DONE)))
+            for family in sorted({row.job_name for row in deployed}):
+                rule = GrantRule(access.DEPLOY_JOB, job_name=family)
+                if not self._has_grant(access.USER, user.username, rule):
+                    self._grant(access.USER, user.username, rule, "upgrade: was deploy_job on every job")
+            grant.delete_instance()
+        RegistrySetting.insert(key=NARROWED_DEFAULTS_KEY, value="true", changed_by="upgrade",
+                               update_time=now()).on_conflict_ignore().execute()
 
     # ---- grants
     def add_grant(self, kind: str, name: str, rule: GrantRule, granted_by: str | None) -> Grant:

@@ -3,9 +3,9 @@
 The gateway asks on every call, so the answer comes from memory: token SHA-256 → Identity, filled
 from the registry on first sight and dropped whole when the accounts' ChangeSignal moves (any
 revoke, grant or user change, in any process). Expiry is checked on every use. Failed attempts
-are counted per client address (in the registry, across workers); past the limit that address
-gets 429 for tokens not already known good, so guessing costs time and a valid caller behind
-the same address keeps working.
+are counted per client address and per presented token (in the registry, across workers); past
+the limit, bad tokens get 429 instead of 401, so guessing costs time, while a valid token always
+passes: callers behind the same proxy as a guesser keep working.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ ADMIN_TOKEN_FILE = "admin-token"
 SECRET_KEY_FILE = "secret-key"
 LAST_USE_FLUSH_SECONDS = 10.0
 LAST_USE_RESOLUTION = 60.0
-KNOWN_GOOD_LIMIT = 100_000  # last_use_time is exact to a minute: a call costs no write
 
 
 def ensure_admin_token(settings: Settings) -> str:
@@ -80,35 +79,49 @@ def token_from(headers: _Lookup, cookies: _Lookup) -> str | None:
     return cookies.get(AUTH_HEADER)
 
 
-class FailureLimiter:
-    """Failed auth attempts per client address over a sliding window.
+def credential_key(token: str) -> str:
+    """What the limiter counts for a presented token: a digest of it, never the token itself."""
+    return "token:" + token_hash(token)[:32]
 
-    Kept in the registry, so the limit holds for the address whatever HTTP worker its connections
-    land on. It costs a query only where one is made anyway: a token not in the cache, a login.
+
+def username_key(username: str) -> str:
+    """What the limiter counts for a password login, whichever address it comes from."""
+    return "user:" + username[:150]
+
+
+class FailureLimiter:
+    """Failed auth attempts over a sliding window, counted per key: the client address, the
+    presented credential (`credential_key`) and the username of a password login (`username_key`).
+
+    Kept in the registry, so the limit holds whatever HTTP worker each attempt lands on. It costs
+    queries only after a failure: a valid token or password never asks it.
     """
 
     def __init__(self, limit: int, window: float) -> None:
         self.limit = limit
         self.window = window
 
-    def blocked_for(self, address: str) -> int:
-        """Seconds until `address` may try again (0: it may now)."""
+    def blocked_for(self, *keys: str) -> int:
+        """Seconds until none of `keys` is over the limit any more (0: none is)."""
         if not self.limit:
             return 0
         now = time.time()
-        recent = [row.time for row in AuthFailure.select(AuthFailure.time)
-                  .where((AuthFailure.address == address) & (AuthFailure.time > now - self.window))
-                  .order_by(AuthFailure.time.desc()).limit(self.limit)]
-        if len(recent) < self.limit:
-            return 0
-        return max(1, int(recent[-1] + self.window - now) + 1)  # until the oldest of them leaves the window
+        wait = 0
+        for key in keys:
+            recent = [row.time for row in AuthFailure.select(AuthFailure.time)
+                      .where((AuthFailure.address == key) & (AuthFailure.time > now - self.window))
+                      .order_by(AuthFailure.time.desc()).limit(self.limit)]
+            if len(recent) >= self.limit:  # until the oldest of them leaves the window
+                wait = max(wait, int(recent[-1] + self.window - now) + 1)
+        return wait
 
-    def record(self, address: str) -> None:
+    def record(self, *keys: str) -> None:
         if not self.limit:
             return
         now = time.time()
         with database.atomic():
-            AuthFailure.create(address=address, time=now)
+            for key in keys:
+                AuthFailure.create(address=key, time=now)
             AuthFailure.delete().where(AuthFailure.time < now - self.window).execute()
 
 
@@ -118,7 +131,6 @@ class Authenticator:
         self.required = required
         self.limiter = limiter
         self._cache: dict[str, Identity] = {}
-        self._known_good: set[str] = set()  # hashes once valid here: looked up even from a blocked address
         self._seen_changes = b""
         self._last_use: dict[int, float] = {}
         self._last_written: dict[int, float] = {}
@@ -133,14 +145,9 @@ class Authenticator:
         """The caller's identity. Raises UnauthorizedError (no or bad token, when auth is required)
         or TooManyAuthFailures; `area` (api, gateway) labels the failure metrics."""
         if token:
-            identity = self._cached(token)
-            if identity is None:
-                wait = self.limiter.blocked_for(client) if self.required and not self._was_good(token) else 0
-                if wait:
-                    metrics.AUTH_FAILURES.labels(area).inc()
-                    raise TooManyAuthFailures(
-                        f"too many failed auth attempts from {client}; try again in {wait} s", retry_after=wait)
-                identity = self._load(token)
+            # A valid token is never refused, whatever failed before from its address: the limit
+            # slows guessing, and a guess that is right is worth nothing less for having waited.
+            identity = self._cached(token) or self._load(token)
             if identity is not None:
                 self._last_use[identity.token_id or 0] = time.time()
                 return identity if self.required else _unrestricted(identity)
@@ -149,7 +156,12 @@ class Authenticator:
         metrics.AUTH_FAILURES.labels(area).inc()
         if not token:
             raise UnauthorizedError(f"missing {AUTH_HEADER} header", hint="run `rtd login TOKEN` first")
-        self.limiter.record(client)
+        keys = (client, credential_key(token))
+        wait = self.limiter.blocked_for(*keys)
+        if wait:  # no write while blocked: a flood of guesses costs the registry nothing more
+            raise TooManyAuthFailures(f"too many failed auth attempts from {client} or with this token; "
+                                      f"try again in {wait} s", retry_after=wait)
+        self.limiter.record(*keys)
         raise UnauthorizedError("invalid, expired or revoked auth token",
                                 hint="log in again (rtd login), or ask an admin for a new token")
 
@@ -170,17 +182,9 @@ class Authenticator:
     def _load(self, token: str) -> Identity | None:
         changes = self.accounts.changes.current()  # before the read: a change during it empties the cache next time
         identity = self.accounts.identity_for(token)
-        if identity is not None:
-            if len(self._known_good) < KNOWN_GOOD_LIMIT:
-                self._known_good.add(token_hash(token))
-            if changes == self._seen_changes:
-                self._cache[token_hash(token)] = identity
+        if identity is not None and changes == self._seen_changes:
+            self._cache[token_hash(token)] = identity
         return identity
-
-    def _was_good(self, token: str) -> bool:
-        """Whether this token was valid here before: a caller behind a blocked address keeps working
-        after a change emptied the cache (a guess is never in this set)."""
-        return token_hash(token) in self._known_good
 
     # ---- last use, written in the background
     def start(self) -> None:

@@ -338,6 +338,8 @@ class PublicEndpoint(BaseModel):
 class AuthFailure(BaseModel):
     """A failed auth attempt, kept for RACETRACK_AUTH_FAILURE_WINDOW: the limit counts them across all workers."""
 
+    # What is counted: a client address, `token:` and a digest of a bad token, or `user:` and a
+    # username (racetrackd.auth names them); the column kept its first name, so no migration.
     address = peewee.CharField()
     time = peewee.FloatField(default=now, index=True)
 

@@ -286,7 +286,8 @@ class Deployer:
             "JOB_DEPLOYMENT_TIMESTAMP": str(deployment_timestamp),
             "JOB_MANIFEST_YAML": manifest.yaml,
             "PUB_URL": self.addressing.pub_url,
-            "AUTH_TOKEN": self.accounts.family_token(manifest.name),
+            # Code the family does not trust (another caller's upload, say) runs without the family's token.
+            "AUTH_TOKEN": self.accounts.family_token(manifest.name) if secrets.family_token else "",
             "REQUEST_TRACING_HEADER": naming.TRACING_HEADER,
             "JOB_GRACEFUL_TIMEOUT": str(int(self.settings.drain_timeout)),
             "JOB_CALL_TIMEOUT": str(manifest.call_timeout or int(self.settings.call_timeout)),

@@ -53,8 +53,12 @@ def request_deployment(
                 hint="upload the job's directory (rtd submit DIR) or set git.remote in job.yaml",
             )
         check_remote_allowed(manifest.git.remote, settings.git_allowed_schemes)
+    requester = jobsecrets.Requester(
+        subject=identity.subject if identity.kind != access.ANONYMOUS else None,
+        git_remote=manifest.git.remote if archive is None and manifest.git is not None else None,
+        may_read_secrets=identity.allows(access.FULL_ACCESS))
     secrets = jobsecrets.for_deployment(manifest, jobsecrets.parse_secret_vars(payload.get("secret_vars")),
-                                        _git_credentials(payload.get("git_credentials")), vault)
+                                        _git_credentials(payload.get("git_credentials")), vault, requester)
     deployment = Deployment(
         job_name=manifest.name, job_version=manifest.version, manifest_yaml=manifest.yaml,
         force=force, deployed_by=identity.display, warnings="\n".join(warnings) or None,

@@ -5,7 +5,7 @@
     │   └── ManifestError (400, invalid-manifest)
     ├── UnauthorizedError (401, unauthorized)            no token, or a wrong, expired or revoked one
     ├── ForbiddenError (403, forbidden)                  a known caller without the scope for this
-    ├── TooManyAuthFailures (429, too-many-auth-failures) one client address failed auth too often
+    ├── TooManyAuthFailures (429, too-many-auth-failures) an address, token or username failed auth too often
     ├── NotFoundError (404, not-found)
     │   └── JobNotFound (404, job-not-found)
     ├── ConflictError (409, already-exists)

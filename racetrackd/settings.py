@@ -141,8 +141,8 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Key that encrypts stored secrets and job-family tokens. When empty, one is generated into "
                 "DATA_DIR/secret-key (mode 0600). Keep it: without it stored secrets cannot be read."),
     SettingSpec("auth_failure_limit", "20", _parse_non_negative_int,
-                "Failed auth attempts one client address may make per RACETRACK_AUTH_FAILURE_WINDOW before it "
-                "gets 429 (0: no limit)."),
+                "Failed auth attempts per RACETRACK_AUTH_FAILURE_WINDOW from one client address, with one bad "
+                "token, or for one username before they get 429 (0: no limit); a valid token is never refused."),
     SettingSpec("auth_failure_window", "60", _parse_seconds, "Seconds over which failed auth attempts are counted."),
     SettingSpec("login_token_ttl", "2678400", _parse_seconds,
                 "Seconds a token made by a password login (rtd login --username, the dashboard) stays valid."),

@@ -17,7 +17,7 @@ from racetrackd import access, jobs
 from racetrackd.access import GrantRule, Identity
 from racetrackd.accounts import ADMIN_USERNAME
 from racetrackd.api import authenticate_request, caller, require, services
-from racetrackd.auth import AUTH_HEADER, token_from
+from racetrackd.auth import AUTH_HEADER, LEGACY_HEADERS, token_from, username_key
 from racetrackd.db import AuthToken, Esc, Grant, PublicEndpoint, User
 from racetrackd.errors import ForbiddenError, NotFoundError, TooManyAuthFailures, UnauthorizedError, ValidationError
 
@@ -42,15 +42,27 @@ def login() -> Response:
 
 
 def password_login(username: Any, password: Any) -> tuple[User, str]:
-    """Check a username and password (failures count towards the client's limit) and issue a login token."""
+    """Check a username and password and issue a login token.
+
+    Failures count for the client address and for the username. A username over its limit is
+    refused whatever the password (so guessing it from many addresses stalls); an address over its
+    limit still logs in with the right password (its other users are not locked out) but gets 429
+    for a wrong one.
+    """
     svc = services()
+    limiter = svc.authenticator.limiter
     client = request.remote_addr or ""
-    wait = svc.authenticator.limiter.blocked_for(client)
+    name_key = username_key(username) if isinstance(username, str) else None
+    wait = limiter.blocked_for(name_key) if name_key else 0
     if wait:
-        raise TooManyAuthFailures(f"too many failed auth attempts from {client}; try again in {wait} s", retry_after=wait)
+        raise TooManyAuthFailures(f"too many failed logins as this user; try again in {wait} s", retry_after=wait)
     user = svc.accounts.check_login(username, password)
     if user is None:
-        svc.authenticator.limiter.record(client)
+        wait = limiter.blocked_for(client)
+        if wait:
+            raise TooManyAuthFailures(f"too many failed auth attempts from {client}; try again in {wait} s",
+                                      retry_after=wait)
+        limiter.record(client, *([name_key] if name_key else []))
         raise UnauthorizedError("invalid username or password")
     token, _ = svc.accounts.issue_token(access.USER, user.username, origin="login", description="password login",
                                         expiry_time=time.time() + svc.settings.login_token_ttl)
@@ -201,8 +213,17 @@ def create_esc_token(esc_id: str) -> tuple[dict[str, Any], int]:
 
 
 @bp.get("/auth/token/esc/<esc_id>")
+@bp.post("/auth/token/esc/<esc_id>")
 def esc_token(esc_id: str) -> dict[str, Any]:
-    """Racetrack returns the ESC's token here; tokens are stored hashed, so this makes a new one."""
+    """Racetrack returns the ESC's token here; tokens are stored hashed, so this makes a new one.
+
+    A GET that creates a token must not work with the browser's cookie alone: any page could make
+    an admin's browser fetch it. Programs send the token as a header; browsers POST with the CSRF token.
+    """
+    if request.method == "GET" and not any(request.headers.get(name) for name in (AUTH_HEADER, *LEGACY_HEADERS)):
+        raise ForbiddenError("GET /auth/token/esc/<id> makes a token: it needs the X-Racetrack-Auth header, "
+                             "not the browser's cookie alone",
+                             hint="POST it with the dashboard's X-CSRF-Token, or send the token as a header")
     _require_admin("create ESC tokens")
     body, _ = _issue(access.ESC, services().accounts.get_esc(esc_id).id, {})
     return body

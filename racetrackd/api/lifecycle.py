@@ -187,6 +187,7 @@ def delete_job(name: str, version: str) -> tuple[str, int]:
     svc = services()
     described = jobs.job_dto(job, svc.settings)  # what post_job_delete hooks receive
     jobs.delete_job(svc.runtime, svc.settings.instance, job.name, job.version, who.display)
+    svc.accounts.retire_family_tokens(job.name)  # the last version gone: its AUTH_TOKEN must not outlive it
     plugins.after_job_delete(svc.plugins, described, who.display)
     return "", 204
 

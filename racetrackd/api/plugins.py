@@ -1,7 +1,8 @@
 """Job-type plugins under /lifecycle/api/v1/plugin, with Racetrack's paths: list, install, remove, download.
 
-Listing needs any valid token; installing, removing and downloading need `call_admin_api` (or
-`full_access`): a plugin is code that runs inside the daemon.
+Listing needs any valid token; removing and downloading need `call_admin_api` (or `full_access`).
+Installing needs `full_access`: a plugin's plugin.py runs inside the daemon, so whoever installs
+one can do anything the daemon can (read every secret, mint any token).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def job_type_versions() -> list[str]:
 @bp.post("/plugin/upload/<filename>")
 def upload_plugin(filename: str) -> dict[str, Any]:
     """The raw ZIP as the body (what `racetrack plugin install` sends); `?replace=1` removes other versions."""
-    who = require(access.CALL_ADMIN_API, doing="install plugins")
+    who = require(access.FULL_ACCESS, doing="install plugins")  # its code runs in the daemon: see the docstring
     if (request.content_length or 0) > MAX_ARCHIVE_BYTES:
         raise PayloadTooLarge(f"plugin {filename}: larger than {MAX_ARCHIVE_BYTES // 1024**2} MiB")
     data = request.get_data(cache=False)

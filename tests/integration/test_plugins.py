@@ -180,7 +180,7 @@ def test_only_admins_install_or_remove_plugins_and_any_user_lists_them(shell: Da
     anonymous = requests.get(f"{shell.url}{API}/plugin", timeout=30)
 
     assert install.status_code == 403 and remove.status_code == 403
-    assert "call_admin_api" in install.json()["error"]
+    assert "full_access" in install.json()["error"]
     assert listed.status_code == 200 and "shell-job-type" in {p["name"] for p in listed.json()}
     assert anonymous.status_code == 401
     assert "shell:1.0.0" in job_type_versions(shell)

@@ -231,15 +231,16 @@ def test_staff_users_are_unrestricted_and_others_are_not(accounts: Accounts) -> 
     assert not bob.allows(access.FULL_ACCESS)
 
 
-def test_new_users_may_read_call_and_deploy_every_job_but_not_delete(accounts: Accounts) -> None:
+def test_new_users_may_read_call_and_start_families_but_not_redeploy_or_delete(accounts: Accounts) -> None:
     token = user_with_token(accounts)
 
     bob = accounts.identity_for(token)
 
     assert bob is not None
-    assert set(bob.grants) == {GrantRule(scope) for scope in (READ_JOB, CALL_JOB, DEPLOY_NEW_FAMILY, DEPLOY_JOB)}
+    assert set(bob.grants) == {GrantRule(scope) for scope in (READ_JOB, CALL_JOB, DEPLOY_NEW_FAMILY)}
     assert bob.allows(READ_JOB, "anything", "1.0.0") and bob.allows(CALL_JOB, "anything", "1.0.0", "/x")
     assert not bob.allows(DELETE_JOB, "anything", "1.0.0")
+    assert not bob.allows(DEPLOY_JOB, "anything", "1.0.0")
 
 
 def test_a_user_made_without_default_grants_may_do_nothing(accounts: Accounts) -> None:

@@ -21,7 +21,14 @@ from jobmanifest import Manifest, validate_manifest
 from racetrackd import db, jobsecrets
 from racetrackd.db import Deployment, DeploymentStatus, open_database
 from racetrackd.errors import NotFoundError, ValidationError
-from racetrackd.jobsecrets import BUILD_PHASE, JobSecrets, Redactor, build_env_for_build, build_secrets_digest
+from racetrackd.jobsecrets import (
+    BUILD_PHASE,
+    JobSecrets,
+    Redactor,
+    Requester,
+    build_env_for_build,
+    build_secrets_digest,
+)
 from racetrackd.vault import Vault
 from tests.unit.fakes import build_context, sample_manifest, write_job
 from tests.unit.gateway_helpers import add_job
@@ -49,10 +56,15 @@ def manifest(**overrides: Any) -> Manifest:
     return validate_manifest(sample_manifest(**{"version": "1.0.0", **overrides}))
 
 
+REMOTE = "https://git.example.com/team/adder"
+OWNER = Requester(subject="user:alice", git_remote=None)
+
+
 def deployment(vault: Vault, secrets: JobSecrets, *, version: str = "1.0.0", status: str = DeploymentStatus.IN_PROGRESS,
-               phase: str | None = BUILD_PHASE, create_time: float | None = None) -> Deployment:
+               phase: str | None = BUILD_PHASE, create_time: float | None = None,
+               requested_by: str | None = OWNER.subject) -> Deployment:
     row = Deployment.create(job_name="adder", job_version=version, manifest_yaml="", status=status, phase=phase,
-                            secrets=jobsecrets.seal(secrets, vault))
+                            secrets=jobsecrets.seal(secrets, vault), requested_by=requested_by)
     if create_time is not None:
         Deployment.update(create_time=create_time).where(Deployment.id == row.id).execute()
     return row
@@ -257,7 +269,7 @@ def test_the_build_secrets_url_is_open_and_answers_only_the_running_build(make_a
 def test_secrets_sent_with_a_deploy_are_used(registry: Path, vault: Vault) -> None:
     deployment(vault, JobSecrets(runtime_env={"API_KEY": "old-value"}), status=DeploymentStatus.DONE)
 
-    secrets = jobsecrets.for_deployment(manifest(), ({"B": "build"}, {"API_KEY": "new-value"}), None, vault)
+    secrets = jobsecrets.for_deployment(manifest(), ({"B": "build"}, {"API_KEY": "new-value"}), None, vault, OWNER)
 
     assert (secrets.build_env, secrets.runtime_env) == ({"B": "build"}, {"API_KEY": "new-value"})
 
@@ -269,7 +281,7 @@ def test_a_deploy_without_secrets_inherits_the_last_ones_of_that_version(registr
     deployment(vault, JobSecrets(runtime_env={"API_KEY": "other version"}), version="2.0.0",
                status=DeploymentStatus.DONE, create_time=3_000)
 
-    secrets = jobsecrets.for_deployment(manifest(secret_runtime_env_file="secrets.env"), None, None, vault)
+    secrets = jobsecrets.for_deployment(manifest(secret_runtime_env_file="secrets.env"), None, None, vault, OWNER)
 
     assert (secrets.build_env, secrets.runtime_env) == ({"B": "bbbb"}, {"API_KEY": "second"})
 
@@ -277,9 +289,9 @@ def test_a_deploy_without_secrets_inherits_the_last_ones_of_that_version(registr
 def test_a_new_version_inherits_nothing_from_another(registry: Path, vault: Vault) -> None:
     deployment(vault, JobSecrets(runtime_env={"API_KEY": "v1"}), status=DeploymentStatus.DONE)
 
-    secrets = jobsecrets.for_deployment(manifest(version="2.0.0"), None, None, vault)
+    secrets = jobsecrets.for_deployment(manifest(version="2.0.0"), None, None, vault, OWNER)
 
-    assert secrets.is_empty()
+    assert (secrets.build_env, secrets.runtime_env, secrets.git_credentials) == ({}, {}, None)
 
 
 @pytest.mark.parametrize(("field", "file"), [("secret_runtime_env_file", "secrets.env"),
@@ -289,7 +301,7 @@ def test_a_manifest_naming_a_secret_file_needs_secrets_sent_or_stored(registry: 
     deployment(vault, JobSecrets(runtime_env={"API_KEY": "v1"}), version="0.9.0", status=DeploymentStatus.DONE)
 
     with pytest.raises(ValidationError) as caught:
-        jobsecrets.for_deployment(manifest(**{field: file}), None, None, vault)
+        jobsecrets.for_deployment(manifest(**{field: file}), None, None, vault, OWNER)
 
     assert str(caught.value).startswith(f"{field}: job.yaml names {file}, but the deploy carried no secrets")
     assert "adder 1.0.0" in str(caught.value)
@@ -298,11 +310,12 @@ def test_a_manifest_naming_a_secret_file_needs_secrets_sent_or_stored(registry: 
 
 def test_git_credentials_are_inherited_unless_new_ones_are_sent(registry: Path, vault: Vault) -> None:
     creds = {"username": "me", "password": "git-pass"}
-    deployment(vault, JobSecrets(git_credentials=creds), status=DeploymentStatus.DONE)
+    deployment(vault, JobSecrets(git_credentials=creds, credentials_remote=REMOTE), status=DeploymentStatus.DONE)
+    from_git = Requester(subject="user:alice", git_remote=REMOTE)
 
-    assert jobsecrets.for_deployment(manifest(), ({}, {}), None, vault).git_credentials == creds
+    assert jobsecrets.for_deployment(manifest(), ({}, {}), None, vault, from_git).git_credentials == creds
     fresh = {"username": "me", "password": "rotated"}
-    assert jobsecrets.for_deployment(manifest(), None, fresh, vault).git_credentials == fresh
+    assert jobsecrets.for_deployment(manifest(), None, fresh, vault, from_git).git_credentials == fresh
 
 
 def test_secrets_are_sealed_at_rest_and_read_back(registry: Path, vault: Vault) -> None:
