@@ -54,7 +54,12 @@ Send = Callable[[Message], Awaitable[None]]
 TRACING = naming.TRACING_HEADER.lower().encode()
 CALLER = naming.CALLER_HEADER.lower().encode()
 AUTH_HEADERS = {name.lower().encode() for name in (AUTH_HEADER, *LEGACY_HEADERS)}
-AUTH_COOKIE = AUTH_HEADER.encode()
+# Cookies the daemon owns: its login cookie, and every `__Host-` one (reserved for the daemon's
+# own use). Jobs share the daemon's origin, so a job's Set-Cookie for one of these would plant a
+# session (fixation) or clear the user's (forced logout); compared case-insensitively, as some
+# servers read cookie names.
+DAEMON_COOKIE = AUTH_HEADER.lower().encode()
+DAEMON_COOKIE_PREFIX = b"__host-"
 HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer",
     b"trailers", b"transfer-encoding", b"upgrade", b"proxy-connection",
@@ -332,6 +337,7 @@ class Gateway:
         else:
             status, headers, body = await loop.run_in_executor(None, asynccalls.take_result, task)
             out = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+            out = [(k, v) for k, v in out if not (k == b"set-cookie" and _sets_daemon_cookie(v))]
             out.append((b"content-length", str(len(body)).encode()))
             out.append((TRACING, call.request_id.encode()))
             await send({"type": "http.response.start", "status": status, "headers": out})
@@ -461,15 +467,36 @@ def _forward_headers(call: _Call, address: str, public_prefix: str) -> Headers:
 
 
 def _without_auth_cookie(value: bytes) -> bytes:
-    if AUTH_COOKIE not in value:
+    """A Cookie header less the daemon's own cookies: the user's session token is not the job's."""
+    lowered = value.lower()
+    if DAEMON_COOKIE not in lowered and DAEMON_COOKIE_PREFIX not in lowered:
         return value
-    kept = [item for item in value.split(b";") if item.strip().partition(b"=")[0] != AUTH_COOKIE]
+    kept = [item for item in value.split(b";") if not _daemon_cookie_name(item.partition(b"=")[0])]
     return b";".join(kept).strip()
+
+
+def _daemon_cookie_name(name: bytes) -> bool:
+    name = name.strip().lower()
+    return name == DAEMON_COOKIE or name.startswith(DAEMON_COOKIE_PREFIX)
+
+
+def _sets_daemon_cookie(set_cookie: bytes) -> bool:
+    """Whether a job's Set-Cookie value would set or clear a cookie the daemon owns.
+
+    A nameless cookie (`=X-Racetrack-Auth=x`) counts by its value: browsers send it as the value
+    alone, which servers then read as `X-Racetrack-Auth=x`.
+    """
+    pair = set_cookie.partition(b";")[0].strip()
+    if pair.startswith(b"="):
+        pair = pair[1:]
+    name = pair.partition(b"=")[0]
+    return _daemon_cookie_name(name) or not name.strip()
 
 
 def _response_headers(headers: Headers, address: str, job_root: str, caller_root: str,
                       request_id: str) -> Headers:
-    out = [(k, v) for k, v in headers if k not in NOT_RETURNED]
+    out = [(k, v) for k, v in headers
+           if k not in NOT_RETURNED and not (k == b"set-cookie" and _sets_daemon_cookie(v))]
     for index, (name, value) in enumerate(out):
         if name == b"location":
             location = pathmapping.rewrite_location(value.decode("latin-1"), address, job_root, caller_root)

@@ -8,6 +8,7 @@ Item 9: a job's answer must never set or clear the daemon's cookies, and the job
 from __future__ import annotations
 
 import asyncio
+import json
 import posixpath
 from typing import Any
 from urllib.parse import unquote, unquote_to_bytes
@@ -20,7 +21,15 @@ from racetrackd import access, db, pathmapping
 from racetrackd.access import CALL_JOB, GrantRule
 from racetrackd.accounts import Accounts
 from racetrackd.jobtypes import FORWARD, Serving
-from tests.unit.gateway_helpers import Daemons, LoopClient, Servers, UpstreamServer, add_job
+from tests.unit.conftest import ADMIN_TOKEN
+from tests.unit.gateway_helpers import (
+    Daemons,
+    LoopClient,
+    Servers,
+    UpstreamServer,
+    add_job,
+    reply,
+)
 
 pytestmark = pytest.mark.security
 
@@ -268,3 +277,66 @@ def test_no_path_authorised_as_the_public_endpoint_reaches_the_job_as_another(
     open_prefixes = [PREFIX + endpoint for endpoint in (PUBLIC, *access.OPEN_JOB_PATHS)]
     for reading in readings(request.target):
         assert any(_within(reading.rstrip("/") or "/", prefix) for prefix in open_prefixes), (request.target, reading)
+
+
+# --- item 9: the daemon's cookies never come from a job, nor go to one ------------------------------
+
+DAEMON_SET_COOKIES = [
+    "X-Racetrack-Auth=rtd_attackers_token; Path=/",
+    "X-Racetrack-Auth=; Path=/; Max-Age=0",  # forced logout
+    "X-Racetrack-Auth=rtd_attackers_token; Path=/dashboard; HttpOnly",
+    "x-racetrack-auth=rtd_attackers_token",
+    "X-RACETRACK-AUTH=x; Path=/lifecycle",
+    " X-Racetrack-Auth =x",
+    "=X-Racetrack-Auth=rtd_attackers_token; Path=/",  # nameless: browsers send the value alone
+    "__Host-session=x; Path=/; Secure",
+    "__HOST-csrf=x; Path=/; Secure",
+]
+
+
+def cookie_job(set_cookies: list[str]) -> Any:
+    """A job handler answering with these Set-Cookie headers and a harmless one of its own."""
+    def handler(connection: Any, request: Any) -> None:
+        headers = [("Set-Cookie", value) for value in set_cookies] + [("Set-Cookie", "job_theme=dark; Path=/pub/job/adder")]
+        connection.send(reply(200, b"{}", [("Content-Type", "application/json"), *headers]))
+
+    return handler
+
+
+def test_a_jobs_set_cookie_for_the_daemons_cookies_never_reaches_the_browser(daemon: Daemons, servers: Servers) -> None:
+    client = daemon()
+    server = servers(cookie_job(DAEMON_SET_COOKIES))
+    add_job("adder", "1.0.0", addresses=[server.address])
+
+    response = client.get(f"{PREFIX}/api/v1/perform", {"X-Racetrack-Auth": ADMIN_TOKEN})
+
+    assert response.status_code == 200, response.data
+    assert response.all("set-cookie") == ["job_theme=dark; Path=/pub/job/adder"]
+
+
+def test_an_async_answer_does_not_replay_the_daemons_cookies_either(daemon: Daemons, servers: Servers) -> None:
+    client = daemon()
+    add_job("adder", "1.0.0", addresses=[servers().address])
+    task = db.AsyncTask.create(job_name="adder", job_version="1.0.0", method="POST", target=f"{PREFIX}/api/v1/perform",
+                               request_headers="[]", request_body=b"", caller="admin", state=db.TaskState.COMPLETED,
+                               response_status=200, response_body=b"{}", response_headers=json.dumps(
+                                   [["set-cookie", value] for value in DAEMON_SET_COOKIES] + [["set-cookie", "a=1"]]),
+                               ended_at=db.now())
+
+    response = client.get(f"/pub/async/task/{task.id}/poll", {"X-Racetrack-Auth": ADMIN_TOKEN})
+
+    assert response.status_code == 200, response.data
+    assert response.all("set-cookie") == ["a=1"]
+
+
+@pytest.mark.parametrize("cookie", ["X-Racetrack-Auth={token}; theme=dark", "theme=dark;x-racetrack-auth={token}",
+                                    "theme=dark; __Host-X-Racetrack-Auth={token}", "theme=dark; X-Racetrack-Auth ={token}"])
+def test_the_job_never_sees_the_daemons_cookies(daemon: Daemons, servers: Servers, cookie: str) -> None:
+    client = daemon()
+    server = servers()
+    add_job("adder", "1.0.0", addresses=[server.address])
+    response = client.get(f"{PREFIX}/api/v1/perform", {"X-Racetrack-Auth": ADMIN_TOKEN,
+                                                       "Cookie": cookie.format(token=ADMIN_TOKEN)})
+
+    assert response.status_code == 200, response.data
+    assert server.requests[0].all("cookie") == ["theme=dark"]
