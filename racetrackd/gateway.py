@@ -9,8 +9,13 @@ Per call: where the job is (`RoutingTable`, in memory), who is calling and wheth
 call that endpoint (`Authenticator`, in memory; the job's /health, /live, /ready and its
 approved public endpoints are open), a pooled keep-alive connection (`UpstreamPool`), and one
 deadline, the job's call_timeout, from the first byte in to the last byte out. Errors are JSON
-`{error, type, job_name, job_version, request_id}`: 401, 403, 404 unknown job, 429 too many
-failed auth attempts, 502 unreachable, 503 starting, 504 past the deadline.
+`{error, type, job_name, job_version, request_id}`: 400 ambiguous path, 401, 403, 404 unknown
+job, 429 too many failed auth attempts, 502 unreachable, 503 starting, 504 past the deadline.
+
+Trust: the path is read once from the raw bytes (`pathmapping.checked_path`, `parse_job_call`),
+and the endpoint authorised is the one forwarded. The job's answer is the job's own, except that it
+can never set or clear a cookie the daemon owns (`_sets_daemon_cookie`), and the job never sees
+those cookies in the caller's request.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ import dataclasses
 import re
 from urllib.parse import quote, unquote_to_bytes
 
-from racetrackd.errors import ValidationError
+from racetrackd.errors import AmbiguousPath
 from racetrackd.jobtypes import FORWARD, WRAPPER
 from racetrackd.naming import pub_path
 
@@ -45,12 +45,6 @@ _ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})|%(2[Ff]|5[Cc]|25|[01][0-9A-Fa-f]|7[F
 _ESCAPE_NAMES = {b"2f": "an encoded '/' (%2F)", b"5c": "an encoded '\\' (%5C)", b"25": "an encoded '%' (%25, double encoding)"}
 # Characters left as they are when a server gave no raw path and the decoded one is encoded again.
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
-
-
-class AmbiguousPath(ValidationError):
-    """A gateway path that the gateway and a job could read as different endpoints."""
-
-    reference = "ambiguous-path"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

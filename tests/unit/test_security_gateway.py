@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from racetrackd import access, db, pathmapping
 from racetrackd.access import CALL_JOB, GrantRule
 from racetrackd.accounts import Accounts
+from racetrackd.errors import AmbiguousPath
 from racetrackd.jobtypes import FORWARD, Serving
 from tests.unit.conftest import ADMIN_TOKEN
 from tests.unit.gateway_helpers import (
@@ -248,7 +249,7 @@ def test_checked_paths_decode_segment_for_segment(raw: bytes) -> None:
     full = b"/pub/job/adder/1.0.0/" + raw
     try:
         path = pathmapping.checked_path(full)
-    except pathmapping.AmbiguousPath:
+    except AmbiguousPath:
         return
     raw_segments = full.split(b"/")
     assert [unquote_to_bytes(segment).decode() for segment in raw_segments] == path.split("/")
