@@ -71,7 +71,11 @@ HOP_BY_HOP = frozenset({
 })
 # Not passed to the job: framing is redone, Host names the job, the caller's token stays here.
 NOT_FORWARDED = HOP_BY_HOP | AUTH_HEADERS | {b"host", b"content-length", TRACING, CALLER}
-NOT_RETURNED = HOP_BY_HOP | {TRACING}
+# Headers whose effect reaches past the job's own pages to the whole origin, which jobs share with
+# the dashboard: Clear-Site-Data would clear the daemon's login cookie (a forced logout), and
+# Service-Worker-Allowed would let a job's service worker control the dashboard's pages.
+ORIGIN_WIDE = frozenset({b"clear-site-data", b"service-worker-allowed"})
+NOT_RETURNED = HOP_BY_HOP | ORIGIN_WIDE | {TRACING}
 WEBSOCKET_OWN = frozenset({b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions",
                            b"sec-websocket-protocol"})
 SMALL_BODY = 64 * 1024  # read whole (and so replayable on a stale connection) up to this size
@@ -342,7 +346,7 @@ class Gateway:
         else:
             status, headers, body = await loop.run_in_executor(None, asynccalls.take_result, task)
             out = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
-            out = [(k, v) for k, v in out if not (k == b"set-cookie" and _sets_daemon_cookie(v))]
+            out = [(k, v) for k, v in out if _returned(k, v)]
             out.append((b"content-length", str(len(body)).encode()))
             out.append((TRACING, call.request_id.encode()))
             await send({"type": "http.response.start", "status": status, "headers": out})
@@ -485,6 +489,11 @@ def _daemon_cookie_name(name: bytes) -> bool:
     return name == DAEMON_COOKIE or name.startswith(DAEMON_COOKIE_PREFIX)
 
 
+def _returned(name: bytes, value: bytes) -> bool:
+    """Whether a header of the job's answer goes on to the caller (names lower-case, as upstream reads them)."""
+    return name not in NOT_RETURNED and not (name == b"set-cookie" and _sets_daemon_cookie(value))
+
+
 def _sets_daemon_cookie(set_cookie: bytes) -> bool:
     """Whether a job's Set-Cookie value would set or clear a cookie the daemon owns.
 
@@ -500,8 +509,7 @@ def _sets_daemon_cookie(set_cookie: bytes) -> bool:
 
 def _response_headers(headers: Headers, address: str, job_root: str, caller_root: str,
                       request_id: str) -> Headers:
-    out = [(k, v) for k, v in headers
-           if k not in NOT_RETURNED and not (k == b"set-cookie" and _sets_daemon_cookie(v))]
+    out = [(k, v) for k, v in headers if _returned(k, v)]
     for index, (name, value) in enumerate(out):
         if name == b"location":
             location = pathmapping.rewrite_location(value.decode("latin-1"), address, job_root, caller_root)

@@ -25,7 +25,10 @@ from racetrackd.jobtypes import FORWARD, Serving
 from tests.unit.conftest import ADMIN_TOKEN
 from tests.unit.gateway_helpers import (
     Daemons,
+    Handler,
     LoopClient,
+    Request,
+    ServerConnection,
     Servers,
     UpstreamServer,
     add_job,
@@ -295,9 +298,10 @@ DAEMON_SET_COOKIES = [
 ]
 
 
-def cookie_job(set_cookies: list[str]) -> Any:
+def cookie_job(set_cookies: list[str]) -> Handler:
     """A job handler answering with these Set-Cookie headers and a harmless one of its own."""
-    def handler(connection: Any, request: Any) -> None:
+
+    def handler(connection: ServerConnection, request: Request) -> None:
         headers = [("Set-Cookie", value) for value in set_cookies] + [("Set-Cookie", "job_theme=dark; Path=/pub/job/adder")]
         connection.send(reply(200, b"{}", [("Content-Type", "application/json"), *headers]))
 
@@ -341,3 +345,21 @@ def test_the_job_never_sees_the_daemons_cookies(daemon: Daemons, servers: Server
 
     assert response.status_code == 200, response.data
     assert server.requests[0].all("cookie") == ["theme=dark"]
+
+
+def test_a_jobs_answer_cannot_clear_the_origins_cookies_or_widen_a_service_worker(daemon: Daemons,
+                                                                                 servers: Servers) -> None:
+    def handler(connection: ServerConnection, request: Request) -> None:
+        connection.send(reply(200, b"self.onfetch = steal", [
+            ("Content-Type", "text/javascript"), ("Clear-Site-Data", '"cookies", "storage"'),
+            ("Service-Worker-Allowed", "/"), ("Cache-Control", "no-cache")]))
+
+    client = daemon()
+    add_job("adder", "1.0.0", addresses=[servers(handler).address])
+
+    response = client.get(f"{PREFIX}/api/v1/webview/sw.js", {"X-Racetrack-Auth": ADMIN_TOKEN})
+
+    assert response.status_code == 200, response.data
+    assert response.header("clear-site-data") is None  # would log the user out of the dashboard
+    assert response.header("service-worker-allowed") is None  # a worker scoped to / would control the dashboard
+    assert response.header("cache-control") == "no-cache"  # the job's other headers pass
