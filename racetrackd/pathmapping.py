@@ -79,8 +79,8 @@ def checked_path(raw: bytes) -> str:
         raise AmbiguousPath("the request path does not start with '/'")
     bad = _RAW_REFUSED.search(raw)
     if bad:
-        raise AmbiguousPath(f"the request path holds the byte {bad.group(0)!r} (a control character, space, "
-                            "backslash or non-ASCII byte must be percent-encoded, and some are refused even then)")
+        raise AmbiguousPath(f"the request path holds the byte 0x{bad.group(0)[0]:02X} at {bad.start()}: control "
+                            "characters, spaces, non-ASCII bytes and '\\' are refused unencoded")
     if b"%" in raw:
         escape = _ESCAPE.search(raw)
         if escape:

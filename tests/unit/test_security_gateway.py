@@ -164,6 +164,12 @@ def test_a_proxied_jobs_metrics_are_not_reached_through_encoded_slashes(daemon: 
     assert server.requests == []
 
 
+def test_without_a_raw_path_from_the_server_the_decoded_one_is_encoded_again_and_checked() -> None:
+    assert pathmapping.raw_path("/pub/job/a/1/x y/é", b"") == b"/pub/job/a/1/x%20y/%C3%A9"
+    with pytest.raises(AmbiguousPath, match="%25"):  # a '%' left after the server decoded: refused
+        pathmapping.checked_path(pathmapping.raw_path("/pub/job/a/1%2Fapi", None))
+
+
 # --- item 2: WebSockets and async calls ---------------------------------------------------------------
 
 def websocket_call(client: LoopClient, raw_path: bytes) -> list[dict[str, Any]]:
