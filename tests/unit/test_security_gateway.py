@@ -61,6 +61,12 @@ def esc_token(accounts: Accounts, endpoint: str = "/api/v1/other") -> str:
     return token
 
 
+@pytest.fixture
+def esc_granted_public(job: tuple[LoopClient, UpstreamServer, Accounts]) -> dict[str, str]:
+    """The headers of an ESC granted call_job on /api/v1/perform only (made once per test, not per example)."""
+    return {"X-Racetrack-Auth": esc_token(job[2], PUBLIC)}
+
+
 # --- item 2: the issue's reproduction --------------------------------------------------------------
 
 def test_encoded_slashes_do_not_carry_an_anonymous_call_past_a_public_endpoint(
@@ -272,12 +278,13 @@ def test_checked_paths_decode_segment_for_segment(raw: bytes) -> None:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(raw=raw_paths)
 def test_no_path_authorised_as_one_endpoint_reaches_the_job_as_another(
-        job: tuple[LoopClient, UpstreamServer, Accounts], caller: str, raw: bytes) -> None:
+        job: tuple[LoopClient, UpstreamServer, Accounts], esc_granted_public: dict[str, str], caller: str,
+        raw: bytes) -> None:
     """Through the gateway, with no token (the public endpoint and probes are open) or an ESC's
     (granted /api/v1/perform): refused (never 500, never forwarded), or forwarded to a path every
     reading of which stays within the public endpoint or a probe."""
-    client, server, accounts = job
-    headers = {"X-Racetrack-Auth": _esc_token_once(accounts)} if caller == "esc" else {}
+    client, server, _ = job
+    headers = esc_granted_public if caller == "esc" else {}
     server.requests.clear()
 
     response = client.request("GET", PREFIX + "/x", headers=headers, raw_path=raw)
@@ -290,15 +297,6 @@ def test_no_path_authorised_as_one_endpoint_reaches_the_job_as_another(
     open_prefixes = [PREFIX + endpoint for endpoint in (PUBLIC, *access.OPEN_JOB_PATHS)]
     for reading in readings(request.target):
         assert any(_within(reading.rstrip("/") or "/", prefix) for prefix in open_prefixes), (request.target, reading)
-
-
-def _esc_token_once(accounts: Accounts) -> str:
-    """One ESC per daemon (hypothesis runs many examples on one fixture), granted /api/v1/perform."""
-    token: str | None = getattr(accounts, "_test_esc_token", None)
-    if token is None:
-        token = esc_token(accounts, PUBLIC)
-        accounts._test_esc_token = token  # type: ignore[attr-defined]  # cached on the fixture's own object
-    return token
 
 
 # --- item 9: the daemon's cookies never come from a job, nor go to one ------------------------------
