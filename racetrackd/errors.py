@@ -2,7 +2,8 @@
 
     RacetrackError (500, internal-error)
     ├── ValidationError (400, validation-error)         bad input from a client
-    │   └── ManifestError (400, invalid-manifest)
+    │   ├── ManifestError (400, invalid-manifest)
+    │   └── AmbiguousPath (400, ambiguous-path)         a gateway path a job could read as another
     ├── UnauthorizedError (401, unauthorized)            no token, or a wrong, expired or revoked one
     ├── ForbiddenError (403, forbidden)                  a known caller without the scope for this
     ├── TooManyAuthFailures (429, too-many-auth-failures) an address, token or username failed auth too often
@@ -68,6 +69,12 @@ class ManifestError(ValidationError):
         if self.errors:
             body["errors"] = [{"field": field, "message": message} for field, message in self.errors]
         return body
+
+
+class AmbiguousPath(ValidationError):
+    """A gateway path that the gateway and a job could read as different endpoints (racetrackd.pathmapping)."""
+
+    reference = "ambiguous-path"
 
 
 class UnauthorizedError(RacetrackError):

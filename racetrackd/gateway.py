@@ -9,8 +9,13 @@ Per call: where the job is (`RoutingTable`, in memory), who is calling and wheth
 call that endpoint (`Authenticator`, in memory; the job's /health, /live, /ready and its
 approved public endpoints are open), a pooled keep-alive connection (`UpstreamPool`), and one
 deadline, the job's call_timeout, from the first byte in to the last byte out. Errors are JSON
-`{error, type, job_name, job_version, request_id}`: 401, 403, 404 unknown job, 429 too many
-failed auth attempts, 502 unreachable, 503 starting, 504 past the deadline.
+`{error, type, job_name, job_version, request_id}`: 400 ambiguous path, 401, 403, 404 unknown
+job, 429 too many failed auth attempts, 502 unreachable, 503 starting, 504 past the deadline.
+
+Trust: the path is read once from the raw bytes (`pathmapping.checked_path`, `parse_job_call`),
+and the endpoint authorised is the one forwarded. The job's answer is the job's own, except that it
+can never set or clear a cookie the daemon owns (`_sets_daemon_cookie`), and the job never sees
+those cookies in the caller's request.
 """
 
 from __future__ import annotations
@@ -54,14 +59,23 @@ Send = Callable[[Message], Awaitable[None]]
 TRACING = naming.TRACING_HEADER.lower().encode()
 CALLER = naming.CALLER_HEADER.lower().encode()
 AUTH_HEADERS = {name.lower().encode() for name in (AUTH_HEADER, *LEGACY_HEADERS)}
-AUTH_COOKIE = AUTH_HEADER.encode()
+# Cookies the daemon owns: its login cookie, and every `__Host-` one (reserved for the daemon's
+# own use). Jobs share the daemon's origin, so a job's Set-Cookie for one of these would plant a
+# session (fixation) or clear the user's (forced logout); compared case-insensitively, as some
+# servers read cookie names.
+DAEMON_COOKIE = AUTH_HEADER.lower().encode()
+DAEMON_COOKIE_PREFIX = b"__host-"
 HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer",
     b"trailers", b"transfer-encoding", b"upgrade", b"proxy-connection",
 })
 # Not passed to the job: framing is redone, Host names the job, the caller's token stays here.
 NOT_FORWARDED = HOP_BY_HOP | AUTH_HEADERS | {b"host", b"content-length", TRACING, CALLER}
-NOT_RETURNED = HOP_BY_HOP | {TRACING}
+# Headers whose effect reaches past the job's own pages to the whole origin, which jobs share with
+# the dashboard: Clear-Site-Data would clear the daemon's login cookie (a forced logout), and
+# Service-Worker-Allowed would let a job's service worker control the dashboard's pages.
+ORIGIN_WIDE = frozenset({b"clear-site-data", b"service-worker-allowed"})
+NOT_RETURNED = HOP_BY_HOP | ORIGIN_WIDE | {TRACING}
 WEBSOCKET_OWN = frozenset({b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions",
                            b"sec-websocket-protocol"})
 SMALL_BODY = 64 * 1024  # read whole (and so replayable on a stale connection) up to this size
@@ -84,26 +98,32 @@ class Gateway:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = scope["headers"]
         request_id = _header(headers, TRACING) or str(uuid.uuid4())
-        parts = scope["path"].split("/", 5)  # ['', 'pub', kind, name, version, rest]
         call = _Call(scope, request_id, headers)
         try:
+            # Read once, from the bytes the caller sent: the same path is authorised and forwarded.
+            raw = pathmapping.raw_path(scope["path"], scope.get("raw_path"))
+            path = pathmapping.checked_path(raw)
+            job_call = pathmapping.parse_job_call(path, raw, 2)  # /pub/<kind>/<name>/<version>/<rest>
+            if job_call is not None:
+                call.name, call.version = job_call.name, job_call.version
             if scope["type"] == "websocket":
-                await self._websocket(call, parts, receive, send)
-            elif len(parts) >= 5 and parts[2] in ("job", "fatman"):
-                call.name, call.version = parts[3], parts[4]
-                await self._forward(call, kind=parts[2], receive=receive, send=send)
-            elif scope["path"].startswith("/pub/async/new/"):
-                await self._async_new(call, receive, send)
-            elif scope["path"].startswith("/pub/async/task/"):
-                await self._async_task(call, send)
+                if job_call is None:
+                    raise NotFoundError(f"no gateway route {path}")
+                await self._websocket(call, job_call, receive, send)
+            elif job_call is not None:
+                await self._forward(call, job_call, receive=receive, send=send)
+            elif path.startswith("/pub/async/new/"):
+                await self._async_new(call, path, raw, receive, send)
+            elif path.startswith("/pub/async/task/"):
+                await self._async_task(call, path, send)
             else:
-                raise NotFoundError(f"no gateway route {scope['path']}",
+                raise NotFoundError(f"no gateway route {path}",
                                     hint="call jobs at /pub/job/<name>/<version>/<path>")
         except _CallerGone:
             return  # nobody is left to answer
         except RacetrackError as exc:
             if scope["type"] == "websocket":
-                await send({"type": "websocket.close", "code": 1008 if exc.status_code in (401, 403, 429) else 1011,
+                await send({"type": "websocket.close", "code": 1008 if exc.status_code in (400, 401, 403, 429) else 1011,
                             "reason": exc.message[:120]})
             elif not call.response_started:
                 extra = [(b"retry-after", str(exc.retry_after).encode())] if isinstance(exc, TooManyAuthFailures) else []
@@ -118,12 +138,12 @@ class Gateway:
             await _send_json(send, 500, call.error_body(error), request_id)
 
     # ---- synchronous calls
-    async def _forward(self, call: _Call, *, kind: str, receive: Receive, send: Send) -> None:
+    async def _forward(self, call: _Call, job_call: pathmapping.JobCall, *, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        route = self._authorize(call, self._resolve(call), 5)
-        if route.path_mode != WRAPPER and await self._answered_for_job(call, route, send):
+        route = self._authorize(call, self._resolve(call), job_call.endpoint)
+        if route.path_mode != WRAPPER and await self._answered_for_job(call, route, job_call, send):
             return
-        target = _job_target(call.scope, route, 5)
+        target = _job_target(call.scope, route, job_call)
         route = await self._route(call, route)
         deadline = asyncio.get_running_loop().time() + route.call_timeout
         address = self._balancer.acquire(route.addresses)
@@ -132,8 +152,8 @@ class Gateway:
         status = 0
         job_seconds = 0.0
         try:
-            public_prefix = f"/pub/{kind}/{call.name}/{call.version}"
-            job_root, caller_root = pathmapping.roots(route.path_mode, route.name, route.version, public_prefix)
+            job_root, caller_root = pathmapping.roots(route.path_mode, route.name, route.version,
+                                                      job_call.public_prefix)
             headers = _forward_headers(call, address, caller_root)
             body, length = await _request_body(call.headers, receive)
             try:
@@ -170,17 +190,17 @@ class Gateway:
             counted.job_seconds.observe(job_seconds)
             metrics.OVERHEAD_SECONDS.observe(max(0.0, time.perf_counter() - started - job_seconds))
 
-    async def _answered_for_job(self, call: _Call, route: Route, send: Send) -> bool:
+    async def _answered_for_job(self, call: _Call, route: Route, job_call: pathmapping.JobCall, send: Send) -> bool:
         """What the gateway answers itself for a job whose server does not keep the wrapper contract
         (docker-proxy): its probes and metrics, and the redirect from its bare root to the root with
         a slash. False when the call is for the job's server."""
-        endpoint = _endpoint(call.scope["path"], 5)
-        if endpoint in pathmapping.DAEMON_ANSWERED:
-            await self._answer_for_job(call, route, endpoint, send)
+        if job_call.endpoint in pathmapping.DAEMON_ANSWERED:
+            await self._answer_for_job(call, route, job_call.endpoint, send)
             return True
-        if pathmapping.lacks_root_slash(route.path_mode, _rest_of_path(call.scope, 5)):
+        if pathmapping.lacks_root_slash(route.path_mode, job_call):
             query = call.scope.get("query_string") or b""
-            location = call.scope["path"] + "/" + ("?" + query.decode("latin-1") if query else "")
+            raw = pathmapping.raw_path(call.scope["path"], call.scope.get("raw_path"))  # as sent: still encoded
+            location = raw.decode("ascii") + "/" + ("?" + query.decode("latin-1") if query else "")
             await _send_json(send, 308, {"location": location}, call.request_id,
                              [(b"location", location.encode("latin-1"))])
             return True
@@ -220,9 +240,9 @@ class Gateway:
             raise JobNotFound(f"job {call.name} {call.version} not found")
         return route
 
-    def _authorize(self, call: _Call, route: Route, prefix_segments: int) -> Route:
-        """Let the call through if its endpoint is open, or its caller holds call_job on it (403 otherwise)."""
-        endpoint = _endpoint(call.scope["path"], prefix_segments)
+    def _authorize(self, call: _Call, route: Route, endpoint: str) -> Route:
+        """Let the call through if `endpoint` (checked and decoded: pathmapping.parse_job_call) is
+        open, or its caller holds call_job on it (403 otherwise)."""
         if route.is_open(endpoint):
             call.caller = self._identify(call, required=False).display
             return route
@@ -263,16 +283,12 @@ class Gateway:
             return access.ANYONE
 
     # ---- WebSockets
-    async def _websocket(self, call: _Call, parts: list[str], receive: Receive, send: Send) -> None:
-        if len(parts) < 5 or parts[2] not in ("job", "fatman"):
-            raise NotFoundError(f"no gateway route {call.scope['path']}")
-        call.name, call.version = parts[3], parts[4]
-        route = await self._route(call, self._authorize(call, self._resolve(call), 5))
+    async def _websocket(self, call: _Call, job_call: pathmapping.JobCall, receive: Receive, send: Send) -> None:
+        route = await self._route(call, self._authorize(call, self._resolve(call), job_call.endpoint))
         address = self._balancer.acquire(route.addresses)
         try:
-            public_prefix = f"/pub/{parts[2]}/{call.name}/{call.version}"
-            target = _job_target(call.scope, route, 5).decode("latin-1")
-            caller_root = pathmapping.roots(route.path_mode, route.name, route.version, public_prefix)[1]
+            target = _job_target(call.scope, route, job_call).decode("latin-1")
+            caller_root = pathmapping.roots(route.path_mode, route.name, route.version, job_call.public_prefix)[1]
             headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in _forward_headers(call, address, caller_root)
                        if k not in WEBSOCKET_OWN and k != b"host"]  # the client sets Host itself
             try:
@@ -292,24 +308,23 @@ class Gateway:
             self._balancer.release(address)
 
     # ---- async calls
-    async def _async_new(self, call: _Call, receive: Receive, send: Send) -> None:
-        parts = call.scope["path"].split("/", 7)  # ['', 'pub', 'async', 'new', kind, name, version, rest]
-        if len(parts) < 7 or parts[4] not in ("job", "fatman"):
+    async def _async_new(self, call: _Call, path: str, raw: bytes, receive: Receive, send: Send) -> None:
+        job_call = pathmapping.parse_job_call(path, raw, 4)  # /pub/async/new/<kind>/<name>/<version>/<rest>
+        if job_call is None:
             raise NotFoundError("async calls go to /pub/async/new/job/<name>/<version>/<path>")
-        call.name, call.version = parts[5], parts[6]
-        route = self._authorize(call, self._resolve(call), 7)
+        call.name, call.version = job_call.name, job_call.version
+        route = self._authorize(call, self._resolve(call), job_call.endpoint)
         body = await _read_body(receive, self._async_max_body)
-        public_prefix = f"/pub/{parts[4]}/{call.name}/{call.version}"
-        target = _job_target(call.scope, route, 7).decode("latin-1")
-        caller_root = pathmapping.roots(route.path_mode, route.name, route.version, public_prefix)[1]
+        target = _job_target(call.scope, route, job_call).decode("latin-1")
+        caller_root = pathmapping.roots(route.path_mode, route.name, route.version, job_call.public_prefix)[1]
         headers = _forward_headers(call, "", caller_root)
         task = await asyncio.get_running_loop().run_in_executor(None, lambda: asynccalls.submit(
             route.name, route.version, call.scope["method"], target,
             [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers if k != b"host"], body, call.caller))
         await _send_json(send, 201, {"task_id": task.id, "status": asynccalls.public_status(task)}, call.request_id)
 
-    async def _async_task(self, call: _Call, send: Send) -> None:
-        parts = call.scope["path"].split("/")  # ['', 'pub', 'async', 'task', id, 'poll'|'status']
+    async def _async_task(self, call: _Call, path: str, send: Send) -> None:
+        parts = path.split("/")  # ['', 'pub', 'async', 'task', id, 'poll'|'status']
         if len(parts) != 6 or parts[5] not in ("poll", "status"):
             raise NotFoundError("use /pub/async/task/<id>/poll or /pub/async/task/<id>/status")
         identity = self._identify(call)
@@ -331,6 +346,7 @@ class Gateway:
         else:
             status, headers, body = await loop.run_in_executor(None, asynccalls.take_result, task)
             out = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+            out = [(k, v) for k, v in out if _returned(k, v)]
             out.append((b"content-length", str(len(body)).encode()))
             out.append((TRACING, call.request_id.encode()))
             await send({"type": "http.response.start", "status": status, "headers": out})
@@ -403,27 +419,9 @@ def _header(headers: Headers, name: bytes) -> str | None:
     return None
 
 
-def _endpoint(path: str, prefix_segments: int) -> str:
-    """The job-relative path of a gateway path (`/pub/job/adder/1.0/api/v1/perform` → `/api/v1/perform`)."""
-    pieces = path.split("/", prefix_segments)
-    return "/" + pieces[prefix_segments] if len(pieces) > prefix_segments else "/"
-
-
-def _rest_of_path(scope: Scope, maxsplit: int) -> bytes | None:
-    """The raw (still percent-encoded) path after the gateway's own segments; None when it ended
-    at the version (`/pub/job/adder/1.0.0`, as opposed to `/pub/job/adder/1.0.0/`)."""
-    raw = scope.get("raw_path") or scope["path"].encode()
-    pieces = raw.split(b"/", maxsplit)
-    return pieces[maxsplit] if len(pieces) > maxsplit else None
-
-
-def _job_target(scope: Scope, route: Route, maxsplit: int) -> bytes:
-    """The job-side path for the rest of the path as sent (racetrackd.pathmapping), query kept.
-
-    `maxsplit` splits the gateway's own segments off the raw (still percent-encoded) path.
-    """
-    rest = _rest_of_path(scope, maxsplit) or b""
-    target = pathmapping.job_path(route.path_mode, route.name, route.version, rest)
+def _job_target(scope: Scope, route: Route, job_call: pathmapping.JobCall) -> bytes:
+    """The job-side path for the path as sent (racetrackd.pathmapping), query kept."""
+    target = pathmapping.job_path(route.path_mode, route.name, route.version, job_call)
     if target is None:
         raise NotFoundError(
             f"job {route.name} {route.version} serves its API under /api/v1/ only (docker-proxy, forward mode)",
@@ -478,15 +476,40 @@ def _forward_headers(call: _Call, address: str, public_prefix: str) -> Headers:
 
 
 def _without_auth_cookie(value: bytes) -> bytes:
-    if AUTH_COOKIE not in value:
+    """A Cookie header less the daemon's own cookies: the user's session token is not the job's."""
+    lowered = value.lower()
+    if DAEMON_COOKIE not in lowered and DAEMON_COOKIE_PREFIX not in lowered:
         return value
-    kept = [item for item in value.split(b";") if item.strip().partition(b"=")[0] != AUTH_COOKIE]
+    kept = [item for item in value.split(b";") if not _daemon_cookie_name(item.partition(b"=")[0])]
     return b";".join(kept).strip()
+
+
+def _daemon_cookie_name(name: bytes) -> bool:
+    name = name.strip().lower()
+    return name == DAEMON_COOKIE or name.startswith(DAEMON_COOKIE_PREFIX)
+
+
+def _returned(name: bytes, value: bytes) -> bool:
+    """Whether a header of the job's answer goes on to the caller (names lower-case, as upstream reads them)."""
+    return name not in NOT_RETURNED and not (name == b"set-cookie" and _sets_daemon_cookie(value))
+
+
+def _sets_daemon_cookie(set_cookie: bytes) -> bool:
+    """Whether a job's Set-Cookie value would set or clear a cookie the daemon owns.
+
+    A nameless cookie (`=X-Racetrack-Auth=x`) counts by its value: browsers send it as the value
+    alone, which servers then read as `X-Racetrack-Auth=x`.
+    """
+    pair = set_cookie.partition(b";")[0].strip()
+    if pair.startswith(b"="):
+        pair = pair[1:]
+    name = pair.partition(b"=")[0]
+    return _daemon_cookie_name(name) or not name.strip()
 
 
 def _response_headers(headers: Headers, address: str, job_root: str, caller_root: str,
                       request_id: str) -> Headers:
-    out = [(k, v) for k, v in headers if k not in NOT_RETURNED]
+    out = [(k, v) for k, v in headers if _returned(k, v)]
     for index, (name, value) in enumerate(out):
         if name == b"location":
             location = pathmapping.rewrite_location(value.decode("latin-1"), address, job_root, caller_root)

@@ -469,8 +469,8 @@ def test_an_endpoint_grant_covers_that_endpoint_only(probes: Daemon, held: Held)
     for endpoint, response in others.items():
         assert response.status_code == 403, f"{endpoint}: {response.status_code} {response.text[:300]}"
         assert "call_job" in gateway_error(response, 403, "forbidden")["error"]
-    assert dotted == 403, f"a dot segment must not carry the grant to /api/v1/other: {dotted} {dotted_body[:300]!r}"
-    assert dotted_plain == 403, f"{dotted_plain} {dotted_plain_body[:300]!r}"
+    assert dotted == 400, f"a dot segment must not carry the grant to /api/v1/other: {dotted} {dotted_body[:300]!r}"
+    assert dotted_plain == 400, f"{dotted_plain} {dotted_plain_body[:300]!r}"
 
 
 # --- 4. public endpoints ------------------------------------------------------------------------------
@@ -503,7 +503,7 @@ def test_a_public_endpoint_opens_only_once_approved_and_only_itself(public_probe
     for path in ("/api/v1/private", "/api/v1/parameters", "/docs", "/api/v1/performance"):
         gateway_error(send(daemon, "GET", f"{PUBLIC}{path}", None), 401, "unauthorized")
     dotted, _ = raw_status(daemon, "POST", f"{PUBLIC}/api/v1/perform/%2e%2e/private", None)
-    assert dotted == 401, "a dot segment must not carry the public endpoint over to another one"
+    assert dotted == 400, "a dot segment must not carry the public endpoint over to another one"
     still_pending = admin(daemon, "GET", f"{API}/auth/public-endpoints", params={"pending": "true"}).json()
     assert not [row for row in still_pending if row["job_name"] == "public-probe"], still_pending
     assert [r["endpoint"] for r in admin(daemon, "GET", f"{API}/job/public-probe/0.0.1/public-endpoints").json()] \

@@ -10,7 +10,7 @@ import struct
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, unquote_to_bytes, urlsplit
 
 from racetrackd import db
 from tests.unit.asgi_client import AsgiResponse
@@ -227,12 +227,16 @@ class LoopClient:
         return self.request("POST", path, body, headers)
 
     def request(self, method: str, path: str, body: bytes = b"", headers: Any = None, *,
-                chunks: list[bytes] | None = None, client: tuple[str, int] = ("10.1.2.3", 50000)) -> Response:
-        return self.run(self.call(method, path, body, headers, chunks=chunks, client=client))
+                chunks: list[bytes] | None = None, client: tuple[str, int] = ("10.1.2.3", 50000),
+                raw_path: bytes | None = None) -> Response:
+        return self.run(self.call(method, path, body, headers, chunks=chunks, client=client, raw_path=raw_path))
 
     async def call(self, method: str, path: str, body: bytes = b"", headers: Any = None, *,
-                   chunks: list[bytes] | None = None, client: tuple[str, int] = ("10.1.2.3", 50000)) -> Response:
-        """`chunks`: send the body in these pieces (more_body) instead of one message."""
+                   chunks: list[bytes] | None = None, client: tuple[str, int] = ("10.1.2.3", 50000),
+                   raw_path: bytes | None = None) -> Response:
+        """`chunks`: send the body in these pieces (more_body) instead of one message; `raw_path`: the
+        path bytes as sent, when they are not `path` (the server's decoded `path` is derived from them
+        as gunicorn does)."""
         url = urlsplit(path)
         pairs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
         names = {name.lower() for name, _ in pairs}
@@ -242,7 +246,8 @@ class LoopClient:
             pairs.insert(0, ("host", "racetrack.test:7102"))
         scope = {
             "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
-            "path": unquote(url.path), "raw_path": url.path.encode(), "query_string": url.query.encode(),
+            "path": unquote(url.path) if raw_path is None else unquote_to_bytes(raw_path).decode("utf-8", "replace"),
+            "raw_path": url.path.encode() if raw_path is None else raw_path, "query_string": url.query.encode(),
             "root_path": "", "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in pairs],
             "client": client, "server": ("127.0.0.1", 7102),
         }

@@ -51,7 +51,7 @@ def test_forward_mode_sends_api_v1_paths_to_the_servers_root(daemon: Daemons, se
     server = servers()
     add_job("web", "1.0.0", addresses=[server.address], serving=proxied(FORWARD))
 
-    assert target_seen(client, "/pub/job/web/latest/api/v1/hello/a%2Fb?x=1") == "/hello/a%2Fb?x=1"
+    assert target_seen(client, "/pub/job/web/latest/api/v1/hello/a%3Fb?x=1") == "/hello/a%3Fb?x=1"
     assert target_seen(client, "/pub/job/web/1.0.0/api/v1/") == "/"
 
 
