@@ -71,12 +71,31 @@ class _Lookup(Protocol):
     def get(self, key: str) -> str | None: ...
 
 
-def token_from(headers: _Lookup, cookies: _Lookup) -> str | None:
+class _MultiLookup(_Lookup, Protocol):
+    def getlist(self, key: str) -> list[str]: ...
+
+
+# A page served from the daemon's origin (a job's web view) can set a second X-Racetrack-Auth
+# cookie with a narrower path, which browsers then send first: reading "the first one" would log
+# the visitor in as whoever planted it. Two different values are refused instead.
+PLANTED_COOKIE = ("several different X-Racetrack-Auth cookies were sent (a page on this origin may have set one):"
+                  " log in again, or clear this site's cookies")
+
+
+def token_from(headers: _Lookup, cookies: _MultiLookup) -> str | None:
+    """The caller's token: from a header, else from the login cookie.
+
+    Raises:
+        UnauthorizedError: the cookie came more than once with different values.
+    """
     for name in (AUTH_HEADER, *LEGACY_HEADERS):
         value = headers.get(name)
         if value:
             return value
-    return cookies.get(AUTH_HEADER)
+    values = set(cookies.getlist(AUTH_HEADER))
+    if len(values) > 1:
+        raise UnauthorizedError(PLANTED_COOKIE)
+    return values.pop() if values else None
 
 
 def credential_key(token: str) -> str:

@@ -34,7 +34,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from racetrackd import access, asynccalls, metrics, naming, pathmapping
 from racetrackd.access import Identity
-from racetrackd.auth import AUTH_HEADER, LEGACY_HEADERS, Authenticator
+from racetrackd.auth import AUTH_HEADER, LEGACY_HEADERS, PLANTED_COOKIE, Authenticator
 from racetrackd.errors import (
     JobNotFound,
     JobTimeout,
@@ -43,6 +43,7 @@ from racetrackd.errors import (
     PayloadTooLarge,
     RacetrackError,
     TooManyAuthFailures,
+    UnauthorizedError,
     UpstreamError,
 )
 from racetrackd.jobtypes import WRAPPER
@@ -371,12 +372,16 @@ class _Call:
             if header in AUTH_HEADERS and raw:
                 return raw.decode("latin-1")
         cookie = _header(self.headers, b"cookie")
-        if cookie:
-            for item in cookie.split(";"):
-                key, _, value = item.strip().partition("=")
-                if key == AUTH_HEADER and value:
-                    return unquote(value)
-        return None
+        if not cookie:
+            return None
+        values = set()
+        for item in cookie.split(";"):
+            key, _, value = item.strip().partition("=")
+            if key == AUTH_HEADER and value:
+                values.add(unquote(value))
+        if len(values) > 1:
+            raise UnauthorizedError(PLANTED_COOKIE)
+        return values.pop() if values else None
 
     def error_body(self, exc: RacetrackError) -> dict[str, Any]:
         body = {**exc.to_dict(), "job_name": self.name, "job_version": self.version, "request_id": self.request_id}

@@ -365,3 +365,15 @@ def test_a_family_deployed_again_gets_a_new_working_token(app: Flask, client: Fl
 
     assert new != old
     assert family_caller(app, new).status_code == 200 and family_caller(app, old).status_code == 401
+
+
+def test_a_second_auth_cookie_planted_by_a_page_is_refused_by_the_control_plane(app: Flask) -> None:
+    client = app.test_client(use_cookies=False)  # a browser, as far as its Cookie header goes
+    # As the browser sends them: the planted cookie (narrower path) first.
+    response = client.get("/lifecycle/api/v1/job", environ_overrides={
+        "HTTP_COOKIE": "X-Racetrack-Auth=attackers-token; X-Racetrack-Auth=unit-test-admin-token"})
+
+    assert response.status_code == 401
+    assert "several different X-Racetrack-Auth cookies" in response.get_json()["error"]
+    assert client.get("/lifecycle/api/v1/job", environ_overrides={
+        "HTTP_COOKIE": "X-Racetrack-Auth=unit-test-admin-token"}).status_code == 200

@@ -379,3 +379,21 @@ def test_a_jobs_answer_cannot_clear_the_origins_cookies_or_widen_a_service_worke
     assert response.header("clear-site-data") is None  # would log the user out of the dashboard
     assert response.header("service-worker-allowed") is None  # a worker scoped to / would control the dashboard
     assert response.header("cache-control") == "no-cache"  # the job's other headers pass
+
+
+def test_a_second_auth_cookie_planted_by_a_page_is_refused_not_obeyed(daemon: Daemons, servers: Servers) -> None:
+    """A job's page can set X-Racetrack-Auth with a narrower path (its own token); browsers then send
+    both, the planted one first. Obeying it would log the visitor in as the attacker."""
+    client = daemon()
+    server = servers()
+    add_job("adder", "1.0.0", addresses=[server.address])
+
+    response = client.get(f"{PREFIX}/api/v1/perform",
+                          {"Cookie": f"X-Racetrack-Auth=attackers-token; X-Racetrack-Auth={ADMIN_TOKEN}"})
+
+    assert response.status_code == 401, response.data
+    assert "several different X-Racetrack-Auth cookies" in json.loads(response.data)["error"]
+    assert server.requests == []
+    same_twice = client.get(f"{PREFIX}/api/v1/perform",
+                            {"Cookie": f"X-Racetrack-Auth={ADMIN_TOKEN}; X-Racetrack-Auth={ADMIN_TOKEN}"})
+    assert same_twice.status_code == 200, same_twice.data
