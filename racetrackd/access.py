@@ -33,7 +33,8 @@ SUBJECT_KINDS = (USER, ESC, JOB_FAMILY)
 NEW_USER_SCOPES = (READ_JOB, CALL_JOB, DEPLOY_NEW_FAMILY)
 # What the first deployer of a family gets on it.
 FAMILY_OWNER_SCOPES = (READ_JOB, CALL_JOB, DEPLOY_JOB, DELETE_JOB)
-# Job paths anyone may call: orchestrators and load balancers probe them without tokens.
+# Job paths anyone may call, exactly these (no sub-paths): orchestrators and load balancers probe
+# them without tokens.
 OPEN_JOB_PATHS = ("/health", "/live", "/ready")
 
 

@@ -51,7 +51,9 @@ class Route:
 
     def is_open(self, endpoint: str) -> bool:
         """Whether anyone may call `endpoint` of this job, token or not."""
-        return any(path_within(endpoint, path) for path in (*OPEN_JOB_PATHS, *self.public_endpoints))
+        # Probe paths exactly (a rewrite-mode server's own /health/... pages stay behind auth);
+        # approved public endpoints as prefixes, as Racetrack reads them.
+        return endpoint in OPEN_JOB_PATHS or any(path_within(endpoint, path) for path in self.public_endpoints)
 
     @property
     def callable(self) -> bool:

@@ -216,7 +216,7 @@ def test_an_esc_is_named_to_the_job(job: tuple[LoopClient, UpstreamServer], acco
 
 # --- open paths -----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("path", ["/health", "/live", "/ready", "/health/details", "/ready?verbose=1"])
+@pytest.mark.parametrize("path", ["/health", "/live", "/ready", "/ready?verbose=1"])
 def test_a_jobs_probe_paths_are_open_without_a_token(job: tuple[LoopClient, UpstreamServer], path: str) -> None:
     client, server = job
 
@@ -226,7 +226,7 @@ def test_a_jobs_probe_paths_are_open_without_a_token(job: tuple[LoopClient, Upst
     assert len(server.requests) == 1
 
 
-@pytest.mark.parametrize("path", ["/healthz", "/liveness", "/api/v1/health"])
+@pytest.mark.parametrize("path", ["/healthz", "/liveness", "/api/v1/health", "/health/details", "/ready/admin"])
 def test_paths_that_only_look_like_probes_are_closed(job: tuple[LoopClient, UpstreamServer], path: str) -> None:
     client, server = job
 
