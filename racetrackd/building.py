@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from builders.context import DOCKERFILE_NAME, assemble_docker_context, unpack_build_context
-from builders.dockerfile import render_dockerfile
+from builders.context import DOCKERFILE_NAME, assemble_docker_context, resolve_inside, unpack_build_context
+from builders.dockerfile import job_dockerfile_variables, render_dockerfile, render_job_dockerfile
 from builders.git_source import GitCredentials, check_remote_allowed, clone
 from jobmanifest import Manifest
 from racetrackd import __version__, jobsecrets, jobtypes, naming
@@ -131,9 +131,9 @@ def _dockerfile(job_type: JobType, job_dir: Path, manifest: Manifest,
     """The Dockerfile to build and the build args to build it with.
 
     A plugin template gets everything as template variables. The job's own Dockerfile (a
-    `dockerfile_from_job` job type) is rendered the same way when the job type says so, else used
-    as it is; either way it also gets build args, which a plain Dockerfile declares with `ARG`:
-    every `build_env` variable, `BASE_IMAGE` (the operator's base image for the job type, so
+    `dockerfile_from_job` job type) is rendered in the sandbox with the documented variables only
+    when the job type says so, else used as it is; either way it also gets build args, which a
+    plain Dockerfile declares with `ARG`: every `build_env` variable, `BASE_IMAGE` (the operator's base image for the job type, so
     `ARG BASE_IMAGE=python:3.11-slim` + `FROM $BASE_IMAGE` builds on an air-gapped host too) and,
     when the job has secret build env, `RACETRACK_BUILD_SECRETS_URL` for
     racetrack-build/with-build-secrets.py. Build args are not kept in the image's environment.
@@ -142,13 +142,14 @@ def _dockerfile(job_type: JobType, job_dir: Path, manifest: Manifest,
     if source is None:
         return render_dockerfile(job_type.plugin_dir, job_type.dockerfile_template, variables), {}
     name = source.path(manifest.jobtype_extra)
-    if source.render:
-        dockerfile = render_dockerfile(job_dir, name, variables)
-    else:
-        try:
-            dockerfile = (job_dir / name).read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValidationError(f"jobtype_extra.{source.path_field}: cannot read {name}: {exc}") from exc
+    field = f"jobtype_extra.{source.path_field}"
+    try:
+        text = resolve_inside(job_dir, name, field).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValidationError(f"{field}: cannot read {name}: {exc}") from exc
+    # The job's own file is user input: rendered (when the job type says so) only in the sandbox.
+    dockerfile = render_job_dockerfile(text, name, job_dockerfile_variables(variables), field) if source.render \
+        else text
     build_args = dict(manifest.build_env)
     if variables["base_image"]:
         build_args["BASE_IMAGE"] = variables["base_image"]
