@@ -10,16 +10,21 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import yaml
+from click.testing import CliRunner
+from flask.testing import FlaskClient
 
-from jobmanifest import validate_manifest
+from cli.main import main as rtd_main
+from jobmanifest import ManifestInvalid, validate_manifest
+from jobmanifest.loading import load_manifest_dict
 from racetrackd import jobsecrets
 from racetrackd.building import ImageBuilder
 from racetrackd.db import Deployment, open_database
 from racetrackd.errors import ValidationError
-from racetrackd.jobtypes import JobType, discover, resolve
+from racetrackd.jobtypes import JobType, check_extra, discover, load_job_types, resolve
 from racetrackd.settings import BUILTIN_PLUGINS_DIR, Settings
 from racetrackd.vault import Vault
-from tests.unit.fakes import FakeRuntime, sample_manifest
+from tests.unit.fakes import FakeRuntime, build_context, sample_manifest
 
 pytestmark = pytest.mark.security
 
@@ -146,3 +151,121 @@ def test_a_docker_proxy_dockerfile_is_still_not_rendered(
     tag = build(builder, job, "docker-proxy")
 
     assert rendered_dockerfile(runtime, tag) == text  # inert: Docker sees the braces as text
+
+
+# --- item 6: every manifest value a template or the builder writes into a Dockerfile is validated ----------
+
+REPO = Path(__file__).resolve().parents[2]
+INJECTED = "requirements.txt\nRUN id > /tmp/pwned"
+
+BAD_VALUES = [
+    # (manifest overrides, field, message)
+    ({"jobtype_extra": {"entrypoint_path": "e.py", "requirements_path": INJECTED}},
+     "jobtype_extra.requirements_path", "must be a relative path inside the job directory"),
+    ({"jobtype_extra": {"entrypoint_path": "e.py", "requirements_path": "../../etc/passwd"}},
+     "jobtype_extra.requirements_path", "must be a relative path inside the job directory"),
+    ({"jobtype_extra": {"entrypoint_path": "e.py", "requirements_path": "/etc/passwd"}},
+     "jobtype_extra.requirements_path", "must be a relative path inside the job directory"),
+    ({"jobtype_extra": {"entrypoint_path": "e.py", "requirements_path": "req.txt /etc/"}},
+     "jobtype_extra.requirements_path", "must be a relative path inside the job directory"),
+    ({"jobtype_extra": {"entrypoint_path": "e.py\nUSER root"}},
+     "jobtype_extra.entrypoint_path", "must be a relative path inside the job directory"),
+    ({"jobtype_extra": {"entrypoint_path": "e.py", "python_version": "3.11-slim AS x\nRUN id\nFROM python:3.11"}},
+     "jobtype_extra.python_version", "is not a Python version like 3.11"),
+    ({"jobtype_extra": {"entrypoint_path": "e.py", "python_version": "3.11@sha256:abc"}},
+     "jobtype_extra.python_version", "is not a Python version like 3.11"),
+    ({"jobtype_extra": {"entrypoint_path": "e.py", "debian_version": "bookworm\nRUN id"}},
+     "jobtype_extra.debian_version", "is not a Debian image suffix"),
+    ({"jobtype_extra": {"entrypoint_path": "e.py", "entrypoint_class": "Job\"]\nRUN [\"id"}},
+     "jobtype_extra.entrypoint_class", "is not a Python class name"),
+    ({"jobtype_extra": {"entrypoint_path": "e.py", "home_page": "/docs\nRUN id"}},
+     "jobtype_extra.home_page", "must not hold control characters"),
+    ({"jobtype": "golang:latest", "jobtype_extra": {"gomod": "$(id>/tmp/pwned).mod"}},
+     "jobtype_extra.gomod", "must be a relative path inside the job directory"),
+    ({"jobtype": "golang:latest", "jobtype_extra": {"gomod": "-r/go.mod"}},
+     "jobtype_extra.gomod", "not starting with -"),
+    ({"jobtype_extra": None, "golang": {"gomod": "`id`/go.mod"}}, "golang.gomod", "must be a relative path inside the job directory"),
+    ({"jobtype": "dockerfile:latest", "jobtype_extra": {"dockerfile_path": "Dockerfile\nRUN id"}},
+     "jobtype_extra.dockerfile_path", "must be a relative path inside the job directory"),
+    ({"system_dependencies": ["curl\nRUN id"]}, "system_dependencies[0]", "is not a package name"),
+    ({"system_dependencies": ["curl && id"]}, "system_dependencies[0]", "is not a package name"),
+    ({"system_dependencies": ["$(id)"]}, "system_dependencies[0]", "is not a package name"),
+    ({"system_dependencies": ["Curl"]}, "system_dependencies[0]", "is not a package name"),
+    ({"build_env": {"A\nRUN id": "x"}}, "build_env.A\nRUN id", "not a valid environment variable name"),
+    ({"git": {"remote": "--upload-pack=touch /tmp/pwned", "directory": "."}}, "git.remote", "is not a git remote"),
+    ({"git": {"remote": "https://u:hunter2@git.example.com/r.git"}}, "git.remote", "must not hold a password"),
+    ({"git": {"remote": "https://git.example.com/r.git", "directory": "job\nx"}}, "git.directory",
+     "must not hold control characters"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "field", "message"), BAD_VALUES)
+def test_a_value_that_would_inject_into_a_dockerfile_is_refused_by_the_schema_naming_it(
+        overrides: dict[str, object], field: str, message: str) -> None:
+    with pytest.raises(ManifestInvalid) as caught:
+        validate_manifest(sample_manifest(**overrides))
+
+    assert [error.path for error in caught.value.errors] == [field]
+    assert message in caught.value.errors[0].message
+    assert "hunter2" not in str(caught.value)
+
+
+def test_the_daemon_refuses_requirements_path_injection_before_anything_is_built(
+        client: FlaskClient, runtime: FakeRuntime) -> None:
+    manifest = sample_manifest(jobtype_extra={"entrypoint_path": "e.py", "requirements_path": INJECTED})
+
+    response = client.post("/lifecycle/api/v1/deploy", json={"build_context": build_context(), "manifest": manifest})
+
+    assert response.status_code == 400, response.get_data(as_text=True)
+    body = response.get_json()
+    assert body["type"] == "invalid-manifest"
+    assert body["error"].startswith("jobtype_extra.requirements_path: must be a relative path inside the job directory")
+    assert runtime.contexts == {}
+
+
+def test_rtd_validate_catches_it_too(tmp_path: Path) -> None:
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(
+        sample_manifest(jobtype_extra={"entrypoint_path": "e.py", "python_version": "3.11\nRUN id"})))
+
+    result = CliRunner().invoke(rtd_main, ["validate", str(tmp_path)], input="")
+
+    assert result.exit_code != 0
+    assert "jobtype_extra.python_version: '3.11\\nRUN id' is not a Python version like 3.11" in result.output
+
+
+def test_a_third_party_job_types_path_field_follows_the_same_rule(tmp_path: Path) -> None:
+    from pluginbundle import check_directory
+
+    plugin = tmp_path / "rusty"
+    plugin.mkdir()
+    (plugin / "plugin-manifest.yaml").write_text(
+        "name: rusty\nversion: 1.0.0\ncategory: job-type\njob_types:\n  rust:\n"
+        "    dockerfile_template: Dockerfile.j2\n    extra_fields:\n      cargo_toml: {type: path}\n")
+    (plugin / "Dockerfile.j2").write_text("FROM scratch\nCOPY job/{{ jobtype_extra.cargo_toml }} /\n")
+    (job_type,) = load_job_types(plugin, check_directory(plugin))
+
+    with pytest.raises(ValidationError) as caught:
+        check_extra(job_type, {"cargo_toml": "Cargo.toml\nRUN id"})
+
+    assert "jobtype_extra.cargo_toml: must be a relative path inside the job directory" in caught.value.message
+
+
+@pytest.mark.parametrize("job_yaml", sorted([*REPO.glob("samples/*/job.yaml"), *REPO.glob("tests/fixtures/jobs/*/job.yaml")]),
+                         ids=lambda path: path.parent.name)
+def test_every_sample_and_fixture_manifest_still_validates(job_yaml: Path) -> None:
+    validate_manifest(load_manifest_dict(job_yaml.read_text(), str(job_yaml), job_yaml.parent))
+
+
+@pytest.mark.parametrize("extra", [
+    {"entrypoint_path": "adder.py", "requirements_path": "supersmart/requirements.txt"},  # the user guide's
+    {"entrypoint_path": "src/job.py", "entrypoint_class": "JobEntrypoint", "python_version": "3.11",
+     "debian_version": "slim-bookworm", "home_page": "/api/v1/webview/", "check_requirements": False},
+    {"gomod": "go.mod"}, {"gomod": "sub_dir/go.mod"}, {"dockerfile_path": "docker/web.Dockerfile"},
+    {"python_version": "3.9.18"}, {"entrypoint_path": "./my-job/entry_point.py"},
+])
+def test_racetrack_style_values_stay_valid(extra: dict[str, object]) -> None:
+    validate_manifest(sample_manifest(jobtype_extra=extra,
+                                      system_dependencies=["libgomp1", "curl=7.88.1-10+deb12u5", "libc6:amd64",
+                                                           "git/bookworm-backports", "g++", "python3.11-dev"],
+                                      git={"remote": "https://github.com/TheRacetrack/racetrack",
+                                           "branch": "master", "directory": "sample/python-class"}))
