@@ -15,6 +15,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import git
 
+from builders.context import check_links_inside
 from racetrackd.errors import BuildError, ValidationError
 
 
@@ -71,12 +72,17 @@ def clone(remote: str, branch: str | None, directory: str, credentials: GitCrede
 
 
 def _subdirectory(root: Path, directory: str) -> Path:
+    """The job's directory inside the clone. A clone keeps committed symlinks, and the daemon reads
+    and deletes files in this directory on the host: neither it nor a link in it may lead out."""
     relative = PurePosixPath(directory or ".")
     if relative.is_absolute() or ".." in relative.parts:
         raise ValidationError(f"git.directory: {directory!r} must be a relative path inside the repository")
     context = (root / relative).resolve()
+    if not context.is_relative_to(root.resolve()):
+        raise ValidationError(f"git.directory: {directory!r} is a link to outside the repository")
     if not context.is_dir():
         raise BuildError(f"git.directory: {directory!r} does not exist in the repository")
+    check_links_inside(context, "git.directory")
     return context
 
 

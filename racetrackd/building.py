@@ -181,12 +181,20 @@ def prune_build_stages(runtime: Runtime, instance: str, name: str, keep: int) ->
 
 
 def _drop_secret_files(manifest: Manifest, job_dir: Path) -> None:
-    """Secret env files never reach an image, even when a clone or an upload brought them along."""
+    """Secret env files never reach an image, even when a clone or an upload brought them along.
+
+    Only the name in the job's directory is removed: a link is unlinked, never followed, so a
+    committed link cannot make the daemon delete a file elsewhere on the host.
+    """
+    root = job_dir.resolve()
     for name in (manifest.secret_build_env_file, manifest.secret_runtime_env_file):
-        if name:
-            path = (job_dir / name).resolve()
-            if path.is_relative_to(job_dir.resolve()) and path.is_file():
-                path.unlink()
+        if not name:
+            continue
+        path = job_dir / name
+        if not path.parent.resolve().is_relative_to(root):
+            continue  # its directory is a link out of the job (refused for clones and uploads anyway)
+        if path.is_symlink() or path.is_file():
+            path.unlink()
 
 
 def tail(text: str, lines: int = LOG_TAIL_LINES) -> str:

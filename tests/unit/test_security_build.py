@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -269,3 +270,110 @@ def test_racetrack_style_values_stay_valid(extra: dict[str, object]) -> None:
                                                            "git/bookworm-backports", "g++", "python3.11-dev"],
                                       git={"remote": "https://github.com/TheRacetrack/racetrack",
                                            "branch": "master", "directory": "sample/python-class"}))
+
+
+# --- item 5: symlinks in a clone never lead the daemon out of the job's directory ---------------------------
+
+def git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                   env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cwd), "GIT_AUTHOR_NAME": "t",
+                        "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
+                        "GIT_COMMITTER_EMAIL": "t@example.com"})
+
+
+def repository(tmp_path: Path, links: dict[str, str], files: dict[str, str] | None = None) -> str:
+    """A local repository with these committed files and symlinks; its file:// remote."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name, text in (files or {}).items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text)
+    for name, target in links.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).symlink_to(target)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "links")
+    return f"file://{repo}"
+
+
+@pytest.fixture
+def git_builder(make_settings: object, runtime: FakeRuntime) -> ImageBuilder:
+    settings: Settings = make_settings(python_base_image=BASE, git_allowed_schemes="file")  # type: ignore[operator]
+    open_database(settings.database_path)
+    return ImageBuilder(settings, runtime, Vault(b"k" * 32), "http://172.18.0.1:7102")
+
+
+def fetch(builder: ImageBuilder, tmp_path: Path, remote: str, directory: str, jobtype: str = "dockerfile",
+          **manifest: object) -> Path:
+    parsed = validate_manifest(sample_manifest(name="web", jobtype=f"{jobtype}:latest", jobtype_extra=None,
+                                               git={"remote": remote, "directory": directory}, **manifest))
+    deployment = Deployment.create(job_name="web", job_version="0.0.1", manifest_yaml=parsed.yaml)
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    return builder.fetch_source(deployment, parsed, builtin(jobtype), workspace, jobsecrets.NONE)
+
+
+@pytest.fixture
+def host_dir(tmp_path: Path) -> Path:
+    """Stands for a directory of the daemon's host (DATA_DIR, say): nothing in it may be read or deleted."""
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "secret.env").write_text("HOST_FILE=keep me\n")
+    (host / "secret-key").write_text("the daemon's key\n")
+    (host / "Dockerfile").write_text("FROM scratch\n")
+    return host
+
+
+def test_a_git_directory_that_is_a_link_out_of_the_clone_is_refused_and_deletes_nothing(
+        git_builder: ImageBuilder, tmp_path: Path, host_dir: Path) -> None:
+    # The reported case: the context followed the link to a host directory, and cleaning the
+    # secret env file out of it deleted the host's file.
+    remote = repository(tmp_path, {"job": str(host_dir)})
+
+    with pytest.raises(ValidationError, match="git.directory: 'job' is a link to outside the repository"):
+        fetch(git_builder, tmp_path, remote, "job", secret_runtime_env_file="secret.env")
+
+    assert (host_dir / "secret.env").read_text() == "HOST_FILE=keep me\n"
+
+
+@pytest.mark.parametrize(("link", "target"), [
+    ("job/Dockerfile", "{host}/secret-key"),  # read through the template loader before
+    ("job/secret.env", "{host}/secret.env"),  # deleted on the host before
+    ("job/conf", "{host}"),
+    ("job/up", "../../"),
+])
+def test_a_link_in_the_cloned_job_directory_that_leaves_it_is_refused(
+        git_builder: ImageBuilder, tmp_path: Path, host_dir: Path, link: str, target: str) -> None:
+    remote = repository(tmp_path, {link: target.format(host=host_dir)}, {"job/Dockerfile.real": "FROM scratch\n"})
+
+    with pytest.raises(ValidationError) as caught:
+        fetch(git_builder, tmp_path, remote, "job", secret_runtime_env_file="secret.env")
+
+    assert caught.value.message == f"git.directory: link {link.removeprefix('job/')!r} points outside the job directory"
+    assert (host_dir / "secret.env").read_text() == "HOST_FILE=keep me\n"
+
+
+def test_links_inside_the_job_directory_are_kept_and_a_linked_secret_file_is_unlinked_not_followed(
+        git_builder: ImageBuilder, tmp_path: Path) -> None:
+    remote = repository(tmp_path, {"job/Dockerfile": "docker/web.Dockerfile", "job/secret.env": "data.txt"},
+                        {"job/docker/web.Dockerfile": "FROM scratch\n", "job/data.txt": "job data\n"})
+
+    job_dir = fetch(git_builder, tmp_path, remote, "job", secret_runtime_env_file="secret.env")
+
+    assert not (job_dir / "secret.env").is_symlink() and not (job_dir / "secret.env").exists()
+    assert (job_dir / "data.txt").read_text() == "job data\n"  # the link's target is the job's: kept
+    assert (job_dir / "Dockerfile").read_text() == "FROM scratch\n"
+
+
+def test_a_jobs_dockerfile_that_links_out_of_the_job_directory_is_never_read(
+        builder: ImageBuilder, runtime: FakeRuntime, tmp_path: Path, host_dir: Path) -> None:
+    # An upload's links are refused when it is unpacked; this is the builder's own guard behind that.
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / "Dockerfile").symlink_to(host_dir / "secret-key")
+
+    for jobtype in ("dockerfile", "docker-proxy"):
+        with pytest.raises(ValidationError, match="jobtype_extra.dockerfile_path: 'Dockerfile' is a link to outside"):
+            build(builder, job, jobtype)
+    assert runtime.contexts == {}
