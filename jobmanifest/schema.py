@@ -352,8 +352,9 @@ def _check_remote(value: str) -> str | None:
             password = urlsplit(value).password
         except ValueError as exc:
             return f"{value!r} is not a valid URL: {exc}"
-        if password is not None:
-            # It would be stored with the manifest and shown wherever the manifest is.
+        # A password, or a token written as the user of an http(s) URL, would be stored with the
+        # manifest and shown wherever the manifest is (ssh://git@host is a plain user name).
+        if password is not None or ("@" in urlsplit(value).netloc and value.lower().startswith(("http://", "https://"))):
             return ("must not hold a password or token; give credentials with the deploy "
                     "(rtd submit --git-username/--git-password), which keeps them secret")
     return None

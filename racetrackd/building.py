@@ -15,7 +15,7 @@ from typing import Any
 
 from builders.context import DOCKERFILE_NAME, assemble_docker_context, resolve_inside, unpack_build_context
 from builders.dockerfile import job_dockerfile_variables, render_dockerfile, render_job_dockerfile
-from builders.git_source import GitCredentials, check_remote_allowed, clone
+from builders.git_source import GitCredentials, check_remote_address, check_remote_allowed, clone, redact_remote
 from jobmanifest import Manifest
 from racetrackd import __version__, jobsecrets, jobtypes, naming
 from racetrackd.db import Deployment
@@ -49,14 +49,15 @@ class ImageBuilder:
             unpack_build_context(Path(deployment.build_context_path), job_dir, int(self.settings.max_context_size))
         elif manifest.git is not None:
             check_remote_allowed(manifest.git.remote, self.settings.git_allowed_schemes)
+            addresses = check_remote_address(manifest.git.remote, self.settings.git_allow_private_remotes)
             creds = secrets.git_credentials
             credentials = GitCredentials(username=creds["username"], password=creds["password"]) if creds else None
             checkout = clone(manifest.git.remote, manifest.git.branch, manifest.git.directory, credentials,
-                             workspace / "repo", self.settings.build_timeout)
+                             workspace / "repo", self.settings.build_timeout, addresses)
             job_dir = checkout.context_dir
             deployment.git_commit = checkout.commit
             deployment.save(only=[Deployment.git_commit])
-            deployment.append_logs(f"fetched {manifest.git.remote} at {checkout.commit}\n")
+            deployment.append_logs(f"fetched {redact_remote(manifest.git.remote)} at {checkout.commit}\n")
             if _size_of(job_dir) > self.settings.max_context_size:
                 raise ValidationError(f"git.directory: larger than {self.settings.max_context_size:.0f} bytes")
         else:

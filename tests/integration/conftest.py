@@ -160,6 +160,7 @@ def launch_daemon(data_dir: Path, docker_client: docker.DockerClient, base_image
         "RACETRACK_SUPERVISOR_INTERVAL": "1",
         # Tests serve repositories from loopback git and http servers (and local paths).
         "RACETRACK_GIT_ALLOWED_SCHEMES": "https,http,git,file",
+        "RACETRACK_GIT_ALLOW_PRIVATE_REMOTES": "true",  # those servers are on loopback (off by default)
     }
     if HOST_CA_BUNDLE.is_file():  # the corporate-proxy case: builds trust the host's CAs
         env["RACETRACK_BUILD_CA_BUNDLE"] = str(HOST_CA_BUNDLE)

@@ -15,13 +15,14 @@ import yaml
 from click.testing import CliRunner
 from flask.testing import FlaskClient
 
+from builders.git_source import GitCredentials, check_remote_address, clone, redact_remote
 from cli.main import main as rtd_main
 from jobmanifest import ManifestInvalid, validate_manifest
 from jobmanifest.loading import load_manifest_dict
 from racetrackd import jobsecrets
 from racetrackd.building import ImageBuilder
 from racetrackd.db import Deployment, open_database
-from racetrackd.errors import ValidationError
+from racetrackd.errors import BuildError, ValidationError
 from racetrackd.jobtypes import JobType, check_extra, discover, load_job_types, resolve
 from racetrackd.settings import BUILTIN_PLUGINS_DIR, Settings
 from racetrackd.vault import Vault
@@ -195,6 +196,7 @@ BAD_VALUES = [
     ({"build_env": {"A\nRUN id": "x"}}, "build_env.A\nRUN id", "not a valid environment variable name"),
     ({"git": {"remote": "--upload-pack=touch /tmp/pwned", "directory": "."}}, "git.remote", "is not a git remote"),
     ({"git": {"remote": "https://u:hunter2@git.example.com/r.git"}}, "git.remote", "must not hold a password"),
+    ({"git": {"remote": "https://hunter2@git.example.com/r.git"}}, "git.remote", "must not hold a password"),
     ({"git": {"remote": "https://git.example.com/r.git", "directory": "job\nx"}}, "git.directory",
      "must not hold control characters"),
 ]
@@ -377,3 +379,88 @@ def test_a_jobs_dockerfile_that_links_out_of_the_job_directory_is_never_read(
         with pytest.raises(ValidationError, match="jobtype_extra.dockerfile_path: 'Dockerfile' is a link to outside"):
             build(builder, job, jobtype)
     assert runtime.contexts == {}
+
+
+# --- item 13: git sees a minimal environment, its errors are kept, remotes stay outside the daemon's network --
+
+@pytest.fixture
+def fake_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A `git` first on PATH that records the environment it was given, then fails like git does."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    seen = tmp_path / "git-env.txt"
+    script = bin_dir / "git"
+    script.write_text(f"#!/bin/sh\nenv > {seen}\necho \"fatal: repository 'x.git' not found\" >&2\nexit 128\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}")
+    monkeypatch.setenv("RACETRACK_SECRET_KEY", "the-daemons-secret-key")
+    monkeypatch.setenv("RACETRACK_ADMIN_TOKEN", "the-admin-token")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "a-cloud-key")
+    monkeypatch.setenv("https_proxy", "http://proxy.corp:3128")
+    return seen
+
+
+def test_git_runs_without_the_daemons_secrets_in_its_environment(fake_git: Path, tmp_path: Path) -> None:
+    with pytest.raises(BuildError):
+        clone("https://git.example.com/x.git", None, ".", None, tmp_path / "clone", timeout=30)
+
+    seen = dict(line.split("=", 1) for line in fake_git.read_text().splitlines() if "=" in line)
+    assert not [name for name in seen if name.startswith("RACETRACK_")]
+    assert "the-daemons-secret-key" not in fake_git.read_text() and "a-cloud-key" not in fake_git.read_text()
+    assert seen["https_proxy"] == "http://proxy.corp:3128"  # what git needs is still there
+    assert seen["GIT_TERMINAL_PROMPT"] == "0" and "PATH" in seen
+
+
+def test_gits_own_error_text_reaches_the_user(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "x.git"
+
+    with pytest.raises(BuildError) as caught:
+        clone(f"file://{missing}", None, ".", None, tmp_path / "clone", timeout=30)
+
+    message = caught.value.message
+    assert message.startswith(f"cannot fetch file://{missing}: ")
+    assert "does not appear to be a git repository" in message or "not found" in message
+    assert not message.endswith("'")  # was: "cannot fetch …x.git: '"
+
+
+def test_credentials_in_a_stored_remote_are_never_shown(tmp_path: Path) -> None:
+    # New manifests cannot hold them (the schema refuses); one stored before the check still may.
+    remote = "http://deploy-bot:hunter2-token@127.0.0.1:9/x.git"
+
+    with pytest.raises(BuildError) as caught:
+        clone(remote, None, ".", GitCredentials("u", "s3cr3t-pass"), tmp_path / "clone", timeout=30)
+
+    assert "hunter2-token" not in caught.value.message and "s3cr3t-pass" not in caught.value.message
+    assert "cannot fetch http://***@127.0.0.1:9/x.git: " in caught.value.message
+    assert redact_remote(remote) == "http://***@127.0.0.1:9/x.git"
+
+
+@pytest.mark.parametrize("remote", [
+    "http://127.0.0.1:9/x.git", "https://localhost/x.git", "git://127.0.0.2/x.git", "ssh://git@10.1.2.3/x.git",
+    "git@192.168.1.10:org/x.git", "https://169.254.169.254/latest/meta-data", "http://[::1]:8080/x.git",
+    "https://[::ffff:127.0.0.1]/x.git", "http://0.0.0.0/x.git", "https://100.64.0.1/x.git", "https://[fd00::1]/x.git",
+])
+def test_a_remote_on_the_daemons_own_network_is_refused_by_default(remote: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        check_remote_address(remote, allow_private=False)
+
+    assert caught.value.message.startswith("git.remote: ")
+    assert "loopback, private or link-local" in caught.value.message
+    assert check_remote_address(remote, allow_private=True) == []  # the operator's choice
+
+
+def test_a_public_remote_is_allowed_and_its_checked_addresses_are_returned_for_pinning() -> None:
+    assert check_remote_address("https://140.82.121.3/org/x.git", allow_private=False) == ["140.82.121.3"]
+    assert check_remote_address("file:///srv/git/x.git", allow_private=False) == []  # no network: schemes decide
+
+
+def test_the_default_settings_refuse_a_loopback_remote_before_git_runs(
+        make_settings: object, runtime: FakeRuntime, fake_git: Path, tmp_path: Path) -> None:
+    settings: Settings = make_settings(git_allowed_schemes="http")  # type: ignore[operator]
+    assert settings.git_allow_private_remotes is False
+    open_database(settings.database_path)
+    builder = ImageBuilder(settings, runtime, Vault(b"k" * 32), "http://172.18.0.1:7102")
+
+    with pytest.raises(ValidationError, match=r"git.remote: 127.0.0.1 is 127.0.0.1, a loopback"):
+        fetch(builder, tmp_path, "http://127.0.0.1:8080/x.git", ".")
+    assert not fake_git.exists()  # git never ran
