@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Daemon
+from tests.integration.conftest import Daemon, _remove_labelled, launch_daemon
+from tests.integration.git_servers import GitServer, git_daemon  # noqa: F401 (fixture)
+from tests.integration.test_image_builder import ADDER_CODE, deploy_api, manifest, wait_deployment
 
 pytestmark = [pytest.mark.integration, pytest.mark.security]
 
@@ -46,3 +48,24 @@ def test_a_dockerfile_template_injection_fails_the_deployment_and_runs_nothing_i
         assert "uid=0" not in seen and f"pid={os.getpid()}" not in seen
     assert not [image for image in daemon.docker.images.list(filters={"label": f"racetrackd.instance={daemon.instance}"})
                 if any("inject" in tag for tag in image.tags)]
+
+
+def test_by_default_the_daemon_refuses_to_clone_from_a_loopback_remote(
+        tmp_path: Path, daemon: Daemon, git_daemon: GitServer) -> None:  # noqa: F811
+    # The shared integration daemon allows private remotes (its git servers are on loopback); this
+    # one keeps the default. The repository is real and reachable: only the policy refuses it.
+    git_daemon.create_repo("private-calc", {"entrypoint.py": ADDER_CODE})
+    remote = git_daemon.remote("private-calc")
+    strict = launch_daemon(tmp_path / "data", daemon.docker, daemon.env["RACETRACK_PYTHON_BASE_IMAGE"],
+                           unset=("RACETRACK_GIT_ALLOW_PRIVATE_REMOTES",))
+    try:
+        assert "RACETRACK_GIT_ALLOW_PRIVATE_REMOTES" not in strict.env
+        done = wait_deployment(strict, deploy_api(strict, manifest("private-remote", git={"remote": remote})),
+                               timeout=120)
+    finally:
+        strict.stop()
+        _remove_labelled(daemon.docker, strict.instance)
+
+    assert done["status"] == "failed"
+    assert done["error"].startswith("git.remote: 127.0.0.1 is 127.0.0.1, a loopback, private or link-local address")
+    assert not done.get("git_commit")  # nothing was fetched
