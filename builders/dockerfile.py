@@ -11,6 +11,7 @@ Two kinds of template, kept apart because they are trusted differently:
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ def render_dockerfile(plugin_dir: Path, template_name: str, variables: dict[str,
         autoescape=False,  # noqa: S701 (a Dockerfile, not HTML)
     )
     env.filters["docker_quote"] = docker_quote
+    env.filters["shell_quote"] = shell_quote
     try:
         return env.get_template(template_name).render(**variables)
     except jinja2.TemplateError as exc:
@@ -118,7 +120,17 @@ class _JobDockerfileSandbox(jinja2.sandbox.ImmutableSandboxedEnvironment):
         return super().call_binop(context, operator, left, right)
 
 
+def shell_quote(value: object) -> str:
+    """Quote a value as one word of a RUN line's shell command. A line break cannot be quoted there
+    (it ends the Dockerfile instruction), so a value holding a control character is an error."""
+    text = str(value)
+    if any(ord(char) < 32 or ord(char) == 127 for char in text):
+        raise jinja2.TemplateRuntimeError(f"shell_quote: {text!r} holds a control character")
+    return shlex.quote(text)
+
+
 def docker_quote(value: object) -> str:
     """Quote a value for ENV/LABEL instructions: Docker unescapes backslashes and expands `$`."""
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$").replace("\n", "\\n")
+    text = (str(value).replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+            .replace("\n", "\\n").replace("\r", "\\r"))
     return f'"{text}"'

@@ -464,3 +464,33 @@ def test_the_default_settings_refuse_a_loopback_remote_before_git_runs(
     with pytest.raises(ValidationError, match=r"git.remote: 127.0.0.1 is 127.0.0.1, a loopback"):
         fetch(builder, tmp_path, "http://127.0.0.1:8080/x.git", ".")
     assert not fake_git.exists()  # git never ran
+
+
+def render_builtin(name: str, extra: dict[str, object]) -> str:
+    from builders.dockerfile import render_dockerfile
+    from racetrackd.jobtypes import template_variables
+
+    job_type = builtin(name)
+    parsed = validate_manifest(sample_manifest(jobtype=f"{name}:latest", jobtype_extra=None))
+    variables = template_variables(
+        manifest=parsed, job_type=job_type, base_image="base", runtime_image="runtime",
+        build={"ca_bundle": False, "pip_index_url": None, "secrets_url": ""}, git_version="", racetrackd_version="0")
+    variables["jobtype_extra"] = extra  # as if the schema had let it through
+    return render_dockerfile(job_type.plugin_dir, job_type.dockerfile_template, variables)
+
+
+def test_job_type_templates_quote_what_they_put_in_shell_and_copy_lines_as_well() -> None:
+    # Defence in depth behind the schema: a value the schema missed still cannot start a command
+    # or an instruction through the built-in templates.
+    from builders.dockerfile import docker_quote
+    from racetrackd.errors import JobTypeError
+
+    golang = render_builtin("golang", {"gomod": "sub/x.mod; $(id) `id`"})
+    assert "RUN cp 'sub/x.mod; $(id) `id`' go.mod && " in golang
+    with pytest.raises(JobTypeError, match="holds a control character"):
+        render_builtin("golang", {"gomod": "sub/x.mod\nRUN id"})
+
+    python = render_builtin("python3", {"entrypoint_path": "e.py", "requirements_path": "r.txt /etc/\nRUN id"})
+    assert 'COPY ["job/r.txt /etc/\\nRUN id", "/opt/racetrack/job-requirements.txt"]\n' in python
+    assert "\nRUN id" not in python
+    assert docker_quote("a\r\nb") == '"a\\r\\nb"'
