@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import urllib.request
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -103,6 +104,8 @@ def check_remote_address(remote: str, allow_private: bool) -> list[str]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
+        if _through_proxy(remote_scheme(remote), host):
+            return []  # behind a proxy that resolves names the host cannot: git connects to the proxy only
         raise ValidationError(f"git.remote: cannot resolve the host {host!r}: {exc}") from None
     addresses = sorted({str(info[4][0]) for info in infos})
     for text in addresses:
@@ -115,6 +118,12 @@ def check_remote_address(remote: str, allow_private: bool) -> list[str]:
                 hint="the operator allows it with RACETRACK_GIT_ALLOW_PRIVATE_REMOTES=true",
             )
     return addresses
+
+
+def _through_proxy(scheme: str, host: str) -> bool:
+    """Whether git reaches an http(s) `host` through a proxy of the environment (it passes them on)."""
+    proxies = urllib.request.getproxies_environment()
+    return scheme in ("https", "http") and scheme in proxies and not urllib.request.proxy_bypass(host)
 
 
 def clone(remote: str, branch: str | None, directory: str, credentials: GitCredentials | None,

@@ -494,3 +494,16 @@ def test_job_type_templates_quote_what_they_put_in_shell_and_copy_lines_as_well(
     assert 'COPY ["job/r.txt /etc/\\nRUN id", "/opt/racetrack/job-requirements.txt"]\n' in python
     assert "\nRUN id" not in python
     assert docker_quote("a\r\nb") == '"a\\r\\nb"'
+
+
+def test_an_unresolvable_host_is_refused_unless_a_proxy_resolves_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("https_proxy", "HTTPS_PROXY", "no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ValidationError, match="git.remote: cannot resolve the host 'git.invalid'"):
+        check_remote_address("https://git.invalid/x.git", allow_private=False)
+
+    monkeypatch.setenv("https_proxy", "http://proxy.corp:3128")  # the corporate-proxy case
+    assert check_remote_address("https://git.invalid/x.git", allow_private=False) == []
+    monkeypatch.setenv("no_proxy", "git.invalid")
+    with pytest.raises(ValidationError, match="cannot resolve"):
+        check_remote_address("https://git.invalid/x.git", allow_private=False)
