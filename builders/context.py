@@ -124,6 +124,32 @@ def _escapes(path: PurePosixPath) -> bool:
     return False
 
 
+def resolve_inside(root: Path, relative: str, field: str) -> Path:
+    """`root/relative` with every symlink followed; ValidationError naming `field` when that leaves `root`.
+
+    A clone brings symlinks along as committed (an upload's are checked when it is unpacked): a
+    path read or deleted on the host must never follow one out of the job's directory.
+    """
+    path = PurePosixPath(relative)
+    if path.is_absolute() or ".." in path.parts:
+        raise ValidationError(f"{field}: {relative!r} must be a relative path inside the job directory")
+    resolved = (root / relative).resolve()
+    if not resolved.is_relative_to(root.resolve()):
+        raise ValidationError(f"{field}: {relative!r} is a link to outside the job directory")
+    return resolved
+
+
+def check_links_inside(root: Path, field: str) -> None:
+    """Refuse a directory holding a symlink that resolves outside it (as unpacking an upload does)."""
+    top = root.resolve()
+    for directory, dirnames, filenames in os.walk(root):  # os.walk does not descend into linked directories
+        for name in [*dirnames, *filenames]:
+            path = Path(directory, name)
+            if path.is_symlink() and not path.resolve().is_relative_to(top):
+                raise ValidationError(
+                    f"{field}: link {path.relative_to(root).as_posix()!r} points outside the job directory")
+
+
 def assemble_docker_context(
     dockerfile: str, job_dir: Path, jobtype_dir: Path | None, ca_bundle: Path | None, *,
     with_secrets_helper: bool = False,

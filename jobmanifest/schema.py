@@ -12,6 +12,7 @@ import difflib
 import re
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -27,7 +28,20 @@ MAX_NAME_LENGTH = 40
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\Z")
 JOBTYPE = re.compile(r"^[a-z0-9][a-z0-9._-]*:[A-Za-z0-9.*_+-]+\Z")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
-PACKAGE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9.+:=~_-]*\Z")
+# Debian's package names (policy 5.6.1: lower case, at least two characters), optionally with an
+# architecture (`libc6:amd64`), a version (`curl=7.88.1-10`) or a release (`curl/bookworm-backports`):
+# they go unquoted into an `apt-get install` RUN line.
+PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(:[a-z0-9-]+)?(=[A-Za-z0-9.+~:-]+|/[a-z0-9.-]+)?\Z")
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# A path a template writes into a Dockerfile or a shell line (COPY, cp): no quoting survives both,
+# so only characters that need none. No leading dash: it would read as an option.
+SAFE_PATH = re.compile(r"^[A-Za-z0-9_.+@=,~][A-Za-z0-9_.+@=,~/-]*\Z")
+# jobtype_extra keys of Racetrack's job types that name a file of the job, and those that go into a
+# Dockerfile as something else; what each may hold (the daemon checks types per job type on top).
+JOBTYPE_EXTRA_PATHS = ("entrypoint_path", "requirements_path", "gomod", "dockerfile_path")
+PYTHON_VERSION = re.compile(r"^[0-9]+(\.[0-9]+){0,2}\Z")
+DEBIAN_VERSION = re.compile(r"^[a-z0-9][a-z0-9.-]*\Z")
+PYTHON_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 DEPRECATED_EXTRA = ("python", "golang", "wrapper_properties", "docker")
 # racetrackd runs every job on its host's Docker engine: Racetrack's only target that applies here.
 INFRASTRUCTURE_TARGET = "docker"
@@ -222,7 +236,9 @@ def validate_manifest(data: Any) -> Manifest:
     resources = _resources(c, data)
     system_dependencies = c.string_list(
         data, "system_dependencies", "system_dependencies",
-        lambda v: None if PACKAGE.match(v) else f"{v!r} is not a package name",
+        lambda v: None if PACKAGE.match(v) else (
+            f"{v!r} is not a package name (Debian's rules: lower-case letters, digits, + - .; optionally "
+            ":arch, =version or /release)"),
     )
     infrastructure_target = c.string(data, "infrastructure_target", "infrastructure_target",
                                      check=infrastructure_target_problem)
@@ -297,7 +313,7 @@ def _git(c: _Checker, data: dict[str, Any]) -> GitSource | None:
     if git is None:
         return None
     c.unknown_keys(git, GIT_FIELDS, "git.")
-    remote = c.string(git, "remote", "git.remote", required=True)
+    remote = c.string(git, "remote", "git.remote", required=True, check=_check_remote)
     branch = c.string(git, "branch", "git.branch", check=_check_branch)
     directory = c.string(git, "directory", "git.directory", check=_check_relative_path) or "."
     return GitSource(remote, branch, directory) if remote else None
@@ -313,7 +329,66 @@ def _check_branch(value: str) -> str | None:
 def _check_relative_path(value: str) -> str | None:
     if value.startswith("/") or ".." in value.split("/"):
         return f"{value!r} must be a relative path inside the job's directory"
+    if CONTROL.search(value):
+        return f"{value!r} must not hold control characters (a newline, say)"
     return None
+
+
+def relative_path_problem(value: str) -> str | None:
+    """Why `value` cannot be a job file's path that a template writes into a Dockerfile (None: it can)."""
+    if value.startswith("/") or ".." in value.split("/"):
+        return "must be a relative path inside the job directory"
+    if not SAFE_PATH.match(value):
+        return (f"must be a relative path inside the job directory, of letters, digits and _ . + @ = , ~ / - "
+                f"(not starting with -), not {value!r}")
+    return None
+
+
+def _check_remote(value: str) -> str | None:
+    if CONTROL.search(value) or " " in value or value.startswith("-"):
+        return f"{value!r} is not a git remote (no spaces, control characters or leading -)"
+    if "://" in value:
+        try:
+            password = urlsplit(value).password
+        except ValueError as exc:
+            return f"{value!r} is not a valid URL: {exc}"
+        # A password, or a token written as the user of an http(s) URL, would be stored with the
+        # manifest and shown wherever the manifest is (ssh://git@host is a plain user name).
+        if password is not None or ("@" in urlsplit(value).netloc and value.lower().startswith(("http://", "https://"))):
+            return ("must not hold a password or token; give credentials with the deploy "
+                    "(rtd submit --git-username/--git-password), which keeps them secret")
+    return None
+
+
+def _check_jobtype_extra_values(c: _Checker, extra: dict[str, Any], key: str) -> None:
+    """The values of Racetrack's jobtype_extra keys that reach a Dockerfile, by their rules; and no
+    control characters in any string (a newline starts a new Dockerfile instruction)."""
+    checks: dict[str, Callable[[str], str | None]] = {
+        **{name: relative_path_problem for name in JOBTYPE_EXTRA_PATHS},
+        "python_version": lambda v: None if PYTHON_VERSION.match(v) else (
+            f"{v!r} is not a Python version like 3.11 or 3.11.4"),
+        "debian_version": lambda v: None if DEBIAN_VERSION.match(v) else (
+            f"{v!r} is not a Debian image suffix like slim-bookworm"),
+        "entrypoint_class": lambda v: None if PYTHON_NAME.match(v) else f"{v!r} is not a Python class name",
+    }
+    for name, value in extra.items():
+        path = f"{key}.{name}"
+        check = checks.get(str(name))
+        problem = check(value) if check and isinstance(value, str) else None
+        if problem is None and _holds_control_characters(value):
+            problem = "must not hold control characters (a newline, say)"
+        if problem:
+            c.error(path, problem)
+
+
+def _holds_control_characters(value: Any) -> bool:
+    if isinstance(value, str):
+        return CONTROL.search(value) is not None
+    if isinstance(value, dict):
+        return any(_holds_control_characters(k) or _holds_control_characters(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_control_characters(item) for item in value)
+    return False
 
 
 def _jobtype_extra(c: _Checker, data: dict[str, Any]) -> dict[str, Any]:
@@ -326,7 +401,9 @@ def _jobtype_extra(c: _Checker, data: dict[str, Any]) -> dict[str, Any]:
     key = present[0]
     if key != "jobtype_extra":
         c.warnings.append(f"{key} is deprecated: rename it to jobtype_extra")
-    return dict(c.mapping(data, key, key) or {})
+    extra = dict(c.mapping(data, key, key) or {})
+    _check_jobtype_extra_values(c, extra, key)
+    return extra
 
 
 def _replicas(c: _Checker, data: dict[str, Any]) -> int:

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from builders.context import DOCKERFILE_NAME, assemble_docker_context, unpack_build_context
-from builders.dockerfile import render_dockerfile
-from builders.git_source import GitCredentials, check_remote_allowed, clone
+from builders.context import DOCKERFILE_NAME, assemble_docker_context, resolve_inside, unpack_build_context
+from builders.dockerfile import job_dockerfile_variables, render_dockerfile, render_job_dockerfile
+from builders.git_source import GitCredentials, check_remote_address, check_remote_allowed, clone, redact_remote
 from jobmanifest import Manifest
 from racetrackd import __version__, jobsecrets, jobtypes, naming
 from racetrackd.db import Deployment
@@ -49,14 +49,15 @@ class ImageBuilder:
             unpack_build_context(Path(deployment.build_context_path), job_dir, int(self.settings.max_context_size))
         elif manifest.git is not None:
             check_remote_allowed(manifest.git.remote, self.settings.git_allowed_schemes)
+            addresses = check_remote_address(manifest.git.remote, self.settings.git_allow_private_remotes)
             creds = secrets.git_credentials
             credentials = GitCredentials(username=creds["username"], password=creds["password"]) if creds else None
             checkout = clone(manifest.git.remote, manifest.git.branch, manifest.git.directory, credentials,
-                             workspace / "repo", self.settings.build_timeout)
+                             workspace / "repo", self.settings.build_timeout, addresses)
             job_dir = checkout.context_dir
             deployment.git_commit = checkout.commit
             deployment.save(only=[Deployment.git_commit])
-            deployment.append_logs(f"fetched {manifest.git.remote} at {checkout.commit}\n")
+            deployment.append_logs(f"fetched {redact_remote(manifest.git.remote)} at {checkout.commit}\n")
             if _size_of(job_dir) > self.settings.max_context_size:
                 raise ValidationError(f"git.directory: larger than {self.settings.max_context_size:.0f} bytes")
         else:
@@ -131,9 +132,9 @@ def _dockerfile(job_type: JobType, job_dir: Path, manifest: Manifest,
     """The Dockerfile to build and the build args to build it with.
 
     A plugin template gets everything as template variables. The job's own Dockerfile (a
-    `dockerfile_from_job` job type) is rendered the same way when the job type says so, else used
-    as it is; either way it also gets build args, which a plain Dockerfile declares with `ARG`:
-    every `build_env` variable, `BASE_IMAGE` (the operator's base image for the job type, so
+    `dockerfile_from_job` job type) is rendered in the sandbox with the documented variables only
+    when the job type says so, else used as it is; either way it also gets build args, which a
+    plain Dockerfile declares with `ARG`: every `build_env` variable, `BASE_IMAGE` (the operator's base image for the job type, so
     `ARG BASE_IMAGE=python:3.11-slim` + `FROM $BASE_IMAGE` builds on an air-gapped host too) and,
     when the job has secret build env, `RACETRACK_BUILD_SECRETS_URL` for
     racetrack-build/with-build-secrets.py. Build args are not kept in the image's environment.
@@ -142,13 +143,14 @@ def _dockerfile(job_type: JobType, job_dir: Path, manifest: Manifest,
     if source is None:
         return render_dockerfile(job_type.plugin_dir, job_type.dockerfile_template, variables), {}
     name = source.path(manifest.jobtype_extra)
-    if source.render:
-        dockerfile = render_dockerfile(job_dir, name, variables)
-    else:
-        try:
-            dockerfile = (job_dir / name).read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValidationError(f"jobtype_extra.{source.path_field}: cannot read {name}: {exc}") from exc
+    field = f"jobtype_extra.{source.path_field}"
+    try:
+        text = resolve_inside(job_dir, name, field).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValidationError(f"{field}: cannot read {name}: {exc}") from exc
+    # The job's own file is user input: rendered (when the job type says so) only in the sandbox.
+    dockerfile = render_job_dockerfile(text, name, job_dockerfile_variables(variables), field) if source.render \
+        else text
     build_args = dict(manifest.build_env)
     if variables["base_image"]:
         build_args["BASE_IMAGE"] = variables["base_image"]
@@ -180,12 +182,20 @@ def prune_build_stages(runtime: Runtime, instance: str, name: str, keep: int) ->
 
 
 def _drop_secret_files(manifest: Manifest, job_dir: Path) -> None:
-    """Secret env files never reach an image, even when a clone or an upload brought them along."""
+    """Secret env files never reach an image, even when a clone or an upload brought them along.
+
+    Only the name in the job's directory is removed: a link is unlinked, never followed, so a
+    committed link cannot make the daemon delete a file elsewhere on the host.
+    """
+    root = job_dir.resolve()
     for name in (manifest.secret_build_env_file, manifest.secret_runtime_env_file):
-        if name:
-            path = (job_dir / name).resolve()
-            if path.is_relative_to(job_dir.resolve()) and path.is_file():
-                path.unlink()
+        if not name:
+            continue
+        path = job_dir / name
+        if not path.parent.resolve().is_relative_to(root):
+            continue  # its directory is a link out of the job (refused for clones and uploads anyway)
+        if path.is_symlink() or path.is_file():
+            path.unlink()
 
 
 def tail(text: str, lines: int = LOG_TAIL_LINES) -> str:

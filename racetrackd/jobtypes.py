@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from jobmanifest import Manifest
+from jobmanifest.schema import relative_path_problem
 from jobmanifest.versions import select
 from pluginbundle import JOB_TYPE_CATEGORY, PLUGIN_MANIFEST, PluginInvalid, PluginManifest, check_directory
 from racetrackd.errors import ManifestError
@@ -212,9 +213,15 @@ def template_variables(*, manifest: Manifest, job_type: JobType, base_image: str
 SAMPLE_EXTRA_VALUES: dict[str, Any] = {"string": "sample", "path": "sample.txt", "boolean": True, "integer": 1}
 
 
+# Racetrack's keys that the manifest schema holds to a pattern: a sample that passes it.
+SAMPLE_KNOWN_VALUES: dict[str, Any] = {"python_version": "3.11", "debian_version": "slim-bookworm",
+                                       "entrypoint_class": "Sample"}
+
+
 def sample_jobtype_extra(job_type: JobType) -> dict[str, Any]:
     """A value for every extra field, so that rendering a template once at install time reaches its branches."""
-    return {field.name: SAMPLE_EXTRA_VALUES[field.type] for field in job_type.extra_fields}
+    return {field.name: SAMPLE_KNOWN_VALUES.get(field.name, SAMPLE_EXTRA_VALUES[field.type])
+            if field.type == "string" else SAMPLE_EXTRA_VALUES[field.type] for field in job_type.extra_fields}
 
 
 def _job_dockerfile(spec: dict[str, Any] | None) -> JobDockerfile | None:
@@ -282,23 +289,38 @@ def check_extra(job_type: JobType, jobtype_extra: dict[str, Any], job_dir: Path 
             errors.append((path, f"must be a {field.type}, not {type(value).__name__} {value!r}"))
             continue
         if field.type == "path" and isinstance(value, str):
-            if value.startswith("/") or ".." in Path(value).parts:
-                errors.append((path, "must be a relative path inside the job directory"))
-            elif job_dir is not None and not (job_dir / value).is_file():
-                errors.append((path, f"file {value} not found in the job's directory"))
+            # A job type's template writes its path fields into the Dockerfile: the schema's rule for
+            # Racetrack's own path keys holds for every job type's.
+            problem = relative_path_problem(value)
+            if problem:
+                errors.append((path, problem))
+            elif job_dir is not None:
+                problem = _file_problem(job_dir, value)
+                if problem:
+                    errors.append((path, problem))
         if not field.supported:
             warnings.append(f"{path} is accepted for Racetrack compatibility but not acted on yet")
     errors += _check_serving(job_type, jobtype_extra)
     if job_type.job_dockerfile is not None and job_dir is not None and not any(
             p.startswith(f"jobtype_extra.{job_type.job_dockerfile.path_field}") for p, _ in errors):
         dockerfile = job_type.job_dockerfile.path(jobtype_extra)
-        if not (job_dir / dockerfile).is_file():
+        problem = _file_problem(job_dir, dockerfile)
+        if problem:
             errors.append((f"jobtype_extra.{job_type.job_dockerfile.path_field}",
-                           f"file {dockerfile} not found in the job's directory (job type {job_type.name} "
-                           f"builds the job's own Dockerfile)"))
+                           f"{problem} (job type {job_type.name} builds the job's own Dockerfile)"))
     if errors:
         raise ManifestError("; ".join(f"{p}: {m}" for p, m in errors), errors=errors)
     return warnings
+
+
+def _file_problem(job_dir: Path, relative: str) -> str | None:
+    """Why `relative` is not a file of the job's directory: missing, or a link out of it (a clone keeps links)."""
+    resolved = (job_dir / relative).resolve()
+    if not resolved.is_relative_to(job_dir.resolve()):
+        return f"{relative} is a link to outside the job's directory"
+    if not resolved.is_file():
+        return f"file {relative} not found in the job's directory"
+    return None
 
 
 def _check_serving(job_type: JobType, jobtype_extra: dict[str, Any]) -> list[tuple[str, str]]:

@@ -190,6 +190,9 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "The most a build context may unpack to (uploaded or cloned)."),
     SettingSpec("git_allowed_schemes", "https", _parse_schemes,
                 "Comma-separated git remote kinds the daemon may clone: https, http, ssh, git, file."),
+    SettingSpec("git_allow_private_remotes", "false", _parse_bool,
+                "Let the daemon clone from loopback, private and link-local addresses (its own network). "
+                "false: a git.remote whose host resolves to one is refused."),
     SettingSpec("job_memory_min", "256Mi", _parse_quantity,
                 "Memory reserved for a job whose manifest sets no resources.memory_min."),
     SettingSpec("job_memory_max", "1Gi", _parse_quantity,
@@ -259,6 +262,7 @@ class Settings:
     keep_images: int
     max_context_size: float
     git_allowed_schemes: frozenset[str]
+    git_allow_private_remotes: bool
     job_memory_min: float
     job_memory_max: float
     job_cpu_min: float

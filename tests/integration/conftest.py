@@ -135,8 +135,10 @@ def _first_local_image(docker_client: docker.DockerClient, candidates: tuple[str
     return None
 
 
-def launch_daemon(data_dir: Path, docker_client: docker.DockerClient, base_image: str, **extra_env: str) -> Daemon:
-    """A real daemon on a free loopback port with its own instance label; call .stop() (or .kill())."""
+def launch_daemon(data_dir: Path, docker_client: docker.DockerClient, base_image: str, *,
+                  unset: tuple[str, ...] = (), **extra_env: str) -> Daemon:
+    """A real daemon on a free loopback port with its own instance label; call .stop() (or .kill()).
+    `unset`: settings of the test environment below to leave at the daemon's default."""
     instance = f"test-{uuid.uuid4().hex[:8]}"
     port = _free_port()
     token = uuid.uuid4().hex
@@ -160,10 +162,13 @@ def launch_daemon(data_dir: Path, docker_client: docker.DockerClient, base_image
         "RACETRACK_SUPERVISOR_INTERVAL": "1",
         # Tests serve repositories from loopback git and http servers (and local paths).
         "RACETRACK_GIT_ALLOWED_SCHEMES": "https,http,git,file",
+        "RACETRACK_GIT_ALLOW_PRIVATE_REMOTES": "true",  # those servers are on loopback (off by default)
     }
     if HOST_CA_BUNDLE.is_file():  # the corporate-proxy case: builds trust the host's CAs
         env["RACETRACK_BUILD_CA_BUNDLE"] = str(HOST_CA_BUNDLE)
     env.update(extra_env)
+    for name in unset:
+        env.pop(name, None)
     handle = Daemon(f"http://127.0.0.1:{port}", token, instance, data_dir, data_dir / "daemon.log", docker_client,
                     env)
     handle.start()

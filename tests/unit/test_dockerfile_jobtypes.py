@@ -154,7 +154,7 @@ def test_a_dockerfile_job_is_rendered_with_the_variables_of_plugin_templates(
     job = tmp_path / "wrapped"
     (job / "docker").mkdir(parents=True)
     (job / "docker" / "job.Dockerfile").write_text(
-        "FROM {{ base_image }}\n{% include \"package_index.j2\" %}\n"
+        "FROM {{ base_image }}\n{{ package_index }}\n"
         "LABEL job={{ job_name | docker_quote }} version={{ job_version | docker_quote }}\n"
         "{% for key, value in build_env.items() %}ENV {{ key }}={{ value | docker_quote }}\n{% endfor %}"
         "CMD [\"python3\", \"server.py\"]\n")
@@ -172,11 +172,11 @@ def test_a_dockerfile_job_is_rendered_with_the_variables_of_plugin_templates(
 
 def test_a_misspelt_variable_in_a_dockerfile_jobs_template_fails_the_build_naming_it(
         builder: ImageBuilder, tmp_path: Path) -> None:
-    from racetrackd.errors import JobTypeError
+    from racetrackd.errors import ValidationError
 
     (tmp_path / "Dockerfile").write_text("FROM {{ base_imgae }}\n")
 
-    with pytest.raises(JobTypeError, match="base_imgae"):
+    with pytest.raises(ValidationError, match="jobtype_extra.dockerfile_path: Dockerfile failed to render: .*base_imgae"):
         build(builder, tmp_path, "dockerfile", jobtype_extra=None)
 
 

@@ -90,5 +90,5 @@ def test_the_job_runs_as_a_non_root_user_from_the_runtime_image() -> None:
 def test_a_job_without_gomod_gets_one_named_after_it() -> None:
     rendered = render_golang(golang_variables({}))
 
-    assert 'go mod init "racetrackd-job/go-adder"' in rendered
+    assert 'go mod init racetrackd-job/go-adder;' in rendered
     assert "go.racetrack.mod" not in rendered

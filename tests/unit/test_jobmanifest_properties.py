@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from jobmanifest import ManifestInvalid, validate_manifest
 from jobmanifest.quantities import parse_quantity
-from jobmanifest.schema import GIT_FIELDS, RESOURCE_FIELDS, TOP_LEVEL
+from jobmanifest.schema import GIT_FIELDS, JOBTYPE_EXTRA_PATHS, RESOURCE_FIELDS, TOP_LEVEL
 from jobmanifest.versions import is_semver
 from racetrackd import db
 from tests.unit.fakes import build_context
@@ -50,12 +50,20 @@ texts = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters
 env_maps = st.dictionaries(env_names, texts, max_size=4)
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), texts,
                     st.floats(allow_nan=False, allow_infinity=False, width=32))
-json_values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                            st.dictionaries(texts, inner, max_size=3)), max_leaves=6)
 relative_paths = st.from_regex(r"[a-z0-9_][a-z0-9_.-]{0,8}(/[a-z0-9_][a-z0-9_.-]{0,8}){0,2}", fullmatch=True).filter(
     lambda p: ".." not in p.split("/"))
 branches = st.from_regex(r"[a-z0-9][a-z0-9_-]{0,8}(/[a-z0-9][a-z0-9_-]{0,8})?", fullmatch=True)
-packages = st.from_regex(r"[a-zA-Z0-9][a-zA-Z0-9.+:=~_-]{0,15}", fullmatch=True)
+packages = st.from_regex(r"[a-z0-9][a-z0-9+.-]{1,15}(:[a-z0-9-]{1,8})?(=[A-Za-z0-9.+~:-]{1,8}|/[a-z0-9.-]{1,8})?",
+                         fullmatch=True)
+# jobtype_extra strings reach Dockerfiles: no control characters (Racetrack's own keys have stricter
+# rules, checked in test_security_build; the generated keys avoid them).
+extra_texts = st.text(st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\x85"), max_size=30)
+extra_scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), extra_texts,
+                          st.floats(allow_nan=False, allow_infinity=False, width=32))
+extra_values = st.recursive(extra_scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(extra_texts, inner, max_size=3)), max_leaves=6)
+extra_keys = st.from_regex(r"[a-z_]{1,12}", fullmatch=True).filter(
+    lambda key: key not in (*JOBTYPE_EXTRA_PATHS, "python_version", "debian_version", "entrypoint_class"))
 memory = st.builds(lambda n, unit: f"{n}{unit}", st.integers(1, 4096), st.sampled_from(["Mi", "Gi", "M", "G", "Ki"]))
 cpus = st.one_of(st.builds(lambda n: f"{n}m", st.integers(1, 8000)), st.integers(1, 8),
                  st.sampled_from(["0.5", "1.5", "2"]))
@@ -77,7 +85,7 @@ OPTIONAL = {
     "version": versions,
     "git": st.fixed_dictionaries({"remote": st.sampled_from(["https://github.com/e/a", "git@github.com:e/a.git"])},
                                  optional={"branch": branches, "directory": relative_paths}),
-    "jobtype_extra": st.dictionaries(st.from_regex(r"[a-z_]{1,12}", fullmatch=True), json_values, max_size=4),
+    "jobtype_extra": st.dictionaries(extra_keys, extra_values, max_size=4),
     "build_env": env_maps,
     "runtime_env": env_maps,
     "secret_build_env_file": relative_paths,

@@ -185,6 +185,7 @@ def test_version_and_replicas_left_empty_take_their_defaults() -> None:
 
 NAME_RULES = ("is not valid in container and DNS names: use lower-case letters, digits and dashes (no underscores), "
               "starting and ending with a letter or digit, at most 40 characters")
+DEBIAN_RULES = " (Debian's rules: lower-case letters, digits, + - .; optionally :arch, =version or /release)"
 
 
 @pytest.mark.parametrize(("fields", "path", "message"), [
@@ -289,8 +290,8 @@ NAME_RULES = ("is not valid in container and DNS names: use lower-case letters, 
     ({"resources": {"memory_maxx": "1Gi"}}, "resources.memory_maxx", "unknown field (did you mean 'memory_max'?)"),
     # system_dependencies
     ({"system_dependencies": "curl"}, "system_dependencies", "must be a list, not a string"),
-    ({"system_dependencies": ["curl; rm -rf /"]}, "system_dependencies[0]", "'curl; rm -rf /' is not a package name"),
-    ({"system_dependencies": ["curl", "-o"]}, "system_dependencies[1]", "'-o' is not a package name"),
+    ({"system_dependencies": ["curl; rm -rf /"]}, "system_dependencies[0]", "'curl; rm -rf /' is not a package name" + DEBIAN_RULES),
+    ({"system_dependencies": ["curl", "-o"]}, "system_dependencies[1]", "'-o' is not a package name" + DEBIAN_RULES),
     ({"system_dependencies": [None]}, "system_dependencies[0]", "must be a string, not empty"),
     # infrastructure_target / image_type
     ({"infrastructure_target": "kubernetes"}, "infrastructure_target", "'kubernetes' is not installed (installed: docker)"),

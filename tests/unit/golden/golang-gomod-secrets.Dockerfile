@@ -20,8 +20,8 @@ RUN apt-get update \
 
 COPY job/ /src/job/
 WORKDIR /src/job
-RUN cp "build/go.racetrack.mod" go.mod && if [ -f "build/go.sum" ]; then cp "build/go.sum" go.sum; fi
-RUN if [ ! -f go.mod ]; then go mod init "racetrackd-job/go-adder"; fi \
+RUN cp build/go.racetrack.mod go.mod && if [ -f build/go.sum ]; then cp build/go.sum go.sum; fi
+RUN if [ ! -f go.mod ]; then go mod init racetrackd-job/go-adder; fi \
  && cp -r /opt/racetrack/go_wrapper/. racetrack_job_wrapper/ && rm -f racetrack_job_wrapper/*_test.go \
  && /opt/racetrack/bin/perform-adapter . racetrack_job_wrapper/zz_perform_adapter.go
 # The secret build env (private module proxy credentials, say) is fetched for this step only.

@@ -20,7 +20,7 @@ ENV GREETING="say \"hi\" to \$USER"
 
 COPY job/ /src/job/
 WORKDIR /src/job
-RUN if [ ! -f go.mod ]; then go mod init "racetrackd-job/go-adder"; fi \
+RUN if [ ! -f go.mod ]; then go mod init racetrackd-job/go-adder; fi \
  && cp -r /opt/racetrack/go_wrapper/. racetrack_job_wrapper/ && rm -f racetrack_job_wrapper/*_test.go \
  && /opt/racetrack/bin/perform-adapter . racetrack_job_wrapper/zz_perform_adapter.go
 RUN go build -trimpath -o /opt/racetrack/job-server ./racetrack_job_wrapper

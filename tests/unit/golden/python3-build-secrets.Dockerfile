@@ -17,7 +17,7 @@ COPY jobtype/racetrack_job_wrapper /opt/racetrack/wrapper/racetrack_job_wrapper
 
 # Job requirements: rebuilt only when the requirements file (or anything above) changes. Secret
 # build env (private index credentials, say) is fetched by the helper for this step only.
-COPY job/requirements.txt /opt/racetrack/job-requirements.txt
+COPY ["job/requirements.txt", "/opt/racetrack/job-requirements.txt"]
 COPY racetrack-build/with-build-secrets.py /etc/racetrack/with-build-secrets.py
 RUN /opt/racetrack/wrapper-venv/bin/python /etc/racetrack/with-build-secrets.py http://172.18.0.1:7102/lifecycle/api/v1/build-secrets/adder/1.0.0/0123abcd /opt/racetrack/job-venv/bin/pip install -r /opt/racetrack/job-requirements.txt
 RUN /opt/racetrack/job-venv/bin/pip check

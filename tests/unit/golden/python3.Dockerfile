@@ -20,7 +20,7 @@ ENV GREETING="say \"hi\" to \$USER \\o/"
 
 # Job requirements: rebuilt only when the requirements file (or anything above) changes. Secret
 # build env (private index credentials, say) is fetched by the helper for this step only.
-COPY job/requirements.txt /opt/racetrack/job-requirements.txt
+COPY ["job/requirements.txt", "/opt/racetrack/job-requirements.txt"]
 RUN /opt/racetrack/job-venv/bin/pip install -r /opt/racetrack/job-requirements.txt
 RUN /opt/racetrack/job-venv/bin/pip check
 
