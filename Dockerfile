@@ -10,7 +10,7 @@ ARG BASE_IMAGE
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 LANG=C.UTF-8 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 
-# git: GitPython runs it to clone a job's git.remote (and will not even import without it).
+# git: the builder runs it to clone a job's git.remote.
 RUN command -v git >/dev/null 2>&1 || { \
       apt-get update \
       && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends git \
