@@ -25,6 +25,17 @@ from racetrackd.naming import JOB_PORT
 
 
 @dataclasses.dataclass(frozen=True)
+class Hardening:
+    """What a job's container may not do. Every job loses all capabilities and cannot gain
+    privileges (setuid binaries, file capabilities); the job type decides the rest."""
+
+    read_only_root: bool = False  # the root filesystem is read-only; /tmp is a tmpfs of `tmp_size` bytes
+    capabilities: tuple[str, ...] = ()  # added back after dropping all (a job type that needs one says so)
+    pids_limit: int | None = None  # processes and threads, together
+    tmp_size: int = 128 * 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
 class ContainerSpec:
     name: str
     image: str
@@ -34,6 +45,7 @@ class ContainerSpec:
     publish_port: bool  # publish `port` on 127.0.0.1 for a daemon running on the host
     limits: ContainerLimits | None = None
     port: int = JOB_PORT  # where the job's server listens in the container
+    hardening: Hardening = dataclasses.field(default_factory=Hardening)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +84,19 @@ class Runtime(Protocol):
     def own_networks(self) -> set[str]: ...
     def own_container_name(self) -> str | None: ...
     def network_gateway(self, name: str) -> str: ...
+
+
+def _hardening_args(hardening: Hardening) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "cap_drop": ["ALL"],
+        "cap_add": list(hardening.capabilities) or None,
+        "security_opt": ["no-new-privileges:true"],
+        "pids_limit": hardening.pids_limit,
+        "read_only": hardening.read_only_root,
+    }
+    if hardening.read_only_root:
+        args["tmpfs"] = {"/tmp": f"rw,nosuid,nodev,size={hardening.tmp_size}"}
+    return args
 
 
 def _limit_args(limits: ContainerLimits | None) -> dict[str, Any]:
@@ -149,6 +174,7 @@ class DockerRuntime:
                 spec.image, name=spec.name, detach=True, environment=spec.env, labels=spec.labels,
                 network=spec.network, ports=ports, restart_policy={"Name": "unless-stopped"},
                 extra_hosts={"host.docker.internal": "host-gateway"}, **_limit_args(spec.limits),
+                **_hardening_args(spec.hardening),
             )
 
     def container_state(self, name: str) -> ContainerState:
