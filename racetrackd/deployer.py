@@ -256,7 +256,7 @@ class Deployer:
     def _run(self, container: str, image: str, manifest: Manifest, deployment_id: str, deployment_timestamp: int,
              secrets: jobsecrets.JobSecrets, job_type_version: str, port: int, confinement: Confinement,
              deployment: Deployment | None = None) -> None:
-        self.runtime.ensure_network(self.settings.network)
+        self.runtime.ensure_network(self.settings.network, isolated=self.addressing.isolates_containers)
         self.runtime.run_container(ContainerSpec(
             name=container,
             image=image,

@@ -188,9 +188,11 @@ def build_wheel() -> tuple[str, bytes]:
 
 
 class PrivateIndex:
-    """An HTTP server on 127.0.0.1 (builds run on the host network) answering only below a secret path."""
+    """An HTTP server answering only below a secret path, on `host`: the host's address on the build
+    network (builds do not reach the host's loopback)."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str) -> None:
+        self.host = host
         self.secret = secrets.token_hex(16)
         self.wheel_name, self.wheel = build_wheel()
         self.paths: list[str] = []
@@ -232,13 +234,13 @@ class PrivateIndex:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer((host, 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True, name="private-index")
         self.thread.start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/{self.secret}/"
+        return f"http://{self.host}:{self.server.server_address[1]}/{self.secret}/"
 
     def downloads(self) -> int:
         return self.paths.count(f"/{self.secret}/{self.wheel_name}")
@@ -332,8 +334,9 @@ def chain_jobs(private: Daemon) -> Daemon:
 
 
 @pytest.fixture(scope="module")
-def index() -> Iterator[PrivateIndex]:
-    server = PrivateIndex()
+def index(private: Daemon, docker_client: docker.DockerClient) -> Iterator[PrivateIndex]:
+    build_network = docker_client.networks.get(private.env.get("RACETRACK_NETWORK", "racetrack") + "-build")
+    server = PrivateIndex(build_network.attrs["IPAM"]["Config"][0]["Gateway"])
     try:
         yield server
     finally:
@@ -635,7 +638,7 @@ def test_without_the_right_build_secret_the_build_fails(private: Daemon, index: 
     shutil.copytree(SECRET_PROBE, source)
     wrong = held.add("wrong build secret", secrets.token_hex(16))
     port = index.server.server_address[1]
-    (source / "secret-build.env").write_text(f"PIP_FIND_LINKS=http://127.0.0.1:{port}/{wrong}/\n")
+    (source / "secret-build.env").write_text(f"PIP_FIND_LINKS=http://{index.host}:{port}/{wrong}/\n")
     (source / "secret-runtime.env").write_text(f"RUNTIME_SECRET={held.add('unused runtime secret', secrets.token_hex(16))}\n")
     downloads = index.downloads()
 

@@ -4,24 +4,27 @@ jobs are put on. tests/integration/test_security_isolation.py checks the same ag
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from jobmanifest import validate_manifest
 from pluginbundle import PluginInvalid, PluginManifest
+from racetrackd import jobsecrets
 from racetrackd.accounts import Accounts, ChangeSignal
-from racetrackd.addressing import Addressing
+from racetrackd.addressing import CONTAINER_IP, CONTAINER_NAME, Addressing, daemon_url_for_builds, prepare_networks
 from racetrackd.building import ImageBuilder
-from racetrackd.db import Job, JobStatus, open_database
+from racetrackd.db import Deployment, Job, JobStatus, open_database
 from racetrackd.deployer import Deployer
 from racetrackd.jobtypes import Confinement, discover, load_job_types
 from racetrackd.plugins import PluginStore
-from racetrackd.runtime import ContainerSpec, DockerRuntime, Hardening
+from racetrackd.runtime import ICC_OPTION, ContainerSpec, DockerRuntime, Hardening
 from racetrackd.settings import BUILTIN_PLUGINS_DIR, Settings
 from racetrackd.vault import Vault
-from tests.unit.fakes import FakeRuntime
+from tests.unit.fakes import FakeRuntime, sample_manifest, write_job
 
 pytestmark = pytest.mark.security
 
@@ -155,3 +158,144 @@ def test_a_malformed_hardening_section_is_refused_naming_the_field(tmp_path: Pat
                                                                    field: str) -> None:
     with pytest.raises(PluginInvalid, match=f"job_types.t.{field}"):
         load_job_types(tmp_path, _plugin(hardening))
+
+
+# --- networks: builds off the host's, jobs kept apart -----------------------------------------------
+
+def test_a_daemon_on_the_host_keeps_jobs_and_builds_on_isolated_networks_of_their_own(
+        make_settings: Callable[..., Settings], runtime: FakeRuntime) -> None:
+    settings = make_settings(NETWORK="rt", JOB_ADDRESSING="container-ip")
+
+    addressing = prepare_networks(settings, runtime)
+
+    assert addressing.mode == CONTAINER_IP
+    assert runtime.isolated_networks == {"rt", "rt-build"}
+    assert runtime.calls_to("connect_container") == []
+    # builds reach the daemon where jobs do: the host's address on the jobs' bridge, not 127.0.0.1
+    assert daemon_url_for_builds(addressing, runtime) == f"http://172.18.0.1:{settings.port}"
+
+
+def test_a_daemon_in_a_container_joins_the_build_network_so_builds_reach_it_there(
+        make_settings: Callable[..., Settings], runtime: FakeRuntime) -> None:
+    runtime.own, runtime.own_name = {"rt"}, "racetrackd"
+    runtime.networks.add("rt")  # made by docker-compose
+    runtime.run_container(ContainerSpec(name="racetrackd", image="racetrackd", env={}, labels={}, network="rt",
+                                        publish_port=False))
+    settings = make_settings(NETWORK="rt")
+
+    addressing = prepare_networks(settings, runtime)
+
+    assert addressing.mode == CONTAINER_NAME
+    assert ("rt-build", False) in runtime.calls_to("ensure_network")  # the daemon must reach builds' peers: itself
+    assert runtime.calls_to("connect_container") == [("rt-build", "racetrackd")]
+    assert daemon_url_for_builds(addressing, runtime).startswith("http://172.18.0.")
+    assert ("racetrackd", "rt-build") in runtime.calls_to("container_ip")
+
+
+def test_a_shared_network_made_before_isolation_with_jobs_attached_is_reported(
+        make_settings: Callable[..., Settings], runtime: FakeRuntime, caplog: pytest.LogCaptureFixture) -> None:
+    runtime.networks.add("rt")  # an older racetrackd made it open, and jobs are attached
+
+    prepare_networks(make_settings(NETWORK="rt", JOB_ADDRESSING="container-ip"), runtime)
+
+    assert "jobs on it can reach each other's port 7000 directly" in caplog.text
+    assert "docker network rm rt" in caplog.text
+
+
+def test_image_builds_run_on_the_build_network_not_the_hosts(
+        make_settings: Callable[..., Settings], runtime: FakeRuntime, tmp_path: Path) -> None:
+    settings = make_settings(NETWORK="rt")
+    open_database(settings.database_path)
+    builder = ImageBuilder(settings, runtime, Vault(b"k" * 32), "http://172.18.0.1:7102")
+    job_dir = write_job(tmp_path / "job", {"entrypoint.py": "class J:\n    def perform(self):\n        return 1\n"})
+    manifest = validate_manifest(sample_manifest())
+    deployment = Deployment.create(job_name="adder", job_version="0.0.1", manifest_yaml=manifest.yaml)
+    job_type = next(jt for jt in discover([BUILTIN_PLUGINS_DIR]) if jt.name == "python3")
+
+    tag = builder.build(deployment, manifest, job_type, job_dir, jobsecrets.NONE)
+
+    assert runtime.build_networks[tag] == "rt-build"
+    assert "rt-build" in runtime.isolated_networks
+
+
+class _Api:
+    def __init__(self) -> None:
+        self.builds: list[dict[str, Any]] = []
+
+    def build(self, **kwargs: Any) -> list[dict[str, Any]]:
+        self.builds.append(kwargs)
+        return [{"aux": {"ID": "sha256:1"}}]
+
+
+class _BuildClient:
+    def __init__(self) -> None:
+        self.api = _Api()
+
+
+def test_the_docker_adapter_builds_on_the_network_it_is_given() -> None:
+    client = _BuildClient()
+    runtime = DockerRuntime(lambda: client)  # type: ignore[arg-type, return-value]
+
+    runtime.build_image(io.BytesIO(b""), "Dockerfile", "t", {}, lambda line: None, network="rt-build")
+
+    assert client.api.builds[0]["network_mode"] == "rt-build"
+
+
+class _Network:
+    def __init__(self, name: str, options: dict[str, str], containers: dict[str, Any]) -> None:
+        self.name = name
+        self.attrs = {"Options": options, "Containers": containers}
+        self.removed = False
+
+    def reload(self) -> None:
+        pass
+
+    def remove(self) -> None:
+        self.removed = True
+
+
+class _Networks:
+    def __init__(self, existing: list[_Network]) -> None:
+        self.existing = existing
+        self.created: list[dict[str, Any]] = []
+
+    def list(self, names: list[str]) -> list[_Network]:
+        return [n for n in self.existing if not n.removed and n.name.startswith(names[0])]
+
+    def create(self, name: str, **kwargs: Any) -> _Network:
+        self.created.append({"name": name, **kwargs})
+        made = _Network(name, dict(kwargs.get("options") or {}), {})
+        self.existing.append(made)
+        return made
+
+
+class _NetClient:
+    def __init__(self, existing: list[_Network]) -> None:
+        self.networks = _Networks(existing)
+
+
+def test_an_isolated_network_is_made_with_inter_container_traffic_off() -> None:
+    client = _NetClient([_Network("rt-build", {}, {})])  # a prefix match is another network
+    runtime = DockerRuntime(lambda: client)  # type: ignore[arg-type, return-value]
+
+    assert runtime.ensure_network("rt", isolated=True) is True
+    assert client.networks.created[0]["options"] == {ICC_OPTION: "false"}
+
+
+def test_an_open_network_left_from_before_is_remade_isolated_while_nothing_is_attached() -> None:
+    old = _Network("rt", {}, {})
+    client = _NetClient([old])
+    runtime = DockerRuntime(lambda: client)  # type: ignore[arg-type, return-value]
+
+    assert runtime.ensure_network("rt", isolated=True) is True
+    assert old.removed
+    assert client.networks.created[0]["options"] == {ICC_OPTION: "false"}
+
+
+def test_an_open_network_with_containers_attached_is_left_alone_and_reported_open() -> None:
+    old = _Network("rt", {}, {"abc": {"Name": "job-adder-v-1"}})
+    client = _NetClient([old])
+    runtime = DockerRuntime(lambda: client)  # type: ignore[arg-type, return-value]
+
+    assert runtime.ensure_network("rt", isolated=True) is False
+    assert not old.removed and client.networks.created == []
