@@ -371,7 +371,9 @@ def secret_job(private: Daemon, index: PrivateIndex, tmp_path_factory: pytest.Te
     source = tmp_path_factory.mktemp("secret-probe") / "secret-probe"
     shutil.copytree(SECRET_PROBE, source)
     runtime_secret = secrets.token_hex(24)
-    (source / "secret-build.env").write_text(f"# the private index\nPIP_FIND_LINKS={index.url}\n")
+    # pip trusts plain http on localhost only: builds reach the index at the build network's gateway
+    (source / "secret-build.env").write_text(f"# the private index\nPIP_FIND_LINKS={index.url}\n"
+                                             f"PIP_TRUSTED_HOST={index.host}\n")
     (source / "secret-runtime.env").write_text(f'export RUNTIME_SECRET="{runtime_secret}"\n')
     job = SecretJob(private, index, runtime_secret, "")
     for label, value in job.values.items():
@@ -638,7 +640,8 @@ def test_without_the_right_build_secret_the_build_fails(private: Daemon, index: 
     shutil.copytree(SECRET_PROBE, source)
     wrong = held.add("wrong build secret", secrets.token_hex(16))
     port = index.server.server_address[1]
-    (source / "secret-build.env").write_text(f"PIP_FIND_LINKS=http://{index.host}:{port}/{wrong}/\n")
+    (source / "secret-build.env").write_text(f"PIP_FIND_LINKS=http://{index.host}:{port}/{wrong}/\n"
+                                             f"PIP_TRUSTED_HOST={index.host}\n")
     (source / "secret-runtime.env").write_text(f"RUNTIME_SECRET={held.add('unused runtime secret', secrets.token_hex(16))}\n")
     downloads = index.downloads()
 
@@ -779,7 +782,7 @@ def test_a_reader_of_the_build_log_cannot_fetch_the_build_secrets_during_a_rebui
     # changed requirements file so the step that uses them runs); the private index holds pip back a moment.
     source = tmp_path / "secret-probe"
     shutil.copytree(SECRET_PROBE, source)
-    (source / "secret-build.env").write_text(f"PIP_FIND_LINKS={index.url}\n")
+    (source / "secret-build.env").write_text(f"PIP_FIND_LINKS={index.url}\nPIP_TRUSTED_HOST={index.host}\n")
     (source / "secret-runtime.env").write_text(f"RUNTIME_SECRET={secret_job.runtime_secret}\n")
     with (source / "requirements.txt").open("a") as requirements:
         requirements.write(f"# rebuilt {uuid.uuid4().hex}\n")
