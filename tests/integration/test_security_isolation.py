@@ -126,6 +126,13 @@ def test_from_inside_a_python3_job_has_no_capabilities_and_writes_only_to_tmp(pr
     assert seen["writes"]["/tmp/probe"] == "written"
 
 
+def test_a_python3_jobs_requirements_were_installed_from_the_index_not_as_root(probe: Daemon) -> None:
+    seen = _probe(probe)
+
+    assert seen["six"] == "1.16.0"  # the build reached the package index from its own network
+    assert seen["six_installed_by_uid"] == 1000
+
+
 def test_a_job_cannot_reach_another_job_or_the_hosts_loopback_only_the_daemon(probe: Daemon,
                                                                              target: dict[str, Any]) -> None:
     direct = f"{target['ip']}:7000"

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from builders.dockerfile import render_dockerfile
 from jobmanifest import validate_manifest
 from pluginbundle import PluginInvalid, PluginManifest
 from racetrackd import jobsecrets
@@ -24,7 +25,7 @@ from racetrackd.plugins import PluginStore
 from racetrackd.runtime import ICC_OPTION, ContainerSpec, DockerRuntime, Hardening
 from racetrackd.settings import BUILTIN_PLUGINS_DIR, Settings
 from racetrackd.vault import Vault
-from tests.unit.fakes import FakeRuntime, sample_manifest, write_job
+from tests.unit.fakes import FakeRuntime, dockerfile_variables, sample_manifest, write_job
 
 pytestmark = pytest.mark.security
 
@@ -299,3 +300,18 @@ def test_an_open_network_with_containers_attached_is_left_alone_and_reported_ope
 
     assert runtime.ensure_network("rt", isolated=True) is False
     assert not old.removed and client.networks.created == []
+
+
+# --- builds of the job's own code, not as root -------------------------------------------------------
+
+def test_a_python3_jobs_requirements_are_installed_as_the_jobs_user() -> None:
+    job_type = next(jt for jt in discover([BUILTIN_PLUGINS_DIR]) if jt.name == "python3")
+    variables = dockerfile_variables(
+        sample_manifest(jobtype_extra={"entrypoint_path": "entrypoint.py", "requirements_path": "requirements.txt"}),
+        job_type_version="python3:1.0.0", base_image="python:3.11-slim",
+        build={"ca_bundle": False, "pip_index_url": None, "secrets_url": ""})
+    lines = render_dockerfile(job_type.plugin_dir, job_type.dockerfile_template, variables).splitlines()
+
+    install = next(i for i, line in enumerate(lines) if "pip install -r /opt/racetrack/job-requirements.txt" in line)
+    users = [line for line in lines[:install] if line.startswith("USER ")]
+    assert users[-1:] == ["USER job"]
