@@ -154,7 +154,9 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Gunicorn worker processes serving HTTP (each runs the gateway on an event loop)."),
     SettingSpec("http_threads", "16", _parse_positive_int,
                 "Threads per HTTP worker for control-plane requests (the gateway needs none)."),
-    SettingSpec("network", "racetrack", str, "Docker network shared by racetrackd and every job."),
+    SettingSpec("network", "racetrack", str,
+                "Docker network shared by racetrackd and every job (jobs cannot reach each other on it when the "
+                "daemon runs on the host); image builds run on `<network>-build`, made by racetrackd."),
     SettingSpec("job_addressing", "auto", _parse_addressing,
                 "How the gateway reaches jobs: container-name (daemon runs on the shared network), "
                 "container-ip (daemon on a Linux host), published-port (host that cannot route to "
