@@ -8,14 +8,21 @@
   the daemon as with container-ip.
 - container-name (the daemon runs in a container on the shared network): both sides use
   container names through Docker's DNS.
+
+Jobs' containers cannot reach each other directly (only through the gateway): on a host-run daemon
+the jobs' network has inter-container traffic off. Image builds run on a network of their own
+(`<network>-build`), never on the host's: the host's loopback services are out of their reach and
+so are the jobs' containers (Docker keeps bridges apart), while the package index is not.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import socket
 from collections.abc import Callable
 
+from racetrackd import naming
 from racetrackd.naming import JOB_PORT
 from racetrackd.runtime import Runtime
 from racetrackd.settings import Settings
@@ -23,6 +30,8 @@ from racetrackd.settings import Settings
 CONTAINER_NAME = "container-name"
 CONTAINER_IP = "container-ip"
 PUBLISHED_PORT = "published-port"
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +45,34 @@ class Addressing:
     def pub_url(self) -> str:
         """PUB_URL given to jobs, for chain calls through the gateway."""
         return f"http://{self.daemon_host}:{self.port}/pub"
+
+    @property
+    def isolates_containers(self) -> bool:
+        """Whether containers on the daemon's networks can be kept from reaching each other: only when
+        the daemon reaches them from the host (in a container on them, it would be cut off too)."""
+        return self.mode != CONTAINER_NAME
+
+    @property
+    def build_network(self) -> str:
+        return naming.build_network(self.network)
+
+
+def prepare_networks(settings: Settings, runtime: Runtime) -> Addressing:
+    """Make the jobs' and the builds' networks (isolated when the daemon runs on the host) and work
+    out how the daemon and its jobs reach each other."""
+    mode = settings.job_addressing
+    in_container = mode == CONTAINER_NAME or (mode == "auto" and settings.network in runtime.own_networks())
+    if not runtime.ensure_network(settings.network, isolated=not in_container) and not in_container:
+        log.warning("network %s was made before racetrackd kept jobs apart, and containers are still attached: "
+                    "jobs on it can reach each other's port %s directly, bypassing the gateway's auth. "
+                    "To fix: racetrackd stop, docker rm -f the job containers on it (or delete the jobs), "
+                    "docker network rm %s, racetrackd start (it remakes the network and restores the jobs).",
+                    settings.network, JOB_PORT, settings.network)
+    addressing = resolve_addressing(settings, runtime)
+    runtime.ensure_network(addressing.build_network, isolated=addressing.isolates_containers)
+    if addressing.mode == CONTAINER_NAME and runtime.own_container_name() is not None:
+        runtime.connect_container(addressing.build_network, addressing.daemon_host)  # so builds reach it
+    return addressing
 
 
 def resolve_addressing(settings: Settings, runtime: Runtime,
@@ -76,9 +113,10 @@ def extra_bind_addresses(settings: Settings, addressing: Addressing) -> list[str
 
 
 def daemon_url_for_builds(addressing: Addressing, runtime: Runtime) -> str:
-    """Where image builds reach the daemon (their RUN steps use the host's network namespace)."""
+    """Where image builds reach the daemon (for their secret build env) from the build network: at
+    the host's address where jobs reach it too, or the daemon's own container on the build network."""
     if addressing.mode == CONTAINER_NAME:
-        host = runtime.container_ip(addressing.daemon_host, addressing.network)
+        host = runtime.container_ip(addressing.daemon_host, addressing.build_network)
     else:
         host = addressing.daemon_host
     return f"http://{host}:{addressing.port}"

@@ -35,11 +35,16 @@ LABEL_BUILD_STAGE = "racetrackd.build-stage"  # on a multi-stage build's interme
 
 
 class ImageBuilder:
-    def __init__(self, settings: Settings, runtime: Runtime, vault: Vault, daemon_url_for_builds: str) -> None:
+    def __init__(self, settings: Settings, runtime: Runtime, vault: Vault, daemon_url_for_builds: str, *,
+                 isolate_builds: bool = True) -> None:
         self.settings = settings
         self.runtime = runtime
         self.vault = vault
-        self.daemon_url_for_builds = daemon_url_for_builds  # where RUN steps (host network) reach the daemon
+        self.daemon_url_for_builds = daemon_url_for_builds  # where RUN steps (build network) reach the daemon
+        # RUN steps run on a bridge of their own: they reach the package index, not the host's
+        # loopback services nor the jobs' containers (see racetrackd.addressing)
+        self.build_network = naming.build_network(settings.network)
+        self.isolate_builds = isolate_builds
 
     def fetch_source(self, deployment: Deployment, manifest: Manifest, job_type: JobType, workspace: Path,
                      secrets: jobsecrets.JobSecrets) -> Path:
@@ -102,9 +107,11 @@ class ImageBuilder:
         with assemble_docker_context(dockerfile, job_dir, jobtype_dir, self.settings.build_ca_bundle,
                                      with_secrets_helper=bool(secrets.build_env)) as ctx:
             try:
+                self.runtime.ensure_network(self.build_network, isolated=self.isolate_builds)
                 self.runtime.build_image(ctx, DOCKERFILE_NAME, tag, labels, logs.writer(deadline),
                                          no_cache=deployment.no_cache, timeout=self.settings.build_timeout,
-                                         memory_limit=int(self.settings.build_memory), build_args=build_args)
+                                         memory_limit=int(self.settings.build_memory), build_args=build_args,
+                                         network=self.build_network)
             except BuildError as exc:
                 logs.flush()
                 raise BuildError(

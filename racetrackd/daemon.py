@@ -22,7 +22,7 @@ from types import FrameType
 
 from racetrackd import metrics, waking
 from racetrackd.accounts import Accounts, ChangeSignal
-from racetrackd.addressing import daemon_url_for_builds, extra_bind_addresses, resolve_addressing
+from racetrackd.addressing import daemon_url_for_builds, extra_bind_addresses, prepare_networks
 from racetrackd.asynccalls import AsyncCallRunner
 from racetrackd.auth import ensure_admin_token, ensure_secret_key
 from racetrackd.building import ImageBuilder
@@ -51,9 +51,9 @@ def serve(settings: Settings) -> int:
     accounts = Accounts(vault, ChangeSignal.in_data_dir(settings.data_dir))
     accounts.ensure_bootstrap_admin(ensure_admin_token(settings))  # before the HTTP workers, which check it again
     runtime = DockerRuntime()
-    runtime.ensure_network(settings.network)
-    addressing = resolve_addressing(settings, runtime)
-    builder = ImageBuilder(settings, runtime, vault, daemon_url_for_builds(addressing, runtime))
+    addressing = prepare_networks(settings, runtime)
+    builder = ImageBuilder(settings, runtime, vault, daemon_url_for_builds(addressing, runtime),
+                           isolate_builds=addressing.isolates_containers)
     plugins = PluginStore.from_settings(settings)
     for plugin in plugins.plugins():  # broken ones are logged as they load; say once what serves
         if plugin.error is None:

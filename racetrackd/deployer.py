@@ -22,11 +22,11 @@ from racetrackd.addressing import CONTAINER_NAME, Addressing, job_address
 from racetrackd.building import ImageBuilder
 from racetrackd.db import AuditEvent, DeletedJob, Deployment, DeploymentStatus, Job, JobStatus, now
 from racetrackd.errors import ConflictError, JobStartError, JobTypeError, RacetrackError, ValidationError
-from racetrackd.jobtypes import JobType, Serving
+from racetrackd.jobtypes import Confinement, JobType, Serving
 from racetrackd.manifest import container_limits, load_stored
 from racetrackd.plugins import PluginStore
 from racetrackd.probes import check_ready, probe
-from racetrackd.runtime import ContainerSpec, Runtime
+from racetrackd.runtime import ContainerSpec, Hardening, Runtime
 from racetrackd.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ class Deployer:
         deployment_timestamp = int(time.time())
         for name in staging:
             self._run(name, image, manifest, deployment.id, deployment_timestamp, secrets, job_type.full_name,
-                      serving.port, deployment)
+                      serving.port, job_type.confinement, deployment)
         existing = Job.find(manifest.name, manifest.version)
         job = existing or Job.create(
             name=manifest.name, version=manifest.version, status=JobStatus.STARTING,
@@ -242,9 +242,10 @@ class Deployer:
         deployment_timestamp = int(time.time())
         missing = [name for name in self.replica_names(job) if self.runtime.container_state(name).status == "missing"]
         secrets = jobsecrets.of_release(job, self.vault) if missing else jobsecrets.NONE
+        confinement = self._confinement_of(job.job_type_version or "")
         for name in missing:
             self._run(name, job.image_name, manifest, "recreated", deployment_timestamp, secrets,
-                      job.job_type_version or "", serving.port)
+                      job.job_type_version or "", serving.port, confinement)
         for name in missing:
             self._wait_until_ready(None, name, deployment_timestamp, serving)
         Job.update(internal_name=self.address_of(job.container_name, serving.port),
@@ -253,9 +254,9 @@ class Deployer:
                    update_time=now()).where((Job.name == job.name) & (Job.version == job.version)).execute()
 
     def _run(self, container: str, image: str, manifest: Manifest, deployment_id: str, deployment_timestamp: int,
-             secrets: jobsecrets.JobSecrets, job_type_version: str, port: int,
+             secrets: jobsecrets.JobSecrets, job_type_version: str, port: int, confinement: Confinement,
              deployment: Deployment | None = None) -> None:
-        self.runtime.ensure_network(self.settings.network)
+        self.runtime.ensure_network(self.settings.network, isolated=self.addressing.isolates_containers)
         self.runtime.run_container(ContainerSpec(
             name=container,
             image=image,
@@ -265,7 +266,17 @@ class Deployer:
             publish_port=self.addressing.mode != CONTAINER_NAME,  # also handy for a look with curl
             limits=container_limits(manifest, self.settings),
             port=port,
+            hardening=Hardening(read_only_root=confinement.read_only_root, capabilities=confinement.capabilities,
+                                pids_limit=self.settings.job_pids_limit, tmp_size=int(self.settings.job_tmp_size)),
         ))
+
+    def _confinement_of(self, job_type_version: str) -> Confinement:
+        """The hardening of an installed job type; a job whose job type was removed since it was
+        deployed keeps the common part only (a writable root is what any image can run with)."""
+        for job_type in self.plugins.job_types():
+            if job_type.full_name == job_type_version:
+                return job_type.confinement
+        return Confinement()
 
     def _runtime_env(self, manifest: Manifest, deployment_timestamp: int, secrets: jobsecrets.JobSecrets,
                      job_type_version: str, deployment: Deployment | None) -> dict[str, str]:

@@ -21,6 +21,7 @@ import dataclasses
 import difflib
 import json
 import logging
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from racetrackd.naming import JOB_PORT
 log = logging.getLogger(__name__)
 
 
+CAPABILITY = re.compile(r"^(CAP_)?[A-Za-z_]+$")
 EXTRA_TYPES = {"string": str, "path": str, "boolean": bool, "integer": int}
 
 
@@ -103,6 +105,15 @@ class JobDockerfile:
 
 
 @dataclasses.dataclass(frozen=True)
+class Confinement:
+    """A job type's `hardening:` section: how far its containers can be locked down beyond what
+    every job gets (no capabilities, no privilege gain, a pids limit)."""
+
+    read_only_root: bool = False  # its jobs write only under /tmp (then a tmpfs)
+    capabilities: tuple[str, ...] = ()  # Linux capabilities its jobs need back, e.g. NET_BIND_SERVICE
+
+
+@dataclasses.dataclass(frozen=True)
 class JobType:
     name: str
     version: str
@@ -114,6 +125,7 @@ class JobType:
     runtime_image_setting: str | None = None
     job_dockerfile: JobDockerfile | None = None
     serving: ServingRule = ServingRule()
+    confinement: Confinement = Confinement()
 
     @property
     def full_name(self) -> str:
@@ -183,6 +195,7 @@ def load_job_types(plugin_dir: Path, manifest: PluginManifest) -> list[JobType]:
             runtime_image_setting=runtime_image_setting,
             job_dockerfile=job_dockerfile,
             serving=_serving_rule(name, spec.get("serving"), {field.name for field in fields}),
+            confinement=_confinement(name, spec.get("hardening")),
         ))
     return job_types
 
@@ -229,6 +242,23 @@ def _job_dockerfile(spec: dict[str, Any] | None) -> JobDockerfile | None:
         return None
     return JobDockerfile(path_field=str(spec.get("path_field", "dockerfile_path")),
                          default=str(spec.get("default", "Dockerfile")), render=bool(spec.get("render", True)))
+
+
+def _confinement(job_type: str, spec: Any) -> Confinement:
+    """A job type's `hardening: {read_only_root, capabilities}`; absent: a writable root, no capabilities."""
+    if spec is None:
+        return Confinement()
+    where = f"job_types.{job_type}.hardening"
+    if not isinstance(spec, dict) or set(spec) - {"read_only_root", "capabilities"}:
+        raise PluginInvalid(f"{where}: must be {{read_only_root: true|false, capabilities: [NAME, ...]}}")
+    read_only_root = spec.get("read_only_root", False)
+    if not isinstance(read_only_root, bool):
+        raise PluginInvalid(f"{where}.read_only_root: must be true or false")
+    capabilities = spec.get("capabilities") or []
+    if not isinstance(capabilities, list) or not all(isinstance(c, str) and CAPABILITY.match(c) for c in capabilities):
+        raise PluginInvalid(f"{where}.capabilities: must be a list of Linux capability names like NET_BIND_SERVICE")
+    return Confinement(read_only_root=read_only_root,
+                       capabilities=tuple(c.upper().removeprefix("CAP_") for c in capabilities))
 
 
 def _serving_rule(job_type: str, spec: dict[str, Any] | None, extra_fields: set[str]) -> ServingRule:

@@ -21,6 +21,11 @@ CALLER_HEADER = "X-Caller-Name"
 DEFAULT_INSTANCE = "main"
 
 
+def build_network(job_network: str) -> str:
+    """The bridge image builds run on, beside the jobs' network (`RACETRACK_NETWORK`)."""
+    return f"{job_network}-build"
+
+
 def container_name(instance: str, job_name: str, job_version: str) -> str:
     """Racetrack's `job-{name}-v-{version}` (dots become dashes); other instances get a prefix."""
     base = f"job-{job_name}-v-{job_version}"

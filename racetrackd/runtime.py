@@ -25,6 +25,17 @@ from racetrackd.naming import JOB_PORT
 
 
 @dataclasses.dataclass(frozen=True)
+class Hardening:
+    """What a job's container may not do. Every job loses all capabilities and cannot gain
+    privileges (setuid binaries, file capabilities); the job type decides the rest."""
+
+    read_only_root: bool = False  # the root filesystem is read-only; /tmp is a tmpfs of `tmp_size` bytes
+    capabilities: tuple[str, ...] = ()  # added back after dropping all (a job type that needs one says so)
+    pids_limit: int | None = None  # processes and threads, together
+    tmp_size: int = 128 * 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
 class ContainerSpec:
     name: str
     image: str
@@ -34,6 +45,7 @@ class ContainerSpec:
     publish_port: bool  # publish `port` on 127.0.0.1 for a daemon running on the host
     limits: ContainerLimits | None = None
     port: int = JOB_PORT  # where the job's server listens in the container
+    hardening: Hardening = dataclasses.field(default_factory=Hardening)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,8 +63,10 @@ class ContainerState:
 class Runtime(Protocol):
     def build_image(self, context: IO[bytes], dockerfile: str, tag: str, labels: dict[str, str],
                     on_log: Callable[[str], None], *, no_cache: bool = False, timeout: float | None = None,
-                    memory_limit: int | None = None, build_args: dict[str, str] | None = None) -> str: ...
-    def ensure_network(self, name: str) -> None: ...
+                    memory_limit: int | None = None, build_args: dict[str, str] | None = None,
+                    network: str = "none") -> str: ...
+    def ensure_network(self, name: str, *, isolated: bool = False) -> bool: ...
+    def connect_container(self, network: str, container: str) -> None: ...
     def run_container(self, spec: ContainerSpec) -> None: ...
     def container_state(self, name: str) -> ContainerState: ...
     def container_logs(self, name: str, tail: int) -> str: ...
@@ -72,6 +86,26 @@ class Runtime(Protocol):
     def own_networks(self) -> set[str]: ...
     def own_container_name(self) -> str | None: ...
     def network_gateway(self, name: str) -> str: ...
+
+
+ICC_OPTION = "com.docker.network.bridge.enable_icc"  # "false": containers on the bridge cannot reach each other
+
+
+def _isolates(network: Any) -> bool:
+    return str((network.attrs.get("Options") or {}).get(ICC_OPTION, "true")).lower() == "false"
+
+
+def _hardening_args(hardening: Hardening) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "cap_drop": ["ALL"],
+        "cap_add": list(hardening.capabilities) or None,
+        "security_opt": ["no-new-privileges:true"],
+        "pids_limit": hardening.pids_limit,
+        "read_only": hardening.read_only_root,
+    }
+    if hardening.read_only_root:
+        args["tmpfs"] = {"/tmp": f"rw,nosuid,nodev,size={hardening.tmp_size}"}
+    return args
 
 
 def _limit_args(limits: ContainerLimits | None) -> dict[str, Any]:
@@ -115,14 +149,16 @@ class DockerRuntime:
 
     def build_image(self, context: IO[bytes], dockerfile: str, tag: str, labels: dict[str, str],
                     on_log: Callable[[str], None], *, no_cache: bool = False, timeout: float | None = None,
-                    memory_limit: int | None = None, build_args: dict[str, str] | None = None) -> str:
+                    memory_limit: int | None = None, build_args: dict[str, str] | None = None,
+                    network: str = "none") -> str:
         """Build from a tar context, passing each log line to `on_log` (which may raise to stop the
-        build); returns the image id. `timeout` bounds the wait for each piece of output."""
+        build); returns the image id. `timeout` bounds the wait for each piece of output. RUN steps
+        run on `network` (never the host's: its loopback services would be open to them)."""
         image_id = ""
         with _translated(f"building image {tag}"):
             stream = self._client.api.build(
                 fileobj=context, custom_context=True, dockerfile=dockerfile, tag=tag, labels=labels,
-                rm=True, forcerm=True, decode=True, network_mode="host", nocache=no_cache, buildargs=build_args,
+                rm=True, forcerm=True, decode=True, network_mode=network, nocache=no_cache, buildargs=build_args,
                 timeout=int(timeout) if timeout else None,
                 container_limits={"memory": memory_limit, "memswap": -1} if memory_limit else None,
             )
@@ -137,10 +173,43 @@ class DockerRuntime:
                     image_id = aux["ID"]
         return image_id
 
-    def ensure_network(self, name: str) -> None:
+    def ensure_network(self, name: str, *, isolated: bool = False) -> bool:
+        """Make the bridge network `name` unless it exists; `isolated`: its containers cannot reach
+        each other (Docker's inter-container communication off), only the host and beyond.
+
+        Returns whether the network, new or old, isolates its containers. A network made before
+        without it is remade when no container is attached; otherwise it is left alone (False).
+        """
         with _translated(f"creating network {name}"):
-            if not self._client.networks.list(names=[name]):
-                self._client.networks.create(name, driver="bridge", check_duplicate=True)
+            found = self._network(name)
+            if found is not None and isolated and not _isolates(found) and not found.attrs.get("Containers"):
+                found.remove()  # nothing on it yet: remake it isolated rather than keep it open
+                found = None
+            if found is None:
+                options = {ICC_OPTION: "false"} if isolated else {}
+                try:
+                    found = self._client.networks.create(name, driver="bridge", check_duplicate=True, options=options)
+                except docker.errors.APIError:
+                    found = self._network(name)  # another daemon on this engine made it meanwhile
+                    if found is None:
+                        raise
+                found.reload()
+            return _isolates(found)
+
+    def _network(self, name: str) -> Any:
+        # networks.list(names=...) matches by prefix too: keep the exact name only
+        for network in self._client.networks.list(names=[name]):
+            if network.name == name:
+                network.reload()  # the listing leaves out options and attached containers
+                return network
+        return None
+
+    def connect_container(self, network: str, container: str) -> None:
+        """Attach `container` to `network` as well (no-op when it already is)."""
+        with _translated(f"connecting {container} to network {network}"):
+            target = self._client.containers.get(container)
+            if network not in (target.attrs.get("NetworkSettings", {}).get("Networks") or {}):
+                self._client.networks.get(network).connect(target)
 
     def run_container(self, spec: ContainerSpec) -> None:
         ports: dict[str, Any] = {f"{spec.port}/tcp": ("127.0.0.1", None)} if spec.publish_port else {}
@@ -149,6 +218,7 @@ class DockerRuntime:
                 spec.image, name=spec.name, detach=True, environment=spec.env, labels=spec.labels,
                 network=spec.network, ports=ports, restart_policy={"Name": "unless-stopped"},
                 extra_hosts={"host.docker.internal": "host-gateway"}, **_limit_args(spec.limits),
+                **_hardening_args(spec.hardening),
             )
 
     def container_state(self, name: str) -> ContainerState:

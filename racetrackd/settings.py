@@ -154,7 +154,9 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Gunicorn worker processes serving HTTP (each runs the gateway on an event loop)."),
     SettingSpec("http_threads", "16", _parse_positive_int,
                 "Threads per HTTP worker for control-plane requests (the gateway needs none)."),
-    SettingSpec("network", "racetrack", str, "Docker network shared by racetrackd and every job."),
+    SettingSpec("network", "racetrack", str,
+                "Docker network shared by racetrackd and every job (jobs cannot reach each other on it when the "
+                "daemon runs on the host); image builds run on `<network>-build`, made by racetrackd."),
     SettingSpec("job_addressing", "auto", _parse_addressing,
                 "How the gateway reaches jobs: container-name (daemon runs on the shared network), "
                 "container-ip (daemon on a Linux host), published-port (host that cannot route to "
@@ -201,6 +203,11 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "CPU share of a job whose manifest sets no resources.cpu_min (relative weight under contention)."),
     SettingSpec("job_cpu_max", "1000m", _parse_quantity,
                 "CPU limit of a job whose manifest sets no resources.cpu_max."),
+    SettingSpec("job_pids_limit", "1024", _parse_positive_int,
+                "The most processes and threads one job container may run at once (a fork bomb stops there)."),
+    SettingSpec("job_tmp_size", "128Mi", _parse_quantity,
+                "Size of the in-memory /tmp of a job whose job type runs it on a read-only root filesystem "
+                "(it counts against the job's memory)."),
     SettingSpec("max_job_memory", "8Gi", _parse_quantity,
                 "The most memory any job may ask for; a manifest over it is refused."),
     SettingSpec("job_start_timeout", "180", _parse_seconds,
@@ -267,6 +274,8 @@ class Settings:
     job_memory_max: float
     job_cpu_min: float
     job_cpu_max: float
+    job_pids_limit: int
+    job_tmp_size: float
     max_job_memory: float
     job_start_timeout: float
     supervisor_interval: float

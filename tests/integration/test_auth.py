@@ -188,9 +188,11 @@ def build_wheel() -> tuple[str, bytes]:
 
 
 class PrivateIndex:
-    """An HTTP server on 127.0.0.1 (builds run on the host network) answering only below a secret path."""
+    """An HTTP server answering only below a secret path, on `host`: the host's address on the build
+    network (builds do not reach the host's loopback)."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str) -> None:
+        self.host = host
         self.secret = secrets.token_hex(16)
         self.wheel_name, self.wheel = build_wheel()
         self.paths: list[str] = []
@@ -232,13 +234,13 @@ class PrivateIndex:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer((host, 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True, name="private-index")
         self.thread.start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/{self.secret}/"
+        return f"http://{self.host}:{self.server.server_address[1]}/{self.secret}/"
 
     def downloads(self) -> int:
         return self.paths.count(f"/{self.secret}/{self.wheel_name}")
@@ -332,8 +334,9 @@ def chain_jobs(private: Daemon) -> Daemon:
 
 
 @pytest.fixture(scope="module")
-def index() -> Iterator[PrivateIndex]:
-    server = PrivateIndex()
+def index(private: Daemon, docker_client: docker.DockerClient) -> Iterator[PrivateIndex]:
+    build_network = docker_client.networks.get(private.env.get("RACETRACK_NETWORK", "racetrack") + "-build")
+    server = PrivateIndex(build_network.attrs["IPAM"]["Config"][0]["Gateway"])
     try:
         yield server
     finally:
@@ -368,7 +371,9 @@ def secret_job(private: Daemon, index: PrivateIndex, tmp_path_factory: pytest.Te
     source = tmp_path_factory.mktemp("secret-probe") / "secret-probe"
     shutil.copytree(SECRET_PROBE, source)
     runtime_secret = secrets.token_hex(24)
-    (source / "secret-build.env").write_text(f"# the private index\nPIP_FIND_LINKS={index.url}\n")
+    # pip trusts plain http on localhost only: builds reach the index at the build network's gateway
+    (source / "secret-build.env").write_text(f"# the private index\nPIP_FIND_LINKS={index.url}\n"
+                                             f"PIP_TRUSTED_HOST={index.host}\n")
     (source / "secret-runtime.env").write_text(f'export RUNTIME_SECRET="{runtime_secret}"\n')
     job = SecretJob(private, index, runtime_secret, "")
     for label, value in job.values.items():
@@ -635,7 +640,8 @@ def test_without_the_right_build_secret_the_build_fails(private: Daemon, index: 
     shutil.copytree(SECRET_PROBE, source)
     wrong = held.add("wrong build secret", secrets.token_hex(16))
     port = index.server.server_address[1]
-    (source / "secret-build.env").write_text(f"PIP_FIND_LINKS=http://127.0.0.1:{port}/{wrong}/\n")
+    (source / "secret-build.env").write_text(f"PIP_FIND_LINKS=http://{index.host}:{port}/{wrong}/\n"
+                                             f"PIP_TRUSTED_HOST={index.host}\n")
     (source / "secret-runtime.env").write_text(f"RUNTIME_SECRET={held.add('unused runtime secret', secrets.token_hex(16))}\n")
     downloads = index.downloads()
 
@@ -776,7 +782,7 @@ def test_a_reader_of_the_build_log_cannot_fetch_the_build_secrets_during_a_rebui
     # changed requirements file so the step that uses them runs); the private index holds pip back a moment.
     source = tmp_path / "secret-probe"
     shutil.copytree(SECRET_PROBE, source)
-    (source / "secret-build.env").write_text(f"PIP_FIND_LINKS={index.url}\n")
+    (source / "secret-build.env").write_text(f"PIP_FIND_LINKS={index.url}\nPIP_TRUSTED_HOST={index.host}\n")
     (source / "secret-runtime.env").write_text(f"RUNTIME_SECRET={secret_job.runtime_secret}\n")
     with (source / "requirements.txt").open("a") as requirements:
         requirements.write(f"# rebuilt {uuid.uuid4().hex}\n")

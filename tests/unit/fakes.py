@@ -34,6 +34,8 @@ class FakeRuntime:
         self.gateways: dict[str, str] = {}
         self.build_args: dict[str, dict[str, str]] = {}  # image tag -> the build args it was built with
         self.contexts: dict[str, tuple[str, bytes]] = {}
+        self.build_networks: dict[str, str] = {}  # image tag -> the network its RUN steps ran on
+        self.isolated_networks: set[str] = set()  # networks whose containers cannot reach each other
 
     def _record(self, method: str, *args: Any) -> None:
         self.calls.append((method, args))
@@ -43,17 +45,25 @@ class FakeRuntime:
 
     def build_image(self, context: IO[bytes], dockerfile: str, tag: str, labels: dict[str, str],
                     on_log: Callable[[str], None], *, no_cache: bool = False, timeout: float | None = None,
-                    memory_limit: int | None = None, build_args: dict[str, str] | None = None) -> str:
+                    memory_limit: int | None = None, build_args: dict[str, str] | None = None,
+                    network: str = "none") -> str:
         self._record("build_image", dockerfile, tag, labels, no_cache, timeout)
+        self.build_networks[tag] = network
         self.build_args[tag] = dict(build_args or {})
         self.contexts[tag] = (dockerfile, context.read())  # the Dockerfile's name, the context tar
         on_log(f"built {tag}\n")
         self.images[tag] = dict(labels)
         return f"sha256:{len(self.images):064x}"
 
-    def ensure_network(self, name: str) -> None:
-        self._record("ensure_network", name)
-        self.networks.add(name)
+    def ensure_network(self, name: str, *, isolated: bool = False) -> bool:
+        self._record("ensure_network", name, isolated)
+        if name not in self.networks:
+            self.networks.add(name)
+            self.isolated_networks.update({name} if isolated else set())
+        return name in self.isolated_networks
+
+    def connect_container(self, network: str, container: str) -> None:
+        self._record("connect_container", network, container)
 
     def run_container(self, spec: ContainerSpec) -> None:
         self._record("run_container", spec)

@@ -12,13 +12,16 @@ RUN useradd --uid 1000 --user-group --home-dir /src/job --no-create-home --shell
  && /opt/racetrack/wrapper-venv/bin/pip install -r /opt/racetrack/wrapper-requirements.txt \
  && /opt/racetrack/wrapper-venv/bin/pip install --no-deps swagger-ui-bundle==1.1.0 \
  && find /opt/racetrack/wrapper-venv -name '*.map' -delete \
- && python3 -m venv /opt/racetrack/job-venv
+ && python3 -m venv /opt/racetrack/job-venv && chown -R job:job /opt/racetrack/job-venv
 COPY jobtype/racetrack_job_wrapper /opt/racetrack/wrapper/racetrack_job_wrapper
 
 # Job requirements: rebuilt only when the requirements file (or anything above) changes. Secret
 # build env (private index credentials, say) is fetched by the helper for this step only.
 COPY ["job/requirements.txt", "/opt/racetrack/job-requirements.txt"]
 COPY racetrack-build/with-build-secrets.py /etc/racetrack/with-build-secrets.py
+# As the job's user: a requirement's own build code (setup.py) runs without root, and can only
+# write to the job's virtualenv.
+USER job
 RUN /opt/racetrack/wrapper-venv/bin/python /etc/racetrack/with-build-secrets.py http://172.18.0.1:7102/lifecycle/api/v1/build-secrets/adder/1.0.0/0123abcd /opt/racetrack/job-venv/bin/pip install -r /opt/racetrack/job-requirements.txt
 RUN /opt/racetrack/job-venv/bin/pip check
 

@@ -13,7 +13,7 @@ RUN useradd --uid 1000 --user-group --home-dir /src/job --no-create-home --shell
  && /opt/racetrack/wrapper-venv/bin/pip install -r /opt/racetrack/wrapper-requirements.txt \
  && /opt/racetrack/wrapper-venv/bin/pip install --no-deps swagger-ui-bundle==1.1.0 \
  && find /opt/racetrack/wrapper-venv -name '*.map' -delete \
- && python3 -m venv /opt/racetrack/job-venv
+ && python3 -m venv /opt/racetrack/job-venv && chown -R job:job /opt/racetrack/job-venv
 COPY jobtype/racetrack_job_wrapper /opt/racetrack/wrapper/racetrack_job_wrapper
 
 RUN apt-get update \
