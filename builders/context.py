@@ -157,6 +157,10 @@ def _skip_excluded(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
     info.uid = info.gid = 0
     info.uname = info.gname = ""
     info.mtime = 0
+    # The daemon runs with umask 077 (its data dir is private), so its workspaces are owner-only; in the
+    # image (owned by root, run as another user) files must read as they would under the usual umask 022.
+    owner = info.mode & 0o500
+    info.mode |= (owner >> 3) | (owner >> 6)
     return info
 
 
