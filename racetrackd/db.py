@@ -6,6 +6,7 @@ their own small queries. `open_database` binds the proxy once, in the compositio
 
 from __future__ import annotations
 
+import errno
 import json
 import time
 import uuid
@@ -28,6 +29,13 @@ PRAGMAS = {
 
 def now() -> float:
     return time.time()
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    """Whether `exc` says the disk under the data dir is full (a file write, or SQLite's own words)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(exc, peewee.OperationalError) and "disk is full" in str(exc)
 
 
 class BaseModel(peewee.Model):

@@ -3,18 +3,28 @@ request and archive sizes, concurrent deployments, build log growth."""
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import stat
 import tarfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+import peewee
 import pytest
 
 from builders.context import assemble_docker_context
 from racetrackd import daemon
-from racetrackd.db import open_database
+from racetrackd import deployer as deployer_module
+from racetrackd.db import Deployment, DeploymentStatus, open_database
+from racetrackd.deployer import Deployer
+from racetrackd.settings import Settings
+from racetrackd.worker import DeploymentWorker
 
 pytestmark = pytest.mark.security
 
@@ -76,3 +86,88 @@ def test_private_workspaces_still_give_images_readable_files(tmp_path: Path, res
     assert modes["jobtype"] == 0o755
     assert modes["jobtype/wrapper.py"] == 0o644
     assert modes["jobtype/run.sh"] == 0o755
+
+
+# --- item 14: a full disk fails the deployment cleanly; the worker keeps serving -----------------
+
+class _FlakyStatusWrites:
+    """Deployment.save that fails (as a full disk does) while `failures` lasts, then works again."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, failures: int, error: Exception) -> None:
+        self.failures = failures
+        self.error = error
+        self.attempts = 0
+        original = Deployment.save
+
+        def save(deployment: Deployment, *args: Any, **kwargs: Any) -> Any:
+            if deployment.job_name == "full" and self.failures > 0:
+                self.failures -= 1
+                self.attempts += 1
+                raise self.error
+            return original(deployment, *args, **kwargs)
+
+        monkeypatch.setattr(Deployment, "save", save)
+
+
+def _deployer(tmp_path: Path) -> Deployer:
+    settings = Settings.from_env({"RACETRACK_DATA_DIR": str(tmp_path / "data")})
+    deployer = Deployer(settings, None, None, None, None, SimpleNamespace(vault=None))  # type: ignore[arg-type]
+
+    def deploy(deployment: Deployment, workspace: Path, secrets: object) -> None:
+        deployment.set_phase("building image")  # a status write: the one a full disk refuses
+        deployment.finish(DeploymentStatus.DONE)
+
+    deployer._deploy = deploy  # type: ignore[method-assign]
+    return deployer
+
+
+def _run_worker_until_settled(worker: DeploymentWorker, seconds: float = 20) -> threading.Thread:
+    thread = threading.Thread(target=worker.run_forever, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + seconds
+    while Deployment.select().where(Deployment.status == DeploymentStatus.IN_PROGRESS).exists():
+        assert time.monotonic() < deadline, "a deployment stayed in progress"
+        time.sleep(0.05)
+    return thread
+
+
+@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device"),
+                                   peewee.OperationalError("database or disk is full")])
+def test_disk_full_at_a_status_write_fails_the_deployment_and_the_worker_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+    monkeypatch.setattr(deployer_module, "STATUS_WRITE_DELAYS", (0.01, 0.01, 0.01), raising=False)
+    open_database(tmp_path / "registry.sqlite3")
+    full = Deployment.create(job_name="full", job_version="1.0.0", manifest_yaml="x", create_time=1.0)
+    nxt = Deployment.create(job_name="next", job_version="1.0.0", manifest_yaml="x", create_time=2.0)
+    writes = _FlakyStatusWrites(monkeypatch, failures=3, error=error)  # the phase, the failure, one retry
+    worker = DeploymentWorker(_deployer(tmp_path), poll_interval=0.02)
+
+    thread = _run_worker_until_settled(worker)
+
+    assert thread.is_alive()
+    worker.stop()
+    thread.join(timeout=5)
+    failed, done = Deployment.get_by_id(full.id), Deployment.get_by_id(nxt.id)
+    assert writes.attempts == 3
+    assert failed.status == DeploymentStatus.FAILED
+    assert "disk" in failed.error and "full" in failed.error and "free some space" in failed.error
+    assert done.status == DeploymentStatus.DONE
+
+
+def test_a_failure_the_registry_cannot_take_for_long_is_recorded_once_it_can(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(deployer_module, "STATUS_WRITE_DELAYS", (0.01,), raising=False)
+    open_database(tmp_path / "registry.sqlite3")
+    full = Deployment.create(job_name="full", job_version="1.0.0", manifest_yaml="x", create_time=1.0)
+    nxt = Deployment.create(job_name="next", job_version="1.0.0", manifest_yaml="x", create_time=2.0)
+    _FlakyStatusWrites(monkeypatch, failures=12, error=peewee.OperationalError("database or disk is full"))
+    worker = DeploymentWorker(_deployer(tmp_path), poll_interval=0.02)
+
+    thread = _run_worker_until_settled(worker)
+
+    assert thread.is_alive()
+    worker.stop()
+    thread.join(timeout=5)
+    assert Deployment.get_by_id(full.id).status == DeploymentStatus.FAILED
+    assert "disk" in Deployment.get_by_id(full.id).error
+    assert Deployment.get_by_id(nxt.id).status == DeploymentStatus.DONE
