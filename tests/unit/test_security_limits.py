@@ -17,14 +17,17 @@ from typing import Any
 
 import peewee
 import pytest
+from flask import Flask
 
 from builders.context import assemble_docker_context
-from racetrackd import daemon
+from racetrackd import daemon, jobsecrets
 from racetrackd import deployer as deployer_module
 from racetrackd.db import Deployment, DeploymentStatus, open_database
 from racetrackd.deployer import Deployer
 from racetrackd.settings import Settings
 from racetrackd.worker import DeploymentWorker
+from tests.unit.conftest import ADMIN_TOKEN
+from tests.unit.fakes import build_context, sample_manifest
 
 pytestmark = pytest.mark.security
 
@@ -171,3 +174,57 @@ def test_a_failure_the_registry_cannot_take_for_long_is_recorded_once_it_can(
     assert Deployment.get_by_id(full.id).status == DeploymentStatus.FAILED
     assert "disk" in Deployment.get_by_id(full.id).error
     assert Deployment.get_by_id(nxt.id).status == DeploymentStatus.DONE
+
+
+# --- item 12: one deployment per job version, however many ask at once ---------------------------
+
+API = "/lifecycle/api/v1"
+
+
+def _deploy_at_once(app: Flask, bodies: list[dict[str, Any]]) -> list[Any]:
+    """POST /deploy with each body from its own thread, all released together."""
+    barrier = threading.Barrier(len(bodies))
+    responses: list[Any] = [None] * len(bodies)
+
+    def post(index: int) -> None:
+        client = app.test_client()
+        client.environ_base["HTTP_X_RACETRACK_AUTH"] = ADMIN_TOKEN
+        barrier.wait()
+        responses[index] = client.post(f"{API}/deploy", json=bodies[index])
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(len(bodies))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return responses
+
+
+@pytest.fixture
+def slow_sealing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Widen the window between a request's checks and its insert, as a large upload does."""
+    original = jobsecrets.for_deployment
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.3)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(jobsecrets, "for_deployment", slow)
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_concurrent_deploys_of_one_new_version_queue_exactly_one(app: Flask, slow_sealing: None,
+                                                                 force: bool) -> None:
+    body = {"manifest": sample_manifest(name="racer", version="1.0.0"), "build_context": build_context(),
+            "force": force}
+
+    responses = _deploy_at_once(app, [body] * 5)
+
+    statuses = sorted(response.status_code for response in responses)
+    assert statuses == [201, 409, 409, 409, 409]
+    for response in responses:
+        if response.status_code == 409:
+            assert "racer 1.0.0" in response.get_json()["error"]
+    assert Deployment.select().where(Deployment.job_name == "racer").count() == 1
+    uploads = list((app.extensions["racetrackd"].settings.data_dir / "uploads").iterdir())
+    assert len(uploads) == 1  # the losers' uploads are not left behind
