@@ -224,9 +224,9 @@ def follow_build_logs(deployment_id: str, poll_interval: float = 0.3) -> Iterato
     sent = 0
     while True:
         deployment = get_deployment(deployment_id)
-        if len(deployment.build_logs) > sent:
-            yield deployment.build_logs[sent:]
-            sent = len(deployment.build_logs)
+        text, sent = deployment.build_logs_since(sent)
+        if text:
+            yield text
         if deployment.status != DeploymentStatus.IN_PROGRESS:
             return
         time.sleep(poll_interval)

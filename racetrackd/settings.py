@@ -188,6 +188,9 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Images kept per job version (newest first); older ones, and those of deleted versions, are removed."),
     SettingSpec("max_context_size", "2Gi", _parse_quantity,
                 "The most a build context may unpack to (uploaded or cloned)."),
+    SettingSpec("build_log_max_size", "4Mi", _parse_quantity,
+                "The most build output kept per deployment (in characters): its first and last halves, with "
+                "a line saying how many lines between them were cut."),
     SettingSpec("git_allowed_schemes", "https", _parse_schemes,
                 "Comma-separated git remote kinds the daemon may clone: https, http, ssh, git, file."),
     SettingSpec("job_memory_min", "256Mi", _parse_quantity,
@@ -258,6 +261,7 @@ class Settings:
     build_memory: float
     keep_images: int
     max_context_size: float
+    build_log_max_size: float
     git_allowed_schemes: frozenset[str]
     job_memory_min: float
     job_memory_max: float

@@ -98,9 +98,8 @@ def deployment_build_logs(deployment_id: str) -> Response | dict[str, Any]:
     deployment = _readable_deployment(deployment_id)  # 404 before a stream starts
     if _flag("follow"):
         return Response(stream_with_context(deployments.follow_build_logs(deployment_id)), mimetype="text/plain")
-    logs = deployment.build_logs
-    offset = _int_arg("offset", 0)
-    return {"logs": logs[offset:], "offset": len(logs)}
+    logs, offset = deployment.build_logs_since(max(_int_arg("offset", 0), 0))
+    return {"logs": logs, "offset": offset}
 
 
 @bp.post("/job/<name>/<version>/rollback")
@@ -146,14 +145,14 @@ def job_build_logs(name: str, version: str) -> Response | dict[str, Any]:
     _require_read(deployment.job_name, deployment.job_version)
     if _flag("follow"):
         return Response(stream_with_context(deployments.follow_build_logs(deployment.id)), mimetype="text/plain")
-    return {"logs": deployments.tail_lines(deployment.build_logs, _int_arg("tail", 0))}
+    return {"logs": deployments.tail_lines(deployment.build_log_text, _int_arg("tail", 0))}
 
 
 @bp.get("/job/<name>/<version>/build-logs/plain")
 def job_build_logs_plain(name: str, version: str) -> Response:
     deployment = deployments.latest_deployment_of(name, version)
     _require_read(deployment.job_name, deployment.job_version)
-    return Response(deployments.tail_lines(deployment.build_logs, _int_arg("tail", 0)), mimetype="text/plain")
+    return Response(deployments.tail_lines(deployment.build_log_text, _int_arg("tail", 0)), mimetype="text/plain")
 
 
 def _flag(name: str) -> bool:

@@ -10,7 +10,7 @@ import stat
 import tarfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 import peewee
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 
 from builders.context import assemble_docker_context
 from racetrackd import daemon, jobsecrets
@@ -228,3 +229,77 @@ def test_concurrent_deploys_of_one_new_version_queue_exactly_one(app: Flask, slo
     assert Deployment.select().where(Deployment.job_name == "racer").count() == 1
     uploads = list((app.extensions["racetrackd"].settings.data_dir / "uploads").iterdir())
     assert len(uploads) == 1  # the losers' uploads are not left behind
+
+
+# --- item 12: build logs are capped (head + tail) and kept out of the deployment table -----------
+
+def _registry_bytes(data_dir: Path) -> int:
+    return sum(path.stat().st_size for path in data_dir.glob("registry.sqlite3*"))
+
+
+def test_20_mb_of_build_output_keeps_the_registry_small_and_the_log_readable(
+        make_app: Callable[..., Flask]) -> None:
+    app = make_app(build_log_max_size="256Ki")
+    client = app.test_client()
+    client.environ_base["HTTP_X_RACETRACK_AUTH"] = ADMIN_TOKEN
+    data_dir = app.extensions["racetrackd"].settings.data_dir
+    cap = int(app.extensions["racetrackd"].settings.build_log_max_size)
+    deployment = Deployment.create(job_name="loud", job_version="1.0.0", manifest_yaml="x")
+    before = _registry_bytes(data_dir)
+    polled, offset = [], 0
+    line_no = 0
+    for _ in range(40):  # 40 half-second flushes of ~500 KB each: 20 MB in all
+        chunk = "".join(f"step {line_no + i:07d} {'x' * 40}\n" for i in range(10_000))
+        line_no += 10_000
+        deployment.append_logs(chunk, cap)
+        answer = client.get(f"{API}/deploy/{deployment.id}/build-logs?offset={offset}").get_json()
+        polled.append(answer["logs"])
+        offset = answer["offset"]
+
+    grown = _registry_bytes(data_dir) - before
+    whole = client.get(f"{API}/deploy/{deployment.id}/build-logs").get_json()["logs"]
+    # Before: each flush rewrote the whole log in the deployment row (20 MB of output: +24 MB registry,
+    # +100 MB WAL). Now a flush adds one chunk and drops old ones; what remains is SQLite's WAL high-water
+    # mark (its 1000-page autocheckpoint) and free pages, whatever the output.
+    assert grown < 8 * 1024**2, f"registry and WAL grew {grown} bytes for a {cap}-character log"
+    assert len(whole) <= cap + 200
+    assert whole.startswith("step 0000000 ")
+    assert whole.endswith(f"step {line_no - 1:07d} {'x' * 40}\n")
+    kept = whole.count("\n") - 1
+    assert f"… {line_no - kept} lines cut" in whole
+    assert offset == line_no * len("step 0000000 " + "x" * 40 + "\n")  # offsets count everything written
+    assert "".join(polled).startswith("step 0000000 ")
+    tail = client.get(f"{API}/job/loud/1.0.0/build-logs?tail=2").get_json()["logs"]
+    assert tail == f"step {line_no - 2:07d} {'x' * 40}\nstep {line_no - 1:07d} {'x' * 40}\n"
+    row = Deployment.get_by_id(deployment.id)
+    assert row.build_logs == ""  # the hot table holds none of it
+
+
+def test_a_short_build_log_is_kept_whole(app: Flask, client: FlaskClient) -> None:
+    deployment = Deployment.create(job_name="quiet", job_version="1.0.0", manifest_yaml="x")
+    deployment.append_logs("step 1\n", 1000)
+    deployment.append_logs("step 2\n", 1000)
+
+    first = client.get(f"{API}/deploy/{deployment.id}/build-logs").get_json()
+    later = client.get(f"{API}/deploy/{deployment.id}/build-logs?offset=7").get_json()
+
+    assert first == {"logs": "step 1\nstep 2\n", "offset": 14}
+    assert later == {"logs": "step 2\n", "offset": 14}
+
+
+def test_an_older_registry_moves_its_build_logs_out_of_the_deployment_table(tmp_path: Path) -> None:
+    path = tmp_path / "registry.sqlite3"
+    db = open_database(path)
+    Deployment.create(id="old", job_name="a", job_version="1.0.0", manifest_yaml="x", build_logs="built\n")
+    db.execute_sql("DROP TABLE build_log")
+    db.execute_sql("DROP TABLE build_log_chunk")
+    db.execute_sql("PRAGMA user_version = 11")
+    db.close()
+
+    open_database(path)
+
+    old = Deployment.get_by_id("old")
+    assert old.build_logs == ""
+    assert old.build_logs_since(0) == ("built\n", 6)
+    old.append_logs("more\n", 1000)
+    assert old.build_log_text == "built\nmore\n"
