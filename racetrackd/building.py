@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from builders.context import DOCKERFILE_NAME, assemble_docker_context, unpack_build_context
+from builders.context import DOCKERFILE_NAME, ContextLimits, assemble_docker_context, unpack_build_context
 from builders.dockerfile import render_dockerfile
 from builders.git_source import GitCredentials, check_remote_allowed, clone
 from jobmanifest import Manifest
@@ -46,7 +46,9 @@ class ImageBuilder:
         """The job's directory, from the upload or a git clone; records the commit on the deployment."""
         if deployment.build_context_path:
             job_dir = workspace / "job"
-            unpack_build_context(Path(deployment.build_context_path), job_dir, int(self.settings.max_context_size))
+            unpack_build_context(Path(deployment.build_context_path), job_dir, limits=ContextLimits(
+                int(self.settings.max_context_size), self.settings.max_context_entries,
+                self.settings.max_context_ratio))
         elif manifest.git is not None:
             check_remote_allowed(manifest.git.remote, self.settings.git_allowed_schemes)
             creds = secrets.git_credentials

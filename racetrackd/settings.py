@@ -188,6 +188,17 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Images kept per job version (newest first); older ones, and those of deleted versions, are removed."),
     SettingSpec("max_context_size", "2Gi", _parse_quantity,
                 "The most a build context may unpack to (uploaded or cloned)."),
+    SettingSpec("max_context_entries", "50000", _parse_positive_int,
+                "The most files and directories an uploaded build context may hold."),
+    SettingSpec("max_context_ratio", "200", _parse_positive_int,
+                "How many times its own size an uploaded build context may unpack to (past 64 MiB unpacked): "
+                "a decompression bomb stops here before anything is written."),
+    SettingSpec("max_request_body", "1Mi", _parse_quantity,
+                "The largest control-plane request body (login, tokens, settings); deploys and plugin "
+                "uploads have their own limit. Over it: 413."),
+    SettingSpec("max_deploy_body", "256Mi", _parse_quantity,
+                "The largest body of a deploy (its build context travels base64-encoded, 4/3 of the archive) "
+                "or a plugin upload. Over it: 413."),
     SettingSpec("build_log_max_size", "4Mi", _parse_quantity,
                 "The most build output kept per deployment (in characters): its first and last halves, with "
                 "a line saying how many lines between them were cut."),
@@ -261,6 +272,10 @@ class Settings:
     build_memory: float
     keep_images: int
     max_context_size: float
+    max_context_entries: int
+    max_context_ratio: int
+    max_request_body: float
+    max_deploy_body: float
     build_log_max_size: float
     git_allowed_schemes: frozenset[str]
     job_memory_min: float

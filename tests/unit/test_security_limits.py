@@ -10,6 +10,7 @@ import stat
 import tarfile
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,11 +21,13 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from builders.context import assemble_docker_context
+from builders import context as context_module
+from builders.context import ContextLimits, archive_as_tar_gz, assemble_docker_context, unpack_build_context
 from racetrackd import daemon, jobsecrets
 from racetrackd import deployer as deployer_module
 from racetrackd.db import Deployment, DeploymentStatus, open_database
 from racetrackd.deployer import Deployer
+from racetrackd.errors import ValidationError
 from racetrackd.settings import Settings
 from racetrackd.worker import DeploymentWorker
 from tests.unit.conftest import ADMIN_TOKEN
@@ -303,3 +306,129 @@ def test_an_older_registry_moves_its_build_logs_out_of_the_deployment_table(tmp_
     assert old.build_logs_since(0) == ("built\n", 6)
     old.append_logs("more\n", 1000)
     assert old.build_log_text == "built\nmore\n"
+
+
+# --- item 11: request bodies, JSON nesting and archives are bounded before they are read ---------
+
+def test_a_large_body_to_the_open_register_endpoint_is_413_before_it_is_read(make_app: Callable[..., Flask]) -> None:
+    app = make_app(max_request_body="64Ki")
+    body = b'{"username": "' + b"a" * 200_000 + b'"}'
+    read: list[int] = []
+
+    class CountingStream(io.BytesIO):
+        def read(self, size: int | None = -1) -> bytes:
+            chunk = super().read(size)
+            read.append(len(chunk))
+            return chunk
+
+    response = app.test_client().post(f"{API}/users/register", input_stream=CountingStream(body),
+                                      content_type="application/json", headers={"Content-Length": str(len(body))})
+
+    assert response.status_code == 413
+    assert response.get_json()["type"] == "payload-too-large"
+    assert "RACETRACK_MAX_REQUEST_BODY" in response.get_json()["error"]
+    assert sum(read) == 0
+
+
+def test_the_default_request_body_limit_is_one_mebibyte(app: Flask) -> None:
+    body = b"{" + b" " * (1024**2) + b"}"
+    response = app.test_client().post(f"{API}/users/login", data=body, content_type="application/json")
+    assert response.status_code == 413
+
+
+def test_a_deploy_may_be_larger_than_other_requests_up_to_its_own_limit(make_app: Callable[..., Flask]) -> None:
+    app = make_app(max_request_body="1Ki", max_deploy_body="64Ki")
+    client = app.test_client()
+    client.environ_base["HTTP_X_RACETRACK_AUTH"] = ADMIN_TOKEN
+    manifest = sample_manifest(name="big", version="1.0.0")
+
+    fits = client.post(f"{API}/deploy", json={"manifest": manifest, "build_context": build_context(),
+                                              "secret_vars": {"build_env": {"PAD": "x" * 4000}}})
+    over = client.post(f"{API}/deploy", json={"manifest": manifest, "build_context": "A" * 80_000})
+
+    assert fits.status_code == 201, fits.get_json()
+    assert over.status_code == 413
+    assert "RACETRACK_MAX_DEPLOY_BODY" in over.get_json()["error"]
+
+
+@pytest.mark.parametrize("depth", [65, 100_000])
+def test_deeply_nested_json_is_400_naming_the_limit(client: FlaskClient, depth: int) -> None:
+    body = "[" * depth + "]" * depth
+
+    response = client.put(f"{API}/maintenance", data=body, content_type="application/json")
+
+    assert response.status_code == 400
+    assert "nested more than 64 levels" in response.get_json()["error"]
+
+
+def _tar_gz(members: list[tuple[str, int]], fill: bytes = b"\0") -> bytes:
+    """A tar.gz of regular files of the given sizes, streamed (the data is never held whole)."""
+    class Repeating(io.RawIOBase):
+        def __init__(self, size: int) -> None:
+            self.left = size
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer: Any) -> int:
+            count = min(len(buffer), self.left)
+            buffer[:count] = fill * count
+            self.left -= count
+            return count
+
+    packed = io.BytesIO()
+    with tarfile.open(fileobj=packed, mode="w:gz", compresslevel=1) as tar:
+        for name, size in members:
+            info = tarfile.TarInfo(name)
+            info.size = size
+            tar.addfile(info, io.BufferedReader(Repeating(size)))
+    return packed.getvalue()
+
+
+def test_a_gzip_bomb_is_refused_by_its_expansion_ratio_before_anything_is_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(context_module, "RATIO_FLOOR_BYTES", 1024**2, raising=False)
+    archive = tmp_path / "bomb.tar.gz"
+    archive.write_bytes(_tar_gz([("a.txt", 100), ("zeros", 40 * 1024**2)]))
+    destination = tmp_path / "job"
+
+    with pytest.raises(ValidationError, match="RACETRACK_MAX_CONTEXT_RATIO") as refused:
+        unpack_build_context(archive, destination)
+
+    assert "200 times" in refused.value.message
+    assert not destination.exists() or not any(destination.iterdir())
+
+
+def test_a_build_context_with_too_many_entries_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    archive = tmp_path / "many.tar.gz"
+    archive.write_bytes(_tar_gz([(f"f{i}", 1) for i in range(101)]))
+    destination = tmp_path / "job"
+
+    with pytest.raises(ValidationError, match="more than 100 entries.*RACETRACK_MAX_CONTEXT_ENTRIES"):
+        unpack_build_context(archive, destination, limits=ContextLimits(max_entries=100))
+
+    assert not destination.exists() or not any(destination.iterdir())
+
+
+def test_a_zip_bomb_from_the_dashboard_is_refused_without_inflating_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(context_module, "RATIO_FLOOR_BYTES", 1024**2, raising=False)
+    packed = io.BytesIO()
+    with zipfile.ZipFile(packed, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("zeros", b"\0" * (8 * 1024**2))
+
+    with pytest.raises(ValidationError, match="RACETRACK_MAX_CONTEXT_RATIO"):
+        archive_as_tar_gz(packed.getvalue())
+    with pytest.raises(ValidationError, match="RACETRACK_MAX_CONTEXT_ENTRIES"):
+        archive_as_tar_gz(packed.getvalue(), limits=ContextLimits(max_entries=0))
+
+
+def test_zip_entries_are_repacked_streamed_not_read_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    packed = io.BytesIO()
+    with zipfile.ZipFile(packed, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("main.py", b"print('hi')\n" * 10_000)
+    monkeypatch.setattr(zipfile.ZipFile, "read", lambda *args: pytest.fail("an entry was read whole"))
+
+    repacked = archive_as_tar_gz(packed.getvalue())
+
+    with tarfile.open(fileobj=io.BytesIO(repacked)) as tar:
+        assert tar.extractfile("main.py").read() == b"print('hi')\n" * 10_000  # type: ignore[union-attr]
