@@ -25,6 +25,7 @@ from racetrackd.errors import PayloadTooLarge, RacetrackError, TooManyAuthFailur
 from racetrackd.plugins import PluginStore
 from racetrackd.runtime import DockerRuntime, Runtime
 from racetrackd.settings import Settings
+from racetrackd.streams import StreamLimiter
 from racetrackd.vault import Vault
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         plugins=PluginStore.from_settings(settings),
         accounts=accounts,
         authenticator=Authenticator.from_settings(settings, accounts),
+        streams=StreamLimiter(settings.follow_streams_per_caller, settings.max_follow_streams),
     )
     app.before_request(_limit_request_body)  # app-wide and first: before authentication reads anything
     app.register_blueprint(health.bp)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from racetrackd.jobs import job_dto, resolve_job
 from racetrackd.manifest import accept_manifest
 from racetrackd.plugins import PluginStore
 from racetrackd.settings import Settings
+from racetrackd.streams import ClientGone
 from racetrackd.vault import Vault
 
 MAX_UPLOAD_BYTES = 512 * 1024**2
@@ -219,14 +219,14 @@ def tail_lines(text: str, tail: int) -> str:
     return "".join(text.splitlines(keepends=True)[-tail:])
 
 
-def follow_build_logs(deployment_id: str, poll_interval: float = 0.3) -> Iterator[str]:
-    """The build log as it grows, until the deployment is done or failed."""
+def follow_build_logs(deployment_id: str, gone: ClientGone, poll_interval: float = 0.3) -> Iterator[str]:
+    """The build log as it grows, until the deployment is done or failed, or the client goes."""
     sent = 0
-    while True:
+    while not gone.is_set():
         deployment = get_deployment(deployment_id)
         text, sent = deployment.build_logs_since(sent)
         if text:
             yield text
         if deployment.status != DeploymentStatus.IN_PROGRESS:
             return
-        time.sleep(poll_interval)
+        gone.wait(poll_interval)

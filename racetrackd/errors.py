@@ -6,6 +6,7 @@
     ├── UnauthorizedError (401, unauthorized)            no token, or a wrong, expired or revoked one
     ├── ForbiddenError (403, forbidden)                  a known caller without the scope for this
     ├── TooManyAuthFailures (429, too-many-auth-failures) one client address failed auth too often
+    ├── TooManyStreams (429, too-many-streams)           too many follow streams open (per caller or in all)
     ├── NotFoundError (404, not-found)
     │   └── JobNotFound (404, job-not-found)
     ├── ConflictError (409, already-exists)
@@ -87,6 +88,11 @@ class TooManyAuthFailures(RacetrackError):
     def __init__(self, message: str, *, retry_after: int, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.retry_after = retry_after
+
+
+class TooManyStreams(RacetrackError):
+    status_code = 429
+    reference = "too-many-streams"
 
 
 class NotFoundError(RacetrackError):

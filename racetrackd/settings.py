@@ -154,6 +154,12 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Gunicorn worker processes serving HTTP (each runs the gateway on an event loop)."),
     SettingSpec("http_threads", "16", _parse_positive_int,
                 "Threads per HTTP worker for control-plane requests (the gateway needs none)."),
+    SettingSpec("follow_streams_per_caller", "4", _parse_positive_int,
+                "Follow streams (logs -f, build-logs -f) one caller (token, or address without auth) may hold "
+                "open in each HTTP worker; one more gets 429."),
+    SettingSpec("max_follow_streams", "8", _parse_positive_int,
+                "Follow streams open at once in each HTTP worker, of all callers; keep it below "
+                "RACETRACK_HTTP_THREADS so the control plane keeps threads for everything else."),
     SettingSpec("network", "racetrack", str, "Docker network shared by racetrackd and every job."),
     SettingSpec("job_addressing", "auto", _parse_addressing,
                 "How the gateway reaches jobs: container-name (daemon runs on the shared network), "
@@ -256,6 +262,8 @@ class Settings:
     external_url: str | None
     http_workers: int
     http_threads: int
+    follow_streams_per_caller: int
+    max_follow_streams: int
     network: str
     job_addressing: str
     instance: str

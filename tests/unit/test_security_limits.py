@@ -3,8 +3,10 @@ request and archive sizes, concurrent deployments, build log growth."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import io
+import json
 import os
 import stat
 import tarfile
@@ -25,13 +27,16 @@ from builders import context as context_module
 from builders.context import ContextLimits, archive_as_tar_gz, assemble_docker_context, unpack_build_context
 from racetrackd import daemon, jobsecrets
 from racetrackd import deployer as deployer_module
-from racetrackd.db import Deployment, DeploymentStatus, open_database
+from racetrackd.asgi import create_asgi_app
+from racetrackd.db import Deployment, DeploymentStatus, Job, JobStatus, open_database
 from racetrackd.deployer import Deployer
-from racetrackd.errors import ValidationError
+from racetrackd.deployments import follow_build_logs
+from racetrackd.errors import TooManyStreams, ValidationError
 from racetrackd.settings import Settings
+from racetrackd.streams import ClientGone, StreamLimiter
 from racetrackd.worker import DeploymentWorker
 from tests.unit.conftest import ADMIN_TOKEN
-from tests.unit.fakes import build_context, sample_manifest
+from tests.unit.fakes import FakeRuntime, build_context, sample_manifest
 
 pytestmark = pytest.mark.security
 
@@ -432,3 +437,127 @@ def test_zip_entries_are_repacked_streamed_not_read_whole(monkeypatch: pytest.Mo
 
     with tarfile.open(fileobj=io.BytesIO(repacked)) as tar:
         assert tar.extractfile("main.py").read() == b"print('hi')\n" * 10_000  # type: ignore[union-attr]
+
+
+# --- item 8: follow streams end when their client goes; a cap per caller and in all ---------------
+
+class _StreamingCall:
+    """One request to an ASGI app whose client can hang up at any moment."""
+
+    def __init__(self, app: Any, path: str, token: str = ADMIN_TOKEN) -> None:
+        path, _, query = path.partition("?")
+        self.scope = {"type": "http", "http_version": "1.1", "method": "GET", "scheme": "http", "path": path,
+                      "raw_path": path.encode(), "query_string": query.encode(), "root_path": "",
+                      "headers": [(b"x-racetrack-auth", token.encode())], "client": ("127.0.0.1", 50000),
+                      "server": ("127.0.0.1", 7102)}
+        self.hung_up = asyncio.Event()
+        self.started = asyncio.Event()
+        self.status = 0
+        self.body = b""
+        self._request_sent = False
+        self.task = asyncio.ensure_future(app(self.scope, self._receive, self._send))
+
+    async def _receive(self) -> dict[str, Any]:
+        if not self._request_sent:
+            self._request_sent = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await self.hung_up.wait()
+        return {"type": "http.disconnect"}
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        if self.hung_up.is_set():
+            raise OSError("client disconnected")  # what gunicorn's send does once the socket is gone
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.started.set()
+        else:
+            self.body += message.get("body", b"")
+
+
+@pytest.fixture
+def silent_job(runtime: FakeRuntime) -> Iterator[FakeRuntime]:
+    runtime.silent_follow = True
+    yield runtime
+    for stream in runtime.follow_streams:  # never leave a pool thread waiting after the test
+        stream.close()
+
+
+def _follow_app(make_settings: Callable[..., Settings], runtime: FakeRuntime, **extra: str) -> Any:
+    app = create_asgi_app(make_settings(http_threads="4", **extra), runtime)
+    Job.create(name="adder", version="1.0.0", status=JobStatus.RUNNING, manifest_yaml="name: adder\n",
+               job_type_version="python3:1.0.0", image_name="img", container_name="job-adder-v-1-0-0",
+               internal_name="127.0.0.1:1", deployment_timestamp=1)
+    runtime.logs["job-adder-v-1-0-0"] = "started\n"
+    return app
+
+
+def test_abandoned_follow_streams_free_their_threads_and_the_control_plane_answers(
+        make_settings: Callable[..., Settings], silent_job: FakeRuntime) -> None:
+    app = _follow_app(make_settings, silent_job, max_follow_streams="4", follow_streams_per_caller="4")
+
+    async def scenario() -> int:
+        calls = [_StreamingCall(app, f"{API}/job/adder/1.0.0/logs?follow=true") for _ in range(4)]
+        await asyncio.wait_for(asyncio.gather(*(call.started.wait() for call in calls)), 5)
+        assert all(call.status == 200 for call in calls)
+        for call in calls:  # every client goes away while the job says nothing
+            call.hung_up.set()
+        await asyncio.wait_for(asyncio.gather(*(call.task for call in calls)), 5)
+        ready = _StreamingCall(app, "/ready")  # needs a free thread of the 4
+        await asyncio.wait_for(ready.task, 5)
+        return ready.status
+
+    assert asyncio.run(scenario()) == 200
+    assert all(stream.finished.wait(5) for stream in silent_job.follow_streams)
+    assert len(silent_job.follow_streams) == 4
+
+
+def test_follow_streams_over_the_caller_limit_get_429_naming_it(
+        make_settings: Callable[..., Settings], silent_job: FakeRuntime) -> None:
+    app = _follow_app(make_settings, silent_job, follow_streams_per_caller="2", max_follow_streams="3")
+
+    async def scenario() -> tuple[list[int], dict[str, Any], int]:
+        calls = [_StreamingCall(app, f"{API}/job/adder/1.0.0/logs?follow=true") for _ in range(2)]
+        await asyncio.wait_for(asyncio.gather(*(call.started.wait() for call in calls)), 5)
+        third = _StreamingCall(app, f"{API}/job/adder/1.0.0/logs?follow=true")
+        await asyncio.wait_for(third.task, 5)
+        for call in calls:
+            call.hung_up.set()
+        await asyncio.wait_for(asyncio.gather(*(call.task for call in calls)), 5)
+        again = _StreamingCall(app, f"{API}/job/adder/1.0.0/logs?follow=true")  # the slots came back
+        await asyncio.wait_for(again.started.wait(), 5)
+        again.hung_up.set()
+        await asyncio.wait_for(again.task, 5)
+        return [call.status for call in calls], json.loads(third.body), third.status
+
+    statuses, refused, refused_status = asyncio.run(scenario())
+    assert statuses == [200, 200]
+    assert refused_status == 429
+    assert refused["type"] == "too-many-streams"
+    assert "RACETRACK_FOLLOW_STREAMS_PER_CALLER" in refused["error"]
+
+
+def test_follow_streams_over_the_total_limit_get_429_naming_it() -> None:
+    limiter = StreamLimiter(per_caller=2, total=3)
+    releases = [limiter.acquire("user:a"), limiter.acquire("user:a"), limiter.acquire("user:b")]
+
+    with pytest.raises(TooManyStreams, match="RACETRACK_MAX_FOLLOW_STREAMS"):
+        limiter.acquire("user:c")
+    releases[0]()
+    releases[0]()  # a second release changes nothing
+    assert limiter.open_streams() == 2
+    limiter.acquire("user:c")
+
+
+def test_a_build_log_follow_ends_when_its_client_goes(tmp_path: Path) -> None:
+    open_database(tmp_path / "registry.sqlite3")
+    deployment = Deployment.create(job_name="slow", job_version="1.0.0", manifest_yaml="x")  # stays in progress
+    gone = ClientGone()
+    chunks: list[str] = []
+    follower = threading.Thread(target=lambda: chunks.extend(follow_build_logs(deployment.id, gone, 0.05)))
+    follower.start()
+
+    time.sleep(0.2)
+    gone.fire()
+    follower.join(timeout=2)
+
+    assert not follower.is_alive()
