@@ -18,6 +18,7 @@ import dataclasses
 import io
 import lzma
 import os
+import posixpath
 import stat
 import tarfile
 import tempfile
@@ -40,8 +41,8 @@ MAX_RATIO = 200
 RATIO_FLOOR_BYTES = 64 * 1024**2
 EXCLUDED_DIRS = {".git", "__pycache__"}
 # What a damaged or hostile archive may raise while it is read (beyond tarfile's and zipfile's own errors).
-_UNREADABLE = (EOFError, OSError, ValueError, lzma.LZMAError, zlib.error, RuntimeError, NotImplementedError,
-               UnicodeError, OverflowError)
+_UNREADABLE = (EOFError, OSError, ValueError, LookupError, lzma.LZMAError, zlib.error, RuntimeError,
+               NotImplementedError, UnicodeError, OverflowError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,10 +81,15 @@ def unpack_build_context(archive: Path, destination: Path, max_bytes: int = MAX_
         with tarfile.open(archive, mode="r:*") as tar:
             # Header by header as the stream inflates: a bomb stops at the first limit it crosses, and
             # nothing is written until the whole archive has been checked.
+            names: set[str] = set()
             for member in tar:
                 members.append(member)
                 limits.check_entries(len(members))
                 _check_member(member)
+                if member.islnk() and posixpath.normpath(member.linkname) not in names:
+                    # tarfile would fail mid-extraction (KeyError), leaving a half-written directory
+                    raise ValidationError(f"build_context: hard link {member.name!r} points to no earlier entry")
+                names.add(posixpath.normpath(member.name))
                 total += max(member.size, 0)
                 limits.check_size(total, packed)
             if hasattr(tarfile, "data_filter"):
