@@ -43,15 +43,13 @@ class BoundedJSONProvider(DefaultJSONProvider):
     sort_keys = False
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        too_deep = ValidationError(f"request body: JSON nested more than {MAX_JSON_DEPTH} levels deep")
         try:
             value = super().loads(s, **kwargs)
         except RecursionError:
-            value = None
-            too_deep = True
-        else:
-            too_deep = _depth_over(value, MAX_JSON_DEPTH)
-        if too_deep:
-            raise ValidationError(f"request body: JSON nested more than {MAX_JSON_DEPTH} levels deep")
+            raise too_deep from None
+        if _depth_over(value, MAX_JSON_DEPTH):
+            raise too_deep
         return value
 
 
@@ -109,8 +107,9 @@ def _body_limit() -> tuple[str, int]:
 
 
 def _limit_request_body() -> None:
-    """Refuse a body over the limit by its Content-Length, before a byte of it is read; a chunked body is
-    cut off at the limit as it is read (werkzeug raises RequestEntityTooLarge)."""
+    """Refuse a body over the limit by its Content-Length, before a byte of it is read. A body without
+    one is never read past the limit (werkzeug reads none of it unless the server marks the input
+    terminated, and then raises RequestEntityTooLarge at the limit)."""
     setting, limit = _body_limit()
     request.max_content_length = limit
     request.max_form_memory_size = limit
