@@ -7,10 +7,11 @@ import logging
 import re
 from typing import Any
 
+import peewee
 from flask import Flask, request
 from flask.json.provider import DefaultJSONProvider
 from jinja2 import StrictUndefined
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
 
 from racetrackd import dashboard
 from racetrackd.accounts import Accounts, ChangeSignal
@@ -20,8 +21,8 @@ from racetrackd.api import auth as auth_api
 from racetrackd.api import plugins as plugins_api
 from racetrackd.api import services as services_of_app
 from racetrackd.auth import Authenticator, ensure_admin_token, ensure_secret_key
-from racetrackd.db import open_database
-from racetrackd.errors import PayloadTooLarge, RacetrackError, TooManyAuthFailures, ValidationError
+from racetrackd.db import is_storage_full, open_database
+from racetrackd.errors import PayloadTooLarge, RacetrackError, StorageFull, TooManyAuthFailures, ValidationError
 from racetrackd.plugins import PluginStore
 from racetrackd.runtime import DockerRuntime, Runtime
 from racetrackd.settings import Settings
@@ -95,6 +96,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.register_blueprint(dashboard.bp, url_prefix="/dashboard")
     app.register_error_handler(RacetrackError, _racetrack_error)
     app.register_error_handler(RequestEntityTooLarge, _body_too_large)
+    app.register_error_handler(OSError, _storage_error)
+    app.register_error_handler(peewee.OperationalError, _storage_error)
     app.register_error_handler(HTTPException, _http_error)
     return app
 
@@ -127,6 +130,16 @@ def _racetrack_error(error: RacetrackError) -> tuple[dict[str, Any], int, dict[s
         log.error("%s: %s", error.reference, error.message)
     headers = {"Retry-After": str(error.retry_after)} if isinstance(error, TooManyAuthFailures) else {}
     return error.to_dict(), error.status_code, headers
+
+
+def _storage_error(error: Exception) -> tuple[dict[str, Any], int, dict[str, str]] | tuple[dict[str, Any], int]:
+    """A full disk is the operator's to fix and says so (507); anything else stays an internal error (500)."""
+    if is_storage_full(error):
+        return _racetrack_error(StorageFull(
+            f"the disk under racetrackd's data dir is full ({error}); nothing was stored",
+            hint="ask the operator to free some space (old images: docker image prune), then try again"))
+    log.exception("internal error: %s", error)
+    return _http_error(InternalServerError(original_exception=error))
 
 
 def _http_error(error: HTTPException) -> tuple[dict[str, Any], int]:

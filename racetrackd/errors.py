@@ -15,6 +15,7 @@
     ├── JobStartError (500, job-start-failed)            container did not come up
     ├── JobTypeError (500, jobtype-error)                job-type plugin missing or broken
     ├── PayloadTooLarge (413, payload-too-large)          a request body over a limit
+    ├── StorageFull (507, storage-full)                  the disk under the data dir is full
     ├── MaintenanceMode (503, maintenance-mode)          an admin stopped deployments for now
     ├── DockerUnavailable (503, docker-unavailable)      engine not reachable
     ├── JobUnavailable (503, job-unavailable)            job starting, not ready for calls
@@ -153,3 +154,8 @@ class JobTimeout(RacetrackError):
 class PayloadTooLarge(RacetrackError):
     status_code = 413
     reference = "payload-too-large"
+
+
+class StorageFull(RacetrackError):
+    status_code = 507
+    reference = "storage-full"

@@ -559,3 +559,37 @@ def test_a_build_log_follow_ends_when_its_client_goes(tmp_path: Path) -> None:
     follower.join(timeout=2)
 
     assert not follower.is_alive()
+
+
+@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device"),
+                                   peewee.OperationalError("database or disk is full")])
+def test_a_deploy_on_a_full_disk_is_507_saying_so_and_the_api_keeps_serving(
+        client: FlaskClient, monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+    original = Path.write_bytes
+
+    def full(path: Path, data: bytes) -> int:
+        if path.parent.name == "uploads":
+            raise error
+        return original(path, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+
+    refused = client.post(f"{API}/deploy", json={"manifest": sample_manifest(), "build_context": build_context()})
+    listed = client.get(f"{API}/deploy")
+
+    assert refused.status_code == 507
+    assert refused.get_json()["type"] == "storage-full"
+    assert "disk" in refused.get_json()["error"] and "full" in refused.get_json()["error"]
+    assert listed.status_code == 200 and listed.get_json() == []
+
+
+def test_other_os_errors_stay_internal_errors(client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: Any) -> int:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(Path, "write_bytes", broken)
+
+    response = client.post(f"{API}/deploy", json={"manifest": sample_manifest(), "build_context": build_context()})
+
+    assert response.status_code == 500
+    assert response.get_json()["type"] == "internal-server-error"
