@@ -14,13 +14,17 @@ Dockerfile.racetrack and racetrack-build/ added beside them (and no jobtype/).
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import lzma
 import os
+import posixpath
 import stat
 import tarfile
 import tempfile
 import time
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import IO
 
@@ -31,23 +35,63 @@ CA_BUNDLE_PATH = "racetrack-build/ca-bundle.crt"
 SECRETS_HELPER_PATH = "racetrack-build/with-build-secrets.py"
 SECRETS_HELPER_SOURCE = Path(__file__).with_name("with_build_secrets.py")
 MAX_UNPACKED_BYTES = 2 * 1024**3
+MAX_ENTRIES = 50_000
+MAX_RATIO = 200
+# Below this many unpacked bytes the ratio is not checked: a small source tree compresses very well.
+RATIO_FLOOR_BYTES = 64 * 1024**2
 EXCLUDED_DIRS = {".git", "__pycache__"}
+# What a damaged or hostile archive may raise while it is read (beyond tarfile's and zipfile's own errors).
+_UNREADABLE = (EOFError, OSError, ValueError, LookupError, lzma.LZMAError, zlib.error, RuntimeError,
+               NotImplementedError, UnicodeError, OverflowError)
 
 
-def unpack_build_context(archive: Path, destination: Path, max_bytes: int = MAX_UNPACKED_BYTES) -> None:
-    """Extract a tar.gz upload into `destination`, refusing anything that would escape it."""
+@dataclasses.dataclass(frozen=True)
+class ContextLimits:
+    """How big an uploaded build context may get once unpacked, checked before anything is written."""
+
+    max_bytes: int = MAX_UNPACKED_BYTES  # RACETRACK_MAX_CONTEXT_SIZE
+    max_entries: int = MAX_ENTRIES  # RACETRACK_MAX_CONTEXT_ENTRIES
+    max_ratio: int = MAX_RATIO  # RACETRACK_MAX_CONTEXT_RATIO
+
+    def check_entries(self, count: int) -> None:
+        if count > self.max_entries:
+            raise ValidationError(f"build_context: more than {self.max_entries} entries "
+                                  f"(RACETRACK_MAX_CONTEXT_ENTRIES)")
+
+    def check_size(self, unpacked: int, packed: int) -> None:
+        """`unpacked` bytes so far out of a `packed`-byte archive: within the size cap and the expansion ratio?"""
+        if unpacked > self.max_bytes:
+            raise ValidationError(f"build_context: unpacks to more than {_size(self.max_bytes)} "
+                                  f"(RACETRACK_MAX_CONTEXT_SIZE)")
+        if unpacked > max(RATIO_FLOOR_BYTES, packed * self.max_ratio):
+            raise ValidationError(f"build_context: a {_size(packed)} archive unpacks to more than {self.max_ratio} "
+                                  f"times its size (RACETRACK_MAX_CONTEXT_RATIO); it looks like a decompression bomb")
+
+
+def unpack_build_context(archive: Path, destination: Path, max_bytes: int = MAX_UNPACKED_BYTES,
+                         limits: ContextLimits | None = None) -> None:
+    """Extract a tar.gz upload into `destination`, refusing anything that would escape it and anything over
+    the limits; every problem is a ValidationError."""
+    limits = limits or ContextLimits(max_bytes=max_bytes)
     destination.mkdir(parents=True, exist_ok=True)
     total = 0
+    members: list[tarfile.TarInfo] = []
     try:
+        packed = archive.stat().st_size
         with tarfile.open(archive, mode="r:*") as tar:
-            members = tar.getmembers()
-            for member in members:
+            # Header by header as the stream inflates: a bomb stops at the first limit it crosses, and
+            # nothing is written until the whole archive has been checked.
+            names: set[str] = set()
+            for member in tar:
+                members.append(member)
+                limits.check_entries(len(members))
                 _check_member(member)
+                if member.islnk() and posixpath.normpath(member.linkname) not in names:
+                    # tarfile would fail mid-extraction (KeyError), leaving a half-written directory
+                    raise ValidationError(f"build_context: hard link {member.name!r} points to no earlier entry")
+                names.add(posixpath.normpath(member.name))
                 total += max(member.size, 0)
-                if total > max_bytes:
-                    raise ValidationError(
-                        f"build_context: unpacks to more than {_size(max_bytes)}"
-                    )
+                limits.check_size(total, packed)
             if hasattr(tarfile, "data_filter"):
                 tar.extractall(destination, members=members, filter="data")
             else:
@@ -55,33 +99,36 @@ def unpack_build_context(archive: Path, destination: Path, max_bytes: int = MAX_
                 # hosts without a registry) have no extraction filters: _check_member has refused what
                 # the "data" filter would; drop what it drops from the rest.
                 tar.extractall(destination, members=[_as_plain_data(member) for member in members])
-    except (tarfile.TarError, EOFError, OSError) as exc:
+    except (tarfile.TarError, *_UNREADABLE) as exc:
         raise ValidationError(f"build_context: not a readable tar.gz archive: {exc}") from exc
 
 
-def archive_as_tar_gz(data: bytes, max_bytes: int = MAX_UNPACKED_BYTES) -> bytes:
+def archive_as_tar_gz(data: bytes, max_bytes: int = MAX_UNPACKED_BYTES, limits: ContextLimits | None = None) -> bytes:
     """An uploaded job directory as the tar.gz a deployment takes: a tar (gzipped or not) passes through,
     a zip is repacked (regular files and directories only; unpacking checks paths again)."""
+    limits = limits or ContextLimits(max_bytes=max_bytes)
     if not zipfile.is_zipfile(io.BytesIO(data)):
         return data
     total = 0
     packed = io.BytesIO()
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive, tarfile.open(fileobj=packed, mode="w:gz") as tar:
-            for entry in archive.infolist():
+            entries = archive.infolist()
+            limits.check_entries(len(entries))
+            for entry in entries:
                 total += entry.file_size
-                if total > max_bytes:  # checked before reading, so a zip bomb is never inflated
-                    raise ValidationError(f"build_context: unpacks to more than {_size(max_bytes)}")
+                limits.check_size(total, len(data))  # before reading, so a zip bomb is never inflated
+            for entry in entries:
                 info = tarfile.TarInfo(entry.filename.rstrip("/"))
                 info.mtime = int(time.mktime((*entry.date_time, 0, 0, -1)))
                 if entry.is_dir():
                     info.type, info.mode = tarfile.DIRTYPE, 0o755
                     tar.addfile(info)
                     continue
-                content = archive.read(entry)
-                info.size, info.mode = len(content), 0o755 if (entry.external_attr >> 16) & 0o111 else 0o644
-                tar.addfile(info, io.BytesIO(content))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError) as exc:
+                info.size, info.mode = entry.file_size, 0o755 if (entry.external_attr >> 16) & 0o111 else 0o644
+                with archive.open(entry) as content:  # streamed: an entry is never held whole in memory
+                    tar.addfile(info, content)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, tarfile.TarError, *_UNREADABLE) as exc:
         raise ValidationError(f"build_context: not a readable zip archive: {exc}") from exc
     return packed.getvalue()
 
@@ -183,6 +230,10 @@ def _skip_excluded(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
     info.uid = info.gid = 0
     info.uname = info.gname = ""
     info.mtime = 0
+    # The daemon runs with umask 077 (its data dir is private), so its workspaces are owner-only; in the
+    # image (owned by root, run as another user) files must read as they would under the usual umask 022.
+    owner = info.mode & 0o500
+    info.mode |= (owner >> 3) | (owner >> 6)
     return info
 
 

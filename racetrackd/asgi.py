@@ -7,6 +7,8 @@ from `create_app`, run in a thread pool by a2wsgi.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -21,6 +23,7 @@ from racetrackd.gateway import Gateway, Receive, Scope, Send
 from racetrackd.routing import RoutingTable
 from racetrackd.runtime import Runtime
 from racetrackd.settings import Settings
+from racetrackd.streams import ENVIRON_KEY, ClientGone
 from racetrackd.upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
@@ -42,9 +45,50 @@ class Daemon:
         elif scope["path"].startswith("/pub/") or scope["path"] == "/pub":
             await self.gateway(scope, receive, send)
         elif kind == "http":
-            await self._control_plane(scope, receive, send)
+            await self._serve_control_plane(scope, receive, send)
         else:  # a WebSocket outside /pub: nothing serves it
             await send({"type": "websocket.close", "code": 1008})
+
+    async def _serve_control_plane(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the Flask app (a2wsgi, in a thread) while watching for the client to go.
+
+        a2wsgi alone never notices: a follow stream blocked on a silent job holds its thread for ever,
+        and once a send to the gone client fails, its queue fills and the thread blocks for ever. Here a
+        watcher task reads `receive` (passing the request body through, one message at a time) and on
+        `http.disconnect` fires the request's ClientGone, which streams find in the environ; sends after
+        that are dropped, so the thread always gets to finish.
+        """
+        gone = ClientGone()
+        incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1)  # the body is not read ahead
+
+        async def watch() -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    gone.fire()
+                    with contextlib.suppress(asyncio.QueueFull):
+                        incoming.put_nowait(message)
+                    return
+                await incoming.put(message)
+
+        async def app_receive() -> dict[str, Any]:
+            if gone.is_set() and incoming.empty():
+                return {"type": "http.disconnect"}
+            return await incoming.get()
+
+        async def app_send(message: dict[str, Any]) -> None:
+            if gone.is_set():
+                return
+            try:
+                await send(message)
+            except OSError:  # the client went mid-response (gunicorn: ClientDisconnected)
+                gone.fire()
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await self._control_plane({**scope, ENVIRON_KEY: gone}, app_receive, app_send)
+        finally:
+            watcher.cancel()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -13,7 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from builders.context import DOCKERFILE_NAME, assemble_docker_context, resolve_inside, unpack_build_context
+from builders.context import (
+    DOCKERFILE_NAME,
+    ContextLimits,
+    assemble_docker_context,
+    resolve_inside,
+    unpack_build_context,
+)
 from builders.dockerfile import job_dockerfile_variables, render_dockerfile, render_job_dockerfile
 from builders.git_source import GitCredentials, check_remote_address, check_remote_allowed, clone, redact_remote
 from jobmanifest import Manifest
@@ -51,7 +57,9 @@ class ImageBuilder:
         """The job's directory, from the upload or a git clone; records the commit on the deployment."""
         if deployment.build_context_path:
             job_dir = workspace / "job"
-            unpack_build_context(Path(deployment.build_context_path), job_dir, int(self.settings.max_context_size))
+            unpack_build_context(Path(deployment.build_context_path), job_dir, limits=ContextLimits(
+                int(self.settings.max_context_size), self.settings.max_context_entries,
+                self.settings.max_context_ratio))
         elif manifest.git is not None:
             check_remote_allowed(manifest.git.remote, self.settings.git_allowed_schemes)
             addresses = check_remote_address(manifest.git.remote, self.settings.git_allow_private_remotes)
@@ -62,7 +70,8 @@ class ImageBuilder:
             job_dir = checkout.context_dir
             deployment.git_commit = checkout.commit
             deployment.save(only=[Deployment.git_commit])
-            deployment.append_logs(f"fetched {redact_remote(manifest.git.remote)} at {checkout.commit}\n")
+            deployment.append_logs(f"fetched {redact_remote(manifest.git.remote)} at {checkout.commit}\n",
+                                   int(self.settings.build_log_max_size))
             if _size_of(job_dir) > self.settings.max_context_size:
                 raise ValidationError(f"git.directory: larger than {self.settings.max_context_size:.0f} bytes")
         else:
@@ -101,7 +110,8 @@ class ImageBuilder:
             LABEL_JOB_TYPE: job_type.full_name,
         }
         # The build log echoes each RUN line: the secrets URL's digest is masked like the values it opens.
-        logs = _ThrottledLog(deployment, jobsecrets.Redactor([*secrets.values(), digest]))
+        logs = _ThrottledLog(deployment, jobsecrets.Redactor([*secrets.values(), digest]),
+                             int(self.settings.build_log_max_size))
         deadline = time.monotonic() + self.settings.build_timeout
         jobtype_dir = None if job_type.job_dockerfile else job_type.plugin_dir
         with assemble_docker_context(dockerfile, job_dir, jobtype_dir, self.settings.build_ca_bundle,
@@ -115,7 +125,7 @@ class ImageBuilder:
             except BuildError as exc:
                 logs.flush()
                 raise BuildError(
-                    f"image build failed: {exc.message}\n--- last build output ---\n{tail(deployment.build_logs)}"
+                    f"image build failed: {exc.message}\n--- last build output ---\n{tail(deployment.build_log_text)}"
                 ) from exc
             finally:
                 logs.flush()
@@ -216,9 +226,10 @@ def _size_of(directory: Path) -> int:
 class _ThrottledLog:
     """Collect build output and store it on the deployment at most every half second."""
 
-    def __init__(self, deployment: Deployment, redact: Callable[[str], str]) -> None:
+    def __init__(self, deployment: Deployment, redact: Callable[[str], str], max_chars: int) -> None:
         self.deployment = deployment
         self.redact = redact
+        self.max_chars = max_chars
         self.pending: list[str] = []
         self.last_flush = time.monotonic()
 
@@ -234,7 +245,7 @@ class _ThrottledLog:
 
     def flush(self) -> None:
         if self.pending:
-            self.deployment.append_logs(self.redact("".join(self.pending)))
+            self.deployment.append_logs(self.redact("".join(self.pending)), self.max_chars)
             self.pending.clear()
         self.last_flush = time.monotonic()
 

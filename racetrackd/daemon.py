@@ -40,10 +40,29 @@ log = logging.getLogger(__name__)
 
 PID_FILE = "racetrackd.pid"
 LOG_FILE = "racetrackd.log"
+# The data dir holds the registry (sealed secrets, token digests, build logs), the daemon log, uploads
+# and workspaces: nobody but the daemon's user has any business reading them.
+PRIVATE_UMASK = 0o077
+
+
+def restrict_data_dir(data_dir: Path) -> None:
+    """Make what the daemon creates from now on private to its user (umask 077: files 0600, dirs 0700),
+    and tighten what an earlier version left readable (registry, its -wal/-shm, log, uploads, workspaces)."""
+    os.umask(PRIVATE_UMASK)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
+    for path in data_dir.iterdir():
+        if path.is_symlink():
+            continue
+        if path.is_dir():
+            path.chmod(0o700)
+        elif path.is_file():
+            path.chmod(0o600)
 
 
 def serve(settings: Settings) -> int:
     """Serve until a signal; returns the exit code."""
+    restrict_data_dir(settings.data_dir)  # before the registry, log or any child process is made
     lock = WorkerLock(settings.data_dir)
     lock.acquire()
     open_database(settings.database_path)  # creates tables before any HTTP worker starts
@@ -123,7 +142,7 @@ def _start_gunicorn(settings: Settings, extra_binds: list[str]) -> subprocess.Po
 
 def start(settings: Settings, wait_seconds: float = 60) -> int:
     """Launch `racetrackd serve` in the background and wait until it answers /ready; returns its pid."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    restrict_data_dir(settings.data_dir)  # the log file below is made private too
     existing = running_pid(settings)
     if existing is not None:
         raise RacetrackError(f"racetrackd is already running (pid {existing})", hint="racetrackd stop")

@@ -6,6 +6,7 @@ their own small queries. `open_database` binds the proxy once, in the compositio
 
 from __future__ import annotations
 
+import errno
 import json
 import time
 import uuid
@@ -26,8 +27,18 @@ PRAGMAS = {
 }
 
 
+BUILD_LOG_MAX_CHARS = 4 * 1024**2  # RACETRACK_BUILD_LOG_MAX_SIZE's default
+
+
 def now() -> float:
     return time.time()
+
+
+def is_storage_full(exc: BaseException) -> bool:
+    """Whether `exc` says the disk under the data dir is full (a file write, or SQLite's own words)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(exc, peewee.OperationalError) and "disk is full" in str(exc)
 
 
 class BaseModel(peewee.Model):
@@ -105,7 +116,7 @@ class Deployment(BaseModel):
     manifest_yaml = peewee.TextField()
     force = peewee.BooleanField(default=False)
     build_context_path = peewee.CharField(null=True)  # uploaded tar.gz in the data dir
-    build_logs = peewee.TextField(default="")
+    build_logs = peewee.TextField(default="")  # before v12 only; BuildLog holds it now, out of this hot table
     warnings = peewee.TextField(null=True)
     phases = peewee.TextField(default="[]")  # JSON: [{"name", "started_at", "ended_at"}], for durations
     git_commit = peewee.CharField(null=True)
@@ -174,10 +185,23 @@ class Deployment(BaseModel):
             phases[-1]["ended_at"] = now()
         return phases
 
-    def append_logs(self, text: str) -> None:
-        self.build_logs += text
-        self.update_time = now()
-        self.save(only=[Deployment.build_logs, Deployment.update_time])
+    def append_logs(self, text: str, max_chars: int = BUILD_LOG_MAX_CHARS) -> None:
+        """Add build output; past `max_chars` the middle is dropped (BuildLog keeps the head and the tail)."""
+        with database.atomic():
+            BuildLog.append(self.id, text, max_chars)
+            self.update_time = now()
+            self.save(only=[Deployment.update_time])
+
+    def build_logs_since(self, offset: int = 0) -> tuple[str, int]:
+        """The build log after `offset` (a position in everything ever written) and the offset to ask from next."""
+        log = BuildLog.get_or_none(BuildLog.deployment_id == self.id)
+        if log is None:  # nothing written yet, or a deployment from before v12 that kept its log inline
+            return self.build_logs[offset:], len(self.build_logs)
+        return log.since(offset), log.total
+
+    @property
+    def build_log_text(self) -> str:
+        return self.build_logs_since(0)[0]
 
     def finish(self, status: str, error: str | None = None) -> None:
         self.status = status
@@ -186,6 +210,91 @@ class Deployment(BaseModel):
         self.phases = json.dumps(self._closed_phases())
         self.update_time = now()
         self.save()
+
+
+class BuildLog(BaseModel):
+    """A deployment's build output, out of the deployment table and capped. It is written every half
+    second while a build runs, so each write only adds a chunk (rewriting the whole log each time grew
+    the registry and its WAL with the square of the output). Past the cap the first half is kept (the
+    head), and of the rest only the newest chunks (the tail), with a line saying how many lines were cut.
+    Offsets count every character ever written, so a polling client's offset stays valid."""
+
+    deployment_id = peewee.CharField(primary_key=True)
+    total = peewee.IntegerField(default=0)  # characters written so far
+    head_chars = peewee.IntegerField(default=0)
+    head_full = peewee.BooleanField(default=False)
+    cut_lines = peewee.IntegerField(default=0)
+
+    class Meta:
+        table_name = "build_log"
+
+    @classmethod
+    def append(cls, deployment_id: str, text: str, max_chars: int) -> None:
+        log = cls.get_or_none(cls.deployment_id == deployment_id)
+        created = log is None
+        if log is None:
+            log = cls(deployment_id=deployment_id)
+        head_room = 0 if log.head_full else max_chars // 2 - log.head_chars
+        if len(text) > head_room:
+            log.head_full = True
+            last_newline = text.rfind("\n", 0, head_room)
+            head_room = last_newline + 1 if last_newline >= 0 else head_room  # the head ends with a whole line
+        for part, in_head in ((text[:head_room], True), (text[head_room:], False)):
+            if part:
+                BuildLogChunk.create(deployment_id=deployment_id, start=log.total, end=log.total + len(part),
+                                     text=part, in_head=in_head)
+                log.total += len(part)
+        log.head_chars += min(head_room, len(text))
+        log.cut_lines += _drop_oldest_tail(deployment_id, log.total, max_chars - max_chars // 2)
+        log.save(force_insert=created)
+
+    def since(self, offset: int) -> str:
+        chunks = list(BuildLogChunk.select().where((BuildLogChunk.deployment_id == self.deployment_id)
+                                                   & (BuildLogChunk.end > offset)).order_by(BuildLogChunk.start))
+        parts = [chunk.text[max(offset - chunk.start, 0):] for chunk in chunks if chunk.in_head]
+        tail = [chunk for chunk in chunks if not chunk.in_head]
+        if tail and tail[0].start > self.head_chars and offset < tail[0].start:
+            newline = "" if not parts or parts[-1].endswith("\n") else "\n"
+            parts.append(f"{newline}… {self.cut_lines} lines cut (the build log keeps the first and the last "
+                         f"half of RACETRACK_BUILD_LOG_MAX_SIZE) …\n")
+        parts.extend(chunk.text[max(offset - chunk.start, 0):] for chunk in tail)
+        return "".join(parts)
+
+
+class BuildLogChunk(BaseModel):
+    deployment_id = peewee.CharField()
+    start = peewee.IntegerField()
+    end = peewee.IntegerField()
+    text = peewee.TextField()
+    in_head = peewee.BooleanField()
+
+    class Meta:
+        table_name = "build_log_chunk"
+        indexes = ((("deployment_id", "start"), True),)
+
+
+def _drop_oldest_tail(deployment_id: str, total: int, keep: int) -> int:
+    """Delete the oldest tail chunks until at most `keep` characters remain (the newest is cut to whole
+    lines when it alone is longer); returns how many lines went."""
+    tail = list(BuildLogChunk.select().where((BuildLogChunk.deployment_id == deployment_id)
+                                             & (BuildLogChunk.in_head == False))  # noqa: E712 (peewee)
+                .order_by(BuildLogChunk.start))
+    lines = 0
+    size = sum(len(chunk.text) for chunk in tail)
+    while tail and size > keep:
+        chunk = tail.pop(0)
+        if tail:
+            lines += chunk.text.count("\n")
+            size -= len(chunk.text)
+            chunk.delete_instance()
+            continue
+        line_start = chunk.text.find("\n", len(chunk.text) - keep - 1) + 1 or len(chunk.text)
+        lines += chunk.text.count("\n", 0, line_start)
+        chunk.start += line_start
+        chunk.text = chunk.text[line_start:]
+        chunk.save()
+        size = len(chunk.text)
+    return lines
 
 
 class DeletedJob(BaseModel):
@@ -347,7 +456,7 @@ class AuthFailure(BaseModel):
         indexes = ((("address", "time"), False),)
 
 
-MODELS: list[type[BaseModel]] = [Job, Deployment, DeletedJob, AuditEvent, AsyncTask, User, Esc, AuthToken, Grant,
+MODELS: list[type[BaseModel]] = [Job, Deployment, BuildLog, BuildLogChunk, DeletedJob, AuditEvent, AsyncTask, User, Esc, AuthToken, Grant,
                                  PublicEndpoint, AuthFailure, RegistrySetting]
 
 
@@ -404,6 +513,23 @@ def _v4_deployment_sources(migrator: SqliteMigrator) -> list[Any]:
     ]
 
 
+class _MoveBuildLogsOut:
+    """v12: build logs leave the deployment table for build_log (a migrator operation: run())."""
+
+    def run(self) -> None:
+        db = database.obj
+        db.create_tables([BuildLog, BuildLogChunk], safe=True)
+        db.execute_sql("INSERT OR IGNORE INTO build_log (deployment_id, total, head_chars, head_full, cut_lines) "
+                       "SELECT id, length(build_logs), length(build_logs), 1, 0 FROM deployment WHERE build_logs != ''")
+        db.execute_sql("INSERT OR IGNORE INTO build_log_chunk (deployment_id, start, \"end\", text, in_head) "
+                       "SELECT id, 0, length(build_logs), build_logs, 1 FROM deployment WHERE build_logs != ''")
+        db.execute_sql("UPDATE deployment SET build_logs = '' WHERE build_logs != ''")
+
+
+def _v12_build_logs_table(migrator: SqliteMigrator) -> list[Any]:
+    return [_MoveBuildLogsOut()]
+
+
 # Numbered schema changes, applied in order to registries created by older versions. Tables
 # that are new in a version need no entry: create_tables(safe=True) adds them.
 MIGRATIONS: list[tuple[int, Callable[[SqliteMigrator], list[Any]]]] = [
@@ -417,6 +543,7 @@ MIGRATIONS: list[tuple[int, Callable[[SqliteMigrator], list[Any]]]] = [
     (9, _v9_job_call_timeout),
     (10, _v10_deployment_secrets),
     (11, _v11_job_serving),
+    (12, _v12_build_logs_table),
 ]
 SCHEMA_VERSION = max(number for number, _ in MIGRATIONS)
 

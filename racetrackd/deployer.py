@@ -20,7 +20,7 @@ from racetrackd import access, audit, jobs, jobsecrets, jobtypes, naming
 from racetrackd.accounts import Accounts
 from racetrackd.addressing import CONTAINER_NAME, Addressing, job_address
 from racetrackd.building import ImageBuilder
-from racetrackd.db import AuditEvent, DeletedJob, Deployment, DeploymentStatus, Job, JobStatus, now
+from racetrackd.db import AuditEvent, DeletedJob, Deployment, DeploymentStatus, Job, JobStatus, is_storage_full, now
 from racetrackd.errors import ConflictError, JobStartError, JobTypeError, RacetrackError, ValidationError
 from racetrackd.jobtypes import Confinement, JobType, Serving
 from racetrackd.manifest import container_limits, load_stored
@@ -33,6 +33,36 @@ log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 20
 SWITCH_GRACE_SECONDS = 0.3
+# Waits between attempts to record a failed deployment: a full disk may free up (images pruned, logs
+# rotated); until it is recorded the deployment would look in progress for ever.
+STATUS_WRITE_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)
+DISK_FULL = ("the disk under racetrackd's data dir is full ({detail}): free some space (old images: "
+             "docker image prune) and deploy again")
+
+
+class FailureNotRecorded(Exception):
+    """A deployment failed and even its failure could not be written (the registry is unwritable): the
+    worker keeps it and tries again later, so it never stays in progress."""
+
+    def __init__(self, deployment: Deployment, message: str) -> None:
+        super().__init__(f"deployment {deployment.id}: could not record its failure: {message}")
+        self.deployment = deployment
+        self.message = message
+
+
+def record_failure(deployment: Deployment, message: str, delays: tuple[float, ...] | None = None) -> None:
+    """End `deployment` failed with `message`, retrying the write with backoff (STATUS_WRITE_DELAYS);
+    FailureNotRecorded when every attempt fails."""
+    for delay in (*(STATUS_WRITE_DELAYS if delays is None else delays), None):
+        try:
+            deployment.finish(DeploymentStatus.FAILED, message)
+            return
+        except Exception as exc:  # noqa: BLE001 (peewee or OSError; whatever it is, retry then hand over)
+            log.warning("deployment %s: could not record its failure (%s)%s", deployment.id, exc,
+                        "" if delay is None else f"; trying again in {delay:g} s")
+            if delay is None:
+                raise FailureNotRecorded(deployment, message) from exc
+            time.sleep(delay)
 
 
 class Deployer:
@@ -47,7 +77,8 @@ class Deployer:
         self.vault = builder.vault
 
     def run(self, deployment: Deployment) -> None:
-        """Carry out `deployment`, ending it done or failed; never raises."""
+        """Carry out `deployment`, ending it done or failed; raises only FailureNotRecorded (the registry
+        could not take even the failure)."""
         workspace = self.settings.data_dir / "workspaces" / deployment.id
         redact = jobsecrets.Redactor([])
         try:
@@ -57,19 +88,29 @@ class Deployer:
         except RacetrackError as exc:
             message = redact(exc.message)
             log.warning("deployment %s failed: %s", deployment.id, message)
-            deployment.finish(DeploymentStatus.FAILED, message)
-            AuditEvent.record(audit.DEPLOYMENT_FAILED, deployment.job_name, deployment.job_version,
-                              deployment.deployed_by, deployment_id=deployment.id, error=message[:500])
-            self._discard_image(deployment)
+            self._fail(deployment, message)
         except Exception as exc:  # noqa: BLE001 (a bug must fail the deployment, not kill the worker)
-            log.error("deployment %s failed unexpectedly: %s", deployment.id, redact(repr(exc)),
-                      exc_info=self.settings.log_level == "debug")
-            deployment.finish(DeploymentStatus.FAILED, redact(f"internal error: {type(exc).__name__}: {exc}"))
-            self._discard_image(deployment)
+            if is_storage_full(exc):
+                message = DISK_FULL.format(detail=exc)
+                log.error("deployment %s failed: %s", deployment.id, message)
+            else:
+                message = redact(f"internal error: {type(exc).__name__}: {exc}")
+                log.error("deployment %s failed unexpectedly: %s", deployment.id, redact(repr(exc)),
+                          exc_info=self.settings.log_level == "debug")
+            self._fail(deployment, message)
         finally:
             shutil.rmtree(workspace, ignore_errors=True)
             if deployment.build_context_path:
                 Path(deployment.build_context_path).unlink(missing_ok=True)
+
+    def _fail(self, deployment: Deployment, message: str) -> None:
+        self._discard_image(deployment)  # first: it frees space, which may be what the failure write needs
+        record_failure(deployment, message)
+        try:
+            AuditEvent.record(audit.DEPLOYMENT_FAILED, deployment.job_name, deployment.job_version,
+                              deployment.deployed_by, deployment_id=deployment.id, error=message[:500])
+        except Exception as exc:  # noqa: BLE001 (the failure is recorded; a missing audit line must not undo that)
+            log.warning("deployment %s: could not write its audit event: %s", deployment.id, exc)
 
     def _discard_image(self, deployment: Deployment) -> None:
         """A failed deployment's image serves nothing; keep the disk for images that do."""

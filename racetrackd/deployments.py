@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import base64
 import binascii
-import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from builders.git_source import check_remote_allowed
 from jobmanifest import versions
 from racetrackd import access, jobsecrets, jobtypes, maintenance
 from racetrackd.access import Identity
-from racetrackd.db import DeletedJob, Deployment, DeploymentStatus, Job
+from racetrackd.db import DeletedJob, Deployment, DeploymentStatus, Job, database
 from racetrackd.errors import ConflictError, NotFoundError, ValidationError
 from racetrackd.jobs import job_dto, resolve_job
 from racetrackd.manifest import accept_manifest
 from racetrackd.plugins import PluginStore
 from racetrackd.settings import Settings
+from racetrackd.streams import ClientGone
 from racetrackd.vault import Vault
 
 MAX_UPLOAD_BYTES = 512 * 1024**2
@@ -70,8 +71,24 @@ def request_deployment(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(archive)
         deployment.build_context_path = str(path)
-    deployment.save(force_insert=True)
+    try:
+        queue_once(deployment)
+    except ConflictError:
+        if deployment.build_context_path:
+            Path(deployment.build_context_path).unlink(missing_ok=True)
+        raise
     return deployment
+
+
+def queue_once(deployment: Deployment) -> None:
+    """Store `deployment` unless one of its job version is queued or running (or, unforced, the version
+    exists): checked again and inserted under SQLite's write lock, so of concurrent requests for one
+    version exactly one is queued and the others get 409, whichever HTTP worker process serves them."""
+    with database.atomic("IMMEDIATE"):
+        ensure_not_in_progress(deployment.job_name, deployment.job_version)
+        if not deployment.force:
+            ensure_version_is_new(deployment.job_name, deployment.job_version)
+        deployment.save(force_insert=True)
 
 
 def authorize_deploy(identity: Identity, name: str, version: str) -> None:
@@ -104,7 +121,8 @@ def ensure_not_in_progress(name: str, version: str) -> None:
     if Deployment.in_progress_for(name, version):
         raise ConflictError(
             f"a deployment of {name} {version} is already in progress",
-            hint="wait for it to finish (rtd build-logs NAME --version VERSION -f shows its progress)",
+            hint="wait for it to finish (rtd build-logs NAME --version VERSION -f shows its progress); "
+                 "a forced redeploy too waits until then",
         )
 
 
@@ -205,14 +223,14 @@ def tail_lines(text: str, tail: int) -> str:
     return "".join(text.splitlines(keepends=True)[-tail:])
 
 
-def follow_build_logs(deployment_id: str, poll_interval: float = 0.3) -> Iterator[str]:
-    """The build log as it grows, until the deployment is done or failed."""
+def follow_build_logs(deployment_id: str, gone: ClientGone, poll_interval: float = 0.3) -> Iterator[str]:
+    """The build log as it grows, until the deployment is done or failed, or the client goes."""
     sent = 0
-    while True:
+    while not gone.is_set():
         deployment = get_deployment(deployment_id)
-        if len(deployment.build_logs) > sent:
-            yield deployment.build_logs[sent:]
-            sent = len(deployment.build_logs)
+        text, sent = deployment.build_logs_since(sent)
+        if text:
+            yield text
         if deployment.status != DeploymentStatus.IN_PROGRESS:
             return
-        time.sleep(poll_interval)
+        gone.wait(poll_interval)

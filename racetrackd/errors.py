@@ -7,6 +7,7 @@
     ├── UnauthorizedError (401, unauthorized)            no token, or a wrong, expired or revoked one
     ├── ForbiddenError (403, forbidden)                  a known caller without the scope for this
     ├── TooManyAuthFailures (429, too-many-auth-failures) an address, token or username failed auth too often
+    ├── TooManyStreams (429, too-many-streams)           too many follow streams open (per caller or in all)
     ├── NotFoundError (404, not-found)
     │   └── JobNotFound (404, job-not-found)
     ├── ConflictError (409, already-exists)
@@ -15,6 +16,7 @@
     ├── JobStartError (500, job-start-failed)            container did not come up
     ├── JobTypeError (500, jobtype-error)                job-type plugin missing or broken
     ├── PayloadTooLarge (413, payload-too-large)          a request body over a limit
+    ├── StorageFull (507, storage-full)                  the disk under the data dir is full
     ├── MaintenanceMode (503, maintenance-mode)          an admin stopped deployments for now
     ├── DockerUnavailable (503, docker-unavailable)      engine not reachable
     ├── JobUnavailable (503, job-unavailable)            job starting, not ready for calls
@@ -96,6 +98,11 @@ class TooManyAuthFailures(RacetrackError):
         self.retry_after = retry_after
 
 
+class TooManyStreams(RacetrackError):
+    status_code = 429
+    reference = "too-many-streams"
+
+
 class NotFoundError(RacetrackError):
     status_code = 404
     reference = "not-found"
@@ -154,3 +161,8 @@ class JobTimeout(RacetrackError):
 class PayloadTooLarge(RacetrackError):
     status_code = 413
     reference = "payload-too-large"
+
+
+class StorageFull(RacetrackError):
+    status_code = 507
+    reference = "storage-full"

@@ -16,6 +16,7 @@ from racetrackd.errors import JobNotFound
 from racetrackd.jobtypes import Serving
 from racetrackd.runtime import Runtime
 from racetrackd.settings import Settings
+from racetrackd.streams import ClientGone
 
 # Statuses a version alias may point at (a starting job is not served through `latest`).
 ALIASABLE = {JobStatus.RUNNING, JobStatus.ERROR, JobStatus.CRASHED, JobStatus.LOST, JobStatus.SLEEPING,
@@ -91,5 +92,9 @@ def runtime_logs(runtime: Runtime, job: Job, tail: int) -> str:
     return runtime.container_logs(job.container_name, tail)
 
 
-def follow_runtime_logs(runtime: Runtime, job: Job, tail: int) -> Iterator[bytes]:
-    return runtime.follow_logs(job.container_name, tail)
+def follow_runtime_logs(runtime: Runtime, job: Job, tail: int, gone: ClientGone) -> Iterator[bytes]:
+    """The job's output as it comes, until its container stops or the client goes (which closes the
+    Docker stream, waking a read that waits for a silent job)."""
+    stream = runtime.follow_logs(job.container_name, tail)
+    gone.on_disconnect(stream.close)
+    return iter(stream)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from racetrackd import maintenance
-from racetrackd.db import Deployment, DeploymentStatus, Job
+from racetrackd.db import Deployment, DeploymentStatus, Job, database
 from racetrackd.errors import ConflictError, NotFoundError
 from racetrackd.jobs import resolve_job
 from racetrackd.runtime import Runtime
@@ -23,11 +23,15 @@ def request_rollback(runtime: Runtime, name: str, version: str, target_id: str |
             f"the image of deployment {target.id} ({target.image_name}) has been removed",
             hint="only the newest RACETRACK_KEEP_IMAGES images of a version are kept",
         )
-    return Deployment.create(
-        job_name=job.name, job_version=job.version, manifest_yaml=target.manifest_yaml, force=True,
-        deployed_by=requested_by, kind="rollback", rollback_of=target.id, image_name=target.image_name,
-        git_commit=target.git_commit, secrets=target.secrets,  # the release's own runtime secrets
-    )
+    with database.atomic("IMMEDIATE"):  # checked again under the write lock: two rollbacks at once queue one
+        if Deployment.in_progress_for(job.name, job.version):
+            raise ConflictError(f"a deployment of {job.name} {job.version} is already in progress",
+                                hint="wait for it to finish")
+        return Deployment.create(
+            job_name=job.name, job_version=job.version, manifest_yaml=target.manifest_yaml, force=True,
+            deployed_by=requested_by, kind="rollback", rollback_of=target.id, image_name=target.image_name,
+            git_commit=target.git_commit, secrets=target.secrets,  # the release's own runtime secrets
+        )
 
 
 def current_release(job: Job) -> Deployment | None:

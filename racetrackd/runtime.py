@@ -70,7 +70,7 @@ class Runtime(Protocol):
     def run_container(self, spec: ContainerSpec) -> None: ...
     def container_state(self, name: str) -> ContainerState: ...
     def container_logs(self, name: str, tail: int) -> str: ...
-    def follow_logs(self, name: str, tail: int) -> Iterator[bytes]: ...
+    def follow_logs(self, name: str, tail: int) -> LogStream: ...
     def published_address(self, name: str, port: int = JOB_PORT) -> str: ...
     def container_ip(self, name: str, network: str) -> str: ...
     def remove_container(self, name: str) -> bool: ...
@@ -118,6 +118,34 @@ def _limit_args(limits: ContainerLimits | None) -> dict[str, Any]:
         "nano_cpus": limits.nano_cpus,
         "cpu_shares": limits.cpu_shares,
     }
+
+
+class LogStream(Protocol):
+    """A job's output as it comes: iterate it in one thread, `close()` it from any other to end it,
+    even while the iterating thread waits for a silent job's next line."""
+
+    def __iter__(self) -> Iterator[bytes]: ...
+    def close(self) -> None: ...
+
+
+class _DockerLogStream:
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream  # docker's CancellableStream: close() shuts its socket down, waking a blocked read
+        self._closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._stream
+        except Exception:  # noqa: BLE001 (a read cut short by close() raises; anything else ends the stream too)
+            if not self._closed:
+                raise
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._stream.close()
 
 
 @contextmanager
@@ -243,14 +271,11 @@ class DockerRuntime:
                 return ""
         return raw.decode("utf-8", errors="replace")
 
-    def follow_logs(self, name: str, tail: int) -> Iterator[bytes]:
-        """The last `tail` lines, then new output as it comes, until the container stops."""
+    def follow_logs(self, name: str, tail: int) -> LogStream:
+        """The last `tail` lines, then new output as it comes, until the container stops or the stream
+        is closed (from any thread)."""
         with _translated(f"reading logs of {name}"):
-            stream = self._client.containers.get(name).logs(stream=True, follow=True, tail=tail)
-        try:
-            yield from stream
-        finally:
-            stream.close()
+            return _DockerLogStream(self._client.containers.get(name).logs(stream=True, follow=True, tail=tail))
 
     def published_address(self, name: str, port: int = JOB_PORT) -> str:
         """`127.0.0.1:<host port>` where the container's job port is published on the host."""

@@ -154,6 +154,12 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Gunicorn worker processes serving HTTP (each runs the gateway on an event loop)."),
     SettingSpec("http_threads", "16", _parse_positive_int,
                 "Threads per HTTP worker for control-plane requests (the gateway needs none)."),
+    SettingSpec("follow_streams_per_caller", "4", _parse_positive_int,
+                "Follow streams (logs -f, build-logs -f) one caller (token, or address without auth) may hold "
+                "open in each HTTP worker; one more gets 429."),
+    SettingSpec("max_follow_streams", "8", _parse_positive_int,
+                "Follow streams open at once in each HTTP worker, of all callers; keep it below "
+                "RACETRACK_HTTP_THREADS so the control plane keeps threads for everything else."),
     SettingSpec("network", "racetrack", str,
                 "Docker network shared by racetrackd and every job (jobs cannot reach each other on it when the "
                 "daemon runs on the host); image builds run on `<network>-build`, made by racetrackd."),
@@ -190,6 +196,20 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Images kept per job version (newest first); older ones, and those of deleted versions, are removed."),
     SettingSpec("max_context_size", "2Gi", _parse_quantity,
                 "The most a build context may unpack to (uploaded or cloned)."),
+    SettingSpec("max_context_entries", "50000", _parse_positive_int,
+                "The most files and directories an uploaded build context may hold."),
+    SettingSpec("max_context_ratio", "200", _parse_positive_int,
+                "How many times its own size an uploaded build context may unpack to (past 64 MiB unpacked): "
+                "a decompression bomb stops here before anything is written."),
+    SettingSpec("max_request_body", "1Mi", _parse_quantity,
+                "The largest control-plane request body (login, tokens, settings); deploys and plugin "
+                "uploads have their own limit. Over it: 413."),
+    SettingSpec("max_deploy_body", "256Mi", _parse_quantity,
+                "The largest body of a deploy (its build context travels base64-encoded, 4/3 of the archive) "
+                "or a plugin upload. Over it: 413."),
+    SettingSpec("build_log_max_size", "4Mi", _parse_quantity,
+                "The most build output kept per deployment (in characters): its first and last halves, with "
+                "a line saying how many lines between them were cut."),
     SettingSpec("git_allowed_schemes", "https", _parse_schemes,
                 "Comma-separated git remote kinds the daemon may clone: https, http, ssh, git, file."),
     SettingSpec("git_allow_private_remotes", "false", _parse_bool,
@@ -252,6 +272,8 @@ class Settings:
     external_url: str | None
     http_workers: int
     http_threads: int
+    follow_streams_per_caller: int
+    max_follow_streams: int
     network: str
     job_addressing: str
     instance: str
@@ -268,6 +290,11 @@ class Settings:
     build_memory: float
     keep_images: int
     max_context_size: float
+    max_context_entries: int
+    max_context_ratio: int
+    max_request_body: float
+    max_deploy_body: float
+    build_log_max_size: float
     git_allowed_schemes: frozenset[str]
     git_allow_private_remotes: bool
     job_memory_min: float

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO
 
 from racetrackd.db import Deployment, DeploymentStatus
-from racetrackd.deployer import Deployer
+from racetrackd.deployer import Deployer, FailureNotRecorded, record_failure
 from racetrackd.errors import RacetrackError
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,9 @@ class DeploymentWorker:
         self.poll_interval = poll_interval
         self.concurrency = concurrency
         self.stopping = threading.Event()
+        # Failed deployments whose failure the registry could not take yet (disk full): retried each turn.
+        self._unrecorded: dict[str, FailureNotRecorded] = {}
+        self._unrecorded_lock = threading.Lock()
 
     def fail_interrupted(self) -> None:
         """A deployment claimed by a worker that died can never finish: say so instead of leaving it."""
@@ -74,12 +77,31 @@ class DeploymentWorker:
 
     def _loop(self) -> None:
         while not self.stopping.is_set():
-            deployment = Deployment.claim_next()
-            if deployment is None:
+            try:
+                self._record_unrecorded()
+                deployment = Deployment.claim_next()
+                if deployment is None:
+                    self.stopping.wait(self.poll_interval)
+                    continue
+                log.info("deploying %s %s (deployment %s)", deployment.job_name, deployment.job_version,
+                         deployment.id)
+                self.deployer.run(deployment)
+            except FailureNotRecorded as exc:
+                log.error("%s; trying again later", exc)
+                with self._unrecorded_lock:
+                    self._unrecorded[exc.deployment.id] = exc
                 self.stopping.wait(self.poll_interval)
-                continue
-            log.info("deploying %s %s (deployment %s)", deployment.job_name, deployment.job_version, deployment.id)
-            self.deployer.run(deployment)
+            except Exception:  # noqa: BLE001 (a full disk or a locked registry must not end the worker for good)
+                log.exception("deployment worker: unexpected error; carrying on")
+                self.stopping.wait(self.poll_interval)
+
+    def _record_unrecorded(self) -> None:
+        with self._unrecorded_lock:
+            pending = list(self._unrecorded.values())
+        for failure in pending:
+            record_failure(failure.deployment, failure.message, delays=())  # raises FailureNotRecorded again
+            with self._unrecorded_lock:
+                self._unrecorded.pop(failure.deployment.id, None)
 
     def stop(self) -> None:
         self.stopping.set()

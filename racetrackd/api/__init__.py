@@ -15,6 +15,7 @@ from racetrackd.errors import ForbiddenError
 from racetrackd.plugins import PluginStore
 from racetrackd.runtime import Runtime
 from racetrackd.settings import Settings
+from racetrackd.streams import StreamLimiter
 from racetrackd.vault import Vault
 
 
@@ -29,6 +30,7 @@ class Services:
     accounts: Accounts
     addressing: Addressing
     vault: Vault
+    streams: StreamLimiter  # open follow streams of this HTTP worker
 
 
 def services() -> Services:

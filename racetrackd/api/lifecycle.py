@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Blueprint, Response, request, stream_with_context
@@ -18,10 +19,12 @@ from racetrackd import (
     maintenance,
     plugins,
     releases,
+    streams,
 )
 from racetrackd.api import authenticate_request, caller, require, services
 from racetrackd.db import Deployment
 from racetrackd.errors import ValidationError
+from racetrackd.streams import ClientGone
 
 bp = Blueprint("lifecycle", __name__)
 
@@ -97,10 +100,9 @@ def deployment_build_logs(deployment_id: str) -> Response | dict[str, Any]:
     streams it as plain text until the deployment ends."""
     deployment = _readable_deployment(deployment_id)  # 404 before a stream starts
     if _flag("follow"):
-        return Response(stream_with_context(deployments.follow_build_logs(deployment_id)), mimetype="text/plain")
-    logs = deployment.build_logs
-    offset = _int_arg("offset", 0)
-    return {"logs": logs[offset:], "offset": len(logs)}
+        return _follow(lambda gone: stream_with_context(deployments.follow_build_logs(deployment_id, gone)))
+    logs, offset = deployment.build_logs_since(max(_int_arg("offset", 0), 0))
+    return {"logs": logs, "offset": offset}
 
 
 @bp.post("/job/<name>/<version>/rollback")
@@ -129,7 +131,7 @@ def job_logs(name: str, version: str) -> Response | dict[str, Any]:
     tail = _int_arg("tail", 20)
     redact = _redactor(job)
     if _flag("follow"):
-        return Response(redact.lines(jobs.follow_runtime_logs(services().runtime, job, tail)), mimetype="text/plain")
+        return _follow(lambda gone: redact.lines(jobs.follow_runtime_logs(services().runtime, job, tail, gone)))
     return {"logs": redact(jobs.runtime_logs(services().runtime, job, tail))}
 
 
@@ -145,15 +147,30 @@ def job_build_logs(name: str, version: str) -> Response | dict[str, Any]:
     deployment = deployments.latest_deployment_of(name, version)
     _require_read(deployment.job_name, deployment.job_version)
     if _flag("follow"):
-        return Response(stream_with_context(deployments.follow_build_logs(deployment.id)), mimetype="text/plain")
-    return {"logs": deployments.tail_lines(deployment.build_logs, _int_arg("tail", 0))}
+        return _follow(lambda gone: stream_with_context(deployments.follow_build_logs(deployment.id, gone)))
+    return {"logs": deployments.tail_lines(deployment.build_log_text, _int_arg("tail", 0))}
 
 
 @bp.get("/job/<name>/<version>/build-logs/plain")
 def job_build_logs_plain(name: str, version: str) -> Response:
     deployment = deployments.latest_deployment_of(name, version)
     _require_read(deployment.job_name, deployment.job_version)
-    return Response(deployments.tail_lines(deployment.build_logs, _int_arg("tail", 0)), mimetype="text/plain")
+    return Response(deployments.tail_lines(deployment.build_log_text, _int_arg("tail", 0)), mimetype="text/plain")
+
+
+def _follow(open_stream: Callable[[ClientGone], Iterable[str] | Iterable[bytes]]) -> Response:
+    """A plain-text stream that ends when the client goes, counted against the follow-stream limits
+    (429 before it opens) until the server closes the response."""
+    who = caller()
+    owner = who.subject if who.kind != access.ANONYMOUS else f"address {request.remote_addr}"
+    release = services().streams.acquire(owner)
+    try:
+        response = Response(open_stream(streams.client_gone(request.environ)), mimetype="text/plain")
+    except BaseException:
+        release()
+        raise
+    response.call_on_close(release)
+    return response
 
 
 def _flag(name: str) -> bool:

@@ -13,7 +13,7 @@ from flask import Blueprint, g, redirect, render_template, request, url_for
 from werkzeug.datastructures import FileStorage
 from werkzeug.wrappers import Response
 
-from builders.context import archive_as_tar_gz
+from builders.context import ContextLimits, archive_as_tar_gz
 from racetrackd import __version__, access, audit, deployments, jobs, maintenance, metrics, naming, releases
 from racetrackd.accounts import ADMIN_USERNAME
 from racetrackd.api import caller, require, services
@@ -160,8 +160,10 @@ def deploy() -> Response | tuple[str, int]:
         payload = {"manifest": _manifest_mapping(manifest_text), "force": request.form.get("force") == "on"}
         archive = request.files.get("build_context")
         if archive is not None and archive.filename:
-            limit = int(services().settings.max_context_size)
-            payload["build_context"] = base64.b64encode(archive_as_tar_gz(archive.read(), limit)).decode()
+            settings = services().settings
+            limits = ContextLimits(int(settings.max_context_size), settings.max_context_entries,
+                                   settings.max_context_ratio)
+            payload["build_context"] = base64.b64encode(archive_as_tar_gz(archive.read(), limits=limits)).decode()
         svc = services()
         deployment = deployments.request_deployment(svc.settings, svc.plugins, svc.vault, payload, caller())
     except RacetrackError as exc:

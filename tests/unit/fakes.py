@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import tarfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -17,6 +18,30 @@ from jobmanifest import validate_manifest
 from racetrackd.jobtypes import discover, resolve, template_variables
 from racetrackd.runtime import ContainerSpec, ContainerState
 from racetrackd.settings import BUILTIN_PLUGINS_DIR
+
+
+class FakeLogStream:
+    """runtime.LogStream in memory: the given chunks, then (silent_after) a wait until close()."""
+
+    def __init__(self, chunks: list[bytes], silent_after: bool = False) -> None:
+        self.chunks = chunks
+        self.silent_after = silent_after
+        self.closed = threading.Event()
+        self.finished = threading.Event()  # the iterating thread has left the stream
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            for chunk in self.chunks:
+                if self.closed.is_set():
+                    return
+                yield chunk
+            if self.silent_after:
+                self.closed.wait()
+        finally:
+            self.finished.set()
+
+    def close(self) -> None:
+        self.closed.set()
 
 
 class FakeRuntime:
@@ -36,6 +61,9 @@ class FakeRuntime:
         self.contexts: dict[str, tuple[str, bytes]] = {}
         self.build_networks: dict[str, str] = {}  # image tag -> the network its RUN steps ran on
         self.isolated_networks: set[str] = set()  # networks whose containers cannot reach each other
+        # True: a followed job goes silent after its tail (the stream waits, as Docker's does, until closed)
+        self.silent_follow = False
+        self.follow_streams: list[FakeLogStream] = []
 
     def _record(self, method: str, *args: Any) -> None:
         self.calls.append((method, args))
@@ -81,9 +109,12 @@ class FakeRuntime:
         self._record("container_logs", name, tail)
         return "\n".join(self.logs.get(name, "").splitlines()[-tail:])
 
-    def follow_logs(self, name: str, tail: int) -> Iterator[bytes]:
+    def follow_logs(self, name: str, tail: int) -> FakeLogStream:
         self._record("follow_logs", name, tail)
-        yield from (line.encode() + b"\n" for line in self.logs.get(name, "").splitlines()[-tail:])
+        stream = FakeLogStream([line.encode() + b"\n" for line in self.logs.get(name, "").splitlines()[-tail:]],
+                               silent_after=self.silent_follow)
+        self.follow_streams.append(stream)
+        return stream
 
     def published_address(self, name: str, port: int = 7000) -> str:
         self._record("published_address", name)
