@@ -213,9 +213,10 @@ def deployment_list() -> str:
 def deployment_page(deployment_id: str) -> str:
     deployment = deployments.get_deployment(deployment_id)
     require(access.READ_JOB, deployment.job_name, deployment.job_version, doing="read")
+    build_log, log_offset = deployment.build_logs_since(0)  # the page's script follows on from log_offset
     return render_template("dashboard/deployment.html", title=f"Deployment of {deployment.job_name} "
                            f"{deployment.job_version}", deployment=deployment, phases=deployment.phase_timeline(),
-                           duration=_duration(deployment))
+                           duration=_duration(deployment), build_log=build_log, log_offset=log_offset)
 
 
 def _duration(deployment: Deployment) -> float | None:

@@ -332,6 +332,17 @@ def test_a_manifest_and_a_job_directory_upload_queue_a_deployment(app: Flask, tm
     assert 'data-status="in_progress"' in page and "queued" in page
 
 
+def test_the_deployment_page_shows_the_build_log_and_follows_on_from_its_end(app: Flask) -> None:
+    deployment = db.Deployment.create(job_name="adder", job_version="0.0.1", manifest_yaml="", deployed_by="admin")
+    deployment.append_logs("Step 1/3 : FROM base\n")
+    deployment.append_logs("Step 2/3 : COPY job/ /src/job/\n")
+
+    page = page_text(browser(app).get(f"/dashboard/deployments/{deployment.id}"))
+
+    assert "Step 1/3 : FROM base\nStep 2/3 : COPY job/ /src/job/" in page
+    assert f'data-log-offset="{deployment.build_logs_since(0)[1]}"' in page
+
+
 def test_a_zip_that_would_unpack_past_the_limit_is_refused_before_it_is_inflated() -> None:
     packed = io.BytesIO()
     with zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as zipped:
