@@ -27,7 +27,15 @@ import pytest
 import requests
 import yaml
 
-from tests.integration.conftest import FIXTURES, HOST_CA_BUNDLE, REPO, Daemon, _free_port, _remove_labelled
+from tests.integration.conftest import (
+    FIXTURES,
+    HOST_CA_BUNDLE,
+    REPO,
+    Daemon,
+    _free_port,
+    _remove_labelled,
+    remove_networks,
+)
 from tests.integration.test_auth import wait_for, wait_until_served
 
 pytestmark = pytest.mark.integration
@@ -145,7 +153,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.Docker
     finally:
         stack.compose("down", "-v", "--remove-orphans", timeout=300, check=False)
         _remove_labelled(docker_client, instance)
-        docker_client.networks.get(name).remove()
+        remove_networks(docker_client, name)
         if previous_image and previous_image != _image_id(docker_client, IMAGE):
             try:  # the image the last run built, now untagged: ours, and no longer useful
                 docker_client.images.remove(previous_image)

@@ -209,3 +209,17 @@ def _remove_labelled(client: docker.DockerClient, instance: str) -> None:
             client.images.remove(image.id, force=True)
         except docker.errors.APIError:
             pass  # still shared with another tag; pruned by the engine later
+
+
+def remove_networks(client: docker.DockerClient, network: str) -> None:
+    """Remove a test's own jobs' network and the build network the daemon made beside it (`<name>-build`).
+
+    By name, not by a handle: the daemon may have remade the network (isolated) since the test made it.
+    Left behind, they would use up the engine's address pools (about 30 bridges by default)."""
+    for name in (network, f"{network}-build"):
+        for found in client.networks.list(names=[name]):
+            if found.name == name:
+                try:
+                    found.remove()
+                except docker.errors.APIError:
+                    pass  # still in use by a container another test run owns; its teardown removes it

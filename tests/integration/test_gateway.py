@@ -26,7 +26,7 @@ import requests
 from websockets.exceptions import ConnectionClosedOK, InvalidStatus
 from websockets.sync.client import connect
 
-from tests.integration.conftest import FIXTURES, Daemon, _remove_labelled, launch_daemon
+from tests.integration.conftest import FIXTURES, Daemon, _remove_labelled, launch_daemon, remove_networks
 
 pytestmark = pytest.mark.integration
 
@@ -159,10 +159,11 @@ def private(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.Dock
 
     On a Docker network of its own: the address of a container stopped here must stay unused (on a
     shared network another daemon's new container may be given it, and calls would reach that one)."""
-    network = docker_client.networks.create(f"rtd-gateway-test-{uuid.uuid4().hex[:8]}", driver="bridge")
+    network = f"rtd-gateway-test-{uuid.uuid4().hex[:8]}"
+    docker_client.networks.create(network, driver="bridge")
     try:
         handle = launch_daemon(tmp_path_factory.mktemp("gateway-private"), docker_client, base_image,
-                               RACETRACK_NETWORK=str(network.name), RACETRACK_SUPERVISOR_INTERVAL="3600",
+                               RACETRACK_NETWORK=network, RACETRACK_SUPERVISOR_INTERVAL="3600",
                                RACETRACK_ASYNC_RETRY_INTERVAL="1", RACETRACK_ASYNC_MAX_ATTEMPTS="2")
         try:
             handle.rtd("submit", str(PROBE_DIR), "-e", f"call_timeout={PRIVATE_CALL_TIMEOUT}s", check=True)
@@ -172,7 +173,7 @@ def private(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.Dock
             handle.stop()
             _remove_labelled(docker_client, handle.instance)
     finally:
-        network.remove()
+        remove_networks(docker_client, network)
 
 
 def bring_back(daemon: Daemon, container: Any) -> None:

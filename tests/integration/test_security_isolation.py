@@ -22,7 +22,7 @@ import pytest
 import requests
 import yaml
 
-from tests.integration.conftest import FIXTURES, REPO, Daemon, _remove_labelled, launch_daemon
+from tests.integration.conftest import FIXTURES, REPO, Daemon, _remove_labelled, launch_daemon, remove_networks
 
 pytestmark = [pytest.mark.integration, pytest.mark.security]
 
@@ -63,11 +63,7 @@ def iso(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerCl
     finally:
         handle.stop()
         _remove_labelled(docker_client, handle.instance)
-        for name in (network, f"{network}-build"):
-            try:
-                docker_client.networks.get(name).remove()
-            except docker.errors.APIError:
-                pass
+        remove_networks(docker_client, network)
 
 
 @pytest.fixture(scope="module")
