@@ -28,12 +28,12 @@ import zlib
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+from racetrackd import resources
 from racetrackd.errors import ValidationError
 
 DOCKERFILE_NAME = "Dockerfile.racetrack"
 CA_BUNDLE_PATH = "racetrack-build/ca-bundle.crt"
 SECRETS_HELPER_PATH = "racetrack-build/with-build-secrets.py"
-SECRETS_HELPER_SOURCE = Path(__file__).with_name("with_build_secrets.py")
 MAX_UNPACKED_BYTES = 2 * 1024**3
 MAX_ENTRIES = 50_000
 MAX_RATIO = 200
@@ -218,7 +218,7 @@ def assemble_docker_context(
         if ca_bundle is not None:
             _add_bytes(tar, CA_BUNDLE_PATH, ca_bundle.read_bytes())
         if with_secrets_helper:
-            _add_bytes(tar, SECRETS_HELPER_PATH, SECRETS_HELPER_SOURCE.read_bytes())
+            _add_bytes(tar, SECRETS_HELPER_PATH, resources.build_secrets_helper_source())
     spool.seek(0)
     return spool
 
