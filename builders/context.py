@@ -82,9 +82,15 @@ def unpack_build_context(archive: Path, destination: Path, max_bytes: int = MAX_
             # Header by header as the stream inflates: a bomb stops at the first limit it crosses, and
             # nothing is written until the whole archive has been checked.
             names: set[str] = set()
+            # What lands on disk: the members and the parent directories their paths imply (one
+            # deep path makes many), so the entry cap holds for the unpacked tree, not just the headers.
+            on_disk: set[PurePosixPath] = set()
             for member in tar:
                 members.append(member)
-                limits.check_entries(len(members))
+                member_path = PurePosixPath(posixpath.normpath(member.name))
+                on_disk.update(parent for parent in member_path.parents if parent.name)
+                on_disk.add(member_path)
+                limits.check_entries(max(len(members), len(on_disk)))
                 _check_member(member)
                 if member.islnk() and posixpath.normpath(member.linkname) not in names:
                     # tarfile would fail mid-extraction (KeyError), leaving a half-written directory
