@@ -40,8 +40,8 @@ RUN set -e; cd /opt/racetrackd; \
     fi; \
     rm -rf wheels
 
-# racetrackd itself, run from its source tree: the job-type plugins and Dockerfile templates are
-# found beside the racetrackd package.
+# racetrackd itself, run from its source tree (PYTHONPATH): jobtype_plugins/ and templates/ are
+# packages beside racetrackd, found with importlib.resources as in an installed wheel.
 COPY racetrackd /opt/racetrackd/src/racetrackd
 COPY builders /opt/racetrackd/src/builders
 COPY jobmanifest /opt/racetrackd/src/jobmanifest

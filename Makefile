@@ -11,7 +11,7 @@ unit:
 	scripts/run-tests.sh tests/unit
 
 check:
-	.venv/bin/ruff check racetrackd builders cli jobmanifest pluginbundle jobtype_plugins tests bench
+	.venv/bin/ruff check racetrackd builders cli jobmanifest pluginbundle jobtype_plugins templates tests bench
 	.venv/bin/mypy
 
 stop:

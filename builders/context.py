@@ -28,12 +28,12 @@ import zlib
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+from racetrackd import resources
 from racetrackd.errors import ValidationError
 
 DOCKERFILE_NAME = "Dockerfile.racetrack"
 CA_BUNDLE_PATH = "racetrack-build/ca-bundle.crt"
 SECRETS_HELPER_PATH = "racetrack-build/with-build-secrets.py"
-SECRETS_HELPER_SOURCE = Path(__file__).with_name("with_build_secrets.py")
 MAX_UNPACKED_BYTES = 2 * 1024**3
 MAX_ENTRIES = 50_000
 MAX_RATIO = 200
@@ -82,9 +82,15 @@ def unpack_build_context(archive: Path, destination: Path, max_bytes: int = MAX_
             # Header by header as the stream inflates: a bomb stops at the first limit it crosses, and
             # nothing is written until the whole archive has been checked.
             names: set[str] = set()
+            # What lands on disk: the members and the parent directories their paths imply (one
+            # deep path makes many), so the entry cap holds for the unpacked tree, not just the headers.
+            on_disk: set[PurePosixPath] = set()
             for member in tar:
                 members.append(member)
-                limits.check_entries(len(members))
+                member_path = PurePosixPath(posixpath.normpath(member.name))
+                on_disk.update(parent for parent in member_path.parents if parent.name)
+                on_disk.add(member_path)
+                limits.check_entries(max(len(members), len(on_disk)))
                 _check_member(member)
                 if member.islnk() and posixpath.normpath(member.linkname) not in names:
                     # tarfile would fail mid-extraction (KeyError), leaving a half-written directory
@@ -218,7 +224,7 @@ def assemble_docker_context(
         if ca_bundle is not None:
             _add_bytes(tar, CA_BUNDLE_PATH, ca_bundle.read_bytes())
         if with_secrets_helper:
-            _add_bytes(tar, SECRETS_HELPER_PATH, SECRETS_HELPER_SOURCE.read_bytes())
+            _add_bytes(tar, SECRETS_HELPER_PATH, resources.build_secrets_helper_source())
     spool.seek(0)
     return spool
 

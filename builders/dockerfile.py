@@ -19,9 +19,10 @@ from typing import Any
 import jinja2
 import jinja2.sandbox
 
+from racetrackd import resources
 from racetrackd.errors import JobTypeError, ValidationError
 
-SHARED_TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates" / "dockerfile"
+SHARED_TEMPLATES_DIR = resources.dockerfile_templates_dir()
 PACKAGE_INDEX_TEMPLATE = "package_index.j2"
 # What a job's own Dockerfile may use (docs/dockerfile-jobs.md lists them); nothing else is defined.
 JOB_DOCKERFILE_VARIABLES = (

@@ -16,10 +16,11 @@ from typing import Any
 import yaml
 
 from jobmanifest.quantities import parse_quantity
+from racetrackd import resources
 from racetrackd.errors import SettingsError
 
 ENV_PREFIX = "RACETRACK_"
-BUILTIN_PLUGINS_DIR = Path(__file__).resolve().parent.parent / "jobtype_plugins"
+BUILTIN_PLUGINS_DIR = resources.builtin_plugins_dir()
 JOB_ADDRESSING_MODES = ("auto", "container-name", "container-ip", "published-port")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 

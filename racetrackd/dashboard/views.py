@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import time
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -14,7 +13,7 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.wrappers import Response
 
 from builders.context import ContextLimits, archive_as_tar_gz
-from racetrackd import __version__, access, audit, deployments, jobs, maintenance, metrics, naming, releases
+from racetrackd import __version__, access, audit, deployments, jobs, maintenance, metrics, naming, releases, resources
 from racetrackd.accounts import ADMIN_USERNAME
 from racetrackd.api import caller, require, services
 from racetrackd.api.auth import end_login, password_login, set_login_cookie
@@ -24,10 +23,9 @@ from racetrackd.dashboard.session import CSRF_FIELD, check_same_origin, open_ses
 from racetrackd.db import Deployment, Esc, Job, User
 from racetrackd.errors import ManifestError, RacetrackError, UnauthorizedError, ValidationError
 
-REPO = Path(__file__).resolve().parents[2]
-STATIC_DIR = Path(__file__).with_name("static")
+STATIC_DIR = resources.dashboard_static_dir()
 
-bp = Blueprint("dashboard", __name__, template_folder=str(REPO / "templates"), static_folder=str(STATIC_DIR),
+bp = Blueprint("dashboard", __name__, template_folder=str(resources.templates_dir()), static_folder=str(STATIC_DIR),
                static_url_path="/static")
 
 OPEN_ENDPOINTS = {"dashboard.login", "dashboard.static"}

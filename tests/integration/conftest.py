@@ -43,14 +43,16 @@ class Daemon:
     docker: docker.DockerClient
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
+    # This checkout's racetrackd by default; tests/e2e/test_wheel.py runs one installed from the wheel.
+    command: tuple[str, ...] = (sys.executable, "-m", "racetrackd", "serve")
+    cwd: Path = REPO
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log_file:
             # A session of its own, so kill() can take gunicorn down with it, as a crash would.
-            self.process = subprocess.Popen([sys.executable, "-m", "racetrackd", "serve"], env=self.env,
-                                            stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(self.command, env=self.env, stdout=log_file, stderr=subprocess.STDOUT,
+                                            cwd=self.cwd, start_new_session=True)
         _wait_ready(self.url, self.process, self.log_path)
 
     def stop(self) -> None:
@@ -136,9 +138,11 @@ def _first_local_image(docker_client: docker.DockerClient, candidates: tuple[str
 
 
 def launch_daemon(data_dir: Path, docker_client: docker.DockerClient, base_image: str, *,
-                  unset: tuple[str, ...] = (), **extra_env: str) -> Daemon:
+                  unset: tuple[str, ...] = (), command: tuple[str, ...] | None = None, cwd: Path | None = None,
+                  **extra_env: str) -> Daemon:
     """A real daemon on a free loopback port with its own instance label; call .stop() (or .kill()).
-    `unset`: settings of the test environment below to leave at the daemon's default."""
+    `unset`: settings of the test environment below to leave at the daemon's default; `command` and
+    `cwd`: another racetrackd than this checkout's."""
     instance = f"test-{uuid.uuid4().hex[:8]}"
     port = _free_port()
     token = uuid.uuid4().hex
@@ -171,6 +175,10 @@ def launch_daemon(data_dir: Path, docker_client: docker.DockerClient, base_image
         env.pop(name, None)
     handle = Daemon(f"http://127.0.0.1:{port}", token, instance, data_dir, data_dir / "daemon.log", docker_client,
                     env)
+    if command is not None:
+        handle.command = command
+    if cwd is not None:
+        handle.cwd = cwd
     handle.start()
     return handle
 
