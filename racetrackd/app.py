@@ -14,20 +14,20 @@ from jinja2 import StrictUndefined
 from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
 
 from racetrackd import dashboard
-from racetrackd.accounts import Accounts, ChangeSignal
-from racetrackd.addressing import resolve_addressing
 from racetrackd.api import Services, health, lifecycle
 from racetrackd.api import auth as auth_api
 from racetrackd.api import plugins as plugins_api
 from racetrackd.api import services as services_of_app
-from racetrackd.auth import Authenticator, ensure_admin_token, ensure_secret_key
+from racetrackd.auth.accounts import Accounts, ChangeSignal
+from racetrackd.auth.authenticator import Authenticator, ensure_admin_token, ensure_secret_key
+from racetrackd.auth.vault import Vault
 from racetrackd.db import is_storage_full, open_database
+from racetrackd.docker.runtime import DockerRuntime, Runtime
 from racetrackd.errors import PayloadTooLarge, RacetrackError, StorageFull, TooManyAuthFailures, ValidationError
-from racetrackd.plugins import PluginStore
-from racetrackd.runtime import DockerRuntime, Runtime
+from racetrackd.jobs.addressing import resolve_addressing
+from racetrackd.plugins.store import PluginStore
 from racetrackd.settings import Settings
 from racetrackd.streams import StreamLimiter
-from racetrackd.vault import Vault
 
 log = logging.getLogger(__name__)
 

@@ -14,17 +14,17 @@ from typing import Any
 
 from a2wsgi import WSGIMiddleware
 
-from racetrackd import waking
 from racetrackd.api import Services
 from racetrackd.app import create_app
 from racetrackd.db import Job
+from racetrackd.docker.runtime import Runtime
 from racetrackd.errors import JobNotFound
-from racetrackd.gateway import Gateway, Receive, Scope, Send
-from racetrackd.routing import RoutingTable
-from racetrackd.runtime import Runtime
+from racetrackd.gateway.app import Gateway, Receive, Scope, Send
+from racetrackd.gateway.routing import RoutingTable
+from racetrackd.gateway.upstream import UpstreamPool
+from racetrackd.jobs import waking
 from racetrackd.settings import Settings
 from racetrackd.streams import ENVIRON_KEY, ClientGone
-from racetrackd.upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
 

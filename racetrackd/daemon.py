@@ -20,21 +20,22 @@ import urllib.request
 from pathlib import Path
 from types import FrameType
 
-from racetrackd import metrics, waking
-from racetrackd.accounts import Accounts, ChangeSignal
-from racetrackd.addressing import daemon_url_for_builds, extra_bind_addresses, prepare_networks
-from racetrackd.asynccalls import AsyncCallRunner
-from racetrackd.auth import ensure_admin_token, ensure_secret_key
-from racetrackd.building import ImageBuilder
+from racetrackd import metrics
+from racetrackd.auth.accounts import Accounts, ChangeSignal
+from racetrackd.auth.authenticator import ensure_admin_token, ensure_secret_key
+from racetrackd.auth.vault import Vault
 from racetrackd.db import Job, open_database
-from racetrackd.deployer import Deployer
+from racetrackd.deploy.building import ImageBuilder
+from racetrackd.deploy.deployer import Deployer
+from racetrackd.deploy.worker import DeploymentWorker, WorkerLock
+from racetrackd.docker.runtime import DockerRuntime
 from racetrackd.errors import RacetrackError
-from racetrackd.plugins import PluginStore
-from racetrackd.runtime import DockerRuntime
+from racetrackd.gateway.asynccalls import AsyncCallRunner
+from racetrackd.jobs import waking
+from racetrackd.jobs.addressing import daemon_url_for_builds, extra_bind_addresses, prepare_networks
+from racetrackd.jobs.supervisor import Supervisor
+from racetrackd.plugins.store import PluginStore
 from racetrackd.settings import Settings
-from racetrackd.supervisor import Supervisor
-from racetrackd.vault import Vault
-from racetrackd.worker import DeploymentWorker, WorkerLock
 
 log = logging.getLogger(__name__)
 

@@ -7,16 +7,16 @@ import hmac
 
 from flask import current_app, g, request
 
-from racetrackd.access import Identity, forbidden
-from racetrackd.accounts import Accounts
-from racetrackd.addressing import Addressing
-from racetrackd.auth import AUTH_HEADER, LEGACY_HEADERS, Authenticator, token_from
+from racetrackd.auth.access import Identity, forbidden
+from racetrackd.auth.accounts import Accounts
+from racetrackd.auth.authenticator import AUTH_HEADER, LEGACY_HEADERS, Authenticator, token_from
+from racetrackd.auth.vault import Vault
+from racetrackd.docker.runtime import Runtime
 from racetrackd.errors import ForbiddenError
-from racetrackd.plugins import PluginStore
-from racetrackd.runtime import Runtime
+from racetrackd.jobs.addressing import Addressing
+from racetrackd.plugins.store import PluginStore
 from racetrackd.settings import Settings
 from racetrackd.streams import StreamLimiter
-from racetrackd.vault import Vault
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO
 
 from racetrackd.db import Deployment, DeploymentStatus
-from racetrackd.deployer import Deployer, FailureNotRecorded, record_failure
+from racetrackd.deploy.deployer import Deployer, FailureNotRecorded, record_failure
 from racetrackd.errors import RacetrackError
 
 log = logging.getLogger(__name__)
