@@ -139,3 +139,13 @@ def test_only_the_docker_adapter_imports_the_docker_sdk() -> None:
     importers = {str(path.relative_to(REPO)) for path in (REPO / "racetrackd").rglob("*.py")
                  for _, name in imported_modules(path) if name == "docker" or name.startswith("docker.")}
     assert importers <= {"racetrackd/docker/runtime.py"}
+
+
+def test_the_map_itself_runs_one_way() -> None:
+    """No two rooms may import each other, directly or round a loop: the map is a stack, not a web."""
+    def below(room: str, seen: frozenset[str] = frozenset()) -> set[str]:
+        assert room not in seen, f"the rooms {sorted(seen)} import each other in a loop"
+        return set().union(*({lower} | below(lower, seen | {room}) for lower in MAY_IMPORT[room]))
+
+    for room in MAY_IMPORT:
+        assert room not in below(room), f"{room} may import itself round a loop"
