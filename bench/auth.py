@@ -26,13 +26,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._report import write_section  # noqa: E402
-from racetrackd import access  # noqa: E402
-from racetrackd.access import GrantRule  # noqa: E402
-from racetrackd.accounts import Accounts, ChangeSignal  # noqa: E402
-from racetrackd.auth import Authenticator  # noqa: E402
+from racetrackd.auth import access
+from racetrackd.auth.access import GrantRule  # noqa: E402
+from racetrackd.auth.accounts import Accounts, ChangeSignal  # noqa: E402
+from racetrackd.auth.authenticator import Authenticator
+from racetrackd.auth.vault import Vault  # noqa: E402
 from racetrackd.db import Job, open_database  # noqa: E402
 from racetrackd.settings import Settings  # noqa: E402
-from racetrackd.vault import Vault  # noqa: E402
 
 MARKER = "## Auth check per call"
 

@@ -40,7 +40,7 @@ CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 TARGETS = {"new_job": 15.0, "code_only": 5.0}
 SECTION = "## Deploy times"
 SWITCH_GRACE_NOTE = ("0.3 s grace after calls are routed to the new container; the old one is then moved aside "
-                     "and drains in the background (racetrackd/deployer.py)")
+                     "and drains in the background (racetrackd/deploy/deployer.py)")
 
 
 def free_port() -> int:

@@ -716,7 +716,7 @@ def write_report(r: dict[str, Any], args: argparse.Namespace) -> None:
         ("socket writes (Python frames calling `transport.write`: the send(2) runs inside)", shares.get("socket", 0)),
         ("event loop busy in uvloop's C code (socket reads, epoll, callback dispatch)", shares.get("loop_busy", 0)),
         ("gunicorn request parsing / scope / response framing", shares.get("gunicorn", 0)),
-        ("our gateway code (racetrackd/gateway.py, upstream.py, routing, auth; httptools it calls)",
+        ("our gateway code (racetrackd/gateway/app.py, upstream.py, routing, auth; httptools it calls)",
          shares.get("ours", 0)),
         ("prometheus metrics (prometheus_client, multiprocess mmap values)", shares.get("prometheus", 0)),
         ("event loop idle (asleep in epoll: the main threads' schedstat)", shares.get("idle", 0)),

@@ -1,4 +1,4 @@
 """Image recipes: render a job type's Dockerfile template and assemble the build context.
 
-Pure of Docker: the runtime adapter (`racetrackd.runtime`) turns a recipe into an image.
+Pure of Docker: the runtime adapter (`racetrackd.docker.runtime`) turns a recipe into an image.
 """

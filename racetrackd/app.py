@@ -1,5 +1,5 @@
-"""The control plane's composition root: `create_app(settings)` wires settings, registry, Docker, job types
-and blueprints (racetrackd.asgi puts the gateway beside it)."""
+"""The control plane: `create_app(...)` puts the Services of the composition root (racetrackd.services)
+behind Flask's blueprints, limits and error handlers (racetrackd.asgi puts the gateway beside it)."""
 
 from __future__ import annotations
 
@@ -14,20 +14,15 @@ from jinja2 import StrictUndefined
 from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
 
 from racetrackd import dashboard
-from racetrackd.accounts import Accounts, ChangeSignal
-from racetrackd.addressing import resolve_addressing
-from racetrackd.api import Services, health, lifecycle
 from racetrackd.api import auth as auth_api
+from racetrackd.api import health, lifecycle
 from racetrackd.api import plugins as plugins_api
 from racetrackd.api import services as services_of_app
-from racetrackd.auth import Authenticator, ensure_admin_token, ensure_secret_key
-from racetrackd.db import is_storage_full, open_database
+from racetrackd.db import is_storage_full
+from racetrackd.docker.runtime import Runtime
 from racetrackd.errors import PayloadTooLarge, RacetrackError, StorageFull, TooManyAuthFailures, ValidationError
-from racetrackd.plugins import PluginStore
-from racetrackd.runtime import DockerRuntime, Runtime
+from racetrackd.services import Services, build_services
 from racetrackd.settings import Settings
-from racetrackd.streams import StreamLimiter
-from racetrackd.vault import Vault
 
 log = logging.getLogger(__name__)
 
@@ -67,26 +62,14 @@ def _depth_over(value: Any, limit: int) -> bool:
     return False
 
 
-def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Flask:
-    settings = settings or Settings.from_env()
-    open_database(settings.database_path)
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None, *,
+               services: Services | None = None) -> Flask:
+    """The Flask app over `services`, or over services built here from `settings` and `runtime`."""
+    services = services or build_services(settings or Settings.from_env(), runtime)
     app = Flask("racetrackd")
     app.json = BoundedJSONProvider(app)
     app.jinja_env.undefined = StrictUndefined  # a misspelt template variable is an error, never an empty string
-    vault = Vault(ensure_secret_key(settings))
-    accounts = Accounts(vault, ChangeSignal.in_data_dir(settings.data_dir))
-    accounts.ensure_bootstrap_admin(ensure_admin_token(settings))
-    runtime = runtime or DockerRuntime()
-    app.extensions["racetrackd"] = Services(
-        settings=settings,
-        addressing=resolve_addressing(settings, runtime),
-        vault=vault,
-        runtime=runtime,
-        plugins=PluginStore.from_settings(settings),
-        accounts=accounts,
-        authenticator=Authenticator.from_settings(settings, accounts),
-        streams=StreamLimiter(settings.follow_streams_per_caller, settings.max_follow_streams),
-    )
+    app.extensions["racetrackd"] = services
     app.before_request(_limit_request_body)  # app-wide and first: before authentication reads anything
     app.register_blueprint(health.bp)
     app.register_blueprint(health.bp, url_prefix="/lifecycle", name="lifecycle_health")

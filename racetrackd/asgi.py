@@ -14,17 +14,14 @@ from typing import Any
 
 from a2wsgi import WSGIMiddleware
 
-from racetrackd import waking
-from racetrackd.api import Services
 from racetrackd.app import create_app
-from racetrackd.db import Job
-from racetrackd.errors import JobNotFound
-from racetrackd.gateway import Gateway, Receive, Scope, Send
-from racetrackd.routing import RoutingTable
-from racetrackd.runtime import Runtime
+from racetrackd.docker.runtime import Runtime
+from racetrackd.gateway.app import Gateway, Receive, Scope, Send
+from racetrackd.gateway.routing import RoutingTable
+from racetrackd.gateway.upstream import UpstreamPool
+from racetrackd.services import build_services
 from racetrackd.settings import Settings
 from racetrackd.streams import ENVIRON_KEY, ClientGone
-from racetrackd.upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
 
@@ -105,19 +102,13 @@ class Daemon:
 
 
 def create_asgi_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Daemon:
-    flask_app = create_app(settings, runtime)
-    services: Services = flask_app.extensions["racetrackd"]
+    """One HTTP worker's app: the services built once, shared by the gateway and the control plane."""
+    services = build_services(settings or Settings.from_env(), runtime)
     settings = services.settings
     routes = RoutingTable(settings.call_timeout)
     upstream = UpstreamPool()
-
-    def wake(name: str, version: str) -> None:
-        job = Job.find(name, version)
-        if job is None:
-            raise JobNotFound(f"job {name} {version} not found")
-        waking.wake(job, services.runtime, services.addressing, settings.job_start_timeout)
-
-    gateway = Gateway(routes=routes, upstream=upstream, authenticator=services.authenticator, wake=wake,
-                      async_max_body=int(settings.async_max_body))
+    gateway = Gateway(routes=routes, upstream=upstream, authenticator=services.authenticator,
+                      wake=services.wake_named, async_max_body=int(settings.async_max_body))
+    flask_app = create_app(services=services)
     control_plane = WSGIMiddleware(flask_app, workers=settings.http_threads)  # type: ignore[arg-type]
     return Daemon(gateway, control_plane, routes, upstream)

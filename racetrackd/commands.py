@@ -7,10 +7,11 @@ import sys
 
 import click
 
-from racetrackd import __version__, base_images, daemon
-from racetrackd.auth import ADMIN_TOKEN_FILE, ensure_admin_token
+from racetrackd import __version__, daemon
+from racetrackd.auth.authenticator import ADMIN_TOKEN_FILE, ensure_admin_token
+from racetrackd.docker import base_images
+from racetrackd.docker.runtime import DockerRuntime
 from racetrackd.errors import RacetrackError
-from racetrackd.runtime import DockerRuntime
 from racetrackd.settings import Settings
 
 

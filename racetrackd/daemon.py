@@ -20,21 +20,16 @@ import urllib.request
 from pathlib import Path
 from types import FrameType
 
-from racetrackd import metrics, waking
-from racetrackd.accounts import Accounts, ChangeSignal
-from racetrackd.addressing import daemon_url_for_builds, extra_bind_addresses, prepare_networks
-from racetrackd.asynccalls import AsyncCallRunner
-from racetrackd.auth import ensure_admin_token, ensure_secret_key
-from racetrackd.building import ImageBuilder
-from racetrackd.db import Job, open_database
-from racetrackd.deployer import Deployer
+from racetrackd import metrics
+from racetrackd.deploy.building import ImageBuilder
+from racetrackd.deploy.deployer import Deployer
+from racetrackd.deploy.worker import DeploymentWorker, WorkerLock
 from racetrackd.errors import RacetrackError
-from racetrackd.plugins import PluginStore
-from racetrackd.runtime import DockerRuntime
+from racetrackd.gateway.asynccalls import AsyncCallRunner
+from racetrackd.jobs.addressing import daemon_url_for_builds, extra_bind_addresses
+from racetrackd.jobs.supervisor import Supervisor
+from racetrackd.services import build_services
 from racetrackd.settings import Settings
-from racetrackd.supervisor import Supervisor
-from racetrackd.vault import Vault
-from racetrackd.worker import DeploymentWorker, WorkerLock
 
 log = logging.getLogger(__name__)
 
@@ -65,27 +60,18 @@ def serve(settings: Settings) -> int:
     restrict_data_dir(settings.data_dir)  # before the registry, log or any child process is made
     lock = WorkerLock(settings.data_dir)
     lock.acquire()
-    open_database(settings.database_path)  # creates tables before any HTTP worker starts
-    vault = Vault(ensure_secret_key(settings))
-    accounts = Accounts(vault, ChangeSignal.in_data_dir(settings.data_dir))
-    accounts.ensure_bootstrap_admin(ensure_admin_token(settings))  # before the HTTP workers, which check it again
-    runtime = DockerRuntime()
-    addressing = prepare_networks(settings, runtime)
-    builder = ImageBuilder(settings, runtime, vault, daemon_url_for_builds(addressing, runtime),
+    services = build_services(settings, make_networks=True)  # before the HTTP workers, which build their own
+    runtime, addressing, plugins = services.runtime, services.addressing, services.plugins
+    builder = ImageBuilder(settings, runtime, services.vault, daemon_url_for_builds(addressing, runtime),
                            isolate_builds=addressing.isolates_containers)
-    plugins = PluginStore.from_settings(settings)
     for plugin in plugins.plugins():  # broken ones are logged as they load; say once what serves
         if plugin.error is None:
             log.info("job-type plugin %s %s: %s", plugin.name, plugin.version,
                      ", ".join(jt.full_name for jt in plugin.job_types) or "no job types")
-    deployer = Deployer(settings, runtime, plugins, addressing, accounts, builder)
+    deployer = Deployer(settings, runtime, plugins, addressing, services.accounts, builder)
     worker = DeploymentWorker(deployer, settings.worker_poll_interval, settings.build_concurrency)
     supervisor = Supervisor(settings, runtime, deployer)
-
-    def wake(job: Job) -> None:
-        waking.wake(job, runtime, addressing, settings.job_start_timeout)
-
-    async_calls = AsyncCallRunner(settings, wake)
+    async_calls = AsyncCallRunner(settings, services.wake)
     metrics.prepare_multiprocess_dir(settings.metrics_dir)
     http = _start_gunicorn(settings, extra_bind_addresses(settings, addressing))
 

@@ -121,7 +121,7 @@ class Deployment(BaseModel):
     phases = peewee.TextField(default="[]")  # JSON: [{"name", "started_at", "ended_at"}], for durations
     git_commit = peewee.CharField(null=True)
     git_credentials = peewee.TextField(null=True)  # before v10 only; now part of `secrets`
-    secrets = peewee.TextField(null=True)  # sealed by racetrackd.vault: build/runtime env and git credentials
+    secrets = peewee.TextField(null=True)  # sealed by racetrackd.auth.vault: build/runtime env and git credentials
     no_cache = peewee.BooleanField(default=False)
     kind = peewee.CharField(default="deploy")  # deploy | rollback (re-runs image_name, no build)
     rollback_of = peewee.CharField(null=True)  # the deployment whose image a rollback re-runs
@@ -448,7 +448,7 @@ class AuthFailure(BaseModel):
     """A failed auth attempt, kept for RACETRACK_AUTH_FAILURE_WINDOW: the limit counts them across all workers."""
 
     # What is counted: a client address, `token:` and a digest of a bad token, or `user:` and a
-    # username (racetrackd.auth names them); the column kept its first name, so no migration.
+    # username (racetrackd.auth.authenticator names them); the column kept its first name, so no migration.
     address = peewee.CharField()
     time = peewee.FloatField(default=now, index=True)
 

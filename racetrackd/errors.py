@@ -74,7 +74,7 @@ class ManifestError(ValidationError):
 
 
 class AmbiguousPath(ValidationError):
-    """A gateway path that the gateway and a job could read as different endpoints (racetrackd.pathmapping)."""
+    """A gateway path that the gateway and a job could read as different endpoints (racetrackd.gateway.pathmapping)."""
 
     reference = "ambiguous-path"
 

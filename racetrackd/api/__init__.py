@@ -2,38 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hmac
 
 from flask import current_app, g, request
 
-from racetrackd.access import Identity, forbidden
-from racetrackd.accounts import Accounts
-from racetrackd.addressing import Addressing
-from racetrackd.auth import AUTH_HEADER, LEGACY_HEADERS, Authenticator, token_from
+from racetrackd.auth.access import Identity, forbidden
+from racetrackd.auth.authenticator import AUTH_HEADER, LEGACY_HEADERS, token_from
 from racetrackd.errors import ForbiddenError
-from racetrackd.plugins import PluginStore
-from racetrackd.runtime import Runtime
-from racetrackd.settings import Settings
-from racetrackd.streams import StreamLimiter
-from racetrackd.vault import Vault
-
-
-@dataclasses.dataclass(frozen=True)
-class Services:
-    """Everything handlers need, wired once by `create_app`."""
-
-    settings: Settings
-    runtime: Runtime
-    plugins: PluginStore
-    authenticator: Authenticator
-    accounts: Accounts
-    addressing: Addressing
-    vault: Vault
-    streams: StreamLimiter  # open follow streams of this HTTP worker
+from racetrackd.services import Services
 
 
 def services() -> Services:
+    """The app's Services (racetrackd.services), put there by `create_app`."""
     svc: Services = current_app.extensions["racetrackd"]
     return svc
 

@@ -13,13 +13,14 @@ from typing import Any, TypeVar
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.wrappers import Response as BaseResponse
 
-from racetrackd import access, jobs
-from racetrackd.access import GrantRule, Identity
-from racetrackd.accounts import ADMIN_USERNAME
 from racetrackd.api import authenticate_request, caller, require, services
-from racetrackd.auth import AUTH_HEADER, LEGACY_HEADERS, token_from, username_key
+from racetrackd.auth import access
+from racetrackd.auth.access import GrantRule, Identity
+from racetrackd.auth.accounts import ADMIN_USERNAME
+from racetrackd.auth.authenticator import AUTH_HEADER, LEGACY_HEADERS, token_from, username_key
 from racetrackd.db import AuthToken, Esc, Grant, PublicEndpoint, User
 from racetrackd.errors import ForbiddenError, NotFoundError, TooManyAuthFailures, UnauthorizedError, ValidationError
+from racetrackd.jobs import queries as jobs
 
 bp = Blueprint("auth", __name__)
 AnyResponse = TypeVar("AnyResponse", bound=BaseResponse)  # a JSON answer, or a redirect of the dashboard

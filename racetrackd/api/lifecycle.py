@@ -8,22 +8,16 @@ from typing import Any
 from flask import Blueprint, Response, request, stream_with_context
 
 from jobmanifest.schema import infrastructure_target_problem
-from racetrackd import (
-    __version__,
-    access,
-    asynccalls,
-    audit,
-    deployments,
-    jobs,
-    jobsecrets,
-    maintenance,
-    plugins,
-    releases,
-    streams,
-)
+from racetrackd import __version__, audit, maintenance, streams
 from racetrackd.api import authenticate_request, caller, require, services
+from racetrackd.auth import access
 from racetrackd.db import Deployment
+from racetrackd.deploy import jobsecrets, releases
+from racetrackd.deploy import requests as deployments
 from racetrackd.errors import ValidationError
+from racetrackd.gateway import asynccalls
+from racetrackd.jobs import queries as jobs
+from racetrackd.plugins import store as plugins
 from racetrackd.streams import ClientGone
 
 bp = Blueprint("lifecycle", __name__)

@@ -12,11 +12,13 @@ from typing import Any
 from flask import Blueprint, Response, request
 
 from pluginbundle import MAX_ARCHIVE_BYTES
-from racetrackd import access, audit, plugins
+from racetrackd import audit
 from racetrackd.api import authenticate_request, require, services
+from racetrackd.auth import access
 from racetrackd.db import AuditEvent
 from racetrackd.errors import PayloadTooLarge, ValidationError
-from racetrackd.plugins import Plugin
+from racetrackd.plugins import store as plugins
+from racetrackd.plugins.store import Plugin
 
 bp = Blueprint("plugins", __name__)
 

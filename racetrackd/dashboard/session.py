@@ -10,9 +10,9 @@ from urllib.parse import urlsplit
 
 from flask import g, request
 
-from racetrackd.access import Identity
 from racetrackd.api import check_csrf, csrf_token, services
-from racetrackd.auth import token_from
+from racetrackd.auth.access import Identity
+from racetrackd.auth.authenticator import token_from
 from racetrackd.errors import ForbiddenError
 
 CSRF_FIELD = "csrf_token"

@@ -13,15 +13,19 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.wrappers import Response
 
 from builders.context import ContextLimits, archive_as_tar_gz
-from racetrackd import __version__, access, audit, deployments, jobs, maintenance, metrics, naming, releases, resources
-from racetrackd.accounts import ADMIN_USERNAME
+from racetrackd import __version__, audit, maintenance, metrics, naming, resources
 from racetrackd.api import caller, require, services
 from racetrackd.api.auth import end_login, password_login, set_login_cookie
-from racetrackd.auth import AUTH_HEADER
+from racetrackd.auth import access
+from racetrackd.auth.accounts import ADMIN_USERNAME
+from racetrackd.auth.authenticator import AUTH_HEADER
 from racetrackd.dashboard import present
 from racetrackd.dashboard.session import CSRF_FIELD, check_same_origin, open_session, safe_next, session_csrf_token
 from racetrackd.db import Deployment, Esc, Job, User
+from racetrackd.deploy import releases
+from racetrackd.deploy import requests as deployments
 from racetrackd.errors import ManifestError, RacetrackError, UnauthorizedError, ValidationError
+from racetrackd.jobs import queries as jobs
 
 STATIC_DIR = resources.dashboard_static_dir()
 

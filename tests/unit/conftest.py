@@ -17,6 +17,7 @@ from flask.testing import FlaskClient
 
 from racetrackd import db
 from racetrackd.app import create_app
+from racetrackd.services import build_services
 from racetrackd.settings import Settings
 from tests.unit.fakes import FakeRuntime
 from tests.unit.gateway_helpers import Daemons, Servers
@@ -56,10 +57,11 @@ def runtime() -> FakeRuntime:
 
 @pytest.fixture
 def make_app(make_settings: Callable[..., Settings], runtime: FakeRuntime) -> Iterator[Callable[..., Flask]]:
-    """create_app over a FakeRuntime; each app re-binds racetrackd.db to a fresh tmp database."""
+    """create_app over the composition root with a FakeRuntime; each app re-binds racetrackd.db to a fresh
+    tmp database."""
 
     def make(**extra: str) -> Flask:
-        app = create_app(make_settings(**extra), runtime=runtime)
+        app = create_app(services=build_services(make_settings(**extra), runtime))
         app.testing = True
         return app
 

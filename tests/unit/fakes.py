@@ -15,8 +15,8 @@ import pytest
 import requests
 
 from jobmanifest import validate_manifest
-from racetrackd.jobtypes import discover, resolve, template_variables
-from racetrackd.runtime import ContainerSpec, ContainerState
+from racetrackd.docker.runtime import ContainerSpec, ContainerState
+from racetrackd.plugins.jobtypes import discover, resolve, template_variables
 from racetrackd.settings import BUILTIN_PLUGINS_DIR
 
 
@@ -45,7 +45,7 @@ class FakeLogStream:
 
 
 class FakeRuntime:
-    """Implements every method of `racetrackd.runtime.Runtime` in memory and records each call."""
+    """Implements every method of `racetrackd.docker.runtime.Runtime` in memory and records each call."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
@@ -204,7 +204,7 @@ def write_job(directory: Path, files: dict[str, str]) -> Path:
 def dockerfile_variables(manifest_data: dict[str, Any], *, job_type_version: str, base_image: str,
                          build: dict[str, Any], runtime_image: str = "",
                          build_stage_labels: dict[str, str] | None = None) -> dict[str, Any]:
-    """The variables `racetrackd.building.ImageBuilder.build` gives a job type's template, with fixed values."""
+    """The variables `racetrackd.deploy.building.ImageBuilder.build` gives a job type's template, with fixed values."""
     return template_variables(
         manifest=validate_manifest(manifest_data), job_type=resolve(job_type_version, discover([BUILTIN_PLUGINS_DIR])),
         base_image=base_image, runtime_image=runtime_image, build_stage_labels=build_stage_labels, build=build,

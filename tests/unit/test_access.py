@@ -1,4 +1,4 @@
-"""Scopes, grants and identities (racetrackd/access.py): who may do what, with no storage behind it."""
+"""Scopes, grants and identities (racetrackd/auth/access.py): who may do what, with no storage behind it."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from racetrackd import access
-from racetrackd.access import (
+from racetrackd.auth import access
+from racetrackd.auth.access import (
     ANYONE,
     CALL_ADMIN_API,
     CALL_JOB,

@@ -1,4 +1,4 @@
-"""Users, ESCs, tokens, grants and public endpoints in a real SQLite registry (racetrackd/accounts.py)."""
+"""Users, ESCs, tokens, grants and public endpoints in a real SQLite registry (racetrackd/auth/accounts.py)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 
-import racetrackd.accounts as accounts_module
-from racetrackd import access, db
-from racetrackd.access import CALL_JOB, DELETE_JOB, DEPLOY_JOB, DEPLOY_NEW_FAMILY, READ_JOB, GrantRule
-from racetrackd.accounts import ADMIN_USERNAME, TOKEN_PREFIX, Accounts, ChangeSignal, token_hash
+import racetrackd.auth.accounts as accounts_module
+from racetrackd import db
+from racetrackd.auth import access
+from racetrackd.auth.access import CALL_JOB, DELETE_JOB, DEPLOY_JOB, DEPLOY_NEW_FAMILY, READ_JOB, GrantRule
+from racetrackd.auth.accounts import ADMIN_USERNAME, TOKEN_PREFIX, Accounts, ChangeSignal, token_hash
+from racetrackd.auth.passwords import ALGORITHM, ITERATIONS, hash_password
+from racetrackd.auth.vault import Vault
 from racetrackd.db import AuthToken, open_database
 from racetrackd.errors import ConflictError, NotFoundError, ValidationError
-from racetrackd.passwords import ALGORITHM, ITERATIONS, hash_password
-from racetrackd.vault import Vault
 from tests.unit.gateway_helpers import add_job
 
 SECRET_KEY = b"unit-test-secret-key"

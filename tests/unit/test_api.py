@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 
 from racetrackd import db, naming
 from racetrackd import manifest as manifest_module
-from racetrackd.runtime import ContainerSpec, Runtime
+from racetrackd.docker.runtime import ContainerSpec, Runtime
 from racetrackd.settings import BUILTIN_PLUGINS_DIR, Settings
 from tests.unit.conftest import ADMIN_TOKEN
 from tests.unit.fakes import FakeRuntime, build_context, sample_manifest

@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
-from racetrackd import asynccalls, db
-from racetrackd.access import CALL_ADMIN_API, JOB_FAMILY, USER, GrantRule, Identity
-from racetrackd.asynccalls import AsyncCallRunner
+from racetrackd import db
+from racetrackd.auth.access import CALL_ADMIN_API, JOB_FAMILY, USER, GrantRule, Identity
 from racetrackd.db import AsyncTask, TaskState
 from racetrackd.errors import ConflictError, DockerUnavailable, NotFoundError
+from racetrackd.gateway import asynccalls
+from racetrackd.gateway.asynccalls import AsyncCallRunner
 from racetrackd.settings import Settings
 from tests.unit.conftest import ADMIN_TOKEN
 from tests.unit.gateway_helpers import (

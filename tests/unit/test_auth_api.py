@@ -12,10 +12,11 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from racetrackd import access, db
-from racetrackd.access import CALL_JOB, DEPLOY_JOB, DEPLOY_NEW_FAMILY, READ_JOB, GrantRule
-from racetrackd.accounts import Accounts
-from racetrackd.passwords import hash_password
+from racetrackd import db
+from racetrackd.auth import access
+from racetrackd.auth.access import CALL_JOB, DEPLOY_JOB, DEPLOY_NEW_FAMILY, READ_JOB, GrantRule
+from racetrackd.auth.accounts import Accounts
+from racetrackd.auth.passwords import hash_password
 from tests.unit.conftest import ADMIN_TOKEN
 from tests.unit.fakes import build_context, sample_manifest
 from tests.unit.gateway_helpers import add_job

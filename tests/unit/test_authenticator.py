@@ -1,4 +1,4 @@
-"""The authenticator (racetrackd/auth.py): token → identity from memory, dropped on any auth change in any
+"""The authenticator (racetrackd/auth/authenticator.py): token → identity from memory, dropped on any auth change in any
 process; failed attempts limited per client address; last use written in batches."""
 
 from __future__ import annotations
@@ -9,23 +9,24 @@ from pathlib import Path
 
 import pytest
 
-from racetrackd import access, db
-from racetrackd import accounts as accounts_module
-from racetrackd import auth as auth_module
-from racetrackd.access import ANYONE, DELETE_JOB, READ_JOB, GrantRule, Identity
-from racetrackd.accounts import Accounts, ChangeSignal
-from racetrackd.auth import LAST_USE_RESOLUTION, Authenticator, FailureLimiter
+from racetrackd import db
+from racetrackd.auth import access
+from racetrackd.auth import accounts as accounts_module
+from racetrackd.auth import authenticator as auth_module
+from racetrackd.auth.access import ANYONE, DELETE_JOB, READ_JOB, GrantRule, Identity
+from racetrackd.auth.accounts import Accounts, ChangeSignal
+from racetrackd.auth.authenticator import LAST_USE_RESOLUTION, Authenticator, FailureLimiter
+from racetrackd.auth.vault import Vault
 from racetrackd.db import AuthFailure, AuthToken, open_database
 from racetrackd.errors import TooManyAuthFailures, UnauthorizedError
 from racetrackd.settings import Settings
-from racetrackd.vault import Vault
 
 CLIENT = "10.0.0.1"
 OTHER_CLIENT = "10.0.0.2"
 
 
 class FakeClock:
-    """Stands in for the `time` module of racetrackd.auth and racetrackd.accounts: time moves when told."""
+    """Stands in for the `time` module of racetrackd.auth.authenticator and racetrackd.auth.accounts: time moves when told."""
 
     def __init__(self) -> None:
         self.now = time.time()

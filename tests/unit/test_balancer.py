@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from racetrackd.routing import LeastOutstanding
+from racetrackd.gateway.routing import LeastOutstanding
 
 
 def test_idle_replicas_take_turns() -> None:

@@ -1,4 +1,4 @@
-"""racetrackd.base_images: base images built from Debian packages when no registry answers."""
+"""racetrackd.docker.base_images: base images built from Debian packages when no registry answers."""
 
 from __future__ import annotations
 
@@ -8,8 +8,14 @@ from typing import Any
 
 import pytest
 
-from racetrackd import base_images
-from racetrackd.base_images import KINDS, LOCAL_GOLANG_IMAGE, LOCAL_PYTHON_IMAGE, build_base_image, ensure_base_image
+from racetrackd.docker import base_images
+from racetrackd.docker.base_images import (
+    KINDS,
+    LOCAL_GOLANG_IMAGE,
+    LOCAL_PYTHON_IMAGE,
+    build_base_image,
+    ensure_base_image,
+)
 from racetrackd.errors import RacetrackError
 from tests.unit.fakes import FakeRuntime
 

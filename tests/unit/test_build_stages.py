@@ -1,8 +1,8 @@
-"""racetrackd.building.prune_build_stages: the untagged build-stage images multi-stage job types leave."""
+"""racetrackd.deploy.building.prune_build_stages: the untagged build-stage images multi-stage job types leave."""
 
 from __future__ import annotations
 
-from racetrackd.building import LABEL_BUILD_STAGE, prune_build_stages
+from racetrackd.deploy.building import LABEL_BUILD_STAGE, prune_build_stages
 from racetrackd.naming import LABEL_INSTANCE
 from tests.unit.fakes import FakeRuntime
 

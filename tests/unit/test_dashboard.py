@@ -16,8 +16,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from builders.context import archive_as_tar_gz, unpack_build_context
-from racetrackd import access, db, metrics
-from racetrackd.access import GrantRule
+from racetrackd import db, metrics
+from racetrackd.auth import access
+from racetrackd.auth.access import GrantRule
 from racetrackd.errors import ValidationError
 from tests.plugin_zips import example_files, zip_of
 from tests.unit.conftest import ADMIN_TOKEN

@@ -7,8 +7,8 @@ from typing import Any
 import docker.errors
 import pytest
 
+from racetrackd.docker.runtime import DockerRuntime
 from racetrackd.errors import NotFoundError
-from racetrackd.runtime import DockerRuntime
 
 
 class _Image:

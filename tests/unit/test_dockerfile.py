@@ -13,7 +13,7 @@ import pytest
 
 from builders.dockerfile import docker_quote, render_dockerfile
 from racetrackd.errors import JobTypeError
-from racetrackd.jobtypes import discover, resolve
+from racetrackd.plugins.jobtypes import discover, resolve
 from racetrackd.settings import BUILTIN_PLUGINS_DIR
 from tests.unit.fakes import dockerfile_variables, sample_manifest
 
@@ -22,7 +22,7 @@ GOLDEN = Path(__file__).parent / "golden"
 
 def python3_variables(manifest_data: dict[str, Any], ca_bundle: bool, pip_index_url: str | None,
                       secrets_url: str = "") -> dict[str, Any]:
-    """The variables `racetrackd.building.ImageBuilder.build` passes, with fixed values."""
+    """The variables `racetrackd.deploy.building.ImageBuilder.build` passes, with fixed values."""
     return dockerfile_variables(manifest_data, job_type_version="python3:1.0.0", base_image="python:3.11-slim",
                                 build={"ca_bundle": ca_bundle, "pip_index_url": pip_index_url,
                                        "secrets_url": secrets_url})

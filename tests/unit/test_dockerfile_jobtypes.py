@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from jobmanifest import validate_manifest
-from racetrackd import jobsecrets
-from racetrackd.building import ImageBuilder
+from racetrackd.auth.vault import Vault
 from racetrackd.db import Deployment, open_database
+from racetrackd.deploy import jobsecrets
+from racetrackd.deploy.building import ImageBuilder
 from racetrackd.errors import ManifestError
-from racetrackd.jobtypes import FORWARD, REWRITE, WRAPPER, JobType, Serving, check_extra, discover, resolve
+from racetrackd.plugins.jobtypes import FORWARD, REWRITE, WRAPPER, JobType, Serving, check_extra, discover, resolve
 from racetrackd.settings import BUILTIN_PLUGINS_DIR, Settings
-from racetrackd.vault import Vault
 from tests.unit.fakes import FakeRuntime, sample_manifest
 
 BASE = "racetrackd/python3-base:bookworm"

@@ -11,9 +11,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from racetrackd import db, waking
-from racetrackd.access import GrantRule
+from racetrackd import db
+from racetrackd.auth.access import GrantRule
 from racetrackd.errors import UpstreamError
+from racetrackd.jobs import waking
 from tests.unit.conftest import ADMIN_TOKEN
 from tests.unit.gateway_helpers import (
     Daemons,

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from racetrackd import access
-from racetrackd.access import CALL_JOB, GrantRule
-from racetrackd.accounts import Accounts
+from racetrackd.auth import access
+from racetrackd.auth.access import CALL_JOB, GrantRule
+from racetrackd.auth.accounts import Accounts
 from tests.unit.conftest import ADMIN_TOKEN
 from tests.unit.gateway_helpers import Daemons, LoopClient, Response, Servers, UpstreamServer, add_job
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from builders.dockerfile import render_dockerfile
-from racetrackd.jobtypes import ExtraField, discover, resolve
+from racetrackd.plugins.jobtypes import ExtraField, discover, resolve
 from racetrackd.settings import BUILTIN_PLUGINS_DIR
 from tests.unit.fakes import dockerfile_variables, sample_manifest
 
@@ -20,7 +20,7 @@ SECRETS_URL = "http://172.18.0.1:7102/lifecycle/api/v1/build-secrets/go-adder/1.
 
 def golang_variables(manifest_overrides: dict[str, Any], *, ca_bundle: bool = False, goproxy: str | None = None,
                      secrets_url: str = "") -> dict[str, Any]:
-    """The variables `racetrackd.building.ImageBuilder.build` passes, with fixed values."""
+    """The variables `racetrackd.deploy.building.ImageBuilder.build` passes, with fixed values."""
     manifest = sample_manifest(**{"name": "go-adder", "jobtype": "golang:latest", "jobtype_extra": None,
                                   **manifest_overrides})
     return dockerfile_variables(

@@ -1,4 +1,4 @@
-"""A job's secrets (racetrackd/jobsecrets.py): validation, inheritance between deployments, the build's
+"""A job's secrets (racetrackd/deploy/jobsecrets.py): validation, inheritance between deployments, the build's
 secrets URL, redaction; and rtd's side of them (cli/secrets.py, cli/packing.py)."""
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from cli.deploying import _secret_files
 from cli.packing import pack
 from cli.secrets import SecretFileError, parse_env_file, read_secret_vars
 from jobmanifest import Manifest, validate_manifest
-from racetrackd import db, jobsecrets
+from racetrackd import db
+from racetrackd.auth.vault import Vault
 from racetrackd.db import Deployment, DeploymentStatus, open_database
-from racetrackd.errors import NotFoundError, ValidationError
-from racetrackd.jobsecrets import (
+from racetrackd.deploy import jobsecrets
+from racetrackd.deploy.jobsecrets import (
     BUILD_PHASE,
     JobSecrets,
     Redactor,
@@ -29,7 +30,7 @@ from racetrackd.jobsecrets import (
     build_env_for_build,
     build_secrets_digest,
 )
-from racetrackd.vault import Vault
+from racetrackd.errors import NotFoundError, ValidationError
 from tests.unit.fakes import build_context, sample_manifest, write_job
 from tests.unit.gateway_helpers import add_job
 

@@ -1,4 +1,4 @@
-"""racetrackd.jobtypes: discovering job-type plugins and resolving a manifest's `jobtype: name:version`."""
+"""racetrackd.plugins.jobtypes: discovering job-type plugins and resolving a manifest's `jobtype: name:version`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from racetrackd.errors import ManifestError
-from racetrackd.jobtypes import ExtraField, JobType, check_extra, discover, resolve
+from racetrackd.plugins.jobtypes import ExtraField, JobType, check_extra, discover, resolve
 from racetrackd.settings import BUILTIN_PLUGINS_DIR
 
 
@@ -101,7 +101,7 @@ def test_a_broken_plugin_is_skipped_not_fatal(
     make_plugin(tmp_path, "a-broken", manifest, files)
     make_plugin(tmp_path, "b-good", plugin_manifest())
 
-    with caplog.at_level(logging.ERROR, logger="racetrackd.jobtypes"):
+    with caplog.at_level(logging.ERROR, logger="racetrackd.plugins.jobtypes"):
         found = discover([tmp_path])
 
     assert [jt.full_name for jt in found] == ["golang:2.0.0"]

@@ -1,4 +1,4 @@
-"""racetrackd.plugins and pluginbundle: loading, checking, ZIP safety, install/replace/remove, version
+"""racetrackd.plugins.store and pluginbundle: loading, checking, ZIP safety, install/replace/remove, version
 resolution across built-in and uploaded plugins, and what every process sees after a change."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from flask.testing import FlaskClient
 
 from pluginbundle import MAX_UNPACKED_BYTES, PluginInvalid, bundle, parse_manifest
 from racetrackd import db
-from racetrackd.deployer import _snapshot
+from racetrackd.deploy.deployer import _snapshot
 from racetrackd.errors import (
     ConflictError,
     ForbiddenError,
@@ -26,9 +26,9 @@ from racetrackd.errors import (
     NotFoundError,
     ValidationError,
 )
-from racetrackd.jobtypes import resolve
-from racetrackd.plugin_hooks import HOOKS
-from racetrackd.plugins import PluginStore
+from racetrackd.plugins.hooks import HOOKS
+from racetrackd.plugins.jobtypes import resolve
+from racetrackd.plugins.store import PluginStore
 from racetrackd.settings import BUILTIN_PLUGINS_DIR
 from tests.plugin_zips import EXAMPLE_PLUGIN, example_files, zip_of
 from tests.unit.conftest import REPO

@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from racetrackd import db
-from racetrackd.jobtypes import FORWARD, REWRITE, Serving
+from racetrackd.plugins.jobtypes import FORWARD, REWRITE, Serving
 from tests.unit.conftest import ADMIN_TOKEN
 from tests.unit.gateway_helpers import (
     Daemons,

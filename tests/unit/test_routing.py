@@ -1,4 +1,4 @@
-"""Where calls go (racetrackd/routing.py): versions and aliases from memory, reloads, the watcher, the balancer."""
+"""Where calls go (racetrackd/gateway/routing.py): versions and aliases from memory, reloads, the watcher, the balancer."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from racetrackd import db, routing
-from racetrackd.routing import LeastOutstanding, RoutingTable
+from racetrackd import db
+from racetrackd.gateway import routing
+from racetrackd.gateway.routing import LeastOutstanding, RoutingTable
 from racetrackd.settings import Settings
 from tests.unit.gateway_helpers import add_job
 

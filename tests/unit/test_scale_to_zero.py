@@ -9,13 +9,14 @@ from typing import Any
 import pytest
 
 from jobmanifest import ManifestInvalid, validate_manifest
-from racetrackd import naming, waking
-from racetrackd.addressing import PUBLISHED_PORT, Addressing
+from racetrackd import naming
 from racetrackd.db import Job, JobStatus, open_database
+from racetrackd.docker.runtime import ContainerSpec
 from racetrackd.errors import UpstreamError
-from racetrackd.runtime import ContainerSpec
+from racetrackd.jobs import waking
+from racetrackd.jobs.addressing import PUBLISHED_PORT, Addressing
+from racetrackd.jobs.supervisor import Supervisor
 from racetrackd.settings import Settings
-from racetrackd.supervisor import Supervisor
 from tests.unit.fakes import FakeRuntime, sample_manifest
 
 
@@ -57,8 +58,8 @@ def test_a_job_idle_longer_than_its_timeout_is_stopped_and_sleeps(
     sleepy: tuple[Settings, Job], runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings, job = sleepy
-    monkeypatch.setattr("racetrackd.probes.probe", lambda address, path: (200, None))
-    monkeypatch.setattr("racetrackd.supervisor.last_call_timestamp", lambda address: time.time() - 120)
+    monkeypatch.setattr("racetrackd.jobs.probes.probe", lambda address, path: (200, None))
+    monkeypatch.setattr("racetrackd.jobs.supervisor.last_call_timestamp", lambda address: time.time() - 120)
 
     Supervisor(settings, runtime, _Deployer()).check(job)  # type: ignore[arg-type]
 
@@ -71,8 +72,8 @@ def test_a_recently_called_job_stays_awake(
     sleepy: tuple[Settings, Job], runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings, job = sleepy
-    monkeypatch.setattr("racetrackd.probes.probe", lambda address, path: (200, None))
-    monkeypatch.setattr("racetrackd.supervisor.last_call_timestamp", lambda address: time.time() - 5)
+    monkeypatch.setattr("racetrackd.jobs.probes.probe", lambda address, path: (200, None))
+    monkeypatch.setattr("racetrackd.jobs.supervisor.last_call_timestamp", lambda address: time.time() - 5)
 
     Supervisor(settings, runtime, _Deployer()).check(job)  # type: ignore[arg-type]
 
@@ -87,7 +88,7 @@ def test_waking_starts_the_containers_and_returns_the_running_job(
     _, job = sleepy
     Job.update(status=JobStatus.SLEEPING).execute()
     runtime.stopped.add(job.container_name)
-    monkeypatch.setattr("racetrackd.probes.probe", lambda address, path: (200, None))
+    monkeypatch.setattr("racetrackd.jobs.probes.probe", lambda address, path: (200, None))
     addressing = Addressing(mode=PUBLISHED_PORT, daemon_host="172.18.0.1", port=7102)
 
     awake: Any = waking.wake(Job.find("sleepy", "1.0.0"), runtime, addressing, timeout=5)
@@ -101,7 +102,7 @@ def test_a_job_that_does_not_wake_in_time_is_a_clear_gateway_error(
     sleepy: tuple[Settings, Job], runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     Job.update(status=JobStatus.SLEEPING).execute()
-    monkeypatch.setattr("racetrackd.probes.probe", lambda address, path: (503, None))
+    monkeypatch.setattr("racetrackd.jobs.probes.probe", lambda address, path: (503, None))
     addressing = Addressing(mode=PUBLISHED_PORT, daemon_host="172.18.0.1", port=7102)
 
     with pytest.raises(UpstreamError):

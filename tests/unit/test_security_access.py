@@ -10,9 +10,11 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from racetrackd import access, db, jobsecrets
-from racetrackd.access import DEPLOY_JOB, GrantRule
-from racetrackd.accounts import Accounts
+from racetrackd import db
+from racetrackd.auth import access
+from racetrackd.auth.access import DEPLOY_JOB, GrantRule
+from racetrackd.auth.accounts import Accounts
+from racetrackd.deploy import jobsecrets
 from tests.plugin_zips import example_files, zip_of
 from tests.unit.fakes import build_context, sample_manifest
 from tests.unit.gateway_helpers import add_job
@@ -235,7 +237,7 @@ def from_address(app: Flask, address: str, token: str | None = None) -> FlaskCli
 
 
 def with_password(username: str) -> None:
-    from racetrackd.passwords import hash_password
+    from racetrackd.auth.passwords import hash_password
     db.User.update(password_hash=hash_password(PASSWORD, iterations=1_000)).where(
         db.User.username == username).execute()
 

@@ -19,13 +19,13 @@ from builders.git_source import GitCredentials, check_remote_address, clone, red
 from cli.main import main as rtd_main
 from jobmanifest import ManifestInvalid, validate_manifest
 from jobmanifest.loading import load_manifest_dict
-from racetrackd import jobsecrets
-from racetrackd.building import ImageBuilder
+from racetrackd.auth.vault import Vault
 from racetrackd.db import Deployment, open_database
+from racetrackd.deploy import jobsecrets
+from racetrackd.deploy.building import ImageBuilder
 from racetrackd.errors import BuildError, ValidationError
-from racetrackd.jobtypes import JobType, check_extra, discover, load_job_types, resolve
+from racetrackd.plugins.jobtypes import JobType, check_extra, discover, load_job_types, resolve
 from racetrackd.settings import BUILTIN_PLUGINS_DIR, Settings
-from racetrackd.vault import Vault
 from tests.unit.fakes import FakeRuntime, build_context, sample_manifest
 
 pytestmark = pytest.mark.security
@@ -468,7 +468,7 @@ def test_the_default_settings_refuse_a_loopback_remote_before_git_runs(
 
 def render_builtin(name: str, extra: dict[str, object]) -> str:
     from builders.dockerfile import render_dockerfile
-    from racetrackd.jobtypes import template_variables
+    from racetrackd.plugins.jobtypes import template_variables
 
     job_type = builtin(name)
     parsed = validate_manifest(sample_manifest(jobtype=f"{name}:latest", jobtype_extra=None))

@@ -17,11 +17,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from racetrackd import access, db, pathmapping
-from racetrackd.access import CALL_JOB, GrantRule
-from racetrackd.accounts import Accounts
+from racetrackd import db
+from racetrackd.auth import access
+from racetrackd.auth.access import CALL_JOB, GrantRule
+from racetrackd.auth.accounts import Accounts
 from racetrackd.errors import AmbiguousPath
-from racetrackd.jobtypes import FORWARD, Serving
+from racetrackd.gateway import pathmapping
+from racetrackd.plugins.jobtypes import FORWARD, Serving
 from tests.unit.conftest import ADMIN_TOKEN
 from tests.unit.gateway_helpers import (
     Daemons,

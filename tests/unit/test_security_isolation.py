@@ -14,17 +14,17 @@ import pytest
 from builders.dockerfile import render_dockerfile
 from jobmanifest import validate_manifest
 from pluginbundle import PluginInvalid, PluginManifest
-from racetrackd import jobsecrets
-from racetrackd.accounts import Accounts, ChangeSignal
-from racetrackd.addressing import CONTAINER_IP, CONTAINER_NAME, Addressing, daemon_url_for_builds, prepare_networks
-from racetrackd.building import ImageBuilder
+from racetrackd.auth.accounts import Accounts, ChangeSignal
+from racetrackd.auth.vault import Vault
 from racetrackd.db import Deployment, Job, JobStatus, open_database
-from racetrackd.deployer import Deployer
-from racetrackd.jobtypes import Confinement, discover, load_job_types
-from racetrackd.plugins import PluginStore
-from racetrackd.runtime import ICC_OPTION, ContainerSpec, DockerRuntime, Hardening
+from racetrackd.deploy import jobsecrets
+from racetrackd.deploy.building import ImageBuilder
+from racetrackd.deploy.deployer import Deployer
+from racetrackd.docker.runtime import ICC_OPTION, ContainerSpec, DockerRuntime, Hardening
+from racetrackd.jobs.addressing import CONTAINER_IP, CONTAINER_NAME, Addressing, daemon_url_for_builds, prepare_networks
+from racetrackd.plugins.jobtypes import Confinement, discover, load_job_types
+from racetrackd.plugins.store import PluginStore
 from racetrackd.settings import BUILTIN_PLUGINS_DIR, Settings
-from racetrackd.vault import Vault
 from tests.unit.fakes import FakeRuntime, dockerfile_variables, sample_manifest, write_job
 
 pytestmark = pytest.mark.security

@@ -25,16 +25,17 @@ from flask.testing import FlaskClient
 
 from builders import context as context_module
 from builders.context import ContextLimits, archive_as_tar_gz, assemble_docker_context, unpack_build_context
-from racetrackd import daemon, jobsecrets
-from racetrackd import deployer as deployer_module
+from racetrackd import daemon
 from racetrackd.asgi import create_asgi_app
 from racetrackd.db import Deployment, DeploymentStatus, Job, JobStatus, open_database
-from racetrackd.deployer import Deployer
-from racetrackd.deployments import follow_build_logs
+from racetrackd.deploy import deployer as deployer_module
+from racetrackd.deploy import jobsecrets
+from racetrackd.deploy.deployer import Deployer
+from racetrackd.deploy.requests import follow_build_logs
+from racetrackd.deploy.worker import DeploymentWorker
 from racetrackd.errors import TooManyStreams, ValidationError
 from racetrackd.settings import Settings
 from racetrackd.streams import ClientGone, StreamLimiter
-from racetrackd.worker import DeploymentWorker
 from tests.unit.conftest import ADMIN_TOKEN
 from tests.unit.fakes import FakeRuntime, build_context, sample_manifest
 

@@ -9,10 +9,10 @@ import pytest
 
 from racetrackd import naming
 from racetrackd.db import Deployment, Job, JobStatus
-from racetrackd.jobtypes import FORWARD, Serving
-from racetrackd.runtime import ContainerSpec, ContainerState
+from racetrackd.docker.runtime import ContainerSpec, ContainerState
+from racetrackd.jobs.supervisor import Supervisor
+from racetrackd.plugins.jobtypes import FORWARD, Serving
 from racetrackd.settings import Settings
-from racetrackd.supervisor import Supervisor
 from tests.unit.fakes import FakeRuntime
 
 MANIFEST = "name: adder\nowner_email: a@example.com\nversion: 1.0.0\njobtype: python3:latest\n" \
@@ -49,7 +49,7 @@ def world(make_settings: Callable[..., Settings], runtime: FakeRuntime,
     open_database(settings.database_path)
     deployer = _FakeDeployer(runtime)
     probes: dict[str, Any] = {"live": 200, "ready": 200}
-    monkeypatch.setattr("racetrackd.probes.probe", lambda address, path: (probes[path.strip("/")], None))
+    monkeypatch.setattr("racetrackd.jobs.probes.probe", lambda address, path: (probes[path.strip("/")], None))
     supervisor = Supervisor(settings, runtime, deployer)  # type: ignore[arg-type]
     return supervisor, runtime, deployer, probes
 

@@ -1,4 +1,4 @@
-"""The gateway's HTTP/1.1 client to jobs (racetrackd/upstream.py), against a real server on 127.0.0.1."""
+"""The gateway's HTTP/1.1 client to jobs (racetrackd/gateway/upstream.py), against a real server on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import TypeVar
 
 import pytest
 
-from racetrackd import upstream
-from racetrackd.upstream import ConnectionBroken, ConnectionRefused, UpstreamPool, UpstreamResponse
+from racetrackd.gateway import upstream
+from racetrackd.gateway.upstream import ConnectionBroken, ConnectionRefused, UpstreamPool, UpstreamResponse
 from tests.unit.gateway_helpers import Handler, Request, ServerConnection, UpstreamServer, echo, free_port, reply
 
 T = TypeVar("T")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from racetrackd.db import Deployment, DeploymentStatus, open_database
-from racetrackd.worker import INTERRUPTED, DeploymentWorker
+from racetrackd.deploy.worker import INTERRUPTED, DeploymentWorker
 
 
 def queue(tmp_path: Path, *jobs: tuple[str, str]) -> list[Deployment]:

@@ -16,8 +16,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from racetrackd.docker.runtime import Runtime
 from racetrackd.errors import RacetrackError
-from racetrackd.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

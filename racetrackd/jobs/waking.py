@@ -11,12 +11,12 @@ import logging
 import time
 
 from racetrackd import naming
-from racetrackd.addressing import Addressing, job_address
 from racetrackd.db import Job, JobStatus, now
+from racetrackd.docker.runtime import Runtime
 from racetrackd.errors import RacetrackError, UpstreamError
-from racetrackd.jobtypes import Serving
-from racetrackd.probes import check_ready
-from racetrackd.runtime import Runtime
+from racetrackd.jobs.addressing import Addressing, job_address
+from racetrackd.jobs.probes import check_ready
+from racetrackd.plugins.jobtypes import Serving
 
 log = logging.getLogger(__name__)
 

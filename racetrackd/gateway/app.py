@@ -32,9 +32,10 @@ from urllib.parse import unquote
 from websockets.asyncio.client import connect as websocket_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from racetrackd import access, asynccalls, metrics, naming, pathmapping
-from racetrackd.access import Identity
-from racetrackd.auth import AUTH_HEADER, LEGACY_HEADERS, PLANTED_COOKIE, Authenticator
+from racetrackd import metrics, naming
+from racetrackd.auth import access
+from racetrackd.auth.access import Identity
+from racetrackd.auth.authenticator import AUTH_HEADER, LEGACY_HEADERS, PLANTED_COOKIE, Authenticator
 from racetrackd.errors import (
     JobNotFound,
     JobTimeout,
@@ -46,9 +47,10 @@ from racetrackd.errors import (
     UnauthorizedError,
     UpstreamError,
 )
-from racetrackd.jobtypes import WRAPPER
-from racetrackd.routing import UNROUTABLE, LeastOutstanding, Route, RoutingTable
-from racetrackd.upstream import Headers, UpstreamPool, UpstreamResponse
+from racetrackd.gateway import asynccalls, pathmapping
+from racetrackd.gateway.routing import UNROUTABLE, LeastOutstanding, Route, RoutingTable
+from racetrackd.gateway.upstream import Headers, UpstreamPool, UpstreamResponse
+from racetrackd.plugins.jobtypes import WRAPPER
 
 log = logging.getLogger(__name__)
 
@@ -425,7 +427,7 @@ def _header(headers: Headers, name: bytes) -> str | None:
 
 
 def _job_target(scope: Scope, route: Route, job_call: pathmapping.JobCall) -> bytes:
-    """The job-side path for the path as sent (racetrackd.pathmapping), query kept."""
+    """The job-side path for the path as sent (racetrackd.gateway.pathmapping), query kept."""
     target = pathmapping.job_path(route.path_mode, route.name, route.version, job_call)
     if target is None:
         raise NotFoundError(

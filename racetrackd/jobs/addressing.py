@@ -23,8 +23,8 @@ import socket
 from collections.abc import Callable
 
 from racetrackd import naming
+from racetrackd.docker.runtime import Runtime
 from racetrackd.naming import JOB_PORT
-from racetrackd.runtime import Runtime
 from racetrackd.settings import Settings
 
 CONTAINER_NAME = "container-name"

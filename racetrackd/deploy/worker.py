@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO
 
 from racetrackd.db import Deployment, DeploymentStatus
-from racetrackd.deployer import Deployer, FailureNotRecorded, record_failure
+from racetrackd.deploy.deployer import Deployer, FailureNotRecorded, record_failure
 from racetrackd.errors import RacetrackError
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,8 @@ class DeploymentWorker:
             deployment.finish(DeploymentStatus.FAILED, INTERRUPTED)
 
     def run_forever(self) -> None:
-        self.fail_interrupted()
+        """Claim and carry out deployments until stopped. The caller fails interrupted ones first
+        (`fail_interrupted`): the daemon does it before the supervisor's reconcile."""
         helpers = [threading.Thread(target=self._loop, name=f"deployer-{n}", daemon=True)
                    for n in range(1, self.concurrency)]
         for thread in helpers:

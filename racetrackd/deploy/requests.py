@@ -10,16 +10,19 @@ from typing import Any
 
 from builders.git_source import check_remote_allowed
 from jobmanifest import versions
-from racetrackd import access, jobsecrets, jobtypes, maintenance
-from racetrackd.access import Identity
+from racetrackd import maintenance
+from racetrackd.auth import access
+from racetrackd.auth.access import Identity
+from racetrackd.auth.vault import Vault
 from racetrackd.db import DeletedJob, Deployment, DeploymentStatus, Job, database
+from racetrackd.deploy import jobsecrets
 from racetrackd.errors import ConflictError, NotFoundError, ValidationError
-from racetrackd.jobs import job_dto, resolve_job
+from racetrackd.jobs.queries import job_dto, resolve_job
 from racetrackd.manifest import accept_manifest
-from racetrackd.plugins import PluginStore
+from racetrackd.plugins import jobtypes
+from racetrackd.plugins.store import PluginStore
 from racetrackd.settings import Settings
 from racetrackd.streams import ClientGone
-from racetrackd.vault import Vault
 
 MAX_UPLOAD_BYTES = 512 * 1024**2
 

@@ -1,4 +1,4 @@
-"""Carry out one deployment: fetch and build (racetrackd.building), start, wait until ready, switch over.
+"""Carry out one deployment: fetch and build (racetrackd.deploy.building), start, wait until ready, switch over.
 
 Runs only in the background worker. A redeploy (`force`) starts the new container beside the
 old one under a staging name and swaps only once the new one is ready, so a failed redeploy
@@ -16,17 +16,21 @@ import time
 from pathlib import Path
 
 from jobmanifest import Manifest
-from racetrackd import access, audit, jobs, jobsecrets, jobtypes, naming
-from racetrackd.accounts import Accounts
-from racetrackd.addressing import CONTAINER_NAME, Addressing, job_address
-from racetrackd.building import ImageBuilder
+from racetrackd import audit, naming
+from racetrackd.auth import access
+from racetrackd.auth.accounts import Accounts
 from racetrackd.db import AuditEvent, DeletedJob, Deployment, DeploymentStatus, Job, JobStatus, is_storage_full, now
+from racetrackd.deploy import jobsecrets
+from racetrackd.deploy.building import ImageBuilder
+from racetrackd.docker.runtime import ContainerSpec, Hardening, Runtime
 from racetrackd.errors import ConflictError, JobStartError, JobTypeError, RacetrackError, ValidationError
-from racetrackd.jobtypes import Confinement, JobType, Serving
+from racetrackd.jobs import queries as jobs
+from racetrackd.jobs.addressing import CONTAINER_NAME, Addressing, job_address
+from racetrackd.jobs.probes import check_ready, probe
 from racetrackd.manifest import container_limits, load_stored
-from racetrackd.plugins import PluginStore
-from racetrackd.probes import check_ready, probe
-from racetrackd.runtime import ContainerSpec, Hardening, Runtime
+from racetrackd.plugins import jobtypes
+from racetrackd.plugins.jobtypes import Confinement, JobType, Serving
+from racetrackd.plugins.store import PluginStore
 from racetrackd.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -13,16 +13,16 @@ import json
 import logging
 import threading
 import time
+from typing import Protocol
 
 import peewee
 
 from racetrackd import naming
 from racetrackd.db import Deployment, DeploymentStatus, Job, JobStatus, now
-from racetrackd.deployer import Deployer
+from racetrackd.docker.runtime import Runtime
 from racetrackd.errors import RacetrackError
-from racetrackd.jobtypes import Serving
-from racetrackd.probes import check_ready, last_call_timestamp
-from racetrackd.runtime import Runtime
+from racetrackd.jobs.probes import check_ready, last_call_timestamp
+from racetrackd.plugins.jobtypes import Serving
 from racetrackd.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,21 @@ def _worse(current: str, other: str) -> str:
     return max(current, other, key=_SEVERITY.index)
 
 
+class JobContainers(Protocol):
+    """What the supervisor needs of whoever starts job containers (deploy.deployer.Deployer).
+
+    A protocol, so that jobs/ does not import deploy/, which sits above it.
+    """
+
+    def replica_names(self, job: Job) -> list[str]: ...
+
+    def recreate(self, job: Job) -> None: ...
+
+    def address_of(self, container: str, port: int) -> str: ...
+
+
 class Supervisor:
-    def __init__(self, settings: Settings, runtime: Runtime, deployer: Deployer) -> None:
+    def __init__(self, settings: Settings, runtime: Runtime, deployer: JobContainers) -> None:
         self.settings = settings
         self.runtime = runtime
         self.deployer = deployer

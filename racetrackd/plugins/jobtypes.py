@@ -3,7 +3,7 @@
 A job-type plugin is a directory holding `plugin-manifest.yaml` (name, version, category
 `job-type`, and the Dockerfile template of each job type it provides) plus the files its
 template copies into images (its wrapper); the package format is `pluginbundle`. Built-in
-plugins in `jobtype_plugins/` and uploaded ones (racetrackd.plugins) load through this same
+plugins in `jobtype_plugins/` and uploaded ones (racetrackd.plugins.store) load through this same
 door. Pure data: nothing here touches Docker.
 
 Two optional sections of a job type (both added for Dockerfile-based job types):
@@ -50,7 +50,7 @@ class ExtraField:
     supported: bool = True
 
 
-# How the gateway maps its paths to the job's server (racetrackd.pathmapping carries it out):
+# How the gateway maps its paths to the job's server (racetrackd.gateway.pathmapping carries it out):
 WRAPPER = "wrapper"  # the job serves /pub/job/<name>/<version>/<path> itself, and /live, /ready
 FORWARD = "forward"  # /pub/job/<n>/<v>/api/v1/<path> -> the job's /<path>; the daemon answers the probes
 REWRITE = "rewrite"  # /pub/job/<n>/<v>/<path> -> the job's /<path>; the daemon answers the probes

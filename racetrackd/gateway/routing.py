@@ -17,11 +17,11 @@ import time
 from collections import defaultdict
 
 from jobmanifest import versions
-from racetrackd.access import OPEN_JOB_PATHS, path_within
+from racetrackd.auth.access import OPEN_JOB_PATHS, path_within
 from racetrackd.db import Job, JobStatus, PublicEndpoint, database
-from racetrackd.jobs import ALIASABLE
-from racetrackd.jobtypes import WRAPPER, Serving
-from racetrackd.waking import ASLEEP
+from racetrackd.jobs.queries import ALIASABLE
+from racetrackd.jobs.waking import ASLEEP
+from racetrackd.plugins.jobtypes import WRAPPER, Serving
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class Route:
     call_timeout: float
     error: str | None
     public_endpoints: tuple[str, ...] = ()  # approved by an admin: callable without a token
-    path_mode: str = WRAPPER  # how gateway paths map to the job's server (racetrackd.pathmapping)
+    path_mode: str = WRAPPER  # how gateway paths map to the job's server (racetrackd.gateway.pathmapping)
     deployment_timestamp: int = 0
 
     @property

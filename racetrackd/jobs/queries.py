@@ -10,11 +10,11 @@ import yaml
 from jobmanifest import versions
 from racetrackd import maintenance, naming
 from racetrackd.audit import JOB_DELETED
-from racetrackd.building import prune_job_images
 from racetrackd.db import AuditEvent, DeletedJob, Job, JobStatus, PublicEndpoint, database
+from racetrackd.docker.images import prune_job_images
+from racetrackd.docker.runtime import Runtime
 from racetrackd.errors import JobNotFound
-from racetrackd.jobtypes import Serving
-from racetrackd.runtime import Runtime
+from racetrackd.plugins.jobtypes import Serving
 from racetrackd.settings import Settings
 from racetrackd.streams import ClientGone
 

@@ -24,10 +24,10 @@ from typing import Any
 import yaml
 
 from jobmanifest import Manifest
+from racetrackd.auth.vault import Vault
 from racetrackd.db import Deployment, DeploymentStatus, Job
 from racetrackd.errors import ForbiddenError, NotFoundError, ValidationError
 from racetrackd.manifest import RESERVED_ENV
-from racetrackd.vault import Vault
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MIN_REDACTED_LENGTH = 4  # shorter values would blank out ordinary text

@@ -21,8 +21,10 @@ from typing import Any
 
 import peewee
 
-from racetrackd import access
-from racetrackd.access import GrantRule, Identity
+from racetrackd.auth import access
+from racetrackd.auth.access import GrantRule, Identity
+from racetrackd.auth.passwords import check_password_rules, hash_password, verify_password
+from racetrackd.auth.vault import Vault
 from racetrackd.db import (
     AuthToken,
     Deployment,
@@ -37,8 +39,6 @@ from racetrackd.db import (
     now,
 )
 from racetrackd.errors import ConflictError, NotFoundError, ValidationError
-from racetrackd.passwords import check_password_rules, hash_password, verify_password
-from racetrackd.vault import Vault
 
 TOKEN_PREFIX = "rtd_"
 ADMIN_USERNAME = "admin"

@@ -1,7 +1,7 @@
 """Turn a deployment's source into an image: fetch it (upload or git), render the job type's
 Dockerfile, build with the Docker runtime, and collect old images.
 
-Runs only in the background worker, for `racetrackd.deployer`.
+Runs only in the background worker, for `racetrackd.deploy.deployer`.
 """
 
 from __future__ import annotations
@@ -23,13 +23,16 @@ from builders.context import (
 from builders.dockerfile import job_dockerfile_variables, render_dockerfile, render_job_dockerfile
 from builders.git_source import GitCredentials, check_remote_address, check_remote_allowed, clone, redact_remote
 from jobmanifest import Manifest
-from racetrackd import __version__, jobsecrets, jobtypes, naming
+from racetrackd import __version__, naming
+from racetrackd.auth.vault import Vault
 from racetrackd.db import Deployment
+from racetrackd.deploy import jobsecrets
+from racetrackd.docker.images import prune_job_images
+from racetrackd.docker.runtime import Runtime
 from racetrackd.errors import BuildError, RacetrackError, ValidationError
-from racetrackd.jobtypes import JobType
-from racetrackd.runtime import Runtime
+from racetrackd.plugins import jobtypes
+from racetrackd.plugins.jobtypes import JobType
 from racetrackd.settings import Settings
-from racetrackd.vault import Vault
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +51,7 @@ class ImageBuilder:
         self.vault = vault
         self.daemon_url_for_builds = daemon_url_for_builds  # where RUN steps (build network) reach the daemon
         # RUN steps run on a bridge of their own: they reach the package index, not the host's
-        # loopback services nor the jobs' containers (see racetrackd.addressing)
+        # loopback services nor the jobs' containers (see racetrackd.jobs.addressing)
         self.build_network = naming.build_network(settings.network)
         self.isolate_builds = isolate_builds
 
@@ -174,18 +177,6 @@ def _dockerfile(job_type: JobType, job_dir: Path, manifest: Manifest,
     if variables["build"]["secrets_url"]:
         build_args["RACETRACK_BUILD_SECRETS_URL"] = variables["build"]["secrets_url"]
     return dockerfile, build_args
-
-
-def prune_job_images(runtime: Runtime, instance: str, name: str, version: str, keep: int) -> None:
-    """Remove images of a job version beyond the newest `keep` (all of them with keep=0)."""
-    images = runtime.list_images({
-        naming.LABEL_INSTANCE: instance, naming.LABEL_JOB_NAME: name, naming.LABEL_JOB_VERSION: version,
-    })
-    for ref in images[keep:]:
-        try:
-            runtime.remove_image(ref)
-        except RacetrackError as exc:  # e.g. still used by a container: try again next time
-            log.info("keeping image %s: %s", ref, exc.message)
 
 
 def prune_build_stages(runtime: Runtime, instance: str, name: str, keep: int) -> None:

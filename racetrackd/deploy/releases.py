@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from racetrackd import maintenance
 from racetrackd.db import Deployment, DeploymentStatus, Job, database
+from racetrackd.docker.runtime import Runtime
 from racetrackd.errors import ConflictError, NotFoundError
-from racetrackd.jobs import resolve_job
-from racetrackd.runtime import Runtime
+from racetrackd.jobs.queries import resolve_job
 
 
 def request_rollback(runtime: Runtime, name: str, version: str, target_id: str | None,

@@ -21,13 +21,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from racetrackd.access import CALL_ADMIN_API, Identity
+from racetrackd.auth.access import CALL_ADMIN_API, Identity
 from racetrackd.db import AsyncTask, Job, TaskState, now
 from racetrackd.errors import ConflictError, NotFoundError, PayloadTooLarge, RacetrackError, UpstreamError
-from racetrackd.routing import UNROUTABLE
+from racetrackd.gateway.routing import UNROUTABLE
+from racetrackd.gateway.upstream import UpstreamPool
+from racetrackd.jobs.waking import ASLEEP
 from racetrackd.settings import Settings
-from racetrackd.upstream import UpstreamPool
-from racetrackd.waking import ASLEEP
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Protocol
 
 from racetrackd import metrics
-from racetrackd.access import ANYONE, Identity
-from racetrackd.accounts import Accounts, new_token, token_hash
+from racetrackd.auth.access import ANYONE, Identity
+from racetrackd.auth.accounts import Accounts, new_token, token_hash
 from racetrackd.db import AuthFailure, database
 from racetrackd.errors import TooManyAuthFailures, UnauthorizedError
 from racetrackd.settings import Settings

@@ -37,8 +37,8 @@ from pluginbundle import (
     parse_manifest,
     unpack,
 )
-from racetrackd import audit, jobtypes
-from racetrackd.accounts import ChangeSignal
+from racetrackd import audit
+from racetrackd.auth.accounts import ChangeSignal
 from racetrackd.db import AuditEvent
 from racetrackd.errors import (
     ConflictError,
@@ -48,8 +48,9 @@ from racetrackd.errors import (
     RacetrackError,
     ValidationError,
 )
-from racetrackd.jobtypes import JobType
-from racetrackd.plugin_hooks import HOOKS, PluginHooks
+from racetrackd.plugins import jobtypes
+from racetrackd.plugins.hooks import HOOKS, PluginHooks
+from racetrackd.plugins.jobtypes import JobType
 from racetrackd.settings import BUILTIN_PLUGINS_DIR, Settings
 
 log = logging.getLogger(__name__)

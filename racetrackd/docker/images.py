@@ -1,0 +1,27 @@
+"""A job's images in Docker: removed beyond the newest few after a build, all of them when the job goes.
+
+Here rather than in deploy/building.py because deleting a job (jobs/) removes images too, and
+jobs/ sits below deploy/.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from racetrackd import naming
+from racetrackd.docker.runtime import Runtime
+from racetrackd.errors import RacetrackError
+
+log = logging.getLogger(__name__)
+
+
+def prune_job_images(runtime: Runtime, instance: str, name: str, version: str, keep: int) -> None:
+    """Remove images of a job version beyond the newest `keep` (all of them with keep=0)."""
+    images = runtime.list_images({
+        naming.LABEL_INSTANCE: instance, naming.LABEL_JOB_NAME: name, naming.LABEL_JOB_VERSION: version,
+    })
+    for ref in images[keep:]:
+        try:
+            runtime.remove_image(ref)
+        except RacetrackError as exc:  # e.g. still used by a container: try again next time
+            log.info("keeping image %s: %s", ref, exc.message)

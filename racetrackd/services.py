@@ -1,0 +1,73 @@
+"""The composition root: `build_services(settings)` wires the registry, secrets, accounts, the Docker
+runtime, addressing and the plugin store once, for every process that needs them.
+
+The daemon's main process (racetrackd.daemon), each HTTP worker's Flask app (racetrackd.app) and
+gateway (racetrackd.asgi) and the tests all start here, so each piece is made in one place and
+handed down; nothing below reaches back for it (the gateway gets its parts from the `Services`,
+not from Flask).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from racetrackd.auth.accounts import Accounts, ChangeSignal
+from racetrackd.auth.authenticator import Authenticator, ensure_admin_token, ensure_secret_key
+from racetrackd.auth.vault import Vault
+from racetrackd.db import Job, open_database
+from racetrackd.docker.runtime import DockerRuntime, Runtime
+from racetrackd.errors import JobNotFound
+from racetrackd.jobs import waking
+from racetrackd.jobs.addressing import Addressing, prepare_networks, resolve_addressing
+from racetrackd.plugins.store import PluginStore
+from racetrackd.settings import Settings
+from racetrackd.streams import StreamLimiter
+
+
+@dataclasses.dataclass(frozen=True)
+class Services:
+    """Everything handlers, the gateway and the background loops need, wired once by `build_services`."""
+
+    settings: Settings
+    runtime: Runtime
+    plugins: PluginStore
+    authenticator: Authenticator
+    accounts: Accounts
+    addressing: Addressing
+    vault: Vault
+    streams: StreamLimiter  # open follow streams of this process (one per HTTP worker)
+
+    def wake(self, job: Job) -> None:
+        """Start a sleeping (scaled-to-zero) job and wait until it is ready; blocking."""
+        waking.wake(job, self.runtime, self.addressing, self.settings.job_start_timeout)
+
+    def wake_named(self, name: str, version: str) -> None:
+        """`wake` for a caller that knows only the job's name and version (the gateway's routing table)."""
+        job = Job.find(name, version)
+        if job is None:
+            raise JobNotFound(f"job {name} {version} not found")
+        self.wake(job)
+
+
+def build_services(settings: Settings, runtime: Runtime | None = None, *, make_networks: bool = False) -> Services:
+    """Open the registry, make sure the secret key and the bootstrap admin exist, and wire the rest.
+
+    `make_networks`: create the jobs' and the builds' Docker networks (the daemon's main process, once
+    at start-up); the HTTP workers and tests only work out the addressing.
+    """
+    open_database(settings.database_path)  # creates the tables before any HTTP worker starts
+    vault = Vault(ensure_secret_key(settings))
+    accounts = Accounts(vault, ChangeSignal.in_data_dir(settings.data_dir))
+    accounts.ensure_bootstrap_admin(ensure_admin_token(settings))
+    runtime = runtime or DockerRuntime()
+    addressing = prepare_networks(settings, runtime) if make_networks else resolve_addressing(settings, runtime)
+    return Services(
+        settings=settings,
+        runtime=runtime,
+        plugins=PluginStore.from_settings(settings),
+        authenticator=Authenticator.from_settings(settings, accounts),
+        accounts=accounts,
+        addressing=addressing,
+        vault=vault,
+        streams=StreamLimiter(settings.follow_streams_per_caller, settings.max_follow_streams),
+    )
