@@ -14,11 +14,10 @@ from werkzeug.wrappers import Response
 
 from builders.context import ContextLimits, archive_as_tar_gz
 from racetrackd import __version__, audit, maintenance, metrics, naming, resources
-from racetrackd.api import caller, require, services
-from racetrackd.api.auth import end_login, password_login, set_login_cookie
+from racetrackd.api import caller, clear_login_cookie, require, services, set_login_cookie
 from racetrackd.auth import access
+from racetrackd.auth import login as logins  # `login` is the page (dashboard.login)
 from racetrackd.auth.accounts import ADMIN_USERNAME
-from racetrackd.auth.authenticator import AUTH_HEADER
 from racetrackd.dashboard import present
 from racetrackd.dashboard.session import CSRF_FIELD, check_same_origin, open_session, safe_next, session_csrf_token
 from racetrackd.db import Deployment, Esc, Job, User
@@ -43,9 +42,7 @@ def _authenticate() -> Response | None:
     try:
         open_session()
     except UnauthorizedError:
-        response = redirect(url_for("dashboard.login", next=request.full_path.rstrip("?")))
-        response.delete_cookie(AUTH_HEADER, path="/")
-        return response
+        return clear_login_cookie(redirect(url_for("dashboard.login", next=request.full_path.rstrip("?"))))
     return None
 
 
@@ -92,7 +89,10 @@ def login() -> Response | tuple[str, int] | str:
         if token:
             services().authenticator.identify(token, request.remote_addr or "", "dashboard")
         else:
-            _, token = password_login(username, request.form.get("password", ""))
+            svc = services()
+            _, token = logins.password_login(svc.accounts, svc.authenticator.limiter, username,
+                                             request.form.get("password", ""), request.remote_addr or "",
+                                             svc.settings.login_token_ttl)
     except RacetrackError as exc:
         return render_template("dashboard/login.html", title="Log in", next=target, error=exc.message,
                                username=username), exc.status_code
@@ -101,7 +101,8 @@ def login() -> Response | tuple[str, int] | str:
 
 @bp.post("/logout")
 def logout() -> Response:
-    return end_login(redirect(url_for("dashboard.login"), code=303))
+    logins.end_login(services().accounts, caller())
+    return clear_login_cookie(redirect(url_for("dashboard.login"), code=303))
 
 
 @bp.get("/profile")
