@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import time
 from typing import Any
@@ -23,8 +22,11 @@ from racetrackd.dashboard.session import CSRF_FIELD, check_same_origin, open_ses
 from racetrackd.db import Deployment, Esc, Job, User
 from racetrackd.deploy import releases
 from racetrackd.deploy import requests as deployments
+from racetrackd.deploy.requests import DeployRequest
 from racetrackd.errors import ManifestError, RacetrackError, UnauthorizedError, ValidationError
 from racetrackd.jobs import queries as jobs
+from racetrackd.manifest import accept_manifest
+from racetrackd.settings import Settings
 
 STATIC_DIR = resources.dashboard_static_dir()
 
@@ -160,18 +162,24 @@ def deploy_form() -> str:
 def deploy() -> Response | tuple[str, int]:
     manifest_text = _uploaded_text(request.files.get("manifest_file")) or request.form.get("manifest", "")
     try:
-        payload = {"manifest": _manifest_mapping(manifest_text), "force": request.form.get("force") == "on"}
-        archive = request.files.get("build_context")
-        if archive is not None and archive.filename:
-            settings = services().settings
-            limits = ContextLimits(int(settings.max_context_size), settings.max_context_entries,
-                                   settings.max_context_ratio)
-            payload["build_context"] = base64.b64encode(archive_as_tar_gz(archive.read(), limits=limits)).decode()
         svc = services()
-        deployment = deployments.request_deployment(svc.settings, svc.plugins, svc.vault, payload, caller())
+        deploy_request = _deploy_form(manifest_text, request.files.get("build_context"), svc.settings)
+        deployment = deployments.request_deployment(svc.settings, svc.plugins, svc.vault, deploy_request)
     except RacetrackError as exc:
         return _deploy_page(manifest_text, exc), exc.status_code
     return redirect(url_for("dashboard.deployment_page", deployment_id=deployment.id), code=303)
+
+
+def _deploy_form(manifest_text: str, upload: FileStorage | None, settings: Settings) -> DeployRequest:
+    """The deploy form as a DeployRequest: the uploaded archive (tar, tar.gz or zip) goes in as it is,
+    a zip repacked as tar.gz within the build-context limits."""
+    manifest = accept_manifest(_manifest_mapping(manifest_text), settings)
+    archive = None
+    if upload is not None and upload.filename:
+        limits = ContextLimits(int(settings.max_context_size), settings.max_context_entries,
+                               settings.max_context_ratio)
+        archive = archive_as_tar_gz(upload.read(), limits=limits)
+    return DeployRequest(manifest=manifest, requester=caller(), archive=archive, force=request.form.get("force") == "on")
 
 
 def _deploy_page(manifest_text: str, error: RacetrackError | None) -> str:
