@@ -66,7 +66,6 @@ def require(scope: str, job_name: str | None = None, job_version: str | None = N
     return identity
 
 
-
 # The login cookie is HTTP, so it lives here at the edge, shared by the API's login and logout and the
 # dashboard's forms; what a login *is* (password check, token issued or revoked) is racetrackd.auth.login.
 def set_login_cookie(response: AnyResponse, token: str) -> AnyResponse:
