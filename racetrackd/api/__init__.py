@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hmac
+from typing import TypeVar
 
 from flask import current_app, g, request
+from werkzeug.wrappers import Response
 
 from racetrackd.auth.access import Identity, forbidden
 from racetrackd.auth.authenticator import AUTH_HEADER, LEGACY_HEADERS, token_from
@@ -17,6 +19,8 @@ def services() -> Services:
     svc: Services = current_app.extensions["racetrackd"]
     return svc
 
+
+AnyResponse = TypeVar("AnyResponse", bound=Response)  # a JSON answer, or a redirect of the dashboard
 
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -61,3 +65,17 @@ def require(scope: str, job_name: str | None = None, job_version: str | None = N
         raise forbidden(identity, scope, doing, job_name, job_version)
     return identity
 
+
+# The login cookie is HTTP, so it lives here at the edge, shared by the API's login and logout and the
+# dashboard's forms; what a login *is* (password check, token issued or revoked) is racetrackd.auth.login.
+def set_login_cookie(response: AnyResponse, token: str) -> AnyResponse:
+    """The HttpOnly, SameSite=Lax `X-Racetrack-Auth` cookie browsers authenticate with."""
+    settings = services().settings
+    response.set_cookie(AUTH_HEADER, token, max_age=int(settings.login_token_ttl), httponly=True, samesite="Lax",
+                        secure=settings.secure_cookie, path="/")
+    return response
+
+
+def clear_login_cookie(response: AnyResponse) -> AnyResponse:
+    response.delete_cookie(AUTH_HEADER, path="/")
+    return response

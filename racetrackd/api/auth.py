@@ -8,22 +8,21 @@ their own tokens. Tokens appear in exactly one answer: the one that creates them
 from __future__ import annotations
 
 import time
-from typing import Any, TypeVar
+from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
-from werkzeug.wrappers import Response as BaseResponse
 
-from racetrackd.api import authenticate_request, caller, require, services
+from racetrackd.api import authenticate_request, caller, clear_login_cookie, require, services, set_login_cookie
 from racetrackd.auth import access
+from racetrackd.auth import login as logins  # `login` is the endpoint (auth.login)
 from racetrackd.auth.access import GrantRule, Identity
 from racetrackd.auth.accounts import ADMIN_USERNAME
-from racetrackd.auth.authenticator import AUTH_HEADER, LEGACY_HEADERS, token_from, username_key
+from racetrackd.auth.authenticator import AUTH_HEADER, LEGACY_HEADERS, token_from
 from racetrackd.db import AuthToken, Esc, Grant, PublicEndpoint, User
-from racetrackd.errors import ForbiddenError, NotFoundError, TooManyAuthFailures, UnauthorizedError, ValidationError
+from racetrackd.errors import ForbiddenError, NotFoundError, ValidationError
 from racetrackd.jobs import queries as jobs
 
 bp = Blueprint("auth", __name__)
-AnyResponse = TypeVar("AnyResponse", bound=BaseResponse)  # a JSON answer, or a redirect of the dashboard
 
 OPEN_ENDPOINTS = {"auth.login", "auth.register"}
 
@@ -38,54 +37,18 @@ def _authenticate() -> None:
 @bp.post("/users/login")
 def login() -> Response:
     body = _body()
-    user, token = password_login(body.get("username"), body.get("password"))
-    return set_login_cookie(jsonify(_profile(user, token)), token)
-
-
-def password_login(username: Any, password: Any) -> tuple[User, str]:
-    """Check a username and password and issue a login token.
-
-    Failures count for the client address and for the username. A username over its limit is
-    refused whatever the password (so guessing it from many addresses stalls); an address over its
-    limit still logs in with the right password (its other users are not locked out) but gets 429
-    for a wrong one.
-    """
     svc = services()
-    limiter = svc.authenticator.limiter
-    client = request.remote_addr or ""
-    name_key = username_key(username) if isinstance(username, str) else None
-    wait = limiter.blocked_for(name_key) if name_key else 0
-    if wait:
-        raise TooManyAuthFailures(f"too many failed logins as this user; try again in {wait} s", retry_after=wait)
-    user = svc.accounts.check_login(username, password)
-    if user is None:
-        wait = limiter.blocked_for(client)
-        if wait:
-            raise TooManyAuthFailures(f"too many failed auth attempts from {client}; try again in {wait} s",
-                                      retry_after=wait)
-        limiter.record(client, *([name_key] if name_key else []))
-        raise UnauthorizedError("invalid username or password")
-    token, _ = svc.accounts.issue_token(access.USER, user.username, origin="login", description="password login",
-                                        expiry_time=time.time() + svc.settings.login_token_ttl)
-    return user, token
+    user, token = logins.password_login(svc.accounts, svc.authenticator.limiter, body.get("username"),
+                                        body.get("password"), request.remote_addr or "", svc.settings.login_token_ttl)
+    return set_login_cookie(jsonify(_profile(user, token)), token)
 
 
 @bp.get("/users/logout")
 @bp.post("/users/logout")
 def logout() -> Response:
     """Ends a password login: its token stops working and the cookie is cleared."""
-    return end_login(jsonify({"logged_out": True}))
-
-
-def end_login(response: AnyResponse) -> AnyResponse:
-    """The caller's password-login token stops working (an API token is left alone); the cookie is cleared."""
-    identity = caller()
-    if identity.token_id is not None:
-        row = AuthToken.get_or_none(AuthToken.id == identity.token_id)
-        if row is not None and row.origin == "login":
-            services().accounts.revoke_token(row.id)
-    response.delete_cookie(AUTH_HEADER, path="/")
-    return response
+    logins.end_login(services().accounts, caller())
+    return clear_login_cookie(jsonify({"logged_out": True}))
 
 
 @bp.post("/users/register")
@@ -115,12 +78,7 @@ def change_password() -> dict[str, Any]:
 @bp.post("/auth/token/user/regenerate")
 def regenerate_user_token() -> Response:
     """A new token for the caller; the one used for this request stops working (the bootstrap one excepted)."""
-    identity = _user_caller()
-    accounts = services().accounts
-    token, _ = accounts.issue_token(access.USER, identity.name, description="regenerated")
-    row = AuthToken.get_or_none(AuthToken.id == identity.token_id)
-    if row is not None and row.origin != "bootstrap":
-        accounts.revoke_token(row.id)
+    token = logins.regenerate_token(services().accounts, _user_caller())
     return set_login_cookie(jsonify({"new_token": token}), token)
 
 
@@ -410,14 +368,6 @@ def _open_path(job_name: str, job_version: str, path: str) -> bool:
         return True
     return any(access.path_within(path, row.endpoint)
                for row in services().accounts.public_endpoints(job_name, job_version, active=True))
-
-
-def set_login_cookie(response: AnyResponse, token: str) -> AnyResponse:
-    """The HttpOnly, SameSite=Lax `X-Racetrack-Auth` cookie browsers authenticate with."""
-    settings = services().settings
-    response.set_cookie(AUTH_HEADER, token, max_age=int(settings.login_token_ttl), httponly=True, samesite="Lax",
-                        secure=settings.secure_cookie, path="/")
-    return response
 
 
 def _profile(user: User, token: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from flask import Blueprint, Response, request, stream_with_context
 from jobmanifest.schema import infrastructure_target_problem
 from racetrackd import __version__, audit, maintenance, streams
 from racetrackd.api import authenticate_request, caller, require, services
+from racetrackd.api.deploy_body import parse_deploy_body
 from racetrackd.auth import access
 from racetrackd.db import Deployment
 from racetrackd.deploy import jobsecrets, releases
@@ -64,9 +65,8 @@ def set_maintenance() -> dict[str, object]:
 @bp.post("/deploy")
 def deploy() -> tuple[dict[str, Any], int]:
     svc = services()
-    deployment = deployments.request_deployment(
-        svc.settings, svc.plugins, svc.vault, request.get_json(silent=True), caller()
-    )
+    deploy_request = parse_deploy_body(request.get_json(silent=True), caller(), svc.settings)
+    deployment = deployments.request_deployment(svc.settings, svc.plugins, svc.vault, deploy_request)
     return {"id": deployment.id}, 201
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import time
 from typing import Any
@@ -14,18 +13,20 @@ from werkzeug.wrappers import Response
 
 from builders.context import ContextLimits, archive_as_tar_gz
 from racetrackd import __version__, audit, maintenance, metrics, naming, resources
-from racetrackd.api import caller, require, services
-from racetrackd.api.auth import end_login, password_login, set_login_cookie
+from racetrackd.api import caller, clear_login_cookie, require, services, set_login_cookie
 from racetrackd.auth import access
+from racetrackd.auth import login as logins  # `login` is the page (dashboard.login)
 from racetrackd.auth.accounts import ADMIN_USERNAME
-from racetrackd.auth.authenticator import AUTH_HEADER
 from racetrackd.dashboard import present
 from racetrackd.dashboard.session import CSRF_FIELD, check_same_origin, open_session, safe_next, session_csrf_token
 from racetrackd.db import Deployment, Esc, Job, User
 from racetrackd.deploy import releases
 from racetrackd.deploy import requests as deployments
+from racetrackd.deploy.requests import DeployRequest
 from racetrackd.errors import ManifestError, RacetrackError, UnauthorizedError, ValidationError
 from racetrackd.jobs import queries as jobs
+from racetrackd.manifest import accept_manifest
+from racetrackd.settings import Settings
 
 STATIC_DIR = resources.dashboard_static_dir()
 
@@ -43,9 +44,7 @@ def _authenticate() -> Response | None:
     try:
         open_session()
     except UnauthorizedError:
-        response = redirect(url_for("dashboard.login", next=request.full_path.rstrip("?")))
-        response.delete_cookie(AUTH_HEADER, path="/")
-        return response
+        return clear_login_cookie(redirect(url_for("dashboard.login", next=request.full_path.rstrip("?"))))
     return None
 
 
@@ -92,7 +91,10 @@ def login() -> Response | tuple[str, int] | str:
         if token:
             services().authenticator.identify(token, request.remote_addr or "", "dashboard")
         else:
-            _, token = password_login(username, request.form.get("password", ""))
+            svc = services()
+            _, token = logins.password_login(svc.accounts, svc.authenticator.limiter, username,
+                                             request.form.get("password", ""), request.remote_addr or "",
+                                             svc.settings.login_token_ttl)
     except RacetrackError as exc:
         return render_template("dashboard/login.html", title="Log in", next=target, error=exc.message,
                                username=username), exc.status_code
@@ -101,7 +103,8 @@ def login() -> Response | tuple[str, int] | str:
 
 @bp.post("/logout")
 def logout() -> Response:
-    return end_login(redirect(url_for("dashboard.login"), code=303))
+    logins.end_login(services().accounts, caller())
+    return clear_login_cookie(redirect(url_for("dashboard.login"), code=303))
 
 
 @bp.get("/profile")
@@ -159,18 +162,24 @@ def deploy_form() -> str:
 def deploy() -> Response | tuple[str, int]:
     manifest_text = _uploaded_text(request.files.get("manifest_file")) or request.form.get("manifest", "")
     try:
-        payload = {"manifest": _manifest_mapping(manifest_text), "force": request.form.get("force") == "on"}
-        archive = request.files.get("build_context")
-        if archive is not None and archive.filename:
-            settings = services().settings
-            limits = ContextLimits(int(settings.max_context_size), settings.max_context_entries,
-                                   settings.max_context_ratio)
-            payload["build_context"] = base64.b64encode(archive_as_tar_gz(archive.read(), limits=limits)).decode()
         svc = services()
-        deployment = deployments.request_deployment(svc.settings, svc.plugins, svc.vault, payload, caller())
+        deploy_request = _deploy_form(manifest_text, request.files.get("build_context"), svc.settings)
+        deployment = deployments.request_deployment(svc.settings, svc.plugins, svc.vault, deploy_request)
     except RacetrackError as exc:
         return _deploy_page(manifest_text, exc), exc.status_code
     return redirect(url_for("dashboard.deployment_page", deployment_id=deployment.id), code=303)
+
+
+def _deploy_form(manifest_text: str, upload: FileStorage | None, settings: Settings) -> DeployRequest:
+    """The deploy form as a DeployRequest: the uploaded archive (tar, tar.gz or zip) goes in as it is,
+    a zip repacked as tar.gz within the build-context limits."""
+    manifest = accept_manifest(_manifest_mapping(manifest_text), settings)
+    archive = None
+    if upload is not None and upload.filename:
+        limits = ContextLimits(int(settings.max_context_size), settings.max_context_entries,
+                               settings.max_context_ratio)
+        archive = archive_as_tar_gz(upload.read(), limits=limits)
+    return DeployRequest(manifest=manifest, requester=caller(), archive=archive, force=request.form.get("force") == "on")
 
 
 def _deploy_page(manifest_text: str, error: RacetrackError | None) -> str:

@@ -1,15 +1,14 @@
-"""Use cases around deployments as the API sees them: request one, read one, list them."""
+"""Use cases around deployments: request one (a DeployRequest, parsed by the edge that got it), read one, list them."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from builders.git_source import check_remote_allowed
-from jobmanifest import versions
+from jobmanifest import Manifest, versions
 from racetrackd import maintenance
 from racetrackd.auth import access
 from racetrackd.auth.access import Identity
@@ -18,23 +17,43 @@ from racetrackd.db import DeletedJob, Deployment, DeploymentStatus, Job, databas
 from racetrackd.deploy import jobsecrets
 from racetrackd.errors import ConflictError, NotFoundError, ValidationError
 from racetrackd.jobs.queries import job_dto, resolve_job
-from racetrackd.manifest import accept_manifest
 from racetrackd.plugins import jobtypes
 from racetrackd.plugins.store import PluginStore
 from racetrackd.settings import Settings
 from racetrackd.streams import ClientGone
 
 MAX_UPLOAD_BYTES = 512 * 1024**2
+SecretVars = tuple[dict[str, str], dict[str, str]]  # (build_env, runtime_env): NAME -> value
 
 
-def request_deployment(
-    settings: Settings, plugins: PluginStore, vault: Vault, payload: Any, identity: Identity
-) -> Deployment:
-    """Validate a `POST /deploy` body and queue the deployment; nothing is stored when it is invalid."""
+@dataclass(frozen=True)
+class DeployRequest:
+    """A request to deploy a job version, parsed once by the edge that received it (the API's JSON body,
+    the dashboard's form), so the use case below sees values and never a request body."""
+
+    manifest: Manifest
+    requester: Identity
+    archive: bytes | None = field(default=None, repr=False)  # the job's directory as tar.gz; None: git.remote
+    force: bool = False  # redeploy a version that exists (or was deleted)
+    no_cache: bool = False  # build without Docker's layer cache
+    secret_vars: SecretVars | None = field(default=None, repr=False)  # None: not sent, the stored ones may do
+    git_credentials: dict[str, str] | None = field(default=None, repr=False)  # {"username", "password"}
+
+    def __post_init__(self) -> None:
+        if self.archive is not None and len(self.archive) > MAX_UPLOAD_BYTES:
+            raise ValidationError(f"build_context: larger than {MAX_UPLOAD_BYTES // 1024**2} MiB")
+
+    @property
+    def git_remote(self) -> str | None:
+        """The remote the build clones: set exactly when no archive was uploaded."""
+        return self.manifest.git.remote if self.archive is None and self.manifest.git is not None else None
+
+
+def request_deployment(settings: Settings, plugins: PluginStore, vault: Vault, request: DeployRequest) -> Deployment:
+    """Check a deploy request against this host (maintenance, scopes, job type, versions, git policy,
+    secrets) and queue the deployment; nothing is stored when it is refused."""
     maintenance.ensure_changes_allowed("deploy")
-    if not isinstance(payload, dict):
-        raise ValidationError("request body: must be a JSON object with a manifest")
-    manifest = accept_manifest(payload.get("manifest"), settings)
+    manifest, identity = request.manifest, request.requester
     authorize_deploy(identity, manifest.name, manifest.version)
     job_type = jobtypes.resolve(manifest.jobtype, plugins.job_types())
     warnings = [*manifest.warnings, *jobtypes.check_extra(job_type, manifest.jobtype_extra),
@@ -43,36 +62,31 @@ def request_deployment(
         # The supervisor learns of the last call from the wrapper's last_call_timestamp metric.
         warnings.append(f"idle_timeout: not acted on for job type {job_type.name} (its server has no "
                         f"last_call_timestamp metric): the job keeps running")
-    force = payload.get("force", False)
-    if not isinstance(force, bool):
-        raise ValidationError("force: must be true or false")
     ensure_not_in_progress(manifest.name, manifest.version)  # even forced: one at a time per version
-    if not force:
+    if not request.force:
         ensure_version_is_new(manifest.name, manifest.version)
-    archive = _decode_build_context(payload.get("build_context"))
-    if archive is None:
-        if manifest.git is None:
-            raise ValidationError(
-                "build_context: missing, and the manifest has no git.remote to build from",
-                hint="upload the job's directory (rtd submit DIR) or set git.remote in job.yaml",
-            )
-        check_remote_allowed(manifest.git.remote, settings.git_allowed_schemes)
+    # Checked here, not by the edge: a deploy refused for maintenance, scope or version says that first.
+    if request.git_remote is None and request.archive is None:
+        raise ValidationError(
+            "build_context: missing, and the manifest has no git.remote to build from",
+            hint="upload the job's directory (rtd submit DIR) or set git.remote in job.yaml",
+        )
+    if request.git_remote is not None:
+        check_remote_allowed(request.git_remote, settings.git_allowed_schemes)
     requester = jobsecrets.Requester(
         subject=identity.subject if identity.kind != access.ANONYMOUS else None,
-        git_remote=manifest.git.remote if archive is None and manifest.git is not None else None,
-        may_read_secrets=identity.allows(access.FULL_ACCESS))
-    secrets = jobsecrets.for_deployment(manifest, jobsecrets.parse_secret_vars(payload.get("secret_vars")),
-                                        _git_credentials(payload.get("git_credentials")), vault, requester)
+        git_remote=request.git_remote, may_read_secrets=identity.allows(access.FULL_ACCESS))
+    secrets = jobsecrets.for_deployment(manifest, request.secret_vars, request.git_credentials, vault, requester)
     deployment = Deployment(
         job_name=manifest.name, job_version=manifest.version, manifest_yaml=manifest.yaml,
-        force=force, deployed_by=identity.display, warnings="\n".join(warnings) or None,
+        force=request.force, deployed_by=identity.display, warnings="\n".join(warnings) or None,
         requested_by=identity.subject if identity.kind != access.ANONYMOUS else None,
-        no_cache=_no_cache(payload.get("build_flags")), secrets=jobsecrets.seal(secrets, vault),
+        no_cache=request.no_cache, secrets=jobsecrets.seal(secrets, vault),
     )
-    if archive is not None:
+    if request.archive is not None:
         path = settings.data_dir / "uploads" / f"{deployment.id}.tar.gz"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(archive)
+        path.write_bytes(request.archive)
         deployment.build_context_path = str(path)
     try:
         queue_once(deployment)
@@ -127,39 +141,6 @@ def ensure_not_in_progress(name: str, version: str) -> None:
             hint="wait for it to finish (rtd build-logs NAME --version VERSION -f shows its progress); "
                  "a forced redeploy too waits until then",
         )
-
-
-def _git_credentials(value: Any) -> dict[str, str] | None:
-    if value is None:
-        return None
-    if (not isinstance(value, dict) or set(value) - {"username", "password"}
-            or not all(isinstance(value.get(k), str) and value.get(k) for k in ("username", "password"))):
-        raise ValidationError("git_credentials: must be {\"username\": \"...\", \"password\": \"...\"} or null")
-    return {"username": value["username"], "password": value["password"]}
-
-
-def _no_cache(flags: Any) -> bool:
-    if flags is None:
-        return False
-    if not isinstance(flags, list) or not all(isinstance(flag, str) for flag in flags):
-        raise ValidationError("build_flags: must be a list of strings")
-    unknown = [flag for flag in flags if flag != "--no-cache"]
-    if unknown:
-        raise ValidationError(f"build_flags: {unknown[0]!r} is not supported (supported: --no-cache)")
-    return "--no-cache" in flags
-
-
-def _decode_build_context(value: Any) -> bytes | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValidationError("build_context: must be a base64-encoded tar.gz string or null")
-    if len(value) > MAX_UPLOAD_BYTES * 4 // 3:
-        raise ValidationError(f"build_context: larger than {MAX_UPLOAD_BYTES // 1024**2} MiB")
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ValidationError(f"build_context: not valid base64: {exc}") from exc
 
 
 def get_deployment(deployment_id: str) -> Deployment:
