@@ -26,7 +26,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from jobmanifest import Manifest
 from jobmanifest.schema import relative_path_problem
 from jobmanifest.versions import select
 from pluginbundle import JOB_TYPE_CATEGORY, PLUGIN_MANIFEST, PluginInvalid, PluginManifest, check_directory
@@ -198,29 +197,6 @@ def load_job_types(plugin_dir: Path, manifest: PluginManifest) -> list[JobType]:
             confinement=_confinement(name, spec.get("hardening")),
         ))
     return job_types
-
-
-def template_variables(*, manifest: Manifest, job_type: JobType, base_image: str, build: dict[str, Any],
-                       git_version: str, racetrackd_version: str, runtime_image: str = "",
-                       build_stage_labels: dict[str, str] | None = None) -> dict[str, Any]:
-    """What a job type's Dockerfile template receives (docs/plugins.md lists them)."""
-    return {
-        "base_image": base_image,
-        "runtime_image": runtime_image,
-        # For the build stages of a multi-stage template: their images are left untagged, and these
-        # labels are how they are found and removed with the daemon's other images.
-        "build_stage_labels": build_stage_labels or {},
-        "build": build,
-        "manifest": manifest.raw,
-        "jobtype_extra": manifest.jobtype_extra,
-        "system_dependencies": list(manifest.system_dependencies),
-        "build_env": manifest.build_env,
-        "job_name": manifest.name,
-        "job_version": manifest.version,
-        "job_type_version": job_type.full_name,
-        "git_version": git_version,
-        "racetrackd_version": racetrackd_version,
-    }
 
 
 SAMPLE_EXTRA_VALUES: dict[str, Any] = {"string": "sample", "path": "sample.txt", "boolean": True, "integer": 1}

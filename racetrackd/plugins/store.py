@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from builders.dockerfile import render_dockerfile
+from builders.recipe import BuildOptions, template_variables
 from jobmanifest import ManifestInvalid, validate_manifest
 from jobmanifest.versions import SemanticVersion
 from pluginbundle import (
@@ -207,13 +208,12 @@ class PluginStore:
             })
         except ManifestInvalid as exc:
             raise PluginInvalid(f"job type {job_type.name}: cannot make a sample manifest: {exc}") from exc
-        variables = jobtypes.template_variables(
+        variables = template_variables(
             manifest=manifest, job_type=job_type,
             base_image=self.base_image_of.get(job_type.base_image_setting or "", "") or "sample:latest",
             runtime_image=self.base_image_of.get(job_type.runtime_image_setting or "", ""),
             build_stage_labels={"racetrackd.instance": "plugin-check"},
-            build={"ca_bundle": False, "pip_index_url": None, "pip_extra_index_url": None, "pip_trusted_host": None,
-                   "goproxy": None, "secrets_url": "", "secret_names": []},
+            build=BuildOptions().as_template_variable(),  # no CA bundle, package index nor secrets
             git_version="0000000", racetrackd_version="0.0.0",
         )
         try:
