@@ -133,17 +133,24 @@ class ImageBuilder:
         )
 
     def job_type_files(self, job_type: JobType, manifest: Manifest) -> JobTypeFiles:
-        """What the recipe needs of `job_type`, with its base and runtime images read from the settings."""
+        """What the recipe needs of `job_type`, with its base and runtime images: the values of the
+        settings it names (declared by plugins, e.g. python_base_image)."""
         own = job_type.job_dockerfile
         return JobTypeFiles(
             full_name=job_type.full_name, plugin_dir=job_type.plugin_dir,
             dockerfile_template=job_type.dockerfile_template,
             own_dockerfile=None if own is None else OwnDockerfile(
                 path=own.path(manifest.jobtype_extra), field=f"jobtype_extra.{own.path_field}", render=own.render),
-            base_image=getattr(self.settings, job_type.base_image_setting) if job_type.base_image_setting else "",
-            runtime_image=getattr(self.settings, job_type.runtime_image_setting)
-            if job_type.runtime_image_setting else "",
+            base_image=self._image_setting(job_type, job_type.base_image_setting),
+            runtime_image=self._image_setting(job_type, job_type.runtime_image_setting),
         )
+
+    def _image_setting(self, job_type: JobType, name: str | None) -> str:
+        """The value of a job type's image setting: the daemon's (read at start), else its plugin's default."""
+        if not name:
+            return ""
+        value = self.settings.plugin_setting(name)
+        return value if value is not None else dict(job_type.declared_settings).get(name, "")
 
     def build(self, manifest: Manifest, job_type: JobType, job_dir: Path, secrets: jobsecrets.JobSecrets, *,
               deployment_id: str, report: BuildReport, git_commit: str = "", no_cache: bool = False) -> BuildResult:

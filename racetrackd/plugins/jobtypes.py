@@ -118,13 +118,16 @@ class JobType:
     version: str
     plugin_dir: Path  # its files go into the build context as `jobtype/`
     dockerfile_template: str  # path relative to plugin_dir ("" when the job brings its Dockerfile)
-    base_image_setting: str | None  # Settings field naming the default base image, if any
+    base_image_setting: str | None  # the setting naming the default base image, if any (declared by a plugin)
     extra_fields: tuple[ExtraField, ...] = ()
-    # Settings field naming the image a multi-stage template runs the job in (`runtime_image`), if any
+    # The setting naming the image a multi-stage template runs the job in (`runtime_image`), if any
     runtime_image_setting: str | None = None
     job_dockerfile: JobDockerfile | None = None
     serving: ServingRule = ServingRule()
     confinement: Confinement = Confinement()
+    # The settings its plugin declares, with their defaults (a plugin uploaded after the daemon
+    # started is not in Settings.plugin_settings until a restart: its images are these defaults)
+    declared_settings: tuple[tuple[str, str], ...] = ()
 
     @property
     def full_name(self) -> str:
@@ -195,6 +198,7 @@ def load_job_types(plugin_dir: Path, manifest: PluginManifest) -> list[JobType]:
             job_dockerfile=job_dockerfile,
             serving=_serving_rule(name, spec.get("serving"), {field.name for field in fields}),
             confinement=_confinement(name, spec.get("hardening")),
+            declared_settings=tuple((setting, declared["default"]) for setting, declared in manifest.settings.items()),
         ))
     return job_types
 

@@ -3,6 +3,7 @@ and the results the image builder reports (racetrackd.deploy.building)."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -185,3 +186,21 @@ def test_a_failed_build_quotes_the_tail_of_what_it_reported(
     assert caught.value.message.startswith("image build failed: pip install failed\n--- last build output ---\n")
     assert caught.value.message.endswith("\n".join(f"Step {step}" for step in range(10, 30)))
     assert "".join(report.logs) == "".join(f"Step {step}\n" for step in range(30))
+
+
+def test_the_builder_takes_a_job_types_images_from_the_plugin_declared_settings(
+        make_settings: object, runtime: FakeRuntime) -> None:
+    settings: Settings = make_settings(python_base_image="racetrackd/python3-base:bookworm")  # type: ignore[operator]
+    builder = ImageBuilder(settings, runtime, Vault(b"k" * 32), "http://172.18.0.1:7102")
+    installed = discover([BUILTIN_PLUGINS_DIR])
+    manifest = validate_manifest(sample_manifest())
+    # A plugin uploaded after the daemon started: its setting is not read yet, so its default holds.
+    uploaded = dataclasses.replace(resolve("python3:latest", installed), base_image_setting="shell_base_image",
+                                   declared_settings=(("shell_base_image", "debian:bookworm-slim"),))
+
+    python3 = builder.job_type_files(resolve("python3:latest", installed), manifest)
+    golang = builder.job_type_files(resolve("golang:latest", installed), manifest)
+
+    assert python3.base_image == "racetrackd/python3-base:bookworm"  # RACETRACK_PYTHON_BASE_IMAGE
+    assert (golang.base_image, golang.runtime_image) == ("golang:1.21-bookworm", "debian:bookworm-slim")
+    assert builder.job_type_files(uploaded, manifest).base_image == "debian:bookworm-slim"
