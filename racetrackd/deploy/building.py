@@ -36,11 +36,6 @@ from racetrackd.settings import Settings
 log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 20
-# Label names kept here for the callers that know them from this module.
-LABEL_COMMIT = labels.LABEL_COMMIT
-LABEL_MANIFEST_DIGEST = labels.LABEL_MANIFEST_DIGEST
-LABEL_JOB_TYPE = labels.LABEL_JOB_TYPE
-LABEL_BUILD_STAGE = labels.LABEL_BUILD_STAGE
 # How much of the latest build output the builder keeps itself, for the tail quoted in a BuildError.
 KEPT_OUTPUT_CHARS = 64 * 1024
 
@@ -110,13 +105,8 @@ class ImageBuilder:
         return FetchedSource(job_dir=job_dir, git_commit=commit)
 
     def recipe(self, manifest: Manifest, job_type: JobType, job_dir: Path, secrets: jobsecrets.JobSecrets, *,
-               deployment_id: str, git_commit: str = "") -> ImageRecipe:
-        """The recipe of the job's image, from this daemon's settings (and the secrets URL of this build)."""
-        secrets_url, _ = self._secrets_url(manifest, secrets)
-        return self._recipe(manifest, job_type, job_dir, secrets, secrets_url, deployment_id, git_commit)
-
-    def _recipe(self, manifest: Manifest, job_type: JobType, job_dir: Path, secrets: jobsecrets.JobSecrets,
-                secrets_url: str, deployment_id: str, git_commit: str) -> ImageRecipe:
+               secrets_url: str, deployment_id: str, git_commit: str = "") -> ImageRecipe:
+        """The recipe of the job's image, from this daemon's settings and the secrets URL of this build."""
         return image_recipe(
             manifest=manifest, job_type=self.job_type_files(job_type, manifest), job_dir=job_dir,
             options=BuildOptions(
@@ -157,7 +147,8 @@ class ImageBuilder:
         """Build the job's image. BuildError ends with the failing output."""
         started = time.monotonic()
         secrets_url, digest = self._secrets_url(manifest, secrets)
-        recipe = self._recipe(manifest, job_type, job_dir, secrets, secrets_url, deployment_id, git_commit)
+        recipe = self.recipe(manifest, job_type, job_dir, secrets, secrets_url=secrets_url, deployment_id=deployment_id,
+                             git_commit=git_commit)
         # The build log echoes each RUN line: the secrets URL's digest is masked like the values it opens.
         logs = _ThrottledLog(report, jobsecrets.Redactor([*secrets.values(), digest]))
         deadline = started + self.settings.build_timeout
