@@ -43,8 +43,9 @@ SHARED_MAY_IMPORT = {
     "jobmanifest": set(),
     "pluginbundle": set(),
     "cli": set(),
-    # The builder's errors are still racetrackd's error tree (a module that imports nothing);
-    # issue 17 item 3 makes the builder report results instead.
+    # The builder's errors are still racetrackd's error tree (a module that imports nothing), and it
+    # finds the shipped Dockerfile fragments and build helper through racetrackd.resources (which imports
+    # only errors); issue 17 item 3 makes the builder report results instead.
     "builders": {"racetrackd.errors", "racetrackd.resources"},
 }
 
