@@ -30,7 +30,11 @@ JOB_TYPE_CATEGORY = "job-type"
 MAX_ARCHIVE_BYTES = 64 * 1024**2
 MAX_UNPACKED_BYTES = 256 * 1024**2  # a ZIP bomb stops here, however well it compresses
 MAX_FILES = 5000
-MANIFEST_KEYS = ("name", "version", "category", "build_date", "url", "priority", "components", "job_types")
+MANIFEST_KEYS = ("name", "version", "category", "build_date", "url", "priority", "components", "job_types",
+                 "settings")
+# A daemon setting a plugin declares: read from RACETRACK_<NAME upper-cased>, like the daemon's own.
+SETTING_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+SETTING_KEYS = ("default", "help")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 # Never bundled: version control, caches, earlier bundles.
 ALWAYS_IGNORED = (".git", "__pycache__", ".mypy_cache", ".pytest_cache", ".venv")
@@ -52,6 +56,8 @@ class PluginManifest:
     priority: int = 0
     components: tuple[str, ...] = ()
     job_types: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    # Daemon settings the plugin declares: name -> {default, help} (e.g. its job types' base images)
+    settings: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Racetrack's PluginManifest shape (without job_types, which `GET /plugin` lists by name)."""
@@ -110,7 +116,29 @@ def parse_manifest(text: str) -> PluginManifest:
         name=name, version=version, category=_optional_str(data, "category"),
         build_date=_optional_str(data, "build_date"), url=_optional_str(data, "url"), priority=priority,
         components=tuple(components), job_types={str(k): dict(v) for k, v in job_types.items()},
+        settings=_settings(data.get("settings")),
     )
+
+
+def _settings(data: Any) -> dict[str, dict[str, str]]:
+    """The `settings:` section: {name: {default: ..., help: ...}}; PluginInvalid naming the bad key."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise PluginInvalid(f"{PLUGIN_MANIFEST}: settings: must map setting names to {{default, help}}")
+    settings = {}
+    for name, spec in data.items():
+        where = f"{PLUGIN_MANIFEST}: settings.{name}"
+        if not isinstance(name, str) or not SETTING_NAME_PATTERN.match(name):
+            raise PluginInvalid(f"{where}: a setting name is lower-case letters, digits and '_', starting with "
+                                f"a letter (its variable is RACETRACK_ and the name in upper case)")
+        if not isinstance(spec, dict) or set(spec) - set(SETTING_KEYS):
+            raise PluginInvalid(f"{where}: must be {{default: value, help: text}}")
+        default, help_text = spec.get("default", ""), spec.get("help")
+        if not isinstance(default, str) or not isinstance(help_text, str) or not help_text:
+            raise PluginInvalid(f"{where}: default must be a string, and help a sentence saying what it sets")
+        settings[name] = {"default": default, "help": help_text}
+    return settings
 
 
 def _optional_str(data: dict[str, Any], key: str) -> str | None:

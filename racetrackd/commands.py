@@ -104,6 +104,6 @@ def build_base_image(job_type: str, name: str | None, suite: str, mirror: str | 
 def ensure_base_image(job_type: str) -> None:
     """Print a base image that is usable here: the configured one, or a local build."""
     settings = _settings()
-    preferred = getattr(settings, BASE_IMAGE_SETTING[job_type][0])
+    preferred = settings.plugin_settings[BASE_IMAGE_SETTING[job_type][0]]  # declared by the built-in plugin
     click.echo(base_images.ensure_base_image(DockerRuntime(), base_images.KINDS[job_type], preferred,
                                              settings.data_dir / "tmp"))

@@ -1,24 +1,34 @@
-"""Names and labels racetrackd gives to Docker objects: the one place they are spelt.
+"""Names racetrackd gives to Docker objects (containers, networks) and the gateway's paths and headers.
 
-Labels join Docker (what runs) to the registry (what was asked): every container and image
-carries the daemon instance and the job's name and version.
+The labels every container and image carries, and the names of images, are spelt with the rest
+of the image recipe in builders/labels.py; they are handed on from here for the daemon's rooms.
 """
 
 from __future__ import annotations
 
 import re
 
-LABEL_COMPONENT = "racetrack-component"
-LABEL_INSTANCE = "racetrackd.instance"
-LABEL_JOB_NAME = "job-name"
-LABEL_JOB_VERSION = "job-version"
-LABEL_DEPLOYMENT = "racetrackd.deployment"
+from builders.labels import (
+    DEFAULT_INSTANCE,
+    LABEL_COMPONENT,
+    LABEL_DEPLOYMENT,
+    LABEL_INSTANCE,
+    LABEL_JOB_NAME,
+    LABEL_JOB_VERSION,
+    image_repository,
+    image_tag,
+    job_labels,
+)
+
+__all__ = ["CALLER_HEADER", "DEFAULT_INSTANCE", "JOB_PORT", "LABEL_COMPONENT", "LABEL_DEPLOYMENT", "LABEL_INSTANCE",
+           "LABEL_JOB_NAME", "LABEL_JOB_VERSION", "TRACING_HEADER", "build_network", "container_name",
+           "image_repository", "image_tag", "job_labels", "pub_path", "replica_container_name",
+           "staging_container_name"]
 
 JOB_PORT = 7000
 # Headers the gateway adds to every call (Racetrack's names; jobs read them).
 TRACING_HEADER = "X-Request-Tracing-Id"
 CALLER_HEADER = "X-Caller-Name"
-DEFAULT_INSTANCE = "main"
 
 
 def build_network(job_network: str) -> str:
@@ -42,26 +52,6 @@ def staging_container_name(instance: str, job_name: str, job_version: str, deplo
 def replica_container_name(base: str, index: int) -> str:
     """Replica 0 is `base`; the others `base-1`, `base-2`, ... (Racetrack's naming of extra containers)."""
     return base if index == 0 else f"{base}-{index}"
-
-
-def image_repository(instance: str, job_name: str) -> str:
-    prefix = "racetrackd" if instance == DEFAULT_INSTANCE else f"racetrackd-{instance}"
-    return f"{prefix}/job-{job_name}"
-
-
-def image_tag(job_version: str, deployment_id: str) -> str:
-    """Unique per deployment so a rebuild never overwrites the image a running job uses."""
-    return re.sub(r"[^a-zA-Z0-9_.-]", "-", f"{job_version}-{deployment_id[:8]}")
-
-
-def job_labels(instance: str, job_name: str, job_version: str, deployment_id: str) -> dict[str, str]:
-    return {
-        LABEL_COMPONENT: "job",
-        LABEL_INSTANCE: instance,
-        LABEL_JOB_NAME: job_name,
-        LABEL_JOB_VERSION: job_version,
-        LABEL_DEPLOYMENT: deployment_id,
-    }
 
 
 def pub_path(job_name: str, job_version: str) -> str:

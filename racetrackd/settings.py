@@ -1,7 +1,9 @@
 """Daemon settings: one frozen object, read once from `RACETRACK_*` variables (and an optional YAML file).
 
-Every setting is declared once in `SETTINGS` below; `Settings.from_env` reads them from an
-injected mapping so tests pass a plain dict. An unknown `RACETRACK_*` variable or an invalid
+Every setting of the daemon is declared once in `SETTINGS` below; a plugin declares its own (the
+base images of its job types, e.g. RACETRACK_PYTHON_BASE_IMAGE) in the `settings:` section of its
+plugin-manifest.yaml, read the same way into `Settings.plugin_settings`. `Settings.from_env`
+reads them from an injected mapping so tests pass a plain dict. An unknown `RACETRACK_*` variable or an invalid
 value raises `SettingsError` naming the variable, so a typo never silently falls back to a default.
 """
 
@@ -9,13 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from jobmanifest.quantities import parse_quantity
+from pluginbundle import PLUGIN_MANIFEST, PluginInvalid, parse_manifest
 from racetrackd import resources
 from racetrackd.errors import SettingsError
 
@@ -171,14 +174,6 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("instance", "main", _parse_instance,
                 "Name of this daemon; labels every container and image it creates. "
                 "A non-default name also prefixes container names, so two daemons can share one engine."),
-    SettingSpec("python_base_image", "python:3.11-slim", str,
-                "Base image of python3 jobs, and the BASE_IMAGE build arg of docker-proxy and dockerfile jobs. "
-                "Air-gapped hosts: build one with `racetrackd base-images build`."),
-    SettingSpec("golang_base_image", "golang:1.21-bookworm", str,
-                "Image golang jobs are compiled in (a Go toolchain on Debian). Air-gapped hosts: build one with "
-                "`racetrackd base-images build --job-type golang`."),
-    SettingSpec("golang_runtime_image", "debian:bookworm-slim", str,
-                "Image golang jobs run in (any Debian-based image: system_dependencies are installed with apt)."),
     SettingSpec("build_ca_bundle", "", _parse_existing_file,
                 "CA bundle (PEM) given to image builds, for package indexes behind a TLS-intercepting proxy."),
     SettingSpec("build_pip_index_url", "", _parse_optional_str, "Package index used by pip inside image builds."),
@@ -258,6 +253,9 @@ SETTINGS: tuple[SettingSpec, ...] = (
 )
 
 
+CORE_FIELDS = frozenset(spec.field for spec in SETTINGS) | {"plugin_settings"}  # a plugin cannot redeclare them
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     host: str
@@ -278,9 +276,6 @@ class Settings:
     network: str
     job_addressing: str
     instance: str
-    python_base_image: str
-    golang_base_image: str
-    golang_runtime_image: str
     build_ca_bundle: Path | None
     build_pip_index_url: str | None
     build_pip_extra_index_url: str | None
@@ -317,30 +312,34 @@ class Settings:
     worker_poll_interval: float
     log_level: str
     config_file: str | None
+    # Settings declared by plugins (`settings:` in plugin-manifest.yaml), e.g. python_base_image: name -> value
+    plugin_settings: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read settings from `environ` (default: the process environment); raise SettingsError on bad input."""
+        """Read settings from `environ` (default: the process environment); raise SettingsError on bad input.
+
+        The settings plugins declare are read the same way, after DATA_DIR (their plugins may have
+        been uploaded there): built-in plugins first, then uploaded ones."""
         environ = os.environ if environ is None else environ
-        known = {spec.env_name for spec in SETTINGS}
+        raw = _read_config_file(environ.get(ENV_PREFIX + "CONFIG_FILE", ""))
+        values = _parse_specs(SETTINGS, raw, environ)
+        declared = plugin_setting_specs([BUILTIN_PLUGINS_DIR, values["data_dir"] / "plugins"])
+        known = {spec.env_name for spec in (*SETTINGS, *declared)}
         unknown = sorted(k for k in environ if k.startswith(ENV_PREFIX) and k not in known)
         if unknown:
             raise SettingsError(
                 f"unknown setting {unknown[0]}",
                 hint="known settings: " + ", ".join(sorted(known)),
             )
-        raw = _read_config_file(environ.get(ENV_PREFIX + "CONFIG_FILE", ""))
-        raw.update({spec.field: environ[spec.env_name] for spec in SETTINGS if spec.env_name in environ})
-        values: dict[str, Any] = {}
-        for spec in SETTINGS:
-            text = raw.get(spec.field)
-            if text is None:
-                text = spec.default(environ) if callable(spec.default) else spec.default
-            try:
-                values[spec.field] = spec.parse(str(text))
-            except ValueError as exc:
-                raise SettingsError(f"{spec.env_name}={text!r} is invalid: {exc}") from exc
-        return cls(**values)
+        unknown_in_file = sorted(set(raw) - {spec.field for spec in (*SETTINGS, *declared)})
+        if unknown_in_file:
+            raise SettingsError(f"unknown setting {unknown_in_file[0]!r} in {environ[ENV_PREFIX + 'CONFIG_FILE']}")
+        return cls(**values, plugin_settings=_parse_specs(declared, raw, environ))
+
+    def plugin_setting(self, name: str) -> str | None:
+        """The value of a setting a plugin declares; None when no plugin installed at start declared it."""
+        return self.plugin_settings.get(name)
 
     @property
     def public_url(self) -> str:
@@ -361,7 +360,7 @@ class Settings:
 
     def as_environ(self) -> dict[str, str]:
         """The settings back as RACETRACK_* variables, for child processes of the daemon."""
-        env = {}
+        env = {ENV_PREFIX + name.upper(): value for name, value in self.plugin_settings.items()}
         for spec in SETTINGS:
             value = getattr(self, spec.field)
             if value is None:
@@ -385,9 +384,40 @@ def _read_config_file(path: str) -> dict[str, str]:
         raise SettingsError(f"{ENV_PREFIX}CONFIG_FILE={path!r} cannot be read: {exc}") from exc
     if not isinstance(loaded, dict):
         raise SettingsError(f"{ENV_PREFIX}CONFIG_FILE={path!r} must hold a mapping of settings")
-    fields = {spec.field for spec in SETTINGS}
-    for key in loaded:
-        if key not in fields:
-            raise SettingsError(f"unknown setting {key!r} in {path}")
     return {key: ("" if value is None else str(value).lower() if isinstance(value, bool) else str(value))
             for key, value in loaded.items()}
+
+
+def _parse_specs(specs: tuple[SettingSpec, ...], raw: Mapping[str, str], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Each spec's value: from the environment, else the config file (`raw`), else its default."""
+    values: dict[str, Any] = {}
+    for spec in specs:
+        text = environ.get(spec.env_name, raw.get(spec.field))
+        if text is None:
+            text = spec.default(environ) if callable(spec.default) else spec.default
+        try:
+            values[spec.field] = spec.parse(str(text))
+        except ValueError as exc:
+            raise SettingsError(f"{spec.env_name}={text!r} is invalid: {exc}") from exc
+    return values
+
+
+def plugin_setting_specs(plugin_roots: Iterable[Path]) -> tuple[SettingSpec, ...]:
+    """The settings declared by the plugins under `plugin_roots` (`settings:` of plugin-manifest.yaml).
+
+    A setting two plugins declare is the first one's (built-in plugins come first). A plugin whose
+    manifest cannot be read is skipped here: the plugin store reports it.
+    """
+    specs: dict[str, SettingSpec] = {}
+    for root in plugin_roots:
+        if not root.is_dir():
+            continue
+        for manifest_file in sorted(root.glob(f"*/{PLUGIN_MANIFEST}")):
+            try:
+                manifest = parse_manifest(manifest_file.read_text())
+            except (OSError, UnicodeDecodeError, PluginInvalid):
+                continue
+            for name, declared in manifest.settings.items():
+                if name not in specs and name not in CORE_FIELDS:
+                    specs[name] = SettingSpec(name, declared["default"], str, declared["help"])
+    return tuple(specs.values())

@@ -1,31 +1,30 @@
-"""Turn a deployment's source into an image: fetch it (upload or git), render the job type's
-Dockerfile, build with the Docker runtime, and collect old images.
+"""Turn a deployment's source into an image: fetch it (upload or git), build the recipe
+(builders.recipe) with the Docker runtime, and collect old images.
 
-Runs only in the background worker, for `racetrackd.deploy.deployer`.
+The builder reports what happens (build output, the commit it fetched) to a `BuildReport` and
+returns its results (`FetchedSource`, `BuildResult`); it never writes the registry. The deploy
+use case (racetrackd.deploy.deployer) records them on the deployment with `DeploymentRecord`.
+Runs only in the background worker.
 """
 
 from __future__ import annotations
 
-import hashlib
+import collections
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
-from builders.context import (
-    DOCKERFILE_NAME,
-    ContextLimits,
-    assemble_docker_context,
-    resolve_inside,
-    unpack_build_context,
-)
-from builders.dockerfile import job_dockerfile_variables, render_dockerfile, render_job_dockerfile
+from builders import labels
+from builders.context import DOCKERFILE_NAME, ContextLimits, assemble_docker_context, unpack_build_context
 from builders.git_source import GitCredentials, check_remote_address, check_remote_allowed, clone, redact_remote
+from builders.recipe import BuildOptions, ImageRecipe, JobTypeFiles, OwnDockerfile, image_recipe
 from jobmanifest import Manifest
 from racetrackd import __version__, naming
 from racetrackd.auth.vault import Vault
-from racetrackd.db import Deployment
+from racetrackd.db import BUILD_LOG_MAX_CHARS, Deployment
 from racetrackd.deploy import jobsecrets
 from racetrackd.docker.images import prune_job_images
 from racetrackd.docker.runtime import Runtime
@@ -37,10 +36,32 @@ from racetrackd.settings import Settings
 log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 20
-LABEL_COMMIT = "racetrackd.git-commit"
-LABEL_MANIFEST_DIGEST = "racetrackd.manifest-digest"
-LABEL_JOB_TYPE = "racetrackd.job-type"
-LABEL_BUILD_STAGE = "racetrackd.build-stage"  # on a multi-stage build's intermediate stage: the job name
+# How much of the latest build output the builder keeps itself, for the tail quoted in a BuildError.
+KEPT_OUTPUT_CHARS = 64 * 1024
+
+
+class BuildReport(Protocol):
+    """Where the builder reports as it goes (the deployer records it on the deployment)."""
+
+    def log(self, text: str) -> None:
+        """Build output (redacted), in batches."""
+
+    def source_fetched(self, git_commit: str) -> None:
+        """The commit a git source was cloned at, as soon as it is known."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FetchedSource:
+    job_dir: Path  # the job's files, inside the workspace
+    git_commit: str | None  # the commit cloned; None for an uploaded build context
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildResult:
+    image: str  # the tag built, e.g. racetrackd/job-adder:0.0.1-1a2b3c4d
+    image_id: str  # the engine's id of it
+    duration: float  # seconds
+    log_tail: str  # the last lines of the build output (all of it went to BuildReport.log)
 
 
 class ImageBuilder:
@@ -55,12 +76,13 @@ class ImageBuilder:
         self.build_network = naming.build_network(settings.network)
         self.isolate_builds = isolate_builds
 
-    def fetch_source(self, deployment: Deployment, manifest: Manifest, job_type: JobType, workspace: Path,
-                     secrets: jobsecrets.JobSecrets) -> Path:
-        """The job's directory, from the upload or a git clone; records the commit on the deployment."""
-        if deployment.build_context_path:
+    def fetch_source(self, manifest: Manifest, job_type: JobType, workspace: Path, secrets: jobsecrets.JobSecrets,
+                     *, build_context: Path | None, report: BuildReport) -> FetchedSource:
+        """The job's directory, from the uploaded `build_context` or a git clone."""
+        commit = None
+        if build_context:
             job_dir = workspace / "job"
-            unpack_build_context(Path(deployment.build_context_path), job_dir, limits=ContextLimits(
+            unpack_build_context(build_context, job_dir, limits=ContextLimits(
                 int(self.settings.max_context_size), self.settings.max_context_entries,
                 self.settings.max_context_ratio))
         elif manifest.git is not None:
@@ -71,68 +93,82 @@ class ImageBuilder:
             checkout = clone(manifest.git.remote, manifest.git.branch, manifest.git.directory, credentials,
                              workspace / "repo", self.settings.build_timeout, addresses)
             job_dir = checkout.context_dir
-            deployment.git_commit = checkout.commit
-            deployment.save(only=[Deployment.git_commit])
-            deployment.append_logs(f"fetched {redact_remote(manifest.git.remote)} at {checkout.commit}\n",
-                                   int(self.settings.build_log_max_size))
+            commit = checkout.commit
+            report.source_fetched(commit)
+            report.log(f"fetched {redact_remote(manifest.git.remote)} at {checkout.commit}\n")
             if _size_of(job_dir) > self.settings.max_context_size:
                 raise ValidationError(f"git.directory: larger than {self.settings.max_context_size:.0f} bytes")
         else:
             raise ValidationError("build_context: missing, and the manifest has no git.remote to build from")
         _drop_secret_files(manifest, job_dir)
         jobtypes.check_extra(job_type, manifest.jobtype_extra, job_dir)
-        return job_dir
+        return FetchedSource(job_dir=job_dir, git_commit=commit)
 
-    def build(self, deployment: Deployment, manifest: Manifest, job_type: JobType, job_dir: Path,
-              secrets: jobsecrets.JobSecrets) -> str:
-        """Build the job's image; returns its reference. BuildError ends with the failing output."""
-        base_image = getattr(self.settings, job_type.base_image_setting) if job_type.base_image_setting else ""
-        runtime_image = getattr(self.settings, job_type.runtime_image_setting) if job_type.runtime_image_setting else ""
-        secrets_url, digest = self._secrets_url(manifest, secrets)
-        variables = jobtypes.template_variables(
-            manifest=manifest, job_type=job_type, base_image=base_image, runtime_image=runtime_image,
-            build_stage_labels={naming.LABEL_INSTANCE: self.settings.instance, LABEL_BUILD_STAGE: manifest.name},
-            build={
-                "ca_bundle": self.settings.build_ca_bundle is not None,
-                "pip_index_url": self.settings.build_pip_index_url,
-                "pip_extra_index_url": self.settings.build_pip_extra_index_url,
-                "pip_trusted_host": self.settings.build_pip_trusted_host,
-                "goproxy": self.settings.build_goproxy,
-                "secrets_url": secrets_url,
-                "secret_names": sorted(secrets.build_env),
-            },
-            git_version=deployment.git_commit or "", racetrackd_version=__version__,
+    def recipe(self, manifest: Manifest, job_type: JobType, job_dir: Path, secrets: jobsecrets.JobSecrets, *,
+               secrets_url: str, deployment_id: str, git_commit: str = "") -> ImageRecipe:
+        """The recipe of the job's image, from this daemon's settings and the secrets URL of this build."""
+        return image_recipe(
+            manifest=manifest, job_type=self.job_type_files(job_type, manifest), job_dir=job_dir,
+            options=BuildOptions(
+                ca_bundle=self.settings.build_ca_bundle,
+                pip_index_url=self.settings.build_pip_index_url,
+                pip_extra_index_url=self.settings.build_pip_extra_index_url,
+                pip_trusted_host=self.settings.build_pip_trusted_host,
+                goproxy=self.settings.build_goproxy,
+                secrets_url=secrets_url,
+                secret_names=tuple(sorted(secrets.build_env)),
+            ),
+            instance=self.settings.instance, deployment_id=deployment_id, git_commit=git_commit,
+            racetrackd_version=__version__,
         )
-        dockerfile, build_args = _dockerfile(job_type, job_dir, manifest, variables)
-        tag = f"{naming.image_repository(self.settings.instance, manifest.name)}:" \
-              f"{naming.image_tag(manifest.version, deployment.id)}"
-        labels = {
-            **naming.job_labels(self.settings.instance, manifest.name, manifest.version, deployment.id),
-            LABEL_COMMIT: deployment.git_commit or "",
-            LABEL_MANIFEST_DIGEST: hashlib.sha256(manifest.yaml.encode()).hexdigest(),
-            LABEL_JOB_TYPE: job_type.full_name,
-        }
+
+    def job_type_files(self, job_type: JobType, manifest: Manifest) -> JobTypeFiles:
+        """What the recipe needs of `job_type`, with its base and runtime images: the values of the
+        settings it names (declared by plugins, e.g. python_base_image)."""
+        own = job_type.job_dockerfile
+        return JobTypeFiles(
+            full_name=job_type.full_name, plugin_dir=job_type.plugin_dir,
+            dockerfile_template=job_type.dockerfile_template,
+            own_dockerfile=None if own is None else OwnDockerfile(
+                path=own.path(manifest.jobtype_extra), field=f"jobtype_extra.{own.path_field}", render=own.render),
+            base_image=self._image_setting(job_type, job_type.base_image_setting),
+            runtime_image=self._image_setting(job_type, job_type.runtime_image_setting),
+        )
+
+    def _image_setting(self, job_type: JobType, name: str | None) -> str:
+        """The value of a job type's image setting: the daemon's (read at start), else its plugin's default."""
+        if not name:
+            return ""
+        value = self.settings.plugin_setting(name)
+        return value if value is not None else dict(job_type.declared_settings).get(name, "")
+
+    def build(self, manifest: Manifest, job_type: JobType, job_dir: Path, secrets: jobsecrets.JobSecrets, *,
+              deployment_id: str, report: BuildReport, git_commit: str = "", no_cache: bool = False) -> BuildResult:
+        """Build the job's image. BuildError ends with the failing output."""
+        started = time.monotonic()
+        secrets_url, digest = self._secrets_url(manifest, secrets)
+        recipe = self.recipe(manifest, job_type, job_dir, secrets, secrets_url=secrets_url, deployment_id=deployment_id,
+                             git_commit=git_commit)
         # The build log echoes each RUN line: the secrets URL's digest is masked like the values it opens.
-        logs = _ThrottledLog(deployment, jobsecrets.Redactor([*secrets.values(), digest]),
-                             int(self.settings.build_log_max_size))
-        deadline = time.monotonic() + self.settings.build_timeout
-        jobtype_dir = None if job_type.job_dockerfile else job_type.plugin_dir
-        with assemble_docker_context(dockerfile, job_dir, jobtype_dir, self.settings.build_ca_bundle,
-                                     with_secrets_helper=bool(secrets.build_env)) as ctx:
+        logs = _ThrottledLog(report, jobsecrets.Redactor([*secrets.values(), digest]))
+        deadline = started + self.settings.build_timeout
+        with assemble_docker_context(recipe.dockerfile, recipe.job_dir, recipe.jobtype_dir, recipe.ca_bundle,
+                                     with_secrets_helper=recipe.with_secrets_helper) as ctx:
             try:
                 self.runtime.ensure_network(self.build_network, isolated=self.isolate_builds)
-                self.runtime.build_image(ctx, DOCKERFILE_NAME, tag, labels, logs.writer(deadline),
-                                         no_cache=deployment.no_cache, timeout=self.settings.build_timeout,
-                                         memory_limit=int(self.settings.build_memory), build_args=build_args,
-                                         network=self.build_network)
+                image_id = self.runtime.build_image(
+                    ctx, DOCKERFILE_NAME, recipe.tag, recipe.labels, logs.writer(deadline), no_cache=no_cache,
+                    timeout=self.settings.build_timeout, memory_limit=int(self.settings.build_memory),
+                    build_args=recipe.build_args, network=self.build_network)
             except BuildError as exc:
                 logs.flush()
                 raise BuildError(
-                    f"image build failed: {exc.message}\n--- last build output ---\n{tail(deployment.build_log_text)}"
+                    f"image build failed: {exc.message}\n--- last build output ---\n{tail(logs.kept())}"
                 ) from exc
             finally:
                 logs.flush()
-        return tag
+        return BuildResult(image=recipe.tag, image_id=image_id, duration=time.monotonic() - started,
+                           log_tail=tail(logs.kept()))
 
     def _secrets_url(self, manifest: Manifest, secrets: jobsecrets.JobSecrets) -> tuple[str, str]:
         """Where the build's RUN steps fetch the secret build env, and the digest in it ('' when there is none)."""
@@ -147,42 +183,25 @@ class ImageBuilder:
         prune_build_stages(self.runtime, self.settings.instance, name, self.settings.keep_images)
 
 
-def _dockerfile(job_type: JobType, job_dir: Path, manifest: Manifest,
-                variables: dict[str, Any]) -> tuple[str, dict[str, str]]:
-    """The Dockerfile to build and the build args to build it with.
+class DeploymentRecord:
+    """A `BuildReport` that records on the deployment's row: its build log and the commit fetched."""
 
-    A plugin template gets everything as template variables. The job's own Dockerfile (a
-    `dockerfile_from_job` job type) is rendered in the sandbox with the documented variables only
-    when the job type says so, else used as it is; either way it also gets build args, which a
-    plain Dockerfile declares with `ARG`: every `build_env` variable, `BASE_IMAGE` (the operator's base image for the job type, so
-    `ARG BASE_IMAGE=python:3.11-slim` + `FROM $BASE_IMAGE` builds on an air-gapped host too) and,
-    when the job has secret build env, `RACETRACK_BUILD_SECRETS_URL` for
-    racetrack-build/with-build-secrets.py. Build args are not kept in the image's environment.
-    """
-    source = job_type.job_dockerfile
-    if source is None:
-        return render_dockerfile(job_type.plugin_dir, job_type.dockerfile_template, variables), {}
-    name = source.path(manifest.jobtype_extra)
-    field = f"jobtype_extra.{source.path_field}"
-    try:
-        text = resolve_inside(job_dir, name, field).read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValidationError(f"{field}: cannot read {name}: {exc}") from exc
-    # The job's own file is user input: rendered (when the job type says so) only in the sandbox.
-    dockerfile = render_job_dockerfile(text, name, job_dockerfile_variables(variables), field) if source.render \
-        else text
-    build_args = dict(manifest.build_env)
-    if variables["base_image"]:
-        build_args["BASE_IMAGE"] = variables["base_image"]
-    if variables["build"]["secrets_url"]:
-        build_args["RACETRACK_BUILD_SECRETS_URL"] = variables["build"]["secrets_url"]
-    return dockerfile, build_args
+    def __init__(self, deployment: Deployment, max_log_chars: int = BUILD_LOG_MAX_CHARS) -> None:
+        self.deployment = deployment
+        self.max_log_chars = max_log_chars
+
+    def log(self, text: str) -> None:
+        self.deployment.append_logs(text, self.max_log_chars)
+
+    def source_fetched(self, git_commit: str) -> None:
+        self.deployment.git_commit = git_commit
+        self.deployment.save(only=[Deployment.git_commit])
 
 
 def prune_build_stages(runtime: Runtime, instance: str, name: str, keep: int) -> None:
     """Remove a job's untagged build-stage images (multi-stage templates) beyond the newest `keep`:
     they are only a build cache, and nothing else would ever remove them."""
-    for ref in runtime.list_images({naming.LABEL_INSTANCE: instance, LABEL_BUILD_STAGE: name})[keep:]:
+    for ref in runtime.list_images(labels.build_stage_labels(instance, name))[keep:]:
         try:
             runtime.remove_image(ref)
         except RacetrackError as exc:
@@ -215,13 +234,14 @@ def _size_of(directory: Path) -> int:
 
 
 class _ThrottledLog:
-    """Collect build output and store it on the deployment at most every half second."""
+    """Collect build output, redacted, and report it at most every half second; keep its latest part."""
 
-    def __init__(self, deployment: Deployment, redact: Callable[[str], str], max_chars: int) -> None:
-        self.deployment = deployment
+    def __init__(self, report: BuildReport, redact: Callable[[str], str]) -> None:
+        self.report = report
         self.redact = redact
-        self.max_chars = max_chars
         self.pending: list[str] = []
+        self.latest: collections.deque[str] = collections.deque()
+        self.latest_chars = 0
         self.last_flush = time.monotonic()
 
     def writer(self, deadline: float) -> Callable[[str], None]:
@@ -236,7 +256,17 @@ class _ThrottledLog:
 
     def flush(self) -> None:
         if self.pending:
-            self.deployment.append_logs(self.redact("".join(self.pending)), self.max_chars)
+            text = self.redact("".join(self.pending))
             self.pending.clear()
+            self._keep(text)
+            self.report.log(text)
         self.last_flush = time.monotonic()
 
+    def kept(self) -> str:
+        return "".join(self.latest)
+
+    def _keep(self, text: str) -> None:
+        self.latest.append(text)
+        self.latest_chars += len(text)
+        while len(self.latest) > 1 and self.latest_chars - len(self.latest[0]) >= KEPT_OUTPUT_CHARS:
+            self.latest_chars -= len(self.latest.popleft())

@@ -21,7 +21,7 @@ from racetrackd.auth import access
 from racetrackd.auth.accounts import Accounts
 from racetrackd.db import AuditEvent, DeletedJob, Deployment, DeploymentStatus, Job, JobStatus, is_storage_full, now
 from racetrackd.deploy import jobsecrets
-from racetrackd.deploy.building import ImageBuilder
+from racetrackd.deploy.building import DeploymentRecord, ImageBuilder
 from racetrackd.docker.runtime import ContainerSpec, Hardening, Runtime
 from racetrackd.errors import ConflictError, JobStartError, JobTypeError, RacetrackError, ValidationError
 from racetrackd.jobs import queries as jobs
@@ -147,11 +147,16 @@ class Deployer:
             return
 
         job_type = _snapshot(job_type, workspace)
+        record = DeploymentRecord(deployment, int(self.settings.build_log_max_size))
         deployment.set_phase("fetching the source code")
-        job_dir = self.builder.fetch_source(deployment, manifest, job_type, workspace, secrets)
+        build_context = Path(deployment.build_context_path) if deployment.build_context_path else None
+        source = self.builder.fetch_source(manifest, job_type, workspace, secrets, build_context=build_context,
+                                           report=record)
 
         deployment.set_phase(jobsecrets.BUILD_PHASE)
-        image = self.builder.build(deployment, manifest, job_type, job_dir, secrets)
+        image = self.builder.build(manifest, job_type, source.job_dir, secrets, deployment_id=deployment.id,
+                                   git_commit=deployment.git_commit or "", no_cache=deployment.no_cache,
+                                   report=record).image
         deployment.image_name = image
         deployment.save(only=[Deployment.image_name])
 

@@ -26,7 +26,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from jobmanifest import Manifest
 from jobmanifest.schema import relative_path_problem
 from jobmanifest.versions import select
 from pluginbundle import JOB_TYPE_CATEGORY, PLUGIN_MANIFEST, PluginInvalid, PluginManifest, check_directory
@@ -119,13 +118,16 @@ class JobType:
     version: str
     plugin_dir: Path  # its files go into the build context as `jobtype/`
     dockerfile_template: str  # path relative to plugin_dir ("" when the job brings its Dockerfile)
-    base_image_setting: str | None  # Settings field naming the default base image, if any
+    base_image_setting: str | None  # the setting naming the default base image, if any (declared by a plugin)
     extra_fields: tuple[ExtraField, ...] = ()
-    # Settings field naming the image a multi-stage template runs the job in (`runtime_image`), if any
+    # The setting naming the image a multi-stage template runs the job in (`runtime_image`), if any
     runtime_image_setting: str | None = None
     job_dockerfile: JobDockerfile | None = None
     serving: ServingRule = ServingRule()
     confinement: Confinement = Confinement()
+    # The settings its plugin declares, with their defaults (a plugin uploaded after the daemon
+    # started is not in Settings.plugin_settings until a restart: its images are these defaults)
+    declared_settings: tuple[tuple[str, str], ...] = ()
 
     @property
     def full_name(self) -> str:
@@ -196,31 +198,9 @@ def load_job_types(plugin_dir: Path, manifest: PluginManifest) -> list[JobType]:
             job_dockerfile=job_dockerfile,
             serving=_serving_rule(name, spec.get("serving"), {field.name for field in fields}),
             confinement=_confinement(name, spec.get("hardening")),
+            declared_settings=tuple((setting, declared["default"]) for setting, declared in manifest.settings.items()),
         ))
     return job_types
-
-
-def template_variables(*, manifest: Manifest, job_type: JobType, base_image: str, build: dict[str, Any],
-                       git_version: str, racetrackd_version: str, runtime_image: str = "",
-                       build_stage_labels: dict[str, str] | None = None) -> dict[str, Any]:
-    """What a job type's Dockerfile template receives (docs/plugins.md lists them)."""
-    return {
-        "base_image": base_image,
-        "runtime_image": runtime_image,
-        # For the build stages of a multi-stage template: their images are left untagged, and these
-        # labels are how they are found and removed with the daemon's other images.
-        "build_stage_labels": build_stage_labels or {},
-        "build": build,
-        "manifest": manifest.raw,
-        "jobtype_extra": manifest.jobtype_extra,
-        "system_dependencies": list(manifest.system_dependencies),
-        "build_env": manifest.build_env,
-        "job_name": manifest.name,
-        "job_version": manifest.version,
-        "job_type_version": job_type.full_name,
-        "git_version": git_version,
-        "racetrackd_version": racetrackd_version,
-    }
 
 
 SAMPLE_EXTRA_VALUES: dict[str, Any] = {"string": "sample", "path": "sample.txt", "boolean": True, "integer": 1}

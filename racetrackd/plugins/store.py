@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from builders.dockerfile import render_dockerfile
+from builders.recipe import BuildOptions, template_variables
 from jobmanifest import ManifestInvalid, validate_manifest
 from jobmanifest.versions import SemanticVersion
 from pluginbundle import (
@@ -104,7 +105,8 @@ class PluginStore:
         self.root = data_dir / "plugins"
         self.root.mkdir(parents=True, exist_ok=True)
         self.changes = ChangeSignal(data_dir / CHANGE_SIGNAL_FILE)
-        self.base_image_of = base_image_of or {}  # image setting name -> value, for rendering templates at install
+        # plugin-declared setting name -> value (Settings.plugin_settings), for rendering templates at install
+        self.base_image_of = base_image_of or {}
         self._lock = threading.Lock()
         self._seen: bytes | None = None
         self._plugins: list[Plugin] = []
@@ -112,9 +114,7 @@ class PluginStore:
     @classmethod
     def from_settings(cls, settings: Settings) -> PluginStore:
         """Built-in plugins from jobtype_plugins/, uploaded ones from DATA_DIR/plugins."""
-        base_images = {field.name: getattr(settings, field.name) for field in dataclasses.fields(settings)
-                       if field.name.endswith(("_base_image", "_runtime_image"))}
-        return cls([BUILTIN_PLUGINS_DIR], settings.data_dir, base_images)
+        return cls([BUILTIN_PLUGINS_DIR], settings.data_dir, dict(settings.plugin_settings))
 
     # ---- reading
     def plugins(self) -> list[Plugin]:
@@ -193,11 +193,13 @@ class PluginStore:
 
     def _render_sample(self, job_type: JobType) -> None:
         """Render the template once with a sample job, so a misspelt variable fails the install, not a build."""
+        # The settings of plugins installed at start, and the plugin's own (their defaults until a restart)
+        image_of = {**dict(job_type.declared_settings), **self.base_image_of}
         for key, setting in (("base_image_setting", job_type.base_image_setting),
                              ("runtime_image_setting", job_type.runtime_image_setting)):
-            if setting and setting not in self.base_image_of:
+            if setting and setting not in image_of:
                 raise PluginInvalid(f"job_types.{job_type.name}.{key}: no setting {setting!r} (image settings: "
-                                    f"{', '.join(sorted(self.base_image_of)) or 'none'})")
+                                    f"{', '.join(sorted(image_of)) or 'none'})")
         if job_type.job_dockerfile is not None:
             return  # the template is each job's own Dockerfile, rendered (and checked) when that job builds
         try:
@@ -207,13 +209,12 @@ class PluginStore:
             })
         except ManifestInvalid as exc:
             raise PluginInvalid(f"job type {job_type.name}: cannot make a sample manifest: {exc}") from exc
-        variables = jobtypes.template_variables(
+        variables = template_variables(
             manifest=manifest, job_type=job_type,
-            base_image=self.base_image_of.get(job_type.base_image_setting or "", "") or "sample:latest",
-            runtime_image=self.base_image_of.get(job_type.runtime_image_setting or "", ""),
+            base_image=image_of.get(job_type.base_image_setting or "", "") or "sample:latest",
+            runtime_image=image_of.get(job_type.runtime_image_setting or "", ""),
             build_stage_labels={"racetrackd.instance": "plugin-check"},
-            build={"ca_bundle": False, "pip_index_url": None, "pip_extra_index_url": None, "pip_trusted_host": None,
-                   "goproxy": None, "secrets_url": "", "secret_names": []},
+            build=BuildOptions().as_template_variable(),  # no CA bundle, package index nor secrets
             git_version="0000000", racetrackd_version="0.0.0",
         )
         try:

@@ -14,9 +14,10 @@ from typing import IO, Any
 import pytest
 import requests
 
+from builders.recipe import template_variables
 from jobmanifest import validate_manifest
 from racetrackd.docker.runtime import ContainerSpec, ContainerState
-from racetrackd.plugins.jobtypes import discover, resolve, template_variables
+from racetrackd.plugins.jobtypes import discover, resolve
 from racetrackd.settings import BUILTIN_PLUGINS_DIR
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from racetrackd.deploy.building import LABEL_BUILD_STAGE, prune_build_stages
+from builders.labels import LABEL_BUILD_STAGE
+from racetrackd.deploy.building import prune_build_stages
 from racetrackd.naming import LABEL_INSTANCE
 from tests.unit.fakes import FakeRuntime
 

@@ -13,7 +13,7 @@ from jobmanifest import validate_manifest
 from racetrackd.auth.vault import Vault
 from racetrackd.db import Deployment, open_database
 from racetrackd.deploy import jobsecrets
-from racetrackd.deploy.building import ImageBuilder
+from racetrackd.deploy.building import DeploymentRecord, ImageBuilder
 from racetrackd.errors import ManifestError
 from racetrackd.plugins.jobtypes import FORWARD, REWRITE, WRAPPER, JobType, Serving, check_extra, discover, resolve
 from racetrackd.settings import BUILTIN_PLUGINS_DIR, Settings
@@ -102,7 +102,8 @@ def build(builder: ImageBuilder, job_dir: Path, jobtype: str, secrets: jobsecret
           **manifest: object) -> str:
     parsed = validate_manifest(sample_manifest(name="web", jobtype=f"{jobtype}:latest", **manifest))
     deployment = Deployment.create(job_name="web", job_version="0.0.1", manifest_yaml=parsed.yaml)
-    return builder.build(deployment, parsed, builtin(jobtype), job_dir, secrets)
+    return builder.build(parsed, builtin(jobtype), job_dir, secrets, deployment_id=deployment.id,
+                         report=DeploymentRecord(deployment)).image
 
 
 def context_files(runtime: FakeRuntime, tag: str) -> dict[str, bytes]:

@@ -66,10 +66,39 @@ def example_zip(version: str | None = None, **files: str | None) -> bytes:
     ("name: shell\nversion: 1.0.0\njob_types: {shell: {}}\n", "job_types.shell.dockerfile_template: required"),
     ("- a list\n", "must be a mapping"),
     ("name: [unclosed\n", "not valid YAML"),
+    ("name: shell\nversion: 1.0.0\nsettings: [a]\n", "settings: must map setting names"),
+    ("name: shell\nversion: 1.0.0\nsettings: {Shell-Image: {help: x}}\n", "settings.Shell-Image: a setting name"),
+    ("name: shell\nversion: 1.0.0\nsettings: {shell_image: {default: a}}\n", "settings.shell_image: default must"),
+    ("name: shell\nversion: 1.0.0\nsettings: {shell_image: {help: x, env: Y}}\n", "settings.shell_image: must be"),
 ])
 def test_a_bad_plugin_manifest_is_refused_naming_the_key(text: str, message: str) -> None:
     with pytest.raises(PluginInvalid, match=message.replace("[", r"\[")):
         parse_manifest(text)
+
+
+def test_an_uploaded_job_type_may_build_from_a_setting_its_plugin_declares(tmp_path: Path) -> None:
+    sources = example_files()
+    manifest = yaml.safe_load(sources["plugin-manifest.yaml"])
+    manifest["settings"] = {"shell_base_image": {"default": "debian:bookworm-slim", "help": "Base image of shell jobs."}}
+    manifest["job_types"]["shell"]["base_image_setting"] = "shell_base_image"
+    sources["plugin-manifest.yaml"] = yaml.safe_dump(manifest)
+    plugins = store(tmp_path)
+
+    plugins.install("shell.zip", zip_of(sources))  # the template rendered with the declared default
+
+    shell = resolve("shell:latest", plugins.job_types())
+    assert shell.base_image_setting == "shell_base_image"
+    assert shell.declared_settings == (("shell_base_image", "debian:bookworm-slim"),)
+
+
+def test_a_job_type_naming_a_setting_no_plugin_declares_is_refused(tmp_path: Path) -> None:
+    sources = example_files()
+    manifest = yaml.safe_load(sources["plugin-manifest.yaml"])
+    manifest["job_types"]["shell"]["base_image_setting"] = "shell_base_image"
+    sources["plugin-manifest.yaml"] = yaml.safe_dump(manifest)
+
+    with pytest.raises(ValidationError, match="base_image_setting: no setting 'shell_base_image'"):
+        store(tmp_path).install("shell.zip", zip_of(sources))
 
 
 def test_the_builtin_manifest_parses_with_racetracks_keys() -> None:

@@ -22,7 +22,7 @@ from jobmanifest.loading import load_manifest_dict
 from racetrackd.auth.vault import Vault
 from racetrackd.db import Deployment, open_database
 from racetrackd.deploy import jobsecrets
-from racetrackd.deploy.building import ImageBuilder
+from racetrackd.deploy.building import DeploymentRecord, ImageBuilder
 from racetrackd.errors import BuildError, ValidationError
 from racetrackd.plugins.jobtypes import JobType, check_extra, discover, load_job_types, resolve
 from racetrackd.settings import BUILTIN_PLUGINS_DIR, Settings
@@ -47,7 +47,8 @@ def builder(make_settings: object, runtime: FakeRuntime) -> ImageBuilder:
 def build(builder: ImageBuilder, job_dir: Path, jobtype: str = "dockerfile", **manifest: object) -> str:
     parsed = validate_manifest(sample_manifest(name="web", jobtype=f"{jobtype}:latest", **manifest))
     deployment = Deployment.create(job_name="web", job_version="0.0.1", manifest_yaml=parsed.yaml)
-    return builder.build(deployment, parsed, builtin(jobtype), job_dir, jobsecrets.NONE)
+    return builder.build(parsed, builtin(jobtype), job_dir, jobsecrets.NONE, deployment_id=deployment.id,
+                         report=DeploymentRecord(deployment)).image
 
 
 def rendered_dockerfile(runtime: FakeRuntime, tag: str) -> str:
@@ -313,7 +314,8 @@ def fetch(builder: ImageBuilder, tmp_path: Path, remote: str, directory: str, jo
     deployment = Deployment.create(job_name="web", job_version="0.0.1", manifest_yaml=parsed.yaml)
     workspace = tmp_path / "workspace"
     workspace.mkdir()
-    return builder.fetch_source(deployment, parsed, builtin(jobtype), workspace, jobsecrets.NONE)
+    return builder.fetch_source(parsed, builtin(jobtype), workspace, jobsecrets.NONE, build_context=None,
+                                report=DeploymentRecord(deployment)).job_dir
 
 
 @pytest.fixture
@@ -468,7 +470,7 @@ def test_the_default_settings_refuse_a_loopback_remote_before_git_runs(
 
 def render_builtin(name: str, extra: dict[str, object]) -> str:
     from builders.dockerfile import render_dockerfile
-    from racetrackd.plugins.jobtypes import template_variables
+    from builders.recipe import template_variables
 
     job_type = builtin(name)
     parsed = validate_manifest(sample_manifest(jobtype=f"{name}:latest", jobtype_extra=None))

@@ -18,7 +18,7 @@ from racetrackd.auth.accounts import Accounts, ChangeSignal
 from racetrackd.auth.vault import Vault
 from racetrackd.db import Deployment, Job, JobStatus, open_database
 from racetrackd.deploy import jobsecrets
-from racetrackd.deploy.building import ImageBuilder
+from racetrackd.deploy.building import DeploymentRecord, ImageBuilder
 from racetrackd.deploy.deployer import Deployer
 from racetrackd.docker.runtime import ICC_OPTION, ContainerSpec, DockerRuntime, Hardening
 from racetrackd.jobs.addressing import CONTAINER_IP, CONTAINER_NAME, Addressing, daemon_url_for_builds, prepare_networks
@@ -213,7 +213,8 @@ def test_image_builds_run_on_the_build_network_not_the_hosts(
     deployment = Deployment.create(job_name="adder", job_version="0.0.1", manifest_yaml=manifest.yaml)
     job_type = next(jt for jt in discover([BUILTIN_PLUGINS_DIR]) if jt.name == "python3")
 
-    tag = builder.build(deployment, manifest, job_type, job_dir, jobsecrets.NONE)
+    tag = builder.build(manifest, job_type, job_dir, jobsecrets.NONE, deployment_id=deployment.id,
+                        report=DeploymentRecord(deployment)).image
 
     assert runtime.build_networks[tag] == "rt-build"
     assert "rt-build" in runtime.isolated_networks

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from racetrackd.errors import SettingsError
-from racetrackd.settings import SETTINGS, Settings
+from racetrackd.settings import BUILTIN_PLUGINS_DIR, SETTINGS, Settings, plugin_setting_specs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,7 +28,7 @@ def test_defaults_from_an_empty_environment(tmp_path: Path) -> None:
     assert settings.network == "racetrack"
     assert settings.job_addressing == "auto"
     assert settings.instance == "main"
-    assert settings.python_base_image == "python:3.11-slim"
+    assert settings.plugin_setting("python_base_image") == "python:3.11-slim"  # declared by the python3 plugin
     assert settings.build_ca_bundle is None
     assert settings.build_pip_index_url is None
     assert settings.job_start_timeout == 180
@@ -177,7 +177,7 @@ def test_as_environ_round_trips_through_from_env(tmp_path: Path) -> None:
 
     environ = settings.as_environ()
 
-    assert set(environ) == {spec.env_name for spec in SETTINGS}
+    assert set(environ) == {spec.env_name for spec in (*SETTINGS, *plugin_setting_specs([BUILTIN_PLUGINS_DIR]))}
     assert Settings.from_env(environ) == settings
 
 
@@ -188,13 +188,58 @@ def test_as_environ_of_defaults_round_trips(tmp_path: Path) -> None:
 
 
 def test_every_setting_is_a_field_of_settings() -> None:
-    assert [spec.field for spec in SETTINGS] == list(Settings.__dataclass_fields__)
+    assert [*(spec.field for spec in SETTINGS), "plugin_settings"] == list(Settings.__dataclass_fields__)
     assert all(spec.env_name.startswith("RACETRACK_") and spec.help for spec in SETTINGS)
 
 
 def test_readme_documents_every_setting() -> None:
     readme = (REPO / "README.md").read_text()
 
-    missing = [spec.env_name for spec in SETTINGS if spec.env_name not in readme]
+    missing = [spec.env_name for spec in (*SETTINGS, *plugin_setting_specs([BUILTIN_PLUGINS_DIR]))
+               if spec.env_name not in readme]
 
     assert not missing, f"README.md does not document: {', '.join(missing)}"
+
+
+# --- settings declared by plugins (`settings:` in plugin-manifest.yaml) ---------------------------------
+
+def test_the_builtin_plugins_declare_the_base_images_of_their_job_types() -> None:
+    declared = {spec.env_name: spec.default for spec in plugin_setting_specs([BUILTIN_PLUGINS_DIR])}
+
+    assert declared == {"RACETRACK_PYTHON_BASE_IMAGE": "python:3.11-slim",
+                        "RACETRACK_GOLANG_BASE_IMAGE": "golang:1.21-bookworm",
+                        "RACETRACK_GOLANG_RUNTIME_IMAGE": "debian:bookworm-slim"}
+    assert all(spec.help for spec in plugin_setting_specs([BUILTIN_PLUGINS_DIR]))
+
+
+def test_a_plugin_declared_setting_is_read_from_its_variable_and_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "racetrackd.yaml"
+    config.write_text("golang_runtime_image: debian:12\n")
+
+    settings = Settings.from_env({"RACETRACK_DATA_DIR": str(tmp_path), "RACETRACK_CONFIG_FILE": str(config),
+                                  "RACETRACK_PYTHON_BASE_IMAGE": "racetrackd/python3-base:bookworm"})
+
+    assert settings.plugin_setting("python_base_image") == "racetrackd/python3-base:bookworm"
+    assert settings.plugin_setting("golang_runtime_image") == "debian:12"
+    assert settings.plugin_setting("golang_base_image") == "golang:1.21-bookworm"  # the declared default
+    assert settings.plugin_setting("no_such_image") is None
+
+
+def test_an_uploaded_plugin_declares_settings_the_same_way(tmp_path: Path) -> None:
+    plugin = tmp_path / "plugins" / "shell-job-type-1.0.0"
+    plugin.mkdir(parents=True)
+    (plugin / "plugin-manifest.yaml").write_text(
+        "name: shell-job-type\nversion: 1.0.0\ncategory: job-type\n"
+        "settings:\n  shell_base_image: {default: 'debian:bookworm-slim', help: Base image of shell jobs.}\n")
+
+    default = Settings.from_env({"RACETRACK_DATA_DIR": str(tmp_path)})
+    chosen = Settings.from_env({"RACETRACK_DATA_DIR": str(tmp_path), "RACETRACK_SHELL_BASE_IMAGE": "alpine:3"})
+
+    assert default.plugin_setting("shell_base_image") == "debian:bookworm-slim"
+    assert chosen.plugin_setting("shell_base_image") == "alpine:3"
+    assert Settings.from_env(chosen.as_environ()) == chosen
+
+
+def test_a_setting_no_installed_plugin_declares_is_still_an_unknown_setting(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="unknown setting RACETRACK_SHELL_BASE_IMAGE"):
+        Settings.from_env({"RACETRACK_DATA_DIR": str(tmp_path), "RACETRACK_SHELL_BASE_IMAGE": "alpine:3"})
