@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 # Root modules every room may use: they import only one another (and shared packages).
 FOUNDATION = {"racetrackd", "errors", "settings", "db", "naming", "manifest", "metrics", "audit", "maintenance",
-              "streams"}
+              "resources", "streams"}
 # Root modules that wire the rooms together and start processes: nothing imports them but each other.
 ENTRY = {"__main__", "app", "asgi", "daemon", "commands", "gunicorn_hooks"}
 # The composition root (racetrackd/services.py): wires the rooms below it; the edges take what it built.
@@ -44,8 +44,9 @@ SHARED_MAY_IMPORT = {
     "pluginbundle": set(),
     "cli": set(),
     # The builder's errors are still racetrackd's error tree (a module that imports nothing);
-    # issue 17 item 3 makes the builder report results instead.
-    "builders": {"racetrackd.errors"},
+    # issue 17 item 3 makes the builder report results instead. Its templates are racetrackd's
+    # package data (racetrackd.resources, which imports only the errors).
+    "builders": {"racetrackd.errors", "racetrackd.resources"},
 }
 
 
