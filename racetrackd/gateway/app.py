@@ -36,6 +36,7 @@ from racetrackd import metrics, naming
 from racetrackd.auth import access
 from racetrackd.auth.access import Identity
 from racetrackd.auth.authenticator import AUTH_HEADER, LEGACY_HEADERS, PLANTED_COOKIE, Authenticator
+from racetrackd.db import JobStatus
 from racetrackd.errors import (
     JobNotFound,
     JobTimeout,
@@ -48,9 +49,9 @@ from racetrackd.errors import (
     UpstreamError,
 )
 from racetrackd.gateway import asynccalls, pathmapping
-from racetrackd.gateway.routing import UNROUTABLE, LeastOutstanding, Route, RoutingTable
+from racetrackd.gateway.routing import LeastOutstanding, Route, RoutingTable
 from racetrackd.gateway.upstream import Headers, UpstreamPool, UpstreamResponse
-from racetrackd.plugins.jobtypes import WRAPPER
+from racetrackd.serving import WRAPPER
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +220,7 @@ class Gateway:
                 (TRACING, call.request_id.encode())]})
             await send({"type": "http.response.body", "body": text})
             return
-        live = route.status not in UNROUTABLE
+        live = route.status not in JobStatus.UNROUTABLE
         ready = live and route.callable and not route.asleep
         body: dict[str, Any]
         if endpoint == "/live":
@@ -263,7 +264,7 @@ class Gateway:
             await loop.run_in_executor(None, self._wake, route.name, route.version)
             await loop.run_in_executor(None, self._routes.reload)
             route = self._routes.resolve(route.name, route.version) or route
-        if route.status in UNROUTABLE:  # no container to call: fail now, not after a connect timeout
+        if route.status in JobStatus.UNROUTABLE:  # no container to call: fail now, not after a connect timeout
             call.job_status = route.status
             _count_refusal(route, "unreachable", 502)
             raise UpstreamError(f"job {route.name} {route.version} is {route.status}",

@@ -28,7 +28,7 @@ from urllib.parse import quote, unquote_to_bytes
 
 from racetrackd.errors import AmbiguousPath
 from racetrackd.naming import pub_path
-from racetrackd.plugins.jobtypes import FORWARD, WRAPPER
+from racetrackd.serving import FORWARD, WRAPPER
 
 API_PREFIX = "api/v1"
 # A job that does not keep the wrapper contract has no probes or metrics of its own: the daemon

@@ -7,7 +7,7 @@ import re
 
 import urllib3
 
-from racetrackd.plugins.jobtypes import Serving
+from racetrackd.serving import Serving
 
 _pool = urllib3.PoolManager(num_pools=8, retries=False)
 TIMEOUT = urllib3.Timeout(3.0)
