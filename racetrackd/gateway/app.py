@@ -12,7 +12,7 @@ deadline, the job's call_timeout, from the first byte in to the last byte out. E
 `{error, type, job_name, job_version, request_id}`: 400 ambiguous path, 401, 403, 404 unknown
 job, 429 too many failed auth attempts, 502 unreachable, 503 starting, 504 past the deadline.
 
-Trust: the path is read once from the raw bytes (`pathmapping.checked_path`, `parse_job_call`),
+Trust: the path is read once from the raw bytes (`pathmapping.read_gateway_path`, via `checked_path`),
 and the endpoint authorised is the one forwarded. The job's answer is the job's own, except that it
 can never set or clear a cookie the daemon owns (`_sets_daemon_cookie`), and the job never sees
 those cookies in the caller's request.
@@ -105,23 +105,26 @@ class Gateway:
         call = _Call(scope, request_id, headers)
         try:
             # Read once, from the bytes the caller sent: the same path is authorised and forwarded.
-            raw = pathmapping.raw_path(scope["path"], scope.get("raw_path"))
-            path = pathmapping.checked_path(raw)
-            job_call = pathmapping.parse_job_call(path, raw, 2)  # /pub/<kind>/<name>/<version>/<rest>
+            target = pathmapping.read_gateway_path(pathmapping.raw_path(scope["path"], scope.get("raw_path")))
+            job_call = target.call
             if job_call is not None:
                 call.name, call.version = job_call.name, job_call.version
             if scope["type"] == "websocket":
-                if job_call is None:
-                    raise NotFoundError(f"no gateway route {path}")
+                if target.route != pathmapping.SYNC or job_call is None:
+                    raise NotFoundError(f"no gateway route {target.path}")
                 await self._websocket(call, job_call, receive, send)
-            elif job_call is not None:
+            elif target.route == pathmapping.SYNC and job_call is not None:
                 await self._forward(call, job_call, receive=receive, send=send)
-            elif path.startswith("/pub/async/new/"):
-                await self._async_new(call, path, raw, receive, send)
-            elif path.startswith("/pub/async/task/"):
-                await self._async_task(call, path, send)
+            elif target.route == pathmapping.ASYNC_NEW:
+                if job_call is None:
+                    raise NotFoundError("async calls go to /pub/async/new/job/<name>/<version>/<path>")
+                await self._async_new(call, job_call, receive, send)
+            elif target.route == pathmapping.ASYNC_TASK:
+                if target.task_id is None or target.task_action is None:
+                    raise NotFoundError("use /pub/async/task/<id>/poll or /pub/async/task/<id>/status")
+                await self._async_task(call, target.task_id, target.task_action, send)
             else:
-                raise NotFoundError(f"no gateway route {path}",
+                raise NotFoundError(f"no gateway route {target.path}",
                                     hint="call jobs at /pub/job/<name>/<version>/<path>")
         except _CallerGone:
             return  # nobody is left to answer
@@ -312,11 +315,7 @@ class Gateway:
             self._balancer.release(address)
 
     # ---- async calls
-    async def _async_new(self, call: _Call, path: str, raw: bytes, receive: Receive, send: Send) -> None:
-        job_call = pathmapping.parse_job_call(path, raw, 4)  # /pub/async/new/<kind>/<name>/<version>/<rest>
-        if job_call is None:
-            raise NotFoundError("async calls go to /pub/async/new/job/<name>/<version>/<path>")
-        call.name, call.version = job_call.name, job_call.version
+    async def _async_new(self, call: _Call, job_call: pathmapping.JobCall, receive: Receive, send: Send) -> None:
         route = self._authorize(call, self._resolve(call), job_call.endpoint)
         body = await _read_body(receive, self._async_max_body)
         target = _job_target(call.scope, route, job_call).decode("latin-1")
@@ -327,22 +326,19 @@ class Gateway:
             [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers if k != b"host"], body, call.caller))
         await _send_json(send, 201, {"task_id": task.id, "status": asynccalls.public_status(task)}, call.request_id)
 
-    async def _async_task(self, call: _Call, path: str, send: Send) -> None:
-        parts = path.split("/")  # ['', 'pub', 'async', 'task', id, 'poll'|'status']
-        if len(parts) != 6 or parts[5] not in ("poll", "status"):
-            raise NotFoundError("use /pub/async/task/<id>/poll or /pub/async/task/<id>/status")
+    async def _async_task(self, call: _Call, task_id: str, action: str, send: Send) -> None:
         identity = self._identify(call)
         call.caller = identity.display
         loop = asyncio.get_running_loop()
-        task = await loop.run_in_executor(None, asynccalls.find, parts[4], identity)
-        if parts[5] == "status":
+        task = await loop.run_in_executor(None, asynccalls.find, task_id, identity)
+        if action == "status":
             await _send_json(send, 200, asynccalls.describe(task), call.request_id)
             return
         wait = _query_seconds(call.scope, "wait", POLL_WAIT_SECONDS)
         deadline = loop.time() + wait
         while not asynccalls.finished(task) and loop.time() < deadline:
             await asyncio.sleep(POLL_STEP_SECONDS)
-            task = await loop.run_in_executor(None, asynccalls.find, parts[4], identity)
+            task = await loop.run_in_executor(None, asynccalls.find, task_id, identity)
         if not asynccalls.finished(task):
             await _send_json(send, 202, asynccalls.describe(task), call.request_id)
         elif task.state == asynccalls.TaskState.FAILED:
