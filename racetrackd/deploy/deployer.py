@@ -13,7 +13,6 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import Protocol
 
 from jobmanifest import Manifest
 from racetrackd import audit, naming
@@ -27,7 +26,7 @@ from racetrackd.errors import ConflictError, JobStartError, JobTypeError, Racetr
 from racetrackd.jobs import queries as jobs
 from racetrackd.jobs.addressing import CONTAINER_NAME, Addressing, job_address
 from racetrackd.jobs.logtail import with_log_tail
-from racetrackd.jobs.probes import check_ready, probe
+from racetrackd.jobs.probes import ServerAnswers, StartCheck, StartFailed, WrapperStarted
 from racetrackd.manifest import container_limits, load_stored
 from racetrackd.plugins import jobtypes
 from racetrackd.plugins.jobtypes import Confinement, JobType
@@ -38,6 +37,7 @@ from racetrackd.settings import Settings
 log = logging.getLogger(__name__)
 
 SWITCH_GRACE_SECONDS = 0.3
+ENTRYPOINT_PHASE = "initializing Job entrypoint"
 # Waits between attempts to record a failed deployment: a full disk may free up (images pruned, logs
 # rotated); until it is recorded the deployment would look in progress for ever.
 STATUS_WRITE_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)
@@ -375,10 +375,11 @@ class Deployer:
         address = self.address_of(container, serving.port)
         check: StartCheck
         if serving.wrapper:
-            check = WrapperStarted(address, deployment_timestamp, deployment)
+            check = WrapperStarted(address, deployment_timestamp,
+                                   None if deployment is None else lambda: deployment.set_phase(ENTRYPOINT_PHASE))
         else:
             if deployment is not None:
-                deployment.set_phase("initializing Job entrypoint")
+                deployment.set_phase(ENTRYPOINT_PHASE)
             check = ServerAnswers(address, serving)
         self._poll_until_started(container, check)
 
@@ -398,67 +399,6 @@ class Deployer:
             raise StartFailed(check.timeout_reason(timeout))
         except StartFailed as failed:
             raise JobStartError(with_log_tail(self.runtime, container, failed.reason)) from None
-
-
-class StartFailed(Exception):
-    """A started container will not become ready (why, in words); the deployer adds the log's tail."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class StartCheck(Protocol):
-    """What the crash-poll loop asks, every 0.1 s, of a container it waits for."""
-
-    def passed(self) -> bool:
-        """Whether the container is ready; raises StartFailed when it never will be."""
-        ...
-
-    def timeout_reason(self, timeout: float) -> str: ...
-
-
-class WrapperStarted:
-    """A job on the wrapper contract: /live answers for this deployment's timestamp, then /ready answers."""
-
-    def __init__(self, address: str, deployment_timestamp: int, deployment: Deployment | None) -> None:
-        self.address = address
-        self.deployment_timestamp = deployment_timestamp
-        self.deployment = deployment  # told when the job's entrypoint starts initializing
-        self.phase = "live"
-
-    def passed(self) -> bool:
-        if self.phase == "live":
-            status, body = probe(self.address, "/live")
-            if status == 500 and isinstance(body, dict) and body.get("error"):
-                raise StartFailed(f"job initialization error: {body['error']}")
-            if not (status == 200 and isinstance(body, dict) and _same_timestamp(body, self.deployment_timestamp)):
-                return False
-            self.phase = "ready"
-            if self.deployment is not None:
-                self.deployment.set_phase("initializing Job entrypoint")
-        status, _ = probe(self.address, "/ready")
-        return status == 200
-
-    def timeout_reason(self, timeout: float) -> str:
-        return f"the job did not become {self.phase} within {timeout:g} s"
-
-
-class ServerAnswers:
-    """A job whose server does not follow the wrapper contract: its probe path answers."""
-
-    def __init__(self, address: str, serving: Serving) -> None:
-        self.address = address
-        self.serving = serving
-        self.failure: str | None = "not checked"
-
-    def passed(self) -> bool:
-        self.failure = check_ready(self.address, self.serving)
-        return self.failure is None
-
-    def timeout_reason(self, timeout: float) -> str:
-        return (f"the job's server did not answer within {timeout:g} s ({self.failure}); "
-                f"it must listen on 0.0.0.0:{self.serving.port}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -496,10 +436,3 @@ def _warn(deployment: Deployment, warning: str | None) -> None:
     if warning:
         deployment.warnings = "\n".join(filter(None, [deployment.warnings, warning]))
         deployment.save(only=[Deployment.warnings])
-
-
-def _same_timestamp(body: dict[str, object], expected: int) -> bool:
-    try:
-        return int(str(body.get("deployment_timestamp"))) == expected
-    except ValueError:
-        return False
