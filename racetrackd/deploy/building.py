@@ -30,13 +30,13 @@ from racetrackd.deploy import jobsecrets
 from racetrackd.docker.images import prune_job_images
 from racetrackd.docker.runtime import Runtime
 from racetrackd.errors import BuildError, RacetrackError, ValidationError
-from racetrackd.jobs.logtail import LOG_TAIL_LINES
 from racetrackd.plugins import jobtypes
 from racetrackd.plugins.jobtypes import JobType
 from racetrackd.settings import Settings
 
 log = logging.getLogger(__name__)
 
+LOG_TAIL_LINES = 20
 LABEL_COMMIT = "racetrackd.git-commit"
 LABEL_MANIFEST_DIGEST = "racetrackd.manifest-digest"
 LABEL_JOB_TYPE = "racetrackd.job-type"
