@@ -1,7 +1,6 @@
 """How much of a job's log a failure quotes: the reason, then the last lines of the container's log.
 
-Spelt once for the deployer (a job that does not start), the supervisor (a job that crashed) and
-the build output quoted by a failed build.
+Spelt once for the deployer (a job that does not start) and the supervisor (a job that crashed).
 """
 
 from __future__ import annotations
