@@ -44,9 +44,9 @@ SHARED_MAY_IMPORT = {
     "jobmanifest": set(),
     "pluginbundle": set(),
     "cli": set(),
-    # The builder's errors are still racetrackd's error tree (a module that imports nothing);
-    # issue 17 item 3 makes the builder report results instead. Its templates are racetrackd's
-    # package data (racetrackd.resources, which imports only the errors).
+    # The builder raises racetrackd's error tree (a module that imports nothing), so the API answers its
+    # errors like any other, and finds the shipped Dockerfile fragments and build helper through
+    # racetrackd.resources (which imports only errors). Nothing else: it reports results, never rows.
     "builders": {"racetrackd.errors", "racetrackd.resources"},
 }
 
