@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,32 +32,16 @@ import yaml
 from _report import base_image as find_base_image
 from _report import remove_labelled, write_section
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: the shared launcher
+from tests import launcher  # noqa: E402 (after the path it is found on)
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "adder"
 INSTANCE = "bench-deploy"
-CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 TARGETS = {"new_job": 15.0, "code_only": 5.0}
 SECTION = "## Deploy times"
 SWITCH_GRACE_NOTE = ("0.3 s grace after calls are routed to the new container; the old one is then moved aside "
                      "and drains in the background (racetrackd/deploy/deployer.py)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_ready(url: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url, timeout=1).status_code == 200:
-                return
-        except requests.RequestException:  # not listening yet, or still starting its workers
-            pass
-        time.sleep(0.05)
-    raise SystemExit(f"{url} never became ready")
 
 
 def timed_submit(env: dict[str, str], job_dir: Path, force: bool = False) -> float:
@@ -114,22 +97,16 @@ def main() -> None:
     base_image = find_base_image(client)
     data_dir = Path(tempfile.mkdtemp(prefix="racetrackd-bench-deploy-"))
     jobs_dir = data_dir / "jobs"
-    port, token = free_port(), uuid.uuid4().hex
+    port, token = launcher.free_port(), uuid.uuid4().hex
     url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RACETRACK_", "RTD_"))}
-    env.update({
-        "RACETRACK_HOST": "127.0.0.1", "RACETRACK_PORT": str(port), "RACETRACK_DATA_DIR": str(data_dir),
-        "RACETRACK_ADMIN_TOKEN": token, "RACETRACK_INSTANCE": INSTANCE, "RACETRACK_PYTHON_BASE_IMAGE": base_image,
-        "RTD_REMOTE": url, "RTD_TOKEN": token, "RTD_CONFIG": str(data_dir / "rtd.yaml"),
-    })
-    if CA_BUNDLE.is_file():  # package index behind a TLS proxy
-        env["RACETRACK_BUILD_CA_BUNDLE"] = str(CA_BUNDLE)
-    daemon = subprocess.Popen([sys.executable, "-m", "racetrackd", "serve"], env=env, cwd=REPO,
-                              stdout=(data_dir / "daemon.log").open("wb"), stderr=subprocess.STDOUT)
+    env = launcher.daemon_env(port=port, data_dir=data_dir, token=token, instance=INSTANCE, base_image=base_image)
+    env.update({"RTD_REMOTE": url, "RTD_TOKEN": token, "RTD_CONFIG": str(data_dir / "rtd.yaml")})
+    log_path = data_dir / "daemon.log"
+    daemon = launcher.start(env, log_path, new_session=False)  # Ctrl-C reaches it too
     times: dict[str, list[float]] = {"new_job": [], "code_only": [], "requirements": []}
     phases: dict[str, list[dict[str, float]]] = {key: [] for key in times}
     try:
-        wait_ready(f"{url}/ready")
+        launcher.wait_ready(url, daemon, log_path, timeout=120, step=0.05)
         # Warm up: the wrapper and base layers are cached from here on, as on any daemon in use.
         timed_submit(env, make_job(jobs_dir, "bench-warmup"))
         timed_submit(env, make_job(jobs_dir, "bench-warmup-reqs", requirements=""))
@@ -155,11 +132,7 @@ def main() -> None:
             phases["requirements"].append(phase_durations(url, token, req_name))
             check_answer(url, token, req_name)
     finally:
-        daemon.terminate()
-        try:
-            daemon.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
+        launcher.stop(daemon)
         remove_labelled(client, INSTANCE)
         shutil.rmtree(data_dir, ignore_errors=True)
     results = {key: {"median_s": round(statistics.median(values), 2), "runs_s": [round(v, 2) for v in values],

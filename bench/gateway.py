@@ -50,10 +50,12 @@ import requests
 from _report import base_image as find_base_image
 from _report import remove_labelled, write_section
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: the shared launcher
+from tests import launcher  # noqa: E402 (after the path it is found on)
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "adder"
 PY_SPY = Path(sys.executable).parent / "py-spy"
-CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 MARKER = "## Gateway: direct vs nginx vs /pub"
 NETWORK = "racetrack"  # RACETRACK_NETWORK's default; the daemon runs with its defaults
 JOB_PATH = "/api/v1/perform"
@@ -107,12 +109,6 @@ CONNECTIONS = ((16, 2), (1, 1))  # (connections, wrk threads)
 
 
 # ---- helpers -------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_until(check: Any, what: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -363,7 +359,7 @@ def wrk(url: str, connections: int, threads: int, seconds: float, script: Path) 
 def start_nginx(nginx: str, conf_dir: Path, published: str, ip: str) -> tuple[subprocess.Popen[bytes], int, int]:
     conf_dir.mkdir(mode=0o755)
     conf_dir.chmod(0o755)  # workers may run as an unprivileged user
-    port_published, port_ip = free_port(), free_port()
+    port_published, port_ip = launcher.free_port(), launcher.free_port()
     conf = conf_dir / "nginx.conf"
     conf.write_text(NGINX_CONF.format(dir=conf_dir, published=published, ip=ip, port_published=port_published,
                                       port_ip=port_ip))
@@ -522,24 +518,18 @@ def main() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="racetrackd-bench-gateway-"))
     job_dir = data_dir / "adder"
     shutil.copytree(SAMPLE, job_dir)
-    port, token = free_port(), uuid.uuid4().hex
+    port, token = launcher.free_port(), uuid.uuid4().hex
     script = data_dir / "post.lua"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RACETRACK_", "RTD_"))}
-    env.update({
-        "RACETRACK_PORT": str(port), "RACETRACK_DATA_DIR": str(data_dir), "RACETRACK_ADMIN_TOKEN": token,
-        "RACETRACK_INSTANCE": instance, "RACETRACK_PYTHON_BASE_IMAGE": base_image,
-        "RTD_REMOTE": f"http://127.0.0.1:{port}", "RTD_TOKEN": token, "RTD_CONFIG": str(data_dir / "rtd.yaml"),
-    })
-    if CA_BUNDLE.is_file():  # package index behind a TLS proxy
-        env["RACETRACK_BUILD_CA_BUNDLE"] = str(CA_BUNDLE)
+    env = launcher.daemon_env(port=port, data_dir=data_dir, token=token, instance=instance, base_image=base_image)
+    env.update({"RTD_REMOTE": f"http://127.0.0.1:{port}", "RTD_TOKEN": token, "RTD_CONFIG": str(data_dir / "rtd.yaml")})
     started = time.monotonic()
-    daemon = subprocess.Popen([sys.executable, "-m", "racetrackd", "serve"], env=env, cwd=REPO,
-                              stdout=(data_dir / "daemon.log").open("wb"), stderr=subprocess.STDOUT)
+    log_path = data_dir / "daemon.log"
+    daemon = launcher.start(env, log_path, new_session=False)  # Ctrl-C reaches it too
     nginx_process: subprocess.Popen[bytes] | None = None
     http_pids: dict[int, bytes] = {}
     results: dict[str, Any] = {"instance": instance, "base_image": base_image}
     try:
-        wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200, "racetrackd")
+        launcher.wait_ready(f"http://127.0.0.1:{port}", daemon, log_path, step=0.1)
         masters = [pid for pid in children(daemon.pid) if b"gunicorn" in cmdline(pid)]
         if len(masters) != 1:
             raise SystemExit(f"expected one gunicorn master under the daemon (pid {daemon.pid}), found {masters}")
@@ -616,12 +606,7 @@ def main() -> None:
         results["elapsed_s"] = time.monotonic() - started
     finally:
         stop_process(nginx_process)
-        daemon.terminate()
-        try:
-            daemon.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait(timeout=10)
+        launcher.stop(daemon)
         for pid, command in http_pids.items():  # gunicorn would outlive a killed daemon: end ours, by pid
             if command and cmdline(pid) == command:
                 try:

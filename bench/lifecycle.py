@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,10 +41,12 @@ import yaml
 from _report import base_image as find_base_image
 from _report import write_section
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: the shared launcher
+from tests import launcher  # noqa: E402 (after the path it is found on)
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "adder"
 INSTANCE = "bench-lifecycle"
-CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 SECTION = "## Lifecycle"
 LABEL = f"racetrackd.instance={INSTANCE}"
 IDLE_JOB = "bench-idle"
@@ -54,12 +55,6 @@ SUPERVISOR_INTERVAL = 1
 RECOVERY_TIMEOUT = 300.0
 SLEEP_TIMEOUT = 90.0
 AWAKE_CALLS = 20
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class SupervisorDied(Exception):
@@ -72,48 +67,28 @@ class Bench:
         self.data_dir = Path(tempfile.mkdtemp(prefix="racetrackd-bench-lifecycle-"))
         self.jobs_dir = self.data_dir / "jobs"
         self.token = uuid.uuid4().hex
-        self.url = f"http://127.0.0.1:{free_port()}"
+        port = launcher.free_port()
+        self.url = f"http://127.0.0.1:{port}"
         self.headers = {"X-Racetrack-Auth": self.token}
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("RACETRACK_", "RTD_"))}
+        self.env = launcher.daemon_env(port=port, data_dir=self.data_dir, token=self.token, instance=INSTANCE,
+                                       base_image=base_image)
         self.env.update({
-            "RACETRACK_HOST": "127.0.0.1", "RACETRACK_PORT": self.url.rsplit(":", 1)[1],
-            "RACETRACK_DATA_DIR": str(self.data_dir), "RACETRACK_ADMIN_TOKEN": self.token,
-            "RACETRACK_INSTANCE": INSTANCE, "RACETRACK_PYTHON_BASE_IMAGE": base_image,
             "RACETRACK_SUPERVISOR_INTERVAL": str(SUPERVISOR_INTERVAL),
             "RTD_REMOTE": self.url, "RTD_TOKEN": self.token, "RTD_CONFIG": str(self.data_dir / "rtd.yaml"),
         })
-        if CA_BUNDLE.is_file():  # package index behind a TLS proxy
-            self.env["RACETRACK_BUILD_CA_BUNDLE"] = str(CA_BUNDLE)
+        self.log_path = self.data_dir / "daemon.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     # -- the daemon ---------------------------------------------------------------------------
     def start(self) -> float:
         """Start the daemon; returns seconds until it answers /ready (the clock starts at Popen)."""
-        with (self.data_dir / "daemon.log").open("ab") as log_file:
-            started = time.perf_counter()
-            self.process = subprocess.Popen([sys.executable, "-m", "racetrackd", "serve"], env=self.env, cwd=REPO,
-                                            stdout=log_file, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise SystemExit(f"the daemon exited at start-up; see {self.data_dir / 'daemon.log'}")
-            try:
-                if requests.get(f"{self.url}/ready", timeout=1).status_code == 200:
-                    return time.perf_counter() - started
-            except requests.RequestException:  # not listening yet
-                pass
-            time.sleep(0.02)
-        raise SystemExit("the daemon never became ready")
+        started = time.perf_counter()
+        self.process = launcher.start(self.env, self.log_path, new_session=False)  # Ctrl-C reaches it too
+        launcher.wait_ready(self.url, self.process, self.log_path, step=0.02)  # fine steps: this is what is timed
+        return time.perf_counter() - started
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        launcher.stop(self.process)
 
     def cleanup(self) -> None:
         self.stop()

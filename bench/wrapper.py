@@ -24,7 +24,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,9 @@ import docker
 import docker.errors
 import requests
 from _report import remove_labelled, write_section
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: the shared launcher
+from tests import launcher  # noqa: E402 (after the path it is found on)
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "adder"
@@ -85,12 +87,6 @@ def perform():
     body = request.get_json()
     return jsonify(body["a"] + body["b"])
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(check: Any, what: str, timeout: float = 120) -> None:
@@ -220,20 +216,14 @@ def main() -> None:
     shutil.copytree(SAMPLE, job_dir)
     script = data_dir / "post.lua"
     script.write_text(WRK_SCRIPT)
-    port, token = free_port(), uuid.uuid4().hex
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RACETRACK_", "RTD_"))}
-    env.update({
-        "RACETRACK_HOST": "127.0.0.1", "RACETRACK_PORT": str(port), "RACETRACK_DATA_DIR": str(data_dir),
-        "RACETRACK_ADMIN_TOKEN": token, "RACETRACK_INSTANCE": instance, "RACETRACK_PYTHON_BASE_IMAGE": base_image,
-        "RTD_REMOTE": f"http://127.0.0.1:{port}", "RTD_TOKEN": token, "RTD_CONFIG": str(data_dir / "rtd.yaml"),
-    })
-    if CA_BUNDLE.is_file():
-        env["RACETRACK_BUILD_CA_BUNDLE"] = str(CA_BUNDLE)
-    daemon = subprocess.Popen([sys.executable, "-m", "racetrackd", "serve"], env=env, cwd=REPO,
-                              stdout=(data_dir / "daemon.log").open("wb"), stderr=subprocess.STDOUT)
+    port, token = launcher.free_port(), uuid.uuid4().hex
+    env = launcher.daemon_env(port=port, data_dir=data_dir, token=token, instance=instance, base_image=base_image)
+    env.update({"RTD_REMOTE": f"http://127.0.0.1:{port}", "RTD_TOKEN": token, "RTD_CONFIG": str(data_dir / "rtd.yaml")})
+    log_path = data_dir / "daemon.log"
+    daemon = launcher.start(env, log_path, new_session=False)  # Ctrl-C reaches it too
     results: dict[str, Any] = {}
     try:
-        wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200, "racetrackd")
+        launcher.wait_ready(f"http://127.0.0.1:{port}", daemon, log_path, timeout=120, step=0.1)
         print("deploying samples/adder with racetrackd ...", flush=True)
         submit(env, job_dir)
         headers = {"X-Racetrack-Auth": token}
@@ -294,11 +284,7 @@ def main() -> None:
         results["ours_over_runner_mem"] = results["ours_idle_mib"] / results["runner_idle_mib"]
         results["ours_over_bare_mem"] = results["ours_idle_mib"] / results["bare_idle_mib"]
     finally:
-        daemon.terminate()
-        try:
-            daemon.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
+        launcher.stop(daemon)
         remove_labelled(client, instance)
         shutil.rmtree(data_dir, ignore_errors=True)
     print(json.dumps(results, indent=2))

@@ -61,6 +61,26 @@ class JobStatus:
     SLEEPING = "sleeping"  # stopped after idle_timeout without calls; the next call wakes it
     WAKING = "waking"  # a call is starting it again
 
+    # Groups the use cases ask about, named once here so that the gateway need not import the
+    # modules that write these states (the waker pulls in the Docker adapter).
+    ASLEEP = frozenset({SLEEPING, WAKING})  # a call wakes it (or waits for the wake-up under way)
+    UNROUTABLE = frozenset({CRASHED, LOST})  # its last address may belong to another container by now
+    # What `latest`, `1.x` and `1.*` may resolve to: every deployed version but one still starting.
+    ALIASABLE = frozenset({RUNNING, ERROR, CRASHED, LOST, SLEEPING, WAKING})
+
+
+class AddressesField(peewee.TextField):
+    """The `host:port` of each ready replica: a tuple in Python, a JSON list in the column (the
+    format it always had, so no migration)."""
+
+    def db_value(self, value: tuple[str, ...] | list[str] | None) -> str:
+        if isinstance(value, str):  # a JSON string would be stored as a list of its characters
+            raise TypeError("replica addresses are a sequence of host:port strings, not a str")
+        return json.dumps(list(value or ()))
+
+    def python_value(self, value: str | None) -> tuple[str, ...]:
+        return tuple(json.loads(value or "[]"))
+
 
 class Job(BaseModel):
     """One deployed version of a job family; unique by (name, version)."""
@@ -81,7 +101,7 @@ class Job(BaseModel):
     last_call_time = peewee.FloatField(null=True)
     crash_count = peewee.IntegerField(default=0)
     replicas = peewee.IntegerField(default=1)
-    replica_addresses = peewee.TextField(default="[]")  # JSON: host:port of each ready replica
+    replica_addresses = AddressesField(default=())  # host:port of each ready replica
     idle_timeout = peewee.IntegerField(null=True)  # seconds; scale to zero when set
     call_timeout = peewee.IntegerField(null=True)  # seconds a call may take; None: the daemon's default
     # JSON of jobtypes.Serving (port, path_mode, probe_path) for a job whose server does not follow
@@ -90,7 +110,7 @@ class Job(BaseModel):
 
     def ready_addresses(self) -> list[str]:
         """Where the gateway may send calls: the ready replicas, else the first container."""
-        return list(json.loads(self.replica_addresses or "[]")) or [self.internal_name]
+        return list(self.replica_addresses) or [self.internal_name]
 
     class Meta:
         indexes = ((("name", "version"), True),)
@@ -102,6 +122,74 @@ class Job(BaseModel):
     @classmethod
     def family(cls, name: str) -> list[Job]:
         return list(cls.select().where(cls.name == name))
+
+    # --- state changes -------------------------------------------------------------------------
+    # The only places a job's status is written (tests/unit/test_job_status.py keeps it so). The
+    # conditional ones write only while the row is in the state they expect, because a deployer,
+    # the supervisor and the HTTP workers (waking) may each change the same row from its own process.
+
+    def _this(self) -> peewee.Expression:
+        return (Job.name == self.name) & (Job.version == self.version)
+
+    def mark_running(self, addresses: list[str] | tuple[str, ...]) -> None:
+        """A deployment switched over to its ready replicas at `addresses`: save the whole row (with
+        the release fields the deployer set on it) as running, without the last error."""
+        self.status = JobStatus.RUNNING
+        self.internal_name = addresses[0]
+        self.replica_addresses = tuple(addresses)
+        self.error = None
+        self.update_time = now()
+        self.save()
+
+    def move_replicas(self, container_name: str, addresses: list[str] | tuple[str, ...], serving: str | None) -> None:
+        """Route calls to other containers of the same job, served as `serving` says (the staging
+        containers of a redeploy, or containers recreated after they went missing); the status stays."""
+        self.container_name = container_name
+        self.internal_name = addresses[0]
+        self.replica_addresses = tuple(addresses)
+        self.serving = serving
+        self.update_time = now()
+        Job.update(container_name=self.container_name, internal_name=self.internal_name,
+                   replica_addresses=self.replica_addresses, serving=self.serving,
+                   update_time=self.update_time).where(self._this()).execute()
+
+    def record_addresses(self, addresses: list[str] | tuple[str, ...]) -> None:
+        """The replicas answer at `addresses` now (containers recreated after they went missing)."""
+        Job.update(internal_name=addresses[0], replica_addresses=tuple(addresses), update_time=now()).where(
+            self._this()).execute()
+
+    def record_check(self, status: str, error: str | None, ready: list[str], crash_count: int) -> bool:
+        """The supervisor's finding, written only if it changed anything and the row still holds the
+        containers it looked at and no redeploy began meanwhile. Returns whether it changed."""
+        address = ready[0] if ready else self.internal_name
+        if (status, error, address, crash_count, tuple(ready)) == (
+                self.status, self.error, self.internal_name, self.crash_count, tuple(self.replica_addresses)):
+            return False
+        Job.update(status=status, error=error, internal_name=address, crash_count=crash_count,
+                   replica_addresses=tuple(ready), update_time=now()).where(
+            self._this() & (Job.container_name == self.container_name)
+            & (Job.status != JobStatus.STARTING)  # a redeploy may have begun meanwhile
+        ).execute()
+        return True
+
+    def mark_sleeping(self) -> bool:
+        """Running -> sleeping (scaled to zero, no addresses); False if it was no longer running."""
+        return bool(Job.update(status=JobStatus.SLEEPING, replica_addresses=(), error=None, update_time=now()).where(
+            self._this() & (Job.status == JobStatus.RUNNING)).execute())
+
+    def claim_wake(self) -> bool:
+        """Sleeping -> waking; True for the one caller that gets to start the containers."""
+        return bool(Job.update(status=JobStatus.WAKING, update_time=now()).where(
+            self._this() & (Job.status == JobStatus.SLEEPING)).execute())
+
+    def mark_awake(self, addresses: list[str] | tuple[str, ...]) -> None:
+        """Woken: running at `addresses`. deployment_timestamp doubles as "awake since": the idle clock
+        starts again now."""
+        Job.update(status=JobStatus.RUNNING, internal_name=addresses[0], replica_addresses=tuple(addresses),
+                   deployment_timestamp=int(time.time()), error=None, update_time=now()).where(self._this()).execute()
+
+    def mark_crashed(self, error: str) -> None:
+        Job.update(status=JobStatus.CRASHED, error=error, update_time=now()).where(self._this()).execute()
 
 
 class Deployment(BaseModel):

@@ -29,13 +29,13 @@ from racetrackd.deploy import jobsecrets
 from racetrackd.docker.images import prune_job_images
 from racetrackd.docker.runtime import Runtime
 from racetrackd.errors import BuildError, RacetrackError, ValidationError
+from racetrackd.jobs.logtail import LOG_TAIL_LINES  # a failed build quotes as many lines as a failed start
 from racetrackd.plugins import jobtypes
 from racetrackd.plugins.jobtypes import JobType
 from racetrackd.settings import Settings
 
 log = logging.getLogger(__name__)
 
-LOG_TAIL_LINES = 20
 # How much of the latest build output the builder keeps itself, for the tail quoted in a BuildError.
 KEPT_OUTPUT_CHARS = 64 * 1024
 

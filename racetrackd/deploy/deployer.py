@@ -8,7 +8,6 @@ leaves the old version serving.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import shutil
 import threading
@@ -19,24 +18,26 @@ from jobmanifest import Manifest
 from racetrackd import audit, naming
 from racetrackd.auth import access
 from racetrackd.auth.accounts import Accounts
-from racetrackd.db import AuditEvent, DeletedJob, Deployment, DeploymentStatus, Job, JobStatus, is_storage_full, now
+from racetrackd.db import AuditEvent, DeletedJob, Deployment, DeploymentStatus, Job, JobStatus, is_storage_full
 from racetrackd.deploy import jobsecrets
 from racetrackd.deploy.building import DeploymentRecord, ImageBuilder
 from racetrackd.docker.runtime import ContainerSpec, Hardening, Runtime
 from racetrackd.errors import ConflictError, JobStartError, JobTypeError, RacetrackError, ValidationError
 from racetrackd.jobs import queries as jobs
 from racetrackd.jobs.addressing import CONTAINER_NAME, Addressing, job_address
-from racetrackd.jobs.probes import check_ready, probe
+from racetrackd.jobs.logtail import with_log_tail
+from racetrackd.jobs.probes import ServerAnswers, StartCheck, StartFailed, WrapperStarted
 from racetrackd.manifest import container_limits, load_stored
 from racetrackd.plugins import jobtypes
-from racetrackd.plugins.jobtypes import Confinement, JobType, Serving
+from racetrackd.plugins.jobtypes import Confinement, JobType
 from racetrackd.plugins.store import PluginStore
+from racetrackd.serving import Serving
 from racetrackd.settings import Settings
 
 log = logging.getLogger(__name__)
 
-LOG_TAIL_LINES = 20
 SWITCH_GRACE_SECONDS = 0.3
+ENTRYPOINT_PHASE = "initializing Job entrypoint"
 # Waits between attempts to record a failed deployment: a full disk may free up (images pruned, logs
 # rotated); until it is recorded the deployment would look in progress for ever.
 STATUS_WRITE_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)
@@ -185,75 +186,89 @@ class Deployer:
     # --- start and switch over ----------------------------------------------------------------
     def _start(self, deployment: Deployment, manifest: Manifest, job_type: JobType, image: str,
                secrets: jobsecrets.JobSecrets) -> None:
-        serving = job_type.serving_for(manifest.jobtype_extra)
-        final_base = naming.container_name(self.settings.instance, manifest.name, manifest.version)
+        """Start the release's replicas under staging names, wait until they are ready, then switch
+        the job over to them (a redeploy without downtime) and give them their final names."""
+        launch = Launch(image=image, manifest=manifest, job_type_version=job_type.full_name,
+                        serving=job_type.serving_for(manifest.jobtype_extra), confinement=job_type.confinement,
+                        secrets=secrets, deployment_id=deployment.id, deployment_timestamp=int(time.time()),
+                        deployment=deployment)
         staging_base = naming.staging_container_name(self.settings.instance, manifest.name, manifest.version,
                                                      deployment.id)
-        count = manifest.replicas
-        staging = [naming.replica_container_name(staging_base, i) for i in range(count)]
-        deployment_timestamp = int(time.time())
+        staging = _replica_names(staging_base, manifest.replicas)
         for name in staging:
-            self._run(name, image, manifest, deployment.id, deployment_timestamp, secrets, job_type.full_name,
-                      serving.port, job_type.confinement, deployment)
+            self._run(name, launch)
         existing = Job.find(manifest.name, manifest.version)
-        job = existing or Job.create(
-            name=manifest.name, version=manifest.version, status=JobStatus.STARTING,
-            manifest_yaml=manifest.yaml, job_type_version=job_type.full_name, image_name=image,
-            container_name=staging_base, internal_name=self.address_of(staging_base, serving.port),
-            deployment_timestamp=deployment_timestamp, deployed_by=deployment.deployed_by, replicas=count,
-            idle_timeout=manifest.idle_timeout,
-            call_timeout=manifest.call_timeout, serving=serving.to_json(),
-        )
-        try:
-            for index, name in enumerate(staging):
-                self._wait_until_ready(deployment if index == 0 else None, name, deployment_timestamp, serving)
-        except RacetrackError:
-            for name in staging:
-                self.runtime.remove_container(name)
-            if existing is None:
-                job.delete_instance()
-            raise
-        old = [naming.replica_container_name(final_base, i) for i in range(existing.replicas if existing else 0)]
-        retiring: list[str] = []
-        if existing is not None:
-            # Zero-downtime switch: route new calls to the ready containers, give calls that already
-            # picked an old address a moment to reach it, then move the old containers aside; they
-            # finish their calls (SIGTERM, graceful stop) in the background while the deployment is done.
-            job.container_name = staging_base
-            job.internal_name = self.address_of(staging_base, serving.port)
-            job.replica_addresses = json.dumps([self.address_of(name, serving.port) for name in staging])
-            job.serving = serving.to_json()  # the gateway maps paths for the containers it now calls
-            job.save(only=[Job.container_name, Job.internal_name, Job.replica_addresses, Job.serving])
-            time.sleep(SWITCH_GRACE_SECONDS)
-            for name in old:
-                retired = f"{name}-retiring-{deployment.id[:8]}"
-                if self.runtime.container_state(name).status != "missing":
-                    self.runtime.rename_container(name, retired)
-                    retiring.append(retired)
-        self.runtime.remove_container(final_base)  # leftovers of an earlier failure, if any
-        final = [naming.replica_container_name(final_base, i) for i in range(count)]
-        for staging_name, final_name in zip(staging, final, strict=True):
-            self.runtime.rename_container(staging_name, final_name)
-        job.status = JobStatus.RUNNING
-        job.manifest_yaml = manifest.yaml
-        job.job_type_version = job_type.full_name
-        job.image_name = image
-        job.container_name = final_base
-        job.internal_name = self.address_of(final_base, serving.port)
-        job.serving = serving.to_json()
-        job.replicas = count
-        job.idle_timeout = manifest.idle_timeout
-        job.call_timeout = manifest.call_timeout
-        job.replica_addresses = json.dumps([self.address_of(name, serving.port) for name in final])
-        job.deployment_timestamp = deployment_timestamp
-        job.deployed_by = deployment.deployed_by
-        job.error = None
-        job.update_time = now()
-        job.save()
-        DeletedJob.delete().where((DeletedJob.name == job.name) & (DeletedJob.version == job.version)).execute()
+        job = existing or self._record_new_job(launch, staging_base, deployment.deployed_by)
+        self._await_staging(launch, staging, job if existing is None else None)
+        final_base = naming.container_name(self.settings.instance, manifest.name, manifest.version)
+        retiring = [] if existing is None else self._switch_to_staging(existing, staging_base, staging, launch)
+        self._promote(job, launch, staging, final_base, deployment.deployed_by)
         if retiring:
             threading.Thread(target=self._retire, args=(retiring, manifest.name, manifest.version), daemon=True,
                              name="retire").start()
+
+    def _record_new_job(self, launch: Launch, staging_base: str, deployed_by: str | None) -> Job:
+        """The record of a job deployed for the first time, starting (the default status) at its staging containers."""
+        manifest = launch.manifest
+        return Job.create(
+            name=manifest.name, version=manifest.version,
+            manifest_yaml=manifest.yaml, job_type_version=launch.job_type_version, image_name=launch.image,
+            container_name=staging_base, internal_name=self.address_of(staging_base, launch.serving.port),
+            deployment_timestamp=launch.deployment_timestamp, deployed_by=deployed_by, replicas=manifest.replicas,
+            idle_timeout=manifest.idle_timeout,
+            call_timeout=manifest.call_timeout, serving=launch.serving.to_json(),
+        )
+
+    def _await_staging(self, launch: Launch, staging: list[str], new_job: Job | None) -> None:
+        """Wait until every staging replica is ready; if one is not, remove them all (and the record
+        of a job deployed for the first time), so that the old version, if any, keeps serving."""
+        try:
+            for index, name in enumerate(staging):
+                self._wait_until_ready(launch.deployment if index == 0 else None, name, launch.deployment_timestamp,
+                                       launch.serving)
+        except RacetrackError:
+            for name in staging:
+                self.runtime.remove_container(name)
+            if new_job is not None:
+                new_job.delete_instance()
+            raise
+
+    def _switch_to_staging(self, job: Job, staging_base: str, staging: list[str], launch: Launch) -> list[str]:
+        """Zero-downtime switch: route new calls to the ready containers, give calls that already picked
+        an old address a moment to reach it, then move the old containers aside; they finish their calls
+        (SIGTERM, graceful stop) in the background while the deployment is done. Returns their new names."""
+        old = _replica_names(job.container_name, job.replicas)
+        # the gateway maps paths for the containers it now calls, hence the serving too
+        job.move_replicas(staging_base, [self.address_of(name, launch.serving.port) for name in staging],
+                          launch.serving.to_json())
+        time.sleep(SWITCH_GRACE_SECONDS)
+        retiring: list[str] = []
+        for name in old:
+            retired = f"{name}-retiring-{launch.deployment_id[:8]}"
+            if self.runtime.container_state(name).status != "missing":
+                self.runtime.rename_container(name, retired)
+                retiring.append(retired)
+        return retiring
+
+    def _promote(self, job: Job, launch: Launch, staging: list[str], final_base: str, deployed_by: str | None) -> None:
+        """Give the staging containers their final names and record the release as running there."""
+        self.runtime.remove_container(final_base)  # leftovers of an earlier failure, if any
+        manifest = launch.manifest
+        final = _replica_names(final_base, manifest.replicas)
+        for staging_name, final_name in zip(staging, final, strict=True):
+            self.runtime.rename_container(staging_name, final_name)
+        job.manifest_yaml = manifest.yaml
+        job.job_type_version = launch.job_type_version
+        job.image_name = launch.image
+        job.container_name = final_base
+        job.serving = launch.serving.to_json()
+        job.replicas = manifest.replicas
+        job.idle_timeout = manifest.idle_timeout
+        job.call_timeout = manifest.call_timeout
+        job.deployment_timestamp = launch.deployment_timestamp
+        job.deployed_by = deployed_by
+        job.mark_running([self.address_of(name, launch.serving.port) for name in final])
+        DeletedJob.delete().where((DeletedJob.name == job.name) & (DeletedJob.version == job.version)).execute()
 
     def _retire(self, containers: list[str], job_name: str, job_version: str) -> None:
         """Let replaced containers finish their calls (up to the drain timeout), then remove them.
@@ -283,40 +298,37 @@ class Deployer:
         self._discard_image(deployment)
 
     def replica_names(self, job: Job) -> list[str]:
-        return [naming.replica_container_name(job.container_name, i) for i in range(job.replicas)]
+        return _replica_names(job.container_name, job.replicas)
 
     def recreate(self, job: Job) -> None:
         """Start the job's missing containers again from its image; wait until they are ready."""
-        manifest = load_stored(job.manifest_yaml, self.settings)
         serving = Serving.from_json(job.serving)
-        deployment_timestamp = int(time.time())
         missing = [name for name in self.replica_names(job) if self.runtime.container_state(name).status == "missing"]
-        secrets = jobsecrets.of_release(job, self.vault) if missing else jobsecrets.NONE
-        confinement = self._confinement_of(job.job_type_version or "")
+        launch = Launch(image=job.image_name, manifest=load_stored(job.manifest_yaml, self.settings),
+                        job_type_version=job.job_type_version or "", serving=serving,
+                        confinement=self._confinement_of(job.job_type_version or ""),
+                        secrets=jobsecrets.of_release(job, self.vault) if missing else jobsecrets.NONE,
+                        deployment_id="recreated", deployment_timestamp=int(time.time()))
         for name in missing:
-            self._run(name, job.image_name, manifest, "recreated", deployment_timestamp, secrets,
-                      job.job_type_version or "", serving.port, confinement)
+            self._run(name, launch)
         for name in missing:
-            self._wait_until_ready(None, name, deployment_timestamp, serving)
-        Job.update(internal_name=self.address_of(job.container_name, serving.port),
-                   replica_addresses=json.dumps([self.address_of(name, serving.port)
-                                                 for name in self.replica_names(job)]),
-                   update_time=now()).where((Job.name == job.name) & (Job.version == job.version)).execute()
+            self._wait_until_ready(None, name, launch.deployment_timestamp, serving)
+        job.record_addresses([self.address_of(name, serving.port) for name in self.replica_names(job)])
 
-    def _run(self, container: str, image: str, manifest: Manifest, deployment_id: str, deployment_timestamp: int,
-             secrets: jobsecrets.JobSecrets, job_type_version: str, port: int, confinement: Confinement,
-             deployment: Deployment | None = None) -> None:
+    def _run(self, container: str, launch: Launch) -> None:
+        manifest = launch.manifest
         self.runtime.ensure_network(self.settings.network, isolated=self.addressing.isolates_containers)
         self.runtime.run_container(ContainerSpec(
             name=container,
-            image=image,
-            env=self._runtime_env(manifest, deployment_timestamp, secrets, job_type_version, deployment),
-            labels=naming.job_labels(self.settings.instance, manifest.name, manifest.version, deployment_id),
+            image=launch.image,
+            env=self._runtime_env(launch),
+            labels=naming.job_labels(self.settings.instance, manifest.name, manifest.version, launch.deployment_id),
             network=self.settings.network,
             publish_port=self.addressing.mode != CONTAINER_NAME,  # also handy for a look with curl
             limits=container_limits(manifest, self.settings),
-            port=port,
-            hardening=Hardening(read_only_root=confinement.read_only_root, capabilities=confinement.capabilities,
+            port=launch.serving.port,
+            hardening=Hardening(read_only_root=launch.confinement.read_only_root,
+                                capabilities=launch.confinement.capabilities,
                                 pids_limit=self.settings.job_pids_limit, tmp_size=int(self.settings.job_tmp_size)),
         ))
 
@@ -328,8 +340,8 @@ class Deployer:
                 return job_type.confinement
         return Confinement()
 
-    def _runtime_env(self, manifest: Manifest, deployment_timestamp: int, secrets: jobsecrets.JobSecrets,
-                     job_type_version: str, deployment: Deployment | None) -> dict[str, str]:
+    def _runtime_env(self, launch: Launch) -> dict[str, str]:
+        manifest, secrets, job_type_version = launch.manifest, launch.secrets, launch.job_type_version
         # Build-time variables (secret ones too) not set for runtime are blanked, as Racetrack does.
         env = {key: "" for key in [*manifest.build_env, *secrets.build_env]}
         hooks = self.plugins.hooks_for(job_type_version)
@@ -337,14 +349,14 @@ class Deployer:
             extra, warning = hooks.job_runtime_env({"name": manifest.name, "version": manifest.version,
                                                     "manifest": manifest.raw, "job_type_version": job_type_version})
             env.update(extra)
-            if deployment is not None:
-                _warn(deployment, warning)
+            if launch.deployment is not None:
+                _warn(launch.deployment, warning)
         env.update(manifest.runtime_env)
         env.update(secrets.runtime_env)
         env.update({
             "JOB_NAME": manifest.name,
             "JOB_VERSION": manifest.version,
-            "JOB_DEPLOYMENT_TIMESTAMP": str(deployment_timestamp),
+            "JOB_DEPLOYMENT_TIMESTAMP": str(launch.deployment_timestamp),
             "JOB_MANIFEST_YAML": manifest.yaml,
             "PUB_URL": self.addressing.pub_url,
             # Code the family does not trust (another caller's upload, say) runs without the family's token.
@@ -358,59 +370,59 @@ class Deployer:
     def address_of(self, container: str, port: int) -> str:
         return job_address(self.addressing, self.runtime, container, port)
 
+    # --- waiting for a started container ------------------------------------------------------
     def _wait_until_ready(self, deployment: Deployment | None, container: str, deployment_timestamp: int,
                           serving: Serving) -> None:
         """Poll /live (for our deployment_timestamp) then /ready; fail fast on a crash or init error.
 
         A job whose server does not follow the wrapper contract is polled at its probe path instead.
         """
-        if not serving.wrapper:
-            self._wait_until_serving(deployment, container, serving)
-            return
         address = self.address_of(container, serving.port)
-        deadline = time.monotonic() + self.settings.job_start_timeout
-        phase = "live"
-        while time.monotonic() < deadline:
-            state = self.runtime.container_state(container)
-            if not state.alive or state.restart_count > 0:
-                raise JobStartError(self._start_failure(container, f"the job's container exited (code {state.exit_code})"))
-            status, body = probe(address, f"/{phase}")
-            if phase == "live":
-                if status == 500 and isinstance(body, dict) and body.get("error"):
-                    raise JobStartError(self._start_failure(container, f"job initialization error: {body['error']}"))
-                if status == 200 and isinstance(body, dict) and _same_timestamp(body, deployment_timestamp):
-                    phase = "ready"
-                    if deployment is not None:
-                        deployment.set_phase("initializing Job entrypoint")
-                    continue
-            elif status == 200:
-                return
-            time.sleep(0.1)
-        raise JobStartError(self._start_failure(
-            container, f"the job did not become {phase} within {self.settings.job_start_timeout:g} s"
-        ))
+        check: StartCheck
+        if serving.wrapper:
+            check = WrapperStarted(address, deployment_timestamp,
+                                   None if deployment is None else lambda: deployment.set_phase(ENTRYPOINT_PHASE))
+        else:
+            if deployment is not None:
+                deployment.set_phase(ENTRYPOINT_PHASE)
+            check = ServerAnswers(address, serving)
+        self._poll_until_started(container, check)
 
-    def _wait_until_serving(self, deployment: Deployment | None, container: str, serving: Serving) -> None:
-        address = self.address_of(container, serving.port)
-        deadline = time.monotonic() + self.settings.job_start_timeout
-        if deployment is not None:
-            deployment.set_phase("initializing Job entrypoint")
-        failure: str | None = "not checked"
-        while time.monotonic() < deadline:
-            state = self.runtime.container_state(container)
-            if not state.alive or state.restart_count > 0:
-                raise JobStartError(self._start_failure(container, f"the job's container exited (code {state.exit_code})"))
-            failure = check_ready(address, serving)
-            if failure is None:
-                return
-            time.sleep(0.1)
-        raise JobStartError(self._start_failure(
-            container, f"the job's server did not answer within {self.settings.job_start_timeout:g} s ({failure}); "
-                       f"it must listen on 0.0.0.0:{serving.port}"))
+    def _poll_until_started(self, container: str, check: StartCheck) -> None:
+        """The one crash-poll loop: until `check` passes, fail fast when the container exits or
+        restarts, or when the check finds a failure; give up after job_start_timeout."""
+        timeout = self.settings.job_start_timeout
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                state = self.runtime.container_state(container)
+                if not state.alive or state.restart_count > 0:
+                    raise StartFailed(f"the job's container exited (code {state.exit_code})")
+                if check.passed():
+                    return
+                time.sleep(0.1)
+            raise StartFailed(check.timeout_reason(timeout))
+        except StartFailed as failed:
+            raise JobStartError(with_log_tail(self.runtime, container, failed.reason)) from None
 
-    def _start_failure(self, container: str, reason: str) -> str:
-        logs = self.runtime.container_logs(container, LOG_TAIL_LINES).rstrip()
-        return f"{reason}\n--- last {LOG_TAIL_LINES} lines of the job's log ---\n{logs}" if logs else reason
+
+@dataclasses.dataclass(frozen=True)
+class Launch:
+    """What every container of one release starts with: a deployment's, or a lost job's recreated."""
+
+    image: str
+    manifest: Manifest
+    job_type_version: str
+    serving: Serving
+    confinement: Confinement
+    secrets: jobsecrets.JobSecrets
+    deployment_id: str  # labels the containers ("recreated" for a recreate); names retiring containers
+    deployment_timestamp: int
+    deployment: Deployment | None = None  # a job type hook's warnings go on it
+
+
+def _replica_names(base: str, count: int) -> list[str]:
+    return [naming.replica_container_name(base, i) for i in range(count)]
 
 
 def _snapshot(job_type: JobType, workspace: Path) -> JobType:
@@ -429,10 +441,3 @@ def _warn(deployment: Deployment, warning: str | None) -> None:
     if warning:
         deployment.warnings = "\n".join(filter(None, [deployment.warnings, warning]))
         deployment.save(only=[Deployment.warnings])
-
-
-def _same_timestamp(body: dict[str, object], expected: int) -> bool:
-    try:
-        return int(str(body.get("deployment_timestamp"))) == expected
-    except ValueError:
-        return False

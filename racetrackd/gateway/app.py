@@ -12,7 +12,7 @@ deadline, the job's call_timeout, from the first byte in to the last byte out. E
 `{error, type, job_name, job_version, request_id}`: 400 ambiguous path, 401, 403, 404 unknown
 job, 429 too many failed auth attempts, 502 unreachable, 503 starting, 504 past the deadline.
 
-Trust: the path is read once from the raw bytes (`pathmapping.checked_path`, `parse_job_call`),
+Trust: the path is read once from the raw bytes (`pathmapping.read_gateway_path`, via `checked_path`),
 and the endpoint authorised is the one forwarded. The job's answer is the job's own, except that it
 can never set or clear a cookie the daemon owns (`_sets_daemon_cookie`), and the job never sees
 those cookies in the caller's request.
@@ -36,6 +36,7 @@ from racetrackd import metrics, naming
 from racetrackd.auth import access
 from racetrackd.auth.access import Identity
 from racetrackd.auth.authenticator import AUTH_HEADER, LEGACY_HEADERS, PLANTED_COOKIE, Authenticator
+from racetrackd.db import JobStatus
 from racetrackd.errors import (
     JobNotFound,
     JobTimeout,
@@ -48,9 +49,9 @@ from racetrackd.errors import (
     UpstreamError,
 )
 from racetrackd.gateway import asynccalls, pathmapping
-from racetrackd.gateway.routing import UNROUTABLE, LeastOutstanding, Route, RoutingTable
+from racetrackd.gateway.routing import LeastOutstanding, Route, RoutingTable
 from racetrackd.gateway.upstream import Headers, UpstreamPool, UpstreamResponse
-from racetrackd.plugins.jobtypes import WRAPPER
+from racetrackd.serving import WRAPPER
 
 log = logging.getLogger(__name__)
 
@@ -104,23 +105,26 @@ class Gateway:
         call = _Call(scope, request_id, headers)
         try:
             # Read once, from the bytes the caller sent: the same path is authorised and forwarded.
-            raw = pathmapping.raw_path(scope["path"], scope.get("raw_path"))
-            path = pathmapping.checked_path(raw)
-            job_call = pathmapping.parse_job_call(path, raw, 2)  # /pub/<kind>/<name>/<version>/<rest>
+            target = pathmapping.read_gateway_path(pathmapping.raw_path(scope["path"], scope.get("raw_path")))
+            job_call = target.call
             if job_call is not None:
                 call.name, call.version = job_call.name, job_call.version
             if scope["type"] == "websocket":
-                if job_call is None:
-                    raise NotFoundError(f"no gateway route {path}")
+                if target.route != pathmapping.SYNC or job_call is None:
+                    raise NotFoundError(f"no gateway route {target.path}")
                 await self._websocket(call, job_call, receive, send)
-            elif job_call is not None:
+            elif target.route == pathmapping.SYNC and job_call is not None:
                 await self._forward(call, job_call, receive=receive, send=send)
-            elif path.startswith("/pub/async/new/"):
-                await self._async_new(call, path, raw, receive, send)
-            elif path.startswith("/pub/async/task/"):
-                await self._async_task(call, path, send)
+            elif target.route == pathmapping.ASYNC_NEW:
+                if job_call is None:
+                    raise NotFoundError("async calls go to /pub/async/new/job/<name>/<version>/<path>")
+                await self._async_new(call, job_call, receive, send)
+            elif target.route == pathmapping.ASYNC_TASK:
+                if target.task_id is None or target.task_action is None:
+                    raise NotFoundError("use /pub/async/task/<id>/poll or /pub/async/task/<id>/status")
+                await self._async_task(call, target.task_id, target.task_action, send)
             else:
-                raise NotFoundError(f"no gateway route {path}",
+                raise NotFoundError(f"no gateway route {target.path}",
                                     hint="call jobs at /pub/job/<name>/<version>/<path>")
         except _CallerGone:
             return  # nobody is left to answer
@@ -219,7 +223,7 @@ class Gateway:
                 (TRACING, call.request_id.encode())]})
             await send({"type": "http.response.body", "body": text})
             return
-        live = route.status not in UNROUTABLE
+        live = route.status not in JobStatus.UNROUTABLE
         ready = live and route.callable and not route.asleep
         body: dict[str, Any]
         if endpoint == "/live":
@@ -263,7 +267,7 @@ class Gateway:
             await loop.run_in_executor(None, self._wake, route.name, route.version)
             await loop.run_in_executor(None, self._routes.reload)
             route = self._routes.resolve(route.name, route.version) or route
-        if route.status in UNROUTABLE:  # no container to call: fail now, not after a connect timeout
+        if route.status in JobStatus.UNROUTABLE:  # no container to call: fail now, not after a connect timeout
             call.job_status = route.status
             _count_refusal(route, "unreachable", 502)
             raise UpstreamError(f"job {route.name} {route.version} is {route.status}",
@@ -311,11 +315,7 @@ class Gateway:
             self._balancer.release(address)
 
     # ---- async calls
-    async def _async_new(self, call: _Call, path: str, raw: bytes, receive: Receive, send: Send) -> None:
-        job_call = pathmapping.parse_job_call(path, raw, 4)  # /pub/async/new/<kind>/<name>/<version>/<rest>
-        if job_call is None:
-            raise NotFoundError("async calls go to /pub/async/new/job/<name>/<version>/<path>")
-        call.name, call.version = job_call.name, job_call.version
+    async def _async_new(self, call: _Call, job_call: pathmapping.JobCall, receive: Receive, send: Send) -> None:
         route = self._authorize(call, self._resolve(call), job_call.endpoint)
         body = await _read_body(receive, self._async_max_body)
         target = _job_target(call.scope, route, job_call).decode("latin-1")
@@ -326,22 +326,19 @@ class Gateway:
             [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers if k != b"host"], body, call.caller))
         await _send_json(send, 201, {"task_id": task.id, "status": asynccalls.public_status(task)}, call.request_id)
 
-    async def _async_task(self, call: _Call, path: str, send: Send) -> None:
-        parts = path.split("/")  # ['', 'pub', 'async', 'task', id, 'poll'|'status']
-        if len(parts) != 6 or parts[5] not in ("poll", "status"):
-            raise NotFoundError("use /pub/async/task/<id>/poll or /pub/async/task/<id>/status")
+    async def _async_task(self, call: _Call, task_id: str, action: str, send: Send) -> None:
         identity = self._identify(call)
         call.caller = identity.display
         loop = asyncio.get_running_loop()
-        task = await loop.run_in_executor(None, asynccalls.find, parts[4], identity)
-        if parts[5] == "status":
+        task = await loop.run_in_executor(None, asynccalls.find, task_id, identity)
+        if action == "status":
             await _send_json(send, 200, asynccalls.describe(task), call.request_id)
             return
         wait = _query_seconds(call.scope, "wait", POLL_WAIT_SECONDS)
         deadline = loop.time() + wait
         while not asynccalls.finished(task) and loop.time() < deadline:
             await asyncio.sleep(POLL_STEP_SECONDS)
-            task = await loop.run_in_executor(None, asynccalls.find, parts[4], identity)
+            task = await loop.run_in_executor(None, asynccalls.find, task_id, identity)
         if not asynccalls.finished(task):
             await _send_json(send, 202, asynccalls.describe(task), call.request_id)
         elif task.state == asynccalls.TaskState.FAILED:

@@ -22,11 +22,9 @@ from collections.abc import Callable
 from typing import Any
 
 from racetrackd.auth.access import CALL_ADMIN_API, Identity
-from racetrackd.db import AsyncTask, Job, TaskState, now
+from racetrackd.db import AsyncTask, Job, JobStatus, TaskState, now
 from racetrackd.errors import ConflictError, NotFoundError, PayloadTooLarge, RacetrackError, UpstreamError
-from racetrackd.gateway.routing import UNROUTABLE
 from racetrackd.gateway.upstream import UpstreamPool
-from racetrackd.jobs.waking import ASLEEP
 from racetrackd.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -197,10 +195,10 @@ class AsyncCallRunner:
             return
         timeout = float(job.call_timeout or self._settings.call_timeout)
         try:
-            if job.status in ASLEEP:
+            if job.status in JobStatus.ASLEEP:
                 await loop.run_in_executor(None, self._wake, job)
                 job = await loop.run_in_executor(None, Job.find, task.job_name, task.job_version) or job
-            if job.status in UNROUTABLE:  # its old address may belong to another container by now
+            if job.status in JobStatus.UNROUTABLE:  # its old address may belong to another container by now
                 raise UpstreamError(f"job {job.name} {job.version} is {job.status}")
             address = job.ready_addresses()[0]
             headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in json.loads(task.request_headers)]

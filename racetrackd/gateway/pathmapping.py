@@ -1,7 +1,7 @@
 """Where a gateway path goes on the job's server, and where the job's redirects go for the caller.
 
 One job-relative path (what follows `/pub/job/<name>/<version>`) maps by the job's path mode
-(`jobtypes.Serving.path_mode`, from its job type's `serving:` section):
+(`racetrackd.serving.Serving.path_mode`, from its job type's `serving:` section):
 
     wrapper   /pub/job/<name>/<version>/<rest>   the job serves under the gateway's own prefix (its
                                                  resolved name and version: `latest` is never sent on)
@@ -13,8 +13,8 @@ A redirect the job answers with is mapped back: `job_root` (the prefix the job s
 `/pub/job/<name>/<version>` for a wrapper, nothing otherwise) is replaced by `caller_root` (the
 prefix the caller used, plus `/api/v1` in forward mode). Pure: bytes and strings only.
 
-Every gateway path is read once, from the raw request target, into a `JobCall` (`parse_job_call`)
-by `checked_path`, which refuses what a job could read differently from the gateway: encoded `/`,
+Every gateway path is read once, from the raw request target, into a `GatewayPath`
+(`read_gateway_path`: the route it takes and the `JobCall` or async task it names) through `checked_path`, which refuses what a job could read differently from the gateway: encoded `/`,
 `\\` or `%`, control characters, dot segments, empty segments. What remains decodes segment for
 segment, so the decoded path the gateway authorises is the one the job sees when it decodes the
 raw path forwarded to it.
@@ -28,7 +28,7 @@ from urllib.parse import quote, unquote_to_bytes
 
 from racetrackd.errors import AmbiguousPath
 from racetrackd.naming import pub_path
-from racetrackd.plugins.jobtypes import FORWARD, WRAPPER
+from racetrackd.serving import FORWARD, WRAPPER
 
 API_PREFIX = "api/v1"
 # A job that does not keep the wrapper contract has no probes or metrics of its own: the daemon
@@ -115,6 +115,40 @@ def parse_job_call(path: str, raw: bytes, kind_index: int) -> JobCall | None:
     rest = raw.split(b"/", kind_index + 3)[kind_index + 3] if has_rest else None
     return JobCall(kind=parts[kind_index], name=parts[kind_index + 1], version=parts[kind_index + 2],
                    endpoint="/" + parts[kind_index + 3] if has_rest else "/", rest=rest)
+
+
+SYNC, ASYNC_NEW, ASYNC_TASK, OTHER = "sync", "async-new", "async-task", "other"
+_ASYNC_NEW_PREFIX = "/pub/async/new/"
+_ASYNC_TASK_PREFIX = "/pub/async/task/"
+_TASK_ACTIONS = ("poll", "status")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class GatewayPath:
+    """A gateway request target, read once (`read_gateway_path`): which of the gateway's routes it
+    takes, and the job call or async task it names, for forward, WebSocket and async calls alike."""
+
+    path: str  # checked and decoded
+    route: str  # SYNC (/pub/<kind>/...: a call or a WebSocket), ASYNC_NEW, ASYNC_TASK or OTHER
+    call: JobCall | None = None  # SYNC, ASYNC_NEW: None when the path is malformed
+    task_id: str | None = None  # ASYNC_TASK: /pub/async/task/<task_id>/<task_action>; None when malformed
+    task_action: str | None = None  # poll | status
+
+
+def read_gateway_path(raw: bytes) -> GatewayPath:
+    """Check `raw` (AmbiguousPath when a job could read it differently) and read what it names."""
+    path = checked_path(raw)
+    call = parse_job_call(path, raw, 2)  # /pub/<kind>/<name>/<version>/<rest>
+    if call is not None:
+        return GatewayPath(path, SYNC, call)
+    if path.startswith(_ASYNC_NEW_PREFIX):
+        return GatewayPath(path, ASYNC_NEW, parse_job_call(path, raw, 4))  # /pub/async/new/<kind>/<name>/<version>/<rest>
+    if path.startswith(_ASYNC_TASK_PREFIX):
+        parts = path.split("/")  # ['', 'pub', 'async', 'task', id, 'poll'|'status']
+        if len(parts) == 6 and parts[5] in _TASK_ACTIONS:
+            return GatewayPath(path, ASYNC_TASK, task_id=parts[4], task_action=parts[5])
+        return GatewayPath(path, ASYNC_TASK)
+    return GatewayPath(path, OTHER)
 
 
 def job_path(path_mode: str, name: str, version: str, call: JobCall) -> bytes | None:

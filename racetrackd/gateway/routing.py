@@ -19,14 +19,11 @@ from collections import defaultdict
 from jobmanifest import versions
 from racetrackd.auth.access import OPEN_JOB_PATHS, path_within
 from racetrackd.db import Job, JobStatus, PublicEndpoint, database
-from racetrackd.jobs.queries import ALIASABLE
-from racetrackd.jobs.waking import ASLEEP
-from racetrackd.plugins.jobtypes import WRAPPER, Serving
+from racetrackd.serving import WRAPPER, Serving
 
 log = logging.getLogger(__name__)
 
-MISS_RELOAD_INTERVAL = 0.1
-UNROUTABLE = frozenset({JobStatus.CRASHED, JobStatus.LOST})  # at most this often does an unknown name force a reload
+MISS_RELOAD_INTERVAL = 0.1  # at most this often does an unknown name force a reload
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +40,7 @@ class Route:
 
     @property
     def asleep(self) -> bool:
-        return self.status in ASLEEP
+        return self.status in JobStatus.ASLEEP
 
     @property
     def starting(self) -> bool:
@@ -119,12 +116,12 @@ class RoutingTable:
         if not family:
             return None
         if versions.is_alias(version) or "*" in version:
-            family = [route for route in family if route.status in ALIASABLE]
+            family = [route for route in family if route.status in JobStatus.ALIASABLE]
         return versions.select(version, family, lambda route: route.version)
 
     def _route(self, job: Job, public_endpoints: tuple[str, ...]) -> Route:
         # A crashed or lost job's last address may belong to another container by now.
-        addresses = () if job.status in UNROUTABLE else tuple(address for address in job.ready_addresses() if address)
+        addresses = () if job.status in JobStatus.UNROUTABLE else tuple(address for address in job.ready_addresses() if address)
         return Route(name=job.name, version=job.version, status=job.status, addresses=addresses,
                      call_timeout=float(job.call_timeout or self._default_timeout), error=job.error,
                      public_endpoints=public_endpoints, path_mode=Serving.from_json(job.serving).path_mode,

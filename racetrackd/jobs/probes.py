@@ -1,13 +1,17 @@
-"""Asking a job how it is: /live, /ready, /metrics over HTTP, with short timeouts."""
+"""Asking a job how it is: /live, /ready, /metrics over HTTP, with short timeouts; and the checks
+that tell a container just started is ready (WrapperStarted, ServerAnswers), for the deployer's
+crash-poll loop."""
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
+from typing import Protocol
 
 import urllib3
 
-from racetrackd.plugins.jobtypes import Serving
+from racetrackd.serving import Serving
 
 _pool = urllib3.PoolManager(num_pools=8, retries=False)
 TIMEOUT = urllib3.Timeout(3.0)
@@ -53,3 +57,71 @@ def check_ready(address: str, serving: Serving) -> str | None:
     if status is not None and status < 500:
         return None
     return f"probe failing: {serving.probe_path} on port {serving.port} {status or 'unreachable'}"
+
+
+class StartFailed(Exception):
+    """A started container will not become ready (why, in words); the caller adds the log's tail."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class StartCheck(Protocol):
+    """What the deployer's crash-poll loop asks, every 0.1 s, of a container it waits for."""
+
+    def passed(self) -> bool:
+        """Whether the container is ready; raises StartFailed when it never will be."""
+        ...
+
+    def timeout_reason(self, timeout: float) -> str: ...
+
+
+class WrapperStarted:
+    """A job on the wrapper contract: /live answers for this deployment's timestamp, then /ready answers."""
+
+    def __init__(self, address: str, deployment_timestamp: int, on_live: Callable[[], None] | None = None) -> None:
+        self.address = address
+        self.deployment_timestamp = deployment_timestamp
+        self.on_live = on_live  # called once /live passed: the job's entrypoint is initializing
+        self.phase = "live"
+
+    def passed(self) -> bool:
+        if self.phase == "live":
+            status, body = probe(self.address, "/live")
+            if status == 500 and isinstance(body, dict) and body.get("error"):
+                raise StartFailed(f"job initialization error: {body['error']}")
+            if not (status == 200 and isinstance(body, dict) and _same_timestamp(body, self.deployment_timestamp)):
+                return False
+            self.phase = "ready"
+            if self.on_live is not None:
+                self.on_live()
+        status, _ = probe(self.address, "/ready")
+        return status == 200
+
+    def timeout_reason(self, timeout: float) -> str:
+        return f"the job did not become {self.phase} within {timeout:g} s"
+
+
+class ServerAnswers:
+    """A job whose server does not follow the wrapper contract: its probe path answers."""
+
+    def __init__(self, address: str, serving: Serving) -> None:
+        self.address = address
+        self.serving = serving
+        self.failure: str | None = "not checked"
+
+    def passed(self) -> bool:
+        self.failure = check_ready(self.address, self.serving)
+        return self.failure is None
+
+    def timeout_reason(self, timeout: float) -> str:
+        return (f"the job's server did not answer within {timeout:g} s ({self.failure}); "
+                f"it must listen on 0.0.0.0:{self.serving.port}")
+
+
+def _same_timestamp(body: dict[str, object], expected: int) -> bool:
+    try:
+        return int(str(body.get("deployment_timestamp"))) == expected
+    except ValueError:
+        return False

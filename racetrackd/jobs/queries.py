@@ -14,13 +14,9 @@ from racetrackd.db import AuditEvent, DeletedJob, Job, JobStatus, PublicEndpoint
 from racetrackd.docker.images import prune_job_images
 from racetrackd.docker.runtime import Runtime
 from racetrackd.errors import JobNotFound
-from racetrackd.plugins.jobtypes import Serving
+from racetrackd.serving import Serving
 from racetrackd.settings import Settings
 from racetrackd.streams import ClientGone
-
-# Statuses a version alias may point at (a starting job is not served through `latest`).
-ALIASABLE = {JobStatus.RUNNING, JobStatus.ERROR, JobStatus.CRASHED, JobStatus.LOST, JobStatus.SLEEPING,
-             JobStatus.WAKING}
 
 
 def list_jobs() -> list[Job]:
@@ -31,7 +27,7 @@ def resolve_job(name: str, version: str) -> Job:
     """The job `name` at `version`: exact, `latest` (highest stable running) or an x-pattern like `1.x`."""
     family = Job.family(name)
     if versions.is_alias(version) or "*" in version:
-        family = [job for job in family if job.status in ALIASABLE]
+        family = [job for job in family if job.status in JobStatus.ALIASABLE]
     job = versions.select(version, family, lambda job: job.version)
     if job is None:
         raise JobNotFound(f"job {name} {version} not found")

@@ -9,7 +9,6 @@ by this daemon that no job owns.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -18,16 +17,16 @@ from typing import Protocol
 import peewee
 
 from racetrackd import naming
-from racetrackd.db import Deployment, DeploymentStatus, Job, JobStatus, now
+from racetrackd.db import Deployment, DeploymentStatus, Job, JobStatus
 from racetrackd.docker.runtime import Runtime
 from racetrackd.errors import RacetrackError
+from racetrackd.jobs.logtail import with_log_tail
 from racetrackd.jobs.probes import check_ready, last_call_timestamp
-from racetrackd.plugins.jobtypes import Serving
+from racetrackd.serving import Serving
 from racetrackd.settings import Settings
 
 log = logging.getLogger(__name__)
 
-LOG_TAIL_LINES = 20
 IDLE_STOP_SECONDS = 1
 # When replicas disagree, the job shows the worst of their states.
 _SEVERITY = [JobStatus.RUNNING, JobStatus.ERROR, JobStatus.CRASHED, JobStatus.LOST]
@@ -112,7 +111,7 @@ class Supervisor:
                 problems.append(f"container {name} is missing in Docker")
             elif not state.alive or state.status == "restarting":
                 status = _worse(status, JobStatus.CRASHED)
-                problems.append(self._crash_report(name, f"container {name} {state.status} (exit code {state.exit_code})"))
+                problems.append(with_log_tail(self.runtime, name, f"container {name} {state.status} (exit code {state.exit_code})"))
                 if state.status in ("exited", "dead"):
                     # Docker's restart policy does not cover a container killed from outside: start it.
                     log.warning("job %s %s: %s stopped (exit code %s); starting it again", job.name, job.version,
@@ -133,17 +132,9 @@ class Supervisor:
                 and self._idle_for(job, ready) > job.idle_timeout:
             self._put_to_sleep(job)
             return
-        address = ready[0] if ready else job.internal_name
-        replica_addresses = json.dumps(ready)
-        if (status, error, address, crash_count, replica_addresses) != (
-                job.status, job.error, job.internal_name, job.crash_count, job.replica_addresses):
-            if status != job.status:
-                log.info("job %s %s: %s -> %s", job.name, job.version, job.status, status)
-            Job.update(status=status, error=error, internal_name=address, crash_count=crash_count,
-                       replica_addresses=replica_addresses, update_time=now()).where(
-                (Job.name == job.name) & (Job.version == job.version) & (Job.container_name == job.container_name)
-                & (Job.status != JobStatus.STARTING)  # a redeploy may have begun meanwhile
-            ).execute()
+        if status != job.status:
+            log.info("job %s %s: %s -> %s", job.name, job.version, job.status, status)
+        job.record_check(status, error, ready, crash_count)
         current = Job.find(job.name, job.version)  # not deleted or redeployed meanwhile
         if status == JobStatus.LOST and current is not None and current.container_name == job.container_name \
                 and not self._deploying(current):
@@ -164,14 +155,9 @@ class Supervisor:
     def _put_to_sleep(self, job: Job) -> None:
         log.info("job %s %s had no calls for %ss: stopping it until the next call", job.name, job.version,
                  job.idle_timeout)
-        Job.update(status=JobStatus.SLEEPING, replica_addresses="[]", error=None, update_time=now()).where(
-            (Job.name == job.name) & (Job.version == job.version) & (Job.status == JobStatus.RUNNING)).execute()
+        job.mark_sleeping()
         for name in self.deployer.replica_names(job):
             self.runtime.stop_container(name, IDLE_STOP_SECONDS)  # idle: there are no calls to wait for
-
-    def _crash_report(self, container: str, reason: str) -> str:
-        logs = self.runtime.container_logs(container, LOG_TAIL_LINES).rstrip()
-        return f"{reason}\n--- last {LOG_TAIL_LINES} lines of the job's log ---\n{logs}" if logs else reason
 
     def _deploying(self, job: Job) -> bool:
         return Deployment.in_progress_for(job.name, job.version)

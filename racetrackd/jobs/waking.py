@@ -6,35 +6,29 @@ wake-up in the registry (sleeping -> waking), the others wait for it to finish.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 
 from racetrackd import naming
-from racetrackd.db import Job, JobStatus, now
+from racetrackd.db import Job, JobStatus
 from racetrackd.docker.runtime import Runtime
 from racetrackd.errors import RacetrackError, UpstreamError
 from racetrackd.jobs.addressing import Addressing, job_address
 from racetrackd.jobs.probes import check_ready
-from racetrackd.plugins.jobtypes import Serving
+from racetrackd.serving import Serving
 
 log = logging.getLogger(__name__)
 
-ASLEEP = (JobStatus.SLEEPING, JobStatus.WAKING)
-
-
 def wake(job: Job, runtime: Runtime, addressing: Addressing, timeout: float) -> Job:
     """The job, running again; raises UpstreamError when it does not become ready within `timeout`."""
-    claimed = Job.update(status=JobStatus.WAKING, update_time=now()).where(
-        (Job.name == job.name) & (Job.version == job.version) & (Job.status == JobStatus.SLEEPING)).execute()
-    if claimed:
+    if job.claim_wake():
         _start(job, runtime, addressing, timeout)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         current = Job.find(job.name, job.version)
         if current is None:
             break
-        if current.status not in ASLEEP:
+        if current.status not in JobStatus.ASLEEP:
             return current
         time.sleep(0.05)
     raise UpstreamError(f"job {job.name} {job.version} did not wake up within {timeout:g} s")
@@ -50,13 +44,9 @@ def _start(job: Job, runtime: Runtime, addressing: Addressing, timeout: float) -
         serving = Serving.from_json(job.serving)
         addresses = [_wait_ready(runtime, addressing, name, started + timeout, serving) for name in names]
     except RacetrackError as exc:
-        Job.update(status=JobStatus.CRASHED, error=f"waking up failed: {exc.message}", update_time=now()).where(
-            (Job.name == job.name) & (Job.version == job.version)).execute()
+        job.mark_crashed(f"waking up failed: {exc.message}")
         raise
-    # deployment_timestamp doubles as "awake since": the idle clock starts again now.
-    Job.update(status=JobStatus.RUNNING, internal_name=addresses[0], replica_addresses=json.dumps(addresses),
-               deployment_timestamp=int(time.time()), error=None, update_time=now()).where(
-        (Job.name == job.name) & (Job.version == job.version)).execute()
+    job.mark_awake(addresses)
     log.info("woke job %s %s in %.2f s", job.name, job.version, time.monotonic() - started)
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import logging
 import re
 from collections.abc import Iterable
@@ -31,6 +30,7 @@ from jobmanifest.versions import select
 from pluginbundle import JOB_TYPE_CATEGORY, PLUGIN_MANIFEST, PluginInvalid, PluginManifest, check_directory
 from racetrackd.errors import ManifestError
 from racetrackd.naming import JOB_PORT
+from racetrackd.serving import FORWARD, PATH_MODES, REWRITE, WRAPPER, Serving  # noqa: F401 (re-exported: the job type's side of it)
 
 log = logging.getLogger(__name__)
 
@@ -47,34 +47,6 @@ class ExtraField:
     type: str
     required: bool = False
     supported: bool = True
-
-
-# How the gateway maps its paths to the job's server (racetrackd.gateway.pathmapping carries it out):
-WRAPPER = "wrapper"  # the job serves /pub/job/<name>/<version>/<path> itself, and /live, /ready
-FORWARD = "forward"  # /pub/job/<n>/<v>/api/v1/<path> -> the job's /<path>; the daemon answers the probes
-REWRITE = "rewrite"  # /pub/job/<n>/<v>/<path> -> the job's /<path>; the daemon answers the probes
-PATH_MODES = (WRAPPER, FORWARD, REWRITE)
-
-
-@dataclasses.dataclass(frozen=True)
-class Serving:
-    """How one job's server is reached: its port, how paths map, and what proves it ready."""
-
-    port: int = JOB_PORT
-    path_mode: str = WRAPPER
-    probe_path: str = "/ready"  # for a non-wrapper job: any answer below 500 there means ready
-
-    @property
-    def wrapper(self) -> bool:
-        return self.path_mode == WRAPPER
-
-    def to_json(self) -> str | None:
-        """Stored on the job's record; None for the wrapper contract (and for records made before this)."""
-        return None if self == Serving() else json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str | None) -> Serving:
-        return cls(**json.loads(text)) if text else cls()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,14 +29,13 @@ import yaml
 
 from tests.integration.conftest import (
     FIXTURES,
-    HOST_CA_BUNDLE,
     REPO,
     Daemon,
-    _free_port,
     _remove_labelled,
     remove_networks,
 )
 from tests.integration.test_auth import wait_for, wait_until_served
+from tests.launcher import HOST_CA_BUNDLE, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -122,7 +121,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.Docker
     assert wheels.returncode == 0, f"scripts/build-wheels.sh failed:\n{wheels.stderr}"
     directory = tmp_path_factory.mktemp("compose")
     name = f"rtd-e2e-{uuid.uuid4().hex[:8]}"
-    stack = Stack(command, directory / "racetrackd.env", name, _free_port(), docker_client)
+    stack = Stack(command, directory / "racetrackd.env", name, free_port(), docker_client)
     settings = {
         "COMPOSE_PROJECT_NAME": name,
         "RACETRACKD_IMAGE": IMAGE,

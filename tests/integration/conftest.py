@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,9 +21,11 @@ import docker.errors
 import pytest
 import requests
 
-REPO = Path(__file__).resolve().parents[2]
+from tests import launcher
+from tests.launcher import REPO
+from tests.launcher import clean_env as _clean_env
+
 FIXTURES = REPO / "tests" / "fixtures" / "jobs"
-HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 BASE_IMAGE_CANDIDATES = ("python:3.11-slim", "racetrackd/python3-base:bookworm")
 # golang jobs: a Go toolchain image, and a Debian image to run in (the python3 base image is one).
 GOLANG_BASE_IMAGE_CANDIDATES = ("golang:1.21-bookworm", "racetrackd/golang-base:bookworm")
@@ -44,31 +43,21 @@ class Daemon:
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     # This checkout's racetrackd by default; tests/e2e/test_wheel.py runs one installed from the wheel.
-    command: tuple[str, ...] = (sys.executable, "-m", "racetrackd", "serve")
+    command: tuple[str, ...] = launcher.SERVE
     cwd: Path = REPO
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log_file:
-            # A session of its own, so kill() can take gunicorn down with it, as a crash would.
-            self.process = subprocess.Popen(self.command, env=self.env, stdout=log_file, stderr=subprocess.STDOUT,
-                                            cwd=self.cwd, start_new_session=True)
-        _wait_ready(self.url, self.process, self.log_path)
+        self.process = launcher.start(self.env, self.log_path, command=self.command, cwd=self.cwd)
+        launcher.wait_ready(self.url, self.process, self.log_path)
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        launcher.stop(self.process)
 
     def kill(self) -> None:
         """SIGKILL the daemon and its HTTP workers at once."""
         if self.process is not None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+            launcher.kill(self.process)
 
     def api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         headers = {"X-Racetrack-Auth": self.token, **kwargs.pop("headers", {})}
@@ -92,17 +81,6 @@ def run_rtd(env: dict[str, str], *args: str, stdin: str | None = None, check: bo
     if check and result.returncode != 0:
         raise AssertionError(f"rtd {' '.join(args)} failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
-
-
-def _clean_env() -> dict[str, str]:
-    """The test process's environment without any RACETRACK_*/RTD_* of the developer's own."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("RACETRACK_", "RTD_"))}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -144,18 +122,12 @@ def launch_daemon(data_dir: Path, docker_client: docker.DockerClient, base_image
     `unset`: settings of the test environment below to leave at the daemon's default; `command` and
     `cwd`: another racetrackd than this checkout's."""
     instance = f"test-{uuid.uuid4().hex[:8]}"
-    port = _free_port()
+    port = launcher.free_port()
     token = uuid.uuid4().hex
     env = {
-        **_clean_env(),
-        "RACETRACK_HOST": "127.0.0.1",
-        "RACETRACK_PORT": str(port),
-        "RACETRACK_DATA_DIR": str(data_dir),
-        "RACETRACK_ADMIN_TOKEN": token,
+        **launcher.daemon_env(port=port, data_dir=data_dir, token=token, instance=instance, base_image=base_image),
         "RACETRACK_AUTH_REQUIRED": "true",
         "RACETRACK_AUTH_FAILURE_LIMIT": "10000",  # tests fail auth on purpose, from one address; test_auth checks the limit
-        "RACETRACK_INSTANCE": instance,
-        "RACETRACK_PYTHON_BASE_IMAGE": base_image,
         # When absent, the defaults stand: a golang build then fails naming the image to build (setup-host.sh does).
         "RACETRACK_GOLANG_BASE_IMAGE": _first_local_image(docker_client, GOLANG_BASE_IMAGE_CANDIDATES)
         or GOLANG_BASE_IMAGE_CANDIDATES[0],
@@ -168,8 +140,6 @@ def launch_daemon(data_dir: Path, docker_client: docker.DockerClient, base_image
         "RACETRACK_GIT_ALLOWED_SCHEMES": "https,http,git,file",
         "RACETRACK_GIT_ALLOW_PRIVATE_REMOTES": "true",  # those servers are on loopback (off by default)
     }
-    if HOST_CA_BUNDLE.is_file():  # the corporate-proxy case: builds trust the host's CAs
-        env["RACETRACK_BUILD_CA_BUNDLE"] = str(HOST_CA_BUNDLE)
     env.update(extra_env)
     for name in unset:
         env.pop(name, None)
@@ -192,20 +162,6 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.Docke
     finally:
         handle.stop()
         _remove_labelled(docker_client, handle.instance)
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"racetrackd exited at start-up:\n{log_path.read_text()}")
-        try:
-            if requests.get(url + "/ready", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:  # refused, or too slow to answer while workers boot
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"racetrackd never became ready:\n{log_path.read_text()}")
 
 
 def _remove_labelled(client: docker.DockerClient, instance: str) -> None:

@@ -330,7 +330,7 @@ def add_job(name: str = "adder", version: str = "1.0.0", status: str = db.JobSta
         name=name, version=version, status=status, manifest_yaml=f"name: {name}\nversion: {version}\n",
         job_type_version="python3:1.0.0", image_name=f"racetrackd/job-{name}:{version}",
         container_name=f"job-{name}-v-{version.replace('.', '-')}",
-        internal_name=addresses[0] if addresses else "", replica_addresses=json.dumps(addresses),
+        internal_name=addresses[0] if addresses else "", replica_addresses=addresses,
         deployment_timestamp=1_700_000_000, call_timeout=call_timeout, serving=serving,
     )
 

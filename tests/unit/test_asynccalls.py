@@ -218,7 +218,7 @@ def test_a_sleeping_job_is_woken_for_its_async_call(daemon: Daemons, servers: Se
     add_job("sleepy", "1.0.0", db.JobStatus.SLEEPING, [])
 
     def wake(job: db.Job) -> None:
-        db.Job.update(status=db.JobStatus.RUNNING, replica_addresses=json.dumps([server.address])).execute()
+        db.Job.update(status=db.JobStatus.RUNNING, replica_addresses=(server.address,)).execute()
 
     task_id = submit(client, "/pub/async/new/job/sleepy/1.0.0/api/v1/perform")
     with Runner(daemon.settings, wake) as runner:

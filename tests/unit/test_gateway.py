@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Callable
@@ -553,7 +552,7 @@ def test_a_call_to_a_sleeping_job_wakes_it_and_is_answered(daemon: Daemons, serv
 
     def wake(job: db.Job, runtime: Any, addressing: Any, timeout: float) -> db.Job:
         woken.append((job.name, job.version, timeout))
-        db.Job.update(status=db.JobStatus.RUNNING, replica_addresses=json.dumps([server.address])).execute()
+        db.Job.update(status=db.JobStatus.RUNNING, replica_addresses=(server.address,)).execute()
         return job
 
     monkeypatch.setattr(waking, "wake", wake)

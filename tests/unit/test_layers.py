@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 # Root modules every room may use: they import only one another (and shared packages).
 FOUNDATION = {"racetrackd", "errors", "settings", "db", "naming", "manifest", "metrics", "audit", "maintenance",
-              "streams", "resources"}
+              "resources", "serving", "streams"}
 # Root modules that wire the rooms together and start processes: nothing imports them but each other.
 ENTRY = {"__main__", "app", "asgi", "daemon", "commands", "gunicorn_hooks"}
 # The composition root (racetrackd/services.py): wires the rooms below it; the edges take what it built.
@@ -30,8 +30,9 @@ MAY_IMPORT: dict[str, set[str]] = {
     "plugins": {"foundation", "auth"},
     "jobs": {"foundation", "auth", "docker", "plugins"},
     "deploy": {"foundation", "auth", "docker", "plugins", "jobs"},
-    # The gateway runs on the HTTP workers' event loops: no deployments, no Docker adapter.
-    "gateway": {"foundation", "auth", "plugins", "jobs"},
+    # The gateway runs on the HTTP workers' event loops: no deployments, no Docker adapter, and not
+    # jobs/ or plugins/ either (they load the Docker SDK and Jinja); waking comes in as a callable.
+    "gateway": {"foundation", "auth"},
     "services": {"foundation", "auth", "docker", "plugins", "jobs"},
     "api": {"foundation", "auth", "docker", "plugins", "jobs", "deploy", "gateway", "services"},
     "dashboard": {"foundation", "auth", "docker", "plugins", "jobs", "deploy", "gateway", "services", "api"},

@@ -157,7 +157,7 @@ def test_a_job_whose_server_fails_its_probe_is_not_ready(daemon: Daemons, server
     client = daemon()
     server = servers()
     job = add_job("web", "1.0.0", addresses=[server.address], serving=proxied(FORWARD))
-    db.Job.update(status=db.JobStatus.ERROR, replica_addresses="[]", internal_name="",
+    db.Job.update(status=db.JobStatus.ERROR, replica_addresses=(), internal_name="",
                   error="probe failing: / on port 7001 unreachable").where(db.Job.id == job.id).execute()
 
     ready = client.get("/pub/job/web/1.0.0/ready")

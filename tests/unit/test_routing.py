@@ -245,7 +245,7 @@ def test_a_starting_job_that_became_ready_is_seen_at_once(registry: Settings) ->
     table.reload()
     time.sleep(routing.MISS_RELOAD_INTERVAL + 0.01)
 
-    db.Job.update(status=db.JobStatus.RUNNING, replica_addresses='["127.0.0.1:7300"]').execute()
+    db.Job.update(status=db.JobStatus.RUNNING, replica_addresses=("127.0.0.1:7300",)).execute()
     route = table.resolve("fresh", "1.0.0")
 
     assert route is not None and route.status == db.JobStatus.RUNNING and route.addresses == ("127.0.0.1:7300",)
