@@ -25,14 +25,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._report import write_section  # noqa: E402
+from bench._report import write_section
 from racetrackd.auth import access
-from racetrackd.auth.access import GrantRule  # noqa: E402
-from racetrackd.auth.accounts import Accounts, ChangeSignal  # noqa: E402
+from racetrackd.auth.access import GrantRule
+from racetrackd.auth.accounts import Accounts, ChangeSignal
 from racetrackd.auth.authenticator import Authenticator
-from racetrackd.auth.vault import Vault  # noqa: E402
-from racetrackd.db import Job, open_database  # noqa: E402
-from racetrackd.settings import Settings  # noqa: E402
+from racetrackd.auth.vault import Vault
+from racetrackd.db import Job, open_database
+from racetrackd.settings import Settings
 
 MARKER = "## Auth check per call"
 

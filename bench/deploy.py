@@ -33,7 +33,7 @@ from _report import base_image as find_base_image
 from _report import remove_labelled, write_section
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: the shared launcher
-from tests import launcher  # noqa: E402 (after the path it is found on)
+from tests import launcher  # after the path it is found on
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "samples" / "adder"

@@ -211,7 +211,7 @@ def assemble_docker_context(
 
     `jobtype_dir=None`: the job's own Dockerfile is built, so the job's files are the root.
     """
-    spool = tempfile.SpooledTemporaryFile(max_size=64 * 1024**2)  # noqa: SIM115 (returned to caller)
+    spool = tempfile.SpooledTemporaryFile(max_size=64 * 1024**2)  # returned to caller
     with tarfile.open(fileobj=spool, mode="w") as tar:
         if jobtype_dir is None:
             for child in sorted(job_dir.iterdir()):

@@ -45,7 +45,7 @@ def render_dockerfile(plugin_dir: Path, template_name: str, variables: dict[str,
         ]),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
-        autoescape=False,  # noqa: S701 (a Dockerfile, not HTML)
+        autoescape=False,  # a Dockerfile, not HTML
     )
     env.filters["docker_quote"] = docker_quote
     env.filters["shell_quote"] = shell_quote
@@ -71,7 +71,7 @@ def render_job_dockerfile(source: str, name: str, variables: dict[str, Any], fie
         loader=_OneFileLoader(name, source),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
-        autoescape=False,  # noqa: S701 (a Dockerfile, not HTML)
+        autoescape=False,  # a Dockerfile, not HTML
         cache_size=0,  # so that the loader is asked (and refuses) every time, even for the file itself
     )
     env.globals.clear()  # range, dict, cycler, joiner, namespace, lipsum: none is documented

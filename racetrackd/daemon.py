@@ -146,7 +146,7 @@ def start(settings: Settings, wait_seconds: float = 60) -> int:
         if process.poll() is not None:
             raise RacetrackError(f"racetrackd exited at start-up; see {log_path}:\n{_tail(log_path)}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (our own loopback URL)
+            with urllib.request.urlopen(url, timeout=2) as response:  # our own loopback URL
                 if response.status == 200:
                     return process.pid
         except (urllib.error.URLError, OSError):

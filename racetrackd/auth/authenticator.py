@@ -223,7 +223,7 @@ class Authenticator:
             time.sleep(LAST_USE_FLUSH_SECONDS)
             try:
                 self.flush_last_use()
-            except Exception:  # noqa: BLE001 (a missed last-use write is not worth a dead thread)
+            except Exception:  # a missed last-use write is not worth a dead thread
                 log.exception("recording token use failed")
 
 

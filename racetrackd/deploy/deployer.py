@@ -62,7 +62,7 @@ def record_failure(deployment: Deployment, message: str, delays: tuple[float, ..
         try:
             deployment.finish(DeploymentStatus.FAILED, message)
             return
-        except Exception as exc:  # noqa: BLE001 (peewee or OSError; whatever it is, retry then hand over)
+        except Exception as exc:  # peewee or OSError; whatever it is, retry then hand over
             log.warning("deployment %s: could not record its failure (%s)%s", deployment.id, exc,
                         "" if delay is None else f"; trying again in {delay:g} s")
             if delay is None:
@@ -94,7 +94,7 @@ class Deployer:
             message = redact(exc.message)
             log.warning("deployment %s failed: %s", deployment.id, message)
             self._fail(deployment, message)
-        except Exception as exc:  # noqa: BLE001 (a bug must fail the deployment, not kill the worker)
+        except Exception as exc:  # a bug must fail the deployment, not kill the worker
             if is_storage_full(exc):
                 message = DISK_FULL.format(detail=exc)
                 log.error("deployment %s failed: %s", deployment.id, message)

@@ -92,7 +92,7 @@ class DeploymentWorker:
                 with self._unrecorded_lock:
                     self._unrecorded[exc.deployment.id] = exc
                 self.stopping.wait(self.poll_interval)
-            except Exception:  # noqa: BLE001 (a full disk or a locked registry must not end the worker for good)
+            except Exception:  # a full disk or a locked registry must not end the worker for good
                 log.exception("deployment worker: unexpected error; carrying on")
                 self.stopping.wait(self.poll_interval)
 

@@ -136,7 +136,7 @@ class _DockerLogStream:
     def __iter__(self) -> Iterator[bytes]:
         try:
             yield from self._stream
-        except Exception:  # noqa: BLE001 (a read cut short by close() raises; anything else ends the stream too)
+        except Exception:  # a read cut short by close() raises; anything else ends the stream too
             if not self._closed:
                 raise
         finally:

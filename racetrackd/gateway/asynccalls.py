@@ -180,7 +180,7 @@ class AsyncCallRunner:
                 if time.monotonic() - last_purge > PURGE_INTERVAL:
                     last_purge = time.monotonic()
                     await loop.run_in_executor(None, purge, self._settings.async_task_ttl)
-            except Exception:  # noqa: BLE001 (the runner must outlive one bad poll)
+            except Exception:  # the runner must outlive one bad poll
                 log.exception("async call runner poll failed")
             await asyncio.sleep(self._poll_interval)
         for attempt in running:

@@ -108,7 +108,7 @@ class RoutingTable:
                 if current != self._data_version:
                     self.reload()
                     self._data_version = current
-            except Exception:  # noqa: BLE001 (keep serving from the table we have; try again next tick)
+            except Exception:  # keep serving from the table we have; try again next tick
                 log.exception("reloading the routing table failed")
 
     def _select(self, name: str, version: str) -> Route | None:

@@ -61,7 +61,7 @@ class PluginHooks:
             instance = plugin_class()
         except PluginInvalid:
             raise
-        except Exception as exc:  # noqa: BLE001 (any error in plugin code makes the plugin broken, not the daemon)
+        except Exception as exc:  # any error in plugin code makes the plugin broken, not the daemon
             raise PluginInvalid(f"{HOOKS_FILE} failed to load: {type(exc).__name__}: {exc}") from exc
         finally:
             sys.modules.pop(module_name, None)

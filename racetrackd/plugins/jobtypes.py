@@ -30,7 +30,7 @@ from jobmanifest.versions import select
 from pluginbundle import JOB_TYPE_CATEGORY, PLUGIN_MANIFEST, PluginInvalid, PluginManifest, check_directory
 from racetrackd.errors import ManifestError
 from racetrackd.naming import JOB_PORT
-from racetrackd.serving import FORWARD, PATH_MODES, REWRITE, WRAPPER, Serving  # noqa: F401 (re-exported: the job type's side of it)
+from racetrackd.serving import FORWARD, PATH_MODES, REWRITE, WRAPPER, Serving  # re-exported: the job type's side of it
 
 log = logging.getLogger(__name__)
 

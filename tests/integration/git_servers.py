@@ -151,13 +151,13 @@ class _GitHttpHandler(BaseHTTPRequestHandler):
     server: _GitHttpServer
     protocol_version = "HTTP/1.0"  # one request per connection: the CGI output is sent as is, then close
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:  # http.server's naming
         self._serve()
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._serve()
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (signature of the base class)
+    def log_message(self, format: str, *args: object) -> None:  # signature of the base class
         self.server.requests.append(f"{self.command} {self.path} -> " + (format % args))
 
     def _authorized(self) -> str | None:

@@ -171,7 +171,7 @@ def link(name: str, target: str, kind: bytes) -> tuple[tarfile.TarInfo, None]:
 def registry_value(daemon: Daemon, column: str, deployment_id: str) -> Any:
     connection = sqlite3.connect(f"file:{daemon.data_dir / 'registry.sqlite3'}?mode=ro", uri=True, timeout=10)
     try:
-        row = connection.execute(f"SELECT {column} FROM deployment WHERE id = ?", (deployment_id,)).fetchone()  # noqa: S608
+        row = connection.execute(f"SELECT {column} FROM deployment WHERE id = ?", (deployment_id,)).fetchone()
     finally:
         connection.close()
     return None if row is None else row[0]

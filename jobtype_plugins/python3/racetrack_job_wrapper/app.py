@@ -268,7 +268,7 @@ class JobApp:
             response = await self._route(request, info, scope)
         except HttpError as exc:
             response = error_response(exc.status, exc.message)
-        except Exception as exc:  # noqa: BLE001 (the wrapper keeps serving whatever a handler does)
+        except Exception as exc:  # the wrapper keeps serving whatever a handler does
             log.exception("error serving %s %s", method, path)
             response = error_response(500, f"{type(exc).__name__}: {exc}")
         status = response.status
@@ -354,7 +354,7 @@ class JobApp:
             except TimeoutError as exc:
                 raise HttpError(504, f"the job did not answer within its call_timeout of "
                                      f"{self.options.call_timeout:g} s") from exc
-            except Exception as exc:  # noqa: BLE001 (the job's error goes back to the caller; we keep serving)
+            except Exception as exc:  # the job's error goes back to the caller; we keep serving
                 log.exception("job raised an error")
                 raise HttpError(500, f"{type(exc).__name__}: {exc}") from exc
         try:

@@ -39,7 +39,7 @@ def call_job(job_name: str, path: str = "/api/v1/perform", payload: Any = None, 
     data = json.dumps(payload).encode() if payload is not None and method != "GET" else None
     request = urllib.request.Request(url, data=data, headers=headers, method=method)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (URL from the daemon)
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # URL from the daemon
             body = response.read()
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")
