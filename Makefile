@@ -1,5 +1,5 @@
 # The habits: `make quickstart` (start racetrackd + deploy the sample), `make test`, `make check`.
-.PHONY: quickstart test unit check stop bench
+.PHONY: quickstart test unit check format stop bench
 
 quickstart:
 	scripts/quickstart.sh
@@ -10,9 +10,15 @@ test:
 unit:
 	scripts/run-tests.sh tests/unit
 
+PY_DIRS = racetrackd builders cli jobmanifest pluginbundle jobtype_plugins templates tests bench
+
 check:
-	.venv/bin/ruff check racetrackd builders cli jobmanifest pluginbundle jobtype_plugins templates tests bench
+	.venv/bin/ruff format --check $(PY_DIRS)
+	.venv/bin/ruff check $(PY_DIRS)
 	.venv/bin/mypy
+
+format:
+	.venv/bin/ruff format $(PY_DIRS)
 
 stop:
 	.venv/bin/racetrackd stop

@@ -58,8 +58,15 @@ def main() -> None:
     accounts = Accounts(Vault(b"bench-key"), ChangeSignal.in_data_dir(data_dir))
     accounts.ensure_bootstrap_admin("bench-admin")
     for name in ["adder", *(f"family-{i}" for i in range(args.grants))]:
-        Job.create(name=name, version="1.0.0", manifest_yaml="", job_type_version="python3:1", image_name="",
-                   container_name=name, deployment_timestamp=0)
+        Job.create(
+            name=name,
+            version="1.0.0",
+            manifest_yaml="",
+            job_type_version="python3:1",
+            image_name="",
+            container_name=name,
+            deployment_timestamp=0,
+        )
     esc = accounts.create_esc("bench")
     accounts.add_grant(access.ESC, esc.id, GrantRule(access.CALL_JOB, "adder"), "bench")
     esc_token, _ = accounts.issue_token(access.ESC, esc.id)
@@ -70,8 +77,9 @@ def main() -> None:
     crowded_token, _ = accounts.issue_token(access.ESC, crowded.id)
 
     checking = Authenticator.from_settings(settings, accounts)
-    open_door = Authenticator.from_settings(Settings.from_env({"RACETRACK_DATA_DIR": str(data_dir),
-                                                               "RACETRACK_AUTH_REQUIRED": "false"}), accounts)
+    open_door = Authenticator.from_settings(
+        Settings.from_env({"RACETRACK_DATA_DIR": str(data_dir), "RACETRACK_AUTH_REQUIRED": "false"}), accounts
+    )
 
     def check(authenticator: Authenticator, token: str | None) -> Callable[[], object]:
         def step() -> object:
@@ -79,6 +87,7 @@ def main() -> None:
             if not identity.allows(access.CALL_JOB, "adder", "1.0.0", "/api/v1/perform"):
                 raise AssertionError("refused")
             return identity
+
         return step
 
     def miss() -> object:
@@ -89,7 +98,10 @@ def main() -> None:
     rows = [
         ("auth off, no token (baseline)", per_call_us(calls, check(open_door, None))),
         ("ESC token, family grant, cached", per_call_us(calls, check(checking, esc_token))),
-        (f"ESC token, {args.grants + 1} grants (match last), cached", per_call_us(calls, check(checking, crowded_token))),
+        (
+            f"ESC token, {args.grants + 1} grants (match last), cached",
+            per_call_us(calls, check(checking, crowded_token)),
+        ),
         ("staff user (bootstrap admin), cached", per_call_us(calls, check(checking, "bench-admin"))),
         ("cache miss (reads SQLite)", per_call_us(max(calls // 100, 200), miss)),
     ]
@@ -99,7 +111,7 @@ def main() -> None:
     for label, micros in rows:
         print(f"{label:50} {micros:8.2f} µs  {micros / baseline:6.1f}x", flush=True)
     command = " ".join([".venv/bin/python", "bench/auth.py", *sys.argv[1:]])
-    section = f"""{MARKER} ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, `{command}`)
+    section = f"""{MARKER} ({time.strftime("%Y-%m-%d")}, {os.cpu_count()} cores, `{command}`)
 
 One thread, in process: `Authenticator.identify` then `Identity.allows(call_job, adder, 1.0.0,
 /api/v1/perform)`, {calls} times per row (the cache-miss row {max(calls // 100, 200)} times), after a warm-up.

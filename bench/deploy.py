@@ -40,16 +40,19 @@ SAMPLE = REPO / "samples" / "adder"
 INSTANCE = "bench-deploy"
 TARGETS = {"new_job": 15.0, "code_only": 5.0}
 SECTION = "## Deploy times"
-SWITCH_GRACE_NOTE = ("0.3 s grace after calls are routed to the new container; the old one is then moved aside "
-                     "and drains in the background (racetrackd/deploy/deployer.py)")
+SWITCH_GRACE_NOTE = (
+    "0.3 s grace after calls are routed to the new container; the old one is then moved aside "
+    "and drains in the background (racetrackd/deploy/deployer.py)"
+)
 
 
 def timed_submit(env: dict[str, str], job_dir: Path, force: bool = False) -> float:
     """Seconds `rtd submit` takes; it returns once the deployment is done, i.e. the job is ready."""
     command = [sys.executable, "-m", "cli", "submit", "-q", *(["--force"] if force else []), str(job_dir)]
     start = time.perf_counter()
-    result = subprocess.run(command, env=env, capture_output=True, text=True, check=False, cwd=REPO,
-                            stdin=subprocess.DEVNULL, timeout=900)
+    result = subprocess.run(
+        command, env=env, capture_output=True, text=True, check=False, cwd=REPO, stdin=subprocess.DEVNULL, timeout=900
+    )
     elapsed = time.perf_counter() - start
     if result.returncode != 0:
         raise SystemExit(f"rtd submit {job_dir} failed:\n{result.stdout}\n{result.stderr}")
@@ -71,8 +74,12 @@ def make_job(root: Path, name: str, requirements: str | None = None) -> Path:
 
 
 def check_answer(url: str, token: str, name: str) -> None:
-    response = requests.post(f"{url}/pub/job/{name}/latest/api/v1/perform", json={"a": 40, "b": 2},
-                             headers={"X-Racetrack-Auth": token}, timeout=10)
+    response = requests.post(
+        f"{url}/pub/job/{name}/latest/api/v1/perform",
+        json={"a": 40, "b": 2},
+        headers={"X-Racetrack-Auth": token},
+        timeout=10,
+    )
     if response.status_code != 200 or response.json() != 42:
         raise SystemExit(f"{name} answered {response.status_code}: {response.text}")
 
@@ -82,8 +89,9 @@ PHASES = ("fetching the source code", "building image", "starting Job server", "
 
 def phase_durations(url: str, token: str, name: str) -> dict[str, float]:
     """Durations of the phases of the newest deployment of `name`, as the daemon recorded them."""
-    deployments = requests.get(f"{url}/lifecycle/api/v1/deploy", params={"limit": 500},
-                               headers={"X-Racetrack-Auth": token}, timeout=10).json()
+    deployments = requests.get(
+        f"{url}/lifecycle/api/v1/deploy", params={"limit": 500}, headers={"X-Racetrack-Auth": token}, timeout=10
+    ).json()
     newest = next(d for d in deployments if d["job_name"] == name)
     return {p["name"]: float(p["duration"] or 0) for p in newest["phases"]}
 
@@ -135,10 +143,16 @@ def main() -> None:
         launcher.stop(daemon)
         remove_labelled(client, INSTANCE)
         shutil.rmtree(data_dir, ignore_errors=True)
-    results = {key: {"median_s": round(statistics.median(values), 2), "runs_s": [round(v, 2) for v in values],
-                     "phases_median_s": {phase: round(statistics.median(run.get(phase, 0.0) for run in phases[key]), 2)
-                                         for phase in PHASES}}
-               for key, values in times.items()}
+    results = {
+        key: {
+            "median_s": round(statistics.median(values), 2),
+            "runs_s": [round(v, 2) for v in values],
+            "phases_median_s": {
+                phase: round(statistics.median(run.get(phase, 0.0) for run in phases[key]), 2) for phase in PHASES
+            },
+        }
+        for key, values in times.items()
+    }
     print(json.dumps(results, indent=2))
     write_report(results, args, base_image)
 
@@ -153,7 +167,7 @@ def write_report(results: dict[str, dict[str, object]], args: argparse.Namespace
         parts = " / ".join(f"{split[phase]:.2f}" for phase in PHASES)  # type: ignore[index]
         return f"| {label} | {median:.2f} s | {runs} | {parts} | {verdict} |"
 
-    section = f"""{SECTION} ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, `bench/deploy.py --runs {args.runs}`)
+    section = f"""{SECTION} ({time.strftime("%Y-%m-%d")}, {os.cpu_count()} cores, `bench/deploy.py --runs {args.runs}`)
 
 Seconds from `rtd submit -q` to its return, i.e. until the job answers /ready, on a daemon whose
 layer cache is warm (base image `{base_image}`, wrapper layers built once before timing).

@@ -125,8 +125,12 @@ def esc_caller(daemon_url: str, admin_headers: dict[str, str]) -> str:
     """A token of a new ESC granted call_job on adder (what an outside program calling a job holds)."""
     api = f"{daemon_url}/lifecycle/api/v1"
     esc = requests.post(f"{api}/escs", json={"name": "bench"}, headers=admin_headers, timeout=10).json()
-    requests.post(f"{api}/auth/grants", json={"subject": f"esc:{esc['id']}", "scope": "call_job", "job_name": "adder"},
-                  headers=admin_headers, timeout=10).raise_for_status()
+    requests.post(
+        f"{api}/auth/grants",
+        json={"subject": f"esc:{esc['id']}", "scope": "call_job", "job_name": "adder"},
+        headers=admin_headers,
+        timeout=10,
+    ).raise_for_status()
     made = requests.post(f"{api}/escs/{esc['id']}/auth_token", json={}, headers=admin_headers, timeout=10)
     made.raise_for_status()
     return str(made.json()["token"])
@@ -138,15 +142,23 @@ def answers_42(url: str, token: str) -> bool:
 
 
 def submit(env: dict[str, str], job_dir: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "cli", "submit", "--force", str(job_dir)], env=env, cwd=REPO,
-                            capture_output=True, text=True, check=False, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", "submit", "--force", str(job_dir)],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
     if result.returncode != 0:
         raise SystemExit(f"rtd submit failed:\n{result.stdout}\n{result.stderr}")
 
 
 def find_nginx() -> str:
-    found = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx")
-                                           if os.access(p, os.X_OK)), None)
+    found = shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None
+    )
     if found is None:
         raise SystemExit("nginx is required: apt-get install -y nginx-light (the system service need not run)")
     return found
@@ -224,12 +236,18 @@ def all_processes_cpu() -> dict[int, Proc]:
             except OSError:
                 continue
             fields = rest.split()
-            found[int(entry)] = Proc(int(fields[19]), (int(fields[11]) + int(fields[12])) / CLK_TCK,
-                                     int(fields[1]) == 2 or entry == "2", name)
+            found[int(entry)] = Proc(
+                int(fields[19]),
+                (int(fields[11]) + int(fields[12])) / CLK_TCK,
+                int(fields[1]) == 2 or entry == "2",
+                name,
+            )
     return found
 
 
-def others_cpu(before: dict[int, Proc], after: dict[int, Proc], ours: set[int]) -> tuple[float, float, dict[str, float]]:
+def others_cpu(
+    before: dict[int, Proc], after: dict[int, Proc], ours: set[int]
+) -> tuple[float, float, dict[str, float]]:
     """CPU seconds between two snapshots of the processes not in `ours`: user-space ones, kernel
     threads, and the user-space ones by name."""
     user = kernel = 0.0
@@ -250,7 +268,8 @@ def others_cpu(before: dict[int, Proc], after: dict[int, Proc], ours: set[int]) 
 def machine_busy() -> tuple[float, float]:
     """(busy, total) jiffies of the whole machine, from /proc/stat."""
     user, nice, system, idle, iowait, irq, softirq, steal = (
-        int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9])
+        int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]
+    )
     return user + nice + system + irq + softirq, user + nice + system + idle + iowait + irq + softirq + steal
 
 
@@ -337,7 +356,9 @@ def parse_wrk(out: str, url: str) -> dict[str, float]:
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     requests_done = re.search(r"(\d+) requests in", out)
     return {
-        "rps": float(rps.group(1)), "p50_ms": percentile("50"), "p99_ms": percentile("99"),
+        "rps": float(rps.group(1)),
+        "p50_ms": percentile("50"),
+        "p99_ms": percentile("99"),
         "requests": float(requests_done.group(1)) if requests_done else 0.0,
         "errors": (float(bad.group(1)) if bad else 0.0) + (sum(float(g) for g in errors.groups()) if errors else 0.0),
     }
@@ -348,8 +369,13 @@ def wrk_command(url: str, connections: int, threads: int, seconds: float, script
 
 
 def wrk(url: str, connections: int, threads: int, seconds: float, script: Path) -> dict[str, float]:
-    result = subprocess.run(wrk_command(url, connections, threads, seconds, script), capture_output=True, text=True,
-                            check=False, timeout=seconds + 60)
+    result = subprocess.run(
+        wrk_command(url, connections, threads, seconds, script),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=seconds + 60,
+    )
     if result.returncode != 0:
         raise SystemExit(f"wrk failed against {url}:\n{result.stdout}\n{result.stderr}")
     return parse_wrk(result.stdout, url)
@@ -361,8 +387,9 @@ def start_nginx(nginx: str, conf_dir: Path, published: str, ip: str) -> tuple[su
     conf_dir.chmod(0o755)  # workers may run as an unprivileged user
     port_published, port_ip = launcher.free_port(), launcher.free_port()
     conf = conf_dir / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(dir=conf_dir, published=published, ip=ip, port_published=port_published,
-                                      port_ip=port_ip))
+    conf.write_text(
+        NGINX_CONF.format(dir=conf_dir, published=published, ip=ip, port_published=port_published, port_ip=port_ip)
+    )
     base = [nginx, "-p", str(conf_dir), "-c", str(conf), "-e", str(conf_dir / "error.log")]
     check = subprocess.run([*base, "-t"], capture_output=True, text=True, check=False, timeout=30)
     if check.returncode != 0:
@@ -429,11 +456,13 @@ def short_frame(frame: str) -> str:
     return f"{function} ({file}:{line})"
 
 
-def profile_pub(pub_url: str, script: Path, worker_pids: list[int], job_pids: list[int], seconds: int,
-                out_dir: Path) -> dict[str, Any]:
+def profile_pub(
+    pub_url: str, script: Path, worker_pids: list[int], job_pids: list[int], seconds: int, out_dir: Path
+) -> dict[str, Any]:
     """Profile the daemon's HTTP workers while wrk sends 16 connections to /pub."""
-    load = subprocess.Popen(wrk_command(pub_url, 16, 2, seconds + 4, script), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    load = subprocess.Popen(
+        wrk_command(pub_url, 16, 2, seconds + 4, script), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     spies: list[subprocess.Popen[bytes]] = []
     try:
         time.sleep(2)
@@ -442,17 +471,37 @@ def profile_pub(pub_url: str, script: Path, worker_pids: list[int], job_pids: li
         probe = CpuProbe({"racetrackd workers": worker_pids, "job": job_pids, "load": [load.pid]}).start()
         started = time.monotonic()
         for pid in worker_pids:
-            spies.append(subprocess.Popen(
-                [str(PY_SPY), "record", "--nonblocking", "-f", "raw", "-d", str(seconds), "-p", str(pid),
-                 "--idle", "--threads", "--full-filenames", "-o", str(out_dir / f"py-spy-{pid}.txt")],
-                stdout=subprocess.DEVNULL, stderr=(out_dir / f"py-spy-{pid}.log").open("wb")))
+            spies.append(
+                subprocess.Popen(
+                    [
+                        str(PY_SPY),
+                        "record",
+                        "--nonblocking",
+                        "-f",
+                        "raw",
+                        "-d",
+                        str(seconds),
+                        "-p",
+                        str(pid),
+                        "--idle",
+                        "--threads",
+                        "--full-filenames",
+                        "-o",
+                        str(out_dir / f"py-spy-{pid}.txt"),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=(out_dir / f"py-spy-{pid}.log").open("wb"),
+                )
+            )
         for spy in spies:
             spy.wait(timeout=seconds + 30)
         elapsed = time.monotonic() - started
         probe.stop()
         cpu_share = {pid: (cpu_seconds([pid]) - cpu_before[pid]) / elapsed for pid in worker_pids}
-        sched = {pid: [(now - then) / elapsed for now, then in zip(schedstat(pid), sched_before[pid], strict=True)]
-                 for pid in worker_pids}
+        sched = {
+            pid: [(now - then) / elapsed for now, then in zip(schedstat(pid), sched_before[pid], strict=True)]
+            for pid in worker_pids
+        }
         stdout, stderr = load.communicate(timeout=seconds + 60)
         if load.returncode != 0:
             raise SystemExit(f"wrk failed during the profile:\n{stdout}\n{stderr}")
@@ -490,11 +539,17 @@ def profile_pub(pub_url: str, script: Path, worker_pids: list[int], job_pids: li
     shares["loop_busy"] = max(0.0, loop - idle)
     shares["idle"] = min(idle, loop)
     return {
-        "wrk": parse_wrk(stdout, pub_url), "samples": total, "workers": len(worker_pids),
+        "wrk": parse_wrk(stdout, pub_url),
+        "samples": total,
+        "workers": len(worker_pids),
         "disturbed": probe.result["others"] >= DISTURBED,
         "cpu_per_worker": [cpu_share[pid] for pid in worker_pids],
-        "cpu": probe.result, "main_on_cpu": on_cpu, "main_runnable": runnable, "main_asleep": idle,
-        "loop_wall_share": loop, "shares": shares,
+        "cpu": probe.result,
+        "main_on_cpu": on_cpu,
+        "main_runnable": runnable,
+        "main_asleep": idle,
+        "loop_wall_share": loop,
+        "shares": shares,
         "top": [(frame, count / total) for frame, count in leaves.most_common(12)],
     }
 
@@ -504,9 +559,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=float, default=10, help="seconds of each measured wrk run")
     parser.add_argument("--warmup", type=float, default=2, help="seconds of wrk before each measured run")
-    parser.add_argument("--rounds", type=int, default=2, help="measured runs per path and connection count (best counts)")
-    parser.add_argument("--quiet-wait", type=float, default=8,
-                        help="at most this many seconds to wait before each run for other processes to go quiet")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="measured runs per path and connection count (best counts)"
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=8,
+        help="at most this many seconds to wait before each run for other processes to go quiet",
+    )
     parser.add_argument("--quiet-budget", type=float, default=30, help="at most this many seconds of such waits in all")
     parser.add_argument("--profile-seconds", type=int, default=8, help="seconds py-spy samples each worker")
     args = parser.parse_args()
@@ -535,26 +596,40 @@ def main() -> None:
             raise SystemExit(f"expected one gunicorn master under the daemon (pid {daemon.pid}), found {masters}")
         workers = children(masters[0])
         http_pids = {pid: cmdline(pid) for pid in [masters[0], *workers]}
-        print(f"daemon {daemon.pid}, gunicorn master {masters[0]}, workers {workers}; deploying samples/adder ...",
-              flush=True)
+        print(
+            f"daemon {daemon.pid}, gunicorn master {masters[0]}, workers {workers}; deploying samples/adder ...",
+            flush=True,
+        )
         submit(env, job_dir)
         headers = {"X-Racetrack-Auth": token}
-        job = requests.get(f"http://127.0.0.1:{port}/lifecycle/api/v1/job/adder/0.0.1", headers=headers,
-                           timeout=10).json()
+        job = requests.get(
+            f"http://127.0.0.1:{port}/lifecycle/api/v1/job/adder/0.0.1", headers=headers, timeout=10
+        ).json()
         caller_token = esc_caller(f"http://127.0.0.1:{port}", headers)
         script.write_text(WRK_SCRIPT.format(token=caller_token))
-        container = next(c for c in client.containers.list(filters={"label": f"racetrackd.instance={instance}"})
-                         if c.labels.get("job-name") == "adder")
+        container = next(
+            c
+            for c in client.containers.list(filters={"label": f"racetrackd.instance={instance}"})
+            if c.labels.get("job-name") == "adder"
+        )
         container.reload()
         published = container.ports["7000/tcp"][0]["HostPort"]
         ip = container.attrs["NetworkSettings"]["Networks"][NETWORK]["IPAddress"]
         job_pids = [container.attrs["State"]["Pid"], *descendants(container.attrs["State"]["Pid"])]
         proxy_pids = docker_proxy_pids(published)
-        results.update({"internal_name": job["internal_name"], "published": published, "ip": ip,
-                        "addressing": "container-ip" if job["internal_name"] == f"{ip}:7000" else job["internal_name"],
-                        "docker_proxy": bool(proxy_pids), "limits": {
-                            "cpus": (container.attrs["HostConfig"].get("NanoCpus") or 0) / 1e9,
-                            "memory_mib": (container.attrs["HostConfig"].get("Memory") or 0) / 2**20}})
+        results.update(
+            {
+                "internal_name": job["internal_name"],
+                "published": published,
+                "ip": ip,
+                "addressing": "container-ip" if job["internal_name"] == f"{ip}:7000" else job["internal_name"],
+                "docker_proxy": bool(proxy_pids),
+                "limits": {
+                    "cpus": (container.attrs["HostConfig"].get("NanoCpus") or 0) / 1e9,
+                    "memory_mib": (container.attrs["HostConfig"].get("Memory") or 0) / 2**20,
+                },
+            }
+        )
 
         nginx_process, nginx_published, nginx_ip = start_nginx(nginx, data_dir / "nginx", published, ip)
         nginx_pids = [nginx_process.pid, *children(nginx_process.pid)]
@@ -568,8 +643,13 @@ def main() -> None:
         for key, url in urls.items():
             wait_until(lambda url=url: answers_42(url, caller_token), f"{key} at {url}", timeout=30)
         results["urls"] = urls
-        cpu_groups = {"job": job_pids, "docker-proxy": proxy_pids, "nginx": nginx_pids,
-                      "racetrackd workers": workers, "racetrackd daemon+master": [daemon.pid, masters[0]]}
+        cpu_groups = {
+            "job": job_pids,
+            "docker-proxy": proxy_pids,
+            "nginx": nginx_pids,
+            "racetrackd workers": workers,
+            "racetrackd daemon+master": [daemon.pid, masters[0]],
+        }
         ours = {pid for pids in cpu_groups.values() for pid in pids}
         results["others_at_start"] = wait_quiet(ours, 15)  # e.g. the image build winding down
         all_runs: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
@@ -585,19 +665,28 @@ def main() -> None:
                     wrk(url, connections, threads, args.warmup, script)
                     with CpuProbe(cpu_groups) as probe:
                         run: dict[str, Any] = wrk(url, connections, threads, args.duration, script)
-                    run.update(cpu=probe.result, round=round_number + 1, others_before=others_before,
-                               top_others=probe.top_others,
-                               disturbed=probe.result["others"] >= DISTURBED)
+                    run.update(
+                        cpu=probe.result,
+                        round=round_number + 1,
+                        others_before=others_before,
+                        top_others=probe.top_others,
+                        disturbed=probe.result["others"] >= DISTURBED,
+                    )
                     all_runs[f"{key}@{connections}"].append(run)
-                    print(f"round {round_number + 1}  {key:10} c{connections:<3} {run['rps']:8.0f} req/s  "
-                          f"p50 {run['p50_ms']:7.3f} ms  p99 {run['p99_ms']:7.3f} ms  errors {run['errors']:.0f}  "
-                          f"other processes {probe.result['others'] * 100:.0f}% of a core ("
-                          + ", ".join(f"{name} {share * 100:.0f}%" for name, share in probe.top_others.items()) + ")"
-                          + ("  (disturbed)" if run["disturbed"] else ""), flush=True)
+                    print(
+                        f"round {round_number + 1}  {key:10} c{connections:<3} {run['rps']:8.0f} req/s  "
+                        f"p50 {run['p50_ms']:7.3f} ms  p99 {run['p99_ms']:7.3f} ms  errors {run['errors']:.0f}  "
+                        f"other processes {probe.result['others'] * 100:.0f}% of a core ("
+                        + ", ".join(f"{name} {share * 100:.0f}%" for name, share in probe.top_others.items())
+                        + ")"
+                        + ("  (disturbed)" if run["disturbed"] else ""),
+                        flush=True,
+                    )
         # Other load on the machine only slows a run down: each path's best undisturbed round counts
         # (the best disturbed one when every round was disturbed; the report marks it).
-        results["runs"] = {name: max(rounds, key=lambda run: (not run["disturbed"], run["rps"]))
-                           for name, rounds in all_runs.items()}
+        results["runs"] = {
+            name: max(rounds, key=lambda run: (not run["disturbed"], run["rps"])) for name, rounds in all_runs.items()
+        }
         results["all_runs"] = all_runs
 
         wait_quiet(ours, min(args.quiet_wait, quiet_budget))
@@ -635,19 +724,26 @@ def write_report(r: dict[str, Any], args: argparse.Namespace) -> None:
             added = run["p50_ms"] - base["p50_ms"]
             errors = f" ({run['errors']:.0f} errors)" if run["errors"] else ""
             errors += " ‡" if run["disturbed"] else ""
-            rows.append(f"| {label} | {connections} (-t{threads}) | {run['rps']:.0f}{errors} | {ratio:.2f}× | "
-                        f"{ms(run['p50_ms'])} | {ms(run['p99_ms'])} | "
-                        f"{'—' if key == 'direct' else ('+' if added >= 0 else '') + ms(added)} |")
+            rows.append(
+                f"| {label} | {connections} (-t{threads}) | {run['rps']:.0f}{errors} | {ratio:.2f}× | "
+                f"{ms(run['p50_ms'])} | {ms(run['p99_ms'])} | "
+                f"{'—' if key == 'direct' else ('+' if added >= 0 else '') + ms(added)} |"
+            )
     pub16, direct16 = runs["pub@16"], runs["direct@16"]
     all_runs = r["all_runs"]
     disturbed = [name for name, run in runs.items() if run["disturbed"]]
-    disturbed_note = (f" **Disturbed rows: {', '.join(disturbed)}** (other load on the machine; re-run on a quiet one)."
-                      if disturbed else " No row was disturbed.")
+    disturbed_note = (
+        f" **Disturbed rows: {', '.join(disturbed)}** (other load on the machine; re-run on a quiet one)."
+        if disturbed
+        else " No row was disturbed."
+    )
     spread = ", ".join(
         f"round {i + 1}: {pub['rps'] / direct['rps']:.2f}× at 16 conns, "
         f"{'+' if pub1['p50_ms'] >= direct1['p50_ms'] else ''}{ms(pub1['p50_ms'] - direct1['p50_ms'])} p50 at 1"
-        for i, (pub, direct, pub1, direct1) in enumerate(zip(all_runs["pub@16"], all_runs["direct@16"],
-                                                             all_runs["pub@1"], all_runs["direct@1"], strict=True)))
+        for i, (pub, direct, pub1, direct1) in enumerate(
+            zip(all_runs["pub@16"], all_runs["direct@16"], all_runs["pub@1"], all_runs["direct@1"], strict=True)
+        )
+    )
     throughput_ratio = pub16["rps"] / direct16["rps"]
     added_p50 = runs["pub@1"]["p50_ms"] - runs["direct@1"]["p50_ms"]
     nginx_ratio = runs["nginx@16"]["rps"] / direct16["rps"]
@@ -660,29 +756,49 @@ def write_report(r: dict[str, Any], args: argparse.Namespace) -> None:
         throughput_verdict += " (from disturbed runs: not conclusive)"
     if throughput_ratio < THROUGHPUT_TARGET:
         needed = THROUGHPUT_TARGET * direct16["rps"]
-        throughput_verdict += (f", short by {THROUGHPUT_TARGET - throughput_ratio:.2f} of direct "
-                               f"({needed - pub16['rps']:.0f} req/s; {needed:.0f} needed)")
+        throughput_verdict += (
+            f", short by {THROUGHPUT_TARGET - throughput_ratio:.2f} of direct "
+            f"({needed - pub16['rps']:.0f} req/s; {needed:.0f} needed)"
+        )
     latency_verdict = verdict(added_p50 <= LATENCY_TARGET_MS)
     if runs["pub@1"]["disturbed"] or runs["direct@1"]["disturbed"]:
         latency_verdict += " (from disturbed runs: not conclusive)"
     if added_p50 > LATENCY_TARGET_MS:
         latency_verdict += f", over by {ms(added_p50 - LATENCY_TARGET_MS)}"
 
-    cpu_names = ("job", "docker-proxy", "nginx", "racetrackd workers", "racetrackd daemon+master", "children",
-                 "kernel threads")
+    cpu_names = (
+        "job",
+        "docker-proxy",
+        "nginx",
+        "racetrackd workers",
+        "racetrackd daemon+master",
+        "children",
+        "kernel threads",
+    )
     cpu_rows = []
     for key, label in PATHS:
         run = runs[f"{key}@16"]
         cpu = run["cpu"]
         cells = [f"{cpu[name] * 100:.0f}%" if cpu[name] >= 0.005 else "—" for name in cpu_names]
         rest = cpu["machine"] - cpu["others"] - sum(cpu[name] for name in cpu_names)
-        per_call = {name: cpu[name] / run["rps"] * 1e6 for name in ("job", "docker-proxy", "nginx", "racetrackd workers")}
-        in_between = " + ".join(f"{name} {per_call[name]:.0f}" for name in ("docker-proxy", "nginx", "racetrackd workers")
-                                if per_call[name] >= 5) or "—"
-        cpu_rows.append(f"| {label} | {run['rps']:.0f} | " + " | ".join(cells)
-                        + f" | {cpu['others'] * 100:.0f}%{' ‡' if run['disturbed'] else ''} | {max(0.0, rest) * 100:.0f}% | "
-                        f"{cpu['machine'] * 100:.0f}% | "
-                        f"{per_call['job']:.0f} | {in_between} |")
+        per_call = {
+            name: cpu[name] / run["rps"] * 1e6 for name in ("job", "docker-proxy", "nginx", "racetrackd workers")
+        }
+        in_between = (
+            " + ".join(
+                f"{name} {per_call[name]:.0f}"
+                for name in ("docker-proxy", "nginx", "racetrackd workers")
+                if per_call[name] >= 5
+            )
+            or "—"
+        )
+        cpu_rows.append(
+            f"| {label} | {run['rps']:.0f} | "
+            + " | ".join(cells)
+            + f" | {cpu['others'] * 100:.0f}%{' ‡' if run['disturbed'] else ''} | {max(0.0, rest) * 100:.0f}% | "
+            f"{cpu['machine'] * 100:.0f}% | "
+            f"{per_call['job']:.0f} | {in_between} |"
+        )
 
     cpu_pub, cpu_direct, cpu_nginx = runs["pub@16"]["cpu"], direct16["cpu"], runs["nginx_ip@16"]["cpu"]
     workers_per_call = cpu_pub["racetrackd workers"] / pub16["rps"] * 1e6
@@ -694,15 +810,18 @@ def write_report(r: dict[str, Any], args: argparse.Namespace) -> None:
         f"{workers_per_call / job_per_call:.2f}× the job's own {job_per_call:.0f} µs. On {os.cpu_count()} cores shared "
         f"by wrk, the job and the proxy, that CPU comes out of the job's share: it gets {cpu_pub['job'] * 100:.0f}% "
         f"of a core through /pub against {cpu_direct['job'] * 100:.0f}% direct (the machine at "
-        f"{cpu_pub['machine'] * 100:.0f}% against {cpu_direct['machine'] * 100:.0f}%).")
+        f"{cpu_pub['machine'] * 100:.0f}% against {cpu_direct['machine'] * 100:.0f}%)."
+    )
     prof = r["profile"]
     shares = prof["shares"]
     group_rows = [
         ("socket writes (Python frames calling `transport.write`: the send(2) runs inside)", shares.get("socket", 0)),
         ("event loop busy in uvloop's C code (socket reads, epoll, callback dispatch)", shares.get("loop_busy", 0)),
         ("gunicorn request parsing / scope / response framing", shares.get("gunicorn", 0)),
-        ("our gateway code (racetrackd/gateway/app.py, upstream.py, routing, auth; httptools it calls)",
-         shares.get("ours", 0)),
+        (
+            "our gateway code (racetrackd/gateway/app.py, upstream.py, routing, auth; httptools it calls)",
+            shares.get("ours", 0),
+        ),
         ("prometheus metrics (prometheus_client, multiprocess mmap values)", shares.get("prometheus", 0)),
         ("event loop idle (asleep in epoll: the main threads' schedstat)", shares.get("idle", 0)),
         ("other", shares.get("other", 0)),
@@ -711,22 +830,23 @@ def write_report(r: dict[str, Any], args: argparse.Namespace) -> None:
     group_table = "\n".join(
         f"| {name} | {share * 100:.1f}% | "
         f"{'—' if name.startswith('event loop idle') or not busy_total else f'{share / busy_total * 100:.1f}%'} |"
-        for name, share in group_rows)
+        for name, share in group_rows
+    )
     top_rows = "\n".join(f"| `{frame}` | {share * 100:.1f}% |" for frame, share in prof["top"][:10])
     cpu_workers = ", ".join(f"{share * 100:.0f}%" for share in prof["cpu_per_worker"])
     prof_wrk = prof["wrk"]
     limits = r["limits"]
 
     command = " ".join([".venv/bin/python", "bench/gateway.py", *sys.argv[1:]])
-    section = f"""{MARKER} ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, `{command}`)
+    section = f"""{MARKER} ({time.strftime("%Y-%m-%d")}, {os.cpu_count()} cores, `{command}`)
 
 samples/adder (`POST /api/v1/perform {{"a": 40, "b": 2}}` → 42) deployed by a private daemon run with
-its defaults (2 gunicorn asgi workers on uvloop; job addressing `auto` → `{r['addressing']}`, the
-gateway reaches the job at `{r['internal_name']}`). The job container is limited to {limits['cpus']:g} CPU and
-{limits['memory_mib']:.0f} MiB (the daemon's defaults). Every row is `wrk --latency` for {args.duration:g} s after a
+its defaults (2 gunicorn asgi workers on uvloop; job addressing `auto` → `{r["addressing"]}`, the
+gateway reaches the job at `{r["internal_name"]}`). The job container is limited to {limits["cpus"]:g} CPU and
+{limits["memory_mib"]:.0f} MiB (the daemon's defaults). Every row is `wrk --latency` for {args.duration:g} s after a
 {args.warmup:g} s warm-up of the same shape, with one Lua script (POST body, `Content-Type`, `X-Racetrack-Auth` of an ESC granted `call_job` on adder)
 for all paths; all in one run, so ratios are against the baseline of this run. The published port goes
-through docker-proxy ({'running for this port' if r['docker_proxy'] else 'not found: iptables only'});
+through docker-proxy ({"running for this port" if r["docker_proxy"] else "not found: iptables only"});
 the container IP and /pub do not. nginx {nginx_version()}: `worker_processes auto`, upstream `keepalive 32`,
 `proxy_http_version 1.1`, `proxy_set_header Connection ""`, `access_log off`. wrk, the job, the proxies
 and the daemon all share the machine's {os.cpu_count()} cores.
@@ -743,7 +863,7 @@ round: {spread}.{disturbed_note}
 
 Targets: /pub keeps ≥ {THROUGHPUT_TARGET:.0%} of direct (published port) throughput at 16 connections:
 {throughput_ratio:.2f}× — {throughput_verdict}. /pub adds ≤ {LATENCY_TARGET_MS:g} ms to p50 at 1 connection:
-{'+' if added_p50 >= 0 else ''}{ms(added_p50)} — {latency_verdict}. (nginx → published port keeps {nginx_ratio:.2f}× at 16 connections.)
+{"+" if added_p50 >= 0 else ""}{ms(added_p50)} — {latency_verdict}. (nginx → published port keeps {nginx_ratio:.2f}× at 16 connections.)
 
 CPU during the 16-connection runs (share of one core, from /proc; "machine" is the whole box, at most {os.cpu_count()}00%;
 "kernel threads" are mostly ksoftirqd doing TCP for this traffic; "other processes" is every other user-space
@@ -756,16 +876,16 @@ interrupt and softirq time not charged to a process; µs per call is CPU time di
 
 {cpu_summary}
 
-**Profile of /pub.** A further 16-connection wrk run to /pub ({prof_wrk['rps']:.0f} req/s while profiled) with
-`py-spy record --nonblocking --idle --threads -f raw -d {args.profile_seconds}` on each of the {prof['workers']} gunicorn workers;
-{prof['samples']} samples of the workers' event-loop (main) threads, by self time (leaf frame; a standard-library
+**Profile of /pub.** A further 16-connection wrk run to /pub ({prof_wrk["rps"]:.0f} req/s while profiled) with
+`py-spy record --nonblocking --idle --threads -f raw -d {args.profile_seconds}` on each of the {prof["workers"]} gunicorn workers;
+{prof["samples"]} samples of the workers' event-loop (main) threads, by self time (leaf frame; a standard-library
 leaf counts for the package that called it). Samples are wall time: a frame's share includes time its thread
 was runnable but waiting for a CPU. From the main threads' /proc schedstat over the same 8 s: on a CPU
-{prof['main_on_cpu'] * 100:.0f}%, runnable waiting for a CPU {prof['main_runnable'] * 100:.0f}%, asleep {prof['main_asleep'] * 100:.0f}% (whole worker processes,
-all threads: {cpu_workers} of a core; the job {prof['cpu']['job'] * 100:.0f}%, wrk {prof['cpu']['load'] * 100:.0f}%,
-py-spy {prof['cpu']['children'] * 100:.0f}%, other processes {prof['cpu']['others'] * 100:.0f}%{' ‡ (disturbed)' if prof['disturbed'] else ''},
-the machine {prof['cpu']['machine'] * 100:.0f}%). py-spy cannot see inside uvloop without `--native` (not available with
-`--nonblocking`), so the {prof['loop_wall_share'] * 100:.0f}% of samples whose leaf is `ASGIWorker.run` (uvloop's C loop) is split into
+{prof["main_on_cpu"] * 100:.0f}%, runnable waiting for a CPU {prof["main_runnable"] * 100:.0f}%, asleep {prof["main_asleep"] * 100:.0f}% (whole worker processes,
+all threads: {cpu_workers} of a core; the job {prof["cpu"]["job"] * 100:.0f}%, wrk {prof["cpu"]["load"] * 100:.0f}%,
+py-spy {prof["cpu"]["children"] * 100:.0f}%, other processes {prof["cpu"]["others"] * 100:.0f}%{" ‡ (disturbed)" if prof["disturbed"] else ""},
+the machine {prof["cpu"]["machine"] * 100:.0f}%). py-spy cannot see inside uvloop without `--native` (not available with
+`--nonblocking`), so the {prof["loop_wall_share"] * 100:.0f}% of samples whose leaf is `ASGIWorker.run` (uvloop's C loop) is split into
 idle (asleep, per schedstat) and busy (the rest).
 
 | where the time goes | share of wall time | share of busy time |

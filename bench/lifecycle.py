@@ -70,12 +70,17 @@ class Bench:
         port = launcher.free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.headers = {"X-Racetrack-Auth": self.token}
-        self.env = launcher.daemon_env(port=port, data_dir=self.data_dir, token=self.token, instance=INSTANCE,
-                                       base_image=base_image)
-        self.env.update({
-            "RACETRACK_SUPERVISOR_INTERVAL": str(SUPERVISOR_INTERVAL),
-            "RTD_REMOTE": self.url, "RTD_TOKEN": self.token, "RTD_CONFIG": str(self.data_dir / "rtd.yaml"),
-        })
+        self.env = launcher.daemon_env(
+            port=port, data_dir=self.data_dir, token=self.token, instance=INSTANCE, base_image=base_image
+        )
+        self.env.update(
+            {
+                "RACETRACK_SUPERVISOR_INTERVAL": str(SUPERVISOR_INTERVAL),
+                "RTD_REMOTE": self.url,
+                "RTD_TOKEN": self.token,
+                "RTD_CONFIG": str(self.data_dir / "rtd.yaml"),
+            }
+        )
         self.log_path = self.data_dir / "daemon.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -112,15 +117,27 @@ class Bench:
         return job_dir
 
     def submit(self, job_dir: Path) -> None:
-        result = subprocess.run([sys.executable, "-m", "cli", "submit", "-q", str(job_dir)], env=self.env, cwd=REPO,
-                                capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL, timeout=900)
+        result = subprocess.run(
+            [sys.executable, "-m", "cli", "submit", "-q", str(job_dir)],
+            env=self.env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+            stdin=subprocess.DEVNULL,
+            timeout=900,
+        )
         if result.returncode != 0:
             raise SystemExit(f"rtd submit {job_dir} failed:\n{result.stdout}\n{result.stderr}")
 
     def call(self, session: requests.Session, name: str, timeout: float = 10) -> bool:
         try:
-            response = session.post(f"{self.url}/pub/job/{name}/latest/api/v1/perform", json={"a": 40, "b": 2},
-                                    headers=self.headers, timeout=timeout)
+            response = session.post(
+                f"{self.url}/pub/job/{name}/latest/api/v1/perform",
+                json={"a": 40, "b": 2},
+                headers=self.headers,
+                timeout=timeout,
+            )
             return response.status_code == 200 and response.json() == 42
         except (requests.RequestException, ValueError):
             return False
@@ -157,8 +174,11 @@ class Bench:
         marker = "Exception in thread supervisor"
         log = (self.data_dir / "daemon.log").read_text(errors="replace")
         if marker in log:
-            lines = [line for line in log[log.rindex(marker):].splitlines()
-                     if not line.startswith("job-unreachable") and '"GET ' not in line and '"POST ' not in line]
+            lines = [
+                line
+                for line in log[log.rindex(marker) :].splitlines()
+                if not line.startswith("job-unreachable") and '"GET ' not in line and '"POST ' not in line
+            ]
             raise SupervisorDied("\n".join(lines[:40]))
 
     # -- 1. reconcile -------------------------------------------------------------------------
@@ -181,8 +201,7 @@ class Bench:
         deadline = time.monotonic() + SLEEP_TIMEOUT
         while time.monotonic() < deadline:
             containers = self.job_containers(name)
-            if (self.statuses().get(name) == "sleeping" and containers
-                    and all(c.status == "exited" for c in containers)):
+            if self.statuses().get(name) == "sleeping" and containers and all(c.status == "exited" for c in containers):
                 return
             time.sleep(0.25)
         raise SystemExit(f"{name} did not go to sleep within {SLEEP_TIMEOUT:g} s")
@@ -271,7 +290,9 @@ def main() -> None:
         "awake_calls": len(awake),
     }
     if reconcile:
-        results["reconcile_vs_plain_start"] = round(results["reconcile_all_answer_s"] / results["baseline_all_answer_s"], 1)
+        results["reconcile_vs_plain_start"] = round(
+            results["reconcile_all_answer_s"] / results["baseline_all_answer_s"], 1
+        )
         results["reconcile_vs_plain_ready"] = round(results["reconcile_all_answer_s"] / results["baseline_ready_s"], 1)
     results["wake_vs_awake_call"] = round(results["wake_median_s"] * 1000 / results["awake_median_ms"], 0)
     print(json.dumps(results, indent=2))
@@ -281,17 +302,23 @@ def main() -> None:
 def write_report(r: dict[str, Any], args: argparse.Namespace, base_image: str) -> None:
     if r["reconcile_runs"]:
         per_job = (r["reconcile_all_answer_s"] - r["baseline_all_answer_s"]) / r["jobs"]
-        runs = ", ".join(f'{x["all_answer_s"]:.2f}' for x in r["reconcile_runs"])
-        reconcile_row = f'{r["reconcile_ready_s"]:.2f} s | {r["reconcile_all_answer_s"]:.2f} s | {runs}'
-        verdict = (f'Reconcile vs plain start (all jobs answering): **{r["reconcile_vs_plain_start"]:g}×** '
-                   f'({r["reconcile_vs_plain_ready"]:g}× the plain start\'s time to /ready); about {per_job:.2f} s '
-                   "per recreated job.")
+        runs = ", ".join(f"{x['all_answer_s']:.2f}" for x in r["reconcile_runs"])
+        reconcile_row = f"{r['reconcile_ready_s']:.2f} s | {r['reconcile_all_answer_s']:.2f} s | {runs}"
+        verdict = (
+            f"Reconcile vs plain start (all jobs answering): **{r['reconcile_vs_plain_start']:g}×** "
+            f"({r['reconcile_vs_plain_ready']:g}× the plain start's time to /ready); about {per_job:.2f} s "
+            "per recreated job."
+        )
     else:
         reconcile_row = "— | **never**: the reconcile failed | —"
-        verdict = ("**No reconcile time: the jobs did not come back.** The daemon's supervisor thread died during "
-                   "the start-up reconcile, so the remaining missing containers were never recreated:\n\n```\n"
-                   + (r["reconcile_error"] or "").strip() + "\n```")
-    section = f"""{SECTION} ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, `bench/lifecycle.py --jobs {args.jobs} --runs {args.runs} --wakes {args.wakes}`)
+        verdict = (
+            "**No reconcile time: the jobs did not come back.** The daemon's supervisor thread died during "
+            "the start-up reconcile, so the remaining missing containers were never recreated:\n\n```\n"
+            + (r["reconcile_error"] or "").strip()
+            + "\n```"
+        )
+    baseline_runs = ", ".join(format(run["all_answer_s"], ".2f") for run in r["baseline_runs"])
+    section = f"""{SECTION} ({time.strftime("%Y-%m-%d")}, {os.cpu_count()} cores, `bench/lifecycle.py --jobs {args.jobs} --runs {args.runs} --wakes {args.wakes}`)
 
 Start-up with lost containers, and waking a job that was scaled to zero, each against a baseline
 measured in the same run (base image `{base_image}`, supervisor interval {SUPERVISOR_INTERVAL} s).
@@ -302,7 +329,7 @@ is "running" and answers a call through the gateway. Median of {args.runs} resta
 
 | start-up | daemon /ready | all {r["jobs"]} jobs answer | runs: all answer (s) |
 |---|---:|---:|---|
-| plain start, nothing missing (baseline) | {r["baseline_ready_s"]:.2f} s | {r["baseline_all_answer_s"]:.2f} s | {", ".join(f'{x["all_answer_s"]:.2f}' for x in r["baseline_runs"])} |
+| plain start, nothing missing (baseline) | {r["baseline_ready_s"]:.2f} s | {r["baseline_all_answer_s"]:.2f} s | {baseline_runs} |
 | all {r["jobs"]} job containers removed before the start | {reconcile_row} |
 
 {verdict}

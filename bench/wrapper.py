@@ -48,8 +48,14 @@ PAYLOAD = {"a": 40, "b": 2}
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 BASE_IMAGES = ("python:3.11-slim", "racetrackd/python3-base:bookworm")
 RUNNER_PACKAGE = "racetrack-job-runner==1.18.0"
-GUNICORN_PIN = next((line.strip() for line in (REPO / "jobtype_plugins/python3/wrapper-requirements.txt").read_text()
-                     .splitlines() if line.startswith("gunicorn")), "gunicorn")
+GUNICORN_PIN = next(
+    (
+        line.strip()
+        for line in (REPO / "jobtype_plugins/python3/wrapper-requirements.txt").read_text().splitlines()
+        if line.startswith("gunicorn")
+    ),
+    "gunicorn",
+)
 WRK_SCRIPT = """wrk.method = "POST"
 wrk.body = '{"a": 40, "b": 2}'
 wrk.headers["Content-Type"] = "application/json"
@@ -107,8 +113,15 @@ def answers_42(url: str) -> bool:
 
 
 def submit(env: dict[str, str], job_dir: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "cli", "submit", "--force", str(job_dir)], env=env, cwd=REPO,
-                            capture_output=True, text=True, check=False, timeout=900)
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", "submit", "--force", str(job_dir)],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=900,
+    )
     if result.returncode != 0:
         raise SystemExit(f"rtd submit failed:\n{result.stdout}\n{result.stderr}")
 
@@ -123,8 +136,17 @@ def build_image(client: docker.DockerClient, tag: str, files: dict[str, bytes], 
             archive.addfile(info, io.BytesIO(data))
     buffer.seek(0)
     log: list[str] = []
-    for chunk in client.api.build(fileobj=buffer, custom_context=True, tag=tag, labels=labels, rm=True,
-                                  forcerm=True, decode=True, network_mode="host", timeout=900):
+    for chunk in client.api.build(
+        fileobj=buffer,
+        custom_context=True,
+        tag=tag,
+        labels=labels,
+        rm=True,
+        forcerm=True,
+        decode=True,
+        network_mode="host",
+        timeout=900,
+    ):
         log.append(chunk.get("stream", ""))
         if "error" in chunk:
             raise SystemExit(f"building {tag} failed: {chunk['error']}\n{''.join(log)[-3000:]}")
@@ -139,9 +161,12 @@ def ca_lines(files: dict[str, bytes]) -> str:
     return "COPY ca-bundle.crt /etc/bench/ca-bundle.crt\nARG PIP_CERT=/etc/bench/ca-bundle.crt"
 
 
-def run_container(client: docker.DockerClient, image: str, labels: dict[str, str], limits: dict[str, int]) -> tuple[Any, str]:
-    container = client.containers.run(image, detach=True, labels=labels, ports={"7000/tcp": ("127.0.0.1", None)},
-                                      **limits)
+def run_container(
+    client: docker.DockerClient, image: str, labels: dict[str, str], limits: dict[str, int]
+) -> tuple[Any, str]:
+    container = client.containers.run(
+        image, detach=True, labels=labels, ports={"7000/tcp": ("127.0.0.1", None)}, **limits
+    )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         container.reload()
@@ -174,8 +199,20 @@ def idle_memory_mib(container: Any) -> float:
 
 def wrk(url: str, args: argparse.Namespace, script: Path) -> dict[str, float]:
     result = subprocess.run(
-        ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s", "--latency", "-s", str(script), url],
-        capture_output=True, text=True, check=False, timeout=args.duration + 60,
+        [
+            "wrk",
+            f"-t{args.threads}",
+            f"-c{args.connections}",
+            f"-d{args.duration}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=args.duration + 60,
     )
     if result.returncode != 0:
         raise SystemExit(f"wrk failed against {url}:\n{result.stdout}\n{result.stderr}")
@@ -227,11 +264,16 @@ def main() -> None:
         print("deploying samples/adder with racetrackd ...", flush=True)
         submit(env, job_dir)
         headers = {"X-Racetrack-Auth": token}
-        job = requests.get(f"http://127.0.0.1:{port}/lifecycle/api/v1/job/adder/latest", headers=headers, timeout=10).json()
+        job = requests.get(
+            f"http://127.0.0.1:{port}/lifecycle/api/v1/job/adder/latest", headers=headers, timeout=10
+        ).json()
         if not job["internal_name"].startswith("127.0.0.1:"):
             raise SystemExit(f"the job is not published on 127.0.0.1 (addressing {job['internal_name']})")
-        ours_container = next(c for c in client.containers.list(filters={"label": f"racetrackd.instance={instance}"})
-                              if c.labels.get("job-name") == "adder")
+        ours_container = next(
+            c
+            for c in client.containers.list(filters={"label": f"racetrackd.instance={instance}"})
+            if c.labels.get("job-name") == "adder"
+        )
         host_config = ours_container.attrs["HostConfig"]
         limits = {"nano_cpus": host_config.get("NanoCpus") or None, "mem_limit": host_config.get("Memory") or None}
         limits = {k: v for k, v in limits.items() if v}
@@ -239,11 +281,13 @@ def main() -> None:
         print("building Racetrack's runner and the bare gunicorn+Flask images ...", flush=True)
         runner_files: dict[str, bytes] = {"entrypoint.py": (SAMPLE / "entrypoint.py").read_bytes()}
         runner_files["Dockerfile"] = RUNNER_DOCKERFILE.format(
-            base=base_image, ca=ca_lines(runner_files), package=RUNNER_PACKAGE).encode()
+            base=base_image, ca=ca_lines(runner_files), package=RUNNER_PACKAGE
+        ).encode()
         runner_image = build_image(client, f"racetrackd-bench/{instance}-runner:latest", runner_files, labels)
         bare_files: dict[str, bytes] = {"app.py": BARE_APP.encode()}
-        bare_files["Dockerfile"] = BARE_DOCKERFILE.format(base=base_image, ca=ca_lines(bare_files),
-                                                          gunicorn=GUNICORN_PIN).encode()
+        bare_files["Dockerfile"] = BARE_DOCKERFILE.format(
+            base=base_image, ca=ca_lines(bare_files), gunicorn=GUNICORN_PIN
+        ).encode()
         bare_image = build_image(client, f"racetrackd-bench/{instance}-bare:latest", bare_files, labels)
 
         runner_container, runner_url = run_container(client, runner_image, labels, limits)
@@ -265,8 +309,12 @@ def main() -> None:
             results[f"{name}_rps"] = load["rps"]
             results[f"{name}_p50_ms"] = load["p50_ms"]
             results[f"{name}_errors"] = load["non_2xx"] + load["socket_errors"]
-        results["runner_version"] = runner_container.exec_run(
-            ["/opt/runner-venv/bin/pip", "show", "racetrack-job-runner"]).output.decode().split("Version: ")[1].split()[0]
+        results["runner_version"] = (
+            runner_container.exec_run(["/opt/runner-venv/bin/pip", "show", "racetrack-job-runner"])
+            .output.decode()
+            .split("Version: ")[1]
+            .split()[0]
+        )
 
         redeploys = []
         for i in range(args.redeploys):
@@ -297,27 +345,27 @@ def write_report(r: dict[str, Any], args: argparse.Namespace) -> None:
 
     cpus = r["limits"].get("nano_cpus", 0) / 1e9
     memory = r["limits"].get("mem_limit", 0) / 2**20
-    section = f"""## Python wrapper ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, `bench/wrapper.py --duration {args.duration} --connections {args.connections} --threads {args.threads}`)
+    section = f"""## Python wrapper ({time.strftime("%Y-%m-%d")}, {os.cpu_count()} cores, `bench/wrapper.py --duration {args.duration} --connections {args.connections} --threads {args.threads}`)
 
-samples/adder under three servers, each a container of `{r['base_image']}` limited to {cpus:g} CPU and {memory:.0f} MiB
+samples/adder under three servers, each a container of `{r["base_image"]}` limited to {cpus:g} CPU and {memory:.0f} MiB
 (the daemon's defaults for a job); `wrk -t{args.threads} -c{args.connections} -d{args.duration}s` POSTing `{{"a": 40, "b": 2}}`
 straight to each container's published port. Ours: the python3 job type's wrapper as the daemon deploys it
-(1 process, asyncio worker, job code in a thread pool). Racetrack's runner: `{RUNNER_PACKAGE.split('==')[0]} {r['runner_version']}`
+(1 process, asyncio worker, job code in a thread pool). Racetrack's runner: `{RUNNER_PACKAGE.split("==")[0]} {r["runner_version"]}`
 with its defaults. Bare: gunicorn gthread, 4 workers x 4 threads, a 5-line Flask view.
 
 | measure | ours | Racetrack's runner | bare gunicorn+Flask | ours / runner | ours / bare |
 |---|---:|---:|---:|---:|---:|
-| throughput | {r['ours_rps']:.0f} req/s | {r['runner_rps']:.0f} req/s | {r['bare_rps']:.0f} req/s | {r['ours_over_runner_rps']:.2f}× | {r['ours_over_bare_rps']:.2f}× |
-| median latency under load | {r['ours_p50_ms']:.2f} ms | {r['runner_p50_ms']:.2f} ms | {r['bare_p50_ms']:.2f} ms | | |
-| failed requests | {r['ours_errors']:.0f} | {r['runner_errors']:.0f} | {r['bare_errors']:.0f} | | |
-| idle memory after warm-up | {r['ours_idle_mib']:.1f} MiB | {r['runner_idle_mib']:.1f} MiB | {r['bare_idle_mib']:.1f} MiB | {r['ours_over_runner_mem']:.2f}× | {r['ours_over_bare_mem']:.2f}× |
+| throughput | {r["ours_rps"]:.0f} req/s | {r["runner_rps"]:.0f} req/s | {r["bare_rps"]:.0f} req/s | {r["ours_over_runner_rps"]:.2f}× | {r["ours_over_bare_rps"]:.2f}× |
+| median latency under load | {r["ours_p50_ms"]:.2f} ms | {r["runner_p50_ms"]:.2f} ms | {r["bare_p50_ms"]:.2f} ms | | |
+| failed requests | {r["ours_errors"]:.0f} | {r["runner_errors"]:.0f} | {r["bare_errors"]:.0f} | | |
+| idle memory after warm-up | {r["ours_idle_mib"]:.1f} MiB | {r["runner_idle_mib"]:.1f} MiB | {r["bare_idle_mib"]:.1f} MiB | {r["ours_over_runner_mem"]:.2f}× | {r["ours_over_bare_mem"]:.2f}× |
 
-Code-only redeploy (touch entrypoint.py, `rtd submit --force`, until done): median {r['redeploy_s']:.2f} s
-of {len(r['redeploys_s'])} ({', '.join(f'{s:.2f}' for s in r['redeploys_s'])} s).
+Code-only redeploy (touch entrypoint.py, `rtd submit --force`, until done): median {r["redeploy_s"]:.2f} s
+of {len(r["redeploys_s"])} ({", ".join(f"{s:.2f}" for s in r["redeploys_s"])} s).
 
-Targets: throughput ≥ 5× the runner's: {verdict(r['ours_over_runner_rps'] >= 5)};
-idle memory ≤ the runner's: {verdict(r['ours_idle_mib'] <= r['runner_idle_mib'])};
-redeploy ≤ 5 s: {verdict(r['redeploy_s'] <= 5)}.
+Targets: throughput ≥ 5× the runner's: {verdict(r["ours_over_runner_rps"] >= 5)};
+idle memory ≤ the runner's: {verdict(r["ours_idle_mib"] <= r["runner_idle_mib"])};
+redeploy ≤ 5 s: {verdict(r["redeploy_s"] <= 5)}.
 """
     write_section("## Python wrapper", section)
 

@@ -41,8 +41,18 @@ MAX_RATIO = 200
 RATIO_FLOOR_BYTES = 64 * 1024**2
 EXCLUDED_DIRS = {".git", "__pycache__"}
 # What a damaged or hostile archive may raise while it is read (beyond tarfile's and zipfile's own errors).
-_UNREADABLE = (EOFError, OSError, ValueError, LookupError, lzma.LZMAError, zlib.error, RuntimeError,
-               NotImplementedError, UnicodeError, OverflowError)
+_UNREADABLE = (
+    EOFError,
+    OSError,
+    ValueError,
+    LookupError,
+    lzma.LZMAError,
+    zlib.error,
+    RuntimeError,
+    NotImplementedError,
+    UnicodeError,
+    OverflowError,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,21 +65,26 @@ class ContextLimits:
 
     def check_entries(self, count: int) -> None:
         if count > self.max_entries:
-            raise ValidationError(f"build_context: more than {self.max_entries} entries "
-                                  f"(RACETRACK_MAX_CONTEXT_ENTRIES)")
+            raise ValidationError(
+                f"build_context: more than {self.max_entries} entries (RACETRACK_MAX_CONTEXT_ENTRIES)"
+            )
 
     def check_size(self, unpacked: int, packed: int) -> None:
         """`unpacked` bytes so far out of a `packed`-byte archive: within the size cap and the expansion ratio?"""
         if unpacked > self.max_bytes:
-            raise ValidationError(f"build_context: unpacks to more than {_size(self.max_bytes)} "
-                                  f"(RACETRACK_MAX_CONTEXT_SIZE)")
+            raise ValidationError(
+                f"build_context: unpacks to more than {_size(self.max_bytes)} (RACETRACK_MAX_CONTEXT_SIZE)"
+            )
         if unpacked > max(RATIO_FLOOR_BYTES, packed * self.max_ratio):
-            raise ValidationError(f"build_context: a {_size(packed)} archive unpacks to more than {self.max_ratio} "
-                                  f"times its size (RACETRACK_MAX_CONTEXT_RATIO); it looks like a decompression bomb")
+            raise ValidationError(
+                f"build_context: a {_size(packed)} archive unpacks to more than {self.max_ratio} "
+                f"times its size (RACETRACK_MAX_CONTEXT_RATIO); it looks like a decompression bomb"
+            )
 
 
-def unpack_build_context(archive: Path, destination: Path, max_bytes: int = MAX_UNPACKED_BYTES,
-                         limits: ContextLimits | None = None) -> None:
+def unpack_build_context(
+    archive: Path, destination: Path, max_bytes: int = MAX_UNPACKED_BYTES, limits: ContextLimits | None = None
+) -> None:
     """Extract a tar.gz upload into `destination`, refusing anything that would escape it and anything over
     the limits; every problem is a ValidationError."""
     limits = limits or ContextLimits(max_bytes=max_bytes)
@@ -200,11 +215,16 @@ def check_links_inside(root: Path, field: str) -> None:
             path = Path(directory, name)
             if path.is_symlink() and not path.resolve().is_relative_to(top):
                 raise ValidationError(
-                    f"{field}: link {path.relative_to(root).as_posix()!r} points outside the job directory")
+                    f"{field}: link {path.relative_to(root).as_posix()!r} points outside the job directory"
+                )
 
 
 def assemble_docker_context(
-    dockerfile: str, job_dir: Path, jobtype_dir: Path | None, ca_bundle: Path | None, *,
+    dockerfile: str,
+    job_dir: Path,
+    jobtype_dir: Path | None,
+    ca_bundle: Path | None,
+    *,
     with_secrets_helper: bool = False,
 ) -> IO[bytes]:
     """An uncompressed tar of the full Docker build context, spooled to disk when large.

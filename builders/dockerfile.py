@@ -26,7 +26,14 @@ SHARED_TEMPLATES_DIR = resources.dockerfile_templates_dir()
 PACKAGE_INDEX_TEMPLATE = "package_index.j2"
 # What a job's own Dockerfile may use (docs/dockerfile-jobs.md lists them); nothing else is defined.
 JOB_DOCKERFILE_VARIABLES = (
-    "base_image", "job_name", "job_version", "build_env", "jobtype_extra", "manifest", "build", "package_index",
+    "base_image",
+    "job_name",
+    "job_version",
+    "build_env",
+    "jobtype_extra",
+    "manifest",
+    "build",
+    "package_index",
 )
 JOB_DOCKERFILE_BUILD_KEYS = ("secrets_url",)  # of `build`: the rest is the daemon's configuration
 # A rendered Dockerfile, and any string or list a template multiplies up, stays below this: a job's
@@ -39,10 +46,12 @@ def render_dockerfile(plugin_dir: Path, template_name: str, variables: dict[str,
     """Render a job type's `template_name` from `plugin_dir`; shared fragments in templates/dockerfile can
     be included. Only for templates an admin installed, never for a job's files."""
     env = jinja2.Environment(
-        loader=jinja2.ChoiceLoader([
-            jinja2.FileSystemLoader(str(plugin_dir)),
-            jinja2.FileSystemLoader(str(SHARED_TEMPLATES_DIR)),
-        ]),
+        loader=jinja2.ChoiceLoader(
+            [
+                jinja2.FileSystemLoader(str(plugin_dir)),
+                jinja2.FileSystemLoader(str(SHARED_TEMPLATES_DIR)),
+            ]
+        ),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,  # a Dockerfile, not HTML
@@ -79,11 +88,15 @@ def render_job_dockerfile(source: str, name: str, variables: dict[str, Any], fie
     try:
         rendered = env.get_template(name).render(**variables)
     except jinja2.sandbox.SecurityError as exc:
-        raise ValidationError(f"{field}: {name} uses what a job's Dockerfile may not: {exc}",
-                              hint="see docs/dockerfile-jobs.md for the variables a Dockerfile may use") from None
+        raise ValidationError(
+            f"{field}: {name} uses what a job's Dockerfile may not: {exc}",
+            hint="see docs/dockerfile-jobs.md for the variables a Dockerfile may use",
+        ) from None
     except jinja2.TemplateError as exc:
-        raise ValidationError(f"{field}: {name} failed to render: {exc}",
-                              hint="see docs/dockerfile-jobs.md for the variables a Dockerfile may use") from None
+        raise ValidationError(
+            f"{field}: {name} failed to render: {exc}",
+            hint="see docs/dockerfile-jobs.md for the variables a Dockerfile may use",
+        ) from None
     if len(rendered) > MAX_RENDERED_CHARS:
         raise ValidationError(f"{field}: {name} renders to more than {MAX_RENDERED_CHARS} characters")
     return rendered
@@ -96,11 +109,13 @@ class _OneFileLoader(jinja2.BaseLoader):
         self.name = name
         self.source: str | None = source
 
-    def get_source(self, environment: jinja2.Environment, template: str
-                   ) -> tuple[str, str | None, Callable[[], bool] | None]:
+    def get_source(
+        self, environment: jinja2.Environment, template: str
+    ) -> tuple[str, str | None, Callable[[], bool] | None]:
         if template != self.name or self.source is None:
             raise jinja2.TemplateNotFound(
-                template, f"{template!r}: a job's Dockerfile cannot include, import or extend other templates")
+                template, f"{template!r}: a job's Dockerfile cannot include, import or extend other templates"
+            )
         source, self.source = self.source, None
         return source, None, None
 
@@ -115,8 +130,11 @@ class _JobDockerfileSandbox(jinja2.sandbox.ImmutableSandboxedEnvironment):
             raise jinja2.sandbox.SecurityError(f"an exponent over {MAX_EXPONENT}")
         if operator == "*":
             for sequence, count in ((left, right), (right, left)):
-                if (isinstance(sequence, (str, list, tuple)) and isinstance(count, int)
-                        and len(sequence) * count > MAX_RENDERED_CHARS):
+                if (
+                    isinstance(sequence, (str, list, tuple))
+                    and isinstance(count, int)
+                    and len(sequence) * count > MAX_RENDERED_CHARS
+                ):
                     raise jinja2.sandbox.SecurityError(f"a repetition longer than {MAX_RENDERED_CHARS}")
         return super().call_binop(context, operator, left, right)
 
@@ -132,6 +150,12 @@ def shell_quote(value: object) -> str:
 
 def docker_quote(value: object) -> str:
     """Quote a value for ENV/LABEL instructions: Docker unescapes backslashes and expands `$`."""
-    text = (str(value).replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
-            .replace("\n", "\\n").replace("\r", "\\r"))
+    text = (
+        str(value)
+        .replace("\\", "\\\\")
+        .replace('"', '\\"')
+        .replace("$", "\\$")
+        .replace("\n", "\\n")
+        .replace("\r", "\\r")
+    )
     return f'"{text}"'

@@ -58,9 +58,25 @@ def check_remote_allowed(remote: str, allowed: frozenset[str]) -> None:
 # the operator's proxy and trust the operator's CAs. Never RACETRACK_* (the secret key, the admin
 # token), nor anything else a hostile remote or a git config could make git pass on.
 GIT_ENV_PASSTHROUGH = (
-    "PATH", "HOME", "LANG", "LANGUAGE", "TZ",
-    "http_proxy", "https_proxy", "no_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY",
-    "SSL_CERT_FILE", "SSL_CERT_DIR", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO", "GIT_SSL_CAPATH", "SSH_AUTH_SOCK",
+    "PATH",
+    "HOME",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "all_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "CURL_CA_BUNDLE",
+    "GIT_SSL_CAINFO",
+    "GIT_SSL_CAPATH",
+    "SSH_AUTH_SOCK",
 )
 GIT_ENV_FIXED = {
     "GIT_TERMINAL_PROMPT": "0",  # never wait for a password on a terminal nobody watches
@@ -126,8 +142,15 @@ def _through_proxy(scheme: str, host: str) -> bool:
     return scheme in ("https", "http") and scheme in proxies and not urllib.request.proxy_bypass(host)
 
 
-def clone(remote: str, branch: str | None, directory: str, credentials: GitCredentials | None,
-          destination: Path, timeout: float, addresses: list[str] | None = None) -> Checkout:
+def clone(
+    remote: str,
+    branch: str | None,
+    directory: str,
+    credentials: GitCredentials | None,
+    destination: Path,
+    timeout: float,
+    addresses: list[str] | None = None,
+) -> Checkout:
     """Shallow-clone `remote` at `branch` (default branch when None) into `destination`.
 
     `addresses` (from check_remote_address) pin an http(s) remote's host to the addresses checked,
@@ -151,11 +174,20 @@ def clone(remote: str, branch: str | None, directory: str, credentials: GitCrede
     return Checkout(context_dir=context, commit=commit.strip())
 
 
-def _run_git(command: list[str], remote: str, branch: str | None, credentials: GitCredentials | None,
-             timeout: float) -> str:
+def _run_git(
+    command: list[str], remote: str, branch: str | None, credentials: GitCredentials | None, timeout: float
+) -> str:
     try:
-        result = subprocess.run(command, env=git_environment(os.environ), stdin=subprocess.DEVNULL,
-                                capture_output=True, text=True, errors="replace", timeout=timeout, check=False)
+        result = subprocess.run(
+            command,
+            env=git_environment(os.environ),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         raise BuildError(f"cannot fetch {redact_remote(remote)}: git took longer than {timeout:.0f} s") from None
     except OSError as exc:
@@ -220,8 +252,10 @@ def _explain(stderr: str, remote: str, branch: str | None, credentials: GitCrede
     lowered = text.lower()
     if "authentication" in lowered or "could not read username" in lowered or "403" in lowered or "401" in lowered:
         if credentials is None:
-            return (f"cannot fetch {shown}: the repository needs credentials and none were sent "
-                    "(give them with the deploy: rtd submit --git-username/--git-password)")
+            return (
+                f"cannot fetch {shown}: the repository needs credentials and none were sent "
+                "(give them with the deploy: rtd submit --git-username/--git-password)"
+            )
         return f"cannot fetch {shown}: the git credentials were rejected"
     if branch and ("not found in upstream" in lowered or "remote branch" in lowered):
         return f"cannot fetch {shown}: branch {branch!r} does not exist"

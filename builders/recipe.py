@@ -88,19 +88,33 @@ class ImageRecipe:
     with_secrets_helper: bool  # racetrack-build/with-build-secrets.py goes into the context
 
 
-def image_recipe(*, manifest: Manifest, job_type: JobTypeFiles, job_dir: Path, options: BuildOptions,
-                 instance: str, deployment_id: str, git_commit: str, racetrackd_version: str) -> ImageRecipe:
+def image_recipe(
+    *,
+    manifest: Manifest,
+    job_type: JobTypeFiles,
+    job_dir: Path,
+    options: BuildOptions,
+    instance: str,
+    deployment_id: str,
+    git_commit: str,
+    racetrackd_version: str,
+) -> ImageRecipe:
     """The recipe of one deployment's image. ValidationError when the job's own Dockerfile cannot be
     read or rendered, JobTypeError when the job type's template fails."""
     variables = template_variables(
-        manifest=manifest, job_type=job_type, base_image=job_type.base_image, runtime_image=job_type.runtime_image,
+        manifest=manifest,
+        job_type=job_type,
+        base_image=job_type.base_image,
+        runtime_image=job_type.runtime_image,
         build_stage_labels=image_labels.build_stage_labels(instance, manifest.name),
-        build=options.as_template_variable(), git_version=git_commit, racetrackd_version=racetrackd_version,
+        build=options.as_template_variable(),
+        git_version=git_commit,
+        racetrackd_version=racetrackd_version,
     )
     dockerfile, build_args = _dockerfile(job_type, job_dir, manifest, variables)
     return ImageRecipe(
         tag=f"{image_labels.image_repository(instance, manifest.name)}:"
-            f"{image_labels.image_tag(manifest.version, deployment_id)}",
+        f"{image_labels.image_tag(manifest.version, deployment_id)}",
         dockerfile=dockerfile,
         build_args=build_args,
         labels={
@@ -116,9 +130,17 @@ def image_recipe(*, manifest: Manifest, job_type: JobTypeFiles, job_dir: Path, o
     )
 
 
-def template_variables(*, manifest: Manifest, job_type: NamedJobType, base_image: str, build: dict[str, Any],
-                       git_version: str, racetrackd_version: str, runtime_image: str = "",
-                       build_stage_labels: dict[str, str] | None = None) -> dict[str, Any]:
+def template_variables(
+    *,
+    manifest: Manifest,
+    job_type: NamedJobType,
+    base_image: str,
+    build: dict[str, Any],
+    git_version: str,
+    racetrackd_version: str,
+    runtime_image: str = "",
+    build_stage_labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """What a job type's Dockerfile template receives (docs/plugins.md lists them)."""
     return {
         "base_image": base_image,
@@ -139,8 +161,9 @@ def template_variables(*, manifest: Manifest, job_type: NamedJobType, base_image
     }
 
 
-def _dockerfile(job_type: JobTypeFiles, job_dir: Path, manifest: Manifest,
-                variables: dict[str, Any]) -> tuple[str, dict[str, str]]:
+def _dockerfile(
+    job_type: JobTypeFiles, job_dir: Path, manifest: Manifest, variables: dict[str, Any]
+) -> tuple[str, dict[str, str]]:
     """The Dockerfile to build and the build args to build it with.
 
     A plugin template gets everything as template variables. The job's own Dockerfile (a
@@ -159,8 +182,11 @@ def _dockerfile(job_type: JobTypeFiles, job_dir: Path, manifest: Manifest,
     except (OSError, UnicodeDecodeError) as exc:
         raise ValidationError(f"{source.field}: cannot read {source.path}: {exc}") from exc
     # The job's own file is user input: rendered (when the job type says so) only in the sandbox.
-    dockerfile = render_job_dockerfile(text, source.path, job_dockerfile_variables(variables), source.field) \
-        if source.render else text
+    dockerfile = (
+        render_job_dockerfile(text, source.path, job_dockerfile_variables(variables), source.field)
+        if source.render
+        else text
+    )
     build_args = dict(manifest.build_env)
     if variables["base_image"]:
         build_args["BASE_IMAGE"] = variables["base_image"]

@@ -77,8 +77,11 @@ def token(ctx: click.Context) -> None:
         root = ctx.find_root().obj
         _, current = ClientConfig.load().resolve(root.get("remote"), root.get("token"))
         if not current:
-            raise RtdError("no token for this remote", hint="log in with: rtd login TOKEN (or --username NAME)",
-                           exit_code=EXIT_AUTH)
+            raise RtdError(
+                "no token for this remote",
+                hint="log in with: rtd login TOKEN (or --username NAME)",
+                exit_code=EXIT_AUTH,
+            )
         click.echo(current)
 
 
@@ -93,9 +96,23 @@ def token_list(ctx: click.Context, subject: str | None, everyone: bool, as_json:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    table([("ID", "SUBJECT", "STATE", "EXPIRES", "LAST USED", "ORIGIN", "DESCRIPTION"),
-           *[(row["id"], row["subject"], _token_state(row), _when(row["expiry_time"]), _when(row["last_use_time"]),
-              row["origin"], row["description"]) for row in rows]])
+    table(
+        [
+            ("ID", "SUBJECT", "STATE", "EXPIRES", "LAST USED", "ORIGIN", "DESCRIPTION"),
+            *[
+                (
+                    row["id"],
+                    row["subject"],
+                    _token_state(row),
+                    _when(row["expiry_time"]),
+                    _when(row["last_use_time"]),
+                    row["origin"],
+                    row["description"],
+                )
+                for row in rows
+            ],
+        ]
+    )
 
 
 @token.command("create")
@@ -133,16 +150,33 @@ def user_list(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(users, indent=2))
         return
-    table([("USERNAME", "ACTIVE", "STAFF", "PASSWORD", "LAST LOGIN"),
-           *[(u["username"], _yes(u["is_active"]), _yes(u["is_staff"]), _yes(u["has_password"]),
-              _when(u["last_login_time"])) for u in users]])
+    table(
+        [
+            ("USERNAME", "ACTIVE", "STAFF", "PASSWORD", "LAST LOGIN"),
+            *[
+                (
+                    u["username"],
+                    _yes(u["is_active"]),
+                    _yes(u["is_staff"]),
+                    _yes(u["has_password"]),
+                    _when(u["last_login_time"]),
+                )
+                for u in users
+            ],
+        ]
+    )
 
 
 @user.command("add")
 @click.argument("username")
 @click.option("--staff", is_flag=True, help="Full access to everything.")
-@click.option("--password/--no-password", "with_password", default=True, show_default=True,
-              help="Prompt for a password (without one the user logs in with tokens only).")
+@click.option(
+    "--password/--no-password",
+    "with_password",
+    default=True,
+    show_default=True,
+    help="Prompt for a password (without one the user logs in with tokens only).",
+)
 @click.pass_context
 def user_add(ctx: click.Context, username: str, staff: bool, with_password: bool) -> None:
     """Create a user who may read, call and deploy jobs (and delete the families they start)."""
@@ -221,8 +255,10 @@ def esc_add(ctx: click.Context, name: str, esc_id: str | None) -> None:
     """Create an ESC. It may call nothing until granted (rtd grant add esc:ID call_job --job NAME)."""
     made = client_for(ctx).create_esc(name, esc_id)
     click.echo(f"created ESC {made['name']} with id {made['id']}")
-    click.echo(f"next: rtd token create --subject esc:{made['id']}; rtd grant add esc:{made['id']} call_job --job JOB",
-               err=True)
+    click.echo(
+        f"next: rtd token create --subject esc:{made['id']}; rtd grant add esc:{made['id']} call_job --job JOB",
+        err=True,
+    )
 
 
 @esc.command("remove")
@@ -249,9 +285,15 @@ def grant_list(ctx: click.Context, subject: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(grants, indent=2))
         return
-    table([("ID", "SUBJECT", "SCOPE", "JOB", "VERSION", "ENDPOINT"),
-           *[(g["id"], g["subject"], g["scope"], g["job_name"] or "*", g["job_version"] or "*", g["endpoint"] or "*")
-             for g in grants]])
+    table(
+        [
+            ("ID", "SUBJECT", "SCOPE", "JOB", "VERSION", "ENDPOINT"),
+            *[
+                (g["id"], g["subject"], g["scope"], g["job_name"] or "*", g["job_version"] or "*", g["endpoint"] or "*")
+                for g in grants
+            ],
+        ]
+    )
 
 
 @grant.command("add")
@@ -261,8 +303,9 @@ def grant_list(ctx: click.Context, subject: str | None, as_json: bool) -> None:
 @click.option("--version", "job_version", help="Only this version of --job.")
 @click.option("--endpoint", help="Only this endpoint of --job, e.g. /api/v1/perform (call_job).")
 @click.pass_context
-def grant_add(ctx: click.Context, subject: str, scope: str, job_name: str | None, job_version: str | None,
-              endpoint: str | None) -> None:
+def grant_add(
+    ctx: click.Context, subject: str, scope: str, job_name: str | None, job_version: str | None, endpoint: str | None
+) -> None:
     """Grant SUBJECT (user:NAME, esc:ID, job_family:NAME) SCOPE; it applies at once."""
     made = client_for(ctx).add_grant(subject, scope, job_name, job_version, endpoint)
     where = " ".join(part for part in (made["job_name"], made["job_version"], made["endpoint"]) if part) or "all jobs"
@@ -292,9 +335,15 @@ def public_list(ctx: click.Context, pending: bool, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    table([("ID", "JOB", "VERSION", "ENDPOINT", "STATE"),
-           *[(r["id"], r["job_name"], r["job_version"], r["endpoint"], "open" if r["active"] else "pending")
-             for r in rows]])
+    table(
+        [
+            ("ID", "JOB", "VERSION", "ENDPOINT", "STATE"),
+            *[
+                (r["id"], r["job_name"], r["job_version"], r["endpoint"], "open" if r["active"] else "pending")
+                for r in rows
+            ],
+        ]
+    )
 
 
 @public_endpoints.command("approve")

@@ -15,8 +15,9 @@ AUTH_HEADER = "X-Racetrack-Auth"
 class ApiError(RtdError):
     """The daemon refused or failed a request (`status` is its HTTP status), or could not be reached."""
 
-    def __init__(self, message: str, status: int | None = None, hint: str | None = None,
-                 exit_code: int | None = None) -> None:
+    def __init__(
+        self, message: str, status: int | None = None, hint: str | None = None, exit_code: int | None = None
+    ) -> None:
         super().__init__(message, hint, exit_code_for_status(status) if exit_code is None else exit_code)
         self.status = status
 
@@ -36,15 +37,21 @@ class ApiClient:
         try:
             response = self.session.request(method, url, **kwargs)
         except requests.ConnectionError as exc:
-            raise ApiError(f"cannot reach racetrackd at {self.remote}",
-                           hint="is it running? (racetrackd start), or pick another: rtd remote use NAME|URL",
-                           exit_code=EXIT_UNREACHABLE) from exc
+            raise ApiError(
+                f"cannot reach racetrackd at {self.remote}",
+                hint="is it running? (racetrackd start), or pick another: rtd remote use NAME|URL",
+                exit_code=EXIT_UNREACHABLE,
+            ) from exc
         except requests.Timeout as exc:
-            raise ApiError(f"racetrackd at {self.remote} did not answer in {self.timeout:g} s",
-                           exit_code=EXIT_UNREACHABLE) from exc
+            raise ApiError(
+                f"racetrackd at {self.remote} did not answer in {self.timeout:g} s", exit_code=EXIT_UNREACHABLE
+            ) from exc
         except requests.RequestException as exc:  # a malformed URL, a TLS failure, a broken answer
-            raise ApiError(f"cannot talk to racetrackd at {self.remote}: {exc}",
-                           hint="check the remote: rtd remote", exit_code=EXIT_UNREACHABLE) from exc
+            raise ApiError(
+                f"cannot talk to racetrackd at {self.remote}: {exc}",
+                hint="check the remote: rtd remote",
+                exit_code=EXIT_UNREACHABLE,
+            ) from exc
         return response
 
     def _api(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -56,18 +63,31 @@ class ApiClient:
         try:
             return response.json()
         except ValueError as exc:
-            raise ApiError(f"{self.remote} answered {path} with something other than racetrackd's JSON",
-                           hint="is the remote a racetrackd? rtd remote shows it") from exc
+            raise ApiError(
+                f"{self.remote} answered {path} with something other than racetrackd's JSON",
+                hint="is the remote a racetrackd? rtd remote shows it",
+            ) from exc
 
     def info(self) -> dict[str, Any]:
         return self._api("GET", "/info")
 
-    def deploy(self, manifest: dict[str, Any], build_context: str | None, force: bool,
-               git_credentials: dict[str, str] | None = None, no_cache: bool = False,
-               secret_vars: dict[str, dict[str, str]] | None = None) -> str:
-        body: dict[str, Any] = {"manifest": manifest, "build_context": build_context, "force": force,
-                                "git_credentials": git_credentials, "secret_vars": secret_vars,
-                                "build_flags": ["--no-cache"] if no_cache else []}
+    def deploy(
+        self,
+        manifest: dict[str, Any],
+        build_context: str | None,
+        force: bool,
+        git_credentials: dict[str, str] | None = None,
+        no_cache: bool = False,
+        secret_vars: dict[str, dict[str, str]] | None = None,
+    ) -> str:
+        body: dict[str, Any] = {
+            "manifest": manifest,
+            "build_context": build_context,
+            "force": force,
+            "git_credentials": git_credentials,
+            "secret_vars": secret_vars,
+            "build_flags": ["--no-cache"] if no_cache else [],
+        }
         return str(self._api("POST", "/deploy", json=body)["id"])
 
     def deployment(self, deployment_id: str) -> dict[str, Any]:
@@ -92,8 +112,13 @@ class ApiClient:
         return str(self._api("GET", f"/job/{name}/{version}/logs", params={"tail": tail})["logs"])
 
     def follow_job_logs(self, name: str, version: str, tail: int) -> Iterator[bytes]:
-        response = self._request("GET", f"/lifecycle/api/v1/job/{name}/{version}/logs",
-                                 params={"tail": tail, "follow": "true"}, stream=True, timeout=(10, None))
+        response = self._request(
+            "GET",
+            f"/lifecycle/api/v1/job/{name}/{version}/logs",
+            params={"tail": tail, "follow": "true"},
+            stream=True,
+            timeout=(10, None),
+        )
         if response.status_code >= 400:
             raise _error_from(response)
         yield from response.iter_content(chunk_size=None)
@@ -141,8 +166,9 @@ class ApiClient:
 
     def poll_task(self, task_id: str, wait: float = 30) -> requests.Response:
         """The task's answer when it is done (the job's own status and body); 202 while it runs."""
-        return self._request("GET", f"/pub/async/task/{task_id}/poll", params={"wait": wait},
-                             timeout=max(self.timeout, wait + 10))
+        return self._request(
+            "GET", f"/pub/async/task/{task_id}/poll", params={"wait": wait}, timeout=max(self.timeout, wait + 10)
+        )
 
     def tasks(self, state: str | None, job_name: str | None, limit: int) -> list[dict[str, Any]]:
         params: dict[str, Any] = {"limit": limit}
@@ -154,7 +180,6 @@ class ApiClient:
 
     def retry_task(self, task_id: str) -> dict[str, Any]:
         return self._api("POST", f"/async/tasks/{task_id}/retry")
-
 
     # ---- auth: own session
     def login(self, username: str, password: str) -> dict[str, Any]:
@@ -196,8 +221,9 @@ class ApiClient:
         return self._api("GET", "/auth/tokens", params=params)
 
     def create_token(self, subject: str | None, expires_in: float | None, description: str) -> dict[str, Any]:
-        return self._api("POST", "/auth/tokens", json={"subject": subject, "expires_in": expires_in,
-                                                       "description": description})
+        return self._api(
+            "POST", "/auth/tokens", json={"subject": subject, "expires_in": expires_in, "description": description}
+        )
 
     def revoke_token(self, token_id: int) -> dict[str, Any]:
         return self._api("DELETE", f"/auth/tokens/{token_id}")
@@ -205,10 +231,20 @@ class ApiClient:
     def grants(self, subject: str | None) -> list[dict[str, Any]]:
         return self._api("GET", "/auth/grants", params={"subject": subject} if subject else {})
 
-    def add_grant(self, subject: str, scope: str, job_name: str | None, job_version: str | None,
-                  endpoint: str | None) -> dict[str, Any]:
-        return self._api("POST", "/auth/grants", json={"subject": subject, "scope": scope, "job_name": job_name,
-                                                       "job_version": job_version, "endpoint": endpoint})
+    def add_grant(
+        self, subject: str, scope: str, job_name: str | None, job_version: str | None, endpoint: str | None
+    ) -> dict[str, Any]:
+        return self._api(
+            "POST",
+            "/auth/grants",
+            json={
+                "subject": subject,
+                "scope": scope,
+                "job_name": job_name,
+                "job_version": job_version,
+                "endpoint": endpoint,
+            },
+        )
 
     def remove_grant(self, grant_id: int) -> None:
         self._api("DELETE", f"/auth/grants/{grant_id}")
@@ -233,8 +269,13 @@ class ApiClient:
         return self._api("GET", "/plugin/job_type/versions")
 
     def install_plugin(self, filename: str, data: bytes, replace: bool) -> dict[str, Any]:
-        return self._api("POST", f"/plugin/upload/{filename}", params={"replace": int(replace)}, data=data,
-                         headers={"Content-Type": "application/zip"})
+        return self._api(
+            "POST",
+            f"/plugin/upload/{filename}",
+            params={"replace": int(replace)},
+            data=data,
+            headers={"Content-Type": "application/zip"},
+        )
 
     def remove_plugin(self, name: str, version: str) -> dict[str, Any]:
         return self._api("DELETE", f"/plugin/{name}/{version}")

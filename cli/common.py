@@ -26,4 +26,3 @@ def complete_job_name(ctx: click.Context, param: click.Parameter, incomplete: st
         return []
     names = sorted({str(job["name"]) for job in jobs if str(job["name"]).startswith(incomplete)})
     return [CompletionItem(name) for name in names]
-

@@ -51,15 +51,20 @@ class ClientConfig:
         data: dict[str, Any] = {}
         if path.is_file():
             data = yaml.safe_load(path.read_text()) or {}
-        return cls(path=path, remote=data.get("remote"), tokens=dict(data.get("tokens") or {}),
-                   remotes=dict(data.get("remotes") or {}))
+        return cls(
+            path=path,
+            remote=data.get("remote"),
+            tokens=dict(data.get("tokens") or {}),
+            remotes=dict(data.get("remotes") or {}),
+        )
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.touch(mode=0o600, exist_ok=True)
         self.path.chmod(0o600)  # it holds tokens
-        self.path.write_text(yaml.safe_dump({"remote": self.remote, "remotes": self.remotes, "tokens": self.tokens},
-                                            sort_keys=True))
+        self.path.write_text(
+            yaml.safe_dump({"remote": self.remote, "remotes": self.remotes, "tokens": self.tokens}, sort_keys=True)
+        )
 
     def chosen(self, remote: str | None, environ: Mapping[str, str] | None = None) -> str:
         """The remote as the user spelled it (a name or a URL), by precedence: flag, environment, file, default."""
@@ -71,11 +76,13 @@ class ClientConfig:
         return normalize_remote(self.remotes.get(remote, remote))
 
     def name_of(self, url: str) -> str | None:
-        return next((name for name, named_url in sorted(self.remotes.items()) if normalize_remote(named_url) == url),
-                    None)
+        return next(
+            (name for name, named_url in sorted(self.remotes.items()) if normalize_remote(named_url) == url), None
+        )
 
-    def resolve(self, remote: str | None, token: str | None, environ: Mapping[str, str] | None = None
-                ) -> tuple[str, str | None]:
+    def resolve(
+        self, remote: str | None, token: str | None, environ: Mapping[str, str] | None = None
+    ) -> tuple[str, str | None]:
         """The remote's URL and the token to use, by precedence: flag, environment, config file, default."""
         environ = os.environ if environ is None else environ
         url = self.url_of(self.chosen(remote, environ))

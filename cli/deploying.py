@@ -66,18 +66,32 @@ def validate(directory: Path, extra_vars: tuple[str, ...], as_json: bool) -> Non
 @click.option("--force", is_flag=True, help="Redeploy a name and version that already exists.")
 @click.option("-e", "--extra-vars", multiple=True, help=EXTRA_VARS_HELP)
 @click.option("-q", "--quiet", is_flag=True, help="Show phases only, not the build output.")
-@click.option("--local", "force_local", is_flag=True,
-              help="Upload DIRECTORY even when the manifest names a git.remote.")
+@click.option(
+    "--local", "force_local", is_flag=True, help="Upload DIRECTORY even when the manifest names a git.remote."
+)
 @click.option("--no-cache", is_flag=True, help="Build every image layer anew.")
 @click.option("--git-username", envvar="RTD_GIT_USERNAME", help="For a private git.remote (env RTD_GIT_USERNAME).")
-@click.option("--git-password", envvar="RTD_GIT_PASSWORD",
-              help="Password or access token for a private git.remote (env RTD_GIT_PASSWORD).")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print only the finished deployment as JSON (progress goes to stderr).")
+@click.option(
+    "--git-password",
+    envvar="RTD_GIT_PASSWORD",
+    help="Password or access token for a private git.remote (env RTD_GIT_PASSWORD).",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print only the finished deployment as JSON (progress goes to stderr)."
+)
 @click.pass_context
-def submit(ctx: click.Context, directory: Path, force: bool, extra_vars: tuple[str, ...], quiet: bool,
-           force_local: bool, no_cache: bool, git_username: str | None, git_password: str | None,
-           as_json: bool) -> None:
+def submit(
+    ctx: click.Context,
+    directory: Path,
+    force: bool,
+    extra_vars: tuple[str, ...],
+    quiet: bool,
+    force_local: bool,
+    no_cache: bool,
+    git_username: str | None,
+    git_password: str | None,
+    as_json: bool,
+) -> None:
     """Build and deploy the job in DIRECTORY (its job.yaml, or one piped on stdin, and its files).
 
     With a git.remote in the manifest the daemon clones it (branch, directory) instead, unless --local.
@@ -99,8 +113,14 @@ def submit(ctx: click.Context, directory: Path, force: bool, extra_vars: tuple[s
     from_git = manifest.git is not None and not force_local
     source = f"{manifest.git.remote} (git)" if from_git and manifest.git else f"{directory} (upload)"
     progress.step(f"submitting {manifest.name} {manifest.version} to {client.remote} from {source}")
-    deployment_id = client.deploy(manifest.raw, None if from_git else pack(directory, _secret_files(manifest)), force,
-                                  git_credentials=credentials, no_cache=no_cache, secret_vars=secret_vars)
+    deployment_id = client.deploy(
+        manifest.raw,
+        None if from_git else pack(directory, _secret_files(manifest)),
+        force,
+        git_credentials=credentials,
+        no_cache=no_cache,
+        secret_vars=secret_vars,
+    )
     deployment = follow(client, deployment_id, progress, show_logs=not quiet)
     for warning in (deployment.get("warnings") or "").splitlines():
         warn(warning)
@@ -139,9 +159,11 @@ def follow(client: ApiClient, deployment_id: str, progress: Progress, show_logs:
             progress.wait(delay)
             delay = min(delay * 1.2, 1.0)  # quick deploys finish in seconds: poll finely at first
     except KeyboardInterrupt:
-        raise RtdError(f"stopped watching; deployment {deployment_id[:8]} goes on in racetrackd",
-                       hint="rtd build-logs NAME -f follows it; rtd status NAME shows how it ended",
-                       exit_code=EXIT_INTERRUPTED) from None
+        raise RtdError(
+            f"stopped watching; deployment {deployment_id[:8]} goes on in racetrackd",
+            hint="rtd build-logs NAME -f follows it; rtd status NAME shows how it ended",
+            exit_code=EXIT_INTERRUPTED,
+        ) from None
     finally:
         progress.done()
 
@@ -149,12 +171,16 @@ def follow(client: ApiClient, deployment_id: str, progress: Progress, show_logs:
 def _fail(what: str, deployment: dict[str, Any]) -> None:
     """Report a failed deployment or rollback (its error may carry the build's last lines) and exit 6."""
     message, _, details = (deployment.get("error") or "no error recorded").partition("\n")
-    report_error(f"{what} {deployment['id'][:8]} of {deployment['job_name']} {deployment['job_version']} "
-                 f"failed: {message}")
+    report_error(
+        f"{what} {deployment['id'][:8]} of {deployment['job_name']} {deployment['job_version']} failed: {message}"
+    )
     if details:
         click.echo(details, err=True)
-    click.echo(f"hint: rtd build-logs {deployment['job_name']} --version {deployment['job_version']} "
-               "shows the whole build output", err=True)
+    click.echo(
+        f"hint: rtd build-logs {deployment['job_name']} --version {deployment['job_version']} "
+        "shows the whole build output",
+        err=True,
+    )
     sys.exit(EXIT_DEPLOY_FAILED)
 
 
@@ -176,8 +202,10 @@ def rollback(ctx: click.Context, name: str, version: str, deployment_id: str | N
     if deployment["status"] != "done":
         _fail("rollback", deployment)
     if not as_json:
-        progress.step(f"{name} {deployment['job_version']} runs the release of deployment "
-                      f"{deployment['rollback_of']} (took {progress.elapsed:.1f} s)")
+        progress.step(
+            f"{name} {deployment['job_version']} runs the release of deployment "
+            f"{deployment['rollback_of']} (took {progress.elapsed:.1f} s)"
+        )
 
 
 @click.command("build-logs")
@@ -220,8 +248,18 @@ def deployments(ctx: click.Context, name: str | None, limit: int, as_json: bool)
     rows: list[tuple[str, ...]] = [("ID", "JOB", "VERSION", "KIND", "STATUS", "WHEN", "BY", "TOOK")]
     for d in items:
         took = sum(p["duration"] or 0 for p in d.get("phases") or [])
-        rows.append((d["id"][:8], d["job_name"], d["job_version"], d.get("kind", "deploy"), d["status"],
-                     when(d["create_time"]), d.get("deployed_by") or "-", seconds(took)))
+        rows.append(
+            (
+                d["id"][:8],
+                d["job_name"],
+                d["job_version"],
+                d.get("kind", "deploy"),
+                d["status"],
+                when(d["create_time"]),
+                d.get("deployed_by") or "-",
+                seconds(took),
+            )
+        )
     table(rows)
     for d in items:
         if d["status"] == "failed" and d.get("error"):

@@ -24,9 +24,17 @@ EXIT_UNREACHABLE = 7
 EXIT_INVALID_INPUT = 8
 EXIT_INTERRUPTED = 130  # the shell's own code for Ctrl-C
 
-_EXIT_BY_STATUS = {400: EXIT_INVALID_INPUT, 401: EXIT_AUTH, 403: EXIT_AUTH, 404: EXIT_NOT_FOUND, 409: EXIT_CONFLICT,
-                   413: EXIT_INVALID_INPUT, 422: EXIT_INVALID_INPUT, 429: EXIT_AUTH,
-                   503: EXIT_CONFLICT}  # 503: maintenance mode (the gateway's 503s never reach rtd's API calls)
+_EXIT_BY_STATUS = {
+    400: EXIT_INVALID_INPUT,
+    401: EXIT_AUTH,
+    403: EXIT_AUTH,
+    404: EXIT_NOT_FOUND,
+    409: EXIT_CONFLICT,
+    413: EXIT_INVALID_INPUT,
+    422: EXIT_INVALID_INPUT,
+    429: EXIT_AUTH,
+    503: EXIT_CONFLICT,
+}  # 503: maintenance mode (the gateway's 503s never reach rtd's API calls)
 
 
 class RtdError(Exception):

@@ -35,8 +35,14 @@ def register(main: click.Group) -> None:
 
 
 @click.command("list")
-@click.option("-c", "--column", "columns", multiple=True, type=click.Choice([*COLUMNS, "all"]),
-              help="Add a column (repeatable; all: every one). Always shown: NAME VERSION STATUS.")
+@click.option(
+    "-c",
+    "--column",
+    "columns",
+    multiple=True,
+    type=click.Choice([*COLUMNS, "all"]),
+    help="Add a column (repeatable; all: every one). Always shown: NAME VERSION STATUS.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the jobs as JSON.")
 @click.pass_context
 def list_jobs(ctx: click.Context, columns: tuple[str, ...], as_json: bool) -> None:
@@ -92,11 +98,15 @@ def status(ctx: click.Context, name: str, version: str, as_json: bool) -> None:
         click.echo(f"  {label + ':':<13} {value}")
     if deployment is None:
         return
-    click.echo(f"last deployment {deployment['id'][:8]} ({deployment.get('kind', 'deploy')}, {deployment['status']}) "
-               f"by {deployment.get('deployed_by') or '-'} at {when(deployment['create_time'])}")
+    click.echo(
+        f"last deployment {deployment['id'][:8]} ({deployment.get('kind', 'deploy')}, {deployment['status']}) "
+        f"by {deployment.get('deployed_by') or '-'} at {when(deployment['create_time'])}"
+    )
     phases = deployment.get("phases") or []
     for phase in phases:
-        click.echo(f"  {phase['name']:<30} {seconds(phase['duration']) if phase['duration'] is not None else 'running'}")
+        click.echo(
+            f"  {phase['name']:<30} {seconds(phase['duration']) if phase['duration'] is not None else 'running'}"
+        )
     if phases:
         click.echo(f"  {'total':<30} {seconds(sum(p['duration'] or 0 for p in phases))}")
     if deployment["status"] == "failed" and deployment.get("error"):
@@ -116,16 +126,21 @@ def _explain_missing(client: ApiClient, name: str, version: str, exc: ApiError) 
     if tried and tried[0]["status"] == "failed":
         last = tried[0]
         reason = (last.get("error") or "no error recorded").splitlines()[0]
-        raise RtdError(f"{name} {last['job_version']} is not deployed: deployment {last['id'][:8]} failed: {reason}",
-                       hint=f"rtd build-logs {name} --version {last['job_version']}; fix it and rtd submit again",
-                       exit_code=EXIT_NOT_FOUND) from exc
+        raise RtdError(
+            f"{name} {last['job_version']} is not deployed: deployment {last['id'][:8]} failed: {reason}",
+            hint=f"rtd build-logs {name} --version {last['job_version']}; fix it and rtd submit again",
+            exit_code=EXIT_NOT_FOUND,
+        ) from exc
     if tried and tried[0]["status"] == "in_progress":
-        raise RtdError(f"{name} {tried[0]['job_version']} is still being deployed ({tried[0].get('phase')})",
-                       hint=f"rtd build-logs {name} --version {tried[0]['job_version']} -f",
-                       exit_code=EXIT_NOT_FOUND) from exc
+        raise RtdError(
+            f"{name} {tried[0]['job_version']} is still being deployed ({tried[0].get('phase')})",
+            hint=f"rtd build-logs {name} --version {tried[0]['job_version']} -f",
+            exit_code=EXIT_NOT_FOUND,
+        ) from exc
     if not tried:
-        raise RtdError(exc.message, hint=exc.hint or "rtd list shows the jobs you may read", exit_code=EXIT_NOT_FOUND
-                       ) from exc
+        raise RtdError(
+            exc.message, hint=exc.hint or "rtd list shows the jobs you may read", exit_code=EXIT_NOT_FOUND
+        ) from exc
 
 
 @click.command()
@@ -155,13 +170,28 @@ def logs(ctx: click.Context, name: str, version: str, tail: int, follow: bool) -
 @click.option("--endpoint", default=None, help=f"The job's path (default {DEFAULT_ENDPOINT}); or give ENDPOINT.")
 @click.option("--data", default=None, help="JSON (or YAML) payload (default {}); or give PAYLOAD.")
 @click.option("--method", default="POST", show_default=True, type=click.Choice(["GET", "POST", "PUT", "DELETE"]))
-@click.option("--async", "as_task", is_flag=True,
-              help="Run it as an async call (kept by the daemon, retried if the job is unreachable) and wait.")
+@click.option(
+    "--async",
+    "as_task",
+    is_flag=True,
+    help="Run it as an async call (kept by the daemon, retried if the job is unreachable) and wait.",
+)
 @click.option("--curl", "as_curl", is_flag=True, help="Print the equivalent curl command instead of calling.")
 @click.option("--show-token", is_flag=True, help="With --curl: write the token itself, not $(rtd token).")
 @click.pass_context
-def call(ctx: click.Context, name: str, endpoint_arg: str | None, payload_arg: str | None, version: str,
-         endpoint: str | None, data: str | None, method: str, as_task: bool, as_curl: bool, show_token: bool) -> None:
+def call(
+    ctx: click.Context,
+    name: str,
+    endpoint_arg: str | None,
+    payload_arg: str | None,
+    version: str,
+    endpoint: str | None,
+    data: str | None,
+    method: str,
+    as_task: bool,
+    as_curl: bool,
+    show_token: bool,
+) -> None:
     """Call a job's endpoint through the gateway and print the response.
 
     \b
@@ -174,7 +204,9 @@ def call(ctx: click.Context, name: str, endpoint_arg: str | None, payload_arg: s
     if payload_arg is not None and data is not None:
         raise click.UsageError("give the payload once: as PAYLOAD or --data")
     endpoint = "/" + (endpoint_arg or endpoint or DEFAULT_ENDPOINT).lstrip("/")
-    payload = _parse_payload(payload_arg if payload_arg is not None else data, "PAYLOAD" if payload_arg is not None else "--data")
+    payload = _parse_payload(
+        payload_arg if payload_arg is not None else data, "PAYLOAD" if payload_arg is not None else "--data"
+    )
     client = client_for(ctx)
     if as_curl:
         click.echo(curl_command(ctx, client, name, version, endpoint, payload, method, show_token))
@@ -193,8 +225,10 @@ def call(ctx: click.Context, name: str, endpoint_arg: str | None, payload_arg: s
             message = str(response.json().get("error") or message)
         except (ValueError, AttributeError):
             pass
-        raise RtdError(f"{name} {version} {endpoint} answered {response.status_code}: {message}",
-                       exit_code=exit_code_for_status(response.status_code))
+        raise RtdError(
+            f"{name} {version} {endpoint} answered {response.status_code}: {message}",
+            exit_code=exit_code_for_status(response.status_code),
+        )
     click.echo(response.text.rstrip())
 
 
@@ -207,8 +241,16 @@ def _parse_payload(text: str | None, where: str) -> Any:
         raise click.BadParameter(f"not valid JSON or YAML: {exc}".splitlines()[0], param_hint=where) from exc
 
 
-def curl_command(ctx: click.Context, client: ApiClient, name: str, version: str, endpoint: str, payload: Any,
-                 method: str, show_token: bool) -> str:
+def curl_command(
+    ctx: click.Context,
+    client: ApiClient,
+    name: str,
+    version: str,
+    endpoint: str,
+    payload: Any,
+    method: str,
+    show_token: bool,
+) -> str:
     """The curl command doing the same call. The token is `$(rtd token)`, so it stays out of shell history
     and screenshots, unless `show_token`."""
     root = ctx.find_root()
@@ -242,14 +284,19 @@ def delete(ctx: click.Context, name: str, version: str) -> None:
 
 @click.command()
 @click.argument("name", required=False, shell_complete=complete_job_name)
-@click.option("--state", type=click.Choice(["queued", "running", "completed", "failed"]), default=None,
-              help="Only tasks in this state.")
+@click.option(
+    "--state",
+    type=click.Choice(["queued", "running", "completed", "failed"]),
+    default=None,
+    help="Only tasks in this state.",
+)
 @click.option("--retry", "retry_id", metavar="TASK_ID", default=None, help="Queue a failed task again.")
 @click.option("--limit", default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the tasks as JSON.")
 @click.pass_context
-def tasks(ctx: click.Context, name: str | None, state: str | None, retry_id: str | None, limit: int,
-          as_json: bool) -> None:
+def tasks(
+    ctx: click.Context, name: str | None, state: str | None, retry_id: str | None, limit: int, as_json: bool
+) -> None:
     """Async calls (newest first): their state, attempts and errors; --retry queues a failed one again."""
     client = client_for(ctx)
     if retry_id:
@@ -268,7 +315,14 @@ def tasks(ctx: click.Context, name: str | None, state: str | None, retry_id: str
         return
     rows = [("TASK", "JOB", "STATE", "ATTEMPTS", "CREATED", "ERROR")]
     for task in found:
-        rows.append((task["task_id"], f"{task['job_name']} {task['job_version']}", task["state"],
-                     str(task["attempts"]), when(task["created_at"]),
-                     (task["error"] or "").splitlines()[0][:80] if task["error"] else ""))
+        rows.append(
+            (
+                task["task_id"],
+                f"{task['job_name']} {task['job_version']}",
+                task["state"],
+                str(task["attempts"]),
+                when(task["created_at"]),
+                (task["error"] or "").splitlines()[0][:80] if task["error"] else "",
+            )
+        )
     table(rows)

@@ -41,15 +41,20 @@ class _Group(click.Group):
         except Exception as exc:  # a bug in rtd: still one line, and the traceback on request
             if os.environ.get("RTD_DEBUG"):
                 raise
-            report_error(f"rtd failed unexpectedly: {type(exc).__name__}: {exc}",
-                         "run again with RTD_DEBUG=1 for the traceback, and report it")
+            report_error(
+                f"rtd failed unexpectedly: {type(exc).__name__}: {exc}",
+                "run again with RTD_DEBUG=1 for the traceback, and report it",
+            )
             sys.exit(EXIT_ERROR)
 
 
 @click.group(cls=_Group)
-@click.option("--remote", envvar="RTD_REMOTE",
-              help="racetrackd to talk to: a remote's name (rtd remote add) or a URL. Default: rtd remote use, "
-                   "else http://127.0.0.1:7102.")
+@click.option(
+    "--remote",
+    envvar="RTD_REMOTE",
+    help="racetrackd to talk to: a remote's name (rtd remote add) or a URL. Default: rtd remote use, "
+    "else http://127.0.0.1:7102.",
+)
 @click.option("--token", envvar="RTD_TOKEN", help="Auth token (default: the one saved by `rtd login`).")
 @click.version_option(__version__, prog_name="rtd")
 @click.pass_context

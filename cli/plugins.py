@@ -50,8 +50,9 @@ def _read_source(source: str) -> tuple[str, bytes]:
             raise RtdError(f"cannot download {source}: HTTP {response.status_code}")
         return Path(urlparse(source).path).name or "plugin.zip", response.content
     if path.is_dir():
-        raise click.BadParameter(f"{source} is a directory; make a ZIP first: rtd plugin bundle {source}",
-                                 param_hint="SOURCE")
+        raise click.BadParameter(
+            f"{source} is a directory; make a ZIP first: rtd plugin bundle {source}", param_hint="SOURCE"
+        )
     raise click.BadParameter(f"{source} is neither a file nor an http(s) URL", param_hint="SOURCE")
 
 
@@ -76,9 +77,15 @@ def list_plugins(ctx: click.Context, job_types: bool, as_json: bool) -> None:
         return
     rows: list[list[object]] = [["NAME", "VERSION", "JOB TYPES", "ORIGIN", "STATUS"]]
     for row in plugins:
-        rows.append([row["name"], row["version"] or "-", ", ".join(row.get("job_types") or []) or "-",
-                     "built-in" if row.get("builtin") else "uploaded", f"broken: {row['error']}" if row.get("error")
-                     else "ok"])
+        rows.append(
+            [
+                row["name"],
+                row["version"] or "-",
+                ", ".join(row.get("job_types") or []) or "-",
+                "built-in" if row.get("builtin") else "uploaded",
+                f"broken: {row['error']}" if row.get("error") else "ok",
+            ]
+        )
     table(rows)
 
 
@@ -98,8 +105,12 @@ plugin.add_command(remove, name="uninstall")  # Racetrack's name for it
 @plugin.command()
 @click.argument("name")
 @click.argument("version")
-@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
-              help="Directory to write NAME-VERSION.zip into.")
+@click.option(
+    "--out-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    help="Directory to write NAME-VERSION.zip into.",
+)
 @click.pass_context
 def download(ctx: click.Context, name: str, version: str, out_dir: Path) -> None:
     """Download an installed plugin as a ZIP (admins)."""
@@ -112,16 +123,21 @@ def download(ctx: click.Context, name: str, version: str, out_dir: Path) -> None
 
 @plugin.command("bundle")
 @click.argument("directory", default=".", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Directory to write the ZIP into (default: DIRECTORY).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Directory to write the ZIP into (default: DIRECTORY).",
+)
 @click.option("--plugin-version", help="Override the manifest's version in the bundle.")
 def bundle_command(directory: Path, out: Path | None, plugin_version: str | None) -> None:
     """Check the plugin in DIRECTORY and ZIP it as NAME-VERSION.zip (honours .racetrackignore)."""
     try:
         filename, data = bundle(directory, plugin_version)
     except PluginInvalid as exc:
-        raise RtdError(f"{directory}: {exc}", hint="docs/plugins.md describes what a plugin holds",
-                       exit_code=EXIT_INVALID_INPUT) from exc
+        raise RtdError(
+            f"{directory}: {exc}", hint="docs/plugins.md describes what a plugin holds", exit_code=EXIT_INVALID_INPUT
+        ) from exc
     target = (out or directory) / filename
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(data)

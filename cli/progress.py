@@ -13,8 +13,9 @@ SPINNER = "|/-\\"
 
 
 class Progress:
-    def __init__(self, stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic,
-                 tty: bool | None = None) -> None:
+    def __init__(
+        self, stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic, tty: bool | None = None
+    ) -> None:
         self.stream = stream or sys.stdout
         self.clock = clock
         self.started = clock()

@@ -71,13 +71,17 @@ def remote_use(name_or_url: str) -> None:
     config = ClientConfig.load()
     chosen = name_or_url.strip()
     if chosen not in config.remotes and REMOTE_NAME.match(chosen) and chosen != "localhost":
-        raise RtdError(f"no remote named {chosen}", hint="rtd remote list shows them; a URL works too",
-                       exit_code=EXIT_NOT_FOUND)  # a mistyped name, not a host: a host has a dot or a port
+        raise RtdError(
+            f"no remote named {chosen}", hint="rtd remote list shows them; a URL works too", exit_code=EXIT_NOT_FOUND
+        )  # a mistyped name, not a host: a host has a dot or a port
     config.remote = chosen
     config.save()
     url = config.url_of(config.remote)
-    click.echo(f"using {url}" + (f" ({name_or_url})" if name_or_url in config.remotes else "")
-               + ("" if url in config.tokens else "; not logged in there"))
+    click.echo(
+        f"using {url}"
+        + (f" ({name_or_url})" if name_or_url in config.remotes else "")
+        + ("" if url in config.tokens else "; not logged in there")
+    )
 
 
 @remote.command("list")
@@ -86,16 +90,27 @@ def remote_use(name_or_url: str) -> None:
 def remote_list(ctx: click.Context, as_json: bool) -> None:
     """Named remotes, which one is current, and where you are logged in."""
     config, chosen, url, _ = _current(ctx)
-    rows = [{"name": name, "url": named_url, "current": named_url == url and (chosen == name or chosen not in config.remotes),
-             "logged_in": named_url in config.tokens} for name, named_url in sorted(config.remotes.items())]
+    rows = [
+        {
+            "name": name,
+            "url": named_url,
+            "current": named_url == url and (chosen == name or chosen not in config.remotes),
+            "logged_in": named_url in config.tokens,
+        }
+        for name, named_url in sorted(config.remotes.items())
+    ]
     if as_json:
         print_json(rows)
         return
     if not rows:
         click.echo(f"no named remotes; the current one is {url} (rtd remote add NAME URL names one)")
         return
-    table([("", "NAME", "URL", "LOGGED IN"),
-           *[("*" if r["current"] else "", r["name"], r["url"], "yes" if r["logged_in"] else "no") for r in rows]])
+    table(
+        [
+            ("", "NAME", "URL", "LOGGED IN"),
+            *[("*" if r["current"] else "", r["name"], r["url"], "yes" if r["logged_in"] else "no") for r in rows],
+        ]
+    )
 
 
 @remote.command("remove")
@@ -137,8 +152,10 @@ def version(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"rtd {__version__}")
         click.echo(f"racetrackd {server} at {url}")
     if _major_minor(server) != _major_minor(__version__):
-        warn(f"rtd {__version__} and racetrackd {server} differ in major.minor version; "
-             "some commands may not work: install the rtd that comes with this racetrackd")
+        warn(
+            f"rtd {__version__} and racetrackd {server} differ in major.minor version; "
+            "some commands may not work: install the rtd that comes with this racetrackd"
+        )
 
 
 def _major_minor(text: str) -> tuple[str, ...]:

@@ -26,7 +26,7 @@ def parse_env_file(text: str, source: str) -> dict[str, str]:
         if not line or line.startswith("#"):
             continue
         if line.startswith("export "):
-            line = line[len("export "):].lstrip()
+            line = line[len("export ") :].lstrip()
         name, sep, value = line.partition("=")
         name = name.strip()
         if not sep or not NAME.match(name):
@@ -43,8 +43,10 @@ def read_secret_vars(manifest: Manifest, directory: Path) -> tuple[dict[str, dic
     not here: the daemon then reuses the secrets of this version's last deployment."""
     found: dict[str, dict[str, str]] = {"build_env": {}, "runtime_env": {}}
     missing = []
-    for field, part, name in (("secret_build_env_file", "build_env", manifest.secret_build_env_file),
-                              ("secret_runtime_env_file", "runtime_env", manifest.secret_runtime_env_file)):
+    for field, part, name in (
+        ("secret_build_env_file", "build_env", manifest.secret_build_env_file),
+        ("secret_runtime_env_file", "runtime_env", manifest.secret_runtime_env_file),
+    ):
         if not name:
             continue
         path = directory / name

@@ -80,7 +80,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 node[key] = {}
             child = node[key]
             if not isinstance(child, dict):
-                raise ManifestInvalid([FieldError(".".join(keys[: index + 1]), "is not a mapping; cannot set a key inside it")])
+                raise ManifestInvalid(
+                    [FieldError(".".join(keys[: index + 1]), "is not a mapping; cannot set a key inside it")]
+                )
             node = child
         node[keys[-1]] = value
     return result

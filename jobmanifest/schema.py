@@ -46,9 +46,25 @@ DEPRECATED_EXTRA = ("python", "golang", "wrapper_properties", "docker")
 # racetrackd runs every job on its host's Docker engine: Racetrack's only target that applies here.
 INFRASTRUCTURE_TARGET = "docker"
 TOP_LEVEL = (
-    "name", "owner_email", "version", "jobtype", "lang", "git", "jobtype_extra", "build_env",
-    "runtime_env", "secret_build_env_file", "secret_runtime_env_file", "labels", "public_endpoints",
-    "replicas", "resources", "system_dependencies", "infrastructure_target", "image_type", "extends",
+    "name",
+    "owner_email",
+    "version",
+    "jobtype",
+    "lang",
+    "git",
+    "jobtype_extra",
+    "build_env",
+    "runtime_env",
+    "secret_build_env_file",
+    "secret_runtime_env_file",
+    "labels",
+    "public_endpoints",
+    "replicas",
+    "resources",
+    "system_dependencies",
+    "infrastructure_target",
+    "image_type",
+    "extends",
     "idle_timeout",  # racetrackd's own: scale to zero after this long without calls
     "call_timeout",  # racetrackd's own: how long one call may take, end to end
     *DEPRECATED_EXTRA,
@@ -150,8 +166,15 @@ class _Checker:
             hint = f" (did you mean {guess[0]!r}?)" if guess else ""
             self.error(path, f"unknown field{hint}")
 
-    def string(self, data: dict[str, Any], key: str, path: str, *, required: bool = False,
-               check: Callable[[str], str | None] | None = None) -> str | None:
+    def string(
+        self,
+        data: dict[str, Any],
+        key: str,
+        path: str,
+        *,
+        required: bool = False,
+        check: Callable[[str], str | None] | None = None,
+    ) -> str | None:
         value = data.get(key)
         if value is None:
             if required:
@@ -175,8 +198,9 @@ class _Checker:
             return None
         return value
 
-    def string_list(self, data: dict[str, Any], key: str, path: str,
-                    check: Callable[[str], str | None]) -> tuple[str, ...]:
+    def string_list(
+        self, data: dict[str, Any], key: str, path: str, check: Callable[[str], str | None]
+    ) -> tuple[str, ...]:
         value = data.get(key)
         if value is None:
             return ()
@@ -201,9 +225,11 @@ class _Checker:
         for name, item in value.items():
             path = f"{key}.{name}"
             if not isinstance(name, str) or not ENV_NAME.match(name):
-                self.error(path, "not a valid environment variable name (letters, digits, _; not starting with a digit)")
+                self.error(
+                    path, "not a valid environment variable name (letters, digits, _; not starting with a digit)"
+                )
             elif not isinstance(item, str):
-                self.error(path, f"must be a string, not {_kind(item)}; quote it: {name}: \"{item}\"")
+                self.error(path, f'must be a string, not {_kind(item)}; quote it: {name}: "{item}"')
             else:
                 result[name] = item
         return result
@@ -217,8 +243,13 @@ def validate_manifest(data: Any) -> Manifest:
     c.unknown_keys(data, TOP_LEVEL)
 
     name = c.string(data, "name", "name", required=True, check=_check_name)
-    owner_email = c.string(data, "owner_email", "owner_email", required=True,
-                           check=lambda v: None if EMAIL.match(v) else f"{v!r} is not an e-mail address")
+    owner_email = c.string(
+        data,
+        "owner_email",
+        "owner_email",
+        required=True,
+        check=lambda v: None if EMAIL.match(v) else f"{v!r} is not an e-mail address",
+    )
     version = _version(c, data)
     jobtype = _jobtype(c, data)
     git = _git(c, data)
@@ -229,25 +260,43 @@ def validate_manifest(data: Any) -> Manifest:
     secret_runtime = c.string(data, "secret_runtime_env_file", "secret_runtime_env_file")
     labels = c.mapping(data, "labels", "labels") or {}
     public_endpoints = c.string_list(
-        data, "public_endpoints", "public_endpoints",
+        data,
+        "public_endpoints",
+        "public_endpoints",
         lambda v: None if v.startswith("/") else f"{v!r} must be a path starting with /",
     )
     replicas = _replicas(c, data)
     resources = _resources(c, data)
     system_dependencies = c.string_list(
-        data, "system_dependencies", "system_dependencies",
-        lambda v: None if PACKAGE.match(v) else (
-            f"{v!r} is not a package name (Debian's rules: lower-case letters, digits, + - .; optionally "
-            ":arch, =version or /release)"),
+        data,
+        "system_dependencies",
+        "system_dependencies",
+        lambda v: (
+            None
+            if PACKAGE.match(v)
+            else (
+                f"{v!r} is not a package name (Debian's rules: lower-case letters, digits, + - .; optionally "
+                ":arch, =version or /release)"
+            )
+        ),
     )
-    infrastructure_target = c.string(data, "infrastructure_target", "infrastructure_target",
-                                     check=infrastructure_target_problem)
-    image_type = c.string(data, "image_type", "image_type",
-                          check=lambda v: None if v == "docker" else f"{v!r} is not supported (supported: docker)")
+    infrastructure_target = c.string(
+        data, "infrastructure_target", "infrastructure_target", check=infrastructure_target_problem
+    )
+    image_type = c.string(
+        data,
+        "image_type",
+        "image_type",
+        check=lambda v: None if v == "docker" else f"{v!r} is not supported (supported: docker)",
+    )
     idle_timeout = _duration(c, data, "idle_timeout", MIN_IDLE_TIMEOUT)
     call_timeout = _duration(c, data, "call_timeout", MIN_CALL_TIMEOUT)
-    c.string(data, "extends", "extends",
-             check=lambda v: f"{v!r} must be a relative path to the base manifest" if v.startswith("/") else None)
+    c.string(
+        data,
+        "extends",
+        "extends",
+        check=lambda v: f"{v!r} must be a relative path to the base manifest" if v.startswith("/") else None,
+    )
 
     if c.errors or name is None or owner_email is None or jobtype is None:
         raise ManifestInvalid(c.errors)
@@ -255,13 +304,27 @@ def validate_manifest(data: Any) -> Manifest:
     raw["version"] = version
     raw.pop("extends", None)
     return Manifest(
-        name=name, version=version, owner_email=owner_email, jobtype=jobtype, git=git,
-        jobtype_extra=jobtype_extra, build_env=build_env, runtime_env=runtime_env,
-        secret_build_env_file=secret_build, secret_runtime_env_file=secret_runtime, labels=labels,
-        public_endpoints=public_endpoints, replicas=replicas, resources=resources,
-        system_dependencies=system_dependencies, infrastructure_target=infrastructure_target,
-        image_type=image_type or "docker", idle_timeout=idle_timeout,
-        call_timeout=call_timeout, raw=raw, warnings=tuple(c.warnings),
+        name=name,
+        version=version,
+        owner_email=owner_email,
+        jobtype=jobtype,
+        git=git,
+        jobtype_extra=jobtype_extra,
+        build_env=build_env,
+        runtime_env=runtime_env,
+        secret_build_env_file=secret_build,
+        secret_runtime_env_file=secret_runtime,
+        labels=labels,
+        public_endpoints=public_endpoints,
+        replicas=replicas,
+        resources=resources,
+        system_dependencies=system_dependencies,
+        infrastructure_target=infrastructure_target,
+        image_type=image_type or "docker",
+        idle_timeout=idle_timeout,
+        call_timeout=call_timeout,
+        raw=raw,
+        warnings=tuple(c.warnings),
     )
 
 
@@ -279,7 +342,7 @@ def _version(c: _Checker, data: dict[str, Any]) -> str:
     if value is None:  # absent or left empty
         return DEFAULT_VERSION
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        c.error("version", f"{value!r} is a number; write a semantic version as a string, like \"{_as_semver(value)}\"")
+        c.error("version", f'{value!r} is a number; write a semantic version as a string, like "{_as_semver(value)}"')
         return DEFAULT_VERSION
     if not isinstance(value, str):
         c.error("version", f"must be a string, not {_kind(value)}")
@@ -303,9 +366,17 @@ def _jobtype(c: _Checker, data: dict[str, Any]) -> str | None:
     key = "jobtype" if "jobtype" in data or "lang" not in data else "lang"
     if key == "lang":
         c.warnings.append("lang is deprecated: rename it to jobtype")
-    return c.string(data, key, key, required=True, check=lambda v: None if JOBTYPE.match(v) else (
-        f"{v!r} must be NAME:VERSION, e.g. python3:latest, python3:1.0.0 or python3:1.*"
-    ))
+    return c.string(
+        data,
+        key,
+        key,
+        required=True,
+        check=lambda v: (
+            None
+            if JOBTYPE.match(v)
+            else (f"{v!r} must be NAME:VERSION, e.g. python3:latest, python3:1.0.0 or python3:1.*")
+        ),
+    )
 
 
 def _git(c: _Checker, data: dict[str, Any]) -> GitSource | None:
@@ -321,8 +392,15 @@ def _git(c: _Checker, data: dict[str, Any]) -> GitSource | None:
 
 def _check_branch(value: str) -> str | None:
     # The rules of `git check-ref-format --branch`, without running git.
-    bad = (not value or value.startswith(("-", "/")) or value.endswith((".", "/", ".lock")) or ".." in value
-           or "//" in value or "@{" in value or re.search(r"[\x00-\x20\x7f~^:?*\[\\\"]", value) is not None)
+    bad = (
+        not value
+        or value.startswith(("-", "/"))
+        or value.endswith((".", "/", ".lock"))
+        or ".." in value
+        or "//" in value
+        or "@{" in value
+        or re.search(r"[\x00-\x20\x7f~^:?*\[\\\"]", value) is not None
+    )
     return f"{value!r} is not a valid branch name" if bad else None
 
 
@@ -339,8 +417,10 @@ def relative_path_problem(value: str) -> str | None:
     if value.startswith("/") or ".." in value.split("/"):
         return "must be a relative path inside the job directory"
     if not SAFE_PATH.match(value):
-        return (f"must be a relative path inside the job directory, of letters, digits and _ . + @ = , ~ / - "
-                f"(not starting with -), not {value!r}")
+        return (
+            f"must be a relative path inside the job directory, of letters, digits and _ . + @ = , ~ / - "
+            f"(not starting with -), not {value!r}"
+        )
     return None
 
 
@@ -354,9 +434,13 @@ def _check_remote(value: str) -> str | None:
             return f"{value!r} is not a valid URL: {exc}"
         # A password, or a token written as the user of an http(s) URL, would be stored with the
         # manifest and shown wherever the manifest is (ssh://git@host is a plain user name).
-        if password is not None or ("@" in urlsplit(value).netloc and value.lower().startswith(("http://", "https://"))):
-            return ("must not hold a password or token; give credentials with the deploy "
-                    "(rtd submit --git-username/--git-password), which keeps them secret")
+        if password is not None or (
+            "@" in urlsplit(value).netloc and value.lower().startswith(("http://", "https://"))
+        ):
+            return (
+                "must not hold a password or token; give credentials with the deploy "
+                "(rtd submit --git-username/--git-password), which keeps them secret"
+            )
     return None
 
 
@@ -365,10 +449,12 @@ def _check_jobtype_extra_values(c: _Checker, extra: dict[str, Any], key: str) ->
     control characters in any string (a newline starts a new Dockerfile instruction)."""
     checks: dict[str, Callable[[str], str | None]] = {
         **{name: relative_path_problem for name in JOBTYPE_EXTRA_PATHS},
-        "python_version": lambda v: None if PYTHON_VERSION.match(v) else (
-            f"{v!r} is not a Python version like 3.11 or 3.11.4"),
-        "debian_version": lambda v: None if DEBIAN_VERSION.match(v) else (
-            f"{v!r} is not a Debian image suffix like slim-bookworm"),
+        "python_version": lambda v: (
+            None if PYTHON_VERSION.match(v) else (f"{v!r} is not a Python version like 3.11 or 3.11.4")
+        ),
+        "debian_version": lambda v: (
+            None if DEBIAN_VERSION.match(v) else (f"{v!r} is not a Debian image suffix like slim-bookworm")
+        ),
         "entrypoint_class": lambda v: None if PYTHON_NAME.match(v) else f"{v!r} is not a Python class name",
     }
     for name, value in extra.items():
@@ -434,7 +520,9 @@ def _duration(c: _Checker, data: dict[str, Any], field: str, minimum: int) -> in
     value = data.get(field)
     if value is None:
         return None
-    match = DURATION.match(str(value).strip()) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+    match = (
+        DURATION.match(str(value).strip()) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+    )
     if not match:
         c.error(field, f"{value!r} is not a duration like 30s, 15m or 2h")
         return None
@@ -476,6 +564,11 @@ def _resources(c: _Checker, data: dict[str, Any]) -> Resources:
 
 def _kind(value: object) -> str:
     return {
-        bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list",
-        dict: "a mapping", type(None): "empty",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+        type(None): "empty",
     }.get(type(value), type(value).__name__)

@@ -30,8 +30,7 @@ JOB_TYPE_CATEGORY = "job-type"
 MAX_ARCHIVE_BYTES = 64 * 1024**2
 MAX_UNPACKED_BYTES = 256 * 1024**2  # a ZIP bomb stops here, however well it compresses
 MAX_FILES = 5000
-MANIFEST_KEYS = ("name", "version", "category", "build_date", "url", "priority", "components", "job_types",
-                 "settings")
+MANIFEST_KEYS = ("name", "version", "category", "build_date", "url", "priority", "components", "job_types", "settings")
 # A daemon setting a plugin declares: read from RACETRACK_<NAME upper-cased>, like the daemon's own.
 SETTING_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 SETTING_KEYS = ("default", "help")
@@ -62,8 +61,13 @@ class PluginManifest:
     def to_dict(self) -> dict[str, Any]:
         """Racetrack's PluginManifest shape (without job_types, which `GET /plugin` lists by name)."""
         return {
-            "name": self.name, "version": self.version, "build_date": self.build_date, "url": self.url,
-            "priority": self.priority, "category": self.category, "components": list(self.components),
+            "name": self.name,
+            "version": self.version,
+            "build_date": self.build_date,
+            "url": self.url,
+            "priority": self.priority,
+            "category": self.category,
+            "components": list(self.components),
         }
 
 
@@ -80,8 +84,9 @@ def parse_manifest(text: str) -> PluginManifest:
         raise PluginInvalid(f"{PLUGIN_MANIFEST}: unknown key {unknown[0]!r} (known: {', '.join(MANIFEST_KEYS)})")
     name = data.get("name")
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise PluginInvalid(f"{PLUGIN_MANIFEST}: name: must be lower-case letters, digits, '.', '_' or '-' "
-                            f"(got {name!r})")
+        raise PluginInvalid(
+            f"{PLUGIN_MANIFEST}: name: must be lower-case letters, digits, '.', '_' or '-' (got {name!r})"
+        )
     version = data.get("version")
     if isinstance(version, (int, float)) and not isinstance(version, bool):
         version = str(version)
@@ -110,12 +115,19 @@ def parse_manifest(text: str) -> PluginManifest:
             if not isinstance(spec["dockerfile_from_job"], dict):
                 raise PluginInvalid(f"{where}.dockerfile_from_job: must be {{path_field, default, render}}")
         elif not isinstance(spec.get("dockerfile_template"), str):
-            raise PluginInvalid(f"{where}.dockerfile_template: required, the template's path in the plugin "
-                                f"(or dockerfile_from_job, to build the job's own Dockerfile)")
+            raise PluginInvalid(
+                f"{where}.dockerfile_template: required, the template's path in the plugin "
+                f"(or dockerfile_from_job, to build the job's own Dockerfile)"
+            )
     return PluginManifest(
-        name=name, version=version, category=_optional_str(data, "category"),
-        build_date=_optional_str(data, "build_date"), url=_optional_str(data, "url"), priority=priority,
-        components=tuple(components), job_types={str(k): dict(v) for k, v in job_types.items()},
+        name=name,
+        version=version,
+        category=_optional_str(data, "category"),
+        build_date=_optional_str(data, "build_date"),
+        url=_optional_str(data, "url"),
+        priority=priority,
+        components=tuple(components),
+        job_types={str(k): dict(v) for k, v in job_types.items()},
         settings=_settings(data.get("settings")),
     )
 
@@ -130,8 +142,10 @@ def _settings(data: Any) -> dict[str, dict[str, str]]:
     for name, spec in data.items():
         where = f"{PLUGIN_MANIFEST}: settings.{name}"
         if not isinstance(name, str) or not SETTING_NAME_PATTERN.match(name):
-            raise PluginInvalid(f"{where}: a setting name is lower-case letters, digits and '_', starting with "
-                                f"a letter (its variable is RACETRACK_ and the name in upper case)")
+            raise PluginInvalid(
+                f"{where}: a setting name is lower-case letters, digits and '_', starting with "
+                f"a letter (its variable is RACETRACK_ and the name in upper case)"
+            )
         if not isinstance(spec, dict) or set(spec) - set(SETTING_KEYS):
             raise PluginInvalid(f"{where}: must be {{default: value, help: text}}")
         default, help_text = spec.get("default", ""), spec.get("help")
@@ -183,8 +197,12 @@ def _safe_members(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
     total = 0
     for member in members:
         path = PurePosixPath(member.filename.replace("\\", "/"))
-        if member.filename.startswith(("/", "\\")) or path.is_absolute() or ".." in path.parts \
-                or re.match(r"^[A-Za-z]:", member.filename):
+        if (
+            member.filename.startswith(("/", "\\"))
+            or path.is_absolute()
+            or ".." in path.parts
+            or re.match(r"^[A-Za-z]:", member.filename)
+        ):
             raise PluginInvalid(f"ZIP entry {member.filename!r} points outside the plugin directory")
         mode = member.external_attr >> 16
         if stat.S_ISLNK(mode):
@@ -243,8 +261,11 @@ def bundle(plugin_dir: Path, version: str | None = None) -> tuple[str, bytes]:
             relative = path.relative_to(plugin_dir)
             if path.is_symlink() or not path.is_file() or relative.as_posix() == PLUGIN_MANIFEST:
                 continue
-            if any(part in ALWAYS_IGNORED for part in relative.parts) or relative.suffix == ".zip" \
-                    or _ignored(relative, ignored):
+            if (
+                any(part in ALWAYS_IGNORED for part in relative.parts)
+                or relative.suffix == ".zip"
+                or _ignored(relative, ignored)
+            ):
                 continue
             archive.write(path, relative.as_posix())
         archive.writestr(PLUGIN_MANIFEST, stamped)

@@ -62,8 +62,9 @@ def _depth_over(value: Any, limit: int) -> bool:
     return False
 
 
-def create_app(settings: Settings | None = None, runtime: Runtime | None = None, *,
-               services: Services | None = None) -> Flask:
+def create_app(
+    settings: Settings | None = None, runtime: Runtime | None = None, *, services: Services | None = None
+) -> Flask:
     """The Flask app over `services`, or over services built here from `settings` and `runtime`."""
     services = services or build_services(settings or Settings.from_env(), runtime)
     app = Flask("racetrackd")
@@ -118,9 +119,12 @@ def _racetrack_error(error: RacetrackError) -> tuple[dict[str, Any], int, dict[s
 def _storage_error(error: Exception) -> tuple[dict[str, Any], int, dict[str, str]] | tuple[dict[str, Any], int]:
     """A full disk is the operator's to fix and says so (507); anything else stays an internal error (500)."""
     if is_storage_full(error):
-        return _racetrack_error(StorageFull(
-            f"the disk under racetrackd's data dir is full ({error}); nothing was stored",
-            hint="ask the operator to free some space (old images: docker image prune), then try again"))
+        return _racetrack_error(
+            StorageFull(
+                f"the disk under racetrackd's data dir is full ({error}); nothing was stored",
+                hint="ask the operator to free some space (old images: docker image prune), then try again",
+            )
+        )
     log.exception("internal error: %s", error)
     return _http_error(InternalServerError(original_exception=error))
 

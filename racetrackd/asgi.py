@@ -107,8 +107,13 @@ def create_asgi_app(settings: Settings | None = None, runtime: Runtime | None = 
     settings = services.settings
     routes = RoutingTable(settings.call_timeout)
     upstream = UpstreamPool()
-    gateway = Gateway(routes=routes, upstream=upstream, authenticator=services.authenticator,
-                      wake=services.wake_named, async_max_body=int(settings.async_max_body))
+    gateway = Gateway(
+        routes=routes,
+        upstream=upstream,
+        authenticator=services.authenticator,
+        wake=services.wake_named,
+        async_max_body=int(settings.async_max_body),
+    )
     flask_app = create_app(services=services)
     control_plane = WSGIMiddleware(flask_app, workers=settings.http_threads)  # type: ignore[arg-type]
     return Daemon(gateway, control_plane, routes, upstream)

@@ -28,8 +28,14 @@ _VERBS = {
 }
 
 
-def activity(job_name: str | None, job_version: str | None, limit: int, *, event_type: str | None = None,
-             executor: str | None = None) -> list[AuditEvent]:
+def activity(
+    job_name: str | None,
+    job_version: str | None,
+    limit: int,
+    *,
+    event_type: str | None = None,
+    executor: str | None = None,
+) -> list[AuditEvent]:
     query = AuditEvent.select().order_by(AuditEvent.timestamp.desc(), AuditEvent.id.desc())  # type: ignore[attr-defined]
     if event_type:
         query = query.where(AuditEvent.event_type == event_type)

@@ -18,7 +18,8 @@ from racetrackd.settings import Settings
 def _settings() -> Settings:
     settings = Settings.from_env()
     logging.basicConfig(
-        level=settings.log_level.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s",
+        level=settings.log_level.upper(),
+        format="[%(asctime)s] %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     return settings
@@ -79,10 +80,17 @@ def base_images_group() -> None:
     """Base images for job types, for hosts that cannot pull from a registry."""
 
 
-JOB_TYPE_OPTION = click.option("--job-type", type=click.Choice(sorted(base_images.KINDS)), default="python3",
-                               show_default=True, help="Job type the base image is for.")
-BASE_IMAGE_SETTING = {"python3": ("python_base_image", "RACETRACK_PYTHON_BASE_IMAGE"),
-                      "golang": ("golang_base_image", "RACETRACK_GOLANG_BASE_IMAGE")}
+JOB_TYPE_OPTION = click.option(
+    "--job-type",
+    type=click.Choice(sorted(base_images.KINDS)),
+    default="python3",
+    show_default=True,
+    help="Job type the base image is for.",
+)
+BASE_IMAGE_SETTING = {
+    "python3": ("python_base_image", "RACETRACK_PYTHON_BASE_IMAGE"),
+    "golang": ("golang_base_image", "RACETRACK_GOLANG_BASE_IMAGE"),
+}
 
 
 @base_images_group.command("build")
@@ -94,8 +102,9 @@ def build_base_image(job_type: str, name: str | None, suite: str, mirror: str | 
     """Build a base image from Debian packages (debootstrap + docker import)."""
     settings = _settings()
     kind = base_images.KINDS[job_type]
-    image = base_images.build_base_image(DockerRuntime(), kind, name or kind.local_name, suite, mirror,
-                                         settings.data_dir / "tmp")
+    image = base_images.build_base_image(
+        DockerRuntime(), kind, name or kind.local_name, suite, mirror, settings.data_dir / "tmp"
+    )
     click.echo(f"built {image}; use it with {BASE_IMAGE_SETTING[job_type][1]}={image}")
 
 
@@ -105,5 +114,8 @@ def ensure_base_image(job_type: str) -> None:
     """Print a base image that is usable here: the configured one, or a local build."""
     settings = _settings()
     preferred = settings.plugin_settings[BASE_IMAGE_SETTING[job_type][0]]  # declared by the built-in plugin
-    click.echo(base_images.ensure_base_image(DockerRuntime(), base_images.KINDS[job_type], preferred,
-                                             settings.data_dir / "tmp"))
+    click.echo(
+        base_images.ensure_base_image(
+            DockerRuntime(), base_images.KINDS[job_type], preferred, settings.data_dir / "tmp"
+        )
+    )

@@ -62,12 +62,21 @@ def serve(settings: Settings) -> int:
     lock.acquire()
     services = build_services(settings, make_networks=True)  # before the HTTP workers, which build their own
     runtime, addressing, plugins = services.runtime, services.addressing, services.plugins
-    builder = ImageBuilder(settings, runtime, services.vault, daemon_url_for_builds(addressing, runtime),
-                           isolate_builds=addressing.isolates_containers)
+    builder = ImageBuilder(
+        settings,
+        runtime,
+        services.vault,
+        daemon_url_for_builds(addressing, runtime),
+        isolate_builds=addressing.isolates_containers,
+    )
     for plugin in plugins.plugins():  # broken ones are logged as they load; say once what serves
         if plugin.error is None:
-            log.info("job-type plugin %s %s: %s", plugin.name, plugin.version,
-                     ", ".join(jt.full_name for jt in plugin.job_types) or "no job types")
+            log.info(
+                "job-type plugin %s %s: %s",
+                plugin.name,
+                plugin.version,
+                ", ".join(jt.full_name for jt in plugin.job_types) or "no job types",
+            )
     deployer = Deployer(settings, runtime, plugins, addressing, services.accounts, builder)
     worker = DeploymentWorker(deployer, settings.worker_poll_interval, settings.build_concurrency)
     supervisor = Supervisor(settings, runtime, deployer)
@@ -83,6 +92,7 @@ def serve(settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+
     # If gunicorn dies, the daemon is useless: stop the worker too and report failure.
     def _watch_http() -> None:
         http.wait()
@@ -91,8 +101,9 @@ def serve(settings: Settings) -> int:
     threading.Thread(target=_watch_http, daemon=True, name="http-watch").start()
     log.info("racetrackd listening on %s:%s (gateway %s/pub)", settings.host, settings.port, settings.public_url)
     worker.fail_interrupted()  # before the reconcile, so their half-started containers count as orphans
-    threading.Thread(target=supervisor.run_forever, args=(settings.supervisor_interval,), daemon=True,
-                     name="supervisor").start()
+    threading.Thread(
+        target=supervisor.run_forever, args=(settings.supervisor_interval,), daemon=True, name="supervisor"
+    ).start()
     threading.Thread(target=async_calls.run_forever, daemon=True, name="async-calls").start()
     try:
         worker.run_forever()
@@ -110,15 +121,24 @@ def serve(settings: Settings) -> int:
 def _start_gunicorn(settings: Settings, extra_binds: list[str]) -> subprocess.Popen[bytes]:
     binds = [f"{settings.host}:{settings.port}", *extra_binds]
     command = [
-        sys.executable, "-m", "gunicorn",
+        sys.executable,
+        "-m",
+        "gunicorn",
         *[arg for bind in binds for arg in ("--bind", bind)],
-        "--workers", str(settings.http_workers),
-        "--worker-class", "asgi",
-        "--config", "python:racetrackd.gunicorn_hooks",
-        "--graceful-timeout", "20",
-        "--keep-alive", "75",
-        "--log-level", settings.log_level,
-        "--error-logfile", "-",
+        "--workers",
+        str(settings.http_workers),
+        "--worker-class",
+        "asgi",
+        "--config",
+        "python:racetrackd.gunicorn_hooks",
+        "--graceful-timeout",
+        "20",
+        "--keep-alive",
+        "75",
+        "--log-level",
+        settings.log_level,
+        "--error-logfile",
+        "-",
         "--no-control-socket",
         "racetrackd.asgi:create_asgi_app()",
     ]
@@ -136,8 +156,11 @@ def start(settings: Settings, wait_seconds: float = 60) -> int:
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", "racetrackd", "serve"],
-            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, **settings.as_environ()}, start_new_session=True,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **settings.as_environ()},
+            start_new_session=True,
         )
     (settings.data_dir / PID_FILE).write_text(f"{process.pid}\n")
     deadline = time.monotonic() + wait_seconds

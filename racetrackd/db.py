@@ -149,44 +149,73 @@ class Job(BaseModel):
         self.replica_addresses = tuple(addresses)
         self.serving = serving
         self.update_time = now()
-        Job.update(container_name=self.container_name, internal_name=self.internal_name,
-                   replica_addresses=self.replica_addresses, serving=self.serving,
-                   update_time=self.update_time).where(self._this()).execute()
+        Job.update(
+            container_name=self.container_name,
+            internal_name=self.internal_name,
+            replica_addresses=self.replica_addresses,
+            serving=self.serving,
+            update_time=self.update_time,
+        ).where(self._this()).execute()
 
     def record_addresses(self, addresses: list[str] | tuple[str, ...]) -> None:
         """The replicas answer at `addresses` now (containers recreated after they went missing)."""
         Job.update(internal_name=addresses[0], replica_addresses=tuple(addresses), update_time=now()).where(
-            self._this()).execute()
+            self._this()
+        ).execute()
 
     def record_check(self, status: str, error: str | None, ready: list[str], crash_count: int) -> bool:
         """The supervisor's finding, written only if it changed anything and the row still holds the
         containers it looked at and no redeploy began meanwhile. Returns whether it changed."""
         address = ready[0] if ready else self.internal_name
         if (status, error, address, crash_count, tuple(ready)) == (
-                self.status, self.error, self.internal_name, self.crash_count, tuple(self.replica_addresses)):
+            self.status,
+            self.error,
+            self.internal_name,
+            self.crash_count,
+            tuple(self.replica_addresses),
+        ):
             return False
-        Job.update(status=status, error=error, internal_name=address, crash_count=crash_count,
-                   replica_addresses=tuple(ready), update_time=now()).where(
-            self._this() & (Job.container_name == self.container_name)
+        Job.update(
+            status=status,
+            error=error,
+            internal_name=address,
+            crash_count=crash_count,
+            replica_addresses=tuple(ready),
+            update_time=now(),
+        ).where(
+            self._this()
+            & (Job.container_name == self.container_name)
             & (Job.status != JobStatus.STARTING)  # a redeploy may have begun meanwhile
         ).execute()
         return True
 
     def mark_sleeping(self) -> bool:
         """Running -> sleeping (scaled to zero, no addresses); False if it was no longer running."""
-        return bool(Job.update(status=JobStatus.SLEEPING, replica_addresses=(), error=None, update_time=now()).where(
-            self._this() & (Job.status == JobStatus.RUNNING)).execute())
+        return bool(
+            Job.update(status=JobStatus.SLEEPING, replica_addresses=(), error=None, update_time=now())
+            .where(self._this() & (Job.status == JobStatus.RUNNING))
+            .execute()
+        )
 
     def claim_wake(self) -> bool:
         """Sleeping -> waking; True for the one caller that gets to start the containers."""
-        return bool(Job.update(status=JobStatus.WAKING, update_time=now()).where(
-            self._this() & (Job.status == JobStatus.SLEEPING)).execute())
+        return bool(
+            Job.update(status=JobStatus.WAKING, update_time=now())
+            .where(self._this() & (Job.status == JobStatus.SLEEPING))
+            .execute()
+        )
 
     def mark_awake(self, addresses: list[str] | tuple[str, ...]) -> None:
         """Woken: running at `addresses`. deployment_timestamp doubles as "awake since": the idle clock
         starts again now."""
-        Job.update(status=JobStatus.RUNNING, internal_name=addresses[0], replica_addresses=tuple(addresses),
-                   deployment_timestamp=int(time.time()), error=None, update_time=now()).where(self._this()).execute()
+        Job.update(
+            status=JobStatus.RUNNING,
+            internal_name=addresses[0],
+            replica_addresses=tuple(addresses),
+            deployment_timestamp=int(time.time()),
+            error=None,
+            update_time=now(),
+        ).where(self._this()).execute()
 
     def mark_crashed(self, error: str) -> None:
         Job.update(status=JobStatus.CRASHED, error=error, update_time=now()).where(self._this()).execute()
@@ -229,9 +258,12 @@ class Deployment(BaseModel):
             )
             candidate = (
                 cls.select()
-                .where((cls.claimed == False) & (cls.status == DeploymentStatus.IN_PROGRESS)  # noqa: E712
-                       # one deployment per job version at a time, however many run at once
-                       & ~peewee.Tuple(cls.job_name, cls.job_version).in_(busy))
+                .where(
+                    (cls.claimed == False)  # noqa: E712 (peewee builds SQL from ==)
+                    & (cls.status == DeploymentStatus.IN_PROGRESS)
+                    # one deployment per job version at a time, however many run at once
+                    & ~peewee.Tuple(cls.job_name, cls.job_version).in_(busy)
+                )
                 .order_by(cls.create_time)
                 .first()
             )
@@ -243,9 +275,15 @@ class Deployment(BaseModel):
 
     @classmethod
     def in_progress_for(cls, job_name: str, job_version: str) -> bool:
-        return cls.select().where(
-            (cls.job_name == job_name) & (cls.job_version == job_version) & (cls.status == DeploymentStatus.IN_PROGRESS)
-        ).exists()
+        return (
+            cls.select()
+            .where(
+                (cls.job_name == job_name)
+                & (cls.job_version == job_version)
+                & (cls.status == DeploymentStatus.IN_PROGRESS)
+            )
+            .exists()
+        )
 
     @classmethod
     def interrupted(cls) -> list[Deployment]:
@@ -255,15 +293,19 @@ class Deployment(BaseModel):
     def set_phase(self, phase: str) -> None:
         self.phase = phase
         self.update_time = now()
-        self.phases = json.dumps([*self._closed_phases(), {"name": phase, "started_at": self.update_time,
-                                                           "ended_at": None}])
+        self.phases = json.dumps(
+            [*self._closed_phases(), {"name": phase, "started_at": self.update_time, "ended_at": None}]
+        )
         self.save(only=[Deployment.phase, Deployment.phases, Deployment.update_time])
 
     def phase_timeline(self) -> list[dict[str, Any]]:
         """Each phase with its start and duration in seconds (None while it runs)."""
         return [
-            {"name": p["name"], "started_at": p["started_at"],
-             "duration": None if p["ended_at"] is None else round(p["ended_at"] - p["started_at"], 3)}
+            {
+                "name": p["name"],
+                "started_at": p["started_at"],
+                "duration": None if p["ended_at"] is None else round(p["ended_at"] - p["started_at"], 3),
+            }
             for p in json.loads(self.phases or "[]")
         ]
 
@@ -329,23 +371,29 @@ class BuildLog(BaseModel):
             head_room = last_newline + 1 if last_newline >= 0 else head_room  # the head ends with a whole line
         for part, in_head in ((text[:head_room], True), (text[head_room:], False)):
             if part:
-                BuildLogChunk.create(deployment_id=deployment_id, start=log.total, end=log.total + len(part),
-                                     text=part, in_head=in_head)
+                BuildLogChunk.create(
+                    deployment_id=deployment_id, start=log.total, end=log.total + len(part), text=part, in_head=in_head
+                )
                 log.total += len(part)
         log.head_chars += min(head_room, len(text))
         log.cut_lines += _drop_oldest_tail(deployment_id, log.total, max_chars - max_chars // 2)
         log.save(force_insert=created)
 
     def since(self, offset: int) -> str:
-        chunks = list(BuildLogChunk.select().where((BuildLogChunk.deployment_id == self.deployment_id)
-                                                   & (BuildLogChunk.end > offset)).order_by(BuildLogChunk.start))
-        parts = [chunk.text[max(offset - chunk.start, 0):] for chunk in chunks if chunk.in_head]
+        chunks = list(
+            BuildLogChunk.select()
+            .where((BuildLogChunk.deployment_id == self.deployment_id) & (BuildLogChunk.end > offset))
+            .order_by(BuildLogChunk.start)
+        )
+        parts = [chunk.text[max(offset - chunk.start, 0) :] for chunk in chunks if chunk.in_head]
         tail = [chunk for chunk in chunks if not chunk.in_head]
         if tail and tail[0].start > self.head_chars and offset < tail[0].start:
             newline = "" if not parts or parts[-1].endswith("\n") else "\n"
-            parts.append(f"{newline}… {self.cut_lines} lines cut (the build log keeps the first and the last "
-                         f"half of RACETRACK_BUILD_LOG_MAX_SIZE) …\n")
-        parts.extend(chunk.text[max(offset - chunk.start, 0):] for chunk in tail)
+            parts.append(
+                f"{newline}… {self.cut_lines} lines cut (the build log keeps the first and the last "
+                f"half of RACETRACK_BUILD_LOG_MAX_SIZE) …\n"
+            )
+        parts.extend(chunk.text[max(offset - chunk.start, 0) :] for chunk in tail)
         return "".join(parts)
 
 
@@ -364,9 +412,11 @@ class BuildLogChunk(BaseModel):
 def _drop_oldest_tail(deployment_id: str, total: int, keep: int) -> int:
     """Delete the oldest tail chunks until at most `keep` characters remain (the newest is cut to whole
     lines when it alone is longer); returns how many lines went."""
-    tail = list(BuildLogChunk.select().where((BuildLogChunk.deployment_id == deployment_id)
-                                             & (BuildLogChunk.in_head == False))  # noqa: E712 (peewee)
-                .order_by(BuildLogChunk.start))
+    tail = list(
+        BuildLogChunk.select()
+        .where((BuildLogChunk.deployment_id == deployment_id) & (BuildLogChunk.in_head == False))  # noqa: E712 (peewee)
+        .order_by(BuildLogChunk.start)
+    )
     lines = 0
     size = sum(len(chunk.text) for chunk in tail)
     while tail and size > keep:
@@ -412,10 +462,14 @@ class AuditEvent(BaseModel):
     properties = peewee.TextField(default="{}")  # JSON
 
     @classmethod
-    def record(cls, event_type: str, job_name: str, job_version: str, executor: str | None,
-               **properties: Any) -> None:
-        cls.create(event_type=event_type, job_name=job_name, job_version=job_version, executor=executor,
-                   properties=json.dumps(properties))
+    def record(cls, event_type: str, job_name: str, job_version: str, executor: str | None, **properties: Any) -> None:
+        cls.create(
+            event_type=event_type,
+            job_name=job_name,
+            job_version=job_version,
+            executor=executor,
+            properties=json.dumps(properties),
+        )
 
 
 class TaskState:
@@ -544,8 +598,22 @@ class AuthFailure(BaseModel):
         indexes = ((("address", "time"), False),)
 
 
-MODELS: list[type[BaseModel]] = [Job, Deployment, BuildLog, BuildLogChunk, DeletedJob, AuditEvent, AsyncTask, User, Esc, AuthToken, Grant,
-                                 PublicEndpoint, AuthFailure, RegistrySetting]
+MODELS: list[type[BaseModel]] = [
+    Job,
+    Deployment,
+    BuildLog,
+    BuildLogChunk,
+    DeletedJob,
+    AuditEvent,
+    AsyncTask,
+    User,
+    Esc,
+    AuthToken,
+    Grant,
+    PublicEndpoint,
+    AuthFailure,
+    RegistrySetting,
+]
 
 
 def _v2_deployment_warnings(migrator: SqliteMigrator) -> list[Any]:
@@ -607,10 +675,14 @@ class _MoveBuildLogsOut:
     def run(self) -> None:
         db = database.obj
         db.create_tables([BuildLog, BuildLogChunk], safe=True)
-        db.execute_sql("INSERT OR IGNORE INTO build_log (deployment_id, total, head_chars, head_full, cut_lines) "
-                       "SELECT id, length(build_logs), length(build_logs), 1, 0 FROM deployment WHERE build_logs != ''")
-        db.execute_sql("INSERT OR IGNORE INTO build_log_chunk (deployment_id, start, \"end\", text, in_head) "
-                       "SELECT id, 0, length(build_logs), build_logs, 1 FROM deployment WHERE build_logs != ''")
+        db.execute_sql(
+            "INSERT OR IGNORE INTO build_log (deployment_id, total, head_chars, head_full, cut_lines) "
+            "SELECT id, length(build_logs), length(build_logs), 1, 0 FROM deployment WHERE build_logs != ''"
+        )
+        db.execute_sql(
+            'INSERT OR IGNORE INTO build_log_chunk (deployment_id, start, "end", text, in_head) '
+            "SELECT id, 0, length(build_logs), build_logs, 1 FROM deployment WHERE build_logs != ''"
+        )
         db.execute_sql("UPDATE deployment SET build_logs = '' WHERE build_logs != ''")
 
 

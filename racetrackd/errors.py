@@ -61,8 +61,7 @@ class ManifestError(ValidationError):
 
     reference = "invalid-manifest"
 
-    def __init__(self, message: str, *, hint: str | None = None,
-                 errors: list[tuple[str, str]] | None = None) -> None:
+    def __init__(self, message: str, *, hint: str | None = None, errors: list[tuple[str, str]] | None = None) -> None:
         super().__init__(message, hint=hint)
         self.errors = errors or []
 

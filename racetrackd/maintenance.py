@@ -21,8 +21,12 @@ class Maintenance:
     since: float | None = None
 
     def to_dict(self) -> dict[str, object]:
-        return {"maintenance_mode": self.on, "message": self.message, "changed_by": self.changed_by,
-                "since": int(self.since) if self.since else None}
+        return {
+            "maintenance_mode": self.on,
+            "message": self.message,
+            "changed_by": self.changed_by,
+            "since": int(self.since) if self.since else None,
+        }
 
 
 def current() -> Maintenance:
@@ -30,8 +34,9 @@ def current() -> Maintenance:
     if row is None:
         return Maintenance(on=False)
     value = json.loads(row.value)
-    return Maintenance(on=bool(value.get("on")), message=value.get("message", ""), changed_by=row.changed_by,
-                       since=row.update_time)
+    return Maintenance(
+        on=bool(value.get("on")), message=value.get("message", ""), changed_by=row.changed_by, since=row.update_time
+    )
 
 
 def switch(on: object, message: object, changed_by: str | None) -> Maintenance:
@@ -42,9 +47,13 @@ def switch(on: object, message: object, changed_by: str | None) -> Maintenance:
         message = ""
     if not isinstance(message, str) or len(message) > MAX_MESSAGE_LENGTH:
         raise ValidationError(f"message: must be a string of at most {MAX_MESSAGE_LENGTH} characters")
-    (RegistrySetting.insert(key=SETTING_KEY, value=json.dumps({"on": on, "message": message}),
-                            changed_by=changed_by, update_time=now())
-     .on_conflict_replace().execute())
+    (
+        RegistrySetting.insert(
+            key=SETTING_KEY, value=json.dumps({"on": on, "message": message}), changed_by=changed_by, update_time=now()
+        )
+        .on_conflict_replace()
+        .execute()
+    )
     return current()
 
 
@@ -53,5 +62,7 @@ def ensure_changes_allowed(doing: str) -> None:
     state = current()
     if state.on:
         reason = f": {state.message}" if state.message else ""
-        raise MaintenanceMode(f"racetrackd is in maintenance mode; cannot {doing} now{reason}",
-                              hint="try again when an admin turns maintenance mode off")
+        raise MaintenanceMode(
+            f"racetrackd is in maintenance mode; cannot {doing} now{reason}",
+            hint="try again when an admin turns maintenance mode off",
+        )

@@ -70,18 +70,30 @@ def container_limits(manifest: Manifest, settings: Settings) -> ContainerLimits:
 
 
 # Set by racetrackd in every job container; a manifest may not override them.
-RESERVED_ENV = frozenset({
-    "JOB_NAME", "JOB_VERSION", "JOB_DEPLOYMENT_TIMESTAMP", "JOB_MANIFEST_YAML", "PUB_URL", "AUTH_TOKEN",
-    "REQUEST_TRACING_HEADER", "JOB_TYPE_VERSION", "JOB_VENV", "PYTHONPATH", "JOB_GRACEFUL_TIMEOUT",
-    "JOB_CALL_TIMEOUT",
-})
+RESERVED_ENV = frozenset(
+    {
+        "JOB_NAME",
+        "JOB_VERSION",
+        "JOB_DEPLOYMENT_TIMESTAMP",
+        "JOB_MANIFEST_YAML",
+        "PUB_URL",
+        "AUTH_TOKEN",
+        "REQUEST_TRACING_HEADER",
+        "JOB_TYPE_VERSION",
+        "JOB_VENV",
+        "PYTHONPATH",
+        "JOB_GRACEFUL_TIMEOUT",
+        "JOB_CALL_TIMEOUT",
+    }
+)
 
 
 def _reserved_env_problems(manifest: Manifest) -> list[tuple[str, str]]:
     return [
         (f"{field}.{name}", "reserved: racetrackd sets it in every job; choose another name")
         for field, env in (("build_env", manifest.build_env), ("runtime_env", manifest.runtime_env))
-        for name in sorted(env) if name in RESERVED_ENV
+        for name in sorted(env)
+        if name in RESERVED_ENV
     ]
 
 
@@ -92,18 +104,32 @@ def _limit_problems(manifest: Manifest, settings: Settings) -> list[tuple[str, s
     cap = settings.max_job_memory
     for field, value in (("memory_max", memory_max), ("memory_min", memory_min)):
         if value is not None and value > cap:
-            problems.append((f"resources.{field}", f"{getattr(manifest.resources, field)} is over this host's cap "
-                             f"of {format_bytes(cap)} (RACETRACK_MAX_JOB_MEMORY)"))
+            problems.append(
+                (
+                    f"resources.{field}",
+                    f"{getattr(manifest.resources, field)} is over this host's cap "
+                    f"of {format_bytes(cap)} (RACETRACK_MAX_JOB_MEMORY)",
+                )
+            )
     if memory_max is None and memory_min is not None and memory_min > settings.job_memory_max:
-        problems.append(("resources.memory_min", f"{manifest.resources.memory_min} is more than the default memory_max "
-                         f"{format_bytes(settings.job_memory_max)}; set resources.memory_max too"))
+        problems.append(
+            (
+                "resources.memory_min",
+                f"{manifest.resources.memory_min} is more than the default memory_max "
+                f"{format_bytes(settings.job_memory_max)}; set resources.memory_max too",
+            )
+        )
     cpu_max = manifest.resources.value("cpu_max")
     if cpu_max is not None and cpu_max > _host_cpus():
-        problems.append(("resources.cpu_max", f"{manifest.resources.cpu_max} is more than the {_host_cpus()} CPUs of this host"))
+        problems.append(
+            ("resources.cpu_max", f"{manifest.resources.cpu_max} is more than the {_host_cpus()} CPUs of this host")
+        )
     if cpu_max is not None and cpu_max < 0.01:
         problems.append(("resources.cpu_max", f"{manifest.resources.cpu_max} is less than Docker's minimum of 10m"))
     if memory_max is not None and memory_max < 6 * 2**20:
-        problems.append(("resources.memory_max", f"{manifest.resources.memory_max} is less than Docker's minimum of 6Mi"))
+        problems.append(
+            ("resources.memory_max", f"{manifest.resources.memory_max} is less than Docker's minimum of 6Mi")
+        )
     return problems
 
 

@@ -33,19 +33,27 @@ PHASE_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
 RECENT_DEPLOYMENTS = 1000  # phase durations are taken from this many newest deployments
 
 GATEWAY_REQUESTS = Counter(
-    "racetrackd_gateway_requests", "Calls the gateway answered, by job and status code.",
-    ["job_name", "job_version", "status_code"])
+    "racetrackd_gateway_requests",
+    "Calls the gateway answered, by job and status code.",
+    ["job_name", "job_version", "status_code"],
+)
 GATEWAY_ERRORS = Counter(
-    "racetrackd_gateway_errors", "Calls the gateway could not complete, by kind.",
-    ["job_name", "job_version", "kind"])
+    "racetrackd_gateway_errors", "Calls the gateway could not complete, by kind.", ["job_name", "job_version", "kind"]
+)
 GATEWAY_IN_FLIGHT = Gauge(
-    "racetrackd_gateway_in_flight", "Calls being forwarded right now.", ["job_name"], multiprocess_mode="livesum")
+    "racetrackd_gateway_in_flight", "Calls being forwarded right now.", ["job_name"], multiprocess_mode="livesum"
+)
 JOB_SECONDS = Histogram(
-    "racetrackd_gateway_job_seconds", "Time from forwarding a call until the job's answer ended.",
-    ["job_name", "job_version"], buckets=LATENCY_BUCKETS)
+    "racetrackd_gateway_job_seconds",
+    "Time from forwarding a call until the job's answer ended.",
+    ["job_name", "job_version"],
+    buckets=LATENCY_BUCKETS,
+)
 OVERHEAD_SECONDS = Histogram(
-    "racetrackd_gateway_overhead_seconds", "Time the gateway itself added to a call (total minus the job's).",
-    buckets=OVERHEAD_BUCKETS)
+    "racetrackd_gateway_overhead_seconds",
+    "Time the gateway itself added to a call (total minus the job's).",
+    buckets=OVERHEAD_BUCKETS,
+)
 AUTH_FAILURES = Counter("racetrackd_auth_failures", "Calls refused for a missing or wrong token.", ["area"])
 
 
@@ -138,8 +146,12 @@ def job_calls(name: str, version: str) -> JobCalls:
     for bound in sorted(cumulative):
         buckets.append((bound, int(cumulative[bound] - below)))
         below = cumulative[bound]
-    return JobCalls(by_status=dict(sorted(by_status.items())), latency_buckets=buckets, latency_sum=latency_sum,
-                    latency_count=int(latency_count))
+    return JobCalls(
+        by_status=dict(sorted(by_status.items())),
+        latency_buckets=buckets,
+        latency_sum=latency_sum,
+        latency_count=int(latency_count),
+    )
 
 
 def _gateway_registry() -> CollectorRegistry:
@@ -170,8 +182,12 @@ class _OneJob(Collector):
 
     def collect(self) -> Iterator[Metric]:
         for family in self._source.collect():
-            samples = [sample for sample in family.samples if sample.labels.get("job_name") == self._name
-                       and sample.labels.get("job_version", self._version) == self._version]
+            samples = [
+                sample
+                for sample in family.samples
+                if sample.labels.get("job_name") == self._name
+                and sample.labels.get("job_version", self._version) == self._version
+            ]
             if samples:
                 family.samples = samples
                 yield family
@@ -209,7 +225,9 @@ def _count_by(model: type[peewee.Model], field: peewee.Field) -> list[tuple[str,
     return [(str(value), int(n)) for value, n in rows]
 
 
-def _count_by_pair(model: type[peewee.Model], first: peewee.Field, second: peewee.Field) -> list[tuple[tuple[str, str], int]]:
+def _count_by_pair(
+    model: type[peewee.Model], first: peewee.Field, second: peewee.Field
+) -> list[tuple[tuple[str, str], int]]:
     rows: Any = model.select(first, second, peewee.fn.COUNT(model._meta.primary_key)).group_by(first, second).tuples()
     return [((str(a), str(b)), int(n)) for a, b, n in rows]
 
@@ -217,7 +235,9 @@ def _count_by_pair(model: type[peewee.Model], first: peewee.Field, second: peewe
 def _phase_durations() -> Metric:
     family = HistogramMetricFamily(
         "racetrackd_deployment_phase_seconds",
-        f"Duration of each deployment phase (the {RECENT_DEPLOYMENTS} newest deployments).", labels=["phase"])
+        f"Duration of each deployment phase (the {RECENT_DEPLOYMENTS} newest deployments).",
+        labels=["phase"],
+    )
     durations: dict[str, list[float]] = {}
     rows: Any = Deployment.select(Deployment.phases).order_by(Deployment.create_time.desc()).limit(RECENT_DEPLOYMENTS)
     for (phases,) in rows.tuples():

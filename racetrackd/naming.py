@@ -20,10 +20,25 @@ from builders.labels import (
     job_labels,
 )
 
-__all__ = ["CALLER_HEADER", "DEFAULT_INSTANCE", "JOB_PORT", "LABEL_COMPONENT", "LABEL_DEPLOYMENT", "LABEL_INSTANCE",
-           "LABEL_JOB_NAME", "LABEL_JOB_VERSION", "TRACING_HEADER", "build_network", "container_name",
-           "image_repository", "image_tag", "job_labels", "pub_path", "replica_container_name",
-           "staging_container_name"]
+__all__ = [
+    "CALLER_HEADER",
+    "DEFAULT_INSTANCE",
+    "JOB_PORT",
+    "LABEL_COMPONENT",
+    "LABEL_DEPLOYMENT",
+    "LABEL_INSTANCE",
+    "LABEL_JOB_NAME",
+    "LABEL_JOB_VERSION",
+    "TRACING_HEADER",
+    "build_network",
+    "container_name",
+    "image_repository",
+    "image_tag",
+    "job_labels",
+    "pub_path",
+    "replica_container_name",
+    "staging_container_name",
+]
 
 JOB_PORT = 7000
 # Headers the gateway adds to every call (Racetrack's names; jobs read them).

@@ -58,9 +58,11 @@ def _owned_package(name: str) -> Traversable:
     """The package's files, after checking it is ours: `templates` is a generic top-level name."""
     module = importlib.import_module(name)
     if getattr(module, "OWNER", None) != _OWNER:
-        raise RacetrackError(f"the {name!r} package imported from {getattr(module, '__file__', '?')} is not "
-                             f"racetrackd's: another installed distribution or a folder on sys.path shadows it",
-                             hint="install racetrackd in its own environment (pipx install ...)")
+        raise RacetrackError(
+            f"the {name!r} package imported from {getattr(module, '__file__', '?')} is not "
+            f"racetrackd's: another installed distribution or a folder on sys.path shadows it",
+            hint="install racetrackd in its own environment (pipx install ...)",
+        )
     return files(module)
 
 

@@ -134,122 +134,285 @@ class SettingSpec:
 SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("host", "127.0.0.1", str, "Address the daemon listens on."),
     SettingSpec("port", "7102", _parse_port, "Port serving the control-plane API and the gateway (/pub)."),
-    SettingSpec("data_dir", _default_data_dir, lambda raw: Path(raw).expanduser(),
-                "Directory for the SQLite registry, build contexts, logs and the admin token."),
-    SettingSpec("admin_token", "", _parse_optional_str,
-                "Bootstrap admin token. When empty, one is generated into DATA_DIR/admin-token (mode 0600)."),
-    SettingSpec("auth_required", "true", _parse_bool,
-                "Require a token (X-Racetrack-Auth header or cookie) and check its scopes on the API and the "
-                "gateway. false: anyone may do anything (a private laptop)."),
-    SettingSpec("secret_key", "", _parse_optional_str,
-                "Key that encrypts stored secrets and job-family tokens. When empty, one is generated into "
-                "DATA_DIR/secret-key (mode 0600). Keep it: without it stored secrets cannot be read."),
-    SettingSpec("auth_failure_limit", "20", _parse_non_negative_int,
-                "Failed auth attempts per RACETRACK_AUTH_FAILURE_WINDOW from one client address, with one bad "
-                "token, or for one username before they get 429 (0: no limit); a valid token is never refused."),
+    SettingSpec(
+        "data_dir",
+        _default_data_dir,
+        lambda raw: Path(raw).expanduser(),
+        "Directory for the SQLite registry, build contexts, logs and the admin token.",
+    ),
+    SettingSpec(
+        "admin_token",
+        "",
+        _parse_optional_str,
+        "Bootstrap admin token. When empty, one is generated into DATA_DIR/admin-token (mode 0600).",
+    ),
+    SettingSpec(
+        "auth_required",
+        "true",
+        _parse_bool,
+        "Require a token (X-Racetrack-Auth header or cookie) and check its scopes on the API and the "
+        "gateway. false: anyone may do anything (a private laptop).",
+    ),
+    SettingSpec(
+        "secret_key",
+        "",
+        _parse_optional_str,
+        "Key that encrypts stored secrets and job-family tokens. When empty, one is generated into "
+        "DATA_DIR/secret-key (mode 0600). Keep it: without it stored secrets cannot be read.",
+    ),
+    SettingSpec(
+        "auth_failure_limit",
+        "20",
+        _parse_non_negative_int,
+        "Failed auth attempts per RACETRACK_AUTH_FAILURE_WINDOW from one client address, with one bad "
+        "token, or for one username before they get 429 (0: no limit); a valid token is never refused.",
+    ),
     SettingSpec("auth_failure_window", "60", _parse_seconds, "Seconds over which failed auth attempts are counted."),
-    SettingSpec("login_token_ttl", "2678400", _parse_seconds,
-                "Seconds a token made by a password login (rtd login --username, the dashboard) stays valid."),
-    SettingSpec("secure_cookie", "false", _parse_bool,
-                "Mark the X-Racetrack-Auth cookie Secure (set it when users reach the daemon over HTTPS)."),
-    SettingSpec("external_url", "", _parse_optional_str,
-                "Base URL users reach the daemon at (used in pub_url). Default: http://HOST:PORT."),
-    SettingSpec("http_workers", "2", _parse_positive_int,
-                "Gunicorn worker processes serving HTTP (each runs the gateway on an event loop)."),
-    SettingSpec("http_threads", "16", _parse_positive_int,
-                "Threads per HTTP worker for control-plane requests (the gateway needs none)."),
-    SettingSpec("follow_streams_per_caller", "4", _parse_positive_int,
-                "Follow streams (logs -f, build-logs -f) one caller (token, or address without auth) may hold "
-                "open in each HTTP worker; one more gets 429."),
-    SettingSpec("max_follow_streams", "8", _parse_positive_int,
-                "Follow streams open at once in each HTTP worker, of all callers; keep it below "
-                "RACETRACK_HTTP_THREADS so the control plane keeps threads for everything else."),
-    SettingSpec("network", "racetrack", str,
-                "Docker network shared by racetrackd and every job (jobs cannot reach each other on it when the "
-                "daemon runs on the host); image builds run on `<network>-build`, made by racetrackd."),
-    SettingSpec("job_addressing", "auto", _parse_addressing,
-                "How the gateway reaches jobs: container-name (daemon runs on the shared network), "
-                "container-ip (daemon on a Linux host), published-port (host that cannot route to "
-                "containers, e.g. Docker Desktop) or auto (detect)."),
-    SettingSpec("instance", "main", _parse_instance,
-                "Name of this daemon; labels every container and image it creates. "
-                "A non-default name also prefixes container names, so two daemons can share one engine."),
-    SettingSpec("build_ca_bundle", "", _parse_existing_file,
-                "CA bundle (PEM) given to image builds, for package indexes behind a TLS-intercepting proxy."),
+    SettingSpec(
+        "login_token_ttl",
+        "2678400",
+        _parse_seconds,
+        "Seconds a token made by a password login (rtd login --username, the dashboard) stays valid.",
+    ),
+    SettingSpec(
+        "secure_cookie",
+        "false",
+        _parse_bool,
+        "Mark the X-Racetrack-Auth cookie Secure (set it when users reach the daemon over HTTPS).",
+    ),
+    SettingSpec(
+        "external_url",
+        "",
+        _parse_optional_str,
+        "Base URL users reach the daemon at (used in pub_url). Default: http://HOST:PORT.",
+    ),
+    SettingSpec(
+        "http_workers",
+        "2",
+        _parse_positive_int,
+        "Gunicorn worker processes serving HTTP (each runs the gateway on an event loop).",
+    ),
+    SettingSpec(
+        "http_threads",
+        "16",
+        _parse_positive_int,
+        "Threads per HTTP worker for control-plane requests (the gateway needs none).",
+    ),
+    SettingSpec(
+        "follow_streams_per_caller",
+        "4",
+        _parse_positive_int,
+        "Follow streams (logs -f, build-logs -f) one caller (token, or address without auth) may hold "
+        "open in each HTTP worker; one more gets 429.",
+    ),
+    SettingSpec(
+        "max_follow_streams",
+        "8",
+        _parse_positive_int,
+        "Follow streams open at once in each HTTP worker, of all callers; keep it below "
+        "RACETRACK_HTTP_THREADS so the control plane keeps threads for everything else.",
+    ),
+    SettingSpec(
+        "network",
+        "racetrack",
+        str,
+        "Docker network shared by racetrackd and every job (jobs cannot reach each other on it when the "
+        "daemon runs on the host); image builds run on `<network>-build`, made by racetrackd.",
+    ),
+    SettingSpec(
+        "job_addressing",
+        "auto",
+        _parse_addressing,
+        "How the gateway reaches jobs: container-name (daemon runs on the shared network), "
+        "container-ip (daemon on a Linux host), published-port (host that cannot route to "
+        "containers, e.g. Docker Desktop) or auto (detect).",
+    ),
+    SettingSpec(
+        "instance",
+        "main",
+        _parse_instance,
+        "Name of this daemon; labels every container and image it creates. "
+        "A non-default name also prefixes container names, so two daemons can share one engine.",
+    ),
+    SettingSpec(
+        "build_ca_bundle",
+        "",
+        _parse_existing_file,
+        "CA bundle (PEM) given to image builds, for package indexes behind a TLS-intercepting proxy.",
+    ),
     SettingSpec("build_pip_index_url", "", _parse_optional_str, "Package index used by pip inside image builds."),
-    SettingSpec("build_pip_extra_index_url", "", _parse_optional_str,
-                "Extra package index(es) for pip inside image builds (space-separated)."),
-    SettingSpec("build_pip_trusted_host", "", _parse_optional_str,
-                "Host(s) pip may reach without TLS verification inside image builds (space-separated)."),
-    SettingSpec("build_goproxy", "", _parse_optional_str,
-                "GOPROXY for golang job builds (e.g. a private module proxy); empty: Go's default. "
-                "A build argument: never in the job's runtime environment."),
+    SettingSpec(
+        "build_pip_extra_index_url",
+        "",
+        _parse_optional_str,
+        "Extra package index(es) for pip inside image builds (space-separated).",
+    ),
+    SettingSpec(
+        "build_pip_trusted_host",
+        "",
+        _parse_optional_str,
+        "Host(s) pip may reach without TLS verification inside image builds (space-separated).",
+    ),
+    SettingSpec(
+        "build_goproxy",
+        "",
+        _parse_optional_str,
+        "GOPROXY for golang job builds (e.g. a private module proxy); empty: Go's default. "
+        "A build argument: never in the job's runtime environment.",
+    ),
     SettingSpec("build_timeout", "1800", _parse_seconds, "Seconds an image build may take before it is stopped."),
-    SettingSpec("build_concurrency", "1", _parse_positive_int,
-                "Deployments carried out at once; more wait in a queue (one per job version at a time)."),
+    SettingSpec(
+        "build_concurrency",
+        "1",
+        _parse_positive_int,
+        "Deployments carried out at once; more wait in a queue (one per job version at a time).",
+    ),
     SettingSpec("build_memory", "4Gi", _parse_quantity, "Memory limit of each image build step."),
-    SettingSpec("keep_images", "3", _parse_positive_int,
-                "Images kept per job version (newest first); older ones, and those of deleted versions, are removed."),
-    SettingSpec("max_context_size", "2Gi", _parse_quantity,
-                "The most a build context may unpack to (uploaded or cloned)."),
-    SettingSpec("max_context_entries", "50000", _parse_positive_int,
-                "The most files and directories an uploaded build context may hold."),
-    SettingSpec("max_context_ratio", "200", _parse_positive_int,
-                "How many times its own size an uploaded build context may unpack to (past 64 MiB unpacked): "
-                "a decompression bomb stops here before anything is written."),
-    SettingSpec("max_request_body", "1Mi", _parse_quantity,
-                "The largest control-plane request body (login, tokens, settings); deploys and plugin "
-                "uploads have their own limit. Over it: 413."),
-    SettingSpec("max_deploy_body", "256Mi", _parse_quantity,
-                "The largest body of a deploy (its build context travels base64-encoded, 4/3 of the archive) "
-                "or a plugin upload. Over it: 413."),
-    SettingSpec("build_log_max_size", "4Mi", _parse_quantity,
-                "The most build output kept per deployment (in characters): its first and last halves, with "
-                "a line saying how many lines between them were cut."),
-    SettingSpec("git_allowed_schemes", "https", _parse_schemes,
-                "Comma-separated git remote kinds the daemon may clone: https, http, ssh, git, file."),
-    SettingSpec("git_allow_private_remotes", "false", _parse_bool,
-                "Let the daemon clone from loopback, private and link-local addresses (its own network). "
-                "false: a git.remote whose host resolves to one is refused."),
-    SettingSpec("job_memory_min", "256Mi", _parse_quantity,
-                "Memory reserved for a job whose manifest sets no resources.memory_min."),
-    SettingSpec("job_memory_max", "1Gi", _parse_quantity,
-                "Memory limit of a job whose manifest sets no resources.memory_max."),
-    SettingSpec("job_cpu_min", "10m", _parse_quantity,
-                "CPU share of a job whose manifest sets no resources.cpu_min (relative weight under contention)."),
-    SettingSpec("job_cpu_max", "1000m", _parse_quantity,
-                "CPU limit of a job whose manifest sets no resources.cpu_max."),
-    SettingSpec("job_pids_limit", "1024", _parse_positive_int,
-                "The most processes and threads one job container may run at once (a fork bomb stops there)."),
-    SettingSpec("job_tmp_size", "128Mi", _parse_quantity,
-                "Size of the in-memory /tmp of a job whose job type runs it on a read-only root filesystem "
-                "(it counts against the job's memory)."),
-    SettingSpec("max_job_memory", "8Gi", _parse_quantity,
-                "The most memory any job may ask for; a manifest over it is refused."),
-    SettingSpec("job_start_timeout", "180", _parse_seconds,
-                "Seconds a new job has to answer /live and /ready before its deployment fails."),
-    SettingSpec("supervisor_interval", "5", _parse_seconds,
-                "Seconds between the supervisor's checks of every job's container and probes."),
-    SettingSpec("drain_timeout", "30", _parse_seconds,
-                "Seconds a replaced or stopped job has to finish the calls it is serving."),
-    SettingSpec("call_timeout", "600", _parse_seconds,
-                "Seconds a call to a job may take (gateway, job wrapper and async calls) unless its manifest "
-                "sets call_timeout; past it the caller gets 504."),
-    SettingSpec("async_max_attempts", "2", _parse_positive_int,
-                "Attempts of an async call when the job cannot be reached (connection refused or broken)."),
+    SettingSpec(
+        "keep_images",
+        "3",
+        _parse_positive_int,
+        "Images kept per job version (newest first); older ones, and those of deleted versions, are removed.",
+    ),
+    SettingSpec(
+        "max_context_size", "2Gi", _parse_quantity, "The most a build context may unpack to (uploaded or cloned)."
+    ),
+    SettingSpec(
+        "max_context_entries",
+        "50000",
+        _parse_positive_int,
+        "The most files and directories an uploaded build context may hold.",
+    ),
+    SettingSpec(
+        "max_context_ratio",
+        "200",
+        _parse_positive_int,
+        "How many times its own size an uploaded build context may unpack to (past 64 MiB unpacked): "
+        "a decompression bomb stops here before anything is written.",
+    ),
+    SettingSpec(
+        "max_request_body",
+        "1Mi",
+        _parse_quantity,
+        "The largest control-plane request body (login, tokens, settings); deploys and plugin "
+        "uploads have their own limit. Over it: 413.",
+    ),
+    SettingSpec(
+        "max_deploy_body",
+        "256Mi",
+        _parse_quantity,
+        "The largest body of a deploy (its build context travels base64-encoded, 4/3 of the archive) "
+        "or a plugin upload. Over it: 413.",
+    ),
+    SettingSpec(
+        "build_log_max_size",
+        "4Mi",
+        _parse_quantity,
+        "The most build output kept per deployment (in characters): its first and last halves, with "
+        "a line saying how many lines between them were cut.",
+    ),
+    SettingSpec(
+        "git_allowed_schemes",
+        "https",
+        _parse_schemes,
+        "Comma-separated git remote kinds the daemon may clone: https, http, ssh, git, file.",
+    ),
+    SettingSpec(
+        "git_allow_private_remotes",
+        "false",
+        _parse_bool,
+        "Let the daemon clone from loopback, private and link-local addresses (its own network). "
+        "false: a git.remote whose host resolves to one is refused.",
+    ),
+    SettingSpec(
+        "job_memory_min",
+        "256Mi",
+        _parse_quantity,
+        "Memory reserved for a job whose manifest sets no resources.memory_min.",
+    ),
+    SettingSpec(
+        "job_memory_max", "1Gi", _parse_quantity, "Memory limit of a job whose manifest sets no resources.memory_max."
+    ),
+    SettingSpec(
+        "job_cpu_min",
+        "10m",
+        _parse_quantity,
+        "CPU share of a job whose manifest sets no resources.cpu_min (relative weight under contention).",
+    ),
+    SettingSpec(
+        "job_cpu_max", "1000m", _parse_quantity, "CPU limit of a job whose manifest sets no resources.cpu_max."
+    ),
+    SettingSpec(
+        "job_pids_limit",
+        "1024",
+        _parse_positive_int,
+        "The most processes and threads one job container may run at once (a fork bomb stops there).",
+    ),
+    SettingSpec(
+        "job_tmp_size",
+        "128Mi",
+        _parse_quantity,
+        "Size of the in-memory /tmp of a job whose job type runs it on a read-only root filesystem "
+        "(it counts against the job's memory).",
+    ),
+    SettingSpec(
+        "max_job_memory", "8Gi", _parse_quantity, "The most memory any job may ask for; a manifest over it is refused."
+    ),
+    SettingSpec(
+        "job_start_timeout",
+        "180",
+        _parse_seconds,
+        "Seconds a new job has to answer /live and /ready before its deployment fails.",
+    ),
+    SettingSpec(
+        "supervisor_interval",
+        "5",
+        _parse_seconds,
+        "Seconds between the supervisor's checks of every job's container and probes.",
+    ),
+    SettingSpec(
+        "drain_timeout",
+        "30",
+        _parse_seconds,
+        "Seconds a replaced or stopped job has to finish the calls it is serving.",
+    ),
+    SettingSpec(
+        "call_timeout",
+        "600",
+        _parse_seconds,
+        "Seconds a call to a job may take (gateway, job wrapper and async calls) unless its manifest "
+        "sets call_timeout; past it the caller gets 504.",
+    ),
+    SettingSpec(
+        "async_max_attempts",
+        "2",
+        _parse_positive_int,
+        "Attempts of an async call when the job cannot be reached (connection refused or broken).",
+    ),
     SettingSpec("async_retry_interval", "10", _parse_seconds, "Seconds between attempts of an async call."),
-    SettingSpec("async_task_ttl", "86400", _parse_seconds,
-                "Seconds a finished async call is kept (failed ones for `rtd tasks`); a read result is "
-                "dropped 30 s after it is read."),
+    SettingSpec(
+        "async_task_ttl",
+        "86400",
+        _parse_seconds,
+        "Seconds a finished async call is kept (failed ones for `rtd tasks`); a read result is "
+        "dropped 30 s after it is read.",
+    ),
     SettingSpec("async_concurrency", "16", _parse_positive_int, "Async calls carried out at once; more wait."),
-    SettingSpec("async_max_body", "64Mi", _parse_quantity,
-                "The largest request or answer an async call may store."),
-    SettingSpec("worker_poll_interval", "0.2", _parse_seconds,
-                "Seconds between the deployment worker's looks for queued deployments."),
+    SettingSpec("async_max_body", "64Mi", _parse_quantity, "The largest request or answer an async call may store."),
+    SettingSpec(
+        "worker_poll_interval",
+        "0.2",
+        _parse_seconds,
+        "Seconds between the deployment worker's looks for queued deployments.",
+    ),
     SettingSpec("log_level", "info", _parse_log_level, "Log level: debug, info, warning, error."),
-    SettingSpec("config_file", "", _parse_optional_str,
-                "Optional YAML file of settings (keys are the names above in lower case, without the prefix); "
-                "environment variables win over it."),
+    SettingSpec(
+        "config_file",
+        "",
+        _parse_optional_str,
+        "Optional YAML file of settings (keys are the names above in lower case, without the prefix); "
+        "environment variables win over it.",
+    ),
 )
 
 
@@ -384,8 +547,10 @@ def _read_config_file(path: str) -> dict[str, str]:
         raise SettingsError(f"{ENV_PREFIX}CONFIG_FILE={path!r} cannot be read: {exc}") from exc
     if not isinstance(loaded, dict):
         raise SettingsError(f"{ENV_PREFIX}CONFIG_FILE={path!r} must hold a mapping of settings")
-    return {key: ("" if value is None else str(value).lower() if isinstance(value, bool) else str(value))
-            for key, value in loaded.items()}
+    return {
+        key: ("" if value is None else str(value).lower() if isinstance(value, bool) else str(value))
+        for key, value in loaded.items()
+    }
 
 
 def _parse_specs(specs: tuple[SettingSpec, ...], raw: Mapping[str, str], environ: Mapping[str, str]) -> dict[str, Any]:

@@ -85,11 +85,14 @@ class StreamLimiter:
             if self._open.get(caller, 0) >= self.per_caller:
                 raise TooManyStreams(
                     f"{self.per_caller} follow streams of this caller are open already "
-                    f"(RACETRACK_FOLLOW_STREAMS_PER_CALLER)", hint="close one (stop rtd logs -f) and try again")
+                    f"(RACETRACK_FOLLOW_STREAMS_PER_CALLER)",
+                    hint="close one (stop rtd logs -f) and try again",
+                )
             if sum(self._open.values()) >= self.total:
                 raise TooManyStreams(
                     f"{self.total} follow streams are open already (RACETRACK_MAX_FOLLOW_STREAMS)",
-                    hint="try again later, or read the logs without follow")
+                    hint="try again later, or read the logs without follow",
+                )
             self._open[caller] = self._open.get(caller, 0) + 1
         released = threading.Event()
 

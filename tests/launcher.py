@@ -57,18 +57,21 @@ def daemon_env(*, port: int, data_dir: Path, token: str, instance: str, base_ima
     return env
 
 
-def start(env: dict[str, str], log_path: Path, *, command: tuple[str, ...] = SERVE, cwd: Path = REPO,
-          new_session: bool = True) -> subprocess.Popen[bytes]:
+def start(
+    env: dict[str, str], log_path: Path, *, command: tuple[str, ...] = SERVE, cwd: Path = REPO, new_session: bool = True
+) -> subprocess.Popen[bytes]:
     """Launch the daemon with its output appended to `log_path`. In a session of its own by default,
     so that `kill` can take gunicorn down with it, as a crash would."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log_file:
-        return subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT, cwd=cwd,
-                                start_new_session=new_session)
+        return subprocess.Popen(
+            command, env=env, stdout=log_file, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=new_session
+        )
 
 
-def wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path, *, timeout: float = 60,
-               step: float = 0.2) -> None:
+def wait_ready(
+    url: str, process: subprocess.Popen[bytes], log_path: Path, *, timeout: float = 60, step: float = 0.2
+) -> None:
     """Until `url`/ready answers 200; DaemonFailed (with the log) if the daemon exits or times out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

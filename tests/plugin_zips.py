@@ -20,8 +20,11 @@ def zip_of(files: dict[str, str]) -> bytes:
 
 def example_files(**overrides: str | None) -> dict[str, str]:
     """The example plugin's files as text; an override replaces a file (None leaves it out)."""
-    files = {path.relative_to(EXAMPLE_PLUGIN).as_posix(): path.read_text()
-             for path in EXAMPLE_PLUGIN.rglob("*") if path.is_file() and "__pycache__" not in path.parts}
+    files = {
+        path.relative_to(EXAMPLE_PLUGIN).as_posix(): path.read_text()
+        for path in EXAMPLE_PLUGIN.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
     for name, text in overrides.items():
         if text is None:
             files.pop(name, None)

@@ -31,11 +31,17 @@ def build_wheel(workdir: Path) -> Path:
     for name in PROJECT_FILES:
         shutil.copy(REPO / name, source / name)
     for package in top_level_packages():
-        shutil.copytree(REPO / package, source / package,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+        shutil.copytree(
+            REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+        )
     dist = workdir / "dist"
-    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(source)],
-                            capture_output=True, text=True, timeout=600, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     if result.returncode != 0:
         raise AssertionError(f"pip wheel failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}")
     (wheel,) = dist.glob("racetrackd-*.whl")

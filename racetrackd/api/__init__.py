@@ -49,8 +49,11 @@ def check_csrf(auth_token: str, given: str | None) -> None:
     if any(request.headers.get(name) for name in (AUTH_HEADER, *LEGACY_HEADERS)):
         return
     if not given or not hmac.compare_digest(given, csrf_token(auth_token)):
-        raise ForbiddenError(f"missing or wrong {CSRF_HEADER}: a change made with the browser's cookie needs the "
-                             "CSRF token of a dashboard page", hint="reload the dashboard page and try again")
+        raise ForbiddenError(
+            f"missing or wrong {CSRF_HEADER}: a change made with the browser's cookie needs the "
+            "CSRF token of a dashboard page",
+            hint="reload the dashboard page and try again",
+        )
 
 
 def caller() -> Identity:
@@ -71,8 +74,15 @@ def require(scope: str, job_name: str | None = None, job_version: str | None = N
 def set_login_cookie(response: AnyResponse, token: str) -> AnyResponse:
     """The HttpOnly, SameSite=Lax `X-Racetrack-Auth` cookie browsers authenticate with."""
     settings = services().settings
-    response.set_cookie(AUTH_HEADER, token, max_age=int(settings.login_token_ttl), httponly=True, samesite="Lax",
-                        secure=settings.secure_cookie, path="/")
+    response.set_cookie(
+        AUTH_HEADER,
+        token,
+        max_age=int(settings.login_token_ttl),
+        httponly=True,
+        samesite="Lax",
+        secure=settings.secure_cookie,
+        path="/",
+    )
     return response
 
 

@@ -38,8 +38,14 @@ def _authenticate() -> None:
 def login() -> Response:
     body = _body()
     svc = services()
-    user, token = logins.password_login(svc.accounts, svc.authenticator.limiter, body.get("username"),
-                                        body.get("password"), request.remote_addr or "", svc.settings.login_token_ttl)
+    user, token = logins.password_login(
+        svc.accounts,
+        svc.authenticator.limiter,
+        body.get("username"),
+        body.get("password"),
+        request.remote_addr or "",
+        svc.settings.login_token_ttl,
+    )
     return set_login_cookie(jsonify(_profile(user, token)), token)
 
 
@@ -62,16 +68,21 @@ def register() -> tuple[dict[str, Any], int]:
 @bp.get("/users/validate_user_auth")
 def validate_user_auth() -> dict[str, Any]:
     identity = caller()
-    return {"username": identity.display or identity.name, "token": token_from(request.headers, request.cookies),
-            "is_staff": identity.unrestricted, "subject": identity.subject}
+    return {
+        "username": identity.display or identity.name,
+        "token": token_from(request.headers, request.cookies),
+        "is_staff": identity.unrestricted,
+        "subject": identity.subject,
+    }
 
 
 @bp.put("/users/change_password")
 def change_password() -> dict[str, Any]:
     identity = _user_caller()
     body = _body()
-    services().accounts.change_password(identity.name, body.get("old_password"), body.get("new_password"),
-                                        keep_token_id=identity.token_id)
+    services().accounts.change_password(
+        identity.name, body.get("old_password"), body.get("new_password"), keep_token_id=identity.token_id
+    )
     return {"changed": True}
 
 
@@ -94,8 +105,12 @@ def create_user() -> tuple[dict[str, Any], int]:
     who = _require_admin("create users")
     body = _body()
     user = services().accounts.create_user(
-        body.get("username"), body.get("password"), is_staff=_bool(body, "is_staff", False),
-        is_active=_bool(body, "is_active", True), granted_by=who.display)
+        body.get("username"),
+        body.get("password"),
+        is_staff=_bool(body, "is_staff", False),
+        is_active=_bool(body, "is_active", True),
+        granted_by=who.display,
+    )
     return _user_dto(user), 201
 
 
@@ -180,9 +195,11 @@ def esc_token(esc_id: str) -> dict[str, Any]:
     an admin's browser fetch it. Programs send the token as a header; browsers POST with the CSRF token.
     """
     if request.method == "GET" and not any(request.headers.get(name) for name in (AUTH_HEADER, *LEGACY_HEADERS)):
-        raise ForbiddenError("GET /auth/token/esc/<id> makes a token: it needs the X-Racetrack-Auth header, "
-                             "not the browser's cookie alone",
-                             hint="POST it with the dashboard's X-CSRF-Token, or send the token as a header")
+        raise ForbiddenError(
+            "GET /auth/token/esc/<id> makes a token: it needs the X-Racetrack-Auth header, "
+            "not the browser's cookie alone",
+            hint="POST it with the dashboard's X-CSRF-Token, or send the token as a header",
+        )
     _require_admin("create ESC tokens")
     body, _ = _issue(access.ESC, services().accounts.get_esc(esc_id).id, {})
     return body
@@ -250,8 +267,12 @@ def add_grant() -> tuple[dict[str, Any], int]:
     who = _require_admin("grant permissions")
     body = _body()
     kind, name = _subject(body.get("subject"))
-    rule = GrantRule(scope=_text(body, "scope"), job_name=_optional_text(body, "job_name"),
-                     job_version=_optional_text(body, "job_version"), endpoint=_optional_text(body, "endpoint"))
+    rule = GrantRule(
+        scope=_text(body, "scope"),
+        job_name=_optional_text(body, "job_name"),
+        job_version=_optional_text(body, "job_version"),
+        endpoint=_optional_text(body, "endpoint"),
+    )
     return _grant_dto(services().accounts.add_grant(kind, name, rule, who.display)), 201
 
 
@@ -309,7 +330,9 @@ def job_public_endpoints(name: str, version: str) -> list[dict[str, Any]]:
     """The endpoints of a job version anyone may call (approved ones only, as Racetrack lists them)."""
     job = jobs.resolve_job(name, version)
     require(access.READ_JOB, job.name, job.version, doing="read")
-    return [_public_endpoint_dto(row) for row in services().accounts.public_endpoints(job.name, job.version, active=True)]
+    return [
+        _public_endpoint_dto(row) for row in services().accounts.public_endpoints(job.name, job.version, active=True)
+    ]
 
 
 @bp.get("/auth/public-endpoints")
@@ -366,8 +389,10 @@ def _issue(kind: str, name: str, body: dict[str, Any]) -> tuple[dict[str, Any], 
 def _open_path(job_name: str, job_version: str, path: str) -> bool:
     if path in access.OPEN_JOB_PATHS:  # exactly, as the gateway checks them
         return True
-    return any(access.path_within(path, row.endpoint)
-               for row in services().accounts.public_endpoints(job_name, job_version, active=True))
+    return any(
+        access.path_within(path, row.endpoint)
+        for row in services().accounts.public_endpoints(job_name, job_version, active=True)
+    )
 
 
 def _profile(user: User, token: str) -> dict[str, Any]:
@@ -417,10 +442,15 @@ def _scope(scope: str) -> str:
 
 
 def _user_dto(user: User) -> dict[str, Any]:
-    return {"username": user.username, "is_active": user.is_active, "is_staff": user.is_staff,
-            "has_password": bool(user.password_hash), "bootstrap_admin": user.username == ADMIN_USERNAME,
-            "create_time": int(user.create_time),
-            "last_login_time": int(user.last_login_time) if user.last_login_time else None}
+    return {
+        "username": user.username,
+        "is_active": user.is_active,
+        "is_staff": user.is_staff,
+        "has_password": bool(user.password_hash),
+        "bootstrap_admin": user.username == ADMIN_USERNAME,
+        "create_time": int(user.create_time),
+        "last_login_time": int(user.last_login_time) if user.last_login_time else None,
+    }
 
 
 def _esc_dto(esc: Esc) -> dict[str, Any]:
@@ -429,19 +459,40 @@ def _esc_dto(esc: Esc) -> dict[str, Any]:
 
 def _token_dto(row: AuthToken) -> dict[str, Any]:
     expired = row.expiry_time is not None and row.expiry_time <= time.time()
-    return {"id": row.id, "subject": f"{row.subject_kind}:{row.subject_name}", "description": row.description,
-            "origin": row.origin, "active": row.active and not expired, "revoked": not row.active, "expired": expired,
-            "create_time": int(row.create_time),
-            "expiry_time": int(row.expiry_time) if row.expiry_time else None,
-            "last_use_time": int(row.last_use_time) if row.last_use_time else None}
+    return {
+        "id": row.id,
+        "subject": f"{row.subject_kind}:{row.subject_name}",
+        "description": row.description,
+        "origin": row.origin,
+        "active": row.active and not expired,
+        "revoked": not row.active,
+        "expired": expired,
+        "create_time": int(row.create_time),
+        "expiry_time": int(row.expiry_time) if row.expiry_time else None,
+        "last_use_time": int(row.last_use_time) if row.last_use_time else None,
+    }
 
 
 def _grant_dto(grant: Grant) -> dict[str, Any]:
-    return {"id": grant.id, "subject": f"{grant.subject_kind}:{grant.subject_name}", "scope": grant.scope,
-            "job_name": grant.job_name, "job_version": grant.job_version, "endpoint": grant.endpoint,
-            "granted_by": grant.granted_by, "create_time": int(grant.create_time)}
+    return {
+        "id": grant.id,
+        "subject": f"{grant.subject_kind}:{grant.subject_name}",
+        "scope": grant.scope,
+        "job_name": grant.job_name,
+        "job_version": grant.job_version,
+        "endpoint": grant.endpoint,
+        "granted_by": grant.granted_by,
+        "create_time": int(grant.create_time),
+    }
 
 
 def _public_endpoint_dto(row: PublicEndpoint) -> dict[str, Any]:
-    return {"id": row.id, "job_name": row.job_name, "job_version": row.job_version, "endpoint": row.endpoint,
-            "active": row.active, "approved_by": row.approved_by, "create_time": int(row.create_time)}
+    return {
+        "id": row.id,
+        "job_name": row.job_name,
+        "job_version": row.job_version,
+        "endpoint": row.endpoint,
+        "active": row.active,
+        "approved_by": row.approved_by,
+        "create_time": int(row.create_time),
+    }

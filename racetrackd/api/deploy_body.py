@@ -31,9 +31,15 @@ def parse_deploy_body(body: Any, requester: Identity, settings: Settings) -> Dep
     archive = _build_context(body.get("build_context"))
     secret_vars = jobsecrets.parse_secret_vars(body.get("secret_vars"))
     git_credentials = _git_credentials(body.get("git_credentials"))
-    return DeployRequest(manifest=manifest, requester=requester, archive=archive, force=force,
-                         no_cache=_no_cache(body.get("build_flags")), secret_vars=secret_vars,
-                         git_credentials=git_credentials)
+    return DeployRequest(
+        manifest=manifest,
+        requester=requester,
+        archive=archive,
+        force=force,
+        no_cache=_no_cache(body.get("build_flags")),
+        secret_vars=secret_vars,
+        git_credentials=git_credentials,
+    )
 
 
 def _build_context(value: Any) -> bytes | None:
@@ -52,9 +58,12 @@ def _build_context(value: Any) -> bytes | None:
 def _git_credentials(value: Any) -> dict[str, str] | None:
     if value is None:
         return None
-    if (not isinstance(value, dict) or set(value) - {"username", "password"}
-            or not all(isinstance(value.get(k), str) and value.get(k) for k in ("username", "password"))):
-        raise ValidationError("git_credentials: must be {\"username\": \"...\", \"password\": \"...\"} or null")
+    if (
+        not isinstance(value, dict)
+        or set(value) - {"username", "password"}
+        or not all(isinstance(value.get(k), str) and value.get(k) for k in ("username", "password"))
+    ):
+        raise ValidationError('git_credentials: must be {"username": "...", "password": "..."} or null')
     return {"username": value["username"], "password": value["password"]}
 
 

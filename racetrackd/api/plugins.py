@@ -65,8 +65,9 @@ def remove_plugin(name: str, version: str) -> dict[str, Any]:
 def download_plugin(name: str, version: str) -> Response:
     require(access.CALL_ADMIN_API, doing="download plugins")
     filename, data = services().plugins.archive(name, version)
-    return Response(data, mimetype="application/zip",
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return Response(
+        data, mimetype="application/zip", headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+    )
 
 
 def _replace_flag() -> bool:

@@ -82,8 +82,9 @@ class Identity:
             return f"Job family {self.name}"
         return self.name
 
-    def allows(self, scope: str, job_name: str | None = None, job_version: str | None = None,
-               endpoint: str | None = None) -> bool:
+    def allows(
+        self, scope: str, job_name: str | None = None, job_version: str | None = None, endpoint: str | None = None
+    ) -> bool:
         return self.unrestricted or any(rule.covers(scope, job_name, job_version, endpoint) for rule in self.grants)
 
     def may_see_any(self, scope: str, job_name: str) -> bool:
@@ -116,8 +117,14 @@ def parse_subject(text: str) -> tuple[str, str]:
     return kind, name
 
 
-def forbidden(identity: Identity, scope: str, doing: str, job_name: str | None = None,
-              job_version: str | None = None, endpoint: str | None = None) -> ForbiddenError:
+def forbidden(
+    identity: Identity,
+    scope: str,
+    doing: str,
+    job_name: str | None = None,
+    job_version: str | None = None,
+    endpoint: str | None = None,
+) -> ForbiddenError:
     """The 403 for `identity` lacking `scope`, naming what is missing and the command that grants it."""
     target = f" job {job_name} {job_version or ''}".rstrip() if job_name else ""
     where = f" (endpoint {endpoint})" if endpoint else ""

@@ -82,10 +82,10 @@ class ChangeSignal:
         return cls(data_dir / CHANGE_SIGNAL_FILE)
 
     def current(self) -> bytes:
-        return self._map[:self.SIZE]
+        return self._map[: self.SIZE]
 
     def ring(self) -> None:
-        self._map[:self.SIZE] = os.urandom(self.SIZE)
+        self._map[: self.SIZE] = os.urandom(self.SIZE)
 
 
 class Accounts:
@@ -107,8 +107,14 @@ class Accounts:
             unrestricted = bool(user.is_staff)
         elif row.subject_kind == access.ESC and Esc.get_or_none(Esc.id == row.subject_name) is None:
             return None
-        return Identity(kind=row.subject_kind, name=row.subject_name, grants=self.rules_of(row.subject_kind, row.subject_name),
-                        unrestricted=unrestricted, token_id=row.id, expires_at=row.expiry_time)
+        return Identity(
+            kind=row.subject_kind,
+            name=row.subject_name,
+            grants=self.rules_of(row.subject_kind, row.subject_name),
+            unrestricted=unrestricted,
+            token_id=row.id,
+            expires_at=row.expiry_time,
+        )
 
     def rules_of(self, kind: str, name: str) -> tuple[GrantRule, ...]:
         grants = Grant.select().where((Grant.subject_kind == kind) & (Grant.subject_name == name))
@@ -121,15 +127,24 @@ class Accounts:
                 AuthToken.update(last_use_time=when).where(AuthToken.id == token_id).execute()
 
     # ---- users
-    def create_user(self, username: Any, password: Any = None, *, is_staff: bool = False, is_active: bool = True,
-                    default_grants: bool = True, granted_by: str | None = None) -> User:
+    def create_user(
+        self,
+        username: Any,
+        password: Any = None,
+        *,
+        is_staff: bool = False,
+        is_active: bool = True,
+        default_grants: bool = True,
+        granted_by: str | None = None,
+    ) -> User:
         if not isinstance(username, str) or not USERNAME_PATTERN.match(username):
             raise ValidationError("username: 1-150 letters, digits or . _ @ + -, starting with a letter or digit")
         password_hash = hash_password(check_password_rules(password)) if password is not None else None
         try:
             with database.atomic():
-                user = User.create(username=username, password_hash=password_hash, is_staff=is_staff,
-                                   is_active=is_active)
+                user = User.create(
+                    username=username, password_hash=password_hash, is_staff=is_staff, is_active=is_active
+                )
                 if default_grants:
                     for scope in access.NEW_USER_SCOPES:
                         self._grant(access.USER, username, GrantRule(scope), granted_by)
@@ -155,7 +170,9 @@ class Accounts:
                     raise ValidationError(f"{field}: must be true or false")
                 setattr(user, field, changes[field])
         if "password" in changes:
-            user.password_hash = None if changes["password"] is None else hash_password(check_password_rules(changes["password"]))
+            user.password_hash = (
+                None if changes["password"] is None else hash_password(check_password_rules(changes["password"]))
+            )
         user.save()
         self.changes.ring()
         return user
@@ -169,17 +186,23 @@ class Accounts:
             User.delete().where(User.username == username).execute()
         self.changes.ring()
 
-    def change_password(self, username: str, old_password: Any, new_password: Any,
-                        keep_token_id: int | None = None) -> None:
+    def change_password(
+        self, username: str, old_password: Any, new_password: Any, keep_token_id: int | None = None
+    ) -> None:
         """Set a new password; the user's other password logins end (the token in use, `keep_token_id`, stays)."""
         user = self.get_user(username)
-        if user.password_hash and not (isinstance(old_password, str) and verify_password(old_password, user.password_hash)):
+        if user.password_hash and not (
+            isinstance(old_password, str) and verify_password(old_password, user.password_hash)
+        ):
             raise ValidationError("old_password: does not match")
         user.password_hash = hash_password(check_password_rules(new_password, "new_password"))
         user.save()
         AuthToken.update(active=False).where(
-            (AuthToken.subject_kind == access.USER) & (AuthToken.subject_name == username)
-            & (AuthToken.origin == "login") & (AuthToken.id != (keep_token_id or 0))).execute()
+            (AuthToken.subject_kind == access.USER)
+            & (AuthToken.subject_name == username)
+            & (AuthToken.origin == "login")
+            & (AuthToken.id != (keep_token_id or 0))
+        ).execute()
         self.changes.ring()
 
     def check_login(self, username: Any, password: Any) -> User | None:
@@ -223,20 +246,26 @@ class Accounts:
         self.changes.ring()
 
     # ---- tokens
-    def issue_token(self, kind: str, name: str, *, expiry_time: float | None = None, description: str = "",
-                    origin: str = "api") -> tuple[str, AuthToken]:
+    def issue_token(
+        self, kind: str, name: str, *, expiry_time: float | None = None, description: str = "", origin: str = "api"
+    ) -> tuple[str, AuthToken]:
         """A new token for a subject: the token (shown once) and its stored row."""
         self.require_subject(kind, name)
         if expiry_time is not None and expiry_time <= time.time():
             raise ValidationError("expiry_time: must be in the future")
         return self._create_token(kind, name, expiry_time=expiry_time, description=description, origin=origin)
 
-    def _create_token(self, kind: str, name: str, *, expiry_time: float | None, description: str,
-                      origin: str) -> tuple[str, AuthToken]:
+    def _create_token(
+        self, kind: str, name: str, *, expiry_time: float | None, description: str, origin: str
+    ) -> tuple[str, AuthToken]:
         token = new_token()
         row = AuthToken.create(
-            subject_kind=kind, subject_name=name, token_hash=token_hash(token), description=description[:200],
-            origin=origin, expiry_time=expiry_time,
+            subject_kind=kind,
+            subject_name=name,
+            token_hash=token_hash(token),
+            description=description[:200],
+            origin=origin,
+            expiry_time=expiry_time,
             sealed_token=self.vault.seal(token) if kind == access.JOB_FAMILY else None,
         )
         return token, row
@@ -264,7 +293,8 @@ class Accounts:
 
     def revoke_tokens_of(self, kind: str, name: str, origin: str | None = None) -> int:
         query = AuthToken.update(active=False).where(
-            (AuthToken.subject_kind == kind) & (AuthToken.subject_name == name) & AuthToken.active)
+            (AuthToken.subject_kind == kind) & (AuthToken.subject_name == name) & AuthToken.active
+        )
         if origin is not None:
             query = query.where(AuthToken.origin == origin)
         count = query.execute()
@@ -274,23 +304,35 @@ class Accounts:
     def retire_family_tokens(self, family: str) -> int:
         """Once no version of `family` is left (and none is on its way), its tokens stop working: nothing
         should hold them any more. Deploying the family again makes a new one (see `family_token`)."""
-        if Job.select().where(Job.name == family).exists() or Deployment.select().where(
-                (Deployment.job_name == family) & (Deployment.status == DeploymentStatus.IN_PROGRESS)).exists():
+        if (
+            Job.select().where(Job.name == family).exists()
+            or Deployment.select()
+            .where((Deployment.job_name == family) & (Deployment.status == DeploymentStatus.IN_PROGRESS))
+            .exists()
+        ):
             return 0
         return self.revoke_tokens_of(access.JOB_FAMILY, family)
 
     def family_token(self, family: str) -> str:
         """The token a job family's containers get as AUTH_TOKEN (made on first use, kept sealed)."""
-        row = (AuthToken.select()
-               .where((AuthToken.subject_kind == access.JOB_FAMILY) & (AuthToken.subject_name == family)
-                      & AuthToken.active & AuthToken.sealed_token.is_null(False)
-                      & (AuthToken.expiry_time.is_null() | (AuthToken.expiry_time > time.time())))
-               .order_by(AuthToken.create_time.desc()).first())
+        row = (
+            AuthToken.select()
+            .where(
+                (AuthToken.subject_kind == access.JOB_FAMILY)
+                & (AuthToken.subject_name == family)
+                & AuthToken.active
+                & AuthToken.sealed_token.is_null(False)
+                & (AuthToken.expiry_time.is_null() | (AuthToken.expiry_time > time.time()))
+            )
+            .order_by(AuthToken.create_time.desc())
+            .first()
+        )
         if row is not None:
             return str(self.vault.open(row.sealed_token))
         # Made before the family's first job exists (its container needs it), so not via issue_token.
-        token, _ = self._create_token(access.JOB_FAMILY, family, expiry_time=None, origin="job_family",
-                                      description="AUTH_TOKEN of its jobs")
+        token, _ = self._create_token(
+            access.JOB_FAMILY, family, expiry_time=None, origin="job_family", description="AUTH_TOKEN of its jobs"
+        )
         return token
 
     def ensure_bootstrap_admin(self, admin_token: str) -> None:
@@ -299,15 +341,24 @@ class Accounts:
         with database.atomic("IMMEDIATE"):
             # Always active staff again at start: the way back in if someone locked the admin out.
             User.insert(username=ADMIN_USERNAME, is_staff=True, is_active=True).on_conflict(
-                conflict_target=[User.username], update={User.is_staff: True, User.is_active: True}).execute()
+                conflict_target=[User.username], update={User.is_staff: True, User.is_active: True}
+            ).execute()
             hashed = token_hash(admin_token)
             current = AuthToken.get_or_none(AuthToken.token_hash == hashed)
             AuthToken.update(active=False).where(
-                (AuthToken.subject_kind == access.USER) & (AuthToken.subject_name == ADMIN_USERNAME)
-                & (AuthToken.origin == "bootstrap") & (AuthToken.token_hash != hashed)).execute()
+                (AuthToken.subject_kind == access.USER)
+                & (AuthToken.subject_name == ADMIN_USERNAME)
+                & (AuthToken.origin == "bootstrap")
+                & (AuthToken.token_hash != hashed)
+            ).execute()
             if current is None:
-                AuthToken.create(subject_kind=access.USER, subject_name=ADMIN_USERNAME, token_hash=hashed,
-                                 origin="bootstrap", description="RACETRACK_ADMIN_TOKEN or DATA_DIR/admin-token")
+                AuthToken.create(
+                    subject_kind=access.USER,
+                    subject_name=ADMIN_USERNAME,
+                    token_hash=hashed,
+                    origin="bootstrap",
+                    description="RACETRACK_ADMIN_TOKEN or DATA_DIR/admin-token",
+                )
             elif current.subject_kind != access.USER or current.subject_name != ADMIN_USERNAME:
                 raise ValidationError("RACETRACK_ADMIN_TOKEN: is already the token of another subject")
             elif not current.active:
@@ -325,22 +376,34 @@ class Accounts:
         if RegistrySetting.get_or_none(RegistrySetting.key == NARROWED_DEFAULTS_KEY) is not None:
             return
         for grant in Grant.select().where(
-                (Grant.subject_kind == access.USER) & (Grant.scope == access.DEPLOY_JOB) & Grant.job_name.is_null()
-                & Grant.job_version.is_null() & Grant.endpoint.is_null()):
+            (Grant.subject_kind == access.USER)
+            & (Grant.scope == access.DEPLOY_JOB)
+            & Grant.job_name.is_null()
+            & Grant.job_version.is_null()
+            & Grant.endpoint.is_null()
+        ):
             user = User.get_or_none(User.username == grant.subject_name)
             if user is None or abs(grant.create_time - user.create_time) > DEFAULT_GRANT_SECONDS:
                 continue
-            deployed = (Deployment.select(Deployment.job_name).distinct()
-                        .where(((Deployment.requested_by == f"{access.USER}:{user.username}")
-                                | (Deployment.requested_by.is_null() & (Deployment.deployed_by == user.username)))
-                               & (Deployment.status == DeploymentStatus.DONE)))
+            deployed = (
+                Deployment.select(Deployment.job_name)
+                .distinct()
+                .where(
+                    (
+                        (Deployment.requested_by == f"{access.USER}:{user.username}")
+                        | (Deployment.requested_by.is_null() & (Deployment.deployed_by == user.username))
+                    )
+                    & (Deployment.status == DeploymentStatus.DONE)
+                )
+            )
             for family in sorted({row.job_name for row in deployed}):
                 rule = GrantRule(access.DEPLOY_JOB, job_name=family)
                 if not self._has_grant(access.USER, user.username, rule):
                     self._grant(access.USER, user.username, rule, "upgrade: was deploy_job on every job")
             grant.delete_instance()
-        RegistrySetting.insert(key=NARROWED_DEFAULTS_KEY, value="true", changed_by="upgrade",
-                               update_time=now()).on_conflict_ignore().execute()
+        RegistrySetting.insert(
+            key=NARROWED_DEFAULTS_KEY, value="true", changed_by="upgrade", update_time=now()
+        ).on_conflict_ignore().execute()
 
     # ---- grants
     def add_grant(self, kind: str, name: str, rule: GrantRule, granted_by: str | None) -> Grant:
@@ -397,14 +460,29 @@ class Accounts:
             raise ValidationError(f"subject: kind {kind!r} is not one of {', '.join(access.SUBJECT_KINDS)}")
 
     def _grant(self, kind: str, name: str, rule: GrantRule, granted_by: str | None) -> Grant:
-        return Grant.create(subject_kind=kind, subject_name=name, scope=rule.scope, job_name=rule.job_name,
-                            job_version=rule.job_version, endpoint=rule.endpoint, granted_by=granted_by)
+        return Grant.create(
+            subject_kind=kind,
+            subject_name=name,
+            scope=rule.scope,
+            job_name=rule.job_name,
+            job_version=rule.job_version,
+            endpoint=rule.endpoint,
+            granted_by=granted_by,
+        )
 
     def _has_grant(self, kind: str, name: str, rule: GrantRule) -> bool:
-        return Grant.select().where(
-            (Grant.subject_kind == kind) & (Grant.subject_name == name) & (Grant.scope == rule.scope)
-            & _equals_or_null(Grant.job_name, rule.job_name) & _equals_or_null(Grant.job_version, rule.job_version)
-            & _equals_or_null(Grant.endpoint, rule.endpoint)).exists()
+        return (
+            Grant.select()
+            .where(
+                (Grant.subject_kind == kind)
+                & (Grant.subject_name == name)
+                & (Grant.scope == rule.scope)
+                & _equals_or_null(Grant.job_name, rule.job_name)
+                & _equals_or_null(Grant.job_version, rule.job_version)
+                & _equals_or_null(Grant.endpoint, rule.endpoint)
+            )
+            .exists()
+        )
 
     def _forget_subject(self, kind: str, name: str) -> None:
         AuthToken.delete().where((AuthToken.subject_kind == kind) & (AuthToken.subject_name == name)).execute()
@@ -414,10 +492,13 @@ class Accounts:
     def request_public_endpoints(self, job_name: str, job_version: str, endpoints: list[str]) -> None:
         """Record what a manifest asks to open; each stays closed until an admin approves it."""
         for endpoint in endpoints:
-            PublicEndpoint.insert(job_name=job_name, job_version=job_version, endpoint=endpoint).on_conflict_ignore().execute()
+            PublicEndpoint.insert(
+                job_name=job_name, job_version=job_version, endpoint=endpoint
+            ).on_conflict_ignore().execute()
 
-    def public_endpoints(self, job_name: str | None = None, job_version: str | None = None,
-                         active: bool | None = None) -> list[PublicEndpoint]:
+    def public_endpoints(
+        self, job_name: str | None = None, job_version: str | None = None, active: bool | None = None
+    ) -> list[PublicEndpoint]:
         query = PublicEndpoint.select().order_by(PublicEndpoint.id)
         if job_name is not None:
             query = query.where(PublicEndpoint.job_name == job_name)

@@ -78,8 +78,10 @@ class _MultiLookup(_Lookup, Protocol):
 # A page served from the daemon's origin (a job's web view) can set a second X-Racetrack-Auth
 # cookie with a narrower path, which browsers then send first: reading "the first one" would log
 # the visitor in as whoever planted it. Two different values are refused instead.
-PLANTED_COOKIE = ("several different X-Racetrack-Auth cookies were sent (a page on this origin may have set one):"
-                  " log in again, or clear this site's cookies")
+PLANTED_COOKIE = (
+    "several different X-Racetrack-Auth cookies were sent (a page on this origin may have set one):"
+    " log in again, or clear this site's cookies"
+)
 
 
 def token_from(headers: _Lookup, cookies: _MultiLookup) -> str | None:
@@ -127,9 +129,13 @@ class FailureLimiter:
         now = time.time()
         wait = 0
         for key in keys:
-            recent = [row.time for row in AuthFailure.select(AuthFailure.time)
-                      .where((AuthFailure.address == key) & (AuthFailure.time > now - self.window))
-                      .order_by(AuthFailure.time.desc()).limit(self.limit)]
+            recent = [
+                row.time
+                for row in AuthFailure.select(AuthFailure.time)
+                .where((AuthFailure.address == key) & (AuthFailure.time > now - self.window))
+                .order_by(AuthFailure.time.desc())
+                .limit(self.limit)
+            ]
             if len(recent) >= self.limit:  # until the oldest of them leaves the window
                 wait = max(wait, int(recent[-1] + self.window - now) + 1)
         return wait
@@ -157,8 +163,11 @@ class Authenticator:
 
     @classmethod
     def from_settings(cls, settings: Settings, accounts: Accounts) -> Authenticator:
-        return cls(accounts, required=settings.auth_required,
-                   limiter=FailureLimiter(settings.auth_failure_limit, settings.auth_failure_window))
+        return cls(
+            accounts,
+            required=settings.auth_required,
+            limiter=FailureLimiter(settings.auth_failure_limit, settings.auth_failure_window),
+        )
 
     def identify(self, token: str | None, client: str, area: str) -> Identity:
         """The caller's identity. Raises UnauthorizedError (no or bad token, when auth is required)
@@ -178,11 +187,14 @@ class Authenticator:
         keys = (client, credential_key(token))
         wait = self.limiter.blocked_for(*keys)
         if wait:  # no write while blocked: a flood of guesses costs the registry nothing more
-            raise TooManyAuthFailures(f"too many failed auth attempts from {client} or with this token; "
-                                      f"try again in {wait} s", retry_after=wait)
+            raise TooManyAuthFailures(
+                f"too many failed auth attempts from {client} or with this token; try again in {wait} s",
+                retry_after=wait,
+            )
         self.limiter.record(*keys)
-        raise UnauthorizedError("invalid, expired or revoked auth token",
-                                hint="log in again (rtd login), or ask an admin for a new token")
+        raise UnauthorizedError(
+            "invalid, expired or revoked auth token", hint="log in again (rtd login), or ask an admin for a new token"
+        )
 
     def forget(self) -> None:
         self._cache = {}
@@ -212,8 +224,11 @@ class Authenticator:
             self._flusher.start()
 
     def flush_last_use(self) -> None:
-        due = {token_id: when for token_id, when in list(self._last_use.items())
-               if token_id and when - self._last_written.get(token_id, 0.0) >= LAST_USE_RESOLUTION}
+        due = {
+            token_id: when
+            for token_id, when in list(self._last_use.items())
+            if token_id and when - self._last_written.get(token_id, 0.0) >= LAST_USE_RESOLUTION
+        }
         if due:
             self.accounts.mark_used(due)
             self._last_written.update(due)

@@ -18,8 +18,9 @@ from racetrackd.db import AuthToken, User
 from racetrackd.errors import TooManyAuthFailures, UnauthorizedError
 
 
-def password_login(accounts: Accounts, limiter: FailureLimiter, username: Any, password: Any, client: str,
-                   token_ttl: float) -> tuple[User, str]:
+def password_login(
+    accounts: Accounts, limiter: FailureLimiter, username: Any, password: Any, client: str, token_ttl: float
+) -> tuple[User, str]:
     """Check a username and password and issue a login token that expires after `token_ttl` seconds.
 
     Failures count for the client address and for the username. A username over its limit is
@@ -35,12 +36,14 @@ def password_login(accounts: Accounts, limiter: FailureLimiter, username: Any, p
     if user is None:
         wait = limiter.blocked_for(client)
         if wait:
-            raise TooManyAuthFailures(f"too many failed auth attempts from {client}; try again in {wait} s",
-                                      retry_after=wait)
+            raise TooManyAuthFailures(
+                f"too many failed auth attempts from {client}; try again in {wait} s", retry_after=wait
+            )
         limiter.record(client, *([name_key] if name_key else []))
         raise UnauthorizedError("invalid username or password")
-    token, _ = accounts.issue_token(access.USER, user.username, origin="login", description="password login",
-                                    expiry_time=time.time() + token_ttl)
+    token, _ = accounts.issue_token(
+        access.USER, user.username, origin="login", description="password login", expiry_time=time.time() + token_ttl
+    )
     return user, token
 
 

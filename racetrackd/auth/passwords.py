@@ -14,12 +14,40 @@ ALGORITHM = "pbkdf2_sha256"
 ITERATIONS = 600_000
 MIN_LENGTH = 8
 # The most common passwords of leaked lists that pass the length rule; refused outright.
-COMMON = frozenset({
-    "password", "password1", "password123", "12345678", "123456789", "1234567890", "qwertyuiop", "iloveyou",
-    "sunshine", "princess", "football", "baseball", "welcome1", "superman", "trustno1", "abcd1234",
-    "qwerty123", "1q2w3e4r", "letmein1", "passw0rd", "administrator", "admin123", "changeme", "racetrack",
-    "starwars", "whatever", "michael1", "computer", "internet", "dragon12",
-})
+COMMON = frozenset(
+    {
+        "password",
+        "password1",
+        "password123",
+        "12345678",
+        "123456789",
+        "1234567890",
+        "qwertyuiop",
+        "iloveyou",
+        "sunshine",
+        "princess",
+        "football",
+        "baseball",
+        "welcome1",
+        "superman",
+        "trustno1",
+        "abcd1234",
+        "qwerty123",
+        "1q2w3e4r",
+        "letmein1",
+        "passw0rd",
+        "administrator",
+        "admin123",
+        "changeme",
+        "racetrack",
+        "starwars",
+        "whatever",
+        "michael1",
+        "computer",
+        "internet",
+        "dragon12",
+    }
+)
 
 
 def hash_password(password: str, *, iterations: int = ITERATIONS) -> str:

@@ -13,8 +13,18 @@ from racetrackd.db import Job
 from racetrackd.metrics import JobCalls
 
 # Status -> the CSS class of its badge (colours in dashboard.css); unknown statuses look neutral.
-STATUS_TONES = {"running": "ok", "sleeping": "idle", "waking": "busy", "starting": "busy", "error": "bad",
-                "crashed": "bad", "lost": "bad", "done": "ok", "in_progress": "busy", "failed": "bad"}
+STATUS_TONES = {
+    "running": "ok",
+    "sleeping": "idle",
+    "waking": "busy",
+    "starting": "busy",
+    "error": "bad",
+    "crashed": "bad",
+    "lost": "bad",
+    "done": "ok",
+    "in_progress": "busy",
+    "failed": "bad",
+}
 JOB_FILTERS = ("name", "owner", "jobtype", "status")
 
 
@@ -45,9 +55,14 @@ def filter_rows(rows: list[JobRow], filters: dict[str, str]) -> list[JobRow]:
     """Rows matching every filter given: name and owner by substring, job type by prefix, status exactly."""
     name, owner = filters.get("name", "").lower(), filters.get("owner", "").lower()
     jobtype, status = filters.get("jobtype", ""), filters.get("status", "")
-    return [row for row in rows
-            if name in row.job.name.lower() and owner in row.owner.lower()
-            and row.job.job_type_version.startswith(jobtype) and (not status or row.job.status == status)]
+    return [
+        row
+        for row in rows
+        if name in row.job.name.lower()
+        and owner in row.owner.lower()
+        and row.job.job_type_version.startswith(jobtype)
+        and (not status or row.job.status == status)
+    ]
 
 
 def families(rows: list[JobRow]) -> list[Family]:
@@ -55,8 +70,10 @@ def families(rows: list[JobRow]) -> list[Family]:
     grouped: dict[str, list[JobRow]] = {}
     for row in rows:
         grouped.setdefault(row.job.name, []).append(row)
-    return [Family(name, sorted(members, key=lambda row: row.job.create_time, reverse=True))
-            for name, members in sorted(grouped.items())]
+    return [
+        Family(name, sorted(members, key=lambda row: row.job.create_time, reverse=True))
+        for name, members in sorted(grouped.items())
+    ]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,12 +93,18 @@ def latency_bars(calls: JobCalls) -> list[Bar]:
     used = [index for index, (_, count) in enumerate(buckets) if count]
     if not used:
         return []
-    shown = buckets[used[0]:used[-1] + 1]
+    shown = buckets[used[0] : used[-1] + 1]
     tallest = max(count for _, count in shown)
     width = CHART_WIDTH / len(shown)
-    return [Bar(label=f"≤ {seconds(bound)}", count=count, x=round(index * width, 1),
-                height=round(CHART_HEIGHT * count / tallest, 1))
-            for index, (bound, count) in enumerate(shown)]
+    return [
+        Bar(
+            label=f"≤ {seconds(bound)}",
+            count=count,
+            x=round(index * width, 1),
+            height=round(CHART_HEIGHT * count / tallest, 1),
+        )
+        for index, (bound, count) in enumerate(shown)
+    ]
 
 
 def bar_width(bars: list[Bar]) -> float:

@@ -30,8 +30,13 @@ from racetrackd.settings import Settings
 
 STATIC_DIR = resources.dashboard_static_dir()
 
-bp = Blueprint("dashboard", __name__, template_folder=str(resources.templates_dir()), static_folder=str(STATIC_DIR),
-               static_url_path="/static")
+bp = Blueprint(
+    "dashboard",
+    __name__,
+    template_folder=str(resources.templates_dir()),
+    static_folder=str(STATIC_DIR),
+    static_url_path="/static",
+)
 
 OPEN_ENDPOINTS = {"dashboard.login", "dashboard.static"}
 LIVE_PAGE_SIZE = 200
@@ -92,12 +97,18 @@ def login() -> Response | tuple[str, int] | str:
             services().authenticator.identify(token, request.remote_addr or "", "dashboard")
         else:
             svc = services()
-            _, token = logins.password_login(svc.accounts, svc.authenticator.limiter, username,
-                                             request.form.get("password", ""), request.remote_addr or "",
-                                             svc.settings.login_token_ttl)
+            _, token = logins.password_login(
+                svc.accounts,
+                svc.authenticator.limiter,
+                username,
+                request.form.get("password", ""),
+                request.remote_addr or "",
+                svc.settings.login_token_ttl,
+            )
     except RacetrackError as exc:
-        return render_template("dashboard/login.html", title="Log in", next=target, error=exc.message,
-                               username=username), exc.status_code
+        return render_template(
+            "dashboard/login.html", title="Log in", next=target, error=exc.message, username=username
+        ), exc.status_code
     return set_login_cookie(redirect(target, code=303), token)
 
 
@@ -111,9 +122,12 @@ def logout() -> Response:
 def profile() -> str:
     identity = caller()
     svc = services()
-    return render_template("dashboard/profile.html", title="Profile",
-                           tokens=svc.accounts.tokens_of(identity.kind, identity.name),
-                           grants=svc.accounts.grants(identity.kind, identity.name))
+    return render_template(
+        "dashboard/profile.html",
+        title="Profile",
+        tokens=svc.accounts.tokens_of(identity.kind, identity.name),
+        grants=svc.accounts.grants(identity.kind, identity.name),
+    )
 
 
 # ---- jobs
@@ -124,32 +138,50 @@ def job_list() -> str:
     filters = {key: request.args.get(key, "").strip() for key in present.JOB_FILTERS}
     shown = present.filter_rows(rows, filters)
     template = "dashboard/_job_families.html" if request.args.get("partial") else "dashboard/jobs.html"
-    return render_template(template, title="Jobs", families=present.families(shown), filters=filters,
-                           total=len(rows), shown=len(shown),
-                           statuses=sorted({row.job.status for row in rows}),
-                           jobtypes=sorted({row.job.job_type_version for row in rows}))
+    return render_template(
+        template,
+        title="Jobs",
+        families=present.families(shown),
+        filters=filters,
+        total=len(rows),
+        shown=len(shown),
+        statuses=sorted({row.job.status for row in rows}),
+        jobtypes=sorted({row.job.job_type_version for row in rows}),
+    )
 
 
 @bp.get("/jobs/<name>/<version>")
 def job_page(name: str, version: str) -> str:
     job = jobs.resolve_job(name, version)
     identity = require(access.READ_JOB, job.name, job.version, doing="read")
-    versions = [row for row in present.job_rows(Job.family(job.name))
-                if identity.allows(access.READ_JOB, row.job.name, row.job.version)]
+    versions = [
+        row
+        for row in present.job_rows(Job.family(job.name))
+        if identity.allows(access.READ_JOB, row.job.name, row.job.version)
+    ]
     history = deployments.recent_deployments(10, job.name)
     calls = metrics.job_calls(job.name, job.version)
     bars = present.latency_bars(calls)
     row = present.job_rows([job])[0]
     return render_template(
-        "dashboard/job.html", title=f"{job.name} {job.version}", job=job, row=row,
-        manifest=row.manifest, versions=sorted(versions, key=lambda r: r.job.create_time, reverse=True),
+        "dashboard/job.html",
+        title=f"{job.name} {job.version}",
+        job=job,
+        row=row,
+        manifest=row.manifest,
+        versions=sorted(versions, key=lambda r: r.job.create_time, reverse=True),
         history=[d for d in history if d.job_version == job.version],
-        current=releases.current_release(job), calls=calls, bars=bars, bar_width=present.bar_width(bars),
-        chart_width=present.CHART_WIDTH, chart_height=present.CHART_HEIGHT,
+        current=releases.current_release(job),
+        calls=calls,
+        bars=bars,
+        bar_width=present.bar_width(bars),
+        chart_width=present.CHART_WIDTH,
+        chart_height=present.CHART_HEIGHT,
         pub_path=naming.pub_path(job.name, job.version),
         may_call=identity.allows(access.CALL_JOB, job.name, job.version),
         may_deploy=identity.allows(access.DEPLOY_JOB, job.name, job.version),
-        may_delete=identity.allows(access.DELETE_JOB, job.name, job.version))
+        may_delete=identity.allows(access.DELETE_JOB, job.name, job.version),
+    )
 
 
 # ---- deploy from the browser
@@ -176,16 +208,22 @@ def _deploy_form(manifest_text: str, upload: FileStorage | None, settings: Setti
     manifest = accept_manifest(_manifest_mapping(manifest_text), settings)
     archive = None
     if upload is not None and upload.filename:
-        limits = ContextLimits(int(settings.max_context_size), settings.max_context_entries,
-                               settings.max_context_ratio)
+        limits = ContextLimits(int(settings.max_context_size), settings.max_context_entries, settings.max_context_ratio)
         archive = archive_as_tar_gz(upload.read(), limits=limits)
-    return DeployRequest(manifest=manifest, requester=caller(), archive=archive, force=request.form.get("force") == "on")
+    return DeployRequest(
+        manifest=manifest, requester=caller(), archive=archive, force=request.form.get("force") == "on"
+    )
 
 
 def _deploy_page(manifest_text: str, error: RacetrackError | None) -> str:
     field_errors = error.errors if isinstance(error, ManifestError) else []
-    return render_template("dashboard/deploy.html", title="Deploy a job", manifest_text=manifest_text, error=error,
-                           field_errors=field_errors)
+    return render_template(
+        "dashboard/deploy.html",
+        title="Deploy a job",
+        manifest_text=manifest_text,
+        error=error,
+        field_errors=field_errors,
+    )
 
 
 def _uploaded_text(upload: FileStorage | None) -> str:
@@ -215,9 +253,12 @@ def deployment_list() -> str:
     identity = caller()
     job_name = request.args.get("job_name", "").strip()
     recent = deployments.recent_deployments(LIVE_PAGE_SIZE, job_name or None)
-    return render_template("dashboard/deployments.html", title="Deployments", job_name=job_name,
-                           deployments=[d for d in recent
-                                        if identity.allows(access.READ_JOB, d.job_name, d.job_version)])
+    return render_template(
+        "dashboard/deployments.html",
+        title="Deployments",
+        job_name=job_name,
+        deployments=[d for d in recent if identity.allows(access.READ_JOB, d.job_name, d.job_version)],
+    )
 
 
 @bp.get("/deployments/<deployment_id>")
@@ -225,9 +266,15 @@ def deployment_page(deployment_id: str) -> str:
     deployment = deployments.get_deployment(deployment_id)
     require(access.READ_JOB, deployment.job_name, deployment.job_version, doing="read")
     build_log, log_offset = deployment.build_logs_since(0)  # the page's script follows on from log_offset
-    return render_template("dashboard/deployment.html", title=f"Deployment of {deployment.job_name} "
-                           f"{deployment.job_version}", deployment=deployment, phases=deployment.phase_timeline(),
-                           duration=_duration(deployment), build_log=build_log, log_offset=log_offset)
+    return render_template(
+        "dashboard/deployment.html",
+        title=f"Deployment of {deployment.job_name} {deployment.job_version}",
+        deployment=deployment,
+        phases=deployment.phase_timeline(),
+        duration=_duration(deployment),
+        build_log=build_log,
+        log_offset=log_offset,
+    )
 
 
 def _duration(deployment: Deployment) -> float | None:
@@ -240,11 +287,22 @@ def _duration(deployment: Deployment) -> float | None:
 def activity() -> str:
     identity = caller()
     filters = {key: request.args.get(key, "").strip() for key in ("job_name", "job_version", "event_type", "executor")}
-    events = audit.activity(filters["job_name"] or None, filters["job_version"] or None, LIVE_PAGE_SIZE,
-                            event_type=filters["event_type"] or None, executor=filters["executor"] or None)
+    events = audit.activity(
+        filters["job_name"] or None,
+        filters["job_version"] or None,
+        LIVE_PAGE_SIZE,
+        event_type=filters["event_type"] or None,
+        executor=filters["executor"] or None,
+    )
     shown = [event for event in events if identity.allows(access.READ_JOB, event.job_name, event.job_version)]
-    return render_template("dashboard/activity.html", title="Activity", filters=filters, events=shown,
-                           explain=audit.explain, event_types=audit.EVENT_TYPES)
+    return render_template(
+        "dashboard/activity.html",
+        title="Activity",
+        filters=filters,
+        events=shown,
+        explain=audit.explain,
+        event_types=audit.EVENT_TYPES,
+    )
 
 
 # ---- administration
@@ -256,11 +314,19 @@ def admin() -> str:
     for job in jobs.list_jobs():
         running[job.job_type_version] = running.get(job.job_type_version, 0) + 1
     return render_template(
-        "dashboard/admin.html", title="Administration", users=list(User.select().order_by(User.username)),
-        escs=list(Esc.select().order_by(Esc.name)), tokens=svc.accounts.tokens_of(), grants=svc.accounts.grants(),
-        public_endpoints=svc.accounts.public_endpoints(), job_types=svc.plugins.job_types(), plugins=svc.plugins.plugins(),
+        "dashboard/admin.html",
+        title="Administration",
+        users=list(User.select().order_by(User.username)),
+        escs=list(Esc.select().order_by(Esc.name)),
+        tokens=svc.accounts.tokens_of(),
+        grants=svc.accounts.grants(),
+        public_endpoints=svc.accounts.public_endpoints(),
+        job_types=svc.plugins.job_types(),
+        plugins=svc.plugins.plugins(),
         jobs_by_type=running,
-        scopes=access.SCOPES, bootstrap_admin=ADMIN_USERNAME)
+        scopes=access.SCOPES,
+        bootstrap_admin=ADMIN_USERNAME,
+    )
 
 
 # ---- assets
@@ -283,7 +349,8 @@ def _headers(response: Response) -> Response:
     else:
         response.cache_control.no_store = True  # pages show live state and are per user
         response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Content-Security-Policy",
-                                    "default-src 'self'; img-src 'self' data:; style-src 'self'; "
-                                    "script-src 'self'; frame-ancestors 'none'")
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'",
+        )
     return response

@@ -65,8 +65,15 @@ class BuildResult:
 
 
 class ImageBuilder:
-    def __init__(self, settings: Settings, runtime: Runtime, vault: Vault, daemon_url_for_builds: str, *,
-                 isolate_builds: bool = True) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        runtime: Runtime,
+        vault: Vault,
+        daemon_url_for_builds: str,
+        *,
+        isolate_builds: bool = True,
+    ) -> None:
         self.settings = settings
         self.runtime = runtime
         self.vault = vault
@@ -76,22 +83,43 @@ class ImageBuilder:
         self.build_network = naming.build_network(settings.network)
         self.isolate_builds = isolate_builds
 
-    def fetch_source(self, manifest: Manifest, job_type: JobType, workspace: Path, secrets: jobsecrets.JobSecrets,
-                     *, build_context: Path | None, report: BuildReport) -> FetchedSource:
+    def fetch_source(
+        self,
+        manifest: Manifest,
+        job_type: JobType,
+        workspace: Path,
+        secrets: jobsecrets.JobSecrets,
+        *,
+        build_context: Path | None,
+        report: BuildReport,
+    ) -> FetchedSource:
         """The job's directory, from the uploaded `build_context` or a git clone."""
         commit = None
         if build_context:
             job_dir = workspace / "job"
-            unpack_build_context(build_context, job_dir, limits=ContextLimits(
-                int(self.settings.max_context_size), self.settings.max_context_entries,
-                self.settings.max_context_ratio))
+            unpack_build_context(
+                build_context,
+                job_dir,
+                limits=ContextLimits(
+                    int(self.settings.max_context_size),
+                    self.settings.max_context_entries,
+                    self.settings.max_context_ratio,
+                ),
+            )
         elif manifest.git is not None:
             check_remote_allowed(manifest.git.remote, self.settings.git_allowed_schemes)
             addresses = check_remote_address(manifest.git.remote, self.settings.git_allow_private_remotes)
             creds = secrets.git_credentials
             credentials = GitCredentials(username=creds["username"], password=creds["password"]) if creds else None
-            checkout = clone(manifest.git.remote, manifest.git.branch, manifest.git.directory, credentials,
-                             workspace / "repo", self.settings.build_timeout, addresses)
+            checkout = clone(
+                manifest.git.remote,
+                manifest.git.branch,
+                manifest.git.directory,
+                credentials,
+                workspace / "repo",
+                self.settings.build_timeout,
+                addresses,
+            )
             job_dir = checkout.context_dir
             commit = checkout.commit
             report.source_fetched(commit)
@@ -104,11 +132,22 @@ class ImageBuilder:
         jobtypes.check_extra(job_type, manifest.jobtype_extra, job_dir)
         return FetchedSource(job_dir=job_dir, git_commit=commit)
 
-    def recipe(self, manifest: Manifest, job_type: JobType, job_dir: Path, secrets: jobsecrets.JobSecrets, *,
-               secrets_url: str, deployment_id: str, git_commit: str = "") -> ImageRecipe:
+    def recipe(
+        self,
+        manifest: Manifest,
+        job_type: JobType,
+        job_dir: Path,
+        secrets: jobsecrets.JobSecrets,
+        *,
+        secrets_url: str,
+        deployment_id: str,
+        git_commit: str = "",
+    ) -> ImageRecipe:
         """The recipe of the job's image, from this daemon's settings and the secrets URL of this build."""
         return image_recipe(
-            manifest=manifest, job_type=self.job_type_files(job_type, manifest), job_dir=job_dir,
+            manifest=manifest,
+            job_type=self.job_type_files(job_type, manifest),
+            job_dir=job_dir,
             options=BuildOptions(
                 ca_bundle=self.settings.build_ca_bundle,
                 pip_index_url=self.settings.build_pip_index_url,
@@ -118,7 +157,9 @@ class ImageBuilder:
                 secrets_url=secrets_url,
                 secret_names=tuple(sorted(secrets.build_env)),
             ),
-            instance=self.settings.instance, deployment_id=deployment_id, git_commit=git_commit,
+            instance=self.settings.instance,
+            deployment_id=deployment_id,
+            git_commit=git_commit,
             racetrackd_version=__version__,
         )
 
@@ -127,10 +168,14 @@ class ImageBuilder:
         settings it names (declared by plugins, e.g. python_base_image)."""
         own = job_type.job_dockerfile
         return JobTypeFiles(
-            full_name=job_type.full_name, plugin_dir=job_type.plugin_dir,
+            full_name=job_type.full_name,
+            plugin_dir=job_type.plugin_dir,
             dockerfile_template=job_type.dockerfile_template,
-            own_dockerfile=None if own is None else OwnDockerfile(
-                path=own.path(manifest.jobtype_extra), field=f"jobtype_extra.{own.path_field}", render=own.render),
+            own_dockerfile=None
+            if own is None
+            else OwnDockerfile(
+                path=own.path(manifest.jobtype_extra), field=f"jobtype_extra.{own.path_field}", render=own.render
+            ),
             base_image=self._image_setting(job_type, job_type.base_image_setting),
             runtime_image=self._image_setting(job_type, job_type.runtime_image_setting),
         )
@@ -142,24 +187,54 @@ class ImageBuilder:
         value = self.settings.plugin_setting(name)
         return value if value is not None else dict(job_type.declared_settings).get(name, "")
 
-    def build(self, manifest: Manifest, job_type: JobType, job_dir: Path, secrets: jobsecrets.JobSecrets, *,
-              deployment_id: str, report: BuildReport, git_commit: str = "", no_cache: bool = False) -> BuildResult:
+    def build(
+        self,
+        manifest: Manifest,
+        job_type: JobType,
+        job_dir: Path,
+        secrets: jobsecrets.JobSecrets,
+        *,
+        deployment_id: str,
+        report: BuildReport,
+        git_commit: str = "",
+        no_cache: bool = False,
+    ) -> BuildResult:
         """Build the job's image. BuildError ends with the failing output."""
         started = time.monotonic()
         secrets_url, digest = self._secrets_url(manifest, secrets)
-        recipe = self.recipe(manifest, job_type, job_dir, secrets, secrets_url=secrets_url, deployment_id=deployment_id,
-                             git_commit=git_commit)
+        recipe = self.recipe(
+            manifest,
+            job_type,
+            job_dir,
+            secrets,
+            secrets_url=secrets_url,
+            deployment_id=deployment_id,
+            git_commit=git_commit,
+        )
         # The build log echoes each RUN line: the secrets URL's digest is masked like the values it opens.
         logs = _ThrottledLog(report, jobsecrets.Redactor([*secrets.values(), digest]))
         deadline = started + self.settings.build_timeout
-        with assemble_docker_context(recipe.dockerfile, recipe.job_dir, recipe.jobtype_dir, recipe.ca_bundle,
-                                     with_secrets_helper=recipe.with_secrets_helper) as ctx:
+        with assemble_docker_context(
+            recipe.dockerfile,
+            recipe.job_dir,
+            recipe.jobtype_dir,
+            recipe.ca_bundle,
+            with_secrets_helper=recipe.with_secrets_helper,
+        ) as ctx:
             try:
                 self.runtime.ensure_network(self.build_network, isolated=self.isolate_builds)
                 image_id = self.runtime.build_image(
-                    ctx, DOCKERFILE_NAME, recipe.tag, recipe.labels, logs.writer(deadline), no_cache=no_cache,
-                    timeout=self.settings.build_timeout, memory_limit=int(self.settings.build_memory),
-                    build_args=recipe.build_args, network=self.build_network)
+                    ctx,
+                    DOCKERFILE_NAME,
+                    recipe.tag,
+                    recipe.labels,
+                    logs.writer(deadline),
+                    no_cache=no_cache,
+                    timeout=self.settings.build_timeout,
+                    memory_limit=int(self.settings.build_memory),
+                    build_args=recipe.build_args,
+                    network=self.build_network,
+                )
             except BuildError as exc:
                 logs.flush()
                 raise BuildError(
@@ -167,8 +242,9 @@ class ImageBuilder:
                 ) from exc
             finally:
                 logs.flush()
-        return BuildResult(image=recipe.tag, image_id=image_id, duration=time.monotonic() - started,
-                           log_tail=tail(logs.kept()))
+        return BuildResult(
+            image=recipe.tag, image_id=image_id, duration=time.monotonic() - started, log_tail=tail(logs.kept())
+        )
 
     def _secrets_url(self, manifest: Manifest, secrets: jobsecrets.JobSecrets) -> tuple[str, str]:
         """Where the build's RUN steps fetch the secret build env, and the digest in it ('' when there is none)."""
@@ -252,6 +328,7 @@ class _ThrottledLog:
                 self.flush()
             if now > deadline:
                 raise BuildError("the build took longer than RACETRACK_BUILD_TIMEOUT and was stopped")
+
         return write
 
     def flush(self) -> None:

@@ -41,8 +41,10 @@ ENTRYPOINT_PHASE = "initializing Job entrypoint"
 # Waits between attempts to record a failed deployment: a full disk may free up (images pruned, logs
 # rotated); until it is recorded the deployment would look in progress for ever.
 STATUS_WRITE_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)
-DISK_FULL = ("the disk under racetrackd's data dir is full ({detail}): free some space (old images: "
-             "docker image prune) and deploy again")
+DISK_FULL = (
+    "the disk under racetrackd's data dir is full ({detail}): free some space (old images: "
+    "docker image prune) and deploy again"
+)
 
 
 class FailureNotRecorded(Exception):
@@ -63,16 +65,27 @@ def record_failure(deployment: Deployment, message: str, delays: tuple[float, ..
             deployment.finish(DeploymentStatus.FAILED, message)
             return
         except Exception as exc:  # peewee or OSError; whatever it is, retry then hand over
-            log.warning("deployment %s: could not record its failure (%s)%s", deployment.id, exc,
-                        "" if delay is None else f"; trying again in {delay:g} s")
+            log.warning(
+                "deployment %s: could not record its failure (%s)%s",
+                deployment.id,
+                exc,
+                "" if delay is None else f"; trying again in {delay:g} s",
+            )
             if delay is None:
                 raise FailureNotRecorded(deployment, message) from exc
             time.sleep(delay)
 
 
 class Deployer:
-    def __init__(self, settings: Settings, runtime: Runtime, plugins: PluginStore, addressing: Addressing,
-                 accounts: Accounts, builder: ImageBuilder) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        runtime: Runtime,
+        plugins: PluginStore,
+        addressing: Addressing,
+        accounts: Accounts,
+        builder: ImageBuilder,
+    ) -> None:
         self.settings = settings
         self.runtime = runtime
         self.builder = builder
@@ -100,8 +113,12 @@ class Deployer:
                 log.error("deployment %s failed: %s", deployment.id, message)
             else:
                 message = redact(f"internal error: {type(exc).__name__}: {exc}")
-                log.error("deployment %s failed unexpectedly: %s", deployment.id, redact(repr(exc)),
-                          exc_info=self.settings.log_level == "debug")
+                log.error(
+                    "deployment %s failed unexpectedly: %s",
+                    deployment.id,
+                    redact(repr(exc)),
+                    exc_info=self.settings.log_level == "debug",
+                )
             self._fail(deployment, message)
         finally:
             shutil.rmtree(workspace, ignore_errors=True)
@@ -112,8 +129,14 @@ class Deployer:
         self._discard_image(deployment)  # first: it frees space, which may be what the failure write needs
         record_failure(deployment, message)
         try:
-            AuditEvent.record(audit.DEPLOYMENT_FAILED, deployment.job_name, deployment.job_version,
-                              deployment.deployed_by, deployment_id=deployment.id, error=message[:500])
+            AuditEvent.record(
+                audit.DEPLOYMENT_FAILED,
+                deployment.job_name,
+                deployment.job_version,
+                deployment.deployed_by,
+                deployment_id=deployment.id,
+                error=message[:500],
+            )
         except Exception as exc:  # noqa: BLE001 (the failure is recorded; a missing audit line must not undo that)
             log.warning("deployment %s: could not write its audit event: %s", deployment.id, exc)
 
@@ -142,22 +165,36 @@ class Deployer:
             deployment.set_phase("starting Job server")
             self._start(deployment, manifest, job_type, deployment.image_name, secrets)
             deployment.finish(DeploymentStatus.DONE)
-            AuditEvent.record(audit.JOB_ROLLED_BACK, manifest.name, manifest.version, deployment.deployed_by,
-                              deployment_id=deployment.id, rollback_of=deployment.rollback_of,
-                              image=deployment.image_name)
+            AuditEvent.record(
+                audit.JOB_ROLLED_BACK,
+                manifest.name,
+                manifest.version,
+                deployment.deployed_by,
+                deployment_id=deployment.id,
+                rollback_of=deployment.rollback_of,
+                image=deployment.image_name,
+            )
             return
 
         job_type = _snapshot(job_type, workspace)
         record = DeploymentRecord(deployment, int(self.settings.build_log_max_size))
         deployment.set_phase("fetching the source code")
         build_context = Path(deployment.build_context_path) if deployment.build_context_path else None
-        source = self.builder.fetch_source(manifest, job_type, workspace, secrets, build_context=build_context,
-                                           report=record)
+        source = self.builder.fetch_source(
+            manifest, job_type, workspace, secrets, build_context=build_context, report=record
+        )
 
         deployment.set_phase(jobsecrets.BUILD_PHASE)
-        image = self.builder.build(manifest, job_type, source.job_dir, secrets, deployment_id=deployment.id,
-                                   git_commit=deployment.git_commit or "", no_cache=deployment.no_cache,
-                                   report=record).image
+        image = self.builder.build(
+            manifest,
+            job_type,
+            source.job_dir,
+            secrets,
+            deployment_id=deployment.id,
+            git_commit=deployment.git_commit or "",
+            no_cache=deployment.no_cache,
+            report=record,
+        ).image
         deployment.image_name = image
         deployment.save(only=[Deployment.image_name])
 
@@ -169,9 +206,15 @@ class Deployer:
             self.accounts.grant_family_owner(kind, name, manifest.name)
         self._post_deploy(deployment, manifest, job_type)
         deployment.finish(DeploymentStatus.DONE)
-        AuditEvent.record(audit.JOB_REDEPLOYED if existed else audit.JOB_DEPLOYED, manifest.name, manifest.version,
-                          deployment.deployed_by, deployment_id=deployment.id, image=image,
-                          git_commit=deployment.git_commit)
+        AuditEvent.record(
+            audit.JOB_REDEPLOYED if existed else audit.JOB_DEPLOYED,
+            manifest.name,
+            manifest.version,
+            deployment.deployed_by,
+            deployment_id=deployment.id,
+            image=image,
+            git_commit=deployment.git_commit,
+        )
         self.builder.collect_old_images(manifest.name, manifest.version)
 
     def _post_deploy(self, deployment: Deployment, manifest: Manifest, job_type: JobType) -> None:
@@ -184,16 +227,25 @@ class Deployer:
         _warn(deployment, hooks.notify("post_job_deploy", jobs.job_dto(job, self.settings)))
 
     # --- start and switch over ----------------------------------------------------------------
-    def _start(self, deployment: Deployment, manifest: Manifest, job_type: JobType, image: str,
-               secrets: jobsecrets.JobSecrets) -> None:
+    def _start(
+        self, deployment: Deployment, manifest: Manifest, job_type: JobType, image: str, secrets: jobsecrets.JobSecrets
+    ) -> None:
         """Start the release's replicas under staging names, wait until they are ready, then switch
         the job over to them (a redeploy without downtime) and give them their final names."""
-        launch = Launch(image=image, manifest=manifest, job_type_version=job_type.full_name,
-                        serving=job_type.serving_for(manifest.jobtype_extra), confinement=job_type.confinement,
-                        secrets=secrets, deployment_id=deployment.id, deployment_timestamp=int(time.time()),
-                        deployment=deployment)
-        staging_base = naming.staging_container_name(self.settings.instance, manifest.name, manifest.version,
-                                                     deployment.id)
+        launch = Launch(
+            image=image,
+            manifest=manifest,
+            job_type_version=job_type.full_name,
+            serving=job_type.serving_for(manifest.jobtype_extra),
+            confinement=job_type.confinement,
+            secrets=secrets,
+            deployment_id=deployment.id,
+            deployment_timestamp=int(time.time()),
+            deployment=deployment,
+        )
+        staging_base = naming.staging_container_name(
+            self.settings.instance, manifest.name, manifest.version, deployment.id
+        )
         staging = _replica_names(staging_base, manifest.replicas)
         for name in staging:
             self._run(name, launch)
@@ -204,19 +256,27 @@ class Deployer:
         retiring = [] if existing is None else self._switch_to_staging(existing, staging_base, staging, launch)
         self._promote(job, launch, staging, final_base, deployment.deployed_by)
         if retiring:
-            threading.Thread(target=self._retire, args=(retiring, manifest.name, manifest.version), daemon=True,
-                             name="retire").start()
+            threading.Thread(
+                target=self._retire, args=(retiring, manifest.name, manifest.version), daemon=True, name="retire"
+            ).start()
 
     def _record_new_job(self, launch: Launch, staging_base: str, deployed_by: str | None) -> Job:
         """The record of a job deployed for the first time, starting (the default status) at its staging containers."""
         manifest = launch.manifest
         return Job.create(
-            name=manifest.name, version=manifest.version,
-            manifest_yaml=manifest.yaml, job_type_version=launch.job_type_version, image_name=launch.image,
-            container_name=staging_base, internal_name=self.address_of(staging_base, launch.serving.port),
-            deployment_timestamp=launch.deployment_timestamp, deployed_by=deployed_by, replicas=manifest.replicas,
+            name=manifest.name,
+            version=manifest.version,
+            manifest_yaml=manifest.yaml,
+            job_type_version=launch.job_type_version,
+            image_name=launch.image,
+            container_name=staging_base,
+            internal_name=self.address_of(staging_base, launch.serving.port),
+            deployment_timestamp=launch.deployment_timestamp,
+            deployed_by=deployed_by,
+            replicas=manifest.replicas,
             idle_timeout=manifest.idle_timeout,
-            call_timeout=manifest.call_timeout, serving=launch.serving.to_json(),
+            call_timeout=manifest.call_timeout,
+            serving=launch.serving.to_json(),
         )
 
     def _await_staging(self, launch: Launch, staging: list[str], new_job: Job | None) -> None:
@@ -224,8 +284,9 @@ class Deployer:
         of a job deployed for the first time), so that the old version, if any, keeps serving."""
         try:
             for index, name in enumerate(staging):
-                self._wait_until_ready(launch.deployment if index == 0 else None, name, launch.deployment_timestamp,
-                                       launch.serving)
+                self._wait_until_ready(
+                    launch.deployment if index == 0 else None, name, launch.deployment_timestamp, launch.serving
+                )
         except RacetrackError:
             for name in staging:
                 self.runtime.remove_container(name)
@@ -239,8 +300,9 @@ class Deployer:
         (SIGTERM, graceful stop) in the background while the deployment is done. Returns their new names."""
         old = _replica_names(job.container_name, job.replicas)
         # the gateway maps paths for the containers it now calls, hence the serving too
-        job.move_replicas(staging_base, [self.address_of(name, launch.serving.port) for name in staging],
-                          launch.serving.to_json())
+        job.move_replicas(
+            staging_base, [self.address_of(name, launch.serving.port) for name in staging], launch.serving.to_json()
+        )
         time.sleep(SWITCH_GRACE_SECONDS)
         retiring: list[str] = []
         for name in old:
@@ -288,13 +350,19 @@ class Deployer:
     def abandon(self, deployment: Deployment) -> None:
         """Undo what an interrupted deployment left: its half-started containers, and the record of a
         job it was creating (a redeployed job keeps its old containers and record)."""
-        for name in self.runtime.list_containers({naming.LABEL_INSTANCE: self.settings.instance,
-                                                  naming.LABEL_DEPLOYMENT: deployment.id}):
+        for name in self.runtime.list_containers(
+            {naming.LABEL_INSTANCE: self.settings.instance, naming.LABEL_DEPLOYMENT: deployment.id}
+        ):
             self.runtime.remove_container(name)
-        staging = naming.staging_container_name(self.settings.instance, deployment.job_name,
-                                                deployment.job_version, deployment.id)
-        Job.delete().where((Job.name == deployment.job_name) & (Job.version == deployment.job_version)
-                           & (Job.container_name == staging) & (Job.status == JobStatus.STARTING)).execute()
+        staging = naming.staging_container_name(
+            self.settings.instance, deployment.job_name, deployment.job_version, deployment.id
+        )
+        Job.delete().where(
+            (Job.name == deployment.job_name)
+            & (Job.version == deployment.job_version)
+            & (Job.container_name == staging)
+            & (Job.status == JobStatus.STARTING)
+        ).execute()
         self._discard_image(deployment)
 
     def replica_names(self, job: Job) -> list[str]:
@@ -304,11 +372,16 @@ class Deployer:
         """Start the job's missing containers again from its image; wait until they are ready."""
         serving = Serving.from_json(job.serving)
         missing = [name for name in self.replica_names(job) if self.runtime.container_state(name).status == "missing"]
-        launch = Launch(image=job.image_name, manifest=load_stored(job.manifest_yaml, self.settings),
-                        job_type_version=job.job_type_version or "", serving=serving,
-                        confinement=self._confinement_of(job.job_type_version or ""),
-                        secrets=jobsecrets.of_release(job, self.vault) if missing else jobsecrets.NONE,
-                        deployment_id="recreated", deployment_timestamp=int(time.time()))
+        launch = Launch(
+            image=job.image_name,
+            manifest=load_stored(job.manifest_yaml, self.settings),
+            job_type_version=job.job_type_version or "",
+            serving=serving,
+            confinement=self._confinement_of(job.job_type_version or ""),
+            secrets=jobsecrets.of_release(job, self.vault) if missing else jobsecrets.NONE,
+            deployment_id="recreated",
+            deployment_timestamp=int(time.time()),
+        )
         for name in missing:
             self._run(name, launch)
         for name in missing:
@@ -318,19 +391,24 @@ class Deployer:
     def _run(self, container: str, launch: Launch) -> None:
         manifest = launch.manifest
         self.runtime.ensure_network(self.settings.network, isolated=self.addressing.isolates_containers)
-        self.runtime.run_container(ContainerSpec(
-            name=container,
-            image=launch.image,
-            env=self._runtime_env(launch),
-            labels=naming.job_labels(self.settings.instance, manifest.name, manifest.version, launch.deployment_id),
-            network=self.settings.network,
-            publish_port=self.addressing.mode != CONTAINER_NAME,  # also handy for a look with curl
-            limits=container_limits(manifest, self.settings),
-            port=launch.serving.port,
-            hardening=Hardening(read_only_root=launch.confinement.read_only_root,
-                                capabilities=launch.confinement.capabilities,
-                                pids_limit=self.settings.job_pids_limit, tmp_size=int(self.settings.job_tmp_size)),
-        ))
+        self.runtime.run_container(
+            ContainerSpec(
+                name=container,
+                image=launch.image,
+                env=self._runtime_env(launch),
+                labels=naming.job_labels(self.settings.instance, manifest.name, manifest.version, launch.deployment_id),
+                network=self.settings.network,
+                publish_port=self.addressing.mode != CONTAINER_NAME,  # also handy for a look with curl
+                limits=container_limits(manifest, self.settings),
+                port=launch.serving.port,
+                hardening=Hardening(
+                    read_only_root=launch.confinement.read_only_root,
+                    capabilities=launch.confinement.capabilities,
+                    pids_limit=self.settings.job_pids_limit,
+                    tmp_size=int(self.settings.job_tmp_size),
+                ),
+            )
+        )
 
     def _confinement_of(self, job_type_version: str) -> Confinement:
         """The hardening of an installed job type; a job whose job type was removed since it was
@@ -346,33 +424,42 @@ class Deployer:
         env = {key: "" for key in [*manifest.build_env, *secrets.build_env]}
         hooks = self.plugins.hooks_for(job_type_version)
         if hooks is not None:  # below the job's own variables and the reserved ones, which it cannot override
-            extra, warning = hooks.job_runtime_env({"name": manifest.name, "version": manifest.version,
-                                                    "manifest": manifest.raw, "job_type_version": job_type_version})
+            extra, warning = hooks.job_runtime_env(
+                {
+                    "name": manifest.name,
+                    "version": manifest.version,
+                    "manifest": manifest.raw,
+                    "job_type_version": job_type_version,
+                }
+            )
             env.update(extra)
             if launch.deployment is not None:
                 _warn(launch.deployment, warning)
         env.update(manifest.runtime_env)
         env.update(secrets.runtime_env)
-        env.update({
-            "JOB_NAME": manifest.name,
-            "JOB_VERSION": manifest.version,
-            "JOB_DEPLOYMENT_TIMESTAMP": str(launch.deployment_timestamp),
-            "JOB_MANIFEST_YAML": manifest.yaml,
-            "PUB_URL": self.addressing.pub_url,
-            # Code the family does not trust (another caller's upload, say) runs without the family's token.
-            "AUTH_TOKEN": self.accounts.family_token(manifest.name) if secrets.family_token else "",
-            "REQUEST_TRACING_HEADER": naming.TRACING_HEADER,
-            "JOB_GRACEFUL_TIMEOUT": str(int(self.settings.drain_timeout)),
-            "JOB_CALL_TIMEOUT": str(manifest.call_timeout or int(self.settings.call_timeout)),
-        })
+        env.update(
+            {
+                "JOB_NAME": manifest.name,
+                "JOB_VERSION": manifest.version,
+                "JOB_DEPLOYMENT_TIMESTAMP": str(launch.deployment_timestamp),
+                "JOB_MANIFEST_YAML": manifest.yaml,
+                "PUB_URL": self.addressing.pub_url,
+                # Code the family does not trust (another caller's upload, say) runs without the family's token.
+                "AUTH_TOKEN": self.accounts.family_token(manifest.name) if secrets.family_token else "",
+                "REQUEST_TRACING_HEADER": naming.TRACING_HEADER,
+                "JOB_GRACEFUL_TIMEOUT": str(int(self.settings.drain_timeout)),
+                "JOB_CALL_TIMEOUT": str(manifest.call_timeout or int(self.settings.call_timeout)),
+            }
+        )
         return env
 
     def address_of(self, container: str, port: int) -> str:
         return job_address(self.addressing, self.runtime, container, port)
 
     # --- waiting for a started container ------------------------------------------------------
-    def _wait_until_ready(self, deployment: Deployment | None, container: str, deployment_timestamp: int,
-                          serving: Serving) -> None:
+    def _wait_until_ready(
+        self, deployment: Deployment | None, container: str, deployment_timestamp: int, serving: Serving
+    ) -> None:
         """Poll /live (for our deployment_timestamp) then /ready; fail fast on a crash or init error.
 
         A job whose server does not follow the wrapper contract is polled at its probe path instead.
@@ -380,8 +467,11 @@ class Deployer:
         address = self.address_of(container, serving.port)
         check: StartCheck
         if serving.wrapper:
-            check = WrapperStarted(address, deployment_timestamp,
-                                   None if deployment is None else lambda: deployment.set_phase(ENTRYPOINT_PHASE))
+            check = WrapperStarted(
+                address,
+                deployment_timestamp,
+                None if deployment is None else lambda: deployment.set_phase(ENTRYPOINT_PHASE),
+            )
         else:
             if deployment is not None:
                 deployment.set_phase(ENTRYPOINT_PHASE)
@@ -432,8 +522,9 @@ def _snapshot(job_type: JobType, workspace: Path) -> JobType:
     try:
         shutil.copytree(job_type.plugin_dir, target, ignore=shutil.ignore_patterns("__pycache__"))
     except (OSError, shutil.Error) as exc:
-        raise JobTypeError(f"job type {job_type.full_name} was removed while the deployment started; "
-                           f"deploy again") from exc
+        raise JobTypeError(
+            f"job type {job_type.full_name} was removed while the deployment started; deploy again"
+        ) from exc
     return dataclasses.replace(job_type, plugin_dir=target)
 
 

@@ -72,8 +72,11 @@ class Requester:
         return normalized_remote(self.git_remote)
 
     def is_trusted_by(self, trust: Trust) -> bool:
-        return (self.may_read_secrets or (self.subject is not None and self.subject in trust.subjects)
-                or (self.remote is not None and self.remote in trust.remotes))
+        return (
+            self.may_read_secrets
+            or (self.subject is not None and self.subject in trust.subjects)
+            or (self.remote is not None and self.remote in trust.remotes)
+        )
 
     def extend(self, trust: Trust) -> Trust:
         """An owner (or an admin) vouches for the remote they deploy from; someone trusted only
@@ -95,8 +98,13 @@ class JobSecrets:
     trust: Trust | None = None  # None: a deployment sealed before trust was kept
 
     def is_empty(self) -> bool:
-        return (not self.build_env and not self.runtime_env and not self.git_credentials and self.family_token
-                and self.trust is None)
+        return (
+            not self.build_env
+            and not self.runtime_env
+            and not self.git_credentials
+            and self.family_token
+            and self.trust is None
+        )
 
     def values(self) -> list[str]:
         found = [*self.build_env.values(), *self.runtime_env.values()]
@@ -105,9 +113,14 @@ class JobSecrets:
         return found
 
     def to_json(self) -> dict[str, Any]:
-        return {"build_env": self.build_env, "runtime_env": self.runtime_env, "git_credentials": self.git_credentials,
-                "credentials_remote": self.credentials_remote, "family_token": self.family_token,
-                "trust": self.trust.to_json() if self.trust is not None else None}
+        return {
+            "build_env": self.build_env,
+            "runtime_env": self.runtime_env,
+            "git_credentials": self.git_credentials,
+            "credentials_remote": self.credentials_remote,
+            "family_token": self.family_token,
+            "trust": self.trust.to_json() if self.trust is not None else None,
+        }
 
 
 NONE = JobSecrets()
@@ -135,8 +148,13 @@ def parse_secret_vars(value: Any) -> tuple[dict[str, str], dict[str, str]] | Non
     return parsed[0], parsed[1]
 
 
-def for_deployment(manifest: Manifest, secret_vars: tuple[dict[str, str], dict[str, str]] | None,
-                   git_credentials: dict[str, str] | None, vault: Vault, requester: Requester) -> JobSecrets:
+def for_deployment(
+    manifest: Manifest,
+    secret_vars: tuple[dict[str, str], dict[str, str]] | None,
+    git_credentials: dict[str, str] | None,
+    vault: Vault,
+    requester: Requester,
+) -> JobSecrets:
     """The secrets a new deployment runs with: those sent, else the last ones of that job version.
 
     Stored ones (and the family's AUTH_TOKEN) are reused only by a requester the family trusts;
@@ -144,15 +162,25 @@ def for_deployment(manifest: Manifest, secret_vars: tuple[dict[str, str], dict[s
     """
     trust = family_trust(manifest.name, vault)
     trusted = trust is None or requester.is_trusted_by(trust)
-    new_trust = Trust(frozenset({requester.subject} if requester.subject else ()),
-                      frozenset({requester.remote} if requester.remote else ())) if trust is None \
-        else requester.extend(trust) if trusted else trust
-    earlier = _latest_of_version(manifest.name, manifest.version, vault,
-                                 lambda secrets: bool(secrets.build_env or secrets.runtime_env))
+    new_trust = (
+        Trust(
+            frozenset({requester.subject} if requester.subject else ()),
+            frozenset({requester.remote} if requester.remote else ()),
+        )
+        if trust is None
+        else requester.extend(trust)
+        if trusted
+        else trust
+    )
+    earlier = _latest_of_version(
+        manifest.name, manifest.version, vault, lambda secrets: bool(secrets.build_env or secrets.runtime_env)
+    )
     if secret_vars is None:
         build_env, runtime_env = (earlier.build_env, earlier.runtime_env) if trusted else ({}, {})
-        for field, wanted, have in (("secret_build_env_file", manifest.secret_build_env_file, build_env),
-                                    ("secret_runtime_env_file", manifest.secret_runtime_env_file, runtime_env)):
+        for field, wanted, have in (
+            ("secret_build_env_file", manifest.secret_build_env_file, build_env),
+            ("secret_runtime_env_file", manifest.secret_runtime_env_file, runtime_env),
+        ):
             if wanted and not have and not trusted and (earlier.build_env or earlier.runtime_env):
                 raise ForbiddenError(
                     f"{field}: job.yaml names {wanted} and the deploy carried no secrets; the stored secrets of "
@@ -175,8 +203,14 @@ def for_deployment(manifest: Manifest, secret_vars: tuple[dict[str, str], dict[s
         credentials, credentials_remote = stored.git_credentials, stored.credentials_remote
     else:
         credentials, credentials_remote = None, None
-    return JobSecrets(build_env=build_env, runtime_env=runtime_env, git_credentials=credentials,
-                      credentials_remote=credentials_remote, family_token=trusted, trust=new_trust)
+    return JobSecrets(
+        build_env=build_env,
+        runtime_env=runtime_env,
+        git_credentials=credentials,
+        credentials_remote=credentials_remote,
+        family_token=trusted,
+        trust=new_trust,
+    )
 
 
 def family_trust(family: str, vault: Vault) -> Trust | None:
@@ -186,9 +220,12 @@ def family_trust(family: str, vault: Vault) -> Trust | None:
     deployed only before trust was kept, everyone who deployed it and every remote it was built
     from are trusted, as they were then.
     """
-    deployments = (Deployment.select()
-                   .where((Deployment.job_name == family) & (Deployment.kind == "deploy"))
-                   .order_by(Deployment.create_time.desc()).limit(TRUST_SCAN_LIMIT))
+    deployments = (
+        Deployment.select()
+        .where((Deployment.job_name == family) & (Deployment.kind == "deploy"))
+        .order_by(Deployment.create_time.desc())
+        .limit(TRUST_SCAN_LIMIT)
+    )
     subjects: set[str] = set()
     remotes: set[str] = set()
     found = False
@@ -224,7 +261,9 @@ def deployment_remote(deployment: Deployment) -> str | None:
     except yaml.YAMLError:
         return None
     git = raw.get("git") if isinstance(raw, dict) else None
-    return normalized_remote(git.get("remote")) if isinstance(git, dict) and isinstance(git.get("remote"), str) else None
+    return (
+        normalized_remote(git.get("remote")) if isinstance(git, dict) and isinstance(git.get("remote"), str) else None
+    )
 
 
 def seal(secrets: JobSecrets, vault: Vault) -> str | None:
@@ -237,22 +276,34 @@ def of_deployment(deployment: Deployment, vault: Vault) -> JobSecrets:
         credentials = data.get("git_credentials")
         # Sealed before the remote was kept: the credentials belong to the remote that deployment cloned.
         remote = data["credentials_remote"] if "credentials_remote" in data else deployment_remote(deployment)
-        return JobSecrets(build_env=data.get("build_env") or {}, runtime_env=data.get("runtime_env") or {},
-                          git_credentials=credentials, credentials_remote=remote if credentials else None,
-                          family_token=data.get("family_token", True),
-                          trust=Trust.from_json(data["trust"]) if data.get("trust") is not None else None)
+        return JobSecrets(
+            build_env=data.get("build_env") or {},
+            runtime_env=data.get("runtime_env") or {},
+            git_credentials=credentials,
+            credentials_remote=remote if credentials else None,
+            family_token=data.get("family_token", True),
+            trust=Trust.from_json(data["trust"]) if data.get("trust") is not None else None,
+        )
     if deployment.git_credentials:  # stored by a version before secrets were kept per deployment
-        return JobSecrets(git_credentials=vault.open(deployment.git_credentials),
-                          credentials_remote=deployment_remote(deployment))
+        return JobSecrets(
+            git_credentials=vault.open(deployment.git_credentials), credentials_remote=deployment_remote(deployment)
+        )
     return NONE
 
 
 def of_release(job: Job, vault: Vault) -> JobSecrets:
     """The secrets of the release a job runs now (the last finished deployment of its image)."""
-    deployment = (Deployment.select()
-                  .where((Deployment.job_name == job.name) & (Deployment.job_version == job.version)
-                         & (Deployment.image_name == job.image_name) & (Deployment.status == DeploymentStatus.DONE))
-                  .order_by(Deployment.create_time.desc()).first())
+    deployment = (
+        Deployment.select()
+        .where(
+            (Deployment.job_name == job.name)
+            & (Deployment.job_version == job.version)
+            & (Deployment.image_name == job.image_name)
+            & (Deployment.status == DeploymentStatus.DONE)
+        )
+        .order_by(Deployment.create_time.desc())
+        .first()
+    )
     return of_deployment(deployment, vault) if deployment is not None else NONE
 
 
@@ -268,10 +319,16 @@ def build_env_for_build(name: str, version: str, digest: str, vault: Vault) -> d
     Anything else (a finished build, a wrong digest, a job without secrets) is the same 404, so the
     URL left in `docker history` is worth nothing once the build is over.
     """
-    building = (Deployment.select()
-                .where((Deployment.job_name == name) & (Deployment.job_version == version)
-                       & (Deployment.status == DeploymentStatus.IN_PROGRESS) & Deployment.secrets.is_null(False))
-                .first())
+    building = (
+        Deployment.select()
+        .where(
+            (Deployment.job_name == name)
+            & (Deployment.job_version == version)
+            & (Deployment.status == DeploymentStatus.IN_PROGRESS)
+            & Deployment.secrets.is_null(False)
+        )
+        .first()
+    )
     if building is not None and building.phase == BUILD_PHASE:
         env = of_deployment(building, vault).build_env
         if env and hmac.compare_digest(digest, build_secrets_digest(vault, name, version, env)):
@@ -282,10 +339,16 @@ def build_env_for_build(name: str, version: str, digest: str, vault: Vault) -> d
 def _latest_of_version(name: str, version: str, vault: Vault, holds: Callable[[JobSecrets], bool]) -> JobSecrets:
     """The secrets of the newest deployment of that version that `holds` what is wanted (NONE: none does).
     Every deployment is sealed (its trust at least), so the newest sealed one may hold no secret at all."""
-    candidates = (Deployment.select()
-                  .where((Deployment.job_name == name) & (Deployment.job_version == version)
-                         & (Deployment.secrets.is_null(False) | Deployment.git_credentials.is_null(False)))
-                  .order_by(Deployment.create_time.desc()).limit(TRUST_SCAN_LIMIT))
+    candidates = (
+        Deployment.select()
+        .where(
+            (Deployment.job_name == name)
+            & (Deployment.job_version == version)
+            & (Deployment.secrets.is_null(False) | Deployment.git_credentials.is_null(False))
+        )
+        .order_by(Deployment.create_time.desc())
+        .limit(TRUST_SCAN_LIMIT)
+    )
     for deployment in candidates:
         secrets = of_deployment(deployment, vault)
         if holds(secrets):
@@ -300,8 +363,9 @@ class Redactor:
         # A multi-line value (a PEM key, say) is also masked line by line: streamed logs arrive in
         # chunks that may split it, and a program may print only part of it.
         pieces = {line.strip() for value in values if "\n" in value for line in value.splitlines()}
-        wanted = sorted({value for value in [*values, *pieces] if len(value) >= MIN_REDACTED_LENGTH},
-                        key=len, reverse=True)
+        wanted = sorted(
+            {value for value in [*values, *pieces] if len(value) >= MIN_REDACTED_LENGTH}, key=len, reverse=True
+        )
         self._pattern = re.compile("|".join(re.escape(value) for value in wanted)) if wanted else None
 
     def __call__(self, text: str) -> str:

@@ -56,12 +56,17 @@ def request_deployment(settings: Settings, plugins: PluginStore, vault: Vault, r
     manifest, identity = request.manifest, request.requester
     authorize_deploy(identity, manifest.name, manifest.version)
     job_type = jobtypes.resolve(manifest.jobtype, plugins.job_types())
-    warnings = [*manifest.warnings, *jobtypes.check_extra(job_type, manifest.jobtype_extra),
-                *plugins.validate_manifest(job_type, manifest.raw)]
+    warnings = [
+        *manifest.warnings,
+        *jobtypes.check_extra(job_type, manifest.jobtype_extra),
+        *plugins.validate_manifest(job_type, manifest.raw),
+    ]
     if manifest.idle_timeout and not job_type.serving_for(manifest.jobtype_extra).wrapper:
         # The supervisor learns of the last call from the wrapper's last_call_timestamp metric.
-        warnings.append(f"idle_timeout: not acted on for job type {job_type.name} (its server has no "
-                        f"last_call_timestamp metric): the job keeps running")
+        warnings.append(
+            f"idle_timeout: not acted on for job type {job_type.name} (its server has no "
+            f"last_call_timestamp metric): the job keeps running"
+        )
     ensure_not_in_progress(manifest.name, manifest.version)  # even forced: one at a time per version
     if not request.force:
         ensure_version_is_new(manifest.name, manifest.version)
@@ -75,13 +80,20 @@ def request_deployment(settings: Settings, plugins: PluginStore, vault: Vault, r
         check_remote_allowed(request.git_remote, settings.git_allowed_schemes)
     requester = jobsecrets.Requester(
         subject=identity.subject if identity.kind != access.ANONYMOUS else None,
-        git_remote=request.git_remote, may_read_secrets=identity.allows(access.FULL_ACCESS))
+        git_remote=request.git_remote,
+        may_read_secrets=identity.allows(access.FULL_ACCESS),
+    )
     secrets = jobsecrets.for_deployment(manifest, request.secret_vars, request.git_credentials, vault, requester)
     deployment = Deployment(
-        job_name=manifest.name, job_version=manifest.version, manifest_yaml=manifest.yaml,
-        force=request.force, deployed_by=identity.display, warnings="\n".join(warnings) or None,
+        job_name=manifest.name,
+        job_version=manifest.version,
+        manifest_yaml=manifest.yaml,
+        force=request.force,
+        deployed_by=identity.display,
+        warnings="\n".join(warnings) or None,
         requested_by=identity.subject if identity.kind != access.ANONYMOUS else None,
-        no_cache=request.no_cache, secrets=jobsecrets.seal(secrets, vault),
+        no_cache=request.no_cache,
+        secrets=jobsecrets.seal(secrets, vault),
     )
     if request.archive is not None:
         path = settings.data_dir / "uploads" / f"{deployment.id}.tar.gz"
@@ -110,8 +122,11 @@ def queue_once(deployment: Deployment) -> None:
 
 def authorize_deploy(identity: Identity, name: str, version: str) -> None:
     """deploy_job on an existing family (or one whose first deployment is under way); deploy_new_family to start one."""
-    starting = Deployment.select().where((Deployment.job_name == name)
-                                         & (Deployment.status == DeploymentStatus.IN_PROGRESS)).exists()
+    starting = (
+        Deployment.select()
+        .where((Deployment.job_name == name) & (Deployment.status == DeploymentStatus.IN_PROGRESS))
+        .exists()
+    )
     if starting or Job.select().where(Job.name == name).exists():
         if not identity.allows(access.DEPLOY_JOB, name, version):
             raise access.forbidden(identity, access.DEPLOY_JOB, "deploy", name, version)
@@ -133,13 +148,12 @@ def ensure_version_is_new(name: str, version: str) -> None:
         )
 
 
-
 def ensure_not_in_progress(name: str, version: str) -> None:
     if Deployment.in_progress_for(name, version):
         raise ConflictError(
             f"a deployment of {name} {version} is already in progress",
             hint="wait for it to finish (rtd build-logs NAME --version VERSION -f shows its progress); "
-                 "a forced redeploy too waits until then",
+            "a forced redeploy too waits until then",
         )
 
 

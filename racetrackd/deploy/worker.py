@@ -68,8 +68,9 @@ class DeploymentWorker:
     def run_forever(self) -> None:
         """Claim and carry out deployments until stopped. The caller fails interrupted ones first
         (`fail_interrupted`): the daemon does it before the supervisor's reconcile."""
-        helpers = [threading.Thread(target=self._loop, name=f"deployer-{n}", daemon=True)
-                   for n in range(1, self.concurrency)]
+        helpers = [
+            threading.Thread(target=self._loop, name=f"deployer-{n}", daemon=True) for n in range(1, self.concurrency)
+        ]
         for thread in helpers:
             thread.start()
         self._loop()
@@ -84,8 +85,7 @@ class DeploymentWorker:
                 if deployment is None:
                     self.stopping.wait(self.poll_interval)
                     continue
-                log.info("deploying %s %s (deployment %s)", deployment.job_name, deployment.job_version,
-                         deployment.id)
+                log.info("deploying %s %s (deployment %s)", deployment.job_name, deployment.job_version, deployment.id)
                 self.deployer.run(deployment)
             except FailureNotRecorded as exc:
                 log.error("%s; trying again later", exc)

@@ -37,12 +37,16 @@ class BaseImageKind:
 
 
 KINDS = {
-    "python3": BaseImageKind(LOCAL_PYTHON_IMAGE, ("python3", "python3-venv", "ca-certificates"),
-                             ("ENV LANG=C.UTF-8", 'CMD ["python3"]')),
+    "python3": BaseImageKind(
+        LOCAL_PYTHON_IMAGE, ("python3", "python3-venv", "ca-certificates"), ("ENV LANG=C.UTF-8", 'CMD ["python3"]')
+    ),
     # Debian's Go toolchain: golang:*-bookworm images need a registry. No gcc (cgo stays off) and
     # no git (modules come through GOPROXY, or vendored).
-    "golang": BaseImageKind(LOCAL_GOLANG_IMAGE, ("golang-go", "ca-certificates"),
-                            ("ENV LANG=C.UTF-8", "ENV GOPATH=/go", 'CMD ["go", "version"]')),
+    "golang": BaseImageKind(
+        LOCAL_GOLANG_IMAGE,
+        ("golang-go", "ca-certificates"),
+        ("ENV LANG=C.UTF-8", "ENV GOPATH=/go", 'CMD ["go", "version"]'),
+    ),
 }
 
 
@@ -86,8 +90,9 @@ def _mirror_in_list(text: str, suite: str) -> str | None:
     return None
 
 
-def build_base_image(runtime: Runtime, kind: BaseImageKind, name: str, suite: str, mirror: str | None,
-                     workdir: Path) -> str:
+def build_base_image(
+    runtime: Runtime, kind: BaseImageKind, name: str, suite: str, mirror: str | None, workdir: Path
+) -> str:
     """Bootstrap Debian `suite` with the packages of `kind` and import it into Docker as `name`."""
     if shutil.which("debootstrap") is None:
         raise RacetrackError("debootstrap is not installed", hint="apt-get install -y debootstrap")
@@ -96,8 +101,14 @@ def build_base_image(runtime: Runtime, kind: BaseImageKind, name: str, suite: st
     with tempfile.TemporaryDirectory(dir=workdir, prefix="rootfs-") as tmp:
         rootfs = Path(tmp) / "rootfs"
         log.info("bootstrapping Debian %s from %s", suite, mirror)
-        command = ["debootstrap", "--variant=minbase", f"--include={','.join(kind.packages)}", suite, str(rootfs),
-                   mirror]
+        command = [
+            "debootstrap",
+            "--variant=minbase",
+            f"--include={','.join(kind.packages)}",
+            suite,
+            str(rootfs),
+            mirror,
+        ]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])

@@ -17,9 +17,13 @@ log = logging.getLogger(__name__)
 
 def prune_job_images(runtime: Runtime, instance: str, name: str, version: str, keep: int) -> None:
     """Remove images of a job version beyond the newest `keep` (all of them with keep=0)."""
-    images = runtime.list_images({
-        naming.LABEL_INSTANCE: instance, naming.LABEL_JOB_NAME: name, naming.LABEL_JOB_VERSION: version,
-    })
+    images = runtime.list_images(
+        {
+            naming.LABEL_INSTANCE: instance,
+            naming.LABEL_JOB_NAME: name,
+            naming.LABEL_JOB_VERSION: version,
+        }
+    )
     for ref in images[keep:]:
         try:
             runtime.remove_image(ref)

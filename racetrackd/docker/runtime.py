@@ -61,10 +61,20 @@ class ContainerState:
 
 
 class Runtime(Protocol):
-    def build_image(self, context: IO[bytes], dockerfile: str, tag: str, labels: dict[str, str],
-                    on_log: Callable[[str], None], *, no_cache: bool = False, timeout: float | None = None,
-                    memory_limit: int | None = None, build_args: dict[str, str] | None = None,
-                    network: str = "none") -> str: ...
+    def build_image(
+        self,
+        context: IO[bytes],
+        dockerfile: str,
+        tag: str,
+        labels: dict[str, str],
+        on_log: Callable[[str], None],
+        *,
+        no_cache: bool = False,
+        timeout: float | None = None,
+        memory_limit: int | None = None,
+        build_args: dict[str, str] | None = None,
+        network: str = "none",
+    ) -> str: ...
     def ensure_network(self, name: str, *, isolated: bool = False) -> bool: ...
     def connect_container(self, network: str, container: str) -> None: ...
     def run_container(self, spec: ContainerSpec) -> None: ...
@@ -175,18 +185,37 @@ class DockerRuntime:
         with _translated("connecting to Docker"):
             return self._client_factory()
 
-    def build_image(self, context: IO[bytes], dockerfile: str, tag: str, labels: dict[str, str],
-                    on_log: Callable[[str], None], *, no_cache: bool = False, timeout: float | None = None,
-                    memory_limit: int | None = None, build_args: dict[str, str] | None = None,
-                    network: str = "none") -> str:
+    def build_image(
+        self,
+        context: IO[bytes],
+        dockerfile: str,
+        tag: str,
+        labels: dict[str, str],
+        on_log: Callable[[str], None],
+        *,
+        no_cache: bool = False,
+        timeout: float | None = None,
+        memory_limit: int | None = None,
+        build_args: dict[str, str] | None = None,
+        network: str = "none",
+    ) -> str:
         """Build from a tar context, passing each log line to `on_log` (which may raise to stop the
         build); returns the image id. `timeout` bounds the wait for each piece of output. RUN steps
         run on `network` (never the host's: its loopback services would be open to them)."""
         image_id = ""
         with _translated(f"building image {tag}"):
             stream = self._client.api.build(
-                fileobj=context, custom_context=True, dockerfile=dockerfile, tag=tag, labels=labels,
-                rm=True, forcerm=True, decode=True, network_mode=network, nocache=no_cache, buildargs=build_args,
+                fileobj=context,
+                custom_context=True,
+                dockerfile=dockerfile,
+                tag=tag,
+                labels=labels,
+                rm=True,
+                forcerm=True,
+                decode=True,
+                network_mode=network,
+                nocache=no_cache,
+                buildargs=build_args,
                 timeout=int(timeout) if timeout else None,
                 container_limits={"memory": memory_limit, "memswap": -1} if memory_limit else None,
             )
@@ -243,9 +272,16 @@ class DockerRuntime:
         ports: dict[str, Any] = {f"{spec.port}/tcp": ("127.0.0.1", None)} if spec.publish_port else {}
         with _translated(f"starting container {spec.name}"):
             self._client.containers.run(
-                spec.image, name=spec.name, detach=True, environment=spec.env, labels=spec.labels,
-                network=spec.network, ports=ports, restart_policy={"Name": "unless-stopped"},
-                extra_hosts={"host.docker.internal": "host-gateway"}, **_limit_args(spec.limits),
+                spec.image,
+                name=spec.name,
+                detach=True,
+                environment=spec.env,
+                labels=spec.labels,
+                network=spec.network,
+                ports=ports,
+                restart_policy={"Name": "unless-stopped"},
+                extra_hosts={"host.docker.internal": "host-gateway"},
+                **_limit_args(spec.limits),
                 **_hardening_args(spec.hardening),
             )
 
@@ -293,7 +329,9 @@ class DockerRuntime:
         with _translated(f"reading the address of {name}"):
             for _ in range(50):
                 container = self._client.containers.get(name)
-                address = ((container.attrs["NetworkSettings"].get("Networks") or {}).get(network) or {}).get("IPAddress")
+                address = ((container.attrs["NetworkSettings"].get("Networks") or {}).get(network) or {}).get(
+                    "IPAddress"
+                )
                 if address:
                     return str(address)
                 time.sleep(0.1)
@@ -400,6 +438,4 @@ class DockerRuntime:
     def import_rootfs(self, rootfs_tar: Path, ref: str, changes: list[str]) -> None:
         repository, _, tag = ref.rpartition(":") if ":" in ref.split("/")[-1] else (ref, "", "latest")
         with _translated(f"importing {rootfs_tar} as {ref}"), rootfs_tar.open("rb") as data:
-            self._client.api.import_image_from_data(
-                data, repository=repository, tag=tag or "latest", changes=changes
-            )
+            self._client.api.import_image_from_data(data, repository=repository, tag=tag or "latest", changes=changes)

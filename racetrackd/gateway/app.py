@@ -69,10 +69,20 @@ AUTH_HEADERS = {name.lower().encode() for name in (AUTH_HEADER, *LEGACY_HEADERS)
 # servers read cookie names.
 DAEMON_COOKIE = AUTH_HEADER.lower().encode()
 DAEMON_COOKIE_PREFIX = b"__host-"
-HOP_BY_HOP = frozenset({
-    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer",
-    b"trailers", b"transfer-encoding", b"upgrade", b"proxy-connection",
-})
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"trailers",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-connection",
+    }
+)
 # Not passed to the job: framing is redone, Host names the job, the caller's token stays here.
 NOT_FORWARDED = HOP_BY_HOP | AUTH_HEADERS | {b"host", b"content-length", TRACING, CALLER}
 # Headers whose effect reaches past the job's own pages to the whole origin, which jobs share with
@@ -80,8 +90,9 @@ NOT_FORWARDED = HOP_BY_HOP | AUTH_HEADERS | {b"host", b"content-length", TRACING
 # Service-Worker-Allowed would let a job's service worker control the dashboard's pages.
 ORIGIN_WIDE = frozenset({b"clear-site-data", b"service-worker-allowed"})
 NOT_RETURNED = HOP_BY_HOP | ORIGIN_WIDE | {TRACING}
-WEBSOCKET_OWN = frozenset({b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions",
-                           b"sec-websocket-protocol"})
+WEBSOCKET_OWN = frozenset(
+    {b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions", b"sec-websocket-protocol"}
+)
 SMALL_BODY = 64 * 1024  # read whole (and so replayable on a stale connection) up to this size
 POLL_WAIT_SECONDS = 30.0
 POLL_STEP_SECONDS = 0.1
@@ -90,8 +101,15 @@ Waker = Callable[[str, str], None]  # blocking: starts a sleeping job and waits 
 
 
 class Gateway:
-    def __init__(self, *, routes: RoutingTable, upstream: UpstreamPool, authenticator: Authenticator,
-                 wake: Waker, async_max_body: int) -> None:
+    def __init__(
+        self,
+        *,
+        routes: RoutingTable,
+        upstream: UpstreamPool,
+        authenticator: Authenticator,
+        wake: Waker,
+        async_max_body: int,
+    ) -> None:
         self._routes = routes
         self._upstream = upstream
         self.authenticator = authenticator
@@ -124,16 +142,24 @@ class Gateway:
                     raise NotFoundError("use /pub/async/task/<id>/poll or /pub/async/task/<id>/status")
                 await self._async_task(call, target.task_id, target.task_action, send)
             else:
-                raise NotFoundError(f"no gateway route {target.path}",
-                                    hint="call jobs at /pub/job/<name>/<version>/<path>")
+                raise NotFoundError(
+                    f"no gateway route {target.path}", hint="call jobs at /pub/job/<name>/<version>/<path>"
+                )
         except _CallerGone:
             return  # nobody is left to answer
         except RacetrackError as exc:
             if scope["type"] == "websocket":
-                await send({"type": "websocket.close", "code": 1008 if exc.status_code in (400, 401, 403, 429) else 1011,
-                            "reason": exc.message[:120]})
+                await send(
+                    {
+                        "type": "websocket.close",
+                        "code": 1008 if exc.status_code in (400, 401, 403, 429) else 1011,
+                        "reason": exc.message[:120],
+                    }
+                )
             elif not call.response_started:
-                extra = [(b"retry-after", str(exc.retry_after).encode())] if isinstance(exc, TooManyAuthFailures) else []
+                extra = (
+                    [(b"retry-after", str(exc.retry_after).encode())] if isinstance(exc, TooManyAuthFailures) else []
+                )
                 await _send_json(send, exc.status_code, call.error_body(exc), request_id, extra)
             else:
                 raise  # headers are out: closing the connection is the only signal left
@@ -159,15 +185,17 @@ class Gateway:
         status = 0
         job_seconds = 0.0
         try:
-            job_root, caller_root = pathmapping.roots(route.path_mode, route.name, route.version,
-                                                      job_call.public_prefix)
+            job_root, caller_root = pathmapping.roots(
+                route.path_mode, route.name, route.version, job_call.public_prefix
+            )
             headers = _forward_headers(call, address, caller_root)
             body, length = await _request_body(call.headers, receive)
             try:
                 async with asyncio.timeout_at(deadline):
                     asked = time.perf_counter()
-                    response = await self._upstream.request(address, call.scope["method"], target, headers,
-                                                            body, length)
+                    response = await self._upstream.request(
+                        address, call.scope["method"], target, headers, body, length
+                    )
                     job_seconds = time.perf_counter() - asked
                     status = response.status
                     out = _response_headers(response.headers, address, job_root, caller_root, call.request_id)
@@ -181,7 +209,9 @@ class Gateway:
                 counted.error("timeout")
                 raise JobTimeout(
                     f"job {route.name} {route.version} did not answer within its call_timeout of "
-                    f"{route.call_timeout:g} s", hint="set call_timeout in job.yaml for longer calls") from None
+                    f"{route.call_timeout:g} s",
+                    hint="set call_timeout in job.yaml for longer calls",
+                ) from None
             except UpstreamError as exc:
                 counted.error(type(exc).__name__)
                 exc.hint = _status_hint(route)
@@ -208,8 +238,9 @@ class Gateway:
             query = call.scope.get("query_string") or b""
             raw = pathmapping.raw_path(call.scope["path"], call.scope.get("raw_path"))  # as sent: still encoded
             location = raw.decode("ascii") + "/" + ("?" + query.decode("latin-1") if query else "")
-            await _send_json(send, 308, {"location": location}, call.request_id,
-                             [(b"location", location.encode("latin-1"))])
+            await _send_json(
+                send, 308, {"location": location}, call.request_id, [(b"location", location.encode("latin-1"))]
+            )
             return True
         return False
 
@@ -218,9 +249,17 @@ class Gateway:
         from what the supervisor knows of it (its probes of the job's server) and the gateway's counts."""
         if endpoint == "/metrics":
             text = await asyncio.get_running_loop().run_in_executor(None, metrics.render_job, route.name, route.version)
-            await send({"type": "http.response.start", "status": 200, "headers": [
-                (b"content-type", metrics.CONTENT_TYPE.encode()), (b"content-length", str(len(text)).encode()),
-                (TRACING, call.request_id.encode())]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", metrics.CONTENT_TYPE.encode()),
+                        (b"content-length", str(len(text)).encode()),
+                        (TRACING, call.request_id.encode()),
+                    ],
+                }
+            )
             await send({"type": "http.response.body", "body": text})
             return
         live = route.status not in JobStatus.UNROUTABLE
@@ -231,11 +270,20 @@ class Gateway:
         elif endpoint == "/ready":
             ok, body = ready, {"ready": ready}
         else:
-            ok, body = ready, {
-                "service": "job", "job_name": route.name, "job_version": route.version, "live": live,
-                "ready": ready, "status": "pass" if ready else "fail", "job_status": route.status,
-                "error": route.error, "deployment_timestamp": route.deployment_timestamp,
-            }
+            ok, body = (
+                ready,
+                {
+                    "service": "job",
+                    "job_name": route.name,
+                    "job_version": route.version,
+                    "live": live,
+                    "ready": ready,
+                    "status": "pass" if ready else "fail",
+                    "job_status": route.status,
+                    "error": route.error,
+                    "deployment_timestamp": route.deployment_timestamp,
+                },
+            )
         await _send_json(send, 200 if ok else 500, body, call.request_id)
 
     def _resolve(self, call: _Call) -> Route:
@@ -270,13 +318,14 @@ class Gateway:
         if route.status in JobStatus.UNROUTABLE:  # no container to call: fail now, not after a connect timeout
             call.job_status = route.status
             _count_refusal(route, "unreachable", 502)
-            raise UpstreamError(f"job {route.name} {route.version} is {route.status}",
-                                hint=_status_hint(route))
+            raise UpstreamError(f"job {route.name} {route.version} is {route.status}", hint=_status_hint(route))
         if route.starting or not route.addresses:
             call.job_status = route.status
             _count_refusal(route, "unavailable", 503)
-            raise JobUnavailable(f"job {route.name} {route.version} is {route.status} and not ready for calls yet",
-                                 hint="try again in a moment; `rtd list` shows its status")
+            raise JobUnavailable(
+                f"job {route.name} {route.version} is {route.status} and not ready for calls yet",
+                hint="try again in a moment; `rtd list` shows its status",
+            )
         return route
 
     def _identify(self, call: _Call, *, required: bool = True) -> Identity:
@@ -296,20 +345,33 @@ class Gateway:
         try:
             target = _job_target(call.scope, route, job_call).decode("latin-1")
             caller_root = pathmapping.roots(route.path_mode, route.name, route.version, job_call.public_prefix)[1]
-            headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in _forward_headers(call, address, caller_root)
-                       if k not in WEBSOCKET_OWN and k != b"host"]  # the client sets Host itself
+            headers = [
+                (k.decode("latin-1"), v.decode("latin-1"))
+                for k, v in _forward_headers(call, address, caller_root)
+                if k not in WEBSOCKET_OWN and k != b"host"
+            ]  # the client sets Host itself
             try:
                 upstream = await websocket_connect(
-                    f"ws://{address}{target}", additional_headers=headers, subprotocols=call.scope.get("subprotocols") or None,
-                    open_timeout=min(route.call_timeout, 30.0), max_size=None, compression=None, ping_interval=None,
+                    f"ws://{address}{target}",
+                    additional_headers=headers,
+                    subprotocols=call.scope.get("subprotocols") or None,
+                    open_timeout=min(route.call_timeout, 30.0),
+                    max_size=None,
+                    compression=None,
+                    ping_interval=None,
                     user_agent_header=None,
                 )
             except (OSError, InvalidHandshake, TimeoutError) as exc:
                 detail = f"the job answered {exc.response.status_code}" if isinstance(exc, InvalidStatus) else str(exc)
                 raise UpstreamError(f"job {route.name} {route.version} refused the WebSocket: {detail}") from exc
             await receive()  # websocket.connect
-            await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol,
-                        "headers": [(naming.TRACING_HEADER.encode(), call.request_id.encode())]})
+            await send(
+                {
+                    "type": "websocket.accept",
+                    "subprotocol": upstream.subprotocol,
+                    "headers": [(naming.TRACING_HEADER.encode(), call.request_id.encode())],
+                }
+            )
             await _relay(upstream, receive, send)
         finally:
             self._balancer.release(address)
@@ -321,9 +383,18 @@ class Gateway:
         target = _job_target(call.scope, route, job_call).decode("latin-1")
         caller_root = pathmapping.roots(route.path_mode, route.name, route.version, job_call.public_prefix)[1]
         headers = _forward_headers(call, "", caller_root)
-        task = await asyncio.get_running_loop().run_in_executor(None, lambda: asynccalls.submit(
-            route.name, route.version, call.scope["method"], target,
-            [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers if k != b"host"], body, call.caller))
+        task = await asyncio.get_running_loop().run_in_executor(
+            None,
+            lambda: asynccalls.submit(
+                route.name,
+                route.version,
+                call.scope["method"],
+                target,
+                [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers if k != b"host"],
+                body,
+                call.caller,
+            ),
+        )
         await _send_json(send, 201, {"task_id": task.id, "status": asynccalls.public_status(task)}, call.request_id)
 
     async def _async_task(self, call: _Call, task_id: str, action: str, send: Send) -> None:
@@ -429,7 +500,8 @@ def _job_target(scope: Scope, route: Route, job_call: pathmapping.JobCall) -> by
     if target is None:
         raise NotFoundError(
             f"job {route.name} {route.version} serves its API under /api/v1/ only (docker-proxy, forward mode)",
-            hint=f"call /pub/job/{route.name}/<version>/api/v1/<path>; or set jobtype_extra.proxy_mode: rewrite")
+            hint=f"call /pub/job/{route.name}/<version>/api/v1/<path>; or set jobtype_extra.proxy_mode: rewrite",
+        )
     query = scope.get("query_string")
     return target + b"?" + query if query else target
 
@@ -511,8 +583,7 @@ def _sets_daemon_cookie(set_cookie: bytes) -> bool:
     return _daemon_cookie_name(name) or not name.strip()
 
 
-def _response_headers(headers: Headers, address: str, job_root: str, caller_root: str,
-                      request_id: str) -> Headers:
+def _response_headers(headers: Headers, address: str, job_root: str, caller_root: str, request_id: str) -> Headers:
     out = [(k, v) for k, v in headers if _returned(k, v)]
     for index, (name, value) in enumerate(out):
         if name == b"location":
@@ -590,8 +661,13 @@ async def _relay(upstream: Any, receive: Receive, send: Send) -> None:
         except ConnectionClosed:
             pass
         code = upstream.close_code or 1000
-        await send({"type": "websocket.close", "code": 1000 if code in (1005, 1006) else code,
-                    "reason": upstream.close_reason or ""})
+        await send(
+            {
+                "type": "websocket.close",
+                "code": 1000 if code in (1005, 1006) else code,
+                "reason": upstream.close_reason or "",
+            }
+        )
 
     tasks = [asyncio.ensure_future(caller_to_job()), asyncio.ensure_future(job_to_caller())]
     try:
@@ -613,11 +689,20 @@ def _query_seconds(scope: Scope, name: str, most: float) -> float:
     return most
 
 
-async def _send_json(send: Send, status: int, body: dict[str, Any], request_id: str,
-                     extra_headers: Headers | None = None) -> None:
+async def _send_json(
+    send: Send, status: int, body: dict[str, Any], request_id: str, extra_headers: Headers | None = None
+) -> None:
     data = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-        (TRACING, request_id.encode()), *(extra_headers or []),
-    ]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+                (TRACING, request_id.encode()),
+                *(extra_headers or []),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": data})

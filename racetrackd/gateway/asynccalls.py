@@ -29,8 +29,22 @@ from racetrackd.settings import Settings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TaskState", "STATES", "submit", "visible_to", "find", "finished", "public_status", "describe", "take_result", "list_tasks",
-           "retry", "requeue_interrupted", "purge", "AsyncCallRunner"]
+__all__ = [
+    "TaskState",
+    "STATES",
+    "submit",
+    "visible_to",
+    "find",
+    "finished",
+    "public_status",
+    "describe",
+    "take_result",
+    "list_tasks",
+    "retry",
+    "requeue_interrupted",
+    "purge",
+    "AsyncCallRunner",
+]
 
 STATES = (TaskState.QUEUED, TaskState.RUNNING, TaskState.COMPLETED, TaskState.FAILED)
 RESULT_GRACE_SECONDS = 30.0
@@ -38,10 +52,24 @@ PURGE_INTERVAL = 60.0
 NOT_STORED = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "x-request-tracing-id"})
 
 
-def submit(job_name: str, job_version: str, method: str, target: str, headers: list[tuple[str, str]],
-           body: bytes, caller: str | None) -> AsyncTask:
-    task: AsyncTask = AsyncTask.create(job_name=job_name, job_version=job_version, method=method, target=target,
-                                       request_headers=json.dumps(headers), request_body=body, caller=caller)
+def submit(
+    job_name: str,
+    job_version: str,
+    method: str,
+    target: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    caller: str | None,
+) -> AsyncTask:
+    task: AsyncTask = AsyncTask.create(
+        job_name=job_name,
+        job_version=job_version,
+        method=method,
+        target=target,
+        request_headers=json.dumps(headers),
+        request_body=body,
+        caller=caller,
+    )
     return task
 
 
@@ -54,8 +82,9 @@ def find(task_id: str, caller: Identity) -> AsyncTask:
     """The task, if `caller` may see it."""
     task = AsyncTask.get_or_none(AsyncTask.id == task_id)
     if task is None or not visible_to(task, caller):
-        raise NotFoundError(f"async task {task_id} not found",
-                            hint="tasks are kept for a while after they end, then removed")
+        raise NotFoundError(
+            f"async task {task_id} not found", hint="tasks are kept for a while after they end, then removed"
+        )
     return task
 
 
@@ -113,32 +142,45 @@ def retry(task_id: str, caller: Identity) -> AsyncTask:
     task = find(task_id, caller)
     if task.state != TaskState.FAILED:
         raise ConflictError(f"async task {task_id} is {public_status(task)}; only failed tasks can be retried")
-    AsyncTask.update(state=TaskState.QUEUED, attempts=0, error=None, next_attempt_at=now(), started_at=None,
-                     ended_at=None).where(AsyncTask.id == task_id).execute()
+    AsyncTask.update(
+        state=TaskState.QUEUED, attempts=0, error=None, next_attempt_at=now(), started_at=None, ended_at=None
+    ).where(AsyncTask.id == task_id).execute()
     return find(task_id, caller)
 
 
 def requeue_interrupted() -> int:
     """Tasks left running by a daemon that died: queue them again (the lost attempt does not count)."""
-    return int(AsyncTask.update(state=TaskState.QUEUED, attempts=AsyncTask.attempts - 1, next_attempt_at=now())
-               .where(AsyncTask.state == TaskState.RUNNING).execute())
+    return int(
+        AsyncTask.update(state=TaskState.QUEUED, attempts=AsyncTask.attempts - 1, next_attempt_at=now())
+        .where(AsyncTask.state == TaskState.RUNNING)
+        .execute()
+    )
 
 
 def purge(ttl: float) -> None:
     finished_states = (TaskState.COMPLETED, TaskState.FAILED)
     AsyncTask.delete().where(AsyncTask.state.in_(finished_states) & (AsyncTask.ended_at < now() - ttl)).execute()
     AsyncTask.update(response_body=None, request_body=None).where(
-        AsyncTask.retrieved_at.is_null(False) & (AsyncTask.retrieved_at < now() - RESULT_GRACE_SECONDS)
-        & AsyncTask.response_body.is_null(False)).execute()
+        AsyncTask.retrieved_at.is_null(False)
+        & (AsyncTask.retrieved_at < now() - RESULT_GRACE_SECONDS)
+        & AsyncTask.response_body.is_null(False)
+    ).execute()
 
 
 def _claim_due(limit: int) -> list[AsyncTask]:
-    due = list(AsyncTask.select().where((AsyncTask.state == TaskState.QUEUED) & (AsyncTask.next_attempt_at <= now()))
-               .order_by(AsyncTask.next_attempt_at).limit(limit))
+    due = list(
+        AsyncTask.select()
+        .where((AsyncTask.state == TaskState.QUEUED) & (AsyncTask.next_attempt_at <= now()))
+        .order_by(AsyncTask.next_attempt_at)
+        .limit(limit)
+    )
     claimed = []
     for task in due:
-        if AsyncTask.update(state=TaskState.RUNNING, attempts=AsyncTask.attempts + 1, started_at=now()).where(
-                (AsyncTask.id == task.id) & (AsyncTask.state == TaskState.QUEUED)).execute():
+        if (
+            AsyncTask.update(state=TaskState.RUNNING, attempts=AsyncTask.attempts + 1, started_at=now())
+            .where((AsyncTask.id == task.id) & (AsyncTask.state == TaskState.QUEUED))
+            .execute()
+        ):
             task.attempts += 1
             claimed.append(task)
     return claimed
@@ -173,7 +215,7 @@ class AsyncCallRunner:
         while not self._stopped.is_set():
             try:
                 free = self._settings.async_concurrency - len(running)
-                for task in (await loop.run_in_executor(None, _claim_due, free) if free > 0 else []):
+                for task in await loop.run_in_executor(None, _claim_due, free) if free > 0 else []:
                     attempt = asyncio.ensure_future(self._attempt(pool, task))
                     running.add(attempt)
                     attempt.add_done_callback(running.discard)
@@ -204,32 +246,42 @@ class AsyncCallRunner:
             headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in json.loads(task.request_headers)]
             headers.append((b"host", address.encode()))
             async with asyncio.timeout(timeout):
-                response = await pool.request(address, task.method, task.target.encode("latin-1"), headers,
-                                              bytes(task.request_body or b""))
+                response = await pool.request(
+                    address, task.method, task.target.encode("latin-1"), headers, bytes(task.request_body or b"")
+                )
                 body = await self._read(response)
         except PayloadTooLarge as exc:
             await loop.run_in_executor(None, _fail, task, exc.message)
         except TimeoutError:
-            await loop.run_in_executor(None, _fail, task,
-                                       f"job {task.job_name} {task.job_version} did not answer within its "
-                                       f"call_timeout of {timeout:g} s")
+            await loop.run_in_executor(
+                None,
+                _fail,
+                task,
+                f"job {task.job_name} {task.job_version} did not answer within its call_timeout of {timeout:g} s",
+            )
         except UpstreamError as exc:
             if task.attempts < self._settings.async_max_attempts:
-                log.info("async task %s: attempt %d failed (%s); retrying in %g s", task.id, task.attempts,
-                         exc.message, self._settings.async_retry_interval)
-                await loop.run_in_executor(None, _queue_again, task, exc.message,
-                                           self._settings.async_retry_interval)
+                log.info(
+                    "async task %s: attempt %d failed (%s); retrying in %g s",
+                    task.id,
+                    task.attempts,
+                    exc.message,
+                    self._settings.async_retry_interval,
+                )
+                await loop.run_in_executor(None, _queue_again, task, exc.message, self._settings.async_retry_interval)
             else:
-                await loop.run_in_executor(None, _fail, task,
-                                           f"{exc.message} (after {task.attempts} attempt(s))")
+                await loop.run_in_executor(None, _fail, task, f"{exc.message} (after {task.attempts} attempt(s))")
         except RacetrackError as exc:  # e.g. waking the job failed: Docker unreachable
             await loop.run_in_executor(None, _fail, task, exc.message)
         except Exception as exc:  # a bug of ours must not leave the task "running" for ever
             log.exception("async task %s: attempt failed unexpectedly", task.id)
             await loop.run_in_executor(None, _fail, task, f"internal error: {type(exc).__name__}: {exc}")
         else:
-            headers_out = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers
-                           if k.decode("latin-1") not in NOT_STORED]
+            headers_out = [
+                (k.decode("latin-1"), v.decode("latin-1"))
+                for k, v in response.headers
+                if k.decode("latin-1") not in NOT_STORED
+            ]
             await loop.run_in_executor(None, _complete, task, response.status, headers_out, body)
 
     async def _read(self, response: Any) -> bytes:
@@ -249,8 +301,14 @@ class AsyncCallRunner:
 
 
 def _complete(task: AsyncTask, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-    AsyncTask.update(state=TaskState.COMPLETED, response_status=status, response_headers=json.dumps(headers),
-                     response_body=body, error=None, ended_at=now()).where(AsyncTask.id == task.id).execute()
+    AsyncTask.update(
+        state=TaskState.COMPLETED,
+        response_status=status,
+        response_headers=json.dumps(headers),
+        response_body=body,
+        error=None,
+        ended_at=now(),
+    ).where(AsyncTask.id == task.id).execute()
 
 
 def _fail(task: AsyncTask, error: str) -> None:
@@ -260,4 +318,5 @@ def _fail(task: AsyncTask, error: str) -> None:
 
 def _queue_again(task: AsyncTask, error: str, delay: float) -> None:
     AsyncTask.update(state=TaskState.QUEUED, error=error, next_attempt_at=now() + delay).where(
-        AsyncTask.id == task.id).execute()
+        AsyncTask.id == task.id
+    ).execute()

@@ -42,7 +42,11 @@ _RAW_REFUSED = re.compile(rb"[^\x21-\x7e]|\\")
 # Escapes a job would decode into a separator, an escape of its own (double encoding: a second
 # decoder further in would see the first one's output), or a control character.
 _ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})|%(2[Ff]|5[Cc]|25|[01][0-9A-Fa-f]|7[Ff])")
-_ESCAPE_NAMES = {b"2f": "an encoded '/' (%2F)", b"5c": "an encoded '\\' (%5C)", b"25": "an encoded '%' (%25, double encoding)"}
+_ESCAPE_NAMES = {
+    b"2f": "an encoded '/' (%2F)",
+    b"5c": "an encoded '\\' (%5C)",
+    b"25": "an encoded '%' (%25, double encoding)",
+}
 # Characters left as they are when a server gave no raw path and the decoded one is encoded again.
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
@@ -79,16 +83,23 @@ def checked_path(raw: bytes) -> str:
         raise AmbiguousPath("the request path does not start with '/'")
     bad = _RAW_REFUSED.search(raw)
     if bad:
-        raise AmbiguousPath(f"the request path holds the byte 0x{bad.group(0)[0]:02X} at {bad.start()}: control "
-                            "characters, spaces, non-ASCII bytes and '\\' are refused unencoded")
+        raise AmbiguousPath(
+            f"the request path holds the byte 0x{bad.group(0)[0]:02X} at {bad.start()}: control "
+            "characters, spaces, non-ASCII bytes and '\\' are refused unencoded"
+        )
     if b"%" in raw:
         escape = _ESCAPE.search(raw)
         if escape:
-            code = raw[escape.start() + 1:escape.start() + 3].lower()
-            what = _ESCAPE_NAMES.get(code) or ("a malformed escape" if escape.group(1) is None
-                                               else f"an encoded control character (%{code.decode().upper()})")
-            raise AmbiguousPath(f"the request path holds {what}: a job could read it as another path",
-                                hint="send '/' as itself; encode other reserved characters once")
+            code = raw[escape.start() + 1 : escape.start() + 3].lower()
+            what = _ESCAPE_NAMES.get(code) or (
+                "a malformed escape"
+                if escape.group(1) is None
+                else f"an encoded control character (%{code.decode().upper()})"
+            )
+            raise AmbiguousPath(
+                f"the request path holds {what}: a job could read it as another path",
+                hint="send '/' as itself; encode other reserved characters once",
+            )
         try:
             path = unquote_to_bytes(raw).decode("utf-8")
         except UnicodeDecodeError:
@@ -100,8 +111,9 @@ def checked_path(raw: bytes) -> str:
     if "/." in path:
         for segment in path.split("/"):
             if segment.partition(";")[0] in (".", ".."):
-                raise AmbiguousPath(f"the request path holds the segment {segment!r}: "
-                                    "'.' and '..' segments are refused, encoded or not")
+                raise AmbiguousPath(
+                    f"the request path holds the segment {segment!r}: '.' and '..' segments are refused, encoded or not"
+                )
     return path
 
 
@@ -113,8 +125,13 @@ def parse_job_call(path: str, raw: bytes, kind_index: int) -> JobCall | None:
         return None
     has_rest = len(parts) > kind_index + 3
     rest = raw.split(b"/", kind_index + 3)[kind_index + 3] if has_rest else None
-    return JobCall(kind=parts[kind_index], name=parts[kind_index + 1], version=parts[kind_index + 2],
-                   endpoint="/" + parts[kind_index + 3] if has_rest else "/", rest=rest)
+    return JobCall(
+        kind=parts[kind_index],
+        name=parts[kind_index + 1],
+        version=parts[kind_index + 2],
+        endpoint="/" + parts[kind_index + 3] if has_rest else "/",
+        rest=rest,
+    )
 
 
 SYNC, ASYNC_NEW, ASYNC_TASK, OTHER = "sync", "async-new", "async-task", "other"
@@ -142,7 +159,9 @@ def read_gateway_path(raw: bytes) -> GatewayPath:
     if call is not None:
         return GatewayPath(path, SYNC, call)
     if path.startswith(_ASYNC_NEW_PREFIX):
-        return GatewayPath(path, ASYNC_NEW, parse_job_call(path, raw, 4))  # /pub/async/new/<kind>/<name>/<version>/<rest>
+        return GatewayPath(
+            path, ASYNC_NEW, parse_job_call(path, raw, 4)
+        )  # /pub/async/new/<kind>/<name>/<version>/<rest>
     if path.startswith(_ASYNC_TASK_PREFIX):
         parts = path.split("/")  # ['', 'pub', 'async', 'task', id, 'poll'|'status']
         if len(parts) == 6 and parts[5] in _TASK_ACTIONS:
@@ -195,11 +214,11 @@ def rewrite_location(location: str, address: str, job_root: str, caller_root: st
     """
     for origin in (f"http://{address}", f"https://{address}"):
         if location.startswith(origin):
-            location = location[len(origin):] or "/"
+            location = location[len(origin) :] or "/"
     if location.startswith("//"):
         return location
     if job_root:
         under_job_root = location == job_root or location.startswith((job_root + "/", job_root + "?"))
     else:  # the job serves at its server's root: every absolute path is the job's own
         under_job_root = location.startswith("/")
-    return caller_root + location[len(job_root):] if under_job_root else location
+    return caller_root + location[len(job_root) :] if under_job_root else location

@@ -121,11 +121,20 @@ class RoutingTable:
 
     def _route(self, job: Job, public_endpoints: tuple[str, ...]) -> Route:
         # A crashed or lost job's last address may belong to another container by now.
-        addresses = () if job.status in JobStatus.UNROUTABLE else tuple(address for address in job.ready_addresses() if address)
-        return Route(name=job.name, version=job.version, status=job.status, addresses=addresses,
-                     call_timeout=float(job.call_timeout or self._default_timeout), error=job.error,
-                     public_endpoints=public_endpoints, path_mode=Serving.from_json(job.serving).path_mode,
-                     deployment_timestamp=job.deployment_timestamp)
+        addresses = (
+            () if job.status in JobStatus.UNROUTABLE else tuple(address for address in job.ready_addresses() if address)
+        )
+        return Route(
+            name=job.name,
+            version=job.version,
+            status=job.status,
+            addresses=addresses,
+            call_timeout=float(job.call_timeout or self._default_timeout),
+            error=job.error,
+            public_endpoints=public_endpoints,
+            path_mode=Serving.from_json(job.serving).path_mode,
+            deployment_timestamp=job.deployment_timestamp,
+        )
 
 
 def _data_version() -> int:

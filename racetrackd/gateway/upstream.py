@@ -114,9 +114,14 @@ class _Connection(asyncio.Protocol):
         self.status = status
         self.keep_alive = self._parser.should_keep_alive()
         # No length and not chunked: the body ends when the job closes the connection (RFC 9112 6.3).
-        self._close_delimited = (not self._head_only and status not in (204, 304) and not any(
-            name == b"content-length" or (name == b"transfer-encoding" and b"chunked" in value.lower())
-            for name, value in self.headers))
+        self._close_delimited = (
+            not self._head_only
+            and status not in (204, 304)
+            and not any(
+                name == b"content-length" or (name == b"transfer-encoding" and b"chunked" in value.lower())
+                for name, value in self.headers
+            )
+        )
         if self._head is not None and not self._head.done():
             self._head.set_result(None)
         if self._head_only:
@@ -140,8 +145,14 @@ class _Connection(asyncio.Protocol):
         self._finish()
 
     # the exchange
-    async def exchange(self, method: str, target: bytes, headers: Headers, body: bytes | AsyncIterator[bytes],
-                       content_length: int | None) -> None:
+    async def exchange(
+        self,
+        method: str,
+        target: bytes,
+        headers: Headers,
+        body: bytes | AsyncIterator[bytes],
+        content_length: int | None,
+    ) -> None:
         """Send the request; return once the response head has arrived (status, headers set)."""
         assert self.transport is not None
         self._head = asyncio.get_running_loop().create_future()
@@ -154,14 +165,26 @@ class _Connection(asyncio.Protocol):
         self.status = 0
         self._close_delimited = False
         if not isinstance(body, bytes):
-            framing = (b"content-length: %d\r\n" % content_length if content_length is not None
-                       else b"transfer-encoding: chunked\r\n")
+            framing = (
+                b"content-length: %d\r\n" % content_length
+                if content_length is not None
+                else b"transfer-encoding: chunked\r\n"
+            )
         elif body or method in BODY_METHODS:
             framing = b"content-length: %d\r\n" % len(body)
         else:
             framing = b""
-        head = b"".join([method.encode("ascii"), b" ", target, b" HTTP/1.1\r\n",
-                         *(name + b": " + value + b"\r\n" for name, value in headers), framing, b"\r\n"])
+        head = b"".join(
+            [
+                method.encode("ascii"),
+                b" ",
+                target,
+                b" HTTP/1.1\r\n",
+                *(name + b": " + value + b"\r\n" for name, value in headers),
+                framing,
+                b"\r\n",
+            ]
+        )
         if isinstance(body, bytes):
             self.transport.write(head + body)
         else:
@@ -282,8 +305,15 @@ class UpstreamPool:
     def __init__(self) -> None:
         self._idle: dict[str, list[_Connection]] = {}
 
-    async def request(self, address: str, method: str, target: bytes, headers: Headers,
-                      body: bytes | AsyncIterator[bytes] = b"", content_length: int | None = None) -> UpstreamResponse:
+    async def request(
+        self,
+        address: str,
+        method: str,
+        target: bytes,
+        headers: Headers,
+        body: bytes | AsyncIterator[bytes] = b"",
+        content_length: int | None = None,
+    ) -> UpstreamResponse:
         """Send one request to `address` (host:port); raises UpstreamError subclasses when it fails."""
         connection = await self._acquire(address)
         try:
@@ -293,8 +323,12 @@ class UpstreamPool:
             # A pooled connection the job closed while idle fails before any answer. The job may
             # also have died while working on the request, so only a method that may run twice
             # is sent once more (as Go's and browsers' HTTP clients do).
-            if not (connection.reused and not connection.received_any and isinstance(body, bytes)
-                    and method in IDEMPOTENT_METHODS):
+            if not (
+                connection.reused
+                and not connection.received_any
+                and isinstance(body, bytes)
+                and method in IDEMPOTENT_METHODS
+            ):
                 raise
             connection = await self._connect(address)
             try:

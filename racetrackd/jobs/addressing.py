@@ -63,11 +63,15 @@ def prepare_networks(settings: Settings, runtime: Runtime) -> Addressing:
     mode = settings.job_addressing
     in_container = mode == CONTAINER_NAME or (mode == "auto" and settings.network in runtime.own_networks())
     if not runtime.ensure_network(settings.network, isolated=not in_container) and not in_container:
-        log.warning("network %s was made before racetrackd kept jobs apart, and containers are still attached: "
-                    "jobs on it can reach each other's port %s directly, bypassing the gateway's auth. "
-                    "To fix: racetrackd stop, docker rm -f the job containers on it (or delete the jobs), "
-                    "docker network rm %s, racetrackd start (it remakes the network and restores the jobs).",
-                    settings.network, JOB_PORT, settings.network)
+        log.warning(
+            "network %s was made before racetrackd kept jobs apart, and containers are still attached: "
+            "jobs on it can reach each other's port %s directly, bypassing the gateway's auth. "
+            "To fix: racetrackd stop, docker rm -f the job containers on it (or delete the jobs), "
+            "docker network rm %s, racetrackd start (it remakes the network and restores the jobs).",
+            settings.network,
+            JOB_PORT,
+            settings.network,
+        )
     addressing = resolve_addressing(settings, runtime)
     runtime.ensure_network(addressing.build_network, isolated=addressing.isolates_containers)
     if addressing.mode == CONTAINER_NAME and runtime.own_container_name() is not None:
@@ -75,8 +79,9 @@ def prepare_networks(settings: Settings, runtime: Runtime) -> Addressing:
     return addressing
 
 
-def resolve_addressing(settings: Settings, runtime: Runtime,
-                       is_local_address: Callable[[str], bool] | None = None) -> Addressing:
+def resolve_addressing(
+    settings: Settings, runtime: Runtime, is_local_address: Callable[[str], bool] | None = None
+) -> Addressing:
     mode = settings.job_addressing
     if mode == "auto":
         if settings.network in runtime.own_networks():

@@ -116,8 +116,10 @@ class ServerAnswers:
         return self.failure is None
 
     def timeout_reason(self, timeout: float) -> str:
-        return (f"the job's server did not answer within {timeout:g} s ({self.failure}); "
-                f"it must listen on 0.0.0.0:{self.serving.port}")
+        return (
+            f"the job's server did not answer within {timeout:g} s ({self.failure}); "
+            f"it must listen on 0.0.0.0:{self.serving.port}"
+        )
 
 
 def _same_timestamp(body: dict[str, object], expected: int) -> bool:

@@ -46,10 +46,13 @@ def delete_job(runtime: Runtime, instance: str, name: str, version: str, deleted
         job.delete_instance()
         DeletedJob.insert(name=name, version=version, deleted_by=deleted_by).on_conflict_replace().execute()
         # Approvals were for that deployment's code: a version deployed again (--force) asks anew.
-        PublicEndpoint.delete().where((PublicEndpoint.job_name == name) & (PublicEndpoint.job_version == version)).execute()
+        PublicEndpoint.delete().where(
+            (PublicEndpoint.job_name == name) & (PublicEndpoint.job_version == version)
+        ).execute()
         AuditEvent.record(JOB_DELETED, name, version, deleted_by, image=job.image_name)
-    for container in runtime.list_containers({naming.LABEL_INSTANCE: instance, naming.LABEL_JOB_NAME: name,
-                                              naming.LABEL_JOB_VERSION: version}):
+    for container in runtime.list_containers(
+        {naming.LABEL_INSTANCE: instance, naming.LABEL_JOB_NAME: name, naming.LABEL_JOB_VERSION: version}
+    ):
         runtime.remove_container(container)  # every replica, and anything a deployment left
     prune_job_images(runtime, instance, name, version, keep=0)
     return job

@@ -65,8 +65,12 @@ class Supervisor:
             if job.status == JobStatus.STARTING and self._deploying(job):
                 continue
             if any(self.runtime.container_state(name).status == "missing" for name in self.deployer.replica_names(job)):
-                log.warning("job %s %s is missing containers: starting them again from %s", job.name, job.version,
-                            job.image_name)
+                log.warning(
+                    "job %s %s is missing containers: starting them again from %s",
+                    job.name,
+                    job.version,
+                    job.image_name,
+                )
                 try:
                     self.deployer.recreate(job)
                 except RacetrackError as exc:
@@ -75,7 +79,9 @@ class Supervisor:
 
     def _remove_orphans(self) -> None:
         known = {name for job in Job.select() for name in self.deployer.replica_names(job)}
-        busy = [d.id[:8] for d in Deployment.select(Deployment.id).where(Deployment.status == DeploymentStatus.IN_PROGRESS)]
+        busy = [
+            d.id[:8] for d in Deployment.select(Deployment.id).where(Deployment.status == DeploymentStatus.IN_PROGRESS)
+        ]
         for name in self.runtime.list_containers({naming.LABEL_INSTANCE: self.settings.instance}):
             if name in known or any(name.endswith(f"-{short}") for short in busy):
                 continue
@@ -111,11 +117,18 @@ class Supervisor:
                 problems.append(f"container {name} is missing in Docker")
             elif not state.alive or state.status == "restarting":
                 status = _worse(status, JobStatus.CRASHED)
-                problems.append(with_log_tail(self.runtime, name, f"container {name} {state.status} (exit code {state.exit_code})"))
+                problems.append(
+                    with_log_tail(self.runtime, name, f"container {name} {state.status} (exit code {state.exit_code})")
+                )
                 if state.status in ("exited", "dead"):
                     # Docker's restart policy does not cover a container killed from outside: start it.
-                    log.warning("job %s %s: %s stopped (exit code %s); starting it again", job.name, job.version,
-                                name, state.exit_code)
+                    log.warning(
+                        "job %s %s: %s stopped (exit code %s); starting it again",
+                        job.name,
+                        job.version,
+                        name,
+                        state.exit_code,
+                    )
                     self.runtime.start_container(name)
                     crash_count += 1
             else:
@@ -128,16 +141,24 @@ class Supervisor:
                     problems.append(f"{name}: {failure}")
         error = "\n".join(problems) or None
         # Idle time comes from the wrapper's last_call_timestamp metric; other jobs have none to ask.
-        if status == JobStatus.RUNNING and job.idle_timeout and serving.wrapper \
-                and self._idle_for(job, ready) > job.idle_timeout:
+        if (
+            status == JobStatus.RUNNING
+            and job.idle_timeout
+            and serving.wrapper
+            and self._idle_for(job, ready) > job.idle_timeout
+        ):
             self._put_to_sleep(job)
             return
         if status != job.status:
             log.info("job %s %s: %s -> %s", job.name, job.version, job.status, status)
         job.record_check(status, error, ready, crash_count)
         current = Job.find(job.name, job.version)  # not deleted or redeployed meanwhile
-        if status == JobStatus.LOST and current is not None and current.container_name == job.container_name \
-                and not self._deploying(current):
+        if (
+            status == JobStatus.LOST
+            and current is not None
+            and current.container_name == job.container_name
+            and not self._deploying(current)
+        ):
             # Converge: a container that went missing while the daemon ran is created again from
             # the job's image (the record says it should run). The next check sees the result.
             try:
@@ -153,8 +174,9 @@ class Supervisor:
         return time.time() - last
 
     def _put_to_sleep(self, job: Job) -> None:
-        log.info("job %s %s had no calls for %ss: stopping it until the next call", job.name, job.version,
-                 job.idle_timeout)
+        log.info(
+            "job %s %s had no calls for %ss: stopping it until the next call", job.name, job.version, job.idle_timeout
+        )
         job.mark_sleeping()
         for name in self.deployer.replica_names(job):
             self.runtime.stop_container(name, IDLE_STOP_SECONDS)  # idle: there are no calls to wait for

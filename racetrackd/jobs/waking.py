@@ -19,6 +19,7 @@ from racetrackd.serving import Serving
 
 log = logging.getLogger(__name__)
 
+
 def wake(job: Job, runtime: Runtime, addressing: Addressing, timeout: float) -> Job:
     """The job, running again; raises UpstreamError when it does not become ready within `timeout`."""
     if job.claim_wake():

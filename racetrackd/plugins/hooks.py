@@ -53,11 +53,16 @@ class PluginHooks:
             plugin_class = getattr(module, "Plugin", None)
             if not inspect.isclass(plugin_class):
                 raise PluginInvalid(f"{HOOKS_FILE}: defines no class Plugin")
-            unknown = [name for name, _ in inspect.getmembers(plugin_class, callable)
-                       if not name.startswith("_") and name not in HOOKS]
+            unknown = [
+                name
+                for name, _ in inspect.getmembers(plugin_class, callable)
+                if not name.startswith("_") and name not in HOOKS
+            ]
             if unknown:
-                raise PluginInvalid(f"{HOOKS_FILE}: Plugin.{unknown[0]} is not a hook (hooks: {', '.join(HOOKS)}; "
-                                    "start helper names with _)")
+                raise PluginInvalid(
+                    f"{HOOKS_FILE}: Plugin.{unknown[0]} is not a hook (hooks: {', '.join(HOOKS)}; "
+                    "start helper names with _)"
+                )
             instance = plugin_class()
         except PluginInvalid:
             raise
@@ -67,7 +72,9 @@ class PluginHooks:
             sys.modules.pop(module_name, None)
         return cls(plugin, instance)
 
-    def validate_job_manifest(self, manifest: dict[str, Any], job_type: str) -> tuple[list[tuple[str, str]], str | None]:
+    def validate_job_manifest(
+        self, manifest: dict[str, Any], job_type: str
+    ) -> tuple[list[tuple[str, str]], str | None]:
         """(field errors, warning). The hook returns `(field, message)` pairs or raises ValueError(message)
         (then the field is `jobtype_extra`); any other exception is a plugin fault, reported as a warning."""
         hook = getattr(self.instance, "validate_job_manifest", None)
@@ -94,8 +101,9 @@ class PluginHooks:
             return {}, None
         try:
             result = hook(job)
-            if not isinstance(result, dict) or not all(isinstance(k, str) and k and isinstance(v, str)
-                                                       for k, v in result.items()):
+            if not isinstance(result, dict) or not all(
+                isinstance(k, str) and k and isinstance(v, str) for k, v in result.items()
+            ):
                 raise TypeError(f"returned {type(result).__name__}, not a mapping of names to strings")
         except Exception as exc:  # noqa: BLE001 (a plugin's bug must not fail the deployment)
             return {}, self._failed("job_runtime_env", exc)

@@ -147,31 +147,40 @@ def load_job_types(plugin_dir: Path, manifest: PluginManifest) -> list[JobType]:
         for field_name, field_spec in extra.items():
             field_spec = field_spec or {}
             if not isinstance(field_spec, dict) or field_spec.get("type", "string") not in EXTRA_TYPES:
-                raise PluginInvalid(f"job_types.{name}.extra_fields.{field_name}: type must be one of "
-                                    f"{', '.join(EXTRA_TYPES)}")
-            fields.append(ExtraField(
-                name=str(field_name), type=field_spec.get("type", "string"),
-                required=bool(field_spec.get("required", False)), supported=bool(field_spec.get("supported", True)),
-            ))
+                raise PluginInvalid(
+                    f"job_types.{name}.extra_fields.{field_name}: type must be one of {', '.join(EXTRA_TYPES)}"
+                )
+            fields.append(
+                ExtraField(
+                    name=str(field_name),
+                    type=field_spec.get("type", "string"),
+                    required=bool(field_spec.get("required", False)),
+                    supported=bool(field_spec.get("supported", True)),
+                )
+            )
         base_image_setting = spec.get("base_image_setting")
         if base_image_setting is not None and not isinstance(base_image_setting, str):
             raise PluginInvalid(f"job_types.{name}.base_image_setting: must be the name of a setting")
         runtime_image_setting = spec.get("runtime_image_setting")
         if runtime_image_setting is not None and not isinstance(runtime_image_setting, str):
             raise PluginInvalid(f"job_types.{name}.runtime_image_setting: must be the name of a setting")
-        job_types.append(JobType(
-            name=name,
-            version=manifest.version,
-            plugin_dir=plugin_dir,
-            dockerfile_template="" if job_dockerfile else str(spec["dockerfile_template"]),
-            base_image_setting=base_image_setting,
-            extra_fields=tuple(fields),
-            runtime_image_setting=runtime_image_setting,
-            job_dockerfile=job_dockerfile,
-            serving=_serving_rule(name, spec.get("serving"), {field.name for field in fields}),
-            confinement=_confinement(name, spec.get("hardening")),
-            declared_settings=tuple((setting, declared["default"]) for setting, declared in manifest.settings.items()),
-        ))
+        job_types.append(
+            JobType(
+                name=name,
+                version=manifest.version,
+                plugin_dir=plugin_dir,
+                dockerfile_template="" if job_dockerfile else str(spec["dockerfile_template"]),
+                base_image_setting=base_image_setting,
+                extra_fields=tuple(fields),
+                runtime_image_setting=runtime_image_setting,
+                job_dockerfile=job_dockerfile,
+                serving=_serving_rule(name, spec.get("serving"), {field.name for field in fields}),
+                confinement=_confinement(name, spec.get("hardening")),
+                declared_settings=tuple(
+                    (setting, declared["default"]) for setting, declared in manifest.settings.items()
+                ),
+            )
+        )
     return job_types
 
 
@@ -179,21 +188,31 @@ SAMPLE_EXTRA_VALUES: dict[str, Any] = {"string": "sample", "path": "sample.txt",
 
 
 # Racetrack's keys that the manifest schema holds to a pattern: a sample that passes it.
-SAMPLE_KNOWN_VALUES: dict[str, Any] = {"python_version": "3.11", "debian_version": "slim-bookworm",
-                                       "entrypoint_class": "Sample"}
+SAMPLE_KNOWN_VALUES: dict[str, Any] = {
+    "python_version": "3.11",
+    "debian_version": "slim-bookworm",
+    "entrypoint_class": "Sample",
+}
 
 
 def sample_jobtype_extra(job_type: JobType) -> dict[str, Any]:
     """A value for every extra field, so that rendering a template once at install time reaches its branches."""
-    return {field.name: SAMPLE_KNOWN_VALUES.get(field.name, SAMPLE_EXTRA_VALUES[field.type])
-            if field.type == "string" else SAMPLE_EXTRA_VALUES[field.type] for field in job_type.extra_fields}
+    return {
+        field.name: SAMPLE_KNOWN_VALUES.get(field.name, SAMPLE_EXTRA_VALUES[field.type])
+        if field.type == "string"
+        else SAMPLE_EXTRA_VALUES[field.type]
+        for field in job_type.extra_fields
+    }
 
 
 def _job_dockerfile(spec: dict[str, Any] | None) -> JobDockerfile | None:
     if spec is None:
         return None
-    return JobDockerfile(path_field=str(spec.get("path_field", "dockerfile_path")),
-                         default=str(spec.get("default", "Dockerfile")), render=bool(spec.get("render", True)))
+    return JobDockerfile(
+        path_field=str(spec.get("path_field", "dockerfile_path")),
+        default=str(spec.get("default", "Dockerfile")),
+        render=bool(spec.get("render", True)),
+    )
 
 
 def _confinement(job_type: str, spec: Any) -> Confinement:
@@ -209,8 +228,9 @@ def _confinement(job_type: str, spec: Any) -> Confinement:
     capabilities = spec.get("capabilities") or []
     if not isinstance(capabilities, list) or not all(isinstance(c, str) and CAPABILITY.match(c) for c in capabilities):
         raise PluginInvalid(f"{where}.capabilities: must be a list of Linux capability names like NET_BIND_SERVICE")
-    return Confinement(read_only_root=read_only_root,
-                       capabilities=tuple(c.upper().removeprefix("CAP_") for c in capabilities))
+    return Confinement(
+        read_only_root=read_only_root, capabilities=tuple(c.upper().removeprefix("CAP_") for c in capabilities)
+    )
 
 
 def _serving_rule(job_type: str, spec: dict[str, Any] | None, extra_fields: set[str]) -> ServingRule:
@@ -218,8 +238,10 @@ def _serving_rule(job_type: str, spec: dict[str, Any] | None, extra_fields: set[
     if spec is None:
         return ServingRule()
     rule = ServingRule(
-        port=int(spec.get("port", JOB_PORT)), port_field=spec.get("port_field"),
-        path_mode=str(spec.get("path_mode", WRAPPER)), path_mode_field=spec.get("path_mode_field"),
+        port=int(spec.get("port", JOB_PORT)),
+        port_field=spec.get("port_field"),
+        path_mode=str(spec.get("path_mode", WRAPPER)),
+        path_mode_field=spec.get("path_mode_field"),
         probe_path=str(spec.get("probe_path", "/ready")),
     )
     where = f"job_types.{job_type}.serving"
@@ -283,13 +305,20 @@ def check_extra(job_type: JobType, jobtype_extra: dict[str, Any], job_dir: Path 
         if not field.supported:
             warnings.append(f"{path} is accepted for Racetrack compatibility but not acted on yet")
     errors += _check_serving(job_type, jobtype_extra)
-    if job_type.job_dockerfile is not None and job_dir is not None and not any(
-            p.startswith(f"jobtype_extra.{job_type.job_dockerfile.path_field}") for p, _ in errors):
+    if (
+        job_type.job_dockerfile is not None
+        and job_dir is not None
+        and not any(p.startswith(f"jobtype_extra.{job_type.job_dockerfile.path_field}") for p, _ in errors)
+    ):
         dockerfile = job_type.job_dockerfile.path(jobtype_extra)
         problem = _file_problem(job_dir, dockerfile)
         if problem:
-            errors.append((f"jobtype_extra.{job_type.job_dockerfile.path_field}",
-                           f"{problem} (job type {job_type.name} builds the job's own Dockerfile)"))
+            errors.append(
+                (
+                    f"jobtype_extra.{job_type.job_dockerfile.path_field}",
+                    f"{problem} (job type {job_type.name} builds the job's own Dockerfile)",
+                )
+            )
     if errors:
         raise ManifestError("; ".join(f"{p}: {m}" for p, m in errors), errors=errors)
     return warnings

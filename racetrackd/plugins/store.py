@@ -82,10 +82,19 @@ class Plugin:
 
     def dto(self) -> dict[str, Any]:
         """Racetrack's PluginManifest shape plus what racetrackd knows about it."""
-        base = self.manifest.to_dict() if self.manifest else {
-            "name": self.name, "version": self.version, "build_date": None, "url": None, "priority": 0,
-            "category": None, "components": [],
-        }
+        base = (
+            self.manifest.to_dict()
+            if self.manifest
+            else {
+                "name": self.name,
+                "version": self.version,
+                "build_date": None,
+                "url": None,
+                "priority": 0,
+                "category": None,
+                "components": [],
+            }
+        )
         return {
             **base,
             "job_types": [jt.full_name for jt in self.job_types],
@@ -155,17 +164,23 @@ class PluginStore:
         raise NotFoundError(f"plugin {name} {version} is not installed (installed: {installed})")
 
     def _load_all(self) -> list[Plugin]:
-        found = [self._load(d, builtin=True) for root in self.builtin_dirs if root.is_dir()
-                 for d in jobtypes.plugin_directories(root)]
-        found += [self._load(d, builtin=False) for d in jobtypes.plugin_directories(self.root)
-                  if not d.name.startswith(".")]
+        found = [
+            self._load(d, builtin=True)
+            for root in self.builtin_dirs
+            if root.is_dir()
+            for d in jobtypes.plugin_directories(root)
+        ]
+        found += [
+            self._load(d, builtin=False) for d in jobtypes.plugin_directories(self.root) if not d.name.startswith(".")
+        ]
         seen: dict[str, Path] = {}
         checked = []
         for plugin in found:
             clash = next((jt.full_name for jt in plugin.job_types if jt.full_name in seen), None)
             if clash is not None:  # two plugins claiming one job type version: the first loaded wins
-                plugin = dataclasses.replace(plugin, job_types=(), hooks=None,
-                                             error=f"job type {clash} is already provided by {seen[clash]}")
+                plugin = dataclasses.replace(
+                    plugin, job_types=(), hooks=None, error=f"job type {clash} is already provided by {seen[clash]}"
+                )
                 log.error("skipping job-type plugin %s: %s", plugin.directory, plugin.error)
             for jt in plugin.job_types:
                 seen[jt.full_name] = plugin.directory
@@ -195,27 +210,38 @@ class PluginStore:
         """Render the template once with a sample job, so a misspelt variable fails the install, not a build."""
         # The settings of plugins installed at start, and the plugin's own (their defaults until a restart)
         image_of = {**dict(job_type.declared_settings), **self.base_image_of}
-        for key, setting in (("base_image_setting", job_type.base_image_setting),
-                             ("runtime_image_setting", job_type.runtime_image_setting)):
+        for key, setting in (
+            ("base_image_setting", job_type.base_image_setting),
+            ("runtime_image_setting", job_type.runtime_image_setting),
+        ):
             if setting and setting not in image_of:
-                raise PluginInvalid(f"job_types.{job_type.name}.{key}: no setting {setting!r} (image settings: "
-                                    f"{', '.join(sorted(image_of)) or 'none'})")
+                raise PluginInvalid(
+                    f"job_types.{job_type.name}.{key}: no setting {setting!r} (image settings: "
+                    f"{', '.join(sorted(image_of)) or 'none'})"
+                )
         if job_type.job_dockerfile is not None:
             return  # the template is each job's own Dockerfile, rendered (and checked) when that job builds
         try:
-            manifest = validate_manifest({
-                "name": "plugin-check", "version": "0.0.1", "owner_email": "plugin-check@example.com",
-                "jobtype": job_type.full_name, "jobtype_extra": jobtypes.sample_jobtype_extra(job_type),
-            })
+            manifest = validate_manifest(
+                {
+                    "name": "plugin-check",
+                    "version": "0.0.1",
+                    "owner_email": "plugin-check@example.com",
+                    "jobtype": job_type.full_name,
+                    "jobtype_extra": jobtypes.sample_jobtype_extra(job_type),
+                }
+            )
         except ManifestInvalid as exc:
             raise PluginInvalid(f"job type {job_type.name}: cannot make a sample manifest: {exc}") from exc
         variables = template_variables(
-            manifest=manifest, job_type=job_type,
+            manifest=manifest,
+            job_type=job_type,
             base_image=image_of.get(job_type.base_image_setting or "", "") or "sample:latest",
             runtime_image=image_of.get(job_type.runtime_image_setting or "", ""),
             build_stage_labels={"racetrackd.instance": "plugin-check"},
             build=BuildOptions().as_template_variable(),  # no CA bundle, package index nor secrets
-            git_version="0000000", racetrackd_version="0.0.0",
+            git_version="0000000",
+            racetrackd_version="0.0.0",
         )
         try:
             render_dockerfile(job_type.plugin_dir, job_type.dockerfile_template, variables)
@@ -234,8 +260,10 @@ class PluginStore:
             try:
                 manifest = unpack(data, staging)
                 if manifest.category != JOB_TYPE_CATEGORY:
-                    raise PluginInvalid(f"category: {manifest.category!r}: racetrackd runs job-type plugins only "
-                                        f"(category: {JOB_TYPE_CATEGORY})")
+                    raise PluginInvalid(
+                        f"category: {manifest.category!r}: racetrackd runs job-type plugins only "
+                        f"(category: {JOB_TYPE_CATEGORY})"
+                    )
                 checked = self.check(staging)
             except PluginInvalid as exc:
                 raise ValidationError(f"plugin {filename}: {exc}") from exc
@@ -244,8 +272,11 @@ class PluginStore:
                 target = self.root / f"{manifest.name}-{manifest.version}"
                 retired = [target] if target.exists() else []
                 if replace:
-                    retired += [p.directory for p in self._plugins_on_disk()
-                                if p.name == manifest.name and p.directory != target]
+                    retired += [
+                        p.directory
+                        for p in self._plugins_on_disk()
+                        if p.name == manifest.name and p.directory != target
+                    ]
                 for directory in retired:
                     self._retire(directory)
                 staging.rename(target)
@@ -258,25 +289,31 @@ class PluginStore:
     def _refuse_clashes(self, new: Plugin, replace: bool) -> None:
         for plugin in self.plugins():
             if plugin.builtin and plugin.name == new.name and plugin.version == new.version:
-                raise ConflictError(f"plugin {new.name} {new.version} is built in and cannot be replaced",
-                                    hint="upload it with a higher version: the highest version serves 'latest'")
+                raise ConflictError(
+                    f"plugin {new.name} {new.version} is built in and cannot be replaced",
+                    hint="upload it with a higher version: the highest version serves 'latest'",
+                )
             if plugin.name == new.name and (plugin.version == new.version or replace):
                 continue  # about to be replaced
             for job_type in plugin.job_types:
                 if job_type.full_name in {jt.full_name for jt in new.job_types}:
-                    raise ConflictError(f"job type {job_type.full_name} is already provided by plugin "
-                                        f"{plugin.name} {plugin.version}")
+                    raise ConflictError(
+                        f"job type {job_type.full_name} is already provided by plugin {plugin.name} {plugin.version}"
+                    )
 
     def remove(self, name: str, version: str) -> Plugin:
         """Remove an uploaded plugin; built-in ones cannot be removed."""
         with self._exclusive():
             plugin = next((p for p in self._plugins_on_disk() if p.name == name and p.version == version), None)
             if plugin is None:
-                builtin = next((p for p in self.plugins() if p.builtin and p.name == name and p.version == version),
-                               None)
+                builtin = next(
+                    (p for p in self.plugins() if p.builtin and p.name == name and p.version == version), None
+                )
                 if builtin is not None:
-                    raise ForbiddenError(f"plugin {name} {version} is built in and cannot be removed",
-                                         hint="install a higher version to take over 'latest'")
+                    raise ForbiddenError(
+                        f"plugin {name} {version} is built in and cannot be removed",
+                        hint="install a higher version to take over 'latest'",
+                    )
                 self.find(name, version)  # NotFoundError listing what is installed
                 raise NotFoundError(f"plugin {name} {version} is not installed")
             self._retire(plugin.directory)

@@ -76,9 +76,16 @@ class Stack:
     daemon: Daemon | None = None
 
     def compose(self, *args: str, timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([*self.command, "--env-file", str(self.env_file), "-f", str(COMPOSE_FILE), *args],
-                                cwd=REPO, env=_compose_env(), capture_output=True, text=True, timeout=timeout,
-                                stdin=subprocess.DEVNULL, check=False)
+        result = subprocess.run(
+            [*self.command, "--env-file", str(self.env_file), "-f", str(COMPOSE_FILE), *args],
+            cwd=REPO,
+            env=_compose_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
         if check:
             assert result.returncode == 0, f"compose {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
         return result
@@ -112,12 +119,14 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient,
-          base_image: str) -> Iterator[Stack]:
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient, base_image: str
+) -> Iterator[Stack]:
     command = compose_command()
     # The image installs its Python dependencies from wheels made here: no package index in the build.
-    wheels = subprocess.run([str(REPO / "scripts" / "build-wheels.sh")], cwd=REPO, capture_output=True, text=True,
-                            timeout=900, check=False)
+    wheels = subprocess.run(
+        [str(REPO / "scripts" / "build-wheels.sh")], cwd=REPO, capture_output=True, text=True, timeout=900, check=False
+    )
     assert wheels.returncode == 0, f"scripts/build-wheels.sh failed:\n{wheels.stderr}"
     directory = tmp_path_factory.mktemp("compose")
     name = f"rtd-e2e-{uuid.uuid4().hex[:8]}"
@@ -146,8 +155,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.Docker
     try:
         stack.compose("up", "-d", "--build")
         stack.wait_ready()
-        stack.daemon = Daemon(stack.url, stack.admin_token(), instance, directory, directory / "unused.log",
-                              docker_client)
+        stack.daemon = Daemon(
+            stack.url, stack.admin_token(), instance, directory, directory / "unused.log", docker_client
+        )
         yield stack
     finally:
         stack.compose("down", "-v", "--remove-orphans", timeout=300, check=False)
@@ -201,8 +211,15 @@ def started(container: Any) -> tuple[str, str, int]:
 def test_the_example_settings_give_what_the_readme_promises() -> None:
     """`cp .env.example .env` as it stands: the names a newcomer's install gets."""
     env = {**_compose_env(), "RACETRACKD_ENV_FILE": str(REPO / ".env.example")}  # no .env in a fresh clone
-    result = subprocess.run([*compose_command(), "--env-file", str(REPO / ".env.example"), "-f", str(COMPOSE_FILE),
-                             "config"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [*compose_command(), "--env-file", str(REPO / ".env.example"), "-f", str(COMPOSE_FILE), "config"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
 
     config = yaml.safe_load(result.stdout)
@@ -212,10 +229,16 @@ def test_the_example_settings_give_what_the_readme_promises() -> None:
     assert service["build"]["args"]["BASE_IMAGE"] == "python:3.11-slim"
     assert service["restart"] == "unless-stopped"
     assert "7102:7102" in str(service["ports"]) or "'published': '7102'" in str(service["ports"])
-    assert {key: service["environment"][key] for key in ("RACETRACK_HOST", "RACETRACK_PORT", "RACETRACK_NETWORK",
-                                                         "RACETRACK_DATA_DIR", "RACETRACK_INSTANCE")} == {
-        "RACETRACK_HOST": "0.0.0.0", "RACETRACK_PORT": "7102", "RACETRACK_NETWORK": "racetrack",
-        "RACETRACK_DATA_DIR": "/var/lib/racetrackd", "RACETRACK_INSTANCE": "main"}
+    assert {
+        key: service["environment"][key]
+        for key in ("RACETRACK_HOST", "RACETRACK_PORT", "RACETRACK_NETWORK", "RACETRACK_DATA_DIR", "RACETRACK_INSTANCE")
+    } == {
+        "RACETRACK_HOST": "0.0.0.0",
+        "RACETRACK_PORT": "7102",
+        "RACETRACK_NETWORK": "racetrack",
+        "RACETRACK_DATA_DIR": "/var/lib/racetrackd",
+        "RACETRACK_INSTANCE": "main",
+    }
     assert config["networks"]["racetrack"]["name"] == "racetrack"
     assert config["networks"]["racetrack"]["external"] in (True, {"name": "racetrack"})
     assert config["volumes"]["data"]["name"] == "racetrackd-data"
@@ -231,9 +254,11 @@ def adder(stack: Stack) -> Daemon:
 
 
 def test_compose_up_builds_racetrackd_and_serves_a_job_deployed_with_rtd_on_the_published_port(
-        stack: Stack, adder: Daemon) -> None:
-    answer = requests.post(stack.url + ADDER_PERFORM, json={"a": 40, "b": 2},
-                           headers={"X-Racetrack-Auth": adder.token}, timeout=30)
+    stack: Stack, adder: Daemon
+) -> None:
+    answer = requests.post(
+        stack.url + ADDER_PERFORM, json={"a": 40, "b": 2}, headers={"X-Racetrack-Auth": adder.token}, timeout=30
+    )
     assert answer.status_code == 200, answer.text
     assert answer.json() == 42
 
@@ -266,7 +291,8 @@ def test_a_job_calls_another_through_the_daemon_container_by_name(stack: Stack, 
 
 
 def test_a_build_fetches_its_secrets_from_the_daemon_container_and_packages_through_the_ca_bundle(
-        stack: Stack, adder: Daemon, tmp_path: Path) -> None:
+    stack: Stack, adder: Daemon, tmp_path: Path
+) -> None:
     job_dir = tmp_path / "with-requirements"
     shutil.copytree(FIXTURES / "with-requirements", job_dir)
     with (job_dir / "job.yaml").open("a") as manifest:

@@ -32,9 +32,15 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     wheel = build_wheel(workdir)
     venv = workdir / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    result = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "-c", str(REPO / "constraints.txt"),
-                             str(wheel)], env=outside_env(), cwd=workdir, capture_output=True, text=True, timeout=600,
-                            check=False)
+    result = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "-c", str(REPO / "constraints.txt"), str(wheel)],
+        env=outside_env(),
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert result.returncode == 0, f"installing the wheel failed:\n{result.stdout}\n{result.stderr}"
     return venv
 
@@ -45,12 +51,18 @@ def outside_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def installed_daemon(venv: Path, tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient,
-                     base_image: str) -> Iterator[Daemon]:
+def installed_daemon(
+    venv: Path, tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient, base_image: str
+) -> Iterator[Daemon]:
     elsewhere = tmp_path_factory.mktemp("cwd")  # not the checkout: python -m and '' on sys.path would find it
-    handle = launch_daemon(tmp_path_factory.mktemp("racetrackd-data"), docker_client, base_image,
-                           unset=("PYTHONPATH", "VIRTUAL_ENV"), command=(str(venv / "bin" / "racetrackd"), "serve"),
-                           cwd=elsewhere)
+    handle = launch_daemon(
+        tmp_path_factory.mktemp("racetrackd-data"),
+        docker_client,
+        base_image,
+        unset=("PYTHONPATH", "VIRTUAL_ENV"),
+        command=(str(venv / "bin" / "racetrackd"), "serve"),
+        cwd=elsewhere,
+    )
     try:
         yield handle
     finally:
@@ -59,10 +71,19 @@ def installed_daemon(venv: Path, tmp_path_factory: pytest.TempPathFactory, docke
 
 
 def test_everything_imports_from_the_venv(venv: Path, tmp_path: Path) -> None:
-    code = ("import json, racetrackd, templates, jobtype_plugins, cli, builders; "
-            "print(json.dumps([m.__file__ for m in (racetrackd, templates, jobtype_plugins, cli, builders)]))")
-    result = subprocess.run([str(venv / "bin" / "python"), "-c", code], env=outside_env(), cwd=tmp_path,
-                            capture_output=True, text=True, timeout=60, check=True)
+    code = (
+        "import json, racetrackd, templates, jobtype_plugins, cli, builders; "
+        "print(json.dumps([m.__file__ for m in (racetrackd, templates, jobtype_plugins, cli, builders)]))"
+    )
+    result = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", code],
+        env=outside_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
 
     for module_file in json.loads(result.stdout):
         assert Path(module_file).is_relative_to(venv), module_file
@@ -75,16 +96,29 @@ def test_the_installed_daemon_has_the_built_in_job_types(installed_daemon: Daemo
     assert {"python3", "golang", "docker-proxy", "dockerfile"} <= {v.split(":")[0] for v in response.json()}
 
 
-def test_the_installed_rtd_deploys_a_job_the_gateway_serves(venv: Path, installed_daemon: Daemon,
-                                                             tmp_path: Path) -> None:
+def test_the_installed_rtd_deploys_a_job_the_gateway_serves(
+    venv: Path, installed_daemon: Daemon, tmp_path: Path
+) -> None:
     job_dir = tmp_path / "adder"
     shutil.copytree(ADDER, job_dir)
-    env = {**outside_env(), "RTD_REMOTE": installed_daemon.url, "RTD_TOKEN": installed_daemon.token,
-           "RTD_CONFIG": str(tmp_path / "rtd-config.yaml")}
+    env = {
+        **outside_env(),
+        "RTD_REMOTE": installed_daemon.url,
+        "RTD_TOKEN": installed_daemon.token,
+        "RTD_CONFIG": str(tmp_path / "rtd-config.yaml"),
+    }
 
     def rtd(*args: str) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([str(venv / "bin" / "rtd"), *args], env=env, cwd=tmp_path, capture_output=True,
-                                text=True, timeout=900, stdin=subprocess.DEVNULL, check=False)
+        result = subprocess.run(
+            [str(venv / "bin" / "rtd"), *args],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
         assert result.returncode == 0, f"rtd {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
         return result
 

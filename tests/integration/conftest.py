@@ -72,14 +72,25 @@ class Daemon:
         return self.docker.containers.list(all=True, filters={"label": f"racetrackd.instance={self.instance}"})
 
 
-def run_rtd(env: dict[str, str], *args: str, stdin: str | None = None, check: bool = False
-            ) -> subprocess.CompletedProcess[str]:
+def run_rtd(
+    env: dict[str, str], *args: str, stdin: str | None = None, check: bool = False
+) -> subprocess.CompletedProcess[str]:
     """The real rtd in a subprocess, with `env` over a clean environment (no RTD_*/RACETRACK_* of the developer's)."""
-    result = subprocess.run([sys.executable, "-m", "cli", *args], env={**_clean_env(), **env}, capture_output=True,
-                            input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL, text=True,
-                            timeout=900, cwd=REPO, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        env={**_clean_env(), **env},
+        capture_output=True,
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+        text=True,
+        timeout=900,
+        cwd=REPO,
+        check=False,
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"rtd {' '.join(args)} failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}")
+        raise AssertionError(
+            f"rtd {' '.join(args)} failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
     return result
 
 
@@ -115,9 +126,16 @@ def _first_local_image(docker_client: docker.DockerClient, candidates: tuple[str
     return None
 
 
-def launch_daemon(data_dir: Path, docker_client: docker.DockerClient, base_image: str, *,
-                  unset: tuple[str, ...] = (), command: tuple[str, ...] | None = None, cwd: Path | None = None,
-                  **extra_env: str) -> Daemon:
+def launch_daemon(
+    data_dir: Path,
+    docker_client: docker.DockerClient,
+    base_image: str,
+    *,
+    unset: tuple[str, ...] = (),
+    command: tuple[str, ...] | None = None,
+    cwd: Path | None = None,
+    **extra_env: str,
+) -> Daemon:
     """A real daemon on a free loopback port with its own instance label; call .stop() (or .kill()).
     `unset`: settings of the test environment below to leave at the daemon's default; `command` and
     `cwd`: another racetrackd than this checkout's."""
@@ -143,8 +161,7 @@ def launch_daemon(data_dir: Path, docker_client: docker.DockerClient, base_image
     env.update(extra_env)
     for name in unset:
         env.pop(name, None)
-    handle = Daemon(f"http://127.0.0.1:{port}", token, instance, data_dir, data_dir / "daemon.log", docker_client,
-                    env)
+    handle = Daemon(f"http://127.0.0.1:{port}", token, instance, data_dir, data_dir / "daemon.log", docker_client, env)
     if command is not None:
         handle.command = command
     if cwd is not None:
@@ -154,8 +171,9 @@ def launch_daemon(data_dir: Path, docker_client: docker.DockerClient, base_image
 
 
 @pytest.fixture(scope="session")
-def daemon(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient,
-           base_image: str) -> Iterator[Daemon]:
+def daemon(
+    tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient, base_image: str
+) -> Iterator[Daemon]:
     handle = launch_daemon(tmp_path_factory.mktemp("racetrackd-data"), docker_client, base_image)
     try:
         yield handle

@@ -34,8 +34,9 @@ HTTP_PASSWORD = "s3cr3t-Pa55w0rd-e7b1c9"  # distinctive, so a leak is easy to fi
 def git(*args: str, cwd: Path | None = None) -> str:
     """Run git (fixed identity, no prompts, no user/system config) and return its stdout."""
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull}
-    result = subprocess.run(["git", *GIT_IDENTITY, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                            timeout=60, check=False)
+    result = subprocess.run(
+        ["git", *GIT_IDENTITY, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
     if result.returncode != 0:
         raise AssertionError(f"git {' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result.stdout
@@ -129,9 +130,19 @@ def git_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GitServer]:
     port = free_port()
     log = (root.parent / "git-daemon.log").open("wb")
     process = subprocess.Popen(
-        ["git", "daemon", "--reuseaddr", "--listen=127.0.0.1", f"--port={port}", f"--base-path={root}",
-         "--export-all", "--informative-errors", str(root)],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            "git",
+            "daemon",
+            "--reuseaddr",
+            "--listen=127.0.0.1",
+            f"--port={port}",
+            f"--base-path={root}",
+            "--export-all",
+            "--informative-errors",
+            str(root),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         wait_for_port(port, process=process)
@@ -217,8 +228,9 @@ class _GitHttpHandler(BaseHTTPRequestHandler):
                 env["HTTP_" + header.upper().replace("-", "_")] = self.headers[header]
         if "HTTP_GIT_PROTOCOL" in env:
             env["GIT_PROTOCOL"] = env["HTTP_GIT_PROTOCOL"]
-        result = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True,
-                                timeout=60, check=False)
+        result = subprocess.run(
+            ["git", "http-backend"], input=body, env=env, capture_output=True, timeout=60, check=False
+        )
         head, separator, payload = result.stdout.partition(b"\r\n\r\n")
         if not separator:
             head, separator, payload = result.stdout.partition(b"\n\n")

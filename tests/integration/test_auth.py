@@ -64,6 +64,7 @@ FAILURE_LIMIT = 5
 
 # --- helpers ------------------------------------------------------------------------------------
 
+
 def send(daemon: Daemon, method: str, path: str, token: str | None, **kwargs: Any) -> requests.Response:
     """One request with `token` (None: no token at all), on a connection closed after the answer."""
     headers = {"Connection": "close", **kwargs.pop("headers", {})}
@@ -136,8 +137,9 @@ def wait_until_served(daemon: Daemon, path: str, payload: Any = None, timeout: f
     """A 200 from the gateway for the admin: right after `rtd submit` returns, an HTTP worker may answer
     503 "starting" until its routing table notices the change."""
     payload = {} if payload is None else payload
-    assert wait_for(lambda: admin(daemon, "POST", path, json=payload).status_code == 200, timeout=timeout,
-                    interval=0.1), f"the gateway never served {path}: {admin(daemon, 'POST', path, json=payload).text}"
+    assert wait_for(
+        lambda: admin(daemon, "POST", path, json=payload).status_code == 200, timeout=timeout, interval=0.1
+    ), f"the gateway never served {path}: {admin(daemon, 'POST', path, json=payload).text}"
 
 
 @dataclasses.dataclass
@@ -168,6 +170,7 @@ def perform_status(daemon: Daemon, prefix: str, token: str | None) -> int:
 
 # --- the private index: a find-links page whose URL carries the secret ----------------------------
 
+
 def build_wheel() -> tuple[str, bytes]:
     """A minimal pure-Python wheel of rtd-secret-probe-dep 0.1.0, made by hand."""
     dist_info = f"{WHEEL_PACKAGE}-0.1.0.dist-info"
@@ -175,11 +178,15 @@ def build_wheel() -> tuple[str, bytes]:
         f"{WHEEL_PACKAGE}/__init__.py": f"VALUE = {WHEEL_VALUE!r}\n".encode(),
         f"{dist_info}/METADATA": b"Metadata-Version: 2.1\nName: rtd-secret-probe-dep\nVersion: 0.1.0\n",
         f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: racetrackd-tests\nRoot-Is-Purelib: true\n"
-                              b"Tag: py3-none-any\n",
+        b"Tag: py3-none-any\n",
     }
-    record = "".join(
-        f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},{len(data)}\n"
-        for path, data in files.items()) + f"{dist_info}/RECORD,,\n"
+    record = (
+        "".join(
+            f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},{len(data)}\n"
+            for path, data in files.items()
+        )
+        + f"{dist_info}/RECORD,,\n"
+    )
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as wheel:
         for path, data in {**files, f"{dist_info}/RECORD": record.encode()}.items():
@@ -212,7 +219,10 @@ class PrivateIndex:
                 if gate is not None and self.path == f"/{index.secret}/":
                     gate.wait(timeout=20)
                 if self.path == f"/{index.secret}/":
-                    body, kind = f'<html><body><a href="{index.wheel_name}">{index.wheel_name}</a></body></html>'.encode(), "text/html"
+                    body, kind = (
+                        f'<html><body><a href="{index.wheel_name}">{index.wheel_name}</a></body></html>'.encode(),
+                        "text/html",
+                    )
                 elif self.path == f"/{index.secret}/{index.wheel_name}":
                     body, kind = index.wheel, "application/octet-stream"
                 else:
@@ -251,6 +261,7 @@ class PrivateIndex:
 
 
 # --- which HTTP worker serves a connection (the failed-auth limit) --------------------------------
+
 
 def _proc_address(ip: str, port: int) -> str:
     """An IPv4 address as /proc/net/tcp writes it (the 32-bit value in host byte order, then the port)."""
@@ -291,14 +302,16 @@ def get_on(conn: http.client.HTTPConnection, path: str, token: str) -> tuple[int
 
 # --- daemons and deployments ----------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def held() -> Held:
     return Held()
 
 
 @pytest.fixture(scope="module")
-def private(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient, base_image: str,
-            held: Held) -> Iterator[Daemon]:
+def private(
+    tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient, base_image: str, held: Held
+) -> Iterator[Daemon]:
     handle = launch_daemon(tmp_path_factory.mktemp("auth-private"), docker_client, base_image)
     held.add("admin token", handle.token)
     try:
@@ -353,27 +366,33 @@ class SecretJob:
     @property
     def values(self) -> dict[str, str]:
         """Each secret value, and the secret part of the build one on its own."""
-        return {"runtime secret": self.runtime_secret, "build secret (PIP_FIND_LINKS)": self.index.url,
-                "secret path of the private index": self.index.secret}
+        return {
+            "runtime secret": self.runtime_secret,
+            "build secret (PIP_FIND_LINKS)": self.index.url,
+            "secret path of the private index": self.index.secret,
+        }
 
     def expected(self) -> dict[str, Any]:
-        return {"runtime_secret_sha256": hashlib.sha256(self.runtime_secret.encode()).hexdigest(),
-                "dependency": WHEEL_VALUE, "build_secret_at_runtime": False}
+        return {
+            "runtime_secret_sha256": hashlib.sha256(self.runtime_secret.encode()).hexdigest(),
+            "dependency": WHEEL_VALUE,
+            "build_secret_at_runtime": False,
+        }
 
     def perform(self) -> requests.Response:
         return admin(self.daemon, "POST", f"{SECRET_JOB}/api/v1/perform", json={})
 
 
 @pytest.fixture(scope="module")
-def secret_job(private: Daemon, index: PrivateIndex, tmp_path_factory: pytest.TempPathFactory,
-               held: Held) -> SecretJob:
+def secret_job(private: Daemon, index: PrivateIndex, tmp_path_factory: pytest.TempPathFactory, held: Held) -> SecretJob:
     """secret-probe deployed from a copy of its fixture with both secret env files written in."""
     source = tmp_path_factory.mktemp("secret-probe") / "secret-probe"
     shutil.copytree(SECRET_PROBE, source)
     runtime_secret = secrets.token_hex(24)
     # pip trusts plain http on localhost only: builds reach the index at the build network's gateway
-    (source / "secret-build.env").write_text(f"# the private index\nPIP_FIND_LINKS={index.url}\n"
-                                             f"PIP_TRUSTED_HOST={index.host}\n")
+    (source / "secret-build.env").write_text(
+        f"# the private index\nPIP_FIND_LINKS={index.url}\nPIP_TRUSTED_HOST={index.host}\n"
+    )
     (source / "secret-runtime.env").write_text(f'export RUNTIME_SECRET="{runtime_secret}"\n')
     job = SecretJob(private, index, runtime_secret, "")
     for label, value in job.values.items():
@@ -386,6 +405,7 @@ def secret_job(private: Daemon, index: PrivateIndex, tmp_path_factory: pytest.Te
 
 # --- 1. no token, a wrong token -------------------------------------------------------------------
 
+
 def test_no_token_or_a_wrong_one_is_401_json_on_the_api_and_the_gateway(probes: Daemon) -> None:
     wrong = f"rtd_{secrets.token_urlsafe(32)}"
 
@@ -394,8 +414,9 @@ def test_no_token_or_a_wrong_one_is_401_json_on_the_api_and_the_gateway(probes: 
     api_wrong_cookie = requests.get(f"{probes.url}{API}/job", cookies={"X-Racetrack-Auth": wrong}, timeout=30)
     pub_none = send(probes, "POST", f"{PROBE_V1}/api/v1/perform", None, json={})
     pub_wrong = send(probes, "POST", f"{PROBE_V1}/api/v1/perform", wrong, json={})
-    pub_legacy = send(probes, "POST", f"{PROBE_V1}/api/v1/perform", None, json={},
-                      headers={"X-Racetrack-Esc-Auth": wrong})
+    pub_legacy = send(
+        probes, "POST", f"{PROBE_V1}/api/v1/perform", None, json={}, headers={"X-Racetrack-Esc-Auth": wrong}
+    )
     pub_docs = send(probes, "GET", f"{PROBE_V1}/docs", None)
 
     assert "missing" in api_error(api_none, 401, "unauthorized")["error"]
@@ -413,6 +434,7 @@ def test_no_token_or_a_wrong_one_is_401_json_on_the_api_and_the_gateway(probes: 
 
 # --- 2, 3. grants -----------------------------------------------------------------------------------
 
+
 def test_a_token_without_call_job_gets_403_naming_the_scope(probes: Daemon, held: Held) -> None:
     esc_id, token = new_esc(probes, held, "no-grants")
 
@@ -424,8 +446,9 @@ def test_a_token_without_call_job_gets_403_naming_the_scope(probes: Daemon, held
     assert (body["job_name"], body["job_version"]) == ("auth-probe", "0.0.1")
 
 
-def test_a_family_grant_covers_every_version_of_that_family_only(probes: Daemon, public_probe: Daemon,
-                                                                 held: Held) -> None:
+def test_a_family_grant_covers_every_version_of_that_family_only(
+    probes: Daemon, public_probe: Daemon, held: Held
+) -> None:
     esc_id, token = new_esc(probes, held, "family")
     grant(probes, f"esc:{esc_id}", job_name="auth-probe")
 
@@ -480,6 +503,7 @@ def test_an_endpoint_grant_covers_that_endpoint_only(probes: Daemon, held: Held)
 
 # --- 4. public endpoints ------------------------------------------------------------------------------
 
+
 def test_a_public_endpoint_opens_only_once_approved_and_only_itself(public_probe: Daemon) -> None:
     daemon = public_probe
     before = send(daemon, "POST", f"{PUBLIC}/api/v1/perform", None, json={})
@@ -489,8 +513,9 @@ def test_a_public_endpoint_opens_only_once_approved_and_only_itself(public_probe
     gateway_error(before, 401, "unauthorized")
     assert pending.status_code == 200, pending.text
     requests_for_job = [row for row in pending.json() if row["job_name"] == "public-probe"]
-    assert [(r["job_version"], r["endpoint"], r["active"]) for r in requests_for_job] == \
-        [("0.0.1", "/api/v1/perform", False)], pending.json()
+    assert [(r["job_version"], r["endpoint"], r["active"]) for r in requests_for_job] == [
+        ("0.0.1", "/api/v1/perform", False)
+    ], pending.json()
     assert listed_for_job.json() == [], "an endpoint waiting for approval is not public yet"
 
     approved = admin(daemon, "PUT", f"{API}/auth/public-endpoints/{requests_for_job[0]['id']}", json={"active": True})
@@ -511,16 +536,19 @@ def test_a_public_endpoint_opens_only_once_approved_and_only_itself(public_probe
     assert dotted == 400, "a dot segment must not carry the public endpoint over to another one"
     still_pending = admin(daemon, "GET", f"{API}/auth/public-endpoints", params={"pending": "true"}).json()
     assert not [row for row in still_pending if row["job_name"] == "public-probe"], still_pending
-    assert [r["endpoint"] for r in admin(daemon, "GET", f"{API}/job/public-probe/0.0.1/public-endpoints").json()] \
-        == ["/api/v1/perform"]
+    assert [r["endpoint"] for r in admin(daemon, "GET", f"{API}/job/public-probe/0.0.1/public-endpoints").json()] == [
+        "/api/v1/perform"
+    ]
 
     closed = admin(daemon, "PUT", f"{API}/auth/public-endpoints/{requests_for_job[0]['id']}", json={"active": False})
     assert closed.status_code == 200, closed.text
-    assert wait_for(lambda: all(r.status_code == 401 for r in anonymous()), timeout=5, interval=0.1), \
+    assert wait_for(lambda: all(r.status_code == 401 for r in anonymous()), timeout=5, interval=0.1), (
         "closing a public endpoint again should need a token again"
+    )
 
 
 # --- 5. users, revoked and expired tokens -------------------------------------------------------------
+
 
 def test_a_users_token_works_until_revoked_and_not_one_call_longer(probes: Daemon, held: Held) -> None:
     username = f"revoked-{uuid.uuid4().hex[:6]}"
@@ -574,12 +602,14 @@ def test_a_password_login_gives_a_token_and_a_cookie_that_stop_at_logout(probes:
     password = held.add("user password", secrets.token_urlsafe(18))
     created(admin(probes, "POST", f"{API}/users", json={"username": username, "password": password}))
 
-    wrong = requests.post(f"{probes.url}{API}/users/login", json={"username": username, "password": "not-" + password},
-                          timeout=30)
+    wrong = requests.post(
+        f"{probes.url}{API}/users/login", json={"username": username, "password": "not-" + password}, timeout=30
+    )
     with requests.Session() as session:
         session.headers["Connection"] = "close"  # no kept-alive connection to hold up a daemon being stopped
-        login = session.post(f"{probes.url}{API}/users/login", json={"username": username, "password": password},
-                             timeout=30)
+        login = session.post(
+            f"{probes.url}{API}/users/login", json={"username": username, "password": password}, timeout=30
+        )
         assert login.status_code == 200, login.text
         token = held.add("login token", login.json()["token"])
         by_cookie = session.post(f"{probes.url}{PROBE_V1}/api/v1/perform", json={}, timeout=30)
@@ -598,6 +628,7 @@ def test_a_password_login_gives_a_token_and_a_cookie_that_stop_at_logout(probes:
 
 
 # --- 6. chain calls -------------------------------------------------------------------------------------
+
 
 def test_a_chain_call_needs_a_grant_from_family_to_family(chain_jobs: Daemon) -> None:
     daemon = chain_jobs
@@ -621,6 +652,7 @@ def test_a_chain_call_needs_a_grant_from_family_to_family(chain_jobs: Daemon) ->
 
 # --- 8. secrets: the build has them, the image does not ---------------------------------------------------
 
+
 def test_a_first_deploy_without_its_secret_files_is_refused_by_name(private: Daemon, tmp_path: Path) -> None:
     source = tmp_path / "secret-probe"
     shutil.copytree(SECRET_PROBE, source)
@@ -633,16 +665,20 @@ def test_a_first_deploy_without_its_secret_files_is_refused_by_name(private: Dae
     assert admin(private, "GET", f"{API}/job/secret-probe/0.9.0").status_code == 404
 
 
-def test_without_the_right_build_secret_the_build_fails(private: Daemon, index: PrivateIndex, tmp_path: Path,
-                                                        held: Held) -> None:
+def test_without_the_right_build_secret_the_build_fails(
+    private: Daemon, index: PrivateIndex, tmp_path: Path, held: Held
+) -> None:
     """The fixture's one requirement is only below the index's secret path: a wrong one fails the build."""
     source = tmp_path / "secret-probe"
     shutil.copytree(SECRET_PROBE, source)
     wrong = held.add("wrong build secret", secrets.token_hex(16))
     port = index.server.server_address[1]
-    (source / "secret-build.env").write_text(f"PIP_FIND_LINKS=http://{index.host}:{port}/{wrong}/\n"
-                                             f"PIP_TRUSTED_HOST={index.host}\n")
-    (source / "secret-runtime.env").write_text(f"RUNTIME_SECRET={held.add('unused runtime secret', secrets.token_hex(16))}\n")
+    (source / "secret-build.env").write_text(
+        f"PIP_FIND_LINKS=http://{index.host}:{port}/{wrong}/\nPIP_TRUSTED_HOST={index.host}\n"
+    )
+    (source / "secret-runtime.env").write_text(
+        f"RUNTIME_SECRET={held.add('unused runtime secret', secrets.token_hex(16))}\n"
+    )
     downloads = index.downloads()
 
     result = private.rtd("submit", str(source), "-e", "version=0.9.1")
@@ -682,10 +718,23 @@ def test_a_build_secret_reaches_the_build_but_not_the_image(secret_job: SecretJo
     assert "entrypoint.py" in listing, listing
     assert "secret-build.env" not in listing and "secret-runtime.env" not in listing, listing
     found = container.exec_run(
-        ["grep", "-rlF", "--exclude-dir=proc", "--exclude-dir=sys", "--exclude-dir=dev",
-         "-e", index.secret, "-e", secret_job.runtime_secret, "/"], user="root")
-    assert found.exit_code == 1 and not found.output.strip(), \
+        [
+            "grep",
+            "-rlF",
+            "--exclude-dir=proc",
+            "--exclude-dir=sys",
+            "--exclude-dir=dev",
+            "-e",
+            index.secret,
+            "-e",
+            secret_job.runtime_secret,
+            "/",
+        ],
+        user="root",
+    )
+    assert found.exit_code == 1 and not found.output.strip(), (
         f"secret values in the job's file system (grep exit {found.exit_code}): {found.output.decode()[:500]}"
+    )
     # rtd showed the build output, with the secret masked.
     for label, value in secret_job.values.items():
         assert value not in secret_job.submit_output, f"rtd submit printed the {label}"
@@ -696,8 +745,9 @@ def test_the_build_and_job_logs_the_api_shows_have_secrets_masked(secret_job: Se
     announced = admin(daemon, "POST", f"{SECRET_JOB}/api/v1/announce", json={})
     assert announced.status_code == 200, announced.text
     container = job_container(daemon, "secret-probe")
-    assert wait_for(lambda: secret_job.runtime_secret.encode() in container.logs(), timeout=5), \
+    assert wait_for(lambda: secret_job.runtime_secret.encode() in container.logs(), timeout=5), (
         "the job should have printed its secret (the raw container log is what is masked below)"
+    )
 
     build_logs = admin(daemon, "GET", f"{API}/job/secret-probe/0.0.1/build-logs").json()["logs"]
     job_logs = admin(daemon, "GET", f"{API}/job/secret-probe/0.0.1/logs", params={"tail": 200}).json()["logs"]
@@ -714,8 +764,10 @@ def test_the_build_and_job_logs_the_api_shows_have_secrets_masked(secret_job: Se
 
 # --- 9. secrets are kept: restart, redeploy without them, a recreated container ------------------------------
 
-def test_secrets_survive_a_restart_a_redeploy_without_them_and_a_lost_container(secret_job: SecretJob,
-                                                                               tmp_path: Path) -> None:
+
+def test_secrets_survive_a_restart_a_redeploy_without_them_and_a_lost_container(
+    secret_job: SecretJob, tmp_path: Path
+) -> None:
     daemon, index = secret_job.daemon, secret_job.index
     expected = secret_job.expected()
     first = job_container(daemon, "secret-probe")
@@ -759,15 +811,16 @@ def test_secrets_survive_a_restart_a_redeploy_without_them_and_a_lost_container(
     assert secret_job.perform().json() == expected
 
 
-def test_a_reader_of_the_build_log_cannot_fetch_the_build_secrets_during_a_rebuild(secret_job: SecretJob,
-                                                                                    tmp_path: Path,
-                                                                                    held: Held) -> None:
+def test_a_reader_of_the_build_log_cannot_fetch_the_build_secrets_during_a_rebuild(
+    secret_job: SecretJob, tmp_path: Path, held: Held
+) -> None:
     daemon, index = secret_job.daemon, secret_job.index
     # A user with the default grants (read_job, call_job, deploy...), who never had the secrets.
     username = f"reader-{uuid.uuid4().hex[:6]}"
     created(admin(daemon, "POST", f"{API}/users", json={"username": username}))
-    reader = held.add("user token (reader)", created(admin(daemon, "POST", f"{API}/users/{username}/tokens",
-                                                           json={}))["token"])
+    reader = held.add(
+        "user token (reader)", created(admin(daemon, "POST", f"{API}/users/{username}/tokens", json={}))["token"]
+    )
     # (Preconditions fail the test with pytest.fail: only an AssertionError counts as the expected failure.)
     build_log = send(daemon, "GET", f"{API}/job/secret-probe/0.0.1/build-logs", reader)
     if build_log.status_code != 200:
@@ -804,20 +857,24 @@ def test_a_reader_of_the_build_log_cannot_fetch_the_build_secrets_during_a_rebui
         pytest.fail(f"the rebuild failed: {results}")
     wait_until_served(daemon, f"{SECRET_JOB}/api/v1/perform")
 
-    assert fetched.status_code in (401, 403, 404) and index.secret not in fetched.text, \
+    assert fetched.status_code in (401, 403, 404) and index.secret not in fetched.text, (
         f"anyone who read the build log got the secret build env: {fetched.status_code} {fetched.text[:40]}..."
+    )
 
 
 # --- 7. no token or secret in plain text anywhere the daemon writes or answers ---------------------------
 
-def test_no_token_or_secret_in_the_registry_logs_or_api_answers(private: Daemon, probes: Daemon,
-                                                                chain_jobs: Daemon, secret_job: SecretJob,
-                                                                held: Held) -> None:
+
+def test_no_token_or_secret_in_the_registry_logs_or_api_answers(
+    private: Daemon, probes: Daemon, chain_jobs: Daemon, secret_job: SecretJob, held: Held
+) -> None:
     daemon = private
     # One more of each kind of token, used once, so that each has passed through every layer.
     username = f"sweep-{uuid.uuid4().hex[:6]}"
     created(admin(daemon, "POST", f"{API}/users", json={"username": username}))
-    user_token = held.add("user token", created(admin(daemon, "POST", f"{API}/users/{username}/tokens", json={}))["token"])
+    user_token = held.add(
+        "user token", created(admin(daemon, "POST", f"{API}/users/{username}/tokens", json={}))["token"]
+    )
     assert send(daemon, "POST", f"{PROBE_V1}/api/v1/perform", user_token, json={}).status_code == 200
     _, esc_token = new_esc(daemon, held, "sweep")
     assert send(daemon, "POST", f"{PROBE_V1}/api/v1/perform", esc_token, json={}).status_code == 403
@@ -833,12 +890,25 @@ def test_no_token_or_secret_in_the_registry_logs_or_api_answers(private: Daemon,
     files = [path for path in daemon.data_dir.rglob("*") if path.is_file() and path.name != "secret-key"]
     assert {"registry.sqlite3", "daemon.log"} <= {path.name for path in files}, files
     # What the API answers about jobs, deployments and subjects.
-    pages = [f"{API}/job", f"{API}/deploy?limit=100", f"{API}/audit/activity", f"{API}/auth/tokens?all=true",
-             f"{API}/auth/grants", f"{API}/users", f"{API}/escs", f"{API}/auth/public-endpoints"]
+    pages = [
+        f"{API}/job",
+        f"{API}/deploy?limit=100",
+        f"{API}/audit/activity",
+        f"{API}/auth/tokens?all=true",
+        f"{API}/auth/grants",
+        f"{API}/users",
+        f"{API}/escs",
+        f"{API}/auth/public-endpoints",
+    ]
     for job in admin(daemon, "GET", f"{API}/job").json():
         base = f"{API}/job/{job['name']}/{job['version']}"
-        pages += [base, f"{base}/build-logs", f"{base}/build-logs/plain", f"{base}/logs?tail=1000",
-                  f"{base}/logs/plain?tail=1000"]
+        pages += [
+            base,
+            f"{base}/build-logs",
+            f"{base}/build-logs/plain",
+            f"{base}/logs?tail=1000",
+            f"{base}/logs/plain?tail=1000",
+        ]
     for deployment in admin(daemon, "GET", f"{API}/deploy?limit=100").json():
         pages += [f"{API}/deploy/{deployment['id']}", f"{API}/deploy/{deployment['id']}/build-logs"]
     answers = {}
@@ -850,8 +920,11 @@ def test_no_token_or_secret_in_the_registry_logs_or_api_answers(private: Daemon,
     leaks = []
     for path in files:
         data = path.read_bytes()
-        leaks += [f"{label} in {path.relative_to(daemon.data_dir)}" for label, value in wanted.items()
-                  if value.encode() in data]
+        leaks += [
+            f"{label} in {path.relative_to(daemon.data_dir)}"
+            for label, value in wanted.items()
+            if value.encode() in data
+        ]
     for where, data in answers.items():
         leaks += [f"{label} in {where}" for label, value in wanted.items() if value.encode() in data]
     assert not leaks, "\n".join(leaks)
@@ -859,17 +932,24 @@ def test_no_token_or_secret_in_the_registry_logs_or_api_answers(private: Daemon,
 
 # --- 10. the failed-auth limit --------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
-def limited(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient,
-            base_image: str) -> Iterator[Daemon]:
+def limited(
+    tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient, base_image: str
+) -> Iterator[Daemon]:
     """A daemon that allows 5 failed auth attempts per client address and minute."""
-    handle = launch_daemon(tmp_path_factory.mktemp("auth-limited"), docker_client, base_image,
-                           RACETRACK_AUTH_FAILURE_LIMIT=str(FAILURE_LIMIT))
+    handle = launch_daemon(
+        tmp_path_factory.mktemp("auth-limited"),
+        docker_client,
+        base_image,
+        RACETRACK_AUTH_FAILURE_LIMIT=str(FAILURE_LIMIT),
+    )
     try:
         # /ready answers once one HTTP worker serves; the tests want both serving (each prints this line).
         listening = f"ASGI server listening on {handle.url}"
-        assert wait_for(lambda: handle.log_path.read_text().count(listening) >= 2, timeout=30), \
+        assert wait_for(lambda: handle.log_path.read_text().count(listening) >= 2, timeout=30), (
             handle.log_path.read_text()
+        )
         yield handle
     finally:
         handle.stop()
@@ -965,5 +1045,6 @@ def test_the_failure_limit_counts_every_attempt_of_an_address_whichever_worker_s
             conn.close()
 
     assert failures == [401] * FAILURE_LIMIT
-    assert (next_on_second, next_on_first) == (429, 429), \
+    assert (next_on_second, next_on_first) == (429, 429), (
         f"attempt {FAILURE_LIMIT + 1} and on of one address should be 429 on every worker: {next_on_second}, {next_on_first}"
+    )

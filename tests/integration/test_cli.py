@@ -63,7 +63,8 @@ def deployment(daemon: Daemon, submitted: subprocess.CompletedProcess[str]) -> d
 
 
 def test_submit_shows_each_phase_with_its_time_and_ends_with_the_url(
-        daemon: Daemon, submitted: subprocess.CompletedProcess[str]) -> None:
+    daemon: Daemon, submitted: subprocess.CompletedProcess[str]
+) -> None:
     out = submitted.stdout
 
     assert f"-----> submitting {JOB} {VERSION} to {daemon.url}" in out
@@ -82,7 +83,9 @@ def test_list_shows_name_version_status_and_chosen_columns(daemon: Daemon, submi
     assert plain[0].split() == ["NAME", "VERSION", "STATUS"]
     assert [JOB, VERSION, "running"] in [line.split() for line in plain]
     assert wide[0].split() == ["NAME", "VERSION", "STATUS", "URL", "DEPLOYED", "BY"]
-    assert [JOB, VERSION, "running", f"{daemon.url}/pub/job/{JOB}/{VERSION}", "admin"] in [line.split() for line in wide]
+    assert [JOB, VERSION, "running", f"{daemon.url}/pub/job/{JOB}/{VERSION}", "admin"] in [
+        line.split() for line in wide
+    ]
     assert all(heading in every[0] for heading in ("JOB TYPE", "LAST CALL", "UPDATED", "REPLICAS", "URL"))
 
 
@@ -99,8 +102,7 @@ def test_an_unknown_column_is_a_usage_error(daemon: Daemon) -> None:
     assert result.returncode == EXIT_USAGE and "colour" in result.stderr
 
 
-def test_status_shows_the_job_and_its_last_deployment_on_one_screen(
-        daemon: Daemon, deployment: dict[str, Any]) -> None:
+def test_status_shows_the_job_and_its_last_deployment_on_one_screen(daemon: Daemon, deployment: dict[str, Any]) -> None:
     out = ok(daemon.rtd("status", JOB))
 
     lines = out.splitlines()
@@ -130,7 +132,8 @@ def test_call_with_positional_endpoint_and_payload_json_or_yaml(daemon: Daemon, 
 
 
 def test_call_curl_prints_a_command_that_does_the_same_call_without_the_token_in_it(
-        daemon: Daemon, submitted: Any, tmp_path: Path) -> None:
+    daemon: Daemon, submitted: Any, tmp_path: Path
+) -> None:
     command = ok(daemon.rtd("call", JOB, "/api/v1/perform", '{"a": 40, "b": 2}', "--curl")).strip()
 
     assert command.startswith("curl ")
@@ -139,10 +142,15 @@ def test_call_curl_prints_a_command_that_does_the_same_call_without_the_token_in
     # The printed command, run by a shell where rtd is installed and logged in, gives the same answer.
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "rtd").write_text(f"#!/bin/sh\nexec {sys.executable} -m cli \"$@\"\n")
+    (bin_dir / "rtd").write_text(f'#!/bin/sh\nexec {sys.executable} -m cli "$@"\n')
     (bin_dir / "rtd").chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHONPATH": str(REPO),
-           "RTD_REMOTE": daemon.url, "RTD_TOKEN": daemon.token}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "PYTHONPATH": str(REPO),
+        "RTD_REMOTE": daemon.url,
+        "RTD_TOKEN": daemon.token,
+    }
     ran = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=60, check=False)
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.strip() == "42"
@@ -184,7 +192,8 @@ def test_rollback_without_an_earlier_release_is_not_found(daemon: Daemon, submit
 
 
 def test_rollback_to_a_release_runs_its_image_again_and_shows_progress(
-        daemon: Daemon, deployment: dict[str, Any]) -> None:
+    daemon: Daemon, deployment: dict[str, Any]
+) -> None:
     out = ok(daemon.rtd("rollback", JOB, "--version", VERSION, "--to", deployment["id"]))
 
     assert f"-----> rolling back {JOB} {VERSION}" in out
@@ -242,8 +251,14 @@ def test_an_unknown_job_is_not_found(daemon: Daemon) -> None:
 
 
 def test_a_bad_token_is_an_auth_error_with_a_hint(daemon: Daemon) -> None:
-    result = run_rtd({"RTD_REMOTE": daemon.url, "RTD_TOKEN": "rtd_not-a-real-token",
-                      "RTD_CONFIG": str(daemon.data_dir / "rtd-config.yaml")}, "list")
+    result = run_rtd(
+        {
+            "RTD_REMOTE": daemon.url,
+            "RTD_TOKEN": "rtd_not-a-real-token",
+            "RTD_CONFIG": str(daemon.data_dir / "rtd-config.yaml"),
+        },
+        "list",
+    )
 
     stderr = failed(result, EXIT_AUTH)
     assert "\nhint: " in stderr and "rtd login" in stderr
@@ -253,8 +268,10 @@ def test_an_unreachable_daemon_is_exit_7_with_a_hint(daemon: Daemon) -> None:
     with socket.socket() as sock:  # a port nothing listens on: bound, never listening
         sock.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        result = run_rtd({"RTD_REMOTE": url, "RTD_TOKEN": daemon.token,
-                          "RTD_CONFIG": str(daemon.data_dir / "rtd-config.yaml")}, "list")
+        result = run_rtd(
+            {"RTD_REMOTE": url, "RTD_TOKEN": daemon.token, "RTD_CONFIG": str(daemon.data_dir / "rtd-config.yaml")},
+            "list",
+        )
 
     stderr = failed(result, EXIT_UNREACHABLE)
     assert f"error: cannot reach racetrackd at {url}" in stderr and "hint: " in stderr
@@ -275,8 +292,13 @@ def test_completion_prints_a_script_and_completes_job_names_from_the_daemon(daem
     script = ok(daemon.rtd("completion", "bash"))
     assert "_RTD_COMPLETE" in script and "complete " in script
 
-    env = {"RTD_REMOTE": daemon.url, "RTD_TOKEN": daemon.token, "_RTD_COMPLETE": "bash_complete",
-           "COMP_WORDS": "rtd status cli-a", "COMP_CWORD": "2"}
+    env = {
+        "RTD_REMOTE": daemon.url,
+        "RTD_TOKEN": daemon.token,
+        "_RTD_COMPLETE": "bash_complete",
+        "COMP_WORDS": "rtd status cli-a",
+        "COMP_CWORD": "2",
+    }
     completed = ok(run_rtd(env))
     assert f"plain,{JOB}" in completed.splitlines()
 

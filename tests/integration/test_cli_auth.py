@@ -20,8 +20,9 @@ from tests.integration.conftest import Daemon, run_rtd
 PASSWORD = "correct horse battery"
 
 
-def rtd(daemon: Daemon, config: Path, *args: str, stdin: str = "", token: str | None = None
-        ) -> subprocess.CompletedProcess[str]:
+def rtd(
+    daemon: Daemon, config: Path, *args: str, stdin: str = "", token: str | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {"RTD_REMOTE": daemon.url, "RTD_CONFIG": str(config)}
     if token is not None:
         env["RTD_TOKEN"] = token
@@ -47,7 +48,8 @@ def username(daemon: Daemon, config: Path) -> str:
 
 
 def test_login_with_username_and_password_saves_a_token_that_works_and_logout_revokes_it(
-        daemon: Daemon, config: Path, username: str) -> None:
+    daemon: Daemon, config: Path, username: str
+) -> None:
     out = ok(rtd(daemon, config, "login", "--username", username, stdin=f"{PASSWORD}\n"))
 
     assert f"as {username}" in out
@@ -79,21 +81,41 @@ def test_login_with_a_token_checks_it_first(daemon: Daemon, config: Path) -> Non
 
 
 def test_tokens_are_made_listed_and_revoked_and_never_listed_in_full(
-        daemon: Daemon, config: Path, username: str) -> None:
-    made = rtd(daemon, config, "token", "create", "--subject", f"user:{username}", "--expires", "30d",
-               "--description", "ci", token=daemon.token)
+    daemon: Daemon, config: Path, username: str
+) -> None:
+    made = rtd(
+        daemon,
+        config,
+        "token",
+        "create",
+        "--subject",
+        f"user:{username}",
+        "--expires",
+        "30d",
+        "--description",
+        "ci",
+        token=daemon.token,
+    )
     new_token = ok(made).strip()
     assert new_token.startswith("rtd_") and "expires" in made.stderr
 
     listed = ok(rtd(daemon, config, "token", "list", "--subject", f"user:{username}", token=daemon.token))
     assert "ci" in listed and new_token not in listed
     token_id = next(line.split()[0] for line in listed.splitlines() if line.endswith("ci"))
-    assert requests.get(f"{daemon.url}/lifecycle/api/v1/job", headers={"X-Racetrack-Auth": new_token},
-                        timeout=10).status_code == 200
+    assert (
+        requests.get(
+            f"{daemon.url}/lifecycle/api/v1/job", headers={"X-Racetrack-Auth": new_token}, timeout=10
+        ).status_code
+        == 200
+    )
 
     assert "revoked" in ok(rtd(daemon, config, "token", "revoke", token_id, token=daemon.token))
-    assert requests.get(f"{daemon.url}/lifecycle/api/v1/job", headers={"X-Racetrack-Auth": new_token},
-                        timeout=10).status_code == 401
+    assert (
+        requests.get(
+            f"{daemon.url}/lifecycle/api/v1/job", headers={"X-Racetrack-Auth": new_token}, timeout=10
+        ).status_code
+        == 401
+    )
 
 
 def test_an_esc_with_a_grant_may_call_only_what_it_was_granted(daemon: Daemon, config: Path) -> None:
@@ -104,8 +126,9 @@ def test_an_esc_with_a_grant_may_call_only_what_it_was_granted(daemon: Daemon, c
     refused = rtd(daemon, config, "list", "--json", token=esc_token)
     assert refused.returncode == 0 and refused.stdout.strip() == "[]"  # sees no job: no read_job
 
-    granted = ok(rtd(daemon, config, "grant", "add", f"esc:{esc_id}", "read_job", "--job", "nothing-here",
-                     token=daemon.token))
+    granted = ok(
+        rtd(daemon, config, "grant", "add", f"esc:{esc_id}", "read_job", "--job", "nothing-here", token=daemon.token)
+    )
     assert f"read_job on nothing-here to esc:{esc_id}" in granted
     grants = ok(rtd(daemon, config, "grant", "list", "--subject", f"esc:{esc_id}", token=daemon.token))
     assert "nothing-here" in grants
@@ -114,8 +137,12 @@ def test_an_esc_with_a_grant_may_call_only_what_it_was_granted(daemon: Daemon, c
     assert not_admin.returncode == EXIT_AUTH and "full_access" in not_admin.stderr
 
     ok(rtd(daemon, config, "esc", "remove", esc_id, token=daemon.token))
-    assert requests.get(f"{daemon.url}/lifecycle/api/v1/job", headers={"X-Racetrack-Auth": esc_token},
-                        timeout=10).status_code == 401
+    assert (
+        requests.get(
+            f"{daemon.url}/lifecycle/api/v1/job", headers={"X-Racetrack-Auth": esc_token}, timeout=10
+        ).status_code
+        == 401
+    )
 
 
 def test_an_unknown_scope_is_refused_by_rtd_before_any_request(daemon: Daemon, config: Path) -> None:

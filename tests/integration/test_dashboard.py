@@ -32,7 +32,6 @@ PAGE_TIMEOUT_MS = 60_000
 PASSWORD = "dashboard e2e password"
 
 
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
@@ -41,8 +40,10 @@ def browser() -> Iterator[Browser]:
         pytest.skip("no /usr/bin/chromium")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
         yield browser
         browser.close()
 
@@ -96,6 +97,7 @@ def job_directory_archive(tmp_path: Path) -> Path:
 
 # --- the tests ------------------------------------------------------------------------------------
 
+
 def test_log_in_see_the_job_and_call_it_from_the_call_form(page: Page, daemon: Daemon, adder: str) -> None:
     page.goto("/dashboard/login")
     screenshot(page, "login")
@@ -125,8 +127,12 @@ def test_read_the_jobs_logs_live(page: Page, daemon: Daemon, adder: str) -> None
     page.get_by_role("button", name="Follow logs").click()
     expect(page.get_by_role("button", name="Stop following")).to_be_visible()
 
-    answer = requests.post(f"{daemon.url}/pub/job/{adder}/0.0.1/api/v1/perform", json={"a": 1, "b": 2},
-                           headers={"X-Racetrack-Auth": daemon.token}, timeout=60)
+    answer = requests.post(
+        f"{daemon.url}/pub/job/{adder}/0.0.1/api/v1/perform",
+        json={"a": 1, "b": 2},
+        headers={"X-Racetrack-Auth": daemon.token},
+        timeout=60,
+    )
     assert answer.status_code == 200
 
     logs = page.locator("#job-logs")
@@ -136,7 +142,8 @@ def test_read_the_jobs_logs_live(page: Page, daemon: Daemon, adder: str) -> None
 
 
 def test_deploy_from_the_browser_watch_it_finish_live_then_delete_with_confirmation(
-        page: Page, daemon: Daemon, tmp_path: Path) -> None:
+    page: Page, daemon: Daemon, tmp_path: Path
+) -> None:
     name = f"dash-live-{uuid.uuid4().hex[:6]}"
     manifest = yaml.safe_load((ADDER / "job.yaml").read_text()) | {"name": name}
     log_in_with_token(page, daemon.token, "/dashboard/deploy")
@@ -145,7 +152,8 @@ def test_deploy_from_the_browser_watch_it_finish_live_then_delete_with_confirmat
 
     page.get_by_label("Manifest (job.yaml)").fill(yaml.safe_dump(manifest))
     page.get_by_label("Job directory as .zip or .tar.gz (optional)").set_input_files(
-        str(job_directory_archive(tmp_path)))
+        str(job_directory_archive(tmp_path))
+    )
     screenshot(page, "deploy")
     page.get_by_role("button", name="Deploy").click()
 
@@ -156,7 +164,8 @@ def test_deploy_from_the_browser_watch_it_finish_live_then_delete_with_confirmat
     expect(page.locator("#deployment-phases")).to_contain_text("building image")
     screenshot(page, "deployment")
     expect(jobs_tab.locator("section.family", has_text=name).get_by_text("running").first).to_be_visible(
-        timeout=PAGE_TIMEOUT_MS)
+        timeout=PAGE_TIMEOUT_MS
+    )
     jobs_tab.close()
 
     page.goto(f"/dashboard/jobs/{name}/0.0.1")
@@ -195,8 +204,11 @@ def test_admin_pages_and_the_rest_at_laptop_and_phone_widths(page: Page, daemon:
     expect(page.get_by_role("heading", name="Job types")).to_be_visible()
     expect(page.locator("#job-types")).to_contain_text("python3")
     screenshot(page, "admin")
-    for path, name in (("/dashboard/deployments", "deployments"), ("/dashboard/activity", "activity"),
-                       ("/dashboard/profile", "profile")):
+    for path, name in (
+        ("/dashboard/deployments", "deployments"),
+        ("/dashboard/activity", "activity"),
+        ("/dashboard/profile", "profile"),
+    ):
         page.goto(path)
         expect(page.get_by_role("heading", level=1)).to_be_visible()
         screenshot(page, name)
@@ -208,7 +220,8 @@ def test_admin_pages_and_the_rest_at_laptop_and_phone_widths(page: Page, daemon:
 
 
 def test_an_admin_installs_a_plugin_zip_and_removes_it_with_confirmation(
-        page: Page, daemon: Daemon, tmp_path: Path) -> None:
+    page: Page, daemon: Daemon, tmp_path: Path
+) -> None:
     files = example_files()
     files["plugin-manifest.yaml"] = files["plugin-manifest.yaml"].replace("version: 1.0.0", "version: 0.9.0", 1)
     archive = tmp_path / "shell-job-type-0.9.0.zip"

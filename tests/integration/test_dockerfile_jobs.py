@@ -78,8 +78,9 @@ def assert_links_resolve(daemon: Daemon, page: str) -> list[str]:
     parser = _Links()
     parser.feed(response.text)
     prefix = "/".join(page.split("/")[:5])  # /pub/job/<name>/<version>
-    resolved = sorted({urljoin(daemon.url + page, link)[len(daemon.url):] for link in parser.found
-                       if not urlsplit(link).netloc})
+    resolved = sorted(
+        {urljoin(daemon.url + page, link)[len(daemon.url) :] for link in parser.found if not urlsplit(link).netloc}
+    )
     assert resolved, f"no links on {page}"
     for path in resolved:
         assert path.startswith(prefix + "/"), f"{page}: link resolves outside the job: {path}"
@@ -88,6 +89,7 @@ def assert_links_resolve(daemon: Daemon, page: str) -> list[str]:
 
 
 # --- flask-app: docker-proxy, forward mode --------------------------------------------------------------
+
 
 def test_flask_app_answers_through_api_v1_with_its_build_arg(flask_app: Daemon) -> None:
     page = flask_app.api("GET", f"{FLASK}/api/v1/")
@@ -129,8 +131,9 @@ def test_the_daemon_answers_health_and_metrics_for_the_app(flask_app: Daemon) ->
     container_env = job_container(flask_app, "flask-app").attrs["Config"]["Env"]
     assert live.status_code == 200
     assert f"JOB_DEPLOYMENT_TIMESTAMP={live.json()['deployment_timestamp']}" in container_env
-    assert 'racetrackd_gateway_requests_total{job_name="flask-app",job_version="0.0.1",status_code="200"}' \
-        in metrics.text
+    assert (
+        'racetrackd_gateway_requests_total{job_name="flask-app",job_version="0.0.1",status_code="200"}' in metrics.text
+    )
     assert (job["status"], job["job_type_version"]) == ("running", "docker-proxy:1.0.0")
 
 
@@ -138,18 +141,19 @@ def test_the_apps_image_is_its_own_dockerfile_with_nothing_of_racetrackd(flask_a
     image = flask_app.docker.images.get(job_image(flask_app, "flask-app", "0.0.1"))
     config = image.attrs["Config"]
 
-    assert config["Cmd"] == ["gunicorn", "--bind", "0.0.0.0:7001", "--workers", "2", "--access-logfile", "-",
-                             "app:app"]
+    assert config["Cmd"] == ["gunicorn", "--bind", "0.0.0.0:7001", "--workers", "2", "--access-logfile", "-", "app:app"]
     assert "APP_GREETING=Hello from a Dockerfile" in config["Env"]
     assert not [var for var in config["Env"] if var.startswith(("RACETRACK", "BASE_IMAGE"))]
 
 
 @pytest.fixture(scope="module")
-def impatient(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient,
-              base_image: str) -> Iterator[Daemon]:
+def impatient(
+    tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient, base_image: str
+) -> Iterator[Daemon]:
     """A daemon that gives a new job 15 s to answer (the session's daemon gives it 120 s)."""
-    handle = launch_daemon(tmp_path_factory.mktemp("impatient"), docker_client, base_image,
-                           RACETRACK_JOB_START_TIMEOUT="15")
+    handle = launch_daemon(
+        tmp_path_factory.mktemp("impatient"), docker_client, base_image, RACETRACK_JOB_START_TIMEOUT="15"
+    )
     try:
         yield handle
     finally:
@@ -169,6 +173,7 @@ def test_a_server_not_listening_on_its_port_fails_the_deployment_naming_the_port
 
 
 # --- hugo-site and sphinx-docs: static sites, rewrite mode ------------------------------------------------
+
 
 def test_hugo_sites_pages_and_their_links_resolve_through_the_gateway(hugo_site: Daemon) -> None:
     home = hugo_site.api("GET", f"{HUGO}/")
@@ -205,6 +210,7 @@ def test_sphinx_docs_pages_and_their_links_resolve_through_the_gateway(sphinx_do
 
 # --- dockerfile: the image keeps the wrapper contract itself ----------------------------------------------
 
+
 def test_a_dockerfile_job_serves_under_its_own_gateway_path(wrapped: Daemon) -> None:
     result = wrapped.api("POST", f"{WRAPPED}/api/v1/perform", json={"a": 40, "b": 2})
     job = wrapped.api("GET", "/lifecycle/api/v1/job/dockerfile-wrapper/latest").json()
@@ -236,6 +242,7 @@ def test_a_dockerfile_jobs_dockerfile_is_rendered_as_a_template(wrapped: Daemon)
 
 
 # --- adder: the python3 sample --------------------------------------------------------------------------
+
 
 def test_the_adder_sample_adds(daemon: Daemon) -> None:
     daemon.rtd("submit", "--force", str(SAMPLES / "adder"), check=True)

@@ -45,6 +45,7 @@ ERROR_FIELDS = {"error", "type", "job_name", "job_version", "request_id"}
 
 # --- helpers ------------------------------------------------------------------------------------
 
+
 def call(daemon: Daemon, method: str, path: str, **kwargs: Any) -> requests.Response:
     """`daemon.api` on a connection the daemon closes after answering. (A response a test still holds
     keeps its keep-alive connection open, and a daemon being stopped waits for open connections.)"""
@@ -113,8 +114,12 @@ def sample(samples: Samples, name: str, **labels: str) -> float:
 
 
 def poll(daemon: Daemon, task_id: str, wait: float) -> requests.Response:
-    return requests.get(f"{daemon.url}/pub/async/task/{task_id}/poll", params={"wait": wait}, timeout=wait + 15,
-                        headers={"X-Racetrack-Auth": daemon.token, "Connection": "close"})
+    return requests.get(
+        f"{daemon.url}/pub/async/task/{task_id}/poll",
+        params={"wait": wait},
+        timeout=wait + 15,
+        headers={"X-Racetrack-Auth": daemon.token, "Connection": "close"},
+    )
 
 
 def task_status(daemon: Daemon, task_id: str) -> dict[str, Any]:
@@ -137,11 +142,13 @@ def websocket_url(daemon: Daemon, path: str = f"{WEBVIEW}/ws") -> str:
 
 # --- deployments ------------------------------------------------------------------------------------
 
+
 def wait_until_served(daemon: Daemon, path: str = f"{WEBVIEW}/echo", timeout: float = 10) -> None:
     """Wait for a 200 from the gateway. Right after `rtd submit` returns, an HTTP worker may still
     answer 503 "starting" until its routing table's watcher notices the change (every 0.25 s)."""
-    assert wait_for(lambda: call(daemon, "GET", path).status_code == 200, timeout=timeout, interval=0.05), \
+    assert wait_for(lambda: call(daemon, "GET", path).status_code == 200, timeout=timeout, interval=0.05), (
         f"the gateway never served {path}: {call(daemon, 'GET', path).text}"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -152,8 +159,9 @@ def probe(daemon: Daemon) -> Daemon:
 
 
 @pytest.fixture(scope="module")
-def private(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient,
-            base_image: str) -> Iterator[Daemon]:
+def private(
+    tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient, base_image: str
+) -> Iterator[Daemon]:
     """A daemon of this module's own: its supervisor checks only at start-up (the interval is an hour),
     async calls are retried 1 s apart, twice; the probe runs with a call_timeout of 20 s.
 
@@ -162,9 +170,15 @@ def private(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.Dock
     network = f"rtd-gateway-test-{uuid.uuid4().hex[:8]}"
     docker_client.networks.create(network, driver="bridge")
     try:
-        handle = launch_daemon(tmp_path_factory.mktemp("gateway-private"), docker_client, base_image,
-                               RACETRACK_NETWORK=network, RACETRACK_SUPERVISOR_INTERVAL="3600",
-                               RACETRACK_ASYNC_RETRY_INTERVAL="1", RACETRACK_ASYNC_MAX_ATTEMPTS="2")
+        handle = launch_daemon(
+            tmp_path_factory.mktemp("gateway-private"),
+            docker_client,
+            base_image,
+            RACETRACK_NETWORK=network,
+            RACETRACK_SUPERVISOR_INTERVAL="3600",
+            RACETRACK_ASYNC_RETRY_INTERVAL="1",
+            RACETRACK_ASYNC_MAX_ATTEMPTS="2",
+        )
         try:
             handle.rtd("submit", str(PROBE_DIR), "-e", f"call_timeout={PRIVATE_CALL_TIMEOUT}s", check=True)
             wait_until_served(handle)
@@ -185,9 +199,10 @@ def bring_back(daemon: Daemon, container: Any) -> None:
     container.start()
     daemon.stop()
     daemon.start()
-    assert wait_for(lambda: job_record(daemon)["status"] == "running"
-                    and call(daemon, "GET", f"{WEBVIEW}/echo").status_code == 200, timeout=30), \
-        f"the job never served again: {job_record(daemon)}"
+    assert wait_for(
+        lambda: job_record(daemon)["status"] == "running" and call(daemon, "GET", f"{WEBVIEW}/echo").status_code == 200,
+        timeout=30,
+    ), f"the job never served again: {job_record(daemon)}"
 
 
 @pytest.fixture
@@ -204,6 +219,7 @@ def stopped_probe(private: Daemon) -> Iterator[Any]:
 
 
 # --- methods, query strings, headers -------------------------------------------------------------
+
 
 @pytest.mark.parametrize("method", ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
 def test_every_method_reaches_the_job_with_its_query_string_and_body(probe: Daemon, method: str) -> None:
@@ -253,9 +269,18 @@ def test_the_job_learns_the_caller_and_how_it_was_reached(probe: Daemon) -> None
     host = probe.url.removeprefix("http://")
 
     plain = echo_of(call(probe, "GET", f"{WEBVIEW}/echo"))["headers"]
-    spoofed = echo_of(call(probe, "GET", f"{WEBVIEW}/echo", headers={
-        "X-Caller-Name": "mallory", "X-Forwarded-For": "10.1.2.3", "X-Forwarded-Prefix": "/somewhere/else",
-    }))["headers"]
+    spoofed = echo_of(
+        call(
+            probe,
+            "GET",
+            f"{WEBVIEW}/echo",
+            headers={
+                "X-Caller-Name": "mallory",
+                "X-Forwarded-For": "10.1.2.3",
+                "X-Forwarded-Prefix": "/somewhere/else",
+            },
+        )
+    )["headers"]
 
     assert plain["x-caller-name"] == "admin"
     assert plain["x-forwarded-for"] == "127.0.0.1"
@@ -269,12 +294,27 @@ def test_the_job_learns_the_caller_and_how_it_was_reached(probe: Daemon) -> None
 
 
 def test_the_callers_token_never_reaches_the_job(probe: Daemon) -> None:
-    as_headers = echo_of(call(probe, "GET", f"{WEBVIEW}/echo", headers={
-        "X-Racetrack-User-Auth": probe.token, "X-Racetrack-Esc-Auth": probe.token,
-    }))["headers"]
-    as_cookie = echo_of(requests.get(probe.url + f"{WEBVIEW}/echo", timeout=10, headers={
-        "Connection": "close", "Cookie": f"theme=dark; X-Racetrack-Auth={probe.token}; lang=en",
-    }))["headers"]
+    as_headers = echo_of(
+        call(
+            probe,
+            "GET",
+            f"{WEBVIEW}/echo",
+            headers={
+                "X-Racetrack-User-Auth": probe.token,
+                "X-Racetrack-Esc-Auth": probe.token,
+            },
+        )
+    )["headers"]
+    as_cookie = echo_of(
+        requests.get(
+            probe.url + f"{WEBVIEW}/echo",
+            timeout=10,
+            headers={
+                "Connection": "close",
+                "Cookie": f"theme=dark; X-Racetrack-Auth={probe.token}; lang=en",
+            },
+        )
+    )["headers"]
 
     assert not [name for name in as_headers if "racetrack" in name and "auth" in name], as_headers
     assert probe.token not in json.dumps(as_headers)
@@ -284,8 +324,9 @@ def test_the_callers_token_never_reaches_the_job(probe: Daemon) -> None:
 
 
 def test_the_jobs_headers_come_back_and_hop_by_hop_headers_stop_at_the_gateway(probe: Daemon) -> None:
-    response = call(probe, "GET", f"{WEBVIEW}/echo", headers={"Connection": "keep-alive, X-Hop", "X-Hop": "1",
-                                                           "X-Passed": "yes"})
+    response = call(
+        probe, "GET", f"{WEBVIEW}/echo", headers={"Connection": "keep-alive, X-Hop", "X-Hop": "1", "X-Passed": "yes"}
+    )
 
     received = echo_of(response)["headers"]
     assert response.headers["X-Probe-Answer"] == "echo"
@@ -297,13 +338,18 @@ def test_the_jobs_headers_come_back_and_hop_by_hop_headers_stop_at_the_gateway(p
 
 # --- bodies: streamed both ways ---------------------------------------------------------------------
 
+
 def test_a_streamed_answer_arrives_chunk_by_chunk(probe: Daemon) -> None:
     """The probe holds its answer after the first chunk until /release is called: the caller can read
     that chunk only if the gateway passes it on at once."""
     hold = uuid.uuid4().hex
     started = time.monotonic()
-    with requests.get(probe.url + f"{WEBVIEW}/stream?chunks=4&delay=0.05&id={hold}", stream=True, timeout=10,
-                      headers={"X-Racetrack-Auth": probe.token}) as response:
+    with requests.get(
+        probe.url + f"{WEBVIEW}/stream?chunks=4&delay=0.05&id={hold}",
+        stream=True,
+        timeout=10,
+        headers={"X-Racetrack-Auth": probe.token},
+    ) as response:
         assert response.status_code == 200, response.text
         assert response.headers.get("Transfer-Encoding") == "chunked", response.headers
         assert "Content-Length" not in response.headers
@@ -349,10 +395,12 @@ def test_a_large_upload_streams_through_whole(probe: Daemon, framing: str) -> No
 
 # --- redirects ----------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("absolute", [False, True], ids=["path", "absolute-url"])
 @pytest.mark.parametrize("version", ["latest", "1.x", VERSION])
-def test_a_redirect_to_the_jobs_own_prefix_follows_the_path_the_caller_used(probe: Daemon, version: str,
-                                                                             absolute: bool) -> None:
+def test_a_redirect_to_the_jobs_own_prefix_follows_the_path_the_caller_used(
+    probe: Daemon, version: str, absolute: bool
+) -> None:
     prefix = f"/pub/job/{NAME}/{version}"
     query = "?absolute=1" if absolute else ""
 
@@ -360,14 +408,16 @@ def test_a_redirect_to_the_jobs_own_prefix_follows_the_path_the_caller_used(prob
     followed = call(probe, "GET", f"{prefix}/api/v1/webview/redirect{query}")
 
     assert response.status_code == 302, response.text
-    assert response.headers["Location"] == f"{prefix}/api/v1/webview/echo?from=redirect", \
+    assert response.headers["Location"] == f"{prefix}/api/v1/webview/echo?from=redirect", (
         "the job redirected to /pub/job/<name>/1.0.0/...; the caller should be sent on under its own prefix"
+    )
     echo = echo_of(followed)
     assert followed.url == f"{probe.url}{prefix}/api/v1/webview/echo?from=redirect"
     assert echo["query"] == {"from": "redirect"}
 
 
 # --- WebSockets ---------------------------------------------------------------------------------------
+
 
 def test_a_websocket_echoes_text_and_binary_and_closes_cleanly(probe: Daemon) -> None:
     tracing_id = f"ws-{uuid.uuid4().hex}"
@@ -396,8 +446,9 @@ def test_a_websocket_echoes_text_and_binary_and_closes_cleanly(probe: Daemon) ->
 
 
 def test_a_websocket_closed_by_the_job_reaches_the_caller_with_its_code_and_reason(probe: Daemon) -> None:
-    with connect(websocket_url(probe), additional_headers={"X-Racetrack-Auth": probe.token}, open_timeout=10,
-                 close_timeout=5) as ws:
+    with connect(
+        websocket_url(probe), additional_headers={"X-Racetrack-Auth": probe.token}, open_timeout=10, close_timeout=5
+    ) as ws:
         ws.send("close")
         with pytest.raises(ConnectionClosedOK):
             ws.recv(timeout=5)
@@ -415,13 +466,15 @@ def test_a_websocket_without_a_valid_token_is_refused(probe: Daemon) -> None:
 
 # --- errors the gateway answers itself ----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("token", [None, "wrong-token"], ids=["without-token", "wrong-token"])
 def test_a_call_without_a_valid_token_is_401_json(probe: Daemon, token: str | None) -> None:
     headers = {"Connection": "close", **({"X-Racetrack-Auth": token} if token else {})}
     calls = [
         requests.post(f"{probe.url}{EXACT}/api/v1/perform", json={}, headers=headers, timeout=10),
-        requests.post(f"{probe.url}/pub/async/new/job/{NAME}/{VERSION}/api/v1/perform", json={}, headers=headers,
-                      timeout=10),
+        requests.post(
+            f"{probe.url}/pub/async/new/job/{NAME}/{VERSION}/api/v1/perform", json={}, headers=headers, timeout=10
+        ),
         requests.get(f"{probe.url}/pub/async/task/{uuid.uuid4()}/poll?wait=0", headers=headers, timeout=10),
     ]
 
@@ -432,8 +485,11 @@ def test_a_call_without_a_valid_token_is_401_json(probe: Daemon, token: str | No
     assert (calls[0].json()["job_name"], calls[0].json()["job_version"]) == (NAME, VERSION)
 
 
-@pytest.mark.parametrize(("name", "version"), [("no-such-job", "latest"), (NAME, "9.9.9"), (NAME, "2.x")],
-                         ids=["unknown-job", "unknown-version", "unmatched-wildcard"])
+@pytest.mark.parametrize(
+    ("name", "version"),
+    [("no-such-job", "latest"), (NAME, "9.9.9"), (NAME, "2.x")],
+    ids=["unknown-job", "unknown-version", "unmatched-wildcard"],
+)
 def test_an_unknown_job_or_version_is_404_json_naming_it(probe: Daemon, name: str, version: str) -> None:
     response = call(probe, "POST", f"/pub/job/{name}/{version}/api/v1/perform", json={})
 
@@ -456,8 +512,20 @@ def test_a_job_that_is_still_starting_is_503_json_then_serves(daemon: Daemon) ->
     name = "gateway-probe-starting"
     path = f"/pub/job/{name}/{VERSION}/api/v1/perform"
     deployed: list[Any] = []
-    deploying = threading.Thread(target=lambda: deployed.append(daemon.rtd(
-        "submit", "--force", "-q", str(PROBE_DIR), "-e", f"name={name}", "-e", 'runtime_env.PROBE_INIT_SLEEP="6"')))
+    deploying = threading.Thread(
+        target=lambda: deployed.append(
+            daemon.rtd(
+                "submit",
+                "--force",
+                "-q",
+                str(PROBE_DIR),
+                "-e",
+                f"name={name}",
+                "-e",
+                'runtime_env.PROBE_INIT_SLEEP="6"',
+            )
+        )
+    )
     deploying.start()
     try:
         seen: list[tuple[float, int, str]] = []  # (seconds, gateway status, registry status): for the failure message
@@ -467,8 +535,13 @@ def test_a_job_that_is_still_starting_is_503_json_then_serves(daemon: Daemon) ->
             alive = deploying.is_alive()  # read first: a deployment that ends now still gets one more look
             response = call(daemon, "POST", path, json={"value": "up"})
             record = call(daemon, "GET", f"/lifecycle/api/v1/job/{name}/{VERSION}")
-            seen.append((round(time.monotonic() - began, 2), response.status_code,
-                         record.json()["status"] if record.status_code == 200 else "-"))
+            seen.append(
+                (
+                    round(time.monotonic() - began, 2),
+                    response.status_code,
+                    record.json()["status"] if record.status_code == 200 else "-",
+                )
+            )
             if response.status_code == 404 and not alive:
                 raise AssertionError(f"the deployment ended before the job answered: {deployed[0].stderr}")
             return [response] if response.status_code != 404 else []
@@ -492,20 +565,30 @@ def test_a_job_that_is_still_starting_is_503_json_then_serves(daemon: Daemon) ->
         call(daemon, "DELETE", f"/lifecycle/api/v1/job/{name}/{VERSION}")
 
 
-@pytest.mark.parametrize(("method", "path", "kwargs"), [
-    ("GET", "/api/v1/webview/slow?seconds=10", {}),
-    ("POST", "/api/v1/sleep", {"json": {"seconds": 10}}),
-], ids=["asgi-webview", "auxiliary-endpoint-in-a-thread"])
-def test_a_call_past_the_jobs_call_timeout_is_504_json_at_the_timeout(probe: Daemon, method: str, path: str,
-                                                                       kwargs: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs"),
+    [
+        ("GET", "/api/v1/webview/slow?seconds=10", {}),
+        ("POST", "/api/v1/sleep", {"json": {"seconds": 10}}),
+    ],
+    ids=["asgi-webview", "auxiliary-endpoint-in-a-thread"],
+)
+def test_a_call_past_the_jobs_call_timeout_is_504_json_at_the_timeout(
+    probe: Daemon, method: str, path: str, kwargs: dict[str, Any]
+) -> None:
     before = metric_samples(probe)
     started = time.monotonic()
     response = call(probe, method, f"{EXACT}{path}", **kwargs)
     seconds = time.monotonic() - started
     after = call(probe, "GET", f"{EXACT}/api/v1/webview/echo")
     timeouts = {"job_name": NAME, "job_version": VERSION, "kind": "timeout"}
-    counted = wait_for(lambda: sample(metric_samples(probe), "racetrackd_gateway_errors_total", **timeouts)
-                       - sample(before, "racetrackd_gateway_errors_total", **timeouts), timeout=5)
+    counted = wait_for(
+        lambda: (
+            sample(metric_samples(probe), "racetrackd_gateway_errors_total", **timeouts)
+            - sample(before, "racetrackd_gateway_errors_total", **timeouts)
+        ),
+        timeout=5,
+    )
 
     body = error_body(response, 504)
     assert body["type"] == "job-timeout", body
@@ -516,8 +599,9 @@ def test_a_call_past_the_jobs_call_timeout_is_504_json_at_the_timeout(probe: Dae
     assert counted == 1, "racetrackd_gateway_errors_total{kind=timeout} should count the timeout once"
 
 
-def test_a_stopped_job_is_502_json_with_its_status_and_serves_once_started_again(private: Daemon,
-                                                                                  stopped_probe: Any) -> None:
+def test_a_stopped_job_is_502_json_with_its_status_and_serves_once_started_again(
+    private: Daemon, stopped_probe: Any
+) -> None:
     started = time.monotonic()
     response = call(private, "GET", f"{EXACT}/api/v1/webview/echo")
     seconds = time.monotonic() - started
@@ -535,6 +619,7 @@ def test_a_stopped_job_is_502_json_with_its_status_and_serves_once_started_again
 
 
 # --- async calls ---------------------------------------------------------------------------------------
+
 
 def test_an_async_call_is_201_then_202_while_running_then_200_with_the_jobs_answer(probe: Daemon) -> None:
     task_id = start_async(probe, "/api/v1/perform", json={"seconds": 2, "value": "later"})
@@ -583,7 +668,8 @@ def test_an_unknown_async_task_or_job_is_404_json(probe: Daemon) -> None:
 
 
 def test_an_async_call_to_an_unreachable_job_fails_after_its_attempts_and_is_retried_by_hand(
-        private: Daemon, stopped_probe: Any) -> None:
+    private: Daemon, stopped_probe: Any
+) -> None:
     task_id = start_async(private, "/api/v1/perform", json={"value": "retried"})
 
     failed = poll(private, task_id, wait=40)  # 2 attempts of up to 5 s each, 1 s apart
@@ -611,8 +697,9 @@ def test_an_async_call_to_an_unreachable_job_fails_after_its_attempts_and_is_ret
 
 def test_an_async_call_survives_a_daemon_crash_in_the_middle(private: Daemon) -> None:
     task_id = start_async(private, "/api/v1/perform", json={"seconds": 5, "value": "survivor"})
-    assert wait_for(lambda: task_status(private, task_id)["state"] == "running", timeout=10), \
-        task_status(private, task_id)
+    assert wait_for(lambda: task_status(private, task_id)["state"] == "running", timeout=10), task_status(
+        private, task_id
+    )
 
     private.kill()
     killed_at = time.time()
@@ -629,6 +716,7 @@ def test_an_async_call_survives_a_daemon_crash_in_the_middle(private: Daemon) ->
 
 # --- metrics ----------------------------------------------------------------------------------------------
 
+
 def test_the_daemons_metrics_count_calls_latency_and_errors(probe: Daemon) -> None:
     calls = 5
     labels = {"job_name": NAME, "job_version": VERSION}
@@ -642,16 +730,20 @@ def test_the_daemons_metrics_count_calls_latency_and_errors(probe: Daemon) -> No
     def moved() -> Samples | None:
         after = metric_samples(probe)
         done = sample(after, "racetrackd_gateway_requests_total", **labels, status_code="200")
-        return after if done >= sample(before, "racetrackd_gateway_requests_total", **labels,
-                                       status_code="200") + calls else None
+        return (
+            after
+            if done >= sample(before, "racetrackd_gateway_requests_total", **labels, status_code="200") + calls
+            else None
+        )
 
     after = wait_for(moved, timeout=5) or metric_samples(probe)
 
     def rise(name: str, **extra: str) -> float:
         return sample(after, name, **extra) - sample(before, name, **extra)
 
-    assert rise("racetrackd_gateway_requests_total", **labels, status_code="200") == calls, \
+    assert rise("racetrackd_gateway_requests_total", **labels, status_code="200") == calls, (
         "the requests counter (labelled with the resolved version, not `latest`) should rise by the calls made"
+    )
     assert rise("racetrackd_gateway_job_seconds_count", **labels) == calls
     assert rise("racetrackd_gateway_job_seconds_sum", **labels) > 0
     assert rise("racetrackd_gateway_job_seconds_bucket", **labels, le="+Inf") == calls

@@ -39,6 +39,7 @@ def perform(daemon: Daemon, base: str, payload: object, **kwargs: object) -> tup
 
 # --- calling Perform -----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("version", ["latest", "0.0.1", "0.x"])
 def test_go_adder_adds_keyword_and_positional_arguments(go_adder: Daemon, version: str) -> None:
     base = f"/pub/job/go-adder/{version}"
@@ -61,7 +62,9 @@ def test_perform_with_an_input_map_gets_the_json_object(go_conventions: Daemon) 
 
 def test_an_error_is_500_with_its_message_and_the_job_keeps_serving(go_conventions: Daemon) -> None:
     assert perform(go_conventions, CONVENTIONS, {"action": "fail", "message": "boom"}) == (
-        500, {"error": "told to fail: boom"})
+        500,
+        {"error": "told to fail: boom"},
+    )
     assert perform(go_conventions, CONVENTIONS, {"action": "panic"}) == (500, {"error": "panic: told to panic"})
     assert perform(go_conventions, CONVENTIONS, {"after": "the failures"}) == (200, {"got": {"after": "the failures"}})
 
@@ -71,8 +74,9 @@ def test_a_go_error_message_is_returned_by_the_sample(go_adder: Daemon) -> None:
 
 
 def test_bad_json_is_400_naming_the_problem(go_conventions: Daemon, go_adder: Daemon) -> None:
-    broken = go_conventions.api("POST", f"{CONVENTIONS}/api/v1/perform", data=b'{"a": 4',
-                                headers={"Content-Type": "application/json"})
+    broken = go_conventions.api(
+        "POST", f"{CONVENTIONS}/api/v1/perform", data=b'{"a": 4', headers={"Content-Type": "application/json"}
+    )
     array = go_conventions.api("POST", f"{CONVENTIONS}/api/v1/perform", json=[1, 2])
     text = go_adder.api("POST", f"{ADDER}/api/v1/perform", json="forty-two")
 
@@ -90,6 +94,7 @@ def test_a_call_past_the_call_timeout_is_504_and_the_job_keeps_serving(go_conven
 
 
 # --- the endpoints every job has -------------------------------------------------------------------
+
 
 def test_live_ready_and_health_answer_with_racetracks_fields(go_adder: Daemon) -> None:
     live = go_adder.api("GET", f"{ADDER}/live")
@@ -133,8 +138,9 @@ def test_docs_openapi_and_parameters_show_the_example(go_adder: Daemon) -> None:
 def test_logs_show_errors_and_one_access_line_per_call(go_conventions: Daemon) -> None:
     marker = f"marker-{uuid.uuid4().hex[:12]}"
     tracing_id = f"go-{uuid.uuid4().hex[:12]}"
-    perform(go_conventions, CONVENTIONS, {"action": "fail", "message": marker},
-            headers={"X-Request-Tracing-Id": tracing_id})
+    perform(
+        go_conventions, CONVENTIONS, {"action": "fail", "message": marker}, headers={"X-Request-Tracing-Id": tracing_id}
+    )
 
     def logged() -> str:
         return go_conventions.rtd("logs", "go-conventions", "--tail", "200", check=True).stdout
@@ -147,12 +153,14 @@ def test_logs_show_errors_and_one_access_line_per_call(go_conventions: Daemon) -
 
 def test_every_response_carries_the_callers_tracing_id(go_adder: Daemon) -> None:
     for method, path in (("POST", "/api/v1/perform"), ("GET", "/api/v1/nothing-here"), ("GET", "/live")):
-        response = go_adder.api(method, f"{ADDER}{path}", json={"a": 1, "b": 1},
-                                headers={"X-Request-Tracing-Id": "echo-me"})
+        response = go_adder.api(
+            method, f"{ADDER}{path}", json={"a": 1, "b": 1}, headers={"X-Request-Tracing-Id": "echo-me"}
+        )
         assert response.headers["X-Request-Tracing-Id"] == "echo-me", (method, path)
 
 
 # --- the image and its environment -----------------------------------------------------------------
+
 
 def test_environment_system_dependencies_and_user(go_conventions: Daemon) -> None:
     status, env = perform(go_conventions, CONVENTIONS, {"action": "environment"})
@@ -172,7 +180,10 @@ def test_environment_system_dependencies_and_user(go_conventions: Daemon) -> Non
 def test_the_job_image_runs_the_binary_without_the_go_toolchain(go_adder: Daemon) -> None:
     image = go_adder.docker.images.get(job_image(go_adder, "go-adder", "0.0.1"))
     probe = go_adder.docker.containers.run(
-        image.id, ["sh", "-c", "command -v go || echo no-go; ls /src/job"], remove=True, user="job",
+        image.id,
+        ["sh", "-c", "command -v go || echo no-go; ls /src/job"],
+        remove=True,
+        user="job",
         labels={"racetrackd.instance": go_adder.instance},
     ).decode()
 
@@ -183,17 +194,21 @@ def test_the_job_image_runs_the_binary_without_the_go_toolchain(go_adder: Daemon
 
 
 def test_the_build_stage_image_carries_the_daemons_label(go_adder: Daemon) -> None:
-    stages = go_adder.docker.images.list(filters={"label": [f"racetrackd.instance={go_adder.instance}",
-                                                            "racetrackd.build-stage=go-adder"]})
+    stages = go_adder.docker.images.list(
+        filters={"label": [f"racetrackd.instance={go_adder.instance}", "racetrackd.build-stage=go-adder"]}
+    )
 
     assert stages, "the build stage's image is not labelled for clean-up"
 
 
-def test_a_perform_with_another_signature_fails_the_build_saying_what_is_expected(daemon: Daemon,
-                                                                                  tmp_path: Path) -> None:
+def test_a_perform_with_another_signature_fails_the_build_saying_what_is_expected(
+    daemon: Daemon, tmp_path: Path
+) -> None:
     job = tmp_path / "wrong-signature"
     job.mkdir()
-    (job / "job.yaml").write_text("name: go-wrong\nowner_email: t@example.com\nversion: 0.0.1\njobtype: golang:latest\n")
+    (job / "job.yaml").write_text(
+        "name: go-wrong\nowner_email: t@example.com\nversion: 0.0.1\njobtype: golang:latest\n"
+    )
     (job / "wrong.go").write_text("package wrong\n\nfunc Perform(x int) (int, error) { return x, nil }\n")
 
     result = daemon.rtd("submit", str(job))
@@ -202,8 +217,9 @@ def test_a_perform_with_another_signature_fails_the_build_saying_what_is_expecte
     assert result.returncode != 0
     assert "func Perform has an unsupported signature" in output, output
     assert "func Perform(input map[string]interface{}) (interface{}, error)" in output
-    leftovers = daemon.docker.images.list(filters={"label": [f"racetrackd.instance={daemon.instance}",
-                                                             "racetrackd.build-stage=go-wrong"]})
+    leftovers = daemon.docker.images.list(
+        filters={"label": [f"racetrackd.instance={daemon.instance}", "racetrackd.build-stage=go-wrong"]}
+    )
     assert leftovers, "the failed build's untagged image is not labelled for clean-up"
 
 
@@ -213,18 +229,24 @@ def test_the_job_container_logs_start_up(go_adder: Daemon) -> None:
     assert wait_for(lambda: any("job go-adder 0.0.1 is ready" in line for line in log_lines(container)))
 
 
-def test_the_secret_build_env_reaches_go_build_but_not_the_images_history_or_env(daemon: Daemon, tmp_path: Path) -> None:
+def test_the_secret_build_env_reaches_go_build_but_not_the_images_history_or_env(
+    daemon: Daemon, tmp_path: Path
+) -> None:
     """GOFLAGS from the secret build env sets a variable at link time (proof that `go build` ran with it;
     a real secret, a module proxy token say, leaves no trace in the binary)."""
     marker = f"from-the-secret-build-env-{uuid.uuid4().hex[:8]}"
     job = tmp_path / "go-secrets"
     job.mkdir()
-    (job / "job.yaml").write_text("name: go-secrets\nowner_email: t@example.com\nversion: 0.0.1\n"
-                                  "jobtype: golang:latest\nsecret_build_env_file: build.env\n")
+    (job / "job.yaml").write_text(
+        "name: go-secrets\nowner_email: t@example.com\nversion: 0.0.1\n"
+        "jobtype: golang:latest\nsecret_build_env_file: build.env\n"
+    )
     (job / "build.env").write_text(f"GOFLAGS=-ldflags=-X=racetrackd-job/go-secrets.Marker={marker}\n")
-    (job / "secrets.go").write_text('package secrets\n\nvar Marker = "unset"\n\n'
-                                    "func Perform(input map[string]interface{}) (interface{}, error) "
-                                    "{ return Marker, nil }\n")
+    (job / "secrets.go").write_text(
+        'package secrets\n\nvar Marker = "unset"\n\n'
+        "func Perform(input map[string]interface{}) (interface{}, error) "
+        "{ return Marker, nil }\n"
+    )
 
     daemon.rtd("submit", str(job), check=True)
 

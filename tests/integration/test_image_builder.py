@@ -40,7 +40,10 @@ WRONG_PASSWORD = "wr0ng-Pa55w0rd-4c2d8e"
 # --- helpers ---------------------------------------------------------------------------------------
 def manifest(name: str, version: str = "1.0.0", **fields: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
-        "name": name, "owner_email": "tests@example.com", "version": version, "jobtype": "python3:latest",
+        "name": name,
+        "owner_email": "tests@example.com",
+        "version": version,
+        "jobtype": "python3:latest",
         "jobtype_extra": {"entrypoint_path": "entrypoint.py", "entrypoint_class": "AdderModel"},
     }
     extra = fields.pop("jobtype_extra", {})
@@ -49,8 +52,14 @@ def manifest(name: str, version: str = "1.0.0", **fields: Any) -> dict[str, Any]
     return data
 
 
-def job_dir(root: Path, name: str, version: str = "1.0.0", code: str = ADDER_CODE,
-            files: dict[str, str] | None = None, **fields: Any) -> Path:
+def job_dir(
+    root: Path,
+    name: str,
+    version: str = "1.0.0",
+    code: str = ADDER_CODE,
+    files: dict[str, str] | None = None,
+    **fields: Any,
+) -> Path:
     """A job directory: job.yaml, entrypoint.py (the adder by default) and `files`."""
     directory = root / f"{name}-{version}"
     directory.mkdir(parents=True, exist_ok=True)
@@ -66,8 +75,7 @@ def post_deploy(daemon: Daemon, body: dict[str, Any]) -> requests.Response:
     return daemon.api("POST", "/lifecycle/api/v1/deploy", json=body)
 
 
-def deploy_api(daemon: Daemon, manifest_data: dict[str, Any], build_context: str | None = None,
-               **extra: Any) -> str:
+def deploy_api(daemon: Daemon, manifest_data: dict[str, Any], build_context: str | None = None, **extra: Any) -> str:
     response = post_deploy(daemon, {"manifest": manifest_data, "build_context": build_context, **extra})
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
@@ -188,19 +196,28 @@ def public_repo(git_daemon: GitServer) -> tuple[GitServer, GitRepo, str, str]:  
     """`calc.git`: main has jobs/adder (a + b); branch feature adds 1000."""
     repo = git_daemon.create_repo("calc", {"README.md": "calculators\n", "jobs/adder/entrypoint.py": ADDER_CODE})
     main_sha = repo.head()
-    feature_sha = repo.commit({"jobs/adder/entrypoint.py": ADDER_CODE.replace("return a + b", "return a + b + 1000")},
-                              "add 1000", branch="feature")
+    feature_sha = repo.commit(
+        {"jobs/adder/entrypoint.py": ADDER_CODE.replace("return a + b", "return a + b + 1000")},
+        "add 1000",
+        branch="feature",
+    )
     repo.checkout("main")
     return git_daemon, repo, main_sha, feature_sha
 
 
 def test_submit_with_git_remote_clones_branch_and_builds_its_directory(
-        daemon: Daemon, public_repo: tuple[GitServer, GitRepo, str, str], tmp_path: Path) -> None:
+    daemon: Daemon, public_repo: tuple[GitServer, GitRepo, str, str], tmp_path: Path
+) -> None:
     server, _, main_sha, feature_sha = public_repo
     remote = server.remote("calc")
     # The local entrypoint answers -1: if it were uploaded, the answer would show it.
-    directory = job_dir(tmp_path, "ib-git-source", "1.0.0", code=ADDER_CODE.replace("return a + b", "return -1"),
-                        git={"remote": remote, "branch": "feature", "directory": "jobs/adder"})
+    directory = job_dir(
+        tmp_path,
+        "ib-git-source",
+        "1.0.0",
+        code=ADDER_CODE.replace("return a + b", "return -1"),
+        git={"remote": remote, "branch": "feature", "directory": "jobs/adder"},
+    )
 
     result = daemon.rtd("submit", str(directory))
 
@@ -227,7 +244,8 @@ def test_submit_with_git_remote_clones_branch_and_builds_its_directory(
 
 
 def test_git_remote_without_branch_builds_the_default_branch(
-        daemon: Daemon, public_repo: tuple[GitServer, GitRepo, str, str]) -> None:
+    daemon: Daemon, public_repo: tuple[GitServer, GitRepo, str, str]
+) -> None:
     server, _, main_sha, _ = public_repo
     data = manifest("ib-git-source", "1.1.0", git={"remote": server.remote("calc"), "directory": "jobs/adder"})
 
@@ -240,10 +258,16 @@ def test_git_remote_without_branch_builds_the_default_branch(
 
 
 def test_submit_local_uploads_the_directory_despite_a_git_remote(
-        daemon: Daemon, public_repo: tuple[GitServer, GitRepo, str, str], tmp_path: Path) -> None:
+    daemon: Daemon, public_repo: tuple[GitServer, GitRepo, str, str], tmp_path: Path
+) -> None:
     server, *_ = public_repo
-    directory = job_dir(tmp_path, "ib-git-source", "1.2.0", code=ADDER_CODE.replace("return a + b", "return -1"),
-                        git={"remote": server.remote("calc"), "branch": "feature", "directory": "jobs/adder"})
+    directory = job_dir(
+        tmp_path,
+        "ib-git-source",
+        "1.2.0",
+        code=ADDER_CODE.replace("return a + b", "return -1"),
+        git={"remote": server.remote("calc"), "branch": "feature", "directory": "jobs/adder"},
+    )
 
     result = daemon.rtd("submit", "--local", str(directory))
 
@@ -274,7 +298,8 @@ def private_repo(git_http: GitServer) -> GitServer:  # noqa: F811
 
 
 def test_private_repo_without_credentials_fails_saying_none_were_sent(
-        daemon: Daemon, private_repo: GitServer, tmp_path: Path) -> None:
+    daemon: Daemon, private_repo: GitServer, tmp_path: Path
+) -> None:
     directory = job_dir(tmp_path, "ib-private", "0.1.0", git={"remote": private_repo.remote("private-adder")})
 
     result = daemon.rtd("submit", str(directory))
@@ -287,7 +312,8 @@ def test_private_repo_without_credentials_fails_saying_none_were_sent(
 
 
 def test_private_repo_with_wrong_credentials_fails_saying_they_were_rejected(
-        daemon: Daemon, private_repo: GitServer) -> None:
+    daemon: Daemon, private_repo: GitServer
+) -> None:
     data = manifest("ib-private", "0.2.0", git={"remote": private_repo.remote("private-adder")})
 
     deployment_id = deploy_api(daemon, data, git_credentials={"username": "rtd-tester", "password": WRONG_PASSWORD})
@@ -302,22 +328,32 @@ def test_private_repo_with_wrong_credentials_fails_saying_they_were_rejected(
 
 
 def test_private_repo_with_right_credentials_deploys_and_the_password_appears_nowhere(
-        daemon: Daemon, private_repo: GitServer, tmp_path: Path) -> None:
+    daemon: Daemon, private_repo: GitServer, tmp_path: Path
+) -> None:
     password = private_repo.password
     assert password and private_repo.username
     directory = job_dir(tmp_path, "ib-private", "1.0.0", git={"remote": private_repo.remote("private-adder")})
     # A slow deployment ahead in the queue, so the private one waits and its stored credentials can be seen.
-    blocker = deploy_api(daemon, manifest("ib-private-blocker"), pack(job_dir(tmp_path, "ib-private-blocker",
-                                                                              code=sleepy_code(6))))
+    blocker = deploy_api(
+        daemon, manifest("ib-private-blocker"), pack(job_dir(tmp_path, "ib-private-blocker", code=sleepy_code(6)))
+    )
     outcome: dict[str, Any] = {}
-    submitter = threading.Thread(target=lambda: outcome.update(result=daemon.rtd(
-        "submit", "--git-username", private_repo.username or "", "--git-password", password, str(directory))))
+    submitter = threading.Thread(
+        target=lambda: outcome.update(
+            result=daemon.rtd(
+                "submit", "--git-username", private_repo.username or "", "--git-password", password, str(directory)
+            )
+        )
+    )
     submitter.start()
     queued_id = None
     deadline = time.monotonic() + 30
     while queued_id is None and time.monotonic() < deadline:
-        queued = [d for d in daemon.api("GET", "/lifecycle/api/v1/deploy").json()
-                  if d["job_name"] == "ib-private" and d["job_version"] == "1.0.0"]
+        queued = [
+            d
+            for d in daemon.api("GET", "/lifecycle/api/v1/deploy").json()
+            if d["job_name"] == "ib-private" and d["job_version"] == "1.0.0"
+        ]
         queued_id = queued[0]["id"] if queued else None
         time.sleep(0.1)
     assert queued_id is not None
@@ -336,7 +372,8 @@ def test_private_repo_with_right_credentials_deploys_and_the_password_appears_no
     done = deployment(daemon, queued_id)
     assert done["status"] == "done" and done["git_commit"]
     outputs = {
-        "rtd stdout": result.stdout, "rtd stderr": result.stderr,
+        "rtd stdout": result.stdout,
+        "rtd stderr": result.stderr,
         "deployment": daemon.api("GET", f"/lifecycle/api/v1/deploy/{queued_id}").text,
         "deployments": daemon.api("GET", "/lifecycle/api/v1/deploy").text,
         "build logs": daemon.api("GET", f"/lifecycle/api/v1/deploy/{queued_id}/build-logs").text,
@@ -346,20 +383,26 @@ def test_private_repo_with_right_credentials_deploys_and_the_password_appears_no
     }
     leaks = [where for where, text in outputs.items() if password in text]
     assert not leaks, f"the git password appears in: {leaks}"
-    files = [path for path in daemon.data_dir.rglob("*")
-             if path.is_file() and password.encode() in path.read_bytes()]
+    files = [path for path in daemon.data_dir.rglob("*") if path.is_file() and password.encode() in path.read_bytes()]
     assert not files, f"the git password is stored in plain text in {files}"
     assert wait_deployment(daemon, blocker)["status"] == "done"
 
 
 # --- sources: uploaded build contexts ------------------------------------------------------------
 def test_gitignore_and_racetrackignore_leave_files_out_of_the_image(daemon: Daemon, tmp_path: Path) -> None:
-    directory = job_dir(tmp_path, "ib-ignored", files={
-        ".gitignore": "*.log\nbuild/\n",
-        ".racetrackignore": "secret.txt\n!keep.log\n",
-        "debug.log": "noise\n", "keep.log": "wanted\n", "build/output.bin": "artifact\n",
-        "secret.txt": "do not ship\n", "data/table.csv": "a,b\n",
-    })
+    directory = job_dir(
+        tmp_path,
+        "ib-ignored",
+        files={
+            ".gitignore": "*.log\nbuild/\n",
+            ".racetrackignore": "secret.txt\n!keep.log\n",
+            "debug.log": "noise\n",
+            "keep.log": "wanted\n",
+            "build/output.bin": "artifact\n",
+            "secret.txt": "do not ship\n",
+            "data/table.csv": "a,b\n",
+        },
+    )
 
     daemon.rtd("submit", str(directory), check=True)
 
@@ -377,19 +420,28 @@ def _escape_cases(tmp_dir: Path, tag: str) -> dict[str, tuple[list[tuple[tarfile
         "absolute entry": ([regular(f"{tmp_dir}/absolute-{tag}.txt", b"escaped\n")], tmp_dir / f"absolute-{tag}.txt"),
         "symlink to a relative path outside": (
             [link("out", f"{up}{tmp}", tarfile.SYMTYPE), regular(f"out/via-symlink-{tag}.txt", b"escaped\n")],
-            tmp_dir / f"via-symlink-{tag}.txt"),
+            tmp_dir / f"via-symlink-{tag}.txt",
+        ),
         "symlink to an absolute path": (
             [link("etc", str(tmp_dir), tarfile.SYMTYPE), regular(f"etc/via-absolute-symlink-{tag}.txt", b"x\n")],
-            tmp_dir / f"via-absolute-symlink-{tag}.txt"),
+            tmp_dir / f"via-absolute-symlink-{tag}.txt",
+        ),
         "symlink to /etc/passwd": ([link("passwd", f"{'../' * 4}etc/passwd", tarfile.SYMTYPE)], tmp_dir / "none"),
         "hard link escaping": (
             [link("hard", f"{up}{tmp}/hard-target-{tag}.txt", tarfile.LNKTYPE), regular("hard", b"overwritten\n")],
-            tmp_dir / f"hard-target-{tag}.txt"),
+            tmp_dir / f"hard-target-{tag}.txt",
+        ),
     }
 
 
-ESCAPES = ["dot-dot entry", "absolute entry", "symlink to a relative path outside", "symlink to an absolute path",
-           "symlink to /etc/passwd", "hard link escaping"]
+ESCAPES = [
+    "dot-dot entry",
+    "absolute entry",
+    "symlink to a relative path outside",
+    "symlink to an absolute path",
+    "symlink to /etc/passwd",
+    "hard link escaping",
+]
 
 
 @pytest.mark.parametrize("case", ESCAPES)
@@ -431,8 +483,10 @@ class _Zeros(io.RawIOBase):
 def test_archive_unpacking_beyond_the_size_limit_fails_the_deployment(daemon: Daemon) -> None:
     size = 2 * 1024**3 + 1  # RACETRACK_MAX_CONTEXT_SIZE of the session daemon is the default 2Gi
     buffer = io.BytesIO()
-    with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=1) as compressed, \
-            tarfile.open(fileobj=compressed, mode="w") as tar:
+    with (
+        gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=1) as compressed,
+        tarfile.open(fileobj=compressed, mode="w") as tar,
+    ):
         info, data = regular("entrypoint.py", ADDER_CODE.encode())
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
@@ -507,16 +561,16 @@ def test_rtd_build_logs_prints_the_log_and_its_tail(daemon: Daemon, logged_job: 
     assert tail.stdout == "".join(full.splitlines(keepends=True)[-4:])
 
 
-def test_follow_streams_the_build_log_until_the_deployment_ends(daemon: Daemon,
-                                                                logged_job: tuple[Path, str]) -> None:
+def test_follow_streams_the_build_log_until_the_deployment_ends(daemon: Daemon, logged_job: tuple[Path, str]) -> None:
     directory, _ = logged_job
     (directory / "entrypoint.py").write_text(ADDER_CODE + "\n# followed\n")
     deployment_id = deploy_api(daemon, manifest("ib-logs"), pack(directory), force=True)
 
     chunks: list[str] = []
     status_at_first_chunk = None
-    with daemon.api("GET", f"/lifecycle/api/v1/deploy/{deployment_id}/build-logs",
-                    params={"follow": "true"}, stream=True) as response:
+    with daemon.api(
+        "GET", f"/lifecycle/api/v1/deploy/{deployment_id}/build-logs", params={"follow": "true"}, stream=True
+    ) as response:
         assert response.headers["Content-Type"].startswith("text/plain")
         for chunk in response.iter_content(chunk_size=None, decode_unicode=True):
             if status_at_first_chunk is None:
@@ -529,8 +583,7 @@ def test_follow_streams_the_build_log_until_the_deployment_ends(daemon: Daemon,
     assert "".join(chunks) == build_logs(daemon, deployment_id)
 
 
-def test_rtd_build_logs_follow_prints_until_the_deployment_ends(daemon: Daemon,
-                                                                logged_job: tuple[Path, str]) -> None:
+def test_rtd_build_logs_follow_prints_until_the_deployment_ends(daemon: Daemon, logged_job: tuple[Path, str]) -> None:
     directory, _ = logged_job
     (directory / "entrypoint.py").write_text(ADDER_CODE + "\n# followed by rtd\n")
     deployment_id = deploy_api(daemon, manifest("ib-logs"), pack(directory), force=True)
@@ -543,8 +596,12 @@ def test_rtd_build_logs_follow_prints_until_the_deployment_ends(daemon: Daemon,
 
 
 def test_failed_build_names_the_failing_step_and_its_last_lines(daemon: Daemon, tmp_path: Path) -> None:
-    directory = job_dir(tmp_path, "ib-bad-requirements", jobtype_extra={"requirements_path": "requirements.txt"},
-                        files={"requirements.txt": "this-package-does-not-exist-racetrackd==1.0\n"})
+    directory = job_dir(
+        tmp_path,
+        "ib-bad-requirements",
+        jobtype_extra={"requirements_path": "requirements.txt"},
+        files={"requirements.txt": "this-package-does-not-exist-racetrackd==1.0\n"},
+    )
 
     result = daemon.rtd("submit", str(directory))
 
@@ -561,9 +618,12 @@ def test_failed_build_names_the_failing_step_and_its_last_lines(daemon: Daemon, 
 @pytest.fixture(scope="module")
 def cached_job(daemon: Daemon, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     """ib-cached (with requirements) deployed, then redeployed after a code-only change."""
-    directory = job_dir(tmp_path_factory.mktemp("ib-cached"), "ib-cached",
-                        jobtype_extra={"requirements_path": "requirements.txt"},
-                        files={"requirements.txt": "six==1.16.0\n"})
+    directory = job_dir(
+        tmp_path_factory.mktemp("ib-cached"),
+        "ib-cached",
+        jobtype_extra={"requirements_path": "requirements.txt"},
+        files={"requirements.txt": "six==1.16.0\n"},
+    )
     daemon.rtd("submit", str(directory), check=True)
     (directory / "entrypoint.py").write_text(ADDER_CODE.replace("return a + b", "return a + b + 1"))
     daemon.rtd("submit", "--force", str(directory), check=True)
@@ -571,7 +631,8 @@ def cached_job(daemon: Daemon, tmp_path_factory: pytest.TempPathFactory) -> tupl
 
 
 def test_code_only_redeploy_reuses_wrapper_and_requirements_layers(
-        daemon: Daemon, cached_job: tuple[Path, dict[str, Any]]) -> None:
+    daemon: Daemon, cached_job: tuple[Path, dict[str, Any]]
+) -> None:
     _, second = cached_job
     log = build_logs(daemon, second["id"])
 
@@ -584,8 +645,16 @@ def test_code_only_redeploy_reuses_wrapper_and_requirements_layers(
 def test_no_cache_build_flag_rebuilds_every_layer(daemon: Daemon, cached_job: tuple[Path, dict[str, Any]]) -> None:
     directory, _ = cached_job
 
-    done = wait_deployment(daemon, deploy_api(daemon, manifest("ib-cached", jobtype_extra={
-        "requirements_path": "requirements.txt"}), pack(directory), force=True, build_flags=["--no-cache"]))
+    done = wait_deployment(
+        daemon,
+        deploy_api(
+            daemon,
+            manifest("ib-cached", jobtype_extra={"requirements_path": "requirements.txt"}),
+            pack(directory),
+            force=True,
+            build_flags=["--no-cache"],
+        ),
+    )
 
     log = build_logs(daemon, done["id"])
     assert done["status"] == "done", done["error"]
@@ -594,17 +663,24 @@ def test_no_cache_build_flag_rebuilds_every_layer(daemon: Daemon, cached_job: tu
 
 
 def test_unknown_build_flag_is_refused(daemon: Daemon, tmp_path: Path) -> None:
-    response = post_deploy(daemon, {"manifest": manifest("ib-flags"), "force": True,
-                                    "build_context": pack(job_dir(tmp_path, "ib-flags")),
-                                    "build_flags": ["--squash"]})
+    response = post_deploy(
+        daemon,
+        {
+            "manifest": manifest("ib-flags"),
+            "force": True,
+            "build_context": pack(job_dir(tmp_path, "ib-flags")),
+            "build_flags": ["--squash"],
+        },
+    )
 
     assert response.status_code == 400, response.text
     assert "--squash" in response.text
 
 
 # --- phases ----------------------------------------------------------------------------------------
-def test_deployment_records_racetrack_phases_with_durations(daemon: Daemon,
-                                                            cached_job: tuple[Path, dict[str, Any]]) -> None:
+def test_deployment_records_racetrack_phases_with_durations(
+    daemon: Daemon, cached_job: tuple[Path, dict[str, Any]]
+) -> None:
     _, second = cached_job
     phases = deployment(daemon, second["id"])["phases"]
 
@@ -624,10 +700,12 @@ def _end(done: dict[str, Any]) -> float:
 
 
 def test_deployments_run_one_at_a_time(daemon: Daemon, tmp_path: Path) -> None:
-    first_id = deploy_api(daemon, manifest("ib-serial-first"),
-                          pack(job_dir(tmp_path, "ib-serial-first", code=sleepy_code(4))), force=True)
-    second_id = deploy_api(daemon, manifest("ib-serial-second"), pack(job_dir(tmp_path, "ib-serial-second")),
-                           force=True)
+    first_id = deploy_api(
+        daemon, manifest("ib-serial-first"), pack(job_dir(tmp_path, "ib-serial-first", code=sleepy_code(4))), force=True
+    )
+    second_id = deploy_api(
+        daemon, manifest("ib-serial-second"), pack(job_dir(tmp_path, "ib-serial-second")), force=True
+    )
 
     first = wait_deployment(daemon, first_id)
     second = wait_deployment(daemon, second_id)
@@ -651,8 +729,7 @@ def test_second_deploy_of_a_version_in_progress_is_refused(daemon: Daemon, tmp_p
     assert wait_deployment(daemon, first.json()["id"])["status"] == "done"
 
 
-def test_only_the_newest_images_of_a_version_are_kept_and_deleting_removes_them(
-        daemon: Daemon, tmp_path: Path) -> None:
+def test_only_the_newest_images_of_a_version_are_kept_and_deleting_removes_them(daemon: Daemon, tmp_path: Path) -> None:
     directory = job_dir(tmp_path, "ib-keep")
     daemon.rtd("submit", "-q", str(directory), check=True)
     for n in range(4):  # code-only redeploys: 5 images built in all

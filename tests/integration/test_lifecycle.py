@@ -39,9 +39,12 @@ def test_a_forced_redeploy_under_load_fails_no_call(daemon: Daemon, steady_job: 
             deadline = time.monotonic() + 120  # bounded, whatever happens
             while not stop.is_set() and time.monotonic() < deadline and len(results) < 5000:
                 try:
-                    response = session.post(f"{daemon.url}/pub/job/steady/latest/api/v1/perform",
-                                            json={"a": 40, "b": 2}, headers={"X-Racetrack-Auth": daemon.token},
-                                            timeout=10)
+                    response = session.post(
+                        f"{daemon.url}/pub/job/steady/latest/api/v1/perform",
+                        json={"a": 40, "b": 2},
+                        headers={"X-Racetrack-Auth": daemon.token},
+                        timeout=10,
+                    )
                     results.append(response.status_code if response.json() == 42 else -1)
                 except requests.RequestException:
                     results.append(0)
@@ -100,8 +103,12 @@ def test_rollback_restores_the_previous_release_without_a_build(daemon: Daemon, 
 
 def test_logs_show_the_jobs_own_output(daemon: Daemon, steady_job: Path) -> None:
     tracing_id = "logs-test-0001"
-    daemon.api("POST", "/pub/job/steady/1.0.0/api/v1/perform", json={"a": 1, "b": 2},
-               headers={"X-Request-Tracing-Id": tracing_id})
+    daemon.api(
+        "POST",
+        "/pub/job/steady/1.0.0/api/v1/perform",
+        json={"a": 1, "b": 2},
+        headers={"X-Request-Tracing-Id": tracing_id},
+    )
     time.sleep(0.5)  # the job's access log is flushed every 0.2 s
 
     logs = daemon.rtd("logs", "steady", "--tail", "50", check=True).stdout
@@ -125,7 +132,10 @@ def test_a_killed_job_gives_502_json_then_is_brought_back(daemon: Daemon, steady
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         after = _job(daemon, "steady", "1.0.0")
-        if after["status"] == "running" and after["infrastructure_stats"]["crash_count"] > before["infrastructure_stats"]["crash_count"]:  # type: ignore[index]
+        if (
+            after["status"] == "running"
+            and after["infrastructure_stats"]["crash_count"] > before["infrastructure_stats"]["crash_count"]
+        ):  # type: ignore[index]
             break
         time.sleep(0.5)
     up = daemon.api("POST", "/pub/job/steady/1.0.0/api/v1/perform", json={"a": 40, "b": 2})
@@ -147,15 +157,20 @@ def test_a_daemon_killed_mid_deployment_recovers_on_restart(
         own.rtd("submit", str(REPO / "samples" / "adder"), check=True)
         adder = next(c for c in own.containers() if c.labels["job-name"] == "adder")
         adder_port = adder.attrs["NetworkSettings"]["Ports"]["7000/tcp"][0]["HostPort"]
-        deployment_id = own.api("POST", "/lifecycle/api/v1/deploy", json={
-            "manifest": yaml.safe_load((FIXTURES / "slow-init" / "job.yaml").read_text()),
-            "build_context": pack(FIXTURES / "slow-init"),
-        }).json()["id"]
+        deployment_id = own.api(
+            "POST",
+            "/lifecycle/api/v1/deploy",
+            json={
+                "manifest": yaml.safe_load((FIXTURES / "slow-init" / "job.yaml").read_text()),
+                "build_context": pack(FIXTURES / "slow-init"),
+            },
+        ).json()["id"]
         _wait_for_phase(own, deployment_id, "initializing Job entrypoint")
 
         own.kill()
-        served_while_down = requests.post(f"http://127.0.0.1:{adder_port}/api/v1/perform", json={"a": 40, "b": 2},
-                                          timeout=10).json()
+        served_while_down = requests.post(
+            f"http://127.0.0.1:{adder_port}/api/v1/perform", json={"a": 40, "b": 2}, timeout=10
+        ).json()
         own.start()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and any(c.labels["job-name"] == "slow-init" for c in own.containers()):
@@ -191,12 +206,15 @@ def test_replicas_share_the_calls(daemon: Daemon, tmp_path: Path) -> None:
     )
     daemon.rtd("submit", "-q", str(tmp_path), check=True)
 
-    answers = [daemon.api("POST", "/pub/job/replicated/1.0.0/api/v1/perform", json={"a": 40, "b": 2}).json()
-               for _ in range(20)]
+    answers = [
+        daemon.api("POST", "/pub/job/replicated/1.0.0/api/v1/perform", json={"a": 40, "b": 2}).json() for _ in range(20)
+    ]
 
     containers = sorted((c for c in daemon.containers() if c.labels["job-name"] == "replicated"), key=lambda c: c.name)
-    assert [c.name for c in containers] == [f"{daemon.instance}-job-replicated-v-1-0-0",
-                                            f"{daemon.instance}-job-replicated-v-1-0-0-1"]
+    assert [c.name for c in containers] == [
+        f"{daemon.instance}-job-replicated-v-1-0-0",
+        f"{daemon.instance}-job-replicated-v-1-0-0-1",
+    ]
     assert answers == [42] * 20
     time.sleep(0.5)  # access lines are flushed every 0.2 s
     calls_per_replica = [c.logs().decode().count("POST /api/v1/perform") for c in containers]

@@ -45,11 +45,13 @@ def perform(daemon: Daemon, name: str, version: str, payload: dict[str, Any]) ->
     return response.json()
 
 
-def upload(daemon: Daemon, filename: str, data: bytes, replace: bool = False,
-           token: str | None = None) -> requests.Response:
+def upload(
+    daemon: Daemon, filename: str, data: bytes, replace: bool = False, token: str | None = None
+) -> requests.Response:
     headers = {"X-Racetrack-Auth": token} if token else {}
-    return daemon.api("POST", f"{API}/plugin/upload/{filename}", params={"replace": int(replace)}, data=data,
-                      headers=headers)
+    return daemon.api(
+        "POST", f"{API}/plugin/upload/{filename}", params={"replace": int(replace)}, data=data, headers=headers
+    )
 
 
 @pytest.fixture(scope="module")
@@ -131,14 +133,20 @@ def test_an_installed_plugin_downloads_as_a_zip_that_installs_again(shell: Daemo
     assert upload(shell, "again.zip", data).status_code == 200
 
 
-@pytest.mark.parametrize(("files", "message"), [
-    ({"../escape.txt": "x", "plugin-manifest.yaml": "name: x\nversion: 1.0.0\n"}, "points outside the plugin"),
-    ({"Dockerfile.j2": "FROM x\n"}, "plugin-manifest.yaml not found at the ZIP's top level"),
-    ({"plugin-manifest.yaml": "name: shell-job-type\nversion: one\ncategory: job-type\n"},
-     "version: 'one' is not a semantic version"),
-])
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"../escape.txt": "x", "plugin-manifest.yaml": "name: x\nversion: 1.0.0\n"}, "points outside the plugin"),
+        ({"Dockerfile.j2": "FROM x\n"}, "plugin-manifest.yaml not found at the ZIP's top level"),
+        (
+            {"plugin-manifest.yaml": "name: shell-job-type\nversion: one\ncategory: job-type\n"},
+            "version: 'one' is not a semantic version",
+        ),
+    ],
+)
 def test_a_bad_zip_is_refused_naming_the_problem_and_nothing_installed_is_lost(
-        shell: Daemon, files: dict[str, str], message: str) -> None:
+    shell: Daemon, files: dict[str, str], message: str
+) -> None:
     before = job_type_versions(shell)
 
     refused = upload(shell, "bad.zip", zip_of(files))
@@ -187,12 +195,14 @@ def test_only_admins_install_or_remove_plugins_and_any_user_lists_them(shell: Da
 
 
 def test_a_broken_plugin_on_disk_is_reported_and_the_daemon_starts_and_serves(
-        tmp_path: Path, docker_client: docker.DockerClient, base_image: str) -> None:
+    tmp_path: Path, docker_client: docker.DockerClient, base_image: str
+) -> None:
     plugins = tmp_path / "data" / "plugins"
     shutil.copytree(EXAMPLE_PLUGIN, plugins / "shell-job-type-1.0.0")
     (plugins / "broken-1.0.0").mkdir()
     (plugins / "broken-1.0.0" / "plugin-manifest.yaml").write_text(
-        "name: broken\nversion: 1.0.0\ncategory: job-type\njob_types:\n  broken: {dockerfile_template: missing.j2}\n")
+        "name: broken\nversion: 1.0.0\ncategory: job-type\njob_types:\n  broken: {dockerfile_template: missing.j2}\n"
+    )
 
     started = launch_daemon(tmp_path / "data", docker_client, base_image)
     try:

@@ -33,6 +33,7 @@ WEBVIEW = "/pub/job/webview-flask/latest"
 
 # --- helpers ------------------------------------------------------------------------------------
 
+
 def job_container(daemon: Daemon, name: str) -> Any:
     return next(c for c in daemon.containers() if c.labels.get("job-name") == name)
 
@@ -74,11 +75,16 @@ def concurrently(calls: list[Callable[[], requests.Response]], stagger: float = 
 class DirectContainer:
     """A container of a job image run by the test itself, its port 7000 published on 127.0.0.1."""
 
-    def __init__(self, daemon: Daemon, image: str, command: list[str] | None = None,
-                 files: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, daemon: Daemon, image: str, command: list[str] | None = None, files: dict[str, str] | None = None
+    ) -> None:
         labels = {"racetrackd.instance": daemon.instance, "job-name": "direct-test"}
         self.container = daemon.docker.containers.create(
-            image, command=command, detach=True, labels=labels, ports={"7000/tcp": ("127.0.0.1", None)},
+            image,
+            command=command,
+            detach=True,
+            labels=labels,
+            ports={"7000/tcp": ("127.0.0.1", None)},
         )
         if files:
             self.container.put_archive("/tmp", _tar(files))
@@ -127,6 +133,7 @@ def _tar(files: dict[str, str]) -> bytes:
 
 
 # --- deployments (one per job per module) ---------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def conventions(daemon: Daemon) -> Daemon:
@@ -188,9 +195,11 @@ def failing_start(limited: Daemon) -> Iterator[DirectContainer]:
 
 # --- entrypoint, request context ------------------------------------------------------------------
 
+
 def test_perform_gets_json_kwargs_and_the_request_context(conventions: Daemon) -> None:
-    response = conventions.api("POST", f"{CONVENTIONS}/api/v1/perform", json={"name": "Ada", "times": 2},
-                               headers={"X-Note": "from the caller"})
+    response = conventions.api(
+        "POST", f"{CONVENTIONS}/api/v1/perform", json={"name": "Ada", "times": 2}, headers={"X-Note": "from the caller"}
+    )
 
     assert response.status_code == 200, response.text
     assert response.json() == {"greeting": "Hello, Ada! Hello, Ada!", "note": "from the caller"}
@@ -203,8 +212,12 @@ def test_defaults_apply_and_bools_arrive_typed(conventions: Daemon) -> None:
 
 
 def test_request_context_exposes_method_path_query_headers_and_tracing_id(conventions: Daemon) -> None:
-    response = conventions.api("POST", f"{CONVENTIONS}/api/v1/context?x=1&y=two", json={},
-                               headers={"X-Test-Header": "hello", "X-Request-Tracing-Id": "ctx-trace-1"})
+    response = conventions.api(
+        "POST",
+        f"{CONVENTIONS}/api/v1/context?x=1&y=two",
+        json={},
+        headers={"X-Test-Header": "hello", "X-Request-Tracing-Id": "ctx-trace-1"},
+    )
 
     assert response.status_code == 200, response.text
     info = response.json()
@@ -218,6 +231,7 @@ def test_request_context_exposes_method_path_query_headers_and_tracing_id(conven
 
 
 # --- start-up: __init__ in the background ---------------------------------------------------------
+
 
 def test_live_answers_at_once_while_ready_waits_for_init(slow_start: dict[str, Any]) -> None:
     live = slow_start["live"]
@@ -247,8 +261,9 @@ def test_root_redirects_to_docs_under_the_forwarded_prefix(slow_start: dict[str,
     direct: DirectContainer = slow_start["direct"]
 
     at_root = direct.get("/", allow_redirects=False)
-    forwarded = direct.get("/pub/job/limited/0.0.1/", allow_redirects=False,
-                           headers={"X-Forwarded-Prefix": "/pub/job/limited/latest"})
+    forwarded = direct.get(
+        "/pub/job/limited/0.0.1/", allow_redirects=False, headers={"X-Forwarded-Prefix": "/pub/job/limited/latest"}
+    )
 
     assert at_root.status_code == 307
     assert at_root.headers["Location"] == "/docs"
@@ -261,8 +276,9 @@ def test_a_response_without_a_caller_tracing_id_gets_a_generated_one(slow_start:
 
     first = requests.post(direct.url + "/api/v1/perform", json={"seconds": 0}, timeout=10)
     second = direct.get("/api/v1/no-such-endpoint")
-    given = requests.post(direct.url + "/api/v1/perform", json={"seconds": 0}, timeout=10,
-                          headers={"X-Request-Tracing-Id": "mine-123"})
+    given = requests.post(
+        direct.url + "/api/v1/perform", json={"seconds": 0}, timeout=10, headers={"X-Request-Tracing-Id": "mine-123"}
+    )
 
     assert first.headers.get("X-Request-Tracing-Id")
     assert second.status_code == 404
@@ -273,8 +289,9 @@ def test_a_response_without_a_caller_tracing_id_gets_a_generated_one(slow_start:
 
 def test_an_exception_in_init_makes_live_500_with_the_error(failing_start: DirectContainer) -> None:
     # (a 500 Response is falsy: wait for the status, then read the answer)
-    assert wait_for(lambda: failing_start.first_answer("/live")[0].status_code == 500, timeout=20), \
-        failing_start.get("/live").text
+    assert wait_for(lambda: failing_start.first_answer("/live")[0].status_code == 500, timeout=20), failing_start.get(
+        "/live"
+    ).text
     live = failing_start.get("/live")
 
     assert live.status_code == 500
@@ -286,8 +303,9 @@ def test_an_exception_in_init_makes_live_500_with_the_error(failing_start: Direc
     assert "model file missing" in health["error"]
 
 
-def test_an_exception_in_init_fails_the_deployment_fast_with_the_error(daemon: Daemon,
-                                                                      init_failure: tuple[Any, float]) -> None:
+def test_an_exception_in_init_fails_the_deployment_fast_with_the_error(
+    daemon: Daemon, init_failure: tuple[Any, float]
+) -> None:
     result, seconds = init_failure
 
     assert result.returncode != 0
@@ -299,6 +317,7 @@ def test_an_exception_in_init_fails_the_deployment_fast_with_the_error(daemon: D
 
 
 # --- perform: arguments and errors -----------------------------------------------------------------
+
 
 def test_unknown_and_missing_kwargs_are_400_naming_them(conventions: Daemon) -> None:
     unknown = conventions.api("POST", f"{CONVENTIONS}/api/v1/perform", json={"name": "Ada", "nmae": "x"})
@@ -333,6 +352,7 @@ def test_parameters_describe_perform(conventions: Daemon) -> None:
 
 
 # --- auxiliary and static endpoints ----------------------------------------------------------------
+
 
 def test_auxiliary_endpoint_takes_json_by_post_and_query_params_by_get(conventions: Daemon) -> None:
     posted = conventions.api("POST", f"{CONVENTIONS}/api/v1/explain", json={"name": "Ada", "detail": "long"})
@@ -380,6 +400,7 @@ def test_static_directory_is_served_recursively(conventions: Daemon) -> None:
 
 # --- webview ---------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("version", ["latest", "1.0.0"])
 def test_flask_webview_sees_the_callers_path_as_script_name(webview: Daemon, version: str) -> None:
     base = f"/pub/job/webview-flask/{version}"
@@ -425,6 +446,7 @@ def test_home_page_redirects_to_the_webview(webview: Daemon) -> None:
 
 # --- metrics, health, docs -------------------------------------------------------------------------
 
+
 def test_metrics_expose_request_counters_and_the_jobs_gauges(conventions: Daemon) -> None:
     conventions.api("POST", f"{CONVENTIONS}/api/v1/perform", json={"name": "Ada"})
     conventions.api("POST", f"{CONVENTIONS}/api/v1/fail", json={})
@@ -434,8 +456,11 @@ def test_metrics_expose_request_counters_and_the_jobs_gauges(conventions: Daemon
     assert response.status_code == 200, response.text
     assert response.headers["Content-Type"].startswith("text/plain")
     text = response.text
-    samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
-               for line in text.splitlines() if line and not line.startswith("#")}
+    samples = {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
     assert samples["requests_started"] >= 2
     assert samples["requests_done"] >= 2
     assert samples['endpoint_requests_started{endpoint="/api/v1/perform"}'] >= 1
@@ -514,6 +539,7 @@ def test_root_redirects_to_docs_under_the_path_the_caller_used(conventions: Daem
 
 # --- results ---------------------------------------------------------------------------------------
 
+
 def test_dataclasses_dates_decimals_and_sets_are_serialised(conventions: Daemon) -> None:
     response = conventions.api("GET", f"{CONVENTIONS}/api/v1/typed")
 
@@ -548,6 +574,7 @@ def test_an_unserialisable_result_is_500_saying_so(conventions: Daemon) -> None:
 
 
 # --- concurrency -----------------------------------------------------------------------------------
+
 
 def test_max_concurrency_with_no_queue_refuses_the_second_call_with_429(limited: Daemon) -> None:
     def call() -> requests.Response:
@@ -588,13 +615,18 @@ def test_workers_setting_starts_that_many_server_processes(chain: Daemon, conven
 
 # --- chain calls -----------------------------------------------------------------------------------
 
+
 def test_call_job_reaches_another_job_through_the_gateway_with_the_tracing_id(chain: Daemon) -> None:
     tracing_id = f"chain-{uuid.uuid4().hex[:12]}"
     granted = chain.api("POST", "/lifecycle/api/v1/auth/allow/job_family/chain/job/adder/scope/call_job")
     assert granted.status_code in (201, 409), granted.text  # 409: granted by an earlier run of this test
 
-    response = chain.api("POST", "/pub/job/chain/latest/api/v1/perform", json={"a": 40, "b": 2},
-                         headers={"X-Request-Tracing-Id": tracing_id})
+    response = chain.api(
+        "POST",
+        "/pub/job/chain/latest/api/v1/perform",
+        json={"a": 40, "b": 2},
+        headers={"X-Request-Tracing-Id": tracing_id},
+    )
 
     assert response.status_code == 200, response.text
     assert response.json() == {"answer": 42, "tracing_id": tracing_id}
@@ -604,10 +636,12 @@ def test_call_job_reaches_another_job_through_the_gateway_with_the_tracing_id(ch
 
 # --- logging ---------------------------------------------------------------------------------------
 
+
 def test_one_access_line_per_call_with_method_path_status_duration_and_tracing_id(conventions: Daemon) -> None:
     tracing_id = f"log-{uuid.uuid4().hex[:12]}"
-    conventions.api("POST", f"{CONVENTIONS}/api/v1/perform", json={"name": "Ada"},
-                    headers={"X-Request-Tracing-Id": tracing_id})
+    conventions.api(
+        "POST", f"{CONVENTIONS}/api/v1/perform", json={"name": "Ada"}, headers={"X-Request-Tracing-Id": tracing_id}
+    )
     container = job_container(conventions, "conventions")
 
     lines = wait_for(lambda: [line for line in log_lines(container) if tracing_id in line])
@@ -646,12 +680,14 @@ def test_log_structured_gives_json_access_lines(chain: Daemon) -> None:
 
 def test_every_response_carries_the_callers_tracing_id(conventions: Daemon) -> None:
     for method, path in (("POST", "/api/v1/perform"), ("GET", "/api/v1/nothing-here"), ("GET", "/live")):
-        response = conventions.api(method, f"{CONVENTIONS}{path}", json={"name": "Ada"},
-                                   headers={"X-Request-Tracing-Id": "echo-me"})
+        response = conventions.api(
+            method, f"{CONVENTIONS}{path}", json={"name": "Ada"}, headers={"X-Request-Tracing-Id": "echo-me"}
+        )
         assert response.headers["X-Request-Tracing-Id"] == "echo-me", (method, path, response.headers)
 
 
 # --- build -----------------------------------------------------------------------------------------
+
 
 def test_requirements_install_into_the_jobs_own_virtualenv(webview: Daemon) -> None:
     result = webview.api("POST", f"{WEBVIEW}/api/v1/perform", json={"n": 1}).json()
@@ -683,6 +719,7 @@ def test_the_job_runs_as_uid_1000(conventions: Daemon) -> None:
 
 
 # --- environment -----------------------------------------------------------------------------------
+
 
 def test_the_daemon_sets_racetracks_environment_in_the_job(conventions: Daemon) -> None:
     env = conventions.api("GET", f"{CONVENTIONS}/api/v1/environment").json()

@@ -37,8 +37,13 @@ def racetrack_cli() -> Path:
     if not executable.exists():
         shutil.rmtree(venv, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        installed = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", f"racetrack-client=={CLIENT_VERSION}"],
-                                   capture_output=True, text=True, timeout=600, check=False)
+        installed = subprocess.run(
+            [str(venv / "bin" / "pip"), "install", "-q", f"racetrack-client=={CLIENT_VERSION}"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
         if installed.returncode != 0:
             shutil.rmtree(venv, ignore_errors=True)
             pytest.fail(f"could not install racetrack-client {CLIENT_VERSION}:\n{installed.stderr[-2000:]}")
@@ -54,11 +59,20 @@ class RacetrackCli:
         self.env = {**_clean_env(), "HOME": str(home)}
 
     def __call__(self, *args: str, expect_ok: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([str(self.executable), *args], env=self.env, capture_output=True, text=True,
-                                timeout=900, stdin=subprocess.DEVNULL, check=False)
+        result = subprocess.run(
+            [str(self.executable), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
         if expect_ok:
-            assert result.returncode == 0, (f"racetrack {' '.join(args)}: exit {result.returncode}\n"
-                                            f"stdout: {result.stdout}\nstderr: {result.stderr}")
+            assert result.returncode == 0, (
+                f"racetrack {' '.join(args)}: exit {result.returncode}\n"
+                f"stdout: {result.stdout}\nstderr: {result.stderr}"
+            )
         return result
 
     @property
@@ -110,8 +124,12 @@ def racetrack_job_dir(root: Path, name: str, version: str = "0.0.1") -> Path:
     shutil.copytree(REPO / "samples" / "adder", directory)
     (directory / "secret.env").write_text(f"MIGRATED_SECRET={RUNTIME_SECRET}\n")
     manifest = yaml.safe_load((directory / "job.yaml").read_text())
-    manifest.update(name=name, version=version, git={"remote": f"https://git.example.com/team/{name}"},
-                    secret_runtime_env_file="secret.env")
+    manifest.update(
+        name=name,
+        version=version,
+        git={"remote": f"https://git.example.com/team/{name}"},
+        secret_runtime_env_file="secret.env",
+    )
     (directory / "job.yaml").write_text(yaml.safe_dump(manifest))
     return directory
 
@@ -138,8 +156,9 @@ def test_remote_and_login_are_saved_and_get_pub_points_at_the_gateway(racetrack:
     assert (racetrack.home / ".racetrack" / "config.yaml").stat().st_mode & 0o077 == 0
 
 
-def test_deploy_from_a_directory_then_list_shows_it_running(racetrack: RacetrackCli, deployed: str,
-                                                             daemon: Daemon) -> None:
+def test_deploy_from_a_directory_then_list_shows_it_running(
+    racetrack: RacetrackCli, deployed: str, daemon: Daemon
+) -> None:
     assert listed(racetrack)[deployed] == [deployed, "0.0.1", "RUNNING"]
     row = listed(racetrack, "-c", "pub_url")[deployed]
     assert row[-1] == f"{daemon.url}/pub/job/{deployed}/0.0.1"
@@ -148,11 +167,15 @@ def test_deploy_from_a_directory_then_list_shows_it_running(racetrack: Racetrack
 
 
 def test_the_clients_secret_env_file_reaches_the_job_and_nothing_shows_it(
-        racetrack: RacetrackCli, deployed: str, daemon: Daemon) -> None:
+    racetrack: RacetrackCli, deployed: str, daemon: Daemon
+) -> None:
     assert f"MIGRATED_SECRET={RUNTIME_SECRET}" in exec_in_job(daemon, deployed, "0.0.1", "env")
-    shown = [racetrack("list", "-c", "all").stdout, racetrack("build-logs", deployed).stdout,
-             daemon.api("GET", f"/lifecycle/api/v1/job/{deployed}/0.0.1").text,
-             daemon.api("GET", f"/lifecycle/api/v1/deploy?job_name={deployed}").text]
+    shown = [
+        racetrack("list", "-c", "all").stdout,
+        racetrack("build-logs", deployed).stdout,
+        daemon.api("GET", f"/lifecycle/api/v1/job/{deployed}/0.0.1").text,
+        daemon.api("GET", f"/lifecycle/api/v1/deploy?job_name={deployed}").text,
+    ]
     assert not [text for text in shown if RUNTIME_SECRET in text]
 
 
@@ -219,5 +242,6 @@ def test_login_with_username_and_password(racetrack_cli: Path, daemon: Daemon, t
     assert token and token != daemon.token
     assert user("list").returncode == 0
     wrong_code, wrong_output = RacetrackCli(racetrack_cli, tmp_path / "other").with_password(
-        "login", "--username", username, "--remote", daemon.url, password="not the password")
+        "login", "--username", username, "--remote", daemon.url, password="not the password"
+    )
     assert wrong_code != 0 and "incorrect username or password" in wrong_output.lower()

@@ -24,20 +24,21 @@ from tests.integration.conftest import Daemon
 pytestmark = [pytest.mark.integration, pytest.mark.security]
 
 API = "/lifecycle/api/v1"
-ENV_PROBE = '''import os
+ENV_PROBE = """import os
 
 
 class EnvProbe:
     def perform(self):
         return {"secret": os.environ.get("RUNTIME_SECRET", ""), "auth_token": os.environ.get("AUTH_TOKEN", "")}
-'''
+"""
 
 
 def write_job(directory: Path, name: str) -> Path:
     directory.mkdir(parents=True)
     (directory / "job.yaml").write_text(
         f"name: {name}\nowner_email: tests@example.com\nversion: 0.0.1\njobtype: python3:latest\n"
-        "jobtype_extra:\n  entrypoint_path: entrypoint.py\n")
+        "jobtype_extra:\n  entrypoint_path: entrypoint.py\n"
+    )
     (directory / "entrypoint.py").write_text(ENV_PROBE)
     return directory
 
@@ -50,8 +51,11 @@ def new_user(daemon: Daemon, prefix: str) -> tuple[str, str]:
 
 
 def deploy(daemon: Daemon, token: str, job_dir: Path, *, force: bool, secret: str | None = None) -> requests.Response:
-    body: dict[str, Any] = {"manifest": yaml.safe_load((job_dir / "job.yaml").read_text()), "build_context": pack(job_dir),
-                            "force": force}
+    body: dict[str, Any] = {
+        "manifest": yaml.safe_load((job_dir / "job.yaml").read_text()),
+        "build_context": pack(job_dir),
+        "force": force,
+    }
     if secret is not None:
         body["secret_vars"] = {"build_env": {}, "runtime_env": {"RUNTIME_SECRET": secret}}
     return requests.post(f"{daemon.url}{API}/deploy", json=body, headers={"X-Racetrack-Auth": token}, timeout=60)
@@ -82,7 +86,8 @@ def probe(daemon: Daemon, name: str) -> dict[str, str]:
 
 
 def test_a_redeploy_by_another_user_needs_a_grant_and_gets_neither_secrets_nor_auth_token(
-        daemon: Daemon, tmp_path: Path) -> None:
+    daemon: Daemon, tmp_path: Path
+) -> None:
     name = f"env-probe-{uuid.uuid4().hex[:6]}"
     secret = secrets.token_hex(16)
     alice, alice_token = new_user(daemon, "alice")
@@ -100,8 +105,9 @@ def test_a_redeploy_by_another_user_needs_a_grant_and_gets_neither_secrets_nor_a
     assert "it lacks the deploy_job scope" in refused.json()["error"]
     assert f"rtd grant add user:{bob} deploy_job --job {name}" in refused.json()["hint"]
 
-    granted = daemon.api("POST", f"{API}/auth/grants",
-                         json={"subject": f"user:{bob}", "scope": "deploy_job", "job_name": name})
+    granted = daemon.api(
+        "POST", f"{API}/auth/grants", json={"subject": f"user:{bob}", "scope": "deploy_job", "job_name": name}
+    )
     assert granted.status_code == 201, granted.text
     wait_done(daemon, deploy(daemon, bob_token, bob_job, force=True))
     as_bob = probe(daemon, name)

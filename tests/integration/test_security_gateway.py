@@ -23,14 +23,18 @@ API = "/lifecycle/api/v1"
 JOB = "/pub/job/cookie-probe/0.0.1"
 
 
-def raw_get(daemon: Daemon, target: str, token: str | None = None,
-            method: str = "GET") -> tuple[int, dict[str, list[str]], bytes]:
+def raw_get(
+    daemon: Daemon, target: str, token: str | None = None, method: str = "GET"
+) -> tuple[int, dict[str, list[str]], bytes]:
     """`target` byte for byte (no client-side quoting or dot resolution): status, headers, body."""
     host, port = daemon.url.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=30)
     try:
-        headers = {"Connection": "close", "Content-Type": "application/json",
-                   **({"X-Racetrack-Auth": token} if token else {})}
+        headers = {
+            "Connection": "close",
+            "Content-Type": "application/json",
+            **({"X-Racetrack-Auth": token} if token else {}),
+        }
         connection.request(method, target, body=b"{}" if method == "POST" else None, headers=headers)
         response = connection.getresponse()
         received: dict[str, list[str]] = {}
@@ -46,11 +50,13 @@ def cookie_probe(daemon: Daemon) -> Iterator[Daemon]:
     """The session daemon with cookie-probe deployed and its public endpoint approved."""
     daemon.rtd("submit", str(FIXTURES / "cookie-probe"), check=True)
     admin = {"X-Racetrack-Auth": daemon.token, "Connection": "close"}
-    pending = requests.get(f"{daemon.url}{API}/auth/public-endpoints", params={"pending": "true"}, headers=admin,
-                           timeout=30).json()
+    pending = requests.get(
+        f"{daemon.url}{API}/auth/public-endpoints", params={"pending": "true"}, headers=admin, timeout=30
+    ).json()
     [row] = [row for row in pending if row["job_name"] == "cookie-probe"]
-    approved = requests.put(f"{daemon.url}{API}/auth/public-endpoints/{row['id']}", json={"active": True},
-                            headers=admin, timeout=30)
+    approved = requests.put(
+        f"{daemon.url}{API}/auth/public-endpoints/{row['id']}", json={"active": True}, headers=admin, timeout=30
+    )
     assert approved.status_code == 200, approved.text
     deadline = time.monotonic() + 10  # every HTTP worker's routing table picks the approval up
     while any(raw_get(daemon, f"{JOB}/api/v1/perform", method="POST")[0] != 200 for _ in range(4)):

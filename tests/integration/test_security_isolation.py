@@ -53,11 +53,11 @@ def _wait_until_served(daemon: Daemon, path: str, payload: Any, timeout: float =
 
 
 @pytest.fixture(scope="module")
-def iso(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient,
-        base_image: str) -> Iterator[Daemon]:
+def iso(
+    tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient, base_image: str
+) -> Iterator[Daemon]:
     network = f"rtd-iso-{uuid.uuid4().hex[:8]}"
-    handle = launch_daemon(tmp_path_factory.mktemp("isolation"), docker_client, base_image,
-                           RACETRACK_NETWORK=network)
+    handle = launch_daemon(tmp_path_factory.mktemp("isolation"), docker_client, base_image, RACETRACK_NETWORK=network)
     try:
         yield handle
     finally:
@@ -98,6 +98,7 @@ def _probe(daemon: Daemon, **payload: Any) -> dict[str, Any]:
 
 # --- a job's container -------------------------------------------------------------------------------
 
+
 def test_a_python3_jobs_container_has_no_capabilities_no_privilege_gain_and_a_pids_limit(probe: Daemon) -> None:
     host_config = _container(probe, "isolation-probe").attrs["HostConfig"]
 
@@ -129,16 +130,23 @@ def test_a_python3_jobs_requirements_were_installed_from_the_index_not_as_root(p
     assert seen["six_installed_by_uid"] == 1000
 
 
-def test_a_job_cannot_reach_another_job_or_the_hosts_loopback_only_the_daemon(probe: Daemon,
-                                                                             target: dict[str, Any]) -> None:
+def test_a_job_cannot_reach_another_job_or_the_hosts_loopback_only_the_daemon(
+    probe: Daemon, target: dict[str, Any]
+) -> None:
     direct = f"{target['ip']}:7000"
     own_loopback = f"127.0.0.1:{target['daemon_port']}"
     published_via_host = f"{target['gateway']}:{target['published']}"
     daemon = f"{target['gateway']}:{target['daemon_port']}"
 
-    seen = _probe(probe, targets=[[target["ip"], 7000], ["127.0.0.1", target["daemon_port"]],
-                                  [target["gateway"], target["published"]],
-                                  [target["gateway"], target["daemon_port"]]])
+    seen = _probe(
+        probe,
+        targets=[
+            [target["ip"], 7000],
+            ["127.0.0.1", target["daemon_port"]],
+            [target["gateway"], target["published"]],
+            [target["gateway"], target["daemon_port"]],
+        ],
+    )
 
     connects = seen["connects"]
     assert connects[direct] != "connected", connects  # past the gateway, and its auth: refused by the engine
@@ -154,6 +162,7 @@ def test_chain_calls_through_the_gateway_still_work(probe: Daemon) -> None:
 
 
 # --- a build ---------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def build_probe(iso: Daemon, target: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
@@ -175,8 +184,9 @@ def build_probe(iso: Daemon, target: dict[str, Any], tmp_path_factory: pytest.Te
 
     logs = iso.api("GET", f"{API}/job/build-probe/0.0.1/build-logs").json()["logs"]
     seen = dict(line.split()[1:3] for line in logs.splitlines() if line.startswith("BUILD-PROBE "))
-    return {name: seen.get(address, f"not tried; build log:\n{logs[-3000:]}") for name, address in targets.items()} \
-        | {"secret": seen.get("secret", "missing")}
+    return {name: seen.get(address, f"not tried; build log:\n{logs[-3000:]}") for name, address in targets.items()} | {
+        "secret": seen.get("secret", "missing")
+    }
 
 
 def test_a_build_cannot_reach_the_daemon_on_the_hosts_loopback(build_probe: dict[str, str]) -> None:
@@ -192,8 +202,9 @@ def test_a_build_still_gets_its_secret_build_env_from_the_daemon(build_probe: di
     assert build_probe["secret"] == "present", build_probe
 
 
-def test_a_docker_proxy_job_runs_without_capabilities_on_a_writable_root(iso: Daemon,
-                                                                         build_probe: dict[str, str]) -> None:
+def test_a_docker_proxy_job_runs_without_capabilities_on_a_writable_root(
+    iso: Daemon, build_probe: dict[str, str]
+) -> None:
     host_config = _container(iso, "build-probe").attrs["HostConfig"]
     served = iso.api("GET", "/pub/job/build-probe/0.0.1/api/v1/probe.py")
 
@@ -204,6 +215,7 @@ def test_a_docker_proxy_job_runs_without_capabilities_on_a_writable_root(iso: Da
 
 
 # --- golang ----------------------------------------------------------------------------------------------
+
 
 def test_a_golang_job_runs_on_a_read_only_root_without_capabilities(iso: Daemon) -> None:
     iso.rtd("submit", str(REPO / "samples" / "go-adder"), check=True)

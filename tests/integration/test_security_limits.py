@@ -24,13 +24,18 @@ pytestmark = [pytest.mark.integration, pytest.mark.security]
 API = "/lifecycle/api/v1"
 # One HTTP worker with 4 control-plane threads, at most 3 of them streaming: every request meets the
 # same limits, and a stuck thread shows at once.
-LIMITED = {"RACETRACK_HTTP_WORKERS": "1", "RACETRACK_HTTP_THREADS": "4", "RACETRACK_MAX_FOLLOW_STREAMS": "3",
-           "RACETRACK_FOLLOW_STREAMS_PER_CALLER": "3"}
+LIMITED = {
+    "RACETRACK_HTTP_WORKERS": "1",
+    "RACETRACK_HTTP_THREADS": "4",
+    "RACETRACK_MAX_FOLLOW_STREAMS": "3",
+    "RACETRACK_FOLLOW_STREAMS_PER_CALLER": "3",
+}
 
 
 @pytest.fixture(scope="module")
-def limited_daemon(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient,
-                   base_image: str) -> Iterator[Daemon]:
+def limited_daemon(
+    tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient, base_image: str
+) -> Iterator[Daemon]:
     handle = launch_daemon(tmp_path_factory.mktemp("limits-data"), docker_client, base_image, **LIMITED)
     try:
         yield handle
@@ -44,8 +49,13 @@ def racing_deploys(limited_daemon: Daemon, tmp_path_factory: pytest.TempPathFact
     """Five POST /deploy of one new job version, released at the same moment."""
     job_dir = tmp_path_factory.mktemp("racer")
     shutil.copy(REPO / "samples" / "adder" / "entrypoint.py", job_dir / "entrypoint.py")
-    manifest = {"name": "racer", "owner_email": "tests@example.com", "version": "1.0.0", "jobtype": "python3:latest",
-                "jobtype_extra": {"entrypoint_path": "entrypoint.py"}}
+    manifest = {
+        "name": "racer",
+        "owner_email": "tests@example.com",
+        "version": "1.0.0",
+        "jobtype": "python3:latest",
+        "jobtype_extra": {"entrypoint_path": "entrypoint.py"},
+    }
     body = {"manifest": manifest, "build_context": pack(job_dir)}
     barrier = threading.Barrier(5)
     responses: list[Any] = [None] * 5
@@ -76,8 +86,9 @@ def silent_job(limited_daemon: Daemon, racing_deploys: list[requests.Response]) 
     raise AssertionError("the racer deployment did not finish")
 
 
-def test_concurrent_deploys_of_a_new_version_queue_exactly_one(racing_deploys: list[requests.Response],
-                                                               limited_daemon: Daemon) -> None:
+def test_concurrent_deploys_of_a_new_version_queue_exactly_one(
+    racing_deploys: list[requests.Response], limited_daemon: Daemon
+) -> None:
     statuses = sorted(response.status_code for response in racing_deploys)
 
     assert statuses == [201, 409, 409, 409, 409], [r.text for r in racing_deploys]
@@ -90,8 +101,10 @@ def _open_follow(daemon: Daemon, job: str) -> tuple[socket.socket, int]:
     """A raw follow request; returns the socket (still open) and the status line's code."""
     url = urlsplit(daemon.url)
     sock = socket.create_connection((url.hostname, url.port), timeout=10)
-    sock.sendall(f"GET {API}/job/{job}/1.0.0/logs?follow=true&tail=1 HTTP/1.1\r\nHost: {url.netloc}\r\n"
-                 f"X-Racetrack-Auth: {daemon.token}\r\n\r\n".encode())
+    sock.sendall(
+        f"GET {API}/job/{job}/1.0.0/logs?follow=true&tail=1 HTTP/1.1\r\nHost: {url.netloc}\r\n"
+        f"X-Racetrack-Auth: {daemon.token}\r\n\r\n".encode()
+    )
     head = b""
     while b"\r\n" not in head:
         head += sock.recv(1)
@@ -99,7 +112,8 @@ def _open_follow(daemon: Daemon, job: str) -> tuple[socket.socket, int]:
 
 
 def test_abandoned_follow_streams_free_their_threads_and_the_limit_gives_429(
-        limited_daemon: Daemon, silent_job: str) -> None:
+    limited_daemon: Daemon, silent_job: str
+) -> None:
     streams = [_open_follow(limited_daemon, silent_job) for _ in range(3)]
     over, over_status = _open_follow(limited_daemon, silent_job)
     refused = b""
@@ -128,8 +142,11 @@ def test_abandoned_follow_streams_free_their_threads_and_the_limit_gives_429(
 
 def test_the_registry_and_uploads_are_private(limited_daemon: Daemon, silent_job: str) -> None:
     data_dir = limited_daemon.data_dir
-    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in data_dir.iterdir()
-             if path.name.startswith("registry.sqlite3")}
+    modes = {
+        path.name: stat.S_IMODE(path.stat().st_mode)
+        for path in data_dir.iterdir()
+        if path.name.startswith("registry.sqlite3")
+    }
 
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
     assert modes and set(modes.values()) == {0o600}, modes

@@ -64,8 +64,11 @@ def test_a_deleted_version_is_not_reused_unless_forced(three_versions: Daemon) -
 
 def test_resources_become_docker_limits(three_versions: Daemon) -> None:
     job = three_versions.api("GET", "/lifecycle/api/v1/job/versioned/1.0.0").json()
-    container = next(c for c in three_versions.containers()
-                     if c.labels["job-name"] == "versioned" and c.labels["job-version"] == "1.0.0")
+    container = next(
+        c
+        for c in three_versions.containers()
+        if c.labels["job-name"] == "versioned" and c.labels["job-version"] == "1.0.0"
+    )
 
     host_config = container.attrs["HostConfig"]
     assert job["manifest"]["resources"]["memory_max"] == "300Mi"

@@ -54,8 +54,9 @@ def test_wrong_arguments_come_back_as_400_naming_them(adder: Daemon) -> None:
 
 
 def test_calls_without_a_token_are_refused(adder: Daemon) -> None:
-    response = adder.api("POST", "/pub/job/adder/latest/api/v1/perform", json={"a": 1, "b": 2},
-                         headers={"X-Racetrack-Auth": "wrong"})
+    response = adder.api(
+        "POST", "/pub/job/adder/latest/api/v1/perform", json={"a": 1, "b": 2}, headers={"X-Racetrack-Auth": "wrong"}
+    )
 
     assert response.status_code == 401
     assert response.json()["type"] == "unauthorized"

@@ -25,8 +25,10 @@ from tests.integration.conftest import REPO, Daemon, _remove_labelled, launch_da
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(os.environ.get("RTD_TEST_ENGINE_RESTART") != "1",
-                       reason="restarts this host's Docker engine; set RTD_TEST_ENGINE_RESTART=1 to run it"),
+    pytest.mark.skipif(
+        os.environ.get("RTD_TEST_ENGINE_RESTART") != "1",
+        reason="restarts this host's Docker engine; set RTD_TEST_ENGINE_RESTART=1 to run it",
+    ),
 ]
 
 DOCKERD_LOG = Path("/var/log/racetrackd-dockerd.log")
@@ -50,8 +52,12 @@ def _adder(root: Path, name: str, replicas: int = 1) -> Path:
 
 def _call(daemon: Daemon, name: str) -> Any:
     try:
-        response = requests.post(f"{daemon.url}/pub/job/{name}/latest/api/v1/perform", json={"a": 40, "b": 2},
-                                 headers={"X-Racetrack-Auth": daemon.token}, timeout=5)
+        response = requests.post(
+            f"{daemon.url}/pub/job/{name}/latest/api/v1/perform",
+            json={"a": 40, "b": 2},
+            headers={"X-Racetrack-Auth": daemon.token},
+            timeout=5,
+        )
         return response.json() if response.status_code == 200 else f"HTTP {response.status_code}: {response.text}"
     except (requests.RequestException, ValueError) as exc:
         return repr(exc)
@@ -93,8 +99,11 @@ def _restart_engine() -> None:
     assert len(pids) == 1, f"more than one dockerd: {pids}"
     pid = pids[0]
     argv = [arg.decode() for arg in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if arg]
-    environ = dict(entry.decode().split("=", 1) for entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-                   if b"=" in entry)
+    environ = dict(
+        entry.decode().split("=", 1)
+        for entry in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        if b"=" in entry
+    )
     executable = os.readlink(f"/proc/{pid}/exe")
     cwd = os.readlink(f"/proc/{pid}/cwd")
 
@@ -105,17 +114,27 @@ def _restart_engine() -> None:
     assert _gone(pid), f"dockerd {pid} did not exit within {ENGINE_STOP_TIMEOUT:g} s of SIGTERM"
 
     with DOCKERD_LOG.open("ab") as log_file:
-        _STARTED_ENGINES.append(subprocess.Popen(argv, executable=executable, env=environ, cwd=cwd,
-                                                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                                                 start_new_session=True))
+        _STARTED_ENGINES.append(
+            subprocess.Popen(
+                argv,
+                executable=executable,
+                env=environ,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
     deadline = time.monotonic() + ENGINE_START_TIMEOUT
     while not _engine_answers() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _engine_answers(), f"dockerd did not answer within {ENGINE_START_TIMEOUT:g} s; see {DOCKERD_LOG}"
 
 
-def test_jobs_come_back_after_the_docker_engine_restarts(tmp_path: Path, docker_client: docker.DockerClient,
-                                                        base_image: str) -> None:
+def test_jobs_come_back_after_the_docker_engine_restarts(
+    tmp_path: Path, docker_client: docker.DockerClient, base_image: str
+) -> None:
     own = launch_daemon(tmp_path / "data", docker_client, base_image)
     client = docker_client
     fresh_client: docker.DockerClient | None = None
@@ -158,10 +177,13 @@ def test_jobs_come_back_after_the_docker_engine_restarts(tmp_path: Path, docker_
             published = {_published(c) for c in containers if c.status == "running"}
             routed = {address for name in names for address in jobs.get(name, {}).get("replica_internal_names") or []}
             answers = {name: _call(own, name) for name in names}
-            recovered = (statuses == {name: "running" for name in names}
-                         and len(containers) == 3 and all(status == "running" for _, status in states)
-                         and routed == published
-                         and answers == {name: 42 for name in names})
+            recovered = (
+                statuses == {name: "running" for name in names}
+                and len(containers) == 3
+                and all(status == "running" for _, status in states)
+                and routed == published
+                and answers == {name: 42 for name in names}
+            )
             if recovered or time.monotonic() > deadline:
                 break
             time.sleep(1)

@@ -43,8 +43,14 @@ class AsgiClient:
     def get(self, path: str, headers: dict[str, str] | None = None) -> AsgiResponse:
         return self.request("GET", path, headers=headers)
 
-    def post(self, path: str, json: Any = None, data: bytes | str | None = None,
-             content_type: str = "application/json", headers: dict[str, str] | None = None) -> AsgiResponse:
+    def post(
+        self,
+        path: str,
+        json: Any = None,
+        data: bytes | str | None = None,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> AsgiResponse:
         body = data.encode() if isinstance(data, str) else data
         if json is not None:
             body = _json_dumps(json)
@@ -56,10 +62,17 @@ class AsgiClient:
     async def _request(self, method: str, target: str, body: bytes, headers: dict[str, str]) -> AsgiResponse:
         url = urlsplit(target)
         scope = {
-            "type": "http", "http_version": "1.1", "method": method, "scheme": "http",
-            "path": url.path, "raw_path": url.path.encode(), "query_string": url.query.encode(),
-            "root_path": "", "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-            "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 7000),
+            "type": "http",
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": url.path,
+            "raw_path": url.path.encode(),
+            "query_string": url.query.encode(),
+            "root_path": "",
+            "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 7000),
         }
         sent = False
         status = 0

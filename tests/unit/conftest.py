@@ -100,6 +100,7 @@ def wrapper_app(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPa
 
 # --- the gateway over local upstream servers ---------------------------------------------------
 
+
 @pytest.fixture
 def daemon(make_settings: Callable[..., Settings], runtime: FakeRuntime) -> Iterator[Daemons]:
     """Gateways (create_asgi_app over a FakeRuntime) driven on one event loop; closed afterwards."""
@@ -118,6 +119,7 @@ def servers() -> Iterator[Servers]:
 
 # --- the rtd CLI without a daemon -------------------------------------------------------------
 
+
 @pytest.fixture
 def requests_made(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Every HTTP request rtd tries; none reaches a socket (each fails as a refused connection)."""
@@ -133,5 +135,6 @@ def requests_made(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 @pytest.fixture
 def runner(tmp_path: Path, requests_made: list[str]) -> CliRunner:
-    return CliRunner(env={"RTD_CONFIG": str(tmp_path / "rtd.yaml"), "RTD_REMOTE": "http://127.0.0.1:9",
-                          "RTD_TOKEN": ""})
+    return CliRunner(
+        env={"RTD_CONFIG": str(tmp_path / "rtd.yaml"), "RTD_REMOTE": "http://127.0.0.1:9", "RTD_TOKEN": ""}
+    )

@@ -72,10 +72,20 @@ class FakeRuntime:
     def calls_to(self, method: str) -> list[tuple[Any, ...]]:
         return [args for name, args in self.calls if name == method]
 
-    def build_image(self, context: IO[bytes], dockerfile: str, tag: str, labels: dict[str, str],
-                    on_log: Callable[[str], None], *, no_cache: bool = False, timeout: float | None = None,
-                    memory_limit: int | None = None, build_args: dict[str, str] | None = None,
-                    network: str = "none") -> str:
+    def build_image(
+        self,
+        context: IO[bytes],
+        dockerfile: str,
+        tag: str,
+        labels: dict[str, str],
+        on_log: Callable[[str], None],
+        *,
+        no_cache: bool = False,
+        timeout: float | None = None,
+        memory_limit: int | None = None,
+        build_args: dict[str, str] | None = None,
+        network: str = "none",
+    ) -> str:
         self._record("build_image", dockerfile, tag, labels, no_cache, timeout)
         self.build_networks[tag] = network
         self.build_args[tag] = dict(build_args or {})
@@ -112,8 +122,10 @@ class FakeRuntime:
 
     def follow_logs(self, name: str, tail: int) -> FakeLogStream:
         self._record("follow_logs", name, tail)
-        stream = FakeLogStream([line.encode() + b"\n" for line in self.logs.get(name, "").splitlines()[-tail:]],
-                               silent_after=self.silent_follow)
+        stream = FakeLogStream(
+            [line.encode() + b"\n" for line in self.logs.get(name, "").splitlines()[-tail:]],
+            silent_after=self.silent_follow,
+        )
         self.follow_streams.append(stream)
         return stream
 
@@ -144,8 +156,9 @@ class FakeRuntime:
 
     def list_containers(self, labels: dict[str, str]) -> list[str]:
         self._record("list_containers", labels)
-        return [name for name, spec in self.containers.items()
-                if all(spec.labels.get(k) == v for k, v in labels.items())]
+        return [
+            name for name, spec in self.containers.items() if all(spec.labels.get(k) == v for k, v in labels.items())
+        ]
 
     def image_exists(self, ref: str) -> bool:
         self._record("image_exists", ref)
@@ -158,8 +171,11 @@ class FakeRuntime:
     def list_images(self, labels: dict[str, str]) -> list[str]:
         """Newest first, as Docker lists them: the most recently built (or pulled) image comes first."""
         self._record("list_images", labels)
-        return [ref for ref, image_labels in reversed(self.images.items())
-                if all(image_labels.get(k) == v for k, v in labels.items())]
+        return [
+            ref
+            for ref, image_labels in reversed(self.images.items())
+            if all(image_labels.get(k) == v for k, v in labels.items())
+        ]
 
     def pull_image(self, ref: str) -> None:
         self._record("pull_image", ref)
@@ -202,14 +218,25 @@ def write_job(directory: Path, files: dict[str, str]) -> Path:
     return directory
 
 
-def dockerfile_variables(manifest_data: dict[str, Any], *, job_type_version: str, base_image: str,
-                         build: dict[str, Any], runtime_image: str = "",
-                         build_stage_labels: dict[str, str] | None = None) -> dict[str, Any]:
+def dockerfile_variables(
+    manifest_data: dict[str, Any],
+    *,
+    job_type_version: str,
+    base_image: str,
+    build: dict[str, Any],
+    runtime_image: str = "",
+    build_stage_labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """The variables `racetrackd.deploy.building.ImageBuilder.build` gives a job type's template, with fixed values."""
     return template_variables(
-        manifest=validate_manifest(manifest_data), job_type=resolve(job_type_version, discover([BUILTIN_PLUGINS_DIR])),
-        base_image=base_image, runtime_image=runtime_image, build_stage_labels=build_stage_labels, build=build,
-        git_version="", racetrackd_version="0.1.0",
+        manifest=validate_manifest(manifest_data),
+        job_type=resolve(job_type_version, discover([BUILTIN_PLUGINS_DIR])),
+        base_image=base_image,
+        runtime_image=runtime_image,
+        build_stage_labels=build_stage_labels,
+        build=build,
+        git_version="",
+        racetrackd_version="0.1.0",
     )
 
 

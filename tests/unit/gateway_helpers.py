@@ -106,15 +106,22 @@ Handler = Callable[[ServerConnection, Request], "bool | None"]
 
 def reply(status: int = 200, body: bytes = b"", headers: Iterable[tuple[str, str]] = (), reason: str = "OK") -> bytes:
     """A whole response with a Content-Length."""
-    head = [f"HTTP/1.1 {status} {reason}", *(f"{name}: {value}" for name, value in headers),
-            f"Content-Length: {len(body)}"]
+    head = [
+        f"HTTP/1.1 {status} {reason}",
+        *(f"{name}: {value}" for name, value in headers),
+        f"Content-Length: {len(body)}",
+    ]
     return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
 
 
 def echo(connection: ServerConnection, request: Request) -> None:
     """The default job: answers 200 with a JSON description of the request it got."""
-    described = {"method": request.method, "target": request.target, "headers": request.headers,
-                 "body": request.body.decode("latin-1")}
+    described = {
+        "method": request.method,
+        "target": request.target,
+        "headers": request.headers,
+        "body": request.body.decode("latin-1"),
+    }
     connection.send(reply(200, json.dumps(described).encode(), [("Content-Type", "application/json")]))
 
 
@@ -215,7 +222,9 @@ class LoopClient:
     def __init__(self, app: Any) -> None:
         self.app = app
         self.loop = asyncio.new_event_loop()
-        self._lifespan: tuple[asyncio.Queue[dict[str, Any]], asyncio.Queue[dict[str, Any]], asyncio.Task[None]] | None = None
+        self._lifespan: (
+            tuple[asyncio.Queue[dict[str, Any]], asyncio.Queue[dict[str, Any]], asyncio.Task[None]] | None
+        ) = None
 
     def run(self, awaitable: Any) -> Any:
         return self.loop.run_until_complete(awaitable)
@@ -226,14 +235,30 @@ class LoopClient:
     def post(self, path: str, body: bytes = b"", headers: Any = None) -> Response:
         return self.request("POST", path, body, headers)
 
-    def request(self, method: str, path: str, body: bytes = b"", headers: Any = None, *,
-                chunks: list[bytes] | None = None, client: tuple[str, int] = ("10.1.2.3", 50000),
-                raw_path: bytes | None = None) -> Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: Any = None,
+        *,
+        chunks: list[bytes] | None = None,
+        client: tuple[str, int] = ("10.1.2.3", 50000),
+        raw_path: bytes | None = None,
+    ) -> Response:
         return self.run(self.call(method, path, body, headers, chunks=chunks, client=client, raw_path=raw_path))
 
-    async def call(self, method: str, path: str, body: bytes = b"", headers: Any = None, *,
-                   chunks: list[bytes] | None = None, client: tuple[str, int] = ("10.1.2.3", 50000),
-                   raw_path: bytes | None = None) -> Response:
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: Any = None,
+        *,
+        chunks: list[bytes] | None = None,
+        client: tuple[str, int] = ("10.1.2.3", 50000),
+        raw_path: bytes | None = None,
+    ) -> Response:
         """`chunks`: send the body in these pieces (more_body) instead of one message; `raw_path`: the
         path bytes as sent, when they are not `path` (the server's decoded `path` is derived from them
         as gunicorn does)."""
@@ -245,11 +270,18 @@ class LoopClient:
         if "host" not in names:
             pairs.insert(0, ("host", "racetrack.test:7102"))
         scope = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
             "path": unquote(url.path) if raw_path is None else unquote_to_bytes(raw_path).decode("utf-8", "replace"),
-            "raw_path": url.path.encode() if raw_path is None else raw_path, "query_string": url.query.encode(),
-            "root_path": "", "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in pairs],
-            "client": client, "server": ("127.0.0.1", 7102),
+            "raw_path": url.path.encode() if raw_path is None else raw_path,
+            "query_string": url.query.encode(),
+            "root_path": "",
+            "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in pairs],
+            "client": client,
+            "server": ("127.0.0.1", 7102),
         }
         pieces = list(chunks) if chunks is not None else [body]
         done = asyncio.Event()
@@ -286,7 +318,9 @@ class LoopClient:
         outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
         async def start() -> asyncio.Task[None]:
-            task = asyncio.ensure_future(self.app({"type": "lifespan", "asgi": {"version": "3.0"}}, inbox.get, outbox.put))
+            task = asyncio.ensure_future(
+                self.app({"type": "lifespan", "asgi": {"version": "3.0"}}, inbox.get, outbox.put)
+            )
             await inbox.put({"type": "lifespan.startup"})
             assert (await outbox.get())["type"] == "lifespan.startup.complete"
             return task
@@ -312,7 +346,9 @@ class LoopClient:
         if self._lifespan is None:
             inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
             outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-            task = self.loop.create_task(self.app({"type": "lifespan", "asgi": {"version": "3.0"}}, inbox.get, outbox.put))
+            task = self.loop.create_task(
+                self.app({"type": "lifespan", "asgi": {"version": "3.0"}}, inbox.get, outbox.put)
+            )
             self._lifespan = (inbox, outbox, task)
         self.shutdown()
         self.run(self.loop.shutdown_default_executor())
@@ -322,16 +358,29 @@ class LoopClient:
 # --- registry rows --------------------------------------------------------------------------------
 
 
-def add_job(name: str = "adder", version: str = "1.0.0", status: str = db.JobStatus.RUNNING,
-            addresses: Iterable[str] = (), call_timeout: int | None = None, serving: str | None = None) -> db.Job:
+def add_job(
+    name: str = "adder",
+    version: str = "1.0.0",
+    status: str = db.JobStatus.RUNNING,
+    addresses: Iterable[str] = (),
+    call_timeout: int | None = None,
+    serving: str | None = None,
+) -> db.Job:
     """A Job row whose replicas listen at `addresses` (host:port); `serving`: jobtypes.Serving JSON."""
     addresses = list(addresses)
     return db.Job.create(
-        name=name, version=version, status=status, manifest_yaml=f"name: {name}\nversion: {version}\n",
-        job_type_version="python3:1.0.0", image_name=f"racetrackd/job-{name}:{version}",
+        name=name,
+        version=version,
+        status=status,
+        manifest_yaml=f"name: {name}\nversion: {version}\n",
+        job_type_version="python3:1.0.0",
+        image_name=f"racetrackd/job-{name}:{version}",
         container_name=f"job-{name}-v-{version.replace('.', '-')}",
-        internal_name=addresses[0] if addresses else "", replica_addresses=addresses,
-        deployment_timestamp=1_700_000_000, call_timeout=call_timeout, serving=serving,
+        internal_name=addresses[0] if addresses else "",
+        replica_addresses=addresses,
+        deployment_timestamp=1_700_000_000,
+        call_timeout=call_timeout,
+        serving=serving,
     )
 
 

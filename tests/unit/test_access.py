@@ -39,6 +39,7 @@ def user(*grants: GrantRule, unrestricted: bool = False) -> Identity:
 
 # --- grants: all jobs, a family, a version, an endpoint ------------------------------------------
 
+
 def test_a_grant_on_all_jobs_covers_every_job_and_version_for_its_scope_only() -> None:
     bob = user(GrantRule(READ_JOB))
 
@@ -81,8 +82,10 @@ def test_an_endpoint_grant_covers_that_endpoint_and_below_it() -> None:
 
 def test_an_endpoint_grant_does_not_cover_api_actions_on_the_job() -> None:
     """API actions name no endpoint: a grant limited to one endpoint must not leak into them."""
-    bob = user(GrantRule(READ_JOB, job_name="adder", endpoint="/api/v1/perform"),
-               GrantRule(CALL_JOB, job_name="adder", endpoint="/"))
+    bob = user(
+        GrantRule(READ_JOB, job_name="adder", endpoint="/api/v1/perform"),
+        GrantRule(CALL_JOB, job_name="adder", endpoint="/"),
+    )
 
     assert not bob.allows(READ_JOB, "adder", "1.0.0")
     assert not bob.allows(CALL_JOB, "adder", "1.0.0")
@@ -169,11 +172,15 @@ def test_default_scopes_of_new_users_and_family_owners() -> None:
 
 # --- how identities are named ---------------------------------------------------------------------
 
-@pytest.mark.parametrize(("kind", "name", "display"), [
-    (USER, "alice", "alice"),
-    (ESC, "a1b2c3", "ESC a1b2c3"),
-    (JOB_FAMILY, "adder", "Job family adder"),
-])
+
+@pytest.mark.parametrize(
+    ("kind", "name", "display"),
+    [
+        (USER, "alice", "alice"),
+        (ESC, "a1b2c3", "ESC a1b2c3"),
+        (JOB_FAMILY, "adder", "Job family adder"),
+    ],
+)
 def test_identities_are_named_by_kind(kind: str, name: str, display: str) -> None:
     identity = Identity(kind=kind, name=name)
 
@@ -188,41 +195,51 @@ def test_the_anonymous_caller_has_no_display_name() -> None:
 
 # --- path_within: segment-wise prefixes ------------------------------------------------------------
 
-@pytest.mark.parametrize(("path", "prefix"), [
-    ("/api/v1", "/api/v1"),
-    ("/api/v1/", "/api/v1"),
-    ("/api/v1/perform", "/api/v1"),
-    ("/api/v1/perform/deeper", "/api/v1"),
-    ("/api/v1/perform", "/api/v1/"),
-    ("/anything/at/all", "/"),
-    ("/", "/"),
-    ("/health", "/health"),
-])
+
+@pytest.mark.parametrize(
+    ("path", "prefix"),
+    [
+        ("/api/v1", "/api/v1"),
+        ("/api/v1/", "/api/v1"),
+        ("/api/v1/perform", "/api/v1"),
+        ("/api/v1/perform/deeper", "/api/v1"),
+        ("/api/v1/perform", "/api/v1/"),
+        ("/anything/at/all", "/"),
+        ("/", "/"),
+        ("/health", "/health"),
+    ],
+)
 def test_path_within_accepts_the_prefix_and_paths_below_it(path: str, prefix: str) -> None:
     assert path_within(path, prefix)
 
 
-@pytest.mark.parametrize(("path", "prefix"), [
-    ("/api/v10", "/api/v1"),
-    ("/api/v1x/perform", "/api/v1"),
-    ("/api", "/api/v1"),
-    ("/", "/api/v1"),
-    ("/other/api/v1", "/api/v1"),
-    ("/healthz", "/health"),
-    ("/health-check", "/health"),
-])
+@pytest.mark.parametrize(
+    ("path", "prefix"),
+    [
+        ("/api/v10", "/api/v1"),
+        ("/api/v1x/perform", "/api/v1"),
+        ("/api", "/api/v1"),
+        ("/", "/api/v1"),
+        ("/other/api/v1", "/api/v1"),
+        ("/healthz", "/health"),
+        ("/health-check", "/health"),
+    ],
+)
 def test_path_within_refuses_siblings_and_parents(path: str, prefix: str) -> None:
     assert not path_within(path, prefix)
 
 
-@pytest.mark.parametrize("path", [
-    "/api/v1/perform/../admin",
-    "/api/v1/../../admin",
-    "/api/v1/./perform",
-    "/api/v1/..",
-    "/api/v1/.",
-    "/api/v1/perform/../../v1/perform",  # even when it would resolve back inside
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/perform/../admin",
+        "/api/v1/../../admin",
+        "/api/v1/./perform",
+        "/api/v1/..",
+        "/api/v1/.",
+        "/api/v1/perform/../../v1/perform",  # even when it would resolve back inside
+    ],
+)
 def test_dot_segments_never_match_a_prefix(path: str) -> None:
     """A job may resolve dot segments: they must never carry a call past an open or granted prefix."""
     assert not path_within(path, "/api/v1")
@@ -256,26 +273,38 @@ def test_a_longer_last_segment_is_never_within(prefix: list[str], suffix: str, r
 
 
 @BOUNDED
-@given(prefix=SEGMENTS, before=st.lists(SEGMENT, max_size=2), dots=st.sampled_from([".", ".."]),
-       after=st.lists(SEGMENT, max_size=2))
-def test_a_path_with_a_dot_segment_is_never_within_a_prefix(prefix: list[str], before: list[str], dots: str,
-                                                            after: list[str]) -> None:
+@given(
+    prefix=SEGMENTS,
+    before=st.lists(SEGMENT, max_size=2),
+    dots=st.sampled_from([".", ".."]),
+    after=st.lists(SEGMENT, max_size=2),
+)
+def test_a_path_with_a_dot_segment_is_never_within_a_prefix(
+    prefix: list[str], before: list[str], dots: str, after: list[str]
+) -> None:
     base = "/" + "/".join(prefix)
 
     assert not path_within("/".join([base, *before, dots, *after]), base)
 
 
-RULE_PARTS = st.tuples(st.sampled_from([None, "adder", "other"]), st.sampled_from([None, "1.0.0", "2.0.0"]),
-                       st.sampled_from([None, "/", "/api/v1", "/api/v1/perform"]))
-QUERIES = st.tuples(st.sampled_from(ACTION_SCOPES), st.sampled_from([None, "adder", "other"]),
-                    st.sampled_from([None, "1.0.0", "2.0.0"]),
-                    st.sampled_from([None, "/", "/api/v1", "/api/v1/perform", "/api/v10", "/api/v1/../x"]))
+RULE_PARTS = st.tuples(
+    st.sampled_from([None, "adder", "other"]),
+    st.sampled_from([None, "1.0.0", "2.0.0"]),
+    st.sampled_from([None, "/", "/api/v1", "/api/v1/perform"]),
+)
+QUERIES = st.tuples(
+    st.sampled_from(ACTION_SCOPES),
+    st.sampled_from([None, "adder", "other"]),
+    st.sampled_from([None, "1.0.0", "2.0.0"]),
+    st.sampled_from([None, "/", "/api/v1", "/api/v1/perform", "/api/v10", "/api/v1/../x"]),
+)
 
 
 @BOUNDED
 @given(parts=RULE_PARTS, query=QUERIES)
 def test_full_access_covers_exactly_what_the_same_grant_of_any_scope_covers(
-        parts: tuple[str | None, str | None, str | None], query: tuple[str, str | None, str | None, str | None]) -> None:
+    parts: tuple[str | None, str | None, str | None], query: tuple[str, str | None, str | None, str | None]
+) -> None:
     job_name, job_version, endpoint = parts
     scope, *target = query
     full = GrantRule(FULL_ACCESS, job_name, job_version, endpoint)
@@ -287,7 +316,8 @@ def test_full_access_covers_exactly_what_the_same_grant_of_any_scope_covers(
 @BOUNDED
 @given(parts=RULE_PARTS, query=QUERIES)
 def test_a_narrower_grant_never_covers_more_than_the_grant_on_all_jobs(
-        parts: tuple[str | None, str | None, str | None], query: tuple[str, str | None, str | None, str | None]) -> None:
+    parts: tuple[str | None, str | None, str | None], query: tuple[str, str | None, str | None, str | None]
+) -> None:
     job_name, job_version, endpoint = parts
     scope, *target = query
 
@@ -298,20 +328,25 @@ def test_a_narrower_grant_never_covers_more_than_the_grant_on_all_jobs(
 
 # --- subjects as the CLI and the API spell them ---------------------------------------------------
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("user:alice", (USER, "alice")),
-    ("esc:a1b2c3", (ESC, "a1b2c3")),
-    ("job_family:adder", (JOB_FAMILY, "adder")),
-    ("family:adder", (JOB_FAMILY, "adder")),
-    ("user:alice@example.com", (USER, "alice@example.com")),
-    ("user:a:b", (USER, "a:b")),
-])
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("user:alice", (USER, "alice")),
+        ("esc:a1b2c3", (ESC, "a1b2c3")),
+        ("job_family:adder", (JOB_FAMILY, "adder")),
+        ("family:adder", (JOB_FAMILY, "adder")),
+        ("user:alice@example.com", (USER, "alice@example.com")),
+        ("user:a:b", (USER, "a:b")),
+    ],
+)
 def test_parse_subject(text: str, expected: tuple[str, str]) -> None:
     assert parse_subject(text) == expected
 
 
-@pytest.mark.parametrize("text", ["alice", "user:", ":alice", "group:admins", "", "USER:alice", "anonymous:x",
-                                  "jobfamily:adder"])
+@pytest.mark.parametrize(
+    "text", ["alice", "user:", ":alice", "group:admins", "", "USER:alice", "anonymous:x", "jobfamily:adder"]
+)
 def test_parse_subject_refuses_anything_else_and_says_how_to_spell_one(text: str) -> None:
     with pytest.raises(ValueError) as caught:
         parse_subject(text)
@@ -322,6 +357,7 @@ def test_parse_subject_refuses_anything_else_and_says_how_to_spell_one(text: str
 
 
 # --- the 403 ----------------------------------------------------------------------------------------
+
 
 def test_forbidden_names_the_caller_scope_and_job_and_the_command_that_grants_it() -> None:
     error = forbidden(user(), DELETE_JOB, "delete", "adder", "1.0.0")
@@ -338,7 +374,10 @@ def test_forbidden_on_an_endpoint_names_it() -> None:
 
     error = forbidden(esc, CALL_JOB, "call", "adder", "1.0.0", "/api/v1/perform")
 
-    assert error.message == "ESC a1b2c3 may not call job adder 1.0.0 (endpoint /api/v1/perform): it lacks the call_job scope"
+    assert (
+        error.message
+        == "ESC a1b2c3 may not call job adder 1.0.0 (endpoint /api/v1/perform): it lacks the call_job scope"
+    )
     assert error.hint is not None and "rtd grant add esc:a1b2c3 call_job --job adder" in error.hint
 
 

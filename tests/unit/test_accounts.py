@@ -42,8 +42,9 @@ def stored_bytes(data_dir: Path) -> bytes:
     return b"".join(path.read_bytes() for path in sorted(data_dir.glob("registry.sqlite3*")))
 
 
-def user_with_token(accounts: Accounts, username: str = "bob", *, is_staff: bool = False,
-                    default_grants: bool = True) -> str:
+def user_with_token(
+    accounts: Accounts, username: str = "bob", *, is_staff: bool = False, default_grants: bool = True
+) -> str:
     accounts.create_user(username, is_staff=is_staff, default_grants=default_grants)
     token, _ = accounts.issue_token(access.USER, username)
     return token
@@ -52,10 +53,12 @@ def user_with_token(accounts: Accounts, username: str = "bob", *, is_staff: bool
 def set_fast_password(username: str, password: str) -> None:
     """A valid password hash with few iterations (the format carries them): login checks cost no time."""
     db.User.update(password_hash=hash_password(password, iterations=FAST_ITERATIONS)).where(
-        db.User.username == username).execute()
+        db.User.username == username
+    ).execute()
 
 
 # --- tokens ----------------------------------------------------------------------------------------
+
 
 def test_a_token_is_stored_only_as_its_sha256(accounts: Accounts, data_dir: Path) -> None:
     accounts.create_user("bob")
@@ -152,14 +155,18 @@ def test_a_token_cannot_be_issued_already_expired(accounts: Accounts) -> None:
         accounts.issue_token(access.USER, "bob", expiry_time=time.time() - 1)
 
 
-@pytest.mark.parametrize(("kind", "name", "error", "message"), [
-    (access.USER, "nobody", NotFoundError, "user nobody not found"),
-    (access.ESC, "nope", NotFoundError, "ESC nope not found"),
-    (access.JOB_FAMILY, "ghost", NotFoundError, "job family ghost not found"),
-    ("group", "admins", ValidationError, "subject: kind 'group' is not one of user, esc, job_family"),
-])
-def test_tokens_are_issued_only_to_existing_subjects(accounts: Accounts, kind: str, name: str,
-                                                      error: type[Exception], message: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "name", "error", "message"),
+    [
+        (access.USER, "nobody", NotFoundError, "user nobody not found"),
+        (access.ESC, "nope", NotFoundError, "ESC nope not found"),
+        (access.JOB_FAMILY, "ghost", NotFoundError, "job family ghost not found"),
+        ("group", "admins", ValidationError, "subject: kind 'group' is not one of user, esc, job_family"),
+    ],
+)
+def test_tokens_are_issued_only_to_existing_subjects(
+    accounts: Accounts, kind: str, name: str, error: type[Exception], message: str
+) -> None:
     with pytest.raises(error) as caught:
         accounts.issue_token(kind, name)
 
@@ -302,13 +309,19 @@ def test_update_user_refuses_unknown_fields_and_non_booleans(accounts: Accounts)
 
 # --- grants ----------------------------------------------------------------------------------------
 
+
 def test_a_grant_takes_effect_for_the_holders_token(accounts: Accounts) -> None:
     token = user_with_token(accounts, default_grants=False)
 
     grant = accounts.add_grant(access.USER, "bob", GrantRule(DELETE_JOB, "adder", "1.0.0"), "admin")
 
     assert (grant.scope, grant.job_name, grant.job_version, grant.endpoint, grant.granted_by) == (
-        DELETE_JOB, "adder", "1.0.0", None, "admin")
+        DELETE_JOB,
+        "adder",
+        "1.0.0",
+        None,
+        "admin",
+    )
     bob = accounts.identity_for(token)
     assert bob is not None and bob.allows(DELETE_JOB, "adder", "1.0.0")
     accounts.remove_grant(grant.id)
@@ -321,12 +334,15 @@ def test_removing_an_unknown_grant_is_not_found(accounts: Accounts) -> None:
         accounts.remove_grant(41)
 
 
-@pytest.mark.parametrize(("rule", "message"), [
-    (GrantRule("superpowers"), "scope: 'superpowers' is not one of read_job, deploy_job"),
-    (GrantRule(READ_JOB, job_version="1.0.0"), "job_version: needs job_name"),
-    (GrantRule(CALL_JOB, "adder", endpoint="api/v1/perform"), "endpoint: must start with /"),
-    (GrantRule(CALL_JOB, endpoint="/api/v1/perform"), "endpoint: needs job_name"),
-])
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        (GrantRule("superpowers"), "scope: 'superpowers' is not one of read_job, deploy_job"),
+        (GrantRule(READ_JOB, job_version="1.0.0"), "job_version: needs job_name"),
+        (GrantRule(CALL_JOB, "adder", endpoint="api/v1/perform"), "endpoint: must start with /"),
+        (GrantRule(CALL_JOB, endpoint="/api/v1/perform"), "endpoint: needs job_name"),
+    ],
+)
 def test_invalid_grants_are_refused_naming_the_field(accounts: Accounts, rule: GrantRule, message: str) -> None:
     accounts.create_user("bob", default_grants=False)
 
@@ -337,11 +353,14 @@ def test_invalid_grants_are_refused_naming_the_field(accounts: Accounts, rule: G
     assert accounts.grants() == []
 
 
-@pytest.mark.parametrize(("kind", "name", "message"), [
-    (access.USER, "nobody", "user nobody not found"),
-    (access.ESC, "nope", "ESC nope not found"),
-    (access.JOB_FAMILY, "ghost", "job family ghost not found"),
-])
+@pytest.mark.parametrize(
+    ("kind", "name", "message"),
+    [
+        (access.USER, "nobody", "user nobody not found"),
+        (access.ESC, "nope", "ESC nope not found"),
+        (access.JOB_FAMILY, "ghost", "job family ghost not found"),
+    ],
+)
 def test_a_grant_to_an_unknown_subject_is_not_found(accounts: Accounts, kind: str, name: str, message: str) -> None:
     with pytest.raises(NotFoundError) as caught:
         accounts.add_grant(kind, name, GrantRule(READ_JOB), "admin")
@@ -369,11 +388,14 @@ def test_a_fully_specified_duplicate_grant_conflicts(accounts: Accounts) -> None
     assert len(accounts.grants(access.USER, "bob")) == 1
 
 
-@pytest.mark.parametrize("rule", [
-    GrantRule(access.CALL_ADMIN_API),
-    GrantRule(READ_JOB, "adder"),
-    GrantRule(DEPLOY_JOB, "adder", "1.0.0"),
-])
+@pytest.mark.parametrize(
+    "rule",
+    [
+        GrantRule(access.CALL_ADMIN_API),
+        GrantRule(READ_JOB, "adder"),
+        GrantRule(DEPLOY_JOB, "adder", "1.0.0"),
+    ],
+)
 def test_a_duplicate_grant_conflicts(accounts: Accounts, rule: GrantRule) -> None:
     accounts.create_user("bob", default_grants=False)
     accounts.add_grant(access.USER, "bob", rule, "admin")
@@ -448,6 +470,7 @@ def test_the_change_signal_is_shared_through_its_file(data_dir: Path) -> None:
 
 # --- job-family tokens ------------------------------------------------------------------------------
 
+
 def test_a_family_token_is_stable_and_identifies_the_family(accounts: Accounts) -> None:
     token = accounts.family_token("adder")
 
@@ -480,8 +503,9 @@ def test_a_revoked_family_token_is_replaced_by_a_new_one(accounts: Accounts) -> 
     assert accounts.identity_for(renewed) is not None
 
 
-def test_a_family_token_is_readable_by_another_daemon_with_the_same_key_only(accounts: Accounts,
-                                                                              data_dir: Path) -> None:
+def test_a_family_token_is_readable_by_another_daemon_with_the_same_key_only(
+    accounts: Accounts, data_dir: Path
+) -> None:
     token = accounts.family_token("adder")
 
     restarted = Accounts(Vault(SECRET_KEY), ChangeSignal.in_data_dir(data_dir))
@@ -493,6 +517,7 @@ def test_a_family_token_is_readable_by_another_daemon_with_the_same_key_only(acc
 
 
 # --- the bootstrap admin ------------------------------------------------------------------------------
+
 
 def test_the_bootstrap_admin_is_a_staff_user_holding_the_admin_token(accounts: Accounts) -> None:
     accounts.ensure_bootstrap_admin("first-admin-token")
@@ -548,12 +573,16 @@ def test_the_bootstrap_token_restores_a_locked_out_admin(accounts: Accounts) -> 
 
 # --- passwords -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("password", "message"), [
-    ("short", "password: must have at least 8 characters"),
-    ("1234567890123", "password: must not be only digits"),
-    ("Password1", "password: is one of the most common passwords; choose another"),
-    (12345678, "password: must be a string"),
-])
+
+@pytest.mark.parametrize(
+    ("password", "message"),
+    [
+        ("short", "password: must have at least 8 characters"),
+        ("1234567890123", "password: must not be only digits"),
+        ("Password1", "password: is one of the most common passwords; choose another"),
+        (12345678, "password: must be a string"),
+    ],
+)
 def test_a_weak_password_is_refused_naming_the_field(accounts: Accounts, password: object, message: str) -> None:
     with pytest.raises(ValidationError) as caught:
         accounts.create_user("bob", password)
@@ -575,14 +604,17 @@ def test_a_password_is_stored_hashed_and_checks_at_login(accounts: Accounts, dat
     assert accounts.get_user("bob").last_login_time == pytest.approx(time.time(), abs=30)
 
 
-@pytest.mark.parametrize(("username", "password"), [
-    ("bob", "wrong horse battery"),
-    ("bob", ""),
-    ("nobody", "correct horse battery"),
-    ("bob", None),
-    (None, "correct horse battery"),
-    ("BOB", "correct horse battery"),
-])
+@pytest.mark.parametrize(
+    ("username", "password"),
+    [
+        ("bob", "wrong horse battery"),
+        ("bob", ""),
+        ("nobody", "correct horse battery"),
+        ("bob", None),
+        (None, "correct horse battery"),
+        ("BOB", "correct horse battery"),
+    ],
+)
 def test_a_wrong_login_is_none(accounts: Accounts, username: object, password: object) -> None:
     accounts.create_user("bob")
     set_fast_password("bob", "correct horse battery")
@@ -636,6 +668,7 @@ def test_a_new_password_ends_the_users_other_password_logins_but_not_tokens_or_t
 def test_an_unknown_username_costs_a_password_hash_too(accounts: Accounts, monkeypatch: pytest.MonkeyPatch) -> None:
     checked: list[str] = []
     real = accounts_module.verify_password
+
     def counting(password: str, encoded: str | None) -> bool:
         checked.append(encoded or "")
         return real(password, encoded)
@@ -649,6 +682,7 @@ def test_an_unknown_username_costs_a_password_hash_too(accounts: Accounts, monke
 
 # --- ESCs ---------------------------------------------------------------------------------------------
 
+
 def test_escs_get_an_id_and_unique_names(accounts: Accounts) -> None:
     made = accounts.create_esc("  billing  ")
 
@@ -661,12 +695,20 @@ def test_escs_get_an_id_and_unique_names(accounts: Accounts) -> None:
         accounts.create_esc("other", made.id)
 
 
-@pytest.mark.parametrize(("name", "esc_id", "field"), [
-    ("", None, "name: "), ("   ", None, "name: "), (None, None, "name: "),
-    ("billing", "-bad", "id: "), ("billing", "a b", "id: "), ("billing", 7, "id: "),
-])
-def test_invalid_escs_are_refused_naming_the_field(accounts: Accounts, name: object, esc_id: object,
-                                                    field: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "esc_id", "field"),
+    [
+        ("", None, "name: "),
+        ("   ", None, "name: "),
+        (None, None, "name: "),
+        ("billing", "-bad", "id: "),
+        ("billing", "a b", "id: "),
+        ("billing", 7, "id: "),
+    ],
+)
+def test_invalid_escs_are_refused_naming_the_field(
+    accounts: Accounts, name: object, esc_id: object, field: str
+) -> None:
     with pytest.raises(ValidationError) as caught:
         accounts.create_esc(name, esc_id)
 
@@ -674,6 +716,7 @@ def test_invalid_escs_are_refused_naming_the_field(accounts: Accounts, name: obj
 
 
 # --- public endpoints --------------------------------------------------------------------------------
+
 
 def test_public_endpoints_stay_closed_until_approved(accounts: Accounts) -> None:
     accounts.request_public_endpoints("adder", "1.0.0", ["/api/v1/public", "/docs"])

@@ -29,9 +29,12 @@ BUILD_CONTEXT = build_context()  # a deploy needs an upload (or a git.remote) to
 
 def add_job(name: str = "adder", version: str = "0.0.1", status: str = db.JobStatus.RUNNING) -> db.Job:
     return db.Job.create(
-        name=name, version=version, status=status,
+        name=name,
+        version=version,
+        status=status,
         manifest_yaml=yaml.safe_dump(sample_manifest(name=name, version=version)),
-        job_type_version="python3:1.0.0", image_name=f"racetrackd/job-{name}:{version}",
+        job_type_version="python3:1.0.0",
+        image_name=f"racetrackd/job-{name}:{version}",
         container_name=f"job-{name}-v-{version.replace('.', '-')}",
         internal_name=f"job-{name}-v-{version.replace('.', '-')}:7000",
         deployment_timestamp=1_700_000_000,
@@ -42,9 +45,16 @@ def run_containers(runtime: FakeRuntime, job: db.Job, replicas: int = 1) -> None
     """The job's containers as the deployer labels them (the main one and `-1`, `-2`, ... replicas)."""
     labels = naming.job_labels("main", job.name, job.version, "d-1")
     for index in range(replicas):
-        runtime.run_container(ContainerSpec(name=naming.replica_container_name(job.container_name, index),
-                                            image=job.image_name, env={}, labels=labels, network="racetrack",
-                                            publish_port=True))
+        runtime.run_container(
+            ContainerSpec(
+                name=naming.replica_container_name(job.container_name, index),
+                image=job.image_name,
+                env={},
+                labels=labels,
+                network="racetrack",
+                publish_port=True,
+            )
+        )
 
 
 def assert_error(response: Any, status: int, error_type: str) -> str:
@@ -67,6 +77,7 @@ def field_errors(response: Any) -> dict[str, str]:
 
 # --- the fake itself ---------------------------------------------------------------------------
 
+
 def test_fake_runtime_implements_every_runtime_method_with_the_same_parameters() -> None:
     protocol_methods = {name for name, _ in inspect.getmembers(Runtime, inspect.isfunction) if not name.startswith("_")}
 
@@ -78,9 +89,11 @@ def test_fake_runtime_implements_every_runtime_method_with_the_same_parameters()
 
 # --- deploy ------------------------------------------------------------------------------------
 
+
 def test_deploy_with_a_bad_manifest_is_400_naming_the_field_and_stores_nothing(client: FlaskClient) -> None:
-    response = client.post(f"{API}/deploy", json={"manifest": sample_manifest(name="My_Job"),
-                                                  "build_context": build_context()})
+    response = client.post(
+        f"{API}/deploy", json={"manifest": sample_manifest(name="My_Job"), "build_context": build_context()}
+    )
 
     message = assert_error(response, 400, "invalid-manifest")
     assert message.startswith("name: ")
@@ -90,7 +103,9 @@ def test_deploy_with_a_bad_manifest_is_400_naming_the_field_and_stores_nothing(c
 
 
 def test_deploy_with_several_manifest_errors_reports_them_all(client: FlaskClient) -> None:
-    response = client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": {"name": "adder", "version": "1"}})
+    response = client.post(
+        f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": {"name": "adder", "version": "1"}}
+    )
 
     message = assert_error(response, 400, "invalid-manifest")
     assert "owner_email:" in message and "version:" in message and "jobtype:" in message
@@ -112,18 +127,22 @@ def test_deploy_with_a_misspelt_field_suggests_the_right_one(client: FlaskClient
 def test_deploy_over_the_host_memory_cap_is_400_naming_the_setting(make_app: Callable[..., Flask]) -> None:
     app = make_app(auth_required="false", max_job_memory="1Gi")
 
-    response = app.test_client().post(f"{API}/deploy", json={
-        "manifest": sample_manifest(resources={"memory_min": "512Mi", "memory_max": "2Gi"})})
+    response = app.test_client().post(
+        f"{API}/deploy", json={"manifest": sample_manifest(resources={"memory_min": "512Mi", "memory_max": "2Gi"})}
+    )
 
     assert field_errors(response) == {
-        "resources.memory_max": "2Gi is over this host's cap of 1Gi (RACETRACK_MAX_JOB_MEMORY)"}
+        "resources.memory_max": "2Gi is over this host's cap of 1Gi (RACETRACK_MAX_JOB_MEMORY)"
+    }
     assert db.Deployment.select().count() == 0
 
 
 def test_deploy_over_the_host_cpus_is_400(client: FlaskClient, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(manifest_module, "_host_cpus", lambda: 2)
 
-    response = client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest(resources={"cpu_max": "3"})})
+    response = client.post(
+        f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest(resources={"cpu_max": "3"})}
+    )
 
     assert field_errors(response) == {"resources.cpu_max": "3 is more than the 2 CPUs of this host"}
 
@@ -160,8 +179,12 @@ def test_deploy_queues_a_deployment(client: FlaskClient, app: Flask) -> None:
 
 
 def test_deployments_are_listed_newest_first(client: FlaskClient) -> None:
-    first = client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest(version="1.0.0")}).get_json()["id"]
-    second = client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest(version="1.0.1")}).get_json()["id"]
+    first = client.post(
+        f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest(version="1.0.0")}
+    ).get_json()["id"]
+    second = client.post(
+        f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest(version="1.0.1")}
+    ).get_json()["id"]
     db.Deployment.update(create_time=db.Deployment.create_time - 10).where(db.Deployment.id == first).execute()
 
     listed = client.get(f"{API}/deploy").get_json()
@@ -184,8 +207,9 @@ def test_deploy_of_an_existing_job_is_409_unless_forced(client: FlaskClient) -> 
     assert "--force" in conflict.get_json()["hint"]
     assert db.Deployment.select().count() == 0
 
-    forced = client.post(f"{API}/deploy", json={"manifest": sample_manifest(), "build_context": build_context(),
-                                                "force": True})
+    forced = client.post(
+        f"{API}/deploy", json={"manifest": sample_manifest(), "build_context": build_context(), "force": True}
+    )
 
     assert forced.status_code == 201
     assert db.Deployment.get_by_id(forced.get_json()["id"]).force is True
@@ -196,8 +220,9 @@ def test_deploy_of_a_version_already_in_progress_is_409_even_forced(client: Flas
     assert first.status_code == 201
 
     conflict = client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest()})
-    forced = client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest(),
-                                                "force": True})
+    forced = client.post(
+        f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest(), "force": True}
+    )
 
     assert "already in progress" in assert_error(conflict, 409, "already-exists")
     assert "already in progress" in assert_error(forced, 409, "already-exists")
@@ -215,8 +240,15 @@ def test_deploy_of_a_deleted_version_is_409_unless_forced(client: FlaskClient) -
     assert "--force" in conflict.get_json()["hint"]
     assert db.Deployment.select().count() == 0
     # Other versions, and the same version when forced, are fine.
-    assert client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest(version="0.0.2")}).status_code == 201
-    forced = client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest(), "force": True})
+    assert (
+        client.post(
+            f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest(version="0.0.2")}
+        ).status_code
+        == 201
+    )
+    forced = client.post(
+        f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest(), "force": True}
+    )
     assert forced.status_code == 201
     assert db.Deployment.get_by_id(forced.get_json()["id"]).force is True
 
@@ -224,19 +256,25 @@ def test_deploy_of_a_deleted_version_is_409_unless_forced(client: FlaskClient) -
 def test_deploy_of_a_new_version_of_an_existing_job_is_accepted(client: FlaskClient) -> None:
     add_job("adder", "0.0.1")
 
-    response = client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest(version="0.0.2")})
+    response = client.post(
+        f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest(version="0.0.2")}
+    )
 
     assert response.status_code == 201
 
 
 def test_deploy_with_a_non_boolean_force_is_400(client: FlaskClient) -> None:
-    response = client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest(), "force": "yes"})
+    response = client.post(
+        f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest(), "force": "yes"}
+    )
 
     assert assert_error(response, 400, "validation-error").startswith("force: ")
 
 
 def test_deploy_with_an_unknown_jobtype_lists_the_installed_ones(client: FlaskClient) -> None:
-    response = client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest(jobtype="rust:latest")})
+    response = client.post(
+        f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest(jobtype="rust:latest")}
+    )
 
     message = assert_error(response, 400, "invalid-manifest")
     assert "'rust:latest'" in message
@@ -246,7 +284,9 @@ def test_deploy_with_an_unknown_jobtype_lists_the_installed_ones(client: FlaskCl
 
 
 def test_deploy_without_the_required_jobtype_extra_is_400(client: FlaskClient) -> None:
-    response = client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest(jobtype_extra={})})
+    response = client.post(
+        f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest(jobtype_extra={})}
+    )
 
     assert "jobtype_extra.entrypoint_path" in assert_error(response, 400, "invalid-manifest")
     assert field_errors(response) == {"jobtype_extra.entrypoint_path": "required by job type python3"}
@@ -258,7 +298,9 @@ def test_deploy_with_an_unknown_jobtype_extra_key_is_400(client: FlaskClient) ->
 
     errors = field_errors(client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": manifest}))
 
-    assert errors == {"jobtype_extra.entrypoint_clas": "not a setting of job type python3 (did you mean 'entrypoint_class'?)"}
+    assert errors == {
+        "jobtype_extra.entrypoint_clas": "not a setting of job type python3 (did you mean 'entrypoint_class'?)"
+    }
     assert db.Deployment.select().count() == 0
 
 
@@ -315,7 +357,9 @@ def test_a_bad_proxy_mode_is_400_naming_the_field(client: FlaskClient) -> None:
 
 
 def test_a_deployment_without_warnings_shows_none(client: FlaskClient) -> None:
-    deployment_id = client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest()}).get_json()["id"]
+    deployment_id = client.post(
+        f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest()}
+    ).get_json()["id"]
 
     assert client.get(f"{API}/deploy/{deployment_id}").get_json()["warnings"] is None
 
@@ -333,6 +377,7 @@ def test_deploy_with_a_bad_build_context_is_400_and_stores_nothing(
 
 # --- jobs --------------------------------------------------------------------------------------
 
+
 def test_list_jobs_in_jobdto_shape(client: FlaskClient) -> None:
     add_job("adder", "0.0.1")
     add_job("multiplier", "1.0.0", status=db.JobStatus.STARTING)
@@ -342,7 +387,8 @@ def test_list_jobs_in_jobdto_shape(client: FlaskClient) -> None:
     assert response.status_code == 200
     jobs = response.get_json()
     assert [(j["name"], j["version"], j["status"]) for j in jobs] == [
-        ("adder", "0.0.1", "running"), ("multiplier", "1.0.0", "starting"),
+        ("adder", "0.0.1", "running"),
+        ("multiplier", "1.0.0", "starting"),
     ]
     adder = jobs[0]
     assert adder["pub_url"] == "http://127.0.0.1:7102/pub/job/adder/0.0.1"
@@ -466,13 +512,20 @@ def test_move_to_docker_is_a_no_op_that_answers_the_job(client: FlaskClient, run
     assert runtime.calls_to("remove_container") == [] and runtime.calls_to("create_container") == []
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    ({"infrastructure_target": "kubernetes"}, "infrastructure_target: 'kubernetes' is not installed (installed: docker)"),
-    ({}, "infrastructure_target: required, a string"),
-    (None, "infrastructure_target: required, a string"),
-])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            {"infrastructure_target": "kubernetes"},
+            "infrastructure_target: 'kubernetes' is not installed (installed: docker)",
+        ),
+        ({}, "infrastructure_target: required, a string"),
+        (None, "infrastructure_target: required, a string"),
+    ],
+)
 def test_move_elsewhere_is_400_naming_the_field_and_changes_nothing(
-        client: FlaskClient, runtime: FakeRuntime, body: Any, message: str) -> None:
+    client: FlaskClient, runtime: FakeRuntime, body: Any, message: str
+) -> None:
     run_containers(runtime, add_job("adder", "0.0.1"))
 
     response = client.post(f"{API}/job/adder/0.0.1/move", json=body)
@@ -482,8 +535,9 @@ def test_move_elsewhere_is_400_naming_the_field_and_changes_nothing(
 
 
 def test_move_of_an_unknown_job_is_404(client: FlaskClient) -> None:
-    assert_error(client.post(f"{API}/job/ghost/0.0.1/move", json={"infrastructure_target": "docker"}), 404,
-                 "job-not-found")
+    assert_error(
+        client.post(f"{API}/job/ghost/0.0.1/move", json={"infrastructure_target": "docker"}), 404, "job-not-found"
+    )
 
 
 def test_unknown_api_path_is_404_json(client: FlaskClient) -> None:
@@ -496,18 +550,22 @@ def test_wrong_method_is_405_json(client: FlaskClient) -> None:
 
 # --- auth --------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def auth_app(make_app: Callable[..., Flask]) -> Flask:
     return make_app(auth_required="true")
 
 
-@pytest.mark.parametrize(("method", "path"), [
-    ("GET", f"{API}/job"),
-    ("GET", f"{API}/deploy"),
-    ("POST", f"{API}/deploy"),
-    ("GET", f"{API}/job/adder/0.0.1"),
-    ("DELETE", f"{API}/job/adder/0.0.1"),
-])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", f"{API}/job"),
+        ("GET", f"{API}/deploy"),
+        ("POST", f"{API}/deploy"),
+        ("GET", f"{API}/job/adder/0.0.1"),
+        ("DELETE", f"{API}/job/adder/0.0.1"),
+    ],
+)
 def test_requests_without_a_token_are_401_json(auth_app: Flask, method: str, path: str) -> None:
     add_job("adder", "0.0.1")
 
@@ -537,8 +595,9 @@ def test_the_admin_token_in_a_cookie_is_accepted(auth_app: Flask) -> None:
     assert test_client.get(f"{API}/job").status_code == 200
 
 
-@pytest.mark.parametrize("path", [f"{API}/info", "/live", "/ready", "/health",
-                                  "/lifecycle/live", "/lifecycle/ready", "/lifecycle/health"])
+@pytest.mark.parametrize(
+    "path", [f"{API}/info", "/live", "/ready", "/health", "/lifecycle/live", "/lifecycle/ready", "/lifecycle/health"]
+)
 def test_info_and_probes_are_open(auth_app: Flask, path: str) -> None:
     response = auth_app.test_client().get(path)
 
@@ -564,7 +623,9 @@ def test_health_reports_the_database(client: FlaskClient) -> None:
 def test_without_auth_required_no_token_is_needed(make_app: Callable[..., Flask]) -> None:
     app = make_app(auth_required="false")
 
-    response = app.test_client().post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest()})
+    response = app.test_client().post(
+        f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest()}
+    )
 
     assert response.status_code == 201
     assert db.Deployment.get_by_id(response.get_json()["id"]).deployed_by is None
@@ -593,5 +654,3 @@ def test_each_app_gets_a_fresh_registry(make_app: Callable[..., Flask], tmp_path
 
     assert db.Job.select().count() == 1
     assert (tmp_path / "data" / "registry.sqlite3").is_file()
-
-

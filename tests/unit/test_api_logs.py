@@ -9,9 +9,17 @@ from tests.unit.fakes import FakeRuntime
 
 
 def _running_job() -> Job:
-    return Job.create(name="adder", version="1.0.0", status=JobStatus.RUNNING, manifest_yaml="name: adder\n",
-                      job_type_version="python3:1.0.0", image_name="img", container_name="job-adder-v-1-0-0",
-                      internal_name="127.0.0.1:1", deployment_timestamp=1)
+    return Job.create(
+        name="adder",
+        version="1.0.0",
+        status=JobStatus.RUNNING,
+        manifest_yaml="name: adder\n",
+        job_type_version="python3:1.0.0",
+        image_name="img",
+        container_name="job-adder-v-1-0-0",
+        internal_name="127.0.0.1:1",
+        deployment_timestamp=1,
+    )
 
 
 def test_logs_return_the_tail_of_the_jobs_container_output(client: FlaskClient, runtime: FakeRuntime) -> None:

@@ -70,8 +70,12 @@ def wait_until_finished(task_id: str, seconds: float = 3.0) -> AsyncTask:
         time.sleep(0.01)
 
 
-def submit(client: LoopClient, path: str = "/pub/async/new/job/adder/latest/api/v1/perform?q=1",
-           body: bytes = b'{"a": 40, "b": 2}', headers: dict[str, str] | None = None) -> str:
+def submit(
+    client: LoopClient,
+    path: str = "/pub/async/new/job/adder/latest/api/v1/perform?q=1",
+    body: bytes = b'{"a": 40, "b": 2}',
+    headers: dict[str, str] | None = None,
+) -> str:
     response = client.post(path, body, {**AUTH, "Content-Type": "application/json", **(headers or {})})
     assert response.status_code == 201, response.data
     assert response.json["status"] == "ongoing"
@@ -79,12 +83,19 @@ def submit(client: LoopClient, path: str = "/pub/async/new/job/adder/latest/api/
 
 
 def make_task(**fields: Any) -> AsyncTask:
-    values = {"job_name": "adder", "job_version": "1.0.0", "method": "POST", "target": "/pub/job/adder/1.0.0/x",
-              "request_body": b"{}", **fields}
+    values = {
+        "job_name": "adder",
+        "job_version": "1.0.0",
+        "method": "POST",
+        "target": "/pub/job/adder/1.0.0/x",
+        "request_body": b"{}",
+        **fields,
+    }
     return AsyncTask.create(**values)
 
 
 # --- submit, run, poll ---------------------------------------------------------------------------
+
 
 def test_an_async_call_is_stored_run_and_its_answer_polled(daemon: Daemons, servers: Servers) -> None:
     client = daemon()
@@ -231,6 +242,7 @@ def test_a_sleeping_job_is_woken_for_its_async_call(daemon: Daemons, servers: Se
 
 # --- submit errors -------------------------------------------------------------------------------
 
+
 def test_submitting_without_a_token_is_401(daemon: Daemons) -> None:
     client = daemon()
     add_job("adder", "1.0.0", addresses=["127.0.0.1:1"])
@@ -261,8 +273,15 @@ def test_a_request_body_over_async_max_body_is_413(daemon: Daemons) -> None:
     assert AsyncTask.select().count() == 0
 
 
-@pytest.mark.parametrize("path", ["/pub/async/new/job/adder", "/pub/async/new/other/adder/1.0.0/x",
-                                  "/pub/async/task/abc", "/pub/async/task/abc/result"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/pub/async/new/job/adder",
+        "/pub/async/new/other/adder/1.0.0/x",
+        "/pub/async/task/abc",
+        "/pub/async/task/abc/result",
+    ],
+)
 def test_malformed_async_paths_are_404(daemon: Daemons, path: str) -> None:
     client = daemon()
 
@@ -292,6 +311,7 @@ def test_polling_a_running_task_waits_up_to_wait_seconds_then_says_202(daemon: D
 
 # --- who sees a task -----------------------------------------------------------------------------
 
+
 def test_a_task_is_visible_to_its_caller_and_admins_only(daemon: Daemons) -> None:
     daemon()
     task = make_task(caller="Job family one")
@@ -310,6 +330,7 @@ def test_a_task_is_visible_to_its_caller_and_admins_only(daemon: Daemons) -> Non
 
 
 # --- requeue, retry, purge -----------------------------------------------------------------------
+
 
 def test_tasks_left_running_by_a_dead_daemon_are_queued_again(daemon: Daemons) -> None:
     daemon()
@@ -343,8 +364,14 @@ def test_a_failed_task_retried_by_hand_runs_again(daemon: Daemons, servers: Serv
     client = daemon()
     server = servers()
     add_job("adder", "1.0.0", addresses=[server.address])
-    task = make_task(state=TaskState.FAILED, attempts=2, error="connection refused (after 2 attempt(s))",
-                     started_at=time.time() - 5, ended_at=time.time() - 4, caller="admin")
+    task = make_task(
+        state=TaskState.FAILED,
+        attempts=2,
+        error="connection refused (after 2 attempt(s))",
+        started_at=time.time() - 5,
+        ended_at=time.time() - 4,
+        caller="admin",
+    )
 
     retried = client.post(f"{API}/async/tasks/{task.id}/retry", b"", AUTH)
     with Runner(daemon.settings):
@@ -402,10 +429,15 @@ def test_purge_drops_old_finished_tasks_and_answers_read_a_while_ago(daemon: Dae
     old_failed = make_task(state=TaskState.FAILED, ended_at=now - ttl - 10)
     recent_done = make_task(state=TaskState.COMPLETED, ended_at=now - 10, response_body=b"recent")
     old_queued = make_task(state=TaskState.QUEUED, create_time=now - ttl - 10)
-    read_long_ago = make_task(state=TaskState.COMPLETED, ended_at=now - 100, response_body=b"read",
-                              retrieved_at=now - asynccalls.RESULT_GRACE_SECONDS - 5)
-    read_just_now = make_task(state=TaskState.COMPLETED, ended_at=now - 100, response_body=b"read",
-                              retrieved_at=now - 1)
+    read_long_ago = make_task(
+        state=TaskState.COMPLETED,
+        ended_at=now - 100,
+        response_body=b"read",
+        retrieved_at=now - asynccalls.RESULT_GRACE_SECONDS - 5,
+    )
+    read_just_now = make_task(
+        state=TaskState.COMPLETED, ended_at=now - 100, response_body=b"read", retrieved_at=now - 1
+    )
 
     asynccalls.purge(ttl)
 
@@ -419,8 +451,14 @@ def test_purge_drops_old_finished_tasks_and_answers_read_a_while_ago(daemon: Dae
 
 def test_an_answer_can_be_read_again_until_it_is_purged(daemon: Daemons) -> None:
     client = daemon()
-    task = make_task(state=TaskState.COMPLETED, response_status=201, response_body=b"made",
-                     response_headers=json.dumps([["x-job", "yes"]]), ended_at=time.time(), caller="admin")
+    task = make_task(
+        state=TaskState.COMPLETED,
+        response_status=201,
+        response_body=b"made",
+        response_headers=json.dumps([["x-job", "yes"]]),
+        ended_at=time.time(),
+        caller="admin",
+    )
 
     first = client.get(f"/pub/async/task/{task.id}/poll", AUTH)
     second = client.get(f"/pub/async/task/{task.id}/poll", AUTH)

@@ -47,7 +47,8 @@ def new_user(app: Flask, username: str = "bob", *, default_grants: bool = True, 
 def set_fast_password(username: str, password: str = PASSWORD) -> None:
     """A valid hash with few iterations (the stored format carries them), so logins cost no time."""
     db.User.update(password_hash=hash_password(password, iterations=1_000)).where(
-        db.User.username == username).execute()
+        db.User.username == username
+    ).execute()
 
 
 def assert_error(response: Any, status: int, error_type: str) -> str:
@@ -64,6 +65,7 @@ def login(app: Flask, username: str = "bob", password: str = PASSWORD) -> Any:
 
 
 # --- password login, the cookie, logout ------------------------------------------------------------
+
 
 def test_login_returns_a_token_and_sets_an_httponly_samesite_cookie(app: Flask) -> None:
     accounts_of(app).create_user("bob")
@@ -98,12 +100,15 @@ def test_the_login_cookie_is_secure_and_lives_as_configured(make_app: Callable[.
     assert row.expiry_time == pytest.approx(time.time() + 3600, abs=60)
 
 
-@pytest.mark.parametrize("body", [
-    {"username": "bob", "password": "wrong horse battery"},
-    {"username": "nobody", "password": PASSWORD},
-    {"username": "bob"},
-    {},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"username": "bob", "password": "wrong horse battery"},
+        {"username": "nobody", "password": PASSWORD},
+        {"username": "bob"},
+        {},
+    ],
+)
 def test_a_wrong_login_is_401_json_and_sets_no_cookie(app: Flask, body: dict[str, str]) -> None:
     accounts_of(app).create_user("bob")
     set_fast_password("bob")
@@ -184,6 +189,7 @@ def test_too_many_wrong_logins_are_429_with_retry_after(make_app: Callable[..., 
 
 # --- self-registration ------------------------------------------------------------------------------
 
+
 def test_a_registered_user_cannot_log_in_until_an_admin_activates_them(app: Flask, client: FlaskClient) -> None:
     response = app.test_client().post(f"{API}/users/register", json={"username": "dave", "password": PASSWORD})
 
@@ -197,8 +203,9 @@ def test_a_registered_user_cannot_log_in_until_an_admin_activates_them(app: Flas
 
 
 def test_registration_cannot_make_staff(app: Flask) -> None:
-    response = app.test_client().post(f"{API}/users/register", json={"username": "eve", "is_staff": True,
-                                                                      "is_active": True})
+    response = app.test_client().post(
+        f"{API}/users/register", json={"username": "eve", "is_staff": True, "is_active": True}
+    )
 
     assert response.status_code == 201
     assert response.get_json()["is_staff"] is False and response.get_json()["is_active"] is False
@@ -206,13 +213,17 @@ def test_registration_cannot_make_staff(app: Flask) -> None:
     assert (user.is_staff, user.is_active) == (False, False)
 
 
-@pytest.mark.parametrize(("body", "status", "error_type", "start"), [
-    ({"username": "dave", "password": "short"}, 400, "validation-error", "password: "),
-    ({"username": "bad name", "password": PASSWORD}, 400, "validation-error", "username: "),
-    ({"username": "bob"}, 409, "already-exists", "user bob already exists"),
-])
-def test_bad_registrations_are_refused_naming_the_field(app: Flask, body: dict[str, str], status: int,
-                                                        error_type: str, start: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "status", "error_type", "start"),
+    [
+        ({"username": "dave", "password": "short"}, 400, "validation-error", "password: "),
+        ({"username": "bad name", "password": PASSWORD}, 400, "validation-error", "username: "),
+        ({"username": "bob"}, 409, "already-exists", "user bob already exists"),
+    ],
+)
+def test_bad_registrations_are_refused_naming_the_field(
+    app: Flask, body: dict[str, str], status: int, error_type: str, start: str
+) -> None:
     accounts_of(app).create_user("bob")
 
     message = assert_error(app.test_client().post(f"{API}/users/register", json=body), status, error_type)
@@ -221,6 +232,7 @@ def test_bad_registrations_are_refused_naming_the_field(app: Flask, body: dict[s
 
 
 # --- change password --------------------------------------------------------------------------------
+
 
 def test_change_password(app: Flask) -> None:
     token = new_user(app)
@@ -232,7 +244,9 @@ def test_change_password(app: Flask) -> None:
     assert assert_error(wrong, 400, "validation-error") == "old_password: does not match"
     assert assert_error(weak, 400, "validation-error").startswith("new_password: ")
 
-    response = bob.put(f"{API}/users/change_password", json={"old_password": PASSWORD, "new_password": "new passphrase"})
+    response = bob.put(
+        f"{API}/users/change_password", json={"old_password": PASSWORD, "new_password": "new passphrase"}
+    )
 
     assert response.status_code == 200 and response.get_json() == {"changed": True}
     assert_error(login(app, "bob", PASSWORD), 401, "unauthorized")
@@ -243,34 +257,40 @@ def test_only_users_change_passwords(app: Flask) -> None:
     esc = accounts_of(app).create_esc("billing")
     token, _ = accounts_of(app).issue_token(access.ESC, esc.id)
 
-    response = client_with(app, token).put(f"{API}/users/change_password",
-                                           json={"old_password": "x", "new_password": "new passphrase"})
+    response = client_with(app, token).put(
+        f"{API}/users/change_password", json={"old_password": "x", "new_password": "new passphrase"}
+    )
 
     assert assert_error(response, 403, "forbidden") == f"ESC {esc.id} is not a user"
 
 
 # --- administration is for admins --------------------------------------------------------------------
 
-@pytest.mark.parametrize(("method", "path", "body"), [
-    ("GET", "/users", None),
-    ("POST", "/users", {"username": "mallory"}),
-    ("PATCH", "/users/bob", {"is_staff": True}),
-    ("DELETE", "/users/carol", None),
-    ("GET", "/users/carol", None),
-    ("GET", "/users/carol/tokens", None),
-    ("POST", "/users/carol/tokens", {}),
-    ("GET", "/escs", None),
-    ("POST", "/escs", {"name": "billing"}),
-    ("GET", "/auth/grants?subject=user:carol", None),
-    ("POST", "/auth/grants", {"subject": "user:bob", "scope": "full_access"}),
-    ("GET", "/auth/tokens?all=true", None),
-    ("GET", "/auth/tokens?subject=user:carol", None),
-    ("POST", "/auth/tokens", {"subject": "user:carol"}),
-    ("GET", "/auth/public-endpoints", None),
-    ("PUT", "/auth/public-endpoints/1", {"active": True}),
-])
-def test_a_non_admin_user_gets_403_json_on_administration(app: Flask, method: str, path: str,
-                                                           body: dict[str, Any] | None) -> None:
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/users", None),
+        ("POST", "/users", {"username": "mallory"}),
+        ("PATCH", "/users/bob", {"is_staff": True}),
+        ("DELETE", "/users/carol", None),
+        ("GET", "/users/carol", None),
+        ("GET", "/users/carol/tokens", None),
+        ("POST", "/users/carol/tokens", {}),
+        ("GET", "/escs", None),
+        ("POST", "/escs", {"name": "billing"}),
+        ("GET", "/auth/grants?subject=user:carol", None),
+        ("POST", "/auth/grants", {"subject": "user:bob", "scope": "full_access"}),
+        ("GET", "/auth/tokens?all=true", None),
+        ("GET", "/auth/tokens?subject=user:carol", None),
+        ("POST", "/auth/tokens", {"subject": "user:carol"}),
+        ("GET", "/auth/public-endpoints", None),
+        ("PUT", "/auth/public-endpoints/1", {"active": True}),
+    ],
+)
+def test_a_non_admin_user_gets_403_json_on_administration(
+    app: Flask, method: str, path: str, body: dict[str, Any] | None
+) -> None:
     token = new_user(app)
     new_user(app, "carol")
     accounts_of(app).request_public_endpoints("adder", "1.0.0", ["/public"])
@@ -303,8 +323,9 @@ def test_admin_manages_users(client: FlaskClient, app: Flask) -> None:
 
     assert_error(client.post(f"{API}/users", json={"username": "bob"}), 409, "already-exists")
     assert client.get(f"{API}/users/bob").get_json()["is_active"] is True
-    assert assert_error(client.patch(f"{API}/users/bob", json={"is_root": True}), 400,
-                        "validation-error").startswith("is_root: ")
+    assert assert_error(client.patch(f"{API}/users/bob", json={"is_root": True}), 400, "validation-error").startswith(
+        "is_root: "
+    )
     assert client.patch(f"{API}/users/bob", json={"is_staff": True}).get_json()["is_staff"] is True
     token, _ = accounts_of(app).issue_token(access.USER, "bob")
     assert client_with(app, token).get(f"{API}/users").status_code == 200  # staff now
@@ -333,6 +354,7 @@ def test_a_user_reads_their_own_profile(app: Flask) -> None:
 
 # --- ESCs and their tokens ----------------------------------------------------------------------------
 
+
 def test_an_escs_token_appears_once_in_the_answer_that_makes_it(app: Flask, client: FlaskClient) -> None:
     esc = client.post(f"{API}/escs", json={"name": "billing"})
     assert esc.status_code == 201
@@ -345,8 +367,13 @@ def test_an_escs_token_appears_once_in_the_answer_that_makes_it(app: Flask, clie
     token = body["token"]
     assert body["subject"] == f"esc:{esc_id}" and body["active"] is True and body["description"] == "prod"
     digest = hashlib.sha256(token.encode()).hexdigest()
-    for path in (f"/escs/{esc_id}/auth_data", f"/auth/tokens?subject=esc:{esc_id}", "/auth/tokens?all=true",
-                 f"/escs/{esc_id}", "/escs"):
+    for path in (
+        f"/escs/{esc_id}/auth_data",
+        f"/auth/tokens?subject=esc:{esc_id}",
+        "/auth/tokens?all=true",
+        f"/escs/{esc_id}",
+        "/escs",
+    ):
         answer = client.get(f"{API}{path}")
         assert answer.status_code == 200, path
         assert token not in answer.get_data(as_text=True), path
@@ -409,13 +436,16 @@ def test_deleting_an_esc_ends_its_tokens(client: FlaskClient, app: Flask) -> Non
     assert_error(client.get(f"{API}/escs/{esc_id}"), 404, "not-found")
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({"expires_in": -5}, "expires_in: "),
-    ({"expires_in": "soon"}, "expires_in: "),
-    ({"expiry_time": True}, "expiry_time: "),
-    ({"expiry_time": 1}, "expiry_time: "),  # long past
-    ({"description": 7}, "description: "),
-])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"expires_in": -5}, "expires_in: "),
+        ({"expires_in": "soon"}, "expires_in: "),
+        ({"expiry_time": True}, "expiry_time: "),
+        ({"expiry_time": 1}, "expiry_time: "),  # long past
+        ({"description": 7}, "description: "),
+    ],
+)
 def test_bad_token_requests_are_400_naming_the_field(client: FlaskClient, body: dict[str, Any], field: str) -> None:
     esc_id = client.post(f"{API}/escs", json={"name": "billing"}).get_json()["id"]
 
@@ -432,6 +462,7 @@ def test_a_token_that_expires_in_a_while(client: FlaskClient) -> None:
 
 
 # --- tokens: your own, unless admin ---------------------------------------------------------------------
+
 
 def test_a_user_lists_only_their_own_tokens(app: Flask, client: FlaskClient) -> None:
     bob_token = new_user(app)
@@ -493,6 +524,7 @@ def test_a_bad_subject_is_400_naming_the_field(client: FlaskClient) -> None:
 
 # --- grants ---------------------------------------------------------------------------------------------
 
+
 def test_admin_grants_and_removes_a_scope(app: Flask, client: FlaskClient) -> None:
     token = new_user(app, default_grants=False)
     add_job("adder", "1.0.0")
@@ -503,8 +535,14 @@ def test_admin_grants_and_removes_a_scope(app: Flask, client: FlaskClient) -> No
 
     assert made.status_code == 201
     grant = made.get_json()
-    assert (grant["subject"], grant["scope"], grant["job_name"], grant["job_version"], grant["endpoint"],
-            grant["granted_by"]) == ("user:bob", "read_job", "adder", None, None, "admin")
+    assert (
+        grant["subject"],
+        grant["scope"],
+        grant["job_name"],
+        grant["job_version"],
+        grant["endpoint"],
+        grant["granted_by"],
+    ) == ("user:bob", "read_job", "adder", None, None, "admin")
     assert bob.get(f"{API}/job/adder/1.0.0").status_code == 200
     assert [g["id"] for g in bob.get(f"{API}/auth/grants").get_json()] == [grant["id"]]
     assert client.delete(f"{API}/auth/grants/{grant['id']}").status_code == 204
@@ -521,21 +559,34 @@ def test_a_user_sees_only_their_own_grants_and_an_admin_all(app: Flask, client: 
     assert {g["subject"] for g in client.get(f"{API}/auth/grants?subject=user:carol").get_json()} == {"user:carol"}
 
 
-@pytest.mark.parametrize(("body", "status", "error_type", "start"), [
-    ({"subject": "bob", "scope": "read_job"}, 400, "validation-error", "subject: "),
-    ({"subject": 7, "scope": "read_job"}, 400, "validation-error", "subject: "),
-    ({"subject": "user:bob"}, 400, "validation-error", "scope: "),
-    ({"subject": "user:bob", "scope": "everything"}, 400, "validation-error", "scope: "),
-    ({"subject": "user:bob", "scope": "read_job", "job_version": "1.0.0"}, 400, "validation-error", "job_version: "),
-    ({"subject": "user:bob", "scope": "call_job", "job_name": "adder", "endpoint": "api"}, 400, "validation-error",
-     "endpoint: "),
-    ({"subject": "user:bob", "scope": "read_job", "job_name": ""}, 400, "validation-error", "job_name: "),
-    ({"subject": "user:nobody", "scope": "read_job"}, 404, "not-found", "user nobody not found"),
-    ({"subject": "esc:nope", "scope": "read_job"}, 404, "not-found", "ESC nope not found"),
-    ({"subject": "job_family:ghost", "scope": "call_job"}, 404, "not-found", "job family ghost not found"),
-])
-def test_bad_grants_are_refused_naming_the_field(app: Flask, client: FlaskClient, body: dict[str, Any], status: int,
-                                                 error_type: str, start: str) -> None:
+@pytest.mark.parametrize(
+    ("body", "status", "error_type", "start"),
+    [
+        ({"subject": "bob", "scope": "read_job"}, 400, "validation-error", "subject: "),
+        ({"subject": 7, "scope": "read_job"}, 400, "validation-error", "subject: "),
+        ({"subject": "user:bob"}, 400, "validation-error", "scope: "),
+        ({"subject": "user:bob", "scope": "everything"}, 400, "validation-error", "scope: "),
+        (
+            {"subject": "user:bob", "scope": "read_job", "job_version": "1.0.0"},
+            400,
+            "validation-error",
+            "job_version: ",
+        ),
+        (
+            {"subject": "user:bob", "scope": "call_job", "job_name": "adder", "endpoint": "api"},
+            400,
+            "validation-error",
+            "endpoint: ",
+        ),
+        ({"subject": "user:bob", "scope": "read_job", "job_name": ""}, 400, "validation-error", "job_name: "),
+        ({"subject": "user:nobody", "scope": "read_job"}, 404, "not-found", "user nobody not found"),
+        ({"subject": "esc:nope", "scope": "read_job"}, 404, "not-found", "ESC nope not found"),
+        ({"subject": "job_family:ghost", "scope": "call_job"}, 404, "not-found", "job family ghost not found"),
+    ],
+)
+def test_bad_grants_are_refused_naming_the_field(
+    app: Flask, client: FlaskClient, body: dict[str, Any], status: int, error_type: str, start: str
+) -> None:
     new_user(app, default_grants=False)
 
     message = assert_error(client.post(f"{API}/auth/grants", json=body), status, error_type)
@@ -546,8 +597,13 @@ def test_bad_grants_are_refused_naming_the_field(app: Flask, client: FlaskClient
 
 def test_an_identical_endpoint_grant_is_409(app: Flask, client: FlaskClient) -> None:
     new_user(app, default_grants=False)
-    body = {"subject": "user:bob", "scope": "call_job", "job_name": "adder", "job_version": "1.0.0",
-            "endpoint": "/api/v1/perform"}
+    body = {
+        "subject": "user:bob",
+        "scope": "call_job",
+        "job_name": "adder",
+        "job_version": "1.0.0",
+        "endpoint": "/api/v1/perform",
+    }
     assert client.post(f"{API}/auth/grants", json=body).status_code == 201
 
     assert_error(client.post(f"{API}/auth/grants", json=body), 409, "already-exists")
@@ -571,7 +627,10 @@ def test_racetracks_allow_esc_path_grants_a_scope_on_a_family(app: Flask, client
 
     assert made.status_code == 201
     assert (made.get_json()["subject"], made.get_json()["scope"], made.get_json()["job_name"]) == (
-        f"esc:{esc_id}", "call_job", "adder")
+        f"esc:{esc_id}",
+        "call_job",
+        "adder",
+    )
     assert esc.get(f"{API}/auth/allowed/job/adder/1.0.0/scope/call_job").status_code == 202
     assert_error(esc.get(f"{API}/auth/allowed/job/adder/1.0.0/scope/read_job"), 403, "forbidden")
 
@@ -636,6 +695,7 @@ def test_can_call_job_allows_open_paths_and_refuses_the_rest(app: Flask) -> None
 
 
 # --- lifecycle endpoints check scopes --------------------------------------------------------------
+
 
 def test_a_user_without_read_job_gets_403_and_does_not_see_the_job_listed(app: Flask) -> None:
     add_job("adder", "1.0.0")
@@ -781,6 +841,7 @@ def test_a_family_whose_first_deployment_is_under_way_is_not_new_any_more(app: F
 
 # --- public endpoints ------------------------------------------------------------------------------
 
+
 def test_public_endpoints_are_listed_and_approved_by_an_admin(app: Flask, client: FlaskClient) -> None:
     add_job("adder", "1.0.0")
     accounts_of(app).request_public_endpoints("adder", "1.0.0", ["/api/v1/public", "/docs"])
@@ -795,7 +856,8 @@ def test_public_endpoints_are_listed_and_approved_by_an_admin(app: Flask, client
     assert approved.status_code == 200
     assert (approved.get_json()["active"], approved.get_json()["approved_by"]) == (True, "admin")
     assert [row["endpoint"] for row in bob.get(f"{API}/job/adder/1.0.0/public-endpoints").get_json()] == [
-        "/api/v1/public"]
+        "/api/v1/public"
+    ]
     assert [row["endpoint"] for row in client.get(f"{API}/auth/public-endpoints?pending=true").get_json()] == ["/docs"]
     assert len(client.get(f"{API}/auth/public-endpoints").get_json()) == 2
     assert client.get(f"{API}/auth/public-endpoints?job_name=other").get_json() == []
@@ -852,6 +914,7 @@ def test_a_public_endpoint_is_open_to_can_call_job(app: Flask, client: FlaskClie
 
 # --- too many failures --------------------------------------------------------------------------------
 
+
 def test_429_with_retry_after_once_an_address_sent_too_many_wrong_tokens(make_app: Callable[..., Flask]) -> None:
     app = make_app(auth_failure_limit="3")
     admin = client_with(app, ADMIN_TOKEN)
@@ -869,11 +932,13 @@ def test_429_with_retry_after_once_an_address_sent_too_many_wrong_tokens(make_ap
 def test_wrong_tokens_from_another_address_do_not_block_this_one(make_app: Callable[..., Flask]) -> None:
     app = make_app(auth_failure_limit="2")
     for attempt in range(3):
-        app.test_client().get(f"{API}/job", headers={"X-Racetrack-Auth": f"rtd_guess-{attempt}"},
-                              environ_base={"REMOTE_ADDR": "10.6.6.6"})
+        app.test_client().get(
+            f"{API}/job", headers={"X-Racetrack-Auth": f"rtd_guess-{attempt}"}, environ_base={"REMOTE_ADDR": "10.6.6.6"}
+        )
 
-    response = app.test_client().get(f"{API}/job", headers={"X-Racetrack-Auth": "rtd_typo"},
-                                     environ_base={"REMOTE_ADDR": "10.1.1.1"})
+    response = app.test_client().get(
+        f"{API}/job", headers={"X-Racetrack-Auth": "rtd_typo"}, environ_base={"REMOTE_ADDR": "10.1.1.1"}
+    )
 
     assert_error(response, 401, "unauthorized")
 
@@ -885,11 +950,19 @@ def test_open_endpoints_need_no_token(make_app: Callable[..., Flask]) -> None:
     assert app.test_client().post(f"{API}/users/login", json={}).status_code == 401  # reached, and refused
 
 
-@pytest.mark.parametrize(("method", "path"), [
-    ("GET", "/users"), ("GET", "/escs"), ("GET", "/auth/tokens"), ("GET", "/auth/grants"),
-    ("GET", "/users/validate_user_auth"), ("GET", "/auth/public-endpoints"), ("POST", "/auth/tokens"),
-    ("GET", "/auth/allowed/job/adder/1.0.0/scope/read_job"),
-])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/users"),
+        ("GET", "/escs"),
+        ("GET", "/auth/tokens"),
+        ("GET", "/auth/grants"),
+        ("GET", "/users/validate_user_auth"),
+        ("GET", "/auth/public-endpoints"),
+        ("POST", "/auth/tokens"),
+        ("GET", "/auth/allowed/job/adder/1.0.0/scope/read_job"),
+    ],
+)
 def test_auth_endpoints_need_a_token(app: Flask, method: str, path: str) -> None:
     response = app.test_client().open(f"{API}{path}", method=method, json={})
 

@@ -98,8 +98,10 @@ def count_lookups(monkeypatch: pytest.MonkeyPatch, accounts: Accounts) -> list[s
 
 # --- the cache -------------------------------------------------------------------------------------
 
-def test_a_known_token_is_answered_from_memory_after_the_first_lookup(accounts: Accounts,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+
+def test_a_known_token_is_answered_from_memory_after_the_first_lookup(
+    accounts: Accounts, monkeypatch: pytest.MonkeyPatch
+) -> None:
     token, _ = bob_token(accounts)
     auth = authenticator(accounts)
     asked = count_lookups(monkeypatch, accounts)
@@ -153,8 +155,7 @@ def test_a_revoke_is_seen_by_the_very_next_identify(accounts: Accounts) -> None:
         auth.identify(token, CLIENT, "api")
 
 
-def test_a_revoke_in_another_process_is_seen_by_the_very_next_identify(
-        make_accounts: Callable[[], Accounts]) -> None:
+def test_a_revoke_in_another_process_is_seen_by_the_very_next_identify(make_accounts: Callable[[], Accounts]) -> None:
     here, there = make_accounts(), make_accounts()  # two processes: one registry, one auth-changes file each mapped
     token, token_id = bob_token(there)
     gateway = authenticator(here)
@@ -228,6 +229,7 @@ def test_forget_empties_the_cache(accounts: Accounts, monkeypatch: pytest.Monkey
 
 # --- missing and bad tokens --------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("token", [None, ""])
 def test_no_token_is_401_saying_which_header(accounts: Accounts, token: str | None) -> None:
     with pytest.raises(UnauthorizedError) as caught:
@@ -246,6 +248,7 @@ def test_an_unknown_token_is_401(accounts: Accounts) -> None:
 
 
 # --- auth switched off -----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("token", [None, "", "rtd_unknown-token"])
 def test_with_auth_off_a_caller_without_a_known_token_is_anyone(accounts: Accounts, token: str | None) -> None:
@@ -282,6 +285,7 @@ def test_with_auth_off_failed_password_logins_do_not_block_tokens(accounts: Acco
 
 
 # --- too many failures -------------------------------------------------------------------------------
+
 
 def test_after_the_limit_an_address_gets_429_with_a_retry_after(accounts: Accounts, clock: FakeClock) -> None:
     auth = authenticator(accounts, limit=3, window=60)
@@ -338,7 +342,8 @@ def test_a_valid_token_not_yet_seen_from_a_blocked_address_passes_too(accounts: 
 
 
 def test_a_known_good_caller_from_a_blocked_address_survives_an_unrelated_auth_change(
-        accounts: Accounts, clock: FakeClock) -> None:
+    accounts: Accounts, clock: FakeClock
+) -> None:
     token, _ = bob_token(accounts)
     auth = authenticator(accounts, limit=3)
     auth.identify(token, CLIENT, "gateway")
@@ -444,8 +449,7 @@ def test_a_limit_of_zero_never_blocks(accounts: Accounts, clock: FakeClock) -> N
     assert limiter.blocked_for(CLIENT) == 0
 
 
-def test_the_limiter_is_built_from_the_settings(accounts: Accounts,
-                                                 make_settings: Callable[..., Settings]) -> None:
+def test_the_limiter_is_built_from_the_settings(accounts: Accounts, make_settings: Callable[..., Settings]) -> None:
     settings = make_settings(auth_failure_limit="7", auth_failure_window="12", auth_required="false")
 
     auth = Authenticator.from_settings(settings, accounts)
@@ -454,6 +458,7 @@ def test_the_limiter_is_built_from_the_settings(accounts: Accounts,
 
 
 # --- last use ------------------------------------------------------------------------------------------
+
 
 def test_flush_last_use_writes_when_a_token_was_last_used(accounts: Accounts, clock: FakeClock) -> None:
     token, token_id = bob_token(accounts)
@@ -466,8 +471,9 @@ def test_flush_last_use_writes_when_a_token_was_last_used(accounts: Accounts, cl
     assert AuthToken.get_by_id(token_id).last_use_time == pytest.approx(clock.now)
 
 
-def test_last_use_is_written_at_most_once_a_minute_per_token(accounts: Accounts, clock: FakeClock,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_last_use_is_written_at_most_once_a_minute_per_token(
+    accounts: Accounts, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     token, token_id = bob_token(accounts)
     auth = authenticator(accounts)
     auth.identify(token, CLIENT, "api")

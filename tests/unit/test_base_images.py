@@ -46,8 +46,9 @@ def debootstrap(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
 def test_the_golang_image_bootstraps_debians_go_toolchain(tmp_path: Path, debootstrap: list[list[str]]) -> None:
     runtime = FakeRuntime()
 
-    name = build_base_image(runtime, KINDS["golang"], LOCAL_GOLANG_IMAGE, "bookworm", "http://mirror.test/debian",
-                            tmp_path)
+    name = build_base_image(
+        runtime, KINDS["golang"], LOCAL_GOLANG_IMAGE, "bookworm", "http://mirror.test/debian", tmp_path
+    )
 
     assert name == "racetrackd/golang-base:bookworm"
     (command,) = debootstrap
@@ -59,8 +60,9 @@ def test_the_golang_image_bootstraps_debians_go_toolchain(tmp_path: Path, deboot
 
 
 def test_the_python3_image_keeps_its_packages(tmp_path: Path, debootstrap: list[list[str]]) -> None:
-    build_base_image(FakeRuntime(), KINDS["python3"], LOCAL_PYTHON_IMAGE, "bookworm", "http://mirror.test/debian",
-                     tmp_path)
+    build_base_image(
+        FakeRuntime(), KINDS["python3"], LOCAL_PYTHON_IMAGE, "bookworm", "http://mirror.test/debian", tmp_path
+    )
 
     assert debootstrap[0][2] == "--include=python3,python3-venv,ca-certificates"
 
@@ -73,7 +75,8 @@ def test_ensure_prefers_the_configured_image_when_it_can_be_pulled(tmp_path: Pat
 
 
 def test_ensure_builds_the_local_golang_image_once_when_no_registry_answers(
-        tmp_path: Path, debootstrap: list[list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, debootstrap: list[list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(base_images, "find_mirror", lambda suite: "http://mirror.test/debian")
     runtime = NoRegistry()
 

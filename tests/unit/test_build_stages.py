@@ -17,5 +17,9 @@ def test_only_the_newest_build_stages_of_the_job_are_kept() -> None:
 
     prune_build_stages(runtime, "main", "go-adder", keep=2)
 
-    assert sorted(runtime.images) == ["sha256:go-adder-2", "sha256:go-adder-3", "sha256:other-daemon",
-                                      "sha256:other-job"]
+    assert sorted(runtime.images) == [
+        "sha256:go-adder-2",
+        "sha256:go-adder-3",
+        "sha256:other-daemon",
+        "sha256:other-job",
+    ]

@@ -30,21 +30,48 @@ def daemon(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> FakeDaemon:
 
 
 def job(name: str = "adder", version: str = "1.0.0", **extra: Any) -> dict[str, Any]:
-    return {"name": name, "version": version, "status": "running", "pub_url": f"{REMOTE}/pub/job/{name}/{version}",
-            "deployed_by": "alice", "update_time": 1_700_000_000, "last_call_time": None, "replicas": 2,
-            "replica_internal_names": ["10.0.0.2:7000"], "error": None, "image_tag": "racetrackd/job-adder:1",
-            "job_type_version": "python3:1.0.0", "infrastructure_target": "docker", "idle_timeout": None,
-            "infrastructure_stats": {"crash_count": 3}, "manifest": {"jobtype": "python3:latest"}, **extra}
+    return {
+        "name": name,
+        "version": version,
+        "status": "running",
+        "pub_url": f"{REMOTE}/pub/job/{name}/{version}",
+        "deployed_by": "alice",
+        "update_time": 1_700_000_000,
+        "last_call_time": None,
+        "replicas": 2,
+        "replica_internal_names": ["10.0.0.2:7000"],
+        "error": None,
+        "image_tag": "racetrackd/job-adder:1",
+        "job_type_version": "python3:1.0.0",
+        "infrastructure_target": "docker",
+        "idle_timeout": None,
+        "infrastructure_stats": {"crash_count": 3},
+        "manifest": {"jobtype": "python3:latest"},
+        **extra,
+    }
 
 
 def deployment(status: str = "done", version: str = "1.0.0", **extra: Any) -> dict[str, Any]:
-    return {"id": "d0123456789", "status": status, "phase": None, "error": None, "job_name": "adder",
-            "job_version": version, "deployed_by": "alice", "create_time": 1_700_000_000, "kind": "deploy",
-            "phases": [{"name": "building image", "started_at": 1.0, "duration": 30.25},
-                       {"name": "starting Job server", "started_at": 31.0, "duration": 2.0}], **extra}
+    return {
+        "id": "d0123456789",
+        "status": status,
+        "phase": None,
+        "error": None,
+        "job_name": "adder",
+        "job_version": version,
+        "deployed_by": "alice",
+        "create_time": 1_700_000_000,
+        "kind": "deploy",
+        "phases": [
+            {"name": "building image", "started_at": 1.0, "duration": 30.25},
+            {"name": "starting Job server", "started_at": 31.0, "duration": 2.0},
+        ],
+        **extra,
+    }
 
 
 # --- progress ------------------------------------------------------------------------------------
+
 
 class Clock:
     def __init__(self) -> None:
@@ -66,8 +93,9 @@ def test_progress_in_a_log_is_plain_lines_with_the_time_since_the_start() -> Non
     progress.phase("starting Job server")
     progress.done()
 
-    assert stream.getvalue() == ("-----> building image (at 0.0 s)\n       Step 1/9\n"
-                                 "-----> starting Job server (at 12.3 s)\n")
+    assert stream.getvalue() == (
+        "-----> building image (at 0.0 s)\n       Step 1/9\n-----> starting Job server (at 12.3 s)\n"
+    )
 
 
 def test_progress_on_a_terminal_turns_a_spinner_that_lines_replace() -> None:
@@ -86,6 +114,7 @@ def test_progress_on_a_terminal_turns_a_spinner_that_lines_replace() -> None:
 
 
 # --- list ----------------------------------------------------------------------------------------
+
 
 def test_list_shows_name_version_status_and_the_chosen_columns(runner: CliRunner, daemon: FakeDaemon) -> None:
     daemon.answer("GET", JOBS, (200, [job("zeta"), job()]))
@@ -107,6 +136,7 @@ def test_list_json_and_an_empty_list(runner: CliRunner, daemon: FakeDaemon) -> N
 
 # --- status --------------------------------------------------------------------------------------
 
+
 def test_status_is_one_screen(runner: CliRunner, daemon: FakeDaemon) -> None:
     daemon.answer("GET", f"{JOBS}/adder/latest", (200, job(error="probe failed")))
     daemon.answer("GET", DEPLOYMENTS, (200, [deployment(version="0.9.0", id="older"), deployment()]))
@@ -115,11 +145,20 @@ def test_status_is_one_screen(runner: CliRunner, daemon: FakeDaemon) -> None:
 
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[:6] == ["adder 1.0.0", "  status:       running", f"  url:          {REMOTE}/pub/job/adder/1.0.0",
-                         "  replicas:     2 (1 ready)", "  crashes:      3", "  last error:   probe failed"]
+    assert lines[:6] == [
+        "adder 1.0.0",
+        "  status:       running",
+        f"  url:          {REMOTE}/pub/job/adder/1.0.0",
+        "  replicas:     2 (1 ready)",
+        "  crashes:      3",
+        "  last error:   probe failed",
+    ]
     assert "last deployment d0123456 (deploy, done) by alice at " in result.stdout
-    assert lines[-3:] == [f"  {'building image':<30} 30.2 s", f"  {'starting Job server':<30} 2.0 s",
-                          f"  {'total':<30} 32.2 s"]
+    assert lines[-3:] == [
+        f"  {'building image':<30} 30.2 s",
+        f"  {'starting Job server':<30} 2.0 s",
+        f"  {'total':<30} 32.2 s",
+    ]
 
 
 def test_status_of_a_job_whose_deployment_failed_says_why(runner: CliRunner, daemon: FakeDaemon) -> None:
@@ -131,32 +170,39 @@ def test_status_of_a_job_whose_deployment_failed_says_why(runner: CliRunner, dae
     assert result.exit_code == EXIT_NOT_FOUND
     assert result.stderr.splitlines() == [
         "error: adder 1.0.0 is not deployed: deployment d0123456 failed: image build failed at step 3",
-        "hint: rtd build-logs adder --version 1.0.0; fix it and rtd submit again"]
+        "hint: rtd build-logs adder --version 1.0.0; fix it and rtd submit again",
+    ]
 
 
 # --- call --curl ---------------------------------------------------------------------------------
+
 
 def test_curl_uses_rtd_token_not_the_token(runner: CliRunner, daemon: FakeDaemon) -> None:
     result = runner.invoke(main, ["call", "adder", "/api/v1/add", "a: 1", "--curl"], env={"RTD_TOKEN": "s3cret"})
 
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip() == (f"curl -sS -X POST {REMOTE}/pub/job/adder/latest/api/v1/add "
-                                     "-H \"X-Racetrack-Auth: $(rtd token)\" -H 'Content-Type: application/json' "
-                                     "-d '{\"a\": 1}'")
+    assert result.stdout.strip() == (
+        f"curl -sS -X POST {REMOTE}/pub/job/adder/latest/api/v1/add "
+        "-H \"X-Racetrack-Auth: $(rtd token)\" -H 'Content-Type: application/json' "
+        "-d '{\"a\": 1}'"
+    )
     assert daemon.calls == []  # printed, not called
 
 
-def test_curl_names_the_remote_given_by_flag_and_sends_no_body_with_get(runner: CliRunner, daemon: FakeDaemon
-                                                                       ) -> None:
-    result = runner.invoke(main, ["--remote", REMOTE, "call", "adder", "--method", "GET", "--curl"],
-                           env={"RTD_TOKEN": "s3cret"})
+def test_curl_names_the_remote_given_by_flag_and_sends_no_body_with_get(runner: CliRunner, daemon: FakeDaemon) -> None:
+    result = runner.invoke(
+        main, ["--remote", REMOTE, "call", "adder", "--method", "GET", "--curl"], env={"RTD_TOKEN": "s3cret"}
+    )
 
-    assert result.stdout.strip() == (f"curl -sS -X GET {REMOTE}/pub/job/adder/latest/api/v1/perform "
-                                     f"-H \"X-Racetrack-Auth: $(rtd --remote {REMOTE} token)\"")
+    assert result.stdout.strip() == (
+        f"curl -sS -X GET {REMOTE}/pub/job/adder/latest/api/v1/perform "
+        f'-H "X-Racetrack-Auth: $(rtd --remote {REMOTE} token)"'
+    )
 
 
 def test_curl_with_a_token_flag_refers_to_rtd_token_env_and_show_token_writes_it(
-        runner: CliRunner, daemon: FakeDaemon) -> None:
+    runner: CliRunner, daemon: FakeDaemon
+) -> None:
     by_flag = runner.invoke(main, ["--token", "s3cret", "call", "adder", "--curl"])
     shown = runner.invoke(main, ["--token", "s3cret", "call", "adder", "--curl", "--show-token"])
 
@@ -171,6 +217,7 @@ def test_endpoint_and_payload_are_given_once(runner: CliRunner, daemon: FakeDaem
 
 
 # --- remotes -------------------------------------------------------------------------------------
+
 
 def test_named_remotes_resolve_and_tokens_stay_per_url(tmp_path: Path) -> None:
     config = ClientConfig(path=tmp_path / "rtd.yaml")
@@ -201,12 +248,17 @@ def test_remote_add_use_list_remove(runner: CliRunner, tmp_path: Path) -> None:
     assert runner.invoke(main, ["remote", "add", "dev", "dev:7102", "--use"], env=env).exit_code == 0
 
     listed = runner.invoke(main, ["remote", "list"], env=env).stdout.splitlines()
-    assert [line.split() for line in listed[1:]] == [["*", "dev", "http://dev:7102", "no"],
-                                                     ["prod", "https://rt.example.com", "no"]]
+    assert [line.split() for line in listed[1:]] == [
+        ["*", "dev", "http://dev:7102", "no"],
+        ["prod", "https://rt.example.com", "no"],
+    ]
     assert runner.invoke(main, ["remote", "use", "prod"], env=env).exit_code == 0
     assert runner.invoke(main, ["remote"], env=env).stdout == "prod https://rt.example.com (no token)\n"
     assert json.loads(runner.invoke(main, ["remote", "--json"], env=env).stdout) == {
-        "name": "prod", "url": "https://rt.example.com", "logged_in": False}
+        "name": "prod",
+        "url": "https://rt.example.com",
+        "logged_in": False,
+    }
 
     removed = runner.invoke(main, ["remote", "remove", "prod"], env=env)
     assert removed.exit_code == 0 and "the current remote is http://127.0.0.1:7102 again" in removed.stderr
@@ -216,6 +268,7 @@ def test_remote_add_use_list_remove(runner: CliRunner, tmp_path: Path) -> None:
 
 
 # --- version -------------------------------------------------------------------------------------
+
 
 def test_version_warns_when_major_minor_differ(runner: CliRunner, daemon: FakeDaemon) -> None:
     daemon.answer("GET", "/lifecycle/api/v1/info", (200, {"git_version": "9.4.0"}))
@@ -239,8 +292,11 @@ def test_version_of_the_same_minor_does_not_warn(runner: CliRunner, daemon: Fake
 
 # --- completion and errors -----------------------------------------------------------------------
 
-@pytest.mark.parametrize(("shell", "marker"), [("bash", "complete -o nosort -F"), ("zsh", "#compdef rtd"),
-                                               ("fish", "complete --no-files --command rtd")])
+
+@pytest.mark.parametrize(
+    ("shell", "marker"),
+    [("bash", "complete -o nosort -F"), ("zsh", "#compdef rtd"), ("fish", "complete --no-files --command rtd")],
+)
 def test_completion_prints_the_shells_script(runner: CliRunner, shell: str, marker: str) -> None:
     result = runner.invoke(main, ["completion", shell])
 
@@ -257,8 +313,10 @@ def test_a_bug_in_rtd_is_one_line_not_a_traceback(runner: CliRunner, monkeypatch
     result = runner.invoke(main, ["list"])
 
     assert result.exit_code == EXIT_ERROR
-    assert result.stderr.splitlines() == ["error: rtd failed unexpectedly: KeyError: 'pub_url'",
-                                          "hint: run again with RTD_DEBUG=1 for the traceback, and report it"]
+    assert result.stderr.splitlines() == [
+        "error: rtd failed unexpectedly: KeyError: 'pub_url'",
+        "hint: run again with RTD_DEBUG=1 for the traceback, and report it",
+    ]
 
 
 def test_an_answer_that_is_not_json_is_one_line(runner: CliRunner, daemon: FakeDaemon) -> None:
@@ -289,13 +347,19 @@ def test_version_prints_the_clients_even_when_the_daemon_is_down(runner: CliRunn
 def test_submit_json_keeps_stdout_for_the_deployment(runner: CliRunner, daemon: FakeDaemon, tmp_path: Path) -> None:
     job_dir = tmp_path / "adder"
     job_dir.mkdir()
-    (job_dir / "job.yaml").write_text("name: adder\nversion: 1.0.0\nowner_email: a@example.com\n"
-                                      "jobtype: python3:latest\njobtype_extra: {entrypoint_path: e.py}\n")
+    (job_dir / "job.yaml").write_text(
+        "name: adder\nversion: 1.0.0\nowner_email: a@example.com\n"
+        "jobtype: python3:latest\njobtype_extra: {entrypoint_path: e.py}\n"
+    )
     (job_dir / "e.py").write_text("")
     done = deployment(job=job())
     daemon.answer("POST", DEPLOYMENTS, (201, {"id": done["id"]}))
-    daemon.answer("GET", f"{DEPLOYMENTS}/{done['id']}", (200, {**done, "status": "in_progress",
-                                                                "phase": "building image"}), (200, done))
+    daemon.answer(
+        "GET",
+        f"{DEPLOYMENTS}/{done['id']}",
+        (200, {**done, "status": "in_progress", "phase": "building image"}),
+        (200, done),
+    )
     daemon.answer("GET", f"{DEPLOYMENTS}/{done['id']}/build-logs", (200, {"logs": "Step 1/2\n", "offset": 9}))
 
     result = runner.invoke(main, ["submit", str(job_dir), "--json"], input="")
@@ -305,8 +369,9 @@ def test_submit_json_keeps_stdout_for_the_deployment(runner: CliRunner, daemon: 
     assert "-----> building image (at " in result.stderr and "       Step 1/2" in result.stderr
 
 
-def test_ctrl_c_while_waiting_says_the_deployment_goes_on(runner: CliRunner, daemon: FakeDaemon,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ctrl_c_while_waiting_says_the_deployment_goes_on(
+    runner: CliRunner, daemon: FakeDaemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def interrupted(self: Progress, seconds: float) -> None:
         raise KeyboardInterrupt
 
@@ -319,7 +384,8 @@ def test_ctrl_c_while_waiting_says_the_deployment_goes_on(runner: CliRunner, dae
     assert result.exit_code == EXIT_INTERRUPTED
     assert result.stderr.splitlines() == [
         "error: stopped watching; deployment r0123456 goes on in racetrackd",
-        "hint: rtd build-logs NAME -f follows it; rtd status NAME shows how it ended"]
+        "hint: rtd build-logs NAME -f follows it; rtd status NAME shows how it ended",
+    ]
 
 
 def test_status_of_an_unknown_job_hints_at_the_list(runner: CliRunner, daemon: FakeDaemon) -> None:
@@ -332,12 +398,15 @@ def test_status_of_an_unknown_job_hints_at_the_list(runner: CliRunner, daemon: F
     assert result.stderr == "error: job nope latest not found\nhint: rtd list shows the jobs you may read\n"
 
 
-@pytest.mark.parametrize(("path_mode", "hint"), [
-    (None, "call it: rtd call adder --version 0.0.1 --data '{}'"),
-    ("wrapper", "call it: rtd call adder --version 0.0.1 --data '{}'"),
-    ("forward", 'open it: curl -H "X-Racetrack-Auth: $(rtd token)" http://h:7102/pub/job/adder/0.0.1/api/v1/'),
-    ("rewrite", 'open it: curl -H "X-Racetrack-Auth: $(rtd token)" http://h:7102/pub/job/adder/0.0.1/'),
-])
+@pytest.mark.parametrize(
+    ("path_mode", "hint"),
+    [
+        (None, "call it: rtd call adder --version 0.0.1 --data '{}'"),
+        ("wrapper", "call it: rtd call adder --version 0.0.1 --data '{}'"),
+        ("forward", 'open it: curl -H "X-Racetrack-Auth: $(rtd token)" http://h:7102/pub/job/adder/0.0.1/api/v1/'),
+        ("rewrite", 'open it: curl -H "X-Racetrack-Auth: $(rtd token)" http://h:7102/pub/job/adder/0.0.1/'),
+    ],
+)
 def test_submit_suggests_a_first_call_that_fits_the_job_type(path_mode: str | None, hint: str) -> None:
     job = {"name": "adder", "version": "0.0.1", "pub_url": "http://h:7102/pub/job/adder/0.0.1", "path_mode": path_mode}
 

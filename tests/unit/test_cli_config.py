@@ -13,16 +13,19 @@ from cli.errors import EXIT_INVALID_INPUT, EXIT_UNREACHABLE
 from cli.main import main
 
 
-@pytest.mark.parametrize(("given", "expected"), [
-    ("localhost:7102", "http://localhost:7102"),
-    ("127.0.0.1:7102/", "http://127.0.0.1:7102"),
-    ("http://racetrack.local:7102/", "http://racetrack.local:7102"),
-    ("https://racetrack.example.com", "https://racetrack.example.com"),
-    ("https://racetrack.example.com/lifecycle", "https://racetrack.example.com"),
-    ("https://racetrack.example.com/lifecycle/", "https://racetrack.example.com"),
-    ("racetrack.local:7102/lifecycle", "http://racetrack.local:7102"),
-    ("  http://host:1  ", "http://host:1"),
-])
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("localhost:7102", "http://localhost:7102"),
+        ("127.0.0.1:7102/", "http://127.0.0.1:7102"),
+        ("http://racetrack.local:7102/", "http://racetrack.local:7102"),
+        ("https://racetrack.example.com", "https://racetrack.example.com"),
+        ("https://racetrack.example.com/lifecycle", "https://racetrack.example.com"),
+        ("https://racetrack.example.com/lifecycle/", "https://racetrack.example.com"),
+        ("racetrack.local:7102/lifecycle", "http://racetrack.local:7102"),
+        ("  http://host:1  ", "http://host:1"),
+    ],
+)
 def test_normalize_remote(given: str, expected: str) -> None:
     assert normalize_remote(given) == expected
 
@@ -35,11 +38,19 @@ def test_config_path_honours_rtd_config_then_xdg(tmp_path: Path) -> None:
 @pytest.fixture
 def config_file(tmp_path: Path) -> Path:
     path = tmp_path / "rtd.yaml"
-    path.write_text(yaml.safe_dump({
-        "remote": "file-host:1/",
-        "tokens": {"http://file-host:1": "file-token", "http://env-host:2": "env-host-token",
-                   "http://flag-host:3": "flag-host-token", DEFAULT_REMOTE: "default-token"},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "remote": "file-host:1/",
+                "tokens": {
+                    "http://file-host:1": "file-token",
+                    "http://env-host:2": "env-host-token",
+                    "http://flag-host:3": "flag-host-token",
+                    DEFAULT_REMOTE: "default-token",
+                },
+            }
+        )
+    )
     return path
 
 
@@ -54,7 +65,9 @@ def test_resolve_prefers_the_environment_over_the_file(config_file: Path) -> Non
     config = ClientConfig.load({"RTD_CONFIG": str(config_file)})
 
     assert config.resolve(None, None, {"RTD_REMOTE": "env-host:2", "RTD_TOKEN": "env-token"}) == (
-        "http://env-host:2", "env-token")
+        "http://env-host:2",
+        "env-token",
+    )
     # Without RTD_TOKEN, the token saved for the chosen remote is used.
     assert config.resolve(None, None, {"RTD_REMOTE": "env-host:2"}) == ("http://env-host:2", "env-host-token")
 
@@ -101,7 +114,6 @@ def test_save_tightens_an_existing_world_readable_file(tmp_path: Path) -> None:
 # --- rtd commands that fail before talking to a daemon -------------------------------------------
 
 
-
 def test_submit_without_job_yaml_fails_clearly(runner: CliRunner, tmp_path: Path, requests_made: list[str]) -> None:
     job_dir = tmp_path / "empty-job"
     job_dir.mkdir()
@@ -114,8 +126,9 @@ def test_submit_without_job_yaml_fails_clearly(runner: CliRunner, tmp_path: Path
     assert requests_made == []
 
 
-def test_submit_with_invalid_job_yaml_names_the_file(runner: CliRunner, tmp_path: Path,
-                                                      requests_made: list[str]) -> None:
+def test_submit_with_invalid_job_yaml_names_the_file(
+    runner: CliRunner, tmp_path: Path, requests_made: list[str]
+) -> None:
     (tmp_path / "job.yaml").write_text("name: [adder\n")
 
     result = runner.invoke(main, ["submit", str(tmp_path)])
@@ -126,8 +139,9 @@ def test_submit_with_invalid_job_yaml_names_the_file(runner: CliRunner, tmp_path
     assert requests_made == []
 
 
-def test_submit_with_a_job_yaml_that_is_not_a_mapping_fails(runner: CliRunner, tmp_path: Path,
-                                                             requests_made: list[str]) -> None:
+def test_submit_with_a_job_yaml_that_is_not_a_mapping_fails(
+    runner: CliRunner, tmp_path: Path, requests_made: list[str]
+) -> None:
     (tmp_path / "job.yaml").write_text("- name: adder\n")
 
     result = runner.invoke(main, ["submit", str(tmp_path)])

@@ -20,24 +20,44 @@ def daemon(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> FakeDaemon:
 
 
 def task(task_id: str, state: str = "failed", error: str | None = None, attempts: int = 2) -> dict[str, Any]:
-    return {"task_id": task_id, "status": state, "state": state, "job_name": "adder", "job_version": "1.0.0",
-            "method": "POST", "path": "/pub/job/adder/1.0.0/api/v1/perform", "caller": "admin",
-            "attempts": attempts, "error": error, "response_status": None, "created_at": 1_700_000_000.0,
-            "started_at": None, "ended_at": None, "duration": None}
+    return {
+        "task_id": task_id,
+        "status": state,
+        "state": state,
+        "job_name": "adder",
+        "job_version": "1.0.0",
+        "method": "POST",
+        "path": "/pub/job/adder/1.0.0/api/v1/perform",
+        "caller": "admin",
+        "attempts": attempts,
+        "error": error,
+        "response_status": None,
+        "created_at": 1_700_000_000.0,
+        "started_at": None,
+        "ended_at": None,
+        "duration": None,
+    }
 
 
 # --- without a daemon ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("args", "request_made"), [
-    (["tasks"], "GET http://127.0.0.1:9/lifecycle/api/v1/async/tasks"),
-    (["tasks", "adder", "--state", "failed"], "GET http://127.0.0.1:9/lifecycle/api/v1/async/tasks"),
-    (["tasks", "--retry", "abc-123"], "POST http://127.0.0.1:9/lifecycle/api/v1/async/tasks/abc-123/retry"),
-    (["call", "adder", "--async"], "POST http://127.0.0.1:9/pub/async/new/job/adder/latest/api/v1/perform"),
-    (["call", "adder", "--async", "--version", "1.x", "--endpoint", "api/v1/add"],
-     "POST http://127.0.0.1:9/pub/async/new/job/adder/1.x/api/v1/add"),
-])
-def test_an_unreachable_daemon_is_one_clear_line_and_exit_7(runner: CliRunner, requests_made: list[str],
-                                                            args: list[str], request_made: str) -> None:
+
+@pytest.mark.parametrize(
+    ("args", "request_made"),
+    [
+        (["tasks"], "GET http://127.0.0.1:9/lifecycle/api/v1/async/tasks"),
+        (["tasks", "adder", "--state", "failed"], "GET http://127.0.0.1:9/lifecycle/api/v1/async/tasks"),
+        (["tasks", "--retry", "abc-123"], "POST http://127.0.0.1:9/lifecycle/api/v1/async/tasks/abc-123/retry"),
+        (["call", "adder", "--async"], "POST http://127.0.0.1:9/pub/async/new/job/adder/latest/api/v1/perform"),
+        (
+            ["call", "adder", "--async", "--version", "1.x", "--endpoint", "api/v1/add"],
+            "POST http://127.0.0.1:9/pub/async/new/job/adder/1.x/api/v1/add",
+        ),
+    ],
+)
+def test_an_unreachable_daemon_is_one_clear_line_and_exit_7(
+    runner: CliRunner, requests_made: list[str], args: list[str], request_made: str
+) -> None:
     result = runner.invoke(main, args)
 
     assert result.exit_code == EXIT_UNREACHABLE
@@ -47,15 +67,19 @@ def test_an_unreachable_daemon_is_one_clear_line_and_exit_7(runner: CliRunner, r
     assert requests_made == [request_made]
 
 
-@pytest.mark.parametrize("args", [
-    ["tasks", "--state", "bogus"],
-    ["tasks", "--limit", "many"],
-    ["tasks", "--retry"],
-    ["call", "adder", "--async", "--data", "{not: [valid"],
-    ["call", "adder", "--async", "--method", "HEAD"],
-])
-def test_bad_arguments_are_usage_errors_before_any_request(runner: CliRunner, requests_made: list[str],
-                                                           args: list[str]) -> None:
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["tasks", "--state", "bogus"],
+        ["tasks", "--limit", "many"],
+        ["tasks", "--retry"],
+        ["call", "adder", "--async", "--data", "{not: [valid"],
+        ["call", "adder", "--async", "--method", "HEAD"],
+    ],
+)
+def test_bad_arguments_are_usage_errors_before_any_request(
+    runner: CliRunner, requests_made: list[str], args: list[str]
+) -> None:
     result = runner.invoke(main, args)
 
     assert result.exit_code == 2
@@ -65,6 +89,7 @@ def test_bad_arguments_are_usage_errors_before_any_request(runner: CliRunner, re
 
 
 # --- rtd tasks -----------------------------------------------------------------------------------
+
 
 def test_tasks_asks_with_its_filters_and_the_token(runner: CliRunner, daemon: FakeDaemon) -> None:
     daemon.answer("GET", "/lifecycle/api/v1/async/tasks", (200, []))
@@ -89,10 +114,17 @@ def test_tasks_defaults_to_the_newest_fifty_of_every_state(runner: CliRunner, da
 
 def test_tasks_prints_a_table_with_the_first_line_of_each_error(runner: CliRunner, daemon: FakeDaemon) -> None:
     long_error = "connection refused (the job may be starting or has died) " + "x" * 60 + "\nsecond line"
-    daemon.answer("GET", "/lifecycle/api/v1/async/tasks", (200, [
-        task("t-failed", "failed", long_error, attempts=2),
-        task("t-done", "completed", None, attempts=1),
-    ]))
+    daemon.answer(
+        "GET",
+        "/lifecycle/api/v1/async/tasks",
+        (
+            200,
+            [
+                task("t-failed", "failed", long_error, attempts=2),
+                task("t-done", "completed", None, attempts=1),
+            ],
+        ),
+    )
 
     result = runner.invoke(main, ["tasks"])
 
@@ -127,17 +159,36 @@ def test_tasks_retry_queues_the_task_again(runner: CliRunner, daemon: FakeDaemon
     assert [call[0] for call in daemon.calls] == ["POST"]  # no listing afterwards
 
 
-@pytest.mark.parametrize(("status", "body", "expected", "exit_code"), [
-    (409, {"error": "async task t-1 is completed; only failed tasks can be retried", "type": "already-exists"},
-     "error: async task t-1 is completed; only failed tasks can be retried", EXIT_CONFLICT),
-    (404, {"error": "async task t-1 not found", "type": "not-found",
-           "hint": "tasks are kept for a while after they end, then removed"},
-     "error: async task t-1 not found\nhint: tasks are kept for a while after they end, then removed", EXIT_NOT_FOUND),
-    (401, {"error": "invalid auth token", "type": "unauthorized"},
-     "error: invalid auth token\nhint: log in with: rtd login TOKEN (or rtd login --username NAME)", EXIT_AUTH),
-])
-def test_tasks_retry_refused_prints_the_daemons_error(runner: CliRunner, daemon: FakeDaemon, status: int,
-                                                      body: dict[str, str], expected: str, exit_code: int) -> None:
+@pytest.mark.parametrize(
+    ("status", "body", "expected", "exit_code"),
+    [
+        (
+            409,
+            {"error": "async task t-1 is completed; only failed tasks can be retried", "type": "already-exists"},
+            "error: async task t-1 is completed; only failed tasks can be retried",
+            EXIT_CONFLICT,
+        ),
+        (
+            404,
+            {
+                "error": "async task t-1 not found",
+                "type": "not-found",
+                "hint": "tasks are kept for a while after they end, then removed",
+            },
+            "error: async task t-1 not found\nhint: tasks are kept for a while after they end, then removed",
+            EXIT_NOT_FOUND,
+        ),
+        (
+            401,
+            {"error": "invalid auth token", "type": "unauthorized"},
+            "error: invalid auth token\nhint: log in with: rtd login TOKEN (or rtd login --username NAME)",
+            EXIT_AUTH,
+        ),
+    ],
+)
+def test_tasks_retry_refused_prints_the_daemons_error(
+    runner: CliRunner, daemon: FakeDaemon, status: int, body: dict[str, str], expected: str, exit_code: int
+) -> None:
     daemon.answer("POST", "/lifecycle/api/v1/async/tasks/t-1/retry", (status, body))
 
     result = runner.invoke(main, ["tasks", "--retry", "t-1"])
@@ -162,13 +213,13 @@ NEW = "/pub/async/new/job/adder/latest/api/v1/perform"
 POLL = "/pub/async/task/t-1/poll"
 
 
-def test_call_async_starts_a_task_polls_until_done_and_prints_the_answer(runner: CliRunner,
-                                                                        daemon: FakeDaemon) -> None:
+def test_call_async_starts_a_task_polls_until_done_and_prints_the_answer(runner: CliRunner, daemon: FakeDaemon) -> None:
     daemon.answer("POST", "/pub/async/new/job/adder/1.x/api/v1/add", (201, {"task_id": "t-1", "status": "ongoing"}))
     daemon.answer("GET", POLL, (202, {"status": "ongoing"}), (202, {"status": "ongoing"}), (200, {"sum": 42}))
 
-    result = runner.invoke(main, ["call", "adder", "--async", "--version", "1.x", "--endpoint", "/api/v1/add",
-                                  "--data", "a: 40\nb: 2"])
+    result = runner.invoke(
+        main, ["call", "adder", "--async", "--version", "1.x", "--endpoint", "/api/v1/add", "--data", "a: 40\nb: 2"]
+    )
 
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"sum": 42}
@@ -192,8 +243,20 @@ def test_call_async_with_get_sends_no_body(runner: CliRunner, daemon: FakeDaemon
 
 
 def test_call_async_to_an_unknown_job_is_exit_3_without_polling(runner: CliRunner, daemon: FakeDaemon) -> None:
-    daemon.answer("POST", NEW, (404, {"error": "job adder latest not found", "type": "job-not-found",
-                                      "job_name": "adder", "job_version": "latest", "request_id": "r"}))
+    daemon.answer(
+        "POST",
+        NEW,
+        (
+            404,
+            {
+                "error": "job adder latest not found",
+                "type": "job-not-found",
+                "job_name": "adder",
+                "job_version": "latest",
+                "request_id": "r",
+            },
+        ),
+    )
 
     result = runner.invoke(main, ["call", "adder", "--async"])
 

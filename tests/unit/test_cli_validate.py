@@ -23,8 +23,6 @@ MANIFEST = {
 }
 
 
-
-
 @pytest.fixture
 def job_dir(tmp_path: Path) -> Path:
     directory = tmp_path / "adder"
@@ -41,6 +39,7 @@ def validate(runner: CliRunner, *args: str, stdin: str = "") -> Any:
 
 # --- rtd validate --------------------------------------------------------------------------------
 
+
 def test_validate_prints_the_manifest_with_its_defaults(runner: CliRunner, job_dir: Path) -> None:
     (job_dir / "job.yaml").write_text(yaml.safe_dump({k: v for k, v in MANIFEST.items() if k != "version"}))
 
@@ -48,12 +47,15 @@ def test_validate_prints_the_manifest_with_its_defaults(runner: CliRunner, job_d
 
     assert result.exit_code == 0, result.output
     assert result.stderr == ""
-    assert yaml.safe_load(result.stdout) == {**{k: v for k, v in MANIFEST.items() if k != "version"},
-                                             "version": "0.0.1"}
+    assert yaml.safe_load(result.stdout) == {
+        **{k: v for k, v in MANIFEST.items() if k != "version"},
+        "version": "0.0.1",
+    }
 
 
-def test_validate_defaults_to_the_current_directory(runner: CliRunner, job_dir: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_validate_defaults_to_the_current_directory(
+    runner: CliRunner, job_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(job_dir)
 
     result = validate(runner)
@@ -63,9 +65,20 @@ def test_validate_defaults_to_the_current_directory(runner: CliRunner, job_dir: 
 
 
 def test_validate_applies_extra_vars(runner: CliRunner, job_dir: Path) -> None:
-    result = validate(runner, str(job_dir), "-e", "version=1.1.0", "--extra-vars", "replicas=3",
-                      "-e", "jobtype_extra.entrypoint_class=Adder", "-e", "labels.team=maths",
-                      "-e", "runtime_env.LEVEL='42'")
+    result = validate(
+        runner,
+        str(job_dir),
+        "-e",
+        "version=1.1.0",
+        "--extra-vars",
+        "replicas=3",
+        "-e",
+        "jobtype_extra.entrypoint_class=Adder",
+        "-e",
+        "labels.team=maths",
+        "-e",
+        "runtime_env.LEVEL='42'",
+    )
 
     assert result.exit_code == 0, result.output
     assert yaml.safe_load(result.stdout) == {
@@ -93,10 +106,13 @@ def test_an_extra_var_is_validated_like_the_file(runner: CliRunner, job_dir: Pat
     assert result.stdout == ""
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("name.first=x", "error: name: is not a mapping; cannot set a key inside it\n"),
-    ("replicas", "error: -e: 'replicas' must be KEY.PATH=VALUE\n"),
-])
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("name.first=x", "error: name: is not a mapping; cannot set a key inside it\n"),
+        ("replicas", "error: -e: 'replicas' must be KEY.PATH=VALUE\n"),
+    ],
+)
 def test_a_bad_extra_var_exits_3(runner: CliRunner, job_dir: Path, override: str, message: str) -> None:
     result = validate(runner, str(job_dir), "-e", override)
 
@@ -136,7 +152,8 @@ def test_an_invalid_piped_manifest_is_named_stdin(runner: CliRunner, tmp_path: P
 def test_validate_merges_an_extends_overlay(runner: CliRunner, job_dir: Path) -> None:
     (job_dir / "base.yaml").write_text(yaml.safe_dump(MANIFEST))
     (job_dir / "job.yaml").write_text(
-        "extends: base.yaml\nversion: 1.0.1\nruntime_env:\n  EXTRA: '1'\npublic_endpoints: [/api/v1/perform]\n")
+        "extends: base.yaml\nversion: 1.0.1\nruntime_env:\n  EXTRA: '1'\npublic_endpoints: [/api/v1/perform]\n"
+    )
 
     result = validate(runner, str(job_dir), "-e", "runtime_env.LEVEL=debug")
 
@@ -204,6 +221,7 @@ def test_validate_of_a_directory_without_job_yaml(runner: CliRunner, tmp_path: P
 
 # --- rtd submit: checked locally before any request ------------------------------------------------
 
+
 @pytest.mark.parametrize("command", ["submit", "deploy"])
 def test_submit_of_an_invalid_manifest_exits_3_without_any_request(
     runner: CliRunner, job_dir: Path, requests_made: list[str], command: str
@@ -239,8 +257,9 @@ def test_submit_of_an_invalid_piped_manifest_exits_3_without_any_request(
     assert requests_made == []
 
 
-def test_submit_of_a_valid_manifest_sends_it_merged(runner: CliRunner, job_dir: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_submit_of_a_valid_manifest_sends_it_merged(
+    runner: CliRunner, job_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The contrast to the tests above: a valid manifest gets as far as the (refused) deploy request.
     bodies: list[dict[str, Any]] = []
 

@@ -48,12 +48,15 @@ def unpack_error(tmp_path: Path, members: list[tuple[tarfile.TarInfo, bytes | No
 
 
 def test_a_normal_archive_extracts(tmp_path: Path) -> None:
-    archive = make_archive(tmp_path / "upload.tar.gz", [
-        file_member("job.yaml", b"name: adder\n"),
-        file_member("entrypoint.py", b"class E: ...\n"),
-        file_member("pkg/module.py", b"X = 1\n"),
-        link_member("pkg/alias.py", "module.py"),
-    ])
+    archive = make_archive(
+        tmp_path / "upload.tar.gz",
+        [
+            file_member("job.yaml", b"name: adder\n"),
+            file_member("entrypoint.py", b"class E: ...\n"),
+            file_member("pkg/module.py", b"X = 1\n"),
+            link_member("pkg/alias.py", "module.py"),
+        ],
+    )
 
     unpack_build_context(archive, tmp_path / "job")
 
@@ -63,13 +66,15 @@ def test_a_normal_archive_extracts(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("filters", ["with extraction filters", "without (Python before 3.11.4)"])
-def test_special_mode_bits_and_foreign_owners_are_dropped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                          filters: str) -> None:
+def test_special_mode_bits_and_foreign_owners_are_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, filters: str
+) -> None:
     if filters.startswith("without"):
         extract = tarfile.TarFile.extractall
 
-        def extractall_before_filters(self: tarfile.TarFile, path: str | Path = ".", members: Any = None, *,
-                                      numeric_owner: bool = False) -> None:
+        def extractall_before_filters(
+            self: tarfile.TarFile, path: str | Path = ".", members: Any = None, *, numeric_owner: bool = False
+        ) -> None:
             extract(self, path, members, numeric_owner=numeric_owner, filter="fully_trusted")
 
         monkeypatch.delattr(tarfile, "data_filter")
@@ -105,12 +110,15 @@ def test_paths_outside_the_context_are_rejected(tmp_path: Path, name: str) -> No
     assert "outside the context" in message
 
 
-@pytest.mark.parametrize(("name", "target"), [
-    ("evil", "/etc/passwd"),
-    ("evil", "../outside"),
-    ("pkg/evil", "../../outside"),
-    ("pkg/evil", "sub/../../../outside"),
-])
+@pytest.mark.parametrize(
+    ("name", "target"),
+    [
+        ("evil", "/etc/passwd"),
+        ("evil", "../outside"),
+        ("pkg/evil", "../../outside"),
+        ("pkg/evil", "sub/../../../outside"),
+    ],
+)
 def test_symlinks_escaping_the_context_are_rejected(tmp_path: Path, name: str, target: str) -> None:
     message = unpack_error(tmp_path, [link_member(name, target)])
 
@@ -135,8 +143,9 @@ def test_device_files_and_pipes_are_rejected(tmp_path: Path, kind: bytes) -> Non
 
 
 def test_an_archive_bigger_than_max_bytes_is_rejected(tmp_path: Path) -> None:
-    message = unpack_error(tmp_path, [file_member("a.bin", b"a" * 600), file_member("b.bin", b"b" * 600)],
-                           max_bytes=1000)
+    message = unpack_error(
+        tmp_path, [file_member("a.bin", b"a" * 600), file_member("b.bin", b"b" * 600)], max_bytes=1000
+    )
 
     assert "unpacks to more than" in message
     assert not (tmp_path / "job" / "a.bin").exists()  # nothing extracted

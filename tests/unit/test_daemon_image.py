@@ -23,8 +23,11 @@ def top_level_packages() -> set[str]:
 def test_every_package_is_copied_into_the_image_and_let_through_dockerignore() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
     copied = set(re.findall(r"^COPY (\S+) /opt/racetrackd/src/\1$", dockerfile, re.M))
-    allowed = {line.strip().lstrip("!").rstrip("/") for line in (REPO / ".dockerignore").read_text().splitlines()
-               if line.startswith("!")}
+    allowed = {
+        line.strip().lstrip("!").rstrip("/")
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.startswith("!")
+    }
 
     packages = top_level_packages()
 

@@ -50,6 +50,7 @@ def page_text(response: object) -> str:
 
 # --- login, logout --------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("path", ["/dashboard/jobs", "/dashboard/admin", "/dashboard/jobs/adder/0.0.1", "/dashboard/"])
 def test_pages_send_a_browser_without_a_token_to_the_login_page(app: Flask, path: str) -> None:
     response = app.test_client().get(path)
@@ -118,13 +119,15 @@ def test_after_login_only_dashboard_pages_are_followed(app: Flask, target: str) 
 
 
 def test_a_login_posted_from_another_site_is_refused(app: Flask) -> None:
-    response = app.test_client().post("/dashboard/login", data={"token": ADMIN_TOKEN},
-                                      headers={"Origin": "https://evil.example"})
+    response = app.test_client().post(
+        "/dashboard/login", data={"token": ADMIN_TOKEN}, headers={"Origin": "https://evil.example"}
+    )
 
     assert response.status_code == 403
 
 
 # --- jobs, scopes -----------------------------------------------------------------------------------
+
 
 def test_the_job_list_shows_only_what_the_user_may_read(app: Flask) -> None:
     add_job("adder", "0.0.1")
@@ -173,7 +176,7 @@ def test_the_job_page_shows_details_actions_and_a_chart_of_its_calls(app: Flask)
         assert f">{action}<" in page
     assert 'data-confirm="Delete job charted 0.0.1?' in page
     assert 'data-pub-path="/pub/job/charted/0.0.1"' in page
-    chart = page[page.index("<svg"):page.index("</svg>")]
+    chart = page[page.index("<svg") : page.index("</svg>")]
     assert "Calls by latency: 2 ≤ 4 ms, 0 ≤ 8 ms" in chart and "1 ≤ 256 ms</title>" in chart
     assert chart.count("<rect") == 7  # 4 ms to 256 ms, doubling
     assert "3 × 200" in page and "1 × 500" in page
@@ -191,6 +194,7 @@ def test_the_job_page_offers_only_the_actions_the_user_may_take(app: Flask) -> N
 
 
 # --- CSRF on the JSON API ---------------------------------------------------------------------------
+
 
 def test_a_change_made_with_the_cookie_alone_needs_the_pages_csrf_token(app: Flask) -> None:
     add_job("adder", "0.0.1")
@@ -223,6 +227,7 @@ def test_the_csrf_token_belongs_to_one_login(app: Flask) -> None:
 
 # --- tokens are shown once --------------------------------------------------------------------------
 
+
 def test_no_page_shows_a_token(app: Flask) -> None:
     accounts = accounts_of(app)
     esc = accounts.create_esc("billing", None)
@@ -246,6 +251,7 @@ def test_the_profile_shows_the_login_command_and_the_users_tokens(app: Flask) ->
 
 
 # --- admin ------------------------------------------------------------------------------------------
+
 
 def test_admin_pages_refuse_users_without_full_access(app: Flask) -> None:
     response = browser(app, new_user(app)).get("/dashboard/admin")
@@ -284,6 +290,7 @@ def test_the_admin_page_lists_plugins_offers_an_upload_and_removes_only_uploaded
 
 # --- deploy from the browser ------------------------------------------------------------------------
 
+
 def test_a_manifest_with_mistakes_is_shown_again_with_every_field_named(app: Flask) -> None:
     client = browser(app)
     csrf = csrf_of(page_text(client.get("/dashboard/deploy")))
@@ -319,9 +326,16 @@ def test_a_manifest_and_a_job_directory_upload_queue_a_deployment(app: Flask, tm
             tar.addfile(info, io.BytesIO(ENTRYPOINT))
     manifest = io.BytesIO(yaml.safe_dump(sample_manifest()).encode())
 
-    response = client.post("/dashboard/deploy", content_type="multipart/form-data", data={
-        "csrf_token": csrf, "manifest": "", "manifest_file": (manifest, "job.yaml"),
-        "build_context": (io.BytesIO(packed.getvalue()), f"adder.{archive}")})
+    response = client.post(
+        "/dashboard/deploy",
+        content_type="multipart/form-data",
+        data={
+            "csrf_token": csrf,
+            "manifest": "",
+            "manifest_file": (manifest, "job.yaml"),
+            "build_context": (io.BytesIO(packed.getvalue()), f"adder.{archive}"),
+        },
+    )
 
     deployment = db.Deployment.get()
     assert response.status_code == 303
@@ -367,9 +381,12 @@ def test_a_zip_entry_outside_the_directory_is_refused_when_unpacked(tmp_path: Pa
 
 # --- deployments, activity --------------------------------------------------------------------------
 
+
 def test_deployments_and_activity_show_only_readable_jobs_and_filter(app: Flask, client: FlaskClient) -> None:
     for name in ("adder", "classified"):
-        db.Deployment.create(job_name=name, job_version="0.0.1", manifest_yaml=yaml.safe_dump(sample_manifest(name=name)))
+        db.Deployment.create(
+            job_name=name, job_version="0.0.1", manifest_yaml=yaml.safe_dump(sample_manifest(name=name))
+        )
         db.AuditEvent.record("job_deployed", name, "0.0.1", "admin")
     db.AuditEvent.record("job_deleted", "adder", "0.0.1", "admin")
     token = new_user(app, default_grants=False)
@@ -387,8 +404,10 @@ def test_deployments_and_activity_show_only_readable_jobs_and_filter(app: Flask,
 
 # --- maintenance mode -------------------------------------------------------------------------------
 
+
 def test_maintenance_mode_refuses_deployments_and_deletions_with_503_and_shows_a_banner(
-        app: Flask, client: FlaskClient) -> None:
+    app: Flask, client: FlaskClient
+) -> None:
     add_job("adder", "0.0.1")
     bob = FlaskClient(app)
     bob.environ_base["HTTP_X_RACETRACK_AUTH"] = new_user(app)
@@ -417,6 +436,7 @@ def test_maintenance_mode_takes_true_or_false(client: FlaskClient) -> None:
 
 
 # --- assets -----------------------------------------------------------------------------------------
+
 
 def test_assets_are_served_by_the_daemon_and_cached_while_pages_are_not(app: Flask) -> None:
     client = browser(app)

@@ -24,9 +24,14 @@ ADMIN = Identity(access.USER, "admin", unrestricted=True)
 
 
 def test_the_json_body_becomes_typed_values(make_settings: Callable[..., Settings]) -> None:
-    body = {"manifest": sample_manifest(), "build_context": build_context(), "force": True,
-            "build_flags": ["--no-cache"], "secret_vars": {"build_env": {"PIP_TOKEN": "p1"}},
-            "git_credentials": {"username": "u", "password": "pw"}}
+    body = {
+        "manifest": sample_manifest(),
+        "build_context": build_context(),
+        "force": True,
+        "build_flags": ["--no-cache"],
+        "secret_vars": {"build_env": {"PIP_TOKEN": "p1"}},
+        "git_credentials": {"username": "u", "password": "pw"},
+    }
 
     request = parse_deploy_body(body, ADMIN, make_settings())
 
@@ -46,29 +51,35 @@ def test_without_an_archive_the_build_clones_git_remote(make_settings: Callable[
 
 
 def test_its_repr_shows_no_archive_and_no_secrets(make_settings: Callable[..., Settings]) -> None:
-    body = {"manifest": sample_manifest(), "build_context": build_context(),
-            "secret_vars": {"runtime_env": {"API_KEY": "s3cr3t-value"}},
-            "git_credentials": {"username": "u", "password": "git-s3cr3t"}}
+    body = {
+        "manifest": sample_manifest(),
+        "build_context": build_context(),
+        "secret_vars": {"runtime_env": {"API_KEY": "s3cr3t-value"}},
+        "git_credentials": {"username": "u", "password": "git-s3cr3t"},
+    }
 
     shown = repr(parse_deploy_body(body, ADMIN, make_settings()))
 
     assert "s3cr3t" not in shown and body["build_context"] not in shown and "archive" not in shown
 
 
-def test_an_archive_over_the_upload_cap_is_refused(make_settings: Callable[..., Settings],
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_archive_over_the_upload_cap_is_refused(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(deployments, "MAX_UPLOAD_BYTES", 1024**2)
 
     with pytest.raises(ValidationError, match="build_context: larger than 1 MiB"):
-        DeployRequest(manifest=accept_manifest(sample_manifest(), make_settings()), requester=ADMIN,
-                      archive=b"\0" * (1024**2 + 1))
+        DeployRequest(
+            manifest=accept_manifest(sample_manifest(), make_settings()), requester=ADMIN, archive=b"\0" * (1024**2 + 1)
+        )
 
 
 def test_the_use_case_queues_a_request_made_without_http(app: Flask) -> None:
     services = app.extensions["racetrackd"]
     archive = base64.b64decode(build_context())
-    request = DeployRequest(manifest=accept_manifest(sample_manifest(), services.settings), requester=ADMIN,
-                            archive=archive)
+    request = DeployRequest(
+        manifest=accept_manifest(sample_manifest(), services.settings), requester=ADMIN, archive=archive
+    )
 
     deployment = deployments.request_deployment(services.settings, services.plugins, services.vault, request)
 

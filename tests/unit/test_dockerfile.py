@@ -20,12 +20,16 @@ from tests.unit.fakes import dockerfile_variables, sample_manifest
 GOLDEN = Path(__file__).parent / "golden"
 
 
-def python3_variables(manifest_data: dict[str, Any], ca_bundle: bool, pip_index_url: str | None,
-                      secrets_url: str = "") -> dict[str, Any]:
+def python3_variables(
+    manifest_data: dict[str, Any], ca_bundle: bool, pip_index_url: str | None, secrets_url: str = ""
+) -> dict[str, Any]:
     """The variables `racetrackd.deploy.building.ImageBuilder.build` passes, with fixed values."""
-    return dockerfile_variables(manifest_data, job_type_version="python3:1.0.0", base_image="python:3.11-slim",
-                                build={"ca_bundle": ca_bundle, "pip_index_url": pip_index_url,
-                                       "secrets_url": secrets_url})
+    return dockerfile_variables(
+        manifest_data,
+        job_type_version="python3:1.0.0",
+        base_image="python:3.11-slim",
+        build={"ca_bundle": ca_bundle, "pip_index_url": pip_index_url, "secrets_url": secrets_url},
+    )
 
 
 def render_python3(variables: dict[str, Any]) -> str:
@@ -34,20 +38,31 @@ def render_python3(variables: dict[str, Any]) -> str:
 
 
 def test_python3_dockerfile_with_requirements_and_ca_bundle_matches_golden() -> None:
-    variables = python3_variables(sample_manifest(
-        jobtype_extra={"entrypoint_path": "entrypoint.py", "requirements_path": "requirements.txt",
-                       "entrypoint_class": "AdderEntrypoint"},
-        build_env={"GREETING": 'say "hi" to $USER \\o/'},
-    ), ca_bundle=True, pip_index_url=None)
+    variables = python3_variables(
+        sample_manifest(
+            jobtype_extra={
+                "entrypoint_path": "entrypoint.py",
+                "requirements_path": "requirements.txt",
+                "entrypoint_class": "AdderEntrypoint",
+            },
+            build_env={"GREETING": 'say "hi" to $USER \\o/'},
+        ),
+        ca_bundle=True,
+        pip_index_url=None,
+    )
 
     assert render_python3(variables) == (GOLDEN / "python3.Dockerfile").read_text()
 
 
 def test_python3_dockerfile_with_build_secrets_fetches_them_for_the_requirements_step_only() -> None:
-    variables = python3_variables(sample_manifest(
-        jobtype_extra={"entrypoint_path": "entrypoint.py", "requirements_path": "requirements.txt"},
-    ), ca_bundle=False, pip_index_url=None,
-        secrets_url="http://172.18.0.1:7102/lifecycle/api/v1/build-secrets/adder/1.0.0/0123abcd")
+    variables = python3_variables(
+        sample_manifest(
+            jobtype_extra={"entrypoint_path": "entrypoint.py", "requirements_path": "requirements.txt"},
+        ),
+        ca_bundle=False,
+        pip_index_url=None,
+        secrets_url="http://172.18.0.1:7102/lifecycle/api/v1/build-secrets/adder/1.0.0/0123abcd",
+    )
 
     rendered = render_python3(variables)
 
@@ -57,16 +72,21 @@ def test_python3_dockerfile_with_build_secrets_fetches_them_for_the_requirements
 
 
 def test_python3_dockerfile_without_requirements_or_ca_bundle_matches_golden() -> None:
-    variables = python3_variables(sample_manifest(
-        system_dependencies=["libgomp1", "curl"],
-    ), ca_bundle=False, pip_index_url="https://pypi.example.com/simple")
+    variables = python3_variables(
+        sample_manifest(
+            system_dependencies=["libgomp1", "curl"],
+        ),
+        ca_bundle=False,
+        pip_index_url="https://pypi.example.com/simple",
+    )
 
     assert render_python3(variables) == (GOLDEN / "python3-no-requirements.Dockerfile").read_text()
 
 
 def test_build_settings_never_become_runtime_env() -> None:
-    dockerfile = render_python3(python3_variables(
-        sample_manifest(), ca_bundle=True, pip_index_url="https://pypi.example.com/simple"))
+    dockerfile = render_python3(
+        python3_variables(sample_manifest(), ca_bundle=True, pip_index_url="https://pypi.example.com/simple")
+    )
 
     assert "ARG PIP_INDEX_URL=https://pypi.example.com/simple" in dockerfile
     assert "ARG PIP_CERT=/etc/racetrack/build-ca-bundle.crt" in dockerfile
@@ -108,14 +128,17 @@ def test_a_plugin_template_can_include_the_shared_package_index_fragment(tmp_pat
     assert "PIP_CERT" not in rendered
 
 
-@pytest.mark.parametrize(("value", "quoted"), [
-    ("plain", '"plain"'),
-    ('say "hi"', '"say \\"hi\\""'),
-    ("C:\\path", '"C:\\\\path"'),
-    ("$HOME and ${USER}", '"\\$HOME and \\${USER}"'),
-    ("two\nlines", '"two\\nlines"'),
-    (42, '"42"'),
-    ("", '""'),
-])
+@pytest.mark.parametrize(
+    ("value", "quoted"),
+    [
+        ("plain", '"plain"'),
+        ('say "hi"', '"say \\"hi\\""'),
+        ("C:\\path", '"C:\\\\path"'),
+        ("$HOME and ${USER}", '"\\$HOME and \\${USER}"'),
+        ("two\nlines", '"two\\nlines"'),
+        (42, '"42"'),
+        ("", '""'),
+    ],
+)
 def test_docker_quote(value: object, quoted: str) -> None:
     assert docker_quote(value) == quoted

@@ -28,6 +28,7 @@ def builtin(name: str) -> JobType:
 
 # --- plugin manifests and jobtype_extra ------------------------------------------------------------
 
+
 def test_docker_proxy_serves_on_7001_in_forward_mode_unless_the_job_says_otherwise() -> None:
     proxy = builtin("docker-proxy")
 
@@ -50,13 +51,16 @@ def test_serving_round_trips_through_the_jobs_record() -> None:
     assert Serving.from_json(None) == Serving(path_mode=WRAPPER)
 
 
-@pytest.mark.parametrize(("extra", "field", "message"), [
-    ({"proxy_mode": "mirror"}, "jobtype_extra.proxy_mode", "'mirror' is not one of forward, rewrite"),
-    ({"user_module_port": 70000}, "jobtype_extra.user_module_port", "70000 is not a TCP port"),
-    ({"user_module_port": "7001"}, "jobtype_extra.user_module_port", "must be a integer"),
-    ({"dockerfile_path": "../Dockerfile"}, "jobtype_extra.dockerfile_path", "relative path inside"),
-    ({"proxy_settings": "x.py"}, "jobtype_extra.proxy_settings", "not a setting of job type docker-proxy"),
-])
+@pytest.mark.parametrize(
+    ("extra", "field", "message"),
+    [
+        ({"proxy_mode": "mirror"}, "jobtype_extra.proxy_mode", "'mirror' is not one of forward, rewrite"),
+        ({"user_module_port": 70000}, "jobtype_extra.user_module_port", "70000 is not a TCP port"),
+        ({"user_module_port": "7001"}, "jobtype_extra.user_module_port", "must be a integer"),
+        ({"dockerfile_path": "../Dockerfile"}, "jobtype_extra.dockerfile_path", "relative path inside"),
+        ({"proxy_settings": "x.py"}, "jobtype_extra.proxy_settings", "not a setting of job type docker-proxy"),
+    ],
+)
 def test_bad_jobtype_extra_is_an_error_naming_the_field(extra: dict[str, object], field: str, message: str) -> None:
     with pytest.raises(ManifestError) as caught:
         check_extra(builtin("docker-proxy"), extra)
@@ -83,13 +87,15 @@ def test_a_plugin_with_a_broken_serving_section_is_skipped(tmp_path: Path, caplo
     plugin.mkdir()
     (plugin / "plugin-manifest.yaml").write_text(
         "name: odd\nversion: 1.0.0\ncategory: job-type\njob_types:\n  odd:\n"
-        "    dockerfile_from_job: {}\n    serving: {path_mode: sideways}\n")
+        "    dockerfile_from_job: {}\n    serving: {path_mode: sideways}\n"
+    )
 
     assert discover([tmp_path]) == []
     assert "serving.path_mode: 'sideways'" in caplog.text
 
 
 # --- building the job's own Dockerfile -----------------------------------------------------------------
+
 
 @pytest.fixture
 def builder(make_settings: object, runtime: FakeRuntime) -> ImageBuilder:
@@ -98,12 +104,18 @@ def builder(make_settings: object, runtime: FakeRuntime) -> ImageBuilder:
     return ImageBuilder(settings, runtime, Vault(b"k" * 32), "http://172.18.0.1:7102")
 
 
-def build(builder: ImageBuilder, job_dir: Path, jobtype: str, secrets: jobsecrets.JobSecrets = jobsecrets.NONE,
-          **manifest: object) -> str:
+def build(
+    builder: ImageBuilder,
+    job_dir: Path,
+    jobtype: str,
+    secrets: jobsecrets.JobSecrets = jobsecrets.NONE,
+    **manifest: object,
+) -> str:
     parsed = validate_manifest(sample_manifest(name="web", jobtype=f"{jobtype}:latest", **manifest))
     deployment = Deployment.create(job_name="web", job_version="0.0.1", manifest_yaml=parsed.yaml)
-    return builder.build(parsed, builtin(jobtype), job_dir, secrets, deployment_id=deployment.id,
-                         report=DeploymentRecord(deployment)).image
+    return builder.build(
+        parsed, builtin(jobtype), job_dir, secrets, deployment_id=deployment.id, report=DeploymentRecord(deployment)
+    ).image
 
 
 def context_files(runtime: FakeRuntime, tag: str) -> dict[str, bytes]:
@@ -118,13 +130,15 @@ def web_dir(tmp_path: Path) -> Path:
     (job / "Dockerfile").write_text(
         "ARG BASE_IMAGE=python:3.11-slim\nFROM $BASE_IMAGE\nARG GREETING\n"
         "# {{ job_name }} stays as written: docker-proxy Dockerfiles are not templates\n"
-        "COPY . /app\nCMD [\"python3\", \"-m\", \"http.server\", \"7001\"]\n")
+        'COPY . /app\nCMD ["python3", "-m", "http.server", "7001"]\n'
+    )
     (job / "static" / "index.html").write_text("<h1>hi</h1>")
     return job
 
 
 def test_a_docker_proxy_job_builds_its_dockerfile_as_written_from_its_own_directory(
-        builder: ImageBuilder, runtime: FakeRuntime, web_dir: Path) -> None:
+    builder: ImageBuilder, runtime: FakeRuntime, web_dir: Path
+) -> None:
     tag = build(builder, web_dir, "docker-proxy", jobtype_extra=None)
 
     files = context_files(runtime, tag)
@@ -135,7 +149,8 @@ def test_a_docker_proxy_job_builds_its_dockerfile_as_written_from_its_own_direct
 
 
 def test_build_env_base_image_and_the_secrets_url_are_build_args_not_image_env(
-        builder: ImageBuilder, runtime: FakeRuntime, web_dir: Path) -> None:
+    builder: ImageBuilder, runtime: FakeRuntime, web_dir: Path
+) -> None:
     secrets = jobsecrets.JobSecrets(build_env={"INDEX_TOKEN": "s3cret"})
 
     tag = build(builder, web_dir, "docker-proxy", secrets, jobtype_extra=None, build_env={"GREETING": "hello"})
@@ -151,17 +166,24 @@ def test_build_env_base_image_and_the_secrets_url_are_build_args_not_image_env(
 
 
 def test_a_dockerfile_job_is_rendered_with_the_variables_of_plugin_templates(
-        builder: ImageBuilder, runtime: FakeRuntime, tmp_path: Path) -> None:
+    builder: ImageBuilder, runtime: FakeRuntime, tmp_path: Path
+) -> None:
     job = tmp_path / "wrapped"
     (job / "docker").mkdir(parents=True)
     (job / "docker" / "job.Dockerfile").write_text(
         "FROM {{ base_image }}\n{{ package_index }}\n"
         "LABEL job={{ job_name | docker_quote }} version={{ job_version | docker_quote }}\n"
         "{% for key, value in build_env.items() %}ENV {{ key }}={{ value | docker_quote }}\n{% endfor %}"
-        "CMD [\"python3\", \"server.py\"]\n")
+        'CMD ["python3", "server.py"]\n'
+    )
 
-    tag = build(builder, job, "dockerfile", jobtype_extra={"dockerfile_path": "docker/job.Dockerfile"},
-                build_env={"MODE": "fast"})
+    tag = build(
+        builder,
+        job,
+        "dockerfile",
+        jobtype_extra={"dockerfile_path": "docker/job.Dockerfile"},
+        build_env={"MODE": "fast"},
+    )
 
     rendered = context_files(runtime, tag)["Dockerfile.racetrack"].decode()
     assert rendered.startswith(f"FROM {BASE}\n")
@@ -172,12 +194,15 @@ def test_a_dockerfile_job_is_rendered_with_the_variables_of_plugin_templates(
 
 
 def test_a_misspelt_variable_in_a_dockerfile_jobs_template_fails_the_build_naming_it(
-        builder: ImageBuilder, tmp_path: Path) -> None:
+    builder: ImageBuilder, tmp_path: Path
+) -> None:
     from racetrackd.errors import ValidationError
 
     (tmp_path / "Dockerfile").write_text("FROM {{ base_imgae }}\n")
 
-    with pytest.raises(ValidationError, match="jobtype_extra.dockerfile_path: Dockerfile failed to render: .*base_imgae"):
+    with pytest.raises(
+        ValidationError, match="jobtype_extra.dockerfile_path: Dockerfile failed to render: .*base_imgae"
+    ):
         build(builder, tmp_path, "dockerfile", jobtype_extra=None)
 
 

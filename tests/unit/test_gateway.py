@@ -54,8 +54,9 @@ def seen_headers(response: Response) -> dict[str, list[str]]:
     return headers
 
 
-def assert_error(response: Response, status: int, error_type: str, name: str | None = "adder",
-                 version: str | None = "1.0.0") -> dict[str, Any]:
+def assert_error(
+    response: Response, status: int, error_type: str, name: str | None = "adder", version: str | None = "1.0.0"
+) -> dict[str, Any]:
     assert response.status_code == status, response.data
     assert response.header("content-type") == "application/json"
     body = dict(response.json)
@@ -68,14 +69,17 @@ def assert_error(response: Response, status: int, error_type: str, name: str | N
 
 # --- forwarding ----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("method", ["GET", "POST", "PUT", "DELETE", "PATCH"])
-def test_a_call_is_forwarded_with_its_method_path_query_and_body(job: tuple[LoopClient, UpstreamServer],
-                                                                 method: str) -> None:
+def test_a_call_is_forwarded_with_its_method_path_query_and_body(
+    job: tuple[LoopClient, UpstreamServer], method: str
+) -> None:
     client, server = job
     body = b'{"a": 40, "b": 2}' if method != "GET" else b""
 
-    response = client.request(method, "/pub/job/adder/1.0.0/api/v1/perform?x=1&y=a%2Fb", body,
-                              {**AUTH, "Content-Type": "application/json"})
+    response = client.request(
+        method, "/pub/job/adder/1.0.0/api/v1/perform?x=1&y=a%2Fb", body, {**AUTH, "Content-Type": "application/json"}
+    )
 
     got = seen(response)
     assert got["method"] == method
@@ -84,8 +88,9 @@ def test_a_call_is_forwarded_with_its_method_path_query_and_body(job: tuple[Loop
     assert len(server.requests) == 1
 
 
-def test_the_job_side_path_names_the_resolved_version_and_keeps_the_rest_as_sent(daemon: Daemons,
-                                                                                servers: Servers) -> None:
+def test_the_job_side_path_names_the_resolved_version_and_keeps_the_rest_as_sent(
+    daemon: Daemons, servers: Servers
+) -> None:
     client = daemon()
     server = servers()
     add_job("adder", "1.0.0", addresses=[server.address])
@@ -112,10 +117,19 @@ def test_a_path_ending_at_the_version_is_forwarded_not_redirected(job: tuple[Loo
 def test_the_job_gets_forwarding_headers_and_the_callers_own(job: tuple[LoopClient, UpstreamServer]) -> None:
     client, server = job
 
-    response = client.request("POST", "/pub/job/adder/latest/api/v1/perform", b"{}", {
-        **AUTH, "Content-Type": "application/json", "Accept": "text/plain", "X-Custom": "kept",
-        "Host": "racetrack.example.com",
-    }, client=("10.9.8.7", 41000))
+    response = client.request(
+        "POST",
+        "/pub/job/adder/latest/api/v1/perform",
+        b"{}",
+        {
+            **AUTH,
+            "Content-Type": "application/json",
+            "Accept": "text/plain",
+            "X-Custom": "kept",
+            "Host": "racetrack.example.com",
+        },
+        client=("10.9.8.7", 41000),
+    )
 
     headers = seen_headers(response)
     assert headers["host"] == [server.address]
@@ -134,9 +148,18 @@ def test_the_job_gets_forwarding_headers_and_the_callers_own(job: tuple[LoopClie
 def test_forwarding_headers_from_a_proxy_in_front_are_extended(job: tuple[LoopClient, UpstreamServer]) -> None:
     client, _ = job
 
-    headers = seen_headers(client.get("/pub/job/adder/1.0.0/", {
-        **AUTH, "X-Forwarded-For": "203.0.113.9", "X-Forwarded-Host": "public.example.com",
-        "X-Forwarded-Proto": "https", "X-Forwarded-Prefix": "/evil"}, ))
+    headers = seen_headers(
+        client.get(
+            "/pub/job/adder/1.0.0/",
+            {
+                **AUTH,
+                "X-Forwarded-For": "203.0.113.9",
+                "X-Forwarded-Host": "public.example.com",
+                "X-Forwarded-Proto": "https",
+                "X-Forwarded-Prefix": "/evil",
+            },
+        )
+    )
 
     assert headers["x-forwarded-for"] == ["203.0.113.9, 10.1.2.3"]
     assert headers["x-forwarded-host"] == ["public.example.com"]
@@ -144,14 +167,18 @@ def test_forwarding_headers_from_a_proxy_in_front_are_extended(job: tuple[LoopCl
     assert headers["x-forwarded-prefix"] == ["/pub/job/adder/1.0.0"]  # the gateway's own, not the caller's
 
 
-@pytest.mark.parametrize(("cookie", "forwarded"), [
-    (f"a=1; X-Racetrack-Auth={ADMIN_TOKEN}; b=2", ["a=1; b=2"]),
-    (f"X-Racetrack-Auth={ADMIN_TOKEN}; session=xyz", ["session=xyz"]),
-    (f"X-Racetrack-Auth={ADMIN_TOKEN}", None),
-    ("theme=dark", ["theme=dark"]),
-])
-def test_the_callers_token_does_not_reach_the_job(job: tuple[LoopClient, UpstreamServer], cookie: str,
-                                                  forwarded: list[str] | None) -> None:
+@pytest.mark.parametrize(
+    ("cookie", "forwarded"),
+    [
+        (f"a=1; X-Racetrack-Auth={ADMIN_TOKEN}; b=2", ["a=1; b=2"]),
+        (f"X-Racetrack-Auth={ADMIN_TOKEN}; session=xyz", ["session=xyz"]),
+        (f"X-Racetrack-Auth={ADMIN_TOKEN}", None),
+        ("theme=dark", ["theme=dark"]),
+    ],
+)
+def test_the_callers_token_does_not_reach_the_job(
+    job: tuple[LoopClient, UpstreamServer], cookie: str, forwarded: list[str] | None
+) -> None:
     client, _ = job
 
     headers = seen_headers(client.get("/pub/job/adder/1.0.0/", {**AUTH, "Cookie": cookie}))
@@ -162,8 +189,9 @@ def test_the_callers_token_does_not_reach_the_job(job: tuple[LoopClient, Upstrea
 
 
 @pytest.mark.parametrize("header", ["X-Racetrack-User-Auth", "X-Racetrack-Esc-Auth"])
-def test_legacy_auth_headers_authenticate_and_are_not_forwarded(job: tuple[LoopClient, UpstreamServer],
-                                                                header: str) -> None:
+def test_legacy_auth_headers_authenticate_and_are_not_forwarded(
+    job: tuple[LoopClient, UpstreamServer], header: str
+) -> None:
     client, _ = job
 
     headers = seen_headers(client.get("/pub/job/adder/1.0.0/", {header: ADMIN_TOKEN}))
@@ -192,16 +220,40 @@ def test_a_job_familys_token_calls_as_that_family(job: tuple[LoopClient, Upstrea
 
 def test_hop_by_hop_headers_go_no_further_either_way(daemon: Daemons, servers: Servers) -> None:
     client = daemon()
-    server = servers(lambda connection, request: (echo(connection, request) if request.target.endswith("/in") else
-                                                  connection.send(reply(200, b"out", [
-                                                      ("X-Job", "yes"), ("Keep-Alive", "timeout=75"),
-                                                      ("Connection", "keep-alive"),
-                                                      ("X-Request-Tracing-Id", "made-up-by-the-job")]))))
+    server = servers(
+        lambda connection, request: (
+            echo(connection, request)
+            if request.target.endswith("/in")
+            else connection.send(
+                reply(
+                    200,
+                    b"out",
+                    [
+                        ("X-Job", "yes"),
+                        ("Keep-Alive", "timeout=75"),
+                        ("Connection", "keep-alive"),
+                        ("X-Request-Tracing-Id", "made-up-by-the-job"),
+                    ],
+                )
+            )
+        )
+    )
     add_job("adder", "1.0.0", addresses=[server.address])
 
-    inbound = seen_headers(client.get("/pub/job/adder/1.0.0/in", {
-        **AUTH, "Connection": "keep-alive, X-Private-Hop", "X-Private-Hop": "secret", "Keep-Alive": "timeout=5",
-        "TE": "trailers", "Proxy-Authorization": "Basic Zm9v", "X-Caller-Name": "forged"}))
+    inbound = seen_headers(
+        client.get(
+            "/pub/job/adder/1.0.0/in",
+            {
+                **AUTH,
+                "Connection": "keep-alive, X-Private-Hop",
+                "X-Private-Hop": "secret",
+                "Keep-Alive": "timeout=5",
+                "TE": "trailers",
+                "Proxy-Authorization": "Basic Zm9v",
+                "X-Caller-Name": "forged",
+            },
+        )
+    )
     outbound = client.get("/pub/job/adder/1.0.0/out", {**AUTH, "X-Request-Tracing-Id": "trace-1"})
 
     assert not {"connection", "x-private-hop", "keep-alive", "te", "proxy-authorization"} & set(inbound)
@@ -225,9 +277,16 @@ def test_the_callers_tracing_id_is_passed_on_and_echoed(job: tuple[LoopClient, U
 
 def test_the_jobs_status_headers_and_body_come_back(daemon: Daemons, servers: Servers) -> None:
     client = daemon()
-    server = servers(lambda connection, request: connection.send(
-        reply(418, b'{"teapot": true}', [("Content-Type", "application/json"), ("Set-Cookie", "a=1"),
-                                         ("Set-Cookie", "b=2")], reason="I'm a teapot")))
+    server = servers(
+        lambda connection, request: connection.send(
+            reply(
+                418,
+                b'{"teapot": true}',
+                [("Content-Type", "application/json"), ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")],
+                reason="I'm a teapot",
+            )
+        )
+    )
     add_job("adder", "1.0.0", addresses=[server.address])
 
     response = client.get("/pub/job/adder/1.0.0/", AUTH)
@@ -256,9 +315,9 @@ def test_a_chunked_answer_is_streamed_to_the_caller(daemon: Daemons, servers: Se
     assert response.header("transfer-encoding") is None  # the ASGI server frames it anew
 
 
-
-def test_an_answer_that_ends_when_the_job_closes_the_connection_arrives_whole(daemon: Daemons,
-                                                                            servers: Servers) -> None:
+def test_an_answer_that_ends_when_the_job_closes_the_connection_arrives_whole(
+    daemon: Daemons, servers: Servers
+) -> None:
     def until_close(connection: ServerConnection, request: Request) -> bool:
         connection.send(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: text/plain\r\n\r\nall ")
         time.sleep(0.02)
@@ -272,19 +331,24 @@ def test_an_answer_that_ends_when_the_job_closes_the_connection_arrives_whole(da
 
     assert [(r.status_code, r.data) for r in responses] == [(200, b"all of it")] * 2
 
+
 def test_large_and_chunked_request_bodies_are_streamed_to_the_job(job: tuple[LoopClient, UpstreamServer]) -> None:
     client, server = job
     big = [bytes([65 + i % 26]) * 50_000 for i in range(4)]  # 200 kB: more than the gateway reads whole
 
-    sized = client.request("POST", "/pub/job/adder/1.0.0/upload", headers={**AUTH, "Content-Length": "200000"},
-                           chunks=big)
-    chunked = client.request("POST", "/pub/job/adder/1.0.0/upload",
-                             headers={**AUTH, "Transfer-Encoding": "chunked"}, chunks=[b"part1-", b"", b"part2"])
+    sized = client.request(
+        "POST", "/pub/job/adder/1.0.0/upload", headers={**AUTH, "Content-Length": "200000"}, chunks=big
+    )
+    chunked = client.request(
+        "POST",
+        "/pub/job/adder/1.0.0/upload",
+        headers={**AUTH, "Transfer-Encoding": "chunked"},
+        chunks=[b"part1-", b"", b"part2"],
+    )
 
     assert sized.status_code == 200 and chunked.status_code == 200
     assert server.requests[0].body == b"".join(big) and server.requests[0].header("content-length") == "200000"
     assert server.requests[1].body == b"part1-part2" and server.requests[1].chunked
-
 
 
 def test_a_head_call_answers_the_jobs_headers_and_keeps_the_connection(daemon: Daemons, servers: Servers) -> None:
@@ -309,11 +373,14 @@ def test_a_head_call_answers_the_jobs_headers_and_keeps_the_connection(daemon: D
 
 @pytest.mark.parametrize("size", [100, 200_000], ids=["small", "streamed"])
 def test_a_caller_gone_mid_upload_gets_no_answer_and_the_job_no_whole_request(
-        job: tuple[LoopClient, UpstreamServer], size: int) -> None:
+    job: tuple[LoopClient, UpstreamServer], size: int
+) -> None:
     client, server = job
     sent: list[dict[str, Any]] = []
-    messages: list[dict[str, Any]] = [{"type": "http.request", "body": b"x" * (size // 2), "more_body": True},
-                                      {"type": "http.disconnect"}]
+    messages: list[dict[str, Any]] = [
+        {"type": "http.request", "body": b"x" * (size // 2), "more_body": True},
+        {"type": "http.disconnect"},
+    ]
 
     async def receive() -> dict[str, Any]:
         return messages.pop(0) if len(messages) > 1 else messages[0]
@@ -321,10 +388,18 @@ def test_a_caller_gone_mid_upload_gets_no_answer_and_the_job_no_whole_request(
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "http_version": "1.1", "method": "POST", "scheme": "http",
-             "path": "/pub/job/adder/1.0.0/upload", "raw_path": b"/pub/job/adder/1.0.0/upload", "query_string": b"",
-             "headers": [(b"x-racetrack-auth", ADMIN_TOKEN.encode()), (b"content-length", str(size).encode())],
-             "client": ("10.1.2.3", 5000), "server": ("127.0.0.1", 7102)}
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/pub/job/adder/1.0.0/upload",
+        "raw_path": b"/pub/job/adder/1.0.0/upload",
+        "query_string": b"",
+        "headers": [(b"x-racetrack-auth", ADMIN_TOKEN.encode()), (b"content-length", str(size).encode())],
+        "client": ("10.1.2.3", 5000),
+        "server": ("127.0.0.1", 7102),
+    }
 
     async def call() -> None:
         try:
@@ -337,6 +412,7 @@ def test_a_caller_gone_mid_upload_gets_no_answer_and_the_job_no_whole_request(
 
     assert sent == []
     assert server.requests == []
+
 
 def test_calls_to_one_job_share_a_pooled_connection(job: tuple[LoopClient, UpstreamServer]) -> None:
     client, server = job
@@ -360,6 +436,7 @@ def test_calls_spread_over_the_jobs_replicas(daemon: Daemons, servers: Servers) 
 
 # --- redirects -----------------------------------------------------------------------------------
 
+
 def _redirecting(server_address: Callable[[], str]) -> Callable[[ServerConnection, Request], None]:
     def redirect(connection: ServerConnection, request: Request) -> None:
         location = parse_qs(urlsplit(request.target).query)["to"][0].replace("{self}", server_address())
@@ -368,19 +445,26 @@ def _redirecting(server_address: Callable[[], str]) -> Callable[[ServerConnectio
     return redirect
 
 
-@pytest.mark.parametrize(("location", "called", "expected"), [
-    ("http://{self}/pub/job/adder/1.2.0/docs", "latest", "/pub/job/adder/latest/docs"),
-    ("/pub/job/adder/1.2.0/docs?page=2", "latest", "/pub/job/adder/latest/docs?page=2"),
-    ("/pub/job/adder/1.2.0", "1.x", "/pub/job/adder/1.x"),
-    ("/pub/job/adder/1.2.0?x=1", "1.2.0", "/pub/job/adder/1.2.0?x=1"),
-    ("http://{self}", "latest", "/"),
-    ("https://elsewhere.example.com/pub/job/adder/1.2.0/docs", "latest",
-     "https://elsewhere.example.com/pub/job/adder/1.2.0/docs"),
-    ("/pub/job/adder/1.2.0x/docs", "latest", "/pub/job/adder/1.2.0x/docs"),  # only the job's own prefix
-    ("/other/path", "latest", "/other/path"),
-])
-def test_redirects_are_rewritten_under_the_path_the_caller_used(daemon: Daemons, servers: Servers, location: str,
-                                                                called: str, expected: str) -> None:
+@pytest.mark.parametrize(
+    ("location", "called", "expected"),
+    [
+        ("http://{self}/pub/job/adder/1.2.0/docs", "latest", "/pub/job/adder/latest/docs"),
+        ("/pub/job/adder/1.2.0/docs?page=2", "latest", "/pub/job/adder/latest/docs?page=2"),
+        ("/pub/job/adder/1.2.0", "1.x", "/pub/job/adder/1.x"),
+        ("/pub/job/adder/1.2.0?x=1", "1.2.0", "/pub/job/adder/1.2.0?x=1"),
+        ("http://{self}", "latest", "/"),
+        (
+            "https://elsewhere.example.com/pub/job/adder/1.2.0/docs",
+            "latest",
+            "https://elsewhere.example.com/pub/job/adder/1.2.0/docs",
+        ),
+        ("/pub/job/adder/1.2.0x/docs", "latest", "/pub/job/adder/1.2.0x/docs"),  # only the job's own prefix
+        ("/other/path", "latest", "/other/path"),
+    ],
+)
+def test_redirects_are_rewritten_under_the_path_the_caller_used(
+    daemon: Daemons, servers: Servers, location: str, called: str, expected: str
+) -> None:
     client = daemon()
     holder: list[UpstreamServer] = []
     server = servers(_redirecting(lambda: holder[0].address))
@@ -405,9 +489,11 @@ def test_redirects_of_legacy_fatman_paths_stay_under_fatman(daemon: Daemons, ser
 
 # --- errors --------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("headers", [{}, {"X-Racetrack-Auth": "wrong"}, {"Cookie": "X-Racetrack-Auth=wrong"}])
-def test_a_call_without_a_good_token_is_401_and_never_reaches_the_job(job: tuple[LoopClient, UpstreamServer],
-                                                                      headers: dict[str, str]) -> None:
+def test_a_call_without_a_good_token_is_401_and_never_reaches_the_job(
+    job: tuple[LoopClient, UpstreamServer], headers: dict[str, str]
+) -> None:
     client, server = job
 
     response = client.post("/pub/job/adder/1.0.0/api/v1/perform", b"{}", headers)
@@ -425,13 +511,17 @@ def test_without_auth_required_a_call_needs_no_token(daemon: Daemons, servers: S
     assert "x-caller-name" not in seen_headers(response)
 
 
-@pytest.mark.parametrize(("path", "name", "version"), [
-    ("/pub/job/nothing/1.0.0/api/v1/perform", "nothing", "1.0.0"),
-    ("/pub/job/adder/9.9.9/api/v1/perform", "adder", "9.9.9"),
-    ("/pub/job/adder/3.x/", "adder", "3.x"),
-])
-def test_an_unknown_job_or_version_is_404_job_not_found(job: tuple[LoopClient, UpstreamServer], path: str,
-                                                        name: str, version: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "name", "version"),
+    [
+        ("/pub/job/nothing/1.0.0/api/v1/perform", "nothing", "1.0.0"),
+        ("/pub/job/adder/9.9.9/api/v1/perform", "adder", "9.9.9"),
+        ("/pub/job/adder/3.x/", "adder", "3.x"),
+    ],
+)
+def test_an_unknown_job_or_version_is_404_job_not_found(
+    job: tuple[LoopClient, UpstreamServer], path: str, name: str, version: str
+) -> None:
     client, server = job
 
     assert_error(client.get(path, AUTH), 404, "job-not-found", name, version)
@@ -518,8 +608,9 @@ def test_the_daemons_call_timeout_holds_when_the_job_sets_none(daemon: Daemons, 
     assert "call_timeout of 0.2 s" in body["error"]
 
 
-def test_a_job_added_after_the_first_call_is_found_at_once(job: tuple[LoopClient, UpstreamServer],
-                                                          servers: Servers) -> None:
+def test_a_job_added_after_the_first_call_is_found_at_once(
+    job: tuple[LoopClient, UpstreamServer], servers: Servers
+) -> None:
     client, _ = job
     assert client.get("/pub/job/adder/1.0.0/", AUTH).status_code == 200  # the routes are loaded
     time.sleep(0.15)  # past the rate limit of reloads on a miss
@@ -543,8 +634,10 @@ def test_with_the_lifespan_started_a_status_change_reaches_the_gateway(job: tupl
 
 # --- sleeping jobs -------------------------------------------------------------------------------
 
-def test_a_call_to_a_sleeping_job_wakes_it_and_is_answered(daemon: Daemons, servers: Servers,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+
+def test_a_call_to_a_sleeping_job_wakes_it_and_is_answered(
+    daemon: Daemons, servers: Servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
     client = daemon()
     server = servers()
     add_job("sleepy", "1.0.0", db.JobStatus.SLEEPING, [])
@@ -581,6 +674,7 @@ def test_a_sleeping_job_that_does_not_wake_is_a_json_error(daemon: Daemons, monk
 
 # --- the control plane beside it -----------------------------------------------------------------
 
+
 def test_everything_outside_pub_is_the_control_plane(job: tuple[LoopClient, UpstreamServer]) -> None:
     client, server = job
 
@@ -600,4 +694,3 @@ def test_the_lifespan_starts_and_stops_cleanly(job: tuple[LoopClient, UpstreamSe
     client.startup()
     assert client.get("/pub/job/adder/1.0.0/", AUTH).status_code == 200
     client.shutdown()
-

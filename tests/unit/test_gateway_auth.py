@@ -75,6 +75,7 @@ def eventually(check: Callable[[], bool], seconds: float = 2.0) -> None:
 
 # --- no token, bad token, no grant ------------------------------------------------------------------
 
+
 def test_no_token_is_401_json_naming_the_job_and_request(job: tuple[LoopClient, UpstreamServer]) -> None:
     client, server = job
 
@@ -86,11 +87,14 @@ def test_no_token_is_401_json_naming_the_job_and_request(job: tuple[LoopClient, 
     assert server.requests == []
 
 
-@pytest.mark.parametrize("headers", [
-    {"X-Racetrack-Auth": "rtd_wrong"},
-    {"X-Racetrack-User-Auth": "rtd_wrong"},
-    {"Cookie": "X-Racetrack-Auth=rtd_wrong"},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"X-Racetrack-Auth": "rtd_wrong"},
+        {"X-Racetrack-User-Auth": "rtd_wrong"},
+        {"Cookie": "X-Racetrack-Auth=rtd_wrong"},
+    ],
+)
 def test_a_wrong_token_is_401(job: tuple[LoopClient, UpstreamServer], headers: dict[str, str]) -> None:
     client, server = job
 
@@ -100,10 +104,13 @@ def test_a_wrong_token_is_401(job: tuple[LoopClient, UpstreamServer], headers: d
     assert server.requests == []
 
 
-@pytest.mark.parametrize("path", ["/pub/job/ghost/1.0.0/api/v1/perform", "/pub/job/ghost/latest/health",
-                                  "/pub/job/adder/9.9.9/api/v1/perform"])
+@pytest.mark.parametrize(
+    "path",
+    ["/pub/job/ghost/1.0.0/api/v1/perform", "/pub/job/ghost/latest/health", "/pub/job/adder/9.9.9/api/v1/perform"],
+)
 def test_an_unknown_job_is_401_without_a_valid_token_so_strangers_learn_no_job_names(
-        job: tuple[LoopClient, UpstreamServer], path: str) -> None:
+    job: tuple[LoopClient, UpstreamServer], path: str
+) -> None:
     client, _ = job
 
     anonymous = client.post(path, b"{}", {})
@@ -115,15 +122,15 @@ def test_an_unknown_job_is_401_without_a_valid_token_so_strangers_learn_no_job_n
     assert known.json["type"] == "job-not-found"
 
 
-def test_a_user_without_call_job_is_403_naming_the_scope(job: tuple[LoopClient, UpstreamServer],
-                                                         accounts: Accounts) -> None:
+def test_a_user_without_call_job_is_403_naming_the_scope(
+    job: tuple[LoopClient, UpstreamServer], accounts: Accounts
+) -> None:
     client, server = job
     token = token_of(accounts, "bob", GrantRule(access.READ_JOB))
 
     body = assert_refused(client.post(PERFORM, b"{}", auth(token)), 403, "forbidden")
 
-    assert body["error"] == ("bob may not call job adder 1.0.0 (endpoint /api/v1/perform): "
-                             "it lacks the call_job scope")
+    assert body["error"] == ("bob may not call job adder 1.0.0 (endpoint /api/v1/perform): it lacks the call_job scope")
     assert "rtd grant add user:bob call_job --job adder" in body["hint"]
     assert server.requests == []
 
@@ -135,16 +142,18 @@ def test_a_new_user_may_call_every_job(job: tuple[LoopClient, UpstreamServer], a
     assert seen_headers(client.post(PERFORM, b"{}", auth(token)))["x-caller-name"] == ["bob"]
 
 
-def test_a_call_job_grant_on_another_family_does_not_reach_this_one(job: tuple[LoopClient, UpstreamServer],
-                                                                   accounts: Accounts) -> None:
+def test_a_call_job_grant_on_another_family_does_not_reach_this_one(
+    job: tuple[LoopClient, UpstreamServer], accounts: Accounts
+) -> None:
     client, _ = job
     token = token_of(accounts, "bob", GrantRule(CALL_JOB, "other"))
 
     assert_refused(client.get("/pub/job/adder/1.0.0/", auth(token)), 403, "forbidden")
 
 
-def test_a_version_grant_follows_the_alias_to_its_version(job: tuple[LoopClient, UpstreamServer],
-                                                          accounts: Accounts, servers: Servers) -> None:
+def test_a_version_grant_follows_the_alias_to_its_version(
+    job: tuple[LoopClient, UpstreamServer], accounts: Accounts, servers: Servers
+) -> None:
     client, _ = job
     add_job("adder", "2.0.0", addresses=[servers().address])
     token = token_of(accounts, "bob", GrantRule(CALL_JOB, "adder", "1.0.0"))
@@ -157,20 +166,25 @@ def test_a_version_grant_follows_the_alias_to_its_version(job: tuple[LoopClient,
 
 # --- endpoint grants ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("path", "status"), [
-    ("/api/v1/perform", 200),
-    ("/api/v1/perform/", 200),
-    ("/api/v1/perform/deeper?x=1", 200),
-    ("/api/v1/other", 403),
-    ("/api/v1/performance", 403),
-    ("/api/v1", 403),
-    ("/", 403),
-    ("/api/v1/perform/../other", 400),  # ambiguous paths are refused before any check (pathmapping.checked_path)
-    ("/api/v1/perform/%2e%2e/other", 400),
-    ("/api/v1/perform/..%2Fother", 400),
-])
-def test_an_endpoint_grant_allows_that_endpoint_only(job: tuple[LoopClient, UpstreamServer], accounts: Accounts,
-                                                     path: str, status: int) -> None:
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/api/v1/perform", 200),
+        ("/api/v1/perform/", 200),
+        ("/api/v1/perform/deeper?x=1", 200),
+        ("/api/v1/other", 403),
+        ("/api/v1/performance", 403),
+        ("/api/v1", 403),
+        ("/", 403),
+        ("/api/v1/perform/../other", 400),  # ambiguous paths are refused before any check (pathmapping.checked_path)
+        ("/api/v1/perform/%2e%2e/other", 400),
+        ("/api/v1/perform/..%2Fother", 400),
+    ],
+)
+def test_an_endpoint_grant_allows_that_endpoint_only(
+    job: tuple[LoopClient, UpstreamServer], accounts: Accounts, path: str, status: int
+) -> None:
     client, server = job
     token = token_of(accounts, "bob", GrantRule(CALL_JOB, "adder", endpoint="/api/v1/perform"))
 
@@ -180,8 +194,9 @@ def test_an_endpoint_grant_allows_that_endpoint_only(job: tuple[LoopClient, Upst
     assert len(server.requests) == (1 if status == 200 else 0)
 
 
-def test_an_endpoint_grant_covers_the_legacy_fatman_path_too(job: tuple[LoopClient, UpstreamServer],
-                                                             accounts: Accounts) -> None:
+def test_an_endpoint_grant_covers_the_legacy_fatman_path_too(
+    job: tuple[LoopClient, UpstreamServer], accounts: Accounts
+) -> None:
     client, _ = job
     token = token_of(accounts, "bob", GrantRule(CALL_JOB, "adder", endpoint="/api/v1/perform"))
 
@@ -191,8 +206,10 @@ def test_an_endpoint_grant_covers_the_legacy_fatman_path_too(job: tuple[LoopClie
 
 # --- job families and ESCs ------------------------------------------------------------------------------
 
-def test_a_family_to_family_grant_lets_a_jobs_token_call(job: tuple[LoopClient, UpstreamServer],
-                                                         accounts: Accounts, servers: Servers) -> None:
+
+def test_a_family_to_family_grant_lets_a_jobs_token_call(
+    job: tuple[LoopClient, UpstreamServer], accounts: Accounts, servers: Servers
+) -> None:
     client, _ = job
     add_job("caller", "1.0.0")
     add_job("third", "1.0.0", addresses=[servers().address])
@@ -215,6 +232,7 @@ def test_an_esc_is_named_to_the_job(job: tuple[LoopClient, UpstreamServer], acco
 
 
 # --- open paths -----------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("path", ["/health", "/live", "/ready", "/ready?verbose=1"])
 def test_a_jobs_probe_paths_are_open_without_a_token(job: tuple[LoopClient, UpstreamServer], path: str) -> None:
@@ -260,7 +278,8 @@ def test_a_probe_path_with_a_bad_token_is_still_open(job: tuple[LoopClient, Upst
 
 
 def test_a_public_endpoint_is_closed_until_approved_and_after_it_is_closed_again(
-        job: tuple[LoopClient, UpstreamServer], accounts: Accounts, servers: Servers) -> None:
+    job: tuple[LoopClient, UpstreamServer], accounts: Accounts, servers: Servers
+) -> None:
     client, server = job
     add_job("adder", "2.0.0", addresses=[servers().address])
     client.startup()  # the routing table follows the registry from now on
@@ -286,8 +305,10 @@ def test_a_public_endpoint_is_closed_until_approved_and_after_it_is_closed_again
 
 # --- changes take effect at once ---------------------------------------------------------------------
 
-def test_a_revoked_token_is_refused_on_the_very_next_call(job: tuple[LoopClient, UpstreamServer],
-                                                         accounts: Accounts) -> None:
+
+def test_a_revoked_token_is_refused_on_the_very_next_call(
+    job: tuple[LoopClient, UpstreamServer], accounts: Accounts
+) -> None:
     client, server = job
     accounts.create_user("bob")
     token, row = accounts.issue_token(access.USER, "bob")
@@ -299,8 +320,9 @@ def test_a_revoked_token_is_refused_on_the_very_next_call(job: tuple[LoopClient,
     assert len(server.requests) == 1
 
 
-def test_a_removed_grant_is_refused_on_the_very_next_call(job: tuple[LoopClient, UpstreamServer],
-                                                         accounts: Accounts) -> None:
+def test_a_removed_grant_is_refused_on_the_very_next_call(
+    job: tuple[LoopClient, UpstreamServer], accounts: Accounts
+) -> None:
     client, _ = job
     token = token_of(accounts, "bob")
     grant = accounts.add_grant(access.USER, "bob", GrantRule(CALL_JOB, "adder"), "admin")
@@ -311,8 +333,9 @@ def test_a_removed_grant_is_refused_on_the_very_next_call(job: tuple[LoopClient,
     assert_refused(client.get("/pub/job/adder/1.0.0/", auth(token)), 403, "forbidden")
 
 
-def test_a_deactivated_user_is_refused_on_the_very_next_call(job: tuple[LoopClient, UpstreamServer],
-                                                            accounts: Accounts) -> None:
+def test_a_deactivated_user_is_refused_on_the_very_next_call(
+    job: tuple[LoopClient, UpstreamServer], accounts: Accounts
+) -> None:
     client, _ = job
     token = token_of(accounts, "bob", default_grants=True)
     assert client.get("/pub/job/adder/1.0.0/", auth(token)).status_code == 200
@@ -323,6 +346,7 @@ def test_a_deactivated_user_is_refused_on_the_very_next_call(job: tuple[LoopClie
 
 
 # --- too many failures -----------------------------------------------------------------------------------
+
 
 def test_429_with_retry_after_once_an_address_failed_too_often(job: tuple[LoopClient, UpstreamServer]) -> None:
     client, server = job
@@ -338,8 +362,10 @@ def test_429_with_retry_after_once_an_address_failed_too_often(job: tuple[LoopCl
     assert f"{retry_after} s" in body["error"]
     assert len(server.requests) == 1
     assert client.get("/pub/job/adder/1.0.0/", auth(ADMIN_TOKEN)).status_code == 200
-    assert client.request("GET", "/pub/job/adder/1.0.0/", headers=auth("rtd_typo"),
-                          client=("10.9.9.9", 1234)).status_code == 401  # another address: a plain 401
+    assert (
+        client.request("GET", "/pub/job/adder/1.0.0/", headers=auth("rtd_typo"), client=("10.9.9.9", 1234)).status_code
+        == 401
+    )  # another address: a plain 401
 
 
 def test_a_blocked_address_may_still_call_open_paths(job: tuple[LoopClient, UpstreamServer]) -> None:
@@ -353,9 +379,11 @@ def test_a_blocked_address_may_still_call_open_paths(job: tuple[LoopClient, Upst
 
 # --- what the job learns about its caller ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("header", ["X-Racetrack-Auth", "X-Racetrack-User-Auth", "X-Racetrack-Esc-Auth"])
-def test_the_callers_token_never_reaches_the_job_in_a_header(job: tuple[LoopClient, UpstreamServer],
-                                                            accounts: Accounts, header: str) -> None:
+def test_the_callers_token_never_reaches_the_job_in_a_header(
+    job: tuple[LoopClient, UpstreamServer], accounts: Accounts, header: str
+) -> None:
     client, server = job
     token = token_of(accounts, "bob", default_grants=True)
 
@@ -367,8 +395,9 @@ def test_the_callers_token_never_reaches_the_job_in_a_header(job: tuple[LoopClie
     assert not any(token in value for _, value in server.requests[0].headers)
 
 
-def test_the_callers_token_never_reaches_the_job_in_a_cookie(job: tuple[LoopClient, UpstreamServer],
-                                                            accounts: Accounts) -> None:
+def test_the_callers_token_never_reaches_the_job_in_a_cookie(
+    job: tuple[LoopClient, UpstreamServer], accounts: Accounts
+) -> None:
     client, server = job
     token = token_of(accounts, "bob", default_grants=True)
 
@@ -379,8 +408,9 @@ def test_the_callers_token_never_reaches_the_job_in_a_cookie(job: tuple[LoopClie
     assert not any(token in value for _, value in server.requests[0].headers)
 
 
-def test_x_caller_name_names_the_user_and_cannot_be_forged(job: tuple[LoopClient, UpstreamServer],
-                                                          accounts: Accounts) -> None:
+def test_x_caller_name_names_the_user_and_cannot_be_forged(
+    job: tuple[LoopClient, UpstreamServer], accounts: Accounts
+) -> None:
     client, _ = job
     token = token_of(accounts, "bob", default_grants=True)
 

@@ -18,13 +18,17 @@ GOLDEN = Path(__file__).parent / "golden"
 SECRETS_URL = "http://172.18.0.1:7102/lifecycle/api/v1/build-secrets/go-adder/1.0.0/0123abcd"
 
 
-def golang_variables(manifest_overrides: dict[str, Any], *, ca_bundle: bool = False, goproxy: str | None = None,
-                     secrets_url: str = "") -> dict[str, Any]:
+def golang_variables(
+    manifest_overrides: dict[str, Any], *, ca_bundle: bool = False, goproxy: str | None = None, secrets_url: str = ""
+) -> dict[str, Any]:
     """The variables `racetrackd.deploy.building.ImageBuilder.build` passes, with fixed values."""
-    manifest = sample_manifest(**{"name": "go-adder", "jobtype": "golang:latest", "jobtype_extra": None,
-                                  **manifest_overrides})
+    manifest = sample_manifest(
+        **{"name": "go-adder", "jobtype": "golang:latest", "jobtype_extra": None, **manifest_overrides}
+    )
     return dockerfile_variables(
-        manifest, job_type_version="golang:1.0.0", base_image="golang:1.21-bookworm",
+        manifest,
+        job_type_version="golang:1.0.0",
+        base_image="golang:1.21-bookworm",
         build={"ca_bundle": ca_bundle, "pip_index_url": None, "goproxy": goproxy, "secrets_url": secrets_url},
         runtime_image="debian:bookworm-slim",
         build_stage_labels={"racetrackd.instance": "main", "racetrackd.build-stage": "go-adder"},
@@ -52,15 +56,18 @@ def test_golang_is_a_builtin_job_type_with_a_toolchain_and_a_runtime_image() -> 
 
 
 def test_golang_dockerfile_with_build_env_ca_bundle_and_goproxy_matches_golden() -> None:
-    variables = golang_variables({"build_env": {"GREETING": 'say "hi" to $USER'}}, ca_bundle=True,
-                                 goproxy="https://goproxy.example.com,direct")
+    variables = golang_variables(
+        {"build_env": {"GREETING": 'say "hi" to $USER'}}, ca_bundle=True, goproxy="https://goproxy.example.com,direct"
+    )
 
     assert render_golang(variables) == (GOLDEN / "golang.Dockerfile").read_text()
 
 
 def test_golang_dockerfile_with_a_gomod_path_dependencies_and_build_secrets_matches_golden() -> None:
-    variables = golang_variables({"jobtype_extra": {"gomod": "build/go.racetrack.mod"},
-                                  "system_dependencies": ["jq", "libvips42"]}, secrets_url=SECRETS_URL)
+    variables = golang_variables(
+        {"jobtype_extra": {"gomod": "build/go.racetrack.mod"}, "system_dependencies": ["jq", "libvips42"]},
+        secrets_url=SECRETS_URL,
+    )
 
     rendered = render_golang(variables)
 
@@ -90,5 +97,5 @@ def test_the_job_runs_as_a_non_root_user_from_the_runtime_image() -> None:
 def test_a_job_without_gomod_gets_one_named_after_it() -> None:
     rendered = render_golang(golang_variables({}))
 
-    assert 'go mod init racetrackd-job/go-adder;' in rendered
+    assert "go mod init racetrackd-job/go-adder;" in rendered
     assert "go.racetrack.mod" not in rendered

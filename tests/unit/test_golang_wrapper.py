@@ -17,13 +17,21 @@ from racetrackd.settings import BUILTIN_PLUGINS_DIR
 PLUGIN = BUILTIN_PLUGINS_DIR / "golang"
 GO = shutil.which("go")
 
-pytestmark = pytest.mark.skipif(GO is None and not os.environ.get("CI"), reason="no Go toolchain (apt-get install golang-go)")
+pytestmark = pytest.mark.skipif(
+    GO is None and not os.environ.get("CI"), reason="no Go toolchain (apt-get install golang-go)"
+)
 
 
 def go(*args: str, cwd: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     assert GO is not None, "the Go toolchain is required in CI (scripts/setup-host.sh installs golang-go)"
-    env = {**os.environ, "GOFLAGS": "-mod=mod", "GOPATH": str(tmp_path / "gopath"), "GOPROXY": "off",
-           "GOCACHE": os.environ.get("GOCACHE", str(Path.home() / ".cache" / "go-build")), "CGO_ENABLED": "0"}
+    env = {
+        **os.environ,
+        "GOFLAGS": "-mod=mod",
+        "GOPATH": str(tmp_path / "gopath"),
+        "GOPROXY": "off",
+        "GOCACHE": os.environ.get("GOCACHE", str(Path.home() / ".cache" / "go-build")),
+        "CGO_ENABLED": "0",
+    }
     return subprocess.run([GO, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
 
 
@@ -37,8 +45,14 @@ def test_the_wrapper_passes_its_go_tests_inside_a_jobs_module(tmp_path: Path) ->
     job = tmp_path / "job"
     shutil.copytree(PLUGIN / "tools" / "warmup-job", job)
     shutil.copytree(PLUGIN / "go_wrapper", job / "racetrack_job_wrapper")
-    adapter = go("run", "./perform-adapter", str(job), str(job / "racetrack_job_wrapper" / "zz_perform_adapter.go"),
-                 cwd=PLUGIN / "tools", tmp_path=tmp_path)
+    adapter = go(
+        "run",
+        "./perform-adapter",
+        str(job),
+        str(job / "racetrack_job_wrapper" / "zz_perform_adapter.go"),
+        cwd=PLUGIN / "tools",
+        tmp_path=tmp_path,
+    )
     assert adapter.returncode == 0, adapter.stderr
 
     result = go("test", "-count=1", "./racetrack_job_wrapper", cwd=job, tmp_path=tmp_path)

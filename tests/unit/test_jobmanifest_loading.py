@@ -32,6 +32,7 @@ def load(directory: Path, name: str = "job.yaml") -> dict[str, Any]:
 
 # --- find_manifest / parse_yaml --------------------------------------------------------------------
 
+
 def test_find_manifest_prefers_job_yaml(tmp_path: Path) -> None:
     write(tmp_path, "fatman.yaml", "name: old\n")
     write(tmp_path, "job.yaml", "name: new\n")
@@ -93,13 +94,17 @@ def test_without_extends_the_manifest_is_returned_as_written(tmp_path: Path) -> 
 
 def test_extends_deep_merges_with_the_overlay_winning_and_lists_replaced(tmp_path: Path) -> None:
     write(tmp_path, "base.yaml", BASE)
-    write(tmp_path, "job.yaml", {
-        "extends": "base.yaml",
-        "version": "2.0.0",  # new key
-        "replicas": 3,  # scalar: overlay wins
-        "runtime_env": {"LEVEL": "debug", "EXTRA": "1"},  # mapping: merged key by key
-        "public_endpoints": ["/api/v1/other"],  # list: replaced, not appended
-    })
+    write(
+        tmp_path,
+        "job.yaml",
+        {
+            "extends": "base.yaml",
+            "version": "2.0.0",  # new key
+            "replicas": 3,  # scalar: overlay wins
+            "runtime_env": {"LEVEL": "debug", "EXTRA": "1"},  # mapping: merged key by key
+            "public_endpoints": ["/api/v1/other"],  # list: replaced, not appended
+        },
+    )
 
     merged = load(tmp_path)
 
@@ -171,7 +176,8 @@ def test_only_one_level_of_extends_is_allowed(tmp_path: Path) -> None:
     write(tmp_path, "job.yaml", {"extends": "base.yaml"})
 
     assert invalid(load, tmp_path) == [
-        FieldError("extends", "base.yaml extends another manifest; only one level is allowed")]
+        FieldError("extends", "base.yaml extends another manifest; only one level is allowed")
+    ]
 
 
 def test_a_base_that_is_not_valid_yaml_is_named(tmp_path: Path) -> None:
@@ -192,6 +198,7 @@ def test_extends_null_means_no_base(tmp_path: Path) -> None:
 
 # --- merge ---------------------------------------------------------------------------------------
 
+
 def test_merge_does_not_change_its_inputs() -> None:
     base = {"a": {"b": [1, 2]}, "c": 1}
     overlay = {"a": {"d": {"e": 1}}}
@@ -210,18 +217,22 @@ def test_merge_keeps_the_base_key_order_and_appends_new_keys() -> None:
 
 # --- apply_overrides -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("override", "expected"), [
-    ("version=1.2.3", {"version": "1.2.3"}),
-    ("replicas=3", {"replicas": 3}),  # values are YAML: a number stays a number
-    ("version='1.0'", {"version": "1.0"}),  # ...and quoting keeps a string
-    ("version=1.0", {"version": 1.0}),
-    ("flag=true", {"flag": True}),
-    ("list=[a, b]", {"list": ["a", "b"]}),
-    ("map={a: 1}", {"map": {"a": 1}}),
-    ("name=", {"name": ""}),  # an empty value is an empty string, not null
-    ("name=null", {"name": None}),
-    ("labels.eq=a=b", {"labels": {"eq": "a=b"}}),  # only the first `=` splits
-])
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("version=1.2.3", {"version": "1.2.3"}),
+        ("replicas=3", {"replicas": 3}),  # values are YAML: a number stays a number
+        ("version='1.0'", {"version": "1.0"}),  # ...and quoting keeps a string
+        ("version=1.0", {"version": 1.0}),
+        ("flag=true", {"flag": True}),
+        ("list=[a, b]", {"list": ["a", "b"]}),
+        ("map={a: 1}", {"map": {"a": 1}}),
+        ("name=", {"name": ""}),  # an empty value is an empty string, not null
+        ("name=null", {"name": None}),
+        ("labels.eq=a=b", {"labels": {"eq": "a=b"}}),  # only the first `=` splits
+    ],
+)
 def test_an_override_value_is_parsed_as_yaml(override: str, expected: dict[str, Any]) -> None:
     assert apply_overrides({}, [override]) == expected
 
@@ -231,13 +242,18 @@ def test_overrides_follow_dotted_paths_into_existing_mappings() -> None:
 
     result = apply_overrides(data, ["jobtype_extra.entrypoint_class=Adder", "runtime_env.A=two", "name=adder-2"])
 
-    assert result == {"name": "adder-2", "jobtype_extra": {"entrypoint_path": "entrypoint.py", "entrypoint_class": "Adder"},
-                      "runtime_env": {"A": "two"}}
+    assert result == {
+        "name": "adder-2",
+        "jobtype_extra": {"entrypoint_path": "entrypoint.py", "entrypoint_class": "Adder"},
+        "runtime_env": {"A": "two"},
+    }
 
 
 def test_overrides_create_missing_mappings_on_the_way() -> None:
     assert apply_overrides({"name": "adder"}, ["resources.limits.memory_max=1Gi"]) == {
-        "name": "adder", "resources": {"limits": {"memory_max": "1Gi"}}}
+        "name": "adder",
+        "resources": {"limits": {"memory_max": "1Gi"}},
+    }
 
 
 def test_later_overrides_win() -> None:
@@ -252,14 +268,18 @@ def test_overrides_do_not_change_the_input() -> None:
     assert data == {"runtime_env": {"A": "1"}}
 
 
-@pytest.mark.parametrize(("data", "override", "path"), [
-    ({"name": "adder"}, "name.first=x", "name"),
-    ({"public_endpoints": ["/a"]}, "public_endpoints.0=/b", "public_endpoints"),
-    ({"git": {"remote": "r"}}, "git.remote.url=x", "git.remote"),
-])
+@pytest.mark.parametrize(
+    ("data", "override", "path"),
+    [
+        ({"name": "adder"}, "name.first=x", "name"),
+        ({"public_endpoints": ["/a"]}, "public_endpoints.0=/b", "public_endpoints"),
+        ({"git": {"remote": "r"}}, "git.remote.url=x", "git.remote"),
+    ],
+)
 def test_an_override_through_a_non_mapping_is_an_error(data: dict[str, Any], override: str, path: str) -> None:
     assert invalid(apply_overrides, data, [override]) == [
-        FieldError(path, "is not a mapping; cannot set a key inside it")]
+        FieldError(path, "is not a mapping; cannot set a key inside it")
+    ]
 
 
 @pytest.mark.parametrize("override", ["replicas", "=3", ""])

@@ -25,8 +25,9 @@ from tests.unit.fakes import build_context
 # Bounded so the unit suite stays fast; no example database, so runs leave no files behind.
 BOUNDED = settings(max_examples=150, deadline=None, database=None)
 # The API tests reuse one app (and registry) across examples, hence the function-scoped fixture check is off.
-API_BOUNDED = settings(max_examples=100, deadline=None, database=None,
-                       suppress_health_check=[HealthCheck.function_scoped_fixture])
+API_BOUNDED = settings(
+    max_examples=100, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 # --- valid values ------------------------------------------------------------------------------
 
@@ -35,38 +36,59 @@ emails = st.from_regex(r"[a-z0-9._+-]{1,12}@[a-z0-9-]{1,12}(\.[a-z]{2,4})?", ful
 numeric_ids = st.integers(0, 10_000).map(str)
 alnum_ids = st.from_regex(r"[0-9]*[a-zA-Z-][0-9a-zA-Z-]{0,6}", fullmatch=True)
 versions = st.builds(
-    lambda core, pre, build: ".".join(map(str, core)) + (f"-{'.'.join(pre)}" if pre else "") + (f"+{build}" if build else ""),
+    lambda core, pre, build: (
+        ".".join(map(str, core)) + (f"-{'.'.join(pre)}" if pre else "") + (f"+{build}" if build else "")
+    ),
     st.tuples(st.integers(0, 300), st.integers(0, 300), st.integers(0, 300)),
     st.lists(st.one_of(numeric_ids, alnum_ids), max_size=3),
     st.one_of(st.none(), st.from_regex(r"[0-9a-zA-Z-]{1,8}(\.[0-9a-zA-Z-]{1,8}){0,2}", fullmatch=True)),
 )
-jobtypes = st.builds(lambda name, version: f"{name}:{version}",
-                     st.from_regex(r"[a-z0-9][a-z0-9._-]{0,10}", fullmatch=True),
-                     st.one_of(st.just("latest"), st.just("1.*"), st.just("2.x"), versions))
+jobtypes = st.builds(
+    lambda name, version: f"{name}:{version}",
+    st.from_regex(r"[a-z0-9][a-z0-9._-]{0,10}", fullmatch=True),
+    st.one_of(st.just("latest"), st.just("1.*"), st.just("2.x"), versions),
+)
 env_names = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,15}", fullmatch=True)
 # U+0085 (NEL) is left out: PyYAML dumps it raw with allow_unicode=True and reads it back as a space
 # (a known round-trip loss in Manifest.yaml, reported rather than fixed here).
 texts = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x85"), max_size=30)
 env_maps = st.dictionaries(env_names, texts, max_size=4)
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), texts,
-                    st.floats(allow_nan=False, allow_infinity=False, width=32))
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    texts,
+    st.floats(allow_nan=False, allow_infinity=False, width=32),
+)
 relative_paths = st.from_regex(r"[a-z0-9_][a-z0-9_.-]{0,8}(/[a-z0-9_][a-z0-9_.-]{0,8}){0,2}", fullmatch=True).filter(
-    lambda p: ".." not in p.split("/"))
+    lambda p: ".." not in p.split("/")
+)
 branches = st.from_regex(r"[a-z0-9][a-z0-9_-]{0,8}(/[a-z0-9][a-z0-9_-]{0,8})?", fullmatch=True)
-packages = st.from_regex(r"[a-z0-9][a-z0-9+.-]{1,15}(:[a-z0-9-]{1,8})?(=[A-Za-z0-9.+~:-]{1,8}|/[a-z0-9.-]{1,8})?",
-                         fullmatch=True)
+packages = st.from_regex(
+    r"[a-z0-9][a-z0-9+.-]{1,15}(:[a-z0-9-]{1,8})?(=[A-Za-z0-9.+~:-]{1,8}|/[a-z0-9.-]{1,8})?", fullmatch=True
+)
 # jobtype_extra strings reach Dockerfiles: no control characters (Racetrack's own keys have stricter
 # rules, checked in test_security_build; the generated keys avoid them).
 extra_texts = st.text(st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\x85"), max_size=30)
-extra_scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), extra_texts,
-                          st.floats(allow_nan=False, allow_infinity=False, width=32))
-extra_values = st.recursive(extra_scalars, lambda inner: st.one_of(
-    st.lists(inner, max_size=3), st.dictionaries(extra_texts, inner, max_size=3)), max_leaves=6)
+extra_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    extra_texts,
+    st.floats(allow_nan=False, allow_infinity=False, width=32),
+)
+extra_values = st.recursive(
+    extra_scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(extra_texts, inner, max_size=3)),
+    max_leaves=6,
+)
 extra_keys = st.from_regex(r"[a-z_]{1,12}", fullmatch=True).filter(
-    lambda key: key not in (*JOBTYPE_EXTRA_PATHS, "python_version", "debian_version", "entrypoint_class"))
+    lambda key: key not in (*JOBTYPE_EXTRA_PATHS, "python_version", "debian_version", "entrypoint_class")
+)
 memory = st.builds(lambda n, unit: f"{n}{unit}", st.integers(1, 4096), st.sampled_from(["Mi", "Gi", "M", "G", "Ki"]))
-cpus = st.one_of(st.builds(lambda n: f"{n}m", st.integers(1, 8000)), st.integers(1, 8),
-                 st.sampled_from(["0.5", "1.5", "2"]))
+cpus = st.one_of(
+    st.builds(lambda n: f"{n}m", st.integers(1, 8000)), st.integers(1, 8), st.sampled_from(["0.5", "1.5", "2"])
+)
 
 
 @st.composite
@@ -83,8 +105,10 @@ def resources(draw: st.DrawFn) -> dict[str, Any]:
 
 OPTIONAL = {
     "version": versions,
-    "git": st.fixed_dictionaries({"remote": st.sampled_from(["https://github.com/e/a", "git@github.com:e/a.git"])},
-                                 optional={"branch": branches, "directory": relative_paths}),
+    "git": st.fixed_dictionaries(
+        {"remote": st.sampled_from(["https://github.com/e/a", "git@github.com:e/a.git"])},
+        optional={"branch": branches, "directory": relative_paths},
+    ),
     "jobtype_extra": st.dictionaries(extra_keys, extra_values, max_size=4),
     "build_env": env_maps,
     "runtime_env": env_maps,
@@ -126,7 +150,9 @@ def test_valid_manifests_validate_and_round_trip_through_their_yaml(data: dict[s
     assert manifest.name == data["name"]
     assert manifest.version == data.get("version", "0.0.1")
     assert manifest.jobtype == data.get("jobtype", data.get("lang"))
-    assert len(manifest.warnings) == ("lang" in data) + any(k in data for k in ("python", "golang", "wrapper_properties", "docker"))
+    assert len(manifest.warnings) == ("lang" in data) + any(
+        k in data for k in ("python", "golang", "wrapper_properties", "docker")
+    )
 
 
 @BOUNDED
@@ -140,10 +166,17 @@ def test_validation_is_deterministic_and_leaves_the_input_alone(data: dict[str, 
 
 # --- mutations ---------------------------------------------------------------------------------
 
+
 def not_a(*types: type) -> st.SearchStrategy[Any]:
     """Any non-null value that is not one of `types` (a bool never counts as an int)."""
-    values = st.one_of(st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False), texts,
-                       st.lists(scalars, max_size=3), st.dictionaries(texts, scalars, max_size=3))
+    values = st.one_of(
+        st.booleans(),
+        st.integers(),
+        st.floats(allow_nan=False, allow_infinity=False),
+        texts,
+        st.lists(scalars, max_size=3),
+        st.dictionaries(texts, scalars, max_size=3),
+    )
     return values.filter(lambda v: not isinstance(v, types) or (isinstance(v, bool) and bool not in types))
 
 
@@ -190,8 +223,9 @@ bad_quantities = st.one_of(
     st.sampled_from(["1GB", "512mb", "1 Gi", "Gi", "", "-1", "0", "0Mi", "1e3", "lots", "1.5.5Mi", True, 0, -3]),
     texts.filter(lambda v: not _is_quantity(v)),
 )
-bad_env_names = st.one_of(st.sampled_from(["1ST", "MY-VAR", "has space", "", "FOO\n", "é"]),
-                          texts.filter(lambda v: not ENV_NAME.fullmatch(v)))
+bad_env_names = st.one_of(
+    st.sampled_from(["1ST", "MY-VAR", "has space", "", "FOO\n", "é"]), texts.filter(lambda v: not ENV_NAME.fullmatch(v))
+)
 
 
 @st.composite
@@ -280,9 +314,7 @@ def test_a_mutated_manifest_posted_to_the_api_is_a_4xx_naming_the_field(
 
 @API_BOUNDED
 @given(data=valid_manifests())
-def test_any_manifest_posted_to_the_api_is_answered_never_with_a_500(
-    client: FlaskClient, data: dict[str, Any]
-) -> None:
+def test_any_manifest_posted_to_the_api_is_answered_never_with_a_500(client: FlaskClient, data: dict[str, Any]) -> None:
     # Valid for the schema, but its job type and jobtype_extra are random: accepted or a 4xx, never a 500.
     response = client.post(f"{API}/deploy", json={"manifest": data, "build_context": build_context()})
 

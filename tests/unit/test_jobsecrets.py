@@ -61,17 +61,32 @@ REMOTE = "https://git.example.com/team/adder"
 OWNER = Requester(subject="user:alice", git_remote=None)
 
 
-def deployment(vault: Vault, secrets: JobSecrets, *, version: str = "1.0.0", status: str = DeploymentStatus.IN_PROGRESS,
-               phase: str | None = BUILD_PHASE, create_time: float | None = None,
-               requested_by: str | None = OWNER.subject) -> Deployment:
-    row = Deployment.create(job_name="adder", job_version=version, manifest_yaml="", status=status, phase=phase,
-                            secrets=jobsecrets.seal(secrets, vault), requested_by=requested_by)
+def deployment(
+    vault: Vault,
+    secrets: JobSecrets,
+    *,
+    version: str = "1.0.0",
+    status: str = DeploymentStatus.IN_PROGRESS,
+    phase: str | None = BUILD_PHASE,
+    create_time: float | None = None,
+    requested_by: str | None = OWNER.subject,
+) -> Deployment:
+    row = Deployment.create(
+        job_name="adder",
+        job_version=version,
+        manifest_yaml="",
+        status=status,
+        phase=phase,
+        secrets=jobsecrets.seal(secrets, vault),
+        requested_by=requested_by,
+    )
     if create_time is not None:
         Deployment.update(create_time=create_time).where(Deployment.id == row.id).execute()
     return row
 
 
 # --- secret_vars of a deploy request ------------------------------------------------------------------
+
 
 def test_secret_vars_parse_into_build_and_runtime_env() -> None:
     parsed = jobsecrets.parse_secret_vars({"build_env": {"PIP_TOKEN": "p1"}, "runtime_env": {"API_KEY": "k1"}})
@@ -86,17 +101,20 @@ def test_missing_secret_vars_mean_none_sent_and_missing_parts_are_empty() -> Non
     assert jobsecrets.parse_secret_vars({"build_env": None, "runtime_env": None}) == ({}, {})
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    ("A=1", 'secret_vars: must be {"build_env": {NAME: value}, "runtime_env": {NAME: value}} or null'),
-    (["A"], 'secret_vars: must be {"build_env"'),
-    ({"env": {"A": "1"}}, 'secret_vars: must be {"build_env"'),
-    ({"build_env": ["A=1"]}, "secret_vars.build_env: must be a mapping of NAME to value"),
-    ({"runtime_env": "A=1"}, "secret_vars.runtime_env: must be a mapping of NAME to value"),
-    ({"runtime_env": {"1ABC": "x"}}, "secret_vars.runtime_env: '1ABC' is not a valid environment variable name"),
-    ({"build_env": {"MY-VAR": "x"}}, "secret_vars.build_env: 'MY-VAR' is not a valid environment variable name"),
-    ({"runtime_env": {"NUMBER": 5}}, "secret_vars.runtime_env.NUMBER: must be a string"),
-    ({"build_env": {"FLAG": None}}, "secret_vars.build_env.FLAG: must be a string"),
-])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("A=1", 'secret_vars: must be {"build_env": {NAME: value}, "runtime_env": {NAME: value}} or null'),
+        (["A"], 'secret_vars: must be {"build_env"'),
+        ({"env": {"A": "1"}}, 'secret_vars: must be {"build_env"'),
+        ({"build_env": ["A=1"]}, "secret_vars.build_env: must be a mapping of NAME to value"),
+        ({"runtime_env": "A=1"}, "secret_vars.runtime_env: must be a mapping of NAME to value"),
+        ({"runtime_env": {"1ABC": "x"}}, "secret_vars.runtime_env: '1ABC' is not a valid environment variable name"),
+        ({"build_env": {"MY-VAR": "x"}}, "secret_vars.build_env: 'MY-VAR' is not a valid environment variable name"),
+        ({"runtime_env": {"NUMBER": 5}}, "secret_vars.runtime_env.NUMBER: must be a string"),
+        ({"build_env": {"FLAG": None}}, "secret_vars.build_env.FLAG: must be a string"),
+    ],
+)
 def test_invalid_secret_vars_are_refused_naming_the_field(value: Any, message: str) -> None:
     with pytest.raises(ValidationError) as caught:
         jobsecrets.parse_secret_vars(value)
@@ -115,6 +133,7 @@ def test_reserved_names_are_refused_without_echoing_the_value(name: str, part: s
 
 
 # --- redaction ---------------------------------------------------------------------------------------
+
 
 def test_the_redactor_masks_every_secret_of_four_or_more_characters() -> None:
     redact = Redactor(["hunter22", "abcd", "xyz", ""])
@@ -140,8 +159,9 @@ def test_secrets_with_regex_characters_are_matched_literally() -> None:
 
 
 def test_job_secrets_list_every_value_to_redact() -> None:
-    secrets = JobSecrets(build_env={"B": "bbbb"}, runtime_env={"R": "rrrr"},
-                         git_credentials={"username": "me", "password": "pppp"})
+    secrets = JobSecrets(
+        build_env={"B": "bbbb"}, runtime_env={"R": "rrrr"}, git_credentials={"username": "me", "password": "pppp"}
+    )
 
     assert sorted(secrets.values()) == ["bbbb", "pppp", "rrrr"]
     assert JobSecrets().is_empty() and not secrets.is_empty()
@@ -160,8 +180,15 @@ def test_a_multi_line_secret_is_masked_even_when_its_lines_come_in_separate_chun
     key = "-----BEGIN KEY-----\nMIIBVgIBADANBgkqhkiG9w0BAQEFAASCAUAw\nggE8AgEAAkEAq7BFUpkGp3+XQ\n-----END KEY-----"
     redact = Redactor([key, "ab\ncd"])
 
-    lines = "".join(redact.lines([b"key: -----BEGIN KEY-----\nMIIBVgIBADANBgkq", b"hkiG9w0BAQEFAASCAUAw\n",
-                                  b"ggE8AgEAAkEAq7BFUpkGp3+XQ\n-----END KEY-----\n"]))
+    lines = "".join(
+        redact.lines(
+            [
+                b"key: -----BEGIN KEY-----\nMIIBVgIBADANBgkq",
+                b"hkiG9w0BAQEFAASCAUAw\n",
+                b"ggE8AgEAAkEAq7BFUpkGp3+XQ\n-----END KEY-----\n",
+            ]
+        )
+    )
 
     assert "MIIBVgIBADANBgkqhkiG9w0BAQEFAASCAUAw" not in lines and "ggE8AgEAAkEAq7BFUpkGp3+XQ" not in lines
     assert redact(key) == "***"
@@ -187,6 +214,7 @@ def test_redacted_lines_find_a_non_ascii_secret_split_inside_a_character() -> No
 
 # --- the build's secrets URL ---------------------------------------------------------------------------
 
+
 def test_a_build_in_progress_gets_its_build_env_with_the_right_digest(registry: Path, vault: Vault) -> None:
     env = {"PIP_TOKEN": BUILD_SECRET}
     deployment(vault, JobSecrets(build_env=env, runtime_env={"API_KEY": RUNTIME_SECRET}))
@@ -206,15 +234,19 @@ def test_the_digest_is_the_daemons_own_and_follows_the_secrets(vault: Vault) -> 
     assert digest != build_secrets_digest(vault, "adder", "1.0.0", {"PIP_TOKEN": "changed"})
 
 
-@pytest.mark.parametrize(("status", "phase"), [
-    (DeploymentStatus.IN_PROGRESS, "queued"),
-    (DeploymentStatus.IN_PROGRESS, "fetching the source code"),
-    (DeploymentStatus.IN_PROGRESS, "starting Job server"),
-    (DeploymentStatus.DONE, BUILD_PHASE),
-    (DeploymentStatus.FAILED, BUILD_PHASE),
-])
-def test_no_build_env_outside_the_build_phase_of_a_running_deployment(registry: Path, vault: Vault, status: str,
-                                                                     phase: str) -> None:
+@pytest.mark.parametrize(
+    ("status", "phase"),
+    [
+        (DeploymentStatus.IN_PROGRESS, "queued"),
+        (DeploymentStatus.IN_PROGRESS, "fetching the source code"),
+        (DeploymentStatus.IN_PROGRESS, "starting Job server"),
+        (DeploymentStatus.DONE, BUILD_PHASE),
+        (DeploymentStatus.FAILED, BUILD_PHASE),
+    ],
+)
+def test_no_build_env_outside_the_build_phase_of_a_running_deployment(
+    registry: Path, vault: Vault, status: str, phase: str
+) -> None:
     env = {"PIP_TOKEN": BUILD_SECRET}
     deployment(vault, JobSecrets(build_env=env), status=status, phase=phase)
     digest = build_secrets_digest(vault, "adder", "1.0.0", env)
@@ -223,14 +255,18 @@ def test_no_build_env_outside_the_build_phase_of_a_running_deployment(registry: 
         build_env_for_build("adder", "1.0.0", digest, vault)
 
 
-@pytest.mark.parametrize(("name", "version", "digest"), [
-    ("adder", "1.0.0", "0" * 40),
-    ("adder", "1.0.0", ""),
-    ("adder", "2.0.0", None),
-    ("other", "1.0.0", None),
-])
-def test_a_wrong_digest_or_job_is_the_same_404(registry: Path, vault: Vault, name: str, version: str,
-                                               digest: str | None) -> None:
+@pytest.mark.parametrize(
+    ("name", "version", "digest"),
+    [
+        ("adder", "1.0.0", "0" * 40),
+        ("adder", "1.0.0", ""),
+        ("adder", "2.0.0", None),
+        ("other", "1.0.0", None),
+    ],
+)
+def test_a_wrong_digest_or_job_is_the_same_404(
+    registry: Path, vault: Vault, name: str, version: str, digest: str | None
+) -> None:
     env = {"PIP_TOKEN": BUILD_SECRET}
     deployment(vault, JobSecrets(build_env=env))
     right = build_secrets_digest(vault, "adder", "1.0.0", env)
@@ -267,6 +303,7 @@ def test_the_build_secrets_url_is_open_and_answers_only_the_running_build(make_a
 
 # --- which secrets a deployment runs with -------------------------------------------------------------
 
+
 def test_secrets_sent_with_a_deploy_are_used(registry: Path, vault: Vault) -> None:
     deployment(vault, JobSecrets(runtime_env={"API_KEY": "old-value"}), status=DeploymentStatus.DONE)
 
@@ -277,10 +314,19 @@ def test_secrets_sent_with_a_deploy_are_used(registry: Path, vault: Vault) -> No
 
 def test_a_deploy_without_secrets_inherits_the_last_ones_of_that_version(registry: Path, vault: Vault) -> None:
     deployment(vault, JobSecrets(runtime_env={"API_KEY": "first"}), status=DeploymentStatus.DONE, create_time=1_000)
-    deployment(vault, JobSecrets(build_env={"B": "bbbb"}, runtime_env={"API_KEY": "second"}),
-               status=DeploymentStatus.DONE, create_time=2_000)
-    deployment(vault, JobSecrets(runtime_env={"API_KEY": "other version"}), version="2.0.0",
-               status=DeploymentStatus.DONE, create_time=3_000)
+    deployment(
+        vault,
+        JobSecrets(build_env={"B": "bbbb"}, runtime_env={"API_KEY": "second"}),
+        status=DeploymentStatus.DONE,
+        create_time=2_000,
+    )
+    deployment(
+        vault,
+        JobSecrets(runtime_env={"API_KEY": "other version"}),
+        version="2.0.0",
+        status=DeploymentStatus.DONE,
+        create_time=3_000,
+    )
 
     secrets = jobsecrets.for_deployment(manifest(secret_runtime_env_file="secrets.env"), None, None, vault, OWNER)
 
@@ -295,10 +341,12 @@ def test_a_new_version_inherits_nothing_from_another(registry: Path, vault: Vaul
     assert (secrets.build_env, secrets.runtime_env, secrets.git_credentials) == ({}, {}, None)
 
 
-@pytest.mark.parametrize(("field", "file"), [("secret_runtime_env_file", "secrets.env"),
-                                             ("secret_build_env_file", "build-secrets.env")])
-def test_a_manifest_naming_a_secret_file_needs_secrets_sent_or_stored(registry: Path, vault: Vault, field: str,
-                                                                      file: str) -> None:
+@pytest.mark.parametrize(
+    ("field", "file"), [("secret_runtime_env_file", "secrets.env"), ("secret_build_env_file", "build-secrets.env")]
+)
+def test_a_manifest_naming_a_secret_file_needs_secrets_sent_or_stored(
+    registry: Path, vault: Vault, field: str, file: str
+) -> None:
     deployment(vault, JobSecrets(runtime_env={"API_KEY": "v1"}), version="0.9.0", status=DeploymentStatus.DONE)
 
     with pytest.raises(ValidationError) as caught:
@@ -330,10 +378,16 @@ def test_secrets_are_sealed_at_rest_and_read_back(registry: Path, vault: Vault) 
 
 # --- through the API ----------------------------------------------------------------------------------
 
+
 def test_secret_vars_sent_with_a_deploy_are_sealed_and_never_shown(client: FlaskClient, tmp_path: Path) -> None:
-    response = client.post(f"{API}/deploy", json={
-        "manifest": sample_manifest(secret_runtime_env_file="secrets.env"), "build_context": build_context(),
-        "secret_vars": {"build_env": {"PIP_TOKEN": BUILD_SECRET}, "runtime_env": {"API_KEY": RUNTIME_SECRET}}})
+    response = client.post(
+        f"{API}/deploy",
+        json={
+            "manifest": sample_manifest(secret_runtime_env_file="secrets.env"),
+            "build_context": build_context(),
+            "secret_vars": {"build_env": {"PIP_TOKEN": BUILD_SECRET}, "runtime_env": {"API_KEY": RUNTIME_SECRET}},
+        },
+    )
 
     assert response.status_code == 201
     shown = client.get(f"{API}/deploy/{response.get_json()['id']}").get_data(as_text=True)
@@ -344,9 +398,14 @@ def test_secret_vars_sent_with_a_deploy_are_sealed_and_never_shown(client: Flask
 
 
 def test_a_deploy_with_a_reserved_secret_name_is_400_and_stores_nothing(client: FlaskClient) -> None:
-    response = client.post(f"{API}/deploy", json={
-        "manifest": sample_manifest(), "build_context": build_context(),
-        "secret_vars": {"runtime_env": {"AUTH_TOKEN": RUNTIME_SECRET}}})
+    response = client.post(
+        f"{API}/deploy",
+        json={
+            "manifest": sample_manifest(),
+            "build_context": build_context(),
+            "secret_vars": {"runtime_env": {"AUTH_TOKEN": RUNTIME_SECRET}},
+        },
+    )
 
     assert response.status_code == 400
     assert response.get_json()["error"].startswith("secret_vars.runtime_env.AUTH_TOKEN: reserved")
@@ -355,8 +414,10 @@ def test_a_deploy_with_a_reserved_secret_name_is_400_and_stores_nothing(client: 
 
 
 def test_a_deploy_naming_a_secret_file_without_secrets_is_400_naming_the_field(client: FlaskClient) -> None:
-    response = client.post(f"{API}/deploy", json={
-        "manifest": sample_manifest(secret_runtime_env_file="secrets.env"), "build_context": build_context()})
+    response = client.post(
+        f"{API}/deploy",
+        json={"manifest": sample_manifest(secret_runtime_env_file="secrets.env"), "build_context": build_context()},
+    )
 
     assert response.status_code == 400
     assert response.get_json()["error"].startswith("secret_runtime_env_file: ")
@@ -380,34 +441,47 @@ def test_job_logs_are_shown_with_the_jobs_secrets_masked(client: FlaskClient, ap
 
 # --- rtd: the secret env files ------------------------------------------------------------------------
 
+
 def test_parse_env_file_reads_names_and_values() -> None:
-    text = "\n".join([
-        "# a comment",
-        "",
-        "PLAIN=value",
-        "  SPACED = padded  ",
-        "export EXPORTED=yes",
-        'DOUBLE="quoted value"',
-        "SINGLE='single # not a comment'",
-        "MIXED=\"not closed'",
-        "EQUALS=a=b=c",
-        "EMPTY=",
-        'QUOTES=""',
-        "PLAIN=second wins",
-    ])
+    text = "\n".join(
+        [
+            "# a comment",
+            "",
+            "PLAIN=value",
+            "  SPACED = padded  ",
+            "export EXPORTED=yes",
+            'DOUBLE="quoted value"',
+            "SINGLE='single # not a comment'",
+            "MIXED=\"not closed'",
+            "EQUALS=a=b=c",
+            "EMPTY=",
+            'QUOTES=""',
+            "PLAIN=second wins",
+        ]
+    )
 
     assert parse_env_file(text, "secrets.env") == {
-        "PLAIN": "second wins", "SPACED": "padded", "EXPORTED": "yes", "DOUBLE": "quoted value",
-        "SINGLE": "single # not a comment", "MIXED": "\"not closed'", "EQUALS": "a=b=c", "EMPTY": "", "QUOTES": "",
+        "PLAIN": "second wins",
+        "SPACED": "padded",
+        "EXPORTED": "yes",
+        "DOUBLE": "quoted value",
+        "SINGLE": "single # not a comment",
+        "MIXED": "\"not closed'",
+        "EQUALS": "a=b=c",
+        "EMPTY": "",
+        "QUOTES": "",
     }
 
 
-@pytest.mark.parametrize(("line", "number"), [
-    ("this-line-is-a-secret-token", 2),
-    ("1BAD=value-that-is-secret", 2),
-    ("BAD NAME=value-that-is-secret", 2),
-    ("=value-that-is-secret", 2),
-])
+@pytest.mark.parametrize(
+    ("line", "number"),
+    [
+        ("this-line-is-a-secret-token", 2),
+        ("1BAD=value-that-is-secret", 2),
+        ("BAD NAME=value-that-is-secret", 2),
+        ("=value-that-is-secret", 2),
+    ],
+)
 def test_a_bad_line_names_the_file_and_line_but_not_its_text(line: str, number: int) -> None:
     with pytest.raises(SecretFileError) as caught:
         parse_env_file(f"GOOD=1\n{line}\nALSO=2\n", "secret_runtime_env_file ./secrets.env")
@@ -437,14 +511,23 @@ def test_read_secret_vars_sends_none_when_a_named_file_is_missing(tmp_path: Path
 
 # --- rtd: the build context leaves the secret files out ----------------------------------------------------
 
+
 def packed_names(encoded: str) -> set[str]:
     with tarfile.open(fileobj=io.BytesIO(base64.b64decode(encoded)), mode="r:gz") as tar:
         return set(tar.getnames())
 
 
 def test_pack_leaves_out_the_excluded_secret_files(tmp_path: Path) -> None:
-    write_job(tmp_path, {"entrypoint.py": "x = 1\n", "secrets.env": "API_KEY=k\n", "conf/build.env": "T=t\n",
-                         "conf/settings.yaml": "a: 1\n", "other/secrets.env": "kept: not named\n"})
+    write_job(
+        tmp_path,
+        {
+            "entrypoint.py": "x = 1\n",
+            "secrets.env": "API_KEY=k\n",
+            "conf/build.env": "T=t\n",
+            "conf/settings.yaml": "a: 1\n",
+            "other/secrets.env": "kept: not named\n",
+        },
+    )
 
     names = packed_names(pack(tmp_path, frozenset({"secrets.env", "conf/build.env"})))
 

@@ -14,8 +14,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 # Root modules every room may use: they import only one another (and shared packages).
-FOUNDATION = {"racetrackd", "errors", "settings", "db", "naming", "manifest", "metrics", "audit", "maintenance",
-              "resources", "serving", "streams"}
+FOUNDATION = {
+    "racetrackd",
+    "errors",
+    "settings",
+    "db",
+    "naming",
+    "manifest",
+    "metrics",
+    "audit",
+    "maintenance",
+    "resources",
+    "serving",
+    "streams",
+}
 # Root modules that wire the rooms together and start processes: nothing imports them but each other.
 ENTRY = {"__main__", "app", "asgi", "daemon", "commands", "gunicorn_hooks"}
 # The composition root (racetrackd/services.py): wires the rooms below it; the edges take what it built.
@@ -88,8 +100,10 @@ def room_of(module: str) -> str:
         return "entry"
     if name in SERVICES:
         return "services"
-    raise AssertionError(f"racetrackd/{name}.py is in no room: put it in a subpackage, or name it in "
-                         f"FOUNDATION, SERVICES or ENTRY of {Path(__file__).name}")
+    raise AssertionError(
+        f"racetrackd/{name}.py is in no room: put it in a subpackage, or name it in "
+        f"FOUNDATION, SERVICES or ENTRY of {Path(__file__).name}"
+    )
 
 
 def racetrackd_target(name: str) -> str | None:
@@ -121,8 +135,10 @@ def test_imports_point_one_way() -> None:
                 continue
             target_room = room_of(target)
             if target_room != room and target_room not in MAY_IMPORT[room]:
-                wrong.append(f"{path.relative_to(REPO)}:{line}: {room} imports {target} ({target_room}), "
-                             f"which sits above it or beside it; {room} may import {sorted(MAY_IMPORT[room])}")
+                wrong.append(
+                    f"{path.relative_to(REPO)}:{line}: {room} imports {target} ({target_room}), "
+                    f"which sits above it or beside it; {room} may import {sorted(MAY_IMPORT[room])}"
+                )
     assert not wrong, "imports that run back up the layers:\n" + "\n".join(wrong)
 
 
@@ -138,13 +154,18 @@ def test_shared_packages_do_not_import_the_daemon() -> None:
 
 
 def test_only_the_docker_adapter_imports_the_docker_sdk() -> None:
-    importers = {str(path.relative_to(REPO)) for path in (REPO / "racetrackd").rglob("*.py")
-                 for _, name in imported_modules(path) if name == "docker" or name.startswith("docker.")}
+    importers = {
+        str(path.relative_to(REPO))
+        for path in (REPO / "racetrackd").rglob("*.py")
+        for _, name in imported_modules(path)
+        if name == "docker" or name.startswith("docker.")
+    }
     assert importers <= {"racetrackd/docker/runtime.py"}
 
 
 def test_the_map_itself_runs_one_way() -> None:
     """No two rooms may import each other, directly or round a loop: the map is a stack, not a web."""
+
     def below(room: str, seen: frozenset[str] = frozenset()) -> set[str]:
         assert room not in seen, f"the rooms {sorted(seen)} import each other in a loop"
         return set().union(*({lower} | below(lower, seen | {room}) for lower in MAY_IMPORT[room]))

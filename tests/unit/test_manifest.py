@@ -47,6 +47,7 @@ def with_resources(**resources: str) -> dict[str, Any]:
 
 # --- accept_manifest: the schema, as a ManifestError -----------------------------------------------
 
+
 def test_a_valid_manifest_is_accepted_with_defaults(settings: Settings) -> None:
     manifest = accept_manifest(sample_manifest(version=None), settings)
 
@@ -65,13 +66,16 @@ def test_a_valid_manifest_is_accepted_with_defaults(settings: Settings) -> None:
 
 
 def test_schema_errors_become_one_manifest_error_listing_every_field(settings: Settings) -> None:
-    error = rejected({
-        "name": "My_Job",
-        "version": "one",
-        "jobtype": "python3",
-        "build_env": {"BAD-NAME": "x"},
-        "colour": "red",
-    }, settings)
+    error = rejected(
+        {
+            "name": "My_Job",
+            "version": "one",
+            "jobtype": "python3",
+            "build_env": {"BAD-NAME": "x"},
+            "colour": "red",
+        },
+        settings,
+    )
 
     fields = [field for field, _ in error.errors]
     assert sorted(fields) == sorted(["colour", "name", "owner_email", "version", "jobtype", "build_env.BAD-NAME"])
@@ -108,6 +112,7 @@ def test_deprecated_aliases_are_accepted_with_warnings(settings: Settings) -> No
 
 # --- accept_manifest: this host's limits ----------------------------------------------------------
 
+
 @pytest.mark.parametrize("field", ["memory_max", "memory_min"])
 def test_memory_over_the_host_cap_is_rejected(make_settings: Callable[..., Settings], field: str) -> None:
     settings = make_settings(max_job_memory="2Gi", job_memory_max="4Gi")
@@ -128,8 +133,9 @@ def test_memory_at_the_host_cap_is_accepted(make_settings: Callable[..., Setting
 def test_memory_min_over_the_default_max_asks_for_memory_max(settings: Settings) -> None:
     error = rejected(with_resources(memory_min="2Gi"), settings)
 
-    assert error.errors == [("resources.memory_min",
-                             "2Gi is more than the default memory_max 1Gi; set resources.memory_max too")]
+    assert error.errors == [
+        ("resources.memory_min", "2Gi is more than the default memory_max 1Gi; set resources.memory_max too")
+    ]
     assert accept_manifest(with_resources(memory_min="2Gi", memory_max="2Gi"), settings).resources.memory_min == "2Gi"
 
 
@@ -140,10 +146,13 @@ def test_cpu_max_over_the_host_cpus_is_rejected(settings: Settings) -> None:
     assert accept_manifest(with_resources(cpu_max="4"), settings).resources.cpu_max == "4"
 
 
-@pytest.mark.parametrize(("resources", "field", "message"), [
-    ({"cpu_max": "5m"}, "resources.cpu_max", "5m is less than Docker's minimum of 10m"),
-    ({"memory_max": "4Mi"}, "resources.memory_max", "4Mi is less than Docker's minimum of 6Mi"),
-])
+@pytest.mark.parametrize(
+    ("resources", "field", "message"),
+    [
+        ({"cpu_max": "5m"}, "resources.cpu_max", "5m is less than Docker's minimum of 10m"),
+        ({"memory_max": "4Mi"}, "resources.memory_max", "4Mi is less than Docker's minimum of 6Mi"),
+    ],
+)
 def test_limits_below_dockers_minimums_are_rejected(
     settings: Settings, resources: dict[str, str], field: str, message: str
 ) -> None:
@@ -169,6 +178,7 @@ def test_schema_errors_in_resources_name_the_field(settings: Settings) -> None:
 
 # --- load_stored ---------------------------------------------------------------------------------
 
+
 def test_a_stored_manifest_loads_back_equal(settings: Settings) -> None:
     accepted = accept_manifest(sample_manifest(version=None, resources={"memory_max": "512Mi"}, replicas=2), settings)
 
@@ -186,12 +196,14 @@ def test_a_stored_manifest_is_checked_against_todays_limits(make_settings: Calla
 
 # --- container_limits ----------------------------------------------------------------------------
 
+
 def test_a_silent_manifest_gets_the_default_limits(settings: Settings) -> None:
     limits = container_limits(accept_manifest(sample_manifest(), settings), settings)
 
     # Defaults: 256Mi reserved, 1Gi limit, 10m CPU share, 1000m CPU limit.
-    assert limits == ContainerLimits(memory_bytes=GiB, memory_reservation_bytes=256 * MiB,
-                                     nano_cpus=1_000_000_000, cpu_shares=10)
+    assert limits == ContainerLimits(
+        memory_bytes=GiB, memory_reservation_bytes=256 * MiB, nano_cpus=1_000_000_000, cpu_shares=10
+    )
 
 
 def test_the_defaults_come_from_the_settings(make_settings: Callable[..., Settings]) -> None:
@@ -199,16 +211,19 @@ def test_the_defaults_come_from_the_settings(make_settings: Callable[..., Settin
 
     limits = container_limits(accept_manifest(sample_manifest(), settings), settings)
 
-    assert limits == ContainerLimits(memory_bytes=2 * GiB, memory_reservation_bytes=128 * MiB,
-                                     nano_cpus=2_000_000_000, cpu_shares=512)
+    assert limits == ContainerLimits(
+        memory_bytes=2 * GiB, memory_reservation_bytes=128 * MiB, nano_cpus=2_000_000_000, cpu_shares=512
+    )
 
 
 def test_the_manifest_resources_win_over_the_defaults(settings: Settings) -> None:
-    manifest = accept_manifest(with_resources(memory_min="300Mi", memory_max="600Mi", cpu_min="250m", cpu_max="1.5"),
-                               settings)
+    manifest = accept_manifest(
+        with_resources(memory_min="300Mi", memory_max="600Mi", cpu_min="250m", cpu_max="1.5"), settings
+    )
 
     assert container_limits(manifest, settings) == ContainerLimits(
-        memory_bytes=600 * MiB, memory_reservation_bytes=300 * MiB, nano_cpus=1_500_000_000, cpu_shares=256)
+        memory_bytes=600 * MiB, memory_reservation_bytes=300 * MiB, nano_cpus=1_500_000_000, cpu_shares=256
+    )
 
 
 def test_the_default_reservation_never_exceeds_a_smaller_memory_max(settings: Settings) -> None:

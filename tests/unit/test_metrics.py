@@ -48,9 +48,11 @@ def test_answered_calls_are_counted_by_job_version_and_status(job: tuple[LoopCli
     client, _ = job
     ok = {"job_name": "adder", "job_version": "1.0.0", "status_code": "200"}
     job_labels = {"job_name": "adder", "job_version": "1.0.0"}
-    before = (sample("racetrackd_gateway_requests_total", **ok),
-              sample("racetrackd_gateway_job_seconds_count", **job_labels),
-              sample("racetrackd_gateway_overhead_seconds_count"))
+    before = (
+        sample("racetrackd_gateway_requests_total", **ok),
+        sample("racetrackd_gateway_job_seconds_count", **job_labels),
+        sample("racetrackd_gateway_overhead_seconds_count"),
+    )
 
     for _ in range(2):
         assert client.get("/pub/job/adder/latest/", AUTH).status_code == 200
@@ -71,8 +73,10 @@ def test_failed_calls_are_counted_by_kind(daemon: Daemons, servers: Servers) -> 
     refused = {"job_name": "down", "job_version": "1.0.0", "kind": "ConnectionRefused"}
     timeout = {"job_name": "slow", "job_version": "1.0.0", "kind": "timeout"}
     not_found = {"job_name": "ghost", "job_version": "latest", "kind": "not_found"}
-    before = {key: sample("racetrackd_gateway_errors_total", **labels)
-              for key, labels in (("refused", refused), ("timeout", timeout), ("not_found", not_found))}
+    before = {
+        key: sample("racetrackd_gateway_errors_total", **labels)
+        for key, labels in (("refused", refused), ("timeout", timeout), ("not_found", not_found))
+    }
     before_502 = sample("racetrackd_gateway_requests_total", job_name="down", job_version="1.0.0", status_code="502")
     before_504 = sample("racetrackd_gateway_requests_total", job_name="slow", job_version="1.0.0", status_code="504")
 
@@ -83,10 +87,14 @@ def test_failed_calls_are_counted_by_kind(daemon: Daemons, servers: Servers) -> 
     assert sample("racetrackd_gateway_errors_total", **refused) == before["refused"] + 1
     assert sample("racetrackd_gateway_errors_total", **timeout) == before["timeout"] + 1
     assert sample("racetrackd_gateway_errors_total", **not_found) == before["not_found"] + 1
-    assert sample("racetrackd_gateway_requests_total", job_name="down", job_version="1.0.0",
-                  status_code="502") == before_502 + 1
-    assert sample("racetrackd_gateway_requests_total", job_name="slow", job_version="1.0.0",
-                  status_code="504") == before_504 + 1
+    assert (
+        sample("racetrackd_gateway_requests_total", job_name="down", job_version="1.0.0", status_code="502")
+        == before_502 + 1
+    )
+    assert (
+        sample("racetrackd_gateway_requests_total", job_name="slow", job_version="1.0.0", status_code="504")
+        == before_504 + 1
+    )
 
 
 def test_calls_refused_for_their_token_are_counted(job: tuple[LoopClient, UpstreamServer]) -> None:
@@ -144,7 +152,13 @@ def test_the_metrics_endpoint_serves_them_without_a_token(job: tuple[LoopClient,
     assert response.status_code == 200
     assert response.header("content-type") == metrics.CONTENT_TYPE
     names = {family.name for family in text_string_to_metric_families(response.text)}
-    assert {"racetrackd_gateway_requests", "racetrackd_gateway_errors", "racetrackd_gateway_job_seconds",
-            "racetrackd_jobs", "racetrackd_async_tasks", "racetrackd_deployments"} <= names
+    assert {
+        "racetrackd_gateway_requests",
+        "racetrackd_gateway_errors",
+        "racetrackd_gateway_job_seconds",
+        "racetrackd_jobs",
+        "racetrackd_async_tasks",
+        "racetrackd_deployments",
+    } <= names
     assert 'racetrackd_gateway_requests_total{job_name="adder",job_version="1.0.0",status_code="200"}' in response.text
     assert 'racetrackd_jobs{status="running"} 1.0' in response.text

@@ -24,14 +24,18 @@ def test_a_new_async_call_names_its_job_under_the_async_prefix() -> None:
     assert target.call.public_prefix == "/pub/fatman/adder/latest"
 
 
-@pytest.mark.parametrize(("raw", "task_id", "action"), [
-    (b"/pub/async/task/abc/poll", "abc", "poll"),
-    (b"/pub/async/task/abc/status", "abc", "status"),
-    (b"/pub/async/task/abc/cancel", None, None),
-    (b"/pub/async/task/abc", None, None),
-])
-def test_an_async_task_path_names_the_task_and_what_is_asked(raw: bytes, task_id: str | None,
-                                                             action: str | None) -> None:
+@pytest.mark.parametrize(
+    ("raw", "task_id", "action"),
+    [
+        (b"/pub/async/task/abc/poll", "abc", "poll"),
+        (b"/pub/async/task/abc/status", "abc", "status"),
+        (b"/pub/async/task/abc/cancel", None, None),
+        (b"/pub/async/task/abc", None, None),
+    ],
+)
+def test_an_async_task_path_names_the_task_and_what_is_asked(
+    raw: bytes, task_id: str | None, action: str | None
+) -> None:
     target = pathmapping.read_gateway_path(raw)
 
     assert (target.route, target.task_id, target.task_action) == (ASYNC_TASK, task_id, action)

@@ -58,19 +58,23 @@ def example_zip(version: str | None = None, **files: str | None) -> bytes:
 
 # ---- the manifest ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("name: Shell\nversion: 1.0.0\n", "name: must be lower-case"),
-    ("name: shell\n", "version: required"),
-    ("name: shell\nversion: latest\n", "version: 'latest' is not a semantic version"),
-    ("name: shell\nversion: 1.0.0\njobtypes: {}\n", "unknown key 'jobtypes'"),
-    ("name: shell\nversion: 1.0.0\njob_types: {shell: {}}\n", "job_types.shell.dockerfile_template: required"),
-    ("- a list\n", "must be a mapping"),
-    ("name: [unclosed\n", "not valid YAML"),
-    ("name: shell\nversion: 1.0.0\nsettings: [a]\n", "settings: must map setting names"),
-    ("name: shell\nversion: 1.0.0\nsettings: {Shell-Image: {help: x}}\n", "settings.Shell-Image: a setting name"),
-    ("name: shell\nversion: 1.0.0\nsettings: {shell_image: {default: a}}\n", "settings.shell_image: default must"),
-    ("name: shell\nversion: 1.0.0\nsettings: {shell_image: {help: x, env: Y}}\n", "settings.shell_image: must be"),
-])
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name: Shell\nversion: 1.0.0\n", "name: must be lower-case"),
+        ("name: shell\n", "version: required"),
+        ("name: shell\nversion: latest\n", "version: 'latest' is not a semantic version"),
+        ("name: shell\nversion: 1.0.0\njobtypes: {}\n", "unknown key 'jobtypes'"),
+        ("name: shell\nversion: 1.0.0\njob_types: {shell: {}}\n", "job_types.shell.dockerfile_template: required"),
+        ("- a list\n", "must be a mapping"),
+        ("name: [unclosed\n", "not valid YAML"),
+        ("name: shell\nversion: 1.0.0\nsettings: [a]\n", "settings: must map setting names"),
+        ("name: shell\nversion: 1.0.0\nsettings: {Shell-Image: {help: x}}\n", "settings.Shell-Image: a setting name"),
+        ("name: shell\nversion: 1.0.0\nsettings: {shell_image: {default: a}}\n", "settings.shell_image: default must"),
+        ("name: shell\nversion: 1.0.0\nsettings: {shell_image: {help: x, env: Y}}\n", "settings.shell_image: must be"),
+    ],
+)
 def test_a_bad_plugin_manifest_is_refused_naming_the_key(text: str, message: str) -> None:
     with pytest.raises(PluginInvalid, match=message.replace("[", r"\[")):
         parse_manifest(text)
@@ -79,7 +83,9 @@ def test_a_bad_plugin_manifest_is_refused_naming_the_key(text: str, message: str
 def test_an_uploaded_job_type_may_build_from_a_setting_its_plugin_declares(tmp_path: Path) -> None:
     sources = example_files()
     manifest = yaml.safe_load(sources["plugin-manifest.yaml"])
-    manifest["settings"] = {"shell_base_image": {"default": "debian:bookworm-slim", "help": "Base image of shell jobs."}}
+    manifest["settings"] = {
+        "shell_base_image": {"default": "debian:bookworm-slim", "help": "Base image of shell jobs."}
+    }
     manifest["job_types"]["shell"]["base_image_setting"] = "shell_base_image"
     sources["plugin-manifest.yaml"] = yaml.safe_dump(manifest)
     plugins = store(tmp_path)
@@ -104,11 +110,19 @@ def test_a_job_type_naming_a_setting_no_plugin_declares_is_refused(tmp_path: Pat
 def test_the_builtin_manifest_parses_with_racetracks_keys() -> None:
     manifest = parse_manifest((BUILTIN_PLUGINS_DIR / "python3" / "plugin-manifest.yaml").read_text())
 
-    assert manifest.to_dict() == {"name": "python3-job-type", "version": "1.0.0", "build_date": None, "url": None,
-                                  "priority": 0, "category": "job-type", "components": []}
+    assert manifest.to_dict() == {
+        "name": "python3-job-type",
+        "version": "1.0.0",
+        "build_date": None,
+        "url": None,
+        "priority": 0,
+        "category": "job-type",
+        "components": [],
+    }
 
 
 # ---- ZIP safety ------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("entry", ["../evil.txt", "/etc/evil.txt", "nested/../../evil.txt", "C:/evil.txt"])
 def test_zip_entries_outside_the_plugin_are_refused(tmp_path: Path, entry: str) -> None:
@@ -139,18 +153,22 @@ def test_a_zip_bomb_stops_at_the_unpacked_limit(tmp_path: Path) -> None:
         store(tmp_path).install("bomb.zip", buffer.getvalue())
 
 
-@pytest.mark.parametrize(("files", "message"), [
-    ({"plugin-manifest__yaml": None}, "plugin-manifest.yaml not found at the ZIP's top level"),
-    ({"Dockerfile__j2": None}, "file Dockerfile.j2 not found in the plugin"),
-    ({"Dockerfile__j2": "FROM {{ base_image }\n"}, "Dockerfile.j2 line 1: template syntax error"),
-    ({"Dockerfile__j2": "FROM {{ base_imag }}\n"}, "'base_imag' is undefined"),
-    ({"Dockerfile__j2": "FROM {{ jobtype_extra.scirpt }}\n"}, "has no attribute 'scirpt'"),
-    ({"plugin__py": "import no_such_module_here\n"}, "plugin.py failed to load: ModuleNotFoundError"),
-    ({"plugin__py": "class Plugin:\n    def post_deploy(self, job): pass\n"}, "Plugin.post_deploy is not a hook"),
-    ({"plugin__py": "X = 1\n"}, "plugin.py: defines no class Plugin"),
-])
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"plugin-manifest__yaml": None}, "plugin-manifest.yaml not found at the ZIP's top level"),
+        ({"Dockerfile__j2": None}, "file Dockerfile.j2 not found in the plugin"),
+        ({"Dockerfile__j2": "FROM {{ base_image }\n"}, "Dockerfile.j2 line 1: template syntax error"),
+        ({"Dockerfile__j2": "FROM {{ base_imag }}\n"}, "'base_imag' is undefined"),
+        ({"Dockerfile__j2": "FROM {{ jobtype_extra.scirpt }}\n"}, "has no attribute 'scirpt'"),
+        ({"plugin__py": "import no_such_module_here\n"}, "plugin.py failed to load: ModuleNotFoundError"),
+        ({"plugin__py": "class Plugin:\n    def post_deploy(self, job): pass\n"}, "Plugin.post_deploy is not a hook"),
+        ({"plugin__py": "X = 1\n"}, "plugin.py: defines no class Plugin"),
+    ],
+)
 def test_a_plugin_that_would_not_work_is_refused_before_it_replaces_anything(
-        tmp_path: Path, files: dict[str, str | None], message: str) -> None:
+    tmp_path: Path, files: dict[str, str | None], message: str
+) -> None:
     plugins = store(tmp_path)
     plugins.install("shell.zip", example_zip())
 
@@ -164,11 +182,13 @@ def test_a_plugin_that_would_not_work_is_refused_before_it_replaces_anything(
 
 def test_a_plugin_of_another_category_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="category: 'infrastructure': racetrackd runs job-type plugins only"):
-        store(tmp_path).install("infra.zip", zip_of({"plugin-manifest.yaml": "name: docker\nversion: 1.5.0\n"
-                                                                             "category: infrastructure\n"}))
+        store(tmp_path).install(
+            "infra.zip", zip_of({"plugin-manifest.yaml": "name: docker\nversion: 1.5.0\ncategory: infrastructure\n"})
+        )
 
 
 # ---- install, resolve, replace, remove -------------------------------------------------------------
+
 
 def test_versions_side_by_side_resolve_as_racetrack_does(tmp_path: Path) -> None:
     plugins = store(tmp_path)
@@ -180,8 +200,11 @@ def test_versions_side_by_side_resolve_as_racetrack_does(tmp_path: Path) -> None
     assert resolve("shell:1.*", installed).version == "1.2.0"
     assert resolve("shell:1.0.0", installed).version == "1.0.0"
     assert resolve("shell:2.0.0-rc1", installed).version == "2.0.0-rc1"
-    with pytest.raises(ManifestError, match=r"'shell:3\.\*' is not installed \(installed: python3:1.0.0, shell:1.0.0, "
-                                            r"shell:1.2.0, shell:2.0.0-rc1\)"):
+    with pytest.raises(
+        ManifestError,
+        match=r"'shell:3\.\*' is not installed \(installed: python3:1.0.0, shell:1.0.0, "
+        r"shell:1.2.0, shell:2.0.0-rc1\)",
+    ):
         resolve("shell:3.*", installed)
 
 
@@ -213,8 +236,13 @@ def test_a_builtin_version_cannot_be_replaced_or_removed(tmp_path: Path) -> None
 def test_a_job_type_version_of_another_plugin_is_refused(tmp_path: Path) -> None:
     plugins = store(tmp_path)
     plugins.install("shell.zip", example_zip())
-    impostor = example_zip(**{"plugin-manifest__yaml": (EXAMPLE_PLUGIN / "plugin-manifest.yaml").read_text()
-                              .replace("name: shell-job-type", "name: other-shell")})
+    impostor = example_zip(
+        **{
+            "plugin-manifest__yaml": (EXAMPLE_PLUGIN / "plugin-manifest.yaml")
+            .read_text()
+            .replace("name: shell-job-type", "name: other-shell")
+        }
+    )
 
     with pytest.raises(ConflictError, match="job type shell:1.0.0 is already provided by plugin shell-job-type 1.0.0"):
         plugins.install("other.zip", impostor)
@@ -250,8 +278,9 @@ def test_every_process_sees_an_install_or_removal_at_once(tmp_path: Path) -> Non
 def test_a_broken_plugin_on_disk_is_listed_with_its_error_and_provides_nothing(tmp_path: Path) -> None:
     broken = tmp_path / "plugins" / "broken-1.0.0"
     broken.mkdir(parents=True)
-    (broken / "plugin-manifest.yaml").write_text("name: broken\nversion: 1.0.0\ncategory: job-type\n"
-                                                 "job_types: {broken: {dockerfile_template: T.j2}}\n")
+    (broken / "plugin-manifest.yaml").write_text(
+        "name: broken\nversion: 1.0.0\ncategory: job-type\njob_types: {broken: {dockerfile_template: T.j2}}\n"
+    )
     (broken / "T.j2").write_text("FROM {{ nothing }}\n")
     missing = tmp_path / "plugins" / "missing-2.0.0"
     shutil.copytree(broken, missing)
@@ -286,6 +315,7 @@ def test_bundle_honours_racetrackignore_and_stamps_a_build_date(tmp_path: Path) 
 
 # ---- hooks -----------------------------------------------------------------------------------------
 
+
 def installed_with_hooks(tmp_path: Path, plugin_py: str) -> PluginStore:
     plugins = store(tmp_path)
     plugins.install("shell.zip", example_zip(plugin__py=plugin_py))
@@ -305,12 +335,16 @@ def test_validate_hook_errors_name_the_field(tmp_path: Path) -> None:
 
 
 def test_a_validate_hook_raising_value_error_refuses_and_any_other_error_only_warns(tmp_path: Path) -> None:
-    plugins = installed_with_hooks(tmp_path, (
-        "class Plugin:\n"
-        "    def validate_job_manifest(self, manifest, job_type):\n"
-        "        if manifest.get('name') == 'refused':\n"
-        "            raise ValueError('no jobs called refused')\n"
-        "        raise KeyError('bug')\n"))
+    plugins = installed_with_hooks(
+        tmp_path,
+        (
+            "class Plugin:\n"
+            "    def validate_job_manifest(self, manifest, job_type):\n"
+            "        if manifest.get('name') == 'refused':\n"
+            "            raise ValueError('no jobs called refused')\n"
+            "        raise KeyError('bug')\n"
+        ),
+    )
     job_type = resolve("shell:1.0.0", plugins.job_types())
 
     with pytest.raises(ManifestError) as refused:
@@ -322,14 +356,18 @@ def test_a_validate_hook_raising_value_error_refuses_and_any_other_error_only_wa
 
 
 def test_runtime_env_and_notify_hooks_report_failures_instead_of_raising(tmp_path: Path) -> None:
-    plugins = installed_with_hooks(tmp_path, (
-        "class Plugin:\n"
-        "    def job_runtime_env(self, job):\n"
-        "        return {'A': 1}\n"
-        "    def post_job_deploy(self, job):\n"
-        "        raise RuntimeError('webhook down')\n"
-        "    def post_job_delete(self, job):\n"
-        "        pass\n"))
+    plugins = installed_with_hooks(
+        tmp_path,
+        (
+            "class Plugin:\n"
+            "    def job_runtime_env(self, job):\n"
+            "        return {'A': 1}\n"
+            "    def post_job_deploy(self, job):\n"
+            "        raise RuntimeError('webhook down')\n"
+            "    def post_job_delete(self, job):\n"
+            "        pass\n"
+        ),
+    )
     hooks = plugins.hooks_for("shell:1.0.0")
     assert hooks is not None
 
@@ -337,8 +375,10 @@ def test_runtime_env_and_notify_hooks_report_failures_instead_of_raising(tmp_pat
     deployed_warning = hooks.notify("post_job_deploy", {"name": "j"})
 
     assert env == {}
-    assert env_warning and "job_runtime_env failed: TypeError: returned dict, not a mapping of names to strings" \
-        in env_warning
+    assert (
+        env_warning
+        and "job_runtime_env failed: TypeError: returned dict, not a mapping of names to strings" in env_warning
+    )
     assert deployed_warning == "plugin shell-job-type 1.0.0: hook post_job_deploy failed: RuntimeError: webhook down"
     assert hooks.notify("post_job_delete", {"name": "j"}) is None
 
@@ -350,6 +390,7 @@ def test_every_hook_is_documented() -> None:
 
 
 # ---- the API ---------------------------------------------------------------------------------------
+
 
 def test_the_api_installs_lists_and_removes_with_racetracks_shapes(client: FlaskClient) -> None:
     builtin_versions = client.get(f"{API}/plugin/job_type/versions").get_json()
@@ -385,8 +426,9 @@ def test_a_deployment_of_a_job_type_refused_by_its_hook_is_400_and_nothing_is_qu
     response = client.post(f"{API}/deploy", json={"build_context": build_context(), "manifest": manifest})
 
     assert response.status_code == 400
-    assert response.get_json()["errors"] == [{"field": "jobtype_extra.script",
-                                              "message": "must name a .sh file, not 'run.py'"}]
+    assert response.get_json()["errors"] == [
+        {"field": "jobtype_extra.script", "message": "must name a .sh file, not 'run.py'"}
+    ]
     assert db.Deployment.select().count() == 0
 
 

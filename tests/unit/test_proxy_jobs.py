@@ -55,8 +55,9 @@ def test_forward_mode_sends_api_v1_paths_to_the_servers_root(daemon: Daemons, se
     assert target_seen(client, "/pub/job/web/1.0.0/api/v1/") == "/"
 
 
-def test_forward_mode_refuses_paths_outside_api_v1_without_calling_the_server(daemon: Daemons,
-                                                                              servers: Servers) -> None:
+def test_forward_mode_refuses_paths_outside_api_v1_without_calling_the_server(
+    daemon: Daemons, servers: Servers
+) -> None:
     client = daemon()
     server = servers()
     add_job("web", "1.0.0", addresses=[server.address], serving=proxied(FORWARD))
@@ -78,13 +79,17 @@ def test_rewrite_mode_sends_every_path_without_the_gateway_prefix(daemon: Daemon
     assert target_seen(client, "/pub/job/site/2.0.0/api/v1/x") == "/api/v1/x"
 
 
-@pytest.mark.parametrize(("mode", "path", "location"), [
-    (REWRITE, "/pub/job/web/latest", "/pub/job/web/latest/"),
-    (REWRITE, "/pub/job/web/1.x?lang=en", "/pub/job/web/1.x/?lang=en"),
-    (FORWARD, "/pub/job/web/latest/api/v1", "/pub/job/web/latest/api/v1/"),
-])
-def test_the_servers_root_without_its_slash_is_redirected_to_it(daemon: Daemons, servers: Servers, mode: str,
-                                                                path: str, location: str) -> None:
+@pytest.mark.parametrize(
+    ("mode", "path", "location"),
+    [
+        (REWRITE, "/pub/job/web/latest", "/pub/job/web/latest/"),
+        (REWRITE, "/pub/job/web/1.x?lang=en", "/pub/job/web/1.x/?lang=en"),
+        (FORWARD, "/pub/job/web/latest/api/v1", "/pub/job/web/latest/api/v1/"),
+    ],
+)
+def test_the_servers_root_without_its_slash_is_redirected_to_it(
+    daemon: Daemons, servers: Servers, mode: str, path: str, location: str
+) -> None:
     # Relative links of a page served at .../latest would resolve one level up, outside the job.
     client = daemon()
     server = servers()
@@ -113,17 +118,21 @@ def _redirecting(connection: ServerConnection, request: Request) -> None:
     connection.send(reply(301, b"", [("Location", location)], reason="Moved Permanently"))
 
 
-@pytest.mark.parametrize(("mode", "location", "expected"), [
-    (FORWARD, "/login", "/pub/job/web/latest/api/v1/login"),
-    (FORWARD, "/", "/pub/job/web/latest/api/v1/"),
-    (REWRITE, "/posts/", "/pub/job/web/latest/posts/"),
-    (REWRITE, "http://{self}/posts/", "/pub/job/web/latest/posts/"),
-    (REWRITE, "posts/", "posts/"),  # relative: already resolves under the caller's path
-    (REWRITE, "//cdn.example.com/x", "//cdn.example.com/x"),
-    (REWRITE, "https://elsewhere.example.com/a", "https://elsewhere.example.com/a"),
-])
-def test_the_servers_redirects_come_back_under_the_gateway_path(daemon: Daemons, servers: Servers, mode: str,
-                                                                location: str, expected: str) -> None:
+@pytest.mark.parametrize(
+    ("mode", "location", "expected"),
+    [
+        (FORWARD, "/login", "/pub/job/web/latest/api/v1/login"),
+        (FORWARD, "/", "/pub/job/web/latest/api/v1/"),
+        (REWRITE, "/posts/", "/pub/job/web/latest/posts/"),
+        (REWRITE, "http://{self}/posts/", "/pub/job/web/latest/posts/"),
+        (REWRITE, "posts/", "posts/"),  # relative: already resolves under the caller's path
+        (REWRITE, "//cdn.example.com/x", "//cdn.example.com/x"),
+        (REWRITE, "https://elsewhere.example.com/a", "https://elsewhere.example.com/a"),
+    ],
+)
+def test_the_servers_redirects_come_back_under_the_gateway_path(
+    daemon: Daemons, servers: Servers, mode: str, location: str, expected: str
+) -> None:
     client = daemon()
     server = servers(_redirecting)
     add_job("web", "1.0.0", addresses=[server.address], serving=proxied(mode))
@@ -136,8 +145,9 @@ def test_the_servers_redirects_come_back_under_the_gateway_path(daemon: Daemons,
 
 
 @pytest.mark.parametrize("path", ["/live", "/ready", "/health"])
-def test_probes_are_answered_by_the_daemon_without_a_token(web: tuple[LoopClient, UpstreamServer, str],
-                                                           path: str) -> None:
+def test_probes_are_answered_by_the_daemon_without_a_token(
+    web: tuple[LoopClient, UpstreamServer, str], path: str
+) -> None:
     client, server, _ = web
 
     response = client.get(f"/pub/job/web/latest{path}")
@@ -157,8 +167,12 @@ def test_a_job_whose_server_fails_its_probe_is_not_ready(daemon: Daemons, server
     client = daemon()
     server = servers()
     job = add_job("web", "1.0.0", addresses=[server.address], serving=proxied(FORWARD))
-    db.Job.update(status=db.JobStatus.ERROR, replica_addresses=(), internal_name="",
-                  error="probe failing: / on port 7001 unreachable").where(db.Job.id == job.id).execute()
+    db.Job.update(
+        status=db.JobStatus.ERROR,
+        replica_addresses=(),
+        internal_name="",
+        error="probe failing: / on port 7001 unreachable",
+    ).where(db.Job.id == job.id).execute()
 
     ready = client.get("/pub/job/web/1.0.0/ready")
     health = client.get("/pub/job/web/1.0.0/health")
@@ -212,8 +226,9 @@ def test_an_async_call_to_a_proxied_job_is_stored_with_the_servers_path(daemon: 
     server = servers()
     add_job("web", "1.0.0", addresses=[server.address], serving=proxied(FORWARD))
 
-    response = client.request("POST", "/pub/async/new/job/web/latest/api/v1/work?n=1", b"{}",
-                              {**AUTH, "Content-Type": "application/json"})
+    response = client.request(
+        "POST", "/pub/async/new/job/web/latest/api/v1/work?n=1", b"{}", {**AUTH, "Content-Type": "application/json"}
+    )
 
     assert response.status_code == 201, response.data
     task: Any = AsyncTask.get_by_id(response.json["task_id"])

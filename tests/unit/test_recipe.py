@@ -24,31 +24,53 @@ GOLDEN = Path(__file__).parent / "golden"
 SECRETS_URL = "http://172.18.0.1:7102/lifecycle/api/v1/build-secrets/go-adder/1.0.0/0123abcd"
 
 
-def builtin_files(name: str, base_image: str = "", runtime_image: str = "",
-                  own: OwnDockerfile | None = None) -> JobTypeFiles:
+def builtin_files(
+    name: str, base_image: str = "", runtime_image: str = "", own: OwnDockerfile | None = None
+) -> JobTypeFiles:
     job_type = resolve(f"{name}:latest", discover([BUILTIN_PLUGINS_DIR]))
-    return JobTypeFiles(full_name=job_type.full_name, plugin_dir=job_type.plugin_dir,
-                        dockerfile_template=job_type.dockerfile_template, own_dockerfile=own,
-                        base_image=base_image, runtime_image=runtime_image)
+    return JobTypeFiles(
+        full_name=job_type.full_name,
+        plugin_dir=job_type.plugin_dir,
+        dockerfile_template=job_type.dockerfile_template,
+        own_dockerfile=own,
+        base_image=base_image,
+        runtime_image=runtime_image,
+    )
 
 
 def test_the_python3_recipe_renders_the_golden_dockerfile_with_the_deployments_tag_and_labels(tmp_path: Path) -> None:
-    manifest = validate_manifest(sample_manifest(
-        jobtype_extra={"entrypoint_path": "entrypoint.py", "requirements_path": "requirements.txt",
-                       "entrypoint_class": "AdderEntrypoint"},
-        build_env={"GREETING": 'say "hi" to $USER \\o/'},
-    ))
+    manifest = validate_manifest(
+        sample_manifest(
+            jobtype_extra={
+                "entrypoint_path": "entrypoint.py",
+                "requirements_path": "requirements.txt",
+                "entrypoint_class": "AdderEntrypoint",
+            },
+            build_env={"GREETING": 'say "hi" to $USER \\o/'},
+        )
+    )
     job_type = builtin_files("python3", base_image="python:3.11-slim")
 
-    recipe = image_recipe(manifest=manifest, job_type=job_type, job_dir=tmp_path,
-                          options=BuildOptions(ca_bundle=tmp_path / "ca.pem"), instance="main",
-                          deployment_id="1a2b3c4d5e6f", git_commit="", racetrackd_version="0.1.0")
+    recipe = image_recipe(
+        manifest=manifest,
+        job_type=job_type,
+        job_dir=tmp_path,
+        options=BuildOptions(ca_bundle=tmp_path / "ca.pem"),
+        instance="main",
+        deployment_id="1a2b3c4d5e6f",
+        git_commit="",
+        racetrackd_version="0.1.0",
+    )
 
     assert recipe.dockerfile == (GOLDEN / "python3.Dockerfile").read_text()
     assert recipe.tag == "racetrackd/job-adder:0.0.1-1a2b3c4d"
     assert recipe.labels == {
-        labels.LABEL_COMPONENT: "job", labels.LABEL_INSTANCE: "main", labels.LABEL_JOB_NAME: "adder",
-        labels.LABEL_JOB_VERSION: "0.0.1", labels.LABEL_DEPLOYMENT: "1a2b3c4d5e6f", labels.LABEL_COMMIT: "",
+        labels.LABEL_COMPONENT: "job",
+        labels.LABEL_INSTANCE: "main",
+        labels.LABEL_JOB_NAME: "adder",
+        labels.LABEL_JOB_VERSION: "0.0.1",
+        labels.LABEL_DEPLOYMENT: "1a2b3c4d5e6f",
+        labels.LABEL_COMMIT: "",
         labels.LABEL_MANIFEST_DIGEST: hashlib.sha256(manifest.yaml.encode()).hexdigest(),
         labels.LABEL_JOB_TYPE: "python3:1.0.0",
     }
@@ -58,14 +80,25 @@ def test_the_python3_recipe_renders_the_golden_dockerfile_with_the_deployments_t
 
 
 def test_the_golang_recipe_labels_its_build_stage_and_fetches_secrets_through_the_helper(tmp_path: Path) -> None:
-    manifest = validate_manifest(sample_manifest(
-        name="go-adder", jobtype="golang:latest", jobtype_extra={"gomod": "build/go.racetrack.mod"},
-        system_dependencies=["jq", "libvips42"]))
+    manifest = validate_manifest(
+        sample_manifest(
+            name="go-adder",
+            jobtype="golang:latest",
+            jobtype_extra={"gomod": "build/go.racetrack.mod"},
+            system_dependencies=["jq", "libvips42"],
+        )
+    )
 
-    recipe = image_recipe(manifest=manifest,
-                          job_type=builtin_files("golang", "golang:1.21-bookworm", "debian:bookworm-slim"),
-                          job_dir=tmp_path, options=BuildOptions(secrets_url=SECRETS_URL, secret_names=("TOKEN",)),
-                          instance="main", deployment_id="d" * 32, git_commit="", racetrackd_version="0.1.0")
+    recipe = image_recipe(
+        manifest=manifest,
+        job_type=builtin_files("golang", "golang:1.21-bookworm", "debian:bookworm-slim"),
+        job_dir=tmp_path,
+        options=BuildOptions(secrets_url=SECRETS_URL, secret_names=("TOKEN",)),
+        instance="main",
+        deployment_id="d" * 32,
+        git_commit="",
+        racetrackd_version="0.1.0",
+    )
 
     assert recipe.dockerfile == (GOLDEN / "golang-gomod-secrets.Dockerfile").read_text()
     assert 'racetrackd.instance="main" racetrackd.build-stage="go-adder"' in recipe.dockerfile
@@ -76,9 +109,16 @@ def test_the_golang_recipe_labels_its_build_stage_and_fetches_secrets_through_th
 def test_another_instance_names_its_images_apart(tmp_path: Path) -> None:
     manifest = validate_manifest(sample_manifest(name="go-adder", jobtype="golang:latest", jobtype_extra=None))
 
-    recipe = image_recipe(manifest=manifest, job_type=builtin_files("golang", "golang:1.21-bookworm", "debian:12"),
-                          job_dir=tmp_path, options=BuildOptions(), instance="test-1", deployment_id="d" * 32,
-                          git_commit="abc123", racetrackd_version="0.1.0")
+    recipe = image_recipe(
+        manifest=manifest,
+        job_type=builtin_files("golang", "golang:1.21-bookworm", "debian:12"),
+        job_dir=tmp_path,
+        options=BuildOptions(),
+        instance="test-1",
+        deployment_id="d" * 32,
+        git_commit="abc123",
+        racetrackd_version="0.1.0",
+    )
 
     assert recipe.tag == "racetrackd-test-1/job-go-adder:0.0.1-dddddddd"
     assert recipe.labels[labels.LABEL_COMMIT] == "abc123"
@@ -88,20 +128,36 @@ def test_another_instance_names_its_images_apart(tmp_path: Path) -> None:
 
 
 def test_a_recipe_from_the_jobs_own_dockerfile_passes_base_image_build_env_and_secrets_url_as_build_args(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     job_dir = write_job(tmp_path / "job", {"build/Dockerfile": "FROM {{ base_image }}\nRUN echo {{ job_name }}\n"})
-    manifest = validate_manifest(sample_manifest(name="web", jobtype="dockerfile:latest",
-                                                 jobtype_extra={"dockerfile_path": "build/Dockerfile"},
-                                                 build_env={"MODE": "fast"}))
+    manifest = validate_manifest(
+        sample_manifest(
+            name="web",
+            jobtype="dockerfile:latest",
+            jobtype_extra={"dockerfile_path": "build/Dockerfile"},
+            build_env={"MODE": "fast"},
+        )
+    )
     own = OwnDockerfile(path="build/Dockerfile", field="jobtype_extra.dockerfile_path", render=True)
 
-    recipe = image_recipe(manifest=manifest, job_type=builtin_files("dockerfile", "python:3.11-slim", own=own),
-                          job_dir=job_dir, options=BuildOptions(secrets_url=SECRETS_URL, secret_names=("TOKEN",)),
-                          instance="main", deployment_id="d-1", git_commit="", racetrackd_version="0.1.0")
+    recipe = image_recipe(
+        manifest=manifest,
+        job_type=builtin_files("dockerfile", "python:3.11-slim", own=own),
+        job_dir=job_dir,
+        options=BuildOptions(secrets_url=SECRETS_URL, secret_names=("TOKEN",)),
+        instance="main",
+        deployment_id="d-1",
+        git_commit="",
+        racetrackd_version="0.1.0",
+    )
 
     assert recipe.dockerfile == "FROM python:3.11-slim\nRUN echo web\n"
-    assert recipe.build_args == {"MODE": "fast", "BASE_IMAGE": "python:3.11-slim",
-                                 "RACETRACK_BUILD_SECRETS_URL": SECRETS_URL}
+    assert recipe.build_args == {
+        "MODE": "fast",
+        "BASE_IMAGE": "python:3.11-slim",
+        "RACETRACK_BUILD_SECRETS_URL": SECRETS_URL,
+    }
     assert recipe.jobtype_dir is None  # the job's directory is the context root
 
 
@@ -110,9 +166,16 @@ def test_a_jobs_own_dockerfile_is_used_as_it_is_when_the_job_type_does_not_rende
     manifest = validate_manifest(sample_manifest(name="web", jobtype="docker-proxy:latest", jobtype_extra=None))
     own = OwnDockerfile(path="Dockerfile", field="jobtype_extra.dockerfile_path", render=False)
 
-    recipe = image_recipe(manifest=manifest, job_type=builtin_files("docker-proxy", own=own), job_dir=job_dir,
-                          options=BuildOptions(), instance="main", deployment_id="d-1", git_commit="",
-                          racetrackd_version="0.1.0")
+    recipe = image_recipe(
+        manifest=manifest,
+        job_type=builtin_files("docker-proxy", own=own),
+        job_dir=job_dir,
+        options=BuildOptions(),
+        instance="main",
+        deployment_id="d-1",
+        git_commit="",
+        racetrackd_version="0.1.0",
+    )
 
     assert recipe.dockerfile == "FROM scratch\nLABEL x={{ not_a_variable }}\n"
     assert recipe.build_args == {}  # no base image, build env nor secrets
@@ -123,12 +186,20 @@ def test_a_missing_own_dockerfile_is_a_validation_error_naming_the_field(tmp_pat
     own = OwnDockerfile(path="Dockerfile", field="jobtype_extra.dockerfile_path", render=True)
 
     with pytest.raises(ValidationError, match=r"^jobtype_extra.dockerfile_path: cannot read Dockerfile"):
-        image_recipe(manifest=manifest, job_type=builtin_files("dockerfile", own=own), job_dir=tmp_path,
-                     options=BuildOptions(), instance="main", deployment_id="d-1", git_commit="",
-                     racetrackd_version="0.1.0")
+        image_recipe(
+            manifest=manifest,
+            job_type=builtin_files("dockerfile", own=own),
+            job_dir=tmp_path,
+            options=BuildOptions(),
+            instance="main",
+            deployment_id="d-1",
+            git_commit="",
+            racetrackd_version="0.1.0",
+        )
 
 
 # --- what the image builder reports ----------------------------------------------------------------
+
 
 class RecordedReport:
     """A BuildReport in memory: what the builder said, with no registry behind it."""
@@ -145,7 +216,8 @@ class RecordedReport:
 
 
 def test_the_builder_returns_its_result_and_reports_the_log_without_touching_the_registry(
-        make_settings: object, runtime: FakeRuntime, tmp_path: Path) -> None:
+    make_settings: object, runtime: FakeRuntime, tmp_path: Path
+) -> None:
     settings: Settings = make_settings(python_base_image="python:3.11-slim")  # type: ignore[operator]
     builder = ImageBuilder(settings, runtime, Vault(b"k" * 32), "http://172.18.0.1:7102")
     job_dir = write_job(tmp_path / "job", {"entrypoint.py": "class J:\n    def perform(self):\n        return 1\n"})
@@ -165,7 +237,8 @@ def test_the_builder_returns_its_result_and_reports_the_log_without_touching_the
 
 
 def test_a_failed_build_quotes_the_tail_of_what_it_reported(
-        make_settings: object, runtime: FakeRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_settings: object, runtime: FakeRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     settings: Settings = make_settings()  # type: ignore[operator]
     builder = ImageBuilder(settings, runtime, Vault(b"k" * 32), "http://172.18.0.1:7102")
     job_dir = write_job(tmp_path / "job", {"entrypoint.py": ""})
@@ -180,8 +253,14 @@ def test_a_failed_build_quotes_the_tail_of_what_it_reported(
 
     monkeypatch.setattr(runtime, "build_image", failing_build)
     with pytest.raises(BuildError) as caught:
-        builder.build(validate_manifest(sample_manifest()), resolve("python3:latest", discover([BUILTIN_PLUGINS_DIR])),
-                      job_dir, jobsecrets.NONE, deployment_id="d-1", report=report)
+        builder.build(
+            validate_manifest(sample_manifest()),
+            resolve("python3:latest", discover([BUILTIN_PLUGINS_DIR])),
+            job_dir,
+            jobsecrets.NONE,
+            deployment_id="d-1",
+            report=report,
+        )
 
     assert caught.value.message.startswith("image build failed: pip install failed\n--- last build output ---\n")
     assert caught.value.message.endswith("\n".join(f"Step {step}" for step in range(10, 30)))
@@ -189,14 +268,18 @@ def test_a_failed_build_quotes_the_tail_of_what_it_reported(
 
 
 def test_the_builder_takes_a_job_types_images_from_the_plugin_declared_settings(
-        make_settings: object, runtime: FakeRuntime) -> None:
+    make_settings: object, runtime: FakeRuntime
+) -> None:
     settings: Settings = make_settings(python_base_image="racetrackd/python3-base:bookworm")  # type: ignore[operator]
     builder = ImageBuilder(settings, runtime, Vault(b"k" * 32), "http://172.18.0.1:7102")
     installed = discover([BUILTIN_PLUGINS_DIR])
     manifest = validate_manifest(sample_manifest())
     # A plugin uploaded after the daemon started: its setting is not read yet, so its default holds.
-    uploaded = dataclasses.replace(resolve("python3:latest", installed), base_image_setting="shell_base_image",
-                                   declared_settings=(("shell_base_image", "debian:bookworm-slim"),))
+    uploaded = dataclasses.replace(
+        resolve("python3:latest", installed),
+        base_image_setting="shell_base_image",
+        declared_settings=(("shell_base_image", "debian:bookworm-slim"),),
+    )
 
     python3 = builder.job_type_files(resolve("python3:latest", installed), manifest)
     golang = builder.job_type_files(resolve("golang:latest", installed), manifest)

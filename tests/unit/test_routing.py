@@ -33,20 +33,23 @@ def family(registry: Settings) -> None:
     add_job("other", "1.5.0", db.JobStatus.RUNNING, ["127.0.0.1:7150"])
 
 
-@pytest.mark.parametrize(("asked", "resolved"), [
-    ("1.0.0", "1.0.0"),
-    ("1.3.0", "1.3.0"),  # an exact version is found whatever its status
-    ("2.0.0-rc.1", "2.0.0-rc.1"),
-    ("latest", "1.2.0"),  # highest stable, not starting
-    ("1.x", "1.2.0"),
-    ("1.0.x", "1.0.0"),
-    ("0.x", "0.9.0"),  # crashed jobs still take calls by alias
-    ("2.x", None),  # pre-releases are not picked by x-patterns
-    ("1.*", "1.2.0"),
-    ("2.*", "2.0.0-rc.1"),  # wildcards match pre-releases
-    ("3.x", None),
-    ("1.1.0", None),
-])
+@pytest.mark.parametrize(
+    ("asked", "resolved"),
+    [
+        ("1.0.0", "1.0.0"),
+        ("1.3.0", "1.3.0"),  # an exact version is found whatever its status
+        ("2.0.0-rc.1", "2.0.0-rc.1"),
+        ("latest", "1.2.0"),  # highest stable, not starting
+        ("1.x", "1.2.0"),
+        ("1.0.x", "1.0.0"),
+        ("0.x", "0.9.0"),  # crashed jobs still take calls by alias
+        ("2.x", None),  # pre-releases are not picked by x-patterns
+        ("1.*", "1.2.0"),
+        ("2.*", "2.0.0-rc.1"),  # wildcards match pre-releases
+        ("3.x", None),
+        ("1.1.0", None),
+    ],
+)
 def test_versions_and_aliases_resolve(family: None, asked: str, resolved: str | None) -> None:
     table = RoutingTable(default_call_timeout=600)
     table.reload()
@@ -206,6 +209,7 @@ def test_a_stopped_watcher_no_longer_reloads(registry: Settings) -> None:
 
 
 # --- LeastOutstanding ----------------------------------------------------------------------------
+
 
 def test_calls_in_flight_spread_over_every_replica_before_doubling_up() -> None:
     balancer = LeastOutstanding()

@@ -45,12 +45,21 @@ class _Deployer:
 def sleepy(make_settings: Callable[..., Settings], runtime: FakeRuntime) -> tuple[Settings, Job]:
     settings = make_settings()
     open_database(settings.database_path)
-    job = Job.create(name="sleepy", version="1.0.0", status=JobStatus.RUNNING, manifest_yaml="name: sleepy\n",
-                     job_type_version="python3:1.0.0", image_name="img", container_name="job-sleepy-v-1-0-0",
-                     internal_name="127.0.0.1:7001", deployment_timestamp=int(time.time()) - 600,
-                     idle_timeout=60)
-    runtime.run_container(ContainerSpec(name=job.container_name, image="img", env={}, labels={},
-                                        network="racetrack", publish_port=True))
+    job = Job.create(
+        name="sleepy",
+        version="1.0.0",
+        status=JobStatus.RUNNING,
+        manifest_yaml="name: sleepy\n",
+        job_type_version="python3:1.0.0",
+        image_name="img",
+        container_name="job-sleepy-v-1-0-0",
+        internal_name="127.0.0.1:7001",
+        deployment_timestamp=int(time.time()) - 600,
+        idle_timeout=60,
+    )
+    runtime.run_container(
+        ContainerSpec(name=job.container_name, image="img", env={}, labels={}, network="racetrack", publish_port=True)
+    )
     return settings, job
 
 

@@ -41,8 +41,14 @@ def user_client(app: Flask, username: str) -> FlaskClient:
     return client
 
 
-def deploy(client: FlaskClient, *, force: bool = False, secrets: dict[str, str] | None = None,
-           git: bool = False, **manifest: Any) -> Any:
+def deploy(
+    client: FlaskClient,
+    *,
+    force: bool = False,
+    secrets: dict[str, str] | None = None,
+    git: bool = False,
+    **manifest: Any,
+) -> Any:
     body: dict[str, Any] = {"manifest": sample_manifest(**{"version": "1.0.0", **manifest}), "force": force}
     if git:
         body["manifest"]["git"] = {"remote": REMOTE}
@@ -79,6 +85,7 @@ def alice_job(app: Flask) -> FlaskClient:
 
 # --- item 4: redeploying someone else's job -------------------------------------------------------------
 
+
 def test_a_new_plain_user_may_not_force_redeploy_another_owners_job(app: Flask, alice_job: FlaskClient) -> None:
     bob = user_client(app, "bob")
 
@@ -105,8 +112,9 @@ def test_the_owner_redeploys_their_own_job_with_its_secrets_and_token(app: Flask
     assert secrets.runtime_env == {"API_KEY": SECRET} and secrets.family_token
 
 
-def test_a_granted_redeploy_of_other_code_gets_neither_secrets_nor_auth_token(app: Flask,
-                                                                              alice_job: FlaskClient) -> None:
+def test_a_granted_redeploy_of_other_code_gets_neither_secrets_nor_auth_token(
+    app: Flask, alice_job: FlaskClient
+) -> None:
     bob = user_client(app, "bob")
     accounts_of(app).add_grant(access.USER, "bob", GrantRule(DEPLOY_JOB, "adder"), "admin")
 
@@ -116,8 +124,9 @@ def test_a_granted_redeploy_of_other_code_gets_neither_secrets_nor_auth_token(ap
     assert secrets.family_token is False
 
 
-def test_a_granted_redeploy_naming_a_secret_file_is_refused_naming_the_field(app: Flask,
-                                                                            alice_job: FlaskClient) -> None:
+def test_a_granted_redeploy_naming_a_secret_file_is_refused_naming_the_field(
+    app: Flask, alice_job: FlaskClient
+) -> None:
     bob = user_client(app, "bob")
     accounts_of(app).add_grant(access.USER, "bob", GrantRule(DEPLOY_JOB, "adder"), "admin")
 
@@ -154,8 +163,9 @@ def test_a_granted_redeploy_from_the_same_git_remote_inherits(app: Flask) -> Non
     assert then_upload.runtime_env == {} and then_upload.family_token is False
 
 
-def test_an_admin_redeploy_inherits_whatever_the_source(app: Flask, alice_job: FlaskClient,
-                                                        client: FlaskClient) -> None:
+def test_an_admin_redeploy_inherits_whatever_the_source(
+    app: Flask, alice_job: FlaskClient, client: FlaskClient
+) -> None:
     secrets = sealed(app, deploy(client, force=True))
 
     assert secrets.runtime_env == {"API_KEY": SECRET} and secrets.family_token
@@ -164,16 +174,33 @@ def test_an_admin_redeploy_inherits_whatever_the_source(app: Flask, alice_job: F
 def test_git_credentials_are_never_sent_to_another_remote(app: Flask) -> None:
     alice = user_client(app, "alice")
     body_creds = {"username": "alice", "password": "alice-git-password"}
-    response = alice.post(f"{API}/deploy", json={
-        "manifest": {**sample_manifest(version="1.0.0"), "git": {"remote": REMOTE}}, "git_credentials": body_creds})
+    response = alice.post(
+        f"{API}/deploy",
+        json={
+            "manifest": {**sample_manifest(version="1.0.0"), "git": {"remote": REMOTE}},
+            "git_credentials": body_creds,
+        },
+    )
     finish(response)
     accounts_of(app).grant_family_owner(access.USER, "alice", "adder")
 
-    same = sealed(app, alice.post(f"{API}/deploy", json={
-        "manifest": {**sample_manifest(version="1.0.0"), "git": {"remote": REMOTE + ".git"}}, "force": True}))
-    other = sealed(app, alice.post(f"{API}/deploy", json={
-        "manifest": {**sample_manifest(version="1.0.0"), "git": {"remote": "https://evil.example.com/x"}},
-        "force": True}))
+    same = sealed(
+        app,
+        alice.post(
+            f"{API}/deploy",
+            json={"manifest": {**sample_manifest(version="1.0.0"), "git": {"remote": REMOTE + ".git"}}, "force": True},
+        ),
+    )
+    other = sealed(
+        app,
+        alice.post(
+            f"{API}/deploy",
+            json={
+                "manifest": {**sample_manifest(version="1.0.0"), "git": {"remote": "https://evil.example.com/x"}},
+                "force": True,
+            },
+        ),
+    )
 
     assert same.git_credentials == body_creds
     assert other.git_credentials is None
@@ -186,8 +213,13 @@ def test_an_upgraded_registry_keeps_users_deploying_what_they_deployed(make_app:
     for name in ("alice", "carol"):
         accounts.create_user(name)
         accounts._grant(access.USER, name, GrantRule(DEPLOY_JOB), "admin")
-    db.Deployment.create(job_name="adder", job_version="1.0.0", manifest_yaml="", status=db.DeploymentStatus.DONE,
-                         requested_by="user:alice")
+    db.Deployment.create(
+        job_name="adder",
+        job_version="1.0.0",
+        manifest_yaml="",
+        status=db.DeploymentStatus.DONE,
+        requested_by="user:alice",
+    )
     db.RegistrySetting.delete().execute()
 
     accounts.ensure_bootstrap_admin("unit-test-admin-token")  # what every start does
@@ -199,6 +231,7 @@ def test_an_upgraded_registry_keeps_users_deploying_what_they_deployed(make_app:
 
 
 # --- item 7: installing a plugin runs its code in the daemon ---------------------------------------------
+
 
 def test_call_admin_api_is_not_enough_to_install_a_plugin(app: Flask, client: FlaskClient) -> None:
     accounts = accounts_of(app)
@@ -238,8 +271,10 @@ def from_address(app: Flask, address: str, token: str | None = None) -> FlaskCli
 
 def with_password(username: str) -> None:
     from racetrackd.auth.passwords import hash_password
+
     db.User.update(password_hash=hash_password(PASSWORD, iterations=1_000)).where(
-        db.User.username == username).execute()
+        db.User.username == username
+    ).execute()
 
 
 def test_bad_tokens_from_one_address_do_not_lock_out_valid_tokens_behind_it(make_app: Any) -> None:
@@ -259,8 +294,7 @@ def test_bad_tokens_from_one_address_do_not_lock_out_valid_tokens_behind_it(make
 def test_one_bad_token_is_limited_across_addresses(make_app: Any) -> None:
     app = limited_app(make_app)
 
-    answers = [from_address(app, f"10.0.1.{i}", "rtd_the_same_guess").get(f"{API}/job").status_code
-               for i in range(5)]
+    answers = [from_address(app, f"10.0.1.{i}", "rtd_the_same_guess").get(f"{API}/job").status_code for i in range(5)]
 
     assert answers == [401, 401, 401, 429, 429]
     assert from_address(app, "10.0.1.9", "rtd_another_guess").get(f"{API}/job").status_code == 401
@@ -273,11 +307,15 @@ def test_password_guessing_on_one_user_is_limited_across_addresses(make_app: Any
     accounts_of(app).create_user("alice")
     with_password("alice")
 
-    guesses = [from_address(app, f"10.0.2.{i}").post(f"{API}/users/login",
-                                                     json={"username": "alice", "password": f"guess-{i}"})
-               for i in range(4)]
-    right_password = from_address(app, "10.0.2.99").post(f"{API}/users/login",
-                                                         json={"username": "alice", "password": PASSWORD})
+    guesses = [
+        from_address(app, f"10.0.2.{i}").post(
+            f"{API}/users/login", json={"username": "alice", "password": f"guess-{i}"}
+        )
+        for i in range(4)
+    ]
+    right_password = from_address(app, "10.0.2.99").post(
+        f"{API}/users/login", json={"username": "alice", "password": PASSWORD}
+    )
 
     assert [r.status_code for r in guesses] == [401, 401, 401, 429]
     assert right_password.status_code == 429 and int(right_password.headers["Retry-After"]) >= 1
@@ -289,8 +327,7 @@ def test_the_right_password_from_a_blocked_address_logs_in(make_app: Any) -> Non
         accounts_of(app).create_user(name)
     with_password("bob")
     proxy = from_address(app, PROXY)
-    guesses = [proxy.post(f"{API}/users/login", json={"username": "alice", "password": "nope-nope"})
-               for _ in range(4)]
+    guesses = [proxy.post(f"{API}/users/login", json={"username": "alice", "password": "nope-nope"}) for _ in range(4)]
 
     bob = proxy.post(f"{API}/users/login", json={"username": "bob", "password": PASSWORD})
     wrong_for_bob = proxy.post(f"{API}/users/login", json={"username": "bob", "password": "nope-nope"})
@@ -301,6 +338,7 @@ def test_the_right_password_from_a_blocked_address_logs_in(make_app: Any) -> Non
 
 
 # --- item 13: a token made by a cookie-only GET; family tokens of deleted families -----------------------
+
 
 def admin_browser(app: Flask) -> FlaskClient:
     """An admin's browser: logged in, so it sends the cookie and nothing else."""
@@ -321,6 +359,7 @@ def test_a_cookie_only_get_does_not_make_an_esc_token(app: Flask, client: FlaskC
 
 def test_esc_tokens_are_still_made_by_header_get_and_by_post_with_csrf(app: Flask, client: FlaskClient) -> None:
     from racetrackd.api import csrf_token
+
     esc = accounts_of(app).create_esc("billing", "billing")
     browser = admin_browser(app)
     with app.test_request_context():
@@ -372,10 +411,16 @@ def test_a_family_deployed_again_gets_a_new_working_token(app: Flask, client: Fl
 def test_a_second_auth_cookie_planted_by_a_page_is_refused_by_the_control_plane(app: Flask) -> None:
     client = app.test_client(use_cookies=False)  # a browser, as far as its Cookie header goes
     # As the browser sends them: the planted cookie (narrower path) first.
-    response = client.get("/lifecycle/api/v1/job", environ_overrides={
-        "HTTP_COOKIE": "X-Racetrack-Auth=attackers-token; X-Racetrack-Auth=unit-test-admin-token"})
+    response = client.get(
+        "/lifecycle/api/v1/job",
+        environ_overrides={"HTTP_COOKIE": "X-Racetrack-Auth=attackers-token; X-Racetrack-Auth=unit-test-admin-token"},
+    )
 
     assert response.status_code == 401
     assert "several different X-Racetrack-Auth cookies" in response.get_json()["error"]
-    assert client.get("/lifecycle/api/v1/job", environ_overrides={
-        "HTTP_COOKIE": "X-Racetrack-Auth=unit-test-admin-token"}).status_code == 200
+    assert (
+        client.get(
+            "/lifecycle/api/v1/job", environ_overrides={"HTTP_COOKIE": "X-Racetrack-Auth=unit-test-admin-token"}
+        ).status_code
+        == 200
+    )

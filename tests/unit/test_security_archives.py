@@ -27,10 +27,24 @@ LIMITS = ContextLimits(max_bytes=4096, max_entries=12, max_ratio=200)
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 _PARTS = st.sampled_from(["a", "b", "dir", "..", ".", "", "x" * 120, "é", "outside", "job", " "])
-PATHS = st.builds(lambda lead, parts: lead + "/".join(parts),
-                  st.sampled_from(["", "/", "./", "../", "//"]), st.lists(_PARTS, min_size=1, max_size=5))
-TYPES = st.sampled_from([tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE,
-                         tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE, tarfile.CONTTYPE])
+PATHS = st.builds(
+    lambda lead, parts: lead + "/".join(parts),
+    st.sampled_from(["", "/", "./", "../", "//"]),
+    st.lists(_PARTS, min_size=1, max_size=5),
+)
+TYPES = st.sampled_from(
+    [
+        tarfile.REGTYPE,
+        tarfile.AREGTYPE,
+        tarfile.DIRTYPE,
+        tarfile.SYMTYPE,
+        tarfile.LNKTYPE,
+        tarfile.CHRTYPE,
+        tarfile.BLKTYPE,
+        tarfile.FIFOTYPE,
+        tarfile.CONTTYPE,
+    ]
+)
 
 
 @st.composite
@@ -49,8 +63,11 @@ def tar_archives(draw: st.DrawFn) -> bytes:
     members = draw(st.lists(tar_members(), max_size=16))
     compression = draw(st.sampled_from(["", "gz", "bz2", "xz"]))
     packed = io.BytesIO()
-    with tarfile.open(fileobj=packed, mode=f"w:{compression}", format=draw(
-            st.sampled_from([tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT]))) as tar:
+    with tarfile.open(
+        fileobj=packed,
+        mode=f"w:{compression}",
+        format=draw(st.sampled_from([tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT])),
+    ) as tar:
         for info, data in members:
             try:
                 tar.addfile(info, io.BytesIO(data))
@@ -82,7 +99,7 @@ def _damaged(draw: st.DrawFn, data: bytes) -> bytes:
     """Sometimes flip bytes or cut the archive short, as a hostile or broken upload would."""
     how = draw(st.sampled_from(["intact", "intact", "flipped", "truncated"]))
     if how == "truncated" and data:
-        return data[:draw(st.integers(0, len(data) - 1))]
+        return data[: draw(st.integers(0, len(data) - 1))]
     if how == "flipped" and data:
         mutable = bytearray(data)
         for _ in range(draw(st.integers(1, 8))):

@@ -47,8 +47,14 @@ def builder(make_settings: object, runtime: FakeRuntime) -> ImageBuilder:
 def build(builder: ImageBuilder, job_dir: Path, jobtype: str = "dockerfile", **manifest: object) -> str:
     parsed = validate_manifest(sample_manifest(name="web", jobtype=f"{jobtype}:latest", **manifest))
     deployment = Deployment.create(job_name="web", job_version="0.0.1", manifest_yaml=parsed.yaml)
-    return builder.build(parsed, builtin(jobtype), job_dir, jobsecrets.NONE, deployment_id=deployment.id,
-                         report=DeploymentRecord(deployment)).image
+    return builder.build(
+        parsed,
+        builtin(jobtype),
+        job_dir,
+        jobsecrets.NONE,
+        deployment_id=deployment.id,
+        report=DeploymentRecord(deployment),
+    ).image
 
 
 def rendered_dockerfile(runtime: FakeRuntime, tag: str) -> str:
@@ -67,18 +73,23 @@ def job_with_dockerfile(tmp_path: Path, text: str) -> Path:
 
 # --- item 1: a job's Dockerfile is rendered in a sandbox, with the documented variables only ---------------
 
-@pytest.mark.parametrize("payload", [
-    "{{ cycler.__init__.__globals__.os.getuid() }}",  # the reported one: printed the daemon's uid
-    "{{ cycler.__init__.__globals__.os.listdir('.') }}",
-    "{{ lipsum.__globals__['os'].getpid() }}",
-    "{{ self.__init__.__globals__ }}",
-    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
-    "{{ build_env.__class__.__init__.__globals__ }}",
-    "{{ manifest.update({'name': 'x'}) }}",  # the variables are read-only
-    "{{ job_name.__class__ }}",
-])
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "{{ cycler.__init__.__globals__.os.getuid() }}",  # the reported one: printed the daemon's uid
+        "{{ cycler.__init__.__globals__.os.listdir('.') }}",
+        "{{ lipsum.__globals__['os'].getpid() }}",
+        "{{ self.__init__.__globals__ }}",
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ build_env.__class__.__init__.__globals__ }}",
+        "{{ manifest.update({'name': 'x'}) }}",  # the variables are read-only
+        "{{ job_name.__class__ }}",
+    ],
+)
 def test_a_hostile_dockerfile_template_fails_the_build_and_runs_nothing(
-        builder: ImageBuilder, runtime: FakeRuntime, tmp_path: Path, payload: str) -> None:
+    builder: ImageBuilder, runtime: FakeRuntime, tmp_path: Path, payload: str
+) -> None:
     job = job_with_dockerfile(tmp_path, f'FROM {{{{ base_image }}}}\nRUN echo "{payload}"\n')
 
     with pytest.raises(ValidationError) as caught:
@@ -90,17 +101,21 @@ def test_a_hostile_dockerfile_template_fails_the_build_and_runs_nothing(
     assert runtime.contexts == {}  # nothing reached Docker
 
 
-@pytest.mark.parametrize("include", [
-    '{% include "package_index.j2" %}',  # a shared template: only plugin templates may include it
-    '{% include "/etc/passwd" %}',
-    '{% include "../../racetrackd/settings.py" %}',
-    '{% include "server.py" %}',  # another file of the job
-    '{% include "Dockerfile" %}',  # itself: no recursion either
-    '{% import "server.py" as x %}',
-    '{% extends "server.py" %}',
-])
+@pytest.mark.parametrize(
+    "include",
+    [
+        '{% include "package_index.j2" %}',  # a shared template: only plugin templates may include it
+        '{% include "/etc/passwd" %}',
+        '{% include "../../racetrackd/settings.py" %}',
+        '{% include "server.py" %}',  # another file of the job
+        '{% include "Dockerfile" %}',  # itself: no recursion either
+        '{% import "server.py" as x %}',
+        '{% extends "server.py" %}',
+    ],
+)
 def test_a_jobs_dockerfile_can_load_no_other_template(
-        builder: ImageBuilder, runtime: FakeRuntime, tmp_path: Path, include: str) -> None:
+    builder: ImageBuilder, runtime: FakeRuntime, tmp_path: Path, include: str
+) -> None:
     job = job_with_dockerfile(tmp_path, f"FROM {{{{ base_image }}}}\n{include}\n")
     (job / "server.py").write_text("SECRET = 'job file'\n")
 
@@ -109,8 +124,19 @@ def test_a_jobs_dockerfile_can_load_no_other_template(
     assert runtime.contexts == {}
 
 
-@pytest.mark.parametrize("expression", ["range(3)", "dict(a=1)", "namespace()", "joiner()", "lipsum()",
-                                        "runtime_image", "racetrackd_version", "build.pip_index_url"])
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "range(3)",
+        "dict(a=1)",
+        "namespace()",
+        "joiner()",
+        "lipsum()",
+        "runtime_image",
+        "racetrackd_version",
+        "build.pip_index_url",
+    ],
+)
 def test_only_the_documented_variables_are_defined(builder: ImageBuilder, tmp_path: Path, expression: str) -> None:
     job = job_with_dockerfile(tmp_path, f"FROM {{{{ base_image }}}}\nLABEL x={{{{ {expression} }}}}\n")
 
@@ -120,7 +146,8 @@ def test_only_the_documented_variables_are_defined(builder: ImageBuilder, tmp_pa
 
 @pytest.mark.parametrize("expression", ["'x' * 100000000", "[1] * 100000000", "10 ** 100000000"])
 def test_a_template_cannot_make_the_daemon_allocate_without_bound(
-        builder: ImageBuilder, tmp_path: Path, expression: str) -> None:
+    builder: ImageBuilder, tmp_path: Path, expression: str
+) -> None:
     job = job_with_dockerfile(tmp_path, f"FROM scratch\nLABEL x={{{{ {expression} }}}}\n")
 
     with pytest.raises(ValidationError, match="may not"):
@@ -134,7 +161,8 @@ def test_the_documented_variables_still_render(builder: ImageBuilder, runtime: F
         "LABEL n={{ job_name | docker_quote }} v={{ job_version | docker_quote }} m={{ manifest.name | docker_quote }}\n"
         "{% for key, value in build_env.items() %}ENV {{ key }}={{ value | docker_quote }}\n{% endfor %}"
         "{% if build.secrets_url %}unreachable{% endif %}"
-        "LABEL p={{ jobtype_extra.get('dockerfile_path', 'Dockerfile') | docker_quote }}\n")
+        "LABEL p={{ jobtype_extra.get('dockerfile_path', 'Dockerfile') | docker_quote }}\n",
+    )
 
     tag = build(builder, job, build_env={"MODE": "fast"})
 
@@ -147,7 +175,8 @@ def test_the_documented_variables_still_render(builder: ImageBuilder, runtime: F
 
 
 def test_a_docker_proxy_dockerfile_is_still_not_rendered(
-        builder: ImageBuilder, runtime: FakeRuntime, tmp_path: Path) -> None:
+    builder: ImageBuilder, runtime: FakeRuntime, tmp_path: Path
+) -> None:
     text = 'FROM scratch\nRUN echo "{{ cycler.__init__.__globals__.os.getuid() }}"\n'
     job = job_with_dockerfile(tmp_path, text)
 
@@ -163,33 +192,76 @@ INJECTED = "requirements.txt\nRUN id > /tmp/pwned"
 
 BAD_VALUES = [
     # (manifest overrides, field, message)
-    ({"jobtype_extra": {"entrypoint_path": "e.py", "requirements_path": INJECTED}},
-     "jobtype_extra.requirements_path", "must be a relative path inside the job directory"),
-    ({"jobtype_extra": {"entrypoint_path": "e.py", "requirements_path": "../../etc/passwd"}},
-     "jobtype_extra.requirements_path", "must be a relative path inside the job directory"),
-    ({"jobtype_extra": {"entrypoint_path": "e.py", "requirements_path": "/etc/passwd"}},
-     "jobtype_extra.requirements_path", "must be a relative path inside the job directory"),
-    ({"jobtype_extra": {"entrypoint_path": "e.py", "requirements_path": "req.txt /etc/"}},
-     "jobtype_extra.requirements_path", "must be a relative path inside the job directory"),
-    ({"jobtype_extra": {"entrypoint_path": "e.py\nUSER root"}},
-     "jobtype_extra.entrypoint_path", "must be a relative path inside the job directory"),
-    ({"jobtype_extra": {"entrypoint_path": "e.py", "python_version": "3.11-slim AS x\nRUN id\nFROM python:3.11"}},
-     "jobtype_extra.python_version", "is not a Python version like 3.11"),
-    ({"jobtype_extra": {"entrypoint_path": "e.py", "python_version": "3.11@sha256:abc"}},
-     "jobtype_extra.python_version", "is not a Python version like 3.11"),
-    ({"jobtype_extra": {"entrypoint_path": "e.py", "debian_version": "bookworm\nRUN id"}},
-     "jobtype_extra.debian_version", "is not a Debian image suffix"),
-    ({"jobtype_extra": {"entrypoint_path": "e.py", "entrypoint_class": "Job\"]\nRUN [\"id"}},
-     "jobtype_extra.entrypoint_class", "is not a Python class name"),
-    ({"jobtype_extra": {"entrypoint_path": "e.py", "home_page": "/docs\nRUN id"}},
-     "jobtype_extra.home_page", "must not hold control characters"),
-    ({"jobtype": "golang:latest", "jobtype_extra": {"gomod": "$(id>/tmp/pwned).mod"}},
-     "jobtype_extra.gomod", "must be a relative path inside the job directory"),
-    ({"jobtype": "golang:latest", "jobtype_extra": {"gomod": "-r/go.mod"}},
-     "jobtype_extra.gomod", "not starting with -"),
-    ({"jobtype_extra": None, "golang": {"gomod": "`id`/go.mod"}}, "golang.gomod", "must be a relative path inside the job directory"),
-    ({"jobtype": "dockerfile:latest", "jobtype_extra": {"dockerfile_path": "Dockerfile\nRUN id"}},
-     "jobtype_extra.dockerfile_path", "must be a relative path inside the job directory"),
+    (
+        {"jobtype_extra": {"entrypoint_path": "e.py", "requirements_path": INJECTED}},
+        "jobtype_extra.requirements_path",
+        "must be a relative path inside the job directory",
+    ),
+    (
+        {"jobtype_extra": {"entrypoint_path": "e.py", "requirements_path": "../../etc/passwd"}},
+        "jobtype_extra.requirements_path",
+        "must be a relative path inside the job directory",
+    ),
+    (
+        {"jobtype_extra": {"entrypoint_path": "e.py", "requirements_path": "/etc/passwd"}},
+        "jobtype_extra.requirements_path",
+        "must be a relative path inside the job directory",
+    ),
+    (
+        {"jobtype_extra": {"entrypoint_path": "e.py", "requirements_path": "req.txt /etc/"}},
+        "jobtype_extra.requirements_path",
+        "must be a relative path inside the job directory",
+    ),
+    (
+        {"jobtype_extra": {"entrypoint_path": "e.py\nUSER root"}},
+        "jobtype_extra.entrypoint_path",
+        "must be a relative path inside the job directory",
+    ),
+    (
+        {"jobtype_extra": {"entrypoint_path": "e.py", "python_version": "3.11-slim AS x\nRUN id\nFROM python:3.11"}},
+        "jobtype_extra.python_version",
+        "is not a Python version like 3.11",
+    ),
+    (
+        {"jobtype_extra": {"entrypoint_path": "e.py", "python_version": "3.11@sha256:abc"}},
+        "jobtype_extra.python_version",
+        "is not a Python version like 3.11",
+    ),
+    (
+        {"jobtype_extra": {"entrypoint_path": "e.py", "debian_version": "bookworm\nRUN id"}},
+        "jobtype_extra.debian_version",
+        "is not a Debian image suffix",
+    ),
+    (
+        {"jobtype_extra": {"entrypoint_path": "e.py", "entrypoint_class": 'Job"]\nRUN ["id'}},
+        "jobtype_extra.entrypoint_class",
+        "is not a Python class name",
+    ),
+    (
+        {"jobtype_extra": {"entrypoint_path": "e.py", "home_page": "/docs\nRUN id"}},
+        "jobtype_extra.home_page",
+        "must not hold control characters",
+    ),
+    (
+        {"jobtype": "golang:latest", "jobtype_extra": {"gomod": "$(id>/tmp/pwned).mod"}},
+        "jobtype_extra.gomod",
+        "must be a relative path inside the job directory",
+    ),
+    (
+        {"jobtype": "golang:latest", "jobtype_extra": {"gomod": "-r/go.mod"}},
+        "jobtype_extra.gomod",
+        "not starting with -",
+    ),
+    (
+        {"jobtype_extra": None, "golang": {"gomod": "`id`/go.mod"}},
+        "golang.gomod",
+        "must be a relative path inside the job directory",
+    ),
+    (
+        {"jobtype": "dockerfile:latest", "jobtype_extra": {"dockerfile_path": "Dockerfile\nRUN id"}},
+        "jobtype_extra.dockerfile_path",
+        "must be a relative path inside the job directory",
+    ),
     ({"system_dependencies": ["curl\nRUN id"]}, "system_dependencies[0]", "is not a package name"),
     ({"system_dependencies": ["curl && id"]}, "system_dependencies[0]", "is not a package name"),
     ({"system_dependencies": ["$(id)"]}, "system_dependencies[0]", "is not a package name"),
@@ -198,14 +270,18 @@ BAD_VALUES = [
     ({"git": {"remote": "--upload-pack=touch /tmp/pwned", "directory": "."}}, "git.remote", "is not a git remote"),
     ({"git": {"remote": "https://u:hunter2@git.example.com/r.git"}}, "git.remote", "must not hold a password"),
     ({"git": {"remote": "https://hunter2@git.example.com/r.git"}}, "git.remote", "must not hold a password"),
-    ({"git": {"remote": "https://git.example.com/r.git", "directory": "job\nx"}}, "git.directory",
-     "must not hold control characters"),
+    (
+        {"git": {"remote": "https://git.example.com/r.git", "directory": "job\nx"}},
+        "git.directory",
+        "must not hold control characters",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("overrides", "field", "message"), BAD_VALUES)
 def test_a_value_that_would_inject_into_a_dockerfile_is_refused_by_the_schema_naming_it(
-        overrides: dict[str, object], field: str, message: str) -> None:
+    overrides: dict[str, object], field: str, message: str
+) -> None:
     with pytest.raises(ManifestInvalid) as caught:
         validate_manifest(sample_manifest(**overrides))
 
@@ -215,7 +291,8 @@ def test_a_value_that_would_inject_into_a_dockerfile_is_refused_by_the_schema_na
 
 
 def test_the_daemon_refuses_requirements_path_injection_before_anything_is_built(
-        client: FlaskClient, runtime: FakeRuntime) -> None:
+    client: FlaskClient, runtime: FakeRuntime
+) -> None:
     manifest = sample_manifest(jobtype_extra={"entrypoint_path": "e.py", "requirements_path": INJECTED})
 
     response = client.post("/lifecycle/api/v1/deploy", json={"build_context": build_context(), "manifest": manifest})
@@ -228,8 +305,9 @@ def test_the_daemon_refuses_requirements_path_injection_before_anything_is_built
 
 
 def test_rtd_validate_catches_it_too(tmp_path: Path) -> None:
-    (tmp_path / "job.yaml").write_text(yaml.safe_dump(
-        sample_manifest(jobtype_extra={"entrypoint_path": "e.py", "python_version": "3.11\nRUN id"})))
+    (tmp_path / "job.yaml").write_text(
+        yaml.safe_dump(sample_manifest(jobtype_extra={"entrypoint_path": "e.py", "python_version": "3.11\nRUN id"}))
+    )
 
     result = CliRunner().invoke(rtd_main, ["validate", str(tmp_path)], input="")
 
@@ -244,7 +322,8 @@ def test_a_third_party_job_types_path_field_follows_the_same_rule(tmp_path: Path
     plugin.mkdir()
     (plugin / "plugin-manifest.yaml").write_text(
         "name: rusty\nversion: 1.0.0\ncategory: job-type\njob_types:\n  rust:\n"
-        "    dockerfile_template: Dockerfile.j2\n    extra_fields:\n      cargo_toml: {type: path}\n")
+        "    dockerfile_template: Dockerfile.j2\n    extra_fields:\n      cargo_toml: {type: path}\n"
+    )
     (plugin / "Dockerfile.j2").write_text("FROM scratch\nCOPY job/{{ jobtype_extra.cargo_toml }} /\n")
     (job_type,) = load_job_types(plugin, check_directory(plugin))
 
@@ -254,34 +333,73 @@ def test_a_third_party_job_types_path_field_follows_the_same_rule(tmp_path: Path
     assert "jobtype_extra.cargo_toml: must be a relative path inside the job directory" in caught.value.message
 
 
-@pytest.mark.parametrize("job_yaml", sorted([*REPO.glob("samples/*/job.yaml"), *REPO.glob("tests/fixtures/jobs/*/job.yaml")]),
-                         ids=lambda path: path.parent.name)
+@pytest.mark.parametrize(
+    "job_yaml",
+    sorted([*REPO.glob("samples/*/job.yaml"), *REPO.glob("tests/fixtures/jobs/*/job.yaml")]),
+    ids=lambda path: path.parent.name,
+)
 def test_every_sample_and_fixture_manifest_still_validates(job_yaml: Path) -> None:
     validate_manifest(load_manifest_dict(job_yaml.read_text(), str(job_yaml), job_yaml.parent))
 
 
-@pytest.mark.parametrize("extra", [
-    {"entrypoint_path": "adder.py", "requirements_path": "supersmart/requirements.txt"},  # the user guide's
-    {"entrypoint_path": "src/job.py", "entrypoint_class": "JobEntrypoint", "python_version": "3.11",
-     "debian_version": "slim-bookworm", "home_page": "/api/v1/webview/", "check_requirements": False},
-    {"gomod": "go.mod"}, {"gomod": "sub_dir/go.mod"}, {"dockerfile_path": "docker/web.Dockerfile"},
-    {"python_version": "3.9.18"}, {"entrypoint_path": "./my-job/entry_point.py"},
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"entrypoint_path": "adder.py", "requirements_path": "supersmart/requirements.txt"},  # the user guide's
+        {
+            "entrypoint_path": "src/job.py",
+            "entrypoint_class": "JobEntrypoint",
+            "python_version": "3.11",
+            "debian_version": "slim-bookworm",
+            "home_page": "/api/v1/webview/",
+            "check_requirements": False,
+        },
+        {"gomod": "go.mod"},
+        {"gomod": "sub_dir/go.mod"},
+        {"dockerfile_path": "docker/web.Dockerfile"},
+        {"python_version": "3.9.18"},
+        {"entrypoint_path": "./my-job/entry_point.py"},
+    ],
+)
 def test_racetrack_style_values_stay_valid(extra: dict[str, object]) -> None:
-    validate_manifest(sample_manifest(jobtype_extra=extra,
-                                      system_dependencies=["libgomp1", "curl=7.88.1-10+deb12u5", "libc6:amd64",
-                                                           "git/bookworm-backports", "g++", "python3.11-dev"],
-                                      git={"remote": "https://github.com/TheRacetrack/racetrack",
-                                           "branch": "master", "directory": "sample/python-class"}))
+    validate_manifest(
+        sample_manifest(
+            jobtype_extra=extra,
+            system_dependencies=[
+                "libgomp1",
+                "curl=7.88.1-10+deb12u5",
+                "libc6:amd64",
+                "git/bookworm-backports",
+                "g++",
+                "python3.11-dev",
+            ],
+            git={
+                "remote": "https://github.com/TheRacetrack/racetrack",
+                "branch": "master",
+                "directory": "sample/python-class",
+            },
+        )
+    )
 
 
 # --- item 5: symlinks in a clone never lead the daemon out of the job's directory ---------------------------
 
+
 def git(cwd: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
-                   env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cwd), "GIT_AUTHOR_NAME": "t",
-                        "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
-                        "GIT_COMMITTER_EMAIL": "t@example.com"})
+    subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        env={
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(cwd),
+            "GIT_AUTHOR_NAME": "t",
+            "GIT_AUTHOR_EMAIL": "t@example.com",
+            "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@example.com",
+        },
+    )
 
 
 def repository(tmp_path: Path, links: dict[str, str], files: dict[str, str] | None = None) -> str:
@@ -307,15 +425,24 @@ def git_builder(make_settings: object, runtime: FakeRuntime) -> ImageBuilder:
     return ImageBuilder(settings, runtime, Vault(b"k" * 32), "http://172.18.0.1:7102")
 
 
-def fetch(builder: ImageBuilder, tmp_path: Path, remote: str, directory: str, jobtype: str = "dockerfile",
-          **manifest: object) -> Path:
-    parsed = validate_manifest(sample_manifest(name="web", jobtype=f"{jobtype}:latest", jobtype_extra=None,
-                                               git={"remote": remote, "directory": directory}, **manifest))
+def fetch(
+    builder: ImageBuilder, tmp_path: Path, remote: str, directory: str, jobtype: str = "dockerfile", **manifest: object
+) -> Path:
+    parsed = validate_manifest(
+        sample_manifest(
+            name="web",
+            jobtype=f"{jobtype}:latest",
+            jobtype_extra=None,
+            git={"remote": remote, "directory": directory},
+            **manifest,
+        )
+    )
     deployment = Deployment.create(job_name="web", job_version="0.0.1", manifest_yaml=parsed.yaml)
     workspace = tmp_path / "workspace"
     workspace.mkdir()
-    return builder.fetch_source(parsed, builtin(jobtype), workspace, jobsecrets.NONE, build_context=None,
-                                report=DeploymentRecord(deployment)).job_dir
+    return builder.fetch_source(
+        parsed, builtin(jobtype), workspace, jobsecrets.NONE, build_context=None, report=DeploymentRecord(deployment)
+    ).job_dir
 
 
 @pytest.fixture
@@ -330,7 +457,8 @@ def host_dir(tmp_path: Path) -> Path:
 
 
 def test_a_git_directory_that_is_a_link_out_of_the_clone_is_refused_and_deletes_nothing(
-        git_builder: ImageBuilder, tmp_path: Path, host_dir: Path) -> None:
+    git_builder: ImageBuilder, tmp_path: Path, host_dir: Path
+) -> None:
     # The reported case: the context followed the link to a host directory, and cleaning the
     # secret env file out of it deleted the host's file.
     remote = repository(tmp_path, {"job": str(host_dir)})
@@ -341,14 +469,18 @@ def test_a_git_directory_that_is_a_link_out_of_the_clone_is_refused_and_deletes_
     assert (host_dir / "secret.env").read_text() == "HOST_FILE=keep me\n"
 
 
-@pytest.mark.parametrize(("link", "target"), [
-    ("job/Dockerfile", "{host}/secret-key"),  # read through the template loader before
-    ("job/secret.env", "{host}/secret.env"),  # deleted on the host before
-    ("job/conf", "{host}"),
-    ("job/up", "../../"),
-])
+@pytest.mark.parametrize(
+    ("link", "target"),
+    [
+        ("job/Dockerfile", "{host}/secret-key"),  # read through the template loader before
+        ("job/secret.env", "{host}/secret.env"),  # deleted on the host before
+        ("job/conf", "{host}"),
+        ("job/up", "../../"),
+    ],
+)
 def test_a_link_in_the_cloned_job_directory_that_leaves_it_is_refused(
-        git_builder: ImageBuilder, tmp_path: Path, host_dir: Path, link: str, target: str) -> None:
+    git_builder: ImageBuilder, tmp_path: Path, host_dir: Path, link: str, target: str
+) -> None:
     remote = repository(tmp_path, {link: target.format(host=host_dir)}, {"job/Dockerfile.real": "FROM scratch\n"})
 
     with pytest.raises(ValidationError) as caught:
@@ -359,9 +491,13 @@ def test_a_link_in_the_cloned_job_directory_that_leaves_it_is_refused(
 
 
 def test_links_inside_the_job_directory_are_kept_and_a_linked_secret_file_is_unlinked_not_followed(
-        git_builder: ImageBuilder, tmp_path: Path) -> None:
-    remote = repository(tmp_path, {"job/Dockerfile": "docker/web.Dockerfile", "job/secret.env": "data.txt"},
-                        {"job/docker/web.Dockerfile": "FROM scratch\n", "job/data.txt": "job data\n"})
+    git_builder: ImageBuilder, tmp_path: Path
+) -> None:
+    remote = repository(
+        tmp_path,
+        {"job/Dockerfile": "docker/web.Dockerfile", "job/secret.env": "data.txt"},
+        {"job/docker/web.Dockerfile": "FROM scratch\n", "job/data.txt": "job data\n"},
+    )
 
     job_dir = fetch(git_builder, tmp_path, remote, "job", secret_runtime_env_file="secret.env")
 
@@ -371,7 +507,8 @@ def test_links_inside_the_job_directory_are_kept_and_a_linked_secret_file_is_unl
 
 
 def test_a_jobs_dockerfile_that_links_out_of_the_job_directory_is_never_read(
-        builder: ImageBuilder, runtime: FakeRuntime, tmp_path: Path, host_dir: Path) -> None:
+    builder: ImageBuilder, runtime: FakeRuntime, tmp_path: Path, host_dir: Path
+) -> None:
     # An upload's links are refused when it is unpacked; this is the builder's own guard behind that.
     job = tmp_path / "job"
     job.mkdir()
@@ -384,6 +521,7 @@ def test_a_jobs_dockerfile_that_links_out_of_the_job_directory_is_never_read(
 
 
 # --- item 13: git sees a minimal environment, its errors are kept, remotes stay outside the daemon's network --
+
 
 @pytest.fixture
 def fake_git(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -437,11 +575,22 @@ def test_credentials_in_a_stored_remote_are_never_shown(tmp_path: Path) -> None:
     assert redact_remote(remote) == "http://***@127.0.0.1:9/x.git"
 
 
-@pytest.mark.parametrize("remote", [
-    "http://127.0.0.1:9/x.git", "https://localhost/x.git", "git://127.0.0.2/x.git", "ssh://git@10.1.2.3/x.git",
-    "git@192.168.1.10:org/x.git", "https://169.254.169.254/latest/meta-data", "http://[::1]:8080/x.git",
-    "https://[::ffff:127.0.0.1]/x.git", "http://0.0.0.0/x.git", "https://100.64.0.1/x.git", "https://[fd00::1]/x.git",
-])
+@pytest.mark.parametrize(
+    "remote",
+    [
+        "http://127.0.0.1:9/x.git",
+        "https://localhost/x.git",
+        "git://127.0.0.2/x.git",
+        "ssh://git@10.1.2.3/x.git",
+        "git@192.168.1.10:org/x.git",
+        "https://169.254.169.254/latest/meta-data",
+        "http://[::1]:8080/x.git",
+        "https://[::ffff:127.0.0.1]/x.git",
+        "http://0.0.0.0/x.git",
+        "https://100.64.0.1/x.git",
+        "https://[fd00::1]/x.git",
+    ],
+)
 def test_a_remote_on_the_daemons_own_network_is_refused_by_default(remote: str) -> None:
     with pytest.raises(ValidationError) as caught:
         check_remote_address(remote, allow_private=False)
@@ -457,7 +606,8 @@ def test_a_public_remote_is_allowed_and_its_checked_addresses_are_returned_for_p
 
 
 def test_the_default_settings_refuse_a_loopback_remote_before_git_runs(
-        make_settings: object, runtime: FakeRuntime, fake_git: Path, tmp_path: Path) -> None:
+    make_settings: object, runtime: FakeRuntime, fake_git: Path, tmp_path: Path
+) -> None:
     settings: Settings = make_settings(git_allowed_schemes="http")  # type: ignore[operator]
     assert settings.git_allow_private_remotes is False
     open_database(settings.database_path)
@@ -475,8 +625,14 @@ def render_builtin(name: str, extra: dict[str, object]) -> str:
     job_type = builtin(name)
     parsed = validate_manifest(sample_manifest(jobtype=f"{name}:latest", jobtype_extra=None))
     variables = template_variables(
-        manifest=parsed, job_type=job_type, base_image="base", runtime_image="runtime",
-        build={"ca_bundle": False, "pip_index_url": None, "secrets_url": ""}, git_version="", racetrackd_version="0")
+        manifest=parsed,
+        job_type=job_type,
+        base_image="base",
+        runtime_image="runtime",
+        build={"ca_bundle": False, "pip_index_url": None, "secrets_url": ""},
+        git_version="",
+        racetrackd_version="0",
+    )
     variables["jobtype_extra"] = extra  # as if the schema had let it through
     return render_dockerfile(job_type.plugin_dir, job_type.dockerfile_template, variables)
 

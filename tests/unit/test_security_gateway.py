@@ -71,8 +71,10 @@ def esc_granted_public(job: tuple[LoopClient, UpstreamServer, Accounts]) -> dict
 
 # --- item 2: the issue's reproduction --------------------------------------------------------------
 
+
 def test_encoded_slashes_do_not_carry_an_anonymous_call_past_a_public_endpoint(
-        job: tuple[LoopClient, UpstreamServer, Accounts]) -> None:
+    job: tuple[LoopClient, UpstreamServer, Accounts],
+) -> None:
     client, server, _ = job
 
     response = client.get(f"{PREFIX}%2Fapi%2Fv1%2Fperform/metrics")
@@ -84,7 +86,8 @@ def test_encoded_slashes_do_not_carry_an_anonymous_call_past_a_public_endpoint(
 
 
 def test_an_esc_granted_one_endpoint_cannot_reach_another_through_encoded_slashes(
-        job: tuple[LoopClient, UpstreamServer, Accounts]) -> None:
+    job: tuple[LoopClient, UpstreamServer, Accounts],
+) -> None:
     client, server, accounts = job
     token = esc_token(accounts, "/api/v1/other")
 
@@ -96,27 +99,31 @@ def test_an_esc_granted_one_endpoint_cannot_reach_another_through_encoded_slashe
     assert [request.target for request in server.requests] == [f"{PREFIX}/api/v1/other"]
 
 
-@pytest.mark.parametrize(("rest", "named"), [
-    ("/api%2Fv1%2Fperform/../metrics", "%2F"),
-    ("/api/v1/perform%2F..%2Fmetrics", "%2F"),
-    ("/api/v1/perform%2f..%2fmetrics", "%2F"),
-    ("/api/v1/perform%5C..%5Cmetrics", "%5C"),
-    ("/api/v1/perform/%252E%252E/metrics", "%25"),
-    ("/api/v1/perform/%2E%2E/metrics", "'..'"),
-    ("/api/v1/perform/.%2e/metrics", "'..'"),
-    ("/api/v1/perform/../metrics", "'..'"),
-    ("/api/v1/perform/./x", "'.'"),
-    ("/api/v1/perform/..;/metrics", "'..;'"),
-    ("/api/v1/perform%00/x", "control character (%00)"),
-    ("/api/v1/perform%0A", "control character (%0A)"),
-    ("/api/v1/perform%7f", "control character (%7F)"),
-    ("/api/v1/perform//x", "empty segment"),
-    ("/api/v1/perform/%zz", "malformed escape"),
-    ("/api/v1/perform/%2", "malformed escape"),
-    ("/api/v1/perform/%FF", "UTF-8"),
-])
-def test_ambiguous_paths_are_refused_with_400_naming_what(job: tuple[LoopClient, UpstreamServer, Accounts],
-                                                         rest: str, named: str) -> None:
+@pytest.mark.parametrize(
+    ("rest", "named"),
+    [
+        ("/api%2Fv1%2Fperform/../metrics", "%2F"),
+        ("/api/v1/perform%2F..%2Fmetrics", "%2F"),
+        ("/api/v1/perform%2f..%2fmetrics", "%2F"),
+        ("/api/v1/perform%5C..%5Cmetrics", "%5C"),
+        ("/api/v1/perform/%252E%252E/metrics", "%25"),
+        ("/api/v1/perform/%2E%2E/metrics", "'..'"),
+        ("/api/v1/perform/.%2e/metrics", "'..'"),
+        ("/api/v1/perform/../metrics", "'..'"),
+        ("/api/v1/perform/./x", "'.'"),
+        ("/api/v1/perform/..;/metrics", "'..;'"),
+        ("/api/v1/perform%00/x", "control character (%00)"),
+        ("/api/v1/perform%0A", "control character (%0A)"),
+        ("/api/v1/perform%7f", "control character (%7F)"),
+        ("/api/v1/perform//x", "empty segment"),
+        ("/api/v1/perform/%zz", "malformed escape"),
+        ("/api/v1/perform/%2", "malformed escape"),
+        ("/api/v1/perform/%FF", "UTF-8"),
+    ],
+)
+def test_ambiguous_paths_are_refused_with_400_naming_what(
+    job: tuple[LoopClient, UpstreamServer, Accounts], rest: str, named: str
+) -> None:
     client, server, _ = job
 
     response = client.get(PREFIX + rest)
@@ -128,8 +135,9 @@ def test_ambiguous_paths_are_refused_with_400_naming_what(job: tuple[LoopClient,
 
 
 @pytest.mark.parametrize("raw", [b"/api/v1/perform\\..\\metrics", b"/api/v1/perform/\x01", b"/api/v1/perform/\xc3\xa9"])
-def test_raw_bytes_a_job_could_read_otherwise_are_refused(job: tuple[LoopClient, UpstreamServer, Accounts],
-                                                         raw: bytes) -> None:
+def test_raw_bytes_a_job_could_read_otherwise_are_refused(
+    job: tuple[LoopClient, UpstreamServer, Accounts], raw: bytes
+) -> None:
     client, server, _ = job
 
     response = client.request("GET", PREFIX + "/x", raw_path=PREFIX.encode() + raw)
@@ -180,12 +188,23 @@ def test_without_a_raw_path_from_the_server_the_decoded_one_is_encoded_again_and
 
 # --- item 2: WebSockets and async calls ---------------------------------------------------------------
 
+
 def websocket_call(client: LoopClient, raw_path: bytes) -> list[dict[str, Any]]:
     """Open a WebSocket at `raw_path` without a token; the messages the gateway sent back."""
-    scope = {"type": "websocket", "asgi": {"version": "3.0"}, "http_version": "1.1", "scheme": "ws",
-             "path": unquote_to_bytes(raw_path).decode("utf-8", "replace"), "raw_path": raw_path,
-             "query_string": b"", "root_path": "", "headers": [(b"host", b"racetrack.test:7102")],
-             "client": ("10.1.2.3", 50000), "server": ("127.0.0.1", 7102), "subprotocols": []}
+    scope = {
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "scheme": "ws",
+        "path": unquote_to_bytes(raw_path).decode("utf-8", "replace"),
+        "raw_path": raw_path,
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"racetrack.test:7102")],
+        "client": ("10.1.2.3", 50000),
+        "server": ("127.0.0.1", 7102),
+        "subprotocols": [],
+    }
     sent: list[dict[str, Any]] = []
     inbox: list[dict[str, Any]] = [{"type": "websocket.connect"}]
 
@@ -203,7 +222,8 @@ def websocket_call(client: LoopClient, raw_path: bytes) -> list[dict[str, Any]]:
 
 
 def test_a_websocket_with_encoded_slashes_is_closed_before_the_job_is_reached(
-        job: tuple[LoopClient, UpstreamServer, Accounts]) -> None:
+    job: tuple[LoopClient, UpstreamServer, Accounts],
+) -> None:
     client, server, _ = job
 
     sent = websocket_call(client, f"{PREFIX}%2Fapi%2Fv1%2Fperform/ws".encode())
@@ -214,7 +234,8 @@ def test_a_websocket_with_encoded_slashes_is_closed_before_the_job_is_reached(
 
 
 def test_an_async_call_with_encoded_slashes_is_refused_and_not_stored(
-        job: tuple[LoopClient, UpstreamServer, Accounts]) -> None:
+    job: tuple[LoopClient, UpstreamServer, Accounts],
+) -> None:
     client, _, _ = job
 
     response = client.post("/pub/async/new/job/adder/1.0.0%2Fapi%2Fv1%2Fperform/metrics")
@@ -236,14 +257,55 @@ def test_an_async_call_stores_exactly_the_path_it_authorised(job: tuple[LoopClie
 
 # Pieces that make paths interesting to a gateway: separators and their encodings, dots, escapes of
 # escapes, path parameters, controls, non-ASCII, the public endpoint's own segments.
-PIECES = ["/", "%2F", "%2f", "%5C", "\\", "%25", "%252F", "%2E", "%2e", ".", "..", ";", "%3B", "%00", "%0A", "%",
-          "%G0", "%C3%A9", "%FF", "\xe9", "api", "v1", "perform", "metrics", "health", "x", "%20", "%3F", "~"]
+PIECES = [
+    "/",
+    "%2F",
+    "%2f",
+    "%5C",
+    "\\",
+    "%25",
+    "%252F",
+    "%2E",
+    "%2e",
+    ".",
+    "..",
+    ";",
+    "%3B",
+    "%00",
+    "%0A",
+    "%",
+    "%G0",
+    "%C3%A9",
+    "%FF",
+    "\xe9",
+    "api",
+    "v1",
+    "perform",
+    "metrics",
+    "health",
+    "x",
+    "%20",
+    "%3F",
+    "~",
+]
 raw_rests = st.lists(st.sampled_from(PIECES), max_size=10).map(lambda pieces: "".join(pieces).encode("latin-1"))
 # The version segment too: the issue's bypass hid the endpoint in it.
-VERSIONS = ["1.0.0", "latest", "1.x", "1.0.0%2Fapi%2Fv1%2Fperform", "1.0.0%2fapi%2fv1", "1.0.0%252Fapi", "1.0.0;x",
-            "1.0.0/api/v1/perform", "1.0.0/api/v1/perform/", "1.0.0/api/v1/perform/..", "1.0.0/health"]
+VERSIONS = [
+    "1.0.0",
+    "latest",
+    "1.x",
+    "1.0.0%2Fapi%2Fv1%2Fperform",
+    "1.0.0%2fapi%2fv1",
+    "1.0.0%252Fapi",
+    "1.0.0;x",
+    "1.0.0/api/v1/perform",
+    "1.0.0/api/v1/perform/",
+    "1.0.0/api/v1/perform/..",
+    "1.0.0/health",
+]
 raw_paths = st.tuples(st.sampled_from(VERSIONS), raw_rests).map(
-    lambda parts: b"/pub/job/adder/" + parts[0].encode() + b"/" + parts[1])
+    lambda parts: b"/pub/job/adder/" + parts[0].encode() + b"/" + parts[1]
+)
 
 
 def _within(path: str, prefix: str) -> bool:
@@ -280,8 +342,8 @@ def test_checked_paths_decode_segment_for_segment(raw: bytes) -> None:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(raw=raw_paths)
 def test_no_path_authorised_as_one_endpoint_reaches_the_job_as_another(
-        job: tuple[LoopClient, UpstreamServer, Accounts], esc_granted_public: dict[str, str], caller: str,
-        raw: bytes) -> None:
+    job: tuple[LoopClient, UpstreamServer, Accounts], esc_granted_public: dict[str, str], caller: str, raw: bytes
+) -> None:
     """Through the gateway, with no token (the public endpoint and probes are open) or an ESC's
     (granted /api/v1/perform): refused (never 500, never forwarded), or forwarded to a path every
     reading of which stays within the public endpoint or a probe."""
@@ -320,7 +382,9 @@ def cookie_job(set_cookies: list[str]) -> Handler:
     """A job handler answering with these Set-Cookie headers and a harmless one of its own."""
 
     def handler(connection: ServerConnection, request: Request) -> None:
-        headers = [("Set-Cookie", value) for value in set_cookies] + [("Set-Cookie", "job_theme=dark; Path=/pub/job/adder")]
+        headers = [("Set-Cookie", value) for value in set_cookies] + [
+            ("Set-Cookie", "job_theme=dark; Path=/pub/job/adder")
+        ]
         connection.send(reply(200, b"{}", [("Content-Type", "application/json"), *headers]))
 
     return handler
@@ -340,11 +404,20 @@ def test_a_jobs_set_cookie_for_the_daemons_cookies_never_reaches_the_browser(dae
 def test_an_async_answer_does_not_replay_the_daemons_cookies_either(daemon: Daemons, servers: Servers) -> None:
     client = daemon()
     add_job("adder", "1.0.0", addresses=[servers().address])
-    task = db.AsyncTask.create(job_name="adder", job_version="1.0.0", method="POST", target=f"{PREFIX}/api/v1/perform",
-                               request_headers="[]", request_body=b"", caller="admin", state=db.TaskState.COMPLETED,
-                               response_status=200, response_body=b"{}", response_headers=json.dumps(
-                                   [["set-cookie", value] for value in DAEMON_SET_COOKIES] + [["set-cookie", "a=1"]]),
-                               ended_at=db.now())
+    task = db.AsyncTask.create(
+        job_name="adder",
+        job_version="1.0.0",
+        method="POST",
+        target=f"{PREFIX}/api/v1/perform",
+        request_headers="[]",
+        request_body=b"",
+        caller="admin",
+        state=db.TaskState.COMPLETED,
+        response_status=200,
+        response_body=b"{}",
+        response_headers=json.dumps([["set-cookie", value] for value in DAEMON_SET_COOKIES] + [["set-cookie", "a=1"]]),
+        ended_at=db.now(),
+    )
 
     response = client.get(f"/pub/async/task/{task.id}/poll", {"X-Racetrack-Auth": ADMIN_TOKEN})
 
@@ -352,25 +425,43 @@ def test_an_async_answer_does_not_replay_the_daemons_cookies_either(daemon: Daem
     assert response.all("set-cookie") == ["a=1"]
 
 
-@pytest.mark.parametrize("cookie", ["X-Racetrack-Auth={token}; theme=dark", "theme=dark;x-racetrack-auth={token}",
-                                    "theme=dark; __Host-X-Racetrack-Auth={token}", "theme=dark; X-Racetrack-Auth ={token}"])
+@pytest.mark.parametrize(
+    "cookie",
+    [
+        "X-Racetrack-Auth={token}; theme=dark",
+        "theme=dark;x-racetrack-auth={token}",
+        "theme=dark; __Host-X-Racetrack-Auth={token}",
+        "theme=dark; X-Racetrack-Auth ={token}",
+    ],
+)
 def test_the_job_never_sees_the_daemons_cookies(daemon: Daemons, servers: Servers, cookie: str) -> None:
     client = daemon()
     server = servers()
     add_job("adder", "1.0.0", addresses=[server.address])
-    response = client.get(f"{PREFIX}/api/v1/perform", {"X-Racetrack-Auth": ADMIN_TOKEN,
-                                                       "Cookie": cookie.format(token=ADMIN_TOKEN)})
+    response = client.get(
+        f"{PREFIX}/api/v1/perform", {"X-Racetrack-Auth": ADMIN_TOKEN, "Cookie": cookie.format(token=ADMIN_TOKEN)}
+    )
 
     assert response.status_code == 200, response.data
     assert server.requests[0].all("cookie") == ["theme=dark"]
 
 
-def test_a_jobs_answer_cannot_clear_the_origins_cookies_or_widen_a_service_worker(daemon: Daemons,
-                                                                                 servers: Servers) -> None:
+def test_a_jobs_answer_cannot_clear_the_origins_cookies_or_widen_a_service_worker(
+    daemon: Daemons, servers: Servers
+) -> None:
     def handler(connection: ServerConnection, request: Request) -> None:
-        connection.send(reply(200, b"self.onfetch = steal", [
-            ("Content-Type", "text/javascript"), ("Clear-Site-Data", '"cookies", "storage"'),
-            ("Service-Worker-Allowed", "/"), ("Cache-Control", "no-cache")]))
+        connection.send(
+            reply(
+                200,
+                b"self.onfetch = steal",
+                [
+                    ("Content-Type", "text/javascript"),
+                    ("Clear-Site-Data", '"cookies", "storage"'),
+                    ("Service-Worker-Allowed", "/"),
+                    ("Cache-Control", "no-cache"),
+                ],
+            )
+        )
 
     client = daemon()
     add_job("adder", "1.0.0", addresses=[servers(handler).address])
@@ -390,12 +481,14 @@ def test_a_second_auth_cookie_planted_by_a_page_is_refused_not_obeyed(daemon: Da
     server = servers()
     add_job("adder", "1.0.0", addresses=[server.address])
 
-    response = client.get(f"{PREFIX}/api/v1/perform",
-                          {"Cookie": f"X-Racetrack-Auth=attackers-token; X-Racetrack-Auth={ADMIN_TOKEN}"})
+    response = client.get(
+        f"{PREFIX}/api/v1/perform", {"Cookie": f"X-Racetrack-Auth=attackers-token; X-Racetrack-Auth={ADMIN_TOKEN}"}
+    )
 
     assert response.status_code == 401, response.data
     assert "several different X-Racetrack-Auth cookies" in json.loads(response.data)["error"]
     assert server.requests == []
-    same_twice = client.get(f"{PREFIX}/api/v1/perform",
-                            {"Cookie": f"X-Racetrack-Auth={ADMIN_TOKEN}; X-Racetrack-Auth={ADMIN_TOKEN}"})
+    same_twice = client.get(
+        f"{PREFIX}/api/v1/perform", {"Cookie": f"X-Racetrack-Auth={ADMIN_TOKEN}; X-Racetrack-Auth={ADMIN_TOKEN}"}
+    )
     assert same_twice.status_code == 200, same_twice.data

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.security
 
 MANIFEST = {
     "python3:1.0.0": "name: adder\nowner_email: a@example.com\nversion: 1.0.0\njobtype: python3:latest\n"
-                     "jobtype_extra:\n  entrypoint_path: entrypoint.py\n",
+    "jobtype_extra:\n  entrypoint_path: entrypoint.py\n",
     "dockerfile:1.0.0": "name: adder\nowner_email: a@example.com\nversion: 1.0.0\njobtype: dockerfile:latest\n",
 }
 
@@ -40,36 +40,53 @@ def _deployer(settings: Settings, runtime: FakeRuntime) -> Deployer:
     open_database(settings.database_path)
     vault = Vault(b"k" * 32)
     addressing = Addressing(mode="container-ip", daemon_host="172.18.0.1", port=settings.port)
-    return Deployer(settings, runtime, PluginStore.from_settings(settings), addressing,
-                    Accounts(vault, ChangeSignal.in_data_dir(settings.data_dir)),
-                    ImageBuilder(settings, runtime, vault, "http://172.18.0.1:7102"))
+    return Deployer(
+        settings,
+        runtime,
+        PluginStore.from_settings(settings),
+        addressing,
+        Accounts(vault, ChangeSignal.in_data_dir(settings.data_dir)),
+        ImageBuilder(settings, runtime, vault, "http://172.18.0.1:7102"),
+    )
 
 
-def _recreated_spec(settings: Settings, runtime: FakeRuntime, job_type_version: str,
-                    monkeypatch: pytest.MonkeyPatch) -> ContainerSpec:
+def _recreated_spec(
+    settings: Settings, runtime: FakeRuntime, job_type_version: str, monkeypatch: pytest.MonkeyPatch
+) -> ContainerSpec:
     """The spec the deployer starts a lost job's container with (the same `_run` a deployment uses)."""
     deployer = _deployer(settings, runtime)
     monkeypatch.setattr(deployer, "_wait_until_ready", lambda *args: None)
-    job = Job.create(name="adder", version="1.0.0", status=JobStatus.RUNNING, manifest_yaml=MANIFEST[job_type_version],
-                     job_type_version=job_type_version, image_name="img", container_name="job-adder-v-1-0-0",
-                     internal_name="127.0.0.1:1", deployment_timestamp=1)
+    job = Job.create(
+        name="adder",
+        version="1.0.0",
+        status=JobStatus.RUNNING,
+        manifest_yaml=MANIFEST[job_type_version],
+        job_type_version=job_type_version,
+        image_name="img",
+        container_name="job-adder-v-1-0-0",
+        internal_name="127.0.0.1:1",
+        deployment_timestamp=1,
+    )
     deployer.recreate(job)
     return runtime.containers["job-adder-v-1-0-0"]
 
 
 # --- what the deployer asks for ---------------------------------------------------------------------
 
-def test_a_python3_job_runs_read_only_without_capabilities_under_a_pids_limit(
-        make_settings: Callable[..., Settings], runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch) -> None:
-    spec = _recreated_spec(make_settings(JOB_PIDS_LIMIT="300", JOB_TMP_SIZE="32Mi"), runtime,
-                           "python3:1.0.0", monkeypatch)
 
-    assert spec.hardening == Hardening(read_only_root=True, capabilities=(), pids_limit=300,
-                                       tmp_size=32 * 1024 * 1024)
+def test_a_python3_job_runs_read_only_without_capabilities_under_a_pids_limit(
+    make_settings: Callable[..., Settings], runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = _recreated_spec(
+        make_settings(JOB_PIDS_LIMIT="300", JOB_TMP_SIZE="32Mi"), runtime, "python3:1.0.0", monkeypatch
+    )
+
+    assert spec.hardening == Hardening(read_only_root=True, capabilities=(), pids_limit=300, tmp_size=32 * 1024 * 1024)
 
 
 def test_a_dockerfile_job_keeps_a_writable_root_but_loses_capabilities_and_gets_the_pids_limit(
-        make_settings: Callable[..., Settings], runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_settings: Callable[..., Settings], runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spec = _recreated_spec(make_settings(), runtime, "dockerfile:1.0.0", monkeypatch)
 
     assert spec.hardening.read_only_root is False
@@ -78,7 +95,8 @@ def test_a_dockerfile_job_keeps_a_writable_root_but_loses_capabilities_and_gets_
 
 
 def test_a_job_whose_job_type_was_removed_gets_the_common_hardening(
-        make_settings: Callable[..., Settings], runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_settings: Callable[..., Settings], runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
     settings = make_settings()
     deployer = _deployer(settings, runtime)
 
@@ -86,6 +104,7 @@ def test_a_job_whose_job_type_was_removed_gets_the_common_hardening(
 
 
 # --- what the Docker adapter sends the engine -------------------------------------------------------
+
 
 class _Containers:
     def __init__(self) -> None:
@@ -103,8 +122,11 @@ class _Client:
 def _engine_args(hardening: Hardening) -> dict[str, Any]:
     client = _Client()
     runtime = DockerRuntime(lambda: client)  # type: ignore[arg-type, return-value]
-    runtime.run_container(ContainerSpec(name="job-a", image="img", env={}, labels={}, network="racetrack",
-                                        publish_port=False, hardening=hardening))
+    runtime.run_container(
+        ContainerSpec(
+            name="job-a", image="img", env={}, labels={}, network="racetrack", publish_port=False, hardening=hardening
+        )
+    )
     return client.containers.runs[0]
 
 
@@ -129,6 +151,7 @@ def test_a_read_only_root_comes_with_a_bounded_tmpfs_at_tmp() -> None:
 
 # --- what job types declare ---------------------------------------------------------------------------
 
+
 def test_built_in_job_types_declare_their_hardening() -> None:
     declared = {job_type.name: job_type.confinement for job_type in discover([BUILTIN_PLUGINS_DIR])}
 
@@ -139,8 +162,12 @@ def test_built_in_job_types_declare_their_hardening() -> None:
 
 
 def _plugin(hardening: Any) -> PluginManifest:
-    return PluginManifest(name="p", version="1.0.0", category="job-type",
-                          job_types={"t": {"dockerfile_template": "Dockerfile.j2", "hardening": hardening}})
+    return PluginManifest(
+        name="p",
+        version="1.0.0",
+        category="job-type",
+        job_types={"t": {"dockerfile_template": "Dockerfile.j2", "hardening": hardening}},
+    )
 
 
 def test_a_job_type_may_add_back_a_capability_by_name(tmp_path: Path) -> None:
@@ -149,22 +176,26 @@ def test_a_job_type_may_add_back_a_capability_by_name(tmp_path: Path) -> None:
     assert job_type.confinement == Confinement(read_only_root=False, capabilities=("NET_BIND_SERVICE",))
 
 
-@pytest.mark.parametrize(("hardening", "field"), [
-    ({"read_only_root": "yes"}, "hardening.read_only_root"),
-    ({"capabilities": "ALL"}, "hardening.capabilities"),
-    ({"capabilities": ["NET_ADMIN; rm -rf"]}, "hardening.capabilities"),
-    ({"privileged": True}, "hardening"),
-])
-def test_a_malformed_hardening_section_is_refused_naming_the_field(tmp_path: Path, hardening: Any,
-                                                                   field: str) -> None:
+@pytest.mark.parametrize(
+    ("hardening", "field"),
+    [
+        ({"read_only_root": "yes"}, "hardening.read_only_root"),
+        ({"capabilities": "ALL"}, "hardening.capabilities"),
+        ({"capabilities": ["NET_ADMIN; rm -rf"]}, "hardening.capabilities"),
+        ({"privileged": True}, "hardening"),
+    ],
+)
+def test_a_malformed_hardening_section_is_refused_naming_the_field(tmp_path: Path, hardening: Any, field: str) -> None:
     with pytest.raises(PluginInvalid, match=f"job_types.t.{field}"):
         load_job_types(tmp_path, _plugin(hardening))
 
 
 # --- networks: builds off the host's, jobs kept apart -----------------------------------------------
 
+
 def test_a_daemon_on_the_host_keeps_jobs_and_builds_on_isolated_networks_of_their_own(
-        make_settings: Callable[..., Settings], runtime: FakeRuntime) -> None:
+    make_settings: Callable[..., Settings], runtime: FakeRuntime
+) -> None:
     settings = make_settings(NETWORK="rt", JOB_ADDRESSING="container-ip")
 
     addressing = prepare_networks(settings, runtime)
@@ -177,11 +208,13 @@ def test_a_daemon_on_the_host_keeps_jobs_and_builds_on_isolated_networks_of_thei
 
 
 def test_a_daemon_in_a_container_joins_the_build_network_so_builds_reach_it_there(
-        make_settings: Callable[..., Settings], runtime: FakeRuntime) -> None:
+    make_settings: Callable[..., Settings], runtime: FakeRuntime
+) -> None:
     runtime.own, runtime.own_name = {"rt"}, "racetrackd"
     runtime.networks.add("rt")  # made by docker-compose
-    runtime.run_container(ContainerSpec(name="racetrackd", image="racetrackd", env={}, labels={}, network="rt",
-                                        publish_port=False))
+    runtime.run_container(
+        ContainerSpec(name="racetrackd", image="racetrackd", env={}, labels={}, network="rt", publish_port=False)
+    )
     settings = make_settings(NETWORK="rt")
 
     addressing = prepare_networks(settings, runtime)
@@ -194,7 +227,8 @@ def test_a_daemon_in_a_container_joins_the_build_network_so_builds_reach_it_ther
 
 
 def test_a_shared_network_made_before_isolation_with_jobs_attached_is_reported(
-        make_settings: Callable[..., Settings], runtime: FakeRuntime, caplog: pytest.LogCaptureFixture) -> None:
+    make_settings: Callable[..., Settings], runtime: FakeRuntime, caplog: pytest.LogCaptureFixture
+) -> None:
     runtime.networks.add("rt")  # an older racetrackd made it open, and jobs are attached
 
     prepare_networks(make_settings(NETWORK="rt", JOB_ADDRESSING="container-ip"), runtime)
@@ -204,7 +238,8 @@ def test_a_shared_network_made_before_isolation_with_jobs_attached_is_reported(
 
 
 def test_image_builds_run_on_the_build_network_not_the_hosts(
-        make_settings: Callable[..., Settings], runtime: FakeRuntime, tmp_path: Path) -> None:
+    make_settings: Callable[..., Settings], runtime: FakeRuntime, tmp_path: Path
+) -> None:
     settings = make_settings(NETWORK="rt")
     open_database(settings.database_path)
     builder = ImageBuilder(settings, runtime, Vault(b"k" * 32), "http://172.18.0.1:7102")
@@ -213,8 +248,9 @@ def test_image_builds_run_on_the_build_network_not_the_hosts(
     deployment = Deployment.create(job_name="adder", job_version="0.0.1", manifest_yaml=manifest.yaml)
     job_type = next(jt for jt in discover([BUILTIN_PLUGINS_DIR]) if jt.name == "python3")
 
-    tag = builder.build(manifest, job_type, job_dir, jobsecrets.NONE, deployment_id=deployment.id,
-                        report=DeploymentRecord(deployment)).image
+    tag = builder.build(
+        manifest, job_type, job_dir, jobsecrets.NONE, deployment_id=deployment.id, report=DeploymentRecord(deployment)
+    ).image
 
     assert runtime.build_networks[tag] == "rt-build"
     assert "rt-build" in runtime.isolated_networks
@@ -305,12 +341,15 @@ def test_an_open_network_with_containers_attached_is_left_alone_and_reported_ope
 
 # --- builds of the job's own code, not as root -------------------------------------------------------
 
+
 def test_a_python3_jobs_requirements_are_installed_as_the_jobs_user() -> None:
     job_type = next(jt for jt in discover([BUILTIN_PLUGINS_DIR]) if jt.name == "python3")
     variables = dockerfile_variables(
         sample_manifest(jobtype_extra={"entrypoint_path": "entrypoint.py", "requirements_path": "requirements.txt"}),
-        job_type_version="python3:1.0.0", base_image="python:3.11-slim",
-        build={"ca_bundle": False, "pip_index_url": None, "secrets_url": ""})
+        job_type_version="python3:1.0.0",
+        base_image="python:3.11-slim",
+        build={"ca_bundle": False, "pip_index_url": None, "secrets_url": ""},
+    )
     lines = render_dockerfile(job_type.plugin_dir, job_type.dockerfile_template, variables).splitlines()
 
     install = next(i for i, line in enumerate(lines) if "pip install -r /opt/racetrack/job-requirements.txt" in line)

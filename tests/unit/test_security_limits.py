@@ -56,6 +56,7 @@ def _mode(path: Path) -> int:
 
 # --- item 13: the data dir is private to the daemon's user ---------------------------------------
 
+
 def test_registry_log_and_uploads_are_private_to_the_daemon_user(tmp_path: Path, restored_umask: None) -> None:
     os.umask(0o022)  # what a login shell usually gives the daemon
     data_dir = tmp_path / "data"
@@ -73,8 +74,13 @@ def test_registry_log_and_uploads_are_private_to_the_daemon_user(tmp_path: Path,
 
     try:
         assert _mode(data_dir) == 0o700
-        for name in ("registry.sqlite3", "registry.sqlite3-wal", "registry.sqlite3-shm", daemon.LOG_FILE,
-                     "uploads/d1.tar.gz"):
+        for name in (
+            "registry.sqlite3",
+            "registry.sqlite3-wal",
+            "registry.sqlite3-shm",
+            daemon.LOG_FILE,
+            "uploads/d1.tar.gz",
+        ):
             assert _mode(data_dir / name) == 0o600, name
         for name in ("uploads", "workspaces", "workspaces/d1"):
             assert _mode(data_dir / name) == 0o700, name
@@ -92,8 +98,10 @@ def test_private_workspaces_still_give_images_readable_files(tmp_path: Path, res
     (jobtype_dir / "run.sh").write_text("#!/bin/sh\n")
     (jobtype_dir / "run.sh").chmod(0o700)
 
-    with assemble_docker_context("FROM scratch\n", job_dir, jobtype_dir, None) as context, \
-            tarfile.open(fileobj=io.BytesIO(context.read())) as tar:
+    with (
+        assemble_docker_context("FROM scratch\n", job_dir, jobtype_dir, None) as context,
+        tarfile.open(fileobj=io.BytesIO(context.read())) as tar,
+    ):
         modes = {member.name: stat.S_IMODE(member.mode) for member in tar.getmembers()}
 
     assert modes["jobtype"] == 0o755
@@ -102,6 +110,7 @@ def test_private_workspaces_still_give_images_readable_files(tmp_path: Path, res
 
 
 # --- item 14: a full disk fails the deployment cleanly; the worker keeps serving -----------------
+
 
 class _FlakyStatusWrites:
     """Deployment.save that fails (as a full disk does) while `failures` lasts, then works again."""
@@ -144,10 +153,12 @@ def _run_worker_until_settled(worker: DeploymentWorker, seconds: float = 20) -> 
     return thread
 
 
-@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device"),
-                                   peewee.OperationalError("database or disk is full")])
+@pytest.mark.parametrize(
+    "error", [OSError(errno.ENOSPC, "No space left on device"), peewee.OperationalError("database or disk is full")]
+)
 def test_disk_full_at_a_status_write_fails_the_deployment_and_the_worker_goes_on(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
     monkeypatch.setattr(deployer_module, "STATUS_WRITE_DELAYS", (0.01, 0.01, 0.01), raising=False)
     open_database(tmp_path / "registry.sqlite3")
     full = Deployment.create(job_name="full", job_version="1.0.0", manifest_yaml="x", create_time=1.0)
@@ -168,7 +179,8 @@ def test_disk_full_at_a_status_write_fails_the_deployment_and_the_worker_goes_on
 
 
 def test_a_failure_the_registry_cannot_take_for_long_is_recorded_once_it_can(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(deployer_module, "STATUS_WRITE_DELAYS", (0.01,), raising=False)
     open_database(tmp_path / "registry.sqlite3")
     full = Deployment.create(job_name="full", job_version="1.0.0", manifest_yaml="x", create_time=1.0)
@@ -223,10 +235,12 @@ def slow_sealing(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize("force", [False, True])
-def test_concurrent_deploys_of_one_new_version_queue_exactly_one(app: Flask, slow_sealing: None,
-                                                                 force: bool) -> None:
-    body = {"manifest": sample_manifest(name="racer", version="1.0.0"), "build_context": build_context(),
-            "force": force}
+def test_concurrent_deploys_of_one_new_version_queue_exactly_one(app: Flask, slow_sealing: None, force: bool) -> None:
+    body = {
+        "manifest": sample_manifest(name="racer", version="1.0.0"),
+        "build_context": build_context(),
+        "force": force,
+    }
 
     responses = _deploy_at_once(app, [body] * 5)
 
@@ -242,12 +256,12 @@ def test_concurrent_deploys_of_one_new_version_queue_exactly_one(app: Flask, slo
 
 # --- item 12: build logs are capped (head + tail) and kept out of the deployment table -----------
 
+
 def _registry_bytes(data_dir: Path) -> int:
     return sum(path.stat().st_size for path in data_dir.glob("registry.sqlite3*"))
 
 
-def test_20_mb_of_build_output_keeps_the_registry_small_and_the_log_readable(
-        make_app: Callable[..., Flask]) -> None:
+def test_20_mb_of_build_output_keeps_the_registry_small_and_the_log_readable(make_app: Callable[..., Flask]) -> None:
     app = make_app(build_log_max_size="256Ki")
     client = app.test_client()
     client.environ_base["HTTP_X_RACETRACK_AUTH"] = ADMIN_TOKEN
@@ -316,6 +330,7 @@ def test_an_older_registry_moves_its_build_logs_out_of_the_deployment_table(tmp_
 
 # --- item 11: request bodies, JSON nesting and archives are bounded before they are read ---------
 
+
 def test_a_large_body_to_the_open_register_endpoint_is_413_before_it_is_read(make_app: Callable[..., Flask]) -> None:
     app = make_app(max_request_body="64Ki")
     body = b'{"username": "' + b"a" * 200_000 + b'"}'
@@ -327,8 +342,12 @@ def test_a_large_body_to_the_open_register_endpoint_is_413_before_it_is_read(mak
             read.append(len(chunk))
             return chunk
 
-    response = app.test_client().post(f"{API}/users/register", input_stream=CountingStream(body),
-                                      content_type="application/json", headers={"Content-Length": str(len(body))})
+    response = app.test_client().post(
+        f"{API}/users/register",
+        input_stream=CountingStream(body),
+        content_type="application/json",
+        headers={"Content-Length": str(len(body))},
+    )
 
     assert response.status_code == 413
     assert response.get_json()["type"] == "payload-too-large"
@@ -348,8 +367,14 @@ def test_a_deploy_may_be_larger_than_other_requests_up_to_its_own_limit(make_app
     client.environ_base["HTTP_X_RACETRACK_AUTH"] = ADMIN_TOKEN
     manifest = sample_manifest(name="big", version="1.0.0")
 
-    fits = client.post(f"{API}/deploy", json={"manifest": manifest, "build_context": build_context(),
-                                              "secret_vars": {"build_env": {"PAD": "x" * 4000}}})
+    fits = client.post(
+        f"{API}/deploy",
+        json={
+            "manifest": manifest,
+            "build_context": build_context(),
+            "secret_vars": {"build_env": {"PAD": "x" * 4000}},
+        },
+    )
     over = client.post(f"{API}/deploy", json={"manifest": manifest, "build_context": "A" * 80_000})
 
     assert fits.status_code == 201, fits.get_json()
@@ -369,6 +394,7 @@ def test_deeply_nested_json_is_400_naming_the_limit(client: FlaskClient, depth: 
 
 def _tar_gz(members: list[tuple[str, int]], fill: bytes = b"\0") -> bytes:
     """A tar.gz of regular files of the given sizes, streamed (the data is never held whole)."""
+
     class Repeating(io.RawIOBase):
         def __init__(self, size: int) -> None:
             self.left = size
@@ -440,15 +466,25 @@ def test_zip_entries_are_repacked_streamed_not_read_whole(monkeypatch: pytest.Mo
 
 # --- item 8: follow streams end when their client goes; a cap per caller and in all ---------------
 
+
 class _StreamingCall:
     """One request to an ASGI app whose client can hang up at any moment."""
 
     def __init__(self, app: Any, path: str, token: str = ADMIN_TOKEN) -> None:
         path, _, query = path.partition("?")
-        self.scope = {"type": "http", "http_version": "1.1", "method": "GET", "scheme": "http", "path": path,
-                      "raw_path": path.encode(), "query_string": query.encode(), "root_path": "",
-                      "headers": [(b"x-racetrack-auth", token.encode())], "client": ("127.0.0.1", 50000),
-                      "server": ("127.0.0.1", 7102)}
+        self.scope = {
+            "type": "http",
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query.encode(),
+            "root_path": "",
+            "headers": [(b"x-racetrack-auth", token.encode())],
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 7102),
+        }
         self.hung_up = asyncio.Event()
         self.started = asyncio.Event()
         self.status = 0
@@ -483,15 +519,24 @@ def silent_job(runtime: FakeRuntime) -> Iterator[FakeRuntime]:
 
 def _follow_app(make_settings: Callable[..., Settings], runtime: FakeRuntime, **extra: str) -> Any:
     app = create_asgi_app(make_settings(http_threads="4", **extra), runtime)
-    Job.create(name="adder", version="1.0.0", status=JobStatus.RUNNING, manifest_yaml="name: adder\n",
-               job_type_version="python3:1.0.0", image_name="img", container_name="job-adder-v-1-0-0",
-               internal_name="127.0.0.1:1", deployment_timestamp=1)
+    Job.create(
+        name="adder",
+        version="1.0.0",
+        status=JobStatus.RUNNING,
+        manifest_yaml="name: adder\n",
+        job_type_version="python3:1.0.0",
+        image_name="img",
+        container_name="job-adder-v-1-0-0",
+        internal_name="127.0.0.1:1",
+        deployment_timestamp=1,
+    )
     runtime.logs["job-adder-v-1-0-0"] = "started\n"
     return app
 
 
 def test_abandoned_follow_streams_free_their_threads_and_the_control_plane_answers(
-        make_settings: Callable[..., Settings], silent_job: FakeRuntime) -> None:
+    make_settings: Callable[..., Settings], silent_job: FakeRuntime
+) -> None:
     app = _follow_app(make_settings, silent_job, max_follow_streams="4", follow_streams_per_caller="4")
 
     async def scenario() -> int:
@@ -511,7 +556,8 @@ def test_abandoned_follow_streams_free_their_threads_and_the_control_plane_answe
 
 
 def test_follow_streams_over_the_caller_limit_get_429_naming_it(
-        make_settings: Callable[..., Settings], silent_job: FakeRuntime) -> None:
+    make_settings: Callable[..., Settings], silent_job: FakeRuntime
+) -> None:
     app = _follow_app(make_settings, silent_job, follow_streams_per_caller="2", max_follow_streams="3")
 
     async def scenario() -> tuple[list[int], dict[str, Any], int]:
@@ -562,10 +608,12 @@ def test_a_build_log_follow_ends_when_its_client_goes(tmp_path: Path) -> None:
     assert not follower.is_alive()
 
 
-@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device"),
-                                   peewee.OperationalError("database or disk is full")])
+@pytest.mark.parametrize(
+    "error", [OSError(errno.ENOSPC, "No space left on device"), peewee.OperationalError("database or disk is full")]
+)
 def test_a_deploy_on_a_full_disk_is_507_saying_so_and_the_api_keeps_serving(
-        client: FlaskClient, monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch, error: Exception
+) -> None:
     original = Path.write_bytes
 
     def full(path: Path, data: bytes) -> int:

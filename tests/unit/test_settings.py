@@ -42,16 +42,18 @@ def test_values_are_parsed_from_the_environment(tmp_path: Path) -> None:
     bundle = tmp_path / "ca.pem"
     bundle.write_text("-----BEGIN CERTIFICATE-----\n")
 
-    settings = Settings.from_env({
-        "RACETRACK_PORT": "8000",
-        "RACETRACK_DATA_DIR": str(tmp_path),
-        "RACETRACK_AUTH_REQUIRED": "off",
-        "RACETRACK_ADMIN_TOKEN": "secret",
-        "RACETRACK_INSTANCE": "Staging-2",
-        "RACETRACK_BUILD_CA_BUNDLE": str(bundle),
-        "RACETRACK_JOB_START_TIMEOUT": "2.5",
-        "RACETRACK_LOG_LEVEL": "DEBUG",
-    })
+    settings = Settings.from_env(
+        {
+            "RACETRACK_PORT": "8000",
+            "RACETRACK_DATA_DIR": str(tmp_path),
+            "RACETRACK_AUTH_REQUIRED": "off",
+            "RACETRACK_ADMIN_TOKEN": "secret",
+            "RACETRACK_INSTANCE": "Staging-2",
+            "RACETRACK_BUILD_CA_BUNDLE": str(bundle),
+            "RACETRACK_JOB_START_TIMEOUT": "2.5",
+            "RACETRACK_LOG_LEVEL": "DEBUG",
+        }
+    )
 
     assert settings.port == 8000
     assert settings.data_dir == tmp_path
@@ -63,24 +65,27 @@ def test_values_are_parsed_from_the_environment(tmp_path: Path) -> None:
     assert settings.log_level == "debug"
 
 
-@pytest.mark.parametrize(("variable", "value"), [
-    ("RACETRACK_PORT", "http"),
-    ("RACETRACK_PORT", "70000"),
-    ("RACETRACK_PORT", "-1"),
-    ("RACETRACK_AUTH_REQUIRED", "maybe"),
-    ("RACETRACK_HTTP_WORKERS", "0"),
-    ("RACETRACK_HTTP_THREADS", "many"),
-    ("RACETRACK_JOB_ADDRESSING", "dns"),
-    ("RACETRACK_INSTANCE", "2nd"),
-    ("RACETRACK_INSTANCE", "my_instance"),
-    ("RACETRACK_INSTANCE", ""),
-    ("RACETRACK_BUILD_CA_BUNDLE", "/nonexistent/ca-bundle.pem"),
-    ("RACETRACK_JOB_START_TIMEOUT", "0"),
-    ("RACETRACK_JOB_START_TIMEOUT", "-5"),
-    ("RACETRACK_JOB_START_TIMEOUT", "nan"),
-    ("RACETRACK_WORKER_POLL_INTERVAL", "soon"),
-    ("RACETRACK_LOG_LEVEL", "verbose"),
-])
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("RACETRACK_PORT", "http"),
+        ("RACETRACK_PORT", "70000"),
+        ("RACETRACK_PORT", "-1"),
+        ("RACETRACK_AUTH_REQUIRED", "maybe"),
+        ("RACETRACK_HTTP_WORKERS", "0"),
+        ("RACETRACK_HTTP_THREADS", "many"),
+        ("RACETRACK_JOB_ADDRESSING", "dns"),
+        ("RACETRACK_INSTANCE", "2nd"),
+        ("RACETRACK_INSTANCE", "my_instance"),
+        ("RACETRACK_INSTANCE", ""),
+        ("RACETRACK_BUILD_CA_BUNDLE", "/nonexistent/ca-bundle.pem"),
+        ("RACETRACK_JOB_START_TIMEOUT", "0"),
+        ("RACETRACK_JOB_START_TIMEOUT", "-5"),
+        ("RACETRACK_JOB_START_TIMEOUT", "nan"),
+        ("RACETRACK_WORKER_POLL_INTERVAL", "soon"),
+        ("RACETRACK_LOG_LEVEL", "verbose"),
+    ],
+)
 def test_an_invalid_value_is_an_error_naming_the_variable(variable: str, value: str) -> None:
     with pytest.raises(SettingsError) as caught:
         Settings.from_env({variable: value})
@@ -107,11 +112,13 @@ def test_config_file_is_read_and_the_environment_wins(tmp_path: Path) -> None:
     config = tmp_path / "racetrackd.yaml"
     config.write_text("port: 9000\nnetwork: from-file\nauth_required: false\nexternal_url:\n")
 
-    settings = Settings.from_env({
-        "RACETRACK_CONFIG_FILE": str(config),
-        "RACETRACK_DATA_DIR": str(tmp_path),
-        "RACETRACK_PORT": "9100",
-    })
+    settings = Settings.from_env(
+        {
+            "RACETRACK_CONFIG_FILE": str(config),
+            "RACETRACK_DATA_DIR": str(tmp_path),
+            "RACETRACK_PORT": "9100",
+        }
+    )
 
     assert settings.port == 9100  # environment wins
     assert settings.network == "from-file"
@@ -150,12 +157,15 @@ def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
         Settings.from_env({"RACETRACK_CONFIG_FILE": str(tmp_path / "absent.yaml")})
 
 
-@pytest.mark.parametrize(("environ", "expected"), [
-    ({}, "http://127.0.0.1:7102"),
-    ({"RACETRACK_HOST": "0.0.0.0", "RACETRACK_PORT": "8080"}, "http://127.0.0.1:8080"),
-    ({"RACETRACK_HOST": "racetrack.local"}, "http://racetrack.local:7102"),
-    ({"RACETRACK_EXTERNAL_URL": "https://racetrack.example.com/"}, "https://racetrack.example.com"),
-])
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, "http://127.0.0.1:7102"),
+        ({"RACETRACK_HOST": "0.0.0.0", "RACETRACK_PORT": "8080"}, "http://127.0.0.1:8080"),
+        ({"RACETRACK_HOST": "racetrack.local"}, "http://racetrack.local:7102"),
+        ({"RACETRACK_EXTERNAL_URL": "https://racetrack.example.com/"}, "https://racetrack.example.com"),
+    ],
+)
 def test_public_url(tmp_path: Path, environ: dict[str, str], expected: str) -> None:
     settings = Settings.from_env({"RACETRACK_DATA_DIR": str(tmp_path), **environ})
 
@@ -165,15 +175,17 @@ def test_public_url(tmp_path: Path, environ: dict[str, str], expected: str) -> N
 def test_as_environ_round_trips_through_from_env(tmp_path: Path) -> None:
     bundle = tmp_path / "ca.pem"
     bundle.write_text("pem")
-    settings = Settings.from_env({
-        "RACETRACK_DATA_DIR": str(tmp_path / "data"),
-        "RACETRACK_ADMIN_TOKEN": "secret",
-        "RACETRACK_AUTH_REQUIRED": "no",
-        "RACETRACK_PORT": "0",
-        "RACETRACK_BUILD_CA_BUNDLE": str(bundle),
-        "RACETRACK_JOB_START_TIMEOUT": "12.5",
-        "RACETRACK_INSTANCE": "second",
-    })
+    settings = Settings.from_env(
+        {
+            "RACETRACK_DATA_DIR": str(tmp_path / "data"),
+            "RACETRACK_ADMIN_TOKEN": "secret",
+            "RACETRACK_AUTH_REQUIRED": "no",
+            "RACETRACK_PORT": "0",
+            "RACETRACK_BUILD_CA_BUNDLE": str(bundle),
+            "RACETRACK_JOB_START_TIMEOUT": "12.5",
+            "RACETRACK_INSTANCE": "second",
+        }
+    )
 
     environ = settings.as_environ()
 
@@ -195,20 +207,26 @@ def test_every_setting_is_a_field_of_settings() -> None:
 def test_readme_documents_every_setting() -> None:
     readme = (REPO / "README.md").read_text()
 
-    missing = [spec.env_name for spec in (*SETTINGS, *plugin_setting_specs([BUILTIN_PLUGINS_DIR]))
-               if spec.env_name not in readme]
+    missing = [
+        spec.env_name
+        for spec in (*SETTINGS, *plugin_setting_specs([BUILTIN_PLUGINS_DIR]))
+        if spec.env_name not in readme
+    ]
 
     assert not missing, f"README.md does not document: {', '.join(missing)}"
 
 
 # --- settings declared by plugins (`settings:` in plugin-manifest.yaml) ---------------------------------
 
+
 def test_the_builtin_plugins_declare_the_base_images_of_their_job_types() -> None:
     declared = {spec.env_name: spec.default for spec in plugin_setting_specs([BUILTIN_PLUGINS_DIR])}
 
-    assert declared == {"RACETRACK_PYTHON_BASE_IMAGE": "python:3.11-slim",
-                        "RACETRACK_GOLANG_BASE_IMAGE": "golang:1.21-bookworm",
-                        "RACETRACK_GOLANG_RUNTIME_IMAGE": "debian:bookworm-slim"}
+    assert declared == {
+        "RACETRACK_PYTHON_BASE_IMAGE": "python:3.11-slim",
+        "RACETRACK_GOLANG_BASE_IMAGE": "golang:1.21-bookworm",
+        "RACETRACK_GOLANG_RUNTIME_IMAGE": "debian:bookworm-slim",
+    }
     assert all(spec.help for spec in plugin_setting_specs([BUILTIN_PLUGINS_DIR]))
 
 
@@ -216,8 +234,13 @@ def test_a_plugin_declared_setting_is_read_from_its_variable_and_the_config_file
     config = tmp_path / "racetrackd.yaml"
     config.write_text("golang_runtime_image: debian:12\n")
 
-    settings = Settings.from_env({"RACETRACK_DATA_DIR": str(tmp_path), "RACETRACK_CONFIG_FILE": str(config),
-                                  "RACETRACK_PYTHON_BASE_IMAGE": "racetrackd/python3-base:bookworm"})
+    settings = Settings.from_env(
+        {
+            "RACETRACK_DATA_DIR": str(tmp_path),
+            "RACETRACK_CONFIG_FILE": str(config),
+            "RACETRACK_PYTHON_BASE_IMAGE": "racetrackd/python3-base:bookworm",
+        }
+    )
 
     assert settings.plugin_setting("python_base_image") == "racetrackd/python3-base:bookworm"
     assert settings.plugin_setting("golang_runtime_image") == "debian:12"
@@ -230,7 +253,8 @@ def test_an_uploaded_plugin_declares_settings_the_same_way(tmp_path: Path) -> No
     plugin.mkdir(parents=True)
     (plugin / "plugin-manifest.yaml").write_text(
         "name: shell-job-type\nversion: 1.0.0\ncategory: job-type\n"
-        "settings:\n  shell_base_image: {default: 'debian:bookworm-slim', help: Base image of shell jobs.}\n")
+        "settings:\n  shell_base_image: {default: 'debian:bookworm-slim', help: Base image of shell jobs.}\n"
+    )
 
     default = Settings.from_env({"RACETRACK_DATA_DIR": str(tmp_path)})
     chosen = Settings.from_env({"RACETRACK_DATA_DIR": str(tmp_path), "RACETRACK_SHELL_BASE_IMAGE": "alpine:3"})

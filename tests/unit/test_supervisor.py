@@ -15,8 +15,10 @@ from racetrackd.plugins.jobtypes import FORWARD, Serving
 from racetrackd.settings import Settings
 from tests.unit.fakes import FakeRuntime
 
-MANIFEST = "name: adder\nowner_email: a@example.com\nversion: 1.0.0\njobtype: python3:latest\n" \
-           "jobtype_extra:\n  entrypoint_path: entrypoint.py\n"
+MANIFEST = (
+    "name: adder\nowner_email: a@example.com\nversion: 1.0.0\njobtype: python3:latest\n"
+    "jobtype_extra:\n  entrypoint_path: entrypoint.py\n"
+)
 
 
 class _FakeDeployer:
@@ -36,13 +38,15 @@ class _FakeDeployer:
 
 
 def _spec(name: str, instance: str) -> ContainerSpec:
-    return ContainerSpec(name=name, image="img", env={}, labels={naming.LABEL_INSTANCE: instance},
-                         network="racetrack", publish_port=True)
+    return ContainerSpec(
+        name=name, image="img", env={}, labels={naming.LABEL_INSTANCE: instance}, network="racetrack", publish_port=True
+    )
 
 
 @pytest.fixture
-def world(make_settings: Callable[..., Settings], runtime: FakeRuntime,
-          monkeypatch: pytest.MonkeyPatch) -> tuple[Supervisor, FakeRuntime, _FakeDeployer, dict[str, Any]]:
+def world(
+    make_settings: Callable[..., Settings], runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Supervisor, FakeRuntime, _FakeDeployer, dict[str, Any]]:
     from racetrackd.db import open_database
 
     settings = make_settings()
@@ -55,9 +59,17 @@ def world(make_settings: Callable[..., Settings], runtime: FakeRuntime,
 
 
 def _job(container: str = "job-adder-v-1-0-0", status: str = JobStatus.RUNNING) -> Job:
-    return Job.create(name="adder", version="1.0.0", status=status, manifest_yaml=MANIFEST,
-                      job_type_version="python3:1.0.0", image_name="img", container_name=container,
-                      internal_name="127.0.0.1:1", deployment_timestamp=1)
+    return Job.create(
+        name="adder",
+        version="1.0.0",
+        status=status,
+        manifest_yaml=MANIFEST,
+        job_type_version="python3:1.0.0",
+        image_name="img",
+        container_name=container,
+        internal_name="127.0.0.1:1",
+        deployment_timestamp=1,
+    )
 
 
 def test_a_missing_container_makes_the_job_lost_then_it_is_created_again(world: Any) -> None:
@@ -121,7 +133,9 @@ def test_failing_probes_make_the_job_error_and_passing_ones_running_again(world:
 def test_a_proxied_jobs_server_is_probed_on_its_own_port_and_path(world: Any) -> None:
     supervisor, runtime, _, probes = world
     job = _job()
-    Job.update(serving=Serving(port=7001, path_mode=FORWARD, probe_path="/").to_json()).where(Job.id == job.id).execute()
+    Job.update(serving=Serving(port=7001, path_mode=FORWARD, probe_path="/").to_json()).where(
+        Job.id == job.id
+    ).execute()
     runtime.run_container(_spec(job.container_name, "main"))
     probes[""] = None  # nothing answers at / yet; /live and /ready would say 200, but are not asked
 
@@ -164,7 +178,6 @@ def test_jobs_being_deployed_are_left_to_the_deployer(world: Any) -> None:
     assert row is not None and row.status == JobStatus.RUNNING
 
 
-
 def test_a_stopped_container_is_started_again_and_counted_as_a_crash(world: Any) -> None:
     supervisor, runtime, _, _ = world
     job = _job()
@@ -181,8 +194,9 @@ def test_a_stopped_container_is_started_again_and_counted_as_a_crash(world: Any)
     assert recovered is not None and recovered.status == JobStatus.RUNNING and recovered.crash_count == 1
 
 
-def test_replicas_are_checked_each_and_only_ready_ones_receive_calls(world: Any,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_replicas_are_checked_each_and_only_ready_ones_receive_calls(
+    world: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     supervisor, runtime, deployer, _ = world
     job = _job()
     Job.update(replicas=3).where(Job.name == "adder").execute()
@@ -195,7 +209,10 @@ def test_replicas_are_checked_each_and_only_ready_ones_receive_calls(world: Any,
 
     row = Job.find("adder", "1.0.0")
     assert row is not None and row.status == JobStatus.CRASHED
-    assert row.ready_addresses() == [deployer.address_of("job-adder-v-1-0-0", 7000), deployer.address_of("job-adder-v-1-0-0-1", 7000)]
+    assert row.ready_addresses() == [
+        deployer.address_of("job-adder-v-1-0-0", 7000),
+        deployer.address_of("job-adder-v-1-0-0-1", 7000),
+    ]
     assert ("start_container", ("job-adder-v-1-0-0-2",)) in runtime.calls
     supervisor.check(row)
     healed = Job.find("adder", "1.0.0")

@@ -68,13 +68,17 @@ async def stream(*parts: bytes) -> AsyncIterator[bytes]:
 
 def digest(connection: ServerConnection, request: Request) -> None:
     """Answers with what arrived: framing headers, length and sha256 of the body."""
-    answer = {"content-length": request.header("content-length"),
-              "transfer-encoding": request.header("transfer-encoding"),
-              "length": len(request.body), "sha256": hashlib.sha256(request.body).hexdigest()}
+    answer = {
+        "content-length": request.header("content-length"),
+        "transfer-encoding": request.header("transfer-encoding"),
+        "length": len(request.body),
+        "sha256": hashlib.sha256(request.body).hexdigest(),
+    }
     connection.send(reply(200, json.dumps(answer).encode()))
 
 
 # --- keep-alive ----------------------------------------------------------------------------------
+
 
 def test_sequential_requests_reuse_one_connection(serve: Callable[..., UpstreamServer]) -> None:
     server = serve()
@@ -94,7 +98,8 @@ def test_sequential_requests_reuse_one_connection(serve: Callable[..., UpstreamS
 
 
 def test_a_pooled_connection_the_job_closed_is_retried_on_a_new_one_for_a_bytes_body(
-        serve: Callable[..., UpstreamServer]) -> None:
+    serve: Callable[..., UpstreamServer],
+) -> None:
     close_now, closed = threading.Event(), threading.Event()
 
     def answer_once_then_hang_up(connection: ServerConnection, request: Request) -> bool | None:
@@ -123,8 +128,7 @@ def test_a_pooled_connection_the_job_closed_is_retried_on_a_new_one_for_a_bytes_
     assert [r.target for r in server.requests] == ["/first", "/second"]  # sent once, on the new connection
 
 
-def test_a_post_on_a_pooled_connection_the_job_closed_is_not_sent_twice(
-        serve: Callable[..., UpstreamServer]) -> None:
+def test_a_post_on_a_pooled_connection_the_job_closed_is_not_sent_twice(serve: Callable[..., UpstreamServer]) -> None:
     # The job may have died while working on it: a POST must not run twice.
     close_now, closed = threading.Event(), threading.Event()
 
@@ -151,7 +155,8 @@ def test_a_post_on_a_pooled_connection_the_job_closed_is_not_sent_twice(
 
 
 def test_a_pooled_connection_the_job_closed_is_not_retried_for_a_streamed_body(
-        serve: Callable[..., UpstreamServer]) -> None:
+    serve: Callable[..., UpstreamServer],
+) -> None:
     close_now, closed = threading.Event(), threading.Event()
 
     def answer_once_then_hang_up(connection: ServerConnection, request: Request) -> bool:
@@ -176,7 +181,8 @@ def test_a_pooled_connection_the_job_closed_is_not_retried_for_a_streamed_body(
 
 
 def test_an_idle_connection_the_job_closed_is_dropped_and_a_new_one_opened(
-        serve: Callable[..., UpstreamServer]) -> None:
+    serve: Callable[..., UpstreamServer],
+) -> None:
     def echo_then_close(connection: ServerConnection, request: Request) -> bool:
         echo(connection, request)
         return False
@@ -210,8 +216,9 @@ def test_a_response_saying_connection_close_is_not_pooled(serve: Callable[..., U
     assert server.accepts == 2
 
 
-def test_a_connection_idle_too_long_is_not_reused(serve: Callable[..., UpstreamServer],
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_connection_idle_too_long_is_not_reused(
+    serve: Callable[..., UpstreamServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
     server = serve()
     monkeypatch.setattr(upstream, "MAX_IDLE_SECONDS", 0.0)
 
@@ -248,9 +255,13 @@ def test_an_answer_not_read_in_full_does_not_go_back_to_the_pool(serve: Callable
 
 # --- response framing ----------------------------------------------------------------------------
 
+
 def test_a_content_length_answer_arrives_whole_with_its_headers(serve: Callable[..., UpstreamServer]) -> None:
-    server = serve(lambda connection, request: connection.send(
-        reply(201, b"made it", [("X-Job", "yes"), ("Content-Type", "text/plain")], reason="Created")))
+    server = serve(
+        lambda connection, request: connection.send(
+            reply(201, b"made it", [("X-Job", "yes"), ("Content-Type", "text/plain")], reason="Created")
+        )
+    )
 
     async def scenario(pool: UpstreamPool) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         response = await pool.request(server.address, "GET", b"/", host(server))
@@ -282,7 +293,8 @@ def test_a_chunked_answer_is_streamed_and_the_connection_reused(serve: Callable[
 
 
 def test_a_head_answer_with_a_content_length_and_no_body_ends_at_once_and_keeps_the_connection(
-        serve: Callable[..., UpstreamServer]) -> None:
+    serve: Callable[..., UpstreamServer],
+) -> None:
     def head_or_echo(connection: ServerConnection, request: Request) -> None:
         if request.method == "HEAD":
             connection.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\nContent-Type: text/plain\r\n\r\n")
@@ -307,9 +319,13 @@ def test_a_head_answer_with_a_content_length_and_no_body_ends_at_once_and_keeps_
 
 
 def test_two_head_calls_in_a_row_on_one_connection(serve: Callable[..., UpstreamServer]) -> None:
-    server = serve(lambda connection, request: connection.send(b"HTTP/1.1 204 No Content\r\nX-N: 1\r\n\r\n"
-                                                               if request.method == "GET" else
-                                                               b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"))
+    server = serve(
+        lambda connection, request: connection.send(
+            b"HTTP/1.1 204 No Content\r\nX-N: 1\r\n\r\n"
+            if request.method == "GET"
+            else b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"
+        )
+    )
 
     async def scenario(pool: UpstreamPool) -> list[int]:
         statuses = []
@@ -356,12 +372,15 @@ def test_interim_1xx_answers_are_skipped(serve: Callable[..., UpstreamServer], p
 
 # --- request bodies ------------------------------------------------------------------------------
 
+
 def test_a_bytes_body_gets_a_content_length_and_an_empty_post_says_zero(serve: Callable[..., UpstreamServer]) -> None:
     server = serve(digest)
 
     async def scenario(pool: UpstreamPool) -> list[dict[str, object]]:
-        return [json.loads(await read_all(await pool.request(server.address, method, b"/", host(server), body)))
-                for method, body in (("POST", b"abc"), ("POST", b""), ("GET", b""))]
+        return [
+            json.loads(await read_all(await pool.request(server.address, method, b"/", host(server), body)))
+            for method, body in (("POST", b"abc"), ("POST", b""), ("GET", b""))
+        ]
 
     with_body, empty_post, get = run(scenario)
 
@@ -381,12 +400,17 @@ def test_a_streamed_body_of_known_length_arrives_intact(serve: Callable[..., Ups
 
     got = run(scenario)
 
-    assert got == {"content-length": str(len(whole)), "transfer-encoding": None, "length": len(whole),
-                   "sha256": hashlib.sha256(whole).hexdigest()}
+    assert got == {
+        "content-length": str(len(whole)),
+        "transfer-encoding": None,
+        "length": len(whole),
+        "sha256": hashlib.sha256(whole).hexdigest(),
+    }
 
 
 def test_a_streamed_body_of_unknown_length_is_sent_chunked_and_arrives_intact(
-        serve: Callable[..., UpstreamServer]) -> None:
+    serve: Callable[..., UpstreamServer],
+) -> None:
     server = serve(digest)
     parts = [b"first", b"", b"second", b"x" * 100_000, b"", b"last"]  # empty pieces must not end the body
     whole = b"".join(parts)
@@ -401,8 +425,12 @@ def test_a_streamed_body_of_unknown_length_is_sent_chunked_and_arrives_intact(
     answers = run(scenario)
 
     for got in answers:
-        assert got == {"content-length": None, "transfer-encoding": "chunked", "length": len(whole),
-                       "sha256": hashlib.sha256(whole).hexdigest()}
+        assert got == {
+            "content-length": None,
+            "transfer-encoding": "chunked",
+            "length": len(whole),
+            "sha256": hashlib.sha256(whole).hexdigest(),
+        }
     assert server.accepts == 1
 
 
@@ -422,8 +450,10 @@ def test_a_large_streamed_upload_passes_through_write_flow_control(serve: Callab
 
 # --- large answers and back-pressure -------------------------------------------------------------
 
+
 def test_a_large_answer_is_read_incrementally_and_the_job_waits_for_a_slow_reader(
-        serve: Callable[..., UpstreamServer]) -> None:
+    serve: Callable[..., UpstreamServer],
+) -> None:
     piece = 256 * 1024
     count = 128  # 32 MiB: more than the kernel buffers on both sides can take while nothing reads
     all_sent = threading.Event()
@@ -462,6 +492,7 @@ def test_a_large_answer_is_read_incrementally_and_the_job_waits_for_a_slow_reade
 
 
 # --- failures ------------------------------------------------------------------------------------
+
 
 def test_nothing_listening_is_connection_refused() -> None:
     address = f"127.0.0.1:{free_port()}"
@@ -565,7 +596,8 @@ def test_a_call_cancelled_while_waiting_closes_its_connection(serve: Callable[..
 
 
 def test_a_call_cancelled_while_waiting_on_the_retried_connection_closes_it(
-        serve: Callable[..., UpstreamServer]) -> None:
+    serve: Callable[..., UpstreamServer],
+) -> None:
     close_now, closed, eof = threading.Event(), threading.Event(), threading.Event()
     wait_for_eof = _hang_and_report_eof(eof)
 
@@ -611,7 +643,8 @@ def test_an_answer_delimited_by_the_connection_closing_is_complete(serve: Callab
 
 
 def test_an_answer_delimited_by_the_connection_closing_is_broken_when_the_job_resets_it(
-        serve: Callable[..., UpstreamServer]) -> None:
+    serve: Callable[..., UpstreamServer],
+) -> None:
     def reset(connection: ServerConnection, request: Request) -> bool:
         connection.send(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\npartial")
         time.sleep(0.05)

@@ -50,8 +50,11 @@ def wheel_files(wheel: Path) -> set[str]:
 
 
 def source_files(folder: str) -> set[str]:
-    return {path.relative_to(REPO).as_posix() for path in (REPO / folder).rglob("*")
-            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"}
+    return {
+        path.relative_to(REPO).as_posix()
+        for path in (REPO / folder).rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+    }
 
 
 def test_the_wheel_holds_the_templates_job_types_and_dashboard_assets(wheel_files: set[str]) -> None:
@@ -64,9 +67,11 @@ def test_every_file_of_a_runtime_folder_is_shipped(wheel_files: set[str], folder
 
 
 def test_no_tests_or_caches_are_shipped(wheel_files: set[str]) -> None:
-    unwanted = {name for name in wheel_files
-                if name.startswith(("tests/", "samples/", "bench/", "docs/")) or "__pycache__" in name
-                or name.endswith(".pyc")}
+    unwanted = {
+        name
+        for name in wheel_files
+        if name.startswith(("tests/", "samples/", "bench/", "docs/")) or "__pycache__" in name or name.endswith(".pyc")
+    }
 
     assert unwanted == set()
 

@@ -15,8 +15,9 @@ def queue(tmp_path: Path, *jobs: tuple[str, str]) -> list[Deployment]:
     open_database(tmp_path / "registry.sqlite3")
     deployments = []
     for index, (name, version) in enumerate(jobs):
-        deployments.append(Deployment.create(job_name=name, job_version=version, manifest_yaml="x",
-                                             create_time=1000.0 + index))
+        deployments.append(
+            Deployment.create(job_name=name, job_version=version, manifest_yaml="x", create_time=1000.0 + index)
+        )
     return deployments
 
 

@@ -20,15 +20,15 @@ class AdderEntrypoint:
         return a + b
 '''
 
-FLAKY = '''
+FLAKY = """
 class FlakyEntrypoint:
     def perform(self, fail: bool = False) -> dict:
         if fail:
             raise ValueError("asked to fail")
         return {"ok": True, "tags": {"x"}}
-'''
+"""
 
-HELPER_AND_ENTRYPOINT = '''
+HELPER_AND_ENTRYPOINT = """
 from helper import Helper, double  # Helper has perform() but belongs to another module
 
 
@@ -39,7 +39,7 @@ class Config:  # no perform(): not a candidate
 class JobEntrypoint:
     def perform(self, x: float) -> float:
         return double(x)
-'''
+"""
 
 
 @pytest.fixture
@@ -48,8 +48,9 @@ def make_app(
 ) -> Callable[..., tuple[Any, Client]]:
     """Write the job's files into tmp_path, chdir there, build a JobApp and wait until it has loaded."""
 
-    def make(files: dict[str, str], entrypoint_class: str | None = None,
-             entrypoint_path: str = "entrypoint.py") -> tuple[Any, Client]:
+    def make(
+        files: dict[str, str], entrypoint_class: str | None = None, entrypoint_path: str = "entrypoint.py"
+    ) -> tuple[Any, Client]:
         write_job(tmp_path, files)
         monkeypatch.chdir(tmp_path)
         app = wrapper_app.JobApp(entrypoint_path, entrypoint_class)
@@ -65,11 +66,14 @@ def perform(client: Client, path: str = "/api/v1/perform", **kwargs: Any) -> Asg
     return client.post(path, json=kwargs)
 
 
-@pytest.mark.parametrize("path", [
-    "/api/v1/perform",
-    "/pub/job/adder/0.0.1/api/v1/perform",
-    "/pub/fatman/adder/latest/api/v1/perform/",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/perform",
+        "/pub/job/adder/0.0.1/api/v1/perform",
+        "/pub/fatman/adder/latest/api/v1/perform/",
+    ],
+)
 def test_perform_returns_the_result(make_app: Callable[..., tuple[Any, Client]], path: str) -> None:
     _, client = make_app({"entrypoint.py": ADDER})
 
@@ -95,10 +99,13 @@ def test_perform_with_an_empty_body_calls_without_arguments(make_app: Callable[.
     assert response.json == {"ok": True, "tags": ["x"]}  # a set is returned as a list
 
 
-@pytest.mark.parametrize(("kwargs", "named"), [
-    ({"a": 1, "c": 3}, "'c'"),
-    ({"b": 3}, "'a'"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"a": 1, "c": 3}, "'c'"),
+        ({"b": 3}, "'a'"),
+    ],
+)
 def test_wrong_argument_names_are_400_naming_the_argument(
     make_app: Callable[..., tuple[Any, Client]], kwargs: dict[str, int], named: str
 ) -> None:
@@ -124,11 +131,14 @@ def test_an_exception_in_perform_is_500_and_the_job_keeps_serving(
     assert client.get("/live").status_code == 200
 
 
-@pytest.mark.parametrize(("body", "message"), [
-    (b"[1, 2]", "must be a JSON object"),
-    (b'"text"', "must be a JSON object"),
-    (b"{not json", "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"[1, 2]", "must be a JSON object"),
+        (b'"text"', "must be a JSON object"),
+        (b"{not json", "not valid JSON"),
+    ],
+)
 def test_a_body_that_is_not_a_json_object_is_400(
     make_app: Callable[..., tuple[Any, Client]], body: bytes, message: str
 ) -> None:
@@ -188,8 +198,10 @@ def test_an_import_error_makes_live_and_ready_500(make_app: Callable[..., tuple[
 
 
 def test_an_error_in_the_constructor_is_reported_by_live(make_app: Callable[..., tuple[Any, Client]]) -> None:
-    source = "class E:\n    def __init__(self):\n        raise RuntimeError('model file missing')\n" \
-             "    def perform(self):\n        return 1\n"
+    source = (
+        "class E:\n    def __init__(self):\n        raise RuntimeError('model file missing')\n"
+        "    def perform(self):\n        return 1\n"
+    )
     _, client = make_app({"entrypoint.py": source})
 
     response = client.get("/live")
@@ -240,22 +252,26 @@ def test_parameters_skip_star_args(make_app: Callable[..., tuple[Any, Client]]) 
 
 
 def test_the_entrypoint_class_is_found_when_it_is_the_only_one_with_perform(
-    make_app: Callable[..., tuple[Any, Client]]
+    make_app: Callable[..., tuple[Any, Client]],
 ) -> None:
     # Classes without perform() and classes imported from other modules are not candidates;
     # the job's own modules are importable from its directory.
-    app, client = make_app({
-        "entrypoint.py": HELPER_AND_ENTRYPOINT,
-        "helper.py": "class Helper:\n    def perform(self):\n        return 0\n\n\ndef double(x):\n    return 2 * x\n",
-    })
+    app, client = make_app(
+        {
+            "entrypoint.py": HELPER_AND_ENTRYPOINT,
+            "helper.py": "class Helper:\n    def perform(self):\n        return 0\n\n\ndef double(x):\n    return 2 * x\n",
+        }
+    )
 
     assert type(app.conventions.instance).__name__ == "JobEntrypoint"
     assert perform(client, x=1.5).json == 3.0
 
 
 def test_two_candidate_classes_are_an_error_naming_them(make_app: Callable[..., tuple[Any, Client]]) -> None:
-    source = "class First:\n    def perform(self):\n        return 1\n\n\n" \
-             "class Second:\n    def perform(self):\n        return 2\n"
+    source = (
+        "class First:\n    def perform(self):\n        return 1\n\n\n"
+        "class Second:\n    def perform(self):\n        return 2\n"
+    )
     _, client = make_app({"entrypoint.py": source})
 
     response = client.get("/live")
@@ -275,16 +291,16 @@ def test_no_candidate_class_is_an_error(make_app: Callable[..., tuple[Any, Clien
 
 
 def test_a_named_entrypoint_class_is_used(make_app: Callable[..., tuple[Any, Client]]) -> None:
-    source = "class First:\n    def perform(self):\n        return 1\n\n\n" \
-             "class Second:\n    def perform(self):\n        return 2\n"
+    source = (
+        "class First:\n    def perform(self):\n        return 1\n\n\n"
+        "class Second:\n    def perform(self):\n        return 2\n"
+    )
     _, client = make_app({"job/main.py": source}, entrypoint_class="Second", entrypoint_path="job/main.py")
 
     assert perform(client).json == 2
 
 
-def test_a_named_entrypoint_class_that_does_not_exist_is_reported(
-    make_app: Callable[..., tuple[Any, Client]]
-) -> None:
+def test_a_named_entrypoint_class_that_does_not_exist_is_reported(make_app: Callable[..., tuple[Any, Client]]) -> None:
     _, client = make_app({"entrypoint.py": ADDER}, entrypoint_class="Missing")
 
     response = client.get("/live")
@@ -305,7 +321,7 @@ def test_unknown_path_is_404_and_wrong_method_is_405(make_app: Callable[..., tup
 
 
 def test_index_redirects_to_the_docs_under_the_path_the_caller_used(
-    make_app: Callable[..., tuple[Any, Client]]
+    make_app: Callable[..., tuple[Any, Client]],
 ) -> None:
     _, client = make_app({"entrypoint.py": ADDER})
 
@@ -334,14 +350,17 @@ def test_requests_before_loading_finishes_are_503_not_errors(
     assert "still initializing" in response.json["error"]
 
 
-@pytest.mark.parametrize(("path", "status"), [
-    ("/pub/job/adder/0.0.1/api/v1/perform", 200),
-    ("/pub/job/adder/latest/api/v1/perform", 200),
-    ("/pub/job/adder/0.x/api/v1/perform", 200),
-    ("/api/v1/perform", 200),
-    ("/pub/job/other/0.0.1/api/v1/perform", 404),
-    ("/pub/job/adder/0.0.2/api/v1/perform", 404),
-])
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/pub/job/adder/0.0.1/api/v1/perform", 200),
+        ("/pub/job/adder/latest/api/v1/perform", 200),
+        ("/pub/job/adder/0.x/api/v1/perform", 200),
+        ("/api/v1/perform", 200),
+        ("/pub/job/other/0.0.1/api/v1/perform", 404),
+        ("/pub/job/adder/0.0.2/api/v1/perform", 404),
+    ],
+)
 def test_a_call_meant_for_another_job_is_refused(
     make_app: Callable[..., tuple[Any, Client]], monkeypatch: pytest.MonkeyPatch, path: str, status: int
 ) -> None:

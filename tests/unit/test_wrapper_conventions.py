@@ -57,7 +57,7 @@ class Job:
         return [{"name": "model_accuracy", "value": 0.93, "description": "How good", "labels": {"model": "v1"}}]
 '''
 
-WSGI_WEBVIEW = '''
+WSGI_WEBVIEW = """
 class Job:
     def perform(self) -> int:
         return 1
@@ -68,12 +68,13 @@ class Job:
             start_response("200 OK", [("Content-Type", "text/plain")])
             return [body]
         return app
-'''
+"""
 
 
 @pytest.fixture
-def make_app(wrapper_app: ModuleType, tmp_path: Path,
-             monkeypatch: pytest.MonkeyPatch) -> Callable[..., tuple[Any, AsgiClient]]:
+def make_app(
+    wrapper_app: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., tuple[Any, AsgiClient]]:
     def make(files: dict[str, str], **options: Any) -> tuple[Any, AsgiClient]:
         write_job(tmp_path, files)
         monkeypatch.chdir(tmp_path)
@@ -86,8 +87,12 @@ def make_app(wrapper_app: ModuleType, tmp_path: Path,
     return make
 
 
-FILES = {"entrypoint.py": FULL, "README.md": "# Full job\n", "job.yaml": "name: full\n",
-         "assets/sub/data.txt": "deep file\n"}
+FILES = {
+    "entrypoint.py": FULL,
+    "README.md": "# Full job\n",
+    "job.yaml": "name: full\n",
+    "assets/sub/data.txt": "deep file\n",
+}
 
 
 def test_auxiliary_endpoints_take_json_or_query_arguments(make_app: Callable[..., Any]) -> None:

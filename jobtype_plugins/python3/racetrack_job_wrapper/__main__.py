@@ -13,8 +13,12 @@ def main() -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="serve a job entrypoint over HTTP")
     run.add_argument("entrypoint_path", help="file holding the entrypoint class, e.g. entrypoint.py")
-    run.add_argument("entrypoint_class", nargs="?", default=None,
-                     help="class name; found automatically when the file has one class with perform()")
+    run.add_argument(
+        "entrypoint_class",
+        nargs="?",
+        default=None,
+        help="class name; found automatically when the file has one class with perform()",
+    )
     run.add_argument("--port", type=int, default=int(os.environ.get("JOB_PORT", "7000")))
     args = parser.parse_args()
     serve(args.entrypoint_path, args.entrypoint_class, args.port)

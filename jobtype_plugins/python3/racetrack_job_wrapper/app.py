@@ -100,8 +100,9 @@ class _Arguments:
         params = self.signature.parameters.values()
         self.open = any(p.kind == p.VAR_KEYWORD for p in params)
         self.names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-        self.required = {p.name for p in params
-                         if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is p.empty}
+        self.required = {
+            p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is p.empty
+        }
 
     def check(self, kwargs: dict[str, Any]) -> None:
         """TypeError naming the problem, as Python would say it."""
@@ -143,8 +144,9 @@ class _Limiter:
 
 
 class JobApp:
-    def __init__(self, entrypoint_path: str, entrypoint_class: str | None,
-                 options: WrapperOptions | None = None) -> None:
+    def __init__(
+        self, entrypoint_path: str, entrypoint_class: str | None, options: WrapperOptions | None = None
+    ) -> None:
         self.entrypoint_path = entrypoint_path
         self.entrypoint_class = entrypoint_class
         self.options = options or WrapperOptions.from_env()
@@ -213,7 +215,9 @@ class JobApp:
         if self._addressed_to_another_job(base_url):
             await send({"type": "websocket.close", "code": 1008})
         elif self.webview_asgi and path.startswith(webview.WEBVIEW_PREFIX):
-            await webview.call_asgi(self.webview_app, scope, receive, send, base_url, path[len(webview.WEBVIEW_PREFIX):])
+            await webview.call_asgi(
+                self.webview_app, scope, receive, send, base_url, path[len(webview.WEBVIEW_PREFIX) :]
+            )
         else:
             await send({"type": "websocket.close", "code": 1000})
 
@@ -235,7 +239,7 @@ class JobApp:
     def _split(scope: Scope) -> tuple[str, str]:
         raw = scope["path"]
         match = PUB_PREFIX.match(raw)
-        base, path = (match.group(0), raw[match.end():]) if match else ("", raw)
+        base, path = (match.group(0), raw[match.end() :]) if match else ("", raw)
         return base, (path.rstrip("/") or "/") if path != "/" else "/"
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -245,8 +249,11 @@ class JobApp:
         tracing_id = headers.get(TRACING_HEADER) or str(uuid.uuid4())
         base_url, path = self._split(scope)
         if self._addressed_to_another_job(base_url):
-            await send_response(send, error_response(404, f"this is job {self.job_name} {self.job_version}, "
-                                                          f"not the one at {base_url}"), [])
+            await send_response(
+                send,
+                error_response(404, f"this is job {self.job_name} {self.job_version}, not the one at {base_url}"),
+                [],
+            )
             return
         # Behind the gateway, links and redirects must use the path the caller used (e.g. `latest`).
         base_url = headers.get("x-forwarded-prefix", base_url).rstrip("/")
@@ -258,8 +265,9 @@ class JobApp:
         extra = [(TRACING_HEADER.encode(), tracing_id.encode())]
         try:
             if self.webview_asgi and path.startswith(webview.WEBVIEW_PREFIX):
-                await webview.call_asgi(self.webview_app, scope, receive, send, base_url,
-                                        path[len(webview.WEBVIEW_PREFIX):])
+                await webview.call_asgi(
+                    self.webview_app, scope, receive, send, base_url, path[len(webview.WEBVIEW_PREFIX) :]
+                )
                 status = 200
                 return
             body = b"" if method in ("GET", "HEAD") else await read_body(receive, MAX_BODY_BYTES)
@@ -293,13 +301,17 @@ class JobApp:
             user = self.conventions.user_metrics() if self.conventions else []
             return Response(200, self.metrics.render(user).encode(), "text/plain; version=0.0.4")
         if path == "/":
-            return Response(307, b"", "text/plain", [(b"location", (request.base_url + self.options.home_page).encode())])
+            return Response(
+                307, b"", "text/plain", [(b"location", (request.base_url + self.options.home_page).encode())]
+            )
         if path == "/openapi.json":
             return json_response(200, docs.openapi_document(self.conventions, request.base_url), default=str)
         if path == "/docs":
-            return Response(200, docs.docs_page(request.base_url, self.swagger_dir is not None).encode(), "text/html; charset=utf-8")
+            return Response(
+                200, docs.docs_page(request.base_url, self.swagger_dir is not None).encode(), "text/html; charset=utf-8"
+            )
         if path.startswith("/docs/swagger-ui/") and self.swagger_dir is not None:
-            response = files.file_response(files.file_in(self.swagger_dir, path[len("/docs/swagger-ui/"):]))
+            response = files.file_response(files.file_in(self.swagger_dir, path[len("/docs/swagger-ui/") :]))
             response.headers.append((b"cache-control", b"public, max-age=86400"))
             return response
         conventions = self._require_loaded()
@@ -312,7 +324,7 @@ class JobApp:
         if path.startswith(webview.WEBVIEW_PREFIX) and self.webview_app is not None:
             return await self._webview(request, scope)
         if path.startswith("/api/v1/"):
-            sub = path[len("/api/v1"):]
+            sub = path[len("/api/v1") :]
             handler = conventions.auxiliary_endpoints.get(sub)
             if handler is not None:
                 kwargs = request.json_object() if method != "GET" else request.query()
@@ -348,12 +360,14 @@ class JobApp:
             try:
                 # A thread cannot be stopped: past the timeout the caller is answered and the
                 # job's code runs on to its end, its result dropped.
-                result = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(
-                    self.executor, lambda: context.run(function, **kwargs)
-                ), self.options.call_timeout)
+                result = await asyncio.wait_for(
+                    asyncio.get_running_loop().run_in_executor(self.executor, lambda: context.run(function, **kwargs)),
+                    self.options.call_timeout,
+                )
             except TimeoutError as exc:
-                raise HttpError(504, f"the job did not answer within its call_timeout of "
-                                     f"{self.options.call_timeout:g} s") from exc
+                raise HttpError(
+                    504, f"the job did not answer within its call_timeout of {self.options.call_timeout:g} s"
+                ) from exc
             except Exception as exc:  # the job's error goes back to the caller; we keep serving
                 log.exception("job raised an error")
                 raise HttpError(500, f"{type(exc).__name__}: {exc}") from exc
@@ -370,13 +384,13 @@ class JobApp:
                     return files.file_response(files.file_in(root, "index.html"))
                 return files.file_response(root, content_type)
             if sub.startswith(prefix + "/") and root.is_dir():
-                return files.file_response(files.file_in(root, sub[len(prefix) + 1:]))
+                return files.file_response(files.file_in(root, sub[len(prefix) + 1 :]))
         return None
 
     async def _webview(self, request: Request, scope: Scope) -> Response:
-        subpath = request.path[len(webview.WEBVIEW_PREFIX):]
+        subpath = request.path[len(webview.WEBVIEW_PREFIX) :]
         if subpath.startswith("/static/") and Path("static").is_dir():
-            return files.file_response(files.file_in(Path("static"), subpath[len("/static/"):]))
+            return files.file_response(files.file_in(Path("static"), subpath[len("/static/") :]))
         return await webview.call_wsgi(self.webview_app, request, scope, subpath, self.executor)
 
     def _live(self) -> Response:
@@ -389,16 +403,19 @@ class JobApp:
     def _health(self) -> Response:
         live = self.init_error is None
         ready = self.conventions is not None
-        return json_response(200 if live else 500, {
-            "service": "job",
-            "job_name": self.job_name,
-            "job_version": self.job_version,
-            "git_version": os.environ.get("GIT_VERSION", ""),
-            "deployed_by_racetrack_version": os.environ.get("DEPLOYED_BY_RACETRACK_VERSION", ""),
-            "job_type_version": os.environ.get("JOB_TYPE_VERSION", ""),
-            "deployment_timestamp": self.deployment_timestamp,
-            "live": live,
-            "ready": ready,
-            "status": "pass" if live and ready else "fail",
-            "error": self.init_error,
-        })
+        return json_response(
+            200 if live else 500,
+            {
+                "service": "job",
+                "job_name": self.job_name,
+                "job_version": self.job_version,
+                "git_version": os.environ.get("GIT_VERSION", ""),
+                "deployed_by_racetrack_version": os.environ.get("DEPLOYED_BY_RACETRACK_VERSION", ""),
+                "job_type_version": os.environ.get("JOB_TYPE_VERSION", ""),
+                "deployment_timestamp": self.deployment_timestamp,
+                "live": live,
+                "ready": ready,
+                "status": "pass" if live and ready else "fail",
+                "error": self.init_error,
+            },
+        )

@@ -23,8 +23,14 @@ class JobCallError(RuntimeError):
         self.status = status
 
 
-def call_job(job_name: str, path: str = "/api/v1/perform", payload: Any = None, version: str = "latest",
-             method: str = "POST", timeout: float = 10.0) -> Any:
+def call_job(
+    job_name: str,
+    path: str = "/api/v1/perform",
+    payload: Any = None,
+    version: str = "latest",
+    method: str = "POST",
+    timeout: float = 10.0,
+) -> Any:
     """Call `path` of job `job_name` and return its JSON answer; JobCallError on failure."""
     pub_url = os.environ.get("PUB_URL", "").rstrip("/")
     if not pub_url:
@@ -43,7 +49,9 @@ def call_job(job_name: str, path: str = "/api/v1/perform", payload: Any = None, 
             body = response.read()
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")
-        raise JobCallError(f"calling job {job_name} {version} {path} failed with {exc.code}: {detail}", exc.code) from exc
+        raise JobCallError(
+            f"calling job {job_name} {version} {path} failed with {exc.code}: {detail}", exc.code
+        ) from exc
     except (urllib.error.URLError, OSError) as exc:
         raise JobCallError(f"calling job {job_name} {version} {path} failed: {exc}") from exc
     return json.loads(body) if body else None

@@ -83,15 +83,23 @@ def openapi_document(conventions: Conventions | None, base_url: str) -> dict[str
     if conventions is not None:
         examples = conventions.input_examples()
         paths["/api/v1/perform"] = {"post": _json_call("Call the job", conventions.perform, examples.get("/perform"))}
-        paths["/api/v1/parameters"] = {"get": {"summary": "perform()'s parameters", "responses": {"200": {"description": "list"}}}}
+        paths["/api/v1/parameters"] = {
+            "get": {"summary": "perform()'s parameters", "responses": {"200": {"description": "list"}}}
+        }
         for path, handler in conventions.auxiliary_endpoints.items():
             paths[f"/api/v1{path}"] = {"post": _json_call(f"Auxiliary endpoint {path}", handler, examples.get(path))}
         for path in conventions.static_endpoints:
-            paths[f"/api/v1{path}"] = {"get": {"summary": f"Static file {path}", "responses": {"200": {"description": "the file"}}}}
+            paths[f"/api/v1{path}"] = {
+                "get": {"summary": f"Static file {path}", "responses": {"200": {"description": "the file"}}}
+            }
         if conventions.webview_factory is not None:
-            paths["/api/v1/webview/"] = {"get": {"summary": "The job's web view", "responses": {"200": {"description": "HTML"}}}}
+            paths["/api/v1/webview/"] = {
+                "get": {"summary": "The job's web view", "responses": {"200": {"description": "HTML"}}}
+            }
     for probe in ("/health", "/live", "/ready", "/metrics"):
-        paths[probe] = {"get": {"summary": probe.strip("/"), "security": [], "responses": {"200": {"description": "OK"}}}}
+        paths[probe] = {
+            "get": {"summary": probe.strip("/"), "security": [], "responses": {"200": {"description": "OK"}}}
+        }
     return {
         "openapi": "3.0.3",
         "info": {
@@ -100,7 +108,9 @@ def openapi_document(conventions: Conventions | None, base_url: str) -> dict[str
             "description": (inspect.getdoc(conventions.perform) if conventions else None) or f"Job {job_name}",
         },
         "servers": [{"url": base_url or "/"}],
-        "components": {"securitySchemes": {"RacetrackAuth": {"type": "apiKey", "in": "header", "name": "X-Racetrack-Auth"}}},
+        "components": {
+            "securitySchemes": {"RacetrackAuth": {"type": "apiKey", "in": "header", "name": "X-Racetrack-Auth"}}
+        },
         "security": [{"RacetrackAuth": []}],
         "paths": paths,
     }
@@ -109,8 +119,10 @@ def openapi_document(conventions: Conventions | None, base_url: str) -> dict[str
 def docs_page(base_url: str, have_assets: bool) -> str:
     job = f"{os.environ.get('JOB_NAME', 'job')} {os.environ.get('JOB_VERSION', '')}".strip()
     if not have_assets:
-        return (f"<!doctype html><html><head><meta charset='utf-8'><title>{job}</title></head><body>"
-                f"<h1>{job}</h1><p>The OpenAPI document: <a href='{base_url}/openapi.json'>openapi.json</a></p></body></html>")
+        return (
+            f"<!doctype html><html><head><meta charset='utf-8'><title>{job}</title></head><body>"
+            f"<h1>{job}</h1><p>The OpenAPI document: <a href='{base_url}/openapi.json'>openapi.json</a></p></body></html>"
+        )
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{job} - API</title>
 <link rel="stylesheet" href="{base_url}/docs/swagger-ui/swagger-ui.css"></head>

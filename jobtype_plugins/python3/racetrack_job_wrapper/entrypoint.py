@@ -52,7 +52,8 @@ def _find_class(module: Any, class_name: str | None, entrypoint_path: str) -> ty
             raise AttributeError(f"class {class_name} not found in {entrypoint_path}")
         return cls
     candidates = [
-        obj for obj in vars(module).values()
+        obj
+        for obj in vars(module).values()
         if inspect.isclass(obj) and obj.__module__ == module.__name__ and callable(getattr(obj, "perform", None))
     ]
     if len(candidates) != 1:
@@ -78,7 +79,9 @@ class Conventions:
         self.static_endpoints = self._static_endpoints()
         webview = getattr(instance, "webview_app", None)
         self.webview_factory = webview if callable(webview) else None
-        self.metrics_function = getattr(instance, "metrics", None) if callable(getattr(instance, "metrics", None)) else None
+        self.metrics_function = (
+            getattr(instance, "metrics", None) if callable(getattr(instance, "metrics", None)) else None
+        )
 
     def input_examples(self) -> dict[str, Any]:
         """`{endpoint: example}` from docs_input_examples(), with docs_input_example() for /perform."""

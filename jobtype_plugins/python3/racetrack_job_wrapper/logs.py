@@ -78,9 +78,18 @@ class AccessLog:
             self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
         duration_ms = round(seconds * 1000, 2)
         if self.structured:
-            line = json.dumps({"time": self._stamp, "level": "INFO", "message": f"{method} {path} {status}",
-                               "method": method, "path": path, "status": status, "duration_ms": duration_ms,
-                               "tracing_id": tracing_id})
+            line = json.dumps(
+                {
+                    "time": self._stamp,
+                    "level": "INFO",
+                    "message": f"{method} {path} {status}",
+                    "method": method,
+                    "path": path,
+                    "status": status,
+                    "duration_ms": duration_ms,
+                    "tracing_id": tracing_id,
+                }
+            )
         else:
             line = f"[{self._stamp}] INFO {method} {path} {status}, duration_ms={duration_ms}, tracing_id={tracing_id}"
         with self._lock:

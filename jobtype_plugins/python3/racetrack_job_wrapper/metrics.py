@@ -62,10 +62,18 @@ class Metrics:
         with self._lock:
             self._counter(lines, "requests_started", "Requests started", [((), self.requests_started)])
             self._counter(lines, "requests_done", "Requests finished", [((), self.requests_done)])
-            self._counter(lines, "endpoint_requests_started", "Requests started per endpoint",
-                          [((("endpoint", e),), n) for e, n in sorted(self._endpoint_started.items())])
-            self._counter(lines, "request_internal_errors", "Requests answered with a 5xx status",
-                          [((("endpoint", e),), n) for e, n in sorted(self._internal_errors.items())])
+            self._counter(
+                lines,
+                "endpoint_requests_started",
+                "Requests started per endpoint",
+                [((("endpoint", e),), n) for e, n in sorted(self._endpoint_started.items())],
+            )
+            self._counter(
+                lines,
+                "request_internal_errors",
+                "Requests answered with a 5xx status",
+                [((("endpoint", e),), n) for e, n in sorted(self._internal_errors.items())],
+            )
             lines.append("# HELP request_duration Request duration in seconds")
             lines.append("# TYPE request_duration histogram")
             for endpoint, counts in sorted(self._durations.items()):
@@ -88,7 +96,9 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
     @staticmethod
-    def _counter(lines: list[str], name: str, help_text: str, samples: list[tuple[tuple[tuple[str, str], ...], int]]) -> None:
+    def _counter(
+        lines: list[str], name: str, help_text: str, samples: list[tuple[tuple[tuple[str, str], ...], int]]
+    ) -> None:
         lines.append(f"# HELP {name} {help_text}")
         lines.append(f"# TYPE {name} counter")
         for pairs, value in samples:

@@ -19,8 +19,11 @@ WEBVIEW_PREFIX = "/api/v1/webview"
 def is_asgi(app: Any) -> bool:
     """ASGI apps take (scope, receive, send); WSGI apps take (environ, start_response)."""
     try:
-        parameters = [p for p in inspect.signature(app).parameters.values()
-                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        parameters = [
+            p
+            for p in inspect.signature(app).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
     except (TypeError, ValueError):
         return False
     return len(parameters) == 3
@@ -34,8 +37,9 @@ async def call_asgi(app: Any, scope: Scope, receive: Receive, send: Send, base_u
     await app(inner, receive, send)
 
 
-async def call_wsgi(app: Callable[..., Any], request: Request, scope: Scope, subpath: str,
-                    executor: Executor) -> Response:
+async def call_wsgi(
+    app: Callable[..., Any], request: Request, scope: Scope, subpath: str, executor: Executor
+) -> Response:
     """Run a WSGI app for one buffered request in a worker thread."""
     environ = {
         "REQUEST_METHOD": request.method,
@@ -64,7 +68,9 @@ async def call_wsgi(app: Callable[..., Any], request: Request, scope: Scope, sub
     def run() -> Response:
         captured: dict[str, Any] = {}
 
-        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], None]:
+        def start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Callable[[bytes], None]:
             captured["status"] = int(status.split(" ", 1)[0])
             captured["headers"] = headers
             return lambda data: None
@@ -76,8 +82,11 @@ async def call_wsgi(app: Callable[..., Any], request: Request, scope: Scope, sub
             close = getattr(result, "close", None)
             if close:
                 close()
-        headers = [(k.lower().encode(), v.encode()) for k, v in captured.get("headers", [])
-                   if k.lower() not in ("content-length", "content-type")]
+        headers = [
+            (k.lower().encode(), v.encode())
+            for k, v in captured.get("headers", [])
+            if k.lower() not in ("content-length", "content-type")
+        ]
         content_type = next((v for k, v in captured.get("headers", []) if k.lower() == "content-type"), "text/html")
         return Response(captured.get("status", 500), body, content_type, headers)
 
