@@ -20,6 +20,7 @@ from cli.secrets import SecretFileError, read_secret_vars
 from jobmanifest import Manifest, ManifestInvalid, validate_manifest
 from jobmanifest.files import missing_files
 from jobmanifest.loading import apply_overrides, find_manifest, load_manifest_dict
+from jobmanifest.versions import is_semver
 
 EXTRA_VARS_HELP = "Override a manifest field: KEY.PATH=VALUE (VALUE is YAML). Repeatable."
 DIRECTORY = click.Path(exists=True, file_okay=False, path_type=Path)
@@ -222,14 +223,21 @@ def _failure_hint(what: str, deployment: dict[str, Any], client: ApiClient) -> s
 @click.command()
 @click.argument("name", shell_complete=complete_job_name)
 @click.option("--version", "version", default="latest", show_default=True)
-@click.option("--to", "deployment_id", default=None, help="Deployment id to go back to (default: the release before).")
+@click.option(
+    "--to",
+    "to",
+    default=None,
+    help="Deployment id, or an older VERSION whose running release to go back to "
+    "(default: the release before; with only one release, the newest older version's).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the finished rollback as JSON.")
 @click.pass_context
-def rollback(ctx: click.Context, name: str, version: str, deployment_id: str | None, as_json: bool) -> None:
+def rollback(ctx: click.Context, name: str, version: str, to: str | None, as_json: bool) -> None:
     """Run an earlier release of a job version again, from its image (no rebuild)."""
     client = client_for(ctx)
     progress = Progress(sys.stderr if as_json else None)
-    rollback_id = client.rollback(name, version, deployment_id)
+    to_version = to if to is not None and is_semver(to) else None  # deployment ids are hex, never x.y.z
+    rollback_id = client.rollback(name, version, None if to_version else to, to_version)
     progress.step(f"rolling back {name} {version}")
     deployment = follow(client, rollback_id, progress, show_logs=False)
     if as_json:
@@ -238,9 +246,20 @@ def rollback(ctx: click.Context, name: str, version: str, deployment_id: str | N
         _fail("rollback", deployment, client)
     if not as_json:
         progress.step(
-            f"{name} {deployment['job_version']} runs the release of deployment "
-            f"{deployment['rollback_of']} (took {progress.elapsed:.1f} s)"
+            f"{name} {deployment['job_version']} {_now_running(client, deployment)} (took {progress.elapsed:.1f} s)"
         )
+
+
+def _now_running(client: ApiClient, rollback: dict[str, Any]) -> str:
+    """What the version runs now: the release it went back to, naming its version when another's."""
+    target_id = rollback["rollback_of"]
+    try:
+        target_version = client.deployment(target_id)["job_version"]
+    except RtdError:  # a courtesy: the rollback itself is done
+        target_version = rollback["job_version"]
+    if target_version == rollback["job_version"]:
+        return f"runs the release of deployment {target_id}"
+    return f"runs the release of deployment {target_id}, from version {target_version}"
 
 
 @click.command("build-logs")

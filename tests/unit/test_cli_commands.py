@@ -466,3 +466,31 @@ def test_a_failed_rollback_points_at_status_not_build_logs(runner: CliRunner, da
     assert result.stderr.splitlines()[-1] == (
         "hint: rtd status adder --version 1.0.0 shows what runs now; rtd deployments adder lists its releases"
     )
+
+
+def test_rollback_to_an_older_version_sends_it_and_says_what_runs_now(runner: CliRunner, daemon: FakeDaemon) -> None:
+    done = deployment(version="2.0.0", kind="rollback", rollback_of="d1000000000")
+    daemon.answer("POST", "/lifecycle/api/v1/job/adder/latest/rollback", (201, {"id": done["id"]}))
+    daemon.answer("GET", f"{DEPLOYMENTS}/{done['id']}", (200, done))
+    daemon.answer("GET", f"{DEPLOYMENTS}/d1000000000", (200, deployment(version="1.0.0", id="d1000000000")))
+
+    result = runner.invoke(main, ["rollback", "adder", "--to", "1.0.0"])
+
+    assert result.exit_code == 0, result.output
+    posted = [kwargs["json"] for method, _, kwargs, _ in daemon.calls if method == "POST"]
+    assert posted == [{"to_version": "1.0.0"}]
+    assert "-----> adder 2.0.0 runs the release of deployment d1000000000, from version 1.0.0 (took" in result.stdout
+
+
+def test_rollback_to_a_deployment_id_sends_the_id(runner: CliRunner, daemon: FakeDaemon) -> None:
+    done = deployment(kind="rollback", rollback_of="d1000000000")
+    daemon.answer("POST", "/lifecycle/api/v1/job/adder/latest/rollback", (201, {"id": done["id"]}))
+    daemon.answer("GET", f"{DEPLOYMENTS}/{done['id']}", (200, done))
+    daemon.answer("GET", f"{DEPLOYMENTS}/d1000000000", (200, deployment(id="d1000000000")))
+
+    result = runner.invoke(main, ["rollback", "adder", "--to", "d1000000000"])
+
+    assert result.exit_code == 0, result.output
+    posted = [kwargs["json"] for method, _, kwargs, _ in daemon.calls if method == "POST"]
+    assert posted == [{"deployment_id": "d1000000000"}]
+    assert "-----> adder 1.0.0 runs the release of deployment d1000000000 (took" in result.stdout
