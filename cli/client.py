@@ -123,8 +123,8 @@ class ApiClient:
             raise _error_from(response)
         yield from response.iter_content(chunk_size=None)
 
-    def rollback(self, name: str, version: str, deployment_id: str | None) -> str:
-        body = {"deployment_id": deployment_id} if deployment_id else {}
+    def rollback(self, name: str, version: str, deployment_id: str | None, to_version: str | None = None) -> str:
+        body = {"deployment_id": deployment_id} if deployment_id else {"to_version": to_version} if to_version else {}
         return str(self._api("POST", f"/job/{name}/{version}/rollback", json=body)["id"])
 
     def deployments(self, job_name: str | None, limit: int) -> list[dict[str, Any]]:

@@ -18,7 +18,9 @@ from cli.packing import pack
 from cli.progress import Progress
 from cli.secrets import SecretFileError, read_secret_vars
 from jobmanifest import Manifest, ManifestInvalid, validate_manifest
+from jobmanifest.files import missing_files
 from jobmanifest.loading import apply_overrides, find_manifest, load_manifest_dict
+from jobmanifest.versions import is_semver
 
 EXTRA_VARS_HELP = "Override a manifest field: KEY.PATH=VALUE (VALUE is YAML). Repeatable."
 DIRECTORY = click.Path(exists=True, file_okay=False, path_type=Path)
@@ -48,6 +50,23 @@ def _load_manifest(directory: Path, extra_vars: tuple[str, ...]) -> Manifest:
     return manifest
 
 
+def _check_files(manifest: Manifest, directory: Path, *, from_git: bool) -> None:
+    """The files the manifest names must be in DIRECTORY (exit 8 listing each, with a did-you-mean).
+
+    A manifest with a git.remote is built from the clone, whose files DIRECTORY may not hold:
+    then they are only warned about.
+    """
+    errors = missing_files(manifest, directory)
+    if from_git:
+        for error in errors:
+            warn(f"{error}; the daemon builds from git.remote and checks the files of its clone")
+        return
+    for error in errors:
+        report_error(str(error))
+    if errors:
+        sys.exit(EXIT_INVALID_INPUT)
+
+
 @click.command()
 @click.argument("directory", default=".", type=DIRECTORY)
 @click.option("-e", "--extra-vars", multiple=True, help=EXTRA_VARS_HELP)
@@ -55,6 +74,7 @@ def _load_manifest(directory: Path, extra_vars: tuple[str, ...]) -> Manifest:
 def validate(directory: Path, extra_vars: tuple[str, ...], as_json: bool) -> None:
     """Check DIRECTORY's job.yaml (or one piped on stdin) and print it merged, or every error (exit 8)."""
     manifest = _load_manifest(directory, extra_vars)
+    _check_files(manifest, directory, from_git=manifest.git is not None)
     if as_json:
         print_json(manifest.raw)
         return
@@ -97,6 +117,9 @@ def submit(
     With a git.remote in the manifest the daemon clones it (branch, directory) instead, unless --local.
     """
     manifest = _load_manifest(directory, extra_vars)
+    from_git = manifest.git is not None and not force_local
+    if not from_git:  # the daemon checks a clone's files itself; the upload's are checked before sending
+        _check_files(manifest, directory, from_git=False)
     credentials = None
     if git_username or git_password:
         if not (git_username and git_password):
@@ -110,7 +133,6 @@ def submit(
         warn(warning)
     client = client_for(ctx)
     progress = Progress(sys.stderr if as_json else None)
-    from_git = manifest.git is not None and not force_local
     source = f"{manifest.git.remote} (git)" if from_git and manifest.git else f"{directory} (upload)"
     progress.step(f"submitting {manifest.name} {manifest.version} to {client.remote} from {source}")
     deployment_id = client.deploy(
@@ -127,7 +149,7 @@ def submit(
     if as_json:
         print_json(deployment)
     if deployment["status"] != "done":
-        _fail("deployment", deployment)
+        _fail("deployment", deployment, client)
     if as_json:
         return
     job = deployment["job"] or {}
@@ -168,44 +190,76 @@ def follow(client: ApiClient, deployment_id: str, progress: Progress, show_logs:
         progress.done()
 
 
-def _fail(what: str, deployment: dict[str, Any]) -> None:
+def _fail(what: str, deployment: dict[str, Any], client: ApiClient) -> None:
     """Report a failed deployment or rollback (its error may carry the build's last lines) and exit 6."""
     message, _, details = (deployment.get("error") or "no error recorded").partition("\n")
-    report_error(
-        f"{what} {deployment['id'][:8]} of {deployment['job_name']} {deployment['job_version']} failed: {message}"
-    )
+    name, version = deployment["job_name"], deployment["job_version"]
+    report_error(f"{what} {deployment['id'][:8]} of {name} {version} failed: {message}")
     if details:
         click.echo(details, err=True)
-    click.echo(
-        f"hint: rtd build-logs {deployment['job_name']} --version {deployment['job_version']} "
-        "shows the whole build output",
-        err=True,
-    )
+    click.echo(f"hint: {_failure_hint(what, deployment, client)}", err=True)
     sys.exit(EXIT_DEPLOY_FAILED)
+
+
+def _failure_hint(what: str, deployment: dict[str, Any], client: ApiClient) -> str:
+    """Where to look next. `rtd build-logs` only helps when a build wrote something: a deployment that
+    failed earlier (manifest, files, git clone) or a rollback (no build) has none to show."""
+    name, version = deployment["job_name"], deployment["job_version"]
+    try:
+        built = bool(client.deployment_logs(deployment["id"], 0)[0].strip())
+    except RtdError:  # the hint is a courtesy: an unanswered question must not hide the error
+        built = False
+    if built:
+        return f"rtd build-logs {name} --version {version} shows the whole build output"
+    if what == "rollback":
+        return f"rtd status {name} --version {version} shows what runs now; rtd deployments {name} lists its releases"
+    return (
+        "it failed before any image was built (so rtd build-logs has nothing to show): "
+        f"fix what the error names, check it with rtd validate, and rtd submit again (rtd status {name} "
+        f"--version {version} shows what runs now)"
+    )
 
 
 @click.command()
 @click.argument("name", shell_complete=complete_job_name)
 @click.option("--version", "version", default="latest", show_default=True)
-@click.option("--to", "deployment_id", default=None, help="Deployment id to go back to (default: the release before).")
+@click.option(
+    "--to",
+    "to",
+    default=None,
+    help="Deployment id, or an older VERSION whose running release to go back to "
+    "(default: the release before; with only one release, the newest older version's).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the finished rollback as JSON.")
 @click.pass_context
-def rollback(ctx: click.Context, name: str, version: str, deployment_id: str | None, as_json: bool) -> None:
+def rollback(ctx: click.Context, name: str, version: str, to: str | None, as_json: bool) -> None:
     """Run an earlier release of a job version again, from its image (no rebuild)."""
     client = client_for(ctx)
     progress = Progress(sys.stderr if as_json else None)
-    rollback_id = client.rollback(name, version, deployment_id)
+    to_version = to if to is not None and is_semver(to) else None  # deployment ids are hex, never x.y.z
+    rollback_id = client.rollback(name, version, None if to_version else to, to_version)
     progress.step(f"rolling back {name} {version}")
     deployment = follow(client, rollback_id, progress, show_logs=False)
     if as_json:
         print_json(deployment)
     if deployment["status"] != "done":
-        _fail("rollback", deployment)
+        _fail("rollback", deployment, client)
     if not as_json:
         progress.step(
-            f"{name} {deployment['job_version']} runs the release of deployment "
-            f"{deployment['rollback_of']} (took {progress.elapsed:.1f} s)"
+            f"{name} {deployment['job_version']} {_now_running(client, deployment)} (took {progress.elapsed:.1f} s)"
         )
+
+
+def _now_running(client: ApiClient, rollback: dict[str, Any]) -> str:
+    """What the version runs now: the release it went back to, naming its version when another's."""
+    target_id = rollback["rollback_of"]
+    try:
+        target_version = client.deployment(target_id)["job_version"]
+    except RtdError:  # a courtesy: the rollback itself is done
+        target_version = rollback["job_version"]
+    if target_version == rollback["job_version"]:
+        return f"runs the release of deployment {target_id}"
+    return f"runs the release of deployment {target_id}, from version {target_version}"
 
 
 @click.command("build-logs")

@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 base_image=$(scripts/setup-host.sh | tail -n 1)
+# The README says `rtd ...`: link rtd and racetrackd into a PATH directory (or say what to add).
+scripts/link-cli.sh
 export RACETRACK_PYTHON_BASE_IMAGE="${RACETRACK_PYTHON_BASE_IMAGE:-$base_image}"
 # golang jobs: a Go toolchain image (setup-host.sh built one from Debian's golang-go when none can
 # be pulled) and any Debian image to run in (the python3 base image when debian:bookworm-slim
@@ -40,5 +42,5 @@ echo -n "  => "
 if command -v curl >/dev/null 2>&1; then eval "$curl_cmd"; else "$rtd" --remote "http://127.0.0.1:${port}" call adder --data '{"a": 40, "b": 2}'; fi
 echo
 echo
-echo "Use the CLI:  .venv/bin/rtd list   |   .venv/bin/rtd call adder --data '{\"a\": 1, \"b\": 2}'"
-echo "Stop racetrackd (jobs keep running):  .venv/bin/racetrackd stop"
+echo "Use the CLI:  rtd list   |   rtd call adder --data '{\"a\": 1, \"b\": 2}'"
+echo "Stop racetrackd (jobs keep running):  racetrackd stop"

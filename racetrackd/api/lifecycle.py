@@ -101,14 +101,21 @@ def deployment_build_logs(deployment_id: str) -> Response | dict[str, Any]:
 
 @bp.post("/job/<name>/<version>/rollback")
 def rollback(name: str, version: str) -> tuple[dict[str, Any], int]:
-    """Re-run an earlier release's image: `{"deployment_id": ...}`, or the one before the current."""
+    """Re-run an earlier release's image: `{"deployment_id": ...}`, `{"to_version": ...}` (the release an
+    older version runs), or by default the one before the current (else the newest older version's)."""
     body = request.get_json(silent=True) or {}
-    target = body.get("deployment_id") if isinstance(body, dict) else None
-    if target is not None and not isinstance(target, str):
-        raise ValidationError("deployment_id: must be a string")
+    body = body if isinstance(body, dict) else {}
+    target, to_version = body.get("deployment_id"), body.get("to_version")
+    for field, value in (("deployment_id", target), ("to_version", to_version)):
+        if value is not None and not isinstance(value, str):
+            raise ValidationError(f"{field}: must be a string")
+    if target is not None and to_version is not None:
+        raise ValidationError("give deployment_id or to_version, not both")
     job = jobs.resolve_job(name, version)
     who = require(access.DEPLOY_JOB, job.name, job.version, doing="roll back")
-    deployment = releases.request_rollback(services().runtime, job.name, job.version, target, who.display)
+    deployment = releases.request_rollback(
+        services().runtime, job.name, job.version, target, who.display, to_version=to_version
+    )
     return {"id": deployment.id}, 201
 
 

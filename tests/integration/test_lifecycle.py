@@ -248,3 +248,28 @@ def test_an_idle_job_scales_to_zero_and_the_next_call_wakes_it(daemon: Daemon, t
     assert woken.status_code == 200 and woken.json() == 42
     assert _job(daemon, "sleepy", "1.0.0")["status"] == "running"
     print(f"woke in {wake_seconds:.2f} s")
+
+
+def test_rollback_of_a_version_with_one_release_goes_back_to_the_older_version(daemon: Daemon, tmp_path: Path) -> None:
+    shutil.copy(REPO / "samples" / "adder" / "entrypoint.py", tmp_path / "entrypoint.py")
+    (tmp_path / "job.yaml").write_text(
+        "name: stepback\nowner_email: tests@example.com\nversion: 1.0.0\njobtype: python3:latest\n"
+        "jobtype_extra:\n  entrypoint_path: entrypoint.py\n"
+    )
+    daemon.rtd("submit", "-q", str(tmp_path), check=True)
+    entrypoint = tmp_path / "entrypoint.py"
+    entrypoint.write_text(entrypoint.read_text().replace("return a + b", "return a + b + 1000"))
+    daemon.rtd("submit", "-q", "-e", "version=2.0.0", str(tmp_path), check=True)
+
+    def latest() -> object:
+        return daemon.api("POST", "/pub/job/stepback/latest/api/v1/perform", json={"a": 40, "b": 2}).json()
+
+    assert latest() == 1042
+    back = daemon.rtd("rollback", "stepback")
+    assert back.returncode == 0, back.stderr
+    assert "stepback 2.0.0 runs the release of deployment" in back.stdout and "from version 1.0.0" in back.stdout
+    assert latest() == 42
+    # 2.0.0 now has two releases: rolling back again returns to its own.
+    again = daemon.rtd("rollback", "stepback")
+    assert again.returncode == 0, again.stderr
+    assert latest() == 1042

@@ -654,3 +654,75 @@ def test_each_app_gets_a_fresh_registry(make_app: Callable[..., Flask], tmp_path
 
     assert db.Job.select().count() == 1
     assert (tmp_path / "data" / "registry.sqlite3").is_file()
+
+
+# --- rollback: to an older version when a version has only one release -----------------------------
+
+
+def released(runtime: FakeRuntime, name: str, version: str, image: str, age: float = 0.0) -> db.Deployment:
+    """A successful deployment of `name` `version` that left `image` (kept in the fake engine)."""
+    runtime.images[image] = {}
+    return db.Deployment.create(
+        job_name=name,
+        job_version=version,
+        manifest_yaml=yaml.safe_dump(sample_manifest(name=name, version=version)),
+        status=db.DeploymentStatus.DONE,
+        image_name=image,
+        create_time=1_700_000_000 - age,
+    )
+
+
+def test_rollback_of_a_version_with_one_release_goes_to_the_newest_older_version(
+    client: FlaskClient, runtime: FakeRuntime
+) -> None:
+    for version in ("0.9.0", "1.0.0", "2.0.0"):
+        add_job("adder", version)
+    released(runtime, "adder", "0.9.0", "racetrackd/job-adder:0.9.0", age=20)
+    older = released(runtime, "adder", "1.0.0", "racetrackd/job-adder:1.0.0", age=10)
+    released(runtime, "adder", "2.0.0", "racetrackd/job-adder:2.0.0")
+
+    response = client.post(f"{API}/job/adder/latest/rollback", json={})
+
+    assert response.status_code == 201, response.get_json()
+    queued = db.Deployment.get_by_id(response.get_json()["id"])
+    assert (queued.job_version, queued.kind, queued.rollback_of) == ("2.0.0", "rollback", older.id)
+    assert queued.image_name == "racetrackd/job-adder:1.0.0"
+    assert yaml.safe_load(queued.manifest_yaml)["version"] == "2.0.0"  # runs in 2.0.0's place
+
+
+def test_rollback_to_a_named_older_version(client: FlaskClient, runtime: FakeRuntime) -> None:
+    for version in ("0.9.0", "1.0.0", "2.0.0"):
+        add_job("adder", version)
+    oldest = released(runtime, "adder", "0.9.0", "racetrackd/job-adder:0.9.0", age=20)
+    released(runtime, "adder", "1.0.0", "racetrackd/job-adder:1.0.0", age=10)
+    released(runtime, "adder", "2.0.0", "racetrackd/job-adder:2.0.0", age=5)
+    released(runtime, "adder", "2.0.0", "racetrackd/job-adder:2.0.0-b")  # an earlier release exists too
+
+    response = client.post(f"{API}/job/adder/2.0.0/rollback", json={"to_version": "0.9.0"})
+
+    assert response.status_code == 201, response.get_json()
+    assert db.Deployment.get_by_id(response.get_json()["id"]).rollback_of == oldest.id
+
+
+def test_rollback_to_an_unknown_or_the_same_version_is_refused(client: FlaskClient, runtime: FakeRuntime) -> None:
+    add_job("adder", "2.0.0")
+    released(runtime, "adder", "2.0.0", "racetrackd/job-adder:2.0.0")
+
+    unknown = client.post(f"{API}/job/adder/2.0.0/rollback", json={"to_version": "1.0.0"})
+    same = client.post(f"{API}/job/adder/2.0.0/rollback", json={"to_version": "2.0.0"})
+
+    assert assert_error(unknown, 404, "not-found") == "job adder has no version 1.0.0 to roll back to"
+    assert "is the version being rolled back" in assert_error(same, 400, "validation-error")
+
+
+def test_rollback_with_nothing_earlier_says_what_runs_now(client: FlaskClient, runtime: FakeRuntime) -> None:
+    add_job("adder", "2.0.0")
+    only = released(runtime, "adder", "2.0.0", "racetrackd/job-adder:2.0.0")
+
+    response = client.post(f"{API}/job/adder/2.0.0/rollback", json={})
+
+    assert assert_error(response, 404, "not-found") == (
+        f"job adder 2.0.0 has no earlier release and no older version to roll back to; "
+        f"it runs deployment {only.id}, its only release"
+    )
+    assert db.Deployment.select().count() == 1

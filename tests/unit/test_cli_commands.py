@@ -411,3 +411,86 @@ def test_submit_suggests_a_first_call_that_fits_the_job_type(path_mode: str | No
     job = {"name": "adder", "version": "0.0.1", "pub_url": "http://h:7102/pub/job/adder/0.0.1", "path_mode": path_mode}
 
     assert deploying._how_to_call(job) == hint
+
+
+# --- the hint after a failed deployment points where there is something to see --------------------
+
+
+def _failed_submit(runner: CliRunner, daemon: FakeDaemon, tmp_path: Path, build_output: str) -> Any:
+    job_dir = tmp_path / "adder"
+    job_dir.mkdir()
+    (job_dir / "job.yaml").write_text(
+        "name: adder\nversion: 1.0.0\nowner_email: a@example.com\n"
+        "jobtype: python3:latest\njobtype_extra: {entrypoint_path: e.py}\n"
+    )
+    (job_dir / "e.py").write_text("")
+    failed = deployment("failed", error="git.directory: 'jobs' does not exist in the repository", phases=[])
+    daemon.answer("POST", DEPLOYMENTS, (201, {"id": failed["id"]}))
+    daemon.answer("GET", f"{DEPLOYMENTS}/{failed['id']}", (200, failed))
+    daemon.answer(
+        "GET", f"{DEPLOYMENTS}/{failed['id']}/build-logs", (200, {"logs": build_output, "offset": len(build_output)})
+    )
+    return runner.invoke(main, ["submit", str(job_dir), "-q"], input="")
+
+
+def test_a_deployment_that_failed_before_the_build_does_not_send_you_to_empty_build_logs(
+    runner: CliRunner, daemon: FakeDaemon, tmp_path: Path
+) -> None:
+    result = _failed_submit(runner, daemon, tmp_path, build_output="")
+
+    assert result.exit_code == 6
+    hint = result.stderr.splitlines()[-1]
+    assert "rtd build-logs" not in hint.replace("so rtd build-logs has nothing to show", "")
+    assert hint.startswith("hint: it failed before any image was built")
+    assert "rtd submit again" in hint and "rtd status adder --version 1.0.0" in hint
+
+
+def test_a_deployment_that_failed_in_the_build_points_at_build_logs(
+    runner: CliRunner, daemon: FakeDaemon, tmp_path: Path
+) -> None:
+    result = _failed_submit(runner, daemon, tmp_path, build_output="Step 1/9 : FROM python\n")
+
+    assert result.exit_code == 6
+    assert result.stderr.splitlines()[-1] == "hint: rtd build-logs adder --version 1.0.0 shows the whole build output"
+
+
+def test_a_failed_rollback_points_at_status_not_build_logs(runner: CliRunner, daemon: FakeDaemon) -> None:
+    failed = deployment("failed", error="the job did not become ready", kind="rollback", rollback_of="d00000000")
+    daemon.answer("POST", "/lifecycle/api/v1/job/adder/latest/rollback", (201, {"id": failed["id"]}))
+    daemon.answer("GET", f"{DEPLOYMENTS}/{failed['id']}", (200, failed))
+    daemon.answer("GET", f"{DEPLOYMENTS}/{failed['id']}/build-logs", (200, {"logs": "", "offset": 0}))
+
+    result = runner.invoke(main, ["rollback", "adder"])
+
+    assert result.exit_code == 6
+    assert result.stderr.splitlines()[-1] == (
+        "hint: rtd status adder --version 1.0.0 shows what runs now; rtd deployments adder lists its releases"
+    )
+
+
+def test_rollback_to_an_older_version_sends_it_and_says_what_runs_now(runner: CliRunner, daemon: FakeDaemon) -> None:
+    done = deployment(version="2.0.0", kind="rollback", rollback_of="d1000000000")
+    daemon.answer("POST", "/lifecycle/api/v1/job/adder/latest/rollback", (201, {"id": done["id"]}))
+    daemon.answer("GET", f"{DEPLOYMENTS}/{done['id']}", (200, done))
+    daemon.answer("GET", f"{DEPLOYMENTS}/d1000000000", (200, deployment(version="1.0.0", id="d1000000000")))
+
+    result = runner.invoke(main, ["rollback", "adder", "--to", "1.0.0"])
+
+    assert result.exit_code == 0, result.output
+    posted = [kwargs["json"] for method, _, kwargs, _ in daemon.calls if method == "POST"]
+    assert posted == [{"to_version": "1.0.0"}]
+    assert "-----> adder 2.0.0 runs the release of deployment d1000000000, from version 1.0.0 (took" in result.stdout
+
+
+def test_rollback_to_a_deployment_id_sends_the_id(runner: CliRunner, daemon: FakeDaemon) -> None:
+    done = deployment(kind="rollback", rollback_of="d1000000000")
+    daemon.answer("POST", "/lifecycle/api/v1/job/adder/latest/rollback", (201, {"id": done["id"]}))
+    daemon.answer("GET", f"{DEPLOYMENTS}/{done['id']}", (200, done))
+    daemon.answer("GET", f"{DEPLOYMENTS}/d1000000000", (200, deployment(id="d1000000000")))
+
+    result = runner.invoke(main, ["rollback", "adder", "--to", "d1000000000"])
+
+    assert result.exit_code == 0, result.output
+    posted = [kwargs["json"] for method, _, kwargs, _ in daemon.calls if method == "POST"]
+    assert posted == [{"deployment_id": "d1000000000"}]
+    assert "-----> adder 1.0.0 runs the release of deployment d1000000000 (took" in result.stdout

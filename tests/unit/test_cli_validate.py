@@ -122,6 +122,7 @@ def test_a_bad_extra_var_exits_3(runner: CliRunner, job_dir: Path, override: str
 
 def test_validate_reads_a_piped_manifest_instead_of_job_yaml(runner: CliRunner, tmp_path: Path) -> None:
     piped = {**MANIFEST, "name": "piped", "version": "3.0.0"}
+    (tmp_path / "entrypoint.py").write_text("")  # the files it names are looked for in DIR
 
     result = validate(runner, str(tmp_path), "-e", "replicas=2", stdin=yaml.safe_dump(piped))
 
@@ -279,3 +280,91 @@ def test_submit_of_a_valid_manifest_sends_it_merged(
     assert body["manifest"] == {**MANIFEST, "version": "1.2.0"}
     assert body["force"] is True
     assert body["build_context"]
+
+
+# --- the files a manifest names: checked in DIR, with a did-you-mean ------------------------------
+
+
+def test_validate_reports_a_misspelt_entrypoint_with_a_did_you_mean(runner: CliRunner, job_dir: Path) -> None:
+    (job_dir / "job.yaml").write_text(
+        yaml.safe_dump({**MANIFEST, "jobtype_extra": {"entrypoint_path": "entrypont.py"}}, sort_keys=False)
+    )
+
+    result = validate(runner, str(job_dir))
+
+    assert result.exit_code == EXIT_INVALID_INPUT
+    assert result.stderr == (
+        f"error: jobtype_extra.entrypoint_path: file entrypont.py not found in {job_dir} "
+        "(did you mean entrypoint.py?)\n"
+    )
+    assert result.stdout == ""
+
+
+def test_validate_reports_every_missing_file_at_once(runner: CliRunner, job_dir: Path) -> None:
+    extra = {"entrypoint_path": "src/job.py", "requirements_path": "requirements.txt"}
+    (job_dir / "job.yaml").write_text(yaml.safe_dump({**MANIFEST, "jobtype_extra": extra}))
+    (job_dir / "src").mkdir()
+    (job_dir / "src" / "jobs.py").write_text("")
+
+    result = validate(runner, str(job_dir))
+
+    assert result.exit_code == EXIT_INVALID_INPUT
+    assert result.stderr.splitlines() == [
+        f"error: jobtype_extra.entrypoint_path: file src/job.py not found in {job_dir} (did you mean src/jobs.py?)",
+        f"error: jobtype_extra.requirements_path: file requirements.txt not found in {job_dir}",
+    ]
+
+
+@pytest.mark.parametrize("jobtype", ["dockerfile:latest", "docker-proxy:latest"])
+def test_validate_needs_the_dockerfile_of_a_job_that_brings_its_own(
+    runner: CliRunner, tmp_path: Path, jobtype: str
+) -> None:
+    manifest = {"name": "web", "owner_email": "o@example.com", "version": "1.0.0", "jobtype": jobtype}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(manifest))
+    (tmp_path / "dockerfile").write_text("FROM scratch\n")  # wrong case: Docker looks for Dockerfile
+
+    result = validate(runner, str(tmp_path))
+
+    assert result.exit_code == EXIT_INVALID_INPUT
+    assert result.stderr == (
+        f"error: jobtype_extra.dockerfile_path: file Dockerfile not found in {tmp_path} (did you mean dockerfile?)\n"
+    )
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    assert validate(runner, str(tmp_path)).exit_code == 0
+
+
+def test_validate_refuses_a_file_that_links_out_of_the_directory(
+    runner: CliRunner, job_dir: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "outside.py").write_text("")
+    (job_dir / "entrypoint.py").unlink()
+    (job_dir / "entrypoint.py").symlink_to(tmp_path / "outside.py")
+
+    result = validate(runner, str(job_dir))
+
+    assert result.exit_code == EXIT_INVALID_INPUT
+    assert result.stderr == f"error: jobtype_extra.entrypoint_path: entrypoint.py is a link to outside {job_dir}\n"
+
+
+def test_validate_only_warns_for_a_git_manifest_whose_files_are_in_the_clone(runner: CliRunner, tmp_path: Path) -> None:
+    manifest = {**MANIFEST, "git": {"remote": "https://example.com/jobs.git"}}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(manifest))
+
+    result = validate(runner, str(tmp_path))
+
+    assert result.exit_code == 0, result.output
+    assert "jobtype_extra.entrypoint_path: file entrypoint.py not found" in result.stderr
+    assert "the daemon builds from git.remote" in result.stderr
+
+
+def test_submit_checks_the_files_before_uploading(runner: CliRunner, job_dir: Path, requests_made: list[str]) -> None:
+    (job_dir / "entrypoint.py").rename(job_dir / "Entrypoint.py")
+
+    result = runner.invoke(main, ["submit", str(job_dir)], input="")
+
+    assert result.exit_code == EXIT_INVALID_INPUT
+    assert result.stderr == (
+        f"error: jobtype_extra.entrypoint_path: file entrypoint.py not found in {job_dir} "
+        "(did you mean Entrypoint.py?)\n"
+    )
+    assert requests_made == []
