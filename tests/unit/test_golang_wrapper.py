@@ -75,7 +75,7 @@ def test_a_job_in_package_main_with_its_own_main_builds_with_the_wrapper(tmp_pat
     job.mkdir()
     (job / "go.mod").write_text("module example.com/adder\n\ngo 1.19\n")
     (job / "main.go").write_text(
-        "package main\n\nimport \"fmt\"\n\nfunc main() { fmt.Println(Perform(nil, nil)) }\n\n"
+        'package main\n\nimport "fmt"\n\nfunc main() { fmt.Println(Perform(nil, nil)) }\n\n'
         "func Perform(args []interface{}, kwargs map[string]interface{}) (interface{}, error) { return 42, nil }\n"
     )
     shutil.copytree(PLUGIN / "go_wrapper", job / "racetrack_job_wrapper")
