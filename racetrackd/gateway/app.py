@@ -400,6 +400,7 @@ class Gateway:
                 call.caller,
             ),
         )
+        self.last_calls.record(route.name, route.version)  # the call is the caller's, whenever it runs
         await _send_json(send, 201, {"task_id": task.id, "status": asynccalls.public_status(task)}, call.request_id)
 
     async def _async_task(self, call: _Call, task_id: str, action: str, send: Send) -> None:
