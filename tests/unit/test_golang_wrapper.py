@@ -78,6 +78,7 @@ def test_a_job_in_package_main_with_its_own_main_builds_with_the_wrapper(tmp_pat
         'package main\n\nimport "fmt"\n\nfunc main() { fmt.Println(Perform(nil, nil)) }\n\n'
         "func Perform(args []interface{}, kwargs map[string]interface{}) (interface{}, error) { return 42, nil }\n"
     )
+    (job / "try.go").write_text("package main\n\nfunc tryIt() { main() }\n")  # calls it from another file
     shutil.copytree(PLUGIN / "go_wrapper", job / "racetrack_job_wrapper")
     adapter = go(
         "run",

@@ -16,7 +16,8 @@
 // A job written as `package main` (as Racetrack's user guide puts it: "your main function")
 // cannot be imported, so its root files are made importable in place, in the build stage's copy
 // only: the package clause becomes `package racetrackjob` and a `func main()` of the job's own
-// is renamed to racetrackJobMain, where it is kept but never run (the wrapper is the program).
+// is renamed to racetrackJobMain (its calls too), where it is kept but never run (the wrapper is
+// the program).
 package main
 
 import (
@@ -143,7 +144,8 @@ func MakeImportable(dir string) error {
 			return err
 		}
 		fset := token.NewFileSet()
-		file, err := parser.ParseFile(fset, path, source, parser.SkipObjectResolution)
+		// With object resolution: a call to a local variable named main is not the job's main.
+		file, err := parser.ParseFile(fset, path, source, 0)
 		if err != nil {
 			return fmt.Errorf("cannot parse %v", err)
 		}
@@ -163,6 +165,16 @@ func MakeImportable(dir string) error {
 					"racetrackd's wrapper is the program (put start-up code in func init())\n", name, RenamedMain)
 			}
 		}
+		// Calls of it (main() from a try-out function, say), unresolved ones being the package's.
+		ast.Inspect(file, func(node ast.Node) bool {
+			if call, ok := node.(*ast.CallExpr); ok {
+				if id, ok := call.Fun.(*ast.Ident); ok && id.Name == "main" && (id.Obj == nil || id.Obj.Kind == ast.Fun) {
+					edits = append(edits, edit{fset.Position(id.Pos()).Offset, "main", RenamedMain})
+				}
+			}
+			return true
+		})
+		sort.Slice(edits, func(i, j int) bool { return edits[i].offset < edits[j].offset })
 		// From the end backwards, so earlier offsets stay valid.
 		for i := len(edits) - 1; i >= 0; i-- {
 			e := edits[i]

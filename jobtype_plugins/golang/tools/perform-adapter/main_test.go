@@ -127,3 +127,20 @@ func TestAPackageMainJobIsMadeImportableKeepingItsLines(t *testing.T) {
 		t.Errorf("after: %+v %v", again, err)
 	}
 }
+
+func TestCallsOfTheJobsMainFollowItsNewName(t *testing.T) {
+	job := "package main\n\nfunc Perform(input map[string]interface{}) (interface{}, error) {\n" +
+		"\tif input == nil {\n\t\tmain()\n\t}\n\tmain := func() {}\n\tmain()\n\treturn nil, nil\n}\n"
+	other := "package main\n\nfunc main() {}\n"
+	dir := jobDir(t, map[string]string{"go.mod": goMod, "a.go": job, "b.go": other})
+
+	if err := MakeImportable(dir); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(filepath.Join(dir, "a.go"))
+	want := "package racetrackjob\n\nfunc Perform(input map[string]interface{}) (interface{}, error) {\n" +
+		"\tif input == nil {\n\t\tracetrackJobMain()\n\t}\n\tmain := func() {}\n\tmain()\n\treturn nil, nil\n}\n"
+	if string(got) != want {
+		t.Errorf("a.go:\n%s\nwant:\n%s", got, want)
+	}
+}
