@@ -93,10 +93,12 @@ class Daemon:
             if message["type"] == "lifespan.startup":
                 self._routes.start()
                 self.gateway.authenticator.start()
+                self.gateway.last_calls.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self._routes.stop()
                 self._upstream.close()
+                self.gateway.last_calls.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -49,6 +49,7 @@ from racetrackd.errors import (
     UpstreamError,
 )
 from racetrackd.gateway import asynccalls, pathmapping
+from racetrackd.gateway.lastcall import LastCalls
 from racetrackd.gateway.routing import LeastOutstanding, Route, RoutingTable
 from racetrackd.gateway.upstream import Headers, UpstreamPool, UpstreamResponse
 from racetrackd.serving import WRAPPER
@@ -109,8 +110,10 @@ class Gateway:
         authenticator: Authenticator,
         wake: Waker,
         async_max_body: int,
+        last_calls: LastCalls | None = None,
     ) -> None:
         self._routes = routes
+        self.last_calls = last_calls or LastCalls()
         self._upstream = upstream
         self.authenticator = authenticator
         self._wake = wake
@@ -221,6 +224,7 @@ class Gateway:
             status = exc.status_code
             raise
         finally:
+            self.last_calls.record(route.name, route.version)
             self._balancer.release(address)
             counted.in_flight.dec()
             counted.answered(status or 499)
@@ -374,6 +378,7 @@ class Gateway:
             )
             await _relay(upstream, receive, send)
         finally:
+            self.last_calls.record(route.name, route.version)
             self._balancer.release(address)
 
     # ---- async calls
@@ -395,6 +400,7 @@ class Gateway:
                 call.caller,
             ),
         )
+        self.last_calls.record(route.name, route.version)  # the call is the caller's, whenever it runs
         await _send_json(send, 201, {"task_id": task.id, "status": asynccalls.public_status(task)}, call.request_id)
 
     async def _async_task(self, call: _Call, task_id: str, action: str, send: Send) -> None:

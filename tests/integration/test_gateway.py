@@ -752,3 +752,19 @@ def test_the_daemons_metrics_count_calls_latency_and_errors(probe: Daemon) -> No
     assert rise("racetrackd_auth_failures_total", area="gateway") >= 1
     assert sample(after, "racetrackd_jobs", status="running") >= 1
     assert sample(after, "racetrackd_gateway_in_flight", job_name=NAME) == 0
+
+
+# --- last call time ----------------------------------------------------------------------------
+
+
+def test_a_call_shows_as_the_last_call_in_the_api_and_rtd_status(probe: Daemon) -> None:
+    before = int(time.time())
+
+    assert call(probe, "GET", f"{WEBVIEW}/echo").status_code == 200
+
+    # Each HTTP worker writes its last calls every few seconds, not once per call.
+    shown = wait_for(lambda: (job_record(probe)["last_call_time"] or 0) >= before, timeout=20)
+    status = probe.rtd("status", NAME, "--version", VERSION, check=True).stdout
+    assert shown, job_record(probe)
+    last_call = next(line for line in status.splitlines() if line.strip().startswith("last call:"))
+    assert last_call.split(":", 1)[1].strip() != "-", status

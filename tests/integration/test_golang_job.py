@@ -223,6 +223,14 @@ def test_a_perform_with_another_signature_fails_the_build_saying_what_is_expecte
     assert leftovers, "the failed build's untagged image is not labelled for clean-up"
 
 
+def test_a_job_in_package_main_with_its_own_main_builds_and_answers(daemon: Daemon) -> None:
+    submitted = daemon.rtd("submit", "--force", str(FIXTURES / "go-main"))
+    output = submitted.stdout + submitted.stderr
+
+    assert submitted.returncode == 0, output
+    assert perform(daemon, "/pub/job/go-main/latest", {"a": 40, "b": 2}) == (200, 42)
+
+
 def test_the_job_container_logs_start_up(go_adder: Daemon) -> None:
     container = job_container(go_adder, "go-adder")
 

@@ -483,3 +483,14 @@ def test_a_wake_up_that_fails_otherwise_does_not_leave_the_task_running(daemon: 
         task = wait_until_finished(task_id, seconds=0.5)
 
     assert task.state == TaskState.FAILED and "Docker" in str(task.error)
+
+
+def test_an_async_call_counts_as_the_jobs_last_call(daemon: Daemons, servers: Servers) -> None:
+    client = daemon()
+    add_job("adder", "1.0.0", addresses=[servers().address])
+    before = time.time()
+
+    submit(client)
+    client.app.gateway.last_calls.flush()
+
+    assert before <= (db.Job.get(db.Job.name == "adder").last_call_time or 0) <= time.time()

@@ -694,3 +694,54 @@ def test_the_lifespan_starts_and_stops_cleanly(job: tuple[LoopClient, UpstreamSe
     client.startup()
     assert client.get("/pub/job/adder/1.0.0/", AUTH).status_code == 200
     client.shutdown()
+
+
+# --- last call time --------------------------------------------------------------------------------
+
+
+def test_calls_are_noted_in_memory_and_flushed_to_the_api_in_one_write(
+    job: tuple[LoopClient, UpstreamServer],
+) -> None:
+    client, _ = job
+    statements: list[str] = []
+    db.database.connection().set_trace_callback(statements.append)
+    before = time.time()
+
+    for _ in range(20):
+        assert client.post("/pub/job/adder/latest/api/v1/perform", b"{}", AUTH).status_code == 200
+    unflushed = client.get("/lifecycle/api/v1/job/adder/1.0.0", AUTH).json["last_call_time"]
+    written = client.app.gateway.last_calls.flush()
+    again = client.app.gateway.last_calls.flush()
+    shown = client.get("/lifecycle/api/v1/job/adder/1.0.0", AUTH).json["last_call_time"]
+
+    db.database.connection().set_trace_callback(None)
+    # No registry write per call: twenty calls, one UPDATE of the job row, at the flush.
+    assert unflushed is None
+    assert len([s for s in statements if s.lstrip().upper().startswith("UPDATE") and '"job"' in s]) == 1
+    assert (written, again) == (1, 0)
+    assert shown is not None and int(before) <= shown <= time.time()
+
+
+def test_a_flush_never_moves_the_last_call_back(job: tuple[LoopClient, UpstreamServer]) -> None:
+    from racetrackd.gateway.lastcall import LastCalls
+
+    client, _ = job
+    assert client.post("/pub/job/adder/1.0.0/api/v1/perform", b"{}", AUTH).status_code == 200
+    client.app.gateway.last_calls.flush()
+    latest = db.Job.get(db.Job.name == "adder").last_call_time
+    stale = LastCalls()  # another HTTP worker whose last call to adder was earlier
+    stale._latest[("adder", "1.0.0")] = latest - 60
+
+    stale.flush()
+
+    assert db.Job.get(db.Job.name == "adder").last_call_time == latest
+
+
+def test_the_lifespan_shutdown_writes_the_last_calls_left(job: tuple[LoopClient, UpstreamServer]) -> None:
+    client, _ = job
+
+    client.startup()
+    assert client.get("/pub/job/adder/1.0.0/", AUTH).status_code == 200
+    client.shutdown()
+
+    assert db.Job.get(db.Job.name == "adder").last_call_time is not None

@@ -68,3 +68,30 @@ def test_the_wrapper_is_formatted_and_vetted(tmp_path: Path) -> None:
     assert unformatted == ""
     vet = go("vet", "./...", cwd=PLUGIN / "tools", tmp_path=tmp_path)
     assert vet.returncode == 0, vet.stderr
+
+
+def test_a_job_in_package_main_with_its_own_main_builds_with_the_wrapper(tmp_path: Path) -> None:
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / "go.mod").write_text("module example.com/adder\n\ngo 1.19\n")
+    (job / "main.go").write_text(
+        'package main\n\nimport "fmt"\n\nfunc main() { fmt.Println(Perform(nil, nil)) }\n\n'
+        "func Perform(args []interface{}, kwargs map[string]interface{}) (interface{}, error) { return 42, nil }\n"
+    )
+    (job / "try.go").write_text("package main\n\nfunc tryIt() { main() }\n")  # calls it from another file
+    shutil.copytree(PLUGIN / "go_wrapper", job / "racetrack_job_wrapper")
+    adapter = go(
+        "run",
+        "./perform-adapter",
+        str(job),
+        str(job / "racetrack_job_wrapper" / "zz_perform_adapter.go"),
+        cwd=PLUGIN / "tools",
+        tmp_path=tmp_path,
+    )
+    assert adapter.returncode == 0, adapter.stderr
+    assert "main.go: the job's own func main() is renamed" in adapter.stdout
+
+    built = go("build", "-o", str(tmp_path / "job-server"), "./racetrack_job_wrapper", cwd=job, tmp_path=tmp_path)
+
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert (tmp_path / "job-server").is_file()

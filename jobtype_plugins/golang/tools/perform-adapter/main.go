@@ -12,6 +12,12 @@
 // `func DocsInputExample() map[string]interface{}`, when present, gives the API page its
 // example. Anything else ends the build with one message saying what was found and what is
 // expected. Standard library only.
+//
+// A job written as `package main` (as Racetrack's user guide puts it: "your main function")
+// cannot be imported, so its root files are made importable in place, in the build stage's copy
+// only: the package clause becomes `package racetrackjob` and a `func main()` of the job's own
+// is renamed to racetrackJobMain (its calls too), where it is kept but never run (the wrapper is
+// the program).
 package main
 
 import (
@@ -55,6 +61,9 @@ func main() {
 		os.Exit(2)
 	}
 	job, err := Inspect(os.Args[1])
+	if err == nil && job.PackageName == "main" {
+		err = MakeImportable(os.Args[1])
+	}
 	if err == nil {
 		err = os.WriteFile(os.Args[2], Adapter(job), 0o644)
 	}
@@ -94,10 +103,6 @@ func Inspect(dir string) (Job, error) {
 			}
 		}
 	}
-	if job.PackageName == "main" {
-		return Job{}, errors.New("the package in the job's root directory is `package main`, which cannot be " +
-			"imported; give it another name (e.g. `package adder`): racetrackd supplies main()")
-	}
 	if len(performs) == 0 {
 		return Job{}, fmt.Errorf("no func Perform in package %s (the .go files in the job's root directory); %s",
 			job.PackageName, expected)
@@ -112,6 +117,74 @@ func Inspect(dir string) (Job, error) {
 			strings.TrimPrefix(exprText(performs[0].Type), "func"), expected)
 	}
 	return job, nil
+}
+
+// ImportablePackageName replaces `main` in the package clause of a job's root files.
+const ImportablePackageName = "racetrackjob"
+
+// RenamedMain is what the job's own `func main()`, if any, is called once made importable.
+const RenamedMain = "racetrackJobMain"
+
+// MakeImportable rewrites the `package main` files of dir (tests aside) into an importable
+// package: only the package clause and the name of a top-level `func main()` change, byte for
+// byte, so line numbers in compiler messages and panics still match the job's source.
+func MakeImportable(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, entry := range entries {
+		name := entry.Name()
+		if entry.IsDir() || !strings.HasSuffix(name, ".go") || strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		path := filepath.Join(dir, name)
+		source, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		fset := token.NewFileSet()
+		// With object resolution: a call to a local variable named main is not the job's main.
+		file, err := parser.ParseFile(fset, path, source, 0)
+		if err != nil {
+			return fmt.Errorf("cannot parse %v", err)
+		}
+		if file.Name.Name != "main" {
+			continue
+		}
+		type edit struct {
+			offset int
+			old    string
+			new    string
+		}
+		edits := []edit{{fset.Position(file.Name.Pos()).Offset, "main", ImportablePackageName}}
+		for _, decl := range file.Decls {
+			if fn, ok := decl.(*ast.FuncDecl); ok && fn.Recv == nil && fn.Name.Name == "main" {
+				edits = append(edits, edit{fset.Position(fn.Name.Pos()).Offset, "main", RenamedMain})
+				fmt.Printf("golang job: %s: the job's own func main() is renamed %s and never runs: "+
+					"racetrackd's wrapper is the program (put start-up code in func init())\n", name, RenamedMain)
+			}
+		}
+		// Calls of it (main() from a try-out function, say), unresolved ones being the package's.
+		ast.Inspect(file, func(node ast.Node) bool {
+			if call, ok := node.(*ast.CallExpr); ok {
+				if id, ok := call.Fun.(*ast.Ident); ok && id.Name == "main" && (id.Obj == nil || id.Obj.Kind == ast.Fun) {
+					edits = append(edits, edit{fset.Position(id.Pos()).Offset, "main", RenamedMain})
+				}
+			}
+			return true
+		})
+		sort.Slice(edits, func(i, j int) bool { return edits[i].offset < edits[j].offset })
+		// From the end backwards, so earlier offsets stay valid.
+		for i := len(edits) - 1; i >= 0; i-- {
+			e := edits[i]
+			source = append(source[:e.offset:e.offset], append([]byte(e.new), source[e.offset+len(e.old):]...)...)
+		}
+		if err := os.WriteFile(path, source, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // readModulePath is the `module` directive of a go.mod (quoted or not).

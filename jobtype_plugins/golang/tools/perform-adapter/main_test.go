@@ -77,8 +77,6 @@ func TestMistakesEndTheBuildWithAClearMessage(t *testing.T) {
 		{map[string]string{"go.mod": goMod, "adder.go": "package adder\nfunc perform() {}\n"}, "no func Perform in package adder"},
 		{map[string]string{"go.mod": goMod, "adder.go": "package adder\nfunc Perform(x int) (int, error) { return x, nil }\n"},
 			"func Perform has an unsupported signature:\n  func Perform(x int) (int, error)\nexpected one of"},
-		{map[string]string{"go.mod": goMod, "main.go": "package main\nfunc Perform(input map[string]interface{}) (interface{}, error) { return nil, nil }\n"},
-			"`package main`, which cannot be imported"},
 		{map[string]string{"go.mod": goMod, "sub/adder.go": "package adder\n"}, "no .go files in the job's root directory"},
 		{map[string]string{"go.mod": goMod, "a.go": "package a\n", "b.go": "package b\n"}, "mixes packages a, b"},
 		{map[string]string{"go.mod": goMod, "adder.go": "package adder\nfunc Perform( {\n"}, "cannot parse"},
@@ -101,5 +99,48 @@ func TestTestFilesAndMethodsAreNotPerform(t *testing.T) {
 	})
 	if _, err := Inspect(dir); err == nil || !strings.Contains(err.Error(), "no func Perform") {
 		t.Errorf("got %v", err)
+	}
+}
+
+func TestAPackageMainJobIsMadeImportableKeepingItsLines(t *testing.T) {
+	job := "// Package main adds.\npackage main\n\nimport \"fmt\"\n\nfunc main() { fmt.Println(Perform(nil, nil)) }\n\n" +
+		"func Perform(args []interface{}, kwargs map[string]interface{}) (interface{}, error) { return 42, nil }\n"
+	test := "package main\nimport \"testing\"\nfunc TestX(t *testing.T) { main() }\n"
+	dir := jobDir(t, map[string]string{"go.mod": goMod, "adder.go": job, "adder_test.go": test, "sub/tool.go": "package main\nfunc main() {}\n"})
+
+	found, err := Inspect(dir)
+	if err != nil || found.PackageName != "main" || found.Signature != SignatureArgsKwargs {
+		t.Fatalf("%+v %v", found, err)
+	}
+	if err := MakeImportable(dir); err != nil {
+		t.Fatal(err)
+	}
+	want := "// Package main adds.\npackage racetrackjob\n\nimport \"fmt\"\n\nfunc racetrackJobMain() { fmt.Println(Perform(nil, nil)) }\n\n" +
+		"func Perform(args []interface{}, kwargs map[string]interface{}) (interface{}, error) { return 42, nil }\n"
+	for name, content := range map[string]string{"adder.go": want, "adder_test.go": test, "sub/tool.go": "package main\nfunc main() {}\n"} {
+		got, _ := os.ReadFile(filepath.Join(dir, name))
+		if string(got) != content {
+			t.Errorf("%s:\n%s\nwant:\n%s", name, got, content)
+		}
+	}
+	if again, err := Inspect(dir); err != nil || again.PackageName != ImportablePackageName {
+		t.Errorf("after: %+v %v", again, err)
+	}
+}
+
+func TestCallsOfTheJobsMainFollowItsNewName(t *testing.T) {
+	job := "package main\n\nfunc Perform(input map[string]interface{}) (interface{}, error) {\n" +
+		"\tif input == nil {\n\t\tmain()\n\t}\n\tmain := func() {}\n\tmain()\n\treturn nil, nil\n}\n"
+	other := "package main\n\nfunc main() {}\n"
+	dir := jobDir(t, map[string]string{"go.mod": goMod, "a.go": job, "b.go": other})
+
+	if err := MakeImportable(dir); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(filepath.Join(dir, "a.go"))
+	want := "package racetrackjob\n\nfunc Perform(input map[string]interface{}) (interface{}, error) {\n" +
+		"\tif input == nil {\n\t\tracetrackJobMain()\n\t}\n\tmain := func() {}\n\tmain()\n\treturn nil, nil\n}\n"
+	if string(got) != want {
+		t.Errorf("a.go:\n%s\nwant:\n%s", got, want)
 	}
 }
