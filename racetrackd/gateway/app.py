@@ -32,7 +32,7 @@ from urllib.parse import unquote
 from websockets.asyncio.client import connect as websocket_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from racetrackd import metrics, naming
+from racetrackd import maintenance, metrics, naming
 from racetrackd.auth import access
 from racetrackd.auth.access import Identity
 from racetrackd.auth.authenticator import AUTH_HEADER, LEGACY_HEADERS, PLANTED_COOKIE, Authenticator
@@ -109,8 +109,10 @@ class Gateway:
         authenticator: Authenticator,
         wake: Waker,
         async_max_body: int,
+        maintenance_blocks_calls: bool = True,
     ) -> None:
         self._routes = routes
+        self._maintenance_blocks_calls = maintenance_blocks_calls
         self._upstream = upstream
         self.authenticator = authenticator
         self._wake = wake
@@ -127,6 +129,9 @@ class Gateway:
             job_call = target.call
             if job_call is not None:
                 call.name, call.version = job_call.name, job_call.version
+            if target.route in (pathmapping.SYNC, pathmapping.ASYNC_NEW):
+                # Polls stay open: a call accepted before maintenance began still hands its result over.
+                self._refuse_in_maintenance()
             if scope["type"] == "websocket":
                 if target.route != pathmapping.SYNC or job_call is None:
                     raise NotFoundError(f"no gateway route {target.path}")
@@ -169,6 +174,12 @@ class Gateway:
             log.exception("gateway error on %s %s", scope.get("method", "WS"), scope["path"])
             error = RacetrackError(f"internal gateway error: {type(exc).__name__}")
             await _send_json(send, 500, call.error_body(error), request_id)
+
+    def _refuse_in_maintenance(self) -> None:
+        """503 for every job call while maintenance mode is on (Racetrack's answer), unless the admin
+        keeps jobs serving. Read from the routing table's copy: no registry read per call."""
+        if self._maintenance_blocks_calls:
+            maintenance.refuse_job_calls(self._routes.maintenance)
 
     # ---- synchronous calls
     async def _forward(self, call: _Call, job_call: pathmapping.JobCall, *, receive: Receive, send: Send) -> None:
