@@ -111,11 +111,36 @@ def test_a_failed_login_shows_the_form_again_with_the_reason(app: Flask, form: d
     assert client.get_cookie("X-Racetrack-Auth") is None
 
 
-@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "/lifecycle/api/v1/job"])
-def test_after_login_only_dashboard_pages_are_followed(app: Flask, target: str) -> None:
+@pytest.mark.parametrize(
+    "target",
+    [
+        "https://evil.example/",
+        "//evil.example/x",
+        "/lifecycle/api/v1/job",
+        "/pub/job/..\\..\\evil.example",
+        "/pub/job/adder/1.0.0/\r\nSet-Cookie: x=1",
+        "/pub/async/new/job/adder/1.0.0/api/v1/perform",
+        "/pubxyz/job/adder",
+    ],
+)
+def test_after_login_only_dashboard_and_job_pages_are_followed(app: Flask, target: str) -> None:
     response = app.test_client().post("/dashboard/login", data={"token": ADMIN_TOKEN, "next": target})
 
     assert response.headers["Location"] == "/dashboard/jobs"
+
+
+@pytest.mark.parametrize(
+    "target", ["/pub/job/adder/1.0.0/", "/pub/job/adder/latest/docs?x=1&y=%2F", "/pub/fatman/adder/1.0.0/"]
+)
+def test_after_login_a_browser_returns_to_the_job_page_it_was_opening(app: Flask, target: str) -> None:
+    client = app.test_client()
+    assert f'value="{target.replace("&", "&amp;")}"' in page_text(
+        client.get("/dashboard/login", query_string={"next": target})
+    )
+
+    response = client.post("/dashboard/login", data={"token": ADMIN_TOKEN, "next": target})
+
+    assert response.status_code == 303 and response.headers["Location"] == target
 
 
 def test_a_login_posted_from_another_site_is_refused(app: Flask) -> None:
