@@ -16,7 +16,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from builders.context import archive_as_tar_gz, unpack_build_context
-from racetrackd import db, metrics
+from racetrackd import db, maintenance, metrics
 from racetrackd.auth import access
 from racetrackd.auth.access import GrantRule
 from racetrackd.errors import ValidationError
@@ -446,12 +446,26 @@ def test_maintenance_mode_refuses_deployments_and_deletions_with_503_and_shows_a
     assert "engine upgrade" in refused.get_json()["error"]
     assert client.delete(f"{API}/job/adder/0.0.1").status_code == 503
     assert client.post(f"{API}/job/adder/0.0.1/rollback").status_code == 503
-    assert "Maintenance mode:" in page_text(browser(app).get("/dashboard/jobs"))
+    banner = page_text(browser(app).get("/dashboard/jobs"))
+    assert "Maintenance mode:" in banner and "deletions and job calls are refused" in banner
+    assert "so are calls to jobs" in page_text(browser(app).get("/dashboard/admin"))
     assert bob.get(f"{API}/maintenance").get_json()["maintenance_mode"] is True
 
     client.put(f"{API}/maintenance", json={"maintenance_mode": False})
     assert client.delete(f"{API}/job/adder/0.0.1").status_code == 204
     assert "Maintenance mode:" not in page_text(browser(app).get("/dashboard/jobs"))
+
+
+def test_the_banner_says_jobs_keep_serving_when_maintenance_does_not_block_calls(
+    make_app: Callable[..., Flask],
+) -> None:
+    app = make_app(maintenance_blocks_calls="false")
+    maintenance.switch(True, "", "admin")
+
+    banner = page_text(browser(app).get("/dashboard/jobs"))
+
+    assert "rollbacks and deletions are refused" in banner and "job calls" not in banner
+    assert "running jobs keep serving calls" in page_text(browser(app).get("/dashboard/admin"))
 
 
 def test_maintenance_mode_takes_true_or_false(client: FlaskClient) -> None:
