@@ -1,5 +1,6 @@
 """`rtd maintenance`: an admin's switch that makes the daemon refuse deployments, rollbacks and
-deletions (503) while the host is looked after; running jobs keep serving."""
+deletions (503) while the host is looked after, and job calls too unless the daemon runs with
+RACETRACK_MAINTENANCE_BLOCKS_CALLS=false."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def maintenance(ctx: click.Context, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the new state as JSON.")
 @click.pass_context
 def on(ctx: click.Context, message: str, as_json: bool) -> None:
-    """Refuse deployments, rollbacks and deletions until `rtd maintenance off`."""
+    """Refuse deployments, rollbacks, deletions and (by default) job calls until `rtd maintenance off`."""
     _show(client_for(ctx).set_maintenance(True, message), as_json)
 
 

@@ -115,6 +115,7 @@ def create_asgi_app(settings: Settings | None = None, runtime: Runtime | None = 
         authenticator=services.authenticator,
         wake=services.wake_named,
         async_max_body=int(settings.async_max_body),
+        maintenance_blocks_calls=settings.maintenance_blocks_calls,
     )
     flask_app = create_app(services=services)
     control_plane = WSGIMiddleware(flask_app, workers=settings.http_threads)  # type: ignore[arg-type]

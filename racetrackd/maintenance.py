@@ -1,5 +1,7 @@
 """Maintenance mode: an admin's switch, kept in the registry, that refuses new deployments,
-rollbacks and deletions (503) while the host is being looked after. Running jobs keep serving."""
+rollbacks and deletions (503) while the host is being looked after. As in Racetrack (2.33), the
+gateway also answers job calls 503 meanwhile, unless RACETRACK_MAINTENANCE_BLOCKS_CALLS=false keeps
+jobs serving (`refuse_job_calls`, checked by the gateway against its in-memory copy of the state)."""
 
 from __future__ import annotations
 
@@ -64,5 +66,15 @@ def ensure_changes_allowed(doing: str) -> None:
         reason = f": {state.message}" if state.message else ""
         raise MaintenanceMode(
             f"racetrackd is in maintenance mode; cannot {doing} now{reason}",
+            hint="try again when an admin turns maintenance mode off",
+        )
+
+
+def refuse_job_calls(state: Maintenance) -> None:
+    """Raise MaintenanceMode (503) for a job call while `state` is on (the gateway's cached copy)."""
+    if state.on:
+        reason = f": {state.message}" if state.message else ""
+        raise MaintenanceMode(
+            f"racetrackd is in maintenance mode; jobs take no calls now{reason}",
             hint="try again when an admin turns maintenance mode off",
         )

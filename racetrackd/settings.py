@@ -384,6 +384,13 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "sets call_timeout; past it the caller gets 504.",
     ),
     SettingSpec(
+        "maintenance_blocks_calls",
+        "true",
+        _parse_bool,
+        "While maintenance mode is on, the gateway answers job calls 503 (as Racetrack does); false "
+        "keeps jobs serving and refuses only deployments, rollbacks and deletions.",
+    ),
+    SettingSpec(
         "async_max_attempts",
         "2",
         _parse_positive_int,
@@ -467,6 +474,7 @@ class Settings:
     supervisor_interval: float
     drain_timeout: float
     call_timeout: float
+    maintenance_blocks_calls: bool
     async_max_attempts: int
     async_retry_interval: float
     async_task_ttl: float

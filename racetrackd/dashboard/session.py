@@ -46,8 +46,22 @@ def check_same_origin() -> None:
         raise ForbiddenError(f"a login from another site ({parts.scheme}://{parts.netloc}) is refused")
 
 
+# Pages a login may return to: the dashboard's, and jobs' pages through the gateway (a browser that
+# opened a job's URL without a login is sent to the login page and back).
+NEXT_PREFIXES = ("/dashboard", "/pub/job/", "/pub/fatman/")
+
+
 def safe_next(target: str | None) -> str:
-    """Where to go after logging in: a dashboard page of this daemon, never another site."""
-    if target and target.startswith("/dashboard") and not target.startswith("//") and "\\" not in target:
+    """Where to go after logging in: a dashboard or job page of this daemon, never another site.
+
+    Only a path on this host: no scheme or `//host` (an open redirect), no backslash (which browsers
+    read as a slash) and no control characters (header splitting, or a tab that browsers drop)."""
+    if (
+        target
+        and target.startswith(NEXT_PREFIXES)
+        and not target.startswith("//")
+        and "\\" not in target
+        and not any(ord(char) < 0x20 or ord(char) == 0x7F for char in target)
+    ):
         return target
     return HOME

@@ -75,6 +75,7 @@ def _page_context() -> dict[str, Any]:
         "public_url": services().settings.public_url,
         "now": time.time(),
         "maintenance": maintenance.current() if identity is not None else None,
+        "maintenance_blocks_calls": services().settings.maintenance_blocks_calls,
     }
 
 

@@ -27,12 +27,12 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from websockets.asyncio.client import connect as websocket_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from racetrackd import metrics, naming
+from racetrackd import maintenance, metrics, naming
 from racetrackd.auth import access
 from racetrackd.auth.access import Identity
 from racetrackd.auth.authenticator import AUTH_HEADER, LEGACY_HEADERS, PLANTED_COOKIE, Authenticator
@@ -94,6 +94,9 @@ NOT_RETURNED = HOP_BY_HOP | ORIGIN_WIDE | {TRACING}
 WEBSOCKET_OWN = frozenset(
     {b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions", b"sec-websocket-protocol"}
 )
+# Where a browser without a login is sent (racetrackd/dashboard/views.py `login`); it returns the
+# browser to `next`, which its `safe_next` accepts for /pub/job/... pages.
+LOGIN_PAGE = "/dashboard/login"
 SMALL_BODY = 64 * 1024  # read whole (and so replayable on a stale connection) up to this size
 POLL_WAIT_SECONDS = 30.0
 POLL_STEP_SECONDS = 0.1
@@ -111,9 +114,11 @@ class Gateway:
         wake: Waker,
         async_max_body: int,
         last_calls: LastCalls | None = None,
+        maintenance_blocks_calls: bool = True,
     ) -> None:
         self._routes = routes
         self.last_calls = last_calls or LastCalls()
+        self._maintenance_blocks_calls = maintenance_blocks_calls
         self._upstream = upstream
         self.authenticator = authenticator
         self._wake = wake
@@ -124,12 +129,17 @@ class Gateway:
         headers = scope["headers"]
         request_id = _header(headers, TRACING) or str(uuid.uuid4())
         call = _Call(scope, request_id, headers)
+        target_route: str | None = None
         try:
             # Read once, from the bytes the caller sent: the same path is authorised and forwarded.
             target = pathmapping.read_gateway_path(pathmapping.raw_path(scope["path"], scope.get("raw_path")))
             job_call = target.call
+            target_route = target.route
             if job_call is not None:
                 call.name, call.version = job_call.name, job_call.version
+            if target.route in (pathmapping.SYNC, pathmapping.ASYNC_NEW):
+                # Polls stay open: a call accepted before maintenance began still hands its result over.
+                self._refuse_in_maintenance()
             if scope["type"] == "websocket":
                 if target.route != pathmapping.SYNC or job_call is None:
                     raise NotFoundError(f"no gateway route {target.path}")
@@ -159,6 +169,8 @@ class Gateway:
                         "reason": exc.message[:120],
                     }
                 )
+            elif (login := _login_redirect(call, target_route, exc)) is not None:
+                await _send_redirect(send, login, request_id)
             elif not call.response_started:
                 extra = (
                     [(b"retry-after", str(exc.retry_after).encode())] if isinstance(exc, TooManyAuthFailures) else []
@@ -172,6 +184,12 @@ class Gateway:
             log.exception("gateway error on %s %s", scope.get("method", "WS"), scope["path"])
             error = RacetrackError(f"internal gateway error: {type(exc).__name__}")
             await _send_json(send, 500, call.error_body(error), request_id)
+
+    def _refuse_in_maintenance(self) -> None:
+        """503 for every job call while maintenance mode is on (Racetrack's answer), unless the admin
+        keeps jobs serving. Read from the routing table's copy: no registry read per call."""
+        if self._maintenance_blocks_calls:
+            maintenance.refuse_job_calls(self._routes.maintenance)
 
     # ---- synchronous calls
     async def _forward(self, call: _Call, job_call: pathmapping.JobCall, *, receive: Receive, send: Send) -> None:
@@ -480,6 +498,46 @@ async def _answer(call: _Call, response: UpstreamResponse, status: int, headers:
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
     await send({"type": "http.response.body", "body": b""})
     return time.perf_counter() - streamed_from
+
+
+def _login_redirect(call: _Call, route: str | None, exc: RacetrackError) -> str | None:
+    """The dashboard login, returning to this page, for a browser that opened a job's page without a
+    login (or with an expired login cookie); None for everyone else, who keeps the 401 JSON.
+
+    A browser is a GET or HEAD of a sync job path asking for HTML (Accept: text/html) with no token
+    in a header: a wrong token in a header is an API client's mistake, to be told so. Two login
+    cookies at once (a planted one) stay a 401: logging in again would not clear the plant.
+    """
+    if not isinstance(exc, UnauthorizedError) or exc.message == PLANTED_COOKIE:
+        return None
+    if route != pathmapping.SYNC or call.scope["type"] != "http" or call.response_started:
+        return None
+    if call.scope["method"] not in ("GET", "HEAD") or "text/html" not in (_header(call.headers, b"accept") or ""):
+        return None
+    if any(header in AUTH_HEADERS for header, _ in call.headers):
+        return None
+    raw = pathmapping.raw_path(call.scope["path"], call.scope.get("raw_path")).decode("latin-1")
+    query = (call.scope.get("query_string") or b"").decode("latin-1")
+    back = raw + ("?" + query if query else "")
+    return f"{LOGIN_PAGE}?next={quote(back, safe='/')}"
+
+
+async def _send_redirect(send: Send, location: str, request_id: str) -> None:
+    body = b"Log in to open this page.\n"
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 303,
+            "headers": [
+                (b"location", location.encode("latin-1")),
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-store"),
+                (TRACING, request_id.encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def _count_refusal(route: Route, kind: str, status: int) -> None:

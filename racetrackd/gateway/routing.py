@@ -17,6 +17,7 @@ import time
 from collections import defaultdict
 
 from jobmanifest import versions
+from racetrackd import maintenance
 from racetrackd.auth.access import OPEN_JOB_PATHS, path_within
 from racetrackd.db import Job, JobStatus, PublicEndpoint, database
 from racetrackd.serving import WRAPPER, Serving
@@ -63,6 +64,9 @@ class RoutingTable:
         self._default_timeout = default_call_timeout
         self._interval = refresh_interval
         self._families: dict[str, list[Route]] = {}
+        # Maintenance mode rides on the table's reloads (any registry write wakes the watcher), so the
+        # gateway knows it within one refresh interval without a registry read per call.
+        self.maintenance = maintenance.Maintenance(on=False)
         self._data_version: int | None = None  # as seen by the watcher's own connection (it is per connection)
         self._last_miss_reload = 0.0
         self._lock = threading.Lock()  # one reload at a time; readers never wait
@@ -90,6 +94,7 @@ class RoutingTable:
             for job in Job.select():
                 families[job.name].append(self._route(job, tuple(public.get((job.name, job.version), ()))))
             self._families = dict(families)
+            self.maintenance = maintenance.current()
 
     def start(self) -> None:
         """Load now, then follow the registry from a background thread."""

@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -308,6 +309,7 @@ def test_completion_prints_a_script_and_completes_job_names_from_the_daemon(daem
 
 def test_maintenance_mode_refuses_changes_with_the_admins_message_until_off(daemon: Daemon, submitted: Any) -> None:
     assert ok(daemon.rtd("maintenance")).strip() == "maintenance mode: off"
+    perform = f"/pub/job/{JOB}/{VERSION}/api/v1/perform"
     try:
         shown = ok(daemon.rtd("maintenance", "on", "-m", "disk swap until 14:00"))
         assert "maintenance mode: ON" in shown and "by admin" in shown and "disk swap until 14:00" in shown
@@ -315,10 +317,28 @@ def test_maintenance_mode_refuses_changes_with_the_admins_message_until_off(daem
         refused = failed(daemon.rtd("delete", JOB, "--version", VERSION), EXIT_CONFLICT)
         assert "maintenance mode" in refused and "disk swap until 14:00" in refused
         assert json.loads(ok(daemon.rtd("maintenance", "--json")))["maintenance_mode"] is True
-        assert ok(daemon.rtd("call", JOB, "/api/v1/perform", '{"a": 40, "b": 2}')).strip() == "42"  # jobs serve on
+        # Job calls are refused too, as Racetrack 2.33 does (RACETRACK_MAINTENANCE_BLOCKS_CALLS=true).
+        call = eventually_answered(daemon, perform, 503)
+        assert call.json()["type"] == "maintenance-mode" and "disk swap until 14:00" in call.json()["error"]
+        assert "maintenance mode" in failed(
+            daemon.rtd("call", JOB, "/api/v1/perform", '{"a": 40, "b": 2}'), EXIT_CONFLICT
+        )
+        assert daemon.api("GET", "/health").status_code == 200  # the daemon's own probes stay open
     finally:
         assert ok(daemon.rtd("maintenance", "off")).strip() == "maintenance mode: off"
+    assert eventually_answered(daemon, perform, 200).json() == 42
     assert JOB in ok(daemon.rtd("list"))
+
+
+def eventually_answered(daemon: Daemon, path: str, status: int) -> Any:
+    """The gateway sees maintenance mode switch on its routing table's next refresh (0.25 s)."""
+    deadline = time.monotonic() + 5
+    while True:
+        response = daemon.api("POST", path, json={"a": 40, "b": 2})
+        if response.status_code == status or time.monotonic() > deadline:
+            assert response.status_code == status, response.text
+            return response
+        time.sleep(0.1)
 
 
 def test_delete_removes_the_job_last(daemon: Daemon, submitted: Any) -> None:

@@ -122,6 +122,19 @@ def test_log_in_see_the_job_and_call_it_from_the_call_form(page: Page, daemon: D
     screenshot(page, "job")
 
 
+def test_a_job_page_opened_logged_out_goes_through_the_login_and_back(page: Page, daemon: Daemon, adder: str) -> None:
+    job_page = f"/pub/job/{adder}/0.0.1/?from=bookmark"
+
+    page.goto(job_page)
+    expect(page).to_have_url(re.compile(r"/dashboard/login\?next="))  # not the raw 401 JSON
+    page.get_by_label("Token").fill(daemon.token)
+    page.get_by_role("button", name="Log in with token").click()
+
+    expect(page).to_have_url(re.compile(re.escape(f"/pub/job/{adder}/0.0.1/")))
+    expect(page.locator("body")).not_to_contain_text("rtd login")
+    assert requests.get(daemon.url + job_page, timeout=30).status_code == 401  # API clients keep the JSON
+
+
 def test_read_the_jobs_logs_live(page: Page, daemon: Daemon, adder: str) -> None:
     log_in_with_token(page, daemon.token, f"/dashboard/jobs/{adder}/0.0.1")
     page.get_by_role("button", name="Follow logs").click()

@@ -16,7 +16,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from builders.context import archive_as_tar_gz, unpack_build_context
-from racetrackd import db, metrics
+from racetrackd import db, maintenance, metrics
 from racetrackd.auth import access
 from racetrackd.auth.access import GrantRule
 from racetrackd.errors import ValidationError
@@ -111,11 +111,36 @@ def test_a_failed_login_shows_the_form_again_with_the_reason(app: Flask, form: d
     assert client.get_cookie("X-Racetrack-Auth") is None
 
 
-@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "/lifecycle/api/v1/job"])
-def test_after_login_only_dashboard_pages_are_followed(app: Flask, target: str) -> None:
+@pytest.mark.parametrize(
+    "target",
+    [
+        "https://evil.example/",
+        "//evil.example/x",
+        "/lifecycle/api/v1/job",
+        "/pub/job/..\\..\\evil.example",
+        "/pub/job/adder/1.0.0/\r\nSet-Cookie: x=1",
+        "/pub/async/new/job/adder/1.0.0/api/v1/perform",
+        "/pubxyz/job/adder",
+    ],
+)
+def test_after_login_only_dashboard_and_job_pages_are_followed(app: Flask, target: str) -> None:
     response = app.test_client().post("/dashboard/login", data={"token": ADMIN_TOKEN, "next": target})
 
     assert response.headers["Location"] == "/dashboard/jobs"
+
+
+@pytest.mark.parametrize(
+    "target", ["/pub/job/adder/1.0.0/", "/pub/job/adder/latest/docs?x=1&y=%2F", "/pub/fatman/adder/1.0.0/"]
+)
+def test_after_login_a_browser_returns_to_the_job_page_it_was_opening(app: Flask, target: str) -> None:
+    client = app.test_client()
+    assert f'value="{target.replace("&", "&amp;")}"' in page_text(
+        client.get("/dashboard/login", query_string={"next": target})
+    )
+
+    response = client.post("/dashboard/login", data={"token": ADMIN_TOKEN, "next": target})
+
+    assert response.status_code == 303 and response.headers["Location"] == target
 
 
 def test_a_login_posted_from_another_site_is_refused(app: Flask) -> None:
@@ -421,12 +446,26 @@ def test_maintenance_mode_refuses_deployments_and_deletions_with_503_and_shows_a
     assert "engine upgrade" in refused.get_json()["error"]
     assert client.delete(f"{API}/job/adder/0.0.1").status_code == 503
     assert client.post(f"{API}/job/adder/0.0.1/rollback").status_code == 503
-    assert "Maintenance mode:" in page_text(browser(app).get("/dashboard/jobs"))
+    banner = page_text(browser(app).get("/dashboard/jobs"))
+    assert "Maintenance mode:" in banner and "deletions and job calls are refused" in banner
+    assert "so are calls to jobs" in page_text(browser(app).get("/dashboard/admin"))
     assert bob.get(f"{API}/maintenance").get_json()["maintenance_mode"] is True
 
     client.put(f"{API}/maintenance", json={"maintenance_mode": False})
     assert client.delete(f"{API}/job/adder/0.0.1").status_code == 204
     assert "Maintenance mode:" not in page_text(browser(app).get("/dashboard/jobs"))
+
+
+def test_the_banner_says_jobs_keep_serving_when_maintenance_does_not_block_calls(
+    make_app: Callable[..., Flask],
+) -> None:
+    app = make_app(maintenance_blocks_calls="false")
+    maintenance.switch(True, "", "admin")
+
+    banner = page_text(browser(app).get("/dashboard/jobs"))
+
+    assert "rollbacks and deletions are refused" in banner and "job calls" not in banner
+    assert "running jobs keep serving calls" in page_text(browser(app).get("/dashboard/admin"))
 
 
 def test_maintenance_mode_takes_true_or_false(client: FlaskClient) -> None:

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from racetrackd import db
+from racetrackd import db, maintenance
 from racetrackd.auth.access import GrantRule
 from racetrackd.errors import UpstreamError
 from racetrackd.jobs import waking
@@ -630,6 +630,74 @@ def test_with_the_lifespan_started_a_status_change_reaches_the_gateway(job: tupl
     while client.get("/pub/job/adder/1.0.0/", AUTH).status_code != 503:
         assert time.monotonic() < deadline, "the routing watcher did not pick up the change"
         time.sleep(0.05)
+
+
+# --- maintenance mode ----------------------------------------------------------------------------
+
+
+def until_gateway_sees(client: LoopClient, status: int, path: str = "/pub/job/adder/1.0.0/api/v1/perform") -> Response:
+    """The routing table picks maintenance mode up on its next refresh (every 0.25 s)."""
+    deadline = time.monotonic() + 3
+    while True:
+        response = client.post(path, b"{}", AUTH)
+        if response.status_code == status or time.monotonic() > deadline:
+            return response
+        time.sleep(0.05)
+
+
+def test_in_maintenance_mode_job_calls_are_answered_503_as_racetrack_does(
+    job: tuple[LoopClient, UpstreamServer],
+) -> None:
+    client, server = job
+    client.startup()  # the routing table follows the registry from now on
+    maintenance.switch(True, "engine upgrade until 15:00", "admin")
+
+    refused = until_gateway_sees(client, 503)
+    answered_before = len(server.requests)  # calls sent before the table's refresh saw the switch
+
+    body = assert_error(refused, 503, "maintenance-mode")
+    assert "maintenance mode" in body["error"] and "engine upgrade until 15:00" in body["error"]
+    assert_error(client.get("/pub/job/adder/1.0.0/health", AUTH), 503, "maintenance-mode")
+    assert_error(client.post("/pub/async/new/job/adder/1.0.0/api/v1/perform", b"{}", AUTH), 503, "maintenance-mode")
+    assert len(server.requests) == answered_before  # the job saw none of the refused calls
+    # Polls stay open, so a call accepted before maintenance still hands its result over.
+    assert client.get("/pub/async/task/no-such-task/status", AUTH).status_code == 404
+
+    maintenance.switch(False, "", "admin")
+    assert seen(until_gateway_sees(client, 200))["method"] == "POST"
+
+
+def test_maintenance_blocks_calls_false_keeps_jobs_serving(daemon: Daemons, servers: Servers) -> None:
+    client = daemon(maintenance_blocks_calls="false")
+    server = servers()
+    add_job("adder", "1.0.0", addresses=[server.address])
+    client.startup()
+    maintenance.switch(True, "", "admin")
+    time.sleep(0.6)  # past two refreshes of the routing table
+
+    assert seen(client.post("/pub/job/adder/1.0.0/api/v1/perform", b"{}", AUTH))["method"] == "POST"
+
+
+def test_the_gateway_reads_maintenance_mode_from_memory_not_the_registry_per_call(
+    job: tuple[LoopClient, UpstreamServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, _ = job
+    client.startup()
+    maintenance.switch(True, "", "admin")
+    until_gateway_sees(client, 503)
+    reads: list[int] = []
+    real = maintenance.current
+
+    def counted() -> maintenance.Maintenance:
+        reads.append(1)
+        return real()
+
+    monkeypatch.setattr(maintenance, "current", counted)
+
+    for _ in range(20):
+        assert client.post("/pub/job/adder/1.0.0/api/v1/perform", b"{}", AUTH).status_code == 503
+
+    assert len(reads) <= 2  # only the routing table's background refreshes, if any
 
 
 # --- sleeping jobs -------------------------------------------------------------------------------

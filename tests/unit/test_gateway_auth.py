@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -84,6 +85,53 @@ def test_no_token_is_401_json_naming_the_job_and_request(job: tuple[LoopClient, 
     body = assert_refused(response, 401, "unauthorized")
     assert body["request_id"] == "trace-1"
     assert "X-Racetrack-Auth" in body["error"]
+    assert server.requests == []
+
+
+HTML = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+
+
+@pytest.mark.parametrize(
+    ("path", "back"),
+    [
+        ("/pub/job/adder/1.0.0/", "/pub/job/adder/1.0.0/"),
+        ("/pub/job/adder/latest/page?x=1&y=%2F", "/pub/job/adder/latest/page?x=1&y=%2F"),
+        ("/pub/fatman/adder/1.0.0/a%20b", "/pub/fatman/adder/1.0.0/a%20b"),
+    ],
+)
+@pytest.mark.parametrize("cookie", [None, "X-Racetrack-Auth=rtd_expired"])
+def test_a_browser_without_a_login_is_sent_to_the_dashboard_login_and_back(
+    job: tuple[LoopClient, UpstreamServer], path: str, back: str, cookie: str | None
+) -> None:
+    client, server = job
+    headers = {**HTML, **({"Cookie": cookie} if cookie else {})}
+
+    for method in ("GET", "HEAD"):
+        response = client.request(method, path, b"", headers)
+
+        assert response.status_code == 303, response.data
+        location = urlsplit(response.header("location") or "")
+        assert location.path == "/dashboard/login"
+        assert parse_qs(location.query) == {"next": [back]}
+    assert server.requests == []
+
+
+@pytest.mark.parametrize(
+    ("method", "headers"),
+    [
+        ("GET", {}),  # an API client
+        ("GET", {"Accept": "application/json"}),
+        ("POST", HTML),  # a form post: redirecting would lose its body
+        ("GET", {**HTML, "X-Racetrack-Auth": "rtd_wrong"}),  # a wrong token is a client's mistake to be told
+        ("GET", {**HTML, "Cookie": "X-Racetrack-Auth=rtd_a; X-Racetrack-Auth=rtd_b"}),  # a planted cookie
+    ],
+)
+def test_api_clients_and_wrong_header_tokens_keep_the_401_json(
+    job: tuple[LoopClient, UpstreamServer], method: str, headers: dict[str, str]
+) -> None:
+    client, server = job
+
+    assert_refused(client.request(method, "/pub/job/adder/1.0.0/", b"", headers), 401, "unauthorized")
     assert server.requests == []
 
 
