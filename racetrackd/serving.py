@@ -26,11 +26,22 @@ class Serving:
 
     port: int = JOB_PORT
     path_mode: str = WRAPPER
-    probe_path: str = "/ready"  # for a non-wrapper job: any answer below 500 there means ready
+    # For a non-wrapper job: None (the default) means ready once its server answers HTTP at all
+    # (GET / answered with any status, even 501 from a server that only handles POST), as
+    # Racetrack's proxy reports ready once the job runs; a path the job's manifest names there
+    # must answer below 500.
+    probe_path: str | None = None
 
     @property
     def wrapper(self) -> bool:
         return self.path_mode == WRAPPER
+
+    @property
+    def readiness(self) -> str:
+        """What proves this non-wrapper job ready, in words (for messages and docs)."""
+        if self.probe_path is None:
+            return "any HTTP answer to GET /"
+        return f"an answer below 500 to GET {self.probe_path}"
 
     def to_json(self) -> str | None:
         """Stored on the job's record; None for the wrapper contract (and for records made before this)."""

@@ -44,8 +44,9 @@ def check_ready(address: str, serving: Serving) -> str | None:
     """None when the job at `address` can take calls, else what failed.
 
     A wrapper-contract job answers /live and /ready itself. Any other job (docker-proxy) is ready
-    once its server answers `serving.probe_path` with anything below 500: a 404 or a redirect
-    still proves a server is listening and handling requests.
+    once its server speaks HTTP: any answer to GET / (a 404, a redirect, or a 501 from a server
+    that handles only POST still proves a server is listening), unless its manifest names a probe
+    path: that path must then answer below 500.
     """
     if serving.wrapper:
         live, _ = probe(address, "/live")
@@ -53,10 +54,11 @@ def check_ready(address: str, serving: Serving) -> str | None:
         if live == 200 and ready == 200:
             return None
         return f"probes failing: /live {live or 'unreachable'}, /ready {ready or 'not checked'}"
-    status, _ = probe(address, serving.probe_path)
-    if status is not None and status < 500:
+    path = serving.probe_path or "/"
+    status, _ = probe(address, path)
+    if status is not None and (serving.probe_path is None or status < 500):
         return None
-    return f"probe failing: {serving.probe_path} on port {serving.port} {status or 'unreachable'}"
+    return f"probe failing: {path} on port {serving.port} {status or 'unreachable'} (ready: {serving.readiness})"
 
 
 class StartFailed(Exception):

@@ -12,7 +12,7 @@ Two optional sections of a job type (both added for Dockerfile-based job types):
     serving               how the job's server is reached, when it does not follow the wrapper
                           contract (port 7000, paths under /pub/job/<name>/<version>, /live and
                           /ready of its own): {port, port_field, path_mode, path_mode_field,
-                          probe_path}; see `Serving`.
+                          probe_path, probe_path_field}; see `Serving`.
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ class ServingRule:
     port_field: str | None = None
     path_mode: str = WRAPPER
     path_mode_field: str | None = None
-    probe_path: str = "/ready"
+    probe_path: str | None = None  # None: any HTTP answer to GET / means ready
+    probe_path_field: str | None = None  # a jobtype_extra key naming a probe path (then < 500 there)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +111,12 @@ class JobType:
         rule = self.serving
         port = jobtype_extra.get(rule.port_field) if rule.port_field else None
         mode = jobtype_extra.get(rule.path_mode_field) if rule.path_mode_field else None
-        return Serving(port=int(port or rule.port), path_mode=str(mode or rule.path_mode), probe_path=rule.probe_path)
+        named = jobtype_extra.get(rule.probe_path_field) if rule.probe_path_field else None
+        return Serving(
+            port=int(port or rule.port),
+            path_mode=str(mode or rule.path_mode),
+            probe_path=str(named) if named else rule.probe_path,
+        )
 
 
 def discover(plugin_dirs: Iterable[Path]) -> list[JobType]:
@@ -242,16 +248,17 @@ def _serving_rule(job_type: str, spec: dict[str, Any] | None, extra_fields: set[
         port_field=spec.get("port_field"),
         path_mode=str(spec.get("path_mode", WRAPPER)),
         path_mode_field=spec.get("path_mode_field"),
-        probe_path=str(spec.get("probe_path", "/ready")),
+        probe_path=None if spec.get("probe_path") is None else str(spec["probe_path"]),
+        probe_path_field=spec.get("probe_path_field"),
     )
     where = f"job_types.{job_type}.serving"
     if rule.path_mode not in PATH_MODES:
         raise PluginInvalid(f"{where}.path_mode: {rule.path_mode!r} is not one of {', '.join(PATH_MODES)}")
     if not 0 < rule.port < 65536:
         raise PluginInvalid(f"{where}.port: {rule.port} is not a TCP port")
-    if not rule.probe_path.startswith("/"):
+    if rule.probe_path is not None and not rule.probe_path.startswith("/"):
         raise PluginInvalid(f"{where}.probe_path: {rule.probe_path!r} must start with /")
-    for key in ("port_field", "path_mode_field"):
+    for key in ("port_field", "path_mode_field", "probe_path_field"):
         field = getattr(rule, key)
         if field is not None and field not in extra_fields:
             raise PluginInvalid(f"{where}.{key}: {field!r} is not one of the job type's extra_fields")
@@ -343,4 +350,7 @@ def _check_serving(job_type: JobType, jobtype_extra: dict[str, Any]) -> list[tup
     mode = jobtype_extra.get(rule.path_mode_field) if rule.path_mode_field else None
     if isinstance(mode, str) and mode not in (FORWARD, REWRITE):
         errors.append((f"jobtype_extra.{rule.path_mode_field}", f"{mode!r} is not one of {FORWARD}, {REWRITE}"))
+    probe_path = jobtype_extra.get(rule.probe_path_field) if rule.probe_path_field else None
+    if isinstance(probe_path, str) and not (probe_path.startswith("/") and probe_path.isprintable()):
+        errors.append((f"jobtype_extra.{rule.probe_path_field}", f"{probe_path!r} must be a path starting with /"))
     return errors

@@ -1,6 +1,7 @@
 """Jobs built from their own Dockerfile, end to end: the samples flask-app, hugo-site and
 sphinx-docs (docker-proxy: a server that knows nothing of racetrackd), samples/adder (python3), and
-tests/fixtures/jobs/dockerfile-wrapper (dockerfile: the image keeps the wrapper contract itself).
+tests/fixtures/jobs/dockerfile-wrapper (dockerfile: the image keeps the wrapper contract itself),
+tests/fixtures/jobs/post-only (docker-proxy: a server that handles only POST).
 
 Each is deployed once per module through the real daemon (`rtd submit`) and called through the
 gateway (/pub/job/<name>/<version>/...). Image layers are cached by the engine between runs.
@@ -170,6 +171,24 @@ def test_a_server_not_listening_on_its_port_fails_the_deployment_naming_the_port
     assert "must listen on 0.0.0.0:7005" in deployment["error"]
     assert "Listening at: http://0.0.0.0:7001" in deployment["error"]  # the job's own log says where it is
     assert impatient.api("GET", "/lifecycle/api/v1/job/flask-app/0.0.1").status_code == 404
+
+
+# --- post-only: a server that answers GET with 501 ----------------------------------------------------
+
+
+def test_a_server_that_handles_only_post_becomes_ready_and_answers_posts(daemon: Daemon) -> None:
+    submitted = daemon.rtd("submit", "--force", str(FIXTURES / "post-only"))
+
+    job = daemon.api("GET", "/lifecycle/api/v1/job/post-only/0.0.1").json()
+    posted = daemon.api("POST", "/pub/job/post-only/latest/api/v1/shout", data=b"hello")
+    got = daemon.api("GET", "/pub/job/post-only/latest/api/v1/")
+    ready = daemon.api("GET", "/pub/job/post-only/latest/ready")
+
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    assert job["status"] == "running"
+    assert (posted.status_code, posted.text) == (200, "posted HELLO to /shout")
+    assert got.status_code == 501  # the server's own answer to GET, passed through
+    assert ready.status_code == 200
 
 
 # --- hugo-site and sphinx-docs: static sites, rewrite mode ------------------------------------------------

@@ -32,8 +32,10 @@ def builtin(name: str) -> JobType:
 def test_docker_proxy_serves_on_7001_in_forward_mode_unless_the_job_says_otherwise() -> None:
     proxy = builtin("docker-proxy")
 
-    assert proxy.serving_for({}) == Serving(port=7001, path_mode=FORWARD, probe_path="/")
-    assert proxy.serving_for({"user_module_port": 8000, "proxy_mode": "rewrite"}) == Serving(8000, REWRITE, "/")
+    assert proxy.serving_for({}) == Serving(port=7001, path_mode=FORWARD, probe_path=None)
+    assert proxy.serving_for({"user_module_port": 8000, "proxy_mode": "rewrite", "probe_path": "/healthz"}) == Serving(
+        8000, REWRITE, "/healthz"
+    )
 
 
 def test_the_dockerfile_job_type_keeps_the_wrapper_contract() -> None:
@@ -59,6 +61,7 @@ def test_serving_round_trips_through_the_jobs_record() -> None:
         ({"user_module_port": "7001"}, "jobtype_extra.user_module_port", "must be a integer"),
         ({"dockerfile_path": "../Dockerfile"}, "jobtype_extra.dockerfile_path", "relative path inside"),
         ({"proxy_settings": "x.py"}, "jobtype_extra.proxy_settings", "not a setting of job type docker-proxy"),
+        ({"probe_path": "healthz"}, "jobtype_extra.probe_path", "must be a path starting with /"),
     ],
 )
 def test_bad_jobtype_extra_is_an_error_naming_the_field(extra: dict[str, object], field: str, message: str) -> None:

@@ -178,7 +178,8 @@ class JobApp:
             conventions = Conventions(instance)
             conventions.input_examples()  # fail at start-up, not in the docs page, on a bad example
             if conventions.webview_factory is not None:
-                self.webview_app = conventions.webview_factory(self._public_base_url())
+                # Racetrack's runner gives webview_app() the webview's own public path
+                self.webview_app = conventions.webview_factory(self._public_base_url() + webview.WEBVIEW_PREFIX)
                 self.webview_asgi = webview.is_asgi(self.webview_app)
             self.conventions = conventions
         except BaseException as exc:  # noqa: BLE001 (any failure in user code must be reported, not crash)
@@ -211,12 +212,13 @@ class JobApp:
                 return
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        base_url, path = self._split(scope)
+        base_url, _ = self._split(scope)
+        target = self._webview_target(scope)
         if self._addressed_to_another_job(base_url):
             await send({"type": "websocket.close", "code": 1008})
-        elif self.webview_asgi and path.startswith(webview.WEBVIEW_PREFIX):
+        elif self.webview_asgi and target is not None:
             await webview.call_asgi(
-                self.webview_app, scope, receive, send, base_url, path[len(webview.WEBVIEW_PREFIX) :]
+                self.webview_app, scope, receive, send, self._caller_prefix(scope, base_url), target[1] or "/"
             )
         else:
             await send({"type": "websocket.close", "code": 1000})
@@ -234,6 +236,44 @@ class JobApp:
             return True
         alias = version == "latest" or "x" in version.lower() or "*" in version
         return not alias and version != self.job_version
+
+    def _webview_target(self, scope: Scope) -> tuple[str, str] | None:
+        """(prefix, subpath) of a request for the webview app: the /pub/job/<name>/<version> it came
+        under ("" at the job's root) and the raw path below /api/v1/webview ("" for the mount
+        itself; trailing slashes kept, the app's routes may need them); None for any other request."""
+        if self.webview_app is None:
+            return None
+        raw = scope["path"]
+        match = PUB_PREFIX.match(raw)
+        prefix, rest = (match.group(0), raw[match.end() :]) if match else ("", raw)
+        if rest != webview.WEBVIEW_PREFIX and not rest.startswith(webview.WEBVIEW_PREFIX + "/"):
+            return None
+        return prefix, rest[len(webview.WEBVIEW_PREFIX) :]
+
+    @staticmethod
+    def _webview_own_answer(scope: Scope, prefix: str, subpath: str) -> Response | None:
+        """What the wrapper answers itself under /api/v1/webview, before the webview app (as
+        Racetrack's runner does): the job's ./static files, and at the job's root the redirect of
+        the bare mount to the mount with a slash (a whole URL, as Racetrack's answers it)."""
+        if subpath == "" and not prefix:
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            query = scope.get("query_string", b"").decode("latin-1")
+            location = f"{scope.get('scheme', 'http')}://{headers.get('host', 'localhost')}{scope['path']}/"
+            return Response(
+                307, b"", "text/plain", [(b"location", (location + (f"?{query}" if query else "")).encode())]
+            )
+        if subpath.startswith("/static/") and Path("static").is_dir():
+            return files.file_response(files.file_in(Path("static"), subpath[len("/static/") :]))
+        return None
+
+    @staticmethod
+    def _caller_prefix(scope: Scope, base_url: str) -> str:
+        """Behind the gateway, links and redirects must use the path the caller used (e.g. `latest`):
+        the gateway's X-Forwarded-Prefix, else the /pub/job/<name>/<version> of the request."""
+        for name, value in scope["headers"]:
+            if name.lower() == b"x-forwarded-prefix":
+                return value.decode("latin-1").rstrip("/")
+        return base_url
 
     @staticmethod
     def _split(scope: Scope) -> tuple[str, str]:
@@ -255,8 +295,7 @@ class JobApp:
                 [],
             )
             return
-        # Behind the gateway, links and redirects must use the path the caller used (e.g. `latest`).
-        base_url = headers.get("x-forwarded-prefix", base_url).rstrip("/")
+        base_url = self._caller_prefix(scope, base_url)
         method = scope["method"]
         endpoint = path if path in PROBES or path.startswith("/api/") else "other"
         is_call = path.startswith("/api/v1/") and path != "/api/v1/parameters"
@@ -264,10 +303,9 @@ class JobApp:
             self.metrics.started(endpoint)
         extra = [(TRACING_HEADER.encode(), tracing_id.encode())]
         try:
-            if self.webview_asgi and path.startswith(webview.WEBVIEW_PREFIX):
-                await webview.call_asgi(
-                    self.webview_app, scope, receive, send, base_url, path[len(webview.WEBVIEW_PREFIX) :]
-                )
+            target = self._webview_target(scope)
+            if self.webview_asgi and target is not None and self._webview_own_answer(scope, *target) is None:
+                await webview.call_asgi(self.webview_app, scope, receive, send, base_url, target[1] or "/")
                 status = 200
                 return
             body = b"" if method in ("GET", "HEAD") else await read_body(receive, MAX_BODY_BYTES)
@@ -321,8 +359,9 @@ class JobApp:
         if path == "/api/v1/parameters":
             self._require_method(method, "GET")
             return json_response(200, docs.parameters_of(conventions.perform), default=str)
-        if path.startswith(webview.WEBVIEW_PREFIX) and self.webview_app is not None:
-            return await self._webview(request, scope)
+        webview_target = self._webview_target(scope)
+        if webview_target is not None:
+            return await self._webview(request, scope, *webview_target)
         if path.startswith("/api/v1/"):
             sub = path[len("/api/v1") :]
             handler = conventions.auxiliary_endpoints.get(sub)
@@ -387,11 +426,12 @@ class JobApp:
                 return files.file_response(files.file_in(root, sub[len(prefix) + 1 :]))
         return None
 
-    async def _webview(self, request: Request, scope: Scope) -> Response:
-        subpath = request.path[len(webview.WEBVIEW_PREFIX) :]
-        if subpath.startswith("/static/") and Path("static").is_dir():
-            return files.file_response(files.file_in(Path("static"), subpath[len("/static/") :]))
-        return await webview.call_wsgi(self.webview_app, request, scope, subpath, self.executor)
+    async def _webview(self, request: Request, scope: Scope, prefix: str, subpath: str) -> Response:
+        own = self._webview_own_answer(scope, prefix, subpath)
+        if own is not None:
+            return own
+        base_url = self._public_base_url() + webview.WEBVIEW_PREFIX
+        return await webview.call_wsgi(self.webview_app, request, scope, subpath or "/", base_url, self.executor)
 
     def _live(self) -> Response:
         body: dict[str, Any] = {"live": self.init_error is None, "deployment_timestamp": self.deployment_timestamp}
