@@ -34,7 +34,7 @@ _EXIT_BY_STATUS = {
     422: EXIT_INVALID_INPUT,
     429: EXIT_AUTH,
     503: EXIT_CONFLICT,
-}  # 503: maintenance mode (the gateway's 503s never reach rtd's API calls)
+}  # 503: maintenance mode, from the control plane or (for rtd call) the gateway
 
 
 class RtdError(Exception):
