@@ -2,7 +2,7 @@
 .PHONY: quickstart test unit check format stop bench
 
 quickstart:
-	scripts/quickstart.sh
+	scripts/quickstart.sh $(if $(WITH_GOLANG),--with-golang)
 
 test:
 	scripts/run-tests.sh

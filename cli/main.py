@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from cli import __version__, access, deploying, jobs, maintenance, plugins, remotes
+from cli import __version__, access, deploying, jobs, maintenance, plugins, remotes, scaffold
 from cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, RtdError
 from cli.output import report_error
 
@@ -73,3 +73,4 @@ remotes.register(main)
 access.register(main)
 plugins.register(main)
 maintenance.register(main)
+scaffold.register(main)

@@ -119,7 +119,7 @@ def _default_data_dir(environ: Mapping[str, str]) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class SettingSpec:
-    """How one setting is named, defaulted, parsed and explained (the README lists them all)."""
+    """How one setting is named, defaulted, parsed and explained (docs/settings.md lists them all)."""
 
     field: str
     default: str | Callable[[Mapping[str, str]], str]  # a callable derives it from the environment

@@ -1,17 +1,36 @@
 #!/usr/bin/env bash
 # Command one of the README: set up the host, start racetrackd in the background, deploy the
 # sample job samples/adder and show a curl that returns 42. Safe to run again.
+#
+# It builds only what the python3 sample needs. `scripts/quickstart.sh --with-golang` (or
+# `make quickstart WITH_GOLANG=1`) also readies golang jobs: a Go toolchain image, minutes to build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-base_image=$(scripts/setup-host.sh | tail -n 1)
+with_golang=false
+for arg in "$@"; do
+  case "$arg" in
+    --with-golang) with_golang=true ;;
+    *) echo "usage: $0 [--with-golang]" >&2; exit 2 ;;
+  esac
+done
+
+if [ "$with_golang" = true ]; then
+  base_image=$(scripts/setup-host.sh --with-golang | tail -n 1)
+else
+  base_image=$(scripts/setup-host.sh | tail -n 1)
+fi
 # The README says `rtd ...`: link rtd and racetrackd into a PATH directory (or say what to add).
 scripts/link-cli.sh
 export RACETRACK_PYTHON_BASE_IMAGE="${RACETRACK_PYTHON_BASE_IMAGE:-$base_image}"
-# golang jobs: a Go toolchain image (setup-host.sh built one from Debian's golang-go when none can
-# be pulled) and any Debian image to run in (the python3 base image when debian:bookworm-slim
-# cannot be had).
-export RACETRACK_GOLANG_BASE_IMAGE="${RACETRACK_GOLANG_BASE_IMAGE:-$(.venv/bin/racetrackd base-images ensure --job-type golang)}"
+# golang jobs: a Go toolchain image (setup-host.sh --with-golang built one from Debian's golang-go
+# when none can be pulled; one built earlier is used as well) and any Debian image to run in (the
+# python3 base image when debian:bookworm-slim cannot be had).
+if [ "$with_golang" = true ]; then
+  export RACETRACK_GOLANG_BASE_IMAGE="${RACETRACK_GOLANG_BASE_IMAGE:-$(.venv/bin/racetrackd base-images ensure --job-type golang)}"
+elif [ -z "${RACETRACK_GOLANG_BASE_IMAGE:-}" ] && docker image inspect racetrackd/golang-base:bookworm >/dev/null 2>&1; then
+  export RACETRACK_GOLANG_BASE_IMAGE=racetrackd/golang-base:bookworm
+fi
 if [ -z "${RACETRACK_GOLANG_RUNTIME_IMAGE:-}" ] && ! docker image inspect debian:bookworm-slim >/dev/null 2>&1 \
    && ! docker pull -q debian:bookworm-slim >/dev/null 2>&1; then
   export RACETRACK_GOLANG_RUNTIME_IMAGE="$base_image"

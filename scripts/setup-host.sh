@@ -4,8 +4,19 @@
 # dashboard's browser tests), and a python3 base
 # image (pulled, or built locally when no registry is reachable). Prints the base image name on
 # its last line of stdout.
+#
+#   --with-golang   also the golang job type: Debian's Go toolchain on the host and a golang base
+#                   image (building one takes minutes; the tests need it, the sample job does not).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+with_golang=false
+for arg in "$@"; do
+  case "$arg" in
+    --with-golang) with_golang=true ;;
+    *) echo "usage: $0 [--with-golang]" >&2; exit 2 ;;
+  esac
+done
 
 say() { echo "-----> $*" >&2; }
 as_root_with_apt() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; }
@@ -57,16 +68,18 @@ if as_root_with_apt && [ ! -x /usr/bin/chromium ]; then
 fi
 
 # 5. Base images. `ensure` uses the configured one when present or pullable, and otherwise
-#    builds one from Debian packages (needs debootstrap): the Go toolchain first, then python3,
-#    whose name is printed last (quickstart reads it).
+#    builds one from Debian packages (needs debootstrap): the Go toolchain first (with
+#    --with-golang only), then python3, whose name is printed last (quickstart reads it).
 if as_root_with_apt && ! command -v debootstrap >/dev/null 2>&1; then
   say "installing debootstrap (for base images on hosts without a registry)"
   apt_install debootstrap
 fi
-# Debian's Go toolchain on the host runs the golang job type's Go tests (tests/unit/test_golang_wrapper.py).
-if as_root_with_apt && ! command -v go >/dev/null 2>&1; then
-  say "installing golang-go (for the golang job type's tests)"
-  apt_install golang-go
+if [ "$with_golang" = true ]; then
+  # Debian's Go toolchain on the host runs the golang job type's Go tests (tests/unit/test_golang_wrapper.py).
+  if as_root_with_apt && ! command -v go >/dev/null 2>&1; then
+    say "installing golang-go (for the golang job type's tests)"
+    apt_install golang-go
+  fi
+  .venv/bin/racetrackd base-images ensure --job-type golang >&2
 fi
-.venv/bin/racetrackd base-images ensure --job-type golang >&2
 .venv/bin/racetrackd base-images ensure

@@ -146,7 +146,7 @@ def launch_daemon(
         **launcher.daemon_env(port=port, data_dir=data_dir, token=token, instance=instance, base_image=base_image),
         "RACETRACK_AUTH_REQUIRED": "true",
         "RACETRACK_AUTH_FAILURE_LIMIT": "10000",  # tests fail auth on purpose, from one address; test_auth checks the limit
-        # When absent, the defaults stand: a golang build then fails naming the image to build (setup-host.sh does).
+        # When absent, the defaults stand: a golang build then fails naming the image to build (setup-host.sh --with-golang does).
         "RACETRACK_GOLANG_BASE_IMAGE": _first_local_image(docker_client, GOLANG_BASE_IMAGE_CANDIDATES)
         or GOLANG_BASE_IMAGE_CANDIDATES[0],
         "RACETRACK_GOLANG_RUNTIME_IMAGE": _first_local_image(docker_client, GOLANG_RUNTIME_IMAGE_CANDIDATES)

@@ -1,6 +1,6 @@
 """The golang job type's Go code under `go test`: the wrapper (built into a stand-in job's module, as
 image builds do) and the build tools. Needs Debian's golang-go on the host (scripts/setup-host.sh
-installs it); image builds run the wrapper's tests too, in the toolchain image.
+--with-golang installs it); image builds run the wrapper's tests too, in the toolchain image.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def go(*args: str, cwd: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    assert GO is not None, "the Go toolchain is required in CI (scripts/setup-host.sh installs golang-go)"
+    assert GO is not None, "the Go toolchain is required in CI (scripts/setup-host.sh --with-golang installs golang-go)"
     env = {
         **os.environ,
         "GOFLAGS": "-mod=mod",

@@ -16,7 +16,7 @@ import pytest
 from tests.wheel_build import REPO, build_wheel
 
 # Folders whose every file is read at run time (Go tests included: the golang build runs them).
-RUNTIME_FOLDERS = ("templates", "jobtype_plugins", "racetrackd/dashboard/static")
+RUNTIME_FOLDERS = ("templates", "jobtype_plugins", "racetrackd/dashboard/static", "cli/scaffolds")
 ESSENTIAL = (
     "templates/dockerfile/package_index.j2",
     "templates/dashboard/base.html",
@@ -35,6 +35,7 @@ ESSENTIAL = (
     "builders/with_build_secrets.py",
     "racetrackd/resources.py",
     "cli/main.py",
+    "cli/scaffolds/python3/job.yaml.tmpl",
 )
 
 
