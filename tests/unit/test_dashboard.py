@@ -20,6 +20,7 @@ from racetrackd import db, maintenance, metrics
 from racetrackd.auth import access
 from racetrackd.auth.access import GrantRule
 from racetrackd.errors import ValidationError
+from racetrackd.serving import Serving
 from tests.plugin_zips import example_files, zip_of
 from tests.unit.conftest import ADMIN_TOKEN
 from tests.unit.fakes import sample_manifest
@@ -205,6 +206,29 @@ def test_the_job_page_shows_details_actions_and_a_chart_of_its_calls(app: Flask)
     assert "Calls by latency: 2 ≤ 4 ms, 0 ≤ 8 ms" in chart and "1 ≤ 256 ms</title>" in chart
     assert chart.count("<rect") == 7  # 4 ms to 256 ms, doubling
     assert "3 × 200" in page and "1 × 500" in page
+
+
+@pytest.mark.parametrize(
+    ("path_mode", "served", "method", "endpoint"),
+    [
+        ("wrapper", "/pub/job/served/0.0.1/", "POST", "/api/v1/perform"),
+        ("forward", "/pub/job/served/0.0.1/api/v1/", "GET", "/api/v1/"),
+        ("rewrite", "/pub/job/served/0.0.1/", "GET", "/"),
+    ],
+)
+def test_open_url_and_call_form_point_where_the_job_serves(
+    app: Flask, path_mode: str, served: str, method: str, endpoint: str
+) -> None:
+    job = add_job("served", "0.0.1")
+    job.serving = Serving(port=8080, path_mode=path_mode).to_json()
+    job.save()
+
+    page = page_text(browser(app).get("/dashboard/jobs/served/0.0.1"))
+
+    assert f'<a class="button" href="{served}" target="_blank" rel="noopener">Open</a>' in page
+    assert re.search(rf"<dt>URL</dt><dd><code>https?://[^<]*{served}</code></dd>", page)
+    assert f"<option selected>{method}</option>" in page
+    assert f'name="endpoint" value="{endpoint}"' in page
 
 
 def test_the_job_page_offers_only_the_actions_the_user_may_take(app: Flask) -> None:
