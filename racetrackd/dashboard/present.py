@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from racetrackd.db import Job
+from racetrackd.db import Deployment, Job
 from racetrackd.metrics import JobCalls
 
 # Status -> the CSS class of its badge (colours in dashboard.css); unknown statuses look neutral.
@@ -74,6 +74,15 @@ def families(rows: list[JobRow]) -> list[Family]:
         Family(name, sorted(members, key=lambda row: row.job.create_time, reverse=True))
         for name, members in sorted(grouped.items())
     ]
+
+
+def phase_of(deployment: Deployment) -> str:
+    """The phase a deployment is in, or for a finished one the last it reached (where a failed
+    one stopped): `finish` clears the current phase, and the Phase column would be empty."""
+    if deployment.phase:
+        return str(deployment.phase)
+    timeline = deployment.phase_timeline()
+    return str(timeline[-1]["name"]) if timeline else ""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -73,6 +73,7 @@ def _page_context() -> dict[str, Any]:
         "ago": present.ago,
         "when": present.when,
         "seconds": present.seconds,
+        "phase_of": present.phase_of,
         "public_url": services().settings.public_url,
         "now": time.time(),
         "maintenance": maintenance.current() if identity is not None else None,

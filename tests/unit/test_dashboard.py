@@ -451,6 +451,24 @@ def test_deployments_and_activity_show_only_readable_jobs_and_filter(app: Flask,
     assert "Job adder 0.0.1 deleted by admin" in deleted and "deployed by" not in deleted
 
 
+def test_the_phase_column_shows_where_each_deployment_is_or_ended(app: Flask) -> None:
+    def deployment(name: str, phases: list[str], status: str | None) -> None:
+        row = db.Deployment.create(job_name=name, job_version="0.0.1", manifest_yaml="")
+        for phase in phases:
+            row.set_phase(phase)
+        if status:
+            row.finish(status, "boom" if status == "failed" else None)
+
+    deployment("running", ["building image"], None)
+    deployment("finished", ["building image", "starting Job server"], "done")
+    deployment("broken", ["building image"], "failed")
+
+    page = page_text(browser(app).get("/dashboard/deployments"))
+
+    cells = dict(re.findall(r"<td>(\w+) 0\.0\.1</td>.*?</span></td><td>([^<]*)</td>", page, re.S))
+    assert cells == {"running": "building image", "finished": "starting Job server", "broken": "building image"}
+
+
 # --- maintenance mode -------------------------------------------------------------------------------
 
 
