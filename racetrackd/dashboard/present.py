@@ -25,6 +25,16 @@ STATUS_TONES = {
     "in_progress": "busy",
     "failed": "bad",
 }
+
+
+def answer_tone(status: str) -> str:
+    """The badge of an HTTP status the job answered with: only 4xx and 5xx are errors (red); a
+    redirect (3xx) is how web apps answer a form or a bare path, so it looks neutral."""
+    if status.startswith("2"):
+        return "ok"
+    return "bad" if status[:1] in ("4", "5") else "neutral"
+
+
 JOB_FILTERS = ("name", "owner", "jobtype", "status")
 
 

@@ -74,6 +74,7 @@ def _page_context() -> dict[str, Any]:
         "when": present.when,
         "seconds": present.seconds,
         "phase_of": present.phase_of,
+        "answer_tone": present.answer_tone,
         "public_url": services().settings.public_url,
         "now": time.time(),
         "maintenance": maintenance.current() if identity is not None else None,

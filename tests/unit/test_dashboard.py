@@ -231,6 +231,18 @@ def test_open_url_and_call_form_point_where_the_job_serves(
     assert f'name="endpoint" value="{endpoint}"' in page
 
 
+def test_redirects_a_job_answered_are_not_shown_as_errors(app: Flask) -> None:
+    add_job("redirecting", "0.0.1")  # a name of its own: the gateway's counters live per process
+    calls = metrics.for_job("redirecting", "0.0.1")
+    for status in (200, 302, 304, 404, 502):
+        calls.answered(status)
+
+    page = page_text(browser(app).get("/dashboard/jobs/redirecting/0.0.1"))
+
+    tones = dict((status, tone) for tone, status in re.findall(r'<span class="badge (\w+)">1 × (\d+)</span>', page))
+    assert tones == {"200": "ok", "302": "neutral", "304": "neutral", "404": "bad", "502": "bad"}
+
+
 def test_the_job_page_offers_only_the_actions_the_user_may_take(app: Flask) -> None:
     add_job("adder", "0.0.1")
     token = new_user(app, default_grants=False)
