@@ -548,6 +548,18 @@ def test_assets_are_served_by_the_daemon_and_cached_while_pages_are_not(app: Fla
     unauthenticated.close()
 
 
+def test_every_page_links_a_favicon_the_daemon_serves(app: Flask) -> None:
+    login = app.test_client().get("/dashboard/login").get_data(as_text=True)
+    link = re.search(r'<link rel="icon" type="image/svg\+xml" href="([^"]+)">', login)
+    assert link, "the login page links no favicon"
+
+    icon = app.test_client().get(link.group(1))
+
+    assert icon.status_code == 200 and icon.mimetype == "image/svg+xml"
+    assert icon.get_data(as_text=True).lstrip().startswith("<svg")
+    icon.close()
+
+
 def test_with_auth_off_the_pages_open_without_logging_in(make_app: Callable[..., Flask]) -> None:
     app = make_app(auth_required="false")
     add_job("adder", "0.0.1")
