@@ -328,6 +328,7 @@ def admin() -> str:
         escs=list(Esc.select().order_by(Esc.name)),
         tokens=svc.accounts.tokens_of(),
         grants=svc.accounts.grants(),
+        deleted=present.DeletedJobs.now(),
         public_endpoints=svc.accounts.public_endpoints(),
         job_types=svc.plugins.job_types(),
         plugins=svc.plugins.plugins(),

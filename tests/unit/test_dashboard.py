@@ -336,6 +336,38 @@ def test_the_admin_page_lists_users_escs_grants_endpoints_and_job_types(app: Fla
     assert "Turn maintenance mode on" in page
 
 
+def test_grants_and_tokens_of_deleted_jobs_are_marked_on_the_admin_page(app: Flask) -> None:
+    accounts = accounts_of(app)
+    accounts.create_user("carol")
+    add_job("kept", "0.0.1")
+    gone = add_job("gone", "0.0.1")
+    accounts.family_token("gone")
+    accounts.add_grant(access.JOB_FAMILY, "gone", GrantRule(access.CALL_JOB, "kept"), "admin")
+    for job_name, version in (("gone", "0.0.1"), ("gone", None), ("kept", None), ("upcoming", None)):
+        accounts.add_grant(access.USER, "carol", GrantRule(access.CALL_JOB, job_name, version), "admin")
+    gone.delete_instance()  # as deleting the job does (the API's delete also revokes the family's token)
+    db.DeletedJob.create(name="gone", version="0.0.1")
+
+    page = page_text(browser(app).get("/dashboard/admin"))
+
+    grants = page[page.index('id="grants-h"') : page.index("<h3>Grant</h3>")]
+    cells = [[re.sub(r"<[^>]+>", "", cell).strip() for cell in row.split("</td>")] for row in grants.split("<tr>")[2:]]
+    marked = {
+        (c[0], c[2].removesuffix(" job deleted"), c[3]): c[2].endswith("job deleted") for c in cells if c[2] != "all"
+    }
+    assert marked == {
+        ("job_family:gone", "kept", "all"): True,  # its subject's family is gone
+        ("user:carol", "gone", "0.0.1"): True,
+        ("user:carol", "gone", "all"): True,
+        ("user:carol", "kept", "all"): False,
+        ("user:carol", "upcoming", "all"): False,  # granted ahead of a first deployment
+    }
+    assert grants.count(">Remove</button>") == len(cells)  # each with its remove action
+    tokens = page[page.index('id="tokens-h"') : page.index('id="grants-h"')]
+    family_row = next(row for row in tokens.split("<tr>") if "job_family:gone" in row)
+    assert "job deleted" in family_row and ">Revoke</button>" in family_row
+
+
 def test_the_admin_page_lists_plugins_offers_an_upload_and_removes_only_uploaded_ones(app: Flask) -> None:
     app.extensions["racetrackd"].plugins.install("shell.zip", zip_of(example_files()))
 
