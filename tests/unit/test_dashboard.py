@@ -205,6 +205,9 @@ def test_the_job_page_shows_details_actions_and_a_chart_of_its_calls(app: Flask)
     chart = page[page.index("<svg") : page.index("</svg>")]
     assert "Calls by latency: 2 ≤ 4 ms, 0 ≤ 8 ms" in chart and "1 ≤ 256 ms</title>" in chart
     assert chart.count("<rect") == 7  # 4 ms to 256 ms, doubling
+    axis = chart[chart.index('<g class="axis"') : chart.index("</g>")]
+    assert axis.count("<line") == 2  # both axes drawn, named, with the count scale from 0 to the tallest bar
+    assert all(f">{label}</text>" in axis for label in ("0", "2", "calls", "latency"))
     assert "3 × 200" in page and "1 × 500" in page
 
 
