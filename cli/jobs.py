@@ -83,7 +83,8 @@ def status(ctx: click.Context, name: str, version: str, as_json: bool) -> None:
     ready = len(job.get("replica_internal_names") or [])
     fields = [
         ("status", job["status"]),
-        ("url", job["pub_url"]),
+        # Where the job's server answers (under /api/v1/ for a forward-mode job); older daemons: pub_url
+        ("url", job.get("serving_url") or job["pub_url"]),
         ("replicas", f"{job.get('replicas', 1)} ({ready} ready)"),
         ("crashes", stats.get("crash_count", 0)),
         ("last error", (job.get("error") or "-").strip()),

@@ -20,6 +20,13 @@ REWRITE = "rewrite"  # /pub/job/<n>/<v>/<path> -> the job's /<path>; the daemon 
 PATH_MODES = (WRAPPER, FORWARD, REWRITE)
 
 
+def served_root(path_mode: str) -> str:
+    """The job-relative path (after `/pub/job/<name>/<version>`) where the job's own `/` answers:
+    what Open links to and `rtd status` prints. A forward-mode server is reached only under /api/v1/,
+    so its bare prefix would answer 404."""
+    return "/api/v1/" if path_mode == FORWARD else "/"
+
+
 @dataclasses.dataclass(frozen=True)
 class Serving:
     """How one job's server is reached: its port, how paths map, and what proves it ready."""

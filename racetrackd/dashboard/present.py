@@ -9,7 +9,8 @@ from typing import Any
 
 import yaml
 
-from racetrackd.db import Job
+from racetrackd.auth import access
+from racetrackd.db import AuthToken, DeletedJob, Deployment, Grant, Job
 from racetrackd.metrics import JobCalls
 
 # Status -> the CSS class of its badge (colours in dashboard.css); unknown statuses look neutral.
@@ -25,6 +26,16 @@ STATUS_TONES = {
     "in_progress": "busy",
     "failed": "bad",
 }
+
+
+def answer_tone(status: str) -> str:
+    """The badge of an HTTP status the job answered with: only 4xx and 5xx are errors (red); a
+    redirect (3xx) is how web apps answer a form or a bare path, so it looks neutral."""
+    if status.startswith("2"):
+        return "ok"
+    return "bad" if status[:1] in ("4", "5") else "neutral"
+
+
 JOB_FILTERS = ("name", "owner", "jobtype", "status")
 
 
@@ -74,6 +85,49 @@ def families(rows: list[JobRow]) -> list[Family]:
         Family(name, sorted(members, key=lambda row: row.job.create_time, reverse=True))
         for name, members in sorted(grouped.items())
     ]
+
+
+def phase_of(deployment: Deployment) -> str:
+    """The phase a deployment is in, or for a finished one the last it reached (where a failed
+    one stopped): `finish` clears the current phase, and the Phase column would be empty."""
+    if deployment.phase:
+        return str(deployment.phase)
+    timeline = deployment.phase_timeline()
+    return str(timeline[-1]["name"]) if timeline else ""
+
+
+@dataclasses.dataclass(frozen=True)
+class DeletedJobs:
+    """Which grants and tokens on the admin page name a job that was deleted and is not deployed
+    again. They are kept (a redeploy with --force may want them back) but marked, beside their
+    Remove/Revoke action. A grant for a job never deployed yet is not marked: admins grant ahead."""
+
+    live: frozenset[tuple[str, str]]
+    live_families: frozenset[str]
+    deleted: frozenset[tuple[str, str]]
+    deleted_families: frozenset[str]
+
+    @classmethod
+    def now(cls) -> DeletedJobs:
+        live = frozenset((job.name, job.version) for job in Job.select(Job.name, Job.version))
+        deleted = frozenset((row.name, row.version) for row in DeletedJob.select(DeletedJob.name, DeletedJob.version))
+        return cls(live, frozenset(n for n, _ in live), deleted, frozenset(n for n, _ in deleted))
+
+    def family_gone(self, family: str) -> bool:
+        return family in self.deleted_families and family not in self.live_families
+
+    def grant(self, grant: Grant) -> bool:
+        if grant.subject_kind == access.JOB_FAMILY and self.family_gone(grant.subject_name):
+            return True
+        if grant.job_name is None:
+            return False
+        if grant.job_version is None:
+            return self.family_gone(grant.job_name)
+        version = (grant.job_name, grant.job_version)
+        return version in self.deleted and version not in self.live
+
+    def token(self, token: AuthToken) -> bool:
+        return token.subject_kind == access.JOB_FAMILY and self.family_gone(token.subject_name)
 
 
 @dataclasses.dataclass(frozen=True)

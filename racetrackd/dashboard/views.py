@@ -26,6 +26,7 @@ from racetrackd.deploy.requests import DeployRequest
 from racetrackd.errors import ManifestError, RacetrackError, UnauthorizedError, ValidationError
 from racetrackd.jobs import queries as jobs
 from racetrackd.manifest import accept_manifest
+from racetrackd.serving import Serving, served_root
 from racetrackd.settings import Settings
 
 STATIC_DIR = resources.dashboard_static_dir()
@@ -72,6 +73,8 @@ def _page_context() -> dict[str, Any]:
         "ago": present.ago,
         "when": present.when,
         "seconds": present.seconds,
+        "phase_of": present.phase_of,
+        "answer_tone": present.answer_tone,
         "public_url": services().settings.public_url,
         "now": time.time(),
         "maintenance": maintenance.current() if identity is not None else None,
@@ -164,6 +167,7 @@ def job_page(name: str, version: str) -> str:
     calls = metrics.job_calls(job.name, job.version)
     bars = present.latency_bars(calls)
     row = present.job_rows([job])[0]
+    serving = Serving.from_json(job.serving)
     return render_template(
         "dashboard/job.html",
         title=f"{job.name} {job.version}",
@@ -179,6 +183,9 @@ def job_page(name: str, version: str) -> str:
         chart_width=present.CHART_WIDTH,
         chart_height=present.CHART_HEIGHT,
         pub_path=naming.pub_path(job.name, job.version),
+        # Where the job's own `/` answers: Open, the URL shown, and the Call form's first endpoint
+        served_root=served_root(serving.path_mode),
+        wrapper=serving.wrapper,
         may_call=identity.allows(access.CALL_JOB, job.name, job.version),
         may_deploy=identity.allows(access.DEPLOY_JOB, job.name, job.version),
         may_delete=identity.allows(access.DELETE_JOB, job.name, job.version),
@@ -321,6 +328,7 @@ def admin() -> str:
         escs=list(Esc.select().order_by(Esc.name)),
         tokens=svc.accounts.tokens_of(),
         grants=svc.accounts.grants(),
+        deleted=present.DeletedJobs.now(),
         public_endpoints=svc.accounts.public_endpoints(),
         job_types=svc.plugins.job_types(),
         plugins=svc.plugins.plugins(),

@@ -14,7 +14,7 @@ from racetrackd.db import AuditEvent, DeletedJob, Job, JobStatus, PublicEndpoint
 from racetrackd.docker.images import prune_job_images
 from racetrackd.docker.runtime import Runtime
 from racetrackd.errors import JobNotFound
-from racetrackd.serving import Serving
+from racetrackd.serving import Serving, served_root
 from racetrackd.settings import Settings
 from racetrackd.streams import ClientGone
 
@@ -60,6 +60,8 @@ def delete_job(runtime: Runtime, instance: str, name: str, version: str, deleted
 
 def job_dto(job: Job, settings: Settings) -> dict[str, Any]:
     """Racetrack's JobDto shape."""
+    path_mode = Serving.from_json(job.serving).path_mode
+    pub_url = settings.public_url + naming.pub_path(job.name, job.version)
     return {
         "id": str(job.get_id()),
         "name": job.name,
@@ -70,7 +72,7 @@ def job_dto(job: Job, settings: Settings) -> dict[str, Any]:
         "manifest": yaml.safe_load(job.manifest_yaml),
         "manifest_yaml": job.manifest_yaml,
         "internal_name": job.internal_name,
-        "pub_url": settings.public_url + naming.pub_path(job.name, job.version),
+        "pub_url": pub_url,
         "error": job.error,
         "notice": None,
         "image_tag": job.image_name,
@@ -82,7 +84,10 @@ def job_dto(job: Job, settings: Settings) -> dict[str, Any]:
         "idle_timeout": job.idle_timeout,
         "job_type_version": job.job_type_version,
         # racetrackd's own: how the gateway maps paths to the job's server (wrapper, forward, rewrite)
-        "path_mode": Serving.from_json(job.serving).path_mode,
+        "path_mode": path_mode,
+        # racetrackd's own: the URL where the job's server answers its `/` (the pub_url of a
+        # forward-mode job answers 404: its server is reached under /api/v1/ only)
+        "serving_url": pub_url + served_root(path_mode),
         "infrastructure_stats": {"crash_count": job.crash_count},
     }
 

@@ -17,6 +17,7 @@ from flask.testing import FlaskClient
 from racetrackd import db, naming
 from racetrackd import manifest as manifest_module
 from racetrackd.docker.runtime import ContainerSpec, Runtime
+from racetrackd.serving import FORWARD, Serving
 from racetrackd.settings import BUILTIN_PLUGINS_DIR, Settings
 from tests.unit.conftest import ADMIN_TOKEN
 from tests.unit.fakes import FakeRuntime, build_context, sample_manifest
@@ -406,6 +407,20 @@ def test_pub_url_uses_the_external_url(make_app: Callable[..., Flask]) -> None:
     jobs = app.test_client().get(f"{API}/job").get_json()
 
     assert jobs[0]["pub_url"] == "https://racetrack.example.com/pub/job/adder/0.0.1"
+
+
+def test_the_job_says_the_url_that_serves_it_by_path_mode(client: FlaskClient) -> None:
+    add_job("adder", "0.0.1")
+    web = add_job("web", "1.0.0")
+    web.serving = Serving(port=8080, path_mode=FORWARD).to_json()
+    web.save()
+
+    served = {job["name"]: job["serving_url"] for job in client.get(f"{API}/job").get_json()}
+
+    assert served == {
+        "adder": "http://127.0.0.1:7102/pub/job/adder/0.0.1/",
+        "web": "http://127.0.0.1:7102/pub/job/web/1.0.0/api/v1/",  # its bare pub_url answers 404
+    }
 
 
 def test_list_jobs_when_there_are_none(client: FlaskClient) -> None:

@@ -161,6 +161,17 @@ def test_status_is_one_screen(runner: CliRunner, daemon: FakeDaemon) -> None:
     ]
 
 
+def test_status_shows_the_url_that_serves_a_forward_mode_job(runner: CliRunner, daemon: FakeDaemon) -> None:
+    served = f"{REMOTE}/pub/job/web/1.0.0/api/v1/"
+    daemon.answer("GET", f"{JOBS}/web/latest", (200, job("web", path_mode="forward", serving_url=served)))
+    daemon.answer("GET", DEPLOYMENTS, (200, []))
+
+    result = runner.invoke(main, ["status", "web"])
+
+    assert result.exit_code == 0, result.output
+    assert f"  url:          {served}" in result.stdout.splitlines()
+
+
 def test_status_of_a_job_whose_deployment_failed_says_why(runner: CliRunner, daemon: FakeDaemon) -> None:
     daemon.answer("GET", f"{JOBS}/adder/latest", (404, {"error": "job adder latest not found"}))
     daemon.answer("GET", DEPLOYMENTS, (200, [deployment("failed", error="image build failed at step 3\nmore")]))

@@ -20,6 +20,7 @@ from racetrackd import db, maintenance, metrics
 from racetrackd.auth import access
 from racetrackd.auth.access import GrantRule
 from racetrackd.errors import ValidationError
+from racetrackd.serving import Serving
 from tests.plugin_zips import example_files, zip_of
 from tests.unit.conftest import ADMIN_TOKEN
 from tests.unit.fakes import sample_manifest
@@ -204,7 +205,45 @@ def test_the_job_page_shows_details_actions_and_a_chart_of_its_calls(app: Flask)
     chart = page[page.index("<svg") : page.index("</svg>")]
     assert "Calls by latency: 2 ≤ 4 ms, 0 ≤ 8 ms" in chart and "1 ≤ 256 ms</title>" in chart
     assert chart.count("<rect") == 7  # 4 ms to 256 ms, doubling
+    axis = chart[chart.index('<g class="axis"') : chart.index("</g>")]
+    assert axis.count("<line") == 2  # both axes drawn, named, with the count scale from 0 to the tallest bar
+    assert all(f">{label}</text>" in axis for label in ("0", "2", "calls", "latency"))
     assert "3 × 200" in page and "1 × 500" in page
+
+
+@pytest.mark.parametrize(
+    ("path_mode", "served", "method", "endpoint"),
+    [
+        ("wrapper", "/pub/job/served/0.0.1/", "POST", "/api/v1/perform"),
+        ("forward", "/pub/job/served/0.0.1/api/v1/", "GET", "/api/v1/"),
+        ("rewrite", "/pub/job/served/0.0.1/", "GET", "/"),
+    ],
+)
+def test_open_url_and_call_form_point_where_the_job_serves(
+    app: Flask, path_mode: str, served: str, method: str, endpoint: str
+) -> None:
+    job = add_job("served", "0.0.1")
+    job.serving = Serving(port=8080, path_mode=path_mode).to_json()
+    job.save()
+
+    page = page_text(browser(app).get("/dashboard/jobs/served/0.0.1"))
+
+    assert f'<a class="button" href="{served}" target="_blank" rel="noopener">Open</a>' in page
+    assert re.search(rf"<dt>URL</dt><dd><code>https?://[^<]*{served}</code></dd>", page)
+    assert f"<option selected>{method}</option>" in page
+    assert f'name="endpoint" value="{endpoint}"' in page
+
+
+def test_redirects_a_job_answered_are_not_shown_as_errors(app: Flask) -> None:
+    add_job("redirecting", "0.0.1")  # a name of its own: the gateway's counters live per process
+    calls = metrics.for_job("redirecting", "0.0.1")
+    for status in (200, 302, 304, 404, 502):
+        calls.answered(status)
+
+    page = page_text(browser(app).get("/dashboard/jobs/redirecting/0.0.1"))
+
+    tones = dict((status, tone) for tone, status in re.findall(r'<span class="badge (\w+)">1 × (\d+)</span>', page))
+    assert tones == {"200": "ok", "302": "neutral", "304": "neutral", "404": "bad", "502": "bad"}
 
 
 def test_the_job_page_offers_only_the_actions_the_user_may_take(app: Flask) -> None:
@@ -298,6 +337,38 @@ def test_the_admin_page_lists_users_escs_grants_endpoints_and_job_types(app: Fla
     assert "carol" in page and "billing" in page and "python3:1.0.0" in page
     assert "waiting for approval" in page and ">Approve<" in page
     assert "Turn maintenance mode on" in page
+
+
+def test_grants_and_tokens_of_deleted_jobs_are_marked_on_the_admin_page(app: Flask) -> None:
+    accounts = accounts_of(app)
+    accounts.create_user("carol")
+    add_job("kept", "0.0.1")
+    gone = add_job("gone", "0.0.1")
+    accounts.family_token("gone")
+    accounts.add_grant(access.JOB_FAMILY, "gone", GrantRule(access.CALL_JOB, "kept"), "admin")
+    for job_name, version in (("gone", "0.0.1"), ("gone", None), ("kept", None), ("upcoming", None)):
+        accounts.add_grant(access.USER, "carol", GrantRule(access.CALL_JOB, job_name, version), "admin")
+    gone.delete_instance()  # as deleting the job does (the API's delete also revokes the family's token)
+    db.DeletedJob.create(name="gone", version="0.0.1")
+
+    page = page_text(browser(app).get("/dashboard/admin"))
+
+    grants = page[page.index('id="grants-h"') : page.index("<h3>Grant</h3>")]
+    cells = [[re.sub(r"<[^>]+>", "", cell).strip() for cell in row.split("</td>")] for row in grants.split("<tr>")[2:]]
+    marked = {
+        (c[0], c[2].removesuffix(" job deleted"), c[3]): c[2].endswith("job deleted") for c in cells if c[2] != "all"
+    }
+    assert marked == {
+        ("job_family:gone", "kept", "all"): True,  # its subject's family is gone
+        ("user:carol", "gone", "0.0.1"): True,
+        ("user:carol", "gone", "all"): True,
+        ("user:carol", "kept", "all"): False,
+        ("user:carol", "upcoming", "all"): False,  # granted ahead of a first deployment
+    }
+    assert grants.count(">Remove</button>") == len(cells)  # each with its remove action
+    tokens = page[page.index('id="tokens-h"') : page.index('id="grants-h"')]
+    family_row = next(row for row in tokens.split("<tr>") if "job_family:gone" in row)
+    assert "job deleted" in family_row and ">Revoke</button>" in family_row
 
 
 def test_the_admin_page_lists_plugins_offers_an_upload_and_removes_only_uploaded_ones(app: Flask) -> None:
@@ -427,6 +498,24 @@ def test_deployments_and_activity_show_only_readable_jobs_and_filter(app: Flask,
     assert "Job adder 0.0.1 deleted by admin" in deleted and "deployed by" not in deleted
 
 
+def test_the_phase_column_shows_where_each_deployment_is_or_ended(app: Flask) -> None:
+    def deployment(name: str, phases: list[str], status: str | None) -> None:
+        row = db.Deployment.create(job_name=name, job_version="0.0.1", manifest_yaml="")
+        for phase in phases:
+            row.set_phase(phase)
+        if status:
+            row.finish(status, "boom" if status == "failed" else None)
+
+    deployment("running", ["building image"], None)
+    deployment("finished", ["building image", "starting Job server"], "done")
+    deployment("broken", ["building image"], "failed")
+
+    page = page_text(browser(app).get("/dashboard/deployments"))
+
+    cells = dict(re.findall(r"<td>(\w+) 0\.0\.1</td>.*?</span></td><td>([^<]*)</td>", page, re.S))
+    assert cells == {"running": "building image", "finished": "starting Job server", "broken": "building image"}
+
+
 # --- maintenance mode -------------------------------------------------------------------------------
 
 
@@ -492,6 +581,18 @@ def test_assets_are_served_by_the_daemon_and_cached_while_pages_are_not(app: Fla
     assert "script-src 'self'" in page.headers["Content-Security-Policy"]
     asset.close()
     unauthenticated.close()
+
+
+def test_every_page_links_a_favicon_the_daemon_serves(app: Flask) -> None:
+    login = app.test_client().get("/dashboard/login").get_data(as_text=True)
+    link = re.search(r'<link rel="icon" type="image/svg\+xml" href="([^"]+)">', login)
+    assert link, "the login page links no favicon"
+
+    icon = app.test_client().get(link.group(1))
+
+    assert icon.status_code == 200 and icon.mimetype == "image/svg+xml"
+    assert icon.get_data(as_text=True).lstrip().startswith("<svg")
+    icon.close()
 
 
 def test_with_auth_off_the_pages_open_without_logging_in(make_app: Callable[..., Flask]) -> None:

@@ -165,6 +165,17 @@ def test_openapi_and_docs_describe_the_job(make_app: Callable[..., Any]) -> None
     assert "/pub/job/full/latest/openapi.json" in page.text
 
 
+def test_openapi_declares_the_racetrack_auth_header_so_swagger_ui_can_send_it(make_app: Callable[..., Any]) -> None:
+    _, client = make_app(FILES)
+
+    document = client.get("/pub/job/full/1.0.0/openapi.json").json
+
+    scheme = {"type": "apiKey", "in": "header", "name": "X-Racetrack-Auth"}
+    assert document["components"]["securitySchemes"] == {"RacetrackAuth": scheme}
+    assert document["security"] == [{"RacetrackAuth": []}]  # Authorize fills it in every call and curl
+    assert document["paths"]["/ready"]["get"]["security"] == []  # probes need no token
+
+
 def test_a_wsgi_webview_is_mounted_under_its_prefix(make_app: Callable[..., Any], tmp_path: Path) -> None:
     _, client = make_app({"entrypoint.py": WSGI_WEBVIEW, "static/style.css": "body {}\n"})
 

@@ -217,6 +217,19 @@ func TestDocsOpenAPIAndParametersUseTheExampleAndTheCallersPrefix(t *testing.T) 
 	}
 }
 
+// Swagger UI's Authorize (and the curl it shows) sends the token only when the document declares it.
+func TestOpenAPIDeclaresTheRacetrackAuthHeader(t *testing.T) {
+	job := adderJob("input", testOptions())
+	openapi := decode(t, call(job, "GET", "/pub/job/adder/1.2.0/openapi.json", "")).(map[string]interface{})
+
+	schemes, _ := json.Marshal(openapi["components"].(map[string]interface{})["securitySchemes"])
+	security, _ := json.Marshal(openapi["security"])
+	if string(schemes) != `{"RacetrackAuth":{"in":"header","name":"X-Racetrack-Auth","type":"apiKey"}}` ||
+		string(security) != `[{"RacetrackAuth":[]}]` {
+		t.Errorf("security: schemes %s, requirement %s", schemes, security)
+	}
+}
+
 func mustJSON(value interface{}) []byte {
 	data, _ := json.Marshal(value)
 	return data

@@ -198,23 +198,27 @@ async function wireCallForm() {
   const pubPath = form.dataset.pubPath;
   const bodyField = form.querySelector("textarea");
   const endpointField = form.querySelector('input[name="endpoint"]');
+  const methodField = form.querySelector('select[name="method"]');
   const result = document.getElementById("call-result");
   let examples = {};
-  try {
-    const response = await fetch(pubPath + "/openapi.json", { credentials: "same-origin" });
-    if (response.ok) {
-      const spec = await response.json();
-      const list = document.getElementById("call-endpoints");
-      for (const [path, methods] of Object.entries(spec.paths || {})) {
-        if (!methods.post) continue;
-        const content = ((methods.post.requestBody || {}).content || {})["application/json"] || {};
-        if (content.example !== undefined) examples[path] = content.example;
-        const option = document.createElement("option");
-        option.value = path;
-        list.append(option);
+  // Only a wrapper job serves its OpenAPI document there; another job's server may not know the path.
+  if (form.dataset.wrapper === "true") {
+    try {
+      const response = await fetch(pubPath + "/openapi.json", { credentials: "same-origin" });
+      if (response.ok) {
+        const spec = await response.json();
+        const list = document.getElementById("call-endpoints");
+        for (const [path, methods] of Object.entries(spec.paths || {})) {
+          if (!methods.post) continue;
+          const content = ((methods.post.requestBody || {}).content || {})["application/json"] || {};
+          if (content.example !== undefined) examples[path] = content.example;
+          const option = document.createElement("option");
+          option.value = path;
+          list.append(option);
+        }
       }
-    }
-  } catch (_) { examples = {}; }
+    } catch (_) { examples = {}; }
+  }
   const fill = () => {
     const example = examples[endpointField.value];
     if (example !== undefined) bodyField.value = JSON.stringify(example, null, 2);
@@ -225,9 +229,12 @@ async function wireCallForm() {
     event.preventDefault();
     result.textContent = "Calling…";
     try {
+      const method = methodField.value;
+      const bodyless = method === "GET" || method === "HEAD";
       const response = await fetch(pubPath + endpointField.value, {
-        method: "POST", credentials: "same-origin",
-        headers: { "Content-Type": "application/json", "X-CSRF-Token": csrfToken() }, body: bodyField.value,
+        method, credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "X-CSRF-Token": csrfToken() },
+        body: bodyless ? undefined : bodyField.value,
       });
       const text = await response.text();
       let shown = text;
