@@ -210,9 +210,18 @@ def _fail(what: str, deployment: dict[str, Any], client: ApiClient, shown_logs: 
     name, version = deployment["job_name"], deployment["job_version"]
     report_error(f"{what} {deployment['id'][:8]} of {name} {version} failed: {message}")
     if details and not shown_logs:
-        click.echo("\n".join(details.splitlines()[-FAILED_BUILD_LINES:]), err=True)
+        click.echo("\n".join(_last_lines(details)), err=True)
     click.echo(f"hint: {_failure_hint(what, deployment, client)}", err=True)
     sys.exit(EXIT_DEPLOY_FAILED)
+
+
+def _last_lines(details: str) -> list[str]:
+    """The last FAILED_BUILD_LINES lines of a failure's details, led by the build step that failed
+    (`Step 7/9 : RUN pip install ...`) when it is further up."""
+    lines = details.splitlines()
+    shown = lines[-FAILED_BUILD_LINES:]
+    steps = [line for line in lines[: len(lines) - len(shown)] if line.startswith("Step ")]
+    return [steps[-1], "..."] + shown if steps else shown
 
 
 def _failure_hint(what: str, deployment: dict[str, Any], client: ApiClient) -> str:

@@ -281,7 +281,17 @@ def _parse_payload(text: str | None, where: str) -> Any:
 
 
 def _where_it_breaks(text: str) -> str:
-    """`not valid JSON (nor YAML): expected ',' or '}' after '"a": 1' at line 1, column 9`, or the like."""
+    """`not valid JSON or YAML: expected a comma (or the closing bracket) after '{"a": 1' at line 1, column 9`
+    for what looks like JSON; for what looks like YAML, the line and column of the problem."""
+    if not text.lstrip().startswith(("{", "[")):
+        try:
+            yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            problem = getattr(exc, "problem", None) or "cannot be read"
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            return f"not valid JSON or YAML: {problem}{where}"
+        return "not valid JSON or YAML"
     try:
         json.loads(text)
     except json.JSONDecodeError as exc:
@@ -295,8 +305,8 @@ def _where_it_breaks(text: str) -> str:
             "Unterminated string starting at": "a string is not closed with a double quote",
         }.get(exc.msg, exc.msg.lower())
         after = f" after {before[0].strip()!r}" if before[0].strip() else ""
-        return f"not valid JSON (nor YAML): {reason}{after} at line {exc.lineno}, column {exc.colno}"
-    return "not valid JSON (nor YAML)"  # valid JSON is valid YAML: not reached, but never a traceback
+        return f"not valid JSON or YAML: {reason}{after} at line {exc.lineno}, column {exc.colno}"
+    return "not valid JSON or YAML"  # valid JSON is valid YAML: not reached, but never a traceback
 
 
 def curl_command(

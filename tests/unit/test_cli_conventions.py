@@ -97,7 +97,7 @@ def test_a_payload_that_is_not_json_is_told_in_plain_words(runner: CliRunner, da
     first = result.stderr.splitlines()[0]
     assert "while parsing" not in first and "flow mapping" not in first
     assert first == (
-        "error: Invalid value for --data: not valid JSON (nor YAML): expected a comma (or the closing bracket) "
+        "error: Invalid value for --data: not valid JSON or YAML: expected a comma (or the closing bracket) "
         "after '{\"a\": 1' at line 1, column 9"
     )
 
@@ -176,3 +176,35 @@ def test_submit_verbose_shows_every_step(runner: CliRunner, daemon: FakeDaemon, 
 
     assert result.exit_code == 6
     assert all(f"       Step {n}/30 : RUN step {n}" in result.stdout for n in range(1, 31))
+
+
+def test_a_failed_submit_names_the_failing_step_even_above_the_last_lines(
+    runner: CliRunner, daemon: FakeDaemon, tmp_path: Path
+) -> None:
+    job_dir = tmp_path / "adder"
+    job_dir.mkdir()
+    (job_dir / "job.yaml").write_text(
+        "name: adder\nversion: 1.0.0\nowner_email: a@example.com\n"
+        "jobtype: python3:latest\njobtype_extra: {entrypoint_path: e.py}\n"
+    )
+    (job_dir / "e.py").write_text("")
+    pip_output = "".join(f"Collecting package{n}\n" for n in range(40))
+    failed = {
+        "id": "d0123456789",
+        "status": "failed",
+        "phase": "building image",
+        "error": f"image build failed: ERROR: no\n--- last build output ---\nStep 7/9 : RUN pip install\n{pip_output}",
+        "job_name": "adder",
+        "job_version": "1.0.0",
+        "phases": [],
+    }
+    daemon.answer("POST", DEPLOYMENTS, (201, {"id": failed["id"]}))
+    daemon.answer("GET", f"{DEPLOYMENTS}/{failed['id']}", (200, failed))
+    daemon.answer("GET", f"{DEPLOYMENTS}/{failed['id']}/build-logs", (200, {"logs": "x\n", "offset": 2}))
+
+    result = runner.invoke(main, ["submit", str(job_dir)], input="")
+
+    assert result.exit_code == 6
+    lines = result.stderr.splitlines()
+    assert lines[1:3] == ["Step 7/9 : RUN pip install", "..."]
+    assert "Collecting package39" in lines and "Collecting package10" not in lines
