@@ -220,6 +220,8 @@ def _last_lines(details: str) -> list[str]:
     (`Step 7/9 : RUN pip install ...`) when it is further up."""
     lines = details.splitlines()
     shown = lines[-FAILED_BUILD_LINES:]
+    if any(line.startswith("Step ") for line in shown):
+        return shown
     steps = [line for line in lines[: len(lines) - len(shown)] if line.startswith("Step ")]
     return [steps[-1], "..."] + shown if steps else shown
 

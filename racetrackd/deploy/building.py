@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -302,11 +303,15 @@ def _drop_secret_files(manifest: Manifest, job_dir: Path) -> None:
             path.unlink()
 
 
+_ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def failure_reason(docker_message: str, output: str) -> str:
     """Why a build failed, in the failing tool's words: pip's `ERROR: ...` lines (a bad requirement pin
     says which one) rather than Docker's "The command '/bin/sh -c pip install ...' returned a non-zero
     code", which only says that some step failed."""
-    errors = [line.strip() for line in output.splitlines() if line.strip().startswith("ERROR:")]
+    plain = _ANSI_COLOUR.sub("", output)  # Docker marks a step's stderr red: \x1b[91mERROR: ...
+    errors = [line.strip() for line in plain.splitlines() if line.strip().startswith("ERROR:")]
     return "; ".join(dict.fromkeys(errors)) if errors else docker_message
 
 

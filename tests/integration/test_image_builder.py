@@ -610,7 +610,7 @@ def test_failed_build_names_the_failing_step_and_its_last_lines(daemon: Daemon, 
     assert REQUIREMENTS_STEP in result.stderr  # the failing step
     assert "this-package-does-not-exist-racetrackd" in result.stderr.split("--- last build output ---")[-1]
     first = result.stderr.splitlines()[0]  # pip's own words for the bad pin, not Docker's command line
-    assert "ERROR:" in first and "this-package-does-not-exist-racetrackd" in first, first
+    assert "ERROR:" in first and "this-package-does-not-exist-racetrackd" in first, result.stderr
     assert "/bin/sh -c" not in first and "non-zero code" not in first
     failed = latest_deployment(daemon, "ib-bad-requirements")
     assert failed["status"] == "failed" and "image build failed" in failed["error"]

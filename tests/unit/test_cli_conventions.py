@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from cli import deploying
 from cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_INVALID_INPUT, EXIT_NOT_FOUND, EXIT_USAGE
 from cli.main import main
 from tests.unit.fakes import REMOTE, FakeDaemon
@@ -208,3 +209,10 @@ def test_a_failed_submit_names_the_failing_step_even_above_the_last_lines(
     lines = result.stderr.splitlines()
     assert lines[1:3] == ["Step 7/9 : RUN pip install", "..."]
     assert "Collecting package39" in lines and "Collecting package10" not in lines
+
+
+def test_a_failed_submit_does_not_repeat_an_earlier_step_when_the_failing_one_is_shown() -> None:
+    details = "Step 1/3 : FROM x\n" + "".join(f"line {n}\n" for n in range(30)) + "Step 3/3 : RUN false\nboom"
+
+    assert deploying._last_lines(details)[-2:] == ["Step 3/3 : RUN false", "boom"]
+    assert "Step 1/3 : FROM x" not in deploying._last_lines(details)

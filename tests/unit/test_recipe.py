@@ -300,8 +300,11 @@ def test_a_bad_requirement_pin_fails_with_pips_own_words_not_the_docker_command(
         on_log = args[4]
         assert callable(on_log)
         on_log("Step 7/9 : RUN pip install -r requirements.txt\n")
-        on_log("ERROR: Could not find a version that satisfies the requirement flask==99.0 (from versions: 3.0.0)\n")
-        on_log("ERROR: No matching distribution found for flask==99.0\n")
+        # Docker marks the step's stderr red, as it streams it
+        on_log(
+            "\x1b[91mERROR: Could not find a version that satisfies the requirement flask==99.0 (from versions: 3.0.0)\n"
+        )
+        on_log("ERROR: No matching distribution found for flask==99.0\n\x1b[0m")
         raise BuildError("The command '/bin/sh -c pip install -r requirements.txt' returned a non-zero code: 1")
 
     monkeypatch.setattr(runtime, "build_image", failing_build)
