@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import posixpath
 import sys
 import time
@@ -26,10 +27,17 @@ EXTRA_VARS_HELP = "Override a manifest field: KEY.PATH=VALUE (VALUE is YAML). Re
 DIRECTORY = click.Path(exists=True, file_okay=False, path_type=Path)
 
 
+# How many of the build's last lines a failed submit shows without -v (the daemon keeps all of them).
+FAILED_BUILD_LINES = 15
+
+
 def register(main: click.Group) -> None:
     for command in (validate, submit, rollback, build_logs, deployments, audit):
         main.add_command(command)
-    main.add_command(submit, name="deploy")
+    # `deploy` (Racetrack's word) does the same: listed once in `rtd --help`, beside submit
+    alias = copy.copy(submit)
+    alias.hidden = True
+    main.add_command(alias, name="deploy")
 
 
 def _load_manifest(directory: Path, extra_vars: tuple[str, ...]) -> Manifest:
@@ -81,11 +89,12 @@ def validate(directory: Path, extra_vars: tuple[str, ...], as_json: bool) -> Non
     click.echo(manifest.yaml, nl=False)
 
 
-@click.command()
+@click.command(short_help="Build and deploy the job in DIRECTORY (alias: deploy).")
 @click.argument("directory", default=".", type=DIRECTORY)
 @click.option("--force", is_flag=True, help="Redeploy a name and version that already exists.")
 @click.option("-e", "--extra-vars", multiple=True, help=EXTRA_VARS_HELP)
-@click.option("-q", "--quiet", is_flag=True, help="Show phases only, not the build output.")
+@click.option("-v", "--verbose", is_flag=True, help="Show the whole build output (Step N/M ...) as it comes.")
+@click.option("-q", "--quiet", is_flag=True, hidden=True)  # phases only: now the default, kept for old scripts
 @click.option(
     "--local", "force_local", is_flag=True, help="Upload DIRECTORY even when the manifest names a git.remote."
 )
@@ -105,6 +114,7 @@ def submit(
     directory: Path,
     force: bool,
     extra_vars: tuple[str, ...],
+    verbose: bool,
     quiet: bool,
     force_local: bool,
     no_cache: bool,
@@ -113,6 +123,9 @@ def submit(
     as_json: bool,
 ) -> None:
     """Build and deploy the job in DIRECTORY (its job.yaml, or one piped on stdin, and its files).
+
+    Shows each phase as it begins; on failure, the last lines of the build (-v: all of them, as they come).
+    Also: rtd deploy.
 
     With a git.remote in the manifest the daemon clones it (branch, directory) instead, unless --local.
     """
@@ -143,13 +156,13 @@ def submit(
         no_cache=no_cache,
         secret_vars=secret_vars,
     )
-    deployment = follow(client, deployment_id, progress, show_logs=not quiet)
+    deployment = follow(client, deployment_id, progress, show_logs=verbose and not quiet)
     for warning in (deployment.get("warnings") or "").splitlines():
         warn(warning)
     if as_json:
         print_json(deployment)
     if deployment["status"] != "done":
-        _fail("deployment", deployment, client)
+        _fail("deployment", deployment, client, shown_logs=verbose and not quiet)
     if as_json:
         return
     job = deployment["job"] or {}
@@ -190,15 +203,27 @@ def follow(client: ApiClient, deployment_id: str, progress: Progress, show_logs:
         progress.done()
 
 
-def _fail(what: str, deployment: dict[str, Any], client: ApiClient) -> None:
-    """Report a failed deployment or rollback (its error may carry the build's last lines) and exit 6."""
+def _fail(what: str, deployment: dict[str, Any], client: ApiClient, shown_logs: bool = False) -> None:
+    """Report a failed deployment or rollback and exit 6. Its error may carry the build's last lines;
+    they are shown (at most FAILED_BUILD_LINES) unless -v has already shown the whole output."""
     message, _, details = (deployment.get("error") or "no error recorded").partition("\n")
     name, version = deployment["job_name"], deployment["job_version"]
     report_error(f"{what} {deployment['id'][:8]} of {name} {version} failed: {message}")
-    if details:
-        click.echo(details, err=True)
+    if details and not shown_logs:
+        click.echo("\n".join(_last_lines(details)), err=True)
     click.echo(f"hint: {_failure_hint(what, deployment, client)}", err=True)
     sys.exit(EXIT_DEPLOY_FAILED)
+
+
+def _last_lines(details: str) -> list[str]:
+    """The last FAILED_BUILD_LINES lines of a failure's details, led by the build step that failed
+    (`Step 7/9 : RUN pip install ...`) when it is further up."""
+    lines = details.splitlines()
+    shown = lines[-FAILED_BUILD_LINES:]
+    if any(line.startswith("Step ") for line in shown):
+        return shown
+    steps = [line for line in lines[: len(lines) - len(shown)] if line.startswith("Step ")]
+    return [steps[-1], "..."] + shown if steps else shown
 
 
 def _failure_hint(what: str, deployment: dict[str, Any], client: ApiClient) -> str:

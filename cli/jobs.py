@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import shlex
+import sys
 from typing import Any
 
 import click
@@ -12,7 +14,7 @@ from click.core import ParameterSource
 
 from cli.client import ApiClient, ApiError
 from cli.common import client_for, complete_job_name
-from cli.errors import EXIT_NOT_FOUND, RtdError, exit_code_for_status
+from cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_NOT_FOUND, RtdError, exit_code_for_status
 from cli.output import print_json, seconds, table, when
 
 DEFAULT_ENDPOINT = "/api/v1/perform"
@@ -140,8 +142,21 @@ def _explain_missing(client: ApiClient, name: str, version: str, exc: ApiError) 
         ) from exc
     if not tried:
         raise RtdError(
-            exc.message, hint=exc.hint or "rtd list shows the jobs you may read", exit_code=EXIT_NOT_FOUND
+            exc.message,
+            hint=did_you_mean(client, name) or exc.hint or "rtd list shows the jobs you may read",
+            exit_code=EXIT_NOT_FOUND,
         ) from exc
+
+
+def did_you_mean(client: ApiClient, name: str) -> str | None:
+    """`did you mean adder?` for a job name that is close to one the caller may read; None when none is
+    (or the list cannot be had: the hint is a courtesy)."""
+    try:
+        names = sorted({str(job["name"]) for job in client.jobs()})
+    except RtdError:
+        return None
+    close = difflib.get_close_matches(name, [n for n in names if n != name], n=3, cutoff=0.6)
+    return f"did you mean {' or '.join(close)}? (rtd list shows the jobs you may read)" if close else None
 
 
 @click.command()
@@ -159,8 +174,9 @@ def logs(ctx: click.Context, name: str, version: str, tail: int, follow: bool) -
     try:
         for chunk in client.follow_job_logs(name, version, tail):
             click.echo(chunk.decode("utf-8", errors="replace"), nl=False)
-    except KeyboardInterrupt:
-        pass
+    except KeyboardInterrupt:  # the usual way to stop following: no error line, but the shell's code for Ctrl-C
+        click.echo("", err=True)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 @click.command()
@@ -178,6 +194,12 @@ def logs(ctx: click.Context, name: str, version: str, tail: int, follow: bool) -
     help="Run it as an async call (kept by the daemon, retried if the job is unreachable) and wait.",
 )
 @click.option("--curl", "as_curl", is_flag=True, help="Print the equivalent curl command instead of calling.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the answer as indented JSON, for scripts and jq (exit 1 when the job answers something else).",
+)
 @click.option("--show-token", is_flag=True, help="With --curl: write the token itself, not $(rtd token).")
 @click.pass_context
 def call(
@@ -191,6 +213,7 @@ def call(
     method: str,
     as_task: bool,
     as_curl: bool,
+    as_json: bool,
     show_token: bool,
 ) -> None:
     """Call a job's endpoint through the gateway and print the response.
@@ -226,20 +249,65 @@ def call(
             message = str(response.json().get("error") or message)
         except (ValueError, AttributeError):
             pass
+        hint = did_you_mean(client, name) if response.status_code == 404 else None
         raise RtdError(
             f"{name} {version} {endpoint} answered {response.status_code}: {message}",
+            hint=hint,
             exit_code=exit_code_for_status(response.status_code),
         )
+    if as_json:
+        try:
+            body = response.json()
+        except ValueError:
+            raise RtdError(
+                f"{name} {version} {endpoint} answered {response.status_code} with something that is not JSON "
+                f"({response.headers.get('Content-Type') or 'no Content-Type'})",
+                hint="call it without --json to see the answer as it is",
+                exit_code=EXIT_ERROR,
+            ) from None
+        print_json(body)
+        return
     click.echo(response.text.rstrip())
 
 
 def _parse_payload(text: str | None, where: str) -> Any:
+    """The payload as JSON or YAML. A bad one is told in plain words, with where it went wrong, not in
+    the YAML parser's terms ('while parsing a flow mapping ...'): most people meant JSON."""
     if text is None:
         return {}
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise click.BadParameter(f"not valid JSON or YAML: {exc}".splitlines()[0], param_hint=where) from exc
+        raise click.BadParameter(_where_it_breaks(text), param_hint=where) from exc
+
+
+def _where_it_breaks(text: str) -> str:
+    """`not valid JSON or YAML: expected a comma (or the closing bracket) after '{"a": 1' at line 1, column 9`
+    for what looks like JSON; for what looks like YAML, the line and column of the problem."""
+    if not text.lstrip().startswith(("{", "[")):
+        try:
+            yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            problem = getattr(exc, "problem", None) or "cannot be read"
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            return f"not valid JSON or YAML: {problem}{where}"
+        return "not valid JSON or YAML"
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        before = text[max(0, exc.pos - 12) : exc.pos].splitlines()[-1:] or [""]
+        reason = {
+            "Expecting ',' delimiter": "expected a comma (or the closing bracket)",
+            "Expecting ':' delimiter": "expected a colon after the key",
+            "Expecting property name enclosed in double quotes": 'expected a key in double quotes (like "a")',
+            "Expecting value": "expected a value",
+            "Extra data": "unexpected text after the end",
+            "Unterminated string starting at": "a string is not closed with a double quote",
+        }.get(exc.msg, exc.msg.lower())
+        after = f" after {before[0].strip()!r}" if before[0].strip() else ""
+        return f"not valid JSON or YAML: {reason}{after} at line {exc.lineno}, column {exc.colno}"
+    return "not valid JSON or YAML"  # valid JSON is valid YAML: not reached, but never a traceback
 
 
 def curl_command(

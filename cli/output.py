@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,12 +33,18 @@ def seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} s"
 
 
+def color() -> bool | None:
+    """False when NO_COLOR is set to anything but '' (https://no-color.org), else click's own choice
+    (colour on a terminal only)."""
+    return False if os.environ.get("NO_COLOR") else None
+
+
 def report_error(message: str, hint: str | None = None) -> None:
     """`error: MESSAGE` in red on stderr, then `hint: HINT` where one helps."""
-    click.secho(f"error: {message}", fg="red", err=True)
+    click.secho(f"error: {message}", fg="red", err=True, color=color())
     if hint:
         click.echo(f"hint: {hint}", err=True)
 
 
 def warn(message: str) -> None:
-    click.secho(f"warning: {message}", fg="yellow", err=True)
+    click.secho(f"warning: {message}", fg="yellow", err=True, color=color())

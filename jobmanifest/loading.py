@@ -24,12 +24,20 @@ def parse_yaml(text: str, source: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ManifestInvalid([FieldError("manifest", f"{source} is not valid YAML: {exc}")]) from exc
+        raise ManifestInvalid([FieldError("manifest", f"{source} is not valid YAML: {_yaml_problem(exc)}")]) from exc
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ManifestInvalid([FieldError("manifest", f"{source} must hold a mapping of fields")])
     return data
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """The parser's problem and where, in one line: `line 3, column 6: mapping values are not allowed here`
+    (its own text names a `<unicode string>` rather than the file, over three lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem
 
 
 def load_manifest_dict(text: str, source: str, base_dir: Path) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -238,7 +239,8 @@ class ImageBuilder:
             except BuildError as exc:
                 logs.flush()
                 raise BuildError(
-                    f"image build failed: {exc.message}\n--- last build output ---\n{tail(logs.kept())}"
+                    f"image build failed: {failure_reason(exc.message, logs.kept())}"
+                    f"\n--- last build output ---\n{tail(logs.kept())}"
                 ) from exc
             finally:
                 logs.flush()
@@ -299,6 +301,18 @@ def _drop_secret_files(manifest: Manifest, job_dir: Path) -> None:
             continue  # its directory is a link out of the job (refused for clones and uploads anyway)
         if path.is_symlink() or path.is_file():
             path.unlink()
+
+
+_ANSI_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def failure_reason(docker_message: str, output: str) -> str:
+    """Why a build failed, in the failing tool's words: pip's `ERROR: ...` lines (a bad requirement pin
+    says which one) rather than Docker's "The command '/bin/sh -c pip install ...' returned a non-zero
+    code", which only says that some step failed."""
+    plain = _ANSI_COLOUR.sub("", output)  # Docker marks a step's stderr red: \x1b[91mERROR: ...
+    errors = [line.strip() for line in plain.splitlines() if line.strip().startswith("ERROR:")]
+    return "; ".join(dict.fromkeys(errors)) if errors else docker_message
 
 
 def tail(text: str, lines: int = LOG_TAIL_LINES) -> str:

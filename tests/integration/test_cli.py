@@ -243,6 +243,13 @@ def test_named_remotes_are_added_used_listed_and_removed(daemon: Daemon, tmp_pat
     failed(run_rtd(env, "remote", "remove", "local"), EXIT_NOT_FOUND)
 
 
+def test_a_misspelt_job_gets_a_did_you_mean_and_call_json_prints_json(daemon: Daemon, submitted: Any) -> None:
+    stderr = failed(daemon.rtd("call", "cli-addr", "--data", "{}"), EXIT_NOT_FOUND)
+
+    assert stderr.splitlines()[-1] == f"hint: did you mean {JOB}? (rtd list shows the jobs you may read)"
+    assert json.loads(ok(daemon.rtd("call", JOB, "--json", "--data", '{"a": 40, "b": 2}'))) == 42
+
+
 def test_an_unknown_job_is_not_found(daemon: Daemon) -> None:
     stderr = failed(daemon.rtd("status", "no-such-job"), EXIT_NOT_FOUND)
 

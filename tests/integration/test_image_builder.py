@@ -505,9 +505,9 @@ def test_archive_unpacking_beyond_the_size_limit_fails_the_deployment(daemon: Da
 # --- build logs ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def logged_job(daemon: Daemon, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """ib-logs 1.0.0 deployed with `rtd submit` (not quiet); returns its directory and rtd's stdout."""
+    """ib-logs 1.0.0 deployed with `rtd submit -v` (the whole build output); returns its directory and rtd's stdout."""
     directory = job_dir(tmp_path_factory.mktemp("ib-logs"), "ib-logs")
-    return directory, daemon.rtd("submit", str(directory), check=True).stdout
+    return directory, daemon.rtd("submit", "-v", str(directory), check=True).stdout
 
 
 def test_submit_prints_the_build_output_indented(daemon: Daemon, logged_job: tuple[Path, str]) -> None:
@@ -609,6 +609,9 @@ def test_failed_build_names_the_failing_step_and_its_last_lines(daemon: Daemon, 
     assert "image build failed" in result.stderr
     assert REQUIREMENTS_STEP in result.stderr  # the failing step
     assert "this-package-does-not-exist-racetrackd" in result.stderr.split("--- last build output ---")[-1]
+    first = result.stderr.splitlines()[0]  # pip's own words for the bad pin, not Docker's command line
+    assert "ERROR:" in first and "this-package-does-not-exist-racetrackd" in first, result.stderr
+    assert "/bin/sh -c" not in first and "non-zero code" not in first
     failed = latest_deployment(daemon, "ib-bad-requirements")
     assert failed["status"] == "failed" and "image build failed" in failed["error"]
     assert daemon.api("GET", "/lifecycle/api/v1/job/ib-bad-requirements/1.0.0").status_code == 404

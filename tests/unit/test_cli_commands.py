@@ -373,7 +373,7 @@ def test_submit_json_keeps_stdout_for_the_deployment(runner: CliRunner, daemon: 
     )
     daemon.answer("GET", f"{DEPLOYMENTS}/{done['id']}/build-logs", (200, {"logs": "Step 1/2\n", "offset": 9}))
 
-    result = runner.invoke(main, ["submit", str(job_dir), "--json"], input="")
+    result = runner.invoke(main, ["submit", str(job_dir), "--json", "-v"], input="")
 
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["id"] == done["id"]
@@ -402,6 +402,7 @@ def test_ctrl_c_while_waiting_says_the_deployment_goes_on(
 def test_status_of_an_unknown_job_hints_at_the_list(runner: CliRunner, daemon: FakeDaemon) -> None:
     daemon.answer("GET", f"{JOBS}/nope/latest", (404, {"error": "job nope latest not found"}))
     daemon.answer("GET", DEPLOYMENTS, (200, []))
+    daemon.answer("GET", JOBS, (200, [job("adder")]))  # asked for a did-you-mean: none is close to nope
 
     result = runner.invoke(main, ["status", "nope"])
 

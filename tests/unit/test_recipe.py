@@ -287,3 +287,40 @@ def test_the_builder_takes_a_job_types_images_from_the_plugin_declared_settings(
     assert python3.base_image == "racetrackd/python3-base:bookworm"  # RACETRACK_PYTHON_BASE_IMAGE
     assert (golang.base_image, golang.runtime_image) == ("golang:1.21-bookworm", "debian:bookworm-slim")
     assert builder.job_type_files(uploaded, manifest).base_image == "debian:bookworm-slim"
+
+
+def test_a_bad_requirement_pin_fails_with_pips_own_words_not_the_docker_command(
+    make_settings: object, runtime: FakeRuntime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings: Settings = make_settings()  # type: ignore[operator]
+    builder = ImageBuilder(settings, runtime, Vault(b"k" * 32), "http://172.18.0.1:7102")
+    job_dir = write_job(tmp_path / "job", {"entrypoint.py": ""})
+
+    def failing_build(*args: object, **kwargs: object) -> str:
+        on_log = args[4]
+        assert callable(on_log)
+        on_log("Step 7/9 : RUN pip install -r requirements.txt\n")
+        # Docker marks the step's stderr red, as it streams it
+        on_log(
+            "\x1b[91mERROR: Could not find a version that satisfies the requirement flask==99.0 (from versions: 3.0.0)\n"
+        )
+        on_log("ERROR: No matching distribution found for flask==99.0\n\x1b[0m")
+        raise BuildError("The command '/bin/sh -c pip install -r requirements.txt' returned a non-zero code: 1")
+
+    monkeypatch.setattr(runtime, "build_image", failing_build)
+    with pytest.raises(BuildError) as caught:
+        builder.build(
+            validate_manifest(sample_manifest()),
+            resolve("python3:latest", discover([BUILTIN_PLUGINS_DIR])),
+            job_dir,
+            jobsecrets.NONE,
+            deployment_id="d-1",
+            report=RecordedReport(),
+        )
+
+    first_line = caught.value.message.splitlines()[0]
+    assert first_line == (
+        "image build failed: ERROR: Could not find a version that satisfies the requirement flask==99.0 "
+        "(from versions: 3.0.0); ERROR: No matching distribution found for flask==99.0"
+    )
+    assert "/bin/sh -c" not in first_line
