@@ -110,7 +110,7 @@ def test_status_shows_the_job_and_its_last_deployment_on_one_screen(daemon: Daem
     assert lines[0] == f"{JOB} {VERSION}"
     fields = {line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip() for line in lines[1:9]}
     assert fields["status"] == "running"
-    assert fields["url"] == f"{daemon.url}/pub/job/{JOB}/{VERSION}"
+    assert fields["url"] == f"{daemon.url}/pub/job/{JOB}/{VERSION}/"  # where the job's own / answers (serving_url)
     assert fields["replicas"] == "1 (1 ready)"
     assert fields["crashes"] == "0"
     assert fields["last error"] == "-"
