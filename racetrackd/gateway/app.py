@@ -242,7 +242,7 @@ class Gateway:
             status = exc.status_code
             raise
         finally:
-            self.last_calls.record(route.name, route.version)
+            self.last_calls.answered(route.name, route.version, status or 499, time.perf_counter() - started)
             self._balancer.release(address)
             counted.in_flight.dec()
             counted.answered(status or 499)
