@@ -227,3 +227,21 @@ def test_calls_through_the_gateway_show_in_the_series_once_flushed(daemon: Daemo
     assert sum(p["calls"] for p in series["points"][-2:]) == 6  # in the last minute (or two, at a turn)
     assert series["totals"]["latency_p50"] is not None and series["totals"]["latency_p95"] is not None
     assert (failed["calls"], failed["errors"]) == (1, 1)  # a gateway failure is an error too
+
+
+def test_a_registry_of_the_version_before_gets_the_call_bucket_table(tmp_path: Path) -> None:
+    path = tmp_path / "registry.sqlite3"
+    database = db.open_database(path)
+    database.execute_sql("DROP TABLE call_bucket")
+    database.execute_sql("PRAGMA user_version = 12")
+    database.close()
+
+    database = db.open_database(path)
+    tally = CallTally(Clock(MINUTE_0))
+    tally.record("adder", "1.0.0", 200, 0.01)
+    callstats.write(tally.take())
+
+    assert database.execute_sql("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION == 13
+    assert stored()[MINUTE_0]["calls"] == 1
+    assert "callbucket_job_name_job_version_minute" in {index.name for index in database.get_indexes("call_bucket")}
+    database.close()
