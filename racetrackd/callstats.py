@@ -215,14 +215,14 @@ def _rounded(value: float | None) -> float | None:
 
 
 def series(name: str, version: str, since: float, until: float, step: int) -> Series:
-    """Counts of job `name` `version` per `step` seconds from `since` to `until` (unix seconds),
-    every step present (zeros where nothing was called), the first aligned down to a whole step."""
+    """Counts of job `name` `version` per `step` seconds from `since` to `until` (unix seconds, both
+    in), every step present (zeros where nothing was called), the first aligned down to a whole step."""
     if step < MINUTE or step % MINUTE:
         raise ValidationError(f"step: must be a whole number of minutes in seconds (60, 300, ...), not {step}")
     if until <= since:
         raise ValidationError("since: must be before until")
     start = int(since) // step * step
-    end = int(until)
+    end = int(until) + 1  # `until` is in the series: the minute under way at `until` counts
     count = -(-(end - start) // step)
     if count > MAX_POINTS:
         raise ValidationError(
@@ -239,4 +239,4 @@ def series(name: str, version: str, since: float, until: float, step: int) -> Se
         calls, errors, redirects, client_errors, latency_sum, *histogram = row[1:]
         found[int(row[0])] = Tally(calls, errors, redirects, client_errors, float(latency_sum), list(histogram))
     points = [Point(at, found.get(at) or Tally()) for at in range(start, end, step)]
-    return Series(name, version, start, end, step, points)
+    return Series(name, version, start, int(until), step, points)

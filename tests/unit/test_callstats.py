@@ -169,11 +169,22 @@ def test_a_series_has_every_step_and_sums_the_minutes_in_each(registry: None) ->
 
     start = (MINUTE_0 - 300) // 300 * 300
     assert series["since"] == start and series["step"] == 300
-    assert [p["time"] for p in series["points"]] == list(range(start, MINUTE_0 + 600, 300))
+    assert [p["time"] for p in series["points"]] == list(range(start, MINUTE_0 + 601, 300))  # until is in
     counts = {p["time"]: (p["calls"], p["errors"]) for p in series["points"] if p["calls"]}
     assert sum(c for c, _ in counts.values()) == 2 and sum(e for _, e in counts.values()) == 1
     assert series["totals"]["calls"] == 2 and series["totals"]["errors"] == 1
     assert all(p["latency_p50"] is None for p in series["points"] if not p["calls"])
+
+
+def test_the_minute_under_way_at_until_is_in_the_series(registry: None) -> None:
+    tally = CallTally(Clock(MINUTE_0 + 0.4))
+    tally.record("adder", "1.0.0", 200, 0.02)
+    callstats.write(tally.take())
+
+    series = callstats.series("adder", "1.0.0", MINUTE_0 - 600, MINUTE_0 + 0.5, 60)
+
+    assert series.points[-1].time == MINUTE_0 and series.points[-1].tally.calls == 1
+    assert len(series.points) == 11
 
 
 @pytest.mark.parametrize(
