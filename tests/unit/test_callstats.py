@@ -222,14 +222,17 @@ def test_calls_through_the_gateway_show_in_the_series_once_flushed(daemon: Daemo
     with socket.create_server(("127.0.0.1", 0)) as closed:
         gone = f"127.0.0.1:{closed.getsockname()[1]}"
     add_job("adder", "0.9.0", addresses=[gone])  # nothing listens: the gateway answers 502
+    add_job("adder", "0.8.0", status=db.JobStatus.CRASHED, addresses=[gone])  # refused at once: 502
     for status in (200, 200, 200, 302, 404, 503):
         assert client.get(f"/pub/job/adder/1.0.0/status/{status}", AUTH).status_code == status
     assert client.get("/pub/job/adder/0.9.0/status/200", AUTH).status_code == 502
+    assert client.get("/pub/job/adder/0.8.0/status/200", AUTH).status_code == 502
 
     unflushed = client.get("/lifecycle/api/v1/job/adder/1.0.0/stats", AUTH).json["totals"]["calls"]
     client.app.gateway.last_calls.flush()
     series = client.get("/lifecycle/api/v1/job/adder/latest/stats?since=-600", AUTH).json
     failed = client.get("/lifecycle/api/v1/job/adder/0.9.0/stats", AUTH).json["totals"]
+    crashed = client.get("/lifecycle/api/v1/job/adder/0.8.0/stats", AUTH).json["totals"]
 
     assert unflushed == 0  # no registry write per call
     assert series["job_version"] == "1.0.0" and series["step"] == 60 and len(series["points"]) in (10, 11)
@@ -238,6 +241,7 @@ def test_calls_through_the_gateway_show_in_the_series_once_flushed(daemon: Daemo
     assert sum(p["calls"] for p in series["points"][-2:]) == 6  # in the last minute (or two, at a turn)
     assert series["totals"]["latency_p50"] is not None and series["totals"]["latency_p95"] is not None
     assert (failed["calls"], failed["errors"]) == (1, 1)  # a gateway failure is an error too
+    assert (crashed["calls"], crashed["errors"]) == (1, 1)  # and so is a call refused for a crashed job
 
 
 def test_a_registry_of_the_version_before_gets_the_call_bucket_table(tmp_path: Path) -> None:
