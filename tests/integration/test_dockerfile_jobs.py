@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import time
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit
@@ -278,6 +279,10 @@ def test_a_dockerfile_server_that_handles_only_post_becomes_ready_and_answers_po
         "posted HELLO to /pub/job/post-only-dockerfile/0.0.1/api/v1/shout",
     )
     assert got.status_code == 501  # the server's own answer to GET, passed through
+    # The supervisor (every second here) keeps to the choice made at deploy time: still running, no error.
+    time.sleep(3)
+    later = daemon.api("GET", "/lifecycle/api/v1/job/post-only-dockerfile/0.0.1").json()
+    assert (later["status"], later["error"]) == ("running", None), later
 
 
 def test_a_dockerfile_server_speaking_the_contract_fails_fast_on_its_init_error(impatient: Daemon) -> None:
