@@ -255,6 +255,13 @@ class Deployer:
         launch = dataclasses.replace(
             launch, serving=self._await_staging(launch, staging, job if existing is None else None)
         )
+        if manifest.idle_timeout and launch.serving.wrapper and not launch.serving.contract:
+            # Sleep needs the contract's last_call_timestamp metric (what requests.py warns of for docker-proxy).
+            _warn(
+                deployment,
+                "idle_timeout: not acted on: the job's server does not speak the wrapper contract "
+                "(no /live with deployment_timestamp, no last_call_timestamp metric): the job keeps running",
+            )
         final_base = naming.container_name(self.settings.instance, manifest.name, manifest.version)
         retiring = [] if existing is None else self._switch_to_staging(existing, staging_base, staging, launch)
         self._promote(job, launch, staging, final_base, deployment.deployed_by)

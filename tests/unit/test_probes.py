@@ -8,16 +8,23 @@ import dataclasses
 import json
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
+from racetrackd import db
+from racetrackd.deploy import jobsecrets
+from racetrackd.errors import JobStartError
 from racetrackd.jobs.probes import ContractOrServer, ServerAnswers, StartFailed, check_ready
+from racetrackd.manifest import accept_manifest
 from racetrackd.plugins.jobtypes import discover, resolve
 from racetrackd.serving import CONTRACT, FORWARD, SERVER, Serving
-from racetrackd.settings import BUILTIN_PLUGINS_DIR
+from racetrackd.settings import BUILTIN_PLUGINS_DIR, Settings
+from tests.unit.fakes import FakeRuntime, sample_manifest
+from tests.unit.test_security_isolation import _deployer
 
 DEPLOYED = 1_700_000_000  # the deployment timestamp a contract-speaking server echoes
 
@@ -207,3 +214,65 @@ def test_the_supervisor_keeps_to_the_recorded_choice(scripted: tuple[str, dict[s
 
     assert check_ready(address, server) is None
     assert "/live 404" in (check_ready(address, contract) or "")  # a contract job that lost its /live is not ready
+
+
+# --- the deployer records the choice ------------------------------------------------------------------
+
+
+@pytest.fixture
+def deployed(
+    make_settings: Callable[..., Settings], runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., tuple[db.Job | None, db.Deployment]]:
+    """Deploys a `dockerfile` job (FakeRuntime) whose server answers GET <path> as `answers` says."""
+
+    def deploy(answers: dict[str, tuple[int, object]], **manifest: object) -> tuple[db.Job | None, db.Deployment]:
+        settings = make_settings()
+        deployer = _deployer(settings, runtime)
+
+        def fake_probe(address: str, path: str) -> tuple[int | None, object]:
+            (spec,) = runtime.containers.values()
+            status, body = answers.get(path, (501, None))  # http.server without do_GET
+            if body == "echo":
+                body = {"live": True, "deployment_timestamp": int(spec.env["JOB_DEPLOYMENT_TIMESTAMP"])}
+            return status, body
+
+        monkeypatch.setattr("racetrackd.jobs.probes.probe", fake_probe)
+        job_type = resolve("dockerfile:latest", discover([BUILTIN_PLUGINS_DIR]))
+        written = sample_manifest(jobtype="dockerfile:latest", jobtype_extra={}, **manifest)
+        deployment = db.Deployment.create(job_name="adder", job_version="0.0.1", manifest_yaml="x")
+        deployer._start(deployment, accept_manifest(written, settings), job_type, "img", jobsecrets.NONE)
+        return db.Job.find("adder", "0.0.1"), db.Deployment.get_by_id(deployment.id)
+
+    return deploy
+
+
+def test_a_dockerfile_job_without_the_contract_is_recorded_so_and_warned_of_its_idle_timeout(
+    deployed: Callable[..., tuple[db.Job | None, db.Deployment]],
+) -> None:
+    job, deployment = deployed({}, idle_timeout="10m")
+
+    assert job is not None and job.status == db.JobStatus.RUNNING
+    assert Serving.from_json(job.serving).probes == SERVER
+    assert "idle_timeout: not acted on: the job's server does not speak the wrapper contract" in (
+        deployment.warnings or ""
+    )
+
+
+def test_a_dockerfile_job_speaking_the_contract_is_recorded_so(
+    deployed: Callable[..., tuple[db.Job | None, db.Deployment]],
+) -> None:
+    job, deployment = deployed({"/live": (200, "echo"), "/ready": (200, {"ready": True})}, idle_timeout="10m")
+
+    assert job is not None and Serving.from_json(job.serving).contract
+    assert "idle_timeout" not in (deployment.warnings or "")
+
+
+def test_a_dockerfile_job_speaking_the_contract_fails_its_deployment_fast_on_an_init_error(
+    deployed: Callable[..., tuple[db.Job | None, db.Deployment]],
+) -> None:
+    started = time.monotonic()
+    with pytest.raises(JobStartError, match="job initialization error: boom"):
+        deployed({"/live": (500, {"error": "boom", "live": False}), "/ready": (500, {"ready": False})})
+
+    assert time.monotonic() - started < 5  # not the start timeout
+    assert db.Job.find("adder", "0.0.1") is None  # a first deployment leaves no record behind
