@@ -26,7 +26,7 @@ from racetrackd.deploy.requests import DeployRequest
 from racetrackd.errors import ManifestError, RacetrackError, UnauthorizedError, ValidationError
 from racetrackd.jobs import queries as jobs
 from racetrackd.manifest import accept_manifest
-from racetrackd.serving import Serving, served_root
+from racetrackd.serving import SERVER, Serving, served_root
 from racetrackd.settings import Settings
 
 STATIC_DIR = resources.dashboard_static_dir()
@@ -193,7 +193,9 @@ def job_page(name: str, version: str) -> str:
         pub_path=naming.pub_path(job.name, job.version),
         # Where the job's own `/` answers: Open, the URL shown, and the Call form's first endpoint
         served_root=served_root(serving.path_mode),
-        wrapper=serving.wrapper,
+        # A job on the wrapper contract is called at /api/v1/perform; a `dockerfile` job whose server
+        # turned out not to speak it is a web app or API of its own, like a docker-proxy job.
+        wrapper=serving.wrapper and serving.probes != SERVER,
         may_call=identity.allows(access.CALL_JOB, job.name, job.version),
         may_deploy=identity.allows(access.DEPLOY_JOB, job.name, job.version),
         may_delete=identity.allows(access.DELETE_JOB, job.name, job.version),

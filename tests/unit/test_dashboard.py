@@ -235,6 +235,18 @@ def test_open_url_and_call_form_point_where_the_job_serves(
     assert f'name="endpoint" value="{endpoint}"' in page
 
 
+def test_a_dockerfile_job_without_the_wrapper_contract_is_called_like_a_web_app(app: Flask) -> None:
+    job = add_job("plain", "0.0.1")
+    job.serving = Serving(probes="server").to_json()  # what the deployer records for such a server
+    job.save()
+
+    page = page_text(browser(app).get("/dashboard/jobs/plain/0.0.1"))
+
+    assert '<a class="button" href="/pub/job/plain/0.0.1/" target="_blank" rel="noopener">Open</a>' in page
+    assert "<option selected>GET</option>" in page and 'name="endpoint" value="/"' in page
+    assert 'data-wrapper="false"' in page
+
+
 def test_redirects_a_job_answered_are_not_shown_as_errors(app: Flask) -> None:
     add_job("redirecting", "0.0.1")  # a name of its own: the gateway's counters live per process
     calls = metrics.for_job("redirecting", "0.0.1")
