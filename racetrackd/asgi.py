@@ -17,6 +17,7 @@ from a2wsgi import WSGIMiddleware
 from racetrackd.app import create_app
 from racetrackd.docker.runtime import Runtime
 from racetrackd.gateway.app import Gateway, Receive, Scope, Send
+from racetrackd.gateway.lastcall import LastCalls
 from racetrackd.gateway.routing import RoutingTable
 from racetrackd.gateway.upstream import UpstreamPool
 from racetrackd.services import build_services
@@ -116,6 +117,7 @@ def create_asgi_app(settings: Settings | None = None, runtime: Runtime | None = 
         wake=services.wake_named,
         async_max_body=int(settings.async_max_body),
         maintenance_blocks_calls=settings.maintenance_blocks_calls,
+        last_calls=LastCalls(stats_retention=settings.call_stats_retention),
     )
     flask_app = create_app(services=services)
     control_plane = WSGIMiddleware(flask_app, workers=settings.http_threads)  # type: ignore[arg-type]

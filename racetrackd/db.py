@@ -598,6 +598,40 @@ class AuthFailure(BaseModel):
         indexes = ((("address", "time"), False),)
 
 
+class CallBucket(BaseModel):
+    """One job version's calls through the gateway in one minute (racetrackd.callstats writes and reads it).
+
+    Every HTTP worker adds its own counts (an upsert that sums, never overwrites); `latency_le_<i>`
+    counts calls within callstats.LATENCY_BOUNDS[i] and above the bound before it, the last one the
+    calls slower than every bound.
+    """
+
+    job_name = peewee.CharField()
+    job_version = peewee.CharField()
+    minute = peewee.IntegerField(index=True)  # unix seconds at the start of the minute
+    calls = peewee.IntegerField(default=0)
+    errors = peewee.IntegerField(default=0)  # 5xx from the job, and calls the gateway could not complete
+    redirects = peewee.IntegerField(default=0)  # 3xx
+    client_errors = peewee.IntegerField(default=0)  # 4xx
+    latency_sum = peewee.FloatField(default=0.0)
+    latency_le_0 = peewee.IntegerField(default=0)
+    latency_le_1 = peewee.IntegerField(default=0)
+    latency_le_2 = peewee.IntegerField(default=0)
+    latency_le_3 = peewee.IntegerField(default=0)
+    latency_le_4 = peewee.IntegerField(default=0)
+    latency_le_5 = peewee.IntegerField(default=0)
+    latency_le_6 = peewee.IntegerField(default=0)
+    latency_le_7 = peewee.IntegerField(default=0)
+    latency_le_8 = peewee.IntegerField(default=0)
+    latency_le_9 = peewee.IntegerField(default=0)
+    latency_le_10 = peewee.IntegerField(default=0)
+    latency_le_11 = peewee.IntegerField(default=0)
+
+    class Meta:
+        table_name = "call_bucket"
+        indexes = ((("job_name", "job_version", "minute"), True),)
+
+
 MODELS: list[type[BaseModel]] = [
     Job,
     Deployment,
@@ -613,6 +647,7 @@ MODELS: list[type[BaseModel]] = [
     PublicEndpoint,
     AuthFailure,
     RegistrySetting,
+    CallBucket,
 ]
 
 
@@ -690,6 +725,20 @@ def _v12_build_logs_table(migrator: SqliteMigrator) -> list[Any]:
     return [_MoveBuildLogsOut()]
 
 
+class _CreateTables:
+    """A migrator operation (run()) that creates new tables with their indexes."""
+
+    def __init__(self, *models: type[BaseModel]) -> None:
+        self.models = models
+
+    def run(self) -> None:
+        database.obj.create_tables(list(self.models), safe=True)
+
+
+def _v13_call_buckets(migrator: SqliteMigrator) -> list[Any]:
+    return [_CreateTables(CallBucket)]
+
+
 # Numbered schema changes, applied in order to registries created by older versions. Tables
 # that are new in a version need no entry: create_tables(safe=True) adds them.
 MIGRATIONS: list[tuple[int, Callable[[SqliteMigrator], list[Any]]]] = [
@@ -704,6 +753,7 @@ MIGRATIONS: list[tuple[int, Callable[[SqliteMigrator], list[Any]]]] = [
     (10, _v10_deployment_secrets),
     (11, _v11_job_serving),
     (12, _v12_build_logs_table),
+    (13, _v13_call_buckets),
 ]
 SCHEMA_VERSION = max(number for number, _ in MIGRATIONS)
 

@@ -19,6 +19,15 @@ FORWARD = "forward"  # /pub/job/<n>/<v>/api/v1/<path> -> the job's /<path>; the 
 REWRITE = "rewrite"  # /pub/job/<n>/<v>/<path> -> the job's /<path>; the daemon answers the probes
 PATH_MODES = (WRAPPER, FORWARD, REWRITE)
 
+# What proves a job on the wrapper path mode ready (a job on another path mode always uses SERVER):
+CONTRACT = "contract"  # Racetrack's wrapper contract: /live echoing the deployment timestamp, then /ready
+SERVER = "server"  # its server answers HTTP at all, or its probe_path answers below 500
+# Decided when a container starts: CONTRACT when its server speaks the contract (a `dockerfile` job
+# running a wrapper), else SERVER. The deployer stores the outcome on the job's record, so the
+# supervisor and scale-to-zero keep to the choice made at deploy time.
+DETECT = "detect"
+PROBE_KINDS = (CONTRACT, SERVER, DETECT)
+
 
 def served_root(path_mode: str) -> str:
     """The job-relative path (after `/pub/job/<name>/<version>`) where the job's own `/` answers:
@@ -38,10 +47,22 @@ class Serving:
     # Racetrack's proxy reports ready once the job runs; a path the job's manifest names there
     # must answer below 500.
     probe_path: str | None = None
+    probes: str = CONTRACT  # for the wrapper path mode: CONTRACT, SERVER or DETECT (see above)
 
     @property
     def wrapper(self) -> bool:
+        """Whether the gateway hands the job its full /pub/job/<name>/<version>/... paths."""
         return self.path_mode == WRAPPER
+
+    @property
+    def contract(self) -> bool:
+        """Whether the job is known to answer the wrapper contract's /live, /ready and /metrics."""
+        return self.path_mode == WRAPPER and self.probes == CONTRACT
+
+    @property
+    def detecting(self) -> bool:
+        """Whether the next container start decides between the contract and any HTTP answer."""
+        return self.path_mode == WRAPPER and self.probes == DETECT
 
     @property
     def readiness(self) -> str:

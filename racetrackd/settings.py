@@ -391,6 +391,13 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "keeps jobs serving and refuses only deployments, rollbacks and deletions.",
     ),
     SettingSpec(
+        "call_stats_retention",
+        "604800",
+        _parse_seconds,
+        "Seconds the per-minute call counts of each job version (the dashboard's calls over time, "
+        "the API's /stats) are kept; older minutes are deleted (7 days).",
+    ),
+    SettingSpec(
         "async_max_attempts",
         "2",
         _parse_positive_int,
@@ -475,6 +482,7 @@ class Settings:
     drain_timeout: float
     call_timeout: float
     maintenance_blocks_calls: bool
+    call_stats_retention: float
     async_max_attempts: int
     async_retry_interval: float
     async_task_ttl: float

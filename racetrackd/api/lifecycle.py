@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Blueprint, Response, request, stream_with_context
 
 from jobmanifest.schema import infrastructure_target_problem
-from racetrackd import __version__, audit, maintenance, streams
+from racetrackd import __version__, audit, callstats, maintenance, streams
 from racetrackd.api import authenticate_request, caller, require, services
 from racetrackd.api.deploy_body import parse_deploy_body
 from racetrackd.auth import access
@@ -239,6 +241,32 @@ def list_async_tasks() -> list[dict[str, Any]]:
 def retry_async_task(task_id: str) -> dict[str, Any]:
     """Queue a failed async call again."""
     return asynccalls.describe(asynccalls.retry(task_id, caller()))
+
+
+@bp.get("/job/<name>/<version>/stats")
+def job_stats(name: str, version: str) -> dict[str, Any]:
+    """The job version's calls per `step` seconds (default 60) from `since` (unix seconds; a negative
+    number counts back from now; default the last hour) to `until` (default now)."""
+    job = _readable_job(name, version)
+    now = time.time()
+    since = _number_arg("since", -3600.0)
+    until = _number_arg("until", now)
+    return callstats.series(
+        job.name, job.version, now + since if since < 0 else since, until, _int_arg("step", callstats.MINUTE)
+    ).to_dict()
+
+
+def _number_arg(name: str, default: float) -> float:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise ValidationError(f"{name}: must be a number of unix seconds (or negative: seconds before now)")
+    return value
 
 
 def _may_read(job_name: str, job_version: str) -> bool:

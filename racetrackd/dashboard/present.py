@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from racetrackd.auth import access
+from racetrackd.callstats import Series, Tally
 from racetrackd.db import AuthToken, DeletedJob, Deployment, Grant, Job
 from racetrackd.metrics import JobCalls
 
@@ -163,6 +164,100 @@ def latency_bars(calls: JobCalls) -> list[Bar]:
 
 def bar_width(bars: list[Bar]) -> float:
     return round(CHART_WIDTH / len(bars) - BAR_GAP, 1) if bars else 0
+
+
+# The job page's time views: ?range= -> (seconds shown, step of the series, labels of the first and halfway ticks)
+TIME_RANGES = {"1h": (3600, 60, ("−60 min", "−30 min")), "24h": (86400, 900, ("−24 h", "−12 h"))}
+TIME_RANGE_NAMES = {"1h": "Last hour", "24h": "Last 24 h"}
+
+
+@dataclasses.dataclass(frozen=True)
+class TimeBar:
+    x: float
+    calls_height: float
+    errors_height: float  # the part of the calls bar that were errors, drawn over it from the axis
+    label: str  # the step's time and counts, for its tooltip
+
+
+@dataclasses.dataclass(frozen=True)
+class TimeChart:
+    """Calls (with errors) per step as bars, and p50/p95 latency per step as lines, on shared time."""
+
+    range: str
+    step: int
+    bars: list[TimeBar]
+    bar_width: float
+    calls_max: int  # the calls axis runs from 0 to this
+    latency_max: float  # the latency axis runs from 0 to this (seconds)
+    p50: list[list[tuple[float, float]]]  # runs of (x, y) over steps that had calls; a gap breaks a line
+    p95: list[list[tuple[float, float]]]
+    ticks: list[tuple[float, str]]  # x and label along the time axis
+    totals: Tally
+
+    @property
+    def p50_total(self) -> str:
+        return seconds(self.totals.quantile(0.5))
+
+    @property
+    def p95_total(self) -> str:
+        return seconds(self.totals.quantile(0.95))
+
+
+def time_chart(series: Series, range_name: str) -> TimeChart:
+    """The geometry of the job page's calls-over-time charts (CHART_WIDTH x CHART_HEIGHT each)."""
+    points = series.points
+    slot = CHART_WIDTH / max(len(points), 1)
+    calls_max = max((point.tally.calls for point in points), default=0)
+    p50s = [point.tally.quantile(0.5) for point in points]
+    p95s = [point.tally.quantile(0.95) for point in points]
+    latency_max = max((value for value in p95s if value is not None), default=0.0)
+    bars = []
+    for index, point in enumerate(points):
+        tally = point.tally
+        if not tally.calls:
+            continue
+        scale = CHART_HEIGHT / calls_max
+        label = (
+            f"{time.strftime('%H:%M', time.gmtime(point.time))} UTC: {tally.calls} calls, {tally.errors} errors"
+            f", p50 {seconds(tally.quantile(0.5))}, p95 {seconds(tally.quantile(0.95))}"
+        )
+        bars.append(
+            TimeBar(
+                x=round(index * slot, 1),
+                calls_height=round(tally.calls * scale, 1),
+                errors_height=round(tally.errors * scale, 1),
+                label=label,
+            )
+        )
+    _, _, (first, halfway) = TIME_RANGES[range_name]
+    return TimeChart(
+        range=range_name,
+        step=series.step,
+        bars=bars,
+        bar_width=round(max(slot - 1, 1.0), 1),
+        calls_max=calls_max,
+        latency_max=latency_max,
+        p50=_runs(p50s, slot, latency_max),
+        p95=_runs(p95s, slot, latency_max),
+        ticks=[(0.0, first), (CHART_WIDTH / 2, halfway), (float(CHART_WIDTH), "now")],
+        totals=series.total,
+    )
+
+
+def _runs(values: list[float | None], slot: float, top: float) -> list[list[tuple[float, float]]]:
+    """(x, y) of each value at the middle of its slot, in runs broken where a step had no calls."""
+    runs: list[list[tuple[float, float]]] = []
+    current: list[tuple[float, float]] = []
+    for index, value in enumerate(values):
+        if value is None or not top:
+            if current:
+                runs.append(current)
+            current = []
+            continue
+        current.append((round((index + 0.5) * slot, 1), round(CHART_HEIGHT - CHART_HEIGHT * value / top, 1)))
+    if current:
+        runs.append(current)
+    return runs
 
 
 def seconds(value: float | None) -> str:

@@ -12,7 +12,7 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.wrappers import Response
 
 from builders.context import ContextLimits, archive_as_tar_gz
-from racetrackd import __version__, audit, maintenance, metrics, naming, resources
+from racetrackd import __version__, audit, callstats, maintenance, metrics, naming, resources
 from racetrackd.api import caller, clear_login_cookie, require, services, set_login_cookie
 from racetrackd.auth import access
 from racetrackd.auth import login as logins  # `login` is the page (dashboard.login)
@@ -26,7 +26,7 @@ from racetrackd.deploy.requests import DeployRequest
 from racetrackd.errors import ManifestError, RacetrackError, UnauthorizedError, ValidationError
 from racetrackd.jobs import queries as jobs
 from racetrackd.manifest import accept_manifest
-from racetrackd.serving import Serving, served_root
+from racetrackd.serving import SERVER, Serving, served_root
 from racetrackd.settings import Settings
 
 STATIC_DIR = resources.dashboard_static_dir()
@@ -166,6 +166,12 @@ def job_page(name: str, version: str) -> str:
     history = deployments.recent_deployments(10, job.name)
     calls = metrics.job_calls(job.name, job.version)
     bars = present.latency_bars(calls)
+    time_range = request.args.get("range", "1h")
+    if time_range not in present.TIME_RANGES:
+        time_range = "1h"  # a link of another version, or a typo: the default view, not an error page
+    shown, step, _ = present.TIME_RANGES[time_range]
+    now = time.time()
+    over_time = present.time_chart(callstats.series(job.name, job.version, now - shown, now, step), time_range)
     row = present.job_rows([job])[0]
     serving = Serving.from_json(job.serving)
     return render_template(
@@ -180,12 +186,16 @@ def job_page(name: str, version: str) -> str:
         calls=calls,
         bars=bars,
         bar_width=present.bar_width(bars),
+        over_time=over_time,
+        time_ranges=present.TIME_RANGE_NAMES,
         chart_width=present.CHART_WIDTH,
         chart_height=present.CHART_HEIGHT,
         pub_path=naming.pub_path(job.name, job.version),
         # Where the job's own `/` answers: Open, the URL shown, and the Call form's first endpoint
         served_root=served_root(serving.path_mode),
-        wrapper=serving.wrapper,
+        # A job on the wrapper contract is called at /api/v1/perform; a `dockerfile` job whose server
+        # turned out not to speak it is a web app or API of its own, like a docker-proxy job.
+        wrapper=serving.wrapper and serving.probes != SERVER,
         may_call=identity.allows(access.CALL_JOB, job.name, job.version),
         may_deploy=identity.allows(access.DEPLOY_JOB, job.name, job.version),
         may_delete=identity.allows(access.DELETE_JOB, job.name, job.version),

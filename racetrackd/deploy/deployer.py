@@ -26,7 +26,7 @@ from racetrackd.errors import ConflictError, JobStartError, JobTypeError, Racetr
 from racetrackd.jobs import queries as jobs
 from racetrackd.jobs.addressing import CONTAINER_NAME, Addressing, job_address
 from racetrackd.jobs.logtail import with_log_tail
-from racetrackd.jobs.probes import ServerAnswers, StartCheck, StartFailed, WrapperStarted
+from racetrackd.jobs.probes import ContractOrServer, ServerAnswers, StartCheck, StartFailed, WrapperStarted
 from racetrackd.manifest import container_limits, load_stored
 from racetrackd.plugins import jobtypes
 from racetrackd.plugins.jobtypes import Confinement, JobType
@@ -251,7 +251,17 @@ class Deployer:
             self._run(name, launch)
         existing = Job.find(manifest.name, manifest.version)
         job = existing or self._record_new_job(launch, staging_base, deployment.deployed_by)
-        self._await_staging(launch, staging, job if existing is None else None)
+        # A job that may speak the wrapper contract (`dockerfile`) is recorded with what its server does.
+        launch = dataclasses.replace(
+            launch, serving=self._await_staging(launch, staging, job if existing is None else None)
+        )
+        if manifest.idle_timeout and launch.serving.wrapper and not launch.serving.contract:
+            # Sleep needs the contract's last_call_timestamp metric (what requests.py warns of for docker-proxy).
+            _warn(
+                deployment,
+                "idle_timeout: not acted on: the job's server does not speak the wrapper contract "
+                "(no /live with deployment_timestamp, no last_call_timestamp metric): the job keeps running",
+            )
         final_base = naming.container_name(self.settings.instance, manifest.name, manifest.version)
         retiring = [] if existing is None else self._switch_to_staging(existing, staging_base, staging, launch)
         self._promote(job, launch, staging, final_base, deployment.deployed_by)
@@ -279,14 +289,19 @@ class Deployer:
             serving=launch.serving.to_json(),
         )
 
-    def _await_staging(self, launch: Launch, staging: list[str], new_job: Job | None) -> None:
+    def _await_staging(self, launch: Launch, staging: list[str], new_job: Job | None) -> Serving:
         """Wait until every staging replica is ready; if one is not, remove them all (and the record
-        of a job deployed for the first time), so that the old version, if any, keeps serving."""
+        of a job deployed for the first time), so that the old version, if any, keeps serving.
+
+        Returns the release's serving as its first replica decided it (the wrapper contract or not,
+        for a job type that leaves it to the server); the other replicas, the same image, follow it."""
+        serving = launch.serving
         try:
             for index, name in enumerate(staging):
-                self._wait_until_ready(
-                    launch.deployment if index == 0 else None, name, launch.deployment_timestamp, launch.serving
+                serving = self._wait_until_ready(
+                    launch.deployment if index == 0 else None, name, launch.deployment_timestamp, serving
                 )
+            return serving
         except RacetrackError:
             for name in staging:
                 self.runtime.remove_container(name)
@@ -459,24 +474,27 @@ class Deployer:
     # --- waiting for a started container ------------------------------------------------------
     def _wait_until_ready(
         self, deployment: Deployment | None, container: str, deployment_timestamp: int, serving: Serving
-    ) -> None:
+    ) -> Serving:
         """Poll /live (for our deployment_timestamp) then /ready; fail fast on a crash or init error.
 
-        A job whose server does not follow the wrapper contract is polled at its probe path instead.
+        A job whose server does not follow the wrapper contract is polled at its probe path instead;
+        one that may or may not (`dockerfile`) is asked first. Returns `serving` with that decided.
         """
         address = self.address_of(container, serving.port)
+        on_live = None if deployment is None else lambda: deployment.set_phase(ENTRYPOINT_PHASE)
         check: StartCheck
+        if serving.detecting:
+            detected = ContractOrServer(address, serving, deployment_timestamp, on_live)
+            self._poll_until_started(container, detected)
+            return detected.decided
         if serving.wrapper:
-            check = WrapperStarted(
-                address,
-                deployment_timestamp,
-                None if deployment is None else lambda: deployment.set_phase(ENTRYPOINT_PHASE),
-            )
+            check = WrapperStarted(address, deployment_timestamp, on_live)
         else:
-            if deployment is not None:
-                deployment.set_phase(ENTRYPOINT_PHASE)
+            if on_live is not None:
+                on_live()
             check = ServerAnswers(address, serving)
         self._poll_until_started(container, check)
+        return serving
 
     def _poll_until_started(self, container: str, check: StartCheck) -> None:
         """The one crash-poll loop: until `check` passes, fail fast when the container exits or

@@ -198,7 +198,11 @@ class Gateway:
         if route.path_mode != WRAPPER and await self._answered_for_job(call, route, job_call, send):
             return
         target = _job_target(call.scope, route, job_call)
-        route = await self._route(call, route)
+        try:
+            route = await self._route(call, route)
+        except RacetrackError as exc:  # a crashed or starting job: its callers saw a 5xx, shown over time too
+            self.last_calls.tally.record(route.name, route.version, exc.status_code, time.perf_counter() - started)
+            raise
         deadline = asyncio.get_running_loop().time() + route.call_timeout
         address = self._balancer.acquire(route.addresses)
         counted = metrics.for_job(route.name, route.version)
@@ -242,7 +246,7 @@ class Gateway:
             status = exc.status_code
             raise
         finally:
-            self.last_calls.record(route.name, route.version)
+            self.last_calls.answered(route.name, route.version, status or 499, time.perf_counter() - started)
             self._balancer.release(address)
             counted.in_flight.dec()
             counted.answered(status or 499)

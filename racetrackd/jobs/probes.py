@@ -1,9 +1,10 @@
 """Asking a job how it is: /live, /ready, /metrics over HTTP, with short timeouts; and the checks
-that tell a container just started is ready (WrapperStarted, ServerAnswers), for the deployer's
-crash-poll loop."""
+that tell a container just started is ready (WrapperStarted, ServerAnswers, and ContractOrServer
+choosing between them), for the deployer's crash-poll loop."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Callable
@@ -11,7 +12,7 @@ from typing import Protocol
 
 import urllib3
 
-from racetrackd.serving import Serving
+from racetrackd.serving import CONTRACT, SERVER, Serving
 
 _pool = urllib3.PoolManager(num_pools=8, retries=False)
 TIMEOUT = urllib3.Timeout(3.0)
@@ -40,15 +41,34 @@ def last_call_timestamp(address: str) -> float | None:
     return float(match.group(1)) if match and response.status == 200 else None
 
 
+def speaks_contract(address: str) -> bool | None:
+    """Whether the server at `address` speaks Racetrack's wrapper contract; None while it answers no HTTP.
+
+    It does when its /live answers a JSON object carrying `deployment_timestamp` (whatever the
+    status: the wrapper answers 500 with it while still starting), or when /live or /ready answer
+    500 with the wrapper's error shape (a JSON object naming `error`, or `{"ready": false}`). A 404
+    on /live, a 501 for GET or an answer that is not JSON means a server of another kind.
+    """
+    live, body = probe(address, "/live")
+    if live is None:
+        return None
+    if isinstance(body, dict) and ("deployment_timestamp" in body or (live == 500 and "error" in body)):
+        return True
+    ready, body = probe(address, "/ready")
+    return ready == 500 and isinstance(body, dict) and ("error" in body or body.get("ready") is False)
+
+
 def check_ready(address: str, serving: Serving) -> str | None:
     """None when the job at `address` can take calls, else what failed.
 
-    A wrapper-contract job answers /live and /ready itself. Any other job (docker-proxy) is ready
-    once its server speaks HTTP: any answer to GET / (a 404, a redirect, or a 501 from a server
-    that handles only POST still proves a server is listening), unless its manifest names a probe
-    path: that path must then answer below 500.
+    A wrapper-contract job answers /live and /ready itself (a `dockerfile` job whose contract was
+    not decided yet is asked whether it speaks it). Any other job (docker-proxy, a `dockerfile`
+    job whose server knows nothing of the contract) is ready once its server speaks HTTP: any
+    answer to GET / (a 404, a redirect, or a 501 from a server that handles only POST still proves
+    a server is listening), unless its manifest names a probe path: that path must then answer
+    below 500.
     """
-    if serving.wrapper:
+    if serving.contract or (serving.detecting and speaks_contract(address)):
         live, _ = probe(address, "/live")
         ready, _ = probe(address, "/ready") if live == 200 else (None, None)
         if live == 200 and ready == 200:
@@ -129,3 +149,41 @@ def _same_timestamp(body: dict[str, object], expected: int) -> bool:
         return int(str(body.get("deployment_timestamp"))) == expected
     except ValueError:
         return False
+
+
+class ContractOrServer:
+    """A job that may or may not speak the wrapper contract (a `dockerfile` job): once its server
+    answers HTTP, WrapperStarted when it speaks it (with its fail-fast on an initialization error),
+    else ServerAnswers (ready at once, or when its probe path answers below 500)."""
+
+    def __init__(
+        self, address: str, serving: Serving, deployment_timestamp: int, on_live: Callable[[], None] | None = None
+    ) -> None:
+        self.address = address
+        self.serving = serving
+        self.deployment_timestamp = deployment_timestamp
+        self.on_live = on_live
+        self.chosen: WrapperStarted | ServerAnswers | None = None
+        self.decided = serving
+
+    def passed(self) -> bool:
+        if self.chosen is None:
+            speaks = speaks_contract(self.address)
+            if speaks is None:
+                return False  # not listening yet (or not HTTP): the contract cannot be told yet
+            self.decided = dataclasses.replace(self.serving, probes=CONTRACT if speaks else SERVER)
+            if speaks:
+                self.chosen = WrapperStarted(self.address, self.deployment_timestamp, self.on_live)
+            else:
+                self.chosen = ServerAnswers(self.address, self.decided)
+                if self.on_live is not None:
+                    self.on_live()  # the server runs: what follows is the job's own start
+        return self.chosen.passed()
+
+    def timeout_reason(self, timeout: float) -> str:
+        if self.chosen is None:
+            return (
+                f"the job's server did not answer HTTP within {timeout:g} s; "
+                f"it must listen on 0.0.0.0:{self.serving.port}"
+            )
+        return self.chosen.timeout_reason(timeout)

@@ -140,11 +140,11 @@ class Supervisor:
                     status = _worse(status, JobStatus.ERROR)
                     problems.append(f"{name}: {failure}")
         error = "\n".join(problems) or None
-        # Idle time comes from the wrapper's last_call_timestamp metric; other jobs have none to ask.
+        # Idle time comes from the wrapper contract's last_call_timestamp metric; other jobs have none to ask.
         if (
             status == JobStatus.RUNNING
             and job.idle_timeout
-            and serving.wrapper
+            and serving.contract
             and self._idle_for(job, ready) > job.idle_timeout
         ):
             self._put_to_sleep(job)

@@ -11,7 +11,8 @@ Two optional sections of a job type (both added for Dockerfile-based job types):
                           {path_field: dockerfile_path, default: Dockerfile, render: true|false}
     serving               how the job's server is reached, when it does not follow the wrapper
                           contract (port 7000, paths under /pub/job/<name>/<version>, /live and
-                          /ready of its own): {port, port_field, path_mode, path_mode_field,
+                          /ready of its own), or what proves it ready when it may not:
+                          {port, port_field, path_mode, path_mode_field, probes,
                           probe_path, probe_path_field}; see `Serving`.
 """
 
@@ -30,7 +31,15 @@ from jobmanifest.versions import select
 from pluginbundle import JOB_TYPE_CATEGORY, PLUGIN_MANIFEST, PluginInvalid, PluginManifest, check_directory
 from racetrackd.errors import ManifestError
 from racetrackd.naming import JOB_PORT
-from racetrackd.serving import FORWARD, PATH_MODES, REWRITE, WRAPPER, Serving  # re-exported: the job type's side of it
+from racetrackd.serving import (  # re-exported: the job type's side of it
+    CONTRACT,
+    FORWARD,
+    PATH_MODES,
+    PROBE_KINDS,
+    REWRITE,
+    WRAPPER,
+    Serving,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +68,7 @@ class ServingRule:
     path_mode_field: str | None = None
     probe_path: str | None = None  # None: any HTTP answer to GET / means ready
     probe_path_field: str | None = None  # a jobtype_extra key naming a probe path (then < 500 there)
+    probes: str = CONTRACT  # wrapper path mode only: contract | server | detect (`racetrackd.serving`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +126,7 @@ class JobType:
             port=int(port or rule.port),
             path_mode=str(mode or rule.path_mode),
             probe_path=str(named) if named else rule.probe_path,
+            probes=rule.probes,  # read for the wrapper path mode only (Serving.contract)
         )
 
 
@@ -250,10 +261,13 @@ def _serving_rule(job_type: str, spec: dict[str, Any] | None, extra_fields: set[
         path_mode_field=spec.get("path_mode_field"),
         probe_path=None if spec.get("probe_path") is None else str(spec["probe_path"]),
         probe_path_field=spec.get("probe_path_field"),
+        probes=str(spec.get("probes", CONTRACT)),
     )
     where = f"job_types.{job_type}.serving"
     if rule.path_mode not in PATH_MODES:
         raise PluginInvalid(f"{where}.path_mode: {rule.path_mode!r} is not one of {', '.join(PATH_MODES)}")
+    if rule.probes not in PROBE_KINDS:
+        raise PluginInvalid(f"{where}.probes: {rule.probes!r} is not one of {', '.join(PROBE_KINDS)}")
     if not 0 < rule.port < 65536:
         raise PluginInvalid(f"{where}.port: {rule.port} is not a TCP port")
     if rule.probe_path is not None and not rule.probe_path.startswith("/"):

@@ -122,6 +122,36 @@ def test_log_in_see_the_job_and_call_it_from_the_call_form(page: Page, daemon: D
     screenshot(page, "job")
 
 
+def test_the_job_page_shows_calls_over_the_last_hour_and_day(page: Page, daemon: Daemon, adder: str) -> None:
+    for _ in range(3):
+        called = daemon.api("POST", f"/pub/job/{adder}/latest/api/v1/perform", json={"a": 1, "b": 2})
+        assert called.status_code == 200, called.text
+    log_in_with_token(page, daemon.token, f"/dashboard/jobs/{adder}/0.0.1")
+
+    over_time = page.locator("#over-time")
+    title = page.locator("#calls-time-title")
+
+    def counted() -> int:
+        found = re.search(r"last hour: (\d+) calls", title.text_content() or "") if title.count() else None
+        return int(found.group(1)) if found else 0
+
+    for _ in range(20):  # the gateway writes its counts every few seconds
+        if counted() >= 3:
+            break
+        page.wait_for_timeout(1000)
+        page.reload()
+    assert counted() >= 3
+    expect(page.get_by_role("img", name=re.compile(r"^Calls per 1 min, last hour: \d+ calls"))).to_be_visible()
+    expect(page.get_by_role("img", name=re.compile(r"^Latency per 1 min, last hour: p50 .+, p95 "))).to_be_visible()
+    expect(over_time.locator("rect.calls").first).to_be_visible()
+    expect(over_time.locator("text", has_text="−60 min").first).to_be_visible()
+    screenshot(page, "job-calls-over-time")
+    over_time.get_by_role("link", name="Last 24 h").click()
+    expect(page).to_have_url(re.compile(r"\?range=24h#over-time$"))
+    expect(page.get_by_role("img", name=re.compile(r"^Calls per 15 min, last 24 h: \d+ calls"))).to_be_visible()
+    expect(over_time.get_by_role("link", name="Last 24 h")).to_have_attribute("aria-current", "true")
+
+
 def test_a_job_page_opened_logged_out_goes_through_the_login_and_back(page: Page, daemon: Daemon, adder: str) -> None:
     job_page = f"/pub/job/{adder}/0.0.1/?from=bookmark"
 

@@ -1,7 +1,9 @@
 """Jobs built from their own Dockerfile, end to end: the samples flask-app, hugo-site and
 sphinx-docs (docker-proxy: a server that knows nothing of racetrackd), samples/adder (python3), and
 tests/fixtures/jobs/dockerfile-wrapper (dockerfile: the image keeps the wrapper contract itself),
-tests/fixtures/jobs/post-only (docker-proxy: a server that handles only POST).
+tests/fixtures/jobs/post-only (docker-proxy: a server that handles only POST),
+tests/fixtures/jobs/post-only-dockerfile (dockerfile: the same server, no wrapper contract) and
+tests/fixtures/jobs/dockerfile-init-error (dockerfile: a contract that reports an init error).
 
 Each is deployed once per module through the real daemon (`rtd submit`) and called through the
 gateway (/pub/job/<name>/<version>/...). Image layers are cached by the engine between runs.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import time
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit
@@ -258,6 +261,40 @@ def test_a_dockerfile_jobs_dockerfile_is_rendered_as_a_template(wrapped: Daemon)
         assert secret not in str(image.attrs) and secret not in str(image.history())
     build_log = wrapped.rtd("build-logs", "dockerfile-wrapper", check=True).stdout
     assert BUILD_SECRET not in build_log
+
+
+def test_a_dockerfile_server_that_handles_only_post_becomes_ready_and_answers_posts(daemon: Daemon) -> None:
+    """No wrapper contract (GET /live answers 501): ready once its server answers HTTP at all."""
+    submitted = daemon.rtd("submit", "--force", str(FIXTURES / "post-only-dockerfile"))
+
+    job = daemon.api("GET", "/lifecycle/api/v1/job/post-only-dockerfile/0.0.1").json()
+    posted = daemon.api("POST", "/pub/job/post-only-dockerfile/latest/api/v1/shout", data=b"hello")
+    got = daemon.api("GET", "/pub/job/post-only-dockerfile/latest/api/v1/shout")
+
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    assert job["status"] == "running"
+    # a dockerfile job's server gets the full gateway path, as Racetrack's dockerfile job type does
+    assert (posted.status_code, posted.text) == (
+        200,
+        "posted HELLO to /pub/job/post-only-dockerfile/0.0.1/api/v1/shout",
+    )
+    assert got.status_code == 501  # the server's own answer to GET, passed through
+    # The supervisor (every second here) keeps to the choice made at deploy time: still running, no error.
+    time.sleep(3)
+    later = daemon.api("GET", "/lifecycle/api/v1/job/post-only-dockerfile/0.0.1").json()
+    assert (later["status"], later["error"]) == ("running", None), later
+
+
+def test_a_dockerfile_server_speaking_the_contract_fails_fast_on_its_init_error(impatient: Daemon) -> None:
+    """/live answers 500 with the wrapper's error shape: the deployment fails at once with the error
+    (long before the start timeout), instead of counting the answer as a server speaking HTTP."""
+    result = impatient.rtd("submit", str(FIXTURES / "dockerfile-init-error"))
+    deployment = impatient.api("GET", "/lifecycle/api/v1/deploy?job_name=dockerfile-init-error").json()[0]
+
+    assert result.returncode != 0
+    assert deployment["status"] == "failed"
+    assert "job initialization error: ModuleNotFoundError: No module named 'model_weights'" in deployment["error"]
+    assert impatient.api("GET", "/lifecycle/api/v1/job/dockerfile-init-error/0.0.1").status_code == 404
 
 
 # --- adder: the python3 sample --------------------------------------------------------------------------

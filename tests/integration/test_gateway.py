@@ -754,6 +754,35 @@ def test_the_daemons_metrics_count_calls_latency_and_errors(probe: Daemon) -> No
     assert sample(after, "racetrackd_gateway_in_flight", job_name=NAME) == 0
 
 
+# --- calls over time -------------------------------------------------------------------------
+
+
+def test_calls_through_the_gateway_show_in_the_jobs_series_of_calls_over_time(probe: Daemon) -> None:
+    def totals() -> dict[str, Any]:
+        response = call(probe, "GET", f"/lifecycle/api/v1/job/{NAME}/latest/stats?since=-900")
+        assert response.status_code == 200, response.text
+        return dict(response.json()["totals"])
+
+    before = totals()
+    for code in (200, 200, 200, 302, 404, 503, 503):
+        assert call(probe, "GET", f"{WEBVIEW}/status?code={code}", allow_redirects=False).status_code == code
+
+    # Each HTTP worker adds its counts to the registry every few seconds, not once per call.
+    def grown() -> dict[str, Any] | None:
+        now = totals()
+        return now if now["calls"] >= before["calls"] + 7 else None
+
+    after = wait_for(grown, timeout=20) or totals()
+    series = call(probe, "GET", f"/lifecycle/api/v1/job/{NAME}/{VERSION}/stats?since=-900&step=300").json()
+
+    assert after["calls"] - before["calls"] >= 7, (before, after)
+    assert after["errors"] - before["errors"] >= 2
+    assert after["redirects"] - before["redirects"] >= 1 and after["client_errors"] - before["client_errors"] >= 1
+    assert after["latency_p50"] is not None and after["latency_p95"] >= after["latency_p50"]
+    assert series["step"] == 300 and len(series["points"]) in (3, 4)
+    assert sum(point["calls"] for point in series["points"]) == after["calls"]
+
+
 # --- last call time ----------------------------------------------------------------------------
 
 

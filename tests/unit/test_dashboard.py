@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import re
 import tarfile
+import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -232,6 +233,18 @@ def test_open_url_and_call_form_point_where_the_job_serves(
     assert re.search(rf"<dt>URL</dt><dd><code>https?://[^<]*{served}</code></dd>", page)
     assert f"<option selected>{method}</option>" in page
     assert f'name="endpoint" value="{endpoint}"' in page
+
+
+def test_a_dockerfile_job_without_the_wrapper_contract_is_called_like_a_web_app(app: Flask) -> None:
+    job = add_job("plain", "0.0.1")
+    job.serving = Serving(probes="server").to_json()  # what the deployer records for such a server
+    job.save()
+
+    page = page_text(browser(app).get("/dashboard/jobs/plain/0.0.1"))
+
+    assert '<a class="button" href="/pub/job/plain/0.0.1/" target="_blank" rel="noopener">Open</a>' in page
+    assert "<option selected>GET</option>" in page and 'name="endpoint" value="/"' in page
+    assert 'data-wrapper="false"' in page
 
 
 def test_redirects_a_job_answered_are_not_shown_as_errors(app: Flask) -> None:
@@ -603,3 +616,45 @@ def test_with_auth_off_the_pages_open_without_logging_in(make_app: Callable[...,
     for path in ("/dashboard/jobs", "/dashboard/jobs/adder/0.0.1", "/dashboard/admin", "/dashboard/profile"):
         assert client.get(path).status_code == 200, path
     assert client.delete(f"{API}/job/adder/0.0.1").status_code == 204  # no token, nothing to forge
+
+
+def test_the_job_page_charts_calls_errors_and_latency_over_the_last_hour_or_day(app: Flask) -> None:
+    from racetrackd import callstats
+
+    add_job("timed", "0.0.1")
+    now = time.time()
+    for minutes_ago, calls in ((50, [(200, 0.02)] * 4 + [(502, 0.001)]), (49, [(200, 0.3)]), (10, [(200, 0.02)] * 2)):
+        tally = callstats.CallTally(lambda at=now - minutes_ago * 60: at)
+        for status, seconds in calls:
+            tally.record("timed", "0.0.1", status, seconds)
+        callstats.write(tally.take())
+    client = browser(app)
+
+    hour = page_text(client.get("/dashboard/jobs/timed/0.0.1"))
+    day = page_text(client.get("/dashboard/jobs/timed/0.0.1?range=24h"))
+    odd = page_text(client.get("/dashboard/jobs/timed/0.0.1?range=forever"))
+
+    section = hour[hour.index('id="over-time"') : hour.index("</section>", hour.index('id="over-time"'))]
+    assert '<a href="?range=1h#over-time" aria-current="true">Last hour</a>' in section
+    assert "Last hour: 8 calls, 1 errors; latency p50" in section
+    calls_chart, latency_chart = section.split("<svg")[1:3]
+    assert "Calls per 1 min, last hour: 8 calls, 1 errors; at most 5 in one step</title>" in calls_chart
+    assert calls_chart.count('<rect class="calls"') == 3 and calls_chart.count('<rect class="errors"') == 1
+    assert all(f">{label}</text>" in calls_chart for label in ("0", "5", "calls", "−60 min", "−30 min", "now"))
+    assert "UTC: 5 calls, 1 errors, p50" in calls_chart  # each step's tooltip
+    # minutes 50 and 49 ago make one line; 10 minutes ago stands alone (a dot): no calls between
+    assert latency_chart.count('<polyline class="p50"') == 1 and latency_chart.count('<circle class="p50"') == 1
+    assert latency_chart.count('<polyline class="p95"') == 1
+    assert all(f">{label}</text>" in latency_chart for label in ("latency", "0", "−60 min", "now"))
+    assert '<a href="?range=24h#over-time" aria-current="true">Last 24 h</a>' in day
+    assert "Calls per 15 min, last 24 h: 8 calls" in day and ">−24 h</text>" in day and ">−12 h</text>" in day
+    assert 'aria-current="true">Last hour</a>' in odd
+
+
+def test_the_job_page_says_when_there_were_no_calls_in_the_time_shown(app: Flask) -> None:
+    add_job("untimed", "0.0.1")
+
+    page = page_text(browser(app).get("/dashboard/jobs/untimed/0.0.1?range=24h"))
+
+    assert "Last 24 h: 0 calls, 0 errors" in page
+    assert "No calls in this time" in page and 'class="chart timeline"' not in page

@@ -38,12 +38,17 @@ def test_docker_proxy_serves_on_7001_in_forward_mode_unless_the_job_says_otherwi
     )
 
 
-def test_the_dockerfile_job_type_keeps_the_wrapper_contract() -> None:
+def test_the_dockerfile_job_type_keeps_wrapper_paths_and_lets_its_server_decide_the_contract() -> None:
     dockerfile = builtin("dockerfile")
 
-    assert dockerfile.serving_for({}) == Serving()
-    assert dockerfile.serving_for({}).wrapper
-    assert Serving().to_json() is None  # nothing stored: the gateway treats it like python3
+    serving = dockerfile.serving_for({})
+    named = dockerfile.serving_for({"probe_path": "/healthz"})
+
+    assert (serving.port, serving.path_mode, serving.probe_path) == (7000, WRAPPER, None)
+    assert serving.wrapper and serving.detecting and not serving.contract  # decided when it starts
+    assert named.probe_path == "/healthz"
+    assert Serving().to_json() is None  # python3 and golang: nothing stored, the contract as before
+    assert Serving.from_json(None).contract
 
 
 def test_serving_round_trips_through_the_jobs_record() -> None:
@@ -85,16 +90,22 @@ def test_a_job_without_its_dockerfile_is_refused_naming_the_file(tmp_path: Path)
     assert "file docker/web.Dockerfile not found" in named.value.errors[0][1]
 
 
-def test_a_plugin_with_a_broken_serving_section_is_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [("{path_mode: sideways}", "serving.path_mode: 'sideways'"), ("{probes: maybe}", "serving.probes: 'maybe'")],
+)
+def test_a_plugin_with_a_broken_serving_section_is_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, section: str, message: str
+) -> None:
     plugin = tmp_path / "odd"
     plugin.mkdir()
     (plugin / "plugin-manifest.yaml").write_text(
         "name: odd\nversion: 1.0.0\ncategory: job-type\njob_types:\n  odd:\n"
-        "    dockerfile_from_job: {}\n    serving: {path_mode: sideways}\n"
+        f"    dockerfile_from_job: {{}}\n    serving: {section}\n"
     )
 
     assert discover([tmp_path]) == []
-    assert "serving.path_mode: 'sideways'" in caplog.text
+    assert message in caplog.text
 
 
 # --- building the job's own Dockerfile -----------------------------------------------------------------

@@ -22,6 +22,7 @@ FOUNDATION = {
     "naming",
     "manifest",
     "metrics",
+    "callstats",
     "audit",
     "maintenance",
     "resources",
