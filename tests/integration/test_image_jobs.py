@@ -20,8 +20,10 @@ import docker
 import docker.errors
 import pytest
 import requests
+import yaml
 
 from tests.integration.conftest import Daemon
+from tests.integration.test_racetrack_client import RacetrackCli, racetrack_cli  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -260,3 +262,36 @@ def test_deleting_the_job_removes_only_racetrackds_tags_never_the_teams_images(
     )
     for tag in (f"{images.repository}:1", f"{images.repository}:2"):
         assert daemon.docker.images.get(tag)  # still there
+
+
+def test_the_official_racetrack_client_deploys_an_image_job_without_files(
+    daemon: Daemon,
+    images: ImageMaker,
+    racetrack_cli: Path,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+) -> None:
+    images.build("rc", "from-racetrack-client")
+    racetrack = RacetrackCli(racetrack_cli, tmp_path / "home")
+    racetrack("set", "remote", daemon.url)
+    racetrack("login", daemon.token)
+    job_dir = tmp_path / "svc-rc"
+    job_dir.mkdir()
+    # Racetrack's client insists on a git.remote; with a remote host it sends no files (build
+    # context "git"), and nothing is cloned for an image job
+    (job_dir / "job.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "svc-rc",
+                "owner_email": "team@example.com",
+                "version": "1.0.0",
+                "git": {"remote": "https://git.example.com/team/svc"},
+                "jobtype": "docker-image:latest",
+                "jobtype_extra": {"image": f"{images.repository}:rc", "user_module_port": PORT},
+            }
+        )
+    )
+
+    racetrack("deploy", str(job_dir))
+
+    response = daemon.api("GET", "/pub/job/svc-rc/1.0.0/api/v1/")
+    assert response.status_code == 200 and response.json()["build"] == "from-racetrack-client"
