@@ -358,3 +358,20 @@ def test_rtd_submit_of_an_image_job_sends_the_manifest_only(
     assert body["build_context"] is None and body["manifest"]["jobtype_extra"]["image"] == IMAGE
     assert body["registry_credentials"] == {"username": "ci", "password": "pw-123456"}
     assert f"image {IMAGE} (manifest only)" in result.output
+
+
+def test_the_dashboard_shows_the_image_and_the_digest_a_release_is_pinned_at(
+    app: Flask, client: FlaskClient, runtime: FakeRuntime
+) -> None:
+    from tests.unit.test_dashboard import browser, page_text
+
+    runtime.registry = {IMAGE}
+    runtime.repo_digests[IMAGE] = (f"registry.example/team/svc@{DIGEST}",)
+    deployment = _deploy(app, client, {"manifest": image_manifest()})
+
+    job_page = page_text(browser(app).get("/dashboard/jobs/svc/1.0.0"))
+    deployment_page = page_text(browser(app).get(f"/dashboard/deployments/{deployment.id}"))
+
+    assert f"Source image</dt><dd><code>{IMAGE}</code>" in job_page
+    assert f"<code>registry.example/team/svc@{DIGEST}</code>" in job_page
+    assert f"<code>{IMAGE}</code> pinned at <code>registry.example/team/svc@{DIGEST}</code>" in deployment_page
