@@ -67,12 +67,6 @@ def request_deployment(settings: Settings, plugins: PluginStore, vault: Vault, r
         *jobtypes.check_extra(job_type, manifest.jobtype_extra),
         *plugins.validate_manifest(job_type, manifest.raw),
     ]
-    if manifest.idle_timeout and not job_type.serving_for(manifest.jobtype_extra).wrapper:
-        # The supervisor learns of the last call from the wrapper's last_call_timestamp metric.
-        warnings.append(
-            f"idle_timeout: not acted on for job type {job_type.name} (its server has no "
-            f"last_call_timestamp metric): the job keeps running"
-        )
     ensure_not_in_progress(manifest.name, manifest.version)  # even forced: one at a time per version
     if not request.force:
         ensure_version_is_new(manifest.name, manifest.version)

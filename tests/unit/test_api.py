@@ -338,14 +338,15 @@ def test_deprecated_manifest_fields_show_as_warnings(client: FlaskClient) -> Non
     assert shown["warnings"].splitlines() == ["lang is deprecated: rename it to jobtype"]
 
 
-def test_idle_timeout_on_a_docker_proxy_job_warns_that_it_is_not_acted_on(client: FlaskClient) -> None:
+def test_idle_timeout_on_a_docker_proxy_job_is_taken_without_a_warning(client: FlaskClient) -> None:
+    # acted on through the gateway's last_call_time (tests/unit/test_scale_to_zero.py)
     manifest = sample_manifest(jobtype="docker-proxy:latest", jobtype_extra=None, idle_timeout="15m")
 
     response = client.post(f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": manifest})
 
     assert response.status_code == 201, response.get_data(as_text=True)
     shown = client.get(f"{API}/deploy/{response.get_json()['id']}").get_json()
-    assert shown["warnings"].startswith("idle_timeout: not acted on for job type docker-proxy")
+    assert shown["warnings"] is None
 
 
 def test_a_bad_proxy_mode_is_400_naming_the_field(client: FlaskClient) -> None:
