@@ -295,3 +295,33 @@ def test_the_official_racetrack_client_deploys_an_image_job_without_files(
 
     response = daemon.api("GET", "/pub/job/svc-rc/1.0.0/api/v1/")
     assert response.status_code == 200 and response.json()["build"] == "from-racetrack-client"
+
+
+def test_an_image_job_runs_replicas_sleeps_when_idle_and_wakes_on_the_next_call(
+    daemon: Daemon, images: ImageMaker, tmp_path: Path
+) -> None:
+    images.build("idle", "sleepy")
+    job_yaml = manifest_file(tmp_path, f"{images.repository}:idle", name="svc-idle")
+    job_yaml.write_text(job_yaml.read_text() + "replicas: 2\nidle_timeout: 5s\n")
+    daemon.rtd("submit", str(job_yaml), check=True)
+    job = daemon.api("GET", "/lifecycle/api/v1/job/svc-idle/1.0.0").json()
+    assert job["replicas"] == 2
+    assert len([c for c in daemon.containers() if c.labels.get("job-name") == "svc-idle"]) == 2
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and job["status"] != "sleeping":
+        time.sleep(1)
+        job = daemon.api("GET", "/lifecycle/api/v1/job/svc-idle/1.0.0").json()
+    assert job["status"] == "sleeping"
+    while time.monotonic() < deadline and not _all_stopped(daemon, "svc-idle"):
+        time.sleep(0.5)  # stopped after the status changed (SIGTERM, then a few seconds' grace)
+    assert _all_stopped(daemon, "svc-idle")
+
+    response = daemon.api("GET", "/pub/job/svc-idle/1.0.0/api/v1/woken")
+    assert response.status_code == 200 and response.json() == {"build": "sleepy", "path": "/woken"}
+    assert daemon.api("GET", "/lifecycle/api/v1/job/svc-idle/1.0.0").json()["status"] == "running"
+
+
+def _all_stopped(daemon: Daemon, job_name: str) -> bool:
+    containers = [c for c in daemon.containers() if c.labels.get("job-name") == job_name]
+    return len(containers) == 2 and all(c.status == "exited" for c in containers)
