@@ -22,7 +22,7 @@ import pytest
 import requests
 import yaml
 
-from tests.integration.conftest import Daemon
+from tests.integration.conftest import REPO, Daemon
 from tests.integration.test_racetrack_client import RacetrackCli, racetrack_cli  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.integration
@@ -325,3 +325,25 @@ def test_an_image_job_runs_replicas_sleeps_when_idle_and_wakes_on_the_next_call(
 def _all_stopped(daemon: Daemon, job_name: str) -> bool:
     containers = [c for c in daemon.containers() if c.labels.get("job-name") == job_name]
     return len(containers) == 2 and all(c.status == "exited" for c in containers)
+
+
+def test_the_sample_serves_the_image_its_comment_builds(daemon: Daemon, images: ImageMaker) -> None:
+    sample = REPO / "samples" / "docker-image" / "job.yaml"
+    build_line = next(line for line in sample.read_text().splitlines() if "printf" in line)
+    dockerfile = build_line.split("'")[1].encode().decode("unicode_escape")
+    base = daemon.env["RACETRACK_PYTHON_BASE_IMAGE"]
+    tag = f"{images.repository}:static"
+    daemon.docker.images.build(
+        fileobj=_tar({"Dockerfile": dockerfile.replace("racetrackd/python3-base:bookworm", base)}),
+        custom_context=True,
+        tag=tag,
+        labels={"racetrackd.instance": daemon.instance},
+        network_mode="none",
+        rm=True,
+    )
+    images.tags.add(tag)
+
+    daemon.rtd("submit", str(sample), "-e", f"jobtype_extra.image={tag}", check=True)
+
+    listing = daemon.api("GET", "/pub/job/static-files/1.0.0/")
+    assert listing.status_code == 200 and "Directory listing for /" in listing.text
