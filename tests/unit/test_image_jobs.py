@@ -375,3 +375,28 @@ def test_the_dashboard_shows_the_image_and_the_digest_a_release_is_pinned_at(
     assert f"Source image</dt><dd><code>{IMAGE}</code>" in job_page
     assert f"<code>registry.example/team/svc@{DIGEST}</code>" in job_page
     assert f"<code>{IMAGE}</code> pinned at <code>registry.example/team/svc@{DIGEST}</code>" in deployment_page
+
+
+def test_the_dashboards_deploy_form_takes_an_image_jobs_manifest_alone(app: Flask) -> None:
+    import yaml
+
+    from tests.unit.test_dashboard import browser, csrf_of, page_text
+
+    client = browser(app)
+    csrf = csrf_of(page_text(client.get("/dashboard/deploy")))
+
+    response = client.post("/dashboard/deploy", data={"manifest": yaml.safe_dump(image_manifest()), "csrf_token": csrf})
+
+    assert response.status_code == 303, response.get_data(as_text=True)
+    assert Deployment.get().build_context_path is None
+
+
+def test_an_image_pinned_by_digest_records_that_digest(app: Flask, client: FlaskClient, runtime: FakeRuntime) -> None:
+    pinned = f"registry.example/team/svc@{DIGEST}"
+    runtime.registry = {pinned}
+
+    deployment = _deploy(app, client, {"manifest": image_manifest(pinned)})
+
+    assert deployment.status == DeploymentStatus.DONE, deployment.error
+    assert runtime.calls_to("pull_image") == [(pinned, None)]
+    assert deployment.source_image_info()["digest"] == pinned  # type: ignore[index]
