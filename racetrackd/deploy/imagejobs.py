@@ -101,14 +101,17 @@ def resolve(
 
 
 def _unavailable(reference: str, field: str, credentials: dict[str, str] | None, reason: str) -> ImageUnavailable:
+    """The failure, with what to do in the message itself: a failed deployment keeps only its message."""
     login = (
-        "the registry refused the credentials sent with the deploy"
+        "check the registry credentials sent with the deploy"
         if credentials
-        else "send registry credentials with the deploy (rtd submit --registry-username, --registry-password)"
+        else "for a private registry, send credentials with the deploy (rtd submit --registry-username, "
+        "--registry-password)"
     )
     return ImageUnavailable(
-        f"{field}: image {reference} is not in the Docker engine and could not be pulled: {reason}",
-        hint=f"check the name and tag; build or load it on this host (docker build -t / docker load); or {login}",
+        f"{field}: image {reference} is not in the Docker engine and could not be pulled: {reason.rstrip('.')} "
+        f"(check the name and tag; build or load the image on this host with docker build -t or docker load; "
+        f"or {login})"
     )
 
 
