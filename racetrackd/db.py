@@ -698,6 +698,10 @@ def _v12_build_logs_table(migrator: SqliteMigrator) -> list[Any]:
 
 
 def _v13_deployment_source_image(migrator: SqliteMigrator) -> list[Any]:
+    # Only when missing: a registry whose user_version was set back (a restored backup's, a test's)
+    # may have the column already, and SQLite has no ADD COLUMN IF NOT EXISTS.
+    if "source_image" in {column.name for column in migrator.database.get_columns("deployment")}:
+        return []
     return [migrator.add_column("deployment", "source_image", peewee.TextField(null=True))]
 
 

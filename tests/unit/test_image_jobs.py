@@ -400,3 +400,26 @@ def test_an_image_pinned_by_digest_records_that_digest(app: Flask, client: Flask
     assert deployment.status == DeploymentStatus.DONE, deployment.error
     assert runtime.calls_to("pull_image") == [(pinned, None)]
     assert deployment.source_image_info()["digest"] == pinned  # type: ignore[index]
+
+
+def test_a_registry_of_the_version_before_gets_the_source_image_column(tmp_path: Path) -> None:
+    from racetrackd.db import open_database
+
+    path = tmp_path / "registry.sqlite3"
+    db = open_database(path)
+    Deployment.create(id="old", job_name="a", job_version="1.0.0", manifest_yaml="x")
+    db.execute_sql("ALTER TABLE deployment DROP COLUMN source_image")
+    db.execute_sql("PRAGMA user_version = 12")
+    db.close()
+
+    open_database(path)
+
+    old = Deployment.get_by_id("old")
+    assert old.source_image is None and old.source_image_info() is None
+    old.source_image = '{"reference": "svc:1", "image_id": "sha256:1", "digest": null}'
+    old.save()
+    assert Deployment.get_by_id("old").source_image_info() == {
+        "reference": "svc:1",
+        "image_id": "sha256:1",
+        "digest": None,
+    }
