@@ -246,6 +246,7 @@ class Deployer:
             f"jobtype_extra.{job_type.image_from_manifest.field}",
             secrets.registry_credentials,
             record,
+            job_type.image_from_manifest.pull_policy(manifest.jobtype_extra),
         )
         deployment.source_image = resolved.to_json()
         deployment.save(only=[Deployment.source_image])

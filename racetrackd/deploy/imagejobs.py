@@ -74,33 +74,61 @@ def repository_of(reference: str) -> str:
     return name[:colon] if colon > last_slash else name
 
 
+def default_pull_policy(reference: str) -> str:
+    """As Kubernetes does: a tag that moves by design (`latest`, or none) is pulled on every
+    deployment; any other tag, or a digest, only when the engine lacks it."""
+    if "@" in reference:
+        return "missing"
+    name = reference.rpartition("/")[2]
+    return "always" if ":" not in name or name.endswith(":latest") else "missing"
+
+
 def resolve(
     runtime: Runtime,
     reference: str,
     field: str,
     credentials: dict[str, str] | None,
     report: BuildReport,
+    pull_policy: str | None = None,
 ) -> ResolvedImage:
-    """The engine's image `reference`, pulled first when the engine lacks it; ImageUnavailable naming
-    the manifest field and the reference when it can be neither found nor pulled."""
+    """The engine's image `reference`, pulled first as `pull_policy` says (None: default_pull_policy);
+    ImageUnavailable naming the manifest field and the reference when it is not to be had.
+
+    With the default policy, a failed pull of a `latest` image falls back to the engine's copy (a
+    laptop offline, an image built on the host), saying so in the deployment's log; an explicit
+    `always` fails instead."""
+    policy = pull_policy or default_pull_policy(reference)
     info = runtime.inspect_image(reference)
-    if info is None:
-        report.log(f"image {reference} is not in the Docker engine: pulling it from {registry_of(reference)}\n")
+    if policy == "never" and info is None:
+        raise _unavailable(reference, field, credentials, "not pulled: its pull_policy is never", pulls=False)
+    if policy == "always" or (policy == "missing" and info is None):
+        registry = registry_of(reference)
+        report.log(
+            f"pulling image {reference} from {registry}\n"
+            if info is not None
+            else f"image {reference} is not in the Docker engine: pulling it from {registry}\n"
+        )
         try:
             runtime.pull_image(reference, credentials)
         except RacetrackError as exc:
-            raise _unavailable(reference, field, credentials, exc.message) from exc
-        info = runtime.inspect_image(reference)
-        if info is None:
-            raise _unavailable(reference, field, credentials, "the pull finished without the image")
-        report.log(f"pulled {reference}\n")
+            if info is None or pull_policy == "always":
+                raise _unavailable(reference, field, credentials, exc.message) from exc
+            report.log(f"could not pull {reference} ({exc.message}); using the Docker engine's copy\n")
+        else:
+            info = runtime.inspect_image(reference)
+            if info is None:
+                raise _unavailable(reference, field, credentials, "the pull finished without the image")
+            report.log(f"pulled {reference}\n")
+    assert info is not None  # never: checked above; missing and always: found or pulled
     resolved = ResolvedImage(reference=reference, image_id=info.id, digest=_registry_digest(reference, info))
     pinned = resolved.digest or "no registry digest: an image built or loaded on this host"
     report.log(f"image {reference} is {resolved.image_id} ({pinned})\n")
     return resolved
 
 
-def _unavailable(reference: str, field: str, credentials: dict[str, str] | None, reason: str) -> ImageUnavailable:
+def _unavailable(
+    reference: str, field: str, credentials: dict[str, str] | None, reason: str, *, pulls: bool = True
+) -> ImageUnavailable:
     """The failure, with what to do in the message itself: a failed deployment keeps only its message."""
     login = (
         "check the registry credentials sent with the deploy"
@@ -108,6 +136,11 @@ def _unavailable(reference: str, field: str, credentials: dict[str, str] | None,
         else "for a private registry, send credentials with the deploy (rtd submit --registry-username, "
         "--registry-password)"
     )
+    if not pulls:
+        return ImageUnavailable(
+            f"{field}: image {reference} is not in the Docker engine ({reason}; build or load it on this host "
+            f"with docker build -t or docker load, or let it be pulled: pull_policy missing)"
+        )
     return ImageUnavailable(
         f"{field}: image {reference} is not in the Docker engine and could not be pulled: {reason.rstrip('.')} "
         f"(check the name and tag; build or load the image on this host with docker build -t or docker load; "

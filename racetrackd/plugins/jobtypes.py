@@ -10,7 +10,8 @@ Two optional sections of a job type (both added for Dockerfile-based job types):
     dockerfile_from_job   the template is the job's own Dockerfile, not a plugin file:
                           {path_field: dockerfile_path, default: Dockerfile, render: true|false}
     image_from_manifest   nothing is built: the job runs the image a jobtype_extra key names
-                          ({field: image}; the docker-image job type); see `ImageFromManifest`.
+                          ({field: image, pull_policy_field: pull_policy}; the docker-image job
+                          type); see `ImageFromManifest`.
     serving               how the job's server is reached, when it does not follow the wrapper
                           contract (port 7000, paths under /pub/job/<name>/<version>, /live and
                           /ready of its own): {port, port_field, path_mode, path_mode_field,
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 
 CAPABILITY = re.compile(r"^(CAP_)?[A-Za-z_]+$")
 EXTRA_TYPES = {"string": str, "path": str, "boolean": bool, "integer": int}
+# When a job that runs an image built elsewhere pulls it: on every deployment, only when the engine
+# lacks it, or never (the engine must have it). Default: see racetrackd.deploy.imagejobs.resolve.
+PULL_POLICIES = ("always", "missing", "never")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,12 +85,19 @@ class JobDockerfile:
 @dataclasses.dataclass(frozen=True)
 class ImageFromManifest:
     """A job type whose jobs run an image built elsewhere (`image_from_manifest:`): the deployment
-    resolves (or pulls) the image the jobtype_extra key `field` names; no source, no build."""
+    resolves (or pulls) the image the jobtype_extra key `field` names; no source, no build. The key
+    `pull_policy_field`, if any, says when to pull (PULL_POLICIES)."""
 
     field: str = "image"
+    pull_policy_field: str | None = None
 
     def reference(self, jobtype_extra: dict[str, Any]) -> str:
         return str(jobtype_extra.get(self.field) or "")
+
+    def pull_policy(self, jobtype_extra: dict[str, Any]) -> str | None:
+        """The job's pull policy; None: the default (see racetrackd.deploy.imagejobs.resolve)."""
+        value = jobtype_extra.get(self.pull_policy_field) if self.pull_policy_field else None
+        return str(value) if value else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,7 +172,10 @@ def load_job_types(plugin_dir: Path, manifest: PluginManifest) -> list[JobType]:
     for name, spec in manifest.job_types.items():
         job_dockerfile = _job_dockerfile(spec.get("dockerfile_from_job"))
         image_from_manifest = (
-            ImageFromManifest(field=str(spec["image_from_manifest"]["field"]))
+            ImageFromManifest(
+                field=str(spec["image_from_manifest"]["field"]),
+                pull_policy_field=spec["image_from_manifest"].get("pull_policy_field"),
+            )
             if "image_from_manifest" in spec and job_dockerfile is None
             else None
         )
@@ -195,6 +209,14 @@ def load_job_types(plugin_dir: Path, manifest: PluginManifest) -> list[JobType]:
             raise PluginInvalid(
                 f"job_types.{name}.image_from_manifest.field: {image_from_manifest.field!r} must be one of the "
                 f"job type's extra_fields, of type string and required"
+            )
+        if image_from_manifest is not None and image_from_manifest.pull_policy_field not in (
+            None,
+            *(f.name for f in fields if f.type == "string"),
+        ):
+            raise PluginInvalid(
+                f"job_types.{name}.image_from_manifest.pull_policy_field: "
+                f"{image_from_manifest.pull_policy_field!r} must be one of the job type's string extra_fields"
             )
         job_types.append(
             JobType(
@@ -344,6 +366,10 @@ def check_extra(job_type: JobType, jobtype_extra: dict[str, Any], job_dir: Path 
         problem = image_reference_problem(reference) if isinstance(reference, str) else None
         if problem:
             errors.append((f"jobtype_extra.{job_type.image_from_manifest.field}", problem))
+        policy_field = job_type.image_from_manifest.pull_policy_field
+        policy = jobtype_extra.get(policy_field) if policy_field else None
+        if isinstance(policy, str) and policy not in PULL_POLICIES:
+            errors.append((f"jobtype_extra.{policy_field}", f"{policy!r} is not one of {', '.join(PULL_POLICIES)}"))
     if (
         job_type.job_dockerfile is not None
         and job_dir is not None

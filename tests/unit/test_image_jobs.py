@@ -423,3 +423,82 @@ def test_a_registry_of_the_version_before_gets_the_source_image_column(tmp_path:
         "image_id": "sha256:1",
         "digest": None,
     }
+
+
+# --- pull policy ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reference", "policy"),
+    [
+        ("svc", "always"),
+        ("svc:latest", "always"),
+        ("localhost:5000/svc", "always"),  # the registry's port is not a tag
+        ("localhost:5000/svc:1.4", "missing"),
+        (IMAGE, "missing"),
+        (f"svc:latest@{DIGEST}", "missing"),  # a digest never moves
+    ],
+)
+def test_the_default_pull_policy_pulls_only_tags_that_move_by_design(reference: str, policy: str) -> None:
+    from racetrackd.deploy.imagejobs import default_pull_policy
+
+    assert default_pull_policy(reference) == policy
+
+
+def test_a_latest_image_is_pulled_again_even_when_the_engine_has_it(
+    app: Flask, client: FlaskClient, runtime: FakeRuntime
+) -> None:
+    runtime.images["team/svc:latest"] = {}
+
+    deployment = _deploy(app, client, {"manifest": image_manifest("team/svc:latest")})
+
+    assert deployment.status == DeploymentStatus.DONE, deployment.error
+    assert runtime.calls_to("pull_image") == [("team/svc:latest", None)]
+
+
+def test_a_latest_image_that_cannot_be_pulled_runs_the_engines_copy_saying_so(
+    app: Flask, client: FlaskClient, runtime: FakeRuntime
+) -> None:
+    runtime.images["team/svc:latest"] = {}
+    runtime.registry = set()  # offline
+
+    deployment = _deploy(app, client, {"manifest": image_manifest("team/svc:latest")})
+
+    assert deployment.status == DeploymentStatus.DONE, deployment.error
+    assert "could not pull team/svc:latest (" in deployment.build_logs_since(0)[0]
+    assert "using the Docker engine's copy" in deployment.build_logs_since(0)[0]
+
+
+def test_pull_policy_always_fails_when_the_pull_does_even_with_a_copy_in_the_engine(
+    app: Flask, client: FlaskClient, runtime: FakeRuntime
+) -> None:
+    runtime.images[IMAGE] = {}
+    runtime.registry = set()
+
+    deployment = _deploy(app, client, {"manifest": image_manifest(pull_policy="always")})
+
+    assert deployment.status == DeploymentStatus.FAILED
+    assert deployment.error.startswith(f"jobtype_extra.image: image {IMAGE} is not in the Docker engine and could not")
+
+
+@pytest.mark.parametrize(("present", "done"), [(True, True), (False, False)])
+def test_pull_policy_never_runs_only_what_the_engine_has(
+    app: Flask, client: FlaskClient, runtime: FakeRuntime, present: bool, done: bool
+) -> None:
+    if present:
+        runtime.images["team/svc:latest"] = {}
+
+    deployment = _deploy(app, client, {"manifest": image_manifest("team/svc:latest", pull_policy="never")})
+
+    assert runtime.calls_to("pull_image") == []
+    assert (deployment.status == DeploymentStatus.DONE) == done, deployment.error
+    if not done:
+        assert deployment.error.startswith("jobtype_extra.image: image team/svc:latest is not in the Docker engine (")
+        assert "pull_policy is never" in deployment.error
+
+
+def test_an_unknown_pull_policy_is_refused_naming_the_field(client: FlaskClient) -> None:
+    response = client.post(DEPLOY, json={"manifest": image_manifest(pull_policy="sometimes")})
+
+    assert response.status_code == 400
+    assert "jobtype_extra.pull_policy: 'sometimes' is not one of always, missing, never" in response.get_json()["error"]
