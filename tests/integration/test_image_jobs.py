@@ -347,3 +347,22 @@ def test_the_sample_serves_the_image_its_comment_builds(daemon: Daemon, images: 
 
     listing = daemon.api("GET", "/pub/job/static-files/1.0.0/")
     assert listing.status_code == 200 and "Directory listing for /" in listing.text
+
+
+def test_a_latest_image_whose_registry_is_unreachable_runs_the_engines_copy(
+    daemon: Daemon, images: ImageMaker, tmp_path: Path
+) -> None:
+    # Named on a registry at the engine's loopback where nothing listens: the default policy pulls a
+    # :latest image on every deployment, the pull is refused at once, and the engine's copy runs.
+    image_id = images.build("offline-build", "offline")
+    tag = f"localhost:9/{images.repository}:latest"
+    daemon.docker.images.get(image_id).tag(tag)
+    images.tags.add(tag)
+
+    result = daemon.rtd("submit", str(manifest_file(tmp_path, tag, name="svc-offline")))
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    logs = daemon.api("GET", "/lifecycle/api/v1/job/svc-offline/1.0.0/build-logs/plain").text
+    assert f"could not pull {tag} (" in logs and "using the Docker engine's copy" in logs
+    response = daemon.api("GET", "/pub/job/svc-offline/1.0.0/api/v1/")
+    assert response.status_code == 200 and response.json()["build"] == "offline"
