@@ -11,6 +11,7 @@ them whatever happens.
 from __future__ import annotations
 
 import io
+import tarfile
 import threading
 import time
 from collections.abc import Iterator
@@ -94,8 +95,6 @@ class ImageMaker:
 
 
 def _tar(files: dict[str, str]) -> io.BytesIO:
-    import tarfile
-
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for name, text in files.items():

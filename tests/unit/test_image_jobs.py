@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
@@ -17,17 +18,18 @@ from flask.testing import FlaskClient
 from cli.main import main
 from jobmanifest import ManifestInvalid, validate_manifest
 from pluginbundle import PluginInvalid, parse_manifest
-from racetrackd.db import Deployment, DeploymentStatus, Job
+from racetrackd.db import Deployment, DeploymentStatus, Job, open_database
 from racetrackd.deploy import jobsecrets
 from racetrackd.deploy.building import ImageBuilder
 from racetrackd.deploy.deployer import Deployer
-from racetrackd.deploy.imagejobs import registry_of, repository_of
+from racetrackd.deploy.imagejobs import default_pull_policy, registry_of, repository_of
 from racetrackd.deploy.releases import request_rollback
 from racetrackd.docker.images import prune_job_images
-from racetrackd.errors import ManifestError
+from racetrackd.errors import JobStartError, ManifestError
 from racetrackd.plugins.jobtypes import FORWARD, JobType, Serving, check_extra, discover, load_job_types, resolve
 from racetrackd.settings import BUILTIN_PLUGINS_DIR
-from tests.unit.fakes import FakeDaemon, FakeRuntime, sample_manifest
+from tests.unit.fakes import FakeDaemon, FakeRuntime, build_context, sample_manifest
+from tests.unit.test_dashboard import browser, csrf_of, page_text
 
 DEPLOY = "/lifecycle/api/v1/deploy"
 IMAGE = "registry.example/team/svc:1.4"
@@ -155,8 +157,6 @@ def test_an_image_job_is_deployed_from_its_manifest_alone(client: FlaskClient) -
 
 
 def test_an_upload_sent_with_an_image_job_is_not_kept(client: FlaskClient) -> None:
-    from tests.unit.fakes import build_context
-
     response = client.post(DEPLOY, json={"manifest": image_manifest(), "build_context": build_context()})
 
     assert response.status_code in (200, 201, 202), response.get_json()
@@ -269,8 +269,6 @@ def test_a_failed_start_removes_racetrackds_tag_not_the_users_image(
     deployer = _deployer(app)
 
     def crash(*args: Any) -> None:
-        from racetrackd.errors import JobStartError
-
         raise JobStartError("the job's container exited (code 1)")
 
     deployer._wait_until_ready = crash  # type: ignore[method-assign]
@@ -363,8 +361,6 @@ def test_rtd_submit_of_an_image_job_sends_the_manifest_only(
 def test_the_dashboard_shows_the_image_and_the_digest_a_release_is_pinned_at(
     app: Flask, client: FlaskClient, runtime: FakeRuntime
 ) -> None:
-    from tests.unit.test_dashboard import browser, page_text
-
     runtime.registry = {IMAGE}
     runtime.repo_digests[IMAGE] = (f"registry.example/team/svc@{DIGEST}",)
     deployment = _deploy(app, client, {"manifest": image_manifest()})
@@ -378,10 +374,6 @@ def test_the_dashboard_shows_the_image_and_the_digest_a_release_is_pinned_at(
 
 
 def test_the_dashboards_deploy_form_takes_an_image_jobs_manifest_alone(app: Flask) -> None:
-    import yaml
-
-    from tests.unit.test_dashboard import browser, csrf_of, page_text
-
     client = browser(app)
     csrf = csrf_of(page_text(client.get("/dashboard/deploy")))
 
@@ -403,8 +395,6 @@ def test_an_image_pinned_by_digest_records_that_digest(app: Flask, client: Flask
 
 
 def test_a_registry_of_the_version_before_gets_the_source_image_column(tmp_path: Path) -> None:
-    from racetrackd.db import open_database
-
     path = tmp_path / "registry.sqlite3"
     db = open_database(path)
     Deployment.create(id="old", job_name="a", job_version="1.0.0", manifest_yaml="x")
@@ -440,8 +430,6 @@ def test_a_registry_of_the_version_before_gets_the_source_image_column(tmp_path:
     ],
 )
 def test_the_default_pull_policy_pulls_only_tags_that_move_by_design(reference: str, policy: str) -> None:
-    from racetrackd.deploy.imagejobs import default_pull_policy
-
     assert default_pull_policy(reference) == policy
 
 
