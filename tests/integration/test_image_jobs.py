@@ -219,9 +219,11 @@ def test_redeploying_to_a_new_tag_under_load_fails_no_call(
             caller.join(timeout=30)
 
     assert redeploy.returncode == 0, redeploy.stdout + redeploy.stderr
-    assert len(results) > 50
+    # calls before, during and after the switch (how many depends on the machine's load: 62 to 284 here)
+    assert len(results) >= 20
     assert [result for result in results if result not in ("one", "two")] == []
-    assert results[-1] == "two" and "one" in results
+    assert "one" in results and "two" in results
+    assert call(daemon).json()["build"] == "two"  # (the last result listed may be a slow call that began before)
 
 
 def test_a_rollback_runs_the_earlier_image_even_after_its_tag_moved(
