@@ -79,6 +79,7 @@ class ApiClient:
         git_credentials: dict[str, str] | None = None,
         no_cache: bool = False,
         secret_vars: dict[str, dict[str, str]] | None = None,
+        registry_credentials: dict[str, str] | None = None,
     ) -> str:
         body: dict[str, Any] = {
             "manifest": manifest,
@@ -88,6 +89,8 @@ class ApiClient:
             "secret_vars": secret_vars,
             "build_flags": ["--no-cache"] if no_cache else [],
         }
+        if registry_credentials is not None:  # racetrackd's own key: sent only when given
+            body["registry_credentials"] = registry_credentials
         return str(self._api("POST", "/deploy", json=body)["id"])
 
     def deployment(self, deployment_id: str) -> dict[str, Any]:

@@ -25,6 +25,10 @@ from jobmanifest.versions import is_semver
 
 EXTRA_VARS_HELP = "Override a manifest field: KEY.PATH=VALUE (VALUE is YAML). Repeatable."
 DIRECTORY = click.Path(exists=True, file_okay=False, path_type=Path)
+# A job's directory, or its manifest file (a docker-image job has nothing else to send)
+JOB_PATH = click.Path(exists=True, path_type=Path)
+# Job types that build nothing: the manifest is the whole upload (the daemon ignores files sent along)
+IMAGE_JOB_TYPES = ("docker-image",)
 
 
 # How many of the build's last lines a failed submit shows without -v (the daemon keeps all of them).
@@ -40,13 +44,23 @@ def register(main: click.Group) -> None:
     main.add_command(alias, name="deploy")
 
 
-def _load_manifest(directory: Path, extra_vars: tuple[str, ...]) -> Manifest:
-    """The manifest from stdin (when piped) or DIR/job.yaml, with its overlay and overrides applied."""
+def _job_path(path: Path) -> tuple[Path, Path | None]:
+    """(the job's directory, the manifest file) of a path given as DIRECTORY or as its manifest file."""
+    return (path.parent, path) if path.is_file() else (path, None)
+
+
+def runs_prebuilt_image(manifest: Manifest) -> bool:
+    """A job that runs an image built elsewhere: nothing of its directory is uploaded."""
+    return manifest.jobtype.partition(":")[0] in IMAGE_JOB_TYPES
+
+
+def _load_manifest(directory: Path, extra_vars: tuple[str, ...], manifest_file: Path | None = None) -> Manifest:
+    """The manifest from stdin (when piped), the file given, or DIR/job.yaml, with its overlay and overrides applied."""
     try:
-        if not sys.stdin.isatty() and (piped := sys.stdin.read()).strip():
+        if manifest_file is None and not sys.stdin.isatty() and (piped := sys.stdin.read()).strip():
             data = load_manifest_dict(piped, "<stdin>", directory)
         else:
-            path = find_manifest(directory)
+            path = manifest_file or find_manifest(directory)
             data = load_manifest_dict(path.read_text(), str(path), path.parent)
         manifest = validate_manifest(apply_overrides(data, list(extra_vars)))
     except ManifestInvalid as exc:
@@ -76,21 +90,24 @@ def _check_files(manifest: Manifest, directory: Path, *, from_git: bool) -> None
 
 
 @click.command()
-@click.argument("directory", default=".", type=DIRECTORY)
+@click.argument("path", default=".", type=JOB_PATH)
 @click.option("-e", "--extra-vars", multiple=True, help=EXTRA_VARS_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the merged manifest as JSON.")
-def validate(directory: Path, extra_vars: tuple[str, ...], as_json: bool) -> None:
-    """Check DIRECTORY's job.yaml (or one piped on stdin) and print it merged, or every error (exit 8)."""
-    manifest = _load_manifest(directory, extra_vars)
-    _check_files(manifest, directory, from_git=manifest.git is not None)
+def validate(path: Path, extra_vars: tuple[str, ...], as_json: bool) -> None:
+    """Check PATH's job.yaml (PATH: a job's directory or its manifest file; or one piped on stdin) and
+    print it merged, or every error (exit 8)."""
+    directory, manifest_file = _job_path(path)
+    manifest = _load_manifest(directory, extra_vars, manifest_file)
+    if not runs_prebuilt_image(manifest):
+        _check_files(manifest, directory, from_git=manifest.git is not None)
     if as_json:
         print_json(manifest.raw)
         return
     click.echo(manifest.yaml, nl=False)
 
 
-@click.command(short_help="Build and deploy the job in DIRECTORY (alias: deploy).")
-@click.argument("directory", default=".", type=DIRECTORY)
+@click.command(short_help="Build and deploy the job in PATH (alias: deploy).")
+@click.argument("path", default=".", type=JOB_PATH)
 @click.option("--force", is_flag=True, help="Redeploy a name and version that already exists.")
 @click.option("-e", "--extra-vars", multiple=True, help=EXTRA_VARS_HELP)
 @click.option("-v", "--verbose", is_flag=True, help="Show the whole build output (Step N/M ...) as it comes.")
@@ -106,12 +123,23 @@ def validate(directory: Path, extra_vars: tuple[str, ...], as_json: bool) -> Non
     help="Password or access token for a private git.remote (env RTD_GIT_PASSWORD).",
 )
 @click.option(
+    "--registry-username",
+    envvar="RTD_REGISTRY_USERNAME",
+    help="For a docker-image job's private registry (env RTD_REGISTRY_USERNAME).",
+)
+@click.option(
+    "--registry-password",
+    envvar="RTD_REGISTRY_PASSWORD",
+    help="Password or token for a docker-image job's private registry, kept sealed and used only to "
+    "pull (env RTD_REGISTRY_PASSWORD).",
+)
+@click.option(
     "--json", "as_json", is_flag=True, help="Print only the finished deployment as JSON (progress goes to stderr)."
 )
 @click.pass_context
 def submit(
     ctx: click.Context,
-    directory: Path,
+    path: Path,
     force: bool,
     extra_vars: tuple[str, ...],
     verbose: bool,
@@ -120,24 +148,27 @@ def submit(
     no_cache: bool,
     git_username: str | None,
     git_password: str | None,
+    registry_username: str | None,
+    registry_password: str | None,
     as_json: bool,
 ) -> None:
-    """Build and deploy the job in DIRECTORY (its job.yaml, or one piped on stdin, and its files).
+    """Build and deploy the job in PATH: a job's directory (its job.yaml, or one piped on stdin, and
+    its files) or its manifest file.
 
     Shows each phase as it begins; on failure, the last lines of the build (-v: all of them, as they come).
     Also: rtd deploy.
 
     With a git.remote in the manifest the daemon clones it (branch, directory) instead, unless --local.
+    A docker-image job (jobtype_extra.image) builds nothing: only its manifest is sent (rtd submit job.yaml).
     """
-    manifest = _load_manifest(directory, extra_vars)
-    from_git = manifest.git is not None and not force_local
-    if not from_git:  # the daemon checks a clone's files itself; the upload's are checked before sending
+    directory, manifest_file = _job_path(path)
+    manifest = _load_manifest(directory, extra_vars, manifest_file)
+    image_only = runs_prebuilt_image(manifest)
+    from_git = manifest.git is not None and not force_local and not image_only
+    if not from_git and not image_only:  # the daemon checks a clone's files itself; the upload's before sending
         _check_files(manifest, directory, from_git=False)
-    credentials = None
-    if git_username or git_password:
-        if not (git_username and git_password):
-            raise click.UsageError("give both --git-username and --git-password")
-        credentials = {"username": git_username, "password": git_password}
+    credentials = _credentials("git", git_username, git_password)
+    registry_credentials = _credentials("registry", registry_username, registry_password)
     try:
         secret_vars, secret_warnings = read_secret_vars(manifest, directory)
     except SecretFileError as exc:
@@ -146,15 +177,22 @@ def submit(
         warn(warning)
     client = client_for(ctx)
     progress = Progress(sys.stderr if as_json else None)
-    source = f"{manifest.git.remote} (git)" if from_git and manifest.git else f"{directory} (upload)"
+    source = (
+        f"{manifest.git.remote} (git)"
+        if from_git and manifest.git
+        else f"image {manifest.jobtype_extra.get('image')} (manifest only)"
+        if image_only
+        else f"{directory} (upload)"
+    )
     progress.step(f"submitting {manifest.name} {manifest.version} to {client.remote} from {source}")
     deployment_id = client.deploy(
         manifest.raw,
-        None if from_git else pack(directory, _secret_files(manifest)),
+        None if from_git or image_only else pack(directory, _secret_files(manifest)),
         force,
         git_credentials=credentials,
         no_cache=no_cache,
         secret_vars=secret_vars,
+        registry_credentials=registry_credentials,
     )
     deployment = follow(client, deployment_id, progress, show_logs=verbose and not quiet)
     for warning in (deployment.get("warnings") or "").splitlines():
@@ -169,6 +207,14 @@ def submit(
     progress.step(f"{job.get('name')} {job.get('version')} is running (took {progress.elapsed:.1f} s)")
     click.echo(f"       {job.get('pub_url')}")
     click.echo(f"       {_how_to_call(job)}")
+
+
+def _credentials(kind: str, username: str | None, password: str | None) -> dict[str, str] | None:
+    if not (username or password):
+        return None
+    if not (username and password):
+        raise click.UsageError(f"give both --{kind}-username and --{kind}-password")
+    return {"username": username, "password": password}
 
 
 def _secret_files(manifest: Manifest) -> frozenset[str]:

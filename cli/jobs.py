@@ -94,6 +94,10 @@ def status(ctx: click.Context, name: str, version: str, as_json: bool) -> None:
         ("last call", when(job.get("last_call_time"))),
         ("image", job.get("image_tag") or "-"),
     ]
+    source = job.get("source_image")
+    if source:  # a docker-image job: the image it names, and the exact one its release runs
+        fields.append(("source image", source["reference"]))
+        fields.append(("pinned", source.get("digest") or f"{source['image_id']} (no registry digest)"))
     if job.get("idle_timeout"):
         fields.insert(3, ("idle timeout", f"{job['idle_timeout']} s"))
     click.echo(f"{job['name']} {job['version']}")

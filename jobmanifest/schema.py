@@ -43,6 +43,17 @@ PYTHON_VERSION = re.compile(r"^[0-9]+(\.[0-9]+){0,2}\Z")
 DEBIAN_VERSION = re.compile(r"^[a-z0-9][a-z0-9.-]*\Z")
 PYTHON_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 DEPRECATED_EXTRA = ("python", "golang", "wrapper_properties", "docker")
+# An image reference as Docker's distribution/reference grammar spells it (docker-image jobs):
+# [registry[:port]/]path[:tag][@algorithm:hex]; lower-case path components, a tag of at most 128
+# characters. Checked here so that `rtd validate` and the daemon refuse the same references.
+_IMAGE_DOMAIN = r"(?:(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])(?:\.(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9]))*|\[[0-9A-Fa-f:]+\])(?::[0-9]+)?"
+_IMAGE_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+IMAGE_REFERENCE = re.compile(
+    rf"^(?:{_IMAGE_DOMAIN}/)?{_IMAGE_COMPONENT}(?:/{_IMAGE_COMPONENT})*"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
+    r"(?:@(?P<digest>[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[0-9a-fA-F]{32,}))?\Z"
+)
+SHA256_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 # racetrackd runs every job on its host's Docker engine: Racetrack's only target that applies here.
 INFRASTRUCTURE_TARGET = "docker"
 TOP_LEVEL = (
@@ -424,6 +435,22 @@ def relative_path_problem(value: str) -> str | None:
     return None
 
 
+def image_reference_problem(value: str) -> str | None:
+    """Why `value` is not an image reference racetrackd can pull and pin (None: it is), e.g.
+    `registry.example/team/svc:1.4` or `team/svc@sha256:<64 hex>`."""
+    match = IMAGE_REFERENCE.match(value)
+    if match is None or len(value) > 255:
+        hint = " (repository names are lower case)" if value.lower() != value and "@" not in value else ""
+        return (
+            f"{value!r} is not an image reference like registry.example/team/svc:1.4 or "
+            f"team/svc@sha256:<64 hex digits>{hint}"
+        )
+    digest = match.group("digest")
+    if digest is not None and not SHA256_DIGEST.match(digest):
+        return f"{value!r}: a pinned image names its digest as sha256: and 64 lower-case hex digits"
+    return None
+
+
 def _check_remote(value: str) -> str | None:
     if CONTROL.search(value) or " " in value or value.startswith("-"):
         return f"{value!r} is not a git remote (no spaces, control characters or leading -)"
@@ -456,6 +483,7 @@ def _check_jobtype_extra_values(c: _Checker, extra: dict[str, Any], key: str) ->
             None if DEBIAN_VERSION.match(v) else (f"{v!r} is not a Debian image suffix like slim-bookworm")
         ),
         "entrypoint_class": lambda v: None if PYTHON_NAME.match(v) else f"{v!r} is not a Python class name",
+        "image": image_reference_problem,  # docker-image jobs: the image they run
     }
     for name, value in extra.items():
         path = f"{key}.{name}"

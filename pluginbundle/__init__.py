@@ -114,10 +114,16 @@ def parse_manifest(text: str) -> PluginManifest:
         if "dockerfile_from_job" in spec:  # the job's own Dockerfile is the template (docker-proxy, dockerfile)
             if not isinstance(spec["dockerfile_from_job"], dict):
                 raise PluginInvalid(f"{where}.dockerfile_from_job: must be {{path_field, default, render}}")
+        elif "image_from_manifest" in spec:  # nothing is built: the job runs an image it names (docker-image)
+            if not isinstance(spec["image_from_manifest"], dict) or not isinstance(
+                spec["image_from_manifest"].get("field"), str
+            ):
+                raise PluginInvalid(f"{where}.image_from_manifest: must be {{field: <jobtype_extra key>}}")
         elif not isinstance(spec.get("dockerfile_template"), str):
             raise PluginInvalid(
                 f"{where}.dockerfile_template: required, the template's path in the plugin "
-                f"(or dockerfile_from_job, to build the job's own Dockerfile)"
+                f"(or dockerfile_from_job, to build the job's own Dockerfile, or image_from_manifest, "
+                f"to run an image the manifest names)"
             )
     return PluginManifest(
         name=name,
@@ -171,8 +177,8 @@ def check_directory(plugin_dir: Path) -> PluginManifest:
         raise PluginInvalid(f"{PLUGIN_MANIFEST} not found at the plugin's top level")
     manifest = parse_manifest(manifest_path.read_text(encoding="utf-8", errors="replace"))
     for job_type, spec in manifest.job_types.items():
-        if "dockerfile_from_job" in spec:
-            continue  # no template of its own: each job brings its Dockerfile
+        if "dockerfile_from_job" in spec or "image_from_manifest" in spec:
+            continue  # no template of its own: each job brings its Dockerfile, or its image
         template = str(spec["dockerfile_template"])
         path = (plugin_dir / template).resolve()
         where = f"{PLUGIN_MANIFEST}: job_types.{job_type}.dockerfile_template"

@@ -243,6 +243,9 @@ class Deployment(BaseModel):
     kind = peewee.CharField(default="deploy")  # deploy | rollback (re-runs image_name, no build)
     rollback_of = peewee.CharField(null=True)  # the deployment whose image a rollback re-runs
     image_name = peewee.CharField(null=True)
+    # docker-image jobs: JSON {reference, image_id, digest}, what the manifest's image resolved to
+    # (racetrackd.deploy.imagejobs.ResolvedImage); null for a built image
+    source_image = peewee.TextField(null=True)
     error = peewee.TextField(null=True)
     deployed_by = peewee.CharField(null=True)
     requested_by = peewee.CharField(null=True)  # the subject (kind:name) who asked; it owns a new family
@@ -297,6 +300,10 @@ class Deployment(BaseModel):
             [*self._closed_phases(), {"name": phase, "started_at": self.update_time, "ended_at": None}]
         )
         self.save(only=[Deployment.phase, Deployment.phases, Deployment.update_time])
+
+    def source_image_info(self) -> dict[str, Any] | None:
+        """A docker-image release's image as resolved at deploy time: {reference, image_id, digest}."""
+        return json.loads(self.source_image) if self.source_image else None
 
     def phase_timeline(self) -> list[dict[str, Any]]:
         """Each phase with its start and duration in seconds (None while it runs)."""
@@ -739,6 +746,14 @@ def _v13_call_buckets(migrator: SqliteMigrator) -> list[Any]:
     return [_CreateTables(CallBucket)]
 
 
+def _v14_deployment_source_image(migrator: SqliteMigrator) -> list[Any]:
+    # Only when missing: a registry whose user_version was set back (a restored backup's, a test's)
+    # may have the column already, and SQLite has no ADD COLUMN IF NOT EXISTS.
+    if "source_image" in {column.name for column in migrator.database.get_columns("deployment")}:
+        return []
+    return [migrator.add_column("deployment", "source_image", peewee.TextField(null=True))]
+
+
 # Numbered schema changes, applied in order to registries created by older versions. Tables
 # that are new in a version need no entry: create_tables(safe=True) adds them.
 MIGRATIONS: list[tuple[int, Callable[[SqliteMigrator], list[Any]]]] = [
@@ -754,6 +769,7 @@ MIGRATIONS: list[tuple[int, Callable[[SqliteMigrator], list[Any]]]] = [
     (11, _v11_job_serving),
     (12, _v12_build_logs_table),
     (13, _v13_call_buckets),
+    (14, _v14_deployment_source_image),
 ]
 SCHEMA_VERSION = max(number for number, _ in MIGRATIONS)
 

@@ -124,6 +124,12 @@ class BuildError(RacetrackError):
     reference = "build-failed"
 
 
+class ImageUnavailable(RacetrackError):
+    """A docker-image job's image is neither in the engine nor pullable."""
+
+    reference = "image-unavailable"
+
+
 class JobStartError(RacetrackError):
     reference = "job-start-failed"
 

@@ -2,7 +2,8 @@
 
 The shape is Racetrack's (racetrack-client sends it unchanged): `manifest` (a mapping), `build_context`
 (the job's directory as a base64 tar.gz, or null to clone git.remote), `force`, `secret_vars`,
-`git_credentials`, `build_flags`. What the host allows (scopes, job types, versions) is checked by the
+`git_credentials`, `build_flags`; and racetrackd's own `registry_credentials` (a docker-image job's pull
+credentials, kept sealed like git credentials). What the host allows (scopes, job types, versions) is checked by the
 use case, racetrackd.deploy.requests.request_deployment.
 """
 
@@ -30,7 +31,8 @@ def parse_deploy_body(body: Any, requester: Identity, settings: Settings) -> Dep
         raise ValidationError("force: must be true or false")
     archive = _build_context(body.get("build_context"))
     secret_vars = jobsecrets.parse_secret_vars(body.get("secret_vars"))
-    git_credentials = _git_credentials(body.get("git_credentials"))
+    git_credentials = _credentials("git_credentials", body.get("git_credentials"))
+    registry_credentials = _credentials("registry_credentials", body.get("registry_credentials"))
     return DeployRequest(
         manifest=manifest,
         requester=requester,
@@ -39,6 +41,7 @@ def parse_deploy_body(body: Any, requester: Identity, settings: Settings) -> Dep
         no_cache=_no_cache(body.get("build_flags")),
         secret_vars=secret_vars,
         git_credentials=git_credentials,
+        registry_credentials=registry_credentials,
     )
 
 
@@ -55,7 +58,7 @@ def _build_context(value: Any) -> bytes | None:
         raise ValidationError(f"build_context: not valid base64: {exc}") from exc
 
 
-def _git_credentials(value: Any) -> dict[str, str] | None:
+def _credentials(field: str, value: Any) -> dict[str, str] | None:
     if value is None:
         return None
     if (
@@ -63,7 +66,7 @@ def _git_credentials(value: Any) -> dict[str, str] | None:
         or set(value) - {"username", "password"}
         or not all(isinstance(value.get(k), str) and value.get(k) for k in ("username", "password"))
     ):
-        raise ValidationError('git_credentials: must be {"username": "...", "password": "..."} or null')
+        raise ValidationError(f'{field}: must be {{"username": "...", "password": "..."}} or null')
     return {"username": value["username"], "password": value["password"]}
 
 

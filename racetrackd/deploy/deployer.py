@@ -19,7 +19,7 @@ from racetrackd import audit, naming
 from racetrackd.auth import access
 from racetrackd.auth.accounts import Accounts
 from racetrackd.db import AuditEvent, DeletedJob, Deployment, DeploymentStatus, Job, JobStatus, is_storage_full
-from racetrackd.deploy import jobsecrets
+from racetrackd.deploy import imagejobs, jobsecrets
 from racetrackd.deploy.building import DeploymentRecord, ImageBuilder
 from racetrackd.docker.runtime import ContainerSpec, Hardening, Runtime
 from racetrackd.errors import ConflictError, JobStartError, JobTypeError, RacetrackError, ValidationError
@@ -176,6 +176,39 @@ class Deployer:
             )
             return
 
+        if job_type.image_from_manifest is not None:
+            image = self._resolve_image(deployment, manifest, job_type, secrets)
+        else:
+            image = self._build_image(deployment, manifest, job_type, workspace, secrets)
+
+        deployment.set_phase("starting Job server")
+        self._start(deployment, manifest, job_type, image, secrets)
+        self.accounts.request_public_endpoints(manifest.name, manifest.version, list(manifest.public_endpoints))
+        if new_family and deployment.requested_by:
+            kind, name = access.parse_subject(deployment.requested_by)
+            self.accounts.grant_family_owner(kind, name, manifest.name)
+        self._post_deploy(deployment, manifest, job_type)
+        deployment.finish(DeploymentStatus.DONE)
+        AuditEvent.record(
+            audit.JOB_REDEPLOYED if existed else audit.JOB_DEPLOYED,
+            manifest.name,
+            manifest.version,
+            deployment.deployed_by,
+            deployment_id=deployment.id,
+            image=image,
+            git_commit=deployment.git_commit,
+        )
+        self.builder.collect_old_images(manifest.name, manifest.version)
+
+    def _build_image(
+        self,
+        deployment: Deployment,
+        manifest: Manifest,
+        job_type: JobType,
+        workspace: Path,
+        secrets: jobsecrets.JobSecrets,
+    ) -> str:
+        """Fetch the job's source (upload or git) and build its image; returns its tag."""
         job_type = _snapshot(job_type, workspace)
         record = DeploymentRecord(deployment, int(self.settings.build_log_max_size))
         deployment.set_phase("fetching the source code")
@@ -197,25 +230,38 @@ class Deployer:
         ).image
         deployment.image_name = image
         deployment.save(only=[Deployment.image_name])
+        return image
 
-        deployment.set_phase("starting Job server")
-        self._start(deployment, manifest, job_type, image, secrets)
-        self.accounts.request_public_endpoints(manifest.name, manifest.version, list(manifest.public_endpoints))
-        if new_family and deployment.requested_by:
-            kind, name = access.parse_subject(deployment.requested_by)
-            self.accounts.grant_family_owner(kind, name, manifest.name)
-        self._post_deploy(deployment, manifest, job_type)
-        deployment.finish(DeploymentStatus.DONE)
-        AuditEvent.record(
-            audit.JOB_REDEPLOYED if existed else audit.JOB_DEPLOYED,
-            manifest.name,
-            manifest.version,
-            deployment.deployed_by,
-            deployment_id=deployment.id,
-            image=image,
-            git_commit=deployment.git_commit,
+    def _resolve_image(
+        self, deployment: Deployment, manifest: Manifest, job_type: JobType, secrets: jobsecrets.JobSecrets
+    ) -> str:
+        """A docker-image job: nothing to fetch or build; find (or pull) the image the manifest names,
+        record what it resolved to and pin it for this release (racetrackd.deploy.imagejobs)."""
+        assert job_type.image_from_manifest is not None
+        record = DeploymentRecord(deployment, int(self.settings.build_log_max_size))
+        deployment.set_phase(imagejobs.RESOLVE_PHASE)
+        resolved = imagejobs.resolve(
+            self.runtime,
+            job_type.image_from_manifest.reference(manifest.jobtype_extra),
+            f"jobtype_extra.{job_type.image_from_manifest.field}",
+            secrets.registry_credentials,
+            record,
+            job_type.image_from_manifest.pull_policy(manifest.jobtype_extra),
         )
-        self.builder.collect_old_images(manifest.name, manifest.version)
+        deployment.source_image = resolved.to_json()
+        deployment.save(only=[Deployment.source_image])
+        image = imagejobs.pin(
+            self.runtime,
+            resolved,
+            manifest,
+            job_type,
+            instance=self.settings.instance,
+            deployment_id=deployment.id,
+            report=record,
+        )
+        deployment.image_name = image
+        deployment.save(only=[Deployment.image_name])
+        return image
 
     def _post_deploy(self, deployment: Deployment, manifest: Manifest, job_type: JobType) -> None:
         """The job type's post_job_deploy hook; a failure is a warning on the deployment, the job serves anyway."""
@@ -255,13 +301,6 @@ class Deployer:
         launch = dataclasses.replace(
             launch, serving=self._await_staging(launch, staging, job if existing is None else None)
         )
-        if manifest.idle_timeout and launch.serving.wrapper and not launch.serving.contract:
-            # Sleep needs the contract's last_call_timestamp metric (what requests.py warns of for docker-proxy).
-            _warn(
-                deployment,
-                "idle_timeout: not acted on: the job's server does not speak the wrapper contract "
-                "(no /live with deployment_timestamp, no last_call_timestamp metric): the job keeps running",
-            )
         final_base = naming.container_name(self.settings.instance, manifest.name, manifest.version)
         retiring = [] if existing is None else self._switch_to_staging(existing, staging_base, staging, launch)
         self._promote(job, launch, staging, final_base, deployment.deployed_by)

@@ -96,12 +96,17 @@ class JobSecrets:
     credentials_remote: str | None = None
     family_token: bool = True  # whether the containers get the family's AUTH_TOKEN
     trust: Trust | None = None  # None: a deployment sealed before trust was kept
+    # A docker-image job's pull credentials ({"username", "password"}), and the registry host they
+    # were sent for: they are reused only to pull from that registry again.
+    registry_credentials: dict[str, str] | None = None
+    credentials_registry: str | None = None
 
     def is_empty(self) -> bool:
         return (
             not self.build_env
             and not self.runtime_env
             and not self.git_credentials
+            and not self.registry_credentials
             and self.family_token
             and self.trust is None
         )
@@ -110,6 +115,8 @@ class JobSecrets:
         found = [*self.build_env.values(), *self.runtime_env.values()]
         if self.git_credentials:
             found.append(self.git_credentials["password"])
+        if self.registry_credentials:
+            found.append(self.registry_credentials["password"])
         return found
 
     def to_json(self) -> dict[str, Any]:
@@ -120,6 +127,8 @@ class JobSecrets:
             "credentials_remote": self.credentials_remote,
             "family_token": self.family_token,
             "trust": self.trust.to_json() if self.trust is not None else None,
+            "registry_credentials": self.registry_credentials,
+            "credentials_registry": self.credentials_registry,
         }
 
 
@@ -154,11 +163,13 @@ def for_deployment(
     git_credentials: dict[str, str] | None,
     vault: Vault,
     requester: Requester,
+    registry: RegistryPull | None = None,
 ) -> JobSecrets:
     """The secrets a new deployment runs with: those sent, else the last ones of that job version.
 
     Stored ones (and the family's AUTH_TOKEN) are reused only by a requester the family trusts;
-    stored git credentials only to clone the remote they were sent for.
+    stored git credentials only to clone the remote they were sent for; stored registry
+    credentials (docker-image jobs) only by a trusted requester, to pull from the same registry.
     """
     trust = family_trust(manifest.name, vault)
     trusted = trust is None or requester.is_trusted_by(trust)
@@ -203,6 +214,7 @@ def for_deployment(
         credentials, credentials_remote = stored.git_credentials, stored.credentials_remote
     else:
         credentials, credentials_remote = None, None
+    registry_credentials, credentials_registry = _registry_credentials(manifest, registry, trusted, vault)
     return JobSecrets(
         build_env=build_env,
         runtime_env=runtime_env,
@@ -210,7 +222,36 @@ def for_deployment(
         credentials_remote=credentials_remote,
         family_token=trusted,
         trust=new_trust,
+        registry_credentials=registry_credentials,
+        credentials_registry=credentials_registry,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class RegistryPull:
+    """A docker-image deployment's pull: the registry host of its image, and the credentials sent for it."""
+
+    registry: str
+    credentials: dict[str, str] | None = dataclasses.field(default=None, repr=False)
+
+
+def _registry_credentials(
+    manifest: Manifest, pull: RegistryPull | None, trusted: bool, vault: Vault
+) -> tuple[dict[str, str] | None, str | None]:
+    """Those sent; else the stored ones of this version, when the requester is trusted and the image is
+    on the registry they were sent for (a manifest naming another registry never receives them)."""
+    if pull is None:
+        return None, None
+    if pull.credentials is not None:
+        return pull.credentials, pull.registry
+    if not trusted:
+        return None, None
+    stored = _latest_of_version(
+        manifest.name, manifest.version, vault, lambda secrets: bool(secrets.registry_credentials)
+    )
+    if stored.registry_credentials and stored.credentials_registry == pull.registry:
+        return stored.registry_credentials, stored.credentials_registry
+    return None, None
 
 
 def family_trust(family: str, vault: Vault) -> Trust | None:
@@ -283,6 +324,8 @@ def of_deployment(deployment: Deployment, vault: Vault) -> JobSecrets:
             credentials_remote=remote if credentials else None,
             family_token=data.get("family_token", True),
             trust=Trust.from_json(data["trust"]) if data.get("trust") is not None else None,
+            registry_credentials=data.get("registry_credentials"),
+            credentials_registry=data.get("credentials_registry"),
         )
     if deployment.git_credentials:  # stored by a version before secrets were kept per deployment
         return JobSecrets(

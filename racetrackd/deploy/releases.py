@@ -55,6 +55,7 @@ def request_rollback(
             kind="rollback",
             rollback_of=target.id,
             image_name=target.image_name,
+            source_image=target.source_image,  # a docker-image job's pinned digest goes with its image
             git_commit=target.git_commit,
             secrets=target.secrets,  # the release's own runtime secrets
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ from racetrackd.auth import access
 from racetrackd.auth.access import Identity
 from racetrackd.auth.vault import Vault
 from racetrackd.db import DeletedJob, Deployment, DeploymentStatus, Job, database
-from racetrackd.deploy import jobsecrets
+from racetrackd.deploy import imagejobs, jobsecrets
 from racetrackd.errors import ConflictError, NotFoundError, ValidationError
 from racetrackd.jobs.queries import job_dto, resolve_job
 from racetrackd.plugins import jobtypes
@@ -38,6 +38,8 @@ class DeployRequest:
     no_cache: bool = False  # build without Docker's layer cache
     secret_vars: SecretVars | None = field(default=None, repr=False)  # None: not sent, the stored ones may do
     git_credentials: dict[str, str] | None = field(default=None, repr=False)  # {"username", "password"}
+    # A docker-image job's pull credentials ({"username", "password"}), sealed, used only for the pull
+    registry_credentials: dict[str, str] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.archive is not None and len(self.archive) > MAX_UPLOAD_BYTES:
@@ -47,6 +49,10 @@ class DeployRequest:
     def git_remote(self) -> str | None:
         """The remote the build clones: set exactly when no archive was uploaded."""
         return self.manifest.git.remote if self.archive is None and self.manifest.git is not None else None
+
+    def without_source(self) -> DeployRequest:
+        """The request of a job that builds nothing (docker-image): an uploaded directory is not kept."""
+        return replace(self, archive=None)
 
 
 def request_deployment(settings: Settings, plugins: PluginStore, vault: Vault, request: DeployRequest) -> Deployment:
@@ -61,29 +67,37 @@ def request_deployment(settings: Settings, plugins: PluginStore, vault: Vault, r
         *jobtypes.check_extra(job_type, manifest.jobtype_extra),
         *plugins.validate_manifest(job_type, manifest.raw),
     ]
-    if manifest.idle_timeout and not job_type.serving_for(manifest.jobtype_extra).wrapper:
-        # The supervisor learns of the last call from the wrapper's last_call_timestamp metric.
-        warnings.append(
-            f"idle_timeout: not acted on for job type {job_type.name} (its server has no "
-            f"last_call_timestamp metric): the job keeps running"
-        )
     ensure_not_in_progress(manifest.name, manifest.version)  # even forced: one at a time per version
     if not request.force:
         ensure_version_is_new(manifest.name, manifest.version)
+    registry = None
+    if job_type.image_from_manifest is not None:
+        # Nothing is built: the manifest alone deploys (a directory sent along is not needed).
+        request = request.without_source()
+        registry = jobsecrets.RegistryPull(
+            imagejobs.registry_of(job_type.image_from_manifest.reference(manifest.jobtype_extra)),
+            request.registry_credentials,
+        )
+    elif request.registry_credentials is not None:
+        raise ValidationError(
+            f"registry_credentials: only docker-image jobs pull an image; job type {job_type.name} builds its own"
+        )
     # Checked here, not by the edge: a deploy refused for maintenance, scope or version says that first.
-    if request.git_remote is None and request.archive is None:
+    elif request.git_remote is None and request.archive is None:
         raise ValidationError(
             "build_context: missing, and the manifest has no git.remote to build from",
             hint="upload the job's directory (rtd submit DIR) or set git.remote in job.yaml",
         )
-    if request.git_remote is not None:
+    if request.git_remote is not None and registry is None:
         check_remote_allowed(request.git_remote, settings.git_allowed_schemes)
     requester = jobsecrets.Requester(
         subject=identity.subject if identity.kind != access.ANONYMOUS else None,
-        git_remote=request.git_remote,
+        git_remote=request.git_remote if registry is None else None,  # an image job runs nothing from git
         may_read_secrets=identity.allows(access.FULL_ACCESS),
     )
-    secrets = jobsecrets.for_deployment(manifest, request.secret_vars, request.git_credentials, vault, requester)
+    secrets = jobsecrets.for_deployment(
+        manifest, request.secret_vars, request.git_credentials, vault, requester, registry
+    )
     deployment = Deployment(
         job_name=manifest.name,
         job_version=manifest.version,
@@ -196,6 +210,8 @@ def deployment_dto(deployment: Deployment, settings: Settings) -> dict[str, Any]
         "git_commit": deployment.git_commit,
         "kind": deployment.kind,
         "rollback_of": deployment.rollback_of,
+        # docker-image jobs: what jobtype_extra.image resolved to at deploy time (a rollback runs it again)
+        "source_image": deployment.source_image_info(),
     }
 
 

@@ -16,7 +16,13 @@ log = logging.getLogger(__name__)
 
 
 def prune_job_images(runtime: Runtime, instance: str, name: str, version: str, keep: int) -> None:
-    """Remove images of a job version beyond the newest `keep` (all of them with keep=0)."""
+    """Remove images of a job version beyond the newest `keep` (all of them with keep=0).
+
+    Only racetrackd's own: labels are inherited, so an image someone built `FROM` a job's image (and
+    tagged in a repository of their own) carries the job's labels too; it is never removed. Nor is a
+    docker-image job's image: racetrackd pins it under a tag of its own (deploy/imagejobs.py), and
+    removing that tag leaves the user's image and its tags alone."""
+    own = f"{naming.image_repository(instance, name)}:"
     images = runtime.list_images(
         {
             naming.LABEL_INSTANCE: instance,
@@ -24,7 +30,7 @@ def prune_job_images(runtime: Runtime, instance: str, name: str, version: str, k
             naming.LABEL_JOB_VERSION: version,
         }
     )
-    for ref in images[keep:]:
+    for ref in [ref for ref in images if ref.startswith(own) or ref.startswith("sha256:")][keep:]:
         try:
             runtime.remove_image(ref)
         except RacetrackError as exc:  # e.g. still used by a container: try again next time

@@ -60,6 +60,15 @@ class ContainerState:
         return self.status in ("created", "running")
 
 
+@dataclasses.dataclass(frozen=True)
+class ImageInfo:
+    """What the engine knows of an image: its id (the digest of its configuration: the exact
+    content) and the registry digests it was pulled or pushed by (none for an image built here)."""
+
+    id: str  # sha256:<hex>
+    repo_digests: tuple[str, ...] = ()  # e.g. registry.example/team/svc@sha256:<hex>
+
+
 class Runtime(Protocol):
     def build_image(
         self,
@@ -91,7 +100,8 @@ class Runtime(Protocol):
     def image_exists(self, ref: str) -> bool: ...
     def remove_image(self, ref: str) -> None: ...
     def list_images(self, labels: dict[str, str]) -> list[str]: ...
-    def pull_image(self, ref: str) -> None: ...
+    def pull_image(self, ref: str, credentials: dict[str, str] | None = None) -> None: ...
+    def inspect_image(self, ref: str) -> ImageInfo | None: ...
     def import_rootfs(self, rootfs_tar: Path, ref: str, changes: list[str]) -> None: ...
     def own_networks(self) -> set[str]: ...
     def own_container_name(self) -> str | None: ...
@@ -402,9 +412,25 @@ class DockerRuntime:
                     raise
         return []
 
-    def pull_image(self, ref: str) -> None:
+    def pull_image(self, ref: str, credentials: dict[str, str] | None = None) -> None:
+        """Pull `ref`, with registry credentials ({"username", "password"}) used for this pull only
+        (handed to the engine per request, never written to a Docker config file)."""
+        auth = {"username": credentials["username"], "password": credentials["password"]} if credentials else None
         with _translated(f"pulling image {ref}"):
-            self._client.images.pull(ref)
+            if "@" in ref:  # the SDK would take the digest for a tag
+                repository, _, digest = ref.partition("@")
+                self._client.api.pull(repository, tag=digest, auth_config=auth)
+            else:
+                self._client.images.pull(ref, auth_config=auth)
+
+    def inspect_image(self, ref: str) -> ImageInfo | None:
+        """The engine's image `ref` (a tag, name@digest or id); None when it has no such image."""
+        with _translated(f"looking up image {ref}"):
+            try:
+                image = self._client.images.get(ref)
+            except docker.errors.ImageNotFound:
+                return None
+        return ImageInfo(id=str(image.id), repo_digests=tuple(image.attrs.get("RepoDigests") or ()))
 
     def own_networks(self) -> set[str]:
         """Networks of the container this process runs in; empty when it runs on the host.

@@ -10,7 +10,7 @@ import yaml
 from jobmanifest import versions
 from racetrackd import maintenance, naming
 from racetrackd.audit import JOB_DELETED
-from racetrackd.db import AuditEvent, DeletedJob, Job, JobStatus, PublicEndpoint, database
+from racetrackd.db import AuditEvent, DeletedJob, Deployment, DeploymentStatus, Job, JobStatus, PublicEndpoint, database
 from racetrackd.docker.images import prune_job_images
 from racetrackd.docker.runtime import Runtime
 from racetrackd.errors import JobNotFound
@@ -89,7 +89,25 @@ def job_dto(job: Job, settings: Settings) -> dict[str, Any]:
         # forward-mode job answers 404: its server is reached under /api/v1/ only)
         "serving_url": pub_url + served_root(path_mode),
         "infrastructure_stats": {"crash_count": job.crash_count},
+        # racetrackd's own: a docker-image job's image as resolved when its release was deployed
+        # ({reference, image_id, digest}); null for a built image
+        "source_image": _source_image(job),
     }
+
+
+def _source_image(job: Job) -> dict[str, Any] | None:
+    release = (
+        Deployment.select(Deployment.source_image)
+        .where(
+            (Deployment.job_name == job.name)
+            & (Deployment.job_version == job.version)
+            & (Deployment.status == DeploymentStatus.DONE)
+            & (Deployment.image_name == job.image_name)
+        )
+        .order_by(Deployment.create_time.desc())
+        .first()
+    )
+    return release.source_image_info() if release is not None else None
 
 
 def runtime_logs(runtime: Runtime, job: Job, tail: int) -> str:

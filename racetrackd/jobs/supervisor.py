@@ -140,13 +140,7 @@ class Supervisor:
                     status = _worse(status, JobStatus.ERROR)
                     problems.append(f"{name}: {failure}")
         error = "\n".join(problems) or None
-        # Idle time comes from the wrapper contract's last_call_timestamp metric; other jobs have none to ask.
-        if (
-            status == JobStatus.RUNNING
-            and job.idle_timeout
-            and serving.contract
-            and self._idle_for(job, ready) > job.idle_timeout
-        ):
+        if status == JobStatus.RUNNING and job.idle_timeout and self._idle_for(job, ready, serving) > job.idle_timeout:
             self._put_to_sleep(job)
             return
         if status != job.status:
@@ -166,9 +160,14 @@ class Supervisor:
             except RacetrackError as exc:
                 log.error("could not bring back job %s %s: %s", job.name, job.version, exc.message)
 
-    def _idle_for(self, job: Job, ready: list[str]) -> float:
-        """Seconds since the last call (the job's own last_call_timestamp metric), or since it started."""
+    def _idle_for(self, job: Job, ready: list[str], serving: Serving) -> float:
+        """Seconds since the last call, or since the job started. A wrapper job says when it was last
+        called (its last_call_timestamp metric); a server of its own (docker-proxy, docker-image) has
+        no such metric, so the gateway's record of calls through it stands in (written every few
+        seconds, so a few seconds late at most: well inside any idle timeout)."""
         last = float(job.deployment_timestamp)
+        if not serving.contract:
+            return time.time() - max(last, job.last_call_time or 0.0)
         for address in ready:
             last = max(last, last_call_timestamp(address) or 0.0)
         return time.time() - last

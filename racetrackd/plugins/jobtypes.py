@@ -9,6 +9,9 @@ door. Pure data: nothing here touches Docker.
 Two optional sections of a job type (both added for Dockerfile-based job types):
     dockerfile_from_job   the template is the job's own Dockerfile, not a plugin file:
                           {path_field: dockerfile_path, default: Dockerfile, render: true|false}
+    image_from_manifest   nothing is built: the job runs the image a jobtype_extra key names
+                          ({field: image, pull_policy_field: pull_policy}; the docker-image job
+                          type); see `ImageFromManifest`.
     serving               how the job's server is reached, when it does not follow the wrapper
                           contract (port 7000, paths under /pub/job/<name>/<version>, /live and
                           /ready of its own), or what proves it ready when it may not:
@@ -26,7 +29,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from jobmanifest.schema import relative_path_problem
+from jobmanifest.schema import image_reference_problem, relative_path_problem
 from jobmanifest.versions import select
 from pluginbundle import JOB_TYPE_CATEGORY, PLUGIN_MANIFEST, PluginInvalid, PluginManifest, check_directory
 from racetrackd.errors import ManifestError
@@ -46,6 +49,9 @@ log = logging.getLogger(__name__)
 
 CAPABILITY = re.compile(r"^(CAP_)?[A-Za-z_]+$")
 EXTRA_TYPES = {"string": str, "path": str, "boolean": bool, "integer": int}
+# When a job that runs an image built elsewhere pulls it: on every deployment, only when the engine
+# lacks it, or never (the engine must have it). Default: see racetrackd.deploy.imagejobs.resolve.
+PULL_POLICIES = ("always", "missing", "never")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +93,24 @@ class JobDockerfile:
 
 
 @dataclasses.dataclass(frozen=True)
+class ImageFromManifest:
+    """A job type whose jobs run an image built elsewhere (`image_from_manifest:`): the deployment
+    resolves (or pulls) the image the jobtype_extra key `field` names; no source, no build. The key
+    `pull_policy_field`, if any, says when to pull (PULL_POLICIES)."""
+
+    field: str = "image"
+    pull_policy_field: str | None = None
+
+    def reference(self, jobtype_extra: dict[str, Any]) -> str:
+        return str(jobtype_extra.get(self.field) or "")
+
+    def pull_policy(self, jobtype_extra: dict[str, Any]) -> str | None:
+        """The job's pull policy; None: the default (see racetrackd.deploy.imagejobs.resolve)."""
+        value = jobtype_extra.get(self.pull_policy_field) if self.pull_policy_field else None
+        return str(value) if value else None
+
+
+@dataclasses.dataclass(frozen=True)
 class Confinement:
     """A job type's `hardening:` section: how far its containers can be locked down beyond what
     every job gets (no capabilities, no privilege gain, a pids limit)."""
@@ -106,6 +130,7 @@ class JobType:
     # The setting naming the image a multi-stage template runs the job in (`runtime_image`), if any
     runtime_image_setting: str | None = None
     job_dockerfile: JobDockerfile | None = None
+    image_from_manifest: ImageFromManifest | None = None  # set: nothing is built
     serving: ServingRule = ServingRule()
     confinement: Confinement = Confinement()
     # The settings its plugin declares, with their defaults (a plugin uploaded after the daemon
@@ -157,6 +182,14 @@ def load_job_types(plugin_dir: Path, manifest: PluginManifest) -> list[JobType]:
     job_types = []
     for name, spec in manifest.job_types.items():
         job_dockerfile = _job_dockerfile(spec.get("dockerfile_from_job"))
+        image_from_manifest = (
+            ImageFromManifest(
+                field=str(spec["image_from_manifest"]["field"]),
+                pull_policy_field=spec["image_from_manifest"].get("pull_policy_field"),
+            )
+            if "image_from_manifest" in spec and job_dockerfile is None
+            else None
+        )
         fields = []
         extra = spec.get("extra_fields") or {}
         if not isinstance(extra, dict):
@@ -181,16 +214,32 @@ def load_job_types(plugin_dir: Path, manifest: PluginManifest) -> list[JobType]:
         runtime_image_setting = spec.get("runtime_image_setting")
         if runtime_image_setting is not None and not isinstance(runtime_image_setting, str):
             raise PluginInvalid(f"job_types.{name}.runtime_image_setting: must be the name of a setting")
+        if image_from_manifest is not None and not any(
+            f.name == image_from_manifest.field and f.type == "string" and f.required for f in fields
+        ):
+            raise PluginInvalid(
+                f"job_types.{name}.image_from_manifest.field: {image_from_manifest.field!r} must be one of the "
+                f"job type's extra_fields, of type string and required"
+            )
+        if image_from_manifest is not None and image_from_manifest.pull_policy_field not in (
+            None,
+            *(f.name for f in fields if f.type == "string"),
+        ):
+            raise PluginInvalid(
+                f"job_types.{name}.image_from_manifest.pull_policy_field: "
+                f"{image_from_manifest.pull_policy_field!r} must be one of the job type's string extra_fields"
+            )
         job_types.append(
             JobType(
                 name=name,
                 version=manifest.version,
                 plugin_dir=plugin_dir,
-                dockerfile_template="" if job_dockerfile else str(spec["dockerfile_template"]),
+                dockerfile_template="" if job_dockerfile or image_from_manifest else str(spec["dockerfile_template"]),
                 base_image_setting=base_image_setting,
                 extra_fields=tuple(fields),
                 runtime_image_setting=runtime_image_setting,
                 job_dockerfile=job_dockerfile,
+                image_from_manifest=image_from_manifest,
                 serving=_serving_rule(name, spec.get("serving"), {field.name for field in fields}),
                 confinement=_confinement(name, spec.get("hardening")),
                 declared_settings=tuple(
@@ -326,6 +375,15 @@ def check_extra(job_type: JobType, jobtype_extra: dict[str, Any], job_dir: Path 
         if not field.supported:
             warnings.append(f"{path} is accepted for Racetrack compatibility but not acted on yet")
     errors += _check_serving(job_type, jobtype_extra)
+    if job_type.image_from_manifest is not None:
+        reference = jobtype_extra.get(job_type.image_from_manifest.field)
+        problem = image_reference_problem(reference) if isinstance(reference, str) else None
+        if problem:
+            errors.append((f"jobtype_extra.{job_type.image_from_manifest.field}", problem))
+        policy_field = job_type.image_from_manifest.pull_policy_field
+        policy = jobtype_extra.get(policy_field) if policy_field else None
+        if isinstance(policy, str) and policy not in PULL_POLICIES:
+            errors.append((f"jobtype_extra.{policy_field}", f"{policy!r} is not one of {', '.join(PULL_POLICIES)}"))
     if (
         job_type.job_dockerfile is not None
         and job_dir is not None

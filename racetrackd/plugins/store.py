@@ -219,8 +219,8 @@ class PluginStore:
                     f"job_types.{job_type.name}.{key}: no setting {setting!r} (image settings: "
                     f"{', '.join(sorted(image_of)) or 'none'})"
                 )
-        if job_type.job_dockerfile is not None:
-            return  # the template is each job's own Dockerfile, rendered (and checked) when that job builds
+        if job_type.job_dockerfile is not None or job_type.image_from_manifest is not None:
+            return  # the template is each job's own Dockerfile, rendered (and checked) when that job builds; or none
         try:
             manifest = validate_manifest(
                 {

@@ -16,7 +16,8 @@ import requests
 
 from builders.recipe import template_variables
 from jobmanifest import validate_manifest
-from racetrackd.docker.runtime import ContainerSpec, ContainerState
+from racetrackd.docker.runtime import ContainerSpec, ContainerState, ImageInfo
+from racetrackd.errors import NotFoundError
 from racetrackd.plugins.jobtypes import discover, resolve
 from racetrackd.settings import BUILTIN_PLUGINS_DIR
 
@@ -65,6 +66,10 @@ class FakeRuntime:
         # True: a followed job goes silent after its tail (the stream waits, as Docker's does, until closed)
         self.silent_follow = False
         self.follow_streams: list[FakeLogStream] = []
+        # What pull_image finds in "the registry": None, everything; else only these (others fail, as here)
+        self.registry: set[str] | None = None
+        self.image_ids: dict[str, str] = {}  # image ref -> id, when a test chooses it
+        self.repo_digests: dict[str, tuple[str, ...]] = {}
 
     def _record(self, method: str, *args: Any) -> None:
         self.calls.append((method, args))
@@ -177,9 +182,22 @@ class FakeRuntime:
             if all(image_labels.get(k) == v for k, v in labels.items())
         ]
 
-    def pull_image(self, ref: str) -> None:
-        self._record("pull_image", ref)
-        self.images[ref] = {}
+    def pull_image(self, ref: str, credentials: dict[str, str] | None = None) -> None:
+        self._record("pull_image", ref, credentials)
+        if self.registry is None or ref in self.registry:
+            self.images[ref] = {}
+            return
+        raise NotFoundError(f"pulling image {ref}: pull access denied for {ref.partition(':')[0]}")
+
+    def inspect_image(self, ref: str) -> ImageInfo | None:
+        """An image's id is derived from its reference; `repo_digests` gives the registry digests of some."""
+        self._record("inspect_image", ref)
+        if ref not in self.images:
+            return None
+        return ImageInfo(
+            id=self.image_ids.get(ref, f"sha256:{hash(ref) & (2**64 - 1):064x}"),
+            repo_digests=self.repo_digests.get(ref, ()),
+        )
 
     def import_rootfs(self, rootfs_tar: Path, ref: str, changes: list[str]) -> None:
         self._record("import_rootfs", rootfs_tar, ref, changes)

@@ -21,7 +21,7 @@ from tests.unit.fakes import FakeRuntime
 
 
 class NoRegistry(FakeRuntime):
-    def pull_image(self, ref: str) -> None:
+    def pull_image(self, ref: str, credentials: dict[str, str] | None = None) -> None:
         self._record("pull_image", ref)
         raise RacetrackError(f"pulling image {ref}: no such host")
 

@@ -16,6 +16,7 @@ from racetrackd.errors import UpstreamError
 from racetrackd.jobs import waking
 from racetrackd.jobs.addressing import PUBLISHED_PORT, Addressing
 from racetrackd.jobs.supervisor import Supervisor
+from racetrackd.serving import FORWARD, Serving
 from racetrackd.settings import Settings
 from tests.unit.fakes import FakeRuntime, sample_manifest
 
@@ -89,6 +90,32 @@ def test_a_recently_called_job_stays_awake(
     row = Job.find("sleepy", "1.0.0")
     assert row is not None and row.status == JobStatus.RUNNING
     assert not runtime.stopped
+
+
+@pytest.mark.parametrize(("called_ago", "asleep"), [(120, True), (5, False), (None, True)])
+def test_a_job_with_its_own_server_sleeps_by_the_gateways_last_call(
+    sleepy: tuple[Settings, Job],
+    runtime: FakeRuntime,
+    monkeypatch: pytest.MonkeyPatch,
+    called_ago: int | None,
+    asleep: bool,
+) -> None:
+    """docker-proxy and docker-image jobs have no last_call_timestamp metric: the gateway's record
+    of calls through it (Job.last_call_time) is their idle clock."""
+    settings, job = sleepy
+    job.serving = Serving(port=7001, path_mode=FORWARD).to_json()
+    job.last_call_time = None if called_ago is None else time.time() - called_ago
+    job.save()
+    monkeypatch.setattr("racetrackd.jobs.probes.probe", lambda address, path: (200, None))
+    asked: list[str] = []
+    monkeypatch.setattr("racetrackd.jobs.supervisor.last_call_timestamp", lambda address: asked.append(address))
+
+    Supervisor(settings, runtime, _Deployer()).check(job)  # type: ignore[arg-type]
+
+    row = Job.find("sleepy", "1.0.0")
+    assert row is not None and row.status == (JobStatus.SLEEPING if asleep else JobStatus.RUNNING)
+    assert ("job-sleepy-v-1-0-0" in runtime.stopped) == asleep
+    assert asked == []  # its server has no such metric to ask
 
 
 def test_waking_starts_the_containers_and_returns_the_running_job(

@@ -29,6 +29,7 @@ ESSENTIAL = (
     "jobtype_plugins/golang/tools/go.mod",
     "jobtype_plugins/golang/tools/warmup-job/go.mod",
     "jobtype_plugins/docker-proxy/plugin-manifest.yaml",
+    "jobtype_plugins/docker-image/plugin-manifest.yaml",
     "jobtype_plugins/dockerfile/plugin-manifest.yaml",
     "racetrackd/dashboard/static/dashboard.css",
     "racetrackd/dashboard/static/dashboard.js",
