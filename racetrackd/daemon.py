@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 from types import FrameType
 
-from racetrackd import metrics
+from racetrackd import footprint, metrics
 from racetrackd.deploy.building import ImageBuilder
 from racetrackd.deploy.deployer import Deployer
 from racetrackd.deploy.worker import DeploymentWorker, WorkerLock
@@ -142,7 +142,12 @@ def _start_gunicorn(settings: Settings, extra_binds: list[str]) -> subprocess.Po
         "--no-control-socket",
         "racetrackd.asgi:create_asgi_app()",
     ]
-    environ = {**os.environ, **settings.as_environ(), metrics.MULTIPROC_ENV: str(settings.metrics_dir)}
+    environ = {
+        **os.environ,
+        **settings.as_environ(),
+        metrics.MULTIPROC_ENV: str(settings.metrics_dir),
+        footprint.MAIN_PID_ENV: str(os.getpid()),  # so a worker reports the memory of the whole daemon
+    }
     return subprocess.Popen(command, env=environ)
 
 
