@@ -200,6 +200,15 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def is_http_master(pid: int) -> bool:
+    """gunicorn's master: forked from the daemon (named racetrackd-http), or run as `python -m gunicorn` by older ones."""
+    try:
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return False
+    return name == "racetrackd-http" or b"gunicorn" in cmdline(pid)
+
+
 def cmdline(pid: int) -> bytes:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -591,7 +600,7 @@ def main() -> None:
     results: dict[str, Any] = {"instance": instance, "base_image": base_image}
     try:
         launcher.wait_ready(f"http://127.0.0.1:{port}", daemon, log_path, step=0.1)
-        masters = [pid for pid in children(daemon.pid) if b"gunicorn" in cmdline(pid)]
+        masters = [pid for pid in children(daemon.pid) if is_http_master(pid)]
         if len(masters) != 1:
             raise SystemExit(f"expected one gunicorn master under the daemon (pid {daemon.pid}), found {masters}")
         workers = children(masters[0])

@@ -17,6 +17,8 @@ from typing import Any
 PROC = Path("/proc")
 # The daemon puts its own pid here for its gunicorn child, so a worker knows the root of the tree.
 MAIN_PID_ENV = "RACETRACKD_MAIN_PID"
+# The command name (ps, top) of the gunicorn master the daemon forks, and so of its workers too.
+HTTP_PROCESS_NAME = "racetrackd-http"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,11 +113,9 @@ def _role(pid: int, depth: int) -> str:
         return "daemon"
     try:
         command = (PROC / str(pid) / "cmdline").read_bytes().split(b"\0")
-    except OSError:
-        command = []
-    if any(b"gunicorn" in part for part in command):
-        return "http master" if depth == 1 else "http worker"
-    try:
-        return (PROC / str(pid) / "comm").read_text().strip()
+        name = (PROC / str(pid) / "comm").read_text().strip()
     except OSError:
         return "process"
+    if name == HTTP_PROCESS_NAME or any(b"gunicorn" in part for part in command):  # forked, or run apart
+        return "http master" if depth == 1 else "http worker"
+    return name
