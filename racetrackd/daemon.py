@@ -126,7 +126,9 @@ def _start_gunicorn(settings: Settings, extra_binds: list[str], lock: WorkerLock
     A fresh `python -m gunicorn` would load its own copy of racetrackd in the master and again in each
     worker; forked, the master and the workers share this process's pages (the modules, the plugin
     store's job types, ...) until one of them writes to a page, so the daemon holds about one copy of
-    its code instead of four (docs/benchmarks.md, "Control plane memory").
+    its code instead of four (docs/benchmarks.md, "Control plane memory"). The master builds the app
+    once (`--preload`) and forks the workers from it, so they share what it built as well; each worker
+    opens its own registry connection and Docker client (gunicorn_hooks.pre_fork, DockerRuntime).
     """
     binds = [f"{settings.host}:{settings.port}", *extra_binds]
     argv = [
@@ -147,6 +149,7 @@ def _start_gunicorn(settings: Settings, extra_binds: list[str], lock: WorkerLock
         "--error-logfile",
         "-",
         "--no-control-socket",
+        "--preload",
         "racetrackd.asgi:create_asgi_app()",
     ]
     environ = {

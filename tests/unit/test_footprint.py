@@ -84,3 +84,15 @@ def test_racetrackd_status_says_when_it_is_not_running(tmp_path: Path, monkeypat
 
     assert result.exit_code == 3
     assert result.output == "racetrackd is not running\n"
+
+
+def test_gunicorns_master_closes_the_registry_before_forking_a_worker(tmp_path: Path) -> None:
+    from racetrackd import db, gunicorn_hooks
+
+    db.open_database(tmp_path / "registry.sqlite3")
+    assert not db.database.is_closed()
+
+    gunicorn_hooks.pre_fork(server=None, worker=None)
+
+    assert db.database.is_closed()  # the worker opens its own on its first query
+    assert db.Job.select().count() == 0
