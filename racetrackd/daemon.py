@@ -9,6 +9,7 @@ worker, the supervisor and the async-call runner.
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import os
 import signal
@@ -20,6 +21,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from racetrackd import footprint, metrics
 from racetrackd.db import database
@@ -326,6 +328,18 @@ def _alive(pid: int) -> bool:
         return finished == 0
     except ChildProcessError:
         return True
+
+
+def reported_memory(settings: Settings) -> dict[str, Any] | None:
+    """The memory a daemon on this host's port reports (/info's daemon_memory): for one run in the
+    foreground (`racetrackd serve`), which leaves no pid file; None when nothing answers there."""
+    url = f"http://{_local_host(settings)}:{settings.port}/lifecycle/api/v1/info"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # our own loopback URL
+            memory = json.load(response).get("daemon_memory")
+    except (urllib.error.URLError, OSError, ValueError, AttributeError):
+        return None
+    return memory if isinstance(memory, dict) else None
 
 
 def _local_host(settings: Settings) -> str:

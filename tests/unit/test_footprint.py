@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import http.server
+import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from racetrackd import commands, footprint
+from racetrackd import commands, db, footprint, gunicorn_hooks
 
 
 @pytest.fixture
@@ -87,8 +90,6 @@ def test_racetrackd_status_says_when_it_is_not_running(tmp_path: Path, monkeypat
 
 
 def test_gunicorns_master_closes_the_registry_before_forking_a_worker(tmp_path: Path) -> None:
-    from racetrackd import db, gunicorn_hooks
-
     db.open_database(tmp_path / "registry.sqlite3")
     assert not db.database.is_closed()
 
@@ -96,3 +97,43 @@ def test_gunicorns_master_closes_the_registry_before_forking_a_worker(tmp_path: 
 
     assert db.database.is_closed()  # the worker opens its own on its first query
     assert db.Job.select().count() == 0
+
+
+def test_racetrackd_status_of_a_daemon_in_the_foreground_asks_its_info(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    memory = {
+        "pss_bytes": 3 * 2**20,
+        "processes": [
+            {"role": "daemon", "pss_bytes": 2 * 2**20, "rss_bytes": 4 * 2**20},
+            {"role": "http master", "pss_bytes": 2**20, "rss_bytes": 3 * 2**20},
+        ],
+    }
+
+    class Info(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"daemon_memory": memory} if self.path == "/lifecycle/api/v1/info" else {}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Info)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("RACETRACK_DATA_DIR", str(tmp_path))  # no pid file: `racetrackd serve` writes none
+    monkeypatch.setenv("RACETRACK_PORT", str(server.server_address[1]))
+    try:
+        result = CliRunner().invoke(commands.main, ["status"])
+    finally:
+        server.shutdown()
+
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        f"racetrackd is running at http://127.0.0.1:{server.server_address[1]} (in the foreground: no pid file)",
+        "memory: 3.0 MiB PSS in 2 processes",
+        "  daemon                       2.0 MiB",
+        "  http master                  1.0 MiB",
+    ]
