@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from racetrackd import metrics
@@ -16,5 +17,8 @@ def child_exit(server: Any, worker: Any) -> None:
 def pre_fork(server: Any, worker: Any) -> None:
     """Before each worker is forked from the master, which built the app once (--preload): the registry
     connection is closed, as SQLite's state must never cross a fork (each worker reconnects on its first
-    query); the Docker client is made again by each worker (DockerRuntime checks the pid)."""
+    query); the Docker client is made again by each worker (DockerRuntime checks the pid). What the
+    master built is frozen, as the daemon froze what it had loaded: the workers' collector then never
+    writes to those objects, so their pages stay shared."""
     database.close()
+    gc.freeze()
