@@ -205,7 +205,21 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"Targets: ≤ {IDLE_TARGET_MIB} MB idle with {args.jobs} jobs: {ours['idle']['pss_mib']:.1f} MiB, {idle_met}; "
         f"≤ {CALLS_TARGET_MIB} MB after {args.calls} calls: {ours['after_calls']['pss_mib']:.1f} MiB, {calls_met}."
     )
-    lines.append("`racetrackd status` and `rtd version` show these figures for a running daemon.")
+    lines += [
+        "",
+        "How the daemon shares its pages: `racetrackd serve` loads every module the HTTP workers run, closes",
+        "its registry connection and freezes the collector's objects (`gc.freeze`), then forks gunicorn's",
+        "master (`racetrackd-http` in ps) instead of starting `python -m gunicorn` afresh; the master builds",
+        "the app once (`--preload`) and forks the workers, closing the registry connection and freezing",
+        "again before each fork (racetrackd/daemon.py, racetrackd/gunicorn_hooks.py). What stays per process",
+        "is what each one writes to after the fork (copy-on-write: reference counts of the objects it touches,",
+        "its own allocations), so the figures grow with use until the pages they share are all written.",
+        "A malloc arena limit (`mallopt(M_ARENA_MAX, 2)` in the HTTP processes) was measured and changed",
+        "nothing (113.8 against 113.5 MiB just started), so the daemon does not set one; nor did warming the",
+        "control plane in the master before the fork (a few requests through the Flask app: 97.4 against 98.5 MiB",
+        "after 160 control-plane requests), so it does not.",
+        "`racetrackd status` and `rtd version` show these figures for a running daemon.",
+    ]
     return "\n".join(lines) + "\n"
 
 
