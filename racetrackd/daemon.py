@@ -164,6 +164,8 @@ def _start_gunicorn(settings: Settings, extra_binds: list[str], lock: WorkerLock
     # No thread runs yet (the supervisor, the async-call runner and the deployment worker start after
     # this), so the child inherits no lock held half-way; the registry connection is closed first, as
     # SQLite's own state must never cross a fork (it reconnects on the next query).
+    if threading.active_count() > 1:  # a thread started too early: what it holds would stay locked in the child
+        log.warning("forking the HTTP master with threads running: %s", [t.name for t in threading.enumerate()])
     database.close()
     gc.freeze()  # the collector would otherwise write to every object's header, unsharing its page
     pid = os.fork()
@@ -175,6 +177,8 @@ def _start_gunicorn(settings: Settings, extra_binds: list[str], lock: WorkerLock
         except BaseException:  # whatever gunicorn raises ends the child, never returns into the daemon
             log.exception("gunicorn failed")
         finally:
+            for stream in (sys.stdout, sys.stderr):  # os._exit skips the flush at exit
+                stream.flush()
             os._exit(code)
     return HttpServer(pid)
 
