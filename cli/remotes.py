@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 from click.shell_completion import get_completion_class
@@ -146,16 +147,30 @@ def version(ctx: click.Context, as_json: bool) -> None:
             click.echo(f"rtd {__version__}")
         raise exc
     server = str(info.get("git_version") or "unknown")
+    memory = info.get("daemon_memory")  # racetrackd reports its own; Racetrack's lifecycle does not
     if as_json:
-        print_json({"client": __version__, "server": server, "remote": url})
+        found = {"client": __version__, "server": server, "remote": url}
+        print_json(found if memory is None else {**found, "server_memory": memory})
     else:
         click.echo(f"rtd {__version__}")
         click.echo(f"racetrackd {server} at {url}")
+        if isinstance(memory, dict) and isinstance(memory.get("pss_bytes"), int):
+            click.echo(_memory_line(memory))
     if _major_minor(server) != _major_minor(__version__):
         warn(
             f"rtd {__version__} and racetrackd {server} differ in major.minor version; "
             "some commands may not work: install the rtd that comes with this racetrackd"
         )
+
+
+def _memory_line(memory: dict[str, Any]) -> str:
+    processes = [p for p in memory.get("processes") or [] if isinstance(p, dict)]
+    each = ", ".join(f"{p.get('role', '?')} {_mib(p.get('pss_bytes'))}" for p in processes)
+    return f"racetrackd memory: {_mib(memory['pss_bytes'])} MiB PSS" + (f" ({each})" if each else "")
+
+
+def _mib(size: object) -> str:
+    return f"{size / 2**20:.1f}" if isinstance(size, int) else "?"
 
 
 def _major_minor(text: str) -> tuple[str, ...]:

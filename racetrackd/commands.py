@@ -1,4 +1,4 @@
-"""`racetrackd` command line: serve, start, stop, admin-token, base-images."""
+"""`racetrackd` command line: serve, start, stop, status, admin-token, base-images."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from racetrackd import __version__, daemon
+from racetrackd import __version__, daemon, footprint
 from racetrackd.auth.authenticator import ADMIN_TOKEN_FILE, ensure_admin_token
 from racetrackd.docker import base_images
 from racetrackd.docker.runtime import DockerRuntime
@@ -67,6 +67,27 @@ def stop() -> None:
     """Stop the background daemon (jobs keep running)."""
     pid = daemon.stop(_settings())
     click.echo("racetrackd was not running" if pid is None else f"racetrackd (pid {pid}) stopped")
+
+
+@main.command()
+def status() -> None:
+    """Say whether the background daemon runs, where, and the memory its processes hold (PSS)."""
+    settings = _settings()
+    pid = daemon.running_pid(settings)
+    if pid is not None:
+        click.echo(f"racetrackd is running (pid {pid}) at {settings.public_url}")
+        for line in footprint.measure(pid).describe():
+            click.echo(line)
+        return
+    memory = daemon.reported_memory(settings)  # run in the foreground (serve): no pid file, but it answers
+    if memory is None:
+        click.echo("racetrackd is not running")
+        sys.exit(3)  # as `systemctl status` for a unit that is not running
+    processes = [p for p in memory.get("processes", []) if isinstance(p, dict)]
+    click.echo(f"racetrackd is running at {settings.public_url} (in the foreground: no pid file)")
+    click.echo(f"memory: {footprint.mib(int(memory.get('pss_bytes', 0)))} PSS in {len(processes)} processes")
+    for process in processes:
+        click.echo(f"  {process.get('role', '?'):<12} {footprint.mib(int(process.get('pss_bytes', 0))):>23}")
 
 
 @main.command("admin-token")

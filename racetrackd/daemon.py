@@ -8,6 +8,8 @@ worker, the supervisor and the async-call runner.
 
 from __future__ import annotations
 
+import gc
+import json
 import logging
 import os
 import signal
@@ -19,8 +21,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
-from racetrackd import metrics
+from racetrackd import footprint, metrics
+from racetrackd.db import database
 from racetrackd.deploy.building import ImageBuilder
 from racetrackd.deploy.deployer import Deployer
 from racetrackd.deploy.worker import DeploymentWorker, WorkerLock
@@ -82,7 +86,7 @@ def serve(settings: Settings) -> int:
     supervisor = Supervisor(settings, runtime, deployer)
     async_calls = AsyncCallRunner(settings, services.wake)
     metrics.prepare_multiprocess_dir(settings.metrics_dir)
-    http = _start_gunicorn(settings, extra_bind_addresses(settings, addressing))
+    http = _start_gunicorn(settings, extra_bind_addresses(settings, addressing), lock)
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("received signal %s, stopping", signum)
@@ -118,11 +122,18 @@ def serve(settings: Settings) -> int:
     return 0 if http.returncode in (0, -signal.SIGTERM) else 1
 
 
-def _start_gunicorn(settings: Settings, extra_binds: list[str]) -> subprocess.Popen[bytes]:
+def _start_gunicorn(settings: Settings, extra_binds: list[str], lock: WorkerLock) -> HttpServer:
+    """Fork gunicorn's master from this process once every module the HTTP workers use is loaded.
+
+    A fresh `python -m gunicorn` would load its own copy of racetrackd in the master and again in each
+    worker; forked, the master and the workers share this process's pages (the modules, the plugin
+    store's job types, ...) until one of them writes to a page, so the daemon holds about one copy of
+    its code instead of four (docs/benchmarks.md, "Control plane memory"). The master builds the app
+    once (`--preload`) and forks the workers from it, so they share what it built as well; each worker
+    opens its own registry connection and Docker client (gunicorn_hooks.pre_fork, DockerRuntime).
+    """
     binds = [f"{settings.host}:{settings.port}", *extra_binds]
-    command = [
-        sys.executable,
-        "-m",
+    argv = [
         "gunicorn",
         *[arg for bind in binds for arg in ("--bind", bind)],
         "--workers",
@@ -140,10 +151,117 @@ def _start_gunicorn(settings: Settings, extra_binds: list[str]) -> subprocess.Po
         "--error-logfile",
         "-",
         "--no-control-socket",
+        "--preload",
         "racetrackd.asgi:create_asgi_app()",
     ]
-    environ = {**os.environ, **settings.as_environ(), metrics.MULTIPROC_ENV: str(settings.metrics_dir)}
-    return subprocess.Popen(command, env=environ)
+    environ = {
+        **os.environ,
+        **settings.as_environ(),
+        metrics.MULTIPROC_ENV: str(settings.metrics_dir),
+        footprint.MAIN_PID_ENV: str(os.getpid()),  # so a worker reports the memory of the whole daemon
+    }
+    _load_http_modules()
+    # No thread runs yet (the supervisor, the async-call runner and the deployment worker start after
+    # this), so the child inherits no lock held half-way; the registry connection is closed first, as
+    # SQLite's own state must never cross a fork (it reconnects on the next query).
+    if threading.active_count() > 1:  # a thread started too early: what it holds would stay locked in the child
+        log.warning("forking the HTTP master with threads running: %s", [t.name for t in threading.enumerate()])
+    database.close()
+    gc.freeze()  # the collector would otherwise write to every object's header, unsharing its page
+    pid = os.fork()
+    if pid == 0:  # the child: become gunicorn's master, never return into the daemon's code
+        code = 1
+        try:
+            lock.release()  # the child's copy of the descriptor: the flock stays the daemon's
+            code = _run_gunicorn(argv, environ)
+        except BaseException:  # whatever gunicorn raises ends the child, never returns into the daemon
+            log.exception("gunicorn failed")
+        finally:
+            for stream in (sys.stdout, sys.stderr):  # os._exit skips the flush at exit
+                stream.flush()
+            os._exit(code)
+    return HttpServer(pid)
+
+
+def _load_http_modules() -> None:
+    """Import what the HTTP workers run (the ASGI app and the control plane with everything under it,
+    gunicorn's asgi worker, uvloop), so that it is loaded once, here, before the fork."""
+
+    try:
+        import uvloop  # noqa: F401  (the asgi worker's event loop when it is installed)
+    except ImportError:
+        pass
+
+
+def _run_gunicorn(argv: list[str], environ: dict[str, str]) -> int:
+    """In the forked child: gunicorn's command line, with the environment a separate process would get."""
+    os.environ.clear()
+    os.environ.update(environ)
+    metrics.use_multiprocess_dir()  # prometheus-client chose its value class at import, without the dir
+    root = logging.getLogger()  # as in a fresh interpreter: gunicorn sets up its own logging
+    for handler in root.handlers[:]:
+        root.removeHandler(handler)
+    root.setLevel(logging.WARNING)
+    _set_process_name(footprint.HTTP_PROCESS_NAME)
+    sys.argv = argv
+    from gunicorn.app.wsgiapp import WSGIApplication
+
+    try:
+        WSGIApplication("%(prog)s [OPTIONS] [APP_MODULE]", prog="gunicorn").run()
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
+
+
+def _set_process_name(name: str) -> None:
+    """The command name `ps` shows (the command line stays the daemon's: the master is its fork)."""
+    try:
+        Path("/proc/self/comm").write_text(name[:15])
+    except OSError:  # not Linux: the name is cosmetic
+        pass
+
+
+class HttpServer:
+    """The forked gunicorn master, watched like a subprocess: poll, wait, terminate, kill, returncode."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self._reaping = threading.Lock()
+
+    def poll(self) -> int | None:
+        if self.returncode is None and self._reaping.acquire(blocking=False):
+            try:
+                if self.returncode is None:
+                    done, status = os.waitpid(self.pid, os.WNOHANG)
+                    if done:
+                        self.returncode = os.waitstatus_to_exitcode(status)
+            except ChildProcessError:  # reaped elsewhere: its code is lost
+                self.returncode = 1
+            finally:
+                self._reaping.release()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(["gunicorn"], timeout or 0)
+            time.sleep(0.1)
+        return code
+
+    def terminate(self) -> None:
+        self._signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, signum: int) -> None:
+        if self.poll() is None:
+            try:
+                os.kill(self.pid, signum)
+            except ProcessLookupError:
+                pass
 
 
 def start(settings: Settings, wait_seconds: float = 60) -> int:
@@ -214,6 +332,18 @@ def _alive(pid: int) -> bool:
         return finished == 0
     except ChildProcessError:
         return True
+
+
+def reported_memory(settings: Settings) -> dict[str, Any] | None:
+    """The memory a daemon on this host's port reports (/info's daemon_memory): for one run in the
+    foreground (`racetrackd serve`), which leaves no pid file; None when nothing answers there."""
+    url = f"http://{_local_host(settings)}:{settings.port}/lifecycle/api/v1/info"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # our own loopback URL
+            memory = json.load(response).get("daemon_memory")
+    except (urllib.error.URLError, OSError, ValueError, AttributeError):
+        return None
+    return memory if isinstance(memory, dict) else None
 
 
 def _local_host(settings: Settings) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 
 import peewee
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client import values as metric_values
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -90,6 +91,15 @@ def prepare_multiprocess_dir(path: Path) -> None:
     """Start each daemon run with an empty directory: files of dead processes would count forever."""
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
+
+
+def use_multiprocess_dir() -> None:
+    """Count in MULTIPROC_ENV's directory from now on, in a process forked from one that imported this
+    module without it (the daemon's HTTP master): prometheus-client picks its value class at import,
+    and an unlabelled metric makes its values then."""
+    metric_values.ValueClass = metric_values.get_value_class()
+    for metric in (OVERHEAD_SECONDS,):  # every metric without labels
+        metric._metric_init()  # made again with the value class now chosen
 
 
 def mark_process_dead(pid: int) -> None:

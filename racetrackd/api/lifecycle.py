@@ -10,7 +10,7 @@ from typing import Any
 from flask import Blueprint, Response, request, stream_with_context
 
 from jobmanifest.schema import infrastructure_target_problem
-from racetrackd import __version__, audit, callstats, maintenance, streams
+from racetrackd import __version__, audit, callstats, footprint, maintenance, streams
 from racetrackd.api import authenticate_request, caller, require, services
 from racetrackd.api.deploy_body import parse_deploy_body
 from racetrackd.auth import access
@@ -46,6 +46,9 @@ def info() -> dict[str, Any]:
         "external_pub_url": f"{settings.public_url}/pub",
         "lifecycle_url": f"{settings.public_url}/lifecycle",
         "grafana_url": None,
+        # What the daemon itself holds (PSS of its main process, gunicorn master and HTTP workers): shown
+        # by `rtd version`; roles and sizes only, since /info answers without a token.
+        "daemon_memory": footprint.measure().to_dict(with_pids=False),
     }
 
 

@@ -7,7 +7,7 @@ Docker SDK and connection errors are translated here into racetrackd's own error
 from __future__ import annotations
 
 import dataclasses
-import functools
+import os
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -189,11 +189,16 @@ class DockerRuntime:
 
     def __init__(self, client_factory: Callable[[], docker.DockerClient] | None = None) -> None:
         self._client_factory = client_factory or (lambda: docker.from_env(timeout=300))
+        self._made: tuple[int, docker.DockerClient] | None = None
 
-    @functools.cached_property
+    @property
     def _client(self) -> docker.DockerClient:
-        with _translated("connecting to Docker"):
-            return self._client_factory()
+        """The client of this process: one made before a fork (gunicorn's master builds the HTTP workers'
+        services once, then forks them) holds connections that must stay the parent's."""
+        if self._made is None or self._made[0] != os.getpid():
+            with _translated("connecting to Docker"):
+                self._made = (os.getpid(), self._client_factory())
+        return self._made[1]
 
     def build_image(
         self,

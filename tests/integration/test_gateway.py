@@ -197,12 +197,25 @@ def bring_back(daemon: Daemon, container: Any) -> None:
     if container.status == "running":
         return
     container.start()
+    # The reconcile probes the job once (this daemon's supervisor interval is an hour): on a loaded
+    # machine a restart can reach it before the job's server is up, so wait until it answers itself.
+    assert wait_for(lambda: _answers_live(daemon, container), timeout=60), "the job's server never came up"
     daemon.stop()
     daemon.start()
     assert wait_for(
         lambda: job_record(daemon)["status"] == "running" and call(daemon, "GET", f"{WEBVIEW}/echo").status_code == 200,
         timeout=30,
     ), f"the job never served again: {job_record(daemon)}"
+
+
+def _answers_live(daemon: Daemon, container: Any) -> bool:
+    container.reload()
+    network = daemon.env.get("RACETRACK_NETWORK", "racetrack")
+    address = container.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
+    try:
+        return requests.get(f"http://{address}:7000/live", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
 
 
 @pytest.fixture

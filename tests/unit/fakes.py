@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import io
 import json
 import tarfile
@@ -220,7 +221,8 @@ def build_context(files: dict[str, bytes] | None = None) -> str:
     """A job's directory as `rtd submit` uploads it: a base64-encoded tar.gz."""
     files = files or {"entrypoint.py": b"class AdderEntrypoint:\n    def perform(self, a, b):\n        return a + b\n"}
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+    # mtime=0: the same files give the same bytes, also when a second passes between two calls.
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as zipped, tarfile.open(fileobj=zipped, mode="w") as tar:
         for name, data in files.items():
             info = tarfile.TarInfo(name)
             info.size = len(data)

@@ -630,6 +630,15 @@ def test_info_describes_the_daemon(auth_app: Flask) -> None:
     assert info["lifecycle_url"] == "http://127.0.0.1:7102/lifecycle"
 
 
+def test_info_reports_the_daemons_own_memory_without_pids(auth_app: Flask) -> None:
+    memory = auth_app.test_client().get(f"{API}/info").get_json()["daemon_memory"]
+
+    # In-process, the control plane is the whole daemon: this process is its main process.
+    assert [p["role"] for p in memory["processes"]][0] == "daemon"
+    assert memory["pss_bytes"] == sum(p["pss_bytes"] for p in memory["processes"]) > 0
+    assert all("pid" not in p for p in memory["processes"])  # /info answers without a token
+
+
 def test_health_reports_the_database(client: FlaskClient) -> None:
     health = client.get("/health").get_json()
 

@@ -291,6 +291,23 @@ def test_version_warns_when_major_minor_differ(runner: CliRunner, daemon: FakeDa
     assert result.stderr.startswith(f"warning: rtd {__version__} and racetrackd 9.4.0 differ in major.minor")
 
 
+def test_version_shows_the_memory_the_daemon_reports(runner: CliRunner, daemon: FakeDaemon) -> None:
+    memory = {
+        "pss_bytes": 90 * 2**20,
+        "processes": [
+            {"role": "daemon", "pss_bytes": 40 * 2**20, "rss_bytes": 60 * 2**20},
+            {"role": "http worker", "pss_bytes": 50 * 2**20, "rss_bytes": 70 * 2**20},
+        ],
+    }
+    daemon.answer("GET", "/lifecycle/api/v1/info", (200, {"git_version": __version__, "daemon_memory": memory}))
+
+    result = runner.invoke(main, ["version"])
+    as_json = runner.invoke(main, ["version", "--json"])
+
+    assert result.stdout.splitlines()[2] == "racetrackd memory: 90.0 MiB PSS (daemon 40.0, http worker 50.0)"
+    assert json.loads(as_json.stdout)["server_memory"] == memory
+
+
 def test_version_of_the_same_minor_does_not_warn(runner: CliRunner, daemon: FakeDaemon) -> None:
     major, minor, _ = __version__.split(".")
     daemon.answer("GET", "/lifecycle/api/v1/info", (200, {"git_version": f"{major}.{minor}.99"}))

@@ -50,3 +50,23 @@ def test_an_image_listing_that_keeps_failing_is_a_not_found_error_naming_the_act
 
     with pytest.raises(NotFoundError, match="listing images"):
         runtime.list_images({"job-name": "adder"})
+
+
+def test_a_process_forked_after_the_client_was_made_makes_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    # gunicorn's master builds the HTTP workers' services once and forks them: a worker sharing the
+    # master's connection to the engine would interleave its requests with the other worker's.
+    made: list[_Images] = []
+
+    def factory() -> _Client:
+        made.append(_Images(vanishing=0))
+        return _Client(made[-1])
+
+    runtime = DockerRuntime(factory)  # type: ignore[arg-type]
+    runtime.list_images({"job-name": "adder"})
+    runtime.list_images({"job-name": "adder"})
+    assert len(made) == 1  # one client per process, kept
+
+    monkeypatch.setattr("racetrackd.docker.runtime.os.getpid", lambda: -1)  # as in the forked child
+    runtime.list_images({"job-name": "adder"})
+
+    assert len(made) == 2 and made[1].calls == 1

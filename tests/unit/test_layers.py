@@ -28,6 +28,7 @@ FOUNDATION = {
     "resources",
     "serving",
     "streams",
+    "footprint",
 }
 # Root modules that wire the rooms together and start processes: nothing imports them but each other.
 ENTRY = {"__main__", "app", "asgi", "daemon", "commands", "gunicorn_hooks"}
