@@ -132,14 +132,14 @@ def job_logs(name: str, version: str) -> Response | dict[str, Any]:
     tail = _int_arg("tail", 20)
     redact = _redactor(job)
     if _flag("follow"):
-        return _follow(lambda gone: redact.lines(jobs.follow_runtime_logs(services().runtime, job, tail, gone)))
-    return {"logs": redact(jobs.runtime_logs(services().runtime, job, tail))}
+        return _follow(lambda gone: redact.lines(jobs.follow_runtime_logs(services().orchestrator, job, tail, gone)))
+    return {"logs": redact(jobs.runtime_logs(services().orchestrator, job, tail))}
 
 
 @bp.get("/job/<name>/<version>/logs/plain")
 def job_logs_plain(name: str, version: str) -> Response:
     job = _readable_job(name, version)
-    logs = jobs.runtime_logs(services().runtime, job, _int_arg("tail", 20))
+    logs = jobs.runtime_logs(services().orchestrator, job, _int_arg("tail", 20))
     return Response(_redactor(job)(logs), mimetype="text/plain")
 
 
@@ -204,7 +204,7 @@ def delete_job(name: str, version: str) -> tuple[str, int]:
     who = require(access.DELETE_JOB, job.name, job.version, doing="delete")
     svc = services()
     described = jobs.job_dto(job, svc.settings)  # what post_job_delete hooks receive
-    jobs.delete_job(svc.runtime, svc.settings.instance, job.name, job.version, who.display)
+    jobs.delete_job(svc.orchestrator, svc.runtime, svc.settings.instance, job.name, job.version, who.display)
     svc.accounts.retire_family_tokens(job.name)  # the last version gone: its AUTH_TOKEN must not outlive it
     plugins.after_job_delete(svc.plugins, described, who.display)
     return "", 204

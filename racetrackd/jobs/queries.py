@@ -12,6 +12,7 @@ from racetrackd import maintenance, naming
 from racetrackd.audit import JOB_DELETED
 from racetrackd.db import AuditEvent, DeletedJob, Job, JobStatus, PublicEndpoint, database
 from racetrackd.docker.images import prune_job_images
+from racetrackd.docker.orchestrator import Orchestrator
 from racetrackd.docker.runtime import Runtime
 from racetrackd.errors import JobNotFound
 from racetrackd.serving import Serving, served_root
@@ -34,7 +35,9 @@ def resolve_job(name: str, version: str) -> Job:
     return job
 
 
-def delete_job(runtime: Runtime, instance: str, name: str, version: str, deleted_by: str | None) -> Job:
+def delete_job(
+    orchestrator: Orchestrator, runtime: Runtime, instance: str, name: str, version: str, deleted_by: str | None
+) -> Job:
     """Remove the job's container and its registry row, and remember the version as used."""
     maintenance.ensure_changes_allowed("delete jobs")
     job = Job.find(name, version)
@@ -50,10 +53,10 @@ def delete_job(runtime: Runtime, instance: str, name: str, version: str, deleted
             (PublicEndpoint.job_name == name) & (PublicEndpoint.job_version == version)
         ).execute()
         AuditEvent.record(JOB_DELETED, name, version, deleted_by, image=job.image_name)
-    for container in runtime.list_containers(
+    for member in orchestrator.list_members(
         {naming.LABEL_INSTANCE: instance, naming.LABEL_JOB_NAME: name, naming.LABEL_JOB_VERSION: version}
     ):
-        runtime.remove_container(container)  # every replica, and anything a deployment left
+        orchestrator.remove_member(member)  # every replica (swarm: the service), and anything a deployment left
     prune_job_images(runtime, instance, name, version, keep=0)
     return job
 
@@ -92,13 +95,13 @@ def job_dto(job: Job, settings: Settings) -> dict[str, Any]:
     }
 
 
-def runtime_logs(runtime: Runtime, job: Job, tail: int) -> str:
-    return runtime.container_logs(job.container_name, tail)
+def runtime_logs(orchestrator: Orchestrator, job: Job, tail: int) -> str:
+    return orchestrator.logs(job.container_name, job.replicas, tail)
 
 
-def follow_runtime_logs(runtime: Runtime, job: Job, tail: int, gone: ClientGone) -> Iterator[bytes]:
+def follow_runtime_logs(orchestrator: Orchestrator, job: Job, tail: int, gone: ClientGone) -> Iterator[bytes]:
     """The job's output as it comes, until its container stops or the client goes (which closes the
-    Docker stream, waking a read that waits for a silent job)."""
-    stream = runtime.follow_logs(job.container_name, tail)
+    Docker stream, waking a read that waits for a silent job). Swarm: every task's, each line named."""
+    stream = orchestrator.follow_logs(job.container_name, job.replicas, tail)
     gone.on_disconnect(stream.close)
     return iter(stream)
