@@ -1,0 +1,388 @@
+"""Swarm mode without a swarm: the placement field, the seam's Swarm backend over a fake Docker API,
+and the supervisor following replicas through the seam."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import docker.errors
+import pytest
+from flask.testing import FlaskClient
+
+from jobmanifest import ManifestInvalid, validate_manifest
+from racetrackd.db import Job, JobStatus, open_database
+from racetrackd.docker.orchestrator import EXITED, MISSING, PENDING, RUNNING, SWARM, Node, ReleaseSpec, Replica
+from racetrackd.docker.runtime import Hardening
+from racetrackd.docker.swarm import TASK_IP, SwarmOrchestrator, _split_details, _task_template
+from racetrackd.errors import SettingsError
+from racetrackd.jobs.supervisor import Supervisor
+from racetrackd.manifest import ContainerLimits
+from racetrackd.settings import Settings
+from tests.unit.fakes import build_context, sample_manifest
+
+API = "/lifecycle/api/v1"
+
+
+# --- the placement field ------------------------------------------------------------------------------
+def test_placement_constraints_in_swarms_syntax_are_accepted() -> None:
+    manifest = validate_manifest(
+        sample_manifest(placement_constraints=["node.labels.gpu == true", "node.role!=manager", "node.hostname == n1"])
+    )
+    assert manifest.placement_constraints == ("node.labels.gpu == true", "node.role!=manager", "node.hostname == n1")
+
+
+@pytest.mark.parametrize(
+    "constraint",
+    ["gpu", "node.labels.gpu = true", "node.colour == red", "node.labels.gpu ==", "node.labels.gpu >= 2"],
+)
+def test_a_malformed_placement_constraint_is_refused_naming_the_field(constraint: str) -> None:
+    with pytest.raises(ManifestInvalid) as refused:
+        validate_manifest(sample_manifest(placement_constraints=[constraint]))
+    [error] = refused.value.errors
+    assert error.path == "placement_constraints[0]"
+    assert "<key> == <value>" in error.message
+
+
+def test_placement_constraints_must_be_a_list() -> None:
+    with pytest.raises(ManifestInvalid) as refused:
+        validate_manifest(sample_manifest(placement_constraints="node.labels.gpu == true"))
+    assert refused.value.errors[0].path == "placement_constraints"
+
+
+def test_docker_mode_refuses_a_deploy_with_placement_at_request_time(client: FlaskClient) -> None:
+    response = client.post(
+        f"{API}/deploy",
+        json={
+            "manifest": sample_manifest(placement_constraints=["node.labels.gpu == true"]),
+            "build_context": build_context(),
+        },
+    )
+
+    assert response.status_code == 400
+    body = response.get_json()
+    assert body["type"] == "invalid-manifest"
+    assert "placement_constraints" in body["error"] and "RACETRACK_ORCHESTRATOR=swarm" in body["error"]
+
+
+def test_the_orchestrator_setting_takes_docker_or_swarm_only(make_settings: Callable[..., Settings]) -> None:
+    assert make_settings().orchestrator == "docker"
+    assert make_settings(orchestrator="swarm").orchestrator == "swarm"
+    with pytest.raises(SettingsError, match="RACETRACK_ORCHESTRATOR"):
+        make_settings(orchestrator="kubernetes")
+
+
+# --- the Swarm backend over a fake Docker API ---------------------------------------------------------
+class _FakeAPI:
+    def __init__(self) -> None:
+        self.services: dict[str, dict[str, Any]] = {}
+        self.task_list: list[dict[str, Any]] = []
+        self.node_list: list[dict[str, Any]] = [
+            {
+                "ID": "n1",
+                "Description": {"Hostname": "node-1", "Engine": {"EngineVersion": "20.10.24"}},
+                "Spec": {"Role": "manager", "Availability": "active"},
+                "Status": {"State": "ready", "Addr": "10.0.0.1"},
+                "ManagerStatus": {"Leader": True},
+            },
+            {
+                "ID": "n2",
+                "Description": {"Hostname": "node-2"},
+                "Spec": {"Role": "worker", "Availability": "drain"},
+                "Status": {"State": "down", "Addr": "10.0.0.2"},
+            },
+        ]
+        self.created: list[dict[str, Any]] = []
+
+    def inspect_service(self, name: str) -> dict[str, Any]:
+        if name not in self.services:
+            raise docker.errors.NotFound("no such service")
+        return self.services[name]
+
+    def tasks(self, filters: dict[str, Any]) -> list[dict[str, Any]]:
+        return [t for t in self.task_list if "service" not in filters or t["ServiceID"] == filters["service"]]
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return self.node_list
+
+    def create_service(self, task_template: Any, **kwargs: Any) -> None:
+        self.created.append({"task_template": task_template, **kwargs})
+
+
+class _FakeClient:
+    def __init__(self, info: dict[str, Any] | None = None, networks: list[Any] | None = None) -> None:
+        self.api = _FakeAPI()
+        self._info = info or {"Swarm": {"LocalNodeState": "active", "ControlAvailable": True}}
+        self.networks = _FakeNetworks(networks or [])
+
+    def info(self) -> dict[str, Any]:
+        return self._info
+
+
+class _FakeNetwork:
+    def __init__(self, name: str, driver: str, attachable: bool = False) -> None:
+        self.name = name
+        self.attrs = {"Driver": driver, "Attachable": attachable}
+
+    def reload(self) -> None:
+        pass
+
+
+class _FakeNetworks:
+    def __init__(self, found: list[_FakeNetwork]) -> None:
+        self.found = found
+        self.made: list[tuple[str, dict[str, Any]]] = []
+
+    def list(self, names: list[str]) -> list[_FakeNetwork]:
+        return [n for n in self.found if n.name in names]
+
+    def create(self, name: str, **kwargs: Any) -> None:
+        self.made.append((name, kwargs))
+
+
+def _swarm(client: _FakeClient, addressing: str = "task-port") -> SwarmOrchestrator:
+    return SwarmOrchestrator("racetrack", "main", addressing, client_factory=lambda: client)  # type: ignore[arg-type,return-value]
+
+
+def _task(
+    slot: int, state: str, *, node: str = "n1", created: str = "2026-01-01T00:00:01", **status: Any
+) -> dict[str, Any]:
+    return {
+        "ID": f"task-{slot}-{created[-2:]}",
+        "ServiceID": "svc1",
+        "Slot": slot,
+        "NodeID": node,
+        "CreatedAt": created,
+        "DesiredState": "running" if state in ("pending", "starting", "running") else "shutdown",
+        "Status": {"State": state, **status},
+        "NetworksAttachments": [{"Network": {"Spec": {"Name": "racetrack"}}, "Addresses": [f"10.0.9.{slot}/24"]}],
+    }
+
+
+def test_tasks_become_replicas_with_their_node_address_and_swarms_reason() -> None:
+    client = _FakeClient()
+    client.api.services["job-a-1234abcd"] = {"ID": "svc1", "Spec": {"Name": "job-a-1234abcd"}}
+    running = {"PortStatus": {"Ports": [{"TargetPort": 7000, "PublishedPort": 30001, "PublishMode": "host"}]}}
+    client.api.task_list = [
+        _task(1, "running", **running),
+        _task(2, "failed", node="n2", Err="task: non-zero exit (1)", ContainerStatus={"ExitCode": 1}),
+        _task(
+            2, "pending", node="", created="2026-01-01T00:00:09", Err="no suitable node (insufficient memory on 1 node)"
+        ),
+    ]
+
+    first, second, third = _swarm(client).replicas("job-a-1234abcd", 3, 7000)
+
+    assert first == Replica(
+        name="job-a-1234abcd.1", state=RUNNING, node="node-1", address="10.0.0.1:30001", task_id="task-1-01"
+    )
+    assert second.state == PENDING and second.restart_count == 1
+    assert second.error == "no suitable node (insufficient memory on 1 node)"
+    assert third.state == PENDING and third.error == ""  # Swarm has not made the slot's task yet
+
+
+def test_in_a_container_on_the_overlay_tasks_are_called_at_their_overlay_ip() -> None:
+    client = _FakeClient()
+    client.api.services["u"] = {"ID": "svc1", "Spec": {"Name": "u"}}
+    client.api.task_list = [_task(1, "running")]
+
+    [replica] = _swarm(client, TASK_IP).replicas("u", 1, 7000)
+
+    assert replica.address == "10.0.9.1:7000"
+
+
+def test_a_missing_service_is_every_replica_missing_and_a_crashed_task_exited() -> None:
+    client = _FakeClient()
+    assert [r.state for r in _swarm(client).replicas("gone", 2, 7000)] == [MISSING, MISSING]
+    client.api.services["u"] = {"ID": "svc1", "Spec": {"Name": "u"}}
+    client.api.task_list = [_task(1, "failed", Err="task: non-zero exit (3)", ContainerStatus={"ExitCode": 3})]
+
+    [replica] = _swarm(client).replicas("u", 1, 7000)
+
+    assert replica.state == EXITED and replica.exit_code == 3 and replica.restart_count == 1
+    assert replica.error == "task: non-zero exit (3)"
+
+
+def test_start_refuses_an_engine_that_is_not_a_swarm_manager() -> None:
+    inactive = _FakeClient(info={"Swarm": {"LocalNodeState": "inactive"}})
+    worker = _FakeClient(info={"Swarm": {"LocalNodeState": "active", "ControlAvailable": False}})
+
+    with pytest.raises(SettingsError, match="swarm manager; this one is in no swarm") as refused:
+        _swarm(inactive).check_manager()
+    assert "docker swarm init" in (refused.value.hint or "")
+    with pytest.raises(SettingsError, match="this one is a worker"):
+        _swarm(worker).check_manager()
+
+
+def test_a_bridge_network_of_that_name_is_a_clear_error_and_nothing_is_made() -> None:
+    client = _FakeClient(networks=[_FakeNetwork("racetrack", "bridge")])
+
+    with pytest.raises(SettingsError, match="RACETRACK_NETWORK=racetrack: a bridge network of that name exists"):
+        _swarm(client).ensure_network()
+    assert client.networks.made == []
+
+
+def test_the_jobs_network_is_made_an_attachable_overlay() -> None:
+    client = _FakeClient()
+
+    _swarm(client).ensure_network()
+
+    [(name, options)] = client.networks.made
+    assert name == "racetrack" and options["driver"] == "overlay" and options["attachable"] is True
+
+
+def test_a_release_becomes_a_service_without_the_routing_mesh() -> None:
+    client = _FakeClient()
+    spec = ReleaseSpec(
+        image="registry.local/job:1",
+        env={"A": "1"},
+        labels={"racetrackd.instance": "main"},
+        network="racetrack",
+        replicas=2,
+        limits=ContainerLimits(
+            memory_bytes=256 << 20, memory_reservation_bytes=128 << 20, nano_cpus=10**9, cpu_shares=512
+        ),
+        hardening=Hardening(read_only_root=True, capabilities=("NET_BIND_SERVICE",), pids_limit=128),
+        placement=("node.labels.gpu == true",),
+        stop_grace=30,
+    )
+
+    started = _swarm(client).start("job-a-1234abcd", spec)
+
+    assert started == ["job-a-1234abcd.1", "job-a-1234abcd.2"]
+    [created] = client.api.created
+    assert created["mode"].mode == "replicated" and created["mode"].replicas == 2
+    assert created["endpoint_spec"] == {
+        "Mode": "dnsrr",
+        "Ports": [{"Protocol": "tcp", "TargetPort": 7000, "PublishMode": "host"}],
+    }
+    assert created["labels"] == {"racetrackd.instance": "main"}
+    template = created["task_template"]
+    container = template["ContainerSpec"]
+    assert container["Labels"] == {"racetrackd.instance": "main"} and container["ReadOnly"] is True
+    assert container["CapabilityDrop"] == ["ALL"] and container["CapabilityAdd"] == ["NET_BIND_SERVICE"]
+    assert container["StopGracePeriod"] == 30 * 10**9
+    assert template["Resources"]["Limits"] == {"NanoCPUs": 10**9, "MemoryBytes": 256 << 20, "Pids": 128}
+    assert template["Resources"]["Reservations"] == {"NanoCPUs": 5 * 10**8, "MemoryBytes": 128 << 20}
+    assert template["Placement"]["Constraints"] == ["node.labels.gpu == true"]
+    assert template["RestartPolicy"]["Condition"] == "any"
+
+
+def test_nodes_list_their_state_and_the_jobs_tasks_on_them() -> None:
+    client = _FakeClient()
+    labels = {"racetrackd.instance": "main", "job-name": "adder", "job-version": "1.0.0"}
+    task = _task(1, "running")
+    task["Spec"] = {"ContainerSpec": {"Labels": labels}}
+    other = _task(2, "running")
+    other["Spec"] = {"ContainerSpec": {"Labels": {**labels, "racetrackd.instance": "another"}}}
+    client.api.task_list = [task, other]
+
+    nodes = _swarm(client).nodes()
+
+    assert [(n.hostname, n.role, n.state, n.availability, n.address, n.leader) for n in nodes] == [
+        ("node-1", "manager", "ready", "active", "10.0.0.1", True),
+        ("node-2", "worker", "down", "drain", "10.0.0.2", False),
+    ]
+    assert [(t.job_name, t.job_version) for t in nodes[0].tasks] == [("adder", "1.0.0")]
+    assert nodes[1].tasks == ()
+
+
+def test_log_lines_read_with_details_name_their_task() -> None:
+    line = "com.docker.swarm.node.id=n1,com.docker.swarm.service.id=s1,com.docker.swarm.task.id=t1 hello world\n"
+    assert _split_details(line) == ("t1", "hello world\n")
+    assert _split_details("plain line\n") == ("", "plain line\n")
+
+
+def test_without_read_only_root_no_tmpfs_is_mounted() -> None:
+    spec = ReleaseSpec(image="i", env={}, labels={}, network="n", replicas=1)
+    assert _task_template(spec, "n")["ContainerSpec"].get("Mounts") in (None, [])
+
+
+# --- the supervisor through the seam ------------------------------------------------------------------
+class _FakeSwarm:
+    """A swarm behind the seam whose replicas the test sets."""
+
+    kind = SWARM
+
+    def __init__(self, replicas: list[Replica]) -> None:
+        self.current = replicas
+
+    def replicas(self, unit: str, count: int, port: int) -> list[Replica]:
+        return self.current
+
+    def revive(self, unit: str, replica: Replica) -> bool:
+        return False
+
+    def replica_logs(self, unit: str, replica: Replica, tail: int) -> str:
+        return ""
+
+    def nodes(self) -> list[Node]:
+        return []
+
+    def wait_for_change(self, timeout: float, stop: threading.Event) -> None:
+        stop.wait(timeout)
+
+
+class _NoRecreate:
+    def recreate(self, job: Job) -> None:
+        raise AssertionError("not lost")
+
+
+def _job() -> Job:
+    return Job.create(
+        name="adder",
+        version="1.0.0",
+        status=JobStatus.RUNNING,
+        manifest_yaml="name: adder\n",
+        job_type_version="python3:1.0.0",
+        image_name="img",
+        container_name="job-adder-v-1-0-0-1234abcd",
+        internal_name="10.0.0.1:30001",
+        deployment_timestamp=1,
+        replicas=2,
+    )
+
+
+def test_a_task_swarm_cannot_place_shows_swarms_reason_as_the_jobs_error(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(orchestrator="swarm")
+    open_database(settings.database_path)
+    monkeypatch.setattr("racetrackd.jobs.probes.probe", lambda address, path: (200, None))
+    swarm = _FakeSwarm(
+        [
+            Replica(name="u.1", state=RUNNING, node="node-1", address="10.0.0.1:30001"),
+            Replica(name="u.2", state=PENDING, error="no suitable node (insufficient memory on 2 nodes)"),
+        ]
+    )
+
+    Supervisor(settings, swarm, _NoRecreate()).check(_job())  # type: ignore[arg-type]
+
+    row = Job.find("adder", "1.0.0")
+    assert row is not None and row.status == JobStatus.ERROR
+    assert "u.2: waiting for a node: no suitable node (insufficient memory on 2 nodes)" in (row.error or "")
+    assert row.ready_addresses() == ["10.0.0.1:30001"]
+
+
+def test_the_gateway_follows_a_task_swarm_moved_to_another_node(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(orchestrator="swarm")
+    open_database(settings.database_path)
+    monkeypatch.setattr("racetrackd.jobs.probes.probe", lambda address, path: (200, None))
+    swarm = _FakeSwarm(
+        [
+            Replica(name="u.1", state=RUNNING, node="node-1", address="10.0.0.1:30001"),
+            Replica(name="u.2", state=RUNNING, node="node-2", address="10.0.0.2:30002"),
+        ]
+    )
+    supervisor = Supervisor(settings, swarm, _NoRecreate())  # type: ignore[arg-type]
+    supervisor.check(_job())
+    swarm.current = [swarm.current[0], Replica(name="u.2", state=RUNNING, node="node-3", address="10.0.0.3:30009")]
+
+    supervisor.check(_job() if Job.find("adder", "1.0.0") is None else Job.get())
+
+    row = Job.find("adder", "1.0.0")
+    assert row is not None and row.status == JobStatus.RUNNING
+    assert row.ready_addresses() == ["10.0.0.1:30001", "10.0.0.3:30009"]
