@@ -195,7 +195,17 @@ def list_jobs() -> list[dict[str, Any]]:
 
 @bp.get("/job/<name>/<version>")
 def get_job(name: str, version: str) -> dict[str, Any]:
-    return jobs.job_dto(_readable_job(name, version), services().settings)
+    job = _readable_job(name, version)
+    svc = services()
+    # racetrackd's own: where each replica runs (swarm: its task's node) and its state
+    return {**jobs.job_dto(job, svc.settings), "replica_details": jobs.replica_details(svc.orchestrator, job)}
+
+
+@bp.get("/nodes")
+def list_nodes() -> dict[str, Any]:
+    """The nodes that run jobs (swarm: the swarm's; docker: this engine), with the replicas on each."""
+    svc = services()
+    return {"orchestrator": svc.orchestrator.kind, "nodes": jobs.node_dtos(svc.orchestrator, _may_read)}
 
 
 @bp.delete("/job/<name>/<version>")

@@ -307,10 +307,11 @@ class Deployer:
         """Zero-downtime switch: route new calls to the ready replicas, give calls that already picked
         an old address a moment to reach it, then move the old unit aside; it finishes its calls
         (SIGTERM, graceful stop) in the background while the deployment is done. Returns what to retire."""
+        old_unit, old_count = job.container_name, job.replicas  # before the record moves to the new unit
         # the gateway maps paths for the replicas it now calls, hence the serving too
         job.move_replicas(staging, addresses, launch.serving.to_json())
         time.sleep(SWITCH_GRACE_SECONDS)
-        return self.orchestrator.set_aside(job.container_name, job.replicas, launch.deployment_id[:8])
+        return self.orchestrator.set_aside(old_unit, old_count, launch.deployment_id[:8])
 
     def _promote(self, job: Job, launch: Launch, staging: str, final_base: str, deployed_by: str | None) -> None:
         """Give the staging unit its final name and record the release as running there."""

@@ -13,6 +13,7 @@ the new service). The gateway calls tasks directly, never through the routing me
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -137,6 +138,7 @@ class SwarmOrchestrator:
     def start(self, unit: str, spec: ReleaseSpec) -> list[str]:
         if self._service(unit) is not None:
             return []  # Swarm keeps its replicas running itself
+        spec = dataclasses.replace(spec, image=self._service_image(spec.image))
         with _translated(f"creating service {unit}"):
             self._client.api.create_service(
                 _task_template(spec, self.network),
@@ -151,6 +153,18 @@ class SwarmOrchestrator:
                 },
             )
         return [f"{unit}.{slot}" for slot in range(1, spec.replicas + 1)]
+
+    def _service_image(self, ref: str) -> str:
+        """An image only this engine has (no registry in its name: a single-node swarm) runs by its id:
+        Swarm then pulls nothing (it tries a pull of every tag before each task starts). An image
+        named with its registry (RACETRACK_REGISTRY) is pulled by each node as named."""
+        if _has_registry(ref):
+            return ref
+        with _translated(f"looking up image {ref}"):
+            try:
+                return str(self._client.images.get(ref).id)
+            except docker.errors.ImageNotFound:
+                return ref
 
     def replicas(self, unit: str, count: int, port: int) -> list[Replica]:
         service = self._service(unit)
@@ -409,6 +423,12 @@ def _task_template(spec: ReleaseSpec, network: str) -> docker.types.TaskTemplate
         placement=docker.types.Placement(constraints=list(spec.placement)) if spec.placement else None,
         networks=[docker.types.NetworkAttachmentConfig(network)],
     )
+
+
+def _has_registry(ref: str) -> bool:
+    """Whether an image reference names its registry (`host[:port]/...`, `localhost/...`)."""
+    first, slash, _ = ref.partition("/")
+    return bool(slash) and ("." in first or ":" in first or first == "localhost")
 
 
 def _split_details(line: str) -> tuple[str, str]:

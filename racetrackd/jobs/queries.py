@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import yaml
@@ -12,7 +12,7 @@ from racetrackd import maintenance, naming
 from racetrackd.audit import JOB_DELETED
 from racetrackd.db import AuditEvent, DeletedJob, Job, JobStatus, PublicEndpoint, database
 from racetrackd.docker.images import prune_job_images
-from racetrackd.docker.orchestrator import Orchestrator
+from racetrackd.docker.orchestrator import DOCKER, Orchestrator
 from racetrackd.docker.runtime import Runtime
 from racetrackd.errors import JobNotFound
 from racetrackd.serving import Serving, served_root
@@ -81,7 +81,8 @@ def job_dto(job: Job, settings: Settings) -> dict[str, Any]:
         "image_tag": job.image_name,
         "deployed_by": job.deployed_by,
         "last_call_time": int(job.last_call_time) if job.last_call_time else None,
-        "infrastructure_target": "docker",
+        # docker (containers on one engine) or swarm (a Swarm service per release): RACETRACK_ORCHESTRATOR
+        "infrastructure_target": settings.orchestrator,
         "replica_internal_names": job.ready_addresses(),
         "replicas": job.replicas,
         "idle_timeout": job.idle_timeout,
@@ -93,6 +94,55 @@ def job_dto(job: Job, settings: Settings) -> dict[str, Any]:
         "serving_url": pub_url + served_root(path_mode),
         "infrastructure_stats": {"crash_count": job.crash_count},
     }
+
+
+def replica_details(orchestrator: Orchestrator, job: Job) -> list[dict[str, Any]]:
+    """Where each replica runs now and in what state (racetrackd's own; `rtd status`, the dashboard)."""
+    port = Serving.from_json(job.serving).port
+    return [
+        {
+            "name": replica.name,
+            "node": replica.node or None,
+            "state": replica.state,
+            "address": replica.address,
+            "restart_count": replica.restart_count,
+            "error": replica.error or None,
+        }
+        for replica in orchestrator.replicas(job.container_name, job.replicas, port)
+    ]
+
+
+def node_dtos(orchestrator: Orchestrator, may_read: Callable[[str, str], bool]) -> list[dict[str, Any]]:
+    """The nodes jobs run on, each with the replicas of the jobs the caller may read. In docker mode
+    one: this engine, with every job's replicas (the registry knows them; the engine has no tasks)."""
+    nodes = orchestrator.nodes()
+    found = []
+    for node in nodes:
+        tasks = [
+            {"job_name": t.job_name, "job_version": t.job_version, "replica": t.replica, "state": t.state}
+            for t in node.tasks
+            if may_read(t.job_name, t.job_version)
+        ]
+        if orchestrator.kind == DOCKER:
+            tasks = [
+                {"job_name": job.name, "job_version": job.version, "replica": name, "state": job.status}
+                for job in list_jobs()
+                if may_read(job.name, job.version)
+                for name in orchestrator.members(job.container_name, job.replicas)
+            ]
+        found.append(
+            {
+                "hostname": node.hostname,
+                "role": node.role,
+                "state": node.state,
+                "availability": node.availability,
+                "address": node.address,
+                "engine_version": node.engine_version,
+                "leader": node.leader,
+                "tasks": tasks,
+            }
+        )
+    return found
 
 
 def runtime_logs(orchestrator: Orchestrator, job: Job, tail: int) -> str:

@@ -116,8 +116,17 @@ class _FakeClient:
         self._info = info or {"Swarm": {"LocalNodeState": "active", "ControlAvailable": True}}
         self.networks = _FakeNetworks(networks or [])
 
+        self.images = _FakeImages()
+
     def info(self) -> dict[str, Any]:
         return self._info
+
+
+class _FakeImages:
+    def get(self, ref: str) -> Any:
+        if ref != "job-a:1":
+            raise docker.errors.ImageNotFound(ref)
+        return type("Image", (), {"id": "sha256:" + "a" * 64})()
 
 
 class _FakeNetwork:
@@ -267,6 +276,20 @@ def test_a_release_becomes_a_service_without_the_routing_mesh() -> None:
     assert template["Resources"]["Reservations"] == {"NanoCPUs": 5 * 10**8, "MemoryBytes": 128 << 20}
     assert template["Placement"]["Constraints"] == ["node.labels.gpu == true"]
     assert template["RestartPolicy"]["Condition"] == "any"
+
+
+def test_an_image_only_this_engine_has_runs_by_its_id_so_swarm_pulls_nothing() -> None:
+    client = _FakeClient()
+    local = ReleaseSpec(image="job-a:1", env={}, labels={}, network="racetrack", replicas=1)
+    pushed = ReleaseSpec(image="registry.lab:5000/job-a:1", env={}, labels={}, network="racetrack", replicas=1)
+
+    _swarm(client).start("local", local)
+    _swarm(client).start("pushed", pushed)
+
+    assert [c["task_template"]["ContainerSpec"]["Image"] for c in client.api.created] == [
+        "sha256:" + "a" * 64,
+        "registry.lab:5000/job-a:1",
+    ]
 
 
 def test_nodes_list_their_state_and_the_jobs_tasks_on_them() -> None:
