@@ -409,3 +409,31 @@ def test_the_gateway_follows_a_task_swarm_moved_to_another_node(
     row = Job.find("adder", "1.0.0")
     assert row is not None and row.status == JobStatus.RUNNING
     assert row.ready_addresses() == ["10.0.0.1:30001", "10.0.0.3:30009"]
+
+
+# --- the API in docker mode ---------------------------------------------------------------------------
+def test_nodes_in_docker_mode_is_this_engine_with_every_jobs_replicas(client: FlaskClient) -> None:
+    Job.create(
+        name="adder",
+        version="1.0.0",
+        status=JobStatus.RUNNING,
+        manifest_yaml="name: adder\n",
+        job_type_version="python3:1.0.0",
+        image_name="img",
+        container_name="job-adder-v-1-0-0",
+        internal_name="127.0.0.1:1",
+        deployment_timestamp=1,
+        replicas=2,
+    )
+
+    response = client.get(f"{API}/nodes")
+
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["orchestrator"] == "docker"
+    [node] = body["nodes"]
+    assert node["role"] == "engine" and node["state"] == "ready"
+    assert [(t["job_name"], t["replica"]) for t in node["tasks"]] == [
+        ("adder", "job-adder-v-1-0-0"),
+        ("adder", "job-adder-v-1-0-0-1"),
+    ]
