@@ -147,6 +147,9 @@ def extra_bind_addresses(settings: Settings, addressing: Addressing) -> list[str
     """Where else the daemon must listen so that jobs can call it (chain calls)."""
     if addressing.in_container or settings.host in ("0.0.0.0", "::", ""):
         return []
+    if addressing.mode == TASK_PORT and not _is_local_address(addressing.daemon_host):
+        # the swarm's manager is another machine (DOCKER_HOST): its docker_gwbridge is not ours to bind
+        return []
     return [f"{addressing.daemon_host}:{settings.port}"]
 
 

@@ -4,23 +4,30 @@ and the supervisor following replicas through the seam."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
 import docker.errors
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 
 from jobmanifest import ManifestInvalid, validate_manifest
+from racetrackd.app import create_app
 from racetrackd.db import Job, JobStatus, open_database
 from racetrackd.docker.orchestrator import EXITED, MISSING, PENDING, RUNNING, SWARM, Node, ReleaseSpec, Replica
 from racetrackd.docker.runtime import Hardening
 from racetrackd.docker.swarm import TASK_IP, SwarmOrchestrator, _split_details, _task_template
 from racetrackd.errors import SettingsError
+from racetrackd.jobs.addressing import TASK_PORT, Addressing, extra_bind_addresses
 from racetrackd.jobs.supervisor import Supervisor
 from racetrackd.manifest import ContainerLimits
+from racetrackd.services import build_services
 from racetrackd.settings import Settings
-from tests.unit.fakes import build_context, sample_manifest
+from tests.unit.conftest import ADMIN_TOKEN
+from tests.unit.fakes import FakeRuntime, build_context, sample_manifest
+from tests.unit.gateway_helpers import add_job
 
 API = "/lifecycle/api/v1"
 
@@ -437,3 +444,104 @@ def test_nodes_in_docker_mode_is_this_engine_with_every_jobs_replicas(client: Fl
         ("adder", "job-adder-v-1-0-0"),
         ("adder", "job-adder-v-1-0-0-1"),
     ]
+
+
+# --- the API and the dashboard in swarm mode ----------------------------------------------------------
+@pytest.fixture
+def swarm_app(make_settings: Callable[..., Settings], runtime: FakeRuntime) -> Flask:
+    swarm = _FakeSwarm(
+        [
+            Replica(name="job-adder.1", state=RUNNING, node="node-1", address="10.0.0.1:30001"),
+            Replica(name="job-adder.2", state=PENDING, error="no suitable node (insufficient memory on 2 nodes)"),
+        ]
+    )
+    app = create_app(
+        services=build_services(make_settings(orchestrator="swarm"), runtime, orchestrator_override=swarm)  # type: ignore[arg-type]
+    )
+    app.testing = True
+    return app
+
+
+def test_the_job_record_says_where_each_replica_runs(swarm_app: Flask) -> None:
+    add_job("adder", "1.0.0", addresses=["10.0.0.1:30001"])
+    client = swarm_app.test_client()
+    client.environ_base["HTTP_X_RACETRACK_AUTH"] = ADMIN_TOKEN
+
+    body = client.get(f"{API}/job/adder/1.0.0").get_json()
+
+    assert body["infrastructure_target"] == "swarm"
+    assert [(r["name"], r["node"], r["state"], r["error"]) for r in body["replica_details"]] == [
+        ("job-adder.1", "node-1", "running", None),
+        ("job-adder.2", None, "pending", "no suitable node (insufficient memory on 2 nodes)"),
+    ]
+
+
+def test_the_dashboards_job_page_shows_the_node_of_each_replica(swarm_app: Flask) -> None:
+    add_job("adder", "1.0.0", addresses=["10.0.0.1:30001"])
+    client = swarm_app.test_client()
+    client.set_cookie("X-Racetrack-Auth", ADMIN_TOKEN)
+
+    response = client.get("/dashboard/jobs/adder/1.0.0")
+
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    nodes = page[page.index('id="replica-nodes"') : page.index("</ul>", page.index('id="replica-nodes"'))]
+    assert "<code>job-adder.1</code> on <strong>node-1</strong>" in nodes
+    assert "<code>job-adder.2</code> on <strong>no node yet</strong>" in nodes
+    assert "no suitable node (insufficient memory on 2 nodes)" in nodes
+
+
+# --- following the swarm ------------------------------------------------------------------------------
+class _Events:
+    def __init__(self, events: list[dict[str, Any]]) -> None:
+        self.events = events
+        self.closed = False
+
+    def __iter__(self) -> Any:
+        return iter(self.events)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_service_or_node_event_ends_the_supervisors_wait_early() -> None:
+    client = _FakeClient()
+    stream = _Events([{"Type": "node", "Action": "update"}])
+    asked: dict[str, Any] = {}
+
+    def events(**kwargs: Any) -> _Events:
+        asked.update(kwargs)
+        return stream
+
+    client.events = events  # type: ignore[attr-defined]
+    started = time.monotonic()
+
+    _swarm(client).wait_for_change(30, threading.Event())
+
+    assert time.monotonic() - started < 5
+    assert asked["filters"] == {"type": ["service", "node"]} and stream.closed
+
+
+def test_without_events_the_supervisor_waits_its_interval() -> None:
+    client = _FakeClient()
+
+    def events(**kwargs: Any) -> _Events:
+        raise docker.errors.DockerException("events unavailable")
+
+    client.events = events  # type: ignore[attr-defined]
+    started = time.monotonic()
+
+    _swarm(client).wait_for_change(0.3, threading.Event())
+
+    assert 0.25 <= time.monotonic() - started < 5
+
+
+def test_a_daemon_on_another_host_than_the_swarm_manager_binds_only_its_own_address(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(host="127.0.0.1")
+    remote = Addressing(mode=TASK_PORT, daemon_host="203.0.113.7", port=settings.port)
+    local = Addressing(mode=TASK_PORT, daemon_host="127.0.0.1", port=settings.port)
+
+    assert extra_bind_addresses(settings, remote) == []
+    assert extra_bind_addresses(settings, local) == [f"127.0.0.1:{settings.port}"]
