@@ -99,7 +99,7 @@ def status(ctx: click.Context, name: str, version: str, as_json: bool) -> None:
     click.echo(f"{job['name']} {job['version']}")
     for label, value in fields:
         click.echo(f"  {label + ':':<13} {value}")
-    _print_replicas(job.get("replica_details") or [], job.get("infrastructure_target") == "swarm")
+    _print_replicas(job.get("replica_details") or [], job.get("orchestrator") == "swarm")
     if deployment is None:
         return
     click.echo(

@@ -81,8 +81,9 @@ def job_dto(job: Job, settings: Settings) -> dict[str, Any]:
         "image_tag": job.image_name,
         "deployed_by": job.deployed_by,
         "last_call_time": int(job.last_call_time) if job.last_call_time else None,
-        # docker (containers on one engine) or swarm (a Swarm service per release): RACETRACK_ORCHESTRATOR
-        "infrastructure_target": settings.orchestrator,
+        "infrastructure_target": "docker",  # Racetrack's targets: Docker in both modes (`move` accepts it)
+        # racetrackd's own: docker (containers on one engine) or swarm (a Swarm service per release)
+        "orchestrator": settings.orchestrator,
         "replica_internal_names": job.ready_addresses(),
         "replicas": job.replicas,
         "idle_timeout": job.idle_timeout,

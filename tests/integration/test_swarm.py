@@ -132,7 +132,7 @@ def test_two_replicas_are_one_service_and_both_tasks_answer_through_the_gateway(
     assert answers == [42] * 30
     assert service.attrs["Spec"]["Mode"]["Replicated"]["Replicas"] == 2 and len(tasks) == 2
     assert service.attrs["Spec"]["EndpointSpec"]["Mode"] == "dnsrr"  # no routing mesh, no virtual IP
-    assert job["status"] == "running" and job["infrastructure_target"] == "swarm"
+    assert job["status"] == "running" and job["orchestrator"] == "swarm"
     assert len(job["replica_internal_names"]) == 2
     assert {r["state"] for r in job["replica_details"]} == {"running"} and all(
         r["node"] for r in job["replica_details"]
@@ -204,6 +204,50 @@ def test_a_forced_redeploy_under_steady_calls_fails_no_call_and_leaves_one_servi
     assert len(results) > 50
     assert [code for code in results if code != 200] == []
     assert len(after) == 1 and after != before  # a new service per deployment, the old one removed
+
+
+def test_rollback_runs_the_previous_release_as_a_new_service(swarm_daemon: Daemon, tmp_path: Path) -> None:
+    job_dir = _job_dir(tmp_path, "stepper")
+    swarm_daemon.rtd("submit", "-q", str(job_dir), check=True)
+    entrypoint = job_dir / "entrypoint.py"
+    entrypoint.write_text(entrypoint.read_text().replace("return a + b", "return a + b + 1000"))
+    swarm_daemon.rtd("submit", "--force", "-q", str(job_dir), check=True)
+    changed = _call(swarm_daemon, "stepper").json()
+
+    rolled = swarm_daemon.rtd("rollback", "stepper")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(_services(swarm_daemon, "stepper")) != 1:
+        time.sleep(0.5)
+
+    assert changed == 1042
+    assert rolled.returncode == 0, rolled.stderr
+    assert _call(swarm_daemon, "stepper").json() == 42
+    assert len(_services(swarm_daemon, "stepper")) == 1
+
+
+def test_a_task_killed_outside_is_replaced_by_swarm_and_the_gateway_follows(swarm_daemon: Daemon, pair: Path) -> None:
+    [service] = _services(swarm_daemon, "pair")
+    before = set(swarm_daemon.api("GET", "/lifecycle/api/v1/job/pair/1.0.0").json()["replica_internal_names"])
+    [victim, *_] = swarm_daemon.docker.containers.list(
+        filters={"label": f"com.docker.swarm.service.name={service.name}"}
+    )
+
+    victim.kill()
+    started = time.monotonic()
+    addresses: set[str] = set()
+    while time.monotonic() - started < 60:
+        job = swarm_daemon.api("GET", "/lifecycle/api/v1/job/pair/1.0.0").json()
+        addresses = set(job["replica_internal_names"])
+        if job["status"] == "running" and len(addresses) == 2 and addresses != before:
+            break
+        time.sleep(0.2)
+    followed = time.monotonic() - started
+    answers = [_call(swarm_daemon, "pair").json() for _ in range(20)]
+
+    print(f"gateway followed the replaced task in {followed:.1f} s")
+    assert len(addresses) == 2 and addresses != before  # the new task answers at a new port
+    assert answers == [42] * 20
+    assert followed < 30
 
 
 def test_a_failed_start_removes_the_new_service_and_the_old_keeps_serving(swarm_daemon: Daemon, tmp_path: Path) -> None:

@@ -516,7 +516,7 @@ def test_status_in_swarm_mode_lists_each_replica_with_its_node(runner: CliRunner
         {"name": "job-adder-v-1-0-0-d0123456.1", "node": "node-1", "state": "running", "error": None},
         {"name": "job-adder-v-1-0-0-d0123456.2", "node": None, "state": "pending", "error": "no suitable node"},
     ]
-    daemon.answer("GET", f"{JOBS}/adder/latest", (200, job(infrastructure_target="swarm", replica_details=replicas)))
+    daemon.answer("GET", f"{JOBS}/adder/latest", (200, job(orchestrator="swarm", replica_details=replicas)))
     daemon.answer("GET", DEPLOYMENTS, (200, []))
 
     result = runner.invoke(main, ["status", "adder"])

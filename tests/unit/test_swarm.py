@@ -469,7 +469,7 @@ def test_the_job_record_says_where_each_replica_runs(swarm_app: Flask) -> None:
 
     body = client.get(f"{API}/job/adder/1.0.0").get_json()
 
-    assert body["infrastructure_target"] == "swarm"
+    assert body["orchestrator"] == "swarm" and body["infrastructure_target"] == "docker"
     assert [(r["name"], r["node"], r["state"], r["error"]) for r in body["replica_details"]] == [
         ("job-adder.1", "node-1", "running", None),
         ("job-adder.2", None, "pending", "no suitable node (insufficient memory on 2 nodes)"),
