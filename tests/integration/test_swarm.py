@@ -200,6 +200,7 @@ def test_a_forced_redeploy_under_steady_calls_fails_no_call_and_leaves_one_servi
         time.sleep(0.5)
     after = [s.name for s in _services(swarm_daemon, "pair")]
 
+    print(f"forced redeploy under load: {len(results)} calls, {len([c for c in results if c != 200])} failed")
     assert redeploy.returncode == 0, redeploy.stderr
     assert len(results) > 50
     assert [code for code in results if code != 200] == []
@@ -272,6 +273,7 @@ def test_a_constraint_no_node_meets_fails_the_deployment_with_swarms_reason(
     result = swarm_daemon.rtd("submit", "-q", str(job_dir))
     took = time.monotonic() - started
 
+    print(f"unplaceable deployment failed after {took:.1f} s: {result.stderr.splitlines()[0] if result.stderr else ''}")
     assert result.returncode != 0
     assert "no suitable node" in result.stderr, result.stderr
     assert _services(swarm_daemon, "unplaced") == []

@@ -18,7 +18,7 @@ from racetrackd.app import create_app
 from racetrackd.db import Job, JobStatus, open_database
 from racetrackd.docker.orchestrator import EXITED, MISSING, PENDING, RUNNING, SWARM, Node, ReleaseSpec, Replica
 from racetrackd.docker.runtime import Hardening
-from racetrackd.docker.swarm import TASK_IP, SwarmOrchestrator, _split_details, _task_template
+from racetrackd.docker.swarm import TASK_IP, SwarmOrchestrator, _named_lines, _split_details, _task_template, _TaskNames
 from racetrackd.errors import SettingsError
 from racetrackd.jobs.addressing import TASK_PORT, Addressing, extra_bind_addresses
 from racetrackd.jobs.supervisor import Supervisor
@@ -545,3 +545,14 @@ def test_a_daemon_on_another_host_than_the_swarm_manager_binds_only_its_own_addr
 
     assert extra_bind_addresses(settings, remote) == []
     assert extra_bind_addresses(settings, local) == [f"127.0.0.1:{settings.port}"]
+
+
+def test_followed_log_lines_are_named_even_when_frames_split_them() -> None:
+    names = _TaskNames(_FakeClient(), "s", "job-a")  # type: ignore[arg-type]
+    names._names.update({"t1": "job-a.1@node-1", "t2": "job-a.2@node-2"})
+    detail = "com.docker.swarm.node.id=n,com.docker.swarm.service.id=s,com.docker.swarm.task.id="
+    frames = [f"{detail}t1 first ".encode(), f"half\n{detail}t2 second\n{detail}t1 ".encode(), b"last"]
+
+    lines = list(_named_lines(iter(frames), names))
+
+    assert lines == [b"job-a.1@node-1 | first half\n", b"job-a.2@node-2 | second\n", b"job-a.1@node-1 | last\n"]
