@@ -161,6 +161,42 @@ def test_logs_name_the_task_and_node_of_each_line(swarm_daemon: Daemon, pair: Pa
     assert {line.split("@")[0].rsplit(".", 1)[1] for line in lines} == {"1", "2"}  # both tasks' output
 
 
+def test_following_logs_streams_every_tasks_new_lines_named(swarm_daemon: Daemon, pair: Path) -> None:
+    hostname = swarm_daemon.docker.info()["Name"]
+    stop = threading.Event()
+
+    def call_in_a_loop() -> None:
+        while not stop.is_set():
+            _call(swarm_daemon, "pair")
+            time.sleep(0.05)
+
+    caller = threading.Thread(target=call_in_a_loop)
+    caller.start()
+    text = ""
+    try:
+        with requests.get(
+            f"{swarm_daemon.url}/lifecycle/api/v1/job/pair/1.0.0/logs?follow=true&tail=2",
+            headers={"X-Racetrack-Auth": swarm_daemon.token},
+            stream=True,
+            timeout=30,
+        ) as response:
+            assert response.status_code == 200
+            deadline = time.monotonic() + 30
+            for chunk in response.iter_content(chunk_size=None):
+                text += chunk.decode()
+                slots = {line.split("@")[0] for line in text.splitlines() if f"POST {CALL}" in line}
+                if len(slots) >= 2 or time.monotonic() > deadline:
+                    break
+    finally:
+        stop.set()
+        caller.join(timeout=30)
+
+    lines = [line for line in text.splitlines() if line.strip()]
+    calls = [line for line in lines if f"POST {CALL}" in line]
+    assert {line.split("@")[0].rsplit(".", 1)[1] for line in calls} == {"1", "2"}, text
+    assert all(f"@{hostname} | " in line for line in lines), text
+
+
 def test_a_forced_redeploy_under_steady_calls_fails_no_call_and_leaves_one_service(
     swarm_daemon: Daemon, pair: Path
 ) -> None:
