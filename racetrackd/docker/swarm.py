@@ -14,6 +14,7 @@ the new service). The gateway calls tasks directly, never through the routing me
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import threading
 import time
@@ -59,6 +60,7 @@ _TASK_STATES = {
     "running": RUNNING,
 }
 _FAILED = ("failed", "rejected")
+MAX_SERVICE_NAME = 63  # Swarm's limit: a service name is a DNS label
 EVENT_SETTLE_SECONDS = 0.5  # after a service or node event, give Swarm a moment to move its tasks
 
 
@@ -136,6 +138,7 @@ class SwarmOrchestrator:
 
     # --- units ----------------------------------------------------------------------------------
     def start(self, unit: str, spec: ReleaseSpec) -> list[str]:
+        unit = service_name(unit)
         if self._service(unit) is not None:
             return []  # Swarm keeps its replicas running itself
         spec = dataclasses.replace(spec, image=self._service_image(spec.image))
@@ -167,6 +170,7 @@ class SwarmOrchestrator:
                 return ref
 
     def replicas(self, unit: str, count: int, port: int) -> list[Replica]:
+        unit = service_name(unit)
         service = self._service(unit)
         if service is None:
             return [Replica(name=f"{unit}.{slot}", state=MISSING) for slot in range(1, count + 1)]
@@ -235,6 +239,7 @@ class SwarmOrchestrator:
         self._scale(unit, count)
 
     def _scale(self, unit: str, replicas: int) -> None:
+        unit = service_name(unit)
         with _translated(f"scaling service {unit} to {replicas}"):
             try:
                 service = self._client.services.get(unit)
@@ -252,6 +257,7 @@ class SwarmOrchestrator:
         """Remove the replaced service: Swarm stops its tasks with SIGTERM and waits up to their stop
         grace period (the drain timeout, set at creation) before SIGKILL. Returns once this node runs
         none of them, so that their image can be collected."""
+        handle = service_name(handle)
         self.remove_member(handle)
         deadline = time.monotonic() + timeout + 5
         with _translated(f"waiting for service {handle} to stop"):
@@ -264,6 +270,7 @@ class SwarmOrchestrator:
         return staging  # services cannot be renamed: the release keeps its deployment's name
 
     def members(self, unit: str, count: int) -> list[str]:
+        unit = service_name(unit)
         return [unit]
 
     def list_members(self, labels: dict[str, str]) -> list[str]:
@@ -272,6 +279,7 @@ class SwarmOrchestrator:
         return sorted(str(s["Spec"]["Name"]) for s in services)
 
     def remove_member(self, name: str) -> None:
+        name = service_name(name)
         with _translated(f"removing service {name}"):
             try:
                 self._client.api.remove_service(name)
@@ -279,6 +287,7 @@ class SwarmOrchestrator:
                 pass
 
     def _service(self, unit: str) -> dict[str, Any] | None:
+        unit = service_name(unit)
         with _translated(f"inspecting service {unit}"):
             try:
                 found: dict[str, Any] = self._client.api.inspect_service(unit)
@@ -297,6 +306,7 @@ class SwarmOrchestrator:
         return "".join(line.split(" | ", 1)[-1] for line in lines)
 
     def _log_lines(self, unit: str, tail: int, keep: Callable[[str], bool]) -> list[str]:
+        unit = service_name(unit)
         service = self._service(unit)
         if service is None:
             return []
@@ -315,6 +325,7 @@ class SwarmOrchestrator:
 
     def follow_logs(self, unit: str, count: int, tail: int) -> LogStream:
         """Every task's output as it comes, each line prefixed `<service>.<slot>@<node> | `."""
+        unit = service_name(unit)
         service = self._service(unit)
         if service is None:
             raise RacetrackError(f"service {unit} is missing in the swarm")
@@ -335,6 +346,7 @@ class SwarmOrchestrator:
         with _translated("listing the swarm's nodes"):
             nodes = self._client.api.nodes()
             tasks = self._client.api.tasks(filters={"desired-state": "running"})
+            services = {s["ID"]: s["Spec"]["Name"] for s in self._client.api.services()}
         on_node: dict[str, list[NodeTask]] = {}
         for task in tasks:
             labels = ((task.get("Spec") or {}).get("ContainerSpec") or {}).get("Labels") or {}
@@ -344,7 +356,7 @@ class SwarmOrchestrator:
                 NodeTask(
                     job_name=labels[naming.LABEL_JOB_NAME],
                     job_version=labels.get(naming.LABEL_JOB_VERSION, ""),
-                    replica=f"{task.get('ServiceID', '')[:12]}.{task.get('Slot')}",
+                    replica=f"{services.get(task.get('ServiceID', ''), task.get('ServiceID', '')[:12])}.{task.get('Slot')}",
                     state=(task.get("Status") or {}).get("State", ""),
                 )
             )
@@ -423,6 +435,16 @@ def _task_template(spec: ReleaseSpec, network: str) -> docker.types.TaskTemplate
         placement=docker.types.Placement(constraints=list(spec.placement)) if spec.placement else None,
         networks=[docker.types.NetworkAttachmentConfig(network)],
     )
+
+
+def service_name(unit: str) -> str:
+    """The service of a unit: its name, or, past Swarm's 63 characters (a DNS label), its head, a digest
+    of the whole and its last 9 characters (`-<deployment8>`, which the start-up reconcile reads)."""
+    if len(unit) <= MAX_SERVICE_NAME:
+        return unit
+    digest = hashlib.sha256(unit.encode()).hexdigest()[:8]
+    head = unit[: MAX_SERVICE_NAME - 18].rstrip("-")
+    return f"{head}-{digest}{unit[-9:]}"
 
 
 def _has_registry(ref: str) -> bool:

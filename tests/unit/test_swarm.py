@@ -18,7 +18,15 @@ from racetrackd.app import create_app
 from racetrackd.db import Job, JobStatus, open_database
 from racetrackd.docker.orchestrator import EXITED, MISSING, PENDING, RUNNING, SWARM, Node, ReleaseSpec, Replica
 from racetrackd.docker.runtime import Hardening
-from racetrackd.docker.swarm import TASK_IP, SwarmOrchestrator, _named_lines, _split_details, _task_template, _TaskNames
+from racetrackd.docker.swarm import (
+    TASK_IP,
+    SwarmOrchestrator,
+    _named_lines,
+    _split_details,
+    _task_template,
+    _TaskNames,
+    service_name,
+)
 from racetrackd.errors import SettingsError
 from racetrackd.jobs.addressing import TASK_PORT, Addressing, extra_bind_addresses
 from racetrackd.jobs.supervisor import Supervisor
@@ -83,7 +91,7 @@ def test_the_orchestrator_setting_takes_docker_or_swarm_only(make_settings: Call
 # --- the Swarm backend over a fake Docker API ---------------------------------------------------------
 class _FakeAPI:
     def __init__(self) -> None:
-        self.services: dict[str, dict[str, Any]] = {}
+        self.service_specs: dict[str, dict[str, Any]] = {}
         self.task_list: list[dict[str, Any]] = []
         self.node_list: list[dict[str, Any]] = [
             {
@@ -103,9 +111,9 @@ class _FakeAPI:
         self.created: list[dict[str, Any]] = []
 
     def inspect_service(self, name: str) -> dict[str, Any]:
-        if name not in self.services:
+        if name not in self.service_specs:
             raise docker.errors.NotFound("no such service")
-        return self.services[name]
+        return self.service_specs[name]
 
     def tasks(self, filters: dict[str, Any]) -> list[dict[str, Any]]:
         return [t for t in self.task_list if "service" not in filters or t["ServiceID"] == filters["service"]]
@@ -115,6 +123,9 @@ class _FakeAPI:
 
     def create_service(self, task_template: Any, **kwargs: Any) -> None:
         self.created.append({"task_template": task_template, **kwargs})
+
+    def services(self, filters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        return list(self.service_specs.values())
 
 
 class _FakeClient:
@@ -178,7 +189,7 @@ def _task(
 
 def test_tasks_become_replicas_with_their_node_address_and_swarms_reason() -> None:
     client = _FakeClient()
-    client.api.services["job-a-1234abcd"] = {"ID": "svc1", "Spec": {"Name": "job-a-1234abcd"}}
+    client.api.service_specs["job-a-1234abcd"] = {"ID": "svc1", "Spec": {"Name": "job-a-1234abcd"}}
     running = {"PortStatus": {"Ports": [{"TargetPort": 7000, "PublishedPort": 30001, "PublishMode": "host"}]}}
     client.api.task_list = [
         _task(1, "running", **running),
@@ -200,7 +211,7 @@ def test_tasks_become_replicas_with_their_node_address_and_swarms_reason() -> No
 
 def test_in_a_container_on_the_overlay_tasks_are_called_at_their_overlay_ip() -> None:
     client = _FakeClient()
-    client.api.services["u"] = {"ID": "svc1", "Spec": {"Name": "u"}}
+    client.api.service_specs["u"] = {"ID": "svc1", "Spec": {"Name": "u"}}
     client.api.task_list = [_task(1, "running")]
 
     [replica] = _swarm(client, TASK_IP).replicas("u", 1, 7000)
@@ -211,7 +222,7 @@ def test_in_a_container_on_the_overlay_tasks_are_called_at_their_overlay_ip() ->
 def test_a_missing_service_is_every_replica_missing_and_a_crashed_task_exited() -> None:
     client = _FakeClient()
     assert [r.state for r in _swarm(client).replicas("gone", 2, 7000)] == [MISSING, MISSING]
-    client.api.services["u"] = {"ID": "svc1", "Spec": {"Name": "u"}}
+    client.api.service_specs["u"] = {"ID": "svc1", "Spec": {"Name": "u"}}
     client.api.task_list = [_task(1, "failed", Err="task: non-zero exit (3)", ContainerStatus={"ExitCode": 3})]
 
     [replica] = _swarm(client).replicas("u", 1, 7000)
@@ -307,6 +318,7 @@ def test_nodes_list_their_state_and_the_jobs_tasks_on_them() -> None:
     other = _task(2, "running")
     other["Spec"] = {"ContainerSpec": {"Labels": {**labels, "racetrackd.instance": "another"}}}
     client.api.task_list = [task, other]
+    client.api.service_specs["job-adder-v-1"] = {"ID": "svc1", "Spec": {"Name": "job-adder-v-1"}}
 
     nodes = _swarm(client).nodes()
 
@@ -314,7 +326,7 @@ def test_nodes_list_their_state_and_the_jobs_tasks_on_them() -> None:
         ("node-1", "manager", "ready", "active", "10.0.0.1", True),
         ("node-2", "worker", "down", "drain", "10.0.0.2", False),
     ]
-    assert [(t.job_name, t.job_version) for t in nodes[0].tasks] == [("adder", "1.0.0")]
+    assert [(t.job_name, t.job_version, t.replica) for t in nodes[0].tasks] == [("adder", "1.0.0", "job-adder-v-1.1")]
     assert nodes[1].tasks == ()
 
 
@@ -556,3 +568,20 @@ def test_followed_log_lines_are_named_even_when_frames_split_them() -> None:
     lines = list(_named_lines(iter(frames), names))
 
     assert lines == [b"job-a.1@node-1 | first half\n", b"job-a.2@node-2 | second\n", b"job-a.1@node-1 | last\n"]
+
+
+def test_a_unit_past_swarms_63_characters_is_a_shorter_service_that_keeps_its_deployment_suffix() -> None:
+    client = _FakeClient()
+    unit = "team-a-job-" + "n" * 40 + "-v-10-20-30-rc-1-abcdef12"
+    spec = ReleaseSpec(image="registry.lab:5000/j:1", env={}, labels={}, network="racetrack", replicas=1)
+
+    _swarm(client).start(unit, spec)
+    [created] = client.api.created
+    name = created["name"]
+    client.api.service_specs[name] = {"ID": "svc1", "Spec": {"Name": name}}
+    client.api.task_list = [_task(1, "running")]
+
+    assert len(unit) > 63 and len(name) <= 63 and name.endswith("-abcdef12") and name == service_name(unit)
+    assert service_name(name) == name and service_name("short-unit") == "short-unit"
+    assert _swarm(client).members(unit, 1) == [name]
+    assert _swarm(client).replicas(unit, 1, 7000)[0].state == RUNNING
