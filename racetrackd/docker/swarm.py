@@ -144,7 +144,7 @@ class SwarmOrchestrator:
         spec = dataclasses.replace(spec, image=self._service_image(spec.image))
         with _translated(f"creating service {unit}"):
             self._client.api.create_service(
-                _task_template(spec, self.network),
+                _task_template(spec, self.network, no_new_privileges=self._api_at_least(1, 44)),
                 name=unit,
                 labels=spec.labels,
                 mode=docker.types.ServiceMode("replicated", replicas=spec.replicas),
@@ -156,6 +156,13 @@ class SwarmOrchestrator:
                 },
             )
         return [f"{unit}.{slot}" for slot in range(1, spec.replicas + 1)]
+
+    def _api_at_least(self, major: int, minor: int) -> bool:
+        """Whether the engine speaks this API version (what a service spec may carry depends on it)."""
+        with _translated("reading the engine's API version"):
+            version = str(self._client.version().get("ApiVersion", "0.0"))
+        found = tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+        return found >= (major, minor)
 
     def _service_image(self, ref: str) -> str:
         """An image only this engine has (no registry in its name: a single-node swarm) runs by its id:
@@ -399,7 +406,7 @@ class SwarmOrchestrator:
             events.close()
 
 
-def _task_template(spec: ReleaseSpec, network: str) -> docker.types.TaskTemplate:
+def _task_template(spec: ReleaseSpec, network: str, *, no_new_privileges: bool = False) -> docker.types.TaskTemplate:
     hardening = spec.hardening
     mounts = []
     if hardening.read_only_root:
@@ -415,6 +422,8 @@ def _task_template(spec: ReleaseSpec, network: str) -> docker.types.TaskTemplate
         stop_grace_period=int(spec.stop_grace * 1e9),
         hosts={"host.docker.internal": "host-gateway"},
     )
+    if no_new_privileges:  # services have it since API 1.44 (Docker 25); older engines have no such field
+        container["Privileges"] = {"NoNewPrivileges": True}
     resources = None
     if spec.limits is not None:
         limits = spec.limits

@@ -135,9 +135,13 @@ class _FakeClient:
         self.networks = _FakeNetworks(networks or [])
 
         self.images = _FakeImages()
+        self.api_version = "1.41"
 
     def info(self) -> dict[str, Any]:
         return self._info
+
+    def version(self) -> dict[str, Any]:
+        return {"ApiVersion": self.api_version}
 
 
 class _FakeImages:
@@ -294,6 +298,16 @@ def test_a_release_becomes_a_service_without_the_routing_mesh() -> None:
     assert template["Resources"]["Reservations"] == {"NanoCPUs": 5 * 10**8, "MemoryBytes": 128 << 20}
     assert template["Placement"]["Constraints"] == ["node.labels.gpu == true"]
     assert template["RestartPolicy"]["Condition"] == "any"
+    assert "Privileges" not in container  # Docker 20.10 (API 1.41) has no no-new-privileges for services
+
+
+def test_an_engine_with_api_1_44_also_gets_no_new_privileges() -> None:
+    client = _FakeClient()
+    client.api_version = "1.45"
+
+    _swarm(client).start("u", ReleaseSpec(image="registry.lab/j:1", env={}, labels={}, network="n", replicas=1))
+
+    assert client.api.created[0]["task_template"]["ContainerSpec"]["Privileges"] == {"NoNewPrivileges": True}
 
 
 def test_an_image_only_this_engine_has_runs_by_its_id_so_swarm_pulls_nothing() -> None:
