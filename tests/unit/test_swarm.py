@@ -15,8 +15,22 @@ from flask.testing import FlaskClient
 
 from jobmanifest import ManifestInvalid, validate_manifest
 from racetrackd.app import create_app
+from racetrackd.auth.accounts import Accounts, ChangeSignal
+from racetrackd.auth.vault import Vault
 from racetrackd.db import Job, JobStatus, open_database
-from racetrackd.docker.orchestrator import EXITED, MISSING, PENDING, RUNNING, SWARM, Node, ReleaseSpec, Replica
+from racetrackd.deploy.building import ImageBuilder
+from racetrackd.deploy.deployer import Deployer
+from racetrackd.docker.orchestrator import (
+    EXITED,
+    MISSING,
+    PENDING,
+    RUNNING,
+    STARTING,
+    SWARM,
+    Node,
+    ReleaseSpec,
+    Replica,
+)
 from racetrackd.docker.runtime import Hardening
 from racetrackd.docker.swarm import (
     TASK_IP,
@@ -27,11 +41,13 @@ from racetrackd.docker.swarm import (
     _TaskNames,
     service_name,
 )
-from racetrackd.errors import SettingsError
+from racetrackd.errors import JobStartError, SettingsError
 from racetrackd.jobs.addressing import TASK_PORT, Addressing, extra_bind_addresses
 from racetrackd.jobs.supervisor import Supervisor
 from racetrackd.manifest import ContainerLimits
+from racetrackd.plugins.store import PluginStore
 from racetrackd.services import build_services
+from racetrackd.serving import Serving
 from racetrackd.settings import Settings
 from tests.unit.conftest import ADMIN_TOKEN
 from tests.unit.fakes import FakeRuntime, build_context, sample_manifest
@@ -599,3 +615,60 @@ def test_a_unit_past_swarms_63_characters_is_a_shorter_service_that_keeps_its_de
     assert service_name(name) == name and service_name("short-unit") == "short-unit"
     assert _swarm(client).members(unit, 1) == [name]
     assert _swarm(client).replicas(unit, 1, 7000)[0].state == RUNNING
+
+
+# --- the deployer through the seam ----------------------------------------------------------------------
+class _StartingSwarm(_FakeSwarm):
+    """A swarm whose new unit's task the test scripts; records what the deployer removes."""
+
+    def __init__(self, replicas: list[Replica]) -> None:
+        super().__init__(replicas)
+        self.removed: list[str] = []
+
+    def remove(self, unit: str, count: int) -> None:
+        self.removed.append(unit)
+
+
+def _swarm_deployer(settings: Settings, runtime: FakeRuntime, swarm: _FakeSwarm) -> Deployer:
+    open_database(settings.database_path)
+    vault = Vault(b"k" * 32)
+    addressing = Addressing(mode=TASK_PORT, daemon_host="172.18.0.1", port=settings.port)
+    return Deployer(
+        settings,
+        runtime,
+        PluginStore.from_settings(settings),
+        addressing,
+        Accounts(vault, ChangeSignal.in_data_dir(settings.data_dir)),
+        ImageBuilder(settings, runtime, vault, "http://172.18.0.1:7102"),
+        swarm,  # type: ignore[arg-type]
+    )
+
+
+def test_a_task_no_node_can_take_fails_the_start_with_swarms_reason(
+    make_settings: Callable[..., Settings], runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("racetrackd.deploy.deployer.UNPLACED_GRACE_SECONDS", 0.2)
+    reason = "no suitable node (scheduling constraints not satisfied on 3 nodes)"
+    swarm = _StartingSwarm([Replica(name="u.1", state=PENDING, error=reason)])
+    deployer = _swarm_deployer(make_settings(orchestrator="swarm"), runtime, swarm)
+    started = time.monotonic()
+
+    with pytest.raises(JobStartError, match=r"Swarm cannot start replica u\.1: no suitable node") as failed:
+        deployer._wait_until_ready(None, "u", 0, 1, 1, Serving(port=7000))
+
+    assert time.monotonic() - started < 5  # not the whole start timeout
+    assert reason in failed.value.message
+
+
+def test_a_task_that_crashes_on_start_fails_it_naming_the_node_and_swarms_error(
+    make_settings: Callable[..., Settings], runtime: FakeRuntime
+) -> None:
+    crashed = Replica(
+        name="u.1", state=STARTING, restart_count=1, node="node-2", error="task: non-zero exit (1)", exit_code=1
+    )
+    deployer = _swarm_deployer(make_settings(orchestrator="swarm"), runtime, _StartingSwarm([crashed]))
+
+    with pytest.raises(JobStartError) as failed:
+        deployer._wait_until_ready(None, "u", 0, 1, 1, Serving(port=7000))
+
+    assert failed.value.message.startswith("the job's task u.1 on node-2 failed: task: non-zero exit (1) (exit code 1)")
