@@ -84,7 +84,7 @@ def build_services(
         addressing = (
             prepare_swarm_networks(settings, runtime, swarm)
             if make_networks
-            else resolve_swarm_addressing(settings, runtime)
+            else resolve_swarm_addressing(settings, runtime, swarm)
         )
         swarm.addressing = TASK_IP if addressing.in_container else swarm.addressing
         orchestrator = orchestrator_override or swarm

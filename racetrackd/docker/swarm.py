@@ -107,6 +107,11 @@ class SwarmOrchestrator:
                 "or set RACETRACK_ORCHESTRATOR=docker",
             )
 
+    def node_address(self) -> str:
+        """This manager's address in the swarm (what it advertised; other nodes reach it there)."""
+        with _translated("inspecting the swarm"):
+            return str((self._client.info().get("Swarm") or {}).get("NodeAddr") or "")
+
     def ensure_network(self) -> None:
         """Make the jobs' attachable overlay network unless it exists; a network of that name made
         with another driver (a bridge of an earlier single-host install) is refused, untouched."""

@@ -24,16 +24,15 @@ from collections.abc import Callable
 
 from racetrackd import naming
 from racetrackd.docker.runtime import Runtime
-from racetrackd.docker.swarm import SwarmOrchestrator
+from racetrackd.docker.swarm import TASK_IP, TASK_PORT, SwarmOrchestrator
 from racetrackd.naming import JOB_PORT
 from racetrackd.settings import Settings
 
 CONTAINER_NAME = "container-name"
 CONTAINER_IP = "container-ip"
 PUBLISHED_PORT = "published-port"
-# swarm mode (racetrackd.docker.swarm): tasks at their host-mode published ports, or at their overlay IPs
-TASK_PORT = "task-port"
-TASK_IP = "task-ip"
+# swarm mode (racetrackd.docker.swarm): tasks at their host-mode published ports (TASK_PORT), or at
+# their overlay IPs (TASK_IP)
 GWBRIDGE = "docker_gwbridge"  # Swarm's bridge from each node's tasks to that node's host
 
 log = logging.getLogger(__name__)
@@ -94,22 +93,25 @@ def prepare_swarm_networks(settings: Settings, runtime: Runtime, swarm: SwarmOrc
     made; then the jobs' overlay network and the builds' bridge (builds run on this engine)."""
     swarm.check_manager()
     swarm.ensure_network()
-    addressing = resolve_swarm_addressing(settings, runtime)
+    addressing = resolve_swarm_addressing(settings, runtime, swarm)
     runtime.ensure_network(addressing.build_network, isolated=addressing.isolates_containers)
     if addressing.in_container and runtime.own_container_name() is not None:
         runtime.connect_container(addressing.build_network, addressing.daemon_host)  # so builds reach it
     return addressing
 
 
-def resolve_swarm_addressing(settings: Settings, runtime: Runtime) -> Addressing:
-    """On a host: tasks at `<node address>:<published port>`, and jobs reach the daemon at the host's
-    address on Swarm's docker_gwbridge. In a container on the overlay: task IPs and the container's name."""
+def resolve_swarm_addressing(settings: Settings, runtime: Runtime, swarm: SwarmOrchestrator) -> Addressing:
+    """On a host: tasks at `<node address>:<published port>`; jobs reach the daemon at the manager's
+    swarm address (its host, from any node), or, on a swarm advertised on loopback (a single node),
+    at the host's address on Swarm's docker_gwbridge. In a container on the overlay: task IPs and
+    the container's name."""
     if settings.network in runtime.own_networks():
         host = runtime.own_container_name() or socket.gethostname()
         return Addressing(mode=TASK_IP, daemon_host=host, port=settings.port, network=settings.network)
-    return Addressing(
-        mode=TASK_PORT, daemon_host=runtime.network_gateway(GWBRIDGE), port=settings.port, network=settings.network
-    )
+    manager = swarm.node_address()
+    if not manager or manager.startswith("127.") or manager == "::1":
+        manager = runtime.network_gateway(GWBRIDGE)
+    return Addressing(mode=TASK_PORT, daemon_host=manager, port=settings.port, network=settings.network)
 
 
 def resolve_addressing(

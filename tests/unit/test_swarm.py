@@ -42,7 +42,7 @@ from racetrackd.docker.swarm import (
     service_name,
 )
 from racetrackd.errors import JobStartError, SettingsError
-from racetrackd.jobs.addressing import TASK_PORT, Addressing, extra_bind_addresses
+from racetrackd.jobs.addressing import TASK_PORT, Addressing, extra_bind_addresses, resolve_swarm_addressing
 from racetrackd.jobs.supervisor import Supervisor
 from racetrackd.manifest import ContainerLimits
 from racetrackd.plugins.store import PluginStore
@@ -672,3 +672,32 @@ def test_a_task_that_crashes_on_start_fails_it_naming_the_node_and_swarms_error(
         deployer._wait_until_ready(None, "u", 0, 1, 1, Serving(port=7000))
 
     assert failed.value.message.startswith("the job's task u.1 on node-2 failed: task: non-zero exit (1) (exit code 1)")
+
+
+def test_jobs_reach_the_daemon_at_the_managers_swarm_address_or_the_gwbridge_on_loopback(
+    make_settings: Callable[..., Settings], runtime: FakeRuntime
+) -> None:
+    settings = make_settings(orchestrator="swarm")
+    runtime.gateways["docker_gwbridge"] = "172.19.0.1"
+    on_lan = _FakeClient(info={"Swarm": {"LocalNodeState": "active", "ControlAvailable": True, "NodeAddr": "10.0.0.5"}})
+    on_loopback = _FakeClient(
+        info={"Swarm": {"LocalNodeState": "active", "ControlAvailable": True, "NodeAddr": "127.0.0.1"}}
+    )
+
+    lan = resolve_swarm_addressing(settings, runtime, _swarm(on_lan))
+    single = resolve_swarm_addressing(settings, runtime, _swarm(on_loopback))
+
+    assert (lan.mode, lan.daemon_host) == (TASK_PORT, "10.0.0.5")
+    assert lan.pub_url == f"http://10.0.0.5:{settings.port}/pub"
+    assert (single.mode, single.daemon_host) == (TASK_PORT, "172.19.0.1")
+
+
+def test_in_a_container_on_the_overlay_the_daemon_calls_task_ips(
+    make_settings: Callable[..., Settings], runtime: FakeRuntime
+) -> None:
+    settings = make_settings(orchestrator="swarm")
+    runtime.own = {"racetrack"}
+
+    addressing = resolve_swarm_addressing(settings, runtime, _swarm(_FakeClient()))
+
+    assert addressing.mode == TASK_IP and addressing.in_container and not addressing.isolates_containers
