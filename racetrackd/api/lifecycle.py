@@ -15,7 +15,8 @@ from racetrackd.auth import access
 from racetrackd.db import Deployment
 from racetrackd.deploy import jobsecrets, releases
 from racetrackd.deploy import requests as deployments
-from racetrackd.errors import ValidationError
+from racetrackd.docker.orchestrator import SWARM
+from racetrackd.errors import RacetrackError, ValidationError
 from racetrackd.gateway import asynccalls
 from racetrackd.jobs import queries as jobs
 from racetrackd.plugins import store as plugins
@@ -197,8 +198,15 @@ def list_jobs() -> list[dict[str, Any]]:
 def get_job(name: str, version: str) -> dict[str, Any]:
     job = _readable_job(name, version)
     svc = services()
-    # racetrackd's own: where each replica runs (swarm: its task's node) and its state
-    return {**jobs.job_dto(job, svc.settings), "replica_details": jobs.replica_details(svc.orchestrator, job)}
+    described = jobs.job_dto(job, svc.settings)
+    if svc.orchestrator.kind == SWARM:
+        # racetrackd's own: where each replica runs (its task's node) and its state, asked of the
+        # swarm; a swarm that does not answer leaves the record readable (the error says why)
+        try:
+            described["replica_details"] = jobs.replica_details(svc.orchestrator, job)
+        except RacetrackError as exc:
+            described["replica_details"] = [{"name": "?", "node": None, "state": "unknown", "error": exc.message}]
+    return described
 
 
 @bp.get("/nodes")

@@ -701,3 +701,13 @@ def test_in_a_container_on_the_overlay_the_daemon_calls_task_ips(
     addressing = resolve_swarm_addressing(settings, runtime, _swarm(_FakeClient()))
 
     assert addressing.mode == TASK_IP and addressing.in_container and not addressing.isolates_containers
+
+
+def test_in_docker_mode_reading_a_job_asks_docker_nothing(client: FlaskClient, runtime: FakeRuntime) -> None:
+    add_job("adder", "1.0.0", addresses=["127.0.0.1:30001"])
+    before = len(runtime.calls)
+
+    body = client.get(f"{API}/job/adder/1.0.0").get_json()
+
+    assert body["orchestrator"] == "docker" and "replica_details" not in body
+    assert runtime.calls[before:] == []
