@@ -193,7 +193,7 @@ def _deployer(app: Flask) -> Deployer:
         services.accounts,
         ImageBuilder(services.settings, services.runtime, services.vault, "http://172.18.0.1:7102"),
     )
-    deployer._wait_until_ready = lambda *args: args[-1]  # type: ignore[method-assign]  # ready at once, serving as given
+    deployer._wait_until_ready = lambda *args: ("job:7000", args[-1])  # type: ignore[method-assign]  # ready at once
     return deployer
 
 
