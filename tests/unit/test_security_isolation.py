@@ -55,7 +55,7 @@ def _recreated_spec(
 ) -> ContainerSpec:
     """The spec the deployer starts a lost job's container with (the same `_run` a deployment uses)."""
     deployer = _deployer(settings, runtime)
-    monkeypatch.setattr(deployer, "_wait_until_ready", lambda *args: None)
+    monkeypatch.setattr(deployer, "_wait_until_ready", lambda *args: ("job:7000", args[-1]))  # ready at once
     job = Job.create(
         name="adder",
         version="1.0.0",
