@@ -26,7 +26,7 @@ from racetrackd.errors import ConflictError, JobStartError, JobTypeError, Racetr
 from racetrackd.jobs import queries as jobs
 from racetrackd.jobs.addressing import CONTAINER_NAME, Addressing, job_address
 from racetrackd.jobs.logtail import with_log_tail
-from racetrackd.jobs.probes import ServerAnswers, StartCheck, StartFailed, WrapperStarted
+from racetrackd.jobs.probes import ServerAnswers, StartCheck, StartFailed, WrapperStarted, wait_until_started
 from racetrackd.manifest import container_limits, load_stored
 from racetrackd.plugins import jobtypes
 from racetrackd.plugins.jobtypes import Confinement, JobType
@@ -481,17 +481,8 @@ class Deployer:
     def _poll_until_started(self, container: str, check: StartCheck) -> None:
         """The one crash-poll loop: until `check` passes, fail fast when the container exits or
         restarts, or when the check finds a failure; give up after job_start_timeout."""
-        timeout = self.settings.job_start_timeout
-        deadline = time.monotonic() + timeout
         try:
-            while time.monotonic() < deadline:
-                state = self.runtime.container_state(container)
-                if not state.alive or state.restart_count > 0:
-                    raise StartFailed(f"the job's container exited (code {state.exit_code})")
-                if check.passed():
-                    return
-                time.sleep(0.1)
-            raise StartFailed(check.timeout_reason(timeout))
+            wait_until_started(self.runtime, container, check, self.settings.job_start_timeout)
         except StartFailed as failed:
             raise JobStartError(with_log_tail(self.runtime, container, failed.reason)) from None
 

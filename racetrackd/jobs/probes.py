@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable
 from typing import Protocol
 
 import urllib3
 
+from racetrackd.docker.runtime import Runtime
 from racetrackd.serving import Serving
 
 _pool = urllib3.PoolManager(num_pools=8, retries=False)
@@ -61,6 +63,40 @@ def check_ready(address: str, serving: Serving) -> str | None:
     return f"probe failing: {path} on port {serving.port} {status or 'unreachable'} (ready: {serving.readiness})"
 
 
+# A starting container is probed finely: a job's server comes up within a second or so, and every
+# tick between its first answer and our noticing it is time the caller (a redeploy, a woken call)
+# waits for nothing. A refused connection costs microseconds. Docker is asked whether the container
+# is still alive less often (an inspect is a round trip through the engine).
+PROBE_STEP = 0.02
+STATE_STEP = 0.25
+
+
+def wait_until_started(
+    runtime: Runtime,
+    container: str,
+    check: StartCheck,
+    timeout: float,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Until `check` passes (probed every PROBE_STEP); StartFailed when the container exits or
+    restarts (looked at every STATE_STEP, and first of all), when the check finds a failure, or
+    after `timeout` seconds."""
+    deadline = clock() + timeout
+    next_state = clock()
+    while clock() < deadline:
+        if clock() >= next_state:
+            state = runtime.container_state(container)
+            if not state.alive or state.restart_count > 0:
+                raise StartFailed(f"the job's container exited (code {state.exit_code})")
+            next_state = clock() + STATE_STEP
+        if check.passed():
+            return
+        sleep(PROBE_STEP)
+    raise StartFailed(check.timeout_reason(timeout))
+
+
 class StartFailed(Exception):
     """A started container will not become ready (why, in words); the caller adds the log's tail."""
 
@@ -70,7 +106,7 @@ class StartFailed(Exception):
 
 
 class StartCheck(Protocol):
-    """What the deployer's crash-poll loop asks, every 0.1 s, of a container it waits for."""
+    """What the crash-poll loop (wait_until_started) asks, every PROBE_STEP, of a container it waits for."""
 
     def passed(self) -> bool:
         """Whether the container is ready; raises StartFailed when it never will be."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import shlex
 import tarfile
 import threading
 from collections.abc import Callable, Iterator
@@ -19,6 +20,25 @@ from jobmanifest import validate_manifest
 from racetrackd.docker.runtime import ContainerSpec, ContainerState
 from racetrackd.plugins.jobtypes import discover, resolve
 from racetrackd.settings import BUILTIN_PLUGINS_DIR
+
+
+def dockerfile_labels(dockerfile: str) -> dict[str, str]:
+    """The labels of a Dockerfile's one-line LABEL instructions (`key="value" ...`), as the engine reads them."""
+    found: dict[str, str] = {}
+    for line in dockerfile.splitlines():
+        if line.startswith("LABEL "):
+            for pair in shlex.split(line[len("LABEL ") :]):
+                key, _, value = pair.partition("=")
+                found[key] = value
+    return found
+
+
+def as_written(built: str) -> str:
+    """A built Dockerfile without the one LABEL line the daemon appends (its labels): what the job type's
+    template rendered, or the job's own Dockerfile. Fails when that line is missing."""
+    written, _, label_line = built.rstrip("\n").rpartition("\n")
+    assert label_line.startswith("LABEL ") and "racetrackd.deployment" in label_line, built
+    return written + "\n"
 
 
 class FakeLogStream:
@@ -91,8 +111,16 @@ class FakeRuntime:
         self.build_args[tag] = dict(build_args or {})
         self.contexts[tag] = (dockerfile, context.read())  # the Dockerfile's name, the context tar
         on_log(f"built {tag}\n")
-        self.images[tag] = dict(labels)
+        # As the engine does: the image carries the Dockerfile's LABELs and then the API's labels.
+        self.images[tag] = {**dockerfile_labels(self.dockerfile_of(tag)), **labels}
         return f"sha256:{len(self.images):064x}"
+
+    def dockerfile_of(self, tag: str) -> str:
+        """The Dockerfile text the build of `tag` was given (from its context tar)."""
+        name, tar_bytes = self.contexts[tag]
+        with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
+            member = tar.extractfile(name)
+            return member.read().decode() if member is not None else ""
 
     def ensure_network(self, name: str, *, isolated: bool = False) -> bool:
         self._record("ensure_network", name, isolated)

@@ -10,10 +10,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from racetrackd.jobs.probes import ServerAnswers, check_ready
+from racetrackd.docker.runtime import ContainerSpec
+from racetrackd.jobs.probes import ServerAnswers, StartFailed, check_ready, wait_until_started
 from racetrackd.plugins.jobtypes import discover, resolve
 from racetrackd.serving import FORWARD, Serving
 from racetrackd.settings import BUILTIN_PLUGINS_DIR
+from tests.unit.fakes import FakeRuntime
 
 
 class PostOnly(BaseHTTPRequestHandler):
@@ -94,3 +96,62 @@ def test_nothing_listening_is_not_ready() -> None:
     failure = check_ready(address, Serving(port=7001, path_mode=FORWARD))
 
     assert failure is not None and "unreachable" in failure
+
+
+class FakeClock:
+    """time.monotonic and time.sleep of a test: time moves only when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class ReadyAt:
+    """A start check that passes from `ready_at` seconds on (the job's server came up then)."""
+
+    def __init__(self, clock: FakeClock, ready_at: float) -> None:
+        self.clock = clock
+        self.ready_at = ready_at
+
+    def passed(self) -> bool:
+        return self.clock.now >= self.ready_at
+
+    def timeout_reason(self, timeout: float) -> str:
+        return f"not ready within {timeout:g} s"
+
+
+def test_a_starting_container_is_noticed_ready_within_a_fine_step_not_a_poll_tick() -> None:
+    # A redeploy or a woken call waits for the job's first answer: each tick between that answer and
+    # our noticing it is waiting for nothing (it was 0.1 s, as much again as a by-hand curl loop).
+    runtime, clock = FakeRuntime(), FakeClock()
+    runtime.run_container(ContainerSpec("job-1", "img", {}, {}, "net", publish_port=False))
+    ready_at = 0.731
+
+    wait_until_started(runtime, "job-1", ReadyAt(clock, ready_at), 10, clock=clock, sleep=clock.sleep)
+
+    assert ready_at <= clock.now <= ready_at + 0.025
+    # Docker is asked about the container far less often than the job is probed.
+    assert 1 <= len(runtime.calls_to("container_state")) <= 5
+
+
+def test_a_container_that_exits_while_starting_fails_at_the_next_look() -> None:
+    runtime, clock = FakeRuntime(), FakeClock()
+    runtime.run_container(ContainerSpec("job-1", "img", {}, {}, "net", publish_port=False))
+    runtime.stopped.add("job-1")
+
+    with pytest.raises(StartFailed, match=r"the job's container exited \(code 0\)"):
+        wait_until_started(runtime, "job-1", ReadyAt(clock, 5), 10, clock=clock, sleep=clock.sleep)
+    assert clock.now < 0.3
+
+
+def test_a_container_never_ready_fails_with_the_checks_reason_after_the_timeout() -> None:
+    runtime, clock = FakeRuntime(), FakeClock()
+    runtime.run_container(ContainerSpec("job-1", "img", {}, {}, "net", publish_port=False))
+
+    with pytest.raises(StartFailed, match="not ready within 3 s"):
+        wait_until_started(runtime, "job-1", ReadyAt(clock, 99), 3, clock=clock, sleep=clock.sleep)
