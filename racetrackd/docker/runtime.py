@@ -51,7 +51,7 @@ class ContainerSpec:
 @dataclasses.dataclass(frozen=True)
 class ContainerState:
     name: str
-    status: str  # created | running | restarting | exited | dead | missing
+    status: str  # created | running | paused | restarting | exited | dead | missing
     exit_code: int | None
     restart_count: int = 0
 
@@ -86,6 +86,8 @@ class Runtime(Protocol):
     def remove_container(self, name: str) -> bool: ...
     def stop_container(self, name: str, timeout: float) -> None: ...
     def start_container(self, name: str) -> None: ...
+    def pause_container(self, name: str) -> None: ...
+    def unpause_container(self, name: str) -> None: ...
     def rename_container(self, name: str, new_name: str) -> None: ...
     def list_containers(self, labels: dict[str, str]) -> list[str]: ...
     def image_exists(self, ref: str) -> bool: ...
@@ -357,6 +359,15 @@ class DockerRuntime:
     def start_container(self, name: str) -> None:
         with _translated(f"starting container {name}"):
             self._client.containers.get(name).start()
+
+    def pause_container(self, name: str) -> None:
+        """Freeze the container's processes (they keep their memory, use no CPU); see jobs/sleeping.py."""
+        with _translated(f"pausing container {name}"):
+            self._client.containers.get(name).pause()
+
+    def unpause_container(self, name: str) -> None:
+        with _translated(f"unpausing container {name}"):
+            self._client.containers.get(name).unpause()
 
     def rename_container(self, name: str, new_name: str) -> None:
         with _translated(f"renaming container {name} to {new_name}"):

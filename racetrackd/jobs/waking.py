@@ -13,8 +13,9 @@ from racetrackd import naming
 from racetrackd.db import Job, JobStatus
 from racetrackd.docker.runtime import Runtime
 from racetrackd.errors import RacetrackError, UpstreamError
+from racetrackd.jobs import sleeping
 from racetrackd.jobs.addressing import Addressing, job_address
-from racetrackd.jobs.probes import check_ready
+from racetrackd.jobs.probes import PROBE_STEP, check_ready
 from racetrackd.serving import Serving
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,7 @@ def _start(job: Job, runtime: Runtime, addressing: Addressing, timeout: float) -
     names = [naming.replica_container_name(job.container_name, i) for i in range(job.replicas)]
     try:
         for name in names:
-            runtime.stop_container(name, 1)  # it may still be on its way down from being put to sleep
-            runtime.start_container(name)
+            sleeping.wake_container(runtime, name)  # unpaused, or started again
         serving = Serving.from_json(job.serving)
         addresses = [_wait_ready(runtime, addressing, name, started + timeout, serving) for name in names]
     except RacetrackError as exc:
@@ -59,5 +59,5 @@ def _wait_ready(runtime: Runtime, addressing: Addressing, container: str, deadli
             address = None  # the published port is not assigned yet
         if address is not None and check_ready(address, serving) is None:
             return address
-        time.sleep(0.05)
+        time.sleep(PROBE_STEP)
     raise UpstreamError(f"container {container} did not become ready")

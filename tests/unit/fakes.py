@@ -18,6 +18,7 @@ import requests
 from builders.recipe import template_variables
 from jobmanifest import validate_manifest
 from racetrackd.docker.runtime import ContainerSpec, ContainerState
+from racetrackd.errors import RacetrackError
 from racetrackd.plugins.jobtypes import discover, resolve
 from racetrackd.settings import BUILTIN_PLUGINS_DIR
 
@@ -72,6 +73,7 @@ class FakeRuntime:
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
         self.containers: dict[str, ContainerSpec] = {}
         self.stopped: set[str] = set()
+        self.paused: set[str] = set()  # frozen: Docker's pause
         self.images: dict[str, dict[str, str]] = {}
         self.networks: set[str] = set()
         self.logs: dict[str, str] = {}
@@ -142,6 +144,8 @@ class FakeRuntime:
             return ContainerState(name=name, status="missing", exit_code=None)
         if name in self.stopped:
             return ContainerState(name=name, status="exited", exit_code=0)
+        if name in self.paused:
+            return ContainerState(name=name, status="paused", exit_code=None)
         return ContainerState(name=name, status="running", exit_code=None)
 
     def container_logs(self, name: str, tail: int) -> str:
@@ -173,10 +177,23 @@ class FakeRuntime:
         self._record("stop_container", name, timeout)
         if name in self.containers:
             self.stopped.add(name)
+            self.paused.discard(name)
 
     def start_container(self, name: str) -> None:
         self._record("start_container", name)
         self.stopped.discard(name)
+
+    def pause_container(self, name: str) -> None:
+        self._record("pause_container", name)
+        if name not in self.containers or name in self.stopped:
+            raise RacetrackError(f"pausing container {name}: it is not running")
+        self.paused.add(name)
+
+    def unpause_container(self, name: str) -> None:
+        self._record("unpause_container", name)
+        if name not in self.paused:
+            raise RacetrackError(f"unpausing container {name}: it is not paused")
+        self.paused.discard(name)
 
     def rename_container(self, name: str, new_name: str) -> None:
         self._record("rename_container", name, new_name)

@@ -63,7 +63,7 @@ def sleepy(make_settings: Callable[..., Settings], runtime: FakeRuntime) -> tupl
     return settings, job
 
 
-def test_a_job_idle_longer_than_its_timeout_is_stopped_and_sleeps(
+def test_a_job_idle_longer_than_its_timeout_is_paused_and_sleeps(
     sleepy: tuple[Settings, Job], runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings, job = sleepy
@@ -74,7 +74,71 @@ def test_a_job_idle_longer_than_its_timeout_is_stopped_and_sleeps(
 
     row = Job.find("sleepy", "1.0.0")
     assert row is not None and row.status == JobStatus.SLEEPING
-    assert "job-sleepy-v-1-0-0" in runtime.stopped
+    # Paused, not stopped: it keeps its memory and wakes without starting again.
+    assert runtime.container_state("job-sleepy-v-1-0-0").status == "paused"
+    assert "job-sleepy-v-1-0-0" not in runtime.stopped
+
+
+def test_with_sleep_paused_for_0_an_idle_job_is_stopped_at_once(
+    make_settings: Callable[..., Settings],
+    sleepy: tuple[Settings, Job],
+    runtime: FakeRuntime,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, job = sleepy
+    monkeypatch.setattr("racetrackd.jobs.probes.probe", lambda address, path: (200, None))
+    monkeypatch.setattr("racetrackd.jobs.supervisor.last_call_timestamp", lambda address: time.time() - 120)
+
+    Supervisor(make_settings(sleep_paused_for="0"), runtime, _Deployer()).check(job)  # type: ignore[arg-type]
+
+    assert runtime.container_state("job-sleepy-v-1-0-0").status == "exited"
+    assert not runtime.calls_to("pause_container")
+
+
+def test_a_job_asleep_longer_than_sleep_paused_for_is_stopped_once(
+    make_settings: Callable[..., Settings], sleepy: tuple[Settings, Job], runtime: FakeRuntime
+) -> None:
+    _, job = sleepy
+    Job.update(status=JobStatus.SLEEPING, update_time=time.time() - 700).execute()
+    runtime.pause_container(job.container_name)
+    supervisor = Supervisor(make_settings(sleep_paused_for="600"), runtime, _Deployer())  # type: ignore[arg-type]
+
+    supervisor.check_all()
+    supervisor.check_all()
+
+    assert runtime.container_state(job.container_name).status == "exited"  # its memory freed
+    assert len(runtime.calls_to("stop_container")) == 1  # not once per supervisor cycle
+    row = Job.find("sleepy", "1.0.0")
+    assert row is not None and row.status == JobStatus.SLEEPING  # the status name stays
+
+
+def test_a_job_asleep_for_less_than_sleep_paused_for_stays_paused(
+    make_settings: Callable[..., Settings], sleepy: tuple[Settings, Job], runtime: FakeRuntime
+) -> None:
+    _, job = sleepy
+    Job.update(status=JobStatus.SLEEPING, update_time=time.time() - 100).execute()
+    runtime.pause_container(job.container_name)
+
+    Supervisor(make_settings(sleep_paused_for="600"), runtime, _Deployer()).check_all()  # type: ignore[arg-type]
+
+    assert runtime.container_state(job.container_name).status == "paused"
+
+
+def test_waking_a_paused_job_unpauses_it_without_starting_it_again(
+    sleepy: tuple[Settings, Job], runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, job = sleepy
+    Job.update(status=JobStatus.SLEEPING).execute()
+    runtime.pause_container(job.container_name)
+    monkeypatch.setattr("racetrackd.jobs.probes.probe", lambda address, path: (200, None))
+    addressing = Addressing(mode=PUBLISHED_PORT, daemon_host="172.18.0.1", port=7102)
+
+    awake: Any = waking.wake(Job.find("sleepy", "1.0.0"), runtime, addressing, timeout=5)
+
+    assert awake.status == JobStatus.RUNNING
+    assert runtime.container_state(job.container_name).status == "running"
+    assert runtime.calls_to("unpause_container") == [(job.container_name,)]
+    assert not runtime.calls_to("start_container") and not runtime.calls_to("stop_container")
 
 
 def test_a_recently_called_job_stays_awake(
