@@ -3,7 +3,7 @@
     .venv/bin/python bench/wake.py [--wakes 3]
 
 Starts its own daemon (instance `bench-wake`, free loopback port, temporary data dir, supervisor
-every second, RACETRACK_SLEEP_PAUSED_FOR=3) and deploys samples/adder with `idle_timeout: 5s`.
+every second, RACETRACK_SLEEP_PAUSED_FOR=10) and deploys samples/adder with `idle_timeout: 5s`.
 Then, --wakes times each, alternating:
   - paused: once the job is "sleeping" and its container paused, one call through the gateway
     (/pub) is timed: the daemon unpauses the container and forwards the call when /ready answers;
@@ -48,7 +48,7 @@ INSTANCE = "bench-wake"
 SECTION = "## Wake from zero"
 JOB = "bench-sleepy"
 IDLE_TIMEOUT = 5
-PAUSED_FOR = 3
+PAUSED_FOR = 10  # long enough to catch the job paused on a busy machine
 WAIT_TIMEOUT = 90.0
 AWAKE_CALLS = 20
 TARGET_S = 0.5  # issue #21: wake from zero ≤ 0.5 s
