@@ -33,8 +33,17 @@ def put_to_sleep(runtime: Runtime, containers: list[str], *, pause: bool) -> Non
                 runtime.pause_container(name)
                 continue
             except RacetrackError as exc:
+                # e.g. "unable to freeze" from runc on a very busy host: thaw what it froze, then stop
                 log.warning("could not pause %s (%s): stopping it instead", name, exc.message)
+                _thaw(runtime, name)
         runtime.stop_container(name, IDLE_STOP_SECONDS)
+
+
+def _thaw(runtime: Runtime, name: str) -> None:
+    try:
+        runtime.unpause_container(name)
+    except RacetrackError:
+        pass  # it was not left paused
 
 
 def stop_paused(runtime: Runtime, containers: list[str]) -> list[str]:

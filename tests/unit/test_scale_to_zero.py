@@ -12,7 +12,7 @@ from jobmanifest import ManifestInvalid, validate_manifest
 from racetrackd import naming
 from racetrackd.db import Job, JobStatus, open_database
 from racetrackd.docker.runtime import ContainerSpec
-from racetrackd.errors import UpstreamError
+from racetrackd.errors import RacetrackError, UpstreamError
 from racetrackd.jobs import waking
 from racetrackd.jobs.addressing import PUBLISHED_PORT, Addressing
 from racetrackd.jobs.supervisor import Supervisor
@@ -183,3 +183,22 @@ def test_a_job_that_does_not_wake_in_time_is_a_clear_gateway_error(
 
     row = Job.find("sleepy", "1.0.0")
     assert row is not None and row.status == JobStatus.CRASHED and "waking up failed" in (row.error or "")
+
+
+def test_a_container_that_cannot_be_paused_is_stopped_instead(
+    sleepy: tuple[Settings, Job], runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, job = sleepy
+    monkeypatch.setattr("racetrackd.jobs.probes.probe", lambda address, path: (200, None))
+    monkeypatch.setattr("racetrackd.jobs.supervisor.last_call_timestamp", lambda address: time.time() - 120)
+
+    def unable_to_freeze(name: str) -> None:
+        raise RacetrackError(f"pausing container {name}: OCI runtime pause failed: unable to freeze")
+
+    monkeypatch.setattr(runtime, "pause_container", unable_to_freeze)
+
+    Supervisor(settings, runtime, _Deployer()).check(job)  # type: ignore[arg-type]
+
+    row = Job.find("sleepy", "1.0.0")
+    assert row is not None and row.status == JobStatus.SLEEPING
+    assert runtime.container_state(job.container_name).status == "exited"  # asleep all the same
