@@ -287,6 +287,7 @@ class Deployer:
                 self._wait_until_ready(
                     launch.deployment if index == 0 else None, name, launch.deployment_timestamp, launch.serving
                 )
+            self._settle_cpu_weight(staging, launch.manifest)
         except RacetrackError:
             for name in staging:
                 self.runtime.remove_container(name)
@@ -386,6 +387,7 @@ class Deployer:
             self._run(name, launch)
         for name in missing:
             self._wait_until_ready(None, name, launch.deployment_timestamp, serving)
+        self._settle_cpu_weight(missing, launch.manifest)
         job.record_addresses([self.address_of(name, serving.port) for name in self.replica_names(job)])
 
     def _run(self, container: str, launch: Launch) -> None:
@@ -399,7 +401,8 @@ class Deployer:
                 labels=naming.job_labels(self.settings.instance, manifest.name, manifest.version, launch.deployment_id),
                 network=self.settings.network,
                 publish_port=self.addressing.mode != CONTAINER_NAME,  # also handy for a look with curl
-                limits=container_limits(manifest, self.settings),
+                # Docker's default CPU weight while it starts (0), its own once ready: _settle_cpu_weight
+                limits=dataclasses.replace(container_limits(manifest, self.settings), cpu_shares=0),
                 port=launch.serving.port,
                 hardening=Hardening(
                     read_only_root=launch.confinement.read_only_root,
@@ -409,6 +412,15 @@ class Deployer:
                 ),
             )
         )
+
+    def _settle_cpu_weight(self, containers: list[str], manifest: Manifest) -> None:
+        """Give ready containers their own CPU weight (cpu_min). They start at Docker's default
+        weight: with cpu_min's small weight (10 of 1024 by default) a job starting on a busy host got
+        a sliver of a core, and a redeploy or a recreate waited for it; once it serves, the weight
+        is what shares the CPU out under contention, as the manifest says."""
+        shares = container_limits(manifest, self.settings).cpu_shares
+        for name in containers:
+            self.runtime.set_cpu_shares(name, shares)
 
     def _confinement_of(self, job_type_version: str) -> Confinement:
         """The hardening of an installed job type; a job whose job type was removed since it was

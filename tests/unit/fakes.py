@@ -183,6 +183,9 @@ class FakeRuntime:
         self._record("start_container", name)
         self.stopped.discard(name)
 
+    def set_cpu_shares(self, name: str, shares: int) -> None:
+        self._record("set_cpu_shares", name, shares)
+
     def pause_container(self, name: str) -> None:
         self._record("pause_container", name)
         if name not in self.containers or name in self.stopped:
