@@ -53,6 +53,7 @@ WAIT_TIMEOUT = 90.0
 AWAKE_CALLS = 20
 TARGET_S = 0.5  # issue #21: wake from zero ≤ 0.5 s
 BODY = {"a": 40, "b": 2}
+BY_HAND = f"racetrackd-{INSTANCE}-by-hand"
 
 
 def wait_for(condition: Callable[[], bool], what: str, step: float = 0.1) -> None:
@@ -106,7 +107,8 @@ class Bench:
 
     def container(self) -> Any:
         filters = {"label": [f"racetrackd.instance={INSTANCE}", f"job-name={JOB}"]}
-        return self.client.containers.list(all=True, filters=filters)[0]
+        # The by-hand container carries the image's labels too: not that one.
+        return next(c for c in self.client.containers.list(all=True, filters=filters) if c.name != BY_HAND)
 
     def status(self) -> str:
         response = self.session.get(f"{self.url}/lifecycle/api/v1/job/{JOB}/latest", headers=self.headers, timeout=10)
@@ -134,7 +136,7 @@ class ByHand:
         self.container = client.containers.run(
             job_container.image.id,
             detach=True,
-            name=f"racetrackd-{INSTANCE}-by-hand",
+            name=BY_HAND,
             labels={"racetrackd.instance": INSTANCE},
             environment=job_container.attrs["Config"]["Env"],
             ports={"7000/tcp": ("127.0.0.1", self.port)},
