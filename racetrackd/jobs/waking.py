@@ -21,9 +21,10 @@ from racetrackd.serving import Serving
 log = logging.getLogger(__name__)
 
 
-def wake(job: Job, runtime: Runtime, addressing: Addressing, timeout: float) -> Job:
-    """The job, running again; raises UpstreamError when it does not become ready within `timeout`."""
-    if job.claim_wake():
+def wake(job: Job, runtime: Runtime, addressing: Addressing, timeout: float, *, start: bool = True) -> Job:
+    """The job, running again; raises UpstreamError when it does not become ready within `timeout`.
+    `start=False`: only claim the wake-up; the daemon's main process starts it (racetrackd.jobs.waker)."""
+    if job.claim_wake() and start:
         _start(job, runtime, addressing, timeout)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -32,8 +33,13 @@ def wake(job: Job, runtime: Runtime, addressing: Addressing, timeout: float) -> 
             break
         if current.status not in JobStatus.ASLEEP:
             return current
-        time.sleep(0.05)
+        time.sleep(PROBE_STEP)
     raise UpstreamError(f"job {job.name} {job.version} did not wake up within {timeout:g} s")
+
+
+def start_claimed(job: Job, runtime: Runtime, addressing: Addressing, timeout: float) -> None:
+    """Start a job whose wake-up was claimed (status waking) and record it awake, or crashed."""
+    _start(job, runtime, addressing, timeout)
 
 
 def _start(job: Job, runtime: Runtime, addressing: Addressing, timeout: float) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,7 @@ from racetrackd.errors import RacetrackError, UpstreamError
 from racetrackd.jobs import waking
 from racetrackd.jobs.addressing import PUBLISHED_PORT, Addressing
 from racetrackd.jobs.supervisor import Supervisor
+from racetrackd.jobs.waker import Waker
 from racetrackd.settings import Settings
 from tests.unit.fakes import FakeRuntime, sample_manifest
 
@@ -202,3 +204,33 @@ def test_a_container_that_cannot_be_paused_is_stopped_instead(
     row = Job.find("sleepy", "1.0.0")
     assert row is not None and row.status == JobStatus.SLEEPING
     assert runtime.container_state(job.container_name).status == "exited"  # asleep all the same
+
+
+def test_a_wake_claimed_by_an_http_worker_is_carried_out_by_the_main_processs_waker(
+    sleepy: tuple[Settings, Job], runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The HTTP worker has no Docker client (building one made its first wake-up take seconds): it
+    # claims the wake-up and waits; the main process, whose client is warm, unpauses the job.
+    _, job = sleepy
+    Job.update(status=JobStatus.SLEEPING).execute()
+    runtime.pause_container(job.container_name)
+    monkeypatch.setattr("racetrackd.jobs.probes.probe", lambda address, path: (200, None))
+    addressing = Addressing(mode=PUBLISHED_PORT, daemon_host="172.18.0.1", port=7102)
+    worker_runtime = FakeRuntime()  # what the HTTP worker would use: never asked
+    waker = Waker(runtime, addressing, timeout=5)
+    thread = threading.Thread(target=waker.run_forever, daemon=True)
+    thread.start()
+    results: list[Any] = []
+
+    def call_from_an_http_worker() -> None:  # another thread: another registry connection
+        results.append(waking.wake(Job.find("sleepy", "1.0.0"), worker_runtime, addressing, timeout=10, start=False))
+
+    caller = threading.Thread(target=call_from_an_http_worker)
+    caller.start()
+    caller.join(timeout=15)
+    waker.stop()
+    thread.join(timeout=5)
+
+    assert results and results[0].status == JobStatus.RUNNING
+    assert runtime.calls_to("unpause_container") == [(job.container_name,)]
+    assert not worker_runtime.calls
