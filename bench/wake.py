@@ -196,6 +196,10 @@ def main() -> None:
         print(bench.log_path.read_text()[-4000:], file=sys.stderr)
         raise
     finally:
+        # What the daemon says about each wake-up (and a pause runc could not do), for the record.
+        for line in bench.log_path.read_text().splitlines():
+            if "woke job" in line or "could not pause" in line:
+                print(line[:300], file=sys.stderr)
         bench.cleanup()
     results = {
         "median_s": {key: round(statistics.median(values), 4) for key, values in times.items()},
