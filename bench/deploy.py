@@ -368,7 +368,7 @@ def write_comparison(comparison: dict[str, Any], args: argparse.Namespace, base_
         ratio = "1.00× (baseline)" if key == "by_hand" else f"{median[key] / median['by_hand']:.2f}×"
         return f"| {label} | {median[key]:.2f} s | {ratio} | {', '.join(f'{v:.2f}' for v in runs[key])} |"
 
-    ratio = comparison["ratio"]
+    ratio = median["api_answered"] / median["by_hand"]  # as the table shows it
     verdict = "met" if ratio <= REDEPLOY_TARGET else "MISSED"
     section = f"""{REDEPLOY_SECTION} ({time.strftime("%Y-%m-%d")}, {os.cpu_count()} cores, \
 `bench/deploy.py --runs {args.runs}{" --only redeploy" if args.only == "redeploy" else ""}`)
