@@ -14,6 +14,8 @@ the containers running again, whichever way they sleep. Status names stay: both 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 from racetrackd.docker.runtime import Runtime
 from racetrackd.errors import RacetrackError
@@ -21,12 +23,24 @@ from racetrackd.errors import RacetrackError
 log = logging.getLogger(__name__)
 
 IDLE_STOP_SECONDS = 1  # an idle job has no calls to finish: SIGKILL follows SIGTERM soon
+# Longer than the gateways' routing-table refresh (racetrackd.gateway.routing, 0.25 s) with a margin.
+ROUTES_GRACE = 0.6
 PAUSED = "paused"
 
 
-def put_to_sleep(runtime: Runtime, containers: list[str], *, pause: bool) -> None:
-    """Pause (`pause`) or stop the containers of a job that went idle. A container that cannot be
-    paused (a cgroup without the freezer, say) is stopped instead."""
+def put_to_sleep(
+    runtime: Runtime, containers: list[str], *, pause: bool, still_asleep: Callable[[], bool] = lambda: True
+) -> None:
+    """Pause (`pause`) or stop the containers of a job that went idle (already recorded asleep). A
+    container that cannot be paused (a cgroup without the freezer, say) is stopped instead.
+
+    Before pausing, the gateways are given ROUTES_GRACE to see that the job sleeps: a call they
+    still forwarded to a paused container would hang until the job was next woken (to a stopped
+    one it fails at once). If the job was woken meanwhile (`still_asleep` is false), it is left be."""
+    if pause:
+        time.sleep(ROUTES_GRACE)
+        if not still_asleep():
+            return
     for name in containers:
         if pause:
             try:

@@ -183,7 +183,12 @@ class Supervisor:
         )
         job.mark_sleeping()
         # Paused first (memory kept, woken at once), stopped after sleep_paused_for: jobs/sleeping.py.
-        sleeping.put_to_sleep(self.runtime, self.deployer.replica_names(job), pause=self.settings.sleep_paused_for > 0)
+        sleeping.put_to_sleep(
+            self.runtime,
+            self.deployer.replica_names(job),
+            pause=self.settings.sleep_paused_for > 0,
+            still_asleep=lambda: getattr(Job.find(job.name, job.version), "status", None) == JobStatus.SLEEPING,
+        )
 
     def _stop_long_sleeper(self, job: Job) -> None:
         """Stop the paused containers of a job asleep for longer than sleep_paused_for (freeing their

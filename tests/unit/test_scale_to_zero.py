@@ -14,7 +14,7 @@ from racetrackd import naming
 from racetrackd.db import Job, JobStatus, open_database
 from racetrackd.docker.runtime import ContainerSpec
 from racetrackd.errors import RacetrackError, UpstreamError
-from racetrackd.jobs import waking
+from racetrackd.jobs import sleeping, waking
 from racetrackd.jobs.addressing import PUBLISHED_PORT, Addressing
 from racetrackd.jobs.supervisor import Supervisor
 from racetrackd.jobs.waker import Waker
@@ -234,3 +234,28 @@ def test_a_wake_claimed_by_an_http_worker_is_carried_out_by_the_main_processs_wa
     assert results and results[0].status == JobStatus.RUNNING
     assert runtime.calls_to("unpause_container") == [(job.container_name,)]
     assert not worker_runtime.calls
+
+
+def test_the_gateways_see_a_job_asleep_before_it_is_paused_and_a_job_woken_meanwhile_is_left_running(
+    sleepy: tuple[Settings, Job], runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A call the gateway still forwarded to a paused container would hang until the next wake-up
+    # (found by bench/wake.py: 10 s, until the long-sleeper stop unpaused it). So the supervisor
+    # waits out the gateways' routing refresh first, and pauses nothing if a call woke the job.
+    settings, job = sleepy
+    monkeypatch.setattr("racetrackd.jobs.probes.probe", lambda address, path: (200, None))
+    monkeypatch.setattr("racetrackd.jobs.supervisor.last_call_timestamp", lambda address: time.time() - 120)
+    waited: list[float] = []
+
+    def a_call_comes_during_the_grace(seconds: float) -> None:
+        waited.append(seconds)
+        row = Job.find("sleepy", "1.0.0")
+        assert row is not None and row.status == JobStatus.SLEEPING  # what the gateways see meanwhile
+        row.claim_wake()
+
+    monkeypatch.setattr("racetrackd.jobs.sleeping.time.sleep", a_call_comes_during_the_grace)
+
+    Supervisor(settings, runtime, _Deployer()).check(job)  # type: ignore[arg-type]
+
+    assert waited == [sleeping.ROUTES_GRACE] and sleeping.ROUTES_GRACE > 0.25  # the routing table's refresh
+    assert not runtime.calls_to("pause_container") and not runtime.calls_to("stop_container")
