@@ -9,8 +9,8 @@ supervisor every second) and measures
      daemon is started again: seconds from its start until every job is "running" and answers a
      call through the gateway. Baseline: the same restart with nothing missing (seconds until
      /ready, and until every job answers).
-  2. wake-up from zero: a copy of samples/adder with `idle_timeout: 5s`; once it is "sleeping"
-     and its container has exited, the first call through the gateway is timed (median of
+  2. wake-up from zero: a copy of samples/adder with `idle_timeout: 5s` (RACETRACK_SLEEP_PAUSED_FOR=0:
+     stopped, not paused; bench/wake.py times both); once it is "sleeping" and its container has exited, the first call through the gateway is timed (median of
      --wakes sleeps). Baseline: calls to the same job while it is awake.
 Results go to stdout and replace the "## Lifecycle" section of docs/benchmarks.md. All traffic is
 to 127.0.0.1; every wait is bounded. Containers and images carrying the instance label and the
@@ -76,6 +76,8 @@ class Bench:
         self.env.update(
             {
                 "RACETRACK_SUPERVISOR_INTERVAL": str(SUPERVISOR_INTERVAL),
+                # The cold wake-up: stopped at once, as before idle jobs were paused (bench/wake.py has both).
+                "RACETRACK_SLEEP_PAUSED_FOR": "0",
                 "RTD_REMOTE": self.url,
                 "RTD_TOKEN": self.token,
                 "RTD_CONFIG": str(self.data_dir / "rtd.yaml"),

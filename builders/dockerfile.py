@@ -11,6 +11,7 @@ Two kinds of template, kept apart because they are trusted differently:
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Callable
 from pathlib import Path
@@ -159,3 +160,32 @@ def docker_quote(value: object) -> str:
         .replace("\r", "\\r")
     )
     return f'"{text}"'
+
+
+# A parser directive that changes the escape character (`# escape=``): quoting a LABEL line for it
+# is another job, so such a Dockerfile gets its labels through the build API instead.
+_ESCAPE_DIRECTIVE = re.compile(r"#\s*escape\s*=", re.IGNORECASE)
+
+
+def with_label_instruction(dockerfile: str, labels: dict[str, str]) -> str | None:
+    """`dockerfile` with `labels` set by ONE LABEL instruction at its end, or None when that cannot be
+    done safely (an escape directive, or a last line that continues onto the next).
+
+    Why not the build API's `labels`: the classic builder (what the Docker SDK drives) turns each of
+    them into a LABEL step of its own, each a container created and committed after the job's code.
+    One instruction holding them all is one step: on a code-only redeploy the steps above are cached,
+    so this and the code's COPY are all that is built.
+    """
+    if not labels:
+        return dockerfile
+    for line in dockerfile.splitlines():
+        stripped = line.strip()
+        if not stripped.startswith("#"):
+            break  # parser directives come first, before any instruction or blank line
+        if _ESCAPE_DIRECTIVE.match(stripped):
+            return None
+    body = dockerfile.rstrip()
+    if body.endswith("\\"):
+        return None
+    pairs = " ".join(f"{docker_quote(key)}={docker_quote(value)}" for key, value in sorted(labels.items()))
+    return f"{body}\nLABEL {pairs}\n"

@@ -16,7 +16,12 @@ from typing import Any, Protocol
 
 from builders import labels as image_labels
 from builders.context import resolve_inside
-from builders.dockerfile import job_dockerfile_variables, render_dockerfile, render_job_dockerfile
+from builders.dockerfile import (
+    job_dockerfile_variables,
+    render_dockerfile,
+    render_job_dockerfile,
+    with_label_instruction,
+)
 from jobmanifest import Manifest
 from racetrackd.errors import ValidationError
 
@@ -86,6 +91,13 @@ class ImageRecipe:
     jobtype_dir: Path | None  # the job type's files (`jobtype/` in the context); None: the job's Dockerfile
     ca_bundle: Path | None
     with_secrets_helper: bool  # racetrack-build/with-build-secrets.py goes into the context
+
+    def build_input(self) -> tuple[str, dict[str, str]]:
+        """(the Dockerfile to build, the labels to pass to the build API): the labels as one LABEL
+        instruction at the Dockerfile's end (one build step rather than one per label), unless the
+        Dockerfile cannot take it safely; then through the API, as before."""
+        labelled = with_label_instruction(self.dockerfile, self.labels)
+        return (self.dockerfile, dict(self.labels)) if labelled is None else (labelled, {})
 
 
 def image_recipe(

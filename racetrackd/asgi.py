@@ -104,8 +104,12 @@ class Daemon:
                 return
 
 
-def create_asgi_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Daemon:
-    """One HTTP worker's app: the services built once, shared by the gateway and the control plane."""
+def create_asgi_app(
+    settings: Settings | None = None, runtime: Runtime | None = None, *, wakes_in_main_process: bool = False
+) -> Daemon:
+    """One HTTP worker's app: the services built once, shared by the gateway and the control plane.
+    `wakes_in_main_process` (the daemon's HTTP workers): a call to a sleeping job claims its wake-up
+    and the main process carries it out (racetrackd.jobs.waker); else this process does."""
     services = build_services(settings or Settings.from_env(), runtime)
     settings = services.settings
     routes = RoutingTable(settings.call_timeout)
@@ -114,7 +118,7 @@ def create_asgi_app(settings: Settings | None = None, runtime: Runtime | None = 
         routes=routes,
         upstream=upstream,
         authenticator=services.authenticator,
-        wake=services.wake_named,
+        wake=services.claim_wake_named if wakes_in_main_process else services.wake_named,
         async_max_body=int(settings.async_max_body),
         maintenance_blocks_calls=settings.maintenance_blocks_calls,
         last_calls=LastCalls(stats_retention=settings.call_stats_retention),

@@ -7,12 +7,15 @@ import sys
 
 import click
 
-from racetrackd import __version__, daemon, footprint
+from racetrackd import __version__
 from racetrackd.auth.authenticator import ADMIN_TOKEN_FILE, ensure_admin_token
 from racetrackd.docker import base_images
-from racetrackd.docker.runtime import DockerRuntime
 from racetrackd.errors import RacetrackError
 from racetrackd.settings import Settings
+
+# racetrackd.daemon (the whole daemon: Flask, the deployer, gunicorn's launch) and the Docker SDK are
+# imported by the commands that use them: `racetrackd admin-token`, which scripts/quickstart.sh runs
+# every time, then starts in a fraction of the time.
 
 
 def _settings() -> Settings:
@@ -45,6 +48,8 @@ def main() -> None:
 @main.command()
 def serve() -> None:
     """Run the daemon in the foreground (HTTP + deployment worker) until interrupted."""
+    from racetrackd import daemon
+
     sys.exit(daemon.serve(_settings()))
 
 
@@ -54,6 +59,8 @@ def start() -> None:
     settings = _settings()
     token_file = settings.data_dir / ADMIN_TOKEN_FILE
     first_start = not settings.admin_token and not token_file.exists()
+    from racetrackd import daemon
+
     pid = daemon.start(settings)
     click.echo(f"racetrackd is running (pid {pid}) at {settings.public_url}")
     click.echo(f"logs: {settings.data_dir / daemon.LOG_FILE}; stop it with: racetrackd stop")
@@ -65,6 +72,8 @@ def start() -> None:
 @main.command()
 def stop() -> None:
     """Stop the background daemon (jobs keep running)."""
+    from racetrackd import daemon
+
     pid = daemon.stop(_settings())
     click.echo("racetrackd was not running" if pid is None else f"racetrackd (pid {pid}) stopped")
 
@@ -72,6 +81,8 @@ def stop() -> None:
 @main.command()
 def status() -> None:
     """Say whether the background daemon runs, where, and the memory its processes hold (PSS)."""
+    from racetrackd import daemon, footprint
+
     settings = _settings()
     pid = daemon.running_pid(settings)
     if pid is not None:
@@ -123,6 +134,8 @@ def build_base_image(job_type: str, name: str | None, suite: str, mirror: str | 
     """Build a base image from Debian packages (debootstrap + docker import)."""
     settings = _settings()
     kind = base_images.KINDS[job_type]
+    from racetrackd.docker.runtime import DockerRuntime
+
     image = base_images.build_base_image(
         DockerRuntime(), kind, name or kind.local_name, suite, mirror, settings.data_dir / "tmp"
     )
@@ -135,6 +148,8 @@ def ensure_base_image(job_type: str) -> None:
     """Print a base image that is usable here: the configured one, or a local build."""
     settings = _settings()
     preferred = settings.plugin_settings[BASE_IMAGE_SETTING[job_type][0]]  # declared by the built-in plugin
+    from racetrackd.docker.runtime import DockerRuntime
+
     click.echo(
         base_images.ensure_base_image(
             DockerRuntime(), base_images.KINDS[job_type], preferred, settings.data_dir / "tmp"

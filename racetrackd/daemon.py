@@ -32,6 +32,7 @@ from racetrackd.errors import RacetrackError
 from racetrackd.gateway.asynccalls import AsyncCallRunner
 from racetrackd.jobs.addressing import daemon_url_for_builds, extra_bind_addresses
 from racetrackd.jobs.supervisor import Supervisor
+from racetrackd.jobs.waker import Waker
 from racetrackd.services import build_services
 from racetrackd.settings import Settings
 
@@ -85,6 +86,7 @@ def serve(settings: Settings) -> int:
     worker = DeploymentWorker(deployer, settings.worker_poll_interval, settings.build_concurrency)
     supervisor = Supervisor(settings, services.orchestrator, deployer)
     async_calls = AsyncCallRunner(settings, services.wake)
+    waker = Waker(services.orchestrator, settings.job_start_timeout)  # wake-ups the HTTP workers claim
     metrics.prepare_multiprocess_dir(settings.metrics_dir)
     http = _start_gunicorn(settings, extra_bind_addresses(settings, addressing), lock)
 
@@ -93,6 +95,7 @@ def serve(settings: Settings) -> int:
         worker.stop()
         supervisor.stop()
         async_calls.stop()
+        waker.stop()
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
@@ -109,6 +112,7 @@ def serve(settings: Settings) -> int:
         target=supervisor.run_forever, args=(settings.supervisor_interval,), daemon=True, name="supervisor"
     ).start()
     threading.Thread(target=async_calls.run_forever, daemon=True, name="async-calls").start()
+    threading.Thread(target=waker.run_forever, daemon=True, name="waker").start()
     try:
         worker.run_forever()
     finally:
@@ -152,7 +156,7 @@ def _start_gunicorn(settings: Settings, extra_binds: list[str], lock: WorkerLock
         "-",
         "--no-control-socket",
         "--preload",
-        "racetrackd.asgi:create_asgi_app()",
+        "racetrackd.asgi:create_asgi_app(wakes_in_main_process=True)",
     ]
     environ = {
         **os.environ,

@@ -51,6 +51,14 @@ class Services:
         """Start a sleeping (scaled-to-zero) job and wait until it is ready; blocking."""
         waking.wake(job, self.orchestrator, self.settings.job_start_timeout)
 
+    def claim_wake_named(self, name: str, version: str) -> None:
+        """`wake_named` for an HTTP worker under the daemon: claim the wake-up and wait while the main
+        process, whose Docker client is warm, starts the job (racetrackd.jobs.waker)."""
+        job = Job.find(name, version)
+        if job is None:
+            raise JobNotFound(f"job {name} {version} not found")
+        waking.wake(job, self.orchestrator, self.settings.job_start_timeout, start=False)
+
     def wake_named(self, name: str, version: str) -> None:
         """`wake` for a caller that knows only the job's name and version (the gateway's routing table)."""
         job = Job.find(name, version)

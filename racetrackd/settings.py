@@ -385,6 +385,14 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "Seconds between the supervisor's checks of every job's container and probes.",
     ),
     SettingSpec(
+        "sleep_paused_for",
+        "900",
+        _parse_non_negative_int,
+        "Seconds a job put to sleep by its idle_timeout stays paused (its memory kept, woken in well under "
+        "a second) before its containers are stopped (memory freed; waking then starts the job again). "
+        "0: stopped at once.",
+    ),
+    SettingSpec(
         "drain_timeout",
         "30",
         _parse_seconds,
@@ -494,6 +502,7 @@ class Settings:
     max_job_memory: float
     job_start_timeout: float
     supervisor_interval: float
+    sleep_paused_for: int
     drain_timeout: float
     call_timeout: float
     maintenance_blocks_calls: bool

@@ -1,20 +1,27 @@
 #!/usr/bin/env bash
 # Make this host ready for racetrackd, idempotently: a running Docker engine, docker-compose (for
-# the racetrackd image, docker-compose.yml), the Python environment in .venv, chromium (the
-# dashboard's browser tests), and a python3 base
+# the racetrackd image, docker-compose.yml), the Python environment in .venv (with the test
+# packages), chromium (the dashboard's browser tests), and a python3 base
 # image (pulled, or built locally when no registry is reachable). Prints the base image name on
 # its last line of stdout.
 #
 #   --with-golang   also the golang job type: Debian's Go toolchain on the host and a golang base
 #                   image (building one takes minutes; the tests need it, the sample job does not).
+#   --quickstart    only what running racetrackd and a first python3 job need (scripts/quickstart.sh):
+#                   no test packages in .venv, no chromium, no docker-compose.
+#
+# Run again, it checks and does nothing: the Python environment is stamped with the hash of its
+# pins, and the base image found last time is remembered (.venv/.base-image-*) while it exists.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 with_golang=false
+quickstart=false
 for arg in "$@"; do
   case "$arg" in
     --with-golang) with_golang=true ;;
-    *) echo "usage: $0 [--with-golang]" >&2; exit 2 ;;
+    --quickstart) quickstart=true ;;
+    *) echo "usage: $0 [--with-golang] [--quickstart]" >&2; exit 2 ;;
   esac
 done
 
@@ -43,26 +50,51 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 # 2. Compose: Debian's docker-compose (v1) unless `docker compose` (v2) is already there
-if ! command -v docker-compose >/dev/null 2>&1 && ! docker compose version >/dev/null 2>&1 && as_root_with_apt; then
+if [ "$quickstart" = false ] && ! command -v docker-compose >/dev/null 2>&1 && ! docker compose version >/dev/null 2>&1 \
+   && as_root_with_apt; then
   say "installing docker-compose"
   apt_install docker-compose
 fi
 
-# 3. Python environment, reinstalled only when the dependency pins change
+# debootstrap (base images on hosts without a registry) comes from apt while pip works: both mostly
+# wait on the network. Its output goes to a log, read only when it fails.
+apt_pid=
+if as_root_with_apt && ! command -v debootstrap >/dev/null 2>&1; then
+  say "installing debootstrap (for base images on hosts without a registry), beside the Python environment"
+  apt_install debootstrap 2>/tmp/.racetrackd-apt-debootstrap.log &
+  apt_pid=$!
+fi
+
+# 3. Python environment, reinstalled only when the dependency pins change. The test packages
+#    (pytest, playwright, ...) only for the tests: a stamp with them also satisfies --quickstart.
 PYTHON=${PYTHON:-python3}
-stamp=".venv/.installed-$(cat constraints.txt setup.cfg | sha256sum | cut -c1-16)"
-if [ ! -f "$stamp" ]; then
-  say "installing racetrackd into .venv"
+pins=$(cat constraints.txt setup.cfg | sha256sum | cut -c1-16)
+full_stamp=".venv/.installed-${pins}"
+run_stamp=".venv/.installed-${pins}-run"
+if [ ! -f "$full_stamp" ] && { [ "$quickstart" = false ] || [ ! -f "$run_stamp" ]; }; then
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip >&2
-  # Playwright drives Debian's chromium in the dashboard tests; it must never fetch browsers of its own.
-  PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 .venv/bin/python -m pip install -q -c constraints.txt -e '.[test]' >&2
+  if [ "$quickstart" = true ]; then
+    say "installing racetrackd into .venv"
+    .venv/bin/python -m pip install -q -c constraints.txt -e . >&2
+    stamp=$run_stamp
+  else
+    say "installing racetrackd and its test packages into .venv"
+    # Playwright drives Debian's chromium in the dashboard tests; it must never fetch browsers of its own.
+    PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 .venv/bin/python -m pip install -q -c constraints.txt -e '.[test]' >&2
+    stamp=$full_stamp
+  fi
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
+if [ -n "$apt_pid" ] && ! wait "$apt_pid"; then
+  cat /tmp/.racetrackd-apt-debootstrap.log >&2
+  echo "installing debootstrap failed" >&2
+  exit 1
+fi
 
 # 4. Chromium for the dashboard's browser tests (Debian's package; Playwright launches /usr/bin/chromium).
-if as_root_with_apt && [ ! -x /usr/bin/chromium ]; then
+if [ "$quickstart" = false ] && as_root_with_apt && [ ! -x /usr/bin/chromium ]; then
   say "installing chromium (for the dashboard's browser tests)"
   apt_install chromium
 fi
@@ -70,16 +102,28 @@ fi
 # 5. Base images. `ensure` uses the configured one when present or pullable, and otherwise
 #    builds one from Debian packages (needs debootstrap): the Go toolchain first (with
 #    --with-golang only), then python3, whose name is printed last (quickstart reads it).
-if as_root_with_apt && ! command -v debootstrap >/dev/null 2>&1; then
-  say "installing debootstrap (for base images on hosts without a registry)"
-  apt_install debootstrap
-fi
+#    What it found is remembered per configured image, and used while Docker still has it: a run
+#    again costs a `docker image inspect`, not a Python start-up and a pull attempt.
+ensure_base_image() {  # [--job-type golang]: prints the image's name
+  local setting=${RACETRACK_PYTHON_BASE_IMAGE:-}
+  [ "${1:-}" != --job-type ] || setting=${RACETRACK_GOLANG_BASE_IMAGE:-}
+  local memo
+  memo=".venv/.base-image-$(echo "${*:-python3} ${setting}" | sha256sum | cut -c1-16)"
+  if [ -f "$memo" ] && docker image inspect "$(cat "$memo")" >/dev/null 2>&1; then
+    cat "$memo"
+    return
+  fi
+  local image
+  image=$(.venv/bin/racetrackd base-images ensure "$@" | tail -n 1)
+  echo "$image" > "$memo"
+  echo "$image"
+}
 if [ "$with_golang" = true ]; then
   # Debian's Go toolchain on the host runs the golang job type's Go tests (tests/unit/test_golang_wrapper.py).
   if as_root_with_apt && ! command -v go >/dev/null 2>&1; then
     say "installing golang-go (for the golang job type's tests)"
     apt_install golang-go
   fi
-  .venv/bin/racetrackd base-images ensure --job-type golang >&2
+  ensure_base_image --job-type golang >&2
 fi
-.venv/bin/racetrackd base-images ensure
+ensure_base_image

@@ -215,8 +215,9 @@ class ImageBuilder:
         # The build log echoes each RUN line: the secrets URL's digest is masked like the values it opens.
         logs = _ThrottledLog(report, jobsecrets.Redactor([*secrets.values(), digest]))
         deadline = started + self.settings.build_timeout
+        dockerfile, api_labels = recipe.build_input()
         with assemble_docker_context(
-            recipe.dockerfile,
+            dockerfile,
             recipe.job_dir,
             recipe.jobtype_dir,
             recipe.ca_bundle,
@@ -228,7 +229,7 @@ class ImageBuilder:
                     ctx,
                     DOCKERFILE_NAME,
                     recipe.tag,
-                    recipe.labels,
+                    api_labels,
                     logs.writer(deadline),
                     no_cache=no_cache,
                     timeout=self.settings.build_timeout,

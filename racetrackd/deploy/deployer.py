@@ -28,7 +28,15 @@ from racetrackd.jobs import queries as jobs
 from racetrackd.jobs.addressing import Addressing
 from racetrackd.jobs.containers import ContainerReplicas
 from racetrackd.jobs.logtail import with_log_tail
-from racetrackd.jobs.probes import ContractOrServer, ServerAnswers, StartCheck, StartFailed, WrapperStarted
+from racetrackd.jobs.probes import (
+    PROBE_STEP,
+    STATE_STEP,
+    ContractOrServer,
+    ServerAnswers,
+    StartCheck,
+    StartFailed,
+    WrapperStarted,
+)
 from racetrackd.manifest import container_limits, load_stored
 from racetrackd.plugins import jobtypes
 from racetrackd.plugins.jobtypes import Confinement, JobType
@@ -349,6 +357,8 @@ class Deployer:
                     serving,
                 )
                 addresses.append(address)
+            # ready: now its own CPU weight (it started at Docker's default: racetrackd.jobs.containers)
+            self.orchestrator.set_cpu_weight(staging, launch.manifest.replicas, self._cpu_shares(launch.manifest))
             return addresses, serving
         except RacetrackError:
             self.orchestrator.remove(staging, launch.manifest.replicas)
@@ -445,6 +455,8 @@ class Deployer:
             ]
             for index in missing
         ]
+        if missing:
+            self.orchestrator.set_cpu_weight(job.container_name, job.replicas, self._cpu_shares(launch.manifest))
         job.record_addresses(self._addresses(job.container_name, job.replicas, serving.port) or addresses)
 
     def _release_spec(self, launch: Launch) -> ReleaseSpec:
@@ -466,6 +478,13 @@ class Deployer:
             placement=tuple(manifest.placement_constraints),
             stop_grace=self.settings.drain_timeout,
         )
+
+    def _cpu_shares(self, manifest: Manifest) -> int:
+        """A ready replica's own CPU weight (cpu_min). Replicas start at Docker's default weight: with
+        cpu_min's small weight (10 of 1024 by default) a job starting on a busy host got a sliver of a
+        core, and a redeploy or a recreate waited for it; once it serves, the weight is what shares the
+        CPU out under contention, as the manifest says."""
+        return container_limits(manifest, self.settings).cpu_shares
 
     def _confinement_of(self, job_type_version: str) -> Confinement:
         """The hardening of an installed job type; a job whose job type was removed since it was
@@ -546,26 +565,31 @@ class Deployer:
         def decided(check: StartCheck) -> Serving:
             return check.decided if isinstance(check, ContractOrServer) else serving
 
+        # The replica's state is looked at every STATE_STEP (and first of all), its server probed every
+        # PROBE_STEP: a server that comes up is noticed at once, not on a poll tick.
         timeout = self.settings.job_start_timeout
         deadline = time.monotonic() + timeout
         replica = Replica(name=unit, state=MISSING)
         pending_since: float | None = None
+        next_state = time.monotonic()
         try:
             while time.monotonic() < deadline:
-                replica = self.orchestrator.replicas(unit, count, serving.port)[index]
-                if replica.restart_count > 0 or not replica.alive:
-                    raise StartFailed(_exit_reason(replica))
-                if replica.state == PENDING and replica.error:
-                    # Swarm cannot place the task (a constraint no node meets, not enough memory):
-                    # give a node that is just joining or freeing up a moment, then say why.
-                    pending_since = pending_since or time.monotonic()
-                    if time.monotonic() - pending_since > UNPLACED_GRACE_SECONDS:
-                        raise StartFailed(f"Swarm cannot start replica {replica.name}: {replica.error}")
-                else:
-                    pending_since = None
+                if time.monotonic() >= next_state:
+                    replica = self.orchestrator.replicas(unit, count, serving.port)[index]
+                    next_state = time.monotonic() + STATE_STEP
+                    if replica.restart_count > 0 or not replica.alive:
+                        raise StartFailed(_exit_reason(replica))
+                    if replica.state == PENDING and replica.error:
+                        # Swarm cannot place the task (a constraint no node meets, not enough memory):
+                        # give a node that is just joining or freeing up a moment, then say why.
+                        pending_since = pending_since or time.monotonic()
+                        if time.monotonic() - pending_since > UNPLACED_GRACE_SECONDS:
+                            raise StartFailed(f"Swarm cannot start replica {replica.name}: {replica.error}")
+                    else:
+                        pending_since = None
                 if replica.state == RUNNING and replica.address and check_at(replica.address).passed():
                     return replica.address, decided(checks[replica.address])
-                time.sleep(0.1)
+                time.sleep(PROBE_STEP)
             if replica.state == PENDING and replica.error:
                 raise StartFailed(f"Swarm cannot start replica {replica.name}: {replica.error}")
             last = checks.get(replica.address or "")

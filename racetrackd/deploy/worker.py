@@ -8,14 +8,21 @@ from __future__ import annotations
 import fcntl
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import IO
 
-from racetrackd.db import Deployment, DeploymentStatus
+from racetrackd.db import Deployment, DeploymentStatus, database
 from racetrackd.deploy.deployer import Deployer, FailureNotRecorded, record_failure
 from racetrackd.errors import RacetrackError
 
 log = logging.getLogger(__name__)
+
+# While the queue is empty the worker looks every QUEUE_STEP seconds whether another connection has
+# written to the registry (SQLite's `PRAGMA data_version`: a read of a counter, no lock) and tries a
+# claim only then, or every poll_interval at the latest: a deployment queued by an HTTP worker is
+# taken up within a few milliseconds, and the claim's write lock is not taken 50 times a second.
+QUEUE_STEP = 0.01
 
 INTERRUPTED = "interrupted: racetrackd stopped while this deployment was in progress; submit it again"
 
@@ -81,9 +88,10 @@ class DeploymentWorker:
         while not self.stopping.is_set():
             try:
                 self._record_unrecorded()
+                seen = _data_version()  # before the claim: a deployment queued after it moves the counter
                 deployment = Deployment.claim_next()
                 if deployment is None:
-                    self.stopping.wait(self.poll_interval)
+                    self._await_registry_change(seen)
                     continue
                 log.info("deploying %s %s (deployment %s)", deployment.job_name, deployment.job_version, deployment.id)
                 self.deployer.run(deployment)
@@ -96,6 +104,14 @@ class DeploymentWorker:
                 log.exception("deployment worker: unexpected error; carrying on")
                 self.stopping.wait(self.poll_interval)
 
+    def _await_registry_change(self, seen: int) -> None:
+        """Until another connection writes to the registry (a deployment queued, perhaps), the worker
+        is stopped, or poll_interval passed."""
+        deadline = time.monotonic() + self.poll_interval
+        while not self.stopping.wait(min(QUEUE_STEP, max(0.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline or _data_version() != seen:
+                return
+
     def _record_unrecorded(self) -> None:
         with self._unrecorded_lock:
             pending = list(self._unrecorded.values())
@@ -106,3 +122,8 @@ class DeploymentWorker:
 
     def stop(self) -> None:
         self.stopping.set()
+
+
+def _data_version() -> int:
+    """SQLite's count of commits by other connections to the registry, as this thread's connection sees it."""
+    return int(database.execute_sql("PRAGMA data_version").fetchone()[0])

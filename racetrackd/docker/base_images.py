@@ -15,9 +15,12 @@ import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from racetrackd.docker.runtime import Runtime
 from racetrackd.errors import RacetrackError
+
+if TYPE_CHECKING:  # the Docker SDK only when a command builds or looks up an image
+    from racetrackd.docker.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -108,8 +108,24 @@ class Orchestrator(Protocol):
         """Stop every replica, keeping the unit (scale to zero: the job sleeps)."""
         ...
 
+    @property
+    def can_pause(self) -> bool: ...  # whether `pause` freezes (docker) or only stops (swarm)
+
+    def pause(self, unit: str, count: int) -> None:
+        """Freeze every replica, keeping its memory (a short sleep, woken in milliseconds); a replica
+        that cannot be frozen, and every replica where the backend cannot freeze (swarm), is stopped."""
+        ...
+
+    def stop_paused(self, unit: str, count: int) -> list[str]:
+        """Stop the frozen replicas of a long-sleeping job, freeing their memory; which were."""
+        ...
+
     def resume(self, unit: str, count: int) -> None:
-        """Run the unit's `count` replicas again after `stop` (the job wakes)."""
+        """Run the unit's `count` replicas again after `pause` or `stop` (the job wakes)."""
+        ...
+
+    def set_cpu_weight(self, unit: str, count: int, shares: int) -> None:
+        """Give ready replicas their own CPU weight (docker's cpu-shares; swarm has none: a no-op)."""
         ...
 
     def remove(self, unit: str, count: int) -> None:

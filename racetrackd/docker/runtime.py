@@ -51,7 +51,7 @@ class ContainerSpec:
 @dataclasses.dataclass(frozen=True)
 class ContainerState:
     name: str
-    status: str  # created | running | restarting | exited | dead | missing
+    status: str  # created | running | paused | restarting | exited | dead | missing
     exit_code: int | None
     restart_count: int = 0
 
@@ -95,6 +95,9 @@ class Runtime(Protocol):
     def remove_container(self, name: str) -> bool: ...
     def stop_container(self, name: str, timeout: float) -> None: ...
     def start_container(self, name: str) -> None: ...
+    def pause_container(self, name: str) -> None: ...
+    def set_cpu_shares(self, name: str, shares: int) -> None: ...
+    def unpause_container(self, name: str) -> None: ...
     def rename_container(self, name: str, new_name: str) -> None: ...
     def list_containers(self, labels: dict[str, str]) -> list[str]: ...
     def image_exists(self, ref: str) -> bool: ...
@@ -372,6 +375,20 @@ class DockerRuntime:
     def start_container(self, name: str) -> None:
         with _translated(f"starting container {name}"):
             self._client.containers.get(name).start()
+
+    def set_cpu_shares(self, name: str, shares: int) -> None:
+        """Change a running container's CPU weight (Docker's cpu-shares; kept across restarts)."""
+        with _translated(f"updating container {name}"):
+            self._client.containers.get(name).update(cpu_shares=shares)
+
+    def pause_container(self, name: str) -> None:
+        """Freeze the container's processes (they keep their memory, use no CPU); see jobs/sleeping.py."""
+        with _translated(f"pausing container {name}"):
+            self._client.containers.get(name).pause()
+
+    def unpause_container(self, name: str) -> None:
+        with _translated(f"unpausing container {name}"):
+            self._client.containers.get(name).unpause()
 
     def rename_container(self, name: str, new_name: str) -> None:
         with _translated(f"renaming container {name} to {new_name}"):

@@ -247,8 +247,19 @@ class SwarmOrchestrator:
     def stop(self, unit: str, count: int, timeout: float) -> None:
         self._scale(unit, 0)
 
+    can_pause = False  # a service has no frozen state: a sleeping job is scaled to zero
+
+    def pause(self, unit: str, count: int) -> None:
+        self._scale(unit, 0)
+
+    def stop_paused(self, unit: str, count: int) -> list[str]:
+        return []
+
     def resume(self, unit: str, count: int) -> None:
         self._scale(unit, count)
+
+    def set_cpu_weight(self, unit: str, count: int, shares: int) -> None:
+        pass  # Swarm has no CPU weight; the manifest's cpu_min is a reservation there
 
     def _scale(self, unit: str, replicas: int) -> None:
         unit = service_name(unit)

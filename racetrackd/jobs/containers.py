@@ -8,6 +8,8 @@ because how the daemon reaches a container depends on its addressing (racetrackd
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import socket
 import threading
 from collections.abc import Callable
@@ -28,6 +30,10 @@ from racetrackd.docker.runtime import ContainerSpec, LogStream, Runtime
 from racetrackd.errors import RacetrackError
 from racetrackd.jobs.addressing import CONTAINER_NAME, Addressing, job_address
 
+log = logging.getLogger(__name__)
+
+PAUSED = "paused"  # Docker's state of a frozen container (a job asleep: racetrackd.jobs.sleeping)
+PAUSE_FALLBACK_STOP_SECONDS = 1  # an idle job has no calls to finish
 # Docker's container states, in the seam's words
 _STATES = {"created": STARTING, "running": RUNNING, "restarting": RESTARTING, "missing": MISSING}
 
@@ -66,7 +72,9 @@ class ContainerReplicas:
                     labels=spec.labels,
                     network=spec.network,
                     publish_port=self.addressing.mode != CONTAINER_NAME,  # also handy for a look with curl
-                    limits=spec.limits,
+                    # Docker's default CPU weight while it starts (0), its own once ready (set_cpu_weight):
+                    # with cpu_min's small weight a job starting on a busy host got a sliver of a core
+                    limits=None if spec.limits is None else dataclasses.replace(spec.limits, cpu_shares=0),
                     port=spec.port,
                     hardening=spec.hardening,
                 )
@@ -108,10 +116,46 @@ class ContainerReplicas:
         for name in self.names(unit, count):
             self.runtime.stop_container(name, timeout)
 
+    can_pause = True
+
+    def pause(self, unit: str, count: int) -> None:
+        for name in self.names(unit, count):
+            try:
+                self.runtime.pause_container(name)
+                continue
+            except RacetrackError as exc:
+                # e.g. "unable to freeze" from runc on a very busy host: thaw what it froze, then stop
+                log.warning("could not pause %s (%s): stopping it instead", name, exc.message)
+                self._thaw(name)
+            self.runtime.stop_container(name, PAUSE_FALLBACK_STOP_SECONDS)
+
+    def _thaw(self, name: str) -> None:
+        try:
+            self.runtime.unpause_container(name)
+        except RacetrackError:
+            pass  # it was not left paused
+
+    def stop_paused(self, unit: str, count: int) -> list[str]:
+        stopped = []
+        for name in self.names(unit, count):
+            if self.runtime.container_state(name).status == PAUSED:
+                # Resumed first, so that its server gets SIGTERM and stops as it would at any other time.
+                self.runtime.unpause_container(name)
+                self.runtime.stop_container(name, PAUSE_FALLBACK_STOP_SECONDS)
+                stopped.append(name)
+        return stopped
+
     def resume(self, unit: str, count: int) -> None:
         for name in self.names(unit, count):
+            if self.runtime.container_state(name).status == PAUSED:
+                self.runtime.unpause_container(name)  # its server was up all along
+                continue
             self.runtime.stop_container(name, 1)  # it may still be on its way down from being put to sleep
             self.runtime.start_container(name)
+
+    def set_cpu_weight(self, unit: str, count: int, shares: int) -> None:
+        for name in self.names(unit, count):
+            self.runtime.set_cpu_shares(name, shares)
 
     def remove(self, unit: str, count: int) -> None:
         for name in self.names(unit, count):

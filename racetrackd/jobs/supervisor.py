@@ -21,6 +21,7 @@ from racetrackd import naming
 from racetrackd.db import Deployment, DeploymentStatus, Job, JobStatus
 from racetrackd.docker.orchestrator import MISSING, PENDING, RESTARTING, SWARM, Orchestrator
 from racetrackd.errors import RacetrackError
+from racetrackd.jobs import sleeping
 from racetrackd.jobs.logtail import with_log_tail
 from racetrackd.jobs.probes import check_ready, last_call_timestamp
 from racetrackd.serving import Serving
@@ -28,7 +29,7 @@ from racetrackd.settings import Settings
 
 log = logging.getLogger(__name__)
 
-IDLE_STOP_SECONDS = 1
+IDLE_STOP_SECONDS = sleeping.IDLE_STOP_SECONDS
 # When replicas disagree, the job shows the worst of their states.
 _SEVERITY = [JobStatus.RUNNING, JobStatus.ERROR, JobStatus.CRASHED, JobStatus.LOST]
 
@@ -52,6 +53,7 @@ class Supervisor:
         self.orchestrator = orchestrator
         self.deployer = deployer
         self.stopping = threading.Event()
+        self._long_sleepers: dict[tuple[str, str], float] = {}  # (name, version) -> the sleep already stopped
 
     def reconcile(self) -> None:
         """At start-up: remove orphans, bring back lost jobs, then refresh every status."""
@@ -90,6 +92,8 @@ class Supervisor:
 
     def check_all(self) -> None:
         for job in list(Job.select()):
+            if job.status == JobStatus.SLEEPING:
+                self._stop_long_sleeper(job)
             if job.status in (JobStatus.STARTING, JobStatus.SLEEPING, JobStatus.WAKING) or self._deploying(job):
                 continue  # the deployer owns a job while it deploys it; a sleeping job is stopped on purpose
             try:
@@ -187,7 +191,35 @@ class Supervisor:
             "job %s %s had no calls for %ss: stopping it until the next call", job.name, job.version, job.idle_timeout
         )
         job.mark_sleeping()
-        self.orchestrator.stop(job.container_name, job.replicas, IDLE_STOP_SECONDS)  # idle: no calls to wait for
+        # Paused first (memory kept, woken at once), stopped after sleep_paused_for: jobs/sleeping.py.
+        sleeping.put_to_sleep(
+            self.orchestrator,
+            job.container_name,
+            job.replicas,
+            pause=self.settings.sleep_paused_for > 0,
+            still_asleep=lambda: getattr(Job.find(job.name, job.version), "status", None) == JobStatus.SLEEPING,
+        )
+
+    def _stop_long_sleeper(self, job: Job) -> None:
+        """Stop the paused replicas of a job asleep for longer than sleep_paused_for (freeing their
+        memory); once per sleep: the job's update_time is when it went to sleep."""
+        if time.time() - job.update_time < self.settings.sleep_paused_for:
+            return
+        if self._long_sleepers.get((job.name, job.version)) == job.update_time:
+            return  # done already for this sleep
+        current = Job.find(job.name, job.version)  # not woken (nor redeployed) since the listing
+        if current is None or current.status != JobStatus.SLEEPING or self._deploying(current):
+            return
+        try:
+            stopped = self.orchestrator.stop_paused(current.container_name, current.replicas)
+        except RacetrackError as exc:
+            log.warning("could not stop sleeping job %s %s: %s", job.name, job.version, exc.message)
+            return
+        self._long_sleepers[(job.name, job.version)] = current.update_time
+        if stopped:
+            log.info(
+                "job %s %s asleep for %ss: stopped %s", job.name, job.version, self.settings.sleep_paused_for, stopped
+            )
 
     def _deploying(self, job: Job) -> bool:
         return Deployment.in_progress_for(job.name, job.version)

@@ -12,15 +12,16 @@ import time
 from racetrackd.db import Job, JobStatus
 from racetrackd.docker.orchestrator import RUNNING, Orchestrator
 from racetrackd.errors import RacetrackError, UpstreamError
-from racetrackd.jobs.probes import check_ready
+from racetrackd.jobs.probes import PROBE_STEP, check_ready
 from racetrackd.serving import Serving
 
 log = logging.getLogger(__name__)
 
 
-def wake(job: Job, orchestrator: Orchestrator, timeout: float) -> Job:
-    """The job, running again; raises UpstreamError when it does not become ready within `timeout`."""
-    if job.claim_wake():
+def wake(job: Job, orchestrator: Orchestrator, timeout: float, *, start: bool = True) -> Job:
+    """The job, running again; raises UpstreamError when it does not become ready within `timeout`.
+    `start=False`: only claim the wake-up; the daemon's main process starts it (racetrackd.jobs.waker)."""
+    if job.claim_wake() and start:
         _start(job, orchestrator, timeout)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -29,14 +30,20 @@ def wake(job: Job, orchestrator: Orchestrator, timeout: float) -> Job:
             break
         if current.status not in JobStatus.ASLEEP:
             return current
-        time.sleep(0.05)
+        time.sleep(PROBE_STEP)
     raise UpstreamError(f"job {job.name} {job.version} did not wake up within {timeout:g} s")
+
+
+def start_claimed(job: Job, orchestrator: Orchestrator, timeout: float) -> None:
+    """Start a job whose wake-up was claimed (status waking) and record it awake, or crashed."""
+    _start(job, orchestrator, timeout)
 
 
 def _start(job: Job, orchestrator: Orchestrator, timeout: float) -> None:
     started = time.monotonic()
     try:
-        orchestrator.resume(job.container_name, job.replicas)  # swarm: the service scaled back up
+        # docker: paused containers unpaused, stopped ones started; swarm: the service scaled back up
+        orchestrator.resume(job.container_name, job.replicas)
         addresses = _wait_ready(orchestrator, job, started + timeout, Serving.from_json(job.serving))
     except RacetrackError as exc:
         job.mark_crashed(f"waking up failed: {exc.message}")
@@ -54,5 +61,5 @@ def _wait_ready(orchestrator: Orchestrator, job: Job, deadline: float, serving: 
         if len(addresses) == len(replicas) and all(check_ready(address, serving) is None for address in addresses):
             return addresses
         waiting = next((r.name for r in replicas if r.state != RUNNING or not r.address), replicas[-1].name)
-        time.sleep(0.05)
+        time.sleep(PROBE_STEP)
     raise UpstreamError(f"replica {waiting} did not become ready")

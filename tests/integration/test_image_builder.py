@@ -642,6 +642,15 @@ def test_code_only_redeploy_reuses_wrapper_and_requirements_layers(
     assert "Using cache" in step_output(log, WRAPPER_VENV_STEP)
     assert "Using cache" in step_output(log, REQUIREMENTS_STEP)
     assert "Using cache" not in step_output(log, JOB_CODE_STEP)
+    # Nothing else is built again: every ENV, LABEL, USER, CMD... is above the code (on the classic
+    # builder each step below it is a container of its own), and the daemon's labels are one step.
+    built = [
+        step
+        for step, output in steps(log).items()
+        if "Using cache" not in output and not step.startswith(("FROM ", "ARG "))
+    ]
+    assert len(built) == 2 and JOB_CODE_STEP in built[0], log
+    assert built[1].startswith("LABEL ") and f'"racetrackd.deployment"="{second["id"]}"' in built[1]
     assert perform(daemon, "ib-cached", "1.0.0") == 43
 
 

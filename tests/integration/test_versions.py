@@ -74,6 +74,8 @@ def test_resources_become_docker_limits(three_versions: Daemon) -> None:
     assert job["manifest"]["resources"]["memory_max"] == "300Mi"
     assert host_config["Memory"] == 300 * 2**20
     assert host_config["NanoCpus"] == 500_000_000
+    # Started at Docker's default weight, then given cpu_min's (10m: 10 of 1024) once ready.
+    assert host_config["CpuShares"] == 10
 
 
 def test_a_manifest_over_the_memory_cap_is_refused_before_building(daemon: Daemon) -> None:

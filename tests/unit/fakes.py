@@ -6,6 +6,7 @@ import base64
 import gzip
 import io
 import json
+import shlex
 import tarfile
 import threading
 from collections.abc import Callable, Iterator
@@ -18,9 +19,28 @@ import requests
 from builders.recipe import template_variables
 from jobmanifest import validate_manifest
 from racetrackd.docker.runtime import ContainerSpec, ContainerState, ImageInfo
-from racetrackd.errors import NotFoundError
+from racetrackd.errors import NotFoundError, RacetrackError
 from racetrackd.plugins.jobtypes import discover, resolve
 from racetrackd.settings import BUILTIN_PLUGINS_DIR
+
+
+def dockerfile_labels(dockerfile: str) -> dict[str, str]:
+    """The labels of a Dockerfile's one-line LABEL instructions (`key="value" ...`), as the engine reads them."""
+    found: dict[str, str] = {}
+    for line in dockerfile.splitlines():
+        if line.startswith("LABEL "):
+            for pair in shlex.split(line[len("LABEL ") :]):
+                key, _, value = pair.partition("=")
+                found[key] = value
+    return found
+
+
+def as_written(built: str) -> str:
+    """A built Dockerfile without the one LABEL line the daemon appends (its labels): what the job type's
+    template rendered, or the job's own Dockerfile. Fails when that line is missing."""
+    written, _, label_line = built.rstrip("\n").rpartition("\n")
+    assert label_line.startswith("LABEL ") and "racetrackd.deployment" in label_line, built
+    return written + "\n"
 
 
 class FakeLogStream:
@@ -54,6 +74,7 @@ class FakeRuntime:
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
         self.containers: dict[str, ContainerSpec] = {}
         self.stopped: set[str] = set()
+        self.paused: set[str] = set()  # frozen: Docker's pause
         self.images: dict[str, dict[str, str]] = {}
         self.networks: set[str] = set()
         self.logs: dict[str, str] = {}
@@ -97,8 +118,16 @@ class FakeRuntime:
         self.build_args[tag] = dict(build_args or {})
         self.contexts[tag] = (dockerfile, context.read())  # the Dockerfile's name, the context tar
         on_log(f"built {tag}\n")
-        self.images[tag] = dict(labels)
+        # As the engine does: the image carries the Dockerfile's LABELs and then the API's labels.
+        self.images[tag] = {**dockerfile_labels(self.dockerfile_of(tag)), **labels}
         return f"sha256:{len(self.images):064x}"
+
+    def dockerfile_of(self, tag: str) -> str:
+        """The Dockerfile text the build of `tag` was given (from its context tar)."""
+        name, tar_bytes = self.contexts[tag]
+        with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
+            member = tar.extractfile(name)
+            return member.read().decode() if member is not None else ""
 
     def ensure_network(self, name: str, *, isolated: bool = False) -> bool:
         self._record("ensure_network", name, isolated)
@@ -120,6 +149,8 @@ class FakeRuntime:
             return ContainerState(name=name, status="missing", exit_code=None)
         if name in self.stopped:
             return ContainerState(name=name, status="exited", exit_code=0)
+        if name in self.paused:
+            return ContainerState(name=name, status="paused", exit_code=None)
         return ContainerState(name=name, status="running", exit_code=None)
 
     def container_logs(self, name: str, tail: int) -> str:
@@ -151,10 +182,26 @@ class FakeRuntime:
         self._record("stop_container", name, timeout)
         if name in self.containers:
             self.stopped.add(name)
+            self.paused.discard(name)
 
     def start_container(self, name: str) -> None:
         self._record("start_container", name)
         self.stopped.discard(name)
+
+    def set_cpu_shares(self, name: str, shares: int) -> None:
+        self._record("set_cpu_shares", name, shares)
+
+    def pause_container(self, name: str) -> None:
+        self._record("pause_container", name)
+        if name not in self.containers or name in self.stopped:
+            raise RacetrackError(f"pausing container {name}: it is not running")
+        self.paused.add(name)
+
+    def unpause_container(self, name: str) -> None:
+        self._record("unpause_container", name)
+        if name not in self.paused:
+            raise RacetrackError(f"unpausing container {name}: it is not paused")
+        self.paused.discard(name)
 
     def rename_container(self, name: str, new_name: str) -> None:
         self._record("rename_container", name, new_name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -85,3 +86,16 @@ def test_ensure_builds_the_local_golang_image_once_when_no_registry_answers(
 
     assert first == second == LOCAL_GOLANG_IMAGE
     assert len(debootstrap) == 1
+
+
+def test_racetrackd_admin_token_loads_neither_the_daemon_nor_the_docker_sdk(tmp_path: Path) -> None:
+    # scripts/quickstart.sh runs it every time: the whole daemon's imports tripled its start-up.
+    probe = (
+        "import sys, racetrackd.commands\n"
+        "print(sorted(m for m in ('docker', 'racetrackd.daemon', 'flask', 'gunicorn') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2]
+    )
+
+    assert done.stdout.strip() == "[]"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from builders import labels
 from jobmanifest import validate_manifest
 from racetrackd.auth.vault import Vault
 from racetrackd.db import Deployment, open_database
@@ -17,7 +18,7 @@ from racetrackd.deploy.building import DeploymentRecord, ImageBuilder
 from racetrackd.errors import ManifestError
 from racetrackd.plugins.jobtypes import FORWARD, REWRITE, WRAPPER, JobType, Serving, check_extra, discover, resolve
 from racetrackd.settings import BUILTIN_PLUGINS_DIR, Settings
-from tests.unit.fakes import FakeRuntime, sample_manifest
+from tests.unit.fakes import FakeRuntime, as_written, sample_manifest
 
 BASE = "racetrackd/python3-base:bookworm"
 
@@ -157,7 +158,9 @@ def test_a_docker_proxy_job_builds_its_dockerfile_as_written_from_its_own_direct
 
     files = context_files(runtime, tag)
     assert runtime.contexts[tag][0] == "Dockerfile.racetrack"
-    assert files["Dockerfile.racetrack"] == (web_dir / "Dockerfile").read_bytes()
+    # As written, but for one LABEL line the daemon appends: its labels in one build step.
+    assert as_written(files["Dockerfile.racetrack"].decode()) == (web_dir / "Dockerfile").read_text()
+    assert runtime.images[tag][labels.LABEL_JOB_NAME] == "web"
     assert files["static/index.html"] == b"<h1>hi</h1>"  # `COPY . /app` sees the job's directory
     assert not any(name.startswith(("job/", "jobtype/")) for name in files)
 
@@ -226,5 +229,5 @@ def test_the_dockerfile_fixture_job_renders_as_the_golden_file(builder: ImageBui
 
     tag = build(builder, fixture, "dockerfile", jobtype_extra=None)
 
-    rendered = context_files(runtime, tag)["Dockerfile.racetrack"].decode()
+    rendered = as_written(context_files(runtime, tag)["Dockerfile.racetrack"].decode())
     assert rendered == (Path(__file__).parent / "golden" / "dockerfile-wrapper.Dockerfile").read_text()

@@ -17,6 +17,7 @@ import pytest
 
 from racetrackd import db
 from racetrackd.deploy import jobsecrets
+from racetrackd.docker.runtime import ContainerSpec
 from racetrackd.errors import JobStartError
 from racetrackd.jobs.probes import ContractOrServer, ServerAnswers, StartFailed, check_ready
 from racetrackd.manifest import accept_manifest
@@ -275,3 +276,88 @@ def test_a_dockerfile_job_speaking_the_contract_fails_its_deployment_fast_on_an_
 
     assert time.monotonic() - started < 5  # not the start timeout
     assert db.Job.find("adder", "0.0.1") is None  # a first deployment leaves no record behind
+
+
+# --- a starting replica is noticed ready within a fine step, not a poll tick ------------------------
+
+
+class FakeClock:
+    """The deployer's `time` in a test: time moves only when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return DEPLOYED + self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class ReadyAt:
+    """A start check that passes from `ready_at` seconds on (the job's server came up then)."""
+
+    def __init__(self, clock: FakeClock, ready_at: float) -> None:
+        self.clock = clock
+        self.ready_at = ready_at
+
+    def passed(self) -> bool:
+        return self.clock.now >= self.ready_at
+
+    def timeout_reason(self, timeout: float) -> str:
+        return f"not ready within {timeout:g} s"
+
+
+@pytest.fixture
+def waiting(
+    make_settings: Callable[..., Settings], runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch
+) -> Callable[[float, float], None]:
+    """Waits (the deployer's wait for a starting replica, on a fake clock) for container job-1 whose
+    server is ready at `ready_at` seconds, giving up after `timeout`."""
+    clock = FakeClock()
+    monkeypatch.setattr("racetrackd.deploy.deployer.time", clock)
+    runtime.run_container(ContainerSpec("job-1", "img", {}, {}, "net", publish_port=False))
+
+    def wait(ready_at: float, timeout: float) -> None:
+        deployer = _deployer(make_settings(JOB_START_TIMEOUT=str(timeout)), runtime)
+        monkeypatch.setattr(
+            "racetrackd.deploy.deployer.ServerAnswers", lambda address, serving: ReadyAt(clock, ready_at)
+        )
+        deployer._wait_until_ready(None, "job-1", 0, 1, DEPLOYED, Serving(port=7001, path_mode=FORWARD))
+
+    wait.clock = clock  # type: ignore[attr-defined]
+    return wait
+
+
+def test_a_starting_container_is_noticed_ready_within_a_fine_step_not_a_poll_tick(
+    waiting: Callable[[float, float], None], runtime: FakeRuntime
+) -> None:
+    # A redeploy or a woken call waits for the job's first answer: each tick between that answer and
+    # our noticing it is waiting for nothing (it was 0.1 s, as much again as a by-hand curl loop).
+    ready_at = 0.731
+
+    waiting(ready_at, 10)
+
+    assert ready_at <= waiting.clock.now <= ready_at + 0.025  # type: ignore[attr-defined]
+    # Docker is asked about the container far less often than the job is probed.
+    assert 1 <= len(runtime.calls_to("container_state")) <= 5
+
+
+def test_a_container_that_exits_while_starting_fails_at_the_next_look(
+    waiting: Callable[[float, float], None], runtime: FakeRuntime
+) -> None:
+    runtime.stopped.add("job-1")
+
+    with pytest.raises(JobStartError, match=r"the job's container exited \(code 0\)"):
+        waiting(5, 10)
+    assert waiting.clock.now < 0.3  # type: ignore[attr-defined]
+
+
+def test_a_container_never_ready_fails_with_the_checks_reason_after_the_timeout(
+    waiting: Callable[[float, float], None],
+) -> None:
+    with pytest.raises(JobStartError, match="not ready within 3 s"):
+        waiting(99, 3)

@@ -181,6 +181,71 @@ def test_a_jobs_own_dockerfile_is_used_as_it_is_when_the_job_type_does_not_rende
     assert recipe.build_args == {}  # no base image, build env nor secrets
 
 
+def instructions(dockerfile: str) -> list[str]:
+    """The Dockerfile's instructions, one string each (continuation lines joined, comments dropped)."""
+    joined = dockerfile.replace("\\\n", " ")
+    return [line for line in joined.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+@pytest.mark.parametrize(
+    ("jobtype", "files", "code_copies"),
+    [
+        ("python3", builtin_files("python3", "python:3.11-slim"), 1),
+        ("golang", builtin_files("golang", "golang:1.21-bookworm", "debian:bookworm-slim"), 2),  # binary + files
+    ],
+)
+def test_a_code_only_change_builds_only_the_code_layers_and_one_label_step(
+    tmp_path: Path, jobtype: str, files: JobTypeFiles, code_copies: int
+) -> None:
+    # The classic builder runs every instruction after a changed COPY again, each LABEL or ENV as a
+    # container of its own, and turns each label given through the build API into one more: so the
+    # code comes last and the daemon's labels follow it in one LABEL instruction.
+    manifest = validate_manifest(sample_manifest(jobtype=f"{jobtype}:latest", jobtype_extra=None))
+    if jobtype == "python3":
+        manifest = validate_manifest(sample_manifest())
+
+    recipe = image_recipe(
+        manifest=manifest,
+        job_type=files,
+        job_dir=tmp_path,
+        options=BuildOptions(),
+        instance="main",
+        deployment_id="1a2b3c4d5e6f",
+        git_commit="",
+        racetrackd_version="0.1.0",
+    )
+    dockerfile, api_labels = recipe.build_input()
+
+    tail = instructions(dockerfile)[-(code_copies + 2) :]
+    before_code, copies, label_step = tail[0], tail[1:-1], tail[-1]
+    assert before_code == 'ENV GIT_VERSION=""'  # the commit changes with a git source's code: just above it
+    assert all(line.startswith("COPY ") for line in copies) and copies[-1].endswith(" job/ /src/job/")
+    assert label_step.startswith("LABEL ")
+    assert api_labels == {}
+    for key, value in recipe.labels.items():
+        assert f'"{key}"="{value}"' in label_step
+
+
+def test_a_dockerfile_that_changes_the_escape_character_gets_its_labels_through_the_build_api(tmp_path: Path) -> None:
+    text = "# escape=`\nFROM scratch\nCOPY . /app\n"
+    job_dir = write_job(tmp_path / "job", {"Dockerfile": text})
+    manifest = validate_manifest(sample_manifest(name="web", jobtype="docker-proxy:latest", jobtype_extra=None))
+    own = OwnDockerfile(path="Dockerfile", field="jobtype_extra.dockerfile_path", render=False)
+
+    recipe = image_recipe(
+        manifest=manifest,
+        job_type=builtin_files("docker-proxy", own=own),
+        job_dir=job_dir,
+        options=BuildOptions(),
+        instance="main",
+        deployment_id="d-1",
+        git_commit="",
+        racetrackd_version="0.1.0",
+    )
+
+    assert recipe.build_input() == (text, recipe.labels)
+
+
 def test_a_missing_own_dockerfile_is_a_validation_error_naming_the_field(tmp_path: Path) -> None:
     manifest = validate_manifest(sample_manifest(name="web", jobtype="dockerfile:latest", jobtype_extra=None))
     own = OwnDockerfile(path="Dockerfile", field="jobtype_extra.dockerfile_path", render=True)

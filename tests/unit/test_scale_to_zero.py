@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,11 +12,12 @@ import pytest
 from jobmanifest import ManifestInvalid, validate_manifest
 from racetrackd.db import Job, JobStatus, open_database
 from racetrackd.docker.runtime import ContainerSpec
-from racetrackd.errors import UpstreamError
-from racetrackd.jobs import waking
+from racetrackd.errors import RacetrackError, UpstreamError
+from racetrackd.jobs import sleeping, waking
 from racetrackd.jobs.addressing import PUBLISHED_PORT, Addressing
 from racetrackd.jobs.containers import ContainerReplicas
 from racetrackd.jobs.supervisor import Supervisor
+from racetrackd.jobs.waker import Waker
 from racetrackd.serving import FORWARD, Serving
 from racetrackd.settings import Settings
 from tests.unit.fakes import FakeRuntime, sample_manifest
@@ -66,7 +68,7 @@ def sleepy(make_settings: Callable[..., Settings], runtime: FakeRuntime) -> tupl
     return settings, job
 
 
-def test_a_job_idle_longer_than_its_timeout_is_stopped_and_sleeps(
+def test_a_job_idle_longer_than_its_timeout_is_paused_and_sleeps(
     sleepy: tuple[Settings, Job], runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings, job = sleepy
@@ -77,7 +79,71 @@ def test_a_job_idle_longer_than_its_timeout_is_stopped_and_sleeps(
 
     row = Job.find("sleepy", "1.0.0")
     assert row is not None and row.status == JobStatus.SLEEPING
-    assert "job-sleepy-v-1-0-0" in runtime.stopped
+    # Paused, not stopped: it keeps its memory and wakes without starting again.
+    assert runtime.container_state("job-sleepy-v-1-0-0").status == "paused"
+    assert "job-sleepy-v-1-0-0" not in runtime.stopped
+
+
+def test_with_sleep_paused_for_0_an_idle_job_is_stopped_at_once(
+    make_settings: Callable[..., Settings],
+    sleepy: tuple[Settings, Job],
+    runtime: FakeRuntime,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, job = sleepy
+    monkeypatch.setattr("racetrackd.jobs.probes.probe", lambda address, path: (200, None))
+    monkeypatch.setattr("racetrackd.jobs.supervisor.last_call_timestamp", lambda address: time.time() - 120)
+
+    Supervisor(make_settings(sleep_paused_for="0"), _replicas(runtime), _Deployer()).check(job)  # type: ignore[arg-type]
+
+    assert runtime.container_state("job-sleepy-v-1-0-0").status == "exited"
+    assert not runtime.calls_to("pause_container")
+
+
+def test_a_job_asleep_longer_than_sleep_paused_for_is_stopped_once(
+    make_settings: Callable[..., Settings], sleepy: tuple[Settings, Job], runtime: FakeRuntime
+) -> None:
+    _, job = sleepy
+    Job.update(status=JobStatus.SLEEPING, update_time=time.time() - 700).execute()
+    runtime.pause_container(job.container_name)
+    supervisor = Supervisor(make_settings(sleep_paused_for="600"), _replicas(runtime), _Deployer())  # type: ignore[arg-type]
+
+    supervisor.check_all()
+    supervisor.check_all()
+
+    assert runtime.container_state(job.container_name).status == "exited"  # its memory freed
+    assert len(runtime.calls_to("stop_container")) == 1  # not once per supervisor cycle
+    row = Job.find("sleepy", "1.0.0")
+    assert row is not None and row.status == JobStatus.SLEEPING  # the status name stays
+
+
+def test_a_job_asleep_for_less_than_sleep_paused_for_stays_paused(
+    make_settings: Callable[..., Settings], sleepy: tuple[Settings, Job], runtime: FakeRuntime
+) -> None:
+    _, job = sleepy
+    Job.update(status=JobStatus.SLEEPING, update_time=time.time() - 100).execute()
+    runtime.pause_container(job.container_name)
+
+    Supervisor(make_settings(sleep_paused_for="600"), _replicas(runtime), _Deployer()).check_all()  # type: ignore[arg-type]
+
+    assert runtime.container_state(job.container_name).status == "paused"
+
+
+def test_waking_a_paused_job_unpauses_it_without_starting_it_again(
+    sleepy: tuple[Settings, Job], runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, job = sleepy
+    Job.update(status=JobStatus.SLEEPING).execute()
+    runtime.pause_container(job.container_name)
+    monkeypatch.setattr("racetrackd.jobs.probes.probe", lambda address, path: (200, None))
+    addressing = Addressing(mode=PUBLISHED_PORT, daemon_host="172.18.0.1", port=7102)
+
+    awake: Any = waking.wake(Job.find("sleepy", "1.0.0"), ContainerReplicas(runtime, addressing), timeout=5)
+
+    assert awake.status == JobStatus.RUNNING
+    assert runtime.container_state(job.container_name).status == "running"
+    assert runtime.calls_to("unpause_container") == [(job.container_name,)]
+    assert not runtime.calls_to("start_container") and not runtime.calls_to("stop_container")
 
 
 def test_a_recently_called_job_stays_awake(
@@ -116,7 +182,7 @@ def test_a_job_with_its_own_server_sleeps_by_the_gateways_last_call(
 
     row = Job.find("sleepy", "1.0.0")
     assert row is not None and row.status == (JobStatus.SLEEPING if asleep else JobStatus.RUNNING)
-    assert ("job-sleepy-v-1-0-0" in runtime.stopped) == asleep
+    assert (runtime.container_state("job-sleepy-v-1-0-0").status == "paused") == asleep  # asleep: paused first
     assert asked == []  # its server has no such metric to ask
 
 
@@ -148,3 +214,81 @@ def test_a_job_that_does_not_wake_in_time_is_a_clear_gateway_error(
 
     row = Job.find("sleepy", "1.0.0")
     assert row is not None and row.status == JobStatus.CRASHED and "waking up failed" in (row.error or "")
+
+
+def test_a_container_that_cannot_be_paused_is_stopped_instead(
+    sleepy: tuple[Settings, Job], runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, job = sleepy
+    monkeypatch.setattr("racetrackd.jobs.probes.probe", lambda address, path: (200, None))
+    monkeypatch.setattr("racetrackd.jobs.supervisor.last_call_timestamp", lambda address: time.time() - 120)
+
+    def unable_to_freeze(name: str) -> None:
+        raise RacetrackError(f"pausing container {name}: OCI runtime pause failed: unable to freeze")
+
+    monkeypatch.setattr(runtime, "pause_container", unable_to_freeze)
+
+    Supervisor(settings, _replicas(runtime), _Deployer()).check(job)  # type: ignore[arg-type]
+
+    row = Job.find("sleepy", "1.0.0")
+    assert row is not None and row.status == JobStatus.SLEEPING
+    assert runtime.container_state(job.container_name).status == "exited"  # asleep all the same
+
+
+def test_a_wake_claimed_by_an_http_worker_is_carried_out_by_the_main_processs_waker(
+    sleepy: tuple[Settings, Job], runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The HTTP worker has no Docker client (building one made its first wake-up take seconds): it
+    # claims the wake-up and waits; the main process, whose client is warm, unpauses the job.
+    _, job = sleepy
+    Job.update(status=JobStatus.SLEEPING).execute()
+    runtime.pause_container(job.container_name)
+    monkeypatch.setattr("racetrackd.jobs.probes.probe", lambda address, path: (200, None))
+    addressing = Addressing(mode=PUBLISHED_PORT, daemon_host="172.18.0.1", port=7102)
+    worker_runtime = FakeRuntime()  # what the HTTP worker would use: never asked
+    waker = Waker(ContainerReplicas(runtime, addressing), timeout=5)
+    thread = threading.Thread(target=waker.run_forever, daemon=True)
+    thread.start()
+    results: list[Any] = []
+
+    def call_from_an_http_worker() -> None:  # another thread: another registry connection
+        results.append(
+            waking.wake(
+                Job.find("sleepy", "1.0.0"), ContainerReplicas(worker_runtime, addressing), timeout=10, start=False
+            )
+        )
+
+    caller = threading.Thread(target=call_from_an_http_worker)
+    caller.start()
+    caller.join(timeout=15)
+    waker.stop()
+    thread.join(timeout=5)
+
+    assert results and results[0].status == JobStatus.RUNNING
+    assert runtime.calls_to("unpause_container") == [(job.container_name,)]
+    assert not worker_runtime.calls
+
+
+def test_the_gateways_see_a_job_asleep_before_it_is_paused_and_a_job_woken_meanwhile_is_left_running(
+    sleepy: tuple[Settings, Job], runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A call the gateway still forwarded to a paused container would hang until the next wake-up
+    # (found by bench/wake.py: 10 s, until the long-sleeper stop unpaused it). So the supervisor
+    # waits out the gateways' routing refresh first, and pauses nothing if a call woke the job.
+    settings, job = sleepy
+    monkeypatch.setattr("racetrackd.jobs.probes.probe", lambda address, path: (200, None))
+    monkeypatch.setattr("racetrackd.jobs.supervisor.last_call_timestamp", lambda address: time.time() - 120)
+    waited: list[float] = []
+
+    def a_call_comes_during_the_grace(seconds: float) -> None:
+        waited.append(seconds)
+        row = Job.find("sleepy", "1.0.0")
+        assert row is not None and row.status == JobStatus.SLEEPING  # what the gateways see meanwhile
+        row.claim_wake()
+
+    monkeypatch.setattr("racetrackd.jobs.sleeping.time.sleep", a_call_comes_during_the_grace)
+
+    Supervisor(settings, _replicas(runtime), _Deployer()).check(job)  # type: ignore[arg-type]
+
+    assert waited == [sleeping.ROUTES_GRACE] and sleeping.ROUTES_GRACE > 0.25  # the routing table's refresh
+    assert not runtime.calls_to("pause_container") and not runtime.calls_to("stop_container")

@@ -26,7 +26,7 @@ from racetrackd.deploy.building import DeploymentRecord, ImageBuilder
 from racetrackd.errors import BuildError, ValidationError
 from racetrackd.plugins.jobtypes import JobType, check_extra, discover, load_job_types, resolve
 from racetrackd.settings import BUILTIN_PLUGINS_DIR, Settings
-from tests.unit.fakes import FakeRuntime, build_context, sample_manifest
+from tests.unit.fakes import FakeRuntime, as_written, build_context, sample_manifest
 
 pytestmark = pytest.mark.security
 
@@ -61,7 +61,7 @@ def rendered_dockerfile(runtime: FakeRuntime, tag: str) -> str:
     with tarfile.open(fileobj=io.BytesIO(runtime.contexts[tag][1]), mode="r:") as tar:
         member = tar.extractfile("Dockerfile.racetrack")
         assert member is not None
-        return member.read().decode()
+        return as_written(member.read().decode())
 
 
 def job_with_dockerfile(tmp_path: Path, text: str) -> Path:

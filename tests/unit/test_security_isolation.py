@@ -94,6 +94,20 @@ def test_a_dockerfile_job_keeps_a_writable_root_but_loses_capabilities_and_gets_
     assert spec.hardening.pids_limit == 1024  # RACETRACK_JOB_PIDS_LIMIT's default
 
 
+def test_a_job_starts_at_dockers_default_cpu_weight_and_gets_its_own_once_ready(
+    make_settings: Callable[..., Settings], runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # cpu_min's weight (10 of 1024 by default) made a job starting on a busy host wait for a sliver
+    # of a core; the weight is for sharing the CPU once the job serves.
+    spec = _recreated_spec(make_settings(JOB_CPU_MIN="50m"), runtime, "python3:1.0.0", monkeypatch)
+
+    assert spec.limits is not None and spec.limits.cpu_shares == 0  # Docker's default while it starts
+    assert runtime.calls_to("set_cpu_shares") == [("job-adder-v-1-0-0", 51)]
+    assert [name for name, _ in runtime.calls].index("set_cpu_shares") > [name for name, _ in runtime.calls].index(
+        "run_container"
+    )
+
+
 def test_a_job_whose_job_type_was_removed_gets_the_common_hardening(
     make_settings: Callable[..., Settings], runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch
 ) -> None:

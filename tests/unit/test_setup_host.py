@@ -14,7 +14,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 # What the script runs besides the stubs; no apt-get, so nothing is installed on the host.
-TOOLS = ("bash", "cat", "sha256sum", "cut", "id", "rm", "touch", "dirname", "seq", "sleep")
+TOOLS = ("bash", "cat", "sha256sum", "cut", "id", "rm", "touch", "dirname", "seq", "sleep", "tail")
 STUB = '#!/bin/sh\necho "$(basename "$0") $*" >> "{log}"\necho {output}\n'
 
 
@@ -80,4 +80,57 @@ def test_with_golang_also_ensures_the_golang_base_image_and_still_prints_python3
 def test_run_tests_asks_for_golang_and_quickstart_does_not_by_default() -> None:
     assert "scripts/setup-host.sh --with-golang" in (REPO / "scripts" / "run-tests.sh").read_text()
     quickstart = (REPO / "scripts" / "quickstart.sh").read_text()
-    assert "base_image=$(scripts/setup-host.sh | tail -n 1)" in quickstart
+    assert "base_image=$(scripts/setup-host.sh --quickstart | tail -n 1)" in quickstart
+
+
+def test_run_again_the_base_image_found_before_is_used_without_asking_racetrackd(tree: Path) -> None:
+    first, first_calls = run(tree)
+    (tree.parent / "calls.log").write_text("")
+
+    again, calls = run(tree)
+
+    assert first.splitlines()[-1] == again.splitlines()[-1] == "racetrackd/python3-base:bookworm"
+    assert "racetrackd base-images ensure" in first_calls
+    # No Python start-up nor pull attempt: one look that Docker still has the image.
+    assert calls == ["docker info", "docker image inspect racetrackd/python3-base:bookworm"]
+
+
+def test_run_again_after_the_base_image_was_removed_ensures_it_again(tree: Path) -> None:
+    run(tree)
+    (tree.parent / "calls.log").write_text("")
+    gone = tree.parent / "bin" / "docker"
+    gone.write_text(gone.read_text().replace("echo \n", 'case "$1" in image) exit 1;; esac\n'))
+
+    again, calls = run(tree)
+
+    assert "racetrackd base-images ensure" in calls
+    assert again.splitlines()[-1] == "racetrackd/python3-base:bookworm"
+
+
+def fresh_venv(tree: Path) -> Path:
+    """The tree with no Python environment installed yet: .venv/bin/python is a stub that logs pip."""
+    for stamp in (tree / ".venv").glob(".installed-*"):
+        stamp.unlink()
+    stub(tree / ".venv" / "bin", "python", tree.parent / "calls.log")
+    return tree
+
+
+@pytest.mark.parametrize(
+    ("args", "installed"),
+    [
+        ((), "python -m pip install -q -c constraints.txt -e .[test]"),
+        (("--quickstart",), "python -m pip install -q -c constraints.txt -e ."),
+    ],
+)
+def test_the_test_packages_are_installed_for_the_tests_not_for_quickstart(
+    tree: Path, args: tuple[str, ...], installed: str
+) -> None:
+    _, calls = run(fresh_venv(tree), *args)
+
+    assert [call for call in calls if "pip install -q -c" in call] == [installed]
+
+
+def test_quickstart_is_satisfied_by_an_environment_installed_with_the_test_packages(tree: Path) -> None:
+    _, calls = run(tree, "--quickstart")  # the tree's stamp is the one with the test packages
+
+    assert not [call for call in calls if "pip" in call]

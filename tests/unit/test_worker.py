@@ -93,3 +93,34 @@ def test_deployments_interrupted_by_a_restart_are_failed_with_a_reason(tmp_path:
     assert row.status == DeploymentStatus.FAILED
     assert row.error == INTERRUPTED
     assert deployer.abandoned == [interrupted.id]  # what it left half-done is cleaned up
+
+
+def test_a_deployment_queued_by_another_connection_is_taken_up_at_once_not_after_the_poll_interval(
+    tmp_path: Path,
+) -> None:
+    # The HTTP worker that queues a deployment is another process (another connection): the worker
+    # notices its commit within milliseconds, where it used to sleep out its poll interval.
+    queue(tmp_path)
+    deployer = _RecordingDeployer()
+    worker = DeploymentWorker(deployer, poll_interval=60)  # type: ignore[arg-type]
+    thread = threading.Thread(target=worker.run_forever)
+    thread.start()
+    try:
+        time.sleep(0.3)  # the worker found the queue empty and waits
+
+        def queue_from_another_connection() -> str:
+            return str(Deployment.create(job_name="late", job_version="1.0.0", manifest_yaml="x").id)
+
+        results: list[str] = []
+        other = threading.Thread(target=lambda: results.append(queue_from_another_connection()))
+        other.start()
+        other.join()
+        deadline = time.monotonic() + 20  # far below the 60 s poll interval
+        while Deployment.select().where(Deployment.status == DeploymentStatus.IN_PROGRESS).exists():
+            assert time.monotonic() < deadline, "the queued deployment waited for the poll interval"
+            time.sleep(0.05)
+    finally:
+        worker.stop()
+        thread.join(timeout=5)
+    finished = Deployment.get_by_id(results[0])
+    assert finished.status == DeploymentStatus.DONE

@@ -18,14 +18,15 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends jq libvips42 \
  && rm -rf /var/lib/apt/lists/*
 
-COPY job/ /src/job/
 WORKDIR /src/job
-RUN cp build/go.racetrack.mod go.mod && if [ -f build/go.sum ]; then cp build/go.sum go.sum; fi
-RUN if [ ! -f go.mod ]; then go mod init racetrackd-job/go-adder; fi \
+COPY job/ /src/job/
+# The secret build env (private module proxy credentials, say) is fetched for the go build only.
+# One step from the job's code to its binary (each step is a container on the classic builder).
+RUN cp build/go.racetrack.mod go.mod && if [ -f build/go.sum ]; then cp build/go.sum go.sum; fi \
+ && if [ ! -f go.mod ]; then go mod init racetrackd-job/go-adder; fi \
  && cp -r /opt/racetrack/go_wrapper/. racetrack_job_wrapper/ && rm -f racetrack_job_wrapper/*_test.go \
- && /opt/racetrack/bin/perform-adapter . racetrack_job_wrapper/zz_perform_adapter.go
-# The secret build env (private module proxy credentials, say) is fetched for this step only.
-RUN /opt/racetrack/bin/with-build-secrets http://172.18.0.1:7102/lifecycle/api/v1/build-secrets/go-adder/1.0.0/0123abcd go build -trimpath -o /opt/racetrack/job-server ./racetrack_job_wrapper
+ && /opt/racetrack/bin/perform-adapter . racetrack_job_wrapper/zz_perform_adapter.go \
+ && /opt/racetrack/bin/with-build-secrets http://172.18.0.1:7102/lifecycle/api/v1/build-secrets/go-adder/1.0.0/0123abcd go build -trimpath -o /opt/racetrack/job-server ./racetrack_job_wrapper
 
 FROM debian:bookworm-slim
 RUN useradd --uid 1000 --user-group --home-dir /src/job --no-create-home --shell /usr/sbin/nologin job
@@ -34,16 +35,17 @@ COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certifica
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends jq libvips42 \
  && rm -rf /var/lib/apt/lists/*
-COPY --from=build /opt/racetrack/job-server /opt/racetrack/job-server
-COPY --chown=job:job job/ /src/job/
+# What the job runs with, above its binary and files: cached for every deployment of this version.
 WORKDIR /src/job
 ENV JOB_NAME="go-adder" \
     JOB_VERSION="0.0.1" \
     JOB_TYPE_VERSION="golang:1.0.0" \
-    GIT_VERSION="" \
     DEPLOYED_BY_RACETRACK_VERSION="0.1.0"
 LABEL racetrack-component="job"
 USER job
 EXPOSE 7000
 STOPSIGNAL SIGTERM
 CMD ["/opt/racetrack/job-server"]
+ENV GIT_VERSION=""
+COPY --from=build /opt/racetrack/job-server /opt/racetrack/job-server
+COPY --chown=job:job job/ /src/job/

@@ -18,28 +18,30 @@ RUN cd /opt/racetrack/tools && go build -trimpath -o /opt/racetrack/bin/ ./perfo
 LABEL racetrackd.instance="main" racetrackd.build-stage="go-adder"
 ENV GREETING="say \"hi\" to \$USER"
 
-COPY job/ /src/job/
 WORKDIR /src/job
+COPY job/ /src/job/
+# One step from the job's code to its binary (each step is a container on the classic builder).
 RUN if [ ! -f go.mod ]; then go mod init racetrackd-job/go-adder; fi \
  && cp -r /opt/racetrack/go_wrapper/. racetrack_job_wrapper/ && rm -f racetrack_job_wrapper/*_test.go \
- && /opt/racetrack/bin/perform-adapter . racetrack_job_wrapper/zz_perform_adapter.go
-RUN go build -trimpath -o /opt/racetrack/job-server ./racetrack_job_wrapper
+ && /opt/racetrack/bin/perform-adapter . racetrack_job_wrapper/zz_perform_adapter.go \
+ && go build -trimpath -o /opt/racetrack/job-server ./racetrack_job_wrapper
 
 FROM debian:bookworm-slim
 RUN useradd --uid 1000 --user-group --home-dir /src/job --no-create-home --shell /usr/sbin/nologin job
 # The toolchain image's CA certificates: a slim runtime image has none, and the job may call HTTPS.
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 ENV GREETING="say \"hi\" to \$USER"
-COPY --from=build /opt/racetrack/job-server /opt/racetrack/job-server
-COPY --chown=job:job job/ /src/job/
+# What the job runs with, above its binary and files: cached for every deployment of this version.
 WORKDIR /src/job
 ENV JOB_NAME="go-adder" \
     JOB_VERSION="0.0.1" \
     JOB_TYPE_VERSION="golang:1.0.0" \
-    GIT_VERSION="" \
     DEPLOYED_BY_RACETRACK_VERSION="0.1.0"
 LABEL racetrack-component="job"
 USER job
 EXPOSE 7000
 STOPSIGNAL SIGTERM
 CMD ["/opt/racetrack/job-server"]
+ENV GIT_VERSION=""
+COPY --from=build /opt/racetrack/job-server /opt/racetrack/job-server
+COPY --chown=job:job job/ /src/job/

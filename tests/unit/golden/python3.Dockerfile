@@ -27,13 +27,14 @@ USER job
 RUN /opt/racetrack/job-venv/bin/pip install -r /opt/racetrack/job-requirements.txt
 RUN /opt/racetrack/job-venv/bin/pip check
 
-COPY --chown=job:job job/ /src/job/
+# What the job runs with, above its code: the same for every deployment of this job version, so a
+# code-only redeploy takes these steps from the cache (on the classic builder each would otherwise
+# be a container of its own, after the code).
 WORKDIR /src/job
 ENV PYTHONPATH=/opt/racetrack/wrapper \
     JOB_NAME="adder" \
     JOB_VERSION="0.0.1" \
     JOB_TYPE_VERSION="python3:1.0.0" \
-    GIT_VERSION="" \
     DEPLOYED_BY_RACETRACK_VERSION="0.1.0" \
     JOB_VENV=/opt/racetrack/job-venv \
     JOB_HOME_PAGE="/docs" \
@@ -46,3 +47,8 @@ USER job
 EXPOSE 7000
 STOPSIGNAL SIGTERM
 CMD ["/opt/racetrack/wrapper-venv/bin/python", "-m", "racetrack_job_wrapper", "run", "entrypoint.py", "AdderEntrypoint"]
+
+# The job's code, last: one layer. The commit goes just above it (it changes with the code of a git
+# source, and stays "" for an upload, so then it is cached too).
+ENV GIT_VERSION=""
+COPY --chown=job:job job/ /src/job/
