@@ -15,7 +15,7 @@ from racetrackd.auth.accounts import Accounts, ChangeSignal
 from racetrackd.auth.authenticator import Authenticator, ensure_admin_token, ensure_secret_key
 from racetrackd.auth.vault import Vault
 from racetrackd.db import Job, open_database
-from racetrackd.docker.runtime import DockerRuntime, Runtime
+from racetrackd.docker.runtime import DockerRuntime, RegistryLogin, Runtime
 from racetrackd.errors import JobNotFound
 from racetrackd.jobs import waking
 from racetrackd.jobs.addressing import Addressing, prepare_networks, resolve_addressing
@@ -49,6 +49,14 @@ class Services:
         self.wake(job)
 
 
+def registry_login(settings: Settings) -> RegistryLogin | None:
+    """The login to RACETRACK_REGISTRY, when it needs one (settings check that both parts are set)."""
+    if not (settings.registry and settings.registry_username and settings.registry_password_file):
+        return None
+    host = settings.registry.split("/", 1)[0]  # reg.example:5000/team logs in to reg.example:5000
+    return RegistryLogin(host, settings.registry_username, settings.registry_password_file)
+
+
 def build_services(settings: Settings, runtime: Runtime | None = None, *, make_networks: bool = False) -> Services:
     """Open the registry, make sure the secret key and the bootstrap admin exist, and wire the rest.
 
@@ -59,7 +67,7 @@ def build_services(settings: Settings, runtime: Runtime | None = None, *, make_n
     vault = Vault(ensure_secret_key(settings))
     accounts = Accounts(vault, ChangeSignal.in_data_dir(settings.data_dir))
     accounts.ensure_bootstrap_admin(ensure_admin_token(settings))
-    runtime = runtime or DockerRuntime()
+    runtime = runtime or DockerRuntime(registry_login=registry_login(settings))
     addressing = prepare_networks(settings, runtime) if make_networks else resolve_addressing(settings, runtime)
     return Services(
         settings=settings,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +23,8 @@ import requests.exceptions
 from racetrackd.errors import BuildError, DockerUnavailable, NotFoundError, RacetrackError
 from racetrackd.manifest import ContainerLimits
 from racetrackd.naming import JOB_PORT
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +63,19 @@ class ContainerState:
         return self.status in ("created", "running")
 
 
+@dataclasses.dataclass(frozen=True)
+class RegistryLogin:
+    """Who the engine pulls and pushes as at a private registry. The password stays in its file
+    until the login (read afresh each time: a rotated password needs no restart)."""
+
+    registry: str  # host[:port], as at the start of image references
+    username: str
+    password_file: Path
+
+    def password(self) -> str:
+        return self.password_file.read_text().rstrip("\r\n")
+
+
 class Runtime(Protocol):
     def build_image(
         self,
@@ -92,6 +108,7 @@ class Runtime(Protocol):
     def remove_image(self, ref: str) -> None: ...
     def list_images(self, labels: dict[str, str]) -> list[str]: ...
     def pull_image(self, ref: str) -> None: ...
+    def push_image(self, ref: str, on_log: Callable[[str], None]) -> None: ...
     def import_rootfs(self, rootfs_tar: Path, ref: str, changes: list[str]) -> None: ...
     def own_networks(self) -> set[str]: ...
     def own_container_name(self) -> str | None: ...
@@ -175,15 +192,44 @@ def _translated(action: str) -> Iterator[None]:
 
 
 class DockerRuntime:
-    """Runtime backed by the Docker engine named by DOCKER_HOST (default: the local socket)."""
+    """Runtime backed by the Docker engine named by DOCKER_HOST (default: the local socket).
 
-    def __init__(self, client_factory: Callable[[], docker.DockerClient] | None = None) -> None:
+    `registry_login`: log in to a private registry as the client is made. The SDK then sends the
+    credentials (X-Registry-Auth) with each push, pull and swarm service create or update, which is
+    how swarm nodes other than this engine's get to pull a private image.
+    """
+
+    def __init__(
+        self,
+        client_factory: Callable[[], docker.DockerClient] | None = None,
+        *,
+        registry_login: RegistryLogin | None = None,
+    ) -> None:
         self._client_factory = client_factory or (lambda: docker.from_env(timeout=300))
+        self._registry_login = registry_login
+        self._logged_in = False
 
     @functools.cached_property
     def _client(self) -> docker.DockerClient:
         with _translated("connecting to Docker"):
-            return self._client_factory()
+            client = self._client_factory()
+        if self._registry_login is not None:
+            try:
+                self._log_in(client)
+            except (RacetrackError, OSError) as exc:
+                # Not fatal here: the registry may be down while the engine is up. The next push logs
+                # in again and fails the deployment with the reason.
+                log.warning("cannot log in to registry %s yet: %s", self._registry_login.registry, exc)
+        return client
+
+    def _log_in(self, client: docker.DockerClient) -> None:
+        login = self._registry_login
+        if login is None:
+            return
+        password = login.password()
+        with _translated(f"logging in to registry {login.registry} as {login.username}"):
+            client.login(username=login.username, password=password, registry=login.registry, reauth=True)
+        self._logged_in = True
 
     def build_image(
         self,
@@ -406,6 +452,25 @@ class DockerRuntime:
         with _translated(f"pulling image {ref}"):
             self._client.images.pull(ref)
 
+    def push_image(self, ref: str, on_log: Callable[[str], None]) -> None:
+        """Push `ref` (`registry/repository:tag`) to its registry, passing progress lines to `on_log`."""
+        client = self._client
+        if self._registry_login is not None and not self._logged_in:
+            try:
+                self._log_in(client)
+            except OSError as exc:
+                raise RacetrackError(
+                    f"reading the registry password file {self._registry_login.password_file}: {exc}"
+                ) from exc
+        repository, tag = _split_ref(ref)
+        with _translated(f"pushing image {ref}"):
+            for chunk in client.api.push(repository, tag=tag, stream=True, decode=True):
+                if "error" in chunk:
+                    raise RacetrackError(f"pushing image {ref}: {str(chunk['error']).strip()}")
+                if chunk.get("status") and not chunk.get("progressDetail"):
+                    layer = f"{chunk['id']}: " if chunk.get("id") else ""
+                    on_log(f"{layer}{chunk['status']}\n")
+
     def own_networks(self) -> set[str]:
         """Networks of the container this process runs in; empty when it runs on the host.
 
@@ -436,6 +501,13 @@ class DockerRuntime:
         raise RacetrackError(f"network {name} has no gateway address")
 
     def import_rootfs(self, rootfs_tar: Path, ref: str, changes: list[str]) -> None:
-        repository, _, tag = ref.rpartition(":") if ":" in ref.split("/")[-1] else (ref, "", "latest")
+        repository, tag = _split_ref(ref)
         with _translated(f"importing {rootfs_tar} as {ref}"), rootfs_tar.open("rb") as data:
-            self._client.api.import_image_from_data(data, repository=repository, tag=tag or "latest", changes=changes)
+            self._client.api.import_image_from_data(data, repository=repository, tag=tag, changes=changes)
+
+
+def _split_ref(ref: str) -> tuple[str, str]:
+    """`registry:5000/team/name:tag` -> (`registry:5000/team/name`, `tag`); the tag defaults to latest.
+    Only a colon in the last path component separates a tag (the first may hold a port)."""
+    repository, _, tag = ref.rpartition(":") if ":" in ref.split("/")[-1] else (ref, "", "latest")
+    return repository, tag or "latest"

@@ -17,6 +17,7 @@ import requests
 from builders.recipe import template_variables
 from jobmanifest import validate_manifest
 from racetrackd.docker.runtime import ContainerSpec, ContainerState
+from racetrackd.errors import RacetrackError
 from racetrackd.plugins.jobtypes import discover, resolve
 from racetrackd.settings import BUILTIN_PLUGINS_DIR
 
@@ -65,6 +66,8 @@ class FakeRuntime:
         # True: a followed job goes silent after its tail (the stream waits, as Docker's does, until closed)
         self.silent_follow = False
         self.follow_streams: list[FakeLogStream] = []
+        self.pushed: list[str] = []  # image references pushed to a registry, in order
+        self.push_failure: str | None = None  # set: every push fails with this reason
 
     def _record(self, method: str, *args: Any) -> None:
         self.calls.append((method, args))
@@ -180,6 +183,15 @@ class FakeRuntime:
     def pull_image(self, ref: str) -> None:
         self._record("pull_image", ref)
         self.images[ref] = {}
+
+    def push_image(self, ref: str, on_log: Callable[[str], None]) -> None:
+        self._record("push_image", ref)
+        if self.push_failure is not None:
+            raise RacetrackError(f"pushing image {ref}: {self.push_failure}")
+        if ref not in self.images:
+            raise RacetrackError(f"pushing image {ref}: An image does not exist locally with the tag")
+        on_log(f"{ref}: pushed\n")
+        self.pushed.append(ref)
 
     def import_rootfs(self, rootfs_tar: Path, ref: str, changes: list[str]) -> None:
         self._record("import_rootfs", rootfs_tar, ref, changes)
