@@ -7,6 +7,7 @@
 #   scripts/swarm-lab.sh env      print those settings again (eval "$(scripts/swarm-lab.sh env)")
 #   scripts/swarm-lab.sh status   the node containers, the swarm's nodes, the registry's repositories
 #   scripts/swarm-lab.sh down     remove everything `up` made (containers, volumes, network, socket dir)
+#   scripts/swarm-lab.sh image    only build the node image (tests run its registry on their own)
 #
 # Settings (environment):
 #   SWARM_LAB_NAME     prefix of everything made, and their label value   (default rtd-swarm-lab)
@@ -253,8 +254,9 @@ case "${1:-}" in
   down) down ;;
   status) status ;;
   env) print_env ;;
+  image) build_node_image ;;
   *)
-    echo "usage: $0 up|down|status|env" >&2
+    echo "usage: $0 up|down|status|env|image" >&2
     exit 2
     ;;
 esac
