@@ -76,6 +76,31 @@ class RegistryLogin:
         return self.password_file.read_text().rstrip("\r\n")
 
 
+def registry_login(client: docker.DockerClient, login: RegistryLogin) -> None:
+    """Log `client` in to `login.registry`. The SDK keeps the credentials and sends them
+    (X-Registry-Auth) with every later push, pull and swarm service create or update made through
+    this client, which is how workers without credentials of their own pull a private image."""
+    try:
+        password = login.password()
+    except OSError as exc:
+        raise RacetrackError(f"reading the registry password file {login.password_file}: {exc}") from exc
+    with _translated(f"logging in to registry {login.registry} as {login.username}"):
+        client.login(username=login.username, password=password, registry=login.registry, reauth=True)
+
+
+def try_registry_login(client: docker.DockerClient, login: RegistryLogin | None) -> bool:
+    """`registry_login` when the client is made: a failure is a warning, not fatal (the registry may
+    be down while the engine is up; the next push logs in again and fails the deployment saying why)."""
+    if login is None:
+        return False
+    try:
+        registry_login(client, login)
+    except RacetrackError as exc:
+        log.warning("cannot log in to registry %s yet: %s", login.registry, exc.message)
+        return False
+    return True
+
+
 class Runtime(Protocol):
     def build_image(
         self,
@@ -213,23 +238,8 @@ class DockerRuntime:
     def _client(self) -> docker.DockerClient:
         with _translated("connecting to Docker"):
             client = self._client_factory()
-        if self._registry_login is not None:
-            try:
-                self._log_in(client)
-            except (RacetrackError, OSError) as exc:
-                # Not fatal here: the registry may be down while the engine is up. The next push logs
-                # in again and fails the deployment with the reason.
-                log.warning("cannot log in to registry %s yet: %s", self._registry_login.registry, exc)
+        self._logged_in = try_registry_login(client, self._registry_login)
         return client
-
-    def _log_in(self, client: docker.DockerClient) -> None:
-        login = self._registry_login
-        if login is None:
-            return
-        password = login.password()
-        with _translated(f"logging in to registry {login.registry} as {login.username}"):
-            client.login(username=login.username, password=password, registry=login.registry, reauth=True)
-        self._logged_in = True
 
     def build_image(
         self,
@@ -456,12 +466,8 @@ class DockerRuntime:
         """Push `ref` (`registry/repository:tag`) to its registry, passing progress lines to `on_log`."""
         client = self._client
         if self._registry_login is not None and not self._logged_in:
-            try:
-                self._log_in(client)
-            except OSError as exc:
-                raise RacetrackError(
-                    f"reading the registry password file {self._registry_login.password_file}: {exc}"
-                ) from exc
+            registry_login(client, self._registry_login)  # raises, naming the registry, when it fails again
+            self._logged_in = True
         repository, tag = _split_ref(ref)
         with _translated(f"pushing image {ref}"):
             for chunk in client.api.push(repository, tag=tag, stream=True, decode=True):
