@@ -241,6 +241,11 @@ class DockerRuntime:
         self._logged_in = try_registry_login(client, self._registry_login)
         return client
 
+    def shared_client(self) -> docker.DockerClient:
+        """This runtime's client, logged in to the registry: for the swarm backend, so that its
+        service creates and updates carry the same login (a re-login before a push counts for both)."""
+        return self._client
+
     def build_image(
         self,
         context: IO[bytes],
