@@ -205,6 +205,7 @@ def swarm_daemon(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         RACETRACK_REGISTRY_PASSWORD_FILE=lab.env["RACETRACK_REGISTRY_PASSWORD_FILE"],
         RACETRACK_SUPERVISOR_INTERVAL="1",
         RACETRACK_JOB_START_TIMEOUT="180",
+        RACETRACK_DRAIN_TIMEOUT="5",  # a replaced release's tasks go within 5 s (its calls are short)
     )
     try:
         yield handle
@@ -365,8 +366,10 @@ def test_a_forced_redeploy_under_steady_calls_fails_none(lab: Lab, swarm_daemon:
         time.sleep(3)
 
     assert result.returncode == 0, result.stdout + result.stderr
-    after = {s.id for s in _services_of(lab, swarm_daemon)}
-    assert after and after.isdisjoint(before)  # a new release's service, the old one gone
+    deadline = time.monotonic() + 60  # the old release drains (RACETRACK_DRAIN_TIMEOUT), then goes
+    while len(after := {s.id for s in _services_of(lab, swarm_daemon)}) != 1 or not after.isdisjoint(before):
+        assert time.monotonic() < deadline, f"services before {before}, now {after}"
+        time.sleep(1)
     RESULTS["redeploy_under_load"] = {"calls": len(loop.results), "failed_calls": len(loop.failures())}
     assert loop.failures() == []
     assert len(loop.results) > 20
