@@ -2,14 +2,15 @@
 
     .venv/bin/python bench/swarm.py [--runs 3] [--duration 10] [--connections 16] [--replicas 3]
 
-Same job (samples/adder with `replicas: N`), same machine, same run:
-  1. single-host mode (the baseline): a daemon with RACETRACK_ORCHESTRATOR=docker on the host's engine;
-  2. swarm mode: `scripts/swarm-lab.sh up` (idempotent), then a daemon on the host with
-     RACETRACK_ORCHESTRATOR=swarm, DOCKER_HOST at the lab manager and RACETRACK_REGISTRY at the lab
-     registry (so every deploy also pushes, and workers pull).
-For each: a warm-up deploy (layer cache), then --runs first deploys of a new job (a new name each)
-and --runs code-only redeploys (`--force`), timed as `rtd submit -q` (it returns once every replica
-answers /ready); then `wrk` POSTs to /pub for --duration seconds at --connections connections.
+Same job (samples/adder with `replicas: N`), same machine, same run, two daemons side by side:
+  1. single-host mode (the baseline): RACETRACK_ORCHESTRATOR=docker on the host's engine;
+  2. swarm mode: `scripts/swarm-lab.sh up` (idempotent), then RACETRACK_ORCHESTRATOR=swarm with
+     DOCKER_HOST at the lab manager and RACETRACK_REGISTRY at the lab registry (so every deploy
+     also pushes, and workers pull).
+After a warm-up deploy each (layer cache), they take turns: --runs rounds of a first deploy of a
+new job and a code-only redeploy (`--force`), timed as `rtd submit -q` (it returns once every
+replica answers /ready); then --runs rounds of `wrk` POSTing to /pub for --duration seconds at
+--connections connections. Taking turns spreads the shared machine's other load over both.
 Medians and the swarm/single-host ratios go to stdout and replace the "## Swarm mode" section of
 docs/benchmarks.md. Traffic goes to 127.0.0.1 (the gateway) and the lab bridge (the tasks).
 The lab is left up (`scripts/swarm-lab.sh down` removes it). Needs `wrk`.
@@ -89,48 +90,85 @@ def lab_env() -> dict[str, str]:
     return env
 
 
-def measure(mode: str, extra_env: dict[str, str], args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """Deploy times and /pub throughput of one daemon (`mode`: single-host or swarm)."""
-    instance = f"bench-{mode}"
-    data_dir = work / mode
-    jobs = data_dir / "jobs"
-    port, token = launcher.free_port(), uuid.uuid4().hex
-    url = f"http://127.0.0.1:{port}"
-    env = launcher.daemon_env(port=port, data_dir=data_dir, token=token, instance=instance, base_image=BASE_IMAGE)
-    env.update(extra_env)
-    env.update({"RTD_REMOTE": url, "RTD_TOKEN": token, "RTD_CONFIG": str(data_dir / "rtd.yaml")})
-    data_dir.mkdir(parents=True)
-    log_path = data_dir / "daemon.log"
-    daemon = launcher.start(env, log_path, new_session=False)
-    first: list[float] = []
-    redeploy: list[float] = []
+class Bench:
+    """One daemon under test (`mode`: single-host or swarm) and what was measured on it."""
+
+    def __init__(self, mode: str, extra_env: dict[str, str], work: Path) -> None:
+        self.mode = mode
+        self.instance = f"bench-{mode}"
+        self.data_dir = work / mode
+        self.jobs = self.data_dir / "jobs"
+        port, self.token = launcher.free_port(), uuid.uuid4().hex
+        self.url = f"http://127.0.0.1:{port}"
+        env = launcher.daemon_env(
+            port=port, data_dir=self.data_dir, token=self.token, instance=self.instance, base_image=BASE_IMAGE
+        )
+        env.update(extra_env)
+        env.update({"RTD_REMOTE": self.url, "RTD_TOKEN": self.token, "RTD_CONFIG": str(self.data_dir / "rtd.yaml")})
+        self.env = env
+        self.first: list[float] = []
+        self.redeploy: list[float] = []
+        self.loads: list[dict[str, float]] = []
+        self.job = ""
+
+    def start(self) -> subprocess.Popen[bytes]:
+        self.data_dir.mkdir(parents=True)
+        log_path = self.data_dir / "daemon.log"
+        daemon = launcher.start(self.env, log_path, new_session=False)
+        launcher.wait_ready(self.url, daemon, log_path, timeout=120, step=0.1)
+        return daemon
+
+    def deploy_round(self, run: int, replicas: int) -> None:
+        """A first deploy of a new job and a code-only redeploy of it, both timed."""
+        name = f"bench-{self.mode}-{run}-{uuid.uuid4().hex[:4]}"
+        job_dir = make_job(self.jobs, name, replicas)
+        self.first.append(submit(self.env, job_dir))
+        check_answer(self.url, self.token, name)
+        code = job_dir / "entrypoint.py"
+        code.write_text(code.read_text() + f"\n# code-only change {uuid.uuid4().hex}\n")
+        self.redeploy.append(submit(self.env, job_dir, force=True))
+        check_answer(self.url, self.token, name)
+        self.job = name
+
+    def load_round(self, args: argparse.Namespace) -> None:
+        script = self.data_dir / "post.lua"
+        script.write_text(WRK_SCRIPT.format(token=self.token))
+        url = f"{self.url}/pub/job/{self.job}/latest/api/v1/perform"
+        self.loads.append(wrk(url, args.connections, 2, args.duration, script))
+
+    def results(self) -> dict[str, Any]:
+        def median(key: str) -> float:
+            return round(statistics.median(load[key] for load in self.loads), 2)
+
+        return {
+            "first_deploy_s": round(statistics.median(self.first), 2),
+            "first_deploy_runs_s": [round(v, 2) for v in self.first],
+            "redeploy_s": round(statistics.median(self.redeploy), 2),
+            "redeploy_runs_s": [round(v, 2) for v in self.redeploy],
+            "rps": median("rps"),
+            "rps_rounds": [round(load["rps"]) for load in self.loads],
+            "p50_ms": median("p50_ms"),
+            "p99_ms": median("p99_ms"),
+            "errors": sum(load["errors"] for load in self.loads),
+        }
+
+
+def measure(benches: list[Bench], args: argparse.Namespace) -> None:
+    """Both daemons run side by side and take turns (deploys, then load), so that the machine's
+    other work falls on both alike: ratios from one run on a shared machine."""
+    daemons = [bench.start() for bench in benches]
     try:
-        launcher.wait_ready(url, daemon, log_path, timeout=120, step=0.1)
-        submit(env, make_job(jobs, f"warm-{mode}", args.replicas))
+        for bench in benches:
+            submit(bench.env, make_job(bench.jobs, f"warm-{bench.mode}", args.replicas))  # layer cache
         for run in range(args.runs):
-            name = f"bench-{mode}-{run}-{uuid.uuid4().hex[:4]}"
-            job_dir = make_job(jobs, name, args.replicas)
-            first.append(submit(env, job_dir))
-            check_answer(url, token, name)
-            code = job_dir / "entrypoint.py"
-            code.write_text(code.read_text() + f"\n# code-only change {uuid.uuid4().hex}\n")
-            redeploy.append(submit(env, job_dir, force=True))
-            check_answer(url, token, name)
-        script = data_dir / "post.lua"
-        script.write_text(WRK_SCRIPT.format(token=token))
-        load = wrk(f"{url}/pub/job/{name}/latest/api/v1/perform", args.connections, 2, args.duration, script)
+            for bench in benches:
+                bench.deploy_round(run, args.replicas)
+        for _ in range(args.runs):
+            for bench in benches:
+                bench.load_round(args)
     finally:
-        launcher.stop(daemon)
-    return {
-        "first_deploy_s": round(statistics.median(first), 2),
-        "first_deploy_runs_s": [round(v, 2) for v in first],
-        "redeploy_s": round(statistics.median(redeploy), 2),
-        "redeploy_runs_s": [round(v, 2) for v in redeploy],
-        "rps": load["rps"],
-        "p50_ms": load["p50_ms"],
-        "p99_ms": load["p99_ms"],
-        "errors": load["errors"],
-    }
+        for daemon in daemons:
+            launcher.stop(daemon)
 
 
 def clean_swarm(manager: docker.DockerClient) -> None:
@@ -152,22 +190,22 @@ def main() -> None:
 
     host = docker.from_env()
     work = Path(tempfile.mkdtemp(prefix="racetrackd-bench-swarm-"))
-    results: dict[str, dict[str, Any]] = {}
+    lab = lab_env()
+    manager = docker.DockerClient(base_url=lab["DOCKER_HOST"], timeout=120)
+    single = Bench("single-host", {"RACETRACK_ORCHESTRATOR": "docker", "RACETRACK_NETWORK": "bench-single-host"}, work)
+    load_before = os.getloadavg()[1]
+    swarm = Bench("swarm", {**lab, "RACETRACK_NETWORK": "bench-swarm", "RACETRACK_SUPERVISOR_INTERVAL": "1"}, work)
     try:
-        try:
-            results["single-host"] = measure("single-host", {"RACETRACK_ORCHESTRATOR": "docker"}, args, work)
-        finally:
-            remove_labelled(host, "bench-single-host")
-        lab = lab_env()
-        manager = docker.DockerClient(base_url=lab["DOCKER_HOST"], timeout=120)
-        try:
-            results["swarm"] = measure(
-                "swarm", {**lab, "RACETRACK_NETWORK": "bench-swarm", "RACETRACK_SUPERVISOR_INTERVAL": "1"}, args, work
-            )
-        finally:
-            clean_swarm(manager)
+        measure([single, swarm], args)
     finally:
+        remove_labelled(host, single.instance)
+        for network in host.networks.list(names=["bench-single-host"]):
+            if network.name in ("bench-single-host", "bench-single-host-build"):
+                network.remove()
+        clean_swarm(manager)
         shutil.rmtree(work, ignore_errors=True)
+    results = {"single-host": single.results(), "swarm": swarm.results()}
+    results["machine"] = {"load_average_5min": [round(load_before, 1), round(os.getloadavg()[1], 1)]}
     print(json.dumps(results, indent=2))
     write_report(results, args)
 
@@ -187,7 +225,8 @@ with `RACETRACK_ORCHESTRATOR=docker` on the host's engine. Swarm: racetrackd on 
 in containers on this same machine), pushing each image to the lab registry, from which the workers
 pull. Deploys are `rtd submit -q` until every replica answers /ready (medians of {args.runs});
 throughput is `wrk -t2 -c{args.connections} -d{args.duration:g}s` POSTing to /pub (the gateway calls
-the tasks at their nodes' published ports). The lab's nodes share the machine's 2 cores, so the
+the tasks at their nodes' published ports), {args.runs} rounds each. Both daemons ran side by side and
+took turns, so the machine's other load (it is shared) fell on both alike. The lab's nodes share the machine's 2 cores, so the
 swarm figures are the cost of the mechanism (push, pull, scheduling, a network hop through a
 nested engine), not a capacity gain; on real nodes the replicas get their own CPUs.
 
@@ -199,9 +238,12 @@ nested engine), not a capacity gain; on real nodes the replicas get their own CP
 {row("median latency under load", "p50_ms", "ms")}
 {row("p99 latency under load", "p99_ms", "ms")}
 
+Throughput rounds (req/s): single-host {single["rps_rounds"]}, swarm {swarm["rps_rounds"]} (medians above).
 Deploy runs (s): single-host first {single["first_deploy_runs_s"]}, redeploy {single["redeploy_runs_s"]};
 swarm first {swarm["first_deploy_runs_s"]}, redeploy {swarm["redeploy_runs_s"]}. Failed requests under load:
-single-host {single["errors"]:.0f}, swarm {swarm["errors"]:.0f}.
+single-host {single["errors"]:.0f}, swarm {swarm["errors"]:.0f}. The machine's 5-minute load average
+(before, after): {results["machine"]["load_average_5min"]} on {os.cpu_count()} cores: other work ran
+throughout, so absolute figures are far below the sections above; the ratios are what this measures.
 """
     write_section(SECTION, section)
 
