@@ -1,11 +1,11 @@
-"""The e2e tier on a 3-node swarm (marker `swarm_cluster`, opt-in: `pytest -m swarm_cluster tests/e2e`).
+"""The e2e tier on a 3-node swarm (marker `swarm_cluster`; `make test-swarm`, which .ci/run calls).
 
 scripts/swarm-lab.sh makes the lab: a manager and two workers, each a container running its own
 dockerd (built from Debian packages, nothing pulled), and a password-protected registry
 (Debian's docker-registry). racetrackd runs on the host with RACETRACK_ORCHESTRATOR=swarm,
 DOCKER_HOST at the manager's socket and RACETRACK_REGISTRY at the lab registry. Measurements
 (failed calls while a node dies, redeploy under load) are printed and written to
-$SWARM_LAB_DIR/e2e-results.json.
+/tmp/<SWARM_LAB_NAME>-e2e-results.json.
 
 SWARM_LAB_KEEP=1 leaves the lab up after the tests (then `scripts/swarm-lab.sh down`).
 """
