@@ -234,15 +234,22 @@ PY
 }
 
 down() {
-  local ids
+  local ids full_ids
   ids="$(docker ps -aq --filter "label=$LABEL")"
+  full_ids="$(docker ps -aq --no-trunc --filter "label=$LABEL")"
   [ -n "$ids" ] && docker rm -f $ids >/dev/null
   ids="$(docker volume ls -q --filter "label=$LABEL")"
   [ -n "$ids" ] && docker volume rm $ids >/dev/null
   docker network rm "$NAME" >/dev/null 2>&1 || true
   rm -rf "$DIR"
-  # The nodes shared the host's cgroup tree: their containers' (now empty) cgroups stay behind.
-  local tree
+  # The nodes shared the host's cgroup tree: their containers' (now empty) cgroups can stay behind,
+  # inside the node's own (/docker/<id>/lab) or, on cgroup v2, under /<name>-<node>.
+  local tree id
+  for id in $full_ids; do
+    for tree in /sys/fs/cgroup/*/docker/"$id" /sys/fs/cgroup/*/system.slice/docker-"$id".scope; do
+      [ -d "$tree" ] && find "$tree" -depth -type d -exec rmdir {} + 2>/dev/null
+    done
+  done
   for tree in /sys/fs/cgroup/*/"$NAME"-* /sys/fs/cgroup/"$NAME"-*; do
     [ -d "$tree" ] && find "$tree" -depth -type d -exec rmdir {} + 2>/dev/null
   done

@@ -24,8 +24,15 @@ PY
   engine)
     mkdir -p /etc/docker /lab
     # LAB_INSECURE_REGISTRY: the lab registry speaks plain HTTP; each engine must be told so.
-    # LAB_CGROUP_PARENT: the node shares the host's cgroup tree (--cgroupns host), so its
-    # containers go under their own parent rather than next to the host engine's "docker" one.
+    # The node shares the host's cgroup tree (--cgroupns host). Its containers go inside the node
+    # container's own cgroup (cgroup v1: /docker/<id>/lab), so that together they get one
+    # container's CPU share beside the host's other containers, as a machine of its own would;
+    # a parent at the root would weigh as much as all of the host's containers together. Where
+    # that is not possible (cgroup v2 forbids children beside processes) LAB_CGROUP_PARENT.
+    own="$(sed -n 's/^[0-9]*:[^:]*cpu[,:][^:]*:\(\/.*\)$/\1/p; s/^[0-9]*:cpu:\(\/.*\)$/\1/p' /proc/self/cgroup | head -n 1)"
+    if [ -n "$own" ] && [ "$own" != "/" ]; then
+      LAB_CGROUP_PARENT="$own/lab"
+    fi
     cat > /etc/docker/daemon.json <<JSON
 {
   "insecure-registries": ["${LAB_INSECURE_REGISTRY}"],
