@@ -147,6 +147,9 @@ class ApiClient:
     def job(self, name: str, version: str) -> dict[str, Any]:
         return self._api("GET", f"/job/{name}/{version}")
 
+    def nodes(self) -> dict[str, Any]:
+        return self._api("GET", "/nodes")
+
     def delete_job(self, name: str, version: str) -> None:
         self._api("DELETE", f"/job/{name}/{version}")
 

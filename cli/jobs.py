@@ -32,7 +32,7 @@ COLUMNS: dict[str, tuple[str, Any]] = {
 
 
 def register(main: click.Group) -> None:
-    for command in (list_jobs, status, logs, call, delete, tasks):
+    for command in (list_jobs, status, logs, call, delete, tasks, nodes):
         main.add_command(command)
 
 
@@ -99,6 +99,7 @@ def status(ctx: click.Context, name: str, version: str, as_json: bool) -> None:
     click.echo(f"{job['name']} {job['version']}")
     for label, value in fields:
         click.echo(f"  {label + ':':<13} {value}")
+    _print_replicas(job.get("replica_details") or [], job.get("orchestrator") == "swarm")
     if deployment is None:
         return
     click.echo(
@@ -114,6 +115,38 @@ def status(ctx: click.Context, name: str, version: str, as_json: bool) -> None:
         click.echo(f"  {'total':<30} {seconds(sum(p['duration'] or 0 for p in phases))}")
     if deployment["status"] == "failed" and deployment.get("error"):
         click.echo(f"  error: {deployment['error'].splitlines()[0]}")
+
+
+def _print_replicas(replicas: list[dict[str, Any]], swarm: bool) -> None:
+    """One line per replica; in swarm mode with the node it runs on (and Swarm's reason when it does not)."""
+    if not swarm or not replicas:
+        return
+    click.echo("  replicas on nodes:")
+    for replica in replicas:
+        where = replica.get("node") or "no node"
+        line = f"    {replica['name']:<40} {where:<20} {replica['state']}"
+        if replica.get("error"):
+            line += f" ({replica['error']})"
+        click.echo(line)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the nodes as JSON.")
+@click.pass_context
+def nodes(ctx: click.Context, as_json: bool) -> None:
+    """The nodes jobs run on (swarm mode: the swarm's; docker mode: this engine) and the replicas on each."""
+    found = client_for(ctx).nodes()
+    if as_json:
+        print_json(found)
+        return
+    if found.get("orchestrator") != "swarm":
+        click.echo("racetrackd runs jobs on one Docker engine (RACETRACK_ORCHESTRATOR=docker): no swarm nodes")
+    rows: list[tuple[object, ...]] = [("HOSTNAME", "ROLE", "STATE", "AVAILABILITY", "ADDRESS", "TASKS")]
+    for node in found.get("nodes") or []:
+        tasks = ", ".join(sorted(f"{t['job_name']} {t['job_version']}" for t in node.get("tasks") or [])) or "-"
+        role = node["role"] + (" (leader)" if node.get("leader") else "")
+        rows.append((node["hostname"], role, node["state"], node["availability"], node["address"], tasks))
+    table(rows)
 
 
 def _latest_deployment(client: ApiClient, name: str, version: str) -> dict[str, Any] | None:

@@ -67,6 +67,7 @@ TOP_LEVEL = (
     "extends",
     "idle_timeout",  # racetrackd's own: scale to zero after this long without calls
     "call_timeout",  # racetrackd's own: how long one call may take, end to end
+    "placement_constraints",  # racetrackd's own: Swarm placement constraints (swarm mode only)
     *DEPRECATED_EXTRA,
 )
 GIT_FIELDS = ("remote", "branch", "directory")
@@ -131,6 +132,7 @@ class Manifest:
     image_type: str
     idle_timeout: int | None  # seconds without calls before the job is stopped (woken by the next call)
     call_timeout: int | None  # seconds one call may take (gateway, wrapper and async calls); None: the default
+    placement_constraints: tuple[str, ...]  # Swarm's `<key> ==|!= <value>`, e.g. node.labels.gpu == true
     raw: dict[str, Any]  # what the user wrote (after overlays), as stored and shown back
     warnings: tuple[str, ...] = ()
 
@@ -291,6 +293,9 @@ def validate_manifest(data: Any) -> Manifest:
     )
     idle_timeout = _duration(c, data, "idle_timeout", MIN_IDLE_TIMEOUT)
     call_timeout = _duration(c, data, "call_timeout", MIN_CALL_TIMEOUT)
+    placement_constraints = c.string_list(
+        data, "placement_constraints", "placement_constraints", placement_constraint_problem
+    )
     c.string(
         data,
         "extends",
@@ -323,6 +328,7 @@ def validate_manifest(data: Any) -> Manifest:
         image_type=image_type or "docker",
         idle_timeout=idle_timeout,
         call_timeout=call_timeout,
+        placement_constraints=placement_constraints,
         raw=raw,
         warnings=tuple(c.warnings),
     )
@@ -490,6 +496,23 @@ def _jobtype_extra(c: _Checker, data: dict[str, Any]) -> dict[str, Any]:
     extra = dict(c.mapping(data, key, key) or {})
     _check_jobtype_extra_values(c, extra, key)
     return extra
+
+
+# Swarm's constraint syntax: an attribute of the node, == or !=, a value (docker service create --constraint)
+PLACEMENT_CONSTRAINT = re.compile(
+    r"^(node\.(id|hostname|role|platform\.os|platform\.arch|labels\.[A-Za-z0-9_.-]+)|engine\.labels\.[A-Za-z0-9_.-]+)"
+    r"\s*(==|!=)\s*([^\s=!][^=!]*)$"
+)
+
+
+def placement_constraint_problem(value: str) -> str | None:
+    if PLACEMENT_CONSTRAINT.match(value.strip()):
+        return None
+    return (
+        f"{value!r} is not a Swarm placement constraint: write `<key> == <value>` or `<key> != <value>` with "
+        "key node.id, node.hostname, node.role, node.platform.os, node.platform.arch, node.labels.<label> "
+        "or engine.labels.<label> (e.g. node.labels.gpu == true)"
+    )
 
 
 def _replicas(c: _Checker, data: dict[str, Any]) -> int:

@@ -77,9 +77,9 @@ def serve(settings: Settings) -> int:
                 plugin.version,
                 ", ".join(jt.full_name for jt in plugin.job_types) or "no job types",
             )
-    deployer = Deployer(settings, runtime, plugins, addressing, services.accounts, builder)
+    deployer = Deployer(settings, runtime, plugins, addressing, services.accounts, builder, services.orchestrator)
     worker = DeploymentWorker(deployer, settings.worker_poll_interval, settings.build_concurrency)
-    supervisor = Supervisor(settings, runtime, deployer)
+    supervisor = Supervisor(settings, services.orchestrator, deployer)
     async_calls = AsyncCallRunner(settings, services.wake)
     metrics.prepare_multiprocess_dir(settings.metrics_dir)
     http = _start_gunicorn(settings, extra_bind_addresses(settings, addressing))

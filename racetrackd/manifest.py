@@ -35,10 +35,26 @@ def accept_manifest(data: Any, settings: Settings) -> Manifest:
         manifest = validate_manifest(data)
     except ManifestInvalid as exc:
         raise manifest_error([(e.path, e.message) for e in exc.errors]) from exc
-    problems = _reserved_env_problems(manifest) + _limit_problems(manifest, settings)
+    problems = (
+        _reserved_env_problems(manifest) + _limit_problems(manifest, settings) + _placement_problems(manifest, settings)
+    )
     if problems:
         raise manifest_error(problems)
     return manifest
+
+
+def _placement_problems(manifest: Manifest, settings: Settings) -> list[tuple[str, str]]:
+    """Placement constraints choose among a swarm's nodes: on one engine they would silently mean nothing."""
+    if manifest.placement_constraints and settings.orchestrator != "swarm":
+        return [
+            (
+                "placement_constraints",
+                "needs RACETRACK_ORCHESTRATOR=swarm; this racetrackd runs jobs on one Docker engine "
+                f"(RACETRACK_ORCHESTRATOR={settings.orchestrator}), where there are no nodes to choose from: "
+                "remove the field or deploy to a racetrackd in swarm mode",
+            )
+        ]
+    return []
 
 
 def load_stored(manifest_yaml: str, settings: Settings) -> Manifest:

@@ -26,6 +26,7 @@ from racetrackd.errors import SettingsError
 ENV_PREFIX = "RACETRACK_"
 BUILTIN_PLUGINS_DIR = resources.builtin_plugins_dir()
 JOB_ADDRESSING_MODES = ("auto", "container-name", "container-ip", "published-port")
+ORCHESTRATORS = ("docker", "swarm")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -130,6 +131,12 @@ def _parse_schemes(raw: str) -> frozenset[str]:
 def _parse_addressing(raw: str) -> str:
     if raw not in JOB_ADDRESSING_MODES:
         raise ValueError(f"expected one of {', '.join(JOB_ADDRESSING_MODES)}")
+    return raw
+
+
+def _parse_orchestrator(raw: str) -> str:
+    if raw not in ORCHESTRATORS:
+        raise ValueError(f"expected one of {', '.join(ORCHESTRATORS)}")
     return raw
 
 
@@ -253,6 +260,13 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "How the gateway reaches jobs: container-name (daemon runs on the shared network), "
         "container-ip (daemon on a Linux host), published-port (host that cannot route to "
         "containers, e.g. Docker Desktop) or auto (detect).",
+    ),
+    SettingSpec(
+        "orchestrator",
+        "docker",
+        _parse_orchestrator,
+        "What runs jobs: docker (containers on this one engine) or swarm (each job release a Docker "
+        "Swarm service, scheduled across the swarm's nodes; racetrackd runs on a manager). See docs/swarm.md.",
     ),
     SettingSpec(
         "instance",
@@ -494,6 +508,7 @@ class Settings:
     max_follow_streams: int
     network: str
     job_addressing: str
+    orchestrator: str
     instance: str
     build_ca_bundle: Path | None
     build_pip_index_url: str | None

@@ -15,7 +15,8 @@ from racetrackd.auth import access
 from racetrackd.db import Deployment
 from racetrackd.deploy import jobsecrets, releases
 from racetrackd.deploy import requests as deployments
-from racetrackd.errors import ValidationError
+from racetrackd.docker.orchestrator import SWARM
+from racetrackd.errors import RacetrackError, ValidationError
 from racetrackd.gateway import asynccalls
 from racetrackd.jobs import queries as jobs
 from racetrackd.plugins import store as plugins
@@ -132,14 +133,14 @@ def job_logs(name: str, version: str) -> Response | dict[str, Any]:
     tail = _int_arg("tail", 20)
     redact = _redactor(job)
     if _flag("follow"):
-        return _follow(lambda gone: redact.lines(jobs.follow_runtime_logs(services().runtime, job, tail, gone)))
-    return {"logs": redact(jobs.runtime_logs(services().runtime, job, tail))}
+        return _follow(lambda gone: redact.lines(jobs.follow_runtime_logs(services().orchestrator, job, tail, gone)))
+    return {"logs": redact(jobs.runtime_logs(services().orchestrator, job, tail))}
 
 
 @bp.get("/job/<name>/<version>/logs/plain")
 def job_logs_plain(name: str, version: str) -> Response:
     job = _readable_job(name, version)
-    logs = jobs.runtime_logs(services().runtime, job, _int_arg("tail", 20))
+    logs = jobs.runtime_logs(services().orchestrator, job, _int_arg("tail", 20))
     return Response(_redactor(job)(logs), mimetype="text/plain")
 
 
@@ -195,7 +196,24 @@ def list_jobs() -> list[dict[str, Any]]:
 
 @bp.get("/job/<name>/<version>")
 def get_job(name: str, version: str) -> dict[str, Any]:
-    return jobs.job_dto(_readable_job(name, version), services().settings)
+    job = _readable_job(name, version)
+    svc = services()
+    described = jobs.job_dto(job, svc.settings)
+    if svc.orchestrator.kind == SWARM:
+        # racetrackd's own: where each replica runs (its task's node) and its state, asked of the
+        # swarm; a swarm that does not answer leaves the record readable (the error says why)
+        try:
+            described["replica_details"] = jobs.replica_details(svc.orchestrator, job)
+        except RacetrackError as exc:
+            described["replica_details"] = [{"name": "?", "node": None, "state": "unknown", "error": exc.message}]
+    return described
+
+
+@bp.get("/nodes")
+def list_nodes() -> dict[str, Any]:
+    """The nodes that run jobs (swarm: the swarm's; docker: this engine), with the replicas on each."""
+    svc = services()
+    return {"orchestrator": svc.orchestrator.kind, "nodes": jobs.node_dtos(svc.orchestrator, _may_read)}
 
 
 @bp.delete("/job/<name>/<version>")
@@ -204,7 +222,7 @@ def delete_job(name: str, version: str) -> tuple[str, int]:
     who = require(access.DELETE_JOB, job.name, job.version, doing="delete")
     svc = services()
     described = jobs.job_dto(job, svc.settings)  # what post_job_delete hooks receive
-    jobs.delete_job(svc.runtime, svc.settings.instance, job.name, job.version, who.display)
+    jobs.delete_job(svc.orchestrator, svc.runtime, svc.settings.instance, job.name, job.version, who.display)
     svc.accounts.retire_family_tokens(job.name)  # the last version gone: its AUTH_TOKEN must not outlive it
     plugins.after_job_delete(svc.plugins, described, who.display)
     return "", 204

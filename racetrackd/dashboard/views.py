@@ -189,7 +189,19 @@ def job_page(name: str, version: str) -> str:
         may_call=identity.allows(access.CALL_JOB, job.name, job.version),
         may_deploy=identity.allows(access.DEPLOY_JOB, job.name, job.version),
         may_delete=identity.allows(access.DELETE_JOB, job.name, job.version),
+        placement=_replicas_on_nodes(job),
     )
+
+
+def _replicas_on_nodes(job: Job) -> list[dict[str, Any]]:
+    """swarm mode: where each replica runs; the page still renders when the swarm does not answer."""
+    orchestrator = services().orchestrator
+    if orchestrator.kind != "swarm":
+        return []
+    try:
+        return jobs.replica_details(orchestrator, job)
+    except RacetrackError as exc:
+        return [{"name": "?", "node": None, "state": "unknown", "error": exc.message}]
 
 
 # ---- deploy from the browser

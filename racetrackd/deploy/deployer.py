@@ -21,10 +21,12 @@ from racetrackd.auth.accounts import Accounts
 from racetrackd.db import AuditEvent, DeletedJob, Deployment, DeploymentStatus, Job, JobStatus, is_storage_full
 from racetrackd.deploy import jobsecrets
 from racetrackd.deploy.building import DeploymentRecord, ImageBuilder
-from racetrackd.docker.runtime import ContainerSpec, Hardening, Runtime
+from racetrackd.docker.orchestrator import MISSING, PENDING, RUNNING, Orchestrator, ReleaseSpec, Replica
+from racetrackd.docker.runtime import Hardening, Runtime
 from racetrackd.errors import ConflictError, JobStartError, JobTypeError, RacetrackError, ValidationError
 from racetrackd.jobs import queries as jobs
-from racetrackd.jobs.addressing import CONTAINER_NAME, Addressing, job_address
+from racetrackd.jobs.addressing import Addressing
+from racetrackd.jobs.containers import ContainerReplicas
 from racetrackd.jobs.logtail import with_log_tail
 from racetrackd.jobs.probes import ServerAnswers, StartCheck, StartFailed, WrapperStarted
 from racetrackd.manifest import container_limits, load_stored
@@ -37,6 +39,7 @@ from racetrackd.settings import Settings
 log = logging.getLogger(__name__)
 
 SWITCH_GRACE_SECONDS = 0.3
+UNPLACED_GRACE_SECONDS = 5.0  # how long a task Swarm cannot place may wait for a node before the start fails
 ENTRYPOINT_PHASE = "initializing Job entrypoint"
 # Waits between attempts to record a failed deployment: a full disk may free up (images pruned, logs
 # rotated); until it is recorded the deployment would look in progress for ever.
@@ -85,9 +88,11 @@ class Deployer:
         addressing: Addressing,
         accounts: Accounts,
         builder: ImageBuilder,
+        orchestrator: Orchestrator | None = None,
     ) -> None:
         self.settings = settings
         self.runtime = runtime
+        self.orchestrator: Orchestrator = orchestrator or ContainerReplicas(runtime, addressing)
         self.builder = builder
         self.plugins = plugins
         self.addressing = addressing
@@ -230,8 +235,8 @@ class Deployer:
     def _start(
         self, deployment: Deployment, manifest: Manifest, job_type: JobType, image: str, secrets: jobsecrets.JobSecrets
     ) -> None:
-        """Start the release's replicas under staging names, wait until they are ready, then switch
-        the job over to them (a redeploy without downtime) and give them their final names."""
+        """Start the release's replicas under a staging unit, wait until they are ready, then switch
+        the job over to them (a redeploy without downtime) and give the unit its final name."""
         launch = Launch(
             image=image,
             manifest=manifest,
@@ -243,34 +248,31 @@ class Deployer:
             deployment_timestamp=int(time.time()),
             deployment=deployment,
         )
-        staging_base = naming.staging_container_name(
-            self.settings.instance, manifest.name, manifest.version, deployment.id
-        )
-        staging = _replica_names(staging_base, manifest.replicas)
-        for name in staging:
-            self._run(name, launch)
+        staging = naming.staging_container_name(self.settings.instance, manifest.name, manifest.version, deployment.id)
+        self.orchestrator.start(staging, self._release_spec(launch))
         existing = Job.find(manifest.name, manifest.version)
-        job = existing or self._record_new_job(launch, staging_base, deployment.deployed_by)
-        self._await_staging(launch, staging, job if existing is None else None)
+        job = existing or self._record_new_job(launch, staging, deployment.deployed_by)
+        addresses = self._await_staging(launch, staging, job if existing is None else None)
         final_base = naming.container_name(self.settings.instance, manifest.name, manifest.version)
-        retiring = [] if existing is None else self._switch_to_staging(existing, staging_base, staging, launch)
+        retiring = [] if existing is None else self._switch_to_staging(existing, staging, addresses, launch)
         self._promote(job, launch, staging, final_base, deployment.deployed_by)
         if retiring:
             threading.Thread(
                 target=self._retire, args=(retiring, manifest.name, manifest.version), daemon=True, name="retire"
             ).start()
 
-    def _record_new_job(self, launch: Launch, staging_base: str, deployed_by: str | None) -> Job:
-        """The record of a job deployed for the first time, starting (the default status) at its staging containers."""
+    def _record_new_job(self, launch: Launch, staging: str, deployed_by: str | None) -> Job:
+        """The record of a job deployed for the first time, starting (the default status) at its staging unit."""
         manifest = launch.manifest
+        first = self.orchestrator.replicas(staging, 1, launch.serving.port)[0]
         return Job.create(
             name=manifest.name,
             version=manifest.version,
             manifest_yaml=manifest.yaml,
             job_type_version=launch.job_type_version,
             image_name=launch.image,
-            container_name=staging_base,
-            internal_name=self.address_of(staging_base, launch.serving.port),
+            container_name=staging,
+            internal_name=first.address or f"{staging}:{launch.serving.port}",
             deployment_timestamp=launch.deployment_timestamp,
             deployed_by=deployed_by,
             replicas=manifest.replicas,
@@ -279,68 +281,66 @@ class Deployer:
             serving=launch.serving.to_json(),
         )
 
-    def _await_staging(self, launch: Launch, staging: list[str], new_job: Job | None) -> None:
-        """Wait until every staging replica is ready; if one is not, remove them all (and the record
-        of a job deployed for the first time), so that the old version, if any, keeps serving."""
+    def _await_staging(self, launch: Launch, staging: str, new_job: Job | None) -> list[str]:
+        """Wait until every staging replica is ready (their addresses); if one is not, remove the unit
+        (and the record of a job deployed for the first time), so that the old version, if any, keeps
+        serving."""
         try:
-            for index, name in enumerate(staging):
+            return [
                 self._wait_until_ready(
-                    launch.deployment if index == 0 else None, name, launch.deployment_timestamp, launch.serving
+                    launch.deployment if index == 0 else None,
+                    staging,
+                    index,
+                    launch.manifest.replicas,
+                    launch.deployment_timestamp,
+                    launch.serving,
                 )
+                for index in range(launch.manifest.replicas)
+            ]
         except RacetrackError:
-            for name in staging:
-                self.runtime.remove_container(name)
+            self.orchestrator.remove(staging, launch.manifest.replicas)
             if new_job is not None:
                 new_job.delete_instance()
             raise
 
-    def _switch_to_staging(self, job: Job, staging_base: str, staging: list[str], launch: Launch) -> list[str]:
-        """Zero-downtime switch: route new calls to the ready containers, give calls that already picked
-        an old address a moment to reach it, then move the old containers aside; they finish their calls
-        (SIGTERM, graceful stop) in the background while the deployment is done. Returns their new names."""
-        old = _replica_names(job.container_name, job.replicas)
-        # the gateway maps paths for the containers it now calls, hence the serving too
-        job.move_replicas(
-            staging_base, [self.address_of(name, launch.serving.port) for name in staging], launch.serving.to_json()
-        )
+    def _switch_to_staging(self, job: Job, staging: str, addresses: list[str], launch: Launch) -> list[str]:
+        """Zero-downtime switch: route new calls to the ready replicas, give calls that already picked
+        an old address a moment to reach it, then move the old unit aside; it finishes its calls
+        (SIGTERM, graceful stop) in the background while the deployment is done. Returns what to retire."""
+        old_unit, old_count = job.container_name, job.replicas  # before the record moves to the new unit
+        # the gateway maps paths for the replicas it now calls, hence the serving too
+        job.move_replicas(staging, addresses, launch.serving.to_json())
         time.sleep(SWITCH_GRACE_SECONDS)
-        retiring: list[str] = []
-        for name in old:
-            retired = f"{name}-retiring-{launch.deployment_id[:8]}"
-            if self.runtime.container_state(name).status != "missing":
-                self.runtime.rename_container(name, retired)
-                retiring.append(retired)
-        return retiring
+        return self.orchestrator.set_aside(old_unit, old_count, launch.deployment_id[:8])
 
-    def _promote(self, job: Job, launch: Launch, staging: list[str], final_base: str, deployed_by: str | None) -> None:
-        """Give the staging containers their final names and record the release as running there."""
-        self.runtime.remove_container(final_base)  # leftovers of an earlier failure, if any
+    def _promote(self, job: Job, launch: Launch, staging: str, final_base: str, deployed_by: str | None) -> None:
+        """Give the staging unit its final name and record the release as running there."""
         manifest = launch.manifest
-        final = _replica_names(final_base, manifest.replicas)
-        for staging_name, final_name in zip(staging, final, strict=True):
-            self.runtime.rename_container(staging_name, final_name)
+        unit = self.orchestrator.promote(staging, final_base, manifest.replicas)
         job.manifest_yaml = manifest.yaml
         job.job_type_version = launch.job_type_version
         job.image_name = launch.image
-        job.container_name = final_base
+        job.container_name = unit
         job.serving = launch.serving.to_json()
         job.replicas = manifest.replicas
         job.idle_timeout = manifest.idle_timeout
         job.call_timeout = manifest.call_timeout
         job.deployment_timestamp = launch.deployment_timestamp
         job.deployed_by = deployed_by
-        job.mark_running([self.address_of(name, launch.serving.port) for name in final])
+        job.mark_running(self._addresses(unit, manifest.replicas, launch.serving.port))
         DeletedJob.delete().where((DeletedJob.name == job.name) & (DeletedJob.version == job.version)).execute()
 
-    def _retire(self, containers: list[str], job_name: str, job_version: str) -> None:
-        """Let replaced containers finish their calls (up to the drain timeout), then remove them.
+    def _addresses(self, unit: str, count: int, port: int) -> list[str]:
+        return [r.address for r in self.orchestrator.replicas(unit, count, port) if r.address]
+
+    def _retire(self, handles: list[str], job_name: str, job_version: str) -> None:
+        """Let replaced replicas finish their calls (up to the drain timeout), then remove them.
         If the daemon stops first, the start-up reconcile removes them as orphans."""
-        for name in containers:
+        for handle in handles:
             try:
-                self.runtime.stop_container(name, self.settings.drain_timeout)
-                self.runtime.remove_container(name)
+                self.orchestrator.retire(handle, self.settings.drain_timeout)
             except RacetrackError as exc:
-                log.warning("could not retire container %s: %s", name, exc.message)
+                log.warning("could not retire %s: %s", handle, exc.message)
         # The images they ran could not be collected while they served: collect them now.
         try:
             self.builder.collect_old_images(job_name, job_version)
@@ -348,12 +348,12 @@ class Deployer:
             log.warning("could not collect old images of %s %s: %s", job_name, job_version, exc.message)
 
     def abandon(self, deployment: Deployment) -> None:
-        """Undo what an interrupted deployment left: its half-started containers, and the record of a
-        job it was creating (a redeployed job keeps its old containers and record)."""
-        for name in self.runtime.list_containers(
+        """Undo what an interrupted deployment left: its half-started replicas, and the record of a
+        job it was creating (a redeployed job keeps its old replicas and record)."""
+        for name in self.orchestrator.list_members(
             {naming.LABEL_INSTANCE: self.settings.instance, naming.LABEL_DEPLOYMENT: deployment.id}
         ):
-            self.runtime.remove_container(name)
+            self.orchestrator.remove_member(name)
         staging = naming.staging_container_name(
             self.settings.instance, deployment.job_name, deployment.job_version, deployment.id
         )
@@ -365,13 +365,14 @@ class Deployer:
         ).execute()
         self._discard_image(deployment)
 
-    def replica_names(self, job: Job) -> list[str]:
-        return _replica_names(job.container_name, job.replicas)
-
     def recreate(self, job: Job) -> None:
-        """Start the job's missing containers again from its image; wait until they are ready."""
+        """Start the job's missing replicas again from its image; wait until they are ready."""
         serving = Serving.from_json(job.serving)
-        missing = [name for name in self.replica_names(job) if self.runtime.container_state(name).status == "missing"]
+        missing = [
+            index
+            for index, replica in enumerate(self.orchestrator.replicas(job.container_name, job.replicas, serving.port))
+            if replica.state == MISSING
+        ]
         launch = Launch(
             image=job.image_name,
             manifest=load_stored(job.manifest_yaml, self.settings),
@@ -382,32 +383,33 @@ class Deployer:
             deployment_id="recreated",
             deployment_timestamp=int(time.time()),
         )
-        for name in missing:
-            self._run(name, launch)
-        for name in missing:
-            self._wait_until_ready(None, name, launch.deployment_timestamp, serving)
-        job.record_addresses([self.address_of(name, serving.port) for name in self.replica_names(job)])
+        if missing:
+            spec = dataclasses.replace(self._release_spec(launch), replicas=job.replicas)
+            self.orchestrator.start(job.container_name, spec)
+        addresses = [
+            self._wait_until_ready(None, job.container_name, index, job.replicas, launch.deployment_timestamp, serving)
+            for index in missing
+        ]
+        job.record_addresses(self._addresses(job.container_name, job.replicas, serving.port) or addresses)
 
-    def _run(self, container: str, launch: Launch) -> None:
+    def _release_spec(self, launch: Launch) -> ReleaseSpec:
         manifest = launch.manifest
-        self.runtime.ensure_network(self.settings.network, isolated=self.addressing.isolates_containers)
-        self.runtime.run_container(
-            ContainerSpec(
-                name=container,
-                image=launch.image,
-                env=self._runtime_env(launch),
-                labels=naming.job_labels(self.settings.instance, manifest.name, manifest.version, launch.deployment_id),
-                network=self.settings.network,
-                publish_port=self.addressing.mode != CONTAINER_NAME,  # also handy for a look with curl
-                limits=container_limits(manifest, self.settings),
-                port=launch.serving.port,
-                hardening=Hardening(
-                    read_only_root=launch.confinement.read_only_root,
-                    capabilities=launch.confinement.capabilities,
-                    pids_limit=self.settings.job_pids_limit,
-                    tmp_size=int(self.settings.job_tmp_size),
-                ),
-            )
+        return ReleaseSpec(
+            image=launch.image,
+            env=self._runtime_env(launch),
+            labels=naming.job_labels(self.settings.instance, manifest.name, manifest.version, launch.deployment_id),
+            network=self.settings.network,
+            replicas=manifest.replicas,
+            limits=container_limits(manifest, self.settings),
+            port=launch.serving.port,
+            hardening=Hardening(
+                read_only_root=launch.confinement.read_only_root,
+                capabilities=launch.confinement.capabilities,
+                pids_limit=self.settings.job_pids_limit,
+                tmp_size=int(self.settings.job_tmp_size),
+            ),
+            placement=tuple(manifest.placement_constraints),
+            stop_grace=self.settings.drain_timeout,
         )
 
     def _confinement_of(self, job_type_version: str) -> Confinement:
@@ -453,47 +455,73 @@ class Deployer:
         )
         return env
 
-    def address_of(self, container: str, port: int) -> str:
-        return job_address(self.addressing, self.runtime, container, port)
-
-    # --- waiting for a started container ------------------------------------------------------
+    # --- waiting for a started replica --------------------------------------------------------
     def _wait_until_ready(
-        self, deployment: Deployment | None, container: str, deployment_timestamp: int, serving: Serving
-    ) -> None:
-        """Poll /live (for our deployment_timestamp) then /ready; fail fast on a crash or init error.
+        self,
+        deployment: Deployment | None,
+        unit: str,
+        index: int,
+        count: int,
+        deployment_timestamp: int,
+        serving: Serving,
+    ) -> str:
+        """Poll replica `index`'s /live (for our deployment_timestamp) then /ready; fail fast on a crash,
+        an init error or a task Swarm cannot place. Returns the replica's address.
 
         A job whose server does not follow the wrapper contract is polled at its probe path instead.
         """
-        address = self.address_of(container, serving.port)
-        check: StartCheck
-        if serving.wrapper:
-            check = WrapperStarted(
-                address,
-                deployment_timestamp,
-                None if deployment is None else lambda: deployment.set_phase(ENTRYPOINT_PHASE),
-            )
-        else:
-            if deployment is not None:
-                deployment.set_phase(ENTRYPOINT_PHASE)
-            check = ServerAnswers(address, serving)
-        self._poll_until_started(container, check)
+        if deployment is not None and not serving.wrapper:
+            deployment.set_phase(ENTRYPOINT_PHASE)
+        on_live = None if deployment is None else lambda: deployment.set_phase(ENTRYPOINT_PHASE)
+        checks: dict[str, StartCheck] = {}  # by address: a rescheduled task comes back elsewhere
 
-    def _poll_until_started(self, container: str, check: StartCheck) -> None:
-        """The one crash-poll loop: until `check` passes, fail fast when the container exits or
-        restarts, or when the check finds a failure; give up after job_start_timeout."""
+        def check_at(address: str) -> StartCheck:
+            if address not in checks:
+                checks[address] = (
+                    WrapperStarted(address, deployment_timestamp, on_live)
+                    if serving.wrapper
+                    else ServerAnswers(address, serving)
+                )
+            return checks[address]
+
         timeout = self.settings.job_start_timeout
         deadline = time.monotonic() + timeout
+        replica = Replica(name=unit, state=MISSING)
+        pending_since: float | None = None
         try:
             while time.monotonic() < deadline:
-                state = self.runtime.container_state(container)
-                if not state.alive or state.restart_count > 0:
-                    raise StartFailed(f"the job's container exited (code {state.exit_code})")
-                if check.passed():
-                    return
+                replica = self.orchestrator.replicas(unit, count, serving.port)[index]
+                if replica.restart_count > 0 or not replica.alive:
+                    raise StartFailed(_exit_reason(replica))
+                if replica.state == PENDING and replica.error:
+                    # Swarm cannot place the task (a constraint no node meets, not enough memory):
+                    # give a node that is just joining or freeing up a moment, then say why.
+                    pending_since = pending_since or time.monotonic()
+                    if time.monotonic() - pending_since > UNPLACED_GRACE_SECONDS:
+                        raise StartFailed(f"Swarm cannot start replica {replica.name}: {replica.error}")
+                else:
+                    pending_since = None
+                if replica.state == RUNNING and replica.address and check_at(replica.address).passed():
+                    return replica.address
                 time.sleep(0.1)
-            raise StartFailed(check.timeout_reason(timeout))
+            if replica.state == PENDING and replica.error:
+                raise StartFailed(f"Swarm cannot start replica {replica.name}: {replica.error}")
+            last = checks.get(replica.address or "")
+            raise StartFailed(
+                last.timeout_reason(timeout)
+                if last is not None
+                else f"replica {replica.name} did not start within {timeout:g} s ({replica.state})"
+            )
         except StartFailed as failed:
-            raise JobStartError(with_log_tail(self.runtime, container, failed.reason)) from None
+            raise JobStartError(with_log_tail(self.orchestrator, unit, replica, failed.reason)) from None
+
+
+def _exit_reason(replica: Replica) -> str:
+    if replica.error and replica.node:  # Swarm's own words, and where
+        return (
+            f"the job's task {replica.name} on {replica.node} failed: {replica.error} (exit code {replica.exit_code})"
+        )
+    return f"the job's container exited (code {replica.exit_code})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -509,10 +537,6 @@ class Launch:
     deployment_id: str  # labels the containers ("recreated" for a recreate); names retiring containers
     deployment_timestamp: int
     deployment: Deployment | None = None  # a job type hook's warnings go on it
-
-
-def _replica_names(base: str, count: int) -> list[str]:
-    return [naming.replica_container_name(base, i) for i in range(count)]
 
 
 def _snapshot(job_type: JobType, workspace: Path) -> JobType:

@@ -24,12 +24,16 @@ from collections.abc import Callable
 
 from racetrackd import naming
 from racetrackd.docker.runtime import Runtime
+from racetrackd.docker.swarm import TASK_IP, TASK_PORT, SwarmOrchestrator
 from racetrackd.naming import JOB_PORT
 from racetrackd.settings import Settings
 
 CONTAINER_NAME = "container-name"
 CONTAINER_IP = "container-ip"
 PUBLISHED_PORT = "published-port"
+# swarm mode (racetrackd.docker.swarm): tasks at their host-mode published ports (TASK_PORT), or at
+# their overlay IPs (TASK_IP)
+GWBRIDGE = "docker_gwbridge"  # Swarm's bridge from each node's tasks to that node's host
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +51,15 @@ class Addressing:
         return f"http://{self.daemon_host}:{self.port}/pub"
 
     @property
+    def in_container(self) -> bool:
+        """Whether the daemon runs in a container on the jobs' network."""
+        return self.mode in (CONTAINER_NAME, TASK_IP)
+
+    @property
     def isolates_containers(self) -> bool:
         """Whether containers on the daemon's networks can be kept from reaching each other: only when
         the daemon reaches them from the host (in a container on them, it would be cut off too)."""
-        return self.mode != CONTAINER_NAME
+        return not self.in_container
 
     @property
     def build_network(self) -> str:
@@ -77,6 +86,32 @@ def prepare_networks(settings: Settings, runtime: Runtime) -> Addressing:
     if addressing.mode == CONTAINER_NAME and runtime.own_container_name() is not None:
         runtime.connect_container(addressing.build_network, addressing.daemon_host)  # so builds reach it
     return addressing
+
+
+def prepare_swarm_networks(settings: Settings, runtime: Runtime, swarm: SwarmOrchestrator) -> Addressing:
+    """swarm mode: refuse an engine that is no manager and a clashing network, before anything is
+    made; then the jobs' overlay network and the builds' bridge (builds run on this engine)."""
+    swarm.check_manager()
+    swarm.ensure_network()
+    addressing = resolve_swarm_addressing(settings, runtime, swarm)
+    runtime.ensure_network(addressing.build_network, isolated=addressing.isolates_containers)
+    if addressing.in_container and runtime.own_container_name() is not None:
+        runtime.connect_container(addressing.build_network, addressing.daemon_host)  # so builds reach it
+    return addressing
+
+
+def resolve_swarm_addressing(settings: Settings, runtime: Runtime, swarm: SwarmOrchestrator) -> Addressing:
+    """On a host: tasks at `<node address>:<published port>`; jobs reach the daemon at the manager's
+    swarm address (its host, from any node), or, on a swarm advertised on loopback (a single node),
+    at the host's address on Swarm's docker_gwbridge. In a container on the overlay: task IPs and
+    the container's name."""
+    if settings.network in runtime.own_networks():
+        host = runtime.own_container_name() or socket.gethostname()
+        return Addressing(mode=TASK_IP, daemon_host=host, port=settings.port, network=settings.network)
+    manager = swarm.node_address()
+    if not manager or manager.startswith("127.") or manager == "::1":
+        manager = runtime.network_gateway(GWBRIDGE)
+    return Addressing(mode=TASK_PORT, daemon_host=manager, port=settings.port, network=settings.network)
 
 
 def resolve_addressing(
@@ -112,7 +147,10 @@ def job_address(addressing: Addressing, runtime: Runtime, container: str, port: 
 
 def extra_bind_addresses(settings: Settings, addressing: Addressing) -> list[str]:
     """Where else the daemon must listen so that jobs can call it (chain calls)."""
-    if addressing.mode == CONTAINER_NAME or settings.host in ("0.0.0.0", "::", ""):
+    if addressing.in_container or settings.host in ("0.0.0.0", "::", ""):
+        return []
+    if addressing.mode == TASK_PORT and not _is_local_address(addressing.daemon_host):
+        # the swarm's manager is another machine (DOCKER_HOST): its docker_gwbridge is not ours to bind
         return []
     return [f"{addressing.daemon_host}:{settings.port}"]
 
@@ -120,7 +158,7 @@ def extra_bind_addresses(settings: Settings, addressing: Addressing) -> list[str
 def daemon_url_for_builds(addressing: Addressing, runtime: Runtime) -> str:
     """Where image builds reach the daemon (for their secret build env) from the build network: at
     the host's address where jobs reach it too, or the daemon's own container on the build network."""
-    if addressing.mode == CONTAINER_NAME:
+    if addressing.in_container:
         host = runtime.container_ip(addressing.daemon_host, addressing.build_network)
     else:
         host = addressing.daemon_host

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import yaml
@@ -12,6 +12,7 @@ from racetrackd import maintenance, naming
 from racetrackd.audit import JOB_DELETED
 from racetrackd.db import AuditEvent, DeletedJob, Job, JobStatus, PublicEndpoint, database
 from racetrackd.docker.images import prune_job_images
+from racetrackd.docker.orchestrator import DOCKER, Orchestrator
 from racetrackd.docker.runtime import Runtime
 from racetrackd.errors import JobNotFound
 from racetrackd.serving import Serving, served_root
@@ -34,7 +35,9 @@ def resolve_job(name: str, version: str) -> Job:
     return job
 
 
-def delete_job(runtime: Runtime, instance: str, name: str, version: str, deleted_by: str | None) -> Job:
+def delete_job(
+    orchestrator: Orchestrator, runtime: Runtime, instance: str, name: str, version: str, deleted_by: str | None
+) -> Job:
     """Remove the job's container and its registry row, and remember the version as used."""
     maintenance.ensure_changes_allowed("delete jobs")
     job = Job.find(name, version)
@@ -50,10 +53,10 @@ def delete_job(runtime: Runtime, instance: str, name: str, version: str, deleted
             (PublicEndpoint.job_name == name) & (PublicEndpoint.job_version == version)
         ).execute()
         AuditEvent.record(JOB_DELETED, name, version, deleted_by, image=job.image_name)
-    for container in runtime.list_containers(
+    for member in orchestrator.list_members(
         {naming.LABEL_INSTANCE: instance, naming.LABEL_JOB_NAME: name, naming.LABEL_JOB_VERSION: version}
     ):
-        runtime.remove_container(container)  # every replica, and anything a deployment left
+        orchestrator.remove_member(member)  # every replica (swarm: the service), and anything a deployment left
     prune_job_images(runtime, instance, name, version, keep=0)
     return job
 
@@ -78,7 +81,9 @@ def job_dto(job: Job, settings: Settings) -> dict[str, Any]:
         "image_tag": job.image_name,
         "deployed_by": job.deployed_by,
         "last_call_time": int(job.last_call_time) if job.last_call_time else None,
-        "infrastructure_target": "docker",
+        "infrastructure_target": "docker",  # Racetrack's targets: Docker in both modes (`move` accepts it)
+        # racetrackd's own: docker (containers on one engine) or swarm (a Swarm service per release)
+        "orchestrator": settings.orchestrator,
         "replica_internal_names": job.ready_addresses(),
         "replicas": job.replicas,
         "idle_timeout": job.idle_timeout,
@@ -92,13 +97,62 @@ def job_dto(job: Job, settings: Settings) -> dict[str, Any]:
     }
 
 
-def runtime_logs(runtime: Runtime, job: Job, tail: int) -> str:
-    return runtime.container_logs(job.container_name, tail)
+def replica_details(orchestrator: Orchestrator, job: Job) -> list[dict[str, Any]]:
+    """Where each replica runs now and in what state (racetrackd's own; `rtd status`, the dashboard)."""
+    port = Serving.from_json(job.serving).port
+    return [
+        {
+            "name": replica.name,
+            "node": replica.node or None,
+            "state": replica.state,
+            "address": replica.address,
+            "restart_count": replica.restart_count,
+            "error": replica.error or None,
+        }
+        for replica in orchestrator.replicas(job.container_name, job.replicas, port)
+    ]
 
 
-def follow_runtime_logs(runtime: Runtime, job: Job, tail: int, gone: ClientGone) -> Iterator[bytes]:
+def node_dtos(orchestrator: Orchestrator, may_read: Callable[[str, str], bool]) -> list[dict[str, Any]]:
+    """The nodes jobs run on, each with the replicas of the jobs the caller may read. In docker mode
+    one: this engine, with every job's replicas (the registry knows them; the engine has no tasks)."""
+    nodes = orchestrator.nodes()
+    found = []
+    for node in nodes:
+        tasks = [
+            {"job_name": t.job_name, "job_version": t.job_version, "replica": t.replica, "state": t.state}
+            for t in node.tasks
+            if may_read(t.job_name, t.job_version)
+        ]
+        if orchestrator.kind == DOCKER:
+            tasks = [
+                {"job_name": job.name, "job_version": job.version, "replica": name, "state": job.status}
+                for job in list_jobs()
+                if may_read(job.name, job.version)
+                for name in orchestrator.members(job.container_name, job.replicas)
+            ]
+        found.append(
+            {
+                "hostname": node.hostname,
+                "role": node.role,
+                "state": node.state,
+                "availability": node.availability,
+                "address": node.address,
+                "engine_version": node.engine_version,
+                "leader": node.leader,
+                "tasks": tasks,
+            }
+        )
+    return found
+
+
+def runtime_logs(orchestrator: Orchestrator, job: Job, tail: int) -> str:
+    return orchestrator.logs(job.container_name, job.replicas, tail)
+
+
+def follow_runtime_logs(orchestrator: Orchestrator, job: Job, tail: int, gone: ClientGone) -> Iterator[bytes]:
     """The job's output as it comes, until its container stops or the client goes (which closes the
-    Docker stream, waking a read that waits for a silent job)."""
-    stream = runtime.follow_logs(job.container_name, tail)
+    Docker stream, waking a read that waits for a silent job). Swarm: every task's, each line named."""
+    stream = orchestrator.follow_logs(job.container_name, job.replicas, tail)
     gone.on_disconnect(stream.close)
     return iter(stream)

@@ -1,7 +1,8 @@
 """Keep Docker and the registry in step: statuses that stay true, and a reconcile at start-up.
 
-Docker is the truth about what runs; the registry is the record of what was asked. Every few
-seconds the supervisor looks at each job's container and probes it, and writes the job's status
+Docker (or the swarm) is the truth about what runs; the registry is the record of what was asked.
+Every few seconds (sooner on a Swarm service or node event) the supervisor looks at each job's
+replicas through the orchestrator seam and probes them, and writes the job's status
 (running, error, crashed, lost), last error, crash count and current address when they change.
 At start-up it also brings back jobs whose containers are gone and removes containers labelled
 by this daemon that no job owns.
@@ -18,7 +19,7 @@ import peewee
 
 from racetrackd import naming
 from racetrackd.db import Deployment, DeploymentStatus, Job, JobStatus
-from racetrackd.docker.runtime import Runtime
+from racetrackd.docker.orchestrator import MISSING, PENDING, RESTARTING, SWARM, Orchestrator
 from racetrackd.errors import RacetrackError
 from racetrackd.jobs.logtail import with_log_tail
 from racetrackd.jobs.probes import check_ready, last_call_timestamp
@@ -36,23 +37,19 @@ def _worse(current: str, other: str) -> str:
     return max(current, other, key=_SEVERITY.index)
 
 
-class JobContainers(Protocol):
-    """What the supervisor needs of whoever starts job containers (deploy.deployer.Deployer).
+class JobReleases(Protocol):
+    """What the supervisor needs of whoever starts job releases (deploy.deployer.Deployer).
 
     A protocol, so that jobs/ does not import deploy/, which sits above it.
     """
 
-    def replica_names(self, job: Job) -> list[str]: ...
-
     def recreate(self, job: Job) -> None: ...
-
-    def address_of(self, container: str, port: int) -> str: ...
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, runtime: Runtime, deployer: JobContainers) -> None:
+    def __init__(self, settings: Settings, orchestrator: Orchestrator, deployer: JobReleases) -> None:
         self.settings = settings
-        self.runtime = runtime
+        self.orchestrator = orchestrator
         self.deployer = deployer
         self.stopping = threading.Event()
 
@@ -64,9 +61,10 @@ class Supervisor:
         for job in list(Job.select()):
             if job.status == JobStatus.STARTING and self._deploying(job):
                 continue
-            if any(self.runtime.container_state(name).status == "missing" for name in self.deployer.replica_names(job)):
+            port = Serving.from_json(job.serving).port
+            if any(r.state == MISSING for r in self.orchestrator.replicas(job.container_name, job.replicas, port)):
                 log.warning(
-                    "job %s %s is missing containers: starting them again from %s",
+                    "job %s %s is missing replicas: starting them again from %s",
                     job.name,
                     job.version,
                     job.image_name,
@@ -78,15 +76,17 @@ class Supervisor:
         self.check_all()
 
     def _remove_orphans(self) -> None:
-        known = {name for job in Job.select() for name in self.deployer.replica_names(job)}
+        """Remove what this daemon labelled but no job owns: replaced releases that were still draining,
+        and the staging units of deployments interrupted by a kill (their deployments end failed)."""
+        known = {name for job in Job.select() for name in self.orchestrator.members(job.container_name, job.replicas)}
         busy = [
             d.id[:8] for d in Deployment.select(Deployment.id).where(Deployment.status == DeploymentStatus.IN_PROGRESS)
         ]
-        for name in self.runtime.list_containers({naming.LABEL_INSTANCE: self.settings.instance}):
+        for name in self.orchestrator.list_members({naming.LABEL_INSTANCE: self.settings.instance}):
             if name in known or any(name.endswith(f"-{short}") for short in busy):
                 continue
-            log.warning("removing orphan container %s (no job owns it)", name)
-            self.runtime.remove_container(name)
+            log.warning("removing orphan %s (no job owns it)", name)
+            self.orchestrator.remove_member(name)
 
     def check_all(self) -> None:
         for job in list(Job.select()):
@@ -98,8 +98,9 @@ class Supervisor:
                 log.warning("cannot check job %s %s: %s", job.name, job.version, exc.message)
 
     def check(self, job: Job) -> None:
-        """Compare one job's containers with its record and write what changed."""
-        # Work from the record as it is now: a deployment may have switched containers since `job` was read.
+        """Compare one job's replicas with its record and write what changed (their addresses too: a
+        replica Swarm moved to another node answers elsewhere)."""
+        # Work from the record as it is now: a deployment may have switched units since `job` was read.
         fresh = Job.find(job.name, job.version)
         if fresh is None or fresh.container_name != job.container_name or self._deploying(fresh):
             return
@@ -109,33 +110,42 @@ class Supervisor:
         status = JobStatus.RUNNING
         ready: list[str] = []
         crash_count = job.crash_count
-        for name in self.deployer.replica_names(job):
-            state = self.runtime.container_state(name)
-            crash_count = max(crash_count, state.restart_count)
-            if state.status == "missing":
+        swarm = self.orchestrator.kind == SWARM
+        for replica in self.orchestrator.replicas(job.container_name, job.replicas, serving.port):
+            name = replica.name
+            crash_count = max(crash_count, replica.restart_count)
+            if replica.state == MISSING:
                 status = _worse(status, JobStatus.LOST)
-                problems.append(f"container {name} is missing in Docker")
-            elif not state.alive or state.status == "restarting":
-                status = _worse(status, JobStatus.CRASHED)
                 problems.append(
-                    with_log_tail(self.runtime, name, f"container {name} {state.status} (exit code {state.exit_code})")
+                    f"service {name} is missing in the swarm" if swarm else f"container {name} is missing in Docker"
                 )
-                if state.status in ("exited", "dead"):
-                    # Docker's restart policy does not cover a container killed from outside: start it.
+            elif replica.state == PENDING:
+                status = _worse(status, JobStatus.ERROR)
+                problems.append(f"{name}: waiting for a node: {replica.error or 'pending'}")
+            elif not replica.alive or replica.state == RESTARTING:
+                status = _worse(status, JobStatus.CRASHED)
+                what = replica.error or f"{name} {replica.state}"
+                problems.append(
+                    with_log_tail(
+                        self.orchestrator, job.container_name, replica, f"{what} (exit code {replica.exit_code})"
+                    )
+                )
+                if self.orchestrator.revive(job.container_name, replica):
                     log.warning(
                         "job %s %s: %s stopped (exit code %s); starting it again",
                         job.name,
                         job.version,
                         name,
-                        state.exit_code,
+                        replica.exit_code,
                     )
-                    self.runtime.start_container(name)
                     crash_count += 1
+            elif replica.address is None:
+                status = _worse(status, JobStatus.ERROR)
+                problems.append(f"{name}: {replica.state}, no address yet")
             else:
-                address = self.deployer.address_of(name, serving.port)
-                failure = check_ready(address, serving)
+                failure = check_ready(replica.address, serving)
                 if failure is None:
-                    ready.append(address)
+                    ready.append(replica.address)
                 else:
                     status = _worse(status, JobStatus.ERROR)
                     problems.append(f"{name}: {failure}")
@@ -159,7 +169,7 @@ class Supervisor:
             and current.container_name == job.container_name
             and not self._deploying(current)
         ):
-            # Converge: a container that went missing while the daemon ran is created again from
+            # Converge: a replica that went missing while the daemon ran is created again from
             # the job's image (the record says it should run). The next check sees the result.
             try:
                 self.deployer.recreate(job)
@@ -178,8 +188,7 @@ class Supervisor:
             "job %s %s had no calls for %ss: stopping it until the next call", job.name, job.version, job.idle_timeout
         )
         job.mark_sleeping()
-        for name in self.deployer.replica_names(job):
-            self.runtime.stop_container(name, IDLE_STOP_SECONDS)  # idle: there are no calls to wait for
+        self.orchestrator.stop(job.container_name, job.replicas, IDLE_STOP_SECONDS)  # idle: no calls to wait for
 
     def _deploying(self, job: Job) -> bool:
         return Deployment.in_progress_for(job.name, job.version)
@@ -189,7 +198,11 @@ class Supervisor:
             self.reconcile()
         except (RacetrackError, peewee.DatabaseError) as exc:
             log.error("start-up reconcile failed (the checks carry on): %s", exc)
-        while not self.stopping.wait(interval):
+        while not self.stopping.is_set():
+            # swarm: a service or node event (a node died, Swarm moved tasks) wakes the loop early
+            self.orchestrator.wait_for_change(interval, self.stopping)
+            if self.stopping.is_set():
+                break
             try:
                 self.check_all()
             except (RacetrackError, peewee.DatabaseError) as exc:  # the supervisor must outlive any one check

@@ -1,4 +1,4 @@
-"""Waking a job that was scaled to zero: the first call starts its containers and waits for /ready.
+"""Waking a job that was scaled to zero: the first call starts its replicas and waits for /ready.
 
 Several HTTP workers may get a call for the same sleeping job at once: one of them claims the
 wake-up in the registry (sleeping -> waking), the others wait for it to finish.
@@ -9,21 +9,19 @@ from __future__ import annotations
 import logging
 import time
 
-from racetrackd import naming
 from racetrackd.db import Job, JobStatus
-from racetrackd.docker.runtime import Runtime
+from racetrackd.docker.orchestrator import RUNNING, Orchestrator
 from racetrackd.errors import RacetrackError, UpstreamError
-from racetrackd.jobs.addressing import Addressing, job_address
 from racetrackd.jobs.probes import check_ready
 from racetrackd.serving import Serving
 
 log = logging.getLogger(__name__)
 
 
-def wake(job: Job, runtime: Runtime, addressing: Addressing, timeout: float) -> Job:
+def wake(job: Job, orchestrator: Orchestrator, timeout: float) -> Job:
     """The job, running again; raises UpstreamError when it does not become ready within `timeout`."""
     if job.claim_wake():
-        _start(job, runtime, addressing, timeout)
+        _start(job, orchestrator, timeout)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         current = Job.find(job.name, job.version)
@@ -35,15 +33,11 @@ def wake(job: Job, runtime: Runtime, addressing: Addressing, timeout: float) -> 
     raise UpstreamError(f"job {job.name} {job.version} did not wake up within {timeout:g} s")
 
 
-def _start(job: Job, runtime: Runtime, addressing: Addressing, timeout: float) -> None:
+def _start(job: Job, orchestrator: Orchestrator, timeout: float) -> None:
     started = time.monotonic()
-    names = [naming.replica_container_name(job.container_name, i) for i in range(job.replicas)]
     try:
-        for name in names:
-            runtime.stop_container(name, 1)  # it may still be on its way down from being put to sleep
-            runtime.start_container(name)
-        serving = Serving.from_json(job.serving)
-        addresses = [_wait_ready(runtime, addressing, name, started + timeout, serving) for name in names]
+        orchestrator.resume(job.container_name, job.replicas)  # swarm: the service scaled back up
+        addresses = _wait_ready(orchestrator, job, started + timeout, Serving.from_json(job.serving))
     except RacetrackError as exc:
         job.mark_crashed(f"waking up failed: {exc.message}")
         raise
@@ -51,13 +45,14 @@ def _start(job: Job, runtime: Runtime, addressing: Addressing, timeout: float) -
     log.info("woke job %s %s in %.2f s", job.name, job.version, time.monotonic() - started)
 
 
-def _wait_ready(runtime: Runtime, addressing: Addressing, container: str, deadline: float, serving: Serving) -> str:
+def _wait_ready(orchestrator: Orchestrator, job: Job, deadline: float, serving: Serving) -> list[str]:
+    """The addresses of every replica once all answer /ready."""
+    waiting = "no replica"
     while time.monotonic() < deadline:
-        try:
-            address = job_address(addressing, runtime, container, serving.port)
-        except RacetrackError:
-            address = None  # the published port is not assigned yet
-        if address is not None and check_ready(address, serving) is None:
-            return address
+        replicas = orchestrator.replicas(job.container_name, job.replicas, serving.port)
+        addresses = [r.address for r in replicas if r.state == RUNNING and r.address]
+        if len(addresses) == len(replicas) and all(check_ready(address, serving) is None for address in addresses):
+            return addresses
+        waiting = next((r.name for r in replicas if r.state != RUNNING or not r.address), replicas[-1].name)
         time.sleep(0.05)
-    raise UpstreamError(f"container {container} did not become ready")
+    raise UpstreamError(f"replica {waiting} did not become ready")

@@ -506,3 +506,51 @@ def test_rollback_to_a_deployment_id_sends_the_id(runner: CliRunner, daemon: Fak
     posted = [kwargs["json"] for method, _, kwargs, _ in daemon.calls if method == "POST"]
     assert posted == [{"deployment_id": "d1000000000"}]
     assert "-----> adder 1.0.0 runs the release of deployment d1000000000 (took" in result.stdout
+
+
+# --- swarm mode: where replicas run -------------------------------------------------------------------
+
+
+def test_status_in_swarm_mode_lists_each_replica_with_its_node(runner: CliRunner, daemon: FakeDaemon) -> None:
+    replicas = [
+        {"name": "job-adder-v-1-0-0-d0123456.1", "node": "node-1", "state": "running", "error": None},
+        {"name": "job-adder-v-1-0-0-d0123456.2", "node": None, "state": "pending", "error": "no suitable node"},
+    ]
+    daemon.answer("GET", f"{JOBS}/adder/latest", (200, job(orchestrator="swarm", replica_details=replicas)))
+    daemon.answer("GET", DEPLOYMENTS, (200, []))
+
+    result = runner.invoke(main, ["status", "adder"])
+
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    at = lines.index("  replicas on nodes:")
+    assert lines[at + 1].split() == ["job-adder-v-1-0-0-d0123456.1", "node-1", "running"]
+    assert lines[at + 2].split(None, 3) == ["job-adder-v-1-0-0-d0123456.2", "no", "node", "pending (no suitable node)"]
+
+
+def test_nodes_lists_each_node_with_the_jobs_on_it(runner: CliRunner, daemon: FakeDaemon) -> None:
+    node = {"role": "manager", "state": "ready", "availability": "active", "address": "10.0.0.1", "leader": True}
+    tasks = [{"job_name": "adder", "job_version": "1.0.0", "replica": "x.1", "state": "running"}]
+    nodes = [{"hostname": "n1", **node, "tasks": tasks}, {**node, "hostname": "n2", "leader": False, "tasks": []}]
+    daemon.answer("GET", "/lifecycle/api/v1/nodes", (200, {"orchestrator": "swarm", "nodes": nodes}))
+
+    result = runner.invoke(main, ["nodes"])
+
+    assert result.exit_code == 0, result.output
+    rows = [line.split() for line in result.stdout.splitlines()]
+    assert rows[0] == ["HOSTNAME", "ROLE", "STATE", "AVAILABILITY", "ADDRESS", "TASKS"]
+    assert rows[1] == ["n1", "manager", "(leader)", "ready", "active", "10.0.0.1", "adder", "1.0.0"]
+    assert rows[2] == ["n2", "manager", "ready", "active", "10.0.0.1", "-"]
+
+
+def test_nodes_in_docker_mode_says_there_is_no_swarm(runner: CliRunner, daemon: FakeDaemon) -> None:
+    engine = {"hostname": "box", "role": "engine", "state": "ready", "availability": "active", "address": "local"}
+    daemon.answer(
+        "GET", "/lifecycle/api/v1/nodes", (200, {"orchestrator": "docker", "nodes": [{**engine, "tasks": []}]})
+    )
+
+    result = runner.invoke(main, ["nodes"])
+
+    assert result.exit_code == 0, result.output
+    assert "RACETRACK_ORCHESTRATOR=docker" in result.stdout.splitlines()[0]
+    assert "box" in result.stdout

@@ -711,7 +711,7 @@ def test_a_call_to_a_sleeping_job_wakes_it_and_is_answered(
     add_job("sleepy", "1.0.0", db.JobStatus.SLEEPING, [])
     woken: list[tuple[str, str, float]] = []
 
-    def wake(job: db.Job, runtime: Any, addressing: Any, timeout: float) -> db.Job:
+    def wake(job: db.Job, orchestrator: Any, timeout: float) -> db.Job:
         woken.append((job.name, job.version, timeout))
         db.Job.update(status=db.JobStatus.RUNNING, replica_addresses=(server.address,)).execute()
         return job
@@ -730,7 +730,7 @@ def test_a_sleeping_job_that_does_not_wake_is_a_json_error(daemon: Daemons, monk
     client = daemon()
     add_job("sleepy", "1.0.0", db.JobStatus.SLEEPING, [])
 
-    def wake(job: db.Job, runtime: Any, addressing: Any, timeout: float) -> db.Job:
+    def wake(job: db.Job, orchestrator: Any, timeout: float) -> db.Job:
         raise UpstreamError("job sleepy 1.0.0 did not wake up within 180 s")
 
     monkeypatch.setattr(waking, "wake", wake)

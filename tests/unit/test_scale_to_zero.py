@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 
 from jobmanifest import ManifestInvalid, validate_manifest
-from racetrackd import naming
 from racetrackd.db import Job, JobStatus, open_database
 from racetrackd.docker.runtime import ContainerSpec
 from racetrackd.errors import UpstreamError
 from racetrackd.jobs import waking
 from racetrackd.jobs.addressing import PUBLISHED_PORT, Addressing
+from racetrackd.jobs.containers import ContainerReplicas
 from racetrackd.jobs.supervisor import Supervisor
 from racetrackd.settings import Settings
 from tests.unit.fakes import FakeRuntime, sample_manifest
@@ -34,11 +34,13 @@ def test_a_bad_idle_timeout_names_the_field(written: object) -> None:
 
 
 class _Deployer:
-    def replica_names(self, job: Job) -> list[str]:
-        return [naming.replica_container_name(job.container_name, i) for i in range(job.replicas)]
+    def recreate(self, job: Job) -> None:
+        raise AssertionError("nothing is lost here")
 
-    def address_of(self, container: str, port: int) -> str:
-        return f"127.0.0.1:{port + 1}"
+
+def _replicas(runtime: FakeRuntime) -> ContainerReplicas:
+    addressing = Addressing(mode=PUBLISHED_PORT, daemon_host="172.18.0.1", port=7102)
+    return ContainerReplicas(runtime, addressing, address_of=lambda container, port: f"127.0.0.1:{port + 1}")
 
 
 @pytest.fixture
@@ -70,7 +72,7 @@ def test_a_job_idle_longer_than_its_timeout_is_stopped_and_sleeps(
     monkeypatch.setattr("racetrackd.jobs.probes.probe", lambda address, path: (200, None))
     monkeypatch.setattr("racetrackd.jobs.supervisor.last_call_timestamp", lambda address: time.time() - 120)
 
-    Supervisor(settings, runtime, _Deployer()).check(job)  # type: ignore[arg-type]
+    Supervisor(settings, _replicas(runtime), _Deployer()).check(job)  # type: ignore[arg-type]
 
     row = Job.find("sleepy", "1.0.0")
     assert row is not None and row.status == JobStatus.SLEEPING
@@ -84,7 +86,7 @@ def test_a_recently_called_job_stays_awake(
     monkeypatch.setattr("racetrackd.jobs.probes.probe", lambda address, path: (200, None))
     monkeypatch.setattr("racetrackd.jobs.supervisor.last_call_timestamp", lambda address: time.time() - 5)
 
-    Supervisor(settings, runtime, _Deployer()).check(job)  # type: ignore[arg-type]
+    Supervisor(settings, _replicas(runtime), _Deployer()).check(job)  # type: ignore[arg-type]
 
     row = Job.find("sleepy", "1.0.0")
     assert row is not None and row.status == JobStatus.RUNNING
@@ -100,7 +102,7 @@ def test_waking_starts_the_containers_and_returns_the_running_job(
     monkeypatch.setattr("racetrackd.jobs.probes.probe", lambda address, path: (200, None))
     addressing = Addressing(mode=PUBLISHED_PORT, daemon_host="172.18.0.1", port=7102)
 
-    awake: Any = waking.wake(Job.find("sleepy", "1.0.0"), runtime, addressing, timeout=5)
+    awake: Any = waking.wake(Job.find("sleepy", "1.0.0"), ContainerReplicas(runtime, addressing), timeout=5)
 
     assert awake.status == JobStatus.RUNNING
     assert ("start_container", (job.container_name,)) in runtime.calls
@@ -115,7 +117,7 @@ def test_a_job_that_does_not_wake_in_time_is_a_clear_gateway_error(
     addressing = Addressing(mode=PUBLISHED_PORT, daemon_host="172.18.0.1", port=7102)
 
     with pytest.raises(UpstreamError):
-        waking.wake(Job.find("sleepy", "1.0.0"), runtime, addressing, timeout=0.3)  # type: ignore[arg-type]
+        waking.wake(Job.find("sleepy", "1.0.0"), ContainerReplicas(runtime, addressing), timeout=0.3)  # type: ignore[arg-type]
 
     row = Job.find("sleepy", "1.0.0")
     assert row is not None and row.status == JobStatus.CRASHED and "waking up failed" in (row.error or "")

@@ -10,6 +10,8 @@ import pytest
 from racetrackd import naming
 from racetrackd.db import Deployment, Job, JobStatus
 from racetrackd.docker.runtime import ContainerSpec, ContainerState
+from racetrackd.jobs.addressing import PUBLISHED_PORT, Addressing
+from racetrackd.jobs.containers import ContainerReplicas
 from racetrackd.jobs.supervisor import Supervisor
 from racetrackd.plugins.jobtypes import FORWARD, Serving
 from racetrackd.settings import Settings
@@ -54,7 +56,9 @@ def world(
     deployer = _FakeDeployer(runtime)
     probes: dict[str, Any] = {"live": 200, "ready": 200}
     monkeypatch.setattr("racetrackd.jobs.probes.probe", lambda address, path: (probes[path.strip("/")], None))
-    supervisor = Supervisor(settings, runtime, deployer)  # type: ignore[arg-type]
+    addressing = Addressing(mode=PUBLISHED_PORT, daemon_host="172.18.0.1", port=7102)
+    replicas = ContainerReplicas(runtime, addressing, address_of=deployer.address_of)
+    supervisor = Supervisor(settings, replicas, deployer)  # type: ignore[arg-type]
     return supervisor, runtime, deployer, probes
 
 
