@@ -1,5 +1,5 @@
 # The habits: `make quickstart` (start racetrackd + deploy the sample), `make test`, `make check`.
-.PHONY: quickstart test unit check format stop bench
+.PHONY: quickstart test test-swarm unit check format stop bench
 
 quickstart:
 	scripts/quickstart.sh $(if $(WITH_GOLANG),--with-golang)
@@ -9,6 +9,10 @@ test:
 
 unit:
 	scripts/run-tests.sh tests/unit
+
+# The 3-node swarm tier (opt-in; it makes and removes the lab itself: scripts/swarm-lab.sh).
+test-swarm:
+	scripts/run-tests.sh -m swarm_cluster tests/e2e
 
 PY_DIRS = racetrackd builders cli jobmanifest pluginbundle jobtype_plugins templates tests bench
 

@@ -13,6 +13,7 @@
     ├── ConflictError (409, already-exists)
     ├── SettingsError (500, invalid-setting)             bad RACETRACK_* environment
     ├── BuildError (500, build-failed)                   image build failed
+    ├── ImagePushError (502, image-push-failed)          the registry refused or could not take an image
     ├── JobStartError (500, job-start-failed)            container did not come up
     ├── JobTypeError (500, jobtype-error)                job-type plugin missing or broken
     ├── PayloadTooLarge (413, payload-too-large)          a request body over a limit
@@ -128,6 +129,11 @@ class ImageUnavailable(RacetrackError):
     """A docker-image job's image is neither in the engine nor pullable."""
 
     reference = "image-unavailable"
+
+
+class ImagePushError(RacetrackError):
+    status_code = 502
+    reference = "image-push-failed"
 
 
 class JobStartError(RacetrackError):

@@ -36,6 +36,7 @@ __all__ = [
     "image_tag",
     "job_labels",
     "pub_path",
+    "registry_ref",
     "replica_container_name",
     "staging_container_name",
 ]
@@ -49,6 +50,12 @@ CALLER_HEADER = "X-Caller-Name"
 def build_network(job_network: str) -> str:
     """The bridge image builds run on, beside the jobs' network (`RACETRACK_NETWORK`)."""
     return f"{job_network}-build"
+
+
+def registry_ref(registry: str | None, image: str) -> str:
+    """Where `image` (`racetrackd/job-x:tag`) lives in `registry` (`RACETRACK_REGISTRY`): the
+    reference builds tag and push, and jobs run. Without a registry, `image` itself."""
+    return f"{registry.rstrip('/')}/{image}" if registry else image
 
 
 def container_name(instance: str, job_name: str, job_version: str) -> str:

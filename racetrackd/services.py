@@ -16,7 +16,7 @@ from racetrackd.auth.authenticator import Authenticator, ensure_admin_token, ens
 from racetrackd.auth.vault import Vault
 from racetrackd.db import Job, open_database
 from racetrackd.docker.orchestrator import SWARM, Orchestrator
-from racetrackd.docker.runtime import DockerRuntime, Runtime
+from racetrackd.docker.runtime import DockerRuntime, RegistryLogin, Runtime
 from racetrackd.docker.swarm import TASK_IP, SwarmOrchestrator
 from racetrackd.errors import JobNotFound
 from racetrackd.jobs import waking
@@ -67,6 +67,14 @@ class Services:
         self.wake(job)
 
 
+def registry_login(settings: Settings) -> RegistryLogin | None:
+    """The login to RACETRACK_REGISTRY, when it needs one (settings check that both parts are set)."""
+    if not (settings.registry and settings.registry_username and settings.registry_password_file):
+        return None
+    host = settings.registry.split("/", 1)[0]  # reg.example:5000/team logs in to reg.example:5000
+    return RegistryLogin(host, settings.registry_username, settings.registry_password_file)
+
+
 def build_services(
     settings: Settings,
     runtime: Runtime | None = None,
@@ -85,10 +93,16 @@ def build_services(
     vault = Vault(ensure_secret_key(settings))
     accounts = Accounts(vault, ChangeSignal.in_data_dir(settings.data_dir))
     accounts.ensure_bootstrap_admin(ensure_admin_token(settings))
-    runtime = runtime or DockerRuntime()
+    engine: DockerRuntime | None = None  # the real engine (None: a fake runtime from a test)
+    if runtime is None:
+        runtime = engine = DockerRuntime(registry_login=registry_login(settings))
     orchestrator: Orchestrator
     if settings.orchestrator == SWARM:
-        swarm = SwarmOrchestrator(settings.network, settings.instance)
+        # One client, logged in to RACETRACK_REGISTRY, for pushes and service creates alike: the
+        # login travels with each create, so workers without credentials pull the image.
+        swarm = SwarmOrchestrator(
+            settings.network, settings.instance, client_factory=engine.shared_client if engine else None
+        )
         addressing = (
             prepare_swarm_networks(settings, runtime, swarm)
             if make_networks

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,32 @@ def _parse_existing_file(raw: str) -> Path | None:
     if not path.is_file():
         raise ValueError(f"file {path} does not exist")
     return path
+
+
+# host[:port][/path]: a host Docker reads as a registry (a dot, a port or localhost; otherwise
+# `team/racetrackd/job-x` would mean Docker Hub's user "team"), then lower-case path components.
+_REGISTRY = re.compile(
+    r"(?P<host>localhost|\[[0-9a-fA-F:]+\]|[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*)(?P<port>:[0-9]{1,5})?"
+    r"(?P<path>(/[a-z0-9]+([._-][a-z0-9]+)*)*)"
+)
+
+
+def _parse_registry(raw: str) -> str | None:
+    value = raw.strip().rstrip("/")
+    if not value:
+        return None
+    if "://" in value:
+        raise ValueError("expected host[:port][/path] without a scheme, e.g. 10.0.0.5:5000 or reg.example:5000/team")
+    match = _REGISTRY.fullmatch(value)
+    if match is None:
+        raise ValueError("expected host[:port][/path], e.g. 10.0.0.5:5000 or reg.example:5000/team")
+    host = match["host"]
+    if not (match["port"] or "." in host or host == "localhost" or host.startswith("[")):
+        raise ValueError(
+            f"{host!r} would be read as a Docker Hub account: name the registry with a dot or a port, "
+            "e.g. registry.local or registry:5000"
+        )
+    return value
 
 
 def _parse_quantity(raw: str) -> float:
@@ -273,6 +300,28 @@ SETTINGS: tuple[SettingSpec, ...] = (
         _parse_optional_str,
         "GOPROXY for golang job builds (e.g. a private module proxy); empty: Go's default. "
         "A build argument: never in the job's runtime environment.",
+    ),
+    SettingSpec(
+        "registry",
+        "",
+        _parse_registry,
+        "Registry the jobs' images are pushed to after each build, as host[:port][/path] (e.g. "
+        "10.0.0.5:5000 or reg.example:5000/team), so that every node of a swarm can pull them. "
+        "Empty: images stay on the engine that built them (one host, or a single-node swarm).",
+    ),
+    SettingSpec(
+        "registry_username",
+        "",
+        _parse_optional_str,
+        "User racetrackd logs in to RACETRACK_REGISTRY as (with RACETRACK_REGISTRY_PASSWORD_FILE). "
+        "Empty: the registry needs no login.",
+    ),
+    SettingSpec(
+        "registry_password_file",
+        "",
+        _parse_existing_file,
+        "File holding the password of RACETRACK_REGISTRY_USERNAME (the value itself never goes in "
+        "the environment). Read when racetrackd logs in.",
     ),
     SettingSpec("build_timeout", "1800", _parse_seconds, "Seconds an image build may take before it is stopped."),
     SettingSpec(
@@ -481,6 +530,9 @@ class Settings:
     build_pip_extra_index_url: str | None
     build_pip_trusted_host: str | None
     build_goproxy: str | None
+    registry: str | None
+    registry_username: str | None
+    registry_password_file: Path | None
     build_timeout: float
     build_concurrency: int
     build_memory: float
@@ -538,6 +590,7 @@ class Settings:
         unknown_in_file = sorted(set(raw) - {spec.field for spec in (*SETTINGS, *declared)})
         if unknown_in_file:
             raise SettingsError(f"unknown setting {unknown_in_file[0]!r} in {environ[ENV_PREFIX + 'CONFIG_FILE']}")
+        _check_registry_login(values)
         return cls(**values, plugin_settings=_parse_specs(declared, raw, environ))
 
     def plugin_setting(self, name: str) -> str | None:
@@ -575,6 +628,22 @@ class Settings:
             else:
                 env[spec.env_name] = str(value)
         return env
+
+
+def _check_registry_login(values: Mapping[str, Any]) -> None:
+    """A registry login needs all three: a half-set one would fail only at the first push."""
+    user, password_file = values["registry_username"], values["registry_password_file"]
+    if (user is None) != (password_file is None):
+        given, missing = ("USERNAME", "PASSWORD_FILE") if user else ("PASSWORD_FILE", "USERNAME")
+        raise SettingsError(
+            f"{ENV_PREFIX}REGISTRY_{given} is set without {ENV_PREFIX}REGISTRY_{missing}",
+            hint="set both to log in to the registry, or neither",
+        )
+    if user is not None and values["registry"] is None:
+        raise SettingsError(
+            f"{ENV_PREFIX}REGISTRY_USERNAME is set without {ENV_PREFIX}REGISTRY",
+            hint="name the registry to push to, e.g. RACETRACK_REGISTRY=10.0.0.5:5000",
+        )
 
 
 def _read_config_file(path: str) -> dict[str, str]:

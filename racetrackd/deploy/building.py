@@ -29,7 +29,7 @@ from racetrackd.db import BUILD_LOG_MAX_CHARS, Deployment
 from racetrackd.deploy import jobsecrets
 from racetrackd.docker.images import prune_job_images
 from racetrackd.docker.runtime import Runtime
-from racetrackd.errors import BuildError, RacetrackError, ValidationError
+from racetrackd.errors import BuildError, ImagePushError, RacetrackError, ValidationError
 from racetrackd.jobs.logtail import LOG_TAIL_LINES  # a failed build quotes as many lines as a failed start
 from racetrackd.plugins import jobtypes
 from racetrackd.plugins.jobtypes import JobType
@@ -59,7 +59,9 @@ class FetchedSource:
 
 @dataclasses.dataclass(frozen=True)
 class BuildResult:
-    image: str  # the tag built, e.g. racetrackd/job-adder:0.0.1-1a2b3c4d
+    # the tag built, e.g. racetrackd/job-adder:0.0.1-1a2b3c4d; with RACETRACK_REGISTRY, the pushed
+    # reference 10.0.0.5:5000/racetrackd/job-adder:0.0.1-1a2b3c4d (what every node pulls)
+    image: str
     image_id: str  # the engine's id of it
     duration: float  # seconds
     log_tail: str  # the last lines of the build output (all of it went to BuildReport.log)
@@ -200,7 +202,8 @@ class ImageBuilder:
         git_commit: str = "",
         no_cache: bool = False,
     ) -> BuildResult:
-        """Build the job's image. BuildError ends with the failing output."""
+        """Build the job's image, and push it when a registry is set. BuildError ends with the failing
+        output; ImagePushError names the registry."""
         started = time.monotonic()
         secrets_url, digest = self._secrets_url(manifest, secrets)
         recipe = self.recipe(
@@ -216,6 +219,7 @@ class ImageBuilder:
         logs = _ThrottledLog(report, jobsecrets.Redactor([*secrets.values(), digest]))
         deadline = started + self.settings.build_timeout
         dockerfile, api_labels = recipe.build_input()
+        image = naming.registry_ref(self.settings.registry, recipe.tag)
         with assemble_docker_context(
             dockerfile,
             recipe.job_dir,
@@ -228,7 +232,7 @@ class ImageBuilder:
                 image_id = self.runtime.build_image(
                     ctx,
                     DOCKERFILE_NAME,
-                    recipe.tag,
+                    image,
                     api_labels,
                     logs.writer(deadline),
                     no_cache=no_cache,
@@ -245,9 +249,27 @@ class ImageBuilder:
                 ) from exc
             finally:
                 logs.flush()
+        if self.settings.registry:
+            self._push(image, logs, deadline)
         return BuildResult(
-            image=recipe.tag, image_id=image_id, duration=time.monotonic() - started, log_tail=tail(logs.kept())
+            image=image, image_id=image_id, duration=time.monotonic() - started, log_tail=tail(logs.kept())
         )
+
+    def _push(self, image: str, logs: _ThrottledLog, deadline: float) -> None:
+        """Push the image so that every swarm node can pull it; the deployment fails when it cannot."""
+        logs.writer(deadline)(f"pushing {image}\n")
+        try:
+            self.runtime.push_image(image, logs.writer(deadline))
+        except (RacetrackError, OSError) as exc:
+            detail = exc.message if isinstance(exc, RacetrackError) else str(exc)
+            raise ImagePushError(
+                f"pushing the image to the registry {self.settings.registry} (RACETRACK_REGISTRY) failed: {detail}",
+                hint="check that the Docker engine reaches the registry (a registry on plain HTTP must be in "
+                "each engine's insecure-registries) and, for a private one, RACETRACK_REGISTRY_USERNAME and "
+                "RACETRACK_REGISTRY_PASSWORD_FILE",
+            ) from exc
+        finally:
+            logs.flush()
 
     def _secrets_url(self, manifest: Manifest, secrets: jobsecrets.JobSecrets) -> tuple[str, str]:
         """Where the build's RUN steps fetch the secret build env, and the digest in it ('' when there is none)."""

@@ -7,6 +7,7 @@ Docker SDK and connection errors are translated here into racetrackd's own error
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import socket
 import time
@@ -22,6 +23,8 @@ import requests.exceptions
 from racetrackd.errors import BuildError, DockerUnavailable, NotFoundError, RacetrackError
 from racetrackd.manifest import ContainerLimits
 from racetrackd.naming import JOB_PORT
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +72,44 @@ class ImageInfo:
     repo_digests: tuple[str, ...] = ()  # e.g. registry.example/team/svc@sha256:<hex>
 
 
+@dataclasses.dataclass(frozen=True)
+class RegistryLogin:
+    """Who the engine pulls and pushes as at a private registry. The password stays in its file
+    until the login (read afresh each time: a rotated password needs no restart)."""
+
+    registry: str  # host[:port], as at the start of image references
+    username: str
+    password_file: Path
+
+    def password(self) -> str:
+        return self.password_file.read_text().rstrip("\r\n")
+
+
+def registry_login(client: docker.DockerClient, login: RegistryLogin) -> None:
+    """Log `client` in to `login.registry`. The SDK keeps the credentials and sends them
+    (X-Registry-Auth) with every later push, pull and swarm service create or update made through
+    this client, which is how workers without credentials of their own pull a private image."""
+    try:
+        password = login.password()
+    except OSError as exc:
+        raise RacetrackError(f"reading the registry password file {login.password_file}: {exc}") from exc
+    with _translated(f"logging in to registry {login.registry} as {login.username}"):
+        client.login(username=login.username, password=password, registry=login.registry, reauth=True)
+
+
+def try_registry_login(client: docker.DockerClient, login: RegistryLogin | None) -> bool:
+    """`registry_login` when the client is made: a failure is a warning, not fatal (the registry may
+    be down while the engine is up; the next push logs in again and fails the deployment saying why)."""
+    if login is None:
+        return False
+    try:
+        registry_login(client, login)
+    except RacetrackError as exc:
+        log.warning("cannot log in to registry %s yet: %s", login.registry, exc.message)
+        return False
+    return True
+
+
 class Runtime(Protocol):
     def build_image(
         self,
@@ -105,6 +146,8 @@ class Runtime(Protocol):
     def list_images(self, labels: dict[str, str]) -> list[str]: ...
     def pull_image(self, ref: str, credentials: dict[str, str] | None = None) -> None: ...
     def inspect_image(self, ref: str) -> ImageInfo | None: ...
+
+    def push_image(self, ref: str, on_log: Callable[[str], None]) -> None: ...
     def import_rootfs(self, rootfs_tar: Path, ref: str, changes: list[str]) -> None: ...
     def own_networks(self) -> set[str]: ...
     def own_container_name(self) -> str | None: ...
@@ -188,20 +231,40 @@ def _translated(action: str) -> Iterator[None]:
 
 
 class DockerRuntime:
-    """Runtime backed by the Docker engine named by DOCKER_HOST (default: the local socket)."""
+    """Runtime backed by the Docker engine named by DOCKER_HOST (default: the local socket).
 
-    def __init__(self, client_factory: Callable[[], docker.DockerClient] | None = None) -> None:
+    `registry_login`: log in to a private registry as the client is made. The SDK then sends the
+    credentials (X-Registry-Auth) with each push, pull and swarm service create or update, which is
+    how swarm nodes other than this engine's get to pull a private image.
+    """
+
+    def __init__(
+        self,
+        client_factory: Callable[[], docker.DockerClient] | None = None,
+        *,
+        registry_login: RegistryLogin | None = None,
+    ) -> None:
         self._client_factory = client_factory or (lambda: docker.from_env(timeout=300))
         self._made: tuple[int, docker.DockerClient] | None = None
+        self._registry_login = registry_login
+        self._logged_in = False
 
     @property
     def _client(self) -> docker.DockerClient:
         """The client of this process: one made before a fork (gunicorn's master builds the HTTP workers'
-        services once, then forks them) holds connections that must stay the parent's."""
+        services once, then forks them) holds connections that must stay the parent's. Logged in to
+        the registry, if any, as it is made."""
         if self._made is None or self._made[0] != os.getpid():
             with _translated("connecting to Docker"):
-                self._made = (os.getpid(), self._client_factory())
+                client = self._client_factory()
+            self._logged_in = try_registry_login(client, self._registry_login)
+            self._made = (os.getpid(), client)
         return self._made[1]
+
+    def shared_client(self) -> docker.DockerClient:
+        """This runtime's client, logged in to the registry: for the swarm backend, so that its
+        service creates and updates carry the same login (a re-login before a push counts for both)."""
+        return self._client
 
     def build_image(
         self,
@@ -454,6 +517,21 @@ class DockerRuntime:
                 return None
         return ImageInfo(id=str(image.id), repo_digests=tuple(image.attrs.get("RepoDigests") or ()))
 
+    def push_image(self, ref: str, on_log: Callable[[str], None]) -> None:
+        """Push `ref` (`registry/repository:tag`) to its registry, passing progress lines to `on_log`."""
+        client = self._client
+        if self._registry_login is not None and not self._logged_in:
+            registry_login(client, self._registry_login)  # raises, naming the registry, when it fails again
+            self._logged_in = True
+        repository, tag = _split_ref(ref)
+        with _translated(f"pushing image {ref}"):
+            for chunk in client.api.push(repository, tag=tag, stream=True, decode=True):
+                if "error" in chunk:
+                    raise RacetrackError(f"pushing image {ref}: {str(chunk['error']).strip()}")
+                if chunk.get("status") and not chunk.get("progressDetail"):
+                    layer = f"{chunk['id']}: " if chunk.get("id") else ""
+                    on_log(f"{layer}{chunk['status']}\n")
+
     def own_networks(self) -> set[str]:
         """Networks of the container this process runs in; empty when it runs on the host.
 
@@ -484,6 +562,13 @@ class DockerRuntime:
         raise RacetrackError(f"network {name} has no gateway address")
 
     def import_rootfs(self, rootfs_tar: Path, ref: str, changes: list[str]) -> None:
-        repository, _, tag = ref.rpartition(":") if ":" in ref.split("/")[-1] else (ref, "", "latest")
+        repository, tag = _split_ref(ref)
         with _translated(f"importing {rootfs_tar} as {ref}"), rootfs_tar.open("rb") as data:
-            self._client.api.import_image_from_data(data, repository=repository, tag=tag or "latest", changes=changes)
+            self._client.api.import_image_from_data(data, repository=repository, tag=tag, changes=changes)
+
+
+def _split_ref(ref: str) -> tuple[str, str]:
+    """`registry:5000/team/name:tag` -> (`registry:5000/team/name`, `tag`); the tag defaults to latest.
+    Only a colon in the last path component separates a tag (the first may hold a port)."""
+    repository, _, tag = ref.rpartition(":") if ":" in ref.split("/")[-1] else (ref, "", "latest")
+    return repository, tag or "latest"

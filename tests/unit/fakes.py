@@ -92,6 +92,8 @@ class FakeRuntime:
         self.registry: set[str] | None = None
         self.image_ids: dict[str, str] = {}  # image ref -> id, when a test chooses it
         self.repo_digests: dict[str, tuple[str, ...]] = {}
+        self.pushed: list[str] = []  # image references pushed to a registry, in order
+        self.push_failure: str | None = None  # set: every push fails with this reason
 
     def _record(self, method: str, *args: Any) -> None:
         self.calls.append((method, args))
@@ -246,6 +248,15 @@ class FakeRuntime:
             id=self.image_ids.get(ref, f"sha256:{hash(ref) & (2**64 - 1):064x}"),
             repo_digests=self.repo_digests.get(ref, ()),
         )
+
+    def push_image(self, ref: str, on_log: Callable[[str], None]) -> None:
+        self._record("push_image", ref)
+        if self.push_failure is not None:
+            raise RacetrackError(f"pushing image {ref}: {self.push_failure}")
+        if ref not in self.images:
+            raise RacetrackError(f"pushing image {ref}: An image does not exist locally with the tag")
+        on_log(f"{ref}: pushed\n")
+        self.pushed.append(ref)
 
     def import_rootfs(self, rootfs_tar: Path, ref: str, changes: list[str]) -> None:
         self._record("import_rootfs", rootfs_tar, ref, changes)
