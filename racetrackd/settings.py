@@ -260,6 +260,13 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "GOPROXY for golang job builds (e.g. a private module proxy); empty: Go's default. "
         "A build argument: never in the job's runtime environment.",
     ),
+    SettingSpec(
+        "build_cargo_registry",
+        "",
+        _parse_optional_str,
+        "Index URL of a crate registry for rust job builds (a crates.io mirror, or crates.io's own index); "
+        "empty: only the crates Debian packages in the rust base image, offline.",
+    ),
     SettingSpec("build_timeout", "1800", _parse_seconds, "Seconds an image build may take before it is stopped."),
     SettingSpec(
         "build_concurrency",
@@ -451,6 +458,7 @@ class Settings:
     build_pip_extra_index_url: str | None
     build_pip_trusted_host: str | None
     build_goproxy: str | None
+    build_cargo_registry: str | None
     build_timeout: float
     build_concurrency: int
     build_memory: float
