@@ -56,9 +56,10 @@ KINDS = {
     # rust job wrapper needs come from there, so a rust job builds without the public crate index.
     "rust": BaseImageKind(
         LOCAL_RUST_IMAGE,
-        ("rustc", "cargo", "ca-certificates"),
+        ("ca-certificates",),
         ("ENV LANG=C.UTF-8", 'CMD ["cargo", "--version"]'),
-        apt_packages=("librust-tiny-http-dev", "librust-serde-json-dev", "librust-libc-dev"),
+        # rustc itself depends on a virtual package (libc-dev): all of it comes through apt.
+        apt_packages=("rustc", "cargo", "librust-tiny-http-dev", "librust-serde-json-dev", "librust-libc-dev"),
     ),
 }
 
