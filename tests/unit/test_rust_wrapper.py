@@ -82,13 +82,13 @@ def test_a_job_adds_debian_crates_and_a_vendored_crate_from_its_cargo_toml(
         'pub fn hello() -> &\'static str { "hello from a vendored crate" }\n'
     )
     (job / "Cargo.toml").write_text(
-        "# only [dependencies] is read\n[package]\nname = \"ignored\"\n\n"
+        '# only [dependencies] is read\n[package]\nname = "ignored"\n\n'
         '[dependencies]\nitoa = "1"\nserde_json = "1"  # the wrapper\'s own: kept once\n'
         '[dependencies.greeting]\npath = "vendor/greeting"\n'
     )
     (job / "mod.rs").write_text(
         (job / "mod.rs").read_text()
-        + "\npub fn vendored() -> String { format!(\"{} {}\", greeting::hello(), itoa::Buffer::new().format(42)) }\n"
+        + '\npub fn vendored() -> String { format!("{} {}", greeting::hello(), itoa::Buffer::new().format(42)) }\n'
     )
     link(job, cargo_env)
 
