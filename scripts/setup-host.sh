@@ -7,14 +7,18 @@
 #
 #   --with-golang   also the golang job type: Debian's Go toolchain on the host and a golang base
 #                   image (building one takes minutes; the tests need it, the sample job does not).
+#   --with-rust     also the rust job type: Debian's rustc, cargo and crates on the host and a rust
+#                   base image (built from Debian packages, minutes; the tests need it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 with_golang=false
+with_rust=false
 for arg in "$@"; do
   case "$arg" in
     --with-golang) with_golang=true ;;
-    *) echo "usage: $0 [--with-golang]" >&2; exit 2 ;;
+    --with-rust) with_rust=true ;;
+    *) echo "usage: $0 [--with-golang] [--with-rust]" >&2; exit 2 ;;
   esac
 done
 
@@ -81,5 +85,13 @@ if [ "$with_golang" = true ]; then
     apt_install golang-go
   fi
   .venv/bin/racetrackd base-images ensure --job-type golang >&2
+fi
+if [ "$with_rust" = true ]; then
+  # Debian's toolchain and crates on the host run the rust job type's own tests (tests/unit/test_rust_wrapper.py).
+  if as_root_with_apt && [ ! -d /usr/share/cargo/registry/tiny_http-0.12.0 ]; then
+    say "installing rustc, cargo and the rust wrapper's crates (for the rust job type's tests)"
+    apt_install --no-install-recommends rustc cargo librust-tiny-http-dev librust-serde-json-dev librust-libc-dev
+  fi
+  .venv/bin/racetrackd base-images ensure --job-type rust >&2
 fi
 .venv/bin/racetrackd base-images ensure
