@@ -121,4 +121,25 @@ def test_a_perform_of_another_shape_fails_the_build_with_rustcs_message(
     built = run([str(DEBIAN_CARGO), "build", "--release", "--bin", "job-server"], cwd=job, env=cargo_env)
 
     assert built.returncode != 0
-    assert "perform" in built.stderr and "error" in built.stderr
+    assert "found signature of `fn(i64) -> _`" in built.stderr, built.stderr
+    assert (
+        "F: Fn(HashMap<String, Value>) -> R + Send + Sync + 'static, // perform: -> Value or Result<Value, E: Display>"
+        in built.stderr
+    )
+
+
+def test_a_perform_returning_another_type_fails_the_build_naming_the_return_shapes(
+    tmp_path: Path, cargo_env: dict[str, str]
+) -> None:
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / "mod.rs").write_text(
+        "use std::collections::HashMap;\npub fn perform(_input: HashMap<String, serde_json::Value>) -> i64 { 42 }\n"
+    )
+    link(job, cargo_env)
+
+    built = run([str(DEBIAN_CARGO), "build", "--release", "--bin", "job-server"], cwd=job, env=cargo_env)
+
+    assert built.returncode != 0
+    assert "the trait bound `i64: IntoOutcome` is not satisfied" in built.stderr, built.stderr
+    assert "R: Value, or Result<Value, E> with E: Display" in built.stderr

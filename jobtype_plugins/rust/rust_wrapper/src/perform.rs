@@ -46,9 +46,10 @@ pub struct Performer {
 }
 
 impl Performer {
-    pub fn new<R: IntoOutcome, F>(perform: F) -> Performer
+    // A build error pointing here means the job's perform has another shape than these.
+    pub fn new<R: IntoOutcome, F>(perform: F) -> Performer // R: Value, or Result<Value, E> with E: Display
     where
-        F: Fn(HashMap<String, Value>) -> R + Send + Sync + 'static,
+        F: Fn(HashMap<String, Value>) -> R + Send + Sync + 'static, // perform: -> Value or Result<Value, E: Display>
     {
         Performer { call: Arc::new(move |input| perform(input).into_outcome()) }
     }
