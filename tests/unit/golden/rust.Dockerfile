@@ -12,7 +12,7 @@ RUN mkdir -p "$CARGO_HOME" && printf '%s\n' '[source.crates-io]' 'replace-with =
 COPY jobtype/rust_wrapper /opt/racetrack/rust_wrapper
 COPY jobtype/warmup-job /opt/racetrack/warmup-job
 COPY jobtype/tools /opt/racetrack/tools
-RUN cp -r /opt/racetrack/warmup-job /tmp/warmup && /opt/racetrack/tools/link-job /tmp/warmup mod.rs Cargo.toml \
+RUN cp -r /opt/racetrack/warmup-job /tmp/warmup && sh /opt/racetrack/tools/link-job /tmp/warmup mod.rs Cargo.toml \
  && cd /tmp/warmup && cargo test --release && cargo build --release --bins \
  && mkdir -p /opt/racetrack/bin && cp "$CARGO_TARGET_DIR/release/with-build-secrets" /opt/racetrack/bin/ \
  && cd / && rm -rf /tmp/warmup
@@ -23,7 +23,7 @@ ENV GREETING="say \"hi\" to \$USER"
 
 COPY job/ /src/job/
 WORKDIR /src/job
-RUN /opt/racetrack/tools/link-job /src/job mod.rs Cargo.toml
+RUN sh /opt/racetrack/tools/link-job /src/job mod.rs Cargo.toml
 RUN cargo build --release --bin job-server \
  && cp "$CARGO_TARGET_DIR/release/job-server" /opt/racetrack/job-server
 
