@@ -185,7 +185,7 @@ def test_the_job_image_runs_the_binary_without_the_rust_toolchain(rust_adder: Da
     assert image.attrs["Config"]["User"] == "job"
     assert image.attrs["Config"]["Cmd"] == ["/opt/racetrack/job-server"]
     assert image.labels["racetrack-component"] == "job"
-    assert "no-rust" in probe and "mod.rs" in probe and "/usr/share/cargo: No such file" in probe
+    assert "no-rust" in probe and "mod.rs" in probe and "cannot access '/usr/share/cargo'" in probe
 
 
 def test_the_job_stops_on_sigterm_without_being_killed(rust_adder: Daemon) -> None:
