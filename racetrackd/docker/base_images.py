@@ -25,6 +25,9 @@ LOCAL_PYTHON_IMAGE = "racetrackd/python3-base:bookworm"
 LOCAL_GOLANG_IMAGE = "racetrackd/golang-base:bookworm"
 LOCAL_RUST_IMAGE = "racetrackd/rust-base:bookworm"
 DEFAULT_SUITE = "bookworm"
+# One apt step inside a new root filesystem (the rust image's install is the longest: ~150
+# packages, about 5 minutes on a shared 2-core host): past this, a stuck mirror ends the build.
+APT_STEP_TIMEOUT = 1800.0
 APT_SOURCES = (Path("/etc/apt/sources.list.d"), Path("/etc/apt/sources.list"))
 
 
@@ -141,13 +144,20 @@ def _apt_install_inside(rootfs: Path, packages: tuple[str, ...]) -> None:
     its sources), then drop apt's lists and downloaded archives so the image carries neither."""
     install = ["apt-get", "install", "-y", "--no-install-recommends", *packages]
     for command in (["apt-get", "update"], install, ["apt-get", "clean"]):
-        result = subprocess.run(
-            ["chroot", str(rootfs), *command],
-            capture_output=True,
-            text=True,
-            check=False,
-            env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"},
-        )
+        try:
+            result = subprocess.run(
+                ["chroot", str(rootfs), *command],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=APT_STEP_TIMEOUT,
+                env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"},
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise RacetrackError(
+                f"{' '.join(command[:2])} in the new root filesystem took longer than {APT_STEP_TIMEOUT:.0f} s",
+                hint="check the Debian mirror (--mirror URL)",
+            ) from exc
         if result.returncode != 0:
             tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
             raise RacetrackError(

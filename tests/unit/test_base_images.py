@@ -106,6 +106,23 @@ def test_a_failing_apt_inside_the_new_root_says_which_step(
     assert "Unable to locate package librust-tiny-http-dev" in failure.value.message
 
 
+def test_a_stuck_apt_inside_the_new_root_ends_the_build_naming_the_limit(
+    tmp_path: Path, debootstrap: list[list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_run = base_images.subprocess.run
+
+    def run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        if command[0] == "chroot":
+            assert kwargs["timeout"] == base_images.APT_STEP_TIMEOUT
+            raise subprocess.TimeoutExpired(command, kwargs["timeout"])
+        return real_run(command, **kwargs)
+
+    monkeypatch.setattr(base_images.subprocess, "run", run)
+
+    with pytest.raises(RacetrackError, match="apt-get update in the new root filesystem took longer than 1800 s"):
+        build_base_image(FakeRuntime(), KINDS["rust"], LOCAL_RUST_IMAGE, "bookworm", "http://m.test/debian", tmp_path)
+
+
 def test_the_python3_image_keeps_its_packages(tmp_path: Path, debootstrap: list[list[str]]) -> None:
     build_base_image(
         FakeRuntime(), KINDS["python3"], LOCAL_PYTHON_IMAGE, "bookworm", "http://mirror.test/debian", tmp_path
