@@ -141,7 +141,8 @@ def test_the_wrapper_is_compiled_and_tested_in_a_layer_above_the_jobs_code() -> 
 
     warmup = rendered.index("cargo test --release")
     job_code = rendered.index("COPY job/ /src/job/")
-    assert warmup < job_code < rendered.index("cargo build --release --bin job-server")
+    assert warmup < rendered.index("cargo build --release --bin job-server") < job_code  # the stand-in job
+    assert job_code < rendered.rindex("cargo build --release --bin job-server")
     assert (
         "RUN sh /opt/racetrack/tools/link-job /src/job mod.rs Cargo.toml" in rendered
     )  # sh: an installed wheel keeps no +x

@@ -1,6 +1,6 @@
-"""The rust job type's Rust code under Debian's cargo, offline: the wrapper's own tests (against the
-stand-in job, as image builds run them) and tools/link-job turning a job's directory into the crate
-that is built, with the job's own dependencies (Debian's crates and a vendored one). Needs rustc,
+"""The rust job type's Rust code under Debian's cargo, offline: the wrapper library's own tests (against
+the stand-in job, as image builds run them) and tools/link-job turning a job's directory into the
+crate that is built, with the job's own dependencies (Debian's crates and a vendored one). Needs rustc,
 cargo and the wrapper's librust-*-dev crates on the host (scripts/setup-host.sh --with-rust
 installs them); image builds run the wrapper's tests too, in the toolchain image.
 """
@@ -30,9 +30,17 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
+def plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the plugin's files, as in the image (cargo writes Cargo.lock beside the wrapper)."""
+    copy = tmp_path_factory.mktemp("plugin") / "rust"
+    shutil.copytree(PLUGIN, copy)
+    return copy
+
+
+@pytest.fixture(scope="module")
 def cargo_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """cargo configured as in the image: crates.io replaced by Debian's crates, offline; one target
-    directory for the module, so the wrapper's dependencies compile once."""
+    directory for the module, so the wrapper and its dependencies compile once."""
     assert READY, "CI needs Debian's rust toolchain and crates (scripts/setup-host.sh --with-rust)"
     home = tmp_path_factory.mktemp("cargo-home")
     (home / "config.toml").write_text(
@@ -44,7 +52,6 @@ def cargo_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "CARGO_HOME": str(home),
         "CARGO_TARGET_DIR": str(home / "target"),
         "RUSTC": str(DEBIAN_RUSTC),
-        "RACETRACK_RUST_WRAPPER": str(PLUGIN / "rust_wrapper"),
         "CARGO_TERM_COLOR": "never",
     }
 
@@ -53,24 +60,42 @@ def run(command: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Comple
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900, check=False)
 
 
-def link(job: Path, env: dict[str, str], module: str = "mod.rs", cargo_toml: str = "Cargo.toml") -> None:
-    linked = run([str(PLUGIN / "tools" / "link-job"), str(job), module, cargo_toml], cwd=job, env=env)
+def link(plugin: Path, job: Path, env: dict[str, str]) -> None:
+    linked = run(["sh", str(plugin / "tools" / "link-job"), str(job), "mod.rs", "Cargo.toml"], cwd=job, env=env)
     assert linked.returncode == 0, linked.stderr
 
 
-def test_the_wrapper_passes_its_tests_inside_the_stand_in_job(tmp_path: Path, cargo_env: dict[str, str]) -> None:
-    job = tmp_path / "warmup"
-    shutil.copytree(PLUGIN / "warmup-job", job)
-    link(job, cargo_env)
+def build(job: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return run([str(DEBIAN_CARGO), "build", "--release", "--bin", "job-server"], cwd=job, env=env)
 
-    result = run([str(DEBIAN_CARGO), "test", "--release"], cwd=job, env=cargo_env)
+
+def test_the_wrapper_library_passes_its_tests(plugin: Path, cargo_env: dict[str, str]) -> None:
+    result = run([str(DEBIAN_CARGO), "test", "--release"], cwd=plugin / "rust_wrapper", env=cargo_env)
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "test result: ok" in result.stdout
+    assert "test result: ok. 14 passed" in result.stdout
+
+
+def test_the_sample_builds_into_a_job_server_and_a_code_change_compiles_only_the_job(
+    plugin: Path, tmp_path: Path, cargo_env: dict[str, str]
+) -> None:
+    job = tmp_path / "job"
+    shutil.copytree(SAMPLE, job)
+    link(plugin, job, cargo_env)
+    first = build(job, cargo_env)
+    assert first.returncode == 0, first.stderr
+    (job / "mod.rs").write_text((job / "mod.rs").read_text() + "\n// a code-only change\n")
+
+    again = build(job, cargo_env)
+
+    assert again.returncode == 0, again.stderr
+    compiled = [line.split()[1] for line in again.stderr.splitlines() if line.strip().startswith("Compiling")]
+    assert compiled == ["racetrack-job"], again.stderr
+    assert (Path(cargo_env["CARGO_TARGET_DIR"]) / "release" / "job-server").is_file()
 
 
 def test_a_job_adds_debian_crates_and_a_vendored_crate_from_its_cargo_toml(
-    tmp_path: Path, cargo_env: dict[str, str]
+    plugin: Path, tmp_path: Path, cargo_env: dict[str, str]
 ) -> None:
     job = tmp_path / "job"
     shutil.copytree(SAMPLE, job)
@@ -90,9 +115,9 @@ def test_a_job_adds_debian_crates_and_a_vendored_crate_from_its_cargo_toml(
         (job / "mod.rs").read_text()
         + '\npub fn vendored() -> String { format!("{} {}", greeting::hello(), itoa::Buffer::new().format(42)) }\n'
     )
-    link(job, cargo_env)
+    link(plugin, job, cargo_env)
 
-    built = run([str(DEBIAN_CARGO), "build", "--release", "--bin", "job-server"], cwd=job, env=cargo_env)
+    built = build(job, cargo_env)
 
     assert built.returncode == 0, built.stderr
     manifest = (job / "Cargo.toml").read_text()
@@ -100,25 +125,25 @@ def test_a_job_adds_debian_crates_and_a_vendored_crate_from_its_cargo_toml(
     assert (Path(cargo_env["CARGO_TARGET_DIR"]) / "release" / "job-server").is_file()
 
 
-def test_a_missing_module_fails_naming_the_convention(tmp_path: Path, cargo_env: dict[str, str]) -> None:
+def test_a_missing_module_fails_naming_the_convention(plugin: Path, tmp_path: Path, cargo_env: dict[str, str]) -> None:
     job = tmp_path / "job"
     job.mkdir()
 
-    result = run([str(PLUGIN / "tools" / "link-job"), str(job), "mod.rs", "Cargo.toml"], cwd=job, env=cargo_env)
+    result = run(["sh", str(plugin / "tools" / "link-job"), str(job), "mod.rs", "Cargo.toml"], cwd=job, env=cargo_env)
 
     assert result.returncode != 0
     assert "the job's module mod.rs is missing" in result.stderr and "pub fn perform" in result.stderr
 
 
 def test_a_perform_of_another_shape_fails_the_build_with_rustcs_message(
-    tmp_path: Path, cargo_env: dict[str, str]
+    plugin: Path, tmp_path: Path, cargo_env: dict[str, str]
 ) -> None:
     job = tmp_path / "job"
     job.mkdir()
     (job / "mod.rs").write_text("pub fn perform(x: i64) -> i64 { x }\n")
-    link(job, cargo_env)
+    link(plugin, job, cargo_env)
 
-    built = run([str(DEBIAN_CARGO), "build", "--release", "--bin", "job-server"], cwd=job, env=cargo_env)
+    built = build(job, cargo_env)
 
     assert built.returncode != 0
     assert "found signature of `fn(i64) -> _`" in built.stderr, built.stderr
@@ -129,16 +154,16 @@ def test_a_perform_of_another_shape_fails_the_build_with_rustcs_message(
 
 
 def test_a_perform_returning_another_type_fails_the_build_naming_the_return_shapes(
-    tmp_path: Path, cargo_env: dict[str, str]
+    plugin: Path, tmp_path: Path, cargo_env: dict[str, str]
 ) -> None:
     job = tmp_path / "job"
     job.mkdir()
     (job / "mod.rs").write_text(
         "use std::collections::HashMap;\npub fn perform(_input: HashMap<String, serde_json::Value>) -> i64 { 42 }\n"
     )
-    link(job, cargo_env)
+    link(plugin, job, cargo_env)
 
-    built = run([str(DEBIAN_CARGO), "build", "--release", "--bin", "job-server"], cwd=job, env=cargo_env)
+    built = build(job, cargo_env)
 
     assert built.returncode != 0
     assert "the trait bound `i64: IntoOutcome` is not satisfied" in built.stderr, built.stderr

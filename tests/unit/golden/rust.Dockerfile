@@ -7,15 +7,15 @@ ENV CARGO_HOME=/opt/racetrack/cargo CARGO_TARGET_DIR=/opt/racetrack/target CARGO
 RUN mkdir -p "$CARGO_HOME" && printf '%s\n' '[source.crates-io]' 'replace-with = "debian-packages"' \
     '[source.debian-packages]' 'directory = "/usr/share/cargo/registry"' '[net]' 'offline = true' > "$CARGO_HOME/config.toml"
 
-# Identical for every job of this job-type version: the wrapper built (and tested) once against a
-# stand-in job, which leaves its dependencies compiled in the target directory.
+# Identical for every job of this job-type version: the wrapper library tested, then built into a
+# stand-in job, which leaves it and its dependencies compiled in the target directory.
 COPY jobtype/rust_wrapper /opt/racetrack/rust_wrapper
 COPY jobtype/warmup-job /opt/racetrack/warmup-job
 COPY jobtype/tools /opt/racetrack/tools
-RUN cp -r /opt/racetrack/warmup-job /tmp/warmup && sh /opt/racetrack/tools/link-job /tmp/warmup mod.rs Cargo.toml \
- && cd /tmp/warmup && cargo test --release && cargo build --release --bins \
+RUN cd /opt/racetrack/rust_wrapper && cargo test --release && cargo build --release --bin with-build-secrets \
  && mkdir -p /opt/racetrack/bin && cp "$CARGO_TARGET_DIR/release/with-build-secrets" /opt/racetrack/bin/ \
- && cd / && rm -rf /tmp/warmup
+ && cp -r /opt/racetrack/warmup-job /tmp/warmup && sh /opt/racetrack/tools/link-job /tmp/warmup mod.rs Cargo.toml \
+ && cd /tmp/warmup && cargo build --release --bin job-server && cd / && rm -rf /tmp/warmup
 # Everything below is this job's, and its images stay untagged: labelled here, even a failed
 # build's leftovers are found and removed with the daemon's other images.
 LABEL racetrackd.instance="main" racetrackd.build-stage="rust-adder"

@@ -1,7 +1,7 @@
 //! The wrapper's own tests, run by `cargo test` in every image build (against the stand-in job in
 //! warmup-job/) and by tests/unit/test_rust_wrapper.py.
 
-use crate::job_link;
+use crate::warmup_job as job_link;
 use crate::logs::Logger;
 use crate::options::Options;
 use crate::perform::{IntoOutcome, Performer};
@@ -51,7 +51,8 @@ fn adder(extra: &[(&str, &str)]) -> (Job, Captured) {
     let captured = Captured::default();
     let options = options(extra);
     let logger = Arc::new(Logger::to(options.structured, Box::new(captured.clone())));
-    let job = Job::with_logger(Performer::new(job_link::perform), job_link::docs_input_example, options, logger);
+    let example = || Some(job_link::docs_input_example());
+    let job = Job::with_logger(Performer::new(job_link::perform), example, options, logger);
     (job, captured)
 }
 

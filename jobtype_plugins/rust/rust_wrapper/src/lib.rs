@@ -1,12 +1,12 @@
 //! The rust job wrapper: serves a job's `perform` over HTTP with Racetrack's job conventions
 //! (the same endpoints, answers and log lines as the golang and python3 wrappers).
 //!
-//! The job's module is compiled into this crate (src/job_link.rs); its `perform` may return a
-//! `serde_json::Value` or a `Result<Value, E>` with `E: Display`, told apart at compile time by
-//! the `IntoOutcome` trait.
+//! A library: each job is a small binary crate (written by tools/link-job) whose `main` passes
+//! the job's `perform` to `serve`. Compiled once in the image's shared layer, it is not compiled
+//! again when only the job's code changes. `perform` may return a `serde_json::Value` or a
+//! `Result<Value, E>` with `E: Display`, told apart at compile time by the `IntoOutcome` trait.
 
 mod docs;
-mod job_link;
 mod logs;
 mod metrics;
 mod options;
@@ -14,23 +14,32 @@ mod perform;
 mod server;
 #[cfg(test)]
 mod tests;
+// The stand-in job the tests (and the image's shared layer) use.
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../../warmup-job/mod.rs"]
+mod warmup_job;
 
+pub use perform::{IntoOutcome, Performer};
+pub use serde_json;
+
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const LISTEN_ADDRESS: &str = "0.0.0.0:7000";
 
-fn main() {
+/// The job's `docs_input_example`, or a function answering None when it has none.
+pub type ExampleFn = fn() -> Option<HashMap<String, serde_json::Value>>;
+
+/// Serves the job on port 7000 until SIGTERM; never returns.
+pub fn serve(performer: Performer, example: ExampleFn) -> ! {
     // SIGTERM and SIGINT are waited for by one thread (below); blocked here, before any other
     // thread starts, so that every thread inherits the mask and none is interrupted by them.
     let signals = block_stop_signals();
     let options = options::Options::from_env(|name| std::env::var(name).ok());
-    let job = Arc::new(server::Job::new(
-        perform::Performer::new(job_link::perform),
-        job_link::docs_input_example,
-        options.clone(),
-    ));
+    let job = Arc::new(server::Job::new(performer, example, options.clone()));
     let http = match tiny_http::Server::http(LISTEN_ADDRESS) {
         Ok(http) => Arc::new(http),
         Err(error) => {
