@@ -152,8 +152,8 @@ def write_report(times: dict[str, list[float]], cold: bool, args: argparse.Names
 
 Seconds from `rtd submit -q` to its return (the job answers /ready), samples/rust-adder under new
 names, built offline in `{RUST_BASE_IMAGE}`; ratios to the first build, measured in the same run.
-The shared layer compiles the wrapper's dependencies (tiny_http, serde_json, libc) and runs its
-tests once per job-type version; after it, a build compiles only the job's crate.
+The shared layer tests the wrapper library and compiles it with its dependencies (tiny_http, serde_json, libc)
+once per job-type version; after it, a build compiles only the job's crate.
 
 | build | median | runs (s) | ratio to the first |
 |---|---:|---|---:|
