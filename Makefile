@@ -2,7 +2,7 @@
 .PHONY: quickstart test test-swarm unit check format stop bench
 
 quickstart:
-	scripts/quickstart.sh $(if $(WITH_GOLANG),--with-golang)
+	scripts/quickstart.sh $(if $(WITH_GOLANG),--with-golang) $(if $(WITH_RUST),--with-rust)
 
 test:
 	scripts/run-tests.sh

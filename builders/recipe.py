@@ -63,6 +63,7 @@ class BuildOptions:
     pip_extra_index_url: str | None = None
     pip_trusted_host: str | None = None
     goproxy: str | None = None
+    cargo_registry: str | None = None
     secrets_url: str = ""  # "" when the job has no secret build env
     secret_names: tuple[str, ...] = ()
 
@@ -74,6 +75,7 @@ class BuildOptions:
             "pip_extra_index_url": self.pip_extra_index_url,
             "pip_trusted_host": self.pip_trusted_host,
             "goproxy": self.goproxy,
+            "cargo_registry": self.cargo_registry,
             "secrets_url": self.secrets_url,
             "secret_names": sorted(self.secret_names),
         }

@@ -17,7 +17,12 @@ import click
 from cli.errors import EXIT_CONFLICT, EXIT_INVALID_INPUT, RtdError
 from jobmanifest import ManifestInvalid, validate_manifest
 
-KINDS = {"python3": "python3:latest", "golang": "golang:latest", "dockerfile": "docker-proxy:latest"}
+KINDS = {
+    "python3": "python3:latest",
+    "golang": "golang:latest",
+    "rust": "rust:latest",
+    "dockerfile": "docker-proxy:latest",
+}
 TEMPLATE_SUFFIX = ".tmpl"
 DEFAULT_OWNER = "owner@example.com"
 

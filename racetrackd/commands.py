@@ -122,6 +122,7 @@ JOB_TYPE_OPTION = click.option(
 BASE_IMAGE_SETTING = {
     "python3": ("python_base_image", "RACETRACK_PYTHON_BASE_IMAGE"),
     "golang": ("golang_base_image", "RACETRACK_GOLANG_BASE_IMAGE"),
+    "rust": ("rust_base_image", "RACETRACK_RUST_BASE_IMAGE"),
 }
 
 

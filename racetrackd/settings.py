@@ -323,6 +323,13 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "File holding the password of RACETRACK_REGISTRY_USERNAME (the value itself never goes in "
         "the environment). Read when racetrackd logs in.",
     ),
+    SettingSpec(
+        "build_cargo_registry",
+        "",
+        _parse_optional_str,
+        "Index URL of a crate registry for rust job builds (a crates.io mirror, or crates.io's own index); "
+        "empty: only the crates Debian packages in the rust base image, offline.",
+    ),
     SettingSpec("build_timeout", "1800", _parse_seconds, "Seconds an image build may take before it is stopped."),
     SettingSpec(
         "build_concurrency",
@@ -533,6 +540,7 @@ class Settings:
     registry: str | None
     registry_username: str | None
     registry_password_file: Path | None
+    build_cargo_registry: str | None
     build_timeout: float
     build_concurrency: int
     build_memory: float

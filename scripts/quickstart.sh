@@ -3,24 +3,24 @@
 # sample job samples/adder and show a curl that returns 42. Safe to run again.
 #
 # It builds only what the python3 sample needs. `scripts/quickstart.sh --with-golang` (or
-# `make quickstart WITH_GOLANG=1`) also readies golang jobs: a Go toolchain image, minutes to build.
+# `make quickstart WITH_GOLANG=1`) also readies golang jobs: a Go toolchain image, minutes to build;
+# `--with-rust` (`make quickstart WITH_RUST=1`) readies rust jobs the same way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 with_golang=false
+with_rust=false
+setup_args=()
 for arg in "$@"; do
   case "$arg" in
-    --with-golang) with_golang=true ;;
-    *) echo "usage: $0 [--with-golang]" >&2; exit 2 ;;
+    --with-golang) with_golang=true; setup_args+=("$arg") ;;
+    --with-rust) with_rust=true; setup_args+=("$arg") ;;
+    *) echo "usage: $0 [--with-golang] [--with-rust]" >&2; exit 2 ;;
   esac
 done
 
 # --quickstart: what racetrackd and the first job need, no test tools (setup-host.sh has them for `make test`).
-if [ "$with_golang" = true ]; then
-  base_image=$(scripts/setup-host.sh --quickstart --with-golang | tail -n 1)
-else
-  base_image=$(scripts/setup-host.sh --quickstart | tail -n 1)
-fi
+base_image=$(scripts/setup-host.sh --quickstart ${setup_args[@]+"${setup_args[@]}"} | tail -n 1)
 # The README says `rtd ...`: link rtd and racetrackd into a PATH directory (or say what to add).
 scripts/link-cli.sh
 export RACETRACK_PYTHON_BASE_IMAGE="${RACETRACK_PYTHON_BASE_IMAGE:-$base_image}"
@@ -35,6 +35,9 @@ fi
 if [ -z "${RACETRACK_GOLANG_RUNTIME_IMAGE:-}" ] && ! docker image inspect debian:bookworm-slim >/dev/null 2>&1 \
    && ! docker pull -q debian:bookworm-slim >/dev/null 2>&1; then
   export RACETRACK_GOLANG_RUNTIME_IMAGE="$base_image"
+  # rust jobs run in the same kind of image (their toolchain image is racetrackd/rust-base:bookworm,
+  # built by --with-rust or `racetrackd base-images build --job-type rust`)
+  export RACETRACK_RUST_RUNTIME_IMAGE="${RACETRACK_RUST_RUNTIME_IMAGE:-$base_image}"
 fi
 # A host whose package index sits behind a TLS-intercepting proxy trusts its CA in this
 # bundle; builds get the same trust (harmless elsewhere).

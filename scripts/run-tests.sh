@@ -3,8 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The tests cover golang jobs too: the golang base image and Go toolchain, which quickstart skips.
-scripts/setup-host.sh --with-golang >/dev/null
+# The tests cover golang and rust jobs too: their base images and toolchains, which quickstart skips.
+scripts/setup-host.sh --with-golang --with-rust >/dev/null
 set +e
 .venv/bin/python -m pytest "$@"
 status=$?

@@ -7,6 +7,8 @@
 #
 #   --with-golang   also the golang job type: Debian's Go toolchain on the host and a golang base
 #                   image (building one takes minutes; the tests need it, the sample job does not).
+#   --with-rust     also the rust job type: Debian's rustc, cargo and crates on the host and a rust
+#                   base image (built from Debian packages, minutes; the tests need it).
 #   --quickstart    only what running racetrackd and a first python3 job need (scripts/quickstart.sh):
 #                   no test packages in .venv, no chromium, no docker-compose.
 #
@@ -16,12 +18,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 with_golang=false
+with_rust=false
 quickstart=false
 for arg in "$@"; do
   case "$arg" in
     --with-golang) with_golang=true ;;
+    --with-rust) with_rust=true ;;
     --quickstart) quickstart=true ;;
-    *) echo "usage: $0 [--with-golang] [--quickstart]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--with-golang] [--with-rust] [--quickstart]" >&2; exit 2 ;;
   esac
 done
 
@@ -104,9 +108,12 @@ fi
 #    --with-golang only), then python3, whose name is printed last (quickstart reads it).
 #    What it found is remembered per configured image, and used while Docker still has it: a run
 #    again costs a `docker image inspect`, not a Python start-up and a pull attempt.
-ensure_base_image() {  # [--job-type golang]: prints the image's name
+ensure_base_image() {  # [--job-type golang|rust]: prints the image's name
   local setting=${RACETRACK_PYTHON_BASE_IMAGE:-}
-  [ "${1:-}" != --job-type ] || setting=${RACETRACK_GOLANG_BASE_IMAGE:-}
+  case "${2:-}" in
+    golang) setting=${RACETRACK_GOLANG_BASE_IMAGE:-} ;;
+    rust) setting=${RACETRACK_RUST_BASE_IMAGE:-} ;;
+  esac
   local memo
   memo=".venv/.base-image-$(echo "${*:-python3} ${setting}" | sha256sum | cut -c1-16)"
   if [ -f "$memo" ] && docker image inspect "$(cat "$memo")" >/dev/null 2>&1; then
@@ -125,5 +132,13 @@ if [ "$with_golang" = true ]; then
     apt_install golang-go
   fi
   ensure_base_image --job-type golang >&2
+fi
+if [ "$with_rust" = true ]; then
+  # Debian's toolchain and crates on the host run the rust job type's own tests (tests/unit/test_rust_wrapper.py).
+  if as_root_with_apt && [ ! -d /usr/share/cargo/registry/tiny_http-0.12.0 ]; then
+    say "installing rustc, cargo and the rust wrapper's crates (for the rust job type's tests)"
+    apt_install --no-install-recommends rustc cargo librust-tiny-http-dev librust-serde-json-dev librust-libc-dev
+  fi
+  ensure_base_image --job-type rust >&2
 fi
 ensure_base_image

@@ -157,6 +157,7 @@ class ImageBuilder:
                 pip_extra_index_url=self.settings.build_pip_extra_index_url,
                 pip_trusted_host=self.settings.build_pip_trusted_host,
                 goproxy=self.settings.build_goproxy,
+                cargo_registry=self.settings.build_cargo_registry,
                 secrets_url=secrets_url,
                 secret_names=tuple(sorted(secrets.build_env)),
             ),

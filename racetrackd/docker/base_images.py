@@ -26,7 +26,11 @@ log = logging.getLogger(__name__)
 
 LOCAL_PYTHON_IMAGE = "racetrackd/python3-base:bookworm"
 LOCAL_GOLANG_IMAGE = "racetrackd/golang-base:bookworm"
+LOCAL_RUST_IMAGE = "racetrackd/rust-base:bookworm"
 DEFAULT_SUITE = "bookworm"
+# One apt step inside a new root filesystem (the rust image's install is the longest: ~150
+# packages, about 5 minutes on a shared 2-core host): past this, a stuck mirror ends the build.
+APT_STEP_TIMEOUT = 1800.0
 APT_SOURCES = (Path("/etc/apt/sources.list.d"), Path("/etc/apt/sources.list"))
 
 
@@ -37,6 +41,10 @@ class BaseImageKind:
     local_name: str
     packages: tuple[str, ...]
     changes: tuple[str, ...]  # Dockerfile instructions applied on import
+    # Installed with apt inside the new root filesystem after debootstrap: packages whose
+    # dependencies are virtual packages (Debian's librust-*-dev crates), which debootstrap's own
+    # resolver cannot follow.
+    apt_packages: tuple[str, ...] = ()
 
 
 KINDS = {
@@ -49,6 +57,15 @@ KINDS = {
         LOCAL_GOLANG_IMAGE,
         ("golang-go", "ca-certificates"),
         ("ENV LANG=C.UTF-8", "ENV GOPATH=/go", 'CMD ["go", "version"]'),
+    ),
+    # Debian's Rust toolchain and its packaged crates (/usr/share/cargo/registry): the crates the
+    # rust job wrapper needs come from there, so a rust job builds without the public crate index.
+    "rust": BaseImageKind(
+        LOCAL_RUST_IMAGE,
+        ("ca-certificates",),
+        ("ENV LANG=C.UTF-8", 'CMD ["cargo", "--version"]'),
+        # rustc itself depends on a virtual package (libc-dev): all of it comes through apt.
+        apt_packages=("rustc", "cargo", "librust-tiny-http-dev", "librust-serde-json-dev", "librust-libc-dev"),
     ),
 }
 
@@ -116,11 +133,42 @@ def build_base_image(
         if result.returncode != 0:
             tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
             raise RacetrackError(f"debootstrap failed (exit {result.returncode}):\n{tail}")
+        if kind.apt_packages:
+            _apt_install_inside(rootfs, kind.apt_packages)
         archive = Path(tmp) / "rootfs.tar"
         with tarfile.open(archive, "w") as tar:
             tar.add(rootfs, arcname=".")
         runtime.import_rootfs(archive, name, list(kind.changes))
     return name
+
+
+def _apt_install_inside(rootfs: Path, packages: tuple[str, ...]) -> None:
+    """apt-get install `packages` in the bootstrapped `rootfs` (from the mirror debootstrap wrote into
+    its sources), then drop apt's lists and downloaded archives so the image carries neither."""
+    install = ["apt-get", "install", "-y", "--no-install-recommends", *packages]
+    for command in (["apt-get", "update"], install, ["apt-get", "clean"]):
+        try:
+            result = subprocess.run(
+                ["chroot", str(rootfs), *command],
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=APT_STEP_TIMEOUT,
+                env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"},
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise RacetrackError(
+                f"{' '.join(command[:2])} in the new root filesystem took longer than {APT_STEP_TIMEOUT:.0f} s",
+                hint="check the Debian mirror (--mirror URL)",
+            ) from exc
+        if result.returncode != 0:
+            tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
+            raise RacetrackError(
+                f"{' '.join(command[:2])} in the new root filesystem failed (exit {result.returncode}):\n{tail}"
+            )
+    for entry in (rootfs / "var" / "lib" / "apt" / "lists").glob("*"):
+        if entry.is_file():
+            entry.unlink()
 
 
 def ensure_base_image(runtime: Runtime, kind: BaseImageKind, preferred: str, workdir: Path) -> str:

@@ -151,6 +151,9 @@ def launch_daemon(
         or GOLANG_BASE_IMAGE_CANDIDATES[0],
         "RACETRACK_GOLANG_RUNTIME_IMAGE": _first_local_image(docker_client, GOLANG_RUNTIME_IMAGE_CANDIDATES)
         or base_image,
+        # rust jobs build in racetrackd/rust-base:bookworm (the default; setup-host.sh --with-rust builds it)
+        "RACETRACK_RUST_RUNTIME_IMAGE": _first_local_image(docker_client, GOLANG_RUNTIME_IMAGE_CANDIDATES)
+        or base_image,
         "RACETRACK_HTTP_WORKERS": "2",
         "RACETRACK_JOB_START_TIMEOUT": "120",
         "RACETRACK_SUPERVISOR_INTERVAL": "1",

@@ -1,7 +1,7 @@
 """`rtd init` end to end: a scaffold submitted unchanged to the real daemon answers its README's call.
 
 The golang case needs the golang base image (scripts/setup-host.sh --with-golang) and a Go build
-of one to two minutes.
+of one to two minutes; the rust case the rust base image (--with-rust) and a cargo build.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from tests.launcher import clean_env
 
 pytestmark = pytest.mark.integration
 
-EXPECTED = {"python3": "Hello, you!", "dockerfile": {"hello": "you"}, "golang": "Hello, you!"}
+EXPECTED = {"python3": "Hello, you!", "dockerfile": {"hello": "you"}, "golang": "Hello, you!", "rust": "Hello, you!"}
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:

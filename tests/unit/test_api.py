@@ -275,12 +275,12 @@ def test_deploy_with_a_non_boolean_force_is_400(client: FlaskClient) -> None:
 
 def test_deploy_with_an_unknown_jobtype_lists_the_installed_ones(client: FlaskClient) -> None:
     response = client.post(
-        f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest(jobtype="rust:latest")}
+        f"{API}/deploy", json={"build_context": BUILD_CONTEXT, "manifest": sample_manifest(jobtype="cobol:latest")}
     )
 
     message = assert_error(response, 400, "invalid-manifest")
-    assert "'rust:latest'" in message
-    assert "golang:1.0.0" in message and "python3:1.0.0" in message
+    assert "'cobol:latest'" in message
+    assert "golang:1.0.0" in message and "python3:1.0.0" in message and "rust:1.0.0" in message
     assert list(field_errors(response)) == ["jobtype"]
     assert db.Deployment.select().count() == 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from racetrackd.docker.base_images import (
     KINDS,
     LOCAL_GOLANG_IMAGE,
     LOCAL_PYTHON_IMAGE,
+    LOCAL_RUST_IMAGE,
     build_base_image,
     ensure_base_image,
 )
@@ -34,9 +36,12 @@ def debootstrap(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
 
     def run(command: list[str], **_: Any) -> subprocess.CompletedProcess[str]:
         commands.append(command)
-        rootfs = Path(command[-2])
-        (rootfs / "etc").mkdir(parents=True)
-        (rootfs / "etc" / "debian_version").write_text("12.0\n")
+        if command[0] == "debootstrap":
+            rootfs = Path(command[-2])
+            (rootfs / "etc").mkdir(parents=True)
+            (rootfs / "etc" / "debian_version").write_text("12.0\n")
+            (rootfs / "var" / "lib" / "apt" / "lists").mkdir(parents=True)
+            (rootfs / "var" / "lib" / "apt" / "lists" / "deb.debian.org_Packages").write_text("Package: x\n")
         return subprocess.CompletedProcess(command, 0, "", "")
 
     monkeypatch.setattr(base_images.shutil, "which", lambda name: f"/usr/sbin/{name}")
@@ -58,6 +63,65 @@ def test_the_golang_image_bootstraps_debians_go_toolchain(tmp_path: Path, deboot
     ((_, ref, changes),) = runtime.calls_to("import_rootfs")
     assert ref == LOCAL_GOLANG_IMAGE
     assert "ENV GOPATH=/go" in changes
+
+
+def test_the_rust_image_installs_debians_toolchain_and_crates_with_apt_inside_the_new_root(
+    tmp_path: Path, debootstrap: list[list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archived: list[list[str]] = []
+    runtime = FakeRuntime()
+    monkeypatch.setattr(
+        runtime,
+        "import_rootfs",
+        lambda archive, ref, changes: archived.append(sorted(tarfile.open(archive).getnames())),
+    )
+
+    name = build_base_image(runtime, KINDS["rust"], LOCAL_RUST_IMAGE, "bookworm", "http://mirror.test/debian", tmp_path)
+
+    assert name == "racetrackd/rust-base:bookworm"
+    bootstrap, update, install, clean = debootstrap
+    assert bootstrap[:3] == ["debootstrap", "--variant=minbase", "--include=ca-certificates"]
+    rootfs = bootstrap[-2]
+    assert update == ["chroot", rootfs, "apt-get", "update"]
+    assert install[:6] == ["chroot", rootfs, "apt-get", "install", "-y", "--no-install-recommends"]
+    assert {"rustc", "cargo", "librust-tiny-http-dev", "librust-serde-json-dev", "librust-libc-dev"} <= set(install)
+    assert clean == ["chroot", rootfs, "apt-get", "clean"]
+    # apt's package lists stay out of the image (the directory itself stays, apt expects it)
+    assert "./var/lib/apt/lists" in archived[0] and "./var/lib/apt/lists/deb.debian.org_Packages" not in archived[0]
+
+
+def test_a_failing_apt_inside_the_new_root_says_which_step(
+    tmp_path: Path, debootstrap: list[list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_run = base_images.subprocess.run
+
+    def run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        if command[0] == "chroot" and command[3] == "install":
+            return subprocess.CompletedProcess(command, 100, "", "E: Unable to locate package librust-tiny-http-dev")
+        return real_run(command, **kwargs)
+
+    monkeypatch.setattr(base_images.subprocess, "run", run)
+
+    with pytest.raises(RacetrackError, match="apt-get install in the new root filesystem failed") as failure:
+        build_base_image(FakeRuntime(), KINDS["rust"], LOCAL_RUST_IMAGE, "bookworm", "http://m.test/debian", tmp_path)
+    assert "Unable to locate package librust-tiny-http-dev" in failure.value.message
+
+
+def test_a_stuck_apt_inside_the_new_root_ends_the_build_naming_the_limit(
+    tmp_path: Path, debootstrap: list[list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_run = base_images.subprocess.run
+
+    def run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        if command[0] == "chroot":
+            assert kwargs["timeout"] == base_images.APT_STEP_TIMEOUT
+            raise subprocess.TimeoutExpired(command, kwargs["timeout"])
+        return real_run(command, **kwargs)
+
+    monkeypatch.setattr(base_images.subprocess, "run", run)
+
+    with pytest.raises(RacetrackError, match="apt-get update in the new root filesystem took longer than 1800 s"):
+        build_base_image(FakeRuntime(), KINDS["rust"], LOCAL_RUST_IMAGE, "bookworm", "http://m.test/debian", tmp_path)
 
 
 def test_the_python3_image_keeps_its_packages(tmp_path: Path, debootstrap: list[list[str]]) -> None:

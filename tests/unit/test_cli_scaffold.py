@@ -19,6 +19,7 @@ from cli.main import main
 FILES = {
     "python3": {"job.yaml", "entrypoint.py", "README.md"},
     "golang": {"job.yaml", "handler.go", "go.mod", "README.md"},
+    "rust": {"job.yaml", "mod.rs", "README.md"},
     "dockerfile": {"job.yaml", "Dockerfile", "server.py", "README.md"},
 }
 
@@ -108,7 +109,7 @@ def test_init_refuses_a_name_the_manifest_refuses(runner: CliRunner, tmp_path: P
 
 
 def test_init_refuses_an_unknown_kind(runner: CliRunner) -> None:
-    result = runner.invoke(main, ["init", "rust", "hello"])
+    result = runner.invoke(main, ["init", "cobol", "hello"])
 
     assert result.exit_code == 2
-    assert "python3" in result.output
+    assert "python3" in result.output and "rust" in result.output

@@ -101,6 +101,7 @@ def test_discover_reads_plugins_from_several_dirs_and_skips_missing_ones(tmp_pat
     assert {jt.full_name for jt in found} == {
         "python3:1.0.0",
         "golang:1.0.0",
+        "rust:1.0.0",
         "dockerfile:1.0.0",
         "docker-proxy:1.0.0",
         "docker-image:1.0.0",

@@ -231,6 +231,8 @@ def test_the_builtin_plugins_declare_the_base_images_of_their_job_types() -> Non
         "RACETRACK_PYTHON_BASE_IMAGE": "python:3.11-slim",
         "RACETRACK_GOLANG_BASE_IMAGE": "golang:1.21-bookworm",
         "RACETRACK_GOLANG_RUNTIME_IMAGE": "debian:bookworm-slim",
+        "RACETRACK_RUST_BASE_IMAGE": "racetrackd/rust-base:bookworm",
+        "RACETRACK_RUST_RUNTIME_IMAGE": "debian:bookworm-slim",
     }
     assert all(spec.help for spec in plugin_setting_specs([BUILTIN_PLUGINS_DIR]))
 

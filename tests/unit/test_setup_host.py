@@ -77,8 +77,19 @@ def test_with_golang_also_ensures_the_golang_base_image_and_still_prints_python3
     assert out.splitlines()[-1] == "racetrackd/python3-base:bookworm"
 
 
-def test_run_tests_asks_for_golang_and_quickstart_does_not_by_default() -> None:
-    assert "scripts/setup-host.sh --with-golang" in (REPO / "scripts" / "run-tests.sh").read_text()
+def test_with_rust_also_ensures_the_rust_base_image_and_still_prints_python3_last(tree: Path) -> None:
+    out, calls = run(tree, "--with-golang", "--with-rust")
+
+    assert [call for call in calls if call.startswith("racetrackd")] == [
+        "racetrackd base-images ensure --job-type golang",
+        "racetrackd base-images ensure --job-type rust",
+        "racetrackd base-images ensure",
+    ]
+    assert out.splitlines()[-1] == "racetrackd/python3-base:bookworm"
+
+
+def test_run_tests_asks_for_golang_and_rust_and_quickstart_does_not_by_default() -> None:
+    assert "scripts/setup-host.sh --with-golang --with-rust" in (REPO / "scripts" / "run-tests.sh").read_text()
     quickstart = (REPO / "scripts" / "quickstart.sh").read_text()
     assert "base_image=$(scripts/setup-host.sh --quickstart | tail -n 1)" in quickstart
 

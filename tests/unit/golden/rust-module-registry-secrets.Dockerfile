@@ -1,0 +1,50 @@
+FROM racetrackd/rust-base:bookworm AS build
+ENV CARGO_HOME=/opt/racetrack/cargo CARGO_TARGET_DIR=/opt/racetrack/target CARGO_TERM_COLOR=never
+# crates.io is replaced by the registry RACETRACK_BUILD_CARGO_REGISTRY names (a mirror of it).
+RUN mkdir -p "$CARGO_HOME" && printf '%s\n' '[source.crates-io]' 'replace-with = "racetrackd-registry"' \
+    '[source.racetrackd-registry]' 'registry = "https://crates.example.com/index"' > "$CARGO_HOME/config.toml"
+
+# Identical for every job of this job-type version: the wrapper library tested, then built into a
+# stand-in job, which leaves it and its dependencies compiled in the target directory.
+COPY jobtype/rust_wrapper /opt/racetrack/rust_wrapper
+COPY jobtype/warmup-job /opt/racetrack/warmup-job
+COPY jobtype/tools /opt/racetrack/tools
+RUN cd /opt/racetrack/rust_wrapper && cargo test --release && cargo build --release --bin with-build-secrets \
+ && mkdir -p /opt/racetrack/bin && cp "$CARGO_TARGET_DIR/release/with-build-secrets" /opt/racetrack/bin/ \
+ && cp -r /opt/racetrack/warmup-job /tmp/warmup && sh /opt/racetrack/tools/link-job /tmp/warmup mod.rs Cargo.toml \
+ && cd /tmp/warmup && cargo build --release --bin job-server && cd / && rm -rf /tmp/warmup
+# Everything below is this job's, and its images stay untagged: labelled here, even a failed
+# build's leftovers are found and removed with the daemon's other images.
+LABEL racetrackd.instance="main" racetrackd.build-stage="rust-adder"
+
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends jq libvips42 \
+ && rm -rf /var/lib/apt/lists/*
+
+COPY job/ /src/job/
+WORKDIR /src/job
+RUN sh /opt/racetrack/tools/link-job /src/job src/adder.rs deps/Cargo.toml
+# The secret build env (private registry credentials, say) is fetched for this step only.
+RUN /opt/racetrack/bin/with-build-secrets http://172.18.0.1:7102/lifecycle/api/v1/build-secrets/rust-adder/1.0.0/0123abcd cargo build --release --bin job-server \
+ && cp "$CARGO_TARGET_DIR/release/job-server" /opt/racetrack/job-server
+
+FROM debian:bookworm-slim
+RUN useradd --uid 1000 --user-group --home-dir /src/job --no-create-home --shell /usr/sbin/nologin job
+# The toolchain image's CA certificates: a slim runtime image has none, and the job may call HTTPS.
+COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends jq libvips42 \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=build /opt/racetrack/job-server /opt/racetrack/job-server
+COPY --chown=job:job job/ /src/job/
+WORKDIR /src/job
+ENV JOB_NAME="rust-adder" \
+    JOB_VERSION="0.0.1" \
+    JOB_TYPE_VERSION="rust:1.0.0" \
+    GIT_VERSION="" \
+    DEPLOYED_BY_RACETRACK_VERSION="0.1.0"
+LABEL racetrack-component="job"
+USER job
+EXPOSE 7000
+STOPSIGNAL SIGTERM
+CMD ["/opt/racetrack/job-server"]
