@@ -146,7 +146,7 @@ class _Limiter:
         self.queue = queue
         self.waiting = 0
 
-    async def __aenter__(self) -> None:
+    async def acquire(self) -> None:
         if self.semaphore is None:
             return
         if self.semaphore.locked():
@@ -159,10 +159,6 @@ class _Limiter:
                 self.waiting -= 1
         else:
             await self.semaphore.acquire()
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self.semaphore is not None:
-            self.semaphore.release()
 
 
 class JobApp:
@@ -438,28 +434,33 @@ class JobApp:
             raise HttpError(400, f"failed to call a function: {exc}") from exc
         if self._limiter is None:
             self._limiter = _Limiter(self.options.max_concurrency, self.options.max_concurrency_queue)
+        limiter = self._limiter
         context = contextvars.copy_context()
         context.run(request_context.set, info)
-        async with self._limiter:
-            try:
-                if _is_async(function):
-                    # A coroutine runs on the event loop, as under Racetrack's runner: no thread.
-                    running = asyncio.get_running_loop().create_task(function(**kwargs), context=context)
-                else:
-                    running = self.executor.run(functools.partial(function, **kwargs), context)
-                # A thread cannot be stopped: past the timeout the caller is answered and the
-                # job's code runs on to its end, its result dropped.
-                if self.options.call_timeout is None:
-                    result = await running
-                else:
-                    result = await asyncio.wait_for(running, self.options.call_timeout)
-            except TimeoutError as exc:
-                raise HttpError(
-                    504, f"the job did not answer within its call_timeout of {self.options.call_timeout:g} s"
-                ) from exc
-            except Exception as exc:  # the job's error goes back to the caller; we keep serving
-                log.exception("job raised an error")
-                raise HttpError(500, f"{type(exc).__name__}: {exc}") from exc
+        if limiter.semaphore is not None:  # (not `async with`: two coroutine calls on every call otherwise)
+            await limiter.acquire()
+        try:
+            if _is_async(function):
+                # A coroutine runs on the event loop, as under Racetrack's runner: no thread.
+                running: Any = asyncio.get_running_loop().create_task(function(**kwargs), context=context)
+            else:
+                running = self.executor.call(functools.partial(function, **kwargs), context)
+            # A thread cannot be stopped: past the timeout the caller is answered and the
+            # job's code runs on to its end, its result dropped.
+            if self.options.call_timeout is None:
+                result = await running
+            else:
+                result = await asyncio.wait_for(running, self.options.call_timeout)
+        except TimeoutError as exc:
+            raise HttpError(
+                504, f"the job did not answer within its call_timeout of {self.options.call_timeout:g} s"
+            ) from exc
+        except Exception as exc:  # the job's error goes back to the caller; we keep serving
+            log.exception("job raised an error")
+            raise HttpError(500, f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            if limiter.semaphore is not None:
+                limiter.semaphore.release()
         try:
             return json_response(200, result, default=to_json)
         except (TypeError, ValueError) as exc:

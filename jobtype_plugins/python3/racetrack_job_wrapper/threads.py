@@ -66,8 +66,9 @@ class JobThreads(Executor):
                 loop.call_soon_threadsafe(_deliver, future, True, result)
                 del result  # drop references while idle
 
-    async def run(self, function: Callable[[], Any], context: contextvars.Context | None = None) -> Any:
-        """Run `function()` in a job thread (in `context`, default a copy of the caller's) and return its result."""
+    def call(self, function: Callable[[], Any], context: contextvars.Context | None = None) -> asyncio.Future[Any]:
+        """Run `function()` in a job thread (in `context`, default a copy of the caller's); await the
+        returned future for its result. (Not a coroutine: one frame less on every call.)"""
         if not self._threads:
             self._start()
         if self._shut_down:
@@ -75,7 +76,7 @@ class JobThreads(Executor):
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._queue.put((loop, future, context or contextvars.copy_context(), function))
-        return await future
+        return future
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         if not self._threads:
