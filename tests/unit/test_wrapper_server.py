@@ -100,10 +100,10 @@ def serve(
     """Write a job, start the wrapper's server for it on a free port in a thread; stopped afterwards."""
     running: list[RunningServer] = []
 
-    def start(files: dict[str, str], **options: Any) -> RunningServer:
+    def start(files: dict[str, str], app_options: Any = None, **options: Any) -> RunningServer:
         write_job(tmp_path, files)
         monkeypatch.chdir(tmp_path)
-        app = wrapper_app.JobApp("entrypoint.py", None)
+        app = wrapper_app.JobApp("entrypoint.py", None, app_options)
         probe = socket.socket()
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -237,6 +237,21 @@ def test_sync_job_code_runs_in_a_job_thread_and_async_perform_on_the_loop(
     assert response.status == 200
     answer = json.loads(response.read())
     assert answer["sum"] == 42 and not answer["thread"].startswith("job_")
+
+
+def test_a_call_past_call_timeout_is_504_and_the_next_call_is_served(
+    serve: Callable[..., RunningServer], wrapper_app: ModuleType
+) -> None:
+    running = serve({"entrypoint.py": ADDER}, app_options=wrapper_app.WrapperOptions(threads=2, call_timeout=0.3))
+    connection = running.connection()
+    started = time.monotonic()
+    connection.request("POST", "/api/v1/perform", body=json.dumps({"a": 1, "sleep": 2}))
+    response = connection.getresponse()
+    assert response.status == 504
+    assert json.loads(response.read()) == {"error": "the job did not answer within its call_timeout of 0.3 s"}
+    assert time.monotonic() - started < 1.5
+    connection.request("POST", "/api/v1/perform", body=json.dumps({"a": 40}))
+    assert connection.getresponse().read() == b"42"  # the other thread serves it meanwhile
 
 
 def test_pipelined_requests_are_answered_in_order(serve: Callable[..., RunningServer]) -> None:

@@ -59,12 +59,14 @@ class JobThreads(Executor):
                 context.run(function)
                 continue
             try:
-                result = context.run(function)
+                outcome = (True, context.run(function))
             except BaseException as exc:  # noqa: BLE001 (handed to the caller, who reports it)
-                loop.call_soon_threadsafe(_deliver, future, False, exc)
-            else:
-                loop.call_soon_threadsafe(_deliver, future, True, result)
-                del result  # drop references while idle
+                outcome = (False, exc)
+            try:
+                loop.call_soon_threadsafe(_deliver, future, *outcome)
+            except RuntimeError:  # the loop has closed (the server stopped): nobody waits for it
+                pass
+            del outcome  # drop references while idle
 
     def call(self, function: Callable[[], Any], context: contextvars.Context | None = None) -> asyncio.Future[Any]:
         """Run `function()` in a job thread (in `context`, default a copy of the caller's); await the
