@@ -150,12 +150,16 @@ class Scale:
         return statistics.median(cycles[-5:])
 
     # -- jobs -----------------------------------------------------------------------------------
-    def make_job(self, name: str) -> Path:
+    def make_job(self, name: str, measured: bool = False) -> Path:
         job_dir = self.jobs_dir / name
         shutil.copytree(SAMPLE, job_dir)
         manifest = yaml.safe_load((job_dir / "job.yaml").read_text())
         manifest["name"] = name
         manifest["resources"] = {"memory_min": "16Mi", "memory_max": self.memory}
+        if measured:
+            # The job the gateway is measured with gets a whole CPU's weight: with the default
+            # cpu_min (10m) a busy machine starves it, and its p50 would say nothing of the gateway.
+            manifest["resources"].update({"cpu_min": "1", "cpu_max": "1"})
         (job_dir / "job.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
         return job_dir
 
@@ -316,7 +320,7 @@ def main() -> None:
             new = [f"scale-{i:03d}" for i in range(len(names), step)]
             started = time.perf_counter()
             with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
-                list(pool.map(scale.submit, [scale.make_job(name) for name in new]))
+                list(pool.map(scale.submit, [scale.make_job(name, measured=name == "scale-000") for name in new]))
             deploy_s = time.perf_counter() - started
             names += new
             scale.wait_all_answer(names, time.perf_counter())
@@ -325,12 +329,12 @@ def main() -> None:
             row["deploy_step_s"] = deploy_s
             rows.append(row)
             print(json.dumps({k: round(v, 3) for k, v in row.items()}), file=sys.stderr, flush=True)
+            # After every step: a run stopped later (SIGTERM, time) still leaves what it measured.
+            plot(rows)
+            write_report(rows, args, base_image)
     finally:
         scale.cleanup()
     print(json.dumps(rows, indent=2))
-    if rows:
-        plot(rows)
-        write_report(rows, args, base_image)
 
 
 def plot(rows: list[dict[str, float]]) -> None:
@@ -351,18 +355,21 @@ def plot(rows: list[dict[str, float]]) -> None:
         ("job list API call (s)", "list_api_s"),
     ]
     figure, axes = plt.subplots(2, 4, figsize=(16, 7))
+    flat = {"gateway_p50_ms", "gateway_rps"}
     for axis, (title, key) in zip(axes.flat, panels, strict=True):
         values = [row[key] for row in rows]
         axis.plot(jobs, values, marker="o")
-        # The linear extrapolation from the first step: a curve above it grows worse than linearly.
-        axis.plot(
-            [0, jobs[-1]], [0, values[0] / jobs[0] * jobs[-1]], linestyle=":", color="grey", label="linear from 1st"
-        )
+        if key in flat:  # should stay where it was at the first step
+            axis.axhline(values[0], linestyle=":", color="grey", label="flat from 1st")
+        else:  # the linear extrapolation from the first step: above it grows worse than linearly
+            axis.plot(
+                [0, jobs[-1]], [0, values[0] / jobs[0] * jobs[-1]], linestyle=":", color="grey", label="linear from 1st"
+            )
+        axis.legend(fontsize=7)
         axis.set_title(title, fontsize=10)
         axis.set_xlabel("jobs deployed")
         axis.set_ylim(bottom=0)
         axis.grid(alpha=0.3)
-    axes.flat[0].legend(fontsize=8)
     figure.suptitle("racetrackd with N python3 jobs on one host (bench/scale.py)")
     figure.tight_layout()
     figure.savefig(PLOT, dpi=80)
@@ -386,7 +393,7 @@ def write_report(rows: list[dict[str, float]], args: argparse.Namespace, base_im
 
 N copies of samples/adder (python3, `memory_max: {args.memory}`, no idle timeout) deployed by one daemon
 (base image `{base_image}`, supervisor every {SUPERVISOR_INTERVAL} s), measured at each step. Gateway: `wrk -t1 -c8
--d{args.duration}s` calling one job among the N through the gateway. Restart: the daemon stopped and started,
+-d{args.duration}s` calling one job among the N through the gateway (that job alone has `cpu_min: 1`, so a busy machine does not starve it). Restart: the daemon stopped and started,
 seconds until /ready and until every job is "running" and answers through the gateway.
 
 | jobs | daemon PSS | jobs' memory | supervisor cycle | gateway p50 | gateway req/s | `rtd list` | restart: ready / all answer | deploying the step's jobs |
