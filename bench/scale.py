@@ -279,6 +279,8 @@ class Scale:
         rtd_list, api_list = self.rtd_list_s()
         row = {
             "jobs": jobs,
+            # The machine's own load: on a shared host it moves latencies more than N does.
+            "load_1m": os.getloadavg()[0],
             "daemon_pss_mib": self.daemon_pss_mib(),
             "job_memory_total_mib": sum(memory),
             "job_memory_mean_mib": statistics.mean(memory) if memory else 0.0,
@@ -386,7 +388,8 @@ def write_report(rows: list[dict[str, float]], args: argparse.Namespace, base_im
         f"| {r['jobs']:.0f} | {r['daemon_pss_mib']:.0f} MiB | {r['job_memory_total_mib']:.0f} MiB "
         f"({r['job_memory_mean_mib']:.1f} each) | {r['supervisor_cycle_s']:.2f} s | {r['gateway_p50_ms']:.2f} ms | "
         f"{r['gateway_rps']:.0f} | {r['rtd_list_s']:.2f} s ({r['list_api_s'] * 1000:.0f} ms API) | "
-        f"{r['restart_ready_s']:.1f} s / {r['restart_all_answer_s']:.1f} s | {r['deploy_step_s']:.0f} s |"
+        f"{r['restart_ready_s']:.1f} s / {r['restart_all_answer_s']:.1f} s | {r['deploy_step_s']:.0f} s | "
+        f"{r.get('load_1m', float('nan')):.1f} |"
         for r in rows
     )
     section = f"""{SECTION} ({time.strftime("%Y-%m-%d")}, {os.cpu_count()} cores, `bench/scale.py --steps {args.steps} --duration {args.duration}`)
@@ -396,8 +399,8 @@ N copies of samples/adder (python3, `memory_max: {args.memory}`, no idle timeout
 -d{args.duration}s` calling one job among the N through the gateway (that job alone has `cpu_min: 1`, so a busy machine does not starve it). Restart: the daemon stopped and started,
 seconds until /ready and until every job is "running" and answers through the gateway.
 
-| jobs | daemon PSS | jobs' memory | supervisor cycle | gateway p50 | gateway req/s | `rtd list` | restart: ready / all answer | deploying the step's jobs |
-|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+| jobs | daemon PSS | jobs' memory | supervisor cycle | gateway p50 | gateway req/s | `rtd list` | restart: ready / all answer | deploying the step's jobs | machine load (1 min) |
+|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
 {lines}
 
 From {first["jobs"]:.0f} to {last["jobs"]:.0f} jobs ({growth:g}× the jobs): daemon memory {ratio("daemon_pss_mib")},
