@@ -316,6 +316,16 @@ def test_http_10_and_connection_close_end_the_connection(serve: Callable[..., Ru
         sock.close()
 
 
+def test_a_client_that_half_closes_after_its_request_gets_the_answer(serve: Callable[..., RunningServer]) -> None:
+    running = serve({"entrypoint.py": ADDER})
+    sock = running.raw()
+    sock.sendall(perform_request({"a": 40, "sleep": 0.2}))
+    sock.shutdown(socket.SHUT_WR)
+    assert read_responses(sock, 1)[0][2] == b"42"
+    assert sock.recv(10) == b""  # and then the server closes
+    sock.close()
+
+
 def test_idle_keep_alive_connections_are_closed(serve: Callable[..., RunningServer]) -> None:
     running = serve({"entrypoint.py": ADDER}, keepalive=0.5)
     sock = running.raw()

@@ -116,6 +116,7 @@ class HttpConnection(asyncio.Protocol):
         self.closed = False
         self.websocket: Any = None
         self.last_active = 0.0
+        self.eof = False
 
     # --- asyncio.Protocol -----------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -162,7 +163,12 @@ class HttpConnection(asyncio.Protocol):
             self._refuse(400, "malformed HTTP request")
 
     def eof_received(self) -> bool | None:
-        return None  # close the connection once a half-closed client has been answered
+        # A client that half-closes after its request still gets the answer: keep the connection
+        # open for writing and close it once the requests read so far are answered.
+        self.eof = True
+        if self.busy:
+            return True
+        return None  # nothing in flight: close now
 
     # --- httptools callbacks ----------------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -296,6 +302,9 @@ class HttpConnection(asyncio.Protocol):
         self.busy = False
         if self.pipeline:
             self._start(self.pipeline.popleft())
+        elif self.eof:
+            self.transport.close()
+            self.closed = True
         elif self.reading_paused:
             self.reading_paused = False
             self.transport.resume_reading()
