@@ -324,7 +324,10 @@ class Deployment(BaseModel):
 
     def append_logs(self, text: str, max_chars: int = BUILD_LOG_MAX_CHARS) -> None:
         """Add build output; past `max_chars` the middle is dropped (BuildLog keeps the head and the tail)."""
-        with database.atomic():
+        # IMMEDIATE: this reads, then writes. A deferred transaction could not write once another
+        # connection had committed after its read (SQLite answers "database is locked" at once,
+        # without waiting out busy_timeout); taking the write lock first makes it wait its turn.
+        with database.atomic("IMMEDIATE"):
             BuildLog.append(self.id, text, max_chars)
             self.update_time = now()
             self.save(only=[Deployment.update_time])

@@ -90,16 +90,33 @@ class Supervisor:
             log.warning("removing orphan %s (no job owns it)", name)
             self.orchestrator.remove_member(name)
 
-    def check_all(self) -> None:
+    def check_all(self) -> int:
+        """Check every job the supervisor owns now; returns how many were checked."""
+        checked = 0
         for job in list(Job.select()):
             if job.status == JobStatus.SLEEPING:
                 self._stop_long_sleeper(job)
             if job.status in (JobStatus.STARTING, JobStatus.SLEEPING, JobStatus.WAKING) or self._deploying(job):
                 continue  # the deployer owns a job while it deploys it; a sleeping job is stopped on purpose
+            checked += 1
             try:
                 self.check(job)
             except RacetrackError as exc:
                 log.warning("cannot check job %s %s: %s", job.name, job.version, exc.message)
+        return checked
+
+    @staticmethod
+    def _report_cycle(checked: int, seconds: float, interval: float) -> None:
+        # Each cycle at debug level (bench/scale.py reads it); a warning when the checks take
+        # longer than the pause between them, i.e. a job's status is older than the interval says.
+        log.debug("supervisor cycle: %d jobs checked in %.3f s", checked, seconds)
+        if seconds > interval:
+            log.warning(
+                "supervisor cycle took %.1f s for %d jobs, longer than supervisor_interval (%g s)",
+                seconds,
+                checked,
+                interval,
+            )
 
     def check(self, job: Job) -> None:
         """Compare one job's replicas with its record and write what changed (their addresses too: a
@@ -235,7 +252,9 @@ class Supervisor:
             if self.stopping.is_set():
                 break
             try:
-                self.check_all()
+                started = time.perf_counter()
+                checked = self.check_all()
+                self._report_cycle(checked, time.perf_counter() - started, interval)
             except (RacetrackError, peewee.DatabaseError) as exc:  # the supervisor must outlive any one check
                 log.error("supervisor check failed: %s", exc)
 

@@ -610,7 +610,8 @@ def test_workers_setting_starts_that_many_server_processes(chain: Daemon, conven
         command = top["Titles"].index("CMD")
         return sum("racetrack_job_wrapper" in row[command] for row in top["Processes"])
 
-    assert processes("chain") - processes("conventions") == 1  # workers: 2 vs. the default 1
+    assert processes("conventions") == 1  # the default: one process serves
+    assert processes("chain") == 3  # workers: 2 -> 2 serving processes and the parent that replaces a dead one
 
 
 # --- chain calls -----------------------------------------------------------------------------------

@@ -221,3 +221,26 @@ def test_replicas_are_checked_each_and_only_ready_ones_receive_calls(
     supervisor.check(row)
     healed = Job.find("adder", "1.0.0")
     assert healed is not None and healed.status == JobStatus.RUNNING and len(healed.ready_addresses()) == 3
+
+
+def test_each_cycle_is_logged_and_one_slower_than_the_interval_is_a_warning(
+    world: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    supervisor, runtime, _, _ = world
+    job = _job()
+    runtime.run_container(_spec(job.container_name, "main"))
+    clock = iter([100.0, 100.2, 200.0, 205.0])
+    monkeypatch.setattr("racetrackd.jobs.supervisor.time.perf_counter", lambda: next(clock))
+    waits = iter([False, False, True])  # two cycles, then stop
+    monkeypatch.setattr(supervisor.stopping, "wait", lambda interval: next(waits))
+    monkeypatch.setattr(supervisor, "reconcile", lambda: None)
+    caplog.set_level("DEBUG", logger="racetrackd.jobs.supervisor")
+
+    supervisor.run_forever(3.0)
+
+    messages = [(r.levelname, r.getMessage()) for r in caplog.records if "supervisor cycle" in r.getMessage()]
+    assert messages == [
+        ("DEBUG", "supervisor cycle: 1 jobs checked in 0.200 s"),
+        ("DEBUG", "supervisor cycle: 1 jobs checked in 5.000 s"),
+        ("WARNING", "supervisor cycle took 5.0 s for 1 jobs, longer than supervisor_interval (3 s)"),
+    ]

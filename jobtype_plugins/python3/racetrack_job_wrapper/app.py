@@ -17,12 +17,11 @@ import functools
 import inspect
 import logging
 import os
+import random
 import re
 import threading
 import time
 import traceback
-import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +41,13 @@ from racetrack_job_wrapper.http import (
     send_response,
 )
 from racetrack_job_wrapper.metrics import Metrics
+from racetrack_job_wrapper.threads import JobThreads
 
 log = logging.getLogger("racetrack.job")
 
 PUB_PREFIX = re.compile(r"^/pub/(?:job|fatman)/[^/]+/[^/]+")
 TRACING_HEADER = os.environ.get("REQUEST_TRACING_HEADER", "X-Request-Tracing-Id").lower()
+TRACING_HEADER_BYTES = TRACING_HEADER.encode()
 MAX_BODY_BYTES = 256 * 1024**2
 PROBES = ("/live", "/ready", "/health", "/metrics")
 
@@ -72,6 +73,18 @@ class WrapperOptions:
             home_page="/" + os.environ.get("JOB_HOME_PAGE", "/docs").lstrip("/"),
             call_timeout=float(os.environ.get("JOB_CALL_TIMEOUT") or 0) or None,
         )
+
+
+def new_tracing_id() -> str:
+    """A random id in uuid4's form. Not uuid.uuid4(): its os.urandom call was an eighth of the
+    wrapper's time per call; a tracing id needs to be unique, not unpredictable. (`random`
+    reseeds itself in a forked worker.)"""
+    h = "%032x" % (random.getrandbits(128) & _UUID4_MASK | _UUID4_BITS)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_UUID4_MASK = ~(0xF000 << 64) & ~(0xC000 << 48)  # the version nibble and the variant's two bits
+_UUID4_BITS = (0x4000 << 64) | (0x8000 << 48)  # version 4, variant RFC 4122
 
 
 def to_json(value: Any) -> Any:
@@ -111,6 +124,15 @@ class _Arguments:
         self.signature.bind(**kwargs)  # the slow path: raises the precise TypeError
 
 
+def _header_dict(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+@functools.lru_cache(maxsize=256)
+def _is_async(function: Any) -> bool:
+    return inspect.iscoroutinefunction(function)
+
+
 @functools.lru_cache(maxsize=256)
 def _arguments(function: Any) -> _Arguments:
     return _Arguments(function)
@@ -124,7 +146,7 @@ class _Limiter:
         self.queue = queue
         self.waiting = 0
 
-    async def __aenter__(self) -> None:
+    async def acquire(self) -> None:
         if self.semaphore is None:
             return
         if self.semaphore.locked():
@@ -137,10 +159,6 @@ class _Limiter:
                 self.waiting -= 1
         else:
             await self.semaphore.acquire()
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self.semaphore is not None:
-            self.semaphore.release()
 
 
 class JobApp:
@@ -156,7 +174,7 @@ class JobApp:
         self.webview_asgi = False
         self.metrics = Metrics()
         self.access_log = logs.AccessLog()
-        self.executor = ThreadPoolExecutor(max_workers=self.options.threads, thread_name_prefix="job")
+        self.executor = JobThreads(self.options.threads)
         self.job_name = os.environ.get("JOB_NAME", "")
         self.job_version = os.environ.get("JOB_VERSION", "")
         self.deployment_timestamp = int(os.environ.get("JOB_DEPLOYMENT_TIMESTAMP", "0") or 0)
@@ -188,6 +206,11 @@ class JobApp:
         else:
             log.info("job %s %s is ready", self.job_name, self.job_version)
 
+    def shutdown(self) -> None:
+        """The server is stopping: queued job calls are dropped, the access log written out."""
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        self.access_log.flush()
+
     def _public_base_url(self) -> str:
         return f"/pub/job/{self.job_name}/{self.job_version}" if self.job_name else ""
 
@@ -207,7 +230,7 @@ class JobApp:
                 self.start_loading()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                self.executor.shutdown(wait=False, cancel_futures=True)
+                self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -218,7 +241,12 @@ class JobApp:
             await send({"type": "websocket.close", "code": 1008})
         elif self.webview_asgi and target is not None:
             await webview.call_asgi(
-                self.webview_app, scope, receive, send, self._caller_prefix(scope, base_url), target[1] or "/"
+                self.webview_app,
+                scope,
+                receive,
+                send,
+                self._caller_prefix(_header_dict(scope), base_url),
+                target[1] or "/",
             )
         else:
             await send({"type": "websocket.close", "code": 1000})
@@ -267,48 +295,61 @@ class JobApp:
         return None
 
     @staticmethod
-    def _caller_prefix(scope: Scope, base_url: str) -> str:
+    def _caller_prefix(headers: dict[str, str], base_url: str) -> str:
         """Behind the gateway, links and redirects must use the path the caller used (e.g. `latest`):
-        the gateway's X-Forwarded-Prefix, else the /pub/job/<name>/<version> of the request."""
-        for name, value in scope["headers"]:
-            if name.lower() == b"x-forwarded-prefix":
-                return value.decode("latin-1").rstrip("/")
-        return base_url
+        the gateway's X-Forwarded-Prefix, else the /pub/job/<name>/<version> of the request.
+        `headers`: lower-case names."""
+        forwarded = headers.get("x-forwarded-prefix")
+        return base_url if forwarded is None else forwarded.rstrip("/")
 
     @staticmethod
     def _split(scope: Scope) -> tuple[str, str]:
         raw = scope["path"]
-        match = PUB_PREFIX.match(raw)
+        match = PUB_PREFIX.match(raw) if raw.startswith("/pub/") else None
         base, path = (match.group(0), raw[match.end() :]) if match else ("", raw)
         return base, (path.rstrip("/") or "/") if path != "/" else "/"
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.start_loading()  # servers without lifespan support
+        response = await self.respond(scope, receive=receive, send=send)
+        if response is not None:
+            await send_response(send, response, [])
+
+    async def respond(
+        self,
+        scope: Scope,
+        body: bytes | None = None,
+        receive: Receive | None = None,
+        send: Send | None = None,
+    ) -> Response | None:
+        """Answer one HTTP request: the ASGI entry above, and the wrapper's own server (serve.py)
+        with the body it has already read, which skips ASGI's message passing for every call.
+
+        Returns the response to send (tracing header included), or None when an ASGI webview has
+        answered through `send` itself (only when `send` is given).
+        """
         started = time.perf_counter()
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        tracing_id = headers.get(TRACING_HEADER) or str(uuid.uuid4())
+        headers = _header_dict(scope)
+        tracing_id = headers.get(TRACING_HEADER) or new_tracing_id()
         base_url, path = self._split(scope)
         if self._addressed_to_another_job(base_url):
-            await send_response(
-                send,
-                error_response(404, f"this is job {self.job_name} {self.job_version}, not the one at {base_url}"),
-                [],
-            )
-            return
-        base_url = self._caller_prefix(scope, base_url)
+            return error_response(404, f"this is job {self.job_name} {self.job_version}, not the one at {base_url}")
+        base_url = self._caller_prefix(headers, base_url)
         method = scope["method"]
         endpoint = path if path in PROBES or path.startswith("/api/") else "other"
         is_call = path.startswith("/api/v1/") and path != "/api/v1/parameters"
         if endpoint not in PROBES:
             self.metrics.started(endpoint)
-        extra = [(TRACING_HEADER.encode(), tracing_id.encode())]
         try:
-            target = self._webview_target(scope)
-            if self.webview_asgi and target is not None and self._webview_own_answer(scope, *target) is None:
-                await webview.call_asgi(self.webview_app, scope, receive, send, base_url, target[1] or "/")
-                status = 200
-                return
-            body = b"" if method in ("GET", "HEAD") else await read_body(receive, MAX_BODY_BYTES)
+            if send is not None and self.webview_asgi:
+                target = self._webview_target(scope)
+                if target is not None and self._webview_own_answer(scope, *target) is None:
+                    assert receive is not None
+                    await webview.call_asgi(self.webview_app, scope, receive, send, base_url, target[1] or "/")
+                    return None
+            if body is None:
+                assert receive is not None
+                body = b"" if method in ("GET", "HEAD") else await read_body(receive, MAX_BODY_BYTES)
             request = Request(method, path, base_url, scope.get("query_string", b"").decode("latin-1"), headers, body)
             info = RequestInfo(method, path, request.query_string, headers, tracing_id)
             response = await self._route(request, info, scope)
@@ -317,12 +358,12 @@ class JobApp:
         except Exception as exc:  # the wrapper keeps serving whatever a handler does
             log.exception("error serving %s %s", method, path)
             response = error_response(500, f"{type(exc).__name__}: {exc}")
-        status = response.status
-        await send_response(send, response, extra)
+        response.headers.append((TRACING_HEADER_BYTES, tracing_id.encode()))
         elapsed = time.perf_counter() - started
         if endpoint not in PROBES:
-            self.metrics.done(endpoint, elapsed, status, is_call)
-        self.access_log.write(method, path, status, elapsed, tracing_id)
+            self.metrics.done(endpoint, elapsed, response.status, is_call)
+        self.access_log.write(method, path, response.status, elapsed, tracing_id)
+        return response
 
     # --- routing ------------------------------------------------------------------------------
     async def _route(self, request: Request, info: RequestInfo, scope: Scope) -> Response:
@@ -393,23 +434,33 @@ class JobApp:
             raise HttpError(400, f"failed to call a function: {exc}") from exc
         if self._limiter is None:
             self._limiter = _Limiter(self.options.max_concurrency, self.options.max_concurrency_queue)
+        limiter = self._limiter
         context = contextvars.copy_context()
         context.run(request_context.set, info)
-        async with self._limiter:
-            try:
-                # A thread cannot be stopped: past the timeout the caller is answered and the
-                # job's code runs on to its end, its result dropped.
-                result = await asyncio.wait_for(
-                    asyncio.get_running_loop().run_in_executor(self.executor, lambda: context.run(function, **kwargs)),
-                    self.options.call_timeout,
-                )
-            except TimeoutError as exc:
-                raise HttpError(
-                    504, f"the job did not answer within its call_timeout of {self.options.call_timeout:g} s"
-                ) from exc
-            except Exception as exc:  # the job's error goes back to the caller; we keep serving
-                log.exception("job raised an error")
-                raise HttpError(500, f"{type(exc).__name__}: {exc}") from exc
+        if limiter.semaphore is not None:  # (not `async with`: two coroutine calls on every call otherwise)
+            await limiter.acquire()
+        try:
+            if _is_async(function):
+                # A coroutine runs on the event loop, as under Racetrack's runner: no thread.
+                running: Any = asyncio.get_running_loop().create_task(function(**kwargs), context=context)
+            else:
+                running = self.executor.call(functools.partial(function, **kwargs), context)
+            # A thread cannot be stopped: past the timeout the caller is answered and the
+            # job's code runs on to its end, its result dropped.
+            if self.options.call_timeout is None:
+                result = await running
+            else:
+                result = await asyncio.wait_for(running, self.options.call_timeout)
+        except TimeoutError as exc:
+            raise HttpError(
+                504, f"the job did not answer within its call_timeout of {self.options.call_timeout:g} s"
+            ) from exc
+        except Exception as exc:  # the job's error goes back to the caller; we keep serving
+            log.exception("job raised an error")
+            raise HttpError(500, f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            if limiter.semaphore is not None:
+                limiter.semaphore.release()
         try:
             return json_response(200, result, default=to_json)
         except (TypeError, ValueError) as exc:

@@ -39,7 +39,8 @@ class Request:
         if not self.body.strip():
             return {}
         try:
-            payload = json.loads(self.body)
+            # UTF-8 as RFC 8259 wants it, without json.loads's encoding sniffing; else let it sniff.
+            payload = _DECODER.decode(self.body.decode()) if self.body[:1] == b"{" else json.loads(self.body)
         except ValueError as exc:
             raise HttpError(400, f"request body is not valid JSON: {exc}") from exc
         if not isinstance(payload, dict):
@@ -55,8 +56,16 @@ class Response:
     headers: list[tuple[bytes, bytes]] = dataclasses.field(default_factory=list)
 
 
+_DECODER = json.JSONDecoder()
+_ENCODERS: dict[Any, json.JSONEncoder] = {}
+
+
 def json_response(status: int, payload: Any, default: Callable[[Any], Any] | None = None) -> Response:
-    return Response(status, json.dumps(payload, default=default).encode())
+    # One encoder per `default`, as json.dumps(default=...) would build one on every call.
+    encoder = _ENCODERS.get(default)
+    if encoder is None:
+        encoder = _ENCODERS.setdefault(default, json.JSONEncoder(default=default))
+    return Response(status, encoder.encode(payload).encode())
 
 
 def error_response(status: int, message: str) -> Response:
