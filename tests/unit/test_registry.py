@@ -44,7 +44,7 @@ def _deploy(app: Flask, runtime: FakeRuntime, monkeypatch: pytest.MonkeyPatch) -
         services.accounts,
         ImageBuilder(services.settings, runtime, services.vault, "http://172.18.0.1:7102"),
     )
-    monkeypatch.setattr(deployer, "_wait_until_ready", lambda *args, **kwargs: None)
+    monkeypatch.setattr(deployer, "_wait_until_ready", lambda *args, **kwargs: ("job:7000", args[-1]))  # ready at once
     deployment = Deployment.claim_next()
     assert deployment is not None
     deployer.run(deployment)
