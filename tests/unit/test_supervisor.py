@@ -231,8 +231,9 @@ def test_each_cycle_is_logged_and_one_slower_than_the_interval_is_a_warning(
     runtime.run_container(_spec(job.container_name, "main"))
     clock = iter([100.0, 100.2, 200.0, 205.0])
     monkeypatch.setattr("racetrackd.jobs.supervisor.time.perf_counter", lambda: next(clock))
-    waits = iter([False, False, True])  # two cycles, then stop
-    monkeypatch.setattr(supervisor.stopping, "wait", lambda interval: next(waits))
+    stops = iter([False, False, False, False, True])  # two cycles (asked before and after each wait), then stop
+    monkeypatch.setattr(supervisor.stopping, "is_set", lambda: next(stops))
+    monkeypatch.setattr(supervisor.orchestrator, "wait_for_change", lambda interval, stop: None)
     monkeypatch.setattr(supervisor, "reconcile", lambda: None)
     caplog.set_level("DEBUG", logger="racetrackd.jobs.supervisor")
 
