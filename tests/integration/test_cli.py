@@ -214,8 +214,11 @@ def test_version_prints_client_and_server_versions(daemon: Daemon) -> None:
     result = daemon.rtd("version")
     as_json = json.loads(ok(daemon.rtd("version", "--json")))
 
-    assert ok(result).splitlines() == [f"rtd {__version__}", f"racetrackd {__version__} at {daemon.url}"]
+    client, server, memory = ok(result).splitlines()
+    assert (client, server) == (f"rtd {__version__}", f"racetrackd {__version__} at {daemon.url}")
+    assert memory.startswith("racetrackd memory: ") and "MiB PSS" in memory  # the daemon's own footprint
     assert "warning" not in result.stderr  # same major.minor
+    assert as_json.pop("server_memory")["pss_bytes"] > 0
     assert as_json == {"client": __version__, "server": __version__, "remote": daemon.url}
 
 
