@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import tarfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ import requests
 import yaml
 
 from tests.integration.conftest import REPO, Daemon
+from tests.integration.steady import steady_calls
 from tests.integration.test_racetrack_client import RacetrackCli, racetrack_cli  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.integration
@@ -186,37 +186,20 @@ def test_redeploying_to_a_new_tag_under_load_fails_no_call(
     daemon: Daemon, images: ImageMaker, first_release: str, tmp_path: Path
 ) -> None:
     images.build("2", "two")
-    results: list[str] = []
-    stop = threading.Event()
 
-    def call_in_a_loop() -> None:
-        with requests.Session() as session:
-            deadline = time.monotonic() + 120
-            while not stop.is_set() and time.monotonic() < deadline and len(results) < 5000:
-                try:
-                    response = session.get(
-                        f"{daemon.url}/pub/job/svc/1.0.0/api/v1/hello",
-                        headers={"X-Racetrack-Auth": daemon.token},
-                        timeout=10,
-                    )
-                    results.append(
-                        response.json()["build"] if response.status_code == 200 else str(response.status_code)
-                    )
-                except (requests.RequestException, ValueError, KeyError) as exc:
-                    results.append(type(exc).__name__)
-                time.sleep(0.01)
+    def which_build(session: requests.Session) -> str:
+        try:
+            response = session.get(
+                f"{daemon.url}/pub/job/svc/1.0.0/api/v1/hello", headers={"X-Racetrack-Auth": daemon.token}, timeout=10
+            )
+            return str(response.json()["build"]) if response.status_code == 200 else str(response.status_code)
+        except (requests.RequestException, ValueError, KeyError) as exc:
+            return type(exc).__name__
 
-    callers = [threading.Thread(target=call_in_a_loop) for _ in range(4)]
-    for caller in callers:
-        caller.start()
-    try:
+    with steady_calls(which_build) as results:
         time.sleep(0.5)
         redeploy = daemon.rtd("submit", "--force", str(manifest_file(tmp_path, f"{images.repository}:2")))
         time.sleep(1.0)
-    finally:
-        stop.set()
-        for caller in callers:
-            caller.join(timeout=30)
 
     assert redeploy.returncode == 0, redeploy.stdout + redeploy.stderr
     # calls before, during and after the switch (how many depends on the machine's load: 62 to 284 here)

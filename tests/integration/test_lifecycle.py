@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import yaml
 
 from cli.packing import pack
 from tests.integration.conftest import FIXTURES, REPO, Daemon, _remove_labelled, launch_daemon
+from tests.integration.steady import adder_status, steady_calls
 
 pytestmark = pytest.mark.integration
 
@@ -32,29 +32,8 @@ def steady_job(daemon: Daemon, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 
 def test_a_forced_redeploy_under_load_fails_no_call(daemon: Daemon, steady_job: Path) -> None:
-    results: list[int] = []
-    stop = threading.Event()
-
-    def call_in_a_loop() -> None:
-        with requests.Session() as session:
-            deadline = time.monotonic() + 120  # bounded, whatever happens
-            while not stop.is_set() and time.monotonic() < deadline and len(results) < 5000:
-                try:
-                    response = session.post(
-                        f"{daemon.url}/pub/job/steady/latest/api/v1/perform",
-                        json={"a": 40, "b": 2},
-                        headers={"X-Racetrack-Auth": daemon.token},
-                        timeout=10,
-                    )
-                    results.append(response.status_code if response.json() == 42 else -1)
-                except requests.RequestException:
-                    results.append(0)
-                time.sleep(0.01)
-
-    callers = [threading.Thread(target=call_in_a_loop) for _ in range(4)]
-    for caller in callers:
-        caller.start()
-    try:
+    calls = adder_status(f"{daemon.url}/pub/job/steady/latest/api/v1/perform", daemon.token)
+    with steady_calls(calls) as results:
         time.sleep(0.5)
         redeploy = daemon.rtd("submit", "--force", "-q", str(steady_job))
         time.sleep(1.0)
@@ -63,10 +42,6 @@ def test_a_forced_redeploy_under_load_fails_no_call(daemon: Daemon, steady_job: 
         enough = time.monotonic() + 15
         while len(results) <= 50 and time.monotonic() < enough:
             time.sleep(0.1)
-    finally:
-        stop.set()
-        for caller in callers:
-            caller.join(timeout=30)
 
     assert redeploy.returncode == 0, redeploy.stderr
     assert len(results) > 50

@@ -24,6 +24,7 @@ import yaml
 
 from cli.packing import pack
 from tests.integration.conftest import FIXTURES, REPO, Daemon, _remove_labelled, launch_daemon, remove_networks
+from tests.integration.steady import adder_status, steady_calls
 from tests.launcher import DaemonFailed
 
 pytestmark = [pytest.mark.integration, pytest.mark.swarm]
@@ -201,36 +202,11 @@ def test_a_forced_redeploy_under_steady_calls_fails_no_call_and_leaves_one_servi
     swarm_daemon: Daemon, pair: Path
 ) -> None:
     before = [s.name for s in _services(swarm_daemon, "pair")]
-    results: list[int] = []
-    stop = threading.Event()
-
-    def call_in_a_loop() -> None:
-        with requests.Session() as session:
-            deadline = time.monotonic() + 150
-            while not stop.is_set() and time.monotonic() < deadline:
-                try:
-                    response = session.post(
-                        f"{swarm_daemon.url}/pub/job/pair/latest{CALL}",
-                        json={"a": 40, "b": 2},
-                        headers={"X-Racetrack-Auth": swarm_daemon.token},
-                        timeout=10,
-                    )
-                    results.append(response.status_code if response.json() == 42 else -1)
-                except requests.RequestException:
-                    results.append(0)
-                time.sleep(0.01)
-
-    callers = [threading.Thread(target=call_in_a_loop) for _ in range(3)]
-    for caller in callers:
-        caller.start()
-    try:
+    calls = adder_status(f"{swarm_daemon.url}/pub/job/pair/latest{CALL}", swarm_daemon.token)
+    with steady_calls(calls, callers=3, seconds=150) as results:
         time.sleep(0.5)
         redeploy = swarm_daemon.rtd("submit", "--force", "-q", str(pair))
         time.sleep(1.0)
-    finally:
-        stop.set()
-        for caller in callers:
-            caller.join(timeout=30)
     deadline = time.monotonic() + 30  # the old service drains, then goes
     while time.monotonic() < deadline and len(_services(swarm_daemon, "pair")) != 1:
         time.sleep(0.5)
