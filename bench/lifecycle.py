@@ -38,6 +38,7 @@ import docker
 import docker.errors
 import requests
 import yaml
+from _jobs import submit
 from _report import base_image as find_base_image
 from _report import write_section
 
@@ -119,18 +120,7 @@ class Bench:
         return job_dir
 
     def submit(self, job_dir: Path) -> None:
-        result = subprocess.run(
-            [sys.executable, "-m", "cli", "submit", "-q", str(job_dir)],
-            env=self.env,
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=False,
-            stdin=subprocess.DEVNULL,
-            timeout=900,
-        )
-        if result.returncode != 0:
-            raise SystemExit(f"rtd submit {job_dir} failed:\n{result.stdout}\n{result.stderr}")
+        submit(self.env, job_dir)
 
     def call(self, session: requests.Session, name: str, timeout: float = 10) -> bool:
         try:

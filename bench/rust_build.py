@@ -29,8 +29,8 @@ import uuid
 from pathlib import Path
 
 import docker
-import requests
 import yaml
+from _jobs import check_answer
 from _report import base_image as find_base_image
 from _report import remove_labelled, write_section
 
@@ -63,17 +63,6 @@ def make_job(root: Path, name: str) -> Path:
     manifest["name"] = name
     (job_dir / "job.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
     return job_dir
-
-
-def check_answer(url: str, token: str, name: str) -> None:
-    response = requests.post(
-        f"{url}/pub/job/{name}/latest/api/v1/perform",
-        json={"a": 40, "b": 2},
-        headers={"X-Racetrack-Auth": token},
-        timeout=10,
-    )
-    if response.status_code != 200 or response.json() != 42:
-        raise SystemExit(f"{name} answered {response.status_code}: {response.text}")
 
 
 def shared_layer_was_built(env: dict[str, str], name: str) -> bool:

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import docker
-import requests
 import yaml
+from _jobs import check_answer
 from _report import remove_labelled, write_section
 from gateway import WRK_SCRIPT, wrk
 
@@ -67,17 +67,6 @@ def make_job(root: Path, name: str, replicas: int) -> Path:
     manifest["replicas"] = replicas
     (job_dir / "job.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
     return job_dir
-
-
-def check_answer(url: str, token: str, name: str) -> None:
-    response = requests.post(
-        f"{url}/pub/job/{name}/latest/api/v1/perform",
-        json={"a": 40, "b": 2},
-        headers={"X-Racetrack-Auth": token},
-        timeout=10,
-    )
-    if response.status_code != 200 or response.json() != 42:
-        raise SystemExit(f"{name} answered {response.status_code}: {response.text}")
 
 
 def lab_env() -> dict[str, str]:
