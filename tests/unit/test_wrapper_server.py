@@ -69,6 +69,30 @@ class WebviewEntrypoint:
         return app
 """
 
+ASGI_UPLOAD = """
+import hashlib, json
+
+class UploadEntrypoint:
+    def perform(self) -> int:
+        return 1
+
+    def webview_app(self, base_url):
+        async def app(scope, receive, send):
+            digest, size, messages = hashlib.sha256(), 0, 0
+            if not scope["path"].endswith("/early"):  # /early answers without reading the body
+                while True:
+                    message = await receive()
+                    digest.update(message.get("body", b""))
+                    size += len(message.get("body", b""))
+                    messages += 1
+                    if not message.get("more_body"):
+                        break
+            body = json.dumps({"bytes": size, "sha256": digest.hexdigest(), "messages": messages}).encode()
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
+            await send({"type": "http.response.body", "body": body})
+        return app
+"""
+
 
 class RunningServer:
     def __init__(self, server: Any, thread: threading.Thread, loop: asyncio.AbstractEventLoop) -> None:
@@ -390,3 +414,40 @@ def test_an_asgi_webview_streams_its_answer_and_speaks_websocket(serve: Callable
     status, headers, _ = read_responses(sock, 1)[0]
     assert status.split()[1] == "426" and headers["sec-websocket-version"] == "13"
     sock.close()
+
+
+def test_an_asgi_webview_reads_an_upload_as_it_arrives_not_whole(serve: Callable[..., RunningServer]) -> None:
+    # An upload of hundreds of MiB must not sit whole in the job's memory before its app sees it.
+    running = serve({"entrypoint.py": ASGI_UPLOAD})
+    sock = running.raw()
+    sock.sendall(b"POST /api/v1/webview/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    sent = hashlib.sha256()
+    for _ in range(5):
+        part = os.urandom(64 * 1024)
+        sent.update(part)
+        sock.sendall(b"%x\r\n%s\r\n" % (len(part), part))
+        time.sleep(0.05)  # separate arrivals: the app is reading meanwhile
+    sock.sendall(b"0\r\n\r\n" + perform_request({}))
+    (status, _, body), (_, _, performed) = read_responses(sock, 2)
+    sock.close()
+
+    got = json.loads(body)
+    assert status == "HTTP/1.1 200 OK"
+    assert (got["bytes"], got["sha256"]) == (5 * 64 * 1024, sent.hexdigest())
+    assert got["messages"] > 1, "the app got the body in one piece: it was buffered, not streamed"
+    assert performed == b"1"  # the connection goes on after a streamed request
+
+
+def test_an_asgi_answer_before_the_body_is_all_in_closes_that_connection_only(
+    serve: Callable[..., RunningServer],
+) -> None:
+    running = serve({"entrypoint.py": ASGI_UPLOAD})
+    sock = running.raw()
+    sock.sendall(b"POST /api/v1/webview/early HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1000)
+    status, headers, _ = read_responses(sock, 1)[0]
+    assert status == "HTTP/1.1 200 OK" and headers.get("connection") == "close"
+    sock.close()
+
+    connection = running.connection()  # the server serves on
+    connection.request("POST", "/api/v1/perform", body=b"{}", headers={"Content-Type": "application/json"})
+    assert connection.getresponse().read() == b"1"

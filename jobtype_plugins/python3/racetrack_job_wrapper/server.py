@@ -73,8 +73,62 @@ class _Rejected(Exception):
         self.message = message
 
 
+class _BodyStream:
+    """A request body on its way to an ASGI app while it still arrives: chunks in, `next` out.
+
+    An upload to an ASGI webview (hundreds of MiB, say) reaches the app chunk by chunk, never whole
+    in memory: reading from the client pauses while more than HIGH_WATER bytes wait for the app."""
+
+    HIGH_WATER = 1 << 20
+
+    def __init__(self, connection: HttpConnection) -> None:
+        self.connection = connection
+        self.chunks: collections.deque[bytes] = collections.deque()
+        self.waiting = 0  # bytes given and not yet taken
+        self.complete = False
+        self.abandoned = False  # the exchange ended first: the rest of the body is read and dropped
+        self.gone = False  # the client went before the body was all in
+        self.arrived = asyncio.Event()
+
+    def feed(self, chunk: bytes) -> None:
+        if self.abandoned:
+            return
+        self.chunks.append(chunk)
+        self.waiting += len(chunk)
+        self.arrived.set()
+        if self.waiting > self.HIGH_WATER:
+            self.connection.pause_reading_for_body()
+
+    def finish(self) -> None:
+        self.complete = True
+        self.arrived.set()
+
+    def disconnect(self) -> None:
+        self.gone = True
+        self.arrived.set()
+
+    async def next(self) -> tuple[bytes, bool] | None:
+        """The next part of the body and whether more follows; None once the client has gone."""
+        while not self.chunks and not self.complete:
+            if self.gone:
+                return None
+            self.arrived.clear()
+            await self.arrived.wait()
+        chunk = b"".join(self.chunks)
+        self.chunks.clear()
+        self.waiting = 0
+        self.connection.resume_reading_for_body()
+        return chunk, not self.complete
+
+    def abandon(self) -> None:
+        self.abandoned = True
+        self.chunks.clear()
+        self.waiting = 0
+        self.connection.resume_reading_for_body()
+
+
 class _Request:
-    __slots__ = ("method", "target", "headers", "body", "keep_alive", "http_version")
+    __slots__ = ("method", "target", "headers", "body", "keep_alive", "http_version", "stream")
 
     def __init__(
         self,
@@ -91,6 +145,7 @@ class _Request:
         self.body = body
         self.keep_alive = keep_alive
         self.http_version = version
+        self.stream: _BodyStream | None = None  # set: the body is streamed to an ASGI app as it comes
 
 
 class HttpConnection(asyncio.Protocol):
@@ -111,6 +166,8 @@ class HttpConnection(asyncio.Protocol):
         self.busy = False
         self.pipeline: collections.deque[_Request] = collections.deque()
         self.reading_paused = False
+        self.streaming: _BodyStream | None = None  # the body of the request under way, streamed
+        self.body_paused = False  # reading paused until the ASGI app takes what waits
         self.writing_paused: asyncio.Event | None = None
         self.lost: asyncio.Event | None = None
         self.closed = False
@@ -131,6 +188,8 @@ class HttpConnection(asyncio.Protocol):
         self.server.connections.discard(self)
         if self.websocket is not None:
             self.websocket.feed_eof()
+        if self.streaming is not None:
+            self.streaming.disconnect()
         if self.lost is not None:
             self.lost.set()
         if self.writing_paused is not None:
@@ -197,24 +256,30 @@ class HttpConnection(asyncio.Protocol):
                 raise _Rejected(413, f"request body larger than {limit} bytes")
             if name == b"expect" and value.lower() == b"100-continue" and not self.parser.should_upgrade():
                 self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if self.app.webview_asgi and not self.busy and not self.parser.should_upgrade():
+            # An ASGI app may read its request body as it comes: start the exchange now. (A pipelined
+            # request, arriving while another is answered, is buffered and answered in its turn.)
+            request = self._request(b"")
+            request.stream = self.streaming = _BodyStream(self)
+            self._start(request)
 
     def on_body(self, body: bytes) -> None:
         self.body_size += len(body)
         if self.body_size > self.server.max_body_bytes:
             raise _Rejected(413, f"request body larger than {self.server.max_body_bytes} bytes")
-        self.body.append(body)
+        if self.streaming is not None:
+            self.streaming.feed(body)
+        else:
+            self.body.append(body)
 
     def on_message_complete(self) -> None:
         if self.parser.should_upgrade():
             return  # answered by _upgrade()
-        raw_method = self.parser.get_method()
-        method = _METHODS.get(raw_method)
-        if method is None:
-            method = _METHODS.setdefault(raw_method, raw_method.decode("latin-1"))
-        body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
-        request = _Request(
-            method, self.url, self.headers, body, self.parser.should_keep_alive(), self.parser.get_http_version()
-        )
+        if self.streaming is not None:  # started at its headers; its body is all in now
+            self.streaming.finish()
+            self.streaming = None
+            return
+        request = self._request(self.body[0] if len(self.body) == 1 else b"".join(self.body))
         if self.busy:
             self.pipeline.append(request)
             if not self.reading_paused:  # a pipelining client: read no more until we catch up
@@ -222,6 +287,26 @@ class HttpConnection(asyncio.Protocol):
                 self.transport.pause_reading()
         else:
             self._start(request)
+
+    def _request(self, body: bytes) -> _Request:
+        raw_method = self.parser.get_method()
+        method = _METHODS.get(raw_method)
+        if method is None:
+            method = _METHODS.setdefault(raw_method, raw_method.decode("latin-1"))
+        return _Request(
+            method, self.url, self.headers, body, self.parser.should_keep_alive(), self.parser.get_http_version()
+        )
+
+    def pause_reading_for_body(self) -> None:
+        if not self.body_paused and not self.closed:
+            self.body_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading_for_body(self) -> None:
+        if self.body_paused and not self.closed:
+            self.body_paused = False
+            if not self.reading_paused:
+                self.transport.resume_reading()
 
     # --- answering ------------------------------------------------------------------------------
     def _scope(self, request: _Request, kind: str = "http") -> dict[str, Any]:
@@ -315,6 +400,14 @@ class HttpConnection(asyncio.Protocol):
         keep_alive = request.keep_alive
 
         async def receive() -> dict[str, Any]:
+            stream = request.stream
+            if stream is not None and not state["body_given"]:
+                part = await stream.next()
+                if part is None:
+                    return {"type": "http.disconnect"}
+                body, more = part
+                state["body_given"] = not more
+                return {"type": "http.request", "body": body, "more_body": more}
             if not state["body_given"]:
                 state["body_given"] = True
                 return {"type": "http.request", "body": request.body, "more_body": False}
@@ -343,6 +436,8 @@ class HttpConnection(asyncio.Protocol):
                 if b"content-length" not in names and not bodiless:
                     state["chunked"] = True
                     parts.append(b"transfer-encoding: chunked\r\n")
+                if request.stream is not None and not request.stream.complete:
+                    keep_alive = False  # answering before the body is all in: see the end of the exchange
                 if not keep_alive or self.server.stopping:
                     keep_alive = False
                     parts.append(b"connection: close\r\n")
@@ -377,6 +472,11 @@ class HttpConnection(asyncio.Protocol):
             self._write(Response(500, b'{"error": "the application sent no answer"}'), request)
         elif not state["finished"]:
             keep_alive = False  # an answer cut short: the client must not read the next one from it
+        if request.stream is not None and not request.stream.complete:
+            # answered before its body was all in: the rest is dropped, and the connection closed
+            # after this answer (the next request cannot be told apart from the unread body)
+            request.stream.abandon()
+            keep_alive = False
         self._finish(keep_alive)
 
     def _refuse(self, status: int, message: str) -> None:
