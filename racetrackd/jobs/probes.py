@@ -119,18 +119,27 @@ class WrapperStarted:
     def passed(self) -> bool:
         if self.phase == "live":
             status, body = probe(self.address, "/live")
-            if status == 500 and isinstance(body, dict) and body.get("error"):
-                raise StartFailed(f"job initialization error: {body['error']}")
+            _fail_on_init_error(status, body)
             if not (status == 200 and isinstance(body, dict) and _same_timestamp(body, self.deployment_timestamp)):
                 return False
             self.phase = "ready"
             if self.on_live is not None:
                 self.on_live()
         status, _ = probe(self.address, "/ready")
+        if status == 500:
+            # /live answered before the entrypoint failed to load (it loads after the server starts):
+            # the error is on /live now. Without this the deployment waited out the start timeout.
+            _fail_on_init_error(*probe(self.address, "/live"))
         return status == 200
 
     def timeout_reason(self, timeout: float) -> str:
         return f"the job did not become {self.phase} within {timeout:g} s"
+
+
+def _fail_on_init_error(status: int | None, body: object) -> None:
+    """StartFailed when a wrapper's /live answer carries its entrypoint's loading error."""
+    if status == 500 and isinstance(body, dict) and body.get("error"):
+        raise StartFailed(f"job initialization error: {body['error']}")
 
 
 class ServerAnswers:

@@ -19,7 +19,7 @@ from racetrackd import db
 from racetrackd.deploy import jobsecrets
 from racetrackd.docker.runtime import ContainerSpec
 from racetrackd.errors import JobStartError
-from racetrackd.jobs.probes import ContractOrServer, ServerAnswers, StartFailed, check_ready
+from racetrackd.jobs.probes import ContractOrServer, ServerAnswers, StartFailed, WrapperStarted, check_ready
 from racetrackd.manifest import accept_manifest
 from racetrackd.plugins.jobtypes import discover, resolve
 from racetrackd.serving import CONTRACT, FORWARD, SERVER, Serving
@@ -361,3 +361,25 @@ def test_a_container_never_ready_fails_with_the_checks_reason_after_the_timeout(
 ) -> None:
     with pytest.raises(JobStartError, match="not ready within 3 s"):
         waiting(99, 3)
+
+
+def test_an_entrypoint_that_fails_after_live_passed_fails_the_start_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The entrypoint loads after the wrapper's server starts: a fine-grained probe can see /live
+    # pass before the import fails. The start must still fail at once, with the error, not wait
+    # out the start timeout on a /ready that answers 500.
+    loaded = {"failed": False}
+
+    def wrapper(address: str, path: str) -> tuple[int | None, object]:
+        if not loaded["failed"]:
+            return (200, {"live": True, "deployment_timestamp": DEPLOYED}) if path == "/live" else (503, None)
+        if path == "/live":
+            return 500, {"live": False, "deployment_timestamp": DEPLOYED, "error": "ModuleNotFoundError: no x"}
+        return 500, {"ready": False}
+
+    monkeypatch.setattr("racetrackd.jobs.probes.probe", wrapper)
+    check = WrapperStarted("job:7000", DEPLOYED)
+
+    assert check.passed() is False  # /live passed, /ready not yet
+    loaded["failed"] = True
+    with pytest.raises(StartFailed, match="job initialization error: ModuleNotFoundError: no x"):
+        check.passed()
