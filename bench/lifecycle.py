@@ -22,31 +22,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import docker
 import docker.errors
 import requests
-import yaml
-from _jobs import submit
+from _daemon import BenchDaemon
 from _report import base_image as find_base_image
 from _report import write_section
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: the shared launcher
-from tests import launcher  # after the path it is found on
-
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "samples" / "adder"
 INSTANCE = "bench-lifecycle"
 SECTION = "## Lifecycle"
 LABEL = f"racetrackd.instance={INSTANCE}"
@@ -62,41 +51,19 @@ class SupervisorDied(Exception):
     """The daemon's supervisor thread ended with an exception: nothing is reconciled or checked any more."""
 
 
-class Bench:
+class Bench(BenchDaemon):
     def __init__(self, client: docker.DockerClient, base_image: str) -> None:
-        self.client = client
-        self.data_dir = Path(tempfile.mkdtemp(prefix="racetrackd-bench-lifecycle-"))
-        self.jobs_dir = self.data_dir / "jobs"
-        self.token = uuid.uuid4().hex
-        port = launcher.free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.headers = {"X-Racetrack-Auth": self.token}
-        self.env = launcher.daemon_env(
-            port=port, data_dir=self.data_dir, token=self.token, instance=INSTANCE, base_image=base_image
-        )
-        self.env.update(
-            {
+        super().__init__(
+            prefix="lifecycle",
+            instance=INSTANCE,
+            base_image=base_image,
+            env={
                 "RACETRACK_SUPERVISOR_INTERVAL": str(SUPERVISOR_INTERVAL),
                 # The cold wake-up: stopped at once, as before idle jobs were paused (bench/wake.py has both).
                 "RACETRACK_SLEEP_PAUSED_FOR": "0",
-                "RTD_REMOTE": self.url,
-                "RTD_TOKEN": self.token,
-                "RTD_CONFIG": str(self.data_dir / "rtd.yaml"),
-            }
+            },
         )
-        self.log_path = self.data_dir / "daemon.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    # -- the daemon ---------------------------------------------------------------------------
-    def start(self) -> float:
-        """Start the daemon; returns seconds until it answers /ready (the clock starts at Popen)."""
-        started = time.perf_counter()
-        self.process = launcher.start(self.env, self.log_path, new_session=False)  # Ctrl-C reaches it too
-        launcher.wait_ready(self.url, self.process, self.log_path, step=0.02)  # fine steps: this is what is timed
-        return time.perf_counter() - started
-
-    def stop(self) -> None:
-        launcher.stop(self.process)
+        self.client = client
 
     def cleanup(self) -> None:
         self.stop()
@@ -107,39 +74,7 @@ class Bench:
                 self.client.images.remove(image.id, force=True)
             except docker.errors.APIError:
                 pass  # still shared with another tag
-        shutil.rmtree(self.data_dir, ignore_errors=True)
-
-    # -- jobs -----------------------------------------------------------------------------------
-    def make_job(self, name: str, **extra: Any) -> Path:
-        job_dir = self.jobs_dir / name
-        shutil.copytree(SAMPLE, job_dir)
-        manifest = yaml.safe_load((job_dir / "job.yaml").read_text())
-        manifest["name"] = name
-        manifest.update(extra)
-        (job_dir / "job.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
-        return job_dir
-
-    def submit(self, job_dir: Path) -> None:
-        submit(self.env, job_dir)
-
-    def call(self, session: requests.Session, name: str, timeout: float = 10) -> bool:
-        try:
-            response = session.post(
-                f"{self.url}/pub/job/{name}/latest/api/v1/perform",
-                json={"a": 40, "b": 2},
-                headers=self.headers,
-                timeout=timeout,
-            )
-            return response.status_code == 200 and response.json() == 42
-        except (requests.RequestException, ValueError):
-            return False
-
-    def statuses(self) -> dict[str, str]:
-        try:
-            response = requests.get(f"{self.url}/lifecycle/api/v1/job", headers=self.headers, timeout=5)
-        except requests.RequestException:
-            return {}
-        return {job["name"]: job["status"] for job in response.json()} if response.status_code == 200 else {}
+        self.remove_data()
 
     def job_containers(self, name: str | None = None) -> list[Any]:
         labels = [LABEL, "racetrack-component=job"] + ([f"job-name={name}"] if name else [])

@@ -30,7 +30,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -40,16 +39,11 @@ from typing import Any
 import docker
 import docker.errors
 import requests
-import yaml
-from _jobs import submit
+from _daemon import BenchDaemon
+from _jobs import REPO
 from _report import base_image as find_base_image
 from _report import remove_labelled, write_section
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: the shared launcher
-from tests import launcher  # after the path it is found on
-
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "samples" / "adder"
 SECTION = "## Scale"
 PLOT = REPO / "docs" / "benchmarks-scale.png"
 SUPERVISOR_INTERVAL = 3
@@ -62,44 +56,23 @@ wrk.headers["X-Racetrack-Auth"] = "%s"
 """
 
 
-class Scale:
+class Scale(BenchDaemon):
     def __init__(self, client: docker.DockerClient, base_image: str, memory: str) -> None:
-        self.client = client
-        self.memory = memory
         self.instance = f"bench-scale-{uuid.uuid4().hex[:6]}"
-        self.data_dir = Path(tempfile.mkdtemp(prefix="racetrackd-bench-scale-"))
-        self.jobs_dir = self.data_dir / "jobs"
-        self.token = uuid.uuid4().hex
-        port = launcher.free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.headers = {"X-Racetrack-Auth": self.token}
-        self.env = launcher.daemon_env(
-            port=port, data_dir=self.data_dir, token=self.token, instance=self.instance, base_image=base_image
-        )
-        self.env.update(
-            {
+        super().__init__(
+            prefix="scale",
+            instance=self.instance,
+            base_image=base_image,
+            env={
                 "RACETRACK_SUPERVISOR_INTERVAL": str(SUPERVISOR_INTERVAL),
                 "RACETRACK_NETWORK": self.instance,
                 "RACETRACK_LOG_LEVEL": "debug",
-                "RTD_REMOTE": self.url,
-                "RTD_TOKEN": self.token,
-                "RTD_CONFIG": str(self.data_dir / "rtd.yaml"),
-            }
+            },
         )
-        self.log_path = self.data_dir / "daemon.log"
-        self.process: subprocess.Popen[bytes] | None = None
+        self.client = client
+        self.memory = memory
         self.script = self.data_dir / "post.lua"
         self.script.write_text(WRK_SCRIPT % self.token)
-
-    # -- the daemon ---------------------------------------------------------------------------
-    def start(self) -> float:
-        started = time.perf_counter()
-        self.process = launcher.start(self.env, self.log_path, new_session=False)  # Ctrl-C reaches it too
-        launcher.wait_ready(self.url, self.process, self.log_path, timeout=120, step=0.02)
-        return time.perf_counter() - started
-
-    def stop(self) -> None:
-        launcher.stop(self.process)
 
     def cleanup(self) -> None:
         self.stop()
@@ -111,7 +84,7 @@ class Scale:
                         network.remove()
                     except docker.errors.APIError as exc:
                         print(f"could not remove network {name}: {exc}", file=sys.stderr)
-        shutil.rmtree(self.data_dir, ignore_errors=True)
+        self.remove_data()
 
     def daemon_pss_mib(self) -> float:
         """PSS of the daemon process and all its descendants (shared pages counted once, split)."""
@@ -151,40 +124,13 @@ class Scale:
         return statistics.median(cycles[-5:])
 
     # -- jobs -----------------------------------------------------------------------------------
-    def make_job(self, name: str, measured: bool = False) -> Path:
-        job_dir = self.jobs_dir / name
-        shutil.copytree(SAMPLE, job_dir)
-        manifest = yaml.safe_load((job_dir / "job.yaml").read_text())
-        manifest["name"] = name
-        manifest["resources"] = {"memory_min": "16Mi", "memory_max": self.memory}
+    def make_job(self, name: str, measured: bool = False, **fields: Any) -> Path:
+        resources = {"memory_min": "16Mi", "memory_max": self.memory}
         if measured:
             # The job the gateway is measured with gets a whole CPU's weight: with the default
             # cpu_min (10m) a busy machine starves it, and its p50 would say nothing of the gateway.
-            manifest["resources"].update({"cpu_min": "1", "cpu_max": "1"})
-        (job_dir / "job.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
-        return job_dir
-
-    def submit(self, job_dir: Path) -> None:
-        submit(self.env, job_dir)
-
-    def statuses(self) -> dict[str, str]:
-        try:
-            response = requests.get(f"{self.url}/lifecycle/api/v1/job", headers=self.headers, timeout=10)
-        except requests.RequestException:
-            return {}
-        return {job["name"]: job["status"] for job in response.json()} if response.status_code == 200 else {}
-
-    def call(self, session: requests.Session, name: str, timeout: float = 10) -> bool:
-        try:
-            response = session.post(
-                f"{self.url}/pub/job/{name}/latest/api/v1/perform",
-                json={"a": 40, "b": 2},
-                headers=self.headers,
-                timeout=timeout,
-            )
-            return response.status_code == 200 and response.json() == 42
-        except (requests.RequestException, ValueError):
-            return False
+            resources.update({"cpu_min": "1", "cpu_max": "1"})
+        return super().make_job(name, resources=resources, **fields)
 
     def wait_all_answer(self, names: list[str], started: float) -> float:
         pending = set(names)
@@ -284,7 +230,7 @@ class Scale:
         }
         self.stop()
         started = time.perf_counter()
-        row["restart_ready_s"] = self.start()
+        row["restart_ready_s"] = self.start(timeout=120)
         row["restart_all_answer_s"] = self.wait_all_answer(names, started)
         return row
 
@@ -307,7 +253,7 @@ def main() -> None:
     rows: list[dict[str, float]] = []
     names: list[str] = []
     try:
-        scale.start()
+        scale.start(timeout=120)
         for step in steps:
             new = [f"scale-{i:03d}" for i in range(len(names), step)]
             started = time.perf_counter()

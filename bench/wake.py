@@ -21,13 +21,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,15 +31,13 @@ from typing import Any
 import docker
 import docker.errors
 import requests
-import yaml
+from _daemon import BenchDaemon
 from _report import base_image as find_base_image
 from _report import remove_labelled, write_section
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: the shared launcher
 from tests import launcher  # after the path it is found on
 
-REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "samples" / "adder"
 INSTANCE = "bench-wake"
 SECTION = "## Wake from zero"
 JOB = "bench-sleepy"
@@ -64,46 +58,25 @@ def wait_for(condition: Callable[[], bool], what: str, step: float = 0.1) -> Non
         time.sleep(step)
 
 
-class Bench:
+class Bench(BenchDaemon):
     def __init__(self, client: docker.DockerClient, base_image: str) -> None:
+        super().__init__(
+            prefix="wake",
+            instance=INSTANCE,
+            base_image=base_image,
+            env={"RACETRACK_SUPERVISOR_INTERVAL": "1", "RACETRACK_SLEEP_PAUSED_FOR": str(PAUSED_FOR)},
+        )
         self.client = client
-        self.data_dir = Path(tempfile.mkdtemp(prefix="racetrackd-bench-wake-"))
-        self.token = uuid.uuid4().hex
-        port = launcher.free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.headers = {"X-Racetrack-Auth": self.token}
-        self.env = launcher.daemon_env(
-            port=port, data_dir=self.data_dir, token=self.token, instance=INSTANCE, base_image=base_image
-        )
-        self.env.update(
-            {
-                "RACETRACK_SUPERVISOR_INTERVAL": "1",
-                "RACETRACK_SLEEP_PAUSED_FOR": str(PAUSED_FOR),
-                "RTD_REMOTE": self.url,
-                "RTD_TOKEN": self.token,
-                "RTD_CONFIG": str(self.data_dir / "rtd.yaml"),
-            }
-        )
-        self.log_path = self.data_dir / "daemon.log"
-        self.process = launcher.start(self.env, self.log_path, new_session=False)  # Ctrl-C reaches it too
         self.session = requests.Session()
 
     def cleanup(self) -> None:
-        launcher.stop(self.process)
+        self.stop()
         remove_labelled(self.client, INSTANCE)
-        shutil.rmtree(self.data_dir, ignore_errors=True)
+        self.remove_data()
 
     def deploy(self) -> None:
-        launcher.wait_ready(self.url, self.process, self.log_path, timeout=120)
-        job_dir = self.data_dir / "jobs" / JOB
-        shutil.copytree(SAMPLE, job_dir)
-        manifest = yaml.safe_load((job_dir / "job.yaml").read_text())
-        manifest.update({"name": JOB, "idle_timeout": f"{IDLE_TIMEOUT}s"})
-        (job_dir / "job.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
-        command = [sys.executable, "-m", "cli", "submit", "-q", str(job_dir)]
-        result = subprocess.run(command, env=self.env, cwd=REPO, capture_output=True, text=True, timeout=900)
-        if result.returncode != 0:
-            raise SystemExit(f"rtd submit failed:\n{result.stdout}\n{result.stderr}")
+        self.start(timeout=120)
+        self.submit(self.make_job(JOB, idle_timeout=f"{IDLE_TIMEOUT}s"))
 
     def container(self) -> Any:
         filters = {"label": [f"racetrackd.instance={INSTANCE}", f"job-name={JOB}"]}

@@ -149,8 +149,15 @@ def extra_bind_addresses(settings: Settings, addressing: Addressing) -> list[str
     """Where else the daemon must listen so that jobs can call it (chain calls)."""
     if addressing.in_container or settings.host in ("0.0.0.0", "::", ""):
         return []
-    if addressing.mode == TASK_PORT and not _is_local_address(addressing.daemon_host):
-        # the swarm's manager is another machine (DOCKER_HOST): its docker_gwbridge is not ours to bind
+    if not _is_local_address(addressing.daemon_host):
+        # The engine is not on this host (DOCKER_HOST to another machine, Docker Desktop's VM, a
+        # swarm manager elsewhere): the address jobs would call is not ours to listen on, and trying
+        # would stop the daemon at start. Jobs are still served; only their calls back are cut off.
+        log.warning(
+            "jobs reach the daemon at %s, which is not an address of this host (the Docker engine runs "
+            "elsewhere): the daemon does not listen there, so chain calls from jobs (PUB_URL) will not reach it",
+            addressing.daemon_host,
+        )
         return []
     return [f"{addressing.daemon_host}:{settings.port}"]
 

@@ -5,6 +5,8 @@ alias listed once, and `submit` showing phases with the build's last lines on fa
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from click.testing import CliRunner
 
 from cli import deploying
 from cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_INVALID_INPUT, EXIT_NOT_FOUND, EXIT_USAGE
-from cli.main import main
+from cli.main import COMMAND_MODULES, main, registered_commands
 from tests.unit.fakes import REMOTE, FakeDaemon
 
 JOBS = "/lifecycle/api/v1/job"
@@ -216,3 +218,26 @@ def test_a_failed_submit_does_not_repeat_an_earlier_step_when_the_failing_one_is
 
     assert deploying._last_lines(details)[-2:] == ["Step 3/3 : RUN false", "boom"]
     assert "Step 1/3 : FROM x" not in deploying._last_lines(details)
+
+
+def test_every_command_a_module_registers_is_in_the_lazy_command_map() -> None:
+    """rtd imports a command's module only when that command runs: the map must name each command
+    the modules register, and nothing else (a missing one would be `No such command`)."""
+    registered = {name: module for module in set(COMMAND_MODULES.values()) for name in registered_commands(module)}
+
+    assert registered == COMMAND_MODULES
+
+
+def test_rtd_list_does_not_load_what_only_deploys_and_scaffolds_need() -> None:
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from cli.main import main\n"
+        "CliRunner().invoke(main, ['list', '--help'], catch_exceptions=False)\n"
+        "print(sorted(m for m in ('jinja2', 'pluginbundle', 'cli.deploying', 'cli.scaffold') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2]
+    )
+
+    assert result.stdout.strip() == "[]"

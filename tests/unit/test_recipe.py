@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from builders import labels
-from builders.recipe import BuildOptions, JobTypeFiles, OwnDockerfile, image_recipe
-from jobmanifest import validate_manifest
+from builders.recipe import BuildOptions, ImageRecipe, JobTypeFiles, OwnDockerfile, image_recipe
+from jobmanifest import Manifest, validate_manifest
 from racetrackd.auth.vault import Vault
 from racetrackd.deploy import jobsecrets
 from racetrackd.deploy.building import ImageBuilder
@@ -38,6 +38,29 @@ def builtin_files(
     )
 
 
+def recipe_of(
+    manifest: Manifest,
+    job_type: JobTypeFiles,
+    job_dir: Path,
+    *,
+    options: BuildOptions | None = None,
+    instance: str = "main",
+    deployment_id: str = "d-1",
+    git_commit: str = "",
+) -> ImageRecipe:
+    """The recipe with this file's usual deployment values; a test names only what it is about."""
+    return image_recipe(
+        manifest=manifest,
+        job_type=job_type,
+        job_dir=job_dir,
+        options=options or BuildOptions(),
+        instance=instance,
+        deployment_id=deployment_id,
+        git_commit=git_commit,
+        racetrackd_version="0.1.0",
+    )
+
+
 def test_the_python3_recipe_renders_the_golden_dockerfile_with_the_deployments_tag_and_labels(tmp_path: Path) -> None:
     manifest = validate_manifest(
         sample_manifest(
@@ -51,15 +74,8 @@ def test_the_python3_recipe_renders_the_golden_dockerfile_with_the_deployments_t
     )
     job_type = builtin_files("python3", base_image="python:3.11-slim")
 
-    recipe = image_recipe(
-        manifest=manifest,
-        job_type=job_type,
-        job_dir=tmp_path,
-        options=BuildOptions(ca_bundle=tmp_path / "ca.pem"),
-        instance="main",
-        deployment_id="1a2b3c4d5e6f",
-        git_commit="",
-        racetrackd_version="0.1.0",
+    recipe = recipe_of(
+        manifest, job_type, tmp_path, options=BuildOptions(ca_bundle=tmp_path / "ca.pem"), deployment_id="1a2b3c4d5e6f"
     )
 
     assert recipe.dockerfile == (GOLDEN / "python3.Dockerfile").read_text()
@@ -89,15 +105,12 @@ def test_the_golang_recipe_labels_its_build_stage_and_fetches_secrets_through_th
         )
     )
 
-    recipe = image_recipe(
-        manifest=manifest,
-        job_type=builtin_files("golang", "golang:1.21-bookworm", "debian:bookworm-slim"),
-        job_dir=tmp_path,
+    recipe = recipe_of(
+        manifest,
+        builtin_files("golang", "golang:1.21-bookworm", "debian:bookworm-slim"),
+        tmp_path,
         options=BuildOptions(secrets_url=SECRETS_URL, secret_names=("TOKEN",)),
-        instance="main",
         deployment_id="d" * 32,
-        git_commit="",
-        racetrackd_version="0.1.0",
     )
 
     assert recipe.dockerfile == (GOLDEN / "golang-gomod-secrets.Dockerfile").read_text()
@@ -109,15 +122,13 @@ def test_the_golang_recipe_labels_its_build_stage_and_fetches_secrets_through_th
 def test_another_instance_names_its_images_apart(tmp_path: Path) -> None:
     manifest = validate_manifest(sample_manifest(name="go-adder", jobtype="golang:latest", jobtype_extra=None))
 
-    recipe = image_recipe(
-        manifest=manifest,
-        job_type=builtin_files("golang", "golang:1.21-bookworm", "debian:12"),
-        job_dir=tmp_path,
-        options=BuildOptions(),
+    recipe = recipe_of(
+        manifest,
+        builtin_files("golang", "golang:1.21-bookworm", "debian:12"),
+        tmp_path,
         instance="test-1",
         deployment_id="d" * 32,
         git_commit="abc123",
-        racetrackd_version="0.1.0",
     )
 
     assert recipe.tag == "racetrackd-test-1/job-go-adder:0.0.1-dddddddd"
@@ -141,15 +152,11 @@ def test_a_recipe_from_the_jobs_own_dockerfile_passes_base_image_build_env_and_s
     )
     own = OwnDockerfile(path="build/Dockerfile", field="jobtype_extra.dockerfile_path", render=True)
 
-    recipe = image_recipe(
-        manifest=manifest,
-        job_type=builtin_files("dockerfile", "python:3.11-slim", own=own),
-        job_dir=job_dir,
+    recipe = recipe_of(
+        manifest,
+        builtin_files("dockerfile", "python:3.11-slim", own=own),
+        job_dir,
         options=BuildOptions(secrets_url=SECRETS_URL, secret_names=("TOKEN",)),
-        instance="main",
-        deployment_id="d-1",
-        git_commit="",
-        racetrackd_version="0.1.0",
     )
 
     assert recipe.dockerfile == "FROM python:3.11-slim\nRUN echo web\n"
@@ -166,16 +173,7 @@ def test_a_jobs_own_dockerfile_is_used_as_it_is_when_the_job_type_does_not_rende
     manifest = validate_manifest(sample_manifest(name="web", jobtype="docker-proxy:latest", jobtype_extra=None))
     own = OwnDockerfile(path="Dockerfile", field="jobtype_extra.dockerfile_path", render=False)
 
-    recipe = image_recipe(
-        manifest=manifest,
-        job_type=builtin_files("docker-proxy", own=own),
-        job_dir=job_dir,
-        options=BuildOptions(),
-        instance="main",
-        deployment_id="d-1",
-        git_commit="",
-        racetrackd_version="0.1.0",
-    )
+    recipe = recipe_of(manifest, builtin_files("docker-proxy", own=own), job_dir)
 
     assert recipe.dockerfile == "FROM scratch\nLABEL x={{ not_a_variable }}\n"
     assert recipe.build_args == {}  # no base image, build env nor secrets
@@ -204,16 +202,7 @@ def test_a_code_only_change_builds_only_the_code_layers_and_one_label_step(
     if jobtype == "python3":
         manifest = validate_manifest(sample_manifest())
 
-    recipe = image_recipe(
-        manifest=manifest,
-        job_type=files,
-        job_dir=tmp_path,
-        options=BuildOptions(),
-        instance="main",
-        deployment_id="1a2b3c4d5e6f",
-        git_commit="",
-        racetrackd_version="0.1.0",
-    )
+    recipe = recipe_of(manifest, files, tmp_path, deployment_id="1a2b3c4d5e6f")
     dockerfile, api_labels = recipe.build_input()
 
     tail = instructions(dockerfile)[-(code_copies + 2) :]
@@ -232,16 +221,7 @@ def test_a_dockerfile_that_changes_the_escape_character_gets_its_labels_through_
     manifest = validate_manifest(sample_manifest(name="web", jobtype="docker-proxy:latest", jobtype_extra=None))
     own = OwnDockerfile(path="Dockerfile", field="jobtype_extra.dockerfile_path", render=False)
 
-    recipe = image_recipe(
-        manifest=manifest,
-        job_type=builtin_files("docker-proxy", own=own),
-        job_dir=job_dir,
-        options=BuildOptions(),
-        instance="main",
-        deployment_id="d-1",
-        git_commit="",
-        racetrackd_version="0.1.0",
-    )
+    recipe = recipe_of(manifest, builtin_files("docker-proxy", own=own), job_dir)
 
     assert recipe.build_input() == (text, recipe.labels)
 
@@ -251,16 +231,7 @@ def test_a_missing_own_dockerfile_is_a_validation_error_naming_the_field(tmp_pat
     own = OwnDockerfile(path="Dockerfile", field="jobtype_extra.dockerfile_path", render=True)
 
     with pytest.raises(ValidationError, match=r"^jobtype_extra.dockerfile_path: cannot read Dockerfile"):
-        image_recipe(
-            manifest=manifest,
-            job_type=builtin_files("dockerfile", own=own),
-            job_dir=tmp_path,
-            options=BuildOptions(),
-            instance="main",
-            deployment_id="d-1",
-            git_commit="",
-            racetrackd_version="0.1.0",
-        )
+        recipe_of(manifest, builtin_files("dockerfile", own=own), tmp_path)
 
 
 # --- what the image builder reports ----------------------------------------------------------------

@@ -42,7 +42,14 @@ from racetrackd.docker.swarm import (
     service_name,
 )
 from racetrackd.errors import JobStartError, SettingsError
-from racetrackd.jobs.addressing import TASK_PORT, Addressing, extra_bind_addresses, resolve_swarm_addressing
+from racetrackd.jobs.addressing import (
+    CONTAINER_IP,
+    PUBLISHED_PORT,
+    TASK_PORT,
+    Addressing,
+    extra_bind_addresses,
+    resolve_swarm_addressing,
+)
 from racetrackd.jobs.supervisor import Supervisor
 from racetrackd.manifest import ContainerLimits
 from racetrackd.plugins.store import PluginStore
@@ -587,6 +594,19 @@ def test_a_daemon_on_another_host_than_the_swarm_manager_binds_only_its_own_addr
 
     assert extra_bind_addresses(settings, remote) == []
     assert extra_bind_addresses(settings, local) == [f"127.0.0.1:{settings.port}"]
+
+
+@pytest.mark.parametrize("mode", [CONTAINER_IP, PUBLISHED_PORT])
+def test_a_daemon_whose_docker_engine_is_on_another_machine_starts_and_says_chain_calls_cannot_reach_it(
+    make_settings: Callable[..., Settings], mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """DOCKER_HOST to another machine (or Docker Desktop's VM) in docker mode: the jobs' bridge gateway
+    is not an address of this host; listening there would fail and stop the daemon at start."""
+    settings = make_settings(host="127.0.0.1")
+    remote_engine = Addressing(mode=mode, daemon_host="203.0.113.7", port=settings.port)
+
+    assert extra_bind_addresses(settings, remote_engine) == []
+    assert "203.0.113.7" in caplog.text and "chain calls" in caplog.text
 
 
 def test_followed_log_lines_are_named_even_when_frames_split_them() -> None:
