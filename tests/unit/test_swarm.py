@@ -684,12 +684,35 @@ def test_jobs_reach_the_daemon_at_the_managers_swarm_address_or_the_gwbridge_on_
         info={"Swarm": {"LocalNodeState": "active", "ControlAvailable": True, "NodeAddr": "127.0.0.1"}}
     )
 
-    lan = resolve_swarm_addressing(settings, runtime, _swarm(on_lan))
+    lan = resolve_swarm_addressing(settings, runtime, _swarm(on_lan), is_local_address=lambda a: a == "10.0.0.5")
     single = resolve_swarm_addressing(settings, runtime, _swarm(on_loopback))
 
     assert (lan.mode, lan.daemon_host) == (TASK_PORT, "10.0.0.5")
     assert lan.pub_url == f"http://10.0.0.5:{settings.port}/pub"
     assert (single.mode, single.daemon_host) == (TASK_PORT, "172.19.0.1")
+
+
+def test_with_the_manager_on_another_host_jobs_reach_the_daemon_on_its_route_to_the_manager(
+    make_settings: Callable[..., Settings], runtime: FakeRuntime
+) -> None:
+    """DOCKER_HOST at a manager elsewhere (the swarm lab's manager container, a remote engine): nothing
+        of racetrackd listens at the manager's address, so PUB_URL (chain calls) names this host's address
+        on the way to the manager, where the nodes reach it too (and extra_bind_addresses listens there: it
+    is a local address)."""
+    settings = make_settings(orchestrator="swarm", host="127.0.0.1")
+    remote = _FakeClient(
+        info={"Swarm": {"LocalNodeState": "active", "ControlAvailable": True, "NodeAddr": "172.30.99.10"}}
+    )
+
+    addressing = resolve_swarm_addressing(
+        settings,
+        runtime,
+        _swarm(remote),
+        is_local_address=lambda address: address == "172.30.99.1",
+        route_address=lambda destination: "172.30.99.1" if destination == "172.30.99.10" else None,
+    )
+
+    assert addressing.pub_url == f"http://172.30.99.1:{settings.port}/pub"
 
 
 def test_in_a_container_on_the_overlay_the_daemon_calls_task_ips(
