@@ -125,6 +125,7 @@ class _FakeAPI:
             },
         ]
         self.created: list[dict[str, Any]] = []
+        self.log_tails: list[Any] = []
 
     def inspect_service(self, name: str) -> dict[str, Any]:
         if name not in self.service_specs:
@@ -142,6 +143,10 @@ class _FakeAPI:
 
     def services(self, filters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         return list(self.service_specs.values())
+
+    def service_logs(self, service_id: str, **kwargs: Any) -> bytes:
+        self.log_tails.append(kwargs["tail"])
+        return b""
 
 
 class _FakeClient:
@@ -587,6 +592,16 @@ def test_a_daemon_on_another_host_than_the_swarm_manager_binds_only_its_own_addr
 
     assert extra_bind_addresses(settings, remote) == []
     assert extra_bind_addresses(settings, local) == [f"127.0.0.1:{settings.port}"]
+
+
+def test_service_logs_with_tail_0_are_all_of_them() -> None:
+    client = _FakeClient()
+    client.api.service_specs["job-a"] = {"ID": "s", "Spec": {"Name": "job-a"}}
+
+    _swarm(client).logs("job-a", 1, 0)
+    _swarm(client).logs("job-a", 1, 20)
+
+    assert client.api.log_tails == ["all", 20]  # Swarm's own tail=0 prints nothing: `rtd logs --tail 0` said all
 
 
 def test_followed_log_lines_are_named_even_when_frames_split_them() -> None:
