@@ -256,6 +256,12 @@ class ImageBuilder:
             image=image, image_id=image_id, duration=time.monotonic() - started, log_tail=tail(logs.kept())
         )
 
+    def push(self, image: str, report: BuildReport) -> None:
+        """Push an image made without a build (a docker-image job's pin, named in RACETRACK_REGISTRY)
+        as a build pushes its own; ImagePushError names the registry. Within RACETRACK_BUILD_TIMEOUT."""
+        logs = _ThrottledLog(report, jobsecrets.Redactor([]))
+        self._push(image, logs, time.monotonic() + self.settings.build_timeout)
+
     def _push(self, image: str, logs: _ThrottledLog, deadline: float) -> None:
         """Push the image so that every swarm node can pull it; the deployment fails when it cannot."""
         logs.writer(deadline)(f"pushing {image}\n")

@@ -21,9 +21,25 @@ from racetrackd.auth.accounts import Accounts
 from racetrackd.db import AuditEvent, DeletedJob, Deployment, DeploymentStatus, Job, JobStatus, is_storage_full
 from racetrackd.deploy import imagejobs, jobsecrets
 from racetrackd.deploy.building import DeploymentRecord, ImageBuilder
-from racetrackd.docker.orchestrator import MISSING, PENDING, RUNNING, Orchestrator, ReleaseSpec, Replica
+from racetrackd.docker.orchestrator import (
+    MISSING,
+    PENDING,
+    RUNNING,
+    SWARM,
+    Orchestrator,
+    ReleaseSpec,
+    Replica,
+    nodes_that_may_run,
+)
 from racetrackd.docker.runtime import Hardening, Runtime
-from racetrackd.errors import ConflictError, JobStartError, JobTypeError, RacetrackError, ValidationError
+from racetrackd.errors import (
+    ConflictError,
+    ImageUnavailable,
+    JobStartError,
+    JobTypeError,
+    RacetrackError,
+    ValidationError,
+)
 from racetrackd.jobs import queries as jobs
 from racetrackd.jobs.addressing import Addressing
 from racetrackd.jobs.containers import ContainerReplicas
@@ -170,6 +186,7 @@ class Deployer:
         job_type = jobtypes.resolve(manifest.jobtype, self.plugins.job_types())
         existed = Job.find(manifest.name, manifest.version) is not None
         new_family = not Job.select().where(Job.name == manifest.name).exists()
+        self._check_images_reach_the_nodes(manifest)
 
         if deployment.kind == "rollback":
             # A rollback re-runs an earlier release's image: no fetch, no build.
@@ -271,10 +288,32 @@ class Deployer:
             instance=self.settings.instance,
             deployment_id=deployment.id,
             report=record,
+            registry=self.settings.registry,
         )
-        deployment.image_name = image
+        deployment.image_name = image  # first: a failed push discards the pin (_discard_image)
         deployment.save(only=[Deployment.image_name])
+        if self.settings.registry:
+            # Swarm's other nodes pull it from there, as they pull a built job's image; the pinned
+            # tag is this deployment's own, so a rollback re-runs exactly this image on any node.
+            self.builder.push(image, record)
         return image
+
+    def _check_images_reach_the_nodes(self, manifest: Manifest) -> None:
+        """Refuse, before any build or pull, a deployment whose tasks could land on a swarm node that
+        cannot get the image: without RACETRACK_REGISTRY, a job's image (built here, or a docker-image
+        job's pin) exists on this manager's engine only, and its tasks would fail on the other nodes
+        with "No such image"."""
+        if self.orchestrator.kind != SWARM or self.settings.registry:
+            return
+        nodes = nodes_that_may_run(self.orchestrator.nodes(), tuple(manifest.placement_constraints))
+        if len(nodes) > 1:
+            raise ImageUnavailable(
+                f"RACETRACK_REGISTRY is not set, and {len(nodes)} swarm nodes may run this job "
+                f"({', '.join(sorted(node.hostname for node in nodes))}): its image would exist only on this "
+                "manager's Docker engine, and the other nodes could not start it. Set RACETRACK_REGISTRY to a "
+                "registry every node can pull from (docs/swarm.md), or keep the job on this node with "
+                'placement_constraints: ["node.role == manager"]'
+            )
 
     def _post_deploy(self, deployment: Deployment, manifest: Manifest, job_type: JobType) -> None:
         """The job type's post_job_deploy hook; a failure is a warning on the deployment, the job serves anyway."""

@@ -9,7 +9,9 @@ release runs that pinned tag, so
 - a rollback re-runs the exact image even after the tag moved in the registry or in the engine;
 - deleting the job, pruning old releases and the start-up reconcile find it by its labels as they
   find built images, and removing it removes racetrackd's tag only: the user's own image (and its
-  tags) stays.
+  tags) stays;
+- with RACETRACK_REGISTRY (a multi-node swarm) the pin is pushed there like a built image, and every
+  node runs that one copy (racetrackd.deploy.deployer).
 """
 
 from __future__ import annotations
@@ -182,10 +184,16 @@ def pin(
     instance: str,
     deployment_id: str,
     report: BuildReport,
+    registry: str | None = None,
 ) -> str:
     """Tag the resolved image for this release, with racetrackd's labels (a label-only image over it:
-    no layer and no RUN step, so no network); returns the tag the release runs."""
-    tag = f"{naming.image_repository(instance, manifest.name)}:{naming.image_tag(manifest.version, deployment_id)}"
+    no layer and no RUN step, so no network); returns the tag the release runs. With a `registry`
+    (RACETRACK_REGISTRY) the tag is named in it, as a built job's image is: the deployer pushes it
+    there, so that every swarm node pulls the same pinned image."""
+    tag = naming.registry_ref(
+        registry,
+        f"{naming.image_repository(instance, manifest.name)}:{naming.image_tag(manifest.version, deployment_id)}",
+    )
     image_labels = {
         **naming.job_labels(instance, manifest.name, manifest.version, deployment_id),
         labels.LABEL_JOB_TYPE: job_type.full_name,

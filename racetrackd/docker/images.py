@@ -30,8 +30,19 @@ def prune_job_images(runtime: Runtime, instance: str, name: str, version: str, k
             naming.LABEL_JOB_VERSION: version,
         }
     )
-    for ref in [ref for ref in images if ref.startswith(own) or ref.startswith("sha256:")][keep:]:
+    for ref in [ref for ref in images if _is_own(ref, own) or ref.startswith("sha256:")][keep:]:
         try:
             runtime.remove_image(ref)
         except RacetrackError as exc:  # e.g. still used by a container: try again next time
             log.info("keeping image %s: %s", ref, exc.message)
+
+
+def _is_own(ref: str, own: str) -> bool:
+    """Whether `ref` is one of racetrackd's tags of the job (`own` is `racetrackd/job-x:`), also as
+    pushed to RACETRACK_REGISTRY: `reg.example:5000[/path]/racetrackd/job-x:...` (a registry host has a
+    dot, a port or is localhost, as Docker reads it)."""
+    if ref.startswith(own):
+        return True
+    host, slash, _ = ref.partition("/")
+    registry_host = "." in host or ":" in host or host == "localhost"
+    return bool(slash) and registry_host and ref.partition("@")[0].rsplit(":", 1)[0].endswith("/" + own[:-1])

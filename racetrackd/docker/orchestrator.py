@@ -85,6 +85,26 @@ class Node:
     tasks: tuple[NodeTask, ...] = ()
 
 
+def nodes_that_may_run(nodes: list[Node], constraints: tuple[str, ...]) -> list[Node]:
+    """The nodes Swarm could place a job's tasks on now: ready and active, and meeting the constraints
+    on a node's role or hostname (`node.role == manager`); constraints on labels, ids or platforms are
+    not known here and leave every node in."""
+    found = [node for node in nodes if node.state == "ready" and node.availability == "active"]
+    for constraint in constraints:
+        for operator in ("==", "!="):
+            key, sep, value = constraint.partition(operator)
+            if sep:
+                break
+        else:
+            continue
+        attribute = {"node.role": "role", "node.hostname": "hostname"}.get(key.strip())
+        if attribute is None:
+            continue
+        wanted = value.strip()
+        found = [node for node in found if (getattr(node, attribute) == wanted) == (operator == "==")]
+    return found
+
+
 class Orchestrator(Protocol):
     """Runs job releases ("units") as replicas; see the module's docstring."""
 

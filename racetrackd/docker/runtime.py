@@ -161,6 +161,12 @@ def _isolates(network: Any) -> bool:
     return str((network.attrs.get("Options") or {}).get(ICC_OPTION, "true")).lower() == "false"
 
 
+def docker_tail(lines: int) -> int | str:
+    """Docker's `tail` for "the last `lines` lines", where 0 (or less) means all of them, as `rtd logs
+    --tail 0` and the API's `tail=0` promise (Docker's own 0 would print nothing)."""
+    return lines if lines > 0 else "all"
+
+
 def _hardening_args(hardening: Hardening) -> dict[str, Any]:
     args: dict[str, Any] = {
         "cap_drop": ["ALL"],
@@ -383,7 +389,7 @@ class DockerRuntime:
     def container_logs(self, name: str, tail: int) -> str:
         with _translated(f"reading logs of {name}"):
             try:
-                raw = self._client.containers.get(name).logs(tail=tail, stdout=True, stderr=True)
+                raw = self._client.containers.get(name).logs(tail=docker_tail(tail), stdout=True, stderr=True)
             except docker.errors.NotFound:
                 return ""
         return raw.decode("utf-8", errors="replace")
@@ -392,7 +398,9 @@ class DockerRuntime:
         """The last `tail` lines, then new output as it comes, until the container stops or the stream
         is closed (from any thread)."""
         with _translated(f"reading logs of {name}"):
-            return _DockerLogStream(self._client.containers.get(name).logs(stream=True, follow=True, tail=tail))
+            return _DockerLogStream(
+                self._client.containers.get(name).logs(stream=True, follow=True, tail=docker_tail(tail))
+            )
 
     def published_address(self, name: str, port: int = JOB_PORT) -> str:
         """`127.0.0.1:<host port>` where the container's job port is published on the host."""

@@ -38,7 +38,7 @@ from racetrackd.docker.orchestrator import (
     ReleaseSpec,
     Replica,
 )
-from racetrackd.docker.runtime import LogStream, _DockerLogStream, _translated
+from racetrackd.docker.runtime import LogStream, _DockerLogStream, _translated, docker_tail
 from racetrackd.errors import RacetrackError, SettingsError
 
 log = logging.getLogger(__name__)
@@ -336,7 +336,7 @@ class SwarmOrchestrator:
         names = _TaskNames(self._client, service["ID"], unit)
         with _translated(f"reading logs of {unit}"):
             raw = self._client.api.service_logs(
-                service["ID"], details=True, stdout=True, stderr=True, tail=tail, follow=False
+                service["ID"], details=True, stdout=True, stderr=True, tail=docker_tail(tail), follow=False
             )
         data = raw if isinstance(raw, bytes) else b"".join(raw)
         lines = []
@@ -356,7 +356,14 @@ class SwarmOrchestrator:
         with _translated(f"reading logs of {unit}"):
             response = api._get(
                 api._url("/services/{0}/logs", service["ID"]),
-                params={"details": 1, "follow": 1, "stdout": 1, "stderr": 1, "tail": str(tail), "timestamps": 0},
+                params={
+                    "details": 1,
+                    "follow": 1,
+                    "stdout": 1,
+                    "stderr": 1,
+                    "tail": str(docker_tail(tail)),
+                    "timestamps": 0,
+                },
                 stream=True,
             )
             api._raise_for_status(response)

@@ -100,17 +100,33 @@ def prepare_swarm_networks(settings: Settings, runtime: Runtime, swarm: SwarmOrc
     return addressing
 
 
-def resolve_swarm_addressing(settings: Settings, runtime: Runtime, swarm: SwarmOrchestrator) -> Addressing:
+def resolve_swarm_addressing(
+    settings: Settings,
+    runtime: Runtime,
+    swarm: SwarmOrchestrator,
+    is_local_address: Callable[[str], bool] | None = None,
+    route_address: Callable[[str], str | None] | None = None,
+) -> Addressing:
     """On a host: tasks at `<node address>:<published port>`; jobs reach the daemon at the manager's
     swarm address (its host, from any node), or, on a swarm advertised on loopback (a single node),
     at the host's address on Swarm's docker_gwbridge. In a container on the overlay: task IPs and
-    the container's name."""
+    the container's name.
+
+    When the manager is another machine (DOCKER_HOST names a remote engine, or the swarm lab's
+    manager container), nothing of racetrackd listens at the manager's address: jobs reach the
+    daemon at this host's own address on its route to the manager instead (the nodes share the
+    manager's network, so they route there too), and racetrackd listens there."""
     if settings.network in runtime.own_networks():
         host = runtime.own_container_name() or socket.gethostname()
         return Addressing(mode=TASK_IP, daemon_host=host, port=settings.port, network=settings.network)
     manager = swarm.node_address()
     if not manager or manager.startswith("127.") or manager == "::1":
         manager = runtime.network_gateway(GWBRIDGE)
+    elif not (is_local_address or _is_local_address)(manager):
+        own = (route_address or _route_address)(manager)
+        if own:
+            log.info("the swarm manager %s is another host: jobs reach racetrackd at %s", manager, own)
+            manager = own
     return Addressing(mode=TASK_PORT, daemon_host=manager, port=settings.port, network=settings.network)
 
 
@@ -170,6 +186,17 @@ def daemon_url_for_builds(addressing: Addressing, runtime: Runtime) -> str:
     else:
         host = addressing.daemon_host
     return f"http://{host}:{addressing.port}"
+
+
+def _route_address(destination: str) -> str | None:
+    """This host's address on its route to `destination` (the kernel picks it for a UDP "connect",
+    which sends nothing); None without a route."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in destination else socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect((destination, 2377))  # Swarm's management port; any port gives the same route
+            return str(probe.getsockname()[0])
+    except OSError:
+        return None
 
 
 def _is_local_address(address: str) -> bool:

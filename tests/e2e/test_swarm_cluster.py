@@ -391,3 +391,113 @@ def test_kill_9_of_racetrackd_then_restart_reconciles_without_duplicates(
     services = _services_of(lab, swarm_daemon)
     assert [s.id for s in services] == [service.id]  # adopted, not duplicated
     assert len(lab.running_tasks({"service": service.id})) == 3
+
+
+# --- a docker-image job whose image only the manager has --------------------------------------------
+
+
+@needs_swarm_backend
+def test_a_docker_image_job_built_only_on_the_manager_runs_on_the_workers_through_the_registry(
+    lab: Lab, swarm_daemon: Daemon, tmp_path: Path
+) -> None:
+    """The everyday case: `docker build -t svc .` on the manager, then deploy that image. racetrackd
+    pushes its pin to RACETRACK_REGISTRY, so the workers, which never saw the image, run it too."""
+    image = f"e2e-local/hostname:{uuid.uuid4().hex[:8]}"  # no registry in the name: the manager's engine only
+    lab.manager.images.build(fileobj=_hostname_image_context(), custom_context=True, tag=image, network_mode="none")
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "name: local-image\nowner_email: tests@example.com\nversion: 1.0.0\njobtype: docker-image:latest\n"
+        f"jobtype_extra:\n  image: {image}\n  user_module_port: 7000\n  pull_policy: never\n"
+        'replicas: 3\nplacement_constraints: ["node.role == worker"]\n'
+    )
+    try:
+        result = swarm_daemon.rtd("submit", str(job))
+        assert result.returncode == 0, result.stdout + result.stderr + swarm_daemon.log_path.read_text()[-3000:]
+
+        (service,) = lab.manager.services.list(
+            filters={"label": [f"racetrackd.instance={swarm_daemon.instance}", "job-name=local-image"]}
+        )
+        pinned = service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+        assert pinned.startswith(f"{lab.registry}/") and "/job-local-image:1.0.0-" in pinned, pinned
+        names = lab.node_names()
+        tasks = lab.running_tasks({"service": service.id})
+        assert len(tasks) == 3 and all("worker" in names[t["NodeID"]] for t in tasks), [
+            names[t["NodeID"]] for t in tasks
+        ]
+        for worker in {names[t["NodeID"]] for t in tasks}:  # the worker's engine never had the user's tag
+            socket = LAB_DIR / worker.removeprefix(f"{LAB_NAME}-") / "docker.sock"  # hostname: <lab>-worker-N
+            worker_engine = docker.DockerClient(base_url=f"unix://{socket}", timeout=60)
+            try:
+                with pytest.raises(docker.errors.ImageNotFound):
+                    worker_engine.images.get(image)
+            finally:
+                worker_engine.close()
+        containers = {(t["Status"].get("ContainerStatus") or {}).get("ContainerID", "")[:12] for t in tasks}
+        answered = set()
+        for _ in range(30):
+            response = requests.get(
+                f"{swarm_daemon.url}/pub/job/local-image/1.0.0/api/v1/",
+                headers={"X-Racetrack-Auth": swarm_daemon.token},
+                timeout=10,
+            )
+            assert response.status_code == 200, response.text
+            answered.add(response.text)
+        assert answered <= containers and len(answered) >= 2, (answered, containers)
+        RESULTS["docker_image_job_on_workers"] = {"tasks": len(tasks), "answered_by": len(answered)}
+    finally:
+        swarm_daemon.rtd("delete", "local-image", "--version", "1.0.0")
+        lab.manager.images.remove(image, force=True)
+
+
+# --- chain calls from tasks on worker nodes ---------------------------------------------------------
+
+
+@needs_swarm_backend
+def test_a_job_on_worker_nodes_calls_another_through_the_gateway(
+    lab: Lab, swarm_daemon: Daemon, tmp_path: Path
+) -> None:
+    """call_job inside a task on a worker: PUB_URL must name an address of racetrackd that the node
+    reaches, and the callee's replicas (also on workers) answer through the gateway."""
+    on_workers = 'replicas: 2\nplacement_constraints: ["node.role == worker"]\n'
+    for name, source in (("adder", REPO / "samples" / "adder"), ("chain", FIXTURES / "chain")):
+        job = tmp_path / name
+        job.mkdir()
+        for file in ("entrypoint.py", "job.yaml"):
+            (job / file).write_text((source / file).read_text())
+        with (job / "job.yaml").open("a") as manifest:
+            manifest.write(on_workers)
+        result = swarm_daemon.rtd("submit", str(job))
+        assert result.returncode == 0, result.stdout + result.stderr + swarm_daemon.log_path.read_text()[-3000:]
+    granted = swarm_daemon.api("POST", "/lifecycle/api/v1/auth/allow/job_family/chain/job/adder/scope/call_job")
+    assert granted.status_code in (201, 409), granted.text
+    try:
+        names = lab.node_names()
+        for job_name in ("adder", "chain"):
+            (service,) = lab.manager.services.list(
+                filters={"label": [f"racetrackd.instance={swarm_daemon.instance}", f"job-name={job_name}"]}
+            )
+            nodes = [names[t["NodeID"]] for t in lab.running_tasks({"service": service.id})]
+            assert len(nodes) == 2 and all("worker" in node for node in nodes), (job_name, nodes)
+
+        tracing_ids = [f"chain-{uuid.uuid4().hex[:12]}" for _ in range(10)]
+        for number, tracing_id in enumerate(tracing_ids):
+            response = swarm_daemon.api(
+                "POST",
+                "/pub/job/chain/latest/api/v1/perform",
+                json={"a": 40, "b": number},
+                headers={"X-Request-Tracing-Id": tracing_id},
+            )
+            assert response.status_code == 200, response.text
+            assert response.json() == {"answer": 40 + number, "tracing_id": tracing_id}
+
+        # the callee saw the caller's tracing id: one id follows the call across nodes
+        deadline = time.monotonic() + 30
+        while tracing_ids[-1] not in (
+            logs := swarm_daemon.rtd("logs", "adder", "--version", "0.0.1", "--tail", "0").stdout
+        ):
+            assert time.monotonic() < deadline, logs[-2000:]
+            time.sleep(1)
+        RESULTS["chain_calls_on_workers"] = {"calls": len(tracing_ids), "failed": 0}
+    finally:
+        for job_name, version in (("chain", "0.0.1"), ("adder", "0.0.1")):
+            swarm_daemon.rtd("delete", job_name, "--version", version)

@@ -70,3 +70,36 @@ def test_a_process_forked_after_the_client_was_made_makes_its_own(monkeypatch: p
     runtime.list_images({"job-name": "adder"})
 
     assert len(made) == 2 and made[1].calls == 1
+
+
+class _LoggingContainer:
+    def __init__(self) -> None:
+        self.tails: list[Any] = []
+
+    def logs(self, **kwargs: Any) -> bytes:
+        self.tails.append(kwargs["tail"])
+        return b"line\n"
+
+
+class _Containers:
+    def __init__(self, container: _LoggingContainer) -> None:
+        self.container = container
+
+    def get(self, name: str) -> _LoggingContainer:
+        return self.container
+
+
+class _LogClient:
+    def __init__(self, container: _LoggingContainer) -> None:
+        self.containers = _Containers(container)
+
+
+def test_logs_with_tail_0_are_all_of_them_as_rtd_logs_promises() -> None:
+    container = _LoggingContainer()
+    runtime = DockerRuntime(lambda: _LogClient(container))  # type: ignore[arg-type, return-value]
+
+    runtime.container_logs("job-adder-v-0-0-1", 0)
+    runtime.container_logs("job-adder-v-0-0-1", 20)
+    runtime.follow_logs("job-adder-v-0-0-1", 0)
+
+    assert container.tails == ["all", 20, "all"]  # Docker's own tail=0 prints nothing

@@ -6,6 +6,7 @@ image pruning that never removes a user's image. End to end: tests/integration/t
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from flask.testing import FlaskClient
 from cli.main import main
 from jobmanifest import ManifestInvalid, validate_manifest
 from pluginbundle import PluginInvalid, parse_manifest
+from racetrackd.app import create_app
 from racetrackd.db import Deployment, DeploymentStatus, Job, open_database
 from racetrackd.deploy import jobsecrets
 from racetrackd.deploy.building import ImageBuilder
@@ -25,9 +27,13 @@ from racetrackd.deploy.deployer import Deployer
 from racetrackd.deploy.imagejobs import default_pull_policy, registry_of, repository_of
 from racetrackd.deploy.releases import request_rollback
 from racetrackd.docker.images import prune_job_images
+from racetrackd.docker.orchestrator import SWARM, Node, Orchestrator
 from racetrackd.errors import JobStartError, ManifestError
+from racetrackd.jobs.containers import ContainerReplicas
 from racetrackd.plugins.jobtypes import FORWARD, JobType, Serving, check_extra, discover, load_job_types, resolve
-from racetrackd.settings import BUILTIN_PLUGINS_DIR
+from racetrackd.services import build_services
+from racetrackd.settings import BUILTIN_PLUGINS_DIR, Settings
+from tests.unit.conftest import ADMIN_TOKEN
 from tests.unit.fakes import FakeDaemon, FakeRuntime, build_context, sample_manifest
 from tests.unit.test_dashboard import browser, csrf_of, page_text
 
@@ -144,6 +150,20 @@ def test_pruning_a_job_never_removes_a_users_image_that_inherited_its_labels(run
     prune_job_images(runtime, "main", "svc", "1.0.0", keep=0)
 
     assert list(runtime.images) == ["team/svc-debug:1"]
+
+
+def test_pruning_removes_racetrackds_tags_pushed_to_the_registry_and_only_those(runtime: FakeRuntime) -> None:
+    """With RACETRACK_REGISTRY the pins (and built images) are named in the registry: they are
+    racetrackd's own all the same, so old releases go, while a user's image in that registry stays."""
+    labels = {"racetrackd.instance": "main", "job-name": "svc", "job-version": "1.0.0"}
+    runtime.images["reg.lab:5000/team/racetrackd/job-svc:1.0.0-aaaaaaaa"] = dict(labels)
+    runtime.images["reg.lab:5000/team/svc-debug:1"] = dict(labels)  # a user's, FROM the job's image
+    runtime.images["team/racetrackd/job-svc:1"] = dict(labels)  # Docker Hub's `team`: no registry of ours
+    runtime.images["reg.lab:5000/racetrackd/job-svc:1.0.0-bbbbbbbb"] = dict(labels)
+
+    prune_job_images(runtime, "main", "svc", "1.0.0", keep=0)
+
+    assert sorted(runtime.images) == ["reg.lab:5000/team/svc-debug:1", "team/racetrackd/job-svc:1"]
 
 
 # --- the deploy request -----------------------------------------------------------------------------
@@ -296,6 +316,158 @@ def test_a_rollback_takes_the_earlier_releases_pinned_image_and_its_digest(
 
     assert rollback.image_name == first.image_name != second.image_name
     assert rollback.source_image_info() == first.source_image_info()
+
+
+REGISTRY = "reg.lab:5000"
+
+
+def test_with_a_registry_the_pin_is_pushed_there_and_every_release_runs_the_pushed_reference(
+    make_app: Callable[..., Flask], runtime: FakeRuntime
+) -> None:
+    """On a multi-node swarm an image built on the manager (`docker build -t svc .`) exists there only:
+    the pin goes to RACETRACK_REGISTRY under racetrackd's name, as a built image does, and a rollback
+    re-runs that exact pushed pin even after the user's tag moved."""
+    app = make_app(REGISTRY=REGISTRY)
+    client = app.test_client()
+    client.environ_base["HTTP_X_RACETRACK_AUTH"] = ADMIN_TOKEN
+    runtime.images[IMAGE] = {}
+    runtime.image_ids[IMAGE] = "sha256:" + "01" * 32
+
+    first = _deploy(app, client, {"manifest": image_manifest()})
+
+    assert first.status == DeploymentStatus.DONE, first.error
+    assert first.image_name.startswith(f"{REGISTRY}/racetrackd/job-svc:1.0.0-")
+    assert runtime.pushed == [first.image_name]  # the pin only: the user's own tag is not pushed anywhere
+    assert [spec.image for spec in runtime.containers.values()] == [first.image_name]
+    assert f"pushing {first.image_name}" in first.build_logs_since(0)[0]
+    assert first.source_image_info()["image_id"] == "sha256:" + "01" * 32  # type: ignore[index]
+    job = client.get("/lifecycle/api/v1/job/svc/1.0.0").get_json()
+    assert job["image_tag"] == first.image_name  # what `rtd status` and the API show the release runs
+
+    runtime.image_ids[IMAGE] = "sha256:" + "02" * 32  # the user's tag moved
+    second = _deploy(app, client, {"manifest": image_manifest(), "force": True})
+    rollback = request_rollback(runtime, "svc", "1.0.0", None, "admin")
+
+    assert runtime.pushed == [first.image_name, second.image_name]
+    assert rollback.image_name == first.image_name != second.image_name
+
+
+def test_a_failed_push_of_the_pin_fails_the_deployment_naming_the_registry_and_keeps_the_users_image(
+    make_app: Callable[..., Flask], runtime: FakeRuntime
+) -> None:
+    app = make_app(REGISTRY=REGISTRY)
+    client = app.test_client()
+    client.environ_base["HTTP_X_RACETRACK_AUTH"] = ADMIN_TOKEN
+    runtime.images[IMAGE] = {}
+    runtime.push_failure = "unauthorized: authentication required"
+
+    deployment = _deploy(app, client, {"manifest": image_manifest()})
+
+    assert deployment.status == DeploymentStatus.FAILED
+    assert deployment.error.startswith(f"pushing the image to the registry {REGISTRY} (RACETRACK_REGISTRY) failed: "), (
+        deployment.error
+    )
+    assert "unauthorized: authentication required" in deployment.error
+    assert Job.find("svc", "1.0.0") is None and runtime.containers == {}
+    assert IMAGE in runtime.images and [ref for ref in runtime.images if "racetrackd/job-svc" in ref] == []
+
+
+class _SwarmOfNodes:
+    """The FakeRuntime's containers behind the seam, reporting itself a swarm of these nodes."""
+
+    kind = SWARM
+
+    def __init__(self, inner: Orchestrator, nodes: list[Node]) -> None:
+        self._inner = inner
+        self._nodes = nodes
+
+    def nodes(self) -> list[Node]:
+        return self._nodes
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def _node(hostname: str, role: str = "worker", state: str = "ready", availability: str = "active") -> Node:
+    return Node(hostname=hostname, role=role, state=state, availability=availability, address="10.0.0.1")
+
+
+@pytest.fixture
+def swarm_mode_app(make_settings: Callable[..., Settings], runtime: FakeRuntime) -> Flask:
+    """An app in swarm mode (placement_constraints are accepted); each test gives the deployer its nodes."""
+    app = create_app(services=build_services(make_settings(orchestrator="swarm"), runtime))
+    app.testing = True
+    return app
+
+
+def _deploy_on_swarm(app: Flask, nodes: list[Node], body: dict[str, Any]) -> Deployment:
+    client = app.test_client()
+    client.environ_base["HTTP_X_RACETRACK_AUTH"] = ADMIN_TOKEN
+    response = client.post(DEPLOY, json=body)
+    assert response.status_code in (200, 201, 202), response.get_json()
+    deployer = _deployer(app)
+    # the FakeRuntime's containers behind the seam, as a swarm of `nodes`
+    inner = ContainerReplicas(app.extensions["racetrackd"].runtime, app.extensions["racetrackd"].addressing)
+    deployer.orchestrator = _SwarmOfNodes(inner, nodes)  # type: ignore[assignment]
+    deployment = Deployment.get_by_id(response.get_json()["id"])
+    deployer.run(deployment)
+    return Deployment.get_by_id(deployment.id)
+
+
+def test_without_a_registry_a_multi_node_swarm_refuses_the_deployment_before_any_pull_naming_the_setting(
+    swarm_mode_app: Flask, runtime: FakeRuntime
+) -> None:
+    runtime.registry = {IMAGE}
+    nodes = [_node("manager", role="manager"), _node("worker-1"), _node("worker-2")]
+
+    deployment = _deploy_on_swarm(swarm_mode_app, nodes, {"manifest": image_manifest()})
+
+    assert deployment.status == DeploymentStatus.FAILED
+    assert deployment.error.startswith(
+        "RACETRACK_REGISTRY is not set, and 3 swarm nodes may run this job (manager, worker-1, worker-2): "
+    ), deployment.error
+    assert 'placement_constraints: ["node.role == manager"]' in deployment.error
+    assert runtime.calls_to("pull_image") == [] and runtime.calls_to("build_image") == []
+    assert Job.find("svc", "1.0.0") is None
+
+
+@pytest.mark.parametrize(
+    ("nodes", "constraints"),
+    [
+        ([_node("manager", role="manager")], []),  # a single-node swarm: the image is where it runs
+        ([_node("manager", role="manager"), _node("worker-1", state="down")], []),
+        ([_node("manager", role="manager"), _node("worker-1", availability="drain")], []),
+        ([_node("manager", role="manager"), _node("worker-1")], ["node.role == manager"]),
+        ([_node("manager", role="manager"), _node("worker-1")], ["node.hostname==manager"]),
+        ([_node("manager", role="manager"), _node("worker-1")], ["node.role != worker"]),
+    ],
+)
+def test_without_a_registry_a_swarm_where_only_this_node_may_run_the_job_deploys_it(
+    swarm_mode_app: Flask, runtime: FakeRuntime, nodes: list[Node], constraints: list[str]
+) -> None:
+    runtime.images[IMAGE] = {}
+    manifest = image_manifest()
+    if constraints:
+        manifest["placement_constraints"] = constraints
+
+    deployment = _deploy_on_swarm(swarm_mode_app, nodes, {"manifest": manifest})
+
+    assert deployment.status == DeploymentStatus.DONE, deployment.error
+    assert runtime.pushed == []
+
+
+def test_without_a_registry_a_multi_node_swarm_refuses_a_built_job_too(
+    swarm_mode_app: Flask, runtime: FakeRuntime
+) -> None:
+    nodes = [_node("manager", role="manager"), _node("worker-1")]
+
+    deployment = _deploy_on_swarm(
+        swarm_mode_app, nodes, {"manifest": sample_manifest(), "build_context": build_context()}
+    )
+
+    assert deployment.status == DeploymentStatus.FAILED
+    assert deployment.error.startswith("RACETRACK_REGISTRY is not set, and 2 swarm nodes may run this job")
+    assert runtime.calls_to("build_image") == []
 
 
 def test_stored_registry_credentials_are_reused_only_for_the_same_registry(

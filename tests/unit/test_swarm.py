@@ -132,6 +132,7 @@ class _FakeAPI:
             },
         ]
         self.created: list[dict[str, Any]] = []
+        self.log_tails: list[Any] = []
 
     def inspect_service(self, name: str) -> dict[str, Any]:
         if name not in self.service_specs:
@@ -149,6 +150,10 @@ class _FakeAPI:
 
     def services(self, filters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         return list(self.service_specs.values())
+
+    def service_logs(self, service_id: str, **kwargs: Any) -> bytes:
+        self.log_tails.append(kwargs["tail"])
+        return b""
 
 
 class _FakeClient:
@@ -609,6 +614,16 @@ def test_a_daemon_whose_docker_engine_is_on_another_machine_starts_and_says_chai
     assert "203.0.113.7" in caplog.text and "chain calls" in caplog.text
 
 
+def test_service_logs_with_tail_0_are_all_of_them() -> None:
+    client = _FakeClient()
+    client.api.service_specs["job-a"] = {"ID": "s", "Spec": {"Name": "job-a"}}
+
+    _swarm(client).logs("job-a", 1, 0)
+    _swarm(client).logs("job-a", 1, 20)
+
+    assert client.api.log_tails == ["all", 20]  # Swarm's own tail=0 prints nothing: `rtd logs --tail 0` said all
+
+
 def test_followed_log_lines_are_named_even_when_frames_split_them() -> None:
     names = _TaskNames(_FakeClient(), "s", "job-a")  # type: ignore[arg-type]
     names._names.update({"t1": "job-a.1@node-1", "t2": "job-a.2@node-2"})
@@ -704,12 +719,35 @@ def test_jobs_reach_the_daemon_at_the_managers_swarm_address_or_the_gwbridge_on_
         info={"Swarm": {"LocalNodeState": "active", "ControlAvailable": True, "NodeAddr": "127.0.0.1"}}
     )
 
-    lan = resolve_swarm_addressing(settings, runtime, _swarm(on_lan))
+    lan = resolve_swarm_addressing(settings, runtime, _swarm(on_lan), is_local_address=lambda a: a == "10.0.0.5")
     single = resolve_swarm_addressing(settings, runtime, _swarm(on_loopback))
 
     assert (lan.mode, lan.daemon_host) == (TASK_PORT, "10.0.0.5")
     assert lan.pub_url == f"http://10.0.0.5:{settings.port}/pub"
     assert (single.mode, single.daemon_host) == (TASK_PORT, "172.19.0.1")
+
+
+def test_with_the_manager_on_another_host_jobs_reach_the_daemon_on_its_route_to_the_manager(
+    make_settings: Callable[..., Settings], runtime: FakeRuntime
+) -> None:
+    """DOCKER_HOST at a manager elsewhere (the swarm lab's manager container, a remote engine): nothing
+        of racetrackd listens at the manager's address, so PUB_URL (chain calls) names this host's address
+        on the way to the manager, where the nodes reach it too (and extra_bind_addresses listens there: it
+    is a local address)."""
+    settings = make_settings(orchestrator="swarm", host="127.0.0.1")
+    remote = _FakeClient(
+        info={"Swarm": {"LocalNodeState": "active", "ControlAvailable": True, "NodeAddr": "172.30.99.10"}}
+    )
+
+    addressing = resolve_swarm_addressing(
+        settings,
+        runtime,
+        _swarm(remote),
+        is_local_address=lambda address: address == "172.30.99.1",
+        route_address=lambda destination: "172.30.99.1" if destination == "172.30.99.10" else None,
+    )
+
+    assert addressing.pub_url == f"http://172.30.99.1:{settings.port}/pub"
 
 
 def test_in_a_container_on_the_overlay_the_daemon_calls_task_ips(
