@@ -140,17 +140,21 @@ FINDINGS = [
     "exists once per process, and the idle master keeps the original: the census above counts those",
     'addresses ("4 copies").',
     "",
-    "Measured and dropped (same method, idle with 10 jobs unless said): importing Flask, the ASGI app and",
-    "gunicorn's worker class in the daemon before the fork rather than in the master: 121.1 against 120.4",
-    "MiB (the pages are one copy wherever they are loaded); no `--preload` (each worker builds the app):",
-    "128.7 against 120.4 MiB; `MALLOC_ARENA_MAX=2`: 128.2 against 128.4 MiB after 3000 control-plane",
-    "reads (and 113.8 against 113.5 MiB just started, earlier); `gc.disable()` from the start of `serve`",
-    "to the fork, the recipe of Python's gc docs: 96.0 and 95.3 against 96.2 and 95.4 MiB just started;",
-    "warming the control plane in the master before the fork (earlier): 97.4 against 98.5 MiB.",
-    "What would meet the idle target is a process fewer: the master's job done by the daemon's main",
-    'process, so no idle process holds originals that every other one copied (the "4 copies" figure).',
-    "That means forking HTTP workers (on a respawn) from a process whose threads run builds and the",
-    "supervisor, which needs those threads stopped at a safe point around each fork: not done here.",
+    "Measured and dropped (one daemon each, idle with 10 jobs unless said): importing Flask, the ASGI app",
+    "and gunicorn's worker class in the daemon before the fork rather than in the master: 121.1 against",
+    "120.4 MiB (the pages are one copy wherever they are loaded); no `--preload` (each worker builds the",
+    "app): 128.7 against 120.4 MiB; `MALLOC_ARENA_MAX=2`, with 2 jobs: 128.2 against 128.4 MiB after 3000",
+    "control-plane reads (and 113.8 against 113.5 MiB just started, earlier); `gc.disable()` from the",
+    "start of `serve` to the fork (the recipe of Python's gc docs), with 2 jobs: 96.0 and 95.3 against",
+    "96.2 and 95.4 MiB just started; importing after the fork what only the main process runs (deployer,",
+    "deployment worker, supervisor, waker): 0.2 MiB of objects, as the HTTP side imports the rest (Flask",
+    "imports Jinja, the dashboard the builders, the services the Docker SDK); warming the control plane",
+    "in the master before the fork (earlier): 97.4 against 98.5 MiB.",
+    "The largest saving left is a process fewer: the master's job done by the daemon's main process, so",
+    'no idle process holds originals that every other one copied (the "4 copies" figure, 12.5 MiB: alone',
+    "it would leave ~105 MiB). That means forking HTTP workers (on a respawn) from a process whose threads",
+    "run builds and the supervisor, which needs those threads stopped at a safe point around each fork:",
+    "not done here.",
     "`racetrackd status` and `rtd version` show these figures for a running daemon.",
 ]
 
@@ -370,8 +374,9 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "from `/proc/<pid>/smaps_rollup`. Each variant is a daemon of its own in the same run:",
         f"{args.jobs} copies of samples/adder deployed, one call to each, {args.settle:g} s of rest (idle); then",
         f"{args.calls} calls through /pub from {CLIENT_THREADS} keep-alive clients spread over the jobs, "
-        f"{args.settle:g} s of rest; then {args.control_calls} control-plane reads (job list, deployments, audit",
-        f"trail, each job's build log) from {CONTROL_THREADS} clients at once, {args.settle:g} s of rest.",
+        f"{args.settle:g} s of rest;",
+        f"then {args.control_calls} control-plane reads (job list, deployments, audit trail, each job's build log)",
+        f"from {CONTROL_THREADS} clients at once, {args.settle:g} s of rest.",
         "The baseline is the tree of `" + args.baseline_ref + "` run with the same virtualenv.",
         "",
         f"| variant | just started | idle, {args.jobs} jobs | after {args.calls} calls | "
@@ -414,7 +419,9 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         f"One registry connection per thread ({CONTROL_THREADS} threads, each reading a 20 MB registry once, in one "
         f"process): SQLite's default page cache {cache['sqlite-default']:.1f} MiB, the daemon's "
         f"(`PAGE_CACHE_KIB` in racetrackd/db.py) {cache['racetrackd']:.1f} MiB "
-        f"(**{cache['racetrackd'] / cache['sqlite-default']:.2f}×**).",
+        f"(**{cache['racetrackd'] / cache['sqlite-default']:.2f}×**). The registry of the run above is small (a few",
+        "build logs of a few KiB), so the bound does not show in its figures; it shows once threads have read",
+        "long build logs or a long audit trail.",
         "",
         *FINDINGS,
     ]
