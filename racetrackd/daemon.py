@@ -127,7 +127,7 @@ def serve(settings: Settings) -> int:
 
 
 def _start_gunicorn(settings: Settings, extra_binds: list[str], lock: WorkerLock) -> HttpServer:
-    """Fork gunicorn's master from this process once every module the HTTP workers use is loaded.
+    """Fork gunicorn's master from this process once the modules it shares with the HTTP workers are loaded.
 
     A fresh `python -m gunicorn` would load its own copy of racetrackd in the master and again in each
     worker; forked, the master and the workers share this process's pages (the modules, the plugin
@@ -188,8 +188,10 @@ def _start_gunicorn(settings: Settings, extra_binds: list[str], lock: WorkerLock
 
 
 def _load_http_modules() -> None:
-    """Import what the HTTP workers run (the ASGI app and the control plane with everything under it,
-    gunicorn's asgi worker, uvloop), so that it is loaded once, here, before the fork."""
+    """Import uvloop (the asgi worker's event loop) here, before the fork. The rest of the HTTP side
+    (Flask, the ASGI app, gunicorn's worker class) is loaded by the master as it builds the app
+    (`--preload`), before it forks the workers: loading it here instead was measured and gained
+    nothing (docs/benchmarks.md, "Control plane memory"), as those pages are one copy either way."""
 
     try:
         import uvloop  # noqa: F401  (the asgi worker's event loop when it is installed)

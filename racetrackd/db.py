@@ -19,11 +19,20 @@ from playhouse.migrate import SqliteMigrator, migrate
 
 database = peewee.DatabaseProxy()
 
+# Each thread that queries has a connection of its own (peewee's default), kept while the thread lives:
+# the deployment worker, supervisor and builds in the main process, and in every HTTP worker the
+# routing refresh and each of the RACETRACK_HTTP_THREADS control-plane threads. SQLite's default page
+# cache lets each connection keep 2000 KiB of what it once read (a build log, the audit trail), so the
+# daemon grew by up to ~2 MiB per thread with use (docs/benchmarks.md, "Control plane memory"). A page
+# not in this smaller cache comes back from the kernel's page cache, not the disk.
+PAGE_CACHE_KIB = 256
+
 PRAGMAS = {
     "journal_mode": "wal",
     "foreign_keys": 1,
     "busy_timeout": 10_000,
     "synchronous": "normal",
+    "cache_size": -PAGE_CACHE_KIB,  # negative: a size in KiB, whatever the page size
 }
 
 

@@ -41,3 +41,22 @@ def test_a_build_log_append_survives_another_writer_committing_meanwhile(
 
     assert deployment.build_log_text == "step 1\nstep 2\n"
     assert Deployment.select().where(Deployment.job_name == "other").count() == 1
+
+
+def test_every_threads_registry_connection_keeps_a_bounded_page_cache(
+    make_settings: Callable[..., Settings],
+) -> None:
+    # Each thread gets a connection of its own for as long as it lives (16 control-plane threads per
+    # HTTP worker): with SQLite's default cache each could keep 2000 KiB of pages it once read.
+    db = open_database(make_settings().database_path)
+    sizes: list[int] = [db.execute_sql("PRAGMA cache_size").fetchone()[0]]
+
+    def query_from_another_thread() -> None:
+        sizes.append(db.execute_sql("PRAGMA cache_size").fetchone()[0])
+        db.close()
+
+    thread = threading.Thread(target=query_from_another_thread)
+    thread.start()
+    thread.join(timeout=20)
+    assert len(sizes) == 2
+    assert all(-512 <= size < 0 for size in sizes), sizes  # at most 512 KiB each (negative: KiB)
