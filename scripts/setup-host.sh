@@ -37,35 +37,51 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -o DPkg::Lock::Timeout=600 -y -qq "$@" >&2
 }
 
-# 1. Docker engine
-if ! docker info >/dev/null 2>&1; then
-  if as_root_with_apt; then
-    command -v dockerd >/dev/null 2>&1 || { say "installing docker.io"; apt_install docker.io; }
-    if [ ! -S /var/run/docker.sock ] || ! docker info >/dev/null 2>&1; then
-      say "starting dockerd (log: /var/log/racetrackd-dockerd.log)"
-      nohup dockerd >/var/log/racetrackd-dockerd.log 2>&1 &
-      for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
-    fi
+# 1. Docker engine. Where it is missing and may be installed here (root with apt), Debian's
+#    docker.io comes in the one apt run below, beside pip, and is started once both are done.
+docker_running() { docker info >/dev/null 2>&1; }
+start_dockerd() {
+  say "starting dockerd (log: /var/log/racetrackd-dockerd.log)"
+  nohup dockerd >/var/log/racetrackd-dockerd.log 2>&1 &
+  for _ in $(seq 1 60); do docker_running && break; sleep 1; done
+}
+no_engine() {
+  echo "The Docker engine is not running and could not be started here: start Docker, then re-run." >&2
+  exit 1
+}
+apt_packages=()
+engine_pending=false
+if ! docker_running; then
+  as_root_with_apt || no_engine
+  if command -v dockerd >/dev/null 2>&1; then
+    start_dockerd
+    docker_running || no_engine
+  else
+    # Without docker.io's recommends (git, perl, systemd, criu, needrestart...: 105 packages and
+    # most of 110 s of apt on a bare machine); apparmor, one of them, is kept: on a kernel with
+    # AppArmor, dockerd needs its parser to load the profile containers run under.
+    apt_packages+=(docker.io apparmor)
+    engine_pending=true
   fi
-  docker info >/dev/null 2>&1 || {
-    echo "The Docker engine is not running and could not be started here: start Docker, then re-run." >&2
-    exit 1
-  }
 fi
 
 # 2. Compose: Debian's docker-compose (v1) unless `docker compose` (v2) is already there
 if [ "$quickstart" = false ] && ! command -v docker-compose >/dev/null 2>&1 && ! docker compose version >/dev/null 2>&1 \
    && as_root_with_apt; then
-  say "installing docker-compose"
-  apt_install docker-compose
+  apt_packages+=(docker-compose)
 fi
 
-# debootstrap (base images on hosts without a registry) comes from apt while pip works: both mostly
-# wait on the network. Its output goes to a log, read only when it fails.
-apt_pid=
+# debootstrap: base images on hosts without a registry.
 if as_root_with_apt && ! command -v debootstrap >/dev/null 2>&1; then
-  say "installing debootstrap (for base images on hosts without a registry), beside the Python environment"
-  apt_install debootstrap 2>/tmp/.racetrackd-apt-debootstrap.log &
+  apt_packages+=(debootstrap)
+fi
+
+# What apt installs comes in one run (one update, one dpkg pass), in the background while pip works:
+# both mostly wait on the network. Its output goes to a log, read only when it fails.
+apt_pid=
+if [ ${#apt_packages[@]} -gt 0 ]; then
+  say "installing ${apt_packages[*]} with apt, beside the Python environment"
+  apt_install --no-install-recommends "${apt_packages[@]}" 2>/tmp/.racetrackd-apt.log &
   apt_pid=$!
 fi
 
@@ -77,24 +93,38 @@ full_stamp=".venv/.installed-${pins}"
 run_stamp=".venv/.installed-${pins}-run"
 if [ ! -f "$full_stamp" ] && { [ "$quickstart" = false ] || [ ! -f "$run_stamp" ]; }; then
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-  .venv/bin/python -m pip install -q --upgrade pip >&2
   if [ "$quickstart" = true ]; then
+    # The venv's own pip (Debian's 23.0 or newer) installs all of it: no upgrade first (10-17 s
+    # on a bare machine).
     say "installing racetrackd into .venv"
     .venv/bin/python -m pip install -q -c constraints.txt -e . >&2
     stamp=$run_stamp
   else
+    .venv/bin/python -m pip install -q --upgrade pip >&2
     say "installing racetrackd and its test packages into .venv"
     # Playwright drives Debian's chromium in the dashboard tests; it must never fetch browsers of its own.
     PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 .venv/bin/python -m pip install -q -c constraints.txt -e '.[test]' >&2
     stamp=$full_stamp
   fi
+  # gunicorn's C HTTP parser (setup.cfg's "fast" extra) has no wheels: it is built where a C
+  # compiler is, and gunicorn uses its own parser where not (a bare machine has no compiler).
+  if command -v cc >/dev/null 2>&1 || command -v gcc >/dev/null 2>&1; then
+    .venv/bin/python -m pip install -q -c constraints.txt gunicorn_h1c >/tmp/.racetrackd-pip-h1c.log 2>&1 ||
+      say "gunicorn_h1c did not build (/tmp/.racetrackd-pip-h1c.log; Python's headers: apt-get install python3-dev): the gateway parses HTTP in Python"
+  else
+    say "no C compiler: the gateway parses HTTP with gunicorn's Python parser (for its C one: apt-get install gcc python3-dev; .venv/bin/pip install gunicorn_h1c)"
+  fi
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
 if [ -n "$apt_pid" ] && ! wait "$apt_pid"; then
-  cat /tmp/.racetrackd-apt-debootstrap.log >&2
-  echo "installing debootstrap failed" >&2
+  cat /tmp/.racetrackd-apt.log >&2
+  echo "installing ${apt_packages[*]} failed" >&2
   exit 1
+fi
+if [ "$engine_pending" = true ]; then
+  start_dockerd
+  docker_running || no_engine
 fi
 
 # 4. Chromium for the dashboard's browser tests (Debian's package; Playwright launches /usr/bin/chromium).
