@@ -13,8 +13,8 @@ again), and a clone of the repository at --ref. It has no docker.io, no debootst
 no .venv and no images.
 
 Inside, `make quickstart` runs as root; each output line is timestamped, the clock stops at the
-line that prints the call's answer, 42. The steps are the script's own `----->` lines (each
-lasts until the next one). Then `make quickstart` runs again, timed to its end. The container and
+line that prints the call's answer, 42. The steps are the script's own `----->` lines and the base
+image's log lines (each lasts until the next one). Then `make quickstart` runs again, timed to its end. The container and
 its volume (and everything its engine made) are removed at the end (--keep leaves them).
 
 The run's figures go to stdout as JSON and to --out; the "## Quickstart" section of
@@ -64,7 +64,8 @@ ENGINE_FLAGS = [
     "--tmpfs",
     "/run",
 ]
-STEP = re.compile(r"^-----> (.*)$")
+# The script's own step lines, and the base image's (bootstrapped, imported: racetrackd's log lines).
+STEP = re.compile(r"^-----> (.*)$|INFO racetrackd\.docker\.base_images: (.*)$")
 ANSWER = re.compile(r"=>\s*42\s*$")
 
 
@@ -154,7 +155,7 @@ def timed_quickstart(log_path: Path, *, first: bool) -> dict[str, Any]:
 
 def steps(lines: list[tuple[float, str]], answered: float) -> list[dict[str, Any]]:
     """The `----->` lines' steps: each from its line to the next one's (the last to the answer)."""
-    marks = [(at, match.group(1)) for at, text in lines if (match := STEP.match(text))]
+    marks = [(at, match.group(1) or match.group(2)) for at, text in lines if (match := STEP.search(text))]
     bounds = [*marks, (answered, "")]
     result = [{"step": "before the first step line", "s": round(marks[0][0] if marks else answered, 1)}]
     for (at, name), (until, _) in zip(bounds, bounds[1:], strict=False):

@@ -78,16 +78,37 @@ fi
 
 # What apt installs comes in one run (one update, one dpkg pass), in the background while pip works:
 # both mostly wait on the network. Its output goes to a log, read only when it fails.
+# A Docker engine installed here is new and has no images: it is started as soon as apt is done,
+# and the python3 base image pulled, or, when no registry answers, its root filesystem
+# bootstrapped from Debian packages (with the system's python3: .venv is not ready), still beside
+# pip. `racetrackd base-images ensure --rootfs` imports it below. Any failure there is left for
+# `ensure` to meet and report.
+# The default is the python3 job type's python_base_image (jobtype_plugins/python3/plugin-manifest.yaml).
+python_base_image=${RACETRACK_PYTHON_BASE_IMAGE:-python:3.11-slim}
+rootfs="${TMPDIR:-/var/tmp}/racetrackd-rootfs-python3"
+background_setup() {
+  apt_install --no-install-recommends "${apt_packages[@]}" 2>/tmp/.racetrackd-apt.log || return 1
+  if [ "$engine_pending" = true ] && command -v debootstrap >/dev/null 2>&1; then
+    start_dockerd
+    if docker_running && ! docker pull -q "$python_base_image" >/dev/null 2>&1; then
+      say "no registry answers: bootstrapping the python3 base image's root filesystem, beside pip"
+      rm -rf "$rootfs" "$rootfs.partial"
+      "$PYTHON" -m racetrackd.docker.base_images bootstrap "$rootfs.partial" 2>/tmp/.racetrackd-bootstrap.log &&
+        mv "$rootfs.partial" "$rootfs" && say "$(tail -n 1 /tmp/.racetrackd-bootstrap.log)"
+    fi
+  fi
+  return 0
+}
+PYTHON=${PYTHON:-python3}
 apt_pid=
 if [ ${#apt_packages[@]} -gt 0 ]; then
   say "installing ${apt_packages[*]} with apt, beside the Python environment"
-  apt_install --no-install-recommends "${apt_packages[@]}" 2>/tmp/.racetrackd-apt.log &
+  background_setup &
   apt_pid=$!
 fi
 
 # 3. Python environment, reinstalled only when the dependency pins change. The test packages
 #    (pytest, playwright, ...) only for the tests: a stamp with them also satisfies --quickstart.
-PYTHON=${PYTHON:-python3}
 pins=$(cat constraints.txt setup.cfg | sha256sum | cut -c1-16)
 full_stamp=".venv/.installed-${pins}"
 run_stamp=".venv/.installed-${pins}-run"
@@ -123,7 +144,7 @@ if [ -n "$apt_pid" ] && ! wait "$apt_pid"; then
   exit 1
 fi
 if [ "$engine_pending" = true ]; then
-  start_dockerd
+  docker_running || start_dockerd
   docker_running || no_engine
 fi
 
@@ -150,8 +171,10 @@ ensure_base_image() {  # [--job-type golang|rust]: prints the image's name
     cat "$memo"
     return
   fi
-  local image
-  image=$(.venv/bin/racetrackd base-images ensure "$@" | tail -n 1)
+  local image from_rootfs=()
+  if [ -z "${2:-}" ] && [ -d "$rootfs" ]; then from_rootfs=(--rootfs "$rootfs"); fi  # python3's, bootstrapped above
+  image=$(.venv/bin/racetrackd base-images ensure "$@" ${from_rootfs[@]+"${from_rootfs[@]}"} | tail -n 1)
+  if [ ${#from_rootfs[@]} -gt 0 ]; then rm -rf "$rootfs"; fi
   echo "$image" > "$memo"
   echo "$image"
 }

@@ -240,3 +240,51 @@ def test_an_installed_engine_that_is_not_running_is_started_without_apt_for_it(t
 
     assert "dockerd " in calls
     assert not [call for call in calls if "docker.io" in call]
+
+
+def test_a_new_engine_that_cannot_pull_gets_the_base_image_root_filesystem_bootstrapped_beside_pip(
+    tree: Path,
+) -> None:
+    tree = apt_tree(fresh_venv(tree), dockerd=True)
+    bin_dir, log = tree.parent / "bin", tree.parent / "calls.log"
+    (bin_dir / "dockerd").unlink()  # not installed yet: apt brings it
+    apt_get = bin_dir / "apt-get"
+    apt_get.write_text(
+        apt_get.read_text()
+        + f'case "$*" in *docker.io*) printf \'#!/bin/sh\\ntouch "{tree.parent}/dockerd-started"\\n\' '
+        f'> "{bin_dir}/dockerd"; chmod +x "{bin_dir}/dockerd";; esac\n'
+    )
+    docker = bin_dir / "docker"
+    docker.write_text(docker.read_text() + 'if [ "$1" = pull ]; then exit 1; fi\n')  # no registry answers
+    # the system's python3 runs the bootstrap (stdlib only): it makes the directory it is given
+    (bin_dir / "python3").write_text(f'#!/bin/sh\necho "python3 $*" >> "{log}"\nmkdir -p "$4"\n')
+    (bin_dir / "python3").chmod(0o755)
+    for tool in ("mkdir", "mv"):
+        os.symlink(shutil.which(tool) or tool, bin_dir / tool)
+    stub(bin_dir, "debootstrap", log)
+    tmp = tree.parent / "tmp"
+    tmp.mkdir()
+
+    done = subprocess.run(
+        [str(bin_dir / "bash"), str(tree / "scripts" / "setup-host.sh"), "--quickstart"],
+        env={"PATH": str(bin_dir), "TMPDIR": str(tmp)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    calls = log.read_text().splitlines()
+
+    rootfs = tmp / "racetrackd-rootfs-python3"
+    assert f"python3 -m racetrackd.docker.base_images bootstrap {rootfs}.partial" in calls
+    assert f"racetrackd base-images ensure --rootfs {rootfs}" in calls
+    assert not rootfs.exists()  # imported, then removed
+    assert calls.count("docker pull -q python:3.11-slim") == 1
+    assert done.stdout.splitlines()[-1] == "racetrackd/python3-base:bookworm"
+
+
+def test_the_base_image_setup_host_pulls_first_is_the_python3_job_types_default() -> None:
+    manifest = (REPO / "jobtype_plugins" / "python3" / "plugin-manifest.yaml").read_text()
+    script = (REPO / "scripts" / "setup-host.sh").read_text()
+
+    assert "default: python:3.11-slim" in manifest
+    assert "python_base_image=${RACETRACK_PYTHON_BASE_IMAGE:-python:3.11-slim}" in script
