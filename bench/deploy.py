@@ -480,8 +480,10 @@ def write_comparison(
 
 {job_type}: the daemon's phases of its redeploys from the deploy request (median s): fetch \
 {split[PHASES[0]]:.2f} / build {split[PHASES[1]]:.2f} / start {split[PHASES[2]]:.2f} / init + switch \
-{split[PHASES[3]]:.2f}. Target: racetrackd ≤ {kind.target:g}× by hand, from the deploy request until the
-new code answers: {ratio:.2f}× — **{verdict}**.
+{split[PHASES[3]]:.2f}.
+
+{job_type} target: racetrackd ≤ {kind.target:g}× by hand, from the deploy request until the new code \
+answers: {ratio:.2f}× — **{verdict}**.
 """
 
     load = " / ".join(f"{value:.1f}" for value in os.getloadavg())
