@@ -13,14 +13,21 @@ and checks each job answers through the gateway. Medians of --runs runs go to st
 the "## Deploy times" section of docs/benchmarks.md.
 
 Then, in the same run, the code-only redeploy against its by-hand baseline (section "## Code-only
-redeploy vs by hand"): the clock runs from the command until the changed code answers a call.
-  by hand:    `docker build` of `FROM <the job's image>` + `COPY` of the changed code (the classic
-              builder, as the daemon's engine has), `docker run` on a published port, then calls
-              every 10 ms until the new code answers;
+redeploy vs by hand"), for a python3 job and a golang job (`--redeploy-types`): the clock runs from
+the command until the changed code answers a call.
+  by hand:    `docker build` (the classic builder, as the daemon's engine has) of what a person
+              writes for a code change, `docker run` on a published port, then calls every 10 ms
+              until the new code answers. python3: `FROM <the job's image>` + `COPY` of the changed
+              code. golang: the compiler has to run either way, so two stages, as a Go developer
+              writes them: `FROM <the job's build stage>` (toolchain, wrapper, module and build
+              caches all warm) + `COPY` of the changed code + `go build`, then `FROM <the job's
+              image>` + `COPY --from=build` of the binary + `COPY` of the code;
   racetrackd: `rtd submit --force` of the same change, with calls through the gateway every 10 ms
               until the new code answers (also: when `rtd submit` returns).
 The job's code says which revision it is (perform(revision=True)), so "answers" means the new code.
-All traffic is to 127.0.0.1.
+All traffic is to 127.0.0.1. golang jobs build in RACETRACK_GOLANG_BASE_IMAGE (default: the local
+racetrackd/golang-base:bookworm) and run in RACETRACK_GOLANG_RUNTIME_IMAGE (default:
+debian:bookworm-slim when the engine has it, else the python3 base image), nothing pulled.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +56,7 @@ from _report import base_image as find_base_image
 from _report import remove_labelled, write_section
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: the shared launcher
+from builders.labels import LABEL_BUILD_STAGE
 from cli.packing import pack
 from tests import launcher  # after the path it is found on
 
@@ -75,9 +84,9 @@ def timed_submit(env: dict[str, str], job_dir: Path, force: bool = False) -> flo
     return elapsed
 
 
-def make_job(root: Path, name: str, requirements: str | None = None) -> Path:
+def make_job(root: Path, name: str, requirements: str | None = None, sample: Path = SAMPLE) -> Path:
     job_dir = root / name
-    shutil.copytree(SAMPLE, job_dir)
+    shutil.copytree(sample, job_dir)
     if requirements is not None:
         manifest = yaml.safe_load((job_dir / "job.yaml").read_text())
         manifest["jobtype_extra"]["requirements_path"] = "requirements.txt"
@@ -89,8 +98,8 @@ def make_job(root: Path, name: str, requirements: str | None = None) -> Path:
     return job_dir
 
 
-# The code-only redeploy's job: samples/adder's model, telling which revision of its code answers.
-REVISION_CODE = """REVISION = "{revision}"
+# The code-only redeploy's jobs: the samples' adders, telling which revision of their code answers.
+PYTHON_REVISION_CODE = """REVISION = "{revision}"
 
 
 class AdderModel:
@@ -101,16 +110,67 @@ class AdderModel:
     def docs_input_example(self) -> dict:
         return {{"a": 40, "b": 2}}
 """
+GO_REVISION_CODE = """package adder
+
+// Revision says which revision of this code answers.
+const Revision = "{revision}"
+
+// Perform adds a and b; with revision=true, it says which revision of this code answers.
+func Perform(args []interface{{}}, kwargs map[string]interface{{}}) (interface{{}}, error) {{
+\tif kwargs["revision"] == true {{
+\t\treturn Revision, nil
+\t}}
+\ta, _ := kwargs["a"].(float64)
+\tb, _ := kwargs["b"].(float64)
+\treturn a + b, nil
+}}
+
+// DocsInputExample is the request shown on the job's API page (/docs).
+func DocsInputExample() map[string]interface{{}} {{
+\treturn map[string]interface{{}}{{"a": 40, "b": 2}}
+}}
+"""
 POLL_STEP = 0.01  # how often both sides of the comparison call the job while waiting for the new code
 REDEPLOY_SECTION = "## Code-only redeploy vs by hand"
-REDEPLOY_TARGET = 1.5  # racetrackd / by hand (issue #21)
 
 
-def write_revision(job_dir: Path) -> str:
-    """Change the job's code (only its code); the revision the new code answers with."""
-    revision = uuid.uuid4().hex
-    (job_dir / "entrypoint.py").write_text(REVISION_CODE.format(revision=revision))
-    return revision
+@dataclass(frozen=True)
+class RedeployJob:
+    """A job type's side of the comparison: its sample, the file its code is in, its target (issue #21)."""
+
+    job_type: str
+    sample: Path
+    code_file: str
+    code: str
+    target: float  # racetrackd / by hand
+
+    def write_revision(self, job_dir: Path) -> str:
+        """Change the job's code (only its code); the revision the new code answers with."""
+        revision = uuid.uuid4().hex
+        (job_dir / self.code_file).write_text(self.code.format(revision=revision))
+        return revision
+
+    def by_hand_dockerfile(self, job_image: str, build_stage: str | None) -> str:
+        """What a person writes for a code change on the images that have everything else."""
+        if build_stage is None:  # an interpreted job: the code last, on the job's image
+            return f"FROM {job_image}\nCOPY --chown=job:job job/ /src/job/\n"
+        # A compiled job: the change compiled where the toolchain and the caches already are (the
+        # job's build stage, its working directory the job's package with the wrapper beside it),
+        # the binary and the code put into the job's image.
+        return (
+            f"FROM {build_stage} AS build\n"
+            "COPY job/ /src/job/\n"
+            "RUN go build -trimpath -o /opt/racetrack/job-server ./racetrack_job_wrapper\n"
+            f"FROM {job_image}\n"
+            "COPY --from=build /opt/racetrack/job-server /opt/racetrack/job-server\n"
+            "COPY --chown=job:job job/ /src/job/\n"
+        )
+
+
+REDEPLOY_JOBS = {
+    "python3": RedeployJob("python3", SAMPLE, "entrypoint.py", PYTHON_REVISION_CODE, 1.5),
+    "golang": RedeployJob("golang", REPO / "samples" / "go-adder", "adder.go", GO_REVISION_CODE, 2.0),
+}
 
 
 def answers_revision(session: requests.Session, url: str, headers: dict[str, str], revision: str) -> bool:
@@ -122,12 +182,12 @@ def answers_revision(session: requests.Session, url: str, headers: dict[str, str
 
 
 def racetrackd_redeploy(
-    env: dict[str, str], job_dir: Path, url: str, token: str, name: str, *, through_rtd: bool
+    env: dict[str, str], kind: RedeployJob, job_dir: Path, url: str, token: str, name: str, *, through_rtd: bool
 ) -> tuple[float, float]:
     """(seconds until the changed code answers through the gateway, seconds until the deployment is
     done) for a code-only redeploy: `rtd submit --force` (`through_rtd`), or the same deploy request
     as rtd sends it, from this process (the daemon's part alone, without rtd's Python start-up)."""
-    revision = write_revision(job_dir)
+    revision = kind.write_revision(job_dir)
     call_url, headers = f"{url}/pub/job/{name}/latest/api/v1/perform", {"X-Racetrack-Auth": token}
     session = requests.Session()
     command = [sys.executable, "-m", "cli", "submit", "-q", "--force", str(job_dir)]
@@ -168,22 +228,30 @@ def racetrackd_redeploy(
 
 
 class ByHand:
-    """The same code-only change done by hand with docker: build a changed COPY layer on the cached
-    image, run it, call it until the new code answers."""
+    """The same code-only change done by hand with docker: build the changed code on the cached
+    images, run it, call it until the new code answers."""
 
-    def __init__(self, root: Path, client: docker.DockerClient, job_image: str, job_env: list[str]) -> None:
-        self.dir = root / "by-hand"
+    def __init__(
+        self,
+        root: Path,
+        client: docker.DockerClient,
+        kind: RedeployJob,
+        job_image: str,
+        build_stage: str | None,
+        job_env: list[str],
+    ) -> None:
+        self.dir = root / f"by-hand-{kind.job_type}"
         self.job_dir = self.dir / "job"
-        shutil.copytree(SAMPLE, self.job_dir)
-        # What a person writes for a code change on an image that has everything else: the code last.
-        (self.dir / "Dockerfile").write_text(f"FROM {job_image}\nCOPY --chown=job:job job/ /src/job/\n")
+        shutil.copytree(kind.sample, self.job_dir)
+        (self.dir / "Dockerfile").write_text(kind.by_hand_dockerfile(job_image, build_stage))
+        self.kind = kind
         self.client = client
         self.env = job_env  # the racetrackd job's environment (image ENV and run-time variables alike)
-        self.tag = f"racetrackd-{INSTANCE}/by-hand:latest"
-        self.container = f"racetrackd-{INSTANCE}-by-hand"
+        self.tag = f"racetrackd-{INSTANCE}/by-hand-{kind.job_type}:latest"
+        self.container = f"racetrackd-{INSTANCE}-by-hand-{kind.job_type}"
 
     def redeploy(self) -> float:
-        revision = write_revision(self.job_dir)
+        revision = self.kind.write_revision(self.job_dir)
         port = launcher.free_port()
         docker_env = {**os.environ, "DOCKER_BUILDKIT": "0"}  # the classic builder, as the daemon gets
         run = ["docker", "run", "-d", "--name", self.container, "--label", f"racetrackd.instance={INSTANCE}"]
@@ -195,7 +263,9 @@ class ByHand:
             ["docker", "build", "-q", "-t", self.tag, str(self.dir)],
             [*run, "-p", f"127.0.0.1:{port}:7000", self.tag],
         ):
-            subprocess.run(command, env=docker_env, check=True, capture_output=True, timeout=300)
+            result = subprocess.run(command, env=docker_env, check=False, capture_output=True, text=True, timeout=300)
+            if result.returncode != 0:
+                raise SystemExit(f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}")
         while not answers_revision(session, f"http://127.0.0.1:{port}/api/v1/perform", {}, revision):
             if time.perf_counter() - start > 120:
                 raise SystemExit("the by-hand container never answered")
@@ -223,30 +293,46 @@ def job_container(client: docker.DockerClient, name: str) -> Any:
     return client.containers.list(filters=filters)[0]
 
 
+def build_stage(client: docker.DockerClient, name: str) -> str | None:
+    """The newest build stage of job `name`'s multi-stage image (the daemon labels it), if it has one."""
+    filters = {"label": [f"racetrackd.instance={INSTANCE}", f"{LABEL_BUILD_STAGE}={name}"]}
+    stages = sorted(client.images.list(filters=filters), key=lambda image: image.attrs["Created"], reverse=True)
+    return stages[0].id if stages else None
+
+
 def compare_redeploys(
-    env: dict[str, str], client: docker.DockerClient, jobs_dir: Path, url: str, token: str, runs: int
+    env: dict[str, str],
+    client: docker.DockerClient,
+    kind: RedeployJob,
+    jobs_dir: Path,
+    url: str,
+    token: str,
+    runs: int,
 ) -> dict[str, Any]:
-    """Code-only redeploys by racetrackd and by hand, alternating, `runs` of each (after one untimed
-    round of each, which warms the layer cache for both)."""
-    name = "bench-redeploy"
-    job_dir = make_job(jobs_dir, name)
+    """Code-only redeploys of a `kind` job by racetrackd and by hand, alternating, `runs` of each
+    (after one untimed round of each, which warms the layer cache for both)."""
+    name = f"bench-redeploy-{kind.job_type}"
+    job_dir = make_job(jobs_dir, name, sample=kind.sample)
     timed_submit(env, job_dir)
     container = job_container(client, name)
-    by_hand = ByHand(jobs_dir, client, container.image.id, container.attrs["Config"]["Env"])
+    stage = build_stage(client, name) if kind.job_type == "golang" else None
+    if kind.job_type == "golang" and stage is None:
+        raise SystemExit(f"{name}: no build stage image labelled {LABEL_BUILD_STAGE}={name}")
+    by_hand = ByHand(jobs_dir, client, kind, container.image.id, stage, container.attrs["Config"]["Env"])
     times: dict[str, list[float]] = {
         key: [] for key in ("by_hand", "api_answered", "api_done", "rtd_answered", "rtd_done")
     }
     splits: list[dict[str, float]] = []
     try:
         by_hand.redeploy()
-        racetrackd_redeploy(env, job_dir, url, token, name, through_rtd=False)
+        racetrackd_redeploy(env, kind, job_dir, url, token, name, through_rtd=False)
         for _ in range(runs):
             times["by_hand"].append(by_hand.redeploy())
-            answered, finished = racetrackd_redeploy(env, job_dir, url, token, name, through_rtd=False)
+            answered, finished = racetrackd_redeploy(env, kind, job_dir, url, token, name, through_rtd=False)
             times["api_answered"].append(answered)
             times["api_done"].append(finished)
             splits.append(phase_durations(url, token, name))
-            answered, finished = racetrackd_redeploy(env, job_dir, url, token, name, through_rtd=True)
+            answered, finished = racetrackd_redeploy(env, kind, job_dir, url, token, name, through_rtd=True)
             times["rtd_answered"].append(answered)
             times["rtd_done"].append(finished)
     finally:
@@ -280,7 +366,13 @@ def main() -> None:
     parser.add_argument(
         "--only", choices=("all", "times", "redeploy"), default="all", help="both sections, or only one of them"
     )
+    parser.add_argument(
+        "--redeploy-types",
+        default=",".join(REDEPLOY_JOBS),
+        help=f"the job types of the code-only redeploy comparison, comma-separated (of {', '.join(REDEPLOY_JOBS)})",
+    )
     args = parser.parse_args()
+    kinds = [REDEPLOY_JOBS[job_type] for job_type in args.redeploy_types.split(",") if job_type]
 
     client = docker.from_env()
     base_image = find_base_image(client)
@@ -290,10 +382,11 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     env = launcher.daemon_env(port=port, data_dir=data_dir, token=token, instance=INSTANCE, base_image=base_image)
     env.update({"RTD_REMOTE": url, "RTD_TOKEN": token, "RTD_CONFIG": str(data_dir / "rtd.yaml")})
+    env.update(golang_images(client, base_image))
     log_path = data_dir / "daemon.log"
     daemon = launcher.start(env, log_path, new_session=False)  # Ctrl-C reaches it too
     results: dict[str, dict[str, Any]] = {}
-    comparison: dict[str, Any] | None = None
+    comparisons: dict[str, dict[str, Any]] = {}
     try:
         launcher.wait_ready(url, daemon, log_path, timeout=120, step=0.05)
         # Warm up: the wrapper and base layers are cached from here on, as on any daemon in use.
@@ -301,7 +394,8 @@ def main() -> None:
         if args.only in ("all", "times"):
             results = deploy_times(env, jobs_dir, url, token, args.runs)
         if args.only in ("all", "redeploy"):
-            comparison = compare_redeploys(env, client, jobs_dir, url, token, args.runs)
+            for kind in kinds:
+                comparisons[kind.job_type] = compare_redeploys(env, client, kind, jobs_dir, url, token, args.runs)
     finally:
         launcher.stop(daemon)
         remove_labelled(client, INSTANCE)
@@ -309,9 +403,20 @@ def main() -> None:
     if results:
         print(json.dumps(results, indent=2))
         write_report(results, args, base_image)
-    if comparison is not None:
-        print(json.dumps(comparison, indent=2))
-        write_comparison(comparison, args, base_image)
+    if comparisons:
+        print(json.dumps(comparisons, indent=2))
+        write_comparison(comparisons, args, base_image, env["RACETRACK_GOLANG_BASE_IMAGE"])
+
+
+def golang_images(client: docker.DockerClient, base_image: str) -> dict[str, str]:
+    """golang jobs' images, local ones only (the benchmark pulls nothing): the toolchain image
+    `racetrackd base-images build --job-type golang` makes, and debian:bookworm-slim to run in, or
+    the python3 base image (Debian too) when the engine has no slim image."""
+    runtime = "debian:bookworm-slim" if client.images.list(name="debian:bookworm-slim") else base_image
+    return {
+        "RACETRACK_GOLANG_BASE_IMAGE": os.environ.get("RACETRACK_GOLANG_BASE_IMAGE", "racetrackd/golang-base:bookworm"),
+        "RACETRACK_GOLANG_RUNTIME_IMAGE": os.environ.get("RACETRACK_GOLANG_RUNTIME_IMAGE", runtime),
+    }
 
 
 def deploy_times(env: dict[str, str], jobs_dir: Path, url: str, token: str, runs: int) -> dict[str, dict[str, Any]]:
@@ -351,28 +456,21 @@ def deploy_times(env: dict[str, str], jobs_dir: Path, url: str, token: str, runs
     }
 
 
-def write_comparison(comparison: dict[str, Any], args: argparse.Namespace, base_image: str) -> None:
-    median, runs, split = comparison["median_s"], comparison["runs_s"], comparison["phases_median_s"]
+def write_comparison(
+    comparisons: dict[str, dict[str, Any]], args: argparse.Namespace, base_image: str, golang_base_image: str
+) -> None:
+    def table(job_type: str) -> str:
+        comparison = comparisons[job_type]
+        median, runs, split = comparison["median_s"], comparison["runs_s"], comparison["phases_median_s"]
+        kind = REDEPLOY_JOBS[job_type]
+        ratio = median["api_answered"] / median["by_hand"]
+        verdict = "met" if ratio <= kind.target else "MISSED"
 
-    def row(key: str, label: str) -> str:
-        ratio = "1.00× (baseline)" if key == "by_hand" else f"{median[key] / median['by_hand']:.2f}×"
-        return f"| {label} | {median[key]:.2f} s | {ratio} | {', '.join(f'{v:.2f}' for v in runs[key])} |"
+        def row(key: str, label: str) -> str:
+            ratio = "1.00× (baseline)" if key == "by_hand" else f"{median[key] / median['by_hand']:.2f}×"
+            return f"| {label} | {median[key]:.2f} s | {ratio} | {', '.join(f'{v:.2f}' for v in runs[key])} |"
 
-    ratio = median["api_answered"] / median["by_hand"]  # as the table shows it
-    verdict = "met" if ratio <= REDEPLOY_TARGET else "MISSED"
-    section = f"""{REDEPLOY_SECTION} ({time.strftime("%Y-%m-%d")}, {os.cpu_count()} cores, \
-`bench/deploy.py --runs {args.runs}{" --only redeploy" if args.only == "redeploy" else ""}`)
-
-A small Python job (samples/adder's model; base image `{base_image}`) gets a code-only change
-(entrypoint.py only), by hand and through racetrackd, alternating, {args.runs} times each after one
-untimed round of each. The clock runs from the command until the changed code answers a call
-(calls every {POLL_STEP * 1000:g} ms). By hand: `docker build` (classic builder) of `FROM <the job's
-image>` + `COPY` of the code, `docker run` on a published port, calls to that port. racetrackd:
-the deploy request `rtd submit --force` sends (POST /lifecycle/api/v1/deploy with the packed
-directory), made from the benchmark's own process, and `rtd submit --force` itself (which adds
-rtd's Python start-up), calls through the gateway (/pub); the old version serves until the switch.
-
-| code-only redeploy | median | ratio | runs (s) |
+        return f"""| {job_type}: code-only redeploy | median | ratio | runs (s) |
 |---|---:|---:|---|
 {row("by_hand", "by hand with docker (baseline)")}
 {row("api_answered", "racetrackd, from the deploy request: new code answers through /pub")}
@@ -380,12 +478,37 @@ rtd's Python start-up), calls through the gateway (/pub); the old version serves
 {row("rtd_answered", "racetrackd, from `rtd submit --force`: new code answers through /pub")}
 {row("rtd_done", "racetrackd, from `rtd submit --force`: rtd returns")}
 
-Daemon's phases of the racetrackd redeploys from the deploy request (median s): fetch {split[PHASES[0]]:.2f} / build \
-{split[PHASES[1]]:.2f} / start {split[PHASES[2]]:.2f} / init + switch {split[PHASES[3]]:.2f}.
+{job_type}: the daemon's phases of its redeploys from the deploy request (median s): fetch \
+{split[PHASES[0]]:.2f} / build {split[PHASES[1]]:.2f} / start {split[PHASES[2]]:.2f} / init + switch \
+{split[PHASES[3]]:.2f}.
 
-Target: racetrackd ≤ {REDEPLOY_TARGET:g}× by hand, from the deploy request until the new code answers:
-{ratio:.2f}× — **{verdict}**.
+{job_type} target: racetrackd ≤ {kind.target:g}× by hand, from the deploy request until the new code \
+answers: {ratio:.2f}× — **{verdict}**.
 """
+
+    load = " / ".join(f"{value:.1f}" for value in os.getloadavg())
+    tables = "\n".join(table(job_type) for job_type in comparisons)
+    command = f"bench/deploy.py --runs {args.runs}{' --only redeploy' if args.only == 'redeploy' else ''}"
+    if args.redeploy_types != ",".join(REDEPLOY_JOBS):
+        command += f" --redeploy-types {args.redeploy_types}"
+    section = f"""{REDEPLOY_SECTION} ({time.strftime("%Y-%m-%d")}, {os.cpu_count()} cores, `{command}`)
+
+A small job of each type (samples/adder's model, base image `{base_image}`; samples/go-adder's
+Perform, toolchain image `{golang_base_image}`) gets a code-only change (entrypoint.py, adder.go),
+by hand and through racetrackd, alternating, {args.runs} times each after one untimed round of
+each. The clock runs from the command until the changed code answers a call (calls every
+{POLL_STEP * 1000:g} ms). By hand: `docker build` (classic builder) of what a person writes for a code
+change, `docker run` on a published port, calls to that port. For python3 that is `FROM <the job's
+image>` + `COPY` of the code. A Go change has to be compiled either way, so by hand is the two-stage
+Dockerfile a Go developer writes, with every cache warm: `FROM <the job's build stage>` (toolchain,
+wrapper sources, module and build caches of the last build) + `COPY` of the code + `go build
+-trimpath`, then `FROM <the job's image>` + `COPY --from=build` of the binary + `COPY` of the code.
+racetrackd: the deploy request `rtd submit --force` sends (POST /lifecycle/api/v1/deploy with the
+packed directory), made from the benchmark's own process, and `rtd submit --force` itself (which
+adds rtd's Python start-up), calls through the gateway (/pub); the old version serves until the
+switch. Load average at the end of the run (1 / 5 / 15 min): {load}.
+
+{tables}"""
     write_section(REDEPLOY_SECTION, section)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import click
 
@@ -145,7 +146,14 @@ def build_base_image(job_type: str, name: str | None, suite: str, mirror: str | 
 
 @base_images_group.command("ensure")
 @JOB_TYPE_OPTION
-def ensure_base_image(job_type: str) -> None:
+@click.option(
+    "--rootfs",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="A root filesystem bootstrapped already (python3 -m racetrackd.docker.base_images bootstrap DIR): "
+    "imported when a local build is needed, instead of bootstrapping one.",
+)
+def ensure_base_image(job_type: str, rootfs: Path | None) -> None:
     """Print a base image that is usable here: the configured one, or a local build."""
     settings = _settings()
     preferred = settings.plugin_settings[BASE_IMAGE_SETTING[job_type][0]]  # declared by the built-in plugin
@@ -153,6 +161,6 @@ def ensure_base_image(job_type: str) -> None:
 
     click.echo(
         base_images.ensure_base_image(
-            DockerRuntime(), base_images.KINDS[job_type], preferred, settings.data_dir / "tmp"
+            DockerRuntime(), base_images.KINDS[job_type], preferred, settings.data_dir / "tmp", rootfs=rootfs
         )
     )

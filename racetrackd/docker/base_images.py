@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -111,35 +112,53 @@ def _mirror_in_list(text: str, suite: str) -> str | None:
 
 
 def build_base_image(
-    runtime: Runtime, kind: BaseImageKind, name: str, suite: str, mirror: str | None, workdir: Path
+    runtime: Runtime,
+    kind: BaseImageKind,
+    name: str,
+    suite: str,
+    mirror: str | None,
+    workdir: Path,
+    rootfs: Path | None = None,
 ) -> str:
-    """Bootstrap Debian `suite` with the packages of `kind` and import it into Docker as `name`."""
-    if shutil.which("debootstrap") is None:
-        raise RacetrackError("debootstrap is not installed", hint="apt-get install -y debootstrap")
-    mirror = mirror or find_mirror(suite)
+    """Bootstrap Debian `suite` with the packages of `kind` and import it into Docker as `name`.
+    `rootfs`: a root filesystem `bootstrap_rootfs` made already (setup-host.sh makes one while pip
+    works), imported as it is."""
     workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=workdir, prefix="rootfs-") as tmp:
-        rootfs = Path(tmp) / "rootfs"
-        log.info("bootstrapping Debian %s from %s", suite, mirror)
-        command = [
-            "debootstrap",
-            "--variant=minbase",
-            f"--include={','.join(kind.packages)}",
-            suite,
-            str(rootfs),
-            mirror,
-        ]
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
-            raise RacetrackError(f"debootstrap failed (exit {result.returncode}):\n{tail}")
-        if kind.apt_packages:
-            _apt_install_inside(rootfs, kind.apt_packages)
+        if rootfs is None:
+            rootfs = Path(tmp) / "rootfs"
+            bootstrap_rootfs(kind, suite, mirror, rootfs)
+        started = time.monotonic()
         archive = Path(tmp) / "rootfs.tar"
         with tarfile.open(archive, "w") as tar:
             tar.add(rootfs, arcname=".")
         runtime.import_rootfs(archive, name, list(kind.changes))
+        log.info("imported %s into Docker as %s in %.0f s", rootfs, name, time.monotonic() - started)
     return name
+
+
+def bootstrap_rootfs(kind: BaseImageKind, suite: str, mirror: str | None, rootfs: Path) -> None:
+    """debootstrap Debian `suite` with the packages of `kind` into the directory `rootfs` (new)."""
+    if shutil.which("debootstrap") is None:
+        raise RacetrackError("debootstrap is not installed", hint="apt-get install -y debootstrap")
+    mirror = mirror or find_mirror(suite)
+    started = time.monotonic()
+    log.info("bootstrapping Debian %s from %s", suite, mirror)
+    command = [
+        "debootstrap",
+        "--variant=minbase",
+        f"--include={','.join(kind.packages)}",
+        suite,
+        str(rootfs),
+        mirror,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-15:])
+        raise RacetrackError(f"debootstrap failed (exit {result.returncode}):\n{tail}")
+    if kind.apt_packages:
+        _apt_install_inside(rootfs, kind.apt_packages)
+    log.info("bootstrapped Debian %s in %.0f s", suite, time.monotonic() - started)
 
 
 def _apt_install_inside(rootfs: Path, packages: tuple[str, ...]) -> None:
@@ -171,8 +190,11 @@ def _apt_install_inside(rootfs: Path, packages: tuple[str, ...]) -> None:
             entry.unlink()
 
 
-def ensure_base_image(runtime: Runtime, kind: BaseImageKind, preferred: str, workdir: Path) -> str:
-    """`preferred` when present or pullable; else `kind`'s local image, built when missing. Returns its name."""
+def ensure_base_image(
+    runtime: Runtime, kind: BaseImageKind, preferred: str, workdir: Path, rootfs: Path | None = None
+) -> str:
+    """`preferred` when present or pullable; else `kind`'s local image, built when missing (from
+    `rootfs` when one was bootstrapped already). Returns its name."""
     if runtime.image_exists(preferred):
         return preferred
     try:
@@ -181,5 +203,30 @@ def ensure_base_image(runtime: Runtime, kind: BaseImageKind, preferred: str, wor
     except RacetrackError as exc:
         log.info("cannot pull %s (%s); using a locally built base image", preferred, exc.message)
     if not runtime.image_exists(kind.local_name):
-        build_base_image(runtime, kind, kind.local_name, DEFAULT_SUITE, None, workdir)
+        build_base_image(runtime, kind, kind.local_name, DEFAULT_SUITE, None, workdir, rootfs=rootfs)
     return kind.local_name
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python3 -m racetrackd.docker.base_images bootstrap [--job-type T] DIR`: only the debootstrap
+    of a base image, into DIR, with the standard library alone. scripts/setup-host.sh runs it with
+    the system's python3 while pip fills .venv, for `racetrackd base-images ensure --rootfs DIR`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python3 -m racetrackd.docker.base_images")
+    commands = parser.add_subparsers(dest="command", required=True)
+    bootstrap = commands.add_parser("bootstrap", help="debootstrap a job type's base image root filesystem")
+    bootstrap.add_argument("--job-type", choices=sorted(KINDS), default="python3")
+    bootstrap.add_argument("--suite", default=DEFAULT_SUITE)
+    bootstrap.add_argument("--mirror", default=None, help="Debian mirror URL (default: the host's apt sources)")
+    bootstrap.add_argument("rootfs", type=Path, help="the directory to create")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        bootstrap_rootfs(KINDS[args.job_type], args.suite, args.mirror, args.rootfs)
+    except RacetrackError as exc:
+        raise SystemExit(f"error: {exc.message}") from exc
+
+
+if __name__ == "__main__":
+    main()

@@ -163,3 +163,63 @@ def test_racetrackd_admin_token_loads_neither_the_daemon_nor_the_docker_sdk(tmp_
     )
 
     assert done.stdout.strip() == "[]"
+
+
+def test_a_root_filesystem_bootstrapped_already_is_imported_without_debootstrap(
+    tmp_path: Path, debootstrap: list[list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rootfs = tmp_path / "made-beside-pip"
+    (rootfs / "etc").mkdir(parents=True)
+    (rootfs / "etc" / "debian_version").write_text("12.0\n")
+    archived: list[list[str]] = []
+    runtime = NoRegistry()
+    monkeypatch.setattr(
+        runtime,
+        "import_rootfs",
+        lambda archive, ref, changes: archived.append(sorted(tarfile.open(archive).getnames())),
+    )
+
+    image = ensure_base_image(runtime, KINDS["python3"], "python:3.11-slim", tmp_path / "work", rootfs=rootfs)
+
+    assert image == LOCAL_PYTHON_IMAGE
+    assert debootstrap == []
+    assert archived == [[".", "./etc", "./etc/debian_version"]]
+
+
+def test_the_bootstrap_command_makes_the_root_filesystem_with_the_kinds_packages(
+    tmp_path: Path, debootstrap: list[list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(base_images, "find_mirror", lambda suite: "http://mirror.test/debian")
+
+    base_images.main(["bootstrap", str(tmp_path / "rootfs")])
+
+    assert debootstrap == [
+        [
+            "debootstrap",
+            "--variant=minbase",
+            "--include=python3,python3-venv,ca-certificates",
+            "bookworm",
+            str(tmp_path / "rootfs"),
+            "http://mirror.test/debian",
+        ]
+    ]
+
+
+def test_the_bootstrap_command_runs_on_the_standard_library_alone() -> None:
+    # setup-host.sh runs it with the system's python3 while pip is still filling .venv.
+    probe = (
+        "import sys, runpy\n"
+        "sys.argv = ['base_images', '--help']\n"
+        "try:\n"
+        "    runpy.run_module('racetrackd.docker.base_images', run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] not in sys.stdlib_module_names"
+        " and m.split('.')[0] not in ('racetrackd', '__main__')))"
+    )
+    done = subprocess.run(  # -S: no site-packages, as before pip has run
+        [sys.executable, "-S", "-c", probe], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2]
+    )
+
+    assert "bootstrap" in done.stdout
+    assert done.stdout.strip().splitlines()[-1] == "[]"
