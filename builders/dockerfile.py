@@ -59,6 +59,7 @@ def render_dockerfile(plugin_dir: Path, template_name: str, variables: dict[str,
     )
     env.filters["docker_quote"] = docker_quote
     env.filters["shell_quote"] = shell_quote
+    env.filters["label_pairs"] = label_pairs
     try:
         return env.get_template(template_name).render(**variables)
     except jinja2.TemplateError as exc:
@@ -187,5 +188,9 @@ def with_label_instruction(dockerfile: str, labels: dict[str, str]) -> str | Non
     body = dockerfile.rstrip()
     if body.endswith("\\"):
         return None
-    pairs = " ".join(f"{docker_quote(key)}={docker_quote(value)}" for key, value in sorted(labels.items()))
-    return f"{body}\nLABEL {pairs}\n"
+    return f"{body}\nLABEL {label_pairs(labels)}\n"
+
+
+def label_pairs(labels: dict[str, str]) -> str:
+    """`labels` as a LABEL instruction's arguments, quoted, in one order (the `label_pairs` filter)."""
+    return " ".join(f"{docker_quote(key)}={docker_quote(value)}" for key, value in sorted(labels.items()))

@@ -13,10 +13,8 @@ LABEL_COMPONENT = "racetrack-component"
 LABEL_INSTANCE = "racetrackd.instance"
 LABEL_JOB_NAME = "job-name"
 LABEL_JOB_VERSION = "job-version"
-LABEL_DEPLOYMENT = "racetrackd.deployment"
+LABEL_DEPLOYMENT = "racetrackd.deployment"  # on containers; an image's deployment is in its tag
 # Only on images:
-LABEL_COMMIT = "racetrackd.git-commit"
-LABEL_MANIFEST_DIGEST = "racetrackd.manifest-digest"
 LABEL_JOB_TYPE = "racetrackd.job-type"
 LABEL_BUILD_STAGE = "racetrackd.build-stage"  # on a multi-stage build's intermediate stage: the job name
 
@@ -41,6 +39,19 @@ def job_labels(instance: str, job_name: str, job_version: str, deployment_id: st
         LABEL_JOB_NAME: job_name,
         LABEL_JOB_VERSION: job_version,
         LABEL_DEPLOYMENT: deployment_id,
+    }
+
+
+def image_labels(instance: str, job_name: str, job_version: str, job_type: str) -> dict[str, str]:
+    """What every image of a job version carries: the same for each of its deployments, so that a
+    job type's template sets them above the job's code, in a step the cache keeps (a label that
+    changed per deployment would be one more step after the code on every redeploy)."""
+    return {
+        LABEL_COMPONENT: "job",
+        LABEL_INSTANCE: instance,
+        LABEL_JOB_NAME: job_name,
+        LABEL_JOB_VERSION: job_version,
+        LABEL_JOB_TYPE: job_type,
     }
 
 

@@ -10,7 +10,6 @@ daemon's image builder (racetrackd.deploy.building) carries it out.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,6 +17,7 @@ from builders import labels as image_labels
 from builders.context import resolve_inside
 from builders.dockerfile import (
     job_dockerfile_variables,
+    label_pairs,
     render_dockerfile,
     render_job_dockerfile,
     with_label_instruction,
@@ -95,9 +95,12 @@ class ImageRecipe:
     with_secrets_helper: bool  # racetrack-build/with-build-secrets.py goes into the context
 
     def build_input(self) -> tuple[str, dict[str, str]]:
-        """(the Dockerfile to build, the labels to pass to the build API): the labels as one LABEL
-        instruction at the Dockerfile's end (one build step rather than one per label), unless the
-        Dockerfile cannot take it safely; then through the API, as before."""
+        """(the Dockerfile to build, the labels to pass to the build API). A job type's template sets
+        the labels itself, above the job's code (no step of their own on a code-only redeploy); else
+        they are one LABEL instruction at the Dockerfile's end (one build step rather than one per
+        label), unless the Dockerfile cannot take it safely; then through the API."""
+        if f"LABEL {label_pairs(self.labels)}\n" in self.dockerfile:
+            return self.dockerfile, {}
         labelled = with_label_instruction(self.dockerfile, self.labels)
         return (self.dockerfile, dict(self.labels)) if labelled is None else (labelled, {})
 
@@ -115,9 +118,11 @@ def image_recipe(
 ) -> ImageRecipe:
     """The recipe of one deployment's image. ValidationError when the job's own Dockerfile cannot be
     read or rendered, JobTypeError when the job type's template fails."""
+    labels = image_labels.image_labels(instance, manifest.name, manifest.version, job_type.full_name)
     variables = template_variables(
         manifest=manifest,
         job_type=job_type,
+        final_image_labels=labels,
         base_image=job_type.base_image,
         runtime_image=job_type.runtime_image,
         build_stage_labels=image_labels.build_stage_labels(instance, manifest.name),
@@ -131,12 +136,7 @@ def image_recipe(
         f"{image_labels.image_tag(manifest.version, deployment_id)}",
         dockerfile=dockerfile,
         build_args=build_args,
-        labels={
-            **image_labels.job_labels(instance, manifest.name, manifest.version, deployment_id),
-            image_labels.LABEL_COMMIT: git_commit,
-            image_labels.LABEL_MANIFEST_DIGEST: hashlib.sha256(manifest.yaml.encode()).hexdigest(),
-            image_labels.LABEL_JOB_TYPE: job_type.full_name,
-        },
+        labels=labels,
         job_dir=job_dir,
         jobtype_dir=None if job_type.own_dockerfile else job_type.plugin_dir,
         ca_bundle=options.ca_bundle,
@@ -154,6 +154,7 @@ def template_variables(
     racetrackd_version: str,
     runtime_image: str = "",
     build_stage_labels: dict[str, str] | None = None,
+    final_image_labels: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """What a job type's Dockerfile template receives (docs/plugins.md lists them)."""
     return {
@@ -162,6 +163,9 @@ def template_variables(
         # For the build stages of a multi-stage template: their images are left untagged, and these
         # labels are how they are found and removed with the daemon's other images.
         "build_stage_labels": build_stage_labels or {},
+        # The final image's labels, for a template to set with `LABEL {{ image_labels | label_pairs }}`
+        # above the job's code (cached); a template that does not gets them in a step at its end.
+        "image_labels": final_image_labels or {image_labels.LABEL_COMPONENT: "job"},
         "build": build,
         "manifest": manifest.raw,
         "jobtype_extra": manifest.jobtype_extra,

@@ -59,8 +59,14 @@ class Route:
         return bool(self.addresses) and not self.starting
 
 
+# How often each HTTP worker asks whether the registry changed (one `PRAGMA data_version`, a few
+# µs): a redeployed job's new replicas, a job gone to sleep or maintenance mode reach the
+# gateway within this, on average half of it.
+REFRESH_SECONDS = 0.1
+
+
 class RoutingTable:
-    def __init__(self, default_call_timeout: float, refresh_interval: float = 0.25) -> None:
+    def __init__(self, default_call_timeout: float, refresh_interval: float = REFRESH_SECONDS) -> None:
         self._default_timeout = default_call_timeout
         self._interval = refresh_interval
         self._families: dict[str, list[Route]] = {}

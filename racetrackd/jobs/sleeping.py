@@ -20,7 +20,7 @@ from collections.abc import Callable
 from racetrackd.docker.orchestrator import Orchestrator
 
 IDLE_STOP_SECONDS = 1  # an idle job has no calls to finish: SIGKILL follows SIGTERM soon
-# Longer than the gateways' routing-table refresh (racetrackd.gateway.routing, 0.25 s) with a margin.
+# Longer than the gateways' routing-table refresh (racetrackd.gateway.routing, 0.1 s) with a margin.
 ROUTES_GRACE = 0.6
 
 

@@ -341,7 +341,7 @@ def test_maintenance_mode_refuses_changes_with_the_admins_message_until_off(daem
 
 
 def eventually_answered(daemon: Daemon, path: str, status: int) -> Any:
-    """The gateway sees maintenance mode switch on its routing table's next refresh (0.25 s)."""
+    """The gateway sees maintenance mode switch on its routing table's next refresh (0.1 s)."""
     deadline = time.monotonic() + 5
     while True:
         response = daemon.api("POST", path, json={"a": 40, "b": 2})

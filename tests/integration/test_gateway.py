@@ -145,7 +145,7 @@ def websocket_url(daemon: Daemon, path: str = f"{WEBVIEW}/ws") -> str:
 
 def wait_until_served(daemon: Daemon, path: str = f"{WEBVIEW}/echo", timeout: float = 10) -> None:
     """Wait for a 200 from the gateway. Right after `rtd submit` returns, an HTTP worker may still
-    answer 503 "starting" until its routing table's watcher notices the change (every 0.25 s)."""
+    answer 503 "starting" until its routing table's watcher notices the change (every 0.1 s)."""
     assert wait_for(lambda: call(daemon, "GET", path).status_code == 200, timeout=timeout, interval=0.05), (
         f"the gateway never served {path}: {call(daemon, 'GET', path).text}"
     )

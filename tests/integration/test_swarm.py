@@ -302,7 +302,7 @@ def test_an_idle_job_scales_its_service_to_zero_and_the_next_call_wakes_it(
     while time.monotonic() < deadline and _status(swarm_daemon, "napper") != "sleeping":
         time.sleep(0.5)
     # The job is recorded asleep just before its service is scaled down, and the gateways' routing
-    # tables follow within 0.25 s: a call sooner may still reach the draining task (and be answered
+    # tables follow within 0.1 s: a call sooner may still reach the draining task (and be answered
     # by it, waking nothing). A caller arriving later is what this test is about.
     time.sleep(1.0)
     [service] = _services(swarm_daemon, "napper")

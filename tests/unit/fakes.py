@@ -16,6 +16,7 @@ from typing import IO, Any
 import pytest
 import requests
 
+from builders.labels import image_labels
 from builders.recipe import template_variables
 from jobmanifest import validate_manifest
 from racetrackd.docker.runtime import ContainerSpec, ContainerState, ImageInfo
@@ -39,7 +40,7 @@ def as_written(built: str) -> str:
     """A built Dockerfile without the one LABEL line the daemon appends (its labels): what the job type's
     template rendered, or the job's own Dockerfile. Fails when that line is missing."""
     written, _, label_line = built.rstrip("\n").rpartition("\n")
-    assert label_line.startswith("LABEL ") and "racetrackd.deployment" in label_line, built
+    assert label_line.startswith("LABEL ") and "racetrackd.instance" in label_line, built
     return written + "\n"
 
 
@@ -312,6 +313,7 @@ def dockerfile_variables(
         base_image=base_image,
         runtime_image=runtime_image,
         build_stage_labels=build_stage_labels,
+        final_image_labels=image_labels("main", manifest_data["name"], manifest_data["version"], job_type_version),
         build=build,
         git_version="",
         racetrackd_version="0.1.0",

@@ -636,7 +636,7 @@ def test_with_the_lifespan_started_a_status_change_reaches_the_gateway(job: tupl
 
 
 def until_gateway_sees(client: LoopClient, status: int, path: str = "/pub/job/adder/1.0.0/api/v1/perform") -> Response:
-    """The routing table picks maintenance mode up on its next refresh (every 0.25 s)."""
+    """The routing table picks maintenance mode up on its next refresh (every 0.1 s)."""
     deadline = time.monotonic() + 3
     while True:
         response = client.post(path, b"{}", AUTH)

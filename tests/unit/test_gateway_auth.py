@@ -67,7 +67,7 @@ def assert_refused(response: Response, status: int, error_type: str) -> dict[str
 
 
 def eventually(check: Callable[[], bool], seconds: float = 2.0) -> None:
-    """The routing table follows the registry from a background thread, every 0.25 s."""
+    """The routing table follows the registry from a background thread, every 0.1 s."""
     deadline = time.monotonic() + seconds
     while not check():
         assert time.monotonic() < deadline, "the gateway did not pick up the change"

@@ -4,7 +4,6 @@ and the results the image builder reports (racetrackd.deploy.building)."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from pathlib import Path
 
 import pytest
@@ -85,11 +84,8 @@ def test_the_python3_recipe_renders_the_golden_dockerfile_with_the_deployments_t
         labels.LABEL_INSTANCE: "main",
         labels.LABEL_JOB_NAME: "adder",
         labels.LABEL_JOB_VERSION: "0.0.1",
-        labels.LABEL_DEPLOYMENT: "1a2b3c4d5e6f",
-        labels.LABEL_COMMIT: "",
-        labels.LABEL_MANIFEST_DIGEST: hashlib.sha256(manifest.yaml.encode()).hexdigest(),
         labels.LABEL_JOB_TYPE: "python3:1.0.0",
-    }
+    }  # the same for each deployment of the version (the deployment is in the tag): cached above the code
     assert recipe.build_args == {}  # a plugin template gets everything as template variables
     assert recipe.jobtype_dir == job_type.plugin_dir and recipe.job_dir == tmp_path
     assert recipe.ca_bundle == tmp_path / "ca.pem" and not recipe.with_secrets_helper
@@ -132,7 +128,6 @@ def test_another_instance_names_its_images_apart(tmp_path: Path) -> None:
     )
 
     assert recipe.tag == "racetrackd-test-1/job-go-adder:0.0.1-dddddddd"
-    assert recipe.labels[labels.LABEL_COMMIT] == "abc123"
     assert 'GIT_VERSION="abc123"' in recipe.dockerfile
     assert recipe.labels[labels.LABEL_INSTANCE] == "test-1"
     assert 'racetrackd.instance="test-1" racetrackd.build-stage="go-adder"' in recipe.dockerfile
@@ -192,25 +187,30 @@ def instructions(dockerfile: str) -> list[str]:
         ("golang", builtin_files("golang", "golang:1.21-bookworm", "debian:bookworm-slim"), 2),  # binary + files
     ],
 )
-def test_a_code_only_change_builds_only_the_code_layers_and_one_label_step(
+def test_a_code_only_change_builds_only_the_code_layers(
     tmp_path: Path, jobtype: str, files: JobTypeFiles, code_copies: int
 ) -> None:
     # The classic builder runs every instruction after a changed COPY again, each LABEL or ENV as a
     # container of its own, and turns each label given through the build API into one more: so the
-    # code comes last and the daemon's labels follow it in one LABEL instruction.
+    # code comes last, and the daemon's labels, the same for each deployment of a version, are set
+    # by the template above it, in a step the cache keeps.
     manifest = validate_manifest(sample_manifest(jobtype=f"{jobtype}:latest", jobtype_extra=None))
     if jobtype == "python3":
         manifest = validate_manifest(sample_manifest())
 
-    recipe = recipe_of(manifest, files, tmp_path, deployment_id="1a2b3c4d5e6f")
-    dockerfile, api_labels = recipe.build_input()
+    first = recipe_of(manifest, files, tmp_path, deployment_id="1a2b3c4d5e6f").build_input()
+    second = recipe_of(manifest, files, tmp_path, deployment_id="9f8e7d6c5b4a").build_input()
+    dockerfile, api_labels = first
 
-    tail = instructions(dockerfile)[-(code_copies + 2) :]
-    before_code, copies, label_step = tail[0], tail[1:-1], tail[-1]
+    assert second == first  # every step above the code is the cache's
+    assert api_labels == {}
+    steps = instructions(dockerfile)
+    before_code, copies = steps[-(code_copies + 1)], steps[-code_copies:]
     assert before_code == 'ENV GIT_VERSION=""'  # the commit changes with a git source's code: just above it
     assert all(line.startswith("COPY ") for line in copies) and copies[-1].endswith(" job/ /src/job/")
-    assert label_step.startswith("LABEL ")
-    assert api_labels == {}
+    [label_step] = [line for line in steps if line.startswith("LABEL ") and "racetrack-component" in line]
+    assert steps.index(label_step) < steps.index(before_code)
+    recipe = recipe_of(manifest, files, tmp_path)
     for key, value in recipe.labels.items():
         assert f'"{key}"="{value}"' in label_step
 

@@ -41,7 +41,7 @@ ENV JOB_NAME="go-adder" \
     JOB_VERSION="0.0.1" \
     JOB_TYPE_VERSION="golang:1.0.0" \
     DEPLOYED_BY_RACETRACK_VERSION="0.1.0"
-LABEL racetrack-component="job"
+LABEL "job-name"="go-adder" "job-version"="0.0.1" "racetrack-component"="job" "racetrackd.instance"="main" "racetrackd.job-type"="golang:1.0.0"
 USER job
 EXPOSE 7000
 STOPSIGNAL SIGTERM

@@ -42,7 +42,7 @@ ENV PYTHONPATH=/opt/racetrack/wrapper \
     JOB_THREADS="32" \
     JOB_MAX_CONCURRENCY="" \
     JOB_MAX_CONCURRENCY_QUEUE=""
-LABEL racetrack-component="job"
+LABEL "job-name"="adder" "job-version"="0.0.1" "racetrack-component"="job" "racetrackd.instance"="main" "racetrackd.job-type"="python3:1.0.0"
 USER job
 EXPOSE 7000
 STOPSIGNAL SIGTERM

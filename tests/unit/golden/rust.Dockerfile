@@ -40,7 +40,7 @@ ENV JOB_NAME="rust-adder" \
     JOB_TYPE_VERSION="rust:1.0.0" \
     GIT_VERSION="" \
     DEPLOYED_BY_RACETRACK_VERSION="0.1.0"
-LABEL racetrack-component="job"
+LABEL "job-name"="rust-adder" "job-version"="0.0.1" "racetrack-component"="job" "racetrackd.instance"="main" "racetrackd.job-type"="rust:1.0.0"
 USER job
 EXPOSE 7000
 STOPSIGNAL SIGTERM
