@@ -272,10 +272,23 @@ def _last_lines(details: str) -> list[str]:
     return [steps[-1], "..."] + shown if steps else shown
 
 
+# The daemon's phases after the build (Racetrack's names): a failure in them is the job's start-up.
+STARTUP_PHASES = frozenset({"starting Job server", "initializing Job entrypoint"})
+
+
 def _failure_hint(what: str, deployment: dict[str, Any], client: ApiClient) -> str:
     """Where to look next. `rtd build-logs` only helps when a build wrote something: a deployment that
     failed earlier (manifest, files, git clone) or a rollback (no build) has none to show."""
     name, version = deployment["job_name"], deployment["job_version"]
+    phases = {phase.get("name") for phase in deployment.get("phases") or []}
+    if what != "rollback" and phases & STARTUP_PHASES:
+        # The image built; the job's own code or settings failed as it started. Its last log lines
+        # are in the error (the failed containers are gone, so rtd logs has nothing to show).
+        return (
+            f"the image built, then {name} {version} failed as it started (its log's last lines are above): "
+            f"fix the code or its settings and rtd submit again (rtd status {name} --version {version} "
+            "shows what runs now)"
+        )
     try:
         built = bool(client.deployment_logs(deployment["id"], 0)[0].strip())
     except RtdError:  # the hint is a courtesy: an unanswered question must not hide the error

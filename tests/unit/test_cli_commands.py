@@ -483,6 +483,35 @@ def test_a_deployment_that_failed_in_the_build_points_at_build_logs(
     assert result.stderr.splitlines()[-1] == "hint: rtd build-logs adder --version 1.0.0 shows the whole build output"
 
 
+def test_a_job_that_failed_as_it_started_points_at_its_log_not_the_build(
+    runner: CliRunner, daemon: FakeDaemon, tmp_path: Path
+) -> None:
+    job_dir = tmp_path / "adder"
+    job_dir.mkdir()
+    (job_dir / "job.yaml").write_text(
+        "name: adder\nversion: 1.0.0\nowner_email: a@example.com\n"
+        "jobtype: python3:latest\njobtype_extra: {entrypoint_path: e.py}\n"
+    )
+    (job_dir / "e.py").write_text("")
+    phases = [{"name": name, "started_at": 1.0, "duration": 1.0} for name in ("building image", "starting Job server")]
+    error = "job initialization error: RuntimeError: no model\n--- last 20 lines of the job's log ---\nTraceback"
+    failed = deployment("failed", error=error, phases=phases)
+    daemon.answer("POST", DEPLOYMENTS, (201, {"id": failed["id"]}))
+    daemon.answer("GET", f"{DEPLOYMENTS}/{failed['id']}", (200, failed))
+    daemon.answer(
+        "GET", f"{DEPLOYMENTS}/{failed['id']}/build-logs", (200, {"logs": "Step 1/9 : FROM x\n", "offset": 18})
+    )
+
+    result = runner.invoke(main, ["submit", str(job_dir), "-q"], input="")
+
+    assert result.exit_code == 6
+    assert "Traceback" in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "hint: the image built, then adder 1.0.0 failed as it started (its log's last lines are above): "
+        "fix the code or its settings and rtd submit again (rtd status adder --version 1.0.0 shows what runs now)"
+    )
+
+
 def test_a_failed_rollback_points_at_status_not_build_logs(runner: CliRunner, daemon: FakeDaemon) -> None:
     failed = deployment("failed", error="the job did not become ready", kind="rollback", rollback_of="d00000000")
     daemon.answer("POST", "/lifecycle/api/v1/job/adder/latest/rollback", (201, {"id": failed["id"]}))
