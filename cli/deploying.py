@@ -297,6 +297,13 @@ def _failure_hint(what: str, deployment: dict[str, Any], client: ApiClient) -> s
         return f"rtd build-logs {name} --version {version} shows the whole build output"
     if what == "rollback":
         return f"rtd status {name} --version {version} shows what runs now; rtd deployments {name} lists its releases"
+    if (deployment.get("error") or "").startswith("cannot fetch "):
+        # Often a git.remote copied from an example, or one this daemon cannot reach: the files are
+        # right here, and --local sends them instead (as Racetrack's --build-context local).
+        return (
+            "to build from this directory instead of cloning git.remote: rtd submit --local; else fix git.remote / "
+            "git.branch (rtd validate shows them) and rtd submit again"
+        )
     return (
         "it failed before any image was built (so rtd build-logs has nothing to show): "
         f"fix what the error names, check it with rtd validate, and rtd submit again (rtd status {name} "

@@ -512,6 +512,31 @@ def test_a_job_that_failed_as_it_started_points_at_its_log_not_the_build(
     )
 
 
+def test_a_git_remote_that_cannot_be_fetched_points_at_submit_local(
+    runner: CliRunner, daemon: FakeDaemon, tmp_path: Path
+) -> None:
+    job_dir = tmp_path / "adder"
+    job_dir.mkdir()
+    (job_dir / "job.yaml").write_text(
+        "name: adder\nversion: 1.0.0\nowner_email: a@example.com\ngit: {remote: https://github.com/example/adder}\n"
+        "jobtype: python3:latest\njobtype_extra: {entrypoint_path: e.py}\n"
+    )
+    (job_dir / "e.py").write_text("")
+    error = "cannot fetch https://github.com/example/adder: Could not resolve host: github.com"
+    failed = deployment("failed", error=error, phases=[{"name": "fetching the source code", "started_at": 1.0}])
+    daemon.answer("POST", DEPLOYMENTS, (201, {"id": failed["id"]}))
+    daemon.answer("GET", f"{DEPLOYMENTS}/{failed['id']}", (200, failed))
+    daemon.answer("GET", f"{DEPLOYMENTS}/{failed['id']}/build-logs", (200, {"logs": "", "offset": 0}))
+
+    result = runner.invoke(main, ["submit", str(job_dir), "-q"], input="")
+
+    assert result.exit_code == 6
+    assert result.stderr.splitlines()[-1] == (
+        "hint: to build from this directory instead of cloning git.remote: rtd submit --local; "
+        "else fix git.remote / git.branch (rtd validate shows them) and rtd submit again"
+    )
+
+
 def test_a_failed_rollback_points_at_status_not_build_logs(runner: CliRunner, daemon: FakeDaemon) -> None:
     failed = deployment("failed", error="the job did not become ready", kind="rollback", rollback_of="d00000000")
     daemon.answer("POST", "/lifecycle/api/v1/job/adder/latest/rollback", (201, {"id": failed["id"]}))
