@@ -13,7 +13,7 @@ import click
 
 from cli.client import ApiClient
 from cli.common import client_for, complete_job_name
-from cli.errors import EXIT_DEPLOY_FAILED, EXIT_INTERRUPTED, EXIT_INVALID_INPUT, RtdError
+from cli.errors import EXIT_DEPLOY_FAILED, EXIT_INTERRUPTED, EXIT_INVALID_INPUT, EXIT_USAGE, RtdError
 from cli.output import print_json, report_error, seconds, table, warn, when
 from cli.packing import pack
 from cli.progress import Progress
@@ -115,6 +115,12 @@ def validate(path: Path, extra_vars: tuple[str, ...], as_json: bool) -> None:
 @click.option(
     "--local", "force_local", is_flag=True, help="Upload DIRECTORY even when the manifest names a git.remote."
 )
+@click.option(
+    "--build-context",
+    type=click.Choice(["local", "git"]),
+    default=None,
+    help="Racetrack's spelling: local is --local; git clones git.remote (the default when there is one).",
+)
 @click.option("--no-cache", is_flag=True, help="Build every image layer anew.")
 @click.option("--git-username", envvar="RTD_GIT_USERNAME", help="For a private git.remote (env RTD_GIT_USERNAME).")
 @click.option(
@@ -145,6 +151,7 @@ def submit(
     verbose: bool,
     quiet: bool,
     force_local: bool,
+    build_context: str | None,
     no_cache: bool,
     git_username: str | None,
     git_password: str | None,
@@ -164,6 +171,9 @@ def submit(
     directory, manifest_file = _job_path(path)
     manifest = _load_manifest(directory, extra_vars, manifest_file)
     image_only = runs_prebuilt_image(manifest)
+    if build_context == "git" and manifest.git is None and not image_only:
+        raise RtdError("--build-context git: the manifest names no git.remote to clone", exit_code=EXIT_USAGE)
+    force_local = force_local or build_context == "local"
     from_git = manifest.git is not None and not force_local and not image_only
     if not from_git and not image_only:  # the daemon checks a clone's files itself; the upload's before sending
         _check_files(manifest, directory, from_git=False)
