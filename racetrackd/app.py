@@ -77,6 +77,7 @@ def create_app(
     app.register_blueprint(lifecycle.bp, url_prefix="/lifecycle/api/v1")
     app.register_blueprint(auth_api.bp, url_prefix="/lifecycle/api/v1")
     app.register_blueprint(plugins_api.bp, url_prefix="/lifecycle/api/v1")
+    app.register_blueprint(lifecycle.socketio_bp, url_prefix="/lifecycle")
     app.register_blueprint(dashboard.bp, url_prefix="/dashboard")
     app.register_error_handler(RacetrackError, _racetrack_error)
     app.register_error_handler(RequestEntityTooLarge, _body_too_large)
