@@ -10,6 +10,8 @@ import requests
 from cli.errors import EXIT_UNREACHABLE, RtdError, exit_code_for_status
 
 AUTH_HEADER = "X-Racetrack-Auth"
+# The example for the first call rtd submit suggests is a courtesy: it must not hold the command up.
+EXAMPLE_TIMEOUT = 3.0
 
 
 class ApiError(RtdError):
@@ -160,6 +162,19 @@ class ApiClient:
         path = f"/pub/job/{name}/{version}/{endpoint.lstrip('/')}"
         kwargs: dict[str, Any] = {"json": payload} if method != "GET" else {}
         return self._request(method, path, **kwargs)
+
+    def perform_example(self, name: str, version: str) -> Any:
+        """The example request of the job's perform, from its API description (python3 and golang
+        wrappers publish docs_input_example there); None when it has none or does not answer soon."""
+        try:
+            response = self._request("GET", f"/pub/job/{name}/{version}/openapi.json", timeout=EXAMPLE_TIMEOUT)
+            spec = response.json() if response.status_code == 200 else {}
+        except (ApiError, ValueError):
+            return None
+        try:
+            return spec["paths"]["/api/v1/perform"]["post"]["requestBody"]["content"]["application/json"]["example"]
+        except (KeyError, TypeError):
+            return None
 
     def call_async(self, name: str, version: str, endpoint: str, payload: Any, method: str = "POST") -> str:
         """Start an async call; returns its task id."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import json
 import posixpath
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -216,7 +218,8 @@ def submit(
     job = deployment["job"] or {}
     progress.step(f"{job.get('name')} {job.get('version')} is running (took {progress.elapsed:.1f} s)")
     click.echo(f"       {job.get('pub_url')}")
-    click.echo(f"       {_how_to_call(job)}")
+    example = client.perform_example(job["name"], job["version"]) if _calls_perform(job) else None
+    click.echo(f"       {_how_to_call(job, example)}")
 
 
 def _credentials(kind: str, username: str | None, password: str | None) -> dict[str, str] | None:
@@ -281,6 +284,9 @@ def _last_lines(details: str) -> list[str]:
     steps = [line for line in lines[: len(lines) - len(shown)] if line.startswith("Step ")]
     return [steps[-1], "..."] + shown if steps else shown
 
+
+# A longer example request is not worth a line of the submit output: the API page shows it.
+MAX_EXAMPLE_CHARS = 200
 
 # The daemon's phases after the build (Racetrack's names): a failure in them is the job's start-up.
 STARTUP_PHASES = frozenset({"starting Job server", "initializing Job entrypoint"})
@@ -437,10 +443,18 @@ def audit(ctx: click.Context, name: str | None, version: str | None, limit: int,
         click.echo(f"{when(event['timestamp'])}  {event['explanation']}")
 
 
-def _how_to_call(job: dict[str, Any]) -> str:
-    """A first call to try: perform for a job keeping the wrapper contract, else its server's root page."""
+def _calls_perform(job: dict[str, Any]) -> bool:
+    return (job.get("path_mode") or "wrapper") == "wrapper"
+
+
+def _how_to_call(job: dict[str, Any], example: Any = None) -> str:
+    """A first call to try: perform for a job keeping the wrapper contract (with the job's own example
+    request when it has a short one, so that the suggestion answers), else its server's root page."""
     mode = job.get("path_mode") or "wrapper"
     if mode == "wrapper":
-        return f"call it: rtd call {job.get('name')} --version {job.get('version')} --data '{{}}'"
+        data = json.dumps(example) if example is not None else "{}"
+        if len(data) > MAX_EXAMPLE_CHARS:
+            data = "{}"
+        return f"call it: rtd call {job.get('name')} --version {job.get('version')} --data {shlex.quote(data)}"
     root = f"{job.get('pub_url')}/api/v1/" if mode == "forward" else f"{job.get('pub_url')}/"
     return f'open it: curl -H "X-Racetrack-Auth: $(rtd token)" {root}'

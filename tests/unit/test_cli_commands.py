@@ -442,6 +442,44 @@ def test_submit_suggests_a_first_call_that_fits_the_job_type(path_mode: str | No
     assert deploying._how_to_call(job) == hint
 
 
+def test_submit_suggests_the_jobs_own_example_request_as_the_first_call(
+    runner: CliRunner, daemon: FakeDaemon, tmp_path: Path
+) -> None:
+    job_dir = tmp_path / "adder"
+    job_dir.mkdir()
+    (job_dir / "job.yaml").write_text(
+        "name: adder\nversion: 1.0.0\nowner_email: a@example.com\n"
+        "jobtype: python3:latest\njobtype_extra: {entrypoint_path: e.py}\n"
+    )
+    (job_dir / "e.py").write_text("")
+    job = {"name": "adder", "version": "1.0.0", "pub_url": f"{REMOTE}/pub/job/adder/1.0.0", "path_mode": "wrapper"}
+    done = deployment(job=job)
+    daemon.answer("POST", DEPLOYMENTS, (201, {"id": done["id"]}))
+    daemon.answer("GET", f"{DEPLOYMENTS}/{done['id']}", (200, done))
+    example = {"a": 40, "b": "it's"}
+    spec = {
+        "paths": {"/api/v1/perform": {"post": {"requestBody": {"content": {"application/json": {"example": example}}}}}}
+    }
+    daemon.answer("GET", "/pub/job/adder/1.0.0/openapi.json", (200, spec))
+
+    result = runner.invoke(main, ["submit", str(job_dir)], input="")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1] == (
+        """       call it: rtd call adder --version 1.0.0 --data '{"a": 40, "b": "it'"'"'s"}'"""
+    )
+
+
+@pytest.mark.parametrize(
+    ("example", "data"),
+    [(None, "'{}'"), ({"numbers": [40, 2]}, """'{"numbers": [40, 2]}'"""), ({"x": "y" * 300}, "'{}'")],
+)
+def test_the_first_call_uses_a_short_example_only(example: Any, data: str) -> None:
+    job = {"name": "adder", "version": "0.0.1", "pub_url": "http://h:7102/pub/job/adder/0.0.1", "path_mode": None}
+
+    assert deploying._how_to_call(job, example) == f"call it: rtd call adder --version 0.0.1 --data {data}"
+
+
 # --- the hint after a failed deployment points where there is something to see --------------------
 
 
