@@ -719,6 +719,12 @@ def test_the_job_runs_as_uid_1000(conventions: Daemon) -> None:
     assert env["uid"] == 1000
 
 
+def test_the_job_may_write_under_its_home_as_libraries_caching_there_do(conventions: Daemon) -> None:
+    env = conventions.api("GET", f"{CONVENTIONS}/api/v1/environment").json()
+
+    assert env["home_cache"] == "written"
+
+
 # --- environment -----------------------------------------------------------------------------------
 
 
