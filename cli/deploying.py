@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import ipaddress
 import json
 import posixpath
 import shlex
@@ -10,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -167,7 +169,8 @@ def submit(
     Shows each phase as it begins; on failure, the last lines of the build (-v: all of them, as they come).
     Also: rtd deploy.
 
-    With a git.remote in the manifest the daemon clones it (branch, directory) instead, unless --local.
+    With a git.remote in the manifest the daemon clones it (branch, directory) instead, unless --local
+    (or, as with Racetrack's client, owner_email is sample@example.com and the daemon is on loopback).
     A docker-image job (jobtype_extra.image) builds nothing: only its manifest is sent (rtd submit job.yaml).
     """
     directory, manifest_file = _job_path(path)
@@ -175,7 +178,10 @@ def submit(
     image_only = runs_prebuilt_image(manifest)
     if build_context == "git" and manifest.git is None and not image_only:
         raise RtdError("--build-context git: the manifest names no git.remote to clone", exit_code=EXIT_USAGE)
+    client = client_for(ctx)
     force_local = force_local or build_context == "local"
+    if build_context is None and manifest.git is not None and _racetrack_sample_on_loopback(manifest, client.remote):
+        force_local = True
     from_git = manifest.git is not None and not force_local and not image_only
     if not from_git and not image_only:  # the daemon checks a clone's files itself; the upload's before sending
         _check_files(manifest, directory, from_git=False)
@@ -187,7 +193,6 @@ def submit(
         raise RtdError(str(exc), exit_code=EXIT_INVALID_INPUT) from exc
     for warning in secret_warnings:
         warn(warning)
-    client = client_for(ctx)
     progress = Progress(sys.stderr if as_json else None)
     source = (
         f"{manifest.git.remote} (git)"
@@ -220,6 +225,19 @@ def submit(
     click.echo(f"       {job.get('pub_url')}")
     example = client.perform_example(job["name"], job["version"]) if _calls_perform(job) else None
     click.echo(f"       {_how_to_call(job, example)}")
+
+
+def _racetrack_sample_on_loopback(manifest: Manifest, remote: str) -> bool:
+    """Racetrack's client uploads the directory (as --build-context local) when the owner is
+    sample@example.com and the daemon is on this machine: Racetrack's samples name its GitHub
+    repository as git.remote, which never holds what was just edited here. rtd does the same."""
+    if manifest.owner_email != SAMPLE_OWNER:
+        return False
+    host = urlsplit(remote).hostname or ""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _credentials(kind: str, username: str | None, password: str | None) -> dict[str, str] | None:
@@ -284,6 +302,8 @@ def _last_lines(details: str) -> list[str]:
     steps = [line for line in lines[: len(lines) - len(shown)] if line.startswith("Step ")]
     return [steps[-1], "..."] + shown if steps else shown
 
+
+SAMPLE_OWNER = "sample@example.com"
 
 # A longer example request is not worth a line of the submit output: the API page shows it.
 MAX_EXAMPLE_CHARS = 200
