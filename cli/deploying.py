@@ -76,6 +76,18 @@ def _load_manifest(directory: Path, extra_vars: tuple[str, ...], manifest_file: 
     return manifest
 
 
+def _check_with_daemon(ctx: click.Context, manifest: Manifest) -> None:
+    """The daemon's own checks (job types, jobtype_extra, limits), which rtd cannot make alone."""
+    errors, warnings = client_for(ctx).check_manifest(manifest.raw)
+    for warning in warnings:
+        if warning not in manifest.warnings:  # those were printed already
+            warn(warning)
+    if errors:
+        for error in errors:
+            report_error(error)
+        sys.exit(EXIT_INVALID_INPUT)
+
+
 def _check_files(manifest: Manifest, directory: Path, *, from_git: bool) -> None:
     """The files the manifest names must be in DIRECTORY (exit 8 listing each, with a did-you-mean).
 
@@ -97,13 +109,24 @@ def _check_files(manifest: Manifest, directory: Path, *, from_git: bool) -> None
 @click.argument("path", default=".", type=JOB_PATH)
 @click.option("-e", "--extra-vars", multiple=True, help=EXTRA_VARS_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the merged manifest as JSON.")
-def validate(path: Path, extra_vars: tuple[str, ...], as_json: bool) -> None:
+@click.option(
+    "--with-daemon",
+    is_flag=True,
+    help="Also have racetrackd check it as a deploy would (its job types and their settings, its limits).",
+)
+@click.pass_context
+def validate(ctx: click.Context, path: Path, extra_vars: tuple[str, ...], as_json: bool, with_daemon: bool) -> None:
     """Check PATH's job.yaml (PATH: a job's directory or its manifest file; or one piped on stdin) and
-    print it merged, or every error (exit 8)."""
+    print it merged, or every error (exit 8).
+
+    Locally by default (no daemon needed). --with-daemon adds what only the daemon knows: that the
+    job type is installed there, that the jobtype_extra settings are that job type's, the host's limits."""
     directory, manifest_file = _job_path(path)
     manifest = _load_manifest(directory, extra_vars, manifest_file)
     if not runs_prebuilt_image(manifest):
         _check_files(manifest, directory, from_git=manifest.git is not None)
+    if with_daemon:
+        _check_with_daemon(ctx, manifest)
     if as_json:
         print_json(manifest.raw)
         return

@@ -21,6 +21,7 @@ from racetrackd.docker.orchestrator import SWARM
 from racetrackd.errors import NotSupported, RacetrackError, ValidationError
 from racetrackd.gateway import asynccalls
 from racetrackd.jobs import queries as jobs
+from racetrackd.manifest import accept_manifest
 from racetrackd.plugins import store as plugins
 from racetrackd.streams import ClientGone
 
@@ -76,6 +77,18 @@ def deploy() -> tuple[dict[str, Any], int]:
     deploy_request = parse_deploy_body(request.get_json(silent=True), caller(), svc.settings)
     deployment = deployments.request_deployment(svc.settings, svc.plugins, svc.vault, deploy_request)
     return {"id": deployment.id}, 201
+
+
+@bp.post("/manifest/check")
+def check_manifest() -> dict[str, Any]:
+    """A manifest checked as a deploy would check it (this host's limits, job types and their
+    settings), deploying nothing: `{"warnings"}`, or a ManifestError listing each field."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ValidationError("request body: must be a JSON object with a manifest")
+    svc = services()
+    manifest = accept_manifest(body.get("manifest"), svc.settings)
+    return {"warnings": deployments.check_manifest(svc.plugins, manifest)}
 
 
 @bp.get("/deploy")

@@ -18,6 +18,7 @@ from racetrackd.deploy import imagejobs, jobsecrets
 from racetrackd.errors import ConflictError, NotFoundError, ValidationError
 from racetrackd.jobs.queries import job_dto, resolve_job
 from racetrackd.plugins import jobtypes
+from racetrackd.plugins.jobtypes import JobType
 from racetrackd.plugins.store import PluginStore
 from racetrackd.settings import Settings
 from racetrackd.streams import ClientGone
@@ -61,12 +62,7 @@ def request_deployment(settings: Settings, plugins: PluginStore, vault: Vault, r
     maintenance.ensure_changes_allowed("deploy")
     manifest, identity = request.manifest, request.requester
     authorize_deploy(identity, manifest.name, manifest.version)
-    job_type = jobtypes.resolve(manifest.jobtype, plugins.job_types())
-    warnings = [
-        *manifest.warnings,
-        *jobtypes.check_extra(job_type, manifest.jobtype_extra),
-        *plugins.validate_manifest(job_type, manifest.raw),
-    ]
+    job_type, warnings = _check_job_type(plugins, manifest)
     ensure_not_in_progress(manifest.name, manifest.version)  # even forced: one at a time per version
     if not request.force:
         ensure_version_is_new(manifest.name, manifest.version)
@@ -121,6 +117,23 @@ def request_deployment(settings: Settings, plugins: PluginStore, vault: Vault, r
             Path(deployment.build_context_path).unlink(missing_ok=True)
         raise
     return deployment
+
+
+def check_manifest(plugins: PluginStore, manifest: Manifest) -> list[str]:
+    """What this host says of a manifest that passed accept_manifest, without deploying it: its job
+    type is installed and its jobtype_extra fits (ManifestError naming each field otherwise).
+    Returns the warnings a deployment of it would carry (`rtd validate` asks before a submit)."""
+    return _check_job_type(plugins, manifest)[1]
+
+
+def _check_job_type(plugins: PluginStore, manifest: Manifest) -> tuple[JobType, list[str]]:
+    job_type = jobtypes.resolve(manifest.jobtype, plugins.job_types())
+    warnings = [
+        *manifest.warnings,
+        *jobtypes.check_extra(job_type, manifest.jobtype_extra),
+        *plugins.validate_manifest(job_type, manifest.raw),
+    ]
+    return job_type, warnings
 
 
 def queue_once(deployment: Deployment) -> None:

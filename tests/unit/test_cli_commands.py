@@ -663,3 +663,68 @@ def test_nodes_in_docker_mode_says_there_is_no_swarm(runner: CliRunner, daemon: 
     assert result.exit_code == 0, result.output
     assert "RACETRACK_ORCHESTRATOR=docker" in result.stdout.splitlines()[0]
     assert "box" in result.stdout
+
+
+# --- rtd validate --with-daemon: what only the daemon knows ----------------------------------------
+
+
+def _job_dir(tmp_path: Path, manifest: str) -> Path:
+    job_dir = tmp_path / "adder"
+    job_dir.mkdir()
+    (job_dir / "job.yaml").write_text(manifest)
+    (job_dir / "e.py").write_text("")
+    return job_dir
+
+
+def test_validate_with_daemon_lists_each_problem_the_daemon_finds(
+    runner: CliRunner, daemon: FakeDaemon, tmp_path: Path
+) -> None:
+    job_dir = _job_dir(
+        tmp_path,
+        "name: adder\nversion: 1.0.0\nowner_email: a@example.com\njobtype: python3:latest\n"
+        "jobtype_extra: {entrypoint_path: e.py, entrypoint_clas: Adder}\n",
+    )
+    refused = {
+        "error": "invalid manifest",
+        "type": "invalid-manifest",
+        "errors": [
+            {
+                "field": "jobtype_extra.entrypoint_clas",
+                "message": "not a setting of job type python3 (did you mean 'entrypoint_class'?)",
+            }
+        ],
+    }
+    daemon.answer("POST", "/lifecycle/api/v1/manifest/check", (400, refused))
+
+    local = runner.invoke(main, ["validate", str(job_dir)], input="")
+    checked = runner.invoke(main, ["validate", str(job_dir), "--with-daemon"], input="")
+
+    assert local.exit_code == 0, local.output
+    assert checked.exit_code == 8
+    assert checked.stderr == (
+        "error: jobtype_extra.entrypoint_clas: not a setting of job type python3 (did you mean 'entrypoint_class'?)\n"
+    )
+    assert checked.stdout == ""
+    (call,) = daemon.calls
+    assert call[2]["json"]["manifest"]["jobtype_extra"]["entrypoint_clas"] == "Adder"
+
+
+def test_validate_with_daemon_adds_the_daemons_own_warnings_once(
+    runner: CliRunner, daemon: FakeDaemon, tmp_path: Path
+) -> None:
+    job_dir = _job_dir(
+        tmp_path,
+        "name: adder\nversion: 1.0.0\nowner_email: a@example.com\nlang: python3:latest\n"
+        "jobtype_extra: {entrypoint_path: e.py, debian_version: bookworm}\n",
+    )
+    warnings = ["lang is deprecated: rename it to jobtype", "jobtype_extra.debian_version: accepted, not acted on"]
+    daemon.answer("POST", "/lifecycle/api/v1/manifest/check", (200, {"warnings": warnings}))
+
+    result = runner.invoke(main, ["validate", str(job_dir), "--with-daemon"], input="")
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        "warning: lang is deprecated: rename it to jobtype",
+        "warning: jobtype_extra.debian_version: accepted, not acted on",
+    ]
+    assert "name: adder" in result.stdout
