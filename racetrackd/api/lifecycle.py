@@ -88,7 +88,7 @@ def check_manifest() -> dict[str, Any]:
         raise ValidationError("request body: must be a JSON object with a manifest")
     svc = services()
     manifest = accept_manifest(body.get("manifest"), svc.settings)
-    return {"warnings": deployments.check_manifest(svc.plugins, manifest)}
+    return {"warnings": deployments.check_manifest(svc.settings, svc.plugins, manifest)}
 
 
 @bp.get("/deploy")

@@ -323,6 +323,27 @@ def test_manifest_check_answers_what_a_deploy_would_refuse_deploying_nothing(cli
     assert db.Deployment.select().count() == 0
 
 
+@pytest.mark.parametrize(
+    ("base_image", "warned"), [("python:3.11-slim", False), ("racetrackd/python3-base:bookworm", True)]
+)
+def test_a_python_version_the_base_image_cannot_honour_is_a_warning(
+    make_app: Callable[..., Flask], base_image: str, warned: bool
+) -> None:
+    client = make_app(PYTHON_BASE_IMAGE=base_image).test_client()
+    manifest = sample_manifest(jobtype_extra={"entrypoint_path": "entrypoint.py", "python_version": "3.9"})
+
+    response = client.post(
+        f"{API}/manifest/check", json={"manifest": manifest}, headers={"X-Racetrack-Auth": ADMIN_TOKEN}
+    )
+
+    assert response.status_code == 200, response.get_data(as_text=True)
+    expected = (
+        "jobtype_extra.python_version: 3.9 is not applied: this host builds python3 jobs on "
+        "racetrackd/python3-base:bookworm (RACETRACK_PYTHON_BASE_IMAGE), and the job runs on its Python"
+    )
+    assert response.get_json()["warnings"] == ([expected] if warned else [])
+
+
 def test_manifest_check_needs_a_token(app: Flask) -> None:
     response = app.test_client().post(f"{API}/manifest/check", json={"manifest": sample_manifest()})
 
