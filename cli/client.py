@@ -10,6 +10,9 @@ import requests
 from cli.errors import EXIT_UNREACHABLE, RtdError, exit_code_for_status
 
 AUTH_HEADER = "X-Racetrack-Auth"
+# What rtd asks the daemon only as a courtesy (the example for the first call rtd submit suggests,
+# rtd validate's check against the daemon's job types) must not hold the command up.
+EXAMPLE_TIMEOUT = 3.0
 
 
 class ApiError(RtdError):
@@ -20,6 +23,7 @@ class ApiError(RtdError):
     ) -> None:
         super().__init__(message, hint, exit_code_for_status(status) if exit_code is None else exit_code)
         self.status = status
+        self.field_errors: list[str] = []  # "field: message" of an invalid manifest, one per problem
 
 
 class ApiClient:
@@ -161,6 +165,30 @@ class ApiClient:
         kwargs: dict[str, Any] = {"json": payload} if method != "GET" else {}
         return self._request(method, path, **kwargs)
 
+    def check_manifest(self, manifest: dict[str, Any]) -> tuple[list[str], list[str]]:
+        """(errors, warnings) the daemon finds in a manifest, as a deploy of it would (its job types and
+        their settings, its limits), deploying nothing."""
+        try:
+            answer = self._api("POST", "/manifest/check", json={"manifest": manifest})
+        except ApiError as exc:
+            if exc.status == 400 and exc.field_errors:
+                return exc.field_errors, []
+            raise
+        return [], [str(warning) for warning in (answer or {}).get("warnings") or []]
+
+    def perform_example(self, name: str, version: str) -> Any:
+        """The example request of the job's perform, from its API description (python3 and golang
+        wrappers publish docs_input_example there); None when it has none or does not answer soon."""
+        try:
+            response = self._request("GET", f"/pub/job/{name}/{version}/openapi.json", timeout=EXAMPLE_TIMEOUT)
+            spec = response.json() if response.status_code == 200 else {}
+        except (ApiError, ValueError):
+            return None
+        try:
+            return spec["paths"]["/api/v1/perform"]["post"]["requestBody"]["content"]["application/json"]["example"]
+        except (KeyError, TypeError):
+            return None
+
     def call_async(self, name: str, version: str, endpoint: str, payload: Any, method: str = "POST") -> str:
         """Start an async call; returns its task id."""
         path = f"/pub/async/new/job/{name}/{version}/{endpoint.lstrip('/')}"
@@ -294,12 +322,17 @@ class ApiClient:
 
 
 def _error_from(response: requests.Response) -> ApiError:
+    body: Any = None
     try:
-        body: dict[str, Any] = response.json()
+        body = response.json()
         message = body.get("error") or response.text
         hint = body.get("hint")
     except ValueError:
         message, hint = response.text.strip() or response.reason, None
     if response.status_code == 401 and not hint:
         hint = "log in with: rtd login TOKEN (or rtd login --username NAME)"
-    return ApiError(message, response.status_code, hint)
+    error = ApiError(message, response.status_code, hint)
+    if isinstance(body, dict):
+        fields = [e for e in body.get("errors") or [] if isinstance(e, dict)]
+        error.field_errors = [f"{e.get('field')}: {e.get('message')}" for e in fields]
+    return error

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import copy
+import ipaddress
+import json
 import posixpath
+import shlex
 import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
 from cli.client import ApiClient
 from cli.common import client_for, complete_job_name
-from cli.errors import EXIT_DEPLOY_FAILED, EXIT_INTERRUPTED, EXIT_INVALID_INPUT, RtdError
+from cli.errors import EXIT_DEPLOY_FAILED, EXIT_INTERRUPTED, EXIT_INVALID_INPUT, EXIT_USAGE, RtdError
 from cli.output import print_json, report_error, seconds, table, warn, when
 from cli.packing import pack
 from cli.progress import Progress
@@ -72,6 +76,18 @@ def _load_manifest(directory: Path, extra_vars: tuple[str, ...], manifest_file: 
     return manifest
 
 
+def _check_with_daemon(ctx: click.Context, manifest: Manifest) -> None:
+    """The daemon's own checks (job types, jobtype_extra, limits), which rtd cannot make alone."""
+    errors, warnings = client_for(ctx).check_manifest(manifest.raw)
+    for warning in warnings:
+        if warning not in manifest.warnings:  # those were printed already
+            warn(warning)
+    if errors:
+        for error in errors:
+            report_error(error)
+        sys.exit(EXIT_INVALID_INPUT)
+
+
 def _check_files(manifest: Manifest, directory: Path, *, from_git: bool) -> None:
     """The files the manifest names must be in DIRECTORY (exit 8 listing each, with a did-you-mean).
 
@@ -93,13 +109,24 @@ def _check_files(manifest: Manifest, directory: Path, *, from_git: bool) -> None
 @click.argument("path", default=".", type=JOB_PATH)
 @click.option("-e", "--extra-vars", multiple=True, help=EXTRA_VARS_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the merged manifest as JSON.")
-def validate(path: Path, extra_vars: tuple[str, ...], as_json: bool) -> None:
+@click.option(
+    "--with-daemon",
+    is_flag=True,
+    help="Also have racetrackd check it as a deploy would (its job types and their settings, its limits).",
+)
+@click.pass_context
+def validate(ctx: click.Context, path: Path, extra_vars: tuple[str, ...], as_json: bool, with_daemon: bool) -> None:
     """Check PATH's job.yaml (PATH: a job's directory or its manifest file; or one piped on stdin) and
-    print it merged, or every error (exit 8)."""
+    print it merged, or every error (exit 8).
+
+    Locally by default (no daemon needed). --with-daemon adds what only the daemon knows: that the
+    job type is installed there, that the jobtype_extra settings are that job type's, the host's limits."""
     directory, manifest_file = _job_path(path)
     manifest = _load_manifest(directory, extra_vars, manifest_file)
     if not runs_prebuilt_image(manifest):
         _check_files(manifest, directory, from_git=manifest.git is not None)
+    if with_daemon:
+        _check_with_daemon(ctx, manifest)
     if as_json:
         print_json(manifest.raw)
         return
@@ -114,6 +141,12 @@ def validate(path: Path, extra_vars: tuple[str, ...], as_json: bool) -> None:
 @click.option("-q", "--quiet", is_flag=True, hidden=True)  # phases only: now the default, kept for old scripts
 @click.option(
     "--local", "force_local", is_flag=True, help="Upload DIRECTORY even when the manifest names a git.remote."
+)
+@click.option(
+    "--build-context",
+    type=click.Choice(["local", "git"]),
+    default=None,
+    help="Racetrack's spelling: local is --local; git clones git.remote (the default when there is one).",
 )
 @click.option("--no-cache", is_flag=True, help="Build every image layer anew.")
 @click.option("--git-username", envvar="RTD_GIT_USERNAME", help="For a private git.remote (env RTD_GIT_USERNAME).")
@@ -145,6 +178,7 @@ def submit(
     verbose: bool,
     quiet: bool,
     force_local: bool,
+    build_context: str | None,
     no_cache: bool,
     git_username: str | None,
     git_password: str | None,
@@ -158,12 +192,19 @@ def submit(
     Shows each phase as it begins; on failure, the last lines of the build (-v: all of them, as they come).
     Also: rtd deploy.
 
-    With a git.remote in the manifest the daemon clones it (branch, directory) instead, unless --local.
+    With a git.remote in the manifest the daemon clones it (branch, directory) instead, unless --local
+    (or, as with Racetrack's client, owner_email is sample@example.com and the daemon is on loopback).
     A docker-image job (jobtype_extra.image) builds nothing: only its manifest is sent (rtd submit job.yaml).
     """
     directory, manifest_file = _job_path(path)
     manifest = _load_manifest(directory, extra_vars, manifest_file)
     image_only = runs_prebuilt_image(manifest)
+    if build_context == "git" and manifest.git is None and not image_only:
+        raise RtdError("--build-context git: the manifest names no git.remote to clone", exit_code=EXIT_USAGE)
+    client = client_for(ctx)
+    force_local = force_local or build_context == "local"
+    if build_context is None and manifest.git is not None and _racetrack_sample_on_loopback(manifest, client.remote):
+        force_local = True
     from_git = manifest.git is not None and not force_local and not image_only
     if not from_git and not image_only:  # the daemon checks a clone's files itself; the upload's before sending
         _check_files(manifest, directory, from_git=False)
@@ -175,7 +216,6 @@ def submit(
         raise RtdError(str(exc), exit_code=EXIT_INVALID_INPUT) from exc
     for warning in secret_warnings:
         warn(warning)
-    client = client_for(ctx)
     progress = Progress(sys.stderr if as_json else None)
     source = (
         f"{manifest.git.remote} (git)"
@@ -206,7 +246,21 @@ def submit(
     job = deployment["job"] or {}
     progress.step(f"{job.get('name')} {job.get('version')} is running (took {progress.elapsed:.1f} s)")
     click.echo(f"       {job.get('pub_url')}")
-    click.echo(f"       {_how_to_call(job)}")
+    example = client.perform_example(job["name"], job["version"]) if _calls_perform(job) else None
+    click.echo(f"       {_how_to_call(job, example)}")
+
+
+def _racetrack_sample_on_loopback(manifest: Manifest, remote: str) -> bool:
+    """Racetrack's client uploads the directory (as --build-context local) when the owner is
+    sample@example.com and the daemon is on this machine: Racetrack's samples name its GitHub
+    repository as git.remote, which never holds what was just edited here. rtd does the same."""
+    if manifest.owner_email != SAMPLE_OWNER:
+        return False
+    host = urlsplit(remote).hostname or ""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _credentials(kind: str, username: str | None, password: str | None) -> dict[str, str] | None:
@@ -272,10 +326,28 @@ def _last_lines(details: str) -> list[str]:
     return [steps[-1], "..."] + shown if steps else shown
 
 
+SAMPLE_OWNER = "sample@example.com"
+
+# A longer example request is not worth a line of the submit output: the API page shows it.
+MAX_EXAMPLE_CHARS = 200
+
+# The daemon's phases after the build (Racetrack's names): a failure in them is the job's start-up.
+STARTUP_PHASES = frozenset({"starting Job server", "initializing Job entrypoint"})
+
+
 def _failure_hint(what: str, deployment: dict[str, Any], client: ApiClient) -> str:
     """Where to look next. `rtd build-logs` only helps when a build wrote something: a deployment that
     failed earlier (manifest, files, git clone) or a rollback (no build) has none to show."""
     name, version = deployment["job_name"], deployment["job_version"]
+    phases = {phase.get("name") for phase in deployment.get("phases") or []}
+    if what != "rollback" and phases & STARTUP_PHASES:
+        # The image built; the job's own code or settings failed as it started. Its last log lines
+        # are in the error (the failed containers are gone, so rtd logs has nothing to show).
+        return (
+            f"the image built, then {name} {version} failed as it started (its log's last lines are above): "
+            f"fix the code or its settings and rtd submit again (rtd status {name} --version {version} "
+            "shows what runs now)"
+        )
     try:
         built = bool(client.deployment_logs(deployment["id"], 0)[0].strip())
     except RtdError:  # the hint is a courtesy: an unanswered question must not hide the error
@@ -284,6 +356,13 @@ def _failure_hint(what: str, deployment: dict[str, Any], client: ApiClient) -> s
         return f"rtd build-logs {name} --version {version} shows the whole build output"
     if what == "rollback":
         return f"rtd status {name} --version {version} shows what runs now; rtd deployments {name} lists its releases"
+    if (deployment.get("error") or "").startswith("cannot fetch "):
+        # Often a git.remote copied from an example, or one this daemon cannot reach: the files are
+        # right here, and --local sends them instead (as Racetrack's --build-context local).
+        return (
+            "to build from this directory instead of cloning git.remote: rtd submit --local; else fix git.remote / "
+            "git.branch (rtd validate shows them) and rtd submit again"
+        )
     return (
         "it failed before any image was built (so rtd build-logs has nothing to show): "
         f"fix what the error names, check it with rtd validate, and rtd submit again (rtd status {name} "
@@ -407,10 +486,18 @@ def audit(ctx: click.Context, name: str | None, version: str | None, limit: int,
         click.echo(f"{when(event['timestamp'])}  {event['explanation']}")
 
 
-def _how_to_call(job: dict[str, Any]) -> str:
-    """A first call to try: perform for a job keeping the wrapper contract, else its server's root page."""
+def _calls_perform(job: dict[str, Any]) -> bool:
+    return (job.get("path_mode") or "wrapper") == "wrapper"
+
+
+def _how_to_call(job: dict[str, Any], example: Any = None) -> str:
+    """A first call to try: perform for a job keeping the wrapper contract (with the job's own example
+    request when it has a short one, so that the suggestion answers), else its server's root page."""
     mode = job.get("path_mode") or "wrapper"
     if mode == "wrapper":
-        return f"call it: rtd call {job.get('name')} --version {job.get('version')} --data '{{}}'"
+        data = json.dumps(example) if example is not None else "{}"
+        if len(data) > MAX_EXAMPLE_CHARS:
+            data = "{}"
+        return f"call it: rtd call {job.get('name')} --version {job.get('version')} --data {shlex.quote(data)}"
     root = f"{job.get('pub_url')}/api/v1/" if mode == "forward" else f"{job.get('pub_url')}/"
     return f'open it: curl -H "X-Racetrack-Auth: $(rtd token)" {root}'

@@ -6,6 +6,7 @@ import difflib
 import json
 import shlex
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -222,7 +223,11 @@ def logs(ctx: click.Context, name: str, version: str, tail: int, follow: bool) -
 @click.argument("payload_arg", metavar="[PAYLOAD]", required=False)
 @click.option("--version", "version", default="latest", show_default=True)
 @click.option("--endpoint", default=None, help=f"The job's path (default {DEFAULT_ENDPOINT}); or give ENDPOINT.")
-@click.option("--data", default=None, help="JSON (or YAML) payload (default {}); or give PAYLOAD.")
+@click.option(
+    "--data",
+    default=None,
+    help="JSON (or YAML) payload (default {}), @FILE to read it from FILE, @- from stdin; or give PAYLOAD.",
+)
 @click.option("--method", default="POST", show_default=True, type=click.Choice(["GET", "POST", "PUT", "DELETE"]))
 @click.option(
     "--async",
@@ -308,14 +313,32 @@ def call(
 
 
 def _parse_payload(text: str | None, where: str) -> Any:
-    """The payload as JSON or YAML. A bad one is told in plain words, with where it went wrong, not in
-    the YAML parser's terms ('while parsing a flow mapping ...'): most people meant JSON."""
+    """The payload as JSON or YAML; `@FILE` reads it from FILE and `@-` from stdin, as curl does. A bad
+    one is told in plain words, with where it went wrong, not in the YAML parser's terms ('while
+    parsing a flow mapping ...'): most people meant JSON."""
     if text is None:
         return {}
+    if text.startswith("@"):
+        text = _read_payload_file(text[1:], where)
+    try:
+        # JSON first: the YAML parser, pure Python, takes seconds over a payload of a few MiB.
+        return json.loads(text)
+    except ValueError:
+        pass
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise click.BadParameter(_where_it_breaks(text), param_hint=where) from exc
+
+
+def _read_payload_file(path: str, where: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise click.BadParameter(f"cannot read {path}: {reason}", param_hint=where) from exc
 
 
 def _where_it_breaks(text: str) -> str:

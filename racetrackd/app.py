@@ -8,10 +8,11 @@ import re
 from typing import Any
 
 import peewee
-from flask import Flask, request
+from flask import Flask, redirect, request
 from flask.json.provider import DefaultJSONProvider
 from jinja2 import StrictUndefined
 from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
+from werkzeug.wrappers import Response as WerkzeugResponse
 
 from racetrackd import dashboard
 from racetrackd.api import auth as auth_api
@@ -77,13 +78,20 @@ def create_app(
     app.register_blueprint(lifecycle.bp, url_prefix="/lifecycle/api/v1")
     app.register_blueprint(auth_api.bp, url_prefix="/lifecycle/api/v1")
     app.register_blueprint(plugins_api.bp, url_prefix="/lifecycle/api/v1")
+    app.register_blueprint(lifecycle.socketio_bp, url_prefix="/lifecycle")
     app.register_blueprint(dashboard.bp, url_prefix="/dashboard")
+    app.add_url_rule("/", "root", _to_dashboard)
     app.register_error_handler(RacetrackError, _racetrack_error)
     app.register_error_handler(RequestEntityTooLarge, _body_too_large)
     app.register_error_handler(OSError, _storage_error)
     app.register_error_handler(peewee.OperationalError, _storage_error)
     app.register_error_handler(HTTPException, _http_error)
     return app
+
+
+def _to_dashboard() -> WerkzeugResponse:
+    """The daemon's own address, opened in a browser (as `racetrackd start` prints it), is the dashboard."""
+    return redirect("/dashboard/", 302)
 
 
 def _body_limit() -> tuple[str, int]:

@@ -17,6 +17,7 @@
     ├── JobStartError (500, job-start-failed)            container did not come up
     ├── JobTypeError (500, jobtype-error)                job-type plugin missing or broken
     ├── PayloadTooLarge (413, payload-too-large)          a request body over a limit
+    ├── NotSupported (501, not-supported)                a Racetrack API racetrackd does not offer
     ├── StorageFull (507, storage-full)                  the disk under the data dir is full
     ├── MaintenanceMode (503, maintenance-mode)          an admin stopped deployments for now
     ├── DockerUnavailable (503, docker-unavailable)      engine not reachable
@@ -167,6 +168,11 @@ class JobUnavailable(RacetrackError):
 class JobTimeout(RacetrackError):
     status_code = 504
     reference = "job-timeout"
+
+
+class NotSupported(RacetrackError):
+    status_code = 501
+    reference = "not-supported"
 
 
 class PayloadTooLarge(RacetrackError):

@@ -18,13 +18,16 @@ from racetrackd.db import Deployment
 from racetrackd.deploy import jobsecrets, releases
 from racetrackd.deploy import requests as deployments
 from racetrackd.docker.orchestrator import SWARM
-from racetrackd.errors import RacetrackError, ValidationError
+from racetrackd.errors import NotSupported, RacetrackError, ValidationError
 from racetrackd.gateway import asynccalls
 from racetrackd.jobs import queries as jobs
+from racetrackd.manifest import accept_manifest
 from racetrackd.plugins import store as plugins
 from racetrackd.streams import ClientGone
 
 bp = Blueprint("lifecycle", __name__)
+# Racetrack's Socket.IO endpoint (/lifecycle/socket.io), which `racetrack logs -f` connects to.
+socketio_bp = Blueprint("lifecycle_socketio", __name__)
 
 
 OPEN_ENDPOINTS = {"lifecycle.info", "lifecycle.build_secrets"}
@@ -74,6 +77,18 @@ def deploy() -> tuple[dict[str, Any], int]:
     deploy_request = parse_deploy_body(request.get_json(silent=True), caller(), svc.settings)
     deployment = deployments.request_deployment(svc.settings, svc.plugins, svc.vault, deploy_request)
     return {"id": deployment.id}, 201
+
+
+@bp.post("/manifest/check")
+def check_manifest() -> dict[str, Any]:
+    """A manifest checked as a deploy would check it (this host's limits, job types and their
+    settings), deploying nothing: `{"warnings"}`, or a ManifestError listing each field."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ValidationError("request body: must be a JSON object with a manifest")
+    svc = services()
+    manifest = accept_manifest(body.get("manifest"), svc.settings)
+    return {"warnings": deployments.check_manifest(svc.settings, svc.plugins, manifest)}
 
 
 @bp.get("/deploy")
@@ -313,3 +328,14 @@ def _readable_deployment(deployment_id: str) -> Deployment:
 def _redactor(job: Any) -> jobsecrets.Redactor:
     """Job logs may echo the job's own secrets; they are masked before anyone sees them."""
     return jobsecrets.Redactor(jobsecrets.of_release(job, services().vault).values())
+
+
+@socketio_bp.route("/socket.io/", methods=["GET", "POST"])
+def socketio_logs() -> Response:
+    """Racetrack's client follows logs over Socket.IO and sends no token with it: streaming a job's
+    output to whoever connects would publish it (secrets a job prints included). The client shows
+    this error's text, so it says what to use instead."""
+    raise NotSupported(
+        "following logs over Socket.IO (racetrack logs -f) is not offered: Racetrack's client sends no token on it",
+        hint="racetrack logs NAME (without -f) shows the recent lines; rtd logs NAME -f follows them",
+    )

@@ -214,6 +214,7 @@ class Deployer:
         deployment.set_phase("starting Job server")
         self._start(deployment, manifest, job_type, image, secrets)
         self.accounts.request_public_endpoints(manifest.name, manifest.version, list(manifest.public_endpoints))
+        self._warn_pending_public_endpoints(deployment, manifest)
         if new_family and deployment.requested_by:
             kind, name = access.parse_subject(deployment.requested_by)
             self.accounts.grant_family_owner(kind, name, manifest.name)
@@ -314,6 +315,14 @@ class Deployer:
                 "registry every node can pull from (docs/swarm.md), or keep the job on this node with "
                 'placement_constraints: ["node.role == manager"]'
             )
+
+    def _warn_pending_public_endpoints(self, deployment: Deployment, manifest: Manifest) -> None:
+        """The deployer learns at once that the public_endpoints of the manifest still answer 401
+        to callers without a token, and what opens them (as in Racetrack, an admin's approval)."""
+        pending = self.accounts.public_endpoints(manifest.name, manifest.version, active=False)
+        if pending:
+            listed = ", ".join(f"{row.endpoint} (rtd public-endpoints approve {row.id})" for row in pending)
+            _warn(deployment, f"public_endpoints wait for an admin's approval; until then they need a token: {listed}")
 
     def _post_deploy(self, deployment: Deployment, manifest: Manifest, job_type: JobType) -> None:
         """The job type's post_job_deploy hook; a failure is a warning on the deployment, the job serves anyway."""

@@ -18,6 +18,7 @@ from racetrackd.deploy import imagejobs, jobsecrets
 from racetrackd.errors import ConflictError, NotFoundError, ValidationError
 from racetrackd.jobs.queries import job_dto, resolve_job
 from racetrackd.plugins import jobtypes
+from racetrackd.plugins.jobtypes import JobType
 from racetrackd.plugins.store import PluginStore
 from racetrackd.settings import Settings
 from racetrackd.streams import ClientGone
@@ -61,12 +62,7 @@ def request_deployment(settings: Settings, plugins: PluginStore, vault: Vault, r
     maintenance.ensure_changes_allowed("deploy")
     manifest, identity = request.manifest, request.requester
     authorize_deploy(identity, manifest.name, manifest.version)
-    job_type = jobtypes.resolve(manifest.jobtype, plugins.job_types())
-    warnings = [
-        *manifest.warnings,
-        *jobtypes.check_extra(job_type, manifest.jobtype_extra),
-        *plugins.validate_manifest(job_type, manifest.raw),
-    ]
+    job_type, warnings = _check_job_type(settings, plugins, manifest)
     ensure_not_in_progress(manifest.name, manifest.version)  # even forced: one at a time per version
     if not request.force:
         ensure_version_is_new(manifest.name, manifest.version)
@@ -121,6 +117,41 @@ def request_deployment(settings: Settings, plugins: PluginStore, vault: Vault, r
             Path(deployment.build_context_path).unlink(missing_ok=True)
         raise
     return deployment
+
+
+def check_manifest(settings: Settings, plugins: PluginStore, manifest: Manifest) -> list[str]:
+    """What this host says of a manifest that passed accept_manifest, without deploying it: its job
+    type is installed and its jobtype_extra fits (ManifestError naming each field otherwise).
+    Returns the warnings a deployment of it would carry (`rtd validate --with-daemon` asks)."""
+    return _check_job_type(settings, plugins, manifest)[1]
+
+
+def _check_job_type(settings: Settings, plugins: PluginStore, manifest: Manifest) -> tuple[JobType, list[str]]:
+    job_type = jobtypes.resolve(manifest.jobtype, plugins.job_types())
+    warnings = [
+        *manifest.warnings,
+        *jobtypes.check_extra(job_type, manifest.jobtype_extra),
+        *plugins.validate_manifest(job_type, manifest.raw),
+        *_python_version_not_applied(settings, job_type, manifest),
+    ]
+    return job_type, warnings
+
+
+def _python_version_not_applied(settings: Settings, job_type: JobType, manifest: Manifest) -> list[str]:
+    """python3's template builds on python:<python_version>-slim only when the host's base image is an
+    official Python image (python:...); on any other (an air-gapped host's own) the job gets that
+    image's Python, and its deployer must hear it rather than find out from a pickle that will not load."""
+    wanted = manifest.jobtype_extra.get("python_version")
+    setting = job_type.base_image_setting
+    if wanted is None or setting is None or "python_version" not in {f.name for f in job_type.extra_fields}:
+        return []
+    base = settings.plugin_setting(setting) or dict(job_type.declared_settings).get(setting, "")
+    if base.startswith("python:"):
+        return []
+    return [
+        f"jobtype_extra.python_version: {wanted} is not applied: this host builds {job_type.name} jobs on {base} "
+        f"(RACETRACK_{setting.upper()}), and the job runs on its Python"
+    ]
 
 
 def queue_once(deployment: Deployment) -> None:

@@ -155,6 +155,12 @@ def chain(daemon: Daemon) -> Daemon:
 
 
 @pytest.fixture(scope="module")
+def auxiliary_v2(daemon: Daemon) -> Daemon:
+    daemon.rtd("submit", "--force", str(FIXTURES / "auxiliary-v2"), check=True)
+    return daemon
+
+
+@pytest.fixture(scope="module")
 def limited(daemon: Daemon) -> Daemon:
     daemon.rtd("submit", "--force", str(FIXTURES / "limited"), check=True)
     return daemon
@@ -362,6 +368,24 @@ def test_auxiliary_endpoint_takes_json_by_post_and_query_params_by_get(conventio
     assert posted.json() == {"explained": "Ada", "detail": "long"}
     assert got.status_code == 200, got.text
     assert got.json() == {"explained": "Bo", "detail": "short"}
+
+
+def test_auxiliary_endpoints_v2_with_fastapis_markers_take_path_query_and_body(auxiliary_v2: Daemon) -> None:
+    job = "/pub/job/auxiliary-v2/latest"
+
+    multiplied = auxiliary_v2.api("POST", f"{job}/api/v1/multiply/2?query=3", json=4)
+    middle = auxiliary_v2.api("GET", f"{job}/api/v1/middle?start=1&end=2")
+    missing = auxiliary_v2.api("POST", f"{job}/api/v1/multiply/2", json=4)
+    paths = auxiliary_v2.api("GET", f"{job}/openapi.json").json()["paths"]
+
+    assert (multiplied.status_code, multiplied.json()) == (200, 24.0)
+    assert middle.json() == 1.5
+    assert (missing.status_code, missing.json()["error"]) == (422, "missing query parameter 'query'")
+    assert paths["/api/v1/multiply/{path}"]["post"]["tags"] == ["items"]
+    assert {p["name"]: p["in"] for p in paths["/api/v1/middle"]["get"]["parameters"]} == {
+        "start": "query",
+        "end": "query",
+    }
 
 
 def test_an_exception_in_an_auxiliary_endpoint_is_500_with_its_type(conventions: Daemon) -> None:
@@ -717,6 +741,12 @@ def test_the_job_runs_as_uid_1000(conventions: Daemon) -> None:
     env = conventions.api("GET", f"{CONVENTIONS}/api/v1/environment").json()
 
     assert env["uid"] == 1000
+
+
+def test_the_job_may_write_under_its_home_as_libraries_caching_there_do(conventions: Daemon) -> None:
+    env = conventions.api("GET", f"{CONVENTIONS}/api/v1/environment").json()
+
+    assert env["home_cache"] == "written"
 
 
 # --- environment -----------------------------------------------------------------------------------

@@ -306,6 +306,50 @@ def test_deploy_with_an_unknown_jobtype_extra_key_is_400(client: FlaskClient) ->
     assert db.Deployment.select().count() == 0
 
 
+def test_manifest_check_answers_what_a_deploy_would_refuse_deploying_nothing(client: FlaskClient) -> None:
+    typo = sample_manifest(jobtype_extra={"entrypoint_pth": "entrypoint.py"})
+    unknown = sample_manifest(jobtype="pyhton3:latest")
+
+    refused = client.post(f"{API}/manifest/check", json={"manifest": typo})
+    not_installed = client.post(f"{API}/manifest/check", json={"manifest": unknown})
+    fine = client.post(f"{API}/manifest/check", json={"manifest": sample_manifest(lang="python3:latest", jobtype=None)})
+
+    assert field_errors(refused) == {
+        "jobtype_extra.entrypoint_pth": "not a setting of job type python3 (did you mean 'entrypoint_path'?)",
+        "jobtype_extra.entrypoint_path": "required by job type python3",
+    }
+    assert list(field_errors(not_installed)) == ["jobtype"]
+    assert (fine.status_code, fine.get_json()) == (200, {"warnings": ["lang is deprecated: rename it to jobtype"]})
+    assert db.Deployment.select().count() == 0
+
+
+@pytest.mark.parametrize(
+    ("base_image", "warned"), [("python:3.11-slim", False), ("racetrackd/python3-base:bookworm", True)]
+)
+def test_a_python_version_the_base_image_cannot_honour_is_a_warning(
+    make_app: Callable[..., Flask], base_image: str, warned: bool
+) -> None:
+    client = make_app(PYTHON_BASE_IMAGE=base_image).test_client()
+    manifest = sample_manifest(jobtype_extra={"entrypoint_path": "entrypoint.py", "python_version": "3.9"})
+
+    response = client.post(
+        f"{API}/manifest/check", json={"manifest": manifest}, headers={"X-Racetrack-Auth": ADMIN_TOKEN}
+    )
+
+    assert response.status_code == 200, response.get_data(as_text=True)
+    expected = (
+        "jobtype_extra.python_version: 3.9 is not applied: this host builds python3 jobs on "
+        "racetrackd/python3-base:bookworm (RACETRACK_PYTHON_BASE_IMAGE), and the job runs on its Python"
+    )
+    assert response.get_json()["warnings"] == ([expected] if warned else [])
+
+
+def test_manifest_check_needs_a_token(app: Flask) -> None:
+    response = app.test_client().post(f"{API}/manifest/check", json={"manifest": sample_manifest()})
+
+    assert response.status_code == 401
+
+
 def with_unsupported_extra(app: Flask, name: str) -> None:
     """Install (as files in the data dir) a python3 job type 1.0.1 with an extra field marked `supported: false`."""
     services = app.extensions["racetrackd"]

@@ -60,3 +60,17 @@ def test_a_bad_tail_is_400_naming_it(client: FlaskClient) -> None:
 
     assert response.status_code == 400
     assert "tail" in response.json["error"]
+
+
+def test_racetracks_socketio_log_follow_is_refused_saying_what_to_use(client: FlaskClient) -> None:
+    # `racetrack logs NAME -f` (the official client) opens Engine.IO at /lifecycle/socket.io/ without
+    # a token and prints the JSON of a refused connection: it must say why and what to run instead.
+    answer = client.get("/lifecycle/socket.io/?transport=polling&EIO=4&t=abc", headers={"X-Racetrack-Auth": ""})
+
+    assert answer.status_code == 501
+    assert answer.json == {
+        "error": "following logs over Socket.IO (racetrack logs -f) is not offered: "
+        "Racetrack's client sends no token on it",
+        "type": "not-supported",
+        "hint": "racetrack logs NAME (without -f) shows the recent lines; rtd logs NAME -f follows them",
+    }

@@ -442,6 +442,44 @@ def test_submit_suggests_a_first_call_that_fits_the_job_type(path_mode: str | No
     assert deploying._how_to_call(job) == hint
 
 
+def test_submit_suggests_the_jobs_own_example_request_as_the_first_call(
+    runner: CliRunner, daemon: FakeDaemon, tmp_path: Path
+) -> None:
+    job_dir = tmp_path / "adder"
+    job_dir.mkdir()
+    (job_dir / "job.yaml").write_text(
+        "name: adder\nversion: 1.0.0\nowner_email: a@example.com\n"
+        "jobtype: python3:latest\njobtype_extra: {entrypoint_path: e.py}\n"
+    )
+    (job_dir / "e.py").write_text("")
+    job = {"name": "adder", "version": "1.0.0", "pub_url": f"{REMOTE}/pub/job/adder/1.0.0", "path_mode": "wrapper"}
+    done = deployment(job=job)
+    daemon.answer("POST", DEPLOYMENTS, (201, {"id": done["id"]}))
+    daemon.answer("GET", f"{DEPLOYMENTS}/{done['id']}", (200, done))
+    example = {"a": 40, "b": "it's"}
+    spec = {
+        "paths": {"/api/v1/perform": {"post": {"requestBody": {"content": {"application/json": {"example": example}}}}}}
+    }
+    daemon.answer("GET", "/pub/job/adder/1.0.0/openapi.json", (200, spec))
+
+    result = runner.invoke(main, ["submit", str(job_dir)], input="")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1] == (
+        """       call it: rtd call adder --version 1.0.0 --data '{"a": 40, "b": "it'"'"'s"}'"""
+    )
+
+
+@pytest.mark.parametrize(
+    ("example", "data"),
+    [(None, "'{}'"), ({"numbers": [40, 2]}, """'{"numbers": [40, 2]}'"""), ({"x": "y" * 300}, "'{}'")],
+)
+def test_the_first_call_uses_a_short_example_only(example: Any, data: str) -> None:
+    job = {"name": "adder", "version": "0.0.1", "pub_url": "http://h:7102/pub/job/adder/0.0.1", "path_mode": None}
+
+    assert deploying._how_to_call(job, example) == f"call it: rtd call adder --version 0.0.1 --data {data}"
+
+
 # --- the hint after a failed deployment points where there is something to see --------------------
 
 
@@ -481,6 +519,60 @@ def test_a_deployment_that_failed_in_the_build_points_at_build_logs(
 
     assert result.exit_code == 6
     assert result.stderr.splitlines()[-1] == "hint: rtd build-logs adder --version 1.0.0 shows the whole build output"
+
+
+def test_a_job_that_failed_as_it_started_points_at_its_log_not_the_build(
+    runner: CliRunner, daemon: FakeDaemon, tmp_path: Path
+) -> None:
+    job_dir = tmp_path / "adder"
+    job_dir.mkdir()
+    (job_dir / "job.yaml").write_text(
+        "name: adder\nversion: 1.0.0\nowner_email: a@example.com\n"
+        "jobtype: python3:latest\njobtype_extra: {entrypoint_path: e.py}\n"
+    )
+    (job_dir / "e.py").write_text("")
+    phases = [{"name": name, "started_at": 1.0, "duration": 1.0} for name in ("building image", "starting Job server")]
+    error = "job initialization error: RuntimeError: no model\n--- last 20 lines of the job's log ---\nTraceback"
+    failed = deployment("failed", error=error, phases=phases)
+    daemon.answer("POST", DEPLOYMENTS, (201, {"id": failed["id"]}))
+    daemon.answer("GET", f"{DEPLOYMENTS}/{failed['id']}", (200, failed))
+    daemon.answer(
+        "GET", f"{DEPLOYMENTS}/{failed['id']}/build-logs", (200, {"logs": "Step 1/9 : FROM x\n", "offset": 18})
+    )
+
+    result = runner.invoke(main, ["submit", str(job_dir), "-q"], input="")
+
+    assert result.exit_code == 6
+    assert "Traceback" in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "hint: the image built, then adder 1.0.0 failed as it started (its log's last lines are above): "
+        "fix the code or its settings and rtd submit again (rtd status adder --version 1.0.0 shows what runs now)"
+    )
+
+
+def test_a_git_remote_that_cannot_be_fetched_points_at_submit_local(
+    runner: CliRunner, daemon: FakeDaemon, tmp_path: Path
+) -> None:
+    job_dir = tmp_path / "adder"
+    job_dir.mkdir()
+    (job_dir / "job.yaml").write_text(
+        "name: adder\nversion: 1.0.0\nowner_email: a@example.com\ngit: {remote: https://github.com/example/adder}\n"
+        "jobtype: python3:latest\njobtype_extra: {entrypoint_path: e.py}\n"
+    )
+    (job_dir / "e.py").write_text("")
+    error = "cannot fetch https://github.com/example/adder: Could not resolve host: github.com"
+    failed = deployment("failed", error=error, phases=[{"name": "fetching the source code", "started_at": 1.0}])
+    daemon.answer("POST", DEPLOYMENTS, (201, {"id": failed["id"]}))
+    daemon.answer("GET", f"{DEPLOYMENTS}/{failed['id']}", (200, failed))
+    daemon.answer("GET", f"{DEPLOYMENTS}/{failed['id']}/build-logs", (200, {"logs": "", "offset": 0}))
+
+    result = runner.invoke(main, ["submit", str(job_dir), "-q"], input="")
+
+    assert result.exit_code == 6
+    assert result.stderr.splitlines()[-1] == (
+        "hint: to build from this directory instead of cloning git.remote: rtd submit --local; "
+        "else fix git.remote / git.branch (rtd validate shows them) and rtd submit again"
+    )
 
 
 def test_a_failed_rollback_points_at_status_not_build_logs(runner: CliRunner, daemon: FakeDaemon) -> None:
@@ -571,3 +663,68 @@ def test_nodes_in_docker_mode_says_there_is_no_swarm(runner: CliRunner, daemon: 
     assert result.exit_code == 0, result.output
     assert "RACETRACK_ORCHESTRATOR=docker" in result.stdout.splitlines()[0]
     assert "box" in result.stdout
+
+
+# --- rtd validate --with-daemon: what only the daemon knows ----------------------------------------
+
+
+def _job_dir(tmp_path: Path, manifest: str) -> Path:
+    job_dir = tmp_path / "adder"
+    job_dir.mkdir()
+    (job_dir / "job.yaml").write_text(manifest)
+    (job_dir / "e.py").write_text("")
+    return job_dir
+
+
+def test_validate_with_daemon_lists_each_problem_the_daemon_finds(
+    runner: CliRunner, daemon: FakeDaemon, tmp_path: Path
+) -> None:
+    job_dir = _job_dir(
+        tmp_path,
+        "name: adder\nversion: 1.0.0\nowner_email: a@example.com\njobtype: python3:latest\n"
+        "jobtype_extra: {entrypoint_path: e.py, entrypoint_clas: Adder}\n",
+    )
+    refused = {
+        "error": "invalid manifest",
+        "type": "invalid-manifest",
+        "errors": [
+            {
+                "field": "jobtype_extra.entrypoint_clas",
+                "message": "not a setting of job type python3 (did you mean 'entrypoint_class'?)",
+            }
+        ],
+    }
+    daemon.answer("POST", "/lifecycle/api/v1/manifest/check", (400, refused))
+
+    local = runner.invoke(main, ["validate", str(job_dir)], input="")
+    checked = runner.invoke(main, ["validate", str(job_dir), "--with-daemon"], input="")
+
+    assert local.exit_code == 0, local.output
+    assert checked.exit_code == 8
+    assert checked.stderr == (
+        "error: jobtype_extra.entrypoint_clas: not a setting of job type python3 (did you mean 'entrypoint_class'?)\n"
+    )
+    assert checked.stdout == ""
+    (call,) = daemon.calls
+    assert call[2]["json"]["manifest"]["jobtype_extra"]["entrypoint_clas"] == "Adder"
+
+
+def test_validate_with_daemon_adds_the_daemons_own_warnings_once(
+    runner: CliRunner, daemon: FakeDaemon, tmp_path: Path
+) -> None:
+    job_dir = _job_dir(
+        tmp_path,
+        "name: adder\nversion: 1.0.0\nowner_email: a@example.com\nlang: python3:latest\n"
+        "jobtype_extra: {entrypoint_path: e.py, debian_version: bookworm}\n",
+    )
+    warnings = ["lang is deprecated: rename it to jobtype", "jobtype_extra.debian_version: accepted, not acted on"]
+    daemon.answer("POST", "/lifecycle/api/v1/manifest/check", (200, {"warnings": warnings}))
+
+    result = runner.invoke(main, ["validate", str(job_dir), "--with-daemon"], input="")
+
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        "warning: lang is deprecated: rename it to jobtype",
+        "warning: jobtype_extra.debian_version: accepted, not acted on",
+    ]
+    assert "name: adder" in result.stdout

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 from click.testing import CliRunner
 
@@ -176,3 +178,34 @@ def test_an_unreachable_daemon_is_one_clear_line(runner: CliRunner, requests_mad
     assert "hint:" in result.output
     assert "Traceback" not in result.output
     assert requests_made == ["GET http://127.0.0.1:9/lifecycle/api/v1/job"]
+
+
+def test_call_reads_the_payload_from_a_file_or_stdin_as_curl_does(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    payload = {"numbers": list(range(50_000))}  # a payload too long for the command line
+    (tmp_path / "payload.json").write_text(json.dumps(payload))
+    posted: list[object] = []
+
+    def refuse(self: requests.Session, method: str, url: str, **kwargs: object) -> requests.Response:
+        posted.append(kwargs.get("json"))
+        raise requests.ConnectionError("connection refused (unit tests open no sockets)")
+
+    monkeypatch.setattr(requests.Session, "request", refuse)
+
+    from_file = runner.invoke(main, ["call", "adder", "--data", f"@{tmp_path / 'payload.json'}"])
+    as_argument = runner.invoke(main, ["call", "adder", "/api/v1/perform", f"@{tmp_path / 'payload.json'}"])
+    from_stdin = runner.invoke(main, ["call", "adder", "--data", "@-"], input="a: 40\nb: 2\n")
+
+    assert [from_file.exit_code, as_argument.exit_code, from_stdin.exit_code] == [EXIT_UNREACHABLE] * 3
+    assert posted == [payload, payload, {"a": 40, "b": 2}]
+
+
+def test_call_with_a_payload_file_that_cannot_be_read_names_it(
+    runner: CliRunner, tmp_path: Path, requests_made: list[str]
+) -> None:
+    result = runner.invoke(main, ["call", "adder", "--data", f"@{tmp_path / 'absent.json'}"])
+
+    assert result.exit_code == 2
+    assert f"cannot read {tmp_path / 'absent.json'}: No such file or directory" in result.output
+    assert requests_made == []

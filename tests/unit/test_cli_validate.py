@@ -282,6 +282,63 @@ def test_submit_of_a_valid_manifest_sends_it_merged(
     assert body["build_context"]
 
 
+@pytest.mark.parametrize(
+    ("options", "uploaded"),
+    [([], False), (["--local"], True), (["--build-context", "local"], True), (["--build-context", "git"], False)],
+)
+def test_submit_takes_racetracks_build_context_option(
+    runner: CliRunner, job_dir: Path, monkeypatch: pytest.MonkeyPatch, options: list[str], uploaded: bool
+) -> None:
+    # `racetrack deploy --build-context local` is what Racetrack users type: rtd takes it too.
+    (job_dir / "job.yaml").write_text(
+        yaml.safe_dump({**MANIFEST, "git": {"remote": "https://github.com/example/adder"}}, sort_keys=False)
+    )
+    bodies: list[dict[str, Any]] = []
+
+    def refuse(self: requests.Session, method: str, url: str, **kwargs: Any) -> requests.Response:
+        bodies.append(kwargs.get("json", {}))
+        raise requests.ConnectionError("connection refused (unit tests open no sockets)")
+
+    monkeypatch.setattr(requests.Session, "request", refuse)
+
+    result = runner.invoke(main, ["submit", str(job_dir), *options], input="")
+
+    assert result.exit_code == EXIT_UNREACHABLE, result.output
+    (body,) = bodies
+    assert bool(body["build_context"]) is uploaded
+
+
+@pytest.mark.parametrize(("options", "uploaded"), [([], True), (["--build-context", "git"], False)])
+def test_submit_uploads_racetrack_samples_to_a_daemon_on_loopback_as_racetracks_client_does(
+    runner: CliRunner, job_dir: Path, monkeypatch: pytest.MonkeyPatch, options: list[str], uploaded: bool
+) -> None:
+    # Racetrack's samples: owner sample@example.com, git.remote its GitHub repository; rtd's remote
+    # in these tests is http://127.0.0.1:9.
+    manifest = {**MANIFEST, "owner_email": "sample@example.com", "git": {"remote": "https://github.com/x/racetrack"}}
+    (job_dir / "job.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    bodies: list[dict[str, Any]] = []
+
+    def refuse(self: requests.Session, method: str, url: str, **kwargs: Any) -> requests.Response:
+        bodies.append(kwargs.get("json", {}))
+        raise requests.ConnectionError("connection refused (unit tests open no sockets)")
+
+    monkeypatch.setattr(requests.Session, "request", refuse)
+
+    result = runner.invoke(main, ["submit", str(job_dir), *options], input="")
+
+    assert result.exit_code == EXIT_UNREACHABLE, result.output
+    (body,) = bodies
+    assert bool(body["build_context"]) is uploaded
+    assert ("(upload)" in result.stdout) is uploaded
+
+
+def test_submit_build_context_git_without_a_git_remote_is_a_usage_error(runner: CliRunner, job_dir: Path) -> None:
+    result = runner.invoke(main, ["submit", str(job_dir), "--build-context", "git"], input="")
+
+    assert result.exit_code == 2
+    assert "error: --build-context git: the manifest names no git.remote to clone" in result.stderr
+
+
 # --- the files a manifest names: checked in DIR, with a did-you-mean ------------------------------
 
 

@@ -658,3 +658,11 @@ def test_the_job_page_says_when_there_were_no_calls_in_the_time_shown(app: Flask
 
     assert "Last 24 h: 0 calls, 0 errors" in page
     assert "No calls in this time" in page and 'class="chart timeline"' not in page
+
+
+def test_the_daemons_root_address_leads_to_the_dashboard(app: Flask) -> None:
+    # What `racetrackd start` prints (http://127.0.0.1:7102), opened in a browser.
+    answer = app.test_client().get("/")
+
+    assert answer.status_code == 302
+    assert answer.headers["Location"] == "/dashboard/"

@@ -205,3 +205,115 @@ def test_callers_beyond_the_concurrency_queue_get_429(make_app: Callable[..., An
 
     assert first_status == 200
     assert second_status == 429
+
+
+# --- auxiliary_endpoints_v2: Racetrack's EndpointConfig with FastAPI's parameter markers ----------
+
+# FastAPI's markers as a job's requirements would provide them (the wrapper reads them by name).
+FAKE_FASTAPI = """
+class _Marker:
+    def __init__(self, default=..., *, embed=False, **options):
+        self.default = default
+        self.embed = embed
+
+
+class Body(_Marker):
+    pass
+
+
+class Query(_Marker):
+    pass
+
+
+class Path(_Marker):
+    pass
+"""
+
+# Racetrack's python-auxiliary-endpoints-v2 sample, as a job writes it.
+AUXILIARY_V2 = '''
+from http import HTTPMethod
+from typing import Annotated, Dict, List
+
+from fastapi import Body, Path, Query
+from racetrack_job_wrapper.endpoint_config import EndpointConfig
+
+
+class Job:
+    def perform(self, x: float, y: float) -> float:
+        """Add numbers."""
+        return x + y
+
+    def auxiliary_endpoints_v2(self) -> List[EndpointConfig]:
+        return [
+            EndpointConfig("/multiply/{path}", HTTPMethod.POST, self.multiply, other_options=dict(tags=["items"])),
+            EndpointConfig("/random", HTTPMethod.GET, self.random),
+            EndpointConfig("/explain", "POST", self.explain),
+        ]
+
+    def multiply(
+        self,
+        body: Annotated[float, Body(examples=[1.2])],
+        query: Annotated[float, Query(example=2.4)],
+        path: Annotated[float, Path(example=234.21)],
+    ) -> float:
+        """Multiply the three."""
+        return body * query * path
+
+    def random(self, start: float, end: float, inclusive: bool = True) -> Dict[str, object]:
+        """A number in the range."""
+        return {"middle": (start + end) / 2, "inclusive": inclusive}
+
+    def explain(self, x: Annotated[float, Body()], y: Annotated[float, Body()]) -> Dict[str, float]:
+        return {"x_importance": x / (x + y), "y_importance": y / (x + y)}
+
+    def docs_input_examples(self) -> Dict[str, Dict]:
+        return {"/perform": {"x": 40, "y": 2}, "/explain": {"x": 1, "y": 3}}
+'''
+
+V2_FILES = {"entrypoint.py": AUXILIARY_V2, "fastapi/__init__.py": FAKE_FASTAPI}
+
+
+def test_auxiliary_endpoints_v2_take_path_query_and_body_parameters(make_app: Callable[..., Any]) -> None:
+    _, client = make_app(V2_FILES)
+
+    multiplied = client.request("POST", "/pub/job/full/1.0.0/api/v1/multiply/2?query=3", body=b"4")
+    middle = client.get("/api/v1/random?start=1&end=3&inclusive=false")
+    explained = client.post("/api/v1/explain", json={"x": 1, "y": 3})
+
+    assert (multiplied.status_code, multiplied.json) == (200, 24.0)
+    assert middle.json == {"middle": 2.0, "inclusive": False}
+    assert explained.json == {"x_importance": 0.25, "y_importance": 0.75}
+    assert client.post("/api/v1/perform", json={"x": 40, "y": 2}).json == 42
+
+
+def test_auxiliary_endpoints_v2_refuse_a_bad_call_naming_the_parameter(make_app: Callable[..., Any]) -> None:
+    _, client = make_app(V2_FILES)
+
+    missing = client.request("POST", "/api/v1/multiply/2", body=b"4")
+    not_a_number = client.get("/api/v1/random?start=one&end=3")
+    wrong_method = client.get("/api/v1/multiply/2?query=3")
+
+    assert (missing.status_code, missing.json) == (422, {"error": "missing query parameter 'query'"})
+    assert not_a_number.status_code == 422 and "query parameter 'start'" in not_a_number.json["error"]
+    assert (wrong_method.status_code, wrong_method.json) == (405, {"error": "method GET not allowed here; use POST"})
+
+
+def test_auxiliary_endpoints_v2_are_in_the_api_document(make_app: Callable[..., Any]) -> None:
+    _, client = make_app(V2_FILES)
+
+    paths = client.get("/openapi.json").json["paths"]
+
+    multiply = paths["/api/v1/multiply/{path}"]["post"]
+    assert multiply["tags"] == ["items"] and multiply["description"] == "Multiply the three."
+    assert [(p["name"], p["in"], p["required"]) for p in multiply["parameters"]] == [
+        ("query", "query", True),
+        ("path", "path", True),
+    ]
+    assert "requestBody" in multiply
+    random = paths["/api/v1/random"]["get"]
+    assert [(p["name"], p["required"]) for p in random["parameters"]] == [
+        ("start", True),
+        ("end", True),
+        ("inclusive", False),
+    ]
+    assert paths["/api/v1/explain"]["post"]["requestBody"]["content"]["application/json"]["example"] == {"x": 1, "y": 3}

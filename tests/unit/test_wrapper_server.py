@@ -329,6 +329,27 @@ def test_limits_and_malformed_requests_are_refused(serve: Callable[..., RunningS
     assert connection.getresponse().read() == b"3"
 
 
+def test_a_body_over_the_limit_is_refused_with_413_while_the_client_still_sends_it(
+    serve: Callable[..., RunningServer],
+) -> None:
+    """A client (racetrackd's gateway) that streams a large body without waiting for an early
+    answer still reads the 413: the server drops the rest instead of resetting the connection,
+    which would destroy the answer ("connection broken" for the caller)."""
+    running = serve({"entrypoint.py": ADDER}, max_body_bytes=1000)
+    for framing in (b"Content-Length: %d\r\n" % (8 * 1024**2), b"Transfer-Encoding: chunked\r\n"):
+        sock = running.raw()
+        sock.sendall(b"POST /api/v1/perform HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n")
+        chunk = b"x" * 65536
+        time.sleep(0.2)  # the server has read the head (and, chunked, waits for the body)
+        for _ in range(128):  # 8 MiB, sent whatever the server answered meanwhile
+            sock.sendall(b"%x\r\n%b\r\n" % (len(chunk), chunk) if b"chunked" in framing else chunk)
+        (line, headers, body) = read_responses(sock, 1)[0]
+        assert line.split()[1] == "413", line
+        assert json.loads(body) == {"error": "request body larger than 1000 bytes"}
+        assert headers["connection"] == "close"
+        sock.close()
+
+
 def test_http_10_and_connection_close_end_the_connection(serve: Callable[..., RunningServer]) -> None:
     running = serve({"entrypoint.py": ADDER})
     for request in (b"GET /live HTTP/1.0\r\n\r\n", b"GET /live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"):

@@ -113,6 +113,12 @@ func (j *Job) route(w http.ResponseWriter, r *http.Request, base, path, tracingI
 }
 
 func (j *Job) perform(w http.ResponseWriter, r *http.Request, tracingID string) {
+	if r.ContentLength > maxBodyBytes {
+		// Refused by its declared length, before a byte is read: reading 256 MiB to find out would
+		// take the job's memory (and growing a buffer that large may take it past its limit).
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", maxBodyBytes))
+		return
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
 	if err != nil {
 		var tooLarge *http.MaxBytesError

@@ -97,6 +97,32 @@ func TestBadBodiesAre400(t *testing.T) {
 	}
 }
 
+// endlessBody counts what is read of it: a body the job should refuse unread.
+type endlessBody struct{ read int }
+
+func (b *endlessBody) Read(p []byte) (int, error) {
+	b.read += len(p)
+	return len(p), nil
+}
+
+func (b *endlessBody) Close() error { return nil }
+
+func TestABodyDeclaredOverTheLimitIs413WithoutReadingIt(t *testing.T) {
+	job := adderJob("input", testOptions())
+	body := &endlessBody{}
+	request := httptest.NewRequest("POST", "/api/v1/perform", nil)
+	request.Body = body
+	request.ContentLength = maxBodyBytes + 1
+	answer := httptest.NewRecorder()
+	job.ServeHTTP(answer, request)
+	if answer.Code != 413 || !strings.Contains(answer.Body.String(), "request body larger than 268435456 bytes") {
+		t.Errorf("%d %s", answer.Code, answer.Body.String())
+	}
+	if body.read != 0 {
+		t.Errorf("read %d bytes of a body refused by its length", body.read)
+	}
+}
+
 func TestAnErrorOrAPanicIs500WithTheMessageAndTheJobKeepsServing(t *testing.T) {
 	job := adderJob("input", testOptions())
 	log := job.logger.out.(*bytes.Buffer)

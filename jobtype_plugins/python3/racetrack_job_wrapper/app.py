@@ -25,7 +25,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from racetrack_job_wrapper import docs, files, logs, webview
+from racetrack_job_wrapper import docs, endpoint_config, files, logs, webview
 from racetrack_job_wrapper.context import RequestInfo, request_context
 from racetrack_job_wrapper.entrypoint import Conventions, load_entrypoint
 from racetrack_job_wrapper.http import (
@@ -409,6 +409,11 @@ class JobApp:
             if handler is not None:
                 kwargs = request.json_object() if method != "GET" else request.query()
                 return await self._call(handler, kwargs, info)
+            routed = endpoint_config.match(conventions.auxiliary_routes, method, sub)
+            if routed is not None:
+                route, path_values = routed
+                kwargs = route.bind(path_values, request.query(), request.json_value)
+                return await self._call(route.handler, kwargs, info)
             static = self._static(conventions, sub)
             if static is not None:
                 self._require_method(method, "GET")

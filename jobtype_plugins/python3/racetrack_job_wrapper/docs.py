@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from racetrack_job_wrapper.endpoint_config import Route
 from racetrack_job_wrapper.entrypoint import Conventions
 
 JSON_TYPES = {int: "integer", float: "number", str: "string", bool: "boolean", list: "array", dict: "object"}
@@ -76,6 +77,38 @@ def _json_call(summary: str, function: Any, example: Any) -> dict[str, Any]:
     }
 
 
+def _route_operation(route: Route, example: Any) -> dict[str, Any]:
+    """An auxiliary_endpoints_v2 route: path and query parameters, and the JSON body when it takes one."""
+    operation: dict[str, Any] = {
+        "summary": route.options.get("summary") or f"Auxiliary endpoint {route.path}",
+        "description": route.options.get("description") or inspect.getdoc(route.handler) or "",
+        "responses": {
+            "200": {"description": "the result, as JSON"},
+            "422": {"description": "a missing or invalid parameter"},
+            "500": {"description": "the job raised an error"},
+        },
+    }
+    if isinstance(route.options.get("tags"), list):
+        operation["tags"] = [str(tag) for tag in route.options["tags"]]
+    operation["parameters"] = [
+        {
+            "name": p.name,
+            "in": p.source,
+            "required": p.required or p.source == "path",
+            "schema": {"type": JSON_TYPES[p.annotation]} if p.annotation in JSON_TYPES else {},
+        }
+        for p in route.parameters
+        if p.source in ("path", "query")
+    ]
+    body = [p for p in route.parameters if p.source == "body"]
+    if body:
+        content: dict[str, Any] = {}
+        if example is not None:
+            content["example"] = example
+        operation["requestBody"] = {"required": any(p.required for p in body), "content": {"application/json": content}}
+    return operation
+
+
 def openapi_document(conventions: Conventions | None, base_url: str) -> dict[str, Any]:
     job_name = os.environ.get("JOB_NAME", "job")
     job_version = os.environ.get("JOB_VERSION", "0.0.0")
@@ -88,6 +121,9 @@ def openapi_document(conventions: Conventions | None, base_url: str) -> dict[str
         }
         for path, handler in conventions.auxiliary_endpoints.items():
             paths[f"/api/v1{path}"] = {"post": _json_call(f"Auxiliary endpoint {path}", handler, examples.get(path))}
+        for route in conventions.auxiliary_routes:
+            operation = _route_operation(route, examples.get(route.path))
+            paths.setdefault(f"/api/v1{route.path}", {})[route.method.lower()] = operation
         for path in conventions.static_endpoints:
             paths[f"/api/v1{path}"] = {
                 "get": {"summary": f"Static file {path}", "responses": {"200": {"description": "the file"}}}

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from racetrack_job_wrapper import endpoint_config
+
 
 def add_job_paths(job_dir: str) -> None:
     """Let job code import its own modules and its own requirements (from the job venv).
@@ -76,6 +78,7 @@ class Conventions:
         self.instance = instance
         self.perform = instance.perform
         self.auxiliary_endpoints = self._auxiliary_endpoints()
+        self.auxiliary_routes = endpoint_config.routes_of(instance)  # auxiliary_endpoints_v2()
         self.static_endpoints = self._static_endpoints()
         webview = getattr(instance, "webview_app", None)
         self.webview_factory = webview if callable(webview) else None

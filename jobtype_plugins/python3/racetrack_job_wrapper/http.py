@@ -34,6 +34,15 @@ class Request:
     def query(self) -> dict[str, str]:
         return dict(parse_qsl(self.query_string, keep_blank_values=True))
 
+    def json_value(self) -> Any:
+        """The body as any JSON value (None when empty); 400 when it is not JSON."""
+        if not self.body.strip():
+            return None
+        try:
+            return json.loads(self.body)
+        except ValueError as exc:
+            raise HttpError(400, f"request body is not valid JSON: {exc}") from exc
+
     def json_object(self) -> dict[str, Any]:
         """The body as a JSON object of keyword arguments ({} when empty); 400 otherwise."""
         if not self.body.strip():

@@ -38,6 +38,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("racetrack.server")
 
+# After refusing a request (a body over the limit, say), the rest of what the client sends is read
+# and dropped for up to this long before the connection closes: closing a socket with unread data
+# makes the kernel send a reset, which destroys the refusal before the client (racetrackd's gateway,
+# still streaming the body) reads it, and the caller would get "connection broken" instead of 413.
+LINGER_SECONDS = 5.0
+
 MAX_HEAD_BYTES = 64 * 1024
 _STATUS_LINES = {
     status.value: b"HTTP/1.1 %d %s\r\n" % (status.value, status.phrase.encode()) for status in http.HTTPStatus
@@ -174,6 +180,7 @@ class HttpConnection(asyncio.Protocol):
         self.websocket: Any = None
         self.last_active = 0.0
         self.eof = False
+        self.lingering = False  # refused: what still arrives is dropped until the close
 
     # --- asyncio.Protocol -----------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -204,6 +211,8 @@ class HttpConnection(asyncio.Protocol):
             self.writing_paused = None
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            return
         if self.websocket is not None:
             self.websocket.feed_data(data)
             return
@@ -225,6 +234,8 @@ class HttpConnection(asyncio.Protocol):
         # A client that half-closes after its request still gets the answer: keep the connection
         # open for writing and close it once the requests read so far are answered.
         self.eof = True
+        if self.lingering:
+            return None  # the refused client has sent all it had: close now
         if self.busy:
             return True
         return None  # nothing in flight: close now
@@ -487,8 +498,20 @@ class HttpConnection(asyncio.Protocol):
             _status_line(status)
             + b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
         )
-        self.transport.close()
         self.closed = True
+        self._linger()
+
+    def _linger(self) -> None:
+        """Half-close after the refusal and drop what the client still sends, then close (LINGER_SECONDS)."""
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
+        self.transport.write_eof()
+        self.lingering = True
+        if self.reading_paused or self.body_paused:
+            self.reading_paused = self.body_paused = False
+            self.transport.resume_reading()
+        self.server.loop.call_later(LINGER_SECONDS, self.transport.close)
 
     def _upgrade(self, rest: bytes) -> None:
         """A WebSocket handshake: checked here, then run by gunicorn's WebSocket protocol over this connection."""
@@ -619,7 +642,9 @@ class WrapperServer:
         deadline = time.monotonic() + self.graceful_timeout
         while True:
             for connection in list(self.connections):
-                if not connection.busy:
+                if connection.lingering:
+                    connection.transport.close()  # a refused client: stopping need not wait for it
+                elif not connection.busy:
                     connection.close_if_idle(float("inf"), 0)
             if not self.connections or time.monotonic() >= deadline:
                 break

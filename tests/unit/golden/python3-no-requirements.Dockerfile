@@ -23,8 +23,11 @@ RUN apt-get update \
 # What the job runs with, above its code: the same for every deployment of this job version, so a
 # code-only redeploy takes these steps from the cache (on the classic builder each would otherwise
 # be a container of its own, after the code).
+# HOME is on the writable /tmp: the job runs on a read-only root, and libraries keep their caches
+# and settings under ~ (~/.cache/huggingface, ~/.config/matplotlib, ~/nltk_data, ...).
 WORKDIR /src/job
-ENV PYTHONPATH=/opt/racetrack/wrapper \
+ENV HOME=/tmp \
+    PYTHONPATH=/opt/racetrack/wrapper \
     JOB_NAME="adder" \
     JOB_VERSION="0.0.1" \
     JOB_TYPE_VERSION="python3:1.0.0" \
