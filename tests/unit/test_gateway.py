@@ -834,3 +834,31 @@ def test_tracing_ids_are_version_4_uuids_unique_across_forked_workers() -> None:
     os.close(read_end)
     os.close(write_end)
     assert child != new_tracing_id()
+
+
+def test_the_call_deadline_raises_timeout_and_lets_other_cancellations_through() -> None:
+    import asyncio
+
+    from racetrackd.gateway.app import _Deadline
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        with pytest.raises(TimeoutError):
+            async with _Deadline(loop.time() + 0.01):
+                await asyncio.sleep(1)
+        assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]  # the task is whole again
+
+        async def cancelled_from_outside() -> None:
+            async with _Deadline(loop.time() + 10):
+                await asyncio.sleep(1)
+
+        task = asyncio.ensure_future(cancelled_from_outside())
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):  # the caller went: not a timeout
+            await task
+        async with _Deadline(loop.time() + 0.01):
+            pass
+        await asyncio.sleep(0.03)  # its timer was cancelled with the block: nothing fires afterwards
+
+    asyncio.run(main())
