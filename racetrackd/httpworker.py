@@ -369,9 +369,7 @@ class PubConnection(asyncio.Protocol):
             if self.lost is None:
                 self.lost = asyncio.get_running_loop().create_future()
             if not self.closed:
-                # shielded: a cancelled receiver (the control plane's watcher, when its request is done)
-                # must not cancel the connection's future, which the next request's receive awaits too
-                await asyncio.shield(self.lost)
+                await self.lost
             return {"type": "http.disconnect"}
 
         async def send(message: dict[str, Any]) -> None:
@@ -434,8 +432,8 @@ class PubConnection(asyncio.Protocol):
                 state["finished"] = True
             if out:
                 transport.write(out[0] if len(out) == 1 else b"".join(out))
-            if self.writing_paused is not None:  # shielded: a cancelled sender leaves it for the next one
-                await asyncio.shield(self.writing_paused)
+            if self.writing_paused is not None:
+                await self.writing_paused
 
         try:
             await self.app(self._scope(request), receive, send)
@@ -446,11 +444,9 @@ class PubConnection(asyncio.Protocol):
             if not state["started"] and not self.closed:
                 self._write_error(500, "internal server error")
                 state["started"] = state["finished"] = True
-                keep_alive = False  # the error says `connection: close`
         if not state["started"] and not self.closed:
             self._write_error(500, "the application sent no answer")
             state["finished"] = True
-            keep_alive = False
         elif not state["finished"]:
             keep_alive = False  # an answer cut short: the client must not read the next one from it
         if not body.complete:

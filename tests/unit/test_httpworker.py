@@ -51,13 +51,6 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
         return
     recorder.scopes.append(scope)
     path = scope["path"]
-    if path.startswith("/pub/watched"):  # as racetrackd.asgi.Daemon serves the control plane
-        watcher = asyncio.ensure_future(watch_for_disconnect(receive))
-        await asyncio.sleep(0.01)
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"watched"})
-        watcher.cancel()
-        return
     if path == "/pub/hang":
         try:
             await asyncio.sleep(60)
@@ -104,11 +97,6 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
 
 
 RECORDER = Recorder()
-
-
-async def watch_for_disconnect(receive: Any) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 @pytest.fixture
@@ -397,17 +385,3 @@ def test_a_connection_that_never_sends_a_request_is_closed_as_idle(server: tuple
             lambda: [c.close_if_idle(time.monotonic(), 0.05) for c in list(worker.connections)]
         )
         assert sock.recv(10) == b""
-
-
-def test_a_cancelled_receiver_leaves_the_next_request_on_the_connection_unharmed(
-    server: tuple[int, PubWorker, Recorder],
-) -> None:
-    """The control plane watches `receive` for a disconnect in a task it cancels once it has answered
-    (racetrackd.asgi.Daemon); the next request on the connection must still get its answer."""
-    port, _, _ = server
-    with connect(port) as sock:
-        buffer = bytearray()
-        for i in range(3):
-            sock.sendall(b"GET /pub/watched-%d HTTP/1.1\r\nhost: a\r\n\r\n" % i)
-            status, _, body = read_response(sock, buffer)
-            assert status == b"HTTP/1.1 200 OK" and body == b"watched"
