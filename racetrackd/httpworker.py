@@ -188,11 +188,6 @@ class PubConnection(asyncio.Protocol):
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         self.last_active = time.monotonic()
-        # Counted from the start: an undecided connection that never sends a request line is closed
-        # after the keep-alive time too, and a graceful stop closes it with the idle ones.
-        self.counted = True
-        self.worker.nr_conns += 1
-        self.worker.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -233,6 +228,9 @@ class PubConnection(asyncio.Protocol):
             self.client = _address(self.transport.get_extra_info("peername"))
             self.server = _address(self.transport.get_extra_info("sockname"))
             self.trusted = self.worker.trusts(self.client)
+            self.counted = True
+            self.worker.nr_conns += 1
+            self.worker.connections.add(self)
         self.last_active = time.monotonic()
         try:
             self.parser.feed_data(data)

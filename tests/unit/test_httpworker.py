@@ -374,14 +374,3 @@ def test_idle_connections_close_on_a_graceful_stop_and_busy_ones_after_their_ans
     assert busy.recv(10) == b""
     idle.close()
     busy.close()
-
-
-def test_a_connection_that_never_sends_a_request_is_closed_as_idle(server: tuple[int, PubWorker, Recorder]) -> None:
-    port, worker, _ = server
-    with connect(port) as sock:
-        time.sleep(0.1)
-        assert worker.nr_conns == 1  # a graceful stop waits for it, and closes it as idle
-        worker.loop.call_soon_threadsafe(
-            lambda: [c.close_if_idle(time.monotonic(), 0.05) for c in list(worker.connections)]
-        )
-        assert sock.recv(10) == b""
