@@ -143,7 +143,7 @@ def _start_gunicorn(settings: Settings, extra_binds: list[str], lock: WorkerLock
         "--workers",
         str(settings.http_workers),
         "--worker-class",
-        "racetrackd.httpworker.PubWorker",  # gunicorn's asgi worker, with job calls on a lean protocol
+        "asgi",
         "--config",
         "python:racetrackd.gunicorn_hooks",
         "--graceful-timeout",

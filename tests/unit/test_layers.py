@@ -31,7 +31,7 @@ FOUNDATION = {
     "footprint",
 }
 # Root modules that wire the rooms together and start processes: nothing imports them but each other.
-ENTRY = {"__main__", "app", "asgi", "daemon", "commands", "gunicorn_hooks", "httpworker"}
+ENTRY = {"__main__", "app", "asgi", "daemon", "commands", "gunicorn_hooks"}
 # The composition root (racetrackd/services.py): wires the rooms below it; the edges take what it built.
 SERVICES = {"services"}
 
