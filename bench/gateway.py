@@ -446,8 +446,6 @@ def classify(frames: list[str]) -> str:
         _function, file, _line = parse_frame(frame)
         if "/prometheus_client/" in file:
             return "prometheus"
-        if file.endswith("/racetrackd/httpworker.py"):
-            return "server"
         if "/gunicorn/" in file:
             return "gunicorn"
         if "/racetrackd/" in file or "/jobmanifest/" in file or "/httptools/" in file:
@@ -950,7 +948,6 @@ def write_report(r: dict[str, Any], args: argparse.Namespace) -> None:
     group_rows = [
         ("socket writes (Python frames calling `transport.write`: the send(2) runs inside)", shares.get("socket", 0)),
         ("event loop busy in uvloop's C code (socket reads, epoll, callback dispatch)", shares.get("loop_busy", 0)),
-        ("racetrackd/httpworker.py: request parsing / scope / response framing", shares.get("server", 0)),
         ("gunicorn request parsing / scope / response framing", shares.get("gunicorn", 0)),
         (
             "our gateway code (racetrackd/gateway/app.py, upstream.py, routing, auth; httptools it calls)",
