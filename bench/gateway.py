@@ -39,6 +39,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import uuid
@@ -567,6 +568,100 @@ def profile_pub(
     }
 
 
+# ---- the daemons ---------------------------------------------------------------------------------
+class Daemon(NamedTuple):
+    label: str
+    instance: str
+    process: subprocess.Popen[bytes]
+    port: int
+    master: int
+    workers: list[int]
+    http_pids: dict[int, bytes]  # gunicorn's master and workers, with their command lines
+    caller_token: str
+    internal_name: str
+    container: Any
+    job_pids: list[int]
+
+
+def export_ref(ref: str, into: Path) -> Path:
+    """The tree of git `ref` as plain files (no worktree: git's shared state stays untouched)."""
+    archive = subprocess.run(["git", "archive", "--format=tar", ref], cwd=REPO, capture_output=True, check=True)
+    into.mkdir(parents=True)
+    tar_path = into.parent / f"{into.name}.tar"
+    tar_path.write_bytes(archive.stdout)
+    with tarfile.open(tar_path) as tar:
+        tar.extractall(into, filter="data")
+    tar_path.unlink()
+    return into
+
+
+def start_daemon(client: docker.DockerClient, base_image: str, source: Path, data_dir: Path, label: str) -> Daemon:
+    """A private daemon run from `source` (this checkout, or an exported ref) with its defaults, with
+    samples/adder deployed and an ESC granted call_job on it."""
+    data_dir.mkdir(parents=True)
+    instance = f"bench-gateway-{uuid.uuid4().hex[:6]}"
+    job_dir = data_dir / "adder"
+    shutil.copytree(SAMPLE, job_dir)
+    port, token = launcher.free_port(), uuid.uuid4().hex
+    env = launcher.daemon_env(port=port, data_dir=data_dir, token=token, instance=instance, base_image=base_image)
+    env.update({"RTD_REMOTE": f"http://127.0.0.1:{port}", "RTD_TOKEN": token, "RTD_CONFIG": str(data_dir / "rtd.yaml")})
+    log_path = data_dir / "daemon.log"
+    process = launcher.start(env, log_path, cwd=source, new_session=False)  # Ctrl-C reaches it too
+    http_pids: dict[int, bytes] = {}
+    try:
+        launcher.wait_ready(f"http://127.0.0.1:{port}", process, log_path, step=0.1)
+        masters = [pid for pid in children(process.pid) if is_http_master(pid)]
+        if len(masters) != 1:
+            raise SystemExit(f"expected one gunicorn master under the daemon (pid {process.pid}), found {masters}")
+        deadline = time.monotonic() + 10
+        while len(workers := children(masters[0])) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)  # the master forks its workers one after the other
+        http_pids = {pid: cmdline(pid) for pid in [masters[0], *workers]}
+        print(
+            f"{label}: daemon {process.pid}, gunicorn master {masters[0]}, workers {workers}; deploying ...", flush=True
+        )
+        submit(env, job_dir)
+        headers = {"X-Racetrack-Auth": token}
+        job = requests.get(
+            f"http://127.0.0.1:{port}/lifecycle/api/v1/job/adder/0.0.1", headers=headers, timeout=10
+        ).json()
+        caller_token = esc_caller(f"http://127.0.0.1:{port}", headers)
+        container = next(
+            c
+            for c in client.containers.list(filters={"label": f"racetrackd.instance={instance}"})
+            if c.labels.get("job-name") == "adder"
+        )
+        container.reload()
+        job_pids = [container.attrs["State"]["Pid"], *descendants(container.attrs["State"]["Pid"])]
+    except BaseException:
+        stop_daemon(client, Daemon(label, instance, process, port, 0, [], http_pids, "", "", None, []))
+        raise
+    return Daemon(
+        label,
+        instance,
+        process,
+        port,
+        masters[0],
+        workers,
+        http_pids,
+        caller_token,
+        job["internal_name"],
+        container,
+        job_pids,
+    )
+
+
+def stop_daemon(client: docker.DockerClient, daemon: Daemon) -> None:
+    launcher.stop(daemon.process)
+    for pid, command in daemon.http_pids.items():  # gunicorn would outlive a killed daemon: end ours, by pid
+        if command and cmdline(pid) == command:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    remove_labelled(client, daemon.instance)
+
+
 # ---- the run -------------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -583,59 +678,51 @@ def main() -> None:
     )
     parser.add_argument("--quiet-budget", type=float, default=30, help="at most this many seconds of such waits in all")
     parser.add_argument("--profile-seconds", type=int, default=8, help="seconds py-spy samples each worker")
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also run the daemon of git REF (e.g. main; exported with git archive) with its own adder, "
+        "and measure its /pub in the same rounds",
+    )
     args = parser.parse_args()
     nginx = require_tools()
 
     client = docker.from_env()
     base_image = find_base_image(client)
-    instance = f"bench-gateway-{uuid.uuid4().hex[:6]}"
     data_dir = Path(tempfile.mkdtemp(prefix="racetrackd-bench-gateway-"))
-    job_dir = data_dir / "adder"
-    shutil.copytree(SAMPLE, job_dir)
-    port, token = launcher.free_port(), uuid.uuid4().hex
     script = data_dir / "post.lua"
-    env = launcher.daemon_env(port=port, data_dir=data_dir, token=token, instance=instance, base_image=base_image)
-    env.update({"RTD_REMOTE": f"http://127.0.0.1:{port}", "RTD_TOKEN": token, "RTD_CONFIG": str(data_dir / "rtd.yaml")})
     started = time.monotonic()
-    log_path = data_dir / "daemon.log"
-    daemon = launcher.start(env, log_path, new_session=False)  # Ctrl-C reaches it too
     nginx_process: subprocess.Popen[bytes] | None = None
-    http_pids: dict[int, bytes] = {}
-    results: dict[str, Any] = {"instance": instance, "base_image": base_image}
+    daemons: list[Daemon] = []
+    results: dict[str, Any] = {"base_image": base_image, "baseline_ref": args.baseline}
     try:
-        launcher.wait_ready(f"http://127.0.0.1:{port}", daemon, log_path, step=0.1)
-        masters = [pid for pid in children(daemon.pid) if is_http_master(pid)]
-        if len(masters) != 1:
-            raise SystemExit(f"expected one gunicorn master under the daemon (pid {daemon.pid}), found {masters}")
-        workers = children(masters[0])
-        http_pids = {pid: cmdline(pid) for pid in [masters[0], *workers]}
-        print(
-            f"daemon {daemon.pid}, gunicorn master {masters[0]}, workers {workers}; deploying samples/adder ...",
-            flush=True,
-        )
-        submit(env, job_dir)
-        headers = {"X-Racetrack-Auth": token}
-        job = requests.get(
-            f"http://127.0.0.1:{port}/lifecycle/api/v1/job/adder/0.0.1", headers=headers, timeout=10
-        ).json()
-        caller_token = esc_caller(f"http://127.0.0.1:{port}", headers)
+        ours = start_daemon(client, base_image, REPO, data_dir / "ours", "this checkout")
+        daemons.append(ours)
+        results["instance"] = ours.instance
+        baseline: Daemon | None = None
+        if args.baseline:
+            source = export_ref(args.baseline, data_dir / "baseline-source")
+            baseline = start_daemon(client, base_image, source, data_dir / "baseline", args.baseline)
+            daemons.append(baseline)
+            results["baseline_commit"] = subprocess.run(
+                ["git", "rev-parse", "--short", args.baseline], cwd=REPO, capture_output=True, text=True, check=True
+            ).stdout.strip()
+        results["head_commit"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        # The caller's token for every path but the baseline daemon's /pub (its own ESC: pub_base, below).
+        caller_token = ours.caller_token
         script.write_text(WRK_SCRIPT.format(token=caller_token))
-        container = next(
-            c
-            for c in client.containers.list(filters={"label": f"racetrackd.instance={instance}"})
-            if c.labels.get("job-name") == "adder"
-        )
-        container.reload()
+        container, workers, job_pids = ours.container, ours.workers, ours.job_pids
         published = container.ports["7000/tcp"][0]["HostPort"]
         ip = container.attrs["NetworkSettings"]["Networks"][NETWORK]["IPAddress"]
-        job_pids = [container.attrs["State"]["Pid"], *descendants(container.attrs["State"]["Pid"])]
         proxy_pids = docker_proxy_pids(published)
         results.update(
             {
-                "internal_name": job["internal_name"],
+                "internal_name": ours.internal_name,
                 "published": published,
                 "ip": ip,
-                "addressing": "container-ip" if job["internal_name"] == f"{ip}:7000" else job["internal_name"],
+                "addressing": "container-ip" if ours.internal_name == f"{ip}:7000" else ours.internal_name,
                 "docker_proxy": bool(proxy_pids),
                 "limits": {
                     "cpus": (container.attrs["HostConfig"].get("NanoCpus") or 0) / 1e9,
@@ -651,33 +738,48 @@ def main() -> None:
             "direct_ip": f"http://{ip}:7000{JOB_PATH}",
             "nginx": f"http://127.0.0.1:{nginx_published}{JOB_PATH}",
             "nginx_ip": f"http://127.0.0.1:{nginx_ip}{JOB_PATH}",
-            "pub": f"http://127.0.0.1:{port}{PUB_PATH}",
+            "pub": f"http://127.0.0.1:{ours.port}{PUB_PATH}",
         }
+        tokens = dict.fromkeys(urls, caller_token)
+        if baseline is not None:
+            urls["pub_base"] = f"http://127.0.0.1:{baseline.port}{PUB_PATH}"
+            tokens["pub_base"] = baseline.caller_token
+            baseline_script = data_dir / "post-baseline.lua"
+            baseline_script.write_text(WRK_SCRIPT.format(token=baseline.caller_token))
         for key, url in urls.items():
-            wait_until(lambda url=url: answers_42(url, caller_token), f"{key} at {url}", timeout=30)
+            wait_until(lambda url=url, key=key: answers_42(url, tokens[key]), f"{key} at {url}", timeout=30)
         results["urls"] = urls
         cpu_groups = {
             "job": job_pids,
             "docker-proxy": proxy_pids,
             "nginx": nginx_pids,
             "racetrackd workers": workers,
-            "racetrackd daemon+master": [daemon.pid, masters[0]],
+            "racetrackd daemon+master": [ours.process.pid, ours.master],
         }
+        if baseline is not None:  # its job and its daemon: counted apart, shown in the baseline's row
+            cpu_groups["baseline job"] = baseline.job_pids
+            cpu_groups["baseline workers"] = baseline.workers
+            cpu_groups["baseline daemon+master"] = [baseline.process.pid, baseline.master]
+        paths = PATHS
+        if baseline is not None:
+            paths += (("pub_base", f"gateway /pub of `{args.baseline}` (its own adder, → container IP)"),)
+        results["paths"] = paths
         ours = {pid for pids in cpu_groups.values() for pid in pids}
         results["others_at_start"] = wait_quiet(ours, 15)  # e.g. the image build winding down
         all_runs: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
         quiet_budget = args.quiet_budget
         for round_number in range(args.rounds):
-            order = PATHS if round_number % 2 == 0 else tuple(reversed(PATHS))  # even out drift
+            order = paths if round_number % 2 == 0 else tuple(reversed(paths))  # even out drift
             for connections, threads in CONNECTIONS:
                 for key, _label in order:
                     url = urls[key]
+                    path_script = baseline_script if key == "pub_base" else script
                     waited = time.monotonic()
                     others_before = wait_quiet(ours, min(args.quiet_wait, quiet_budget))
                     quiet_budget = max(0.0, quiet_budget - (time.monotonic() - waited))
-                    wrk(url, connections, threads, args.warmup, script)
+                    wrk(url, connections, threads, args.warmup, path_script)
                     with CpuProbe(cpu_groups) as probe:
-                        run: dict[str, Any] = wrk(url, connections, threads, args.duration, script)
+                        run: dict[str, Any] = wrk(url, connections, threads, args.duration, path_script)
                     run.update(
                         cpu=probe.result,
                         round=round_number + 1,
@@ -708,14 +810,8 @@ def main() -> None:
         results["elapsed_s"] = time.monotonic() - started
     finally:
         stop_process(nginx_process)
-        launcher.stop(daemon)
-        for pid, command in http_pids.items():  # gunicorn would outlive a killed daemon: end ours, by pid
-            if command and cmdline(pid) == command:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        remove_labelled(client, instance)
+        for daemon in daemons:
+            stop_daemon(client, daemon)
         shutil.rmtree(data_dir, ignore_errors=True)
     print(json.dumps(results, indent=2, default=str))
     write_report(results, args)
@@ -728,10 +824,11 @@ def ms(value: float) -> str:
 
 def write_report(r: dict[str, Any], args: argparse.Namespace) -> None:
     runs = r["runs"]
+    paths = r["paths"]
     rows = []
     for connections, threads in CONNECTIONS:
         base = runs[f"direct@{connections}"]
-        for key, label in PATHS:
+        for key, label in paths:
             run = runs[f"{key}@{connections}"]
             ratio = run["rps"] / base["rps"]
             added = run["p50_ms"] - base["p50_ms"]
@@ -789,9 +886,16 @@ def write_report(r: dict[str, Any], args: argparse.Namespace) -> None:
         "kernel threads",
     )
     cpu_rows = []
-    for key, label in PATHS:
+    for key, label in paths:
         run = runs[f"{key}@16"]
         cpu = run["cpu"]
+        if key == "pub_base":  # its own job and daemon stand in the columns of ours
+            cpu = {
+                **cpu,
+                "job": cpu["baseline job"],
+                "racetrackd workers": cpu["baseline workers"],
+                "racetrackd daemon+master": cpu["baseline daemon+master"],
+            }
         cells = [f"{cpu[name] * 100:.0f}%" if cpu[name] >= 0.005 else "—" for name in cpu_names]
         rest = cpu["machine"] - cpu["others"] - sum(cpu[name] for name in cpu_names)
         per_call = {
@@ -825,6 +929,20 @@ def write_report(r: dict[str, Any], args: argparse.Namespace) -> None:
         f"of a core through /pub against {cpu_direct['job'] * 100:.0f}% direct (the machine at "
         f"{cpu_pub['machine'] * 100:.0f}% against {cpu_direct['machine'] * 100:.0f}%)."
     )
+    baseline_note = ""
+    if "pub_base@16" in runs:
+        base16 = runs["pub_base@16"]
+        base_per_call = base16["cpu"]["baseline workers"] / base16["rps"] * 1e6
+        base1_added = runs["pub_base@1"]["p50_ms"] - runs["direct@1"]["p50_ms"]
+        baseline_note = (
+            f"\n\n**Against `{r['baseline_ref']}` ({r['baseline_commit']}) in the same run** (its daemon, run from "
+            f"`git archive {r['baseline_ref']}`, deployed its own adder, the same image and limits; the rounds "
+            f"alternate both gateways): its workers spend {base_per_call:.0f} µs per call against "
+            f"{workers_per_call:.0f} µs here ({workers_per_call / base_per_call:.2f}×; halved: "
+            f"{verdict(workers_per_call <= base_per_call / 2)}); its /pub keeps "
+            f"{base16['rps'] / direct16['rps']:.2f}× of direct at 16 connections (here {throughput_ratio:.2f}×) and adds "
+            f"{'+' if base1_added >= 0 else ''}{ms(base1_added)} to p50 at 1 (here {'+' if added_p50 >= 0 else ''}{ms(added_p50)})."
+        )
     prof = r["profile"]
     shares = prof["shares"]
     group_rows = [
@@ -854,7 +972,7 @@ def write_report(r: dict[str, Any], args: argparse.Namespace) -> None:
     section = f"""{MARKER} ({time.strftime("%Y-%m-%d")}, {os.cpu_count()} cores, `{command}`)
 
 samples/adder (`POST /api/v1/perform {{"a": 40, "b": 2}}` → 42) deployed by a private daemon run with
-its defaults (2 gunicorn asgi workers on uvloop; job addressing `auto` → `{r["addressing"]}`, the
+its defaults (2 HTTP workers on uvloop, this checkout {r["head_commit"]}; job addressing `auto` → `{r["addressing"]}`, the
 gateway reaches the job at `{r["internal_name"]}`). The job container is limited to {limits["cpus"]:g} CPU and
 {limits["memory_mib"]:.0f} MiB (the daemon's defaults). Every row is `wrk --latency` for {args.duration:g} s after a
 {args.warmup:g} s warm-up of the same shape, with one Lua script (POST body, `Content-Type`, `X-Racetrack-Auth` of an ESC granted `call_job` on adder)
@@ -888,7 +1006,7 @@ interrupt and softirq time not charged to a process; µs per call is CPU time di
 |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|
 {chr(10).join(cpu_rows)}
 
-{cpu_summary}
+{cpu_summary}{baseline_note}
 
 **Profile of /pub.** A further 16-connection wrk run to /pub ({prof_wrk["rps"]:.0f} req/s while profiled) with
 `py-spy record --nonblocking --idle --threads -f raw -d {args.profile_seconds}` on each of the {prof["workers"]} gunicorn workers;

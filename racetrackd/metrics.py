@@ -93,11 +93,31 @@ def prepare_multiprocess_dir(path: Path) -> None:
     path.mkdir(parents=True)
 
 
+_pid = os.getpid()
+
+
+def _remember_pid() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_remember_pid)
+
+
+def _process_id() -> int:
+    """This process's pid, as of its last fork: prometheus-client asks on every value it writes (to
+    notice a fork), and os.getpid() is a system call each time, several per gateway call."""
+    return _pid
+
+
 def use_multiprocess_dir() -> None:
     """Count in MULTIPROC_ENV's directory from now on, in a process forked from one that imported this
     module without it (the daemon's HTTP master): prometheus-client picks its value class at import,
     and an unlabelled metric makes its values then."""
-    metric_values.ValueClass = metric_values.get_value_class()
+    if os.environ.get(MULTIPROC_ENV):
+        metric_values.ValueClass = metric_values.MultiProcessValue(process_identifier=_process_id)
+    else:
+        metric_values.ValueClass = metric_values.get_value_class()
     for metric in (OVERHEAD_SECONDS,):  # every metric without labels
         metric._metric_init()  # made again with the value class now chosen
 

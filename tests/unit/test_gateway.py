@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -813,3 +814,51 @@ def test_the_lifespan_shutdown_writes_the_last_calls_left(job: tuple[LoopClient,
     client.shutdown()
 
     assert db.Job.get(db.Job.name == "adder").last_call_time is not None
+
+
+def test_tracing_ids_are_version_4_uuids_unique_across_forked_workers() -> None:
+    from racetrackd.gateway.app import new_tracing_id
+
+    made = [new_tracing_id() for _ in range(2000)]
+    assert len(set(made)) == len(made)
+    for tracing_id in made[:50]:
+        parsed = uuid.UUID(tracing_id)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and str(parsed) == tracing_id
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a worker forked from the master: its ids are not the master's
+        os.write(write_end, new_tracing_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read_end, 100).decode()
+    os.close(read_end)
+    os.close(write_end)
+    assert child != new_tracing_id()
+
+
+def test_the_call_deadline_raises_timeout_and_lets_other_cancellations_through() -> None:
+    import asyncio
+
+    from racetrackd.gateway.app import _Deadline
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        with pytest.raises(TimeoutError):
+            async with _Deadline(loop.time() + 0.01):
+                await asyncio.sleep(1)
+        assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]  # the task is whole again
+
+        async def cancelled_from_outside() -> None:
+            async with _Deadline(loop.time() + 10):
+                await asyncio.sleep(1)
+
+        task = asyncio.ensure_future(cancelled_from_outside())
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):  # the caller went: not a timeout
+            await task
+        async with _Deadline(loop.time() + 0.01):
+            pass
+        await asyncio.sleep(0.03)  # its timer was cancelled with the block: nothing fires afterwards
+
+    asyncio.run(main())

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -162,3 +167,40 @@ def test_the_metrics_endpoint_serves_them_without_a_token(job: tuple[LoopClient,
     } <= names
     assert 'racetrackd_gateway_requests_total{job_name="adder",job_version="1.0.0",status_code="200"}' in response.text
     assert 'racetrackd_jobs{status="running"} 1.0' in response.text
+
+
+FORKED_WORKERS = """
+import os, sys
+from prometheus_client import CollectorRegistry, multiprocess
+from racetrackd import metrics
+
+metrics.use_multiprocess_dir()  # as the daemon's HTTP master does
+children = []
+for _ in range(2):  # two workers forked from the master, each counting its calls
+    pid = os.fork()
+    if pid == 0:
+        child = metrics.GATEWAY_REQUESTS.labels("adder", "1", "200")
+        for _ in range(100):
+            child.inc()
+        os._exit(0)
+    children.append(pid)
+codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
+registry = CollectorRegistry()
+multiprocess.MultiProcessCollector(registry)
+total = registry.get_sample_value(
+    "racetrackd_gateway_requests_total", {"job_name": "adder", "job_version": "1", "status_code": "200"}
+)
+files = sorted(f for f in os.listdir(os.environ["PROMETHEUS_MULTIPROC_DIR"]) if f.startswith("counter_"))
+# Each value written asks for the pid (to notice a fork): not os.getpid, a system call every time.
+check = metrics.metric_values.ValueClass._MmapedValue__check_for_pid_change
+asks = dict(zip(check.__code__.co_freevars, (cell.cell_contents for cell in check.__closure__)))
+print(codes, total, files == sorted(f"counter_{pid}.db" for pid in children), asks["process_identifier"] is os.getpid)
+"""
+
+
+def test_forked_workers_count_in_their_own_files_without_a_getpid_per_value(tmp_path: Path) -> None:
+    env = {**os.environ, metrics.MULTIPROC_ENV: str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-c", FORKED_WORKERS], env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[0, 0] 200.0 True False", result.stderr
