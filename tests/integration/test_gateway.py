@@ -780,20 +780,35 @@ def test_calls_through_the_gateway_show_in_the_jobs_series_of_calls_over_time(pr
     for code in (200, 200, 200, 302, 404, 503, 503):
         assert call(probe, "GET", f"{WEBVIEW}/status?code={code}", allow_redirects=False).status_code == code
 
-    # Each HTTP worker adds its counts to the registry every few seconds, not once per call.
+    # Each HTTP worker adds its counts to the registry every few seconds, not once per call, and the
+    # workers flush apart: wait until every kind of answer made here has arrived (counts of earlier
+    # tests' calls may arrive meanwhile too, so calls alone could grow enough before this test's do).
     def grown() -> dict[str, Any] | None:
         now = totals()
-        return now if now["calls"] >= before["calls"] + 7 else None
+        arrived = (
+            now["calls"] - before["calls"] >= 7
+            and now["errors"] - before["errors"] >= 2
+            and now["redirects"] - before["redirects"] >= 1
+            and now["client_errors"] - before["client_errors"] >= 1
+        )
+        return now if arrived else None
 
     after = wait_for(grown, timeout=20) or totals()
-    series = call(probe, "GET", f"/lifecycle/api/v1/job/{NAME}/{VERSION}/stats?since=-900&step=300").json()
+
+    def series_with_totals() -> tuple[dict[str, Any], dict[str, Any]] | None:
+        series = call(probe, "GET", f"/lifecycle/api/v1/job/{NAME}/{VERSION}/stats?since=-900&step=300").json()
+        now = totals()  # read around the series: a flush between the two would make them differ
+        return (series, now) if sum(point["calls"] for point in series["points"]) == now["calls"] else None
+
+    consistent = wait_for(series_with_totals, timeout=20)
 
     assert after["calls"] - before["calls"] >= 7, (before, after)
-    assert after["errors"] - before["errors"] >= 2
+    assert after["errors"] - before["errors"] >= 2, (before, after)
     assert after["redirects"] - before["redirects"] >= 1 and after["client_errors"] - before["client_errors"] >= 1
     assert after["latency_p50"] is not None and after["latency_p95"] >= after["latency_p50"]
+    assert consistent is not None, "the series never added up to the totals"
+    series, _ = consistent
     assert series["step"] == 300 and len(series["points"]) in (3, 4)
-    assert sum(point["calls"] for point in series["points"]) == after["calls"]
 
 
 # --- last call time ----------------------------------------------------------------------------
