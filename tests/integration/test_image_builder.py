@@ -251,7 +251,7 @@ def test_git_remote_without_branch_builds_the_default_branch(
     assert done["status"] == "done", done["error"]
     assert done["git_commit"] == main_sha
     assert perform(daemon, "ib-git-source", "1.1.0") == 42
-    assert daemon.docker.images.get(done["job"]["image_tag"]).labels["racetrackd.git-commit"] == main_sha
+    assert f"GIT_VERSION={main_sha}" in daemon.docker.images.get(done["job"]["image_tag"]).attrs["Config"]["Env"]
 
 
 def test_submit_local_uploads_the_directory_despite_a_git_remote(
@@ -273,7 +273,7 @@ def test_submit_local_uploads_the_directory_despite_a_git_remote(
     assert perform(daemon, "ib-git-source", "1.2.0") == -1
     done = latest_deployment(daemon, "ib-git-source")
     assert done["git_commit"] is None
-    assert daemon.docker.images.get(done["job"]["image_tag"]).labels["racetrackd.git-commit"] == ""
+    assert "GIT_VERSION=" in daemon.docker.images.get(done["job"]["image_tag"]).attrs["Config"]["Env"]
 
 
 def test_git_remote_of_a_kind_not_allowed_is_refused_at_submit(daemon: Daemon) -> None:
