@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import tarfile
 from pathlib import Path
 
 import docker
@@ -44,3 +46,15 @@ def remove_labelled(client: docker.DockerClient, instance: str) -> None:
             client.images.remove(image.id, force=True)
         except docker.errors.APIError:
             pass  # shared with another tag; the engine prunes it later
+
+
+def export_ref(ref: str, into: Path) -> Path:
+    """The tree of git `ref` as plain files (no worktree: git's shared state stays untouched)."""
+    archive = subprocess.run(["git", "archive", "--format=tar", ref], cwd=REPO, capture_output=True, check=True)
+    into.mkdir(parents=True)
+    tar_path = into.parent / f"{into.name}.tar"
+    tar_path.write_bytes(archive.stdout)
+    with tarfile.open(tar_path) as tar:
+        tar.extractall(into, filter="data")
+    tar_path.unlink()
+    return into

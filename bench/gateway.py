@@ -39,7 +39,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 import uuid
@@ -49,7 +48,7 @@ from typing import Any, NamedTuple
 import docker
 import requests
 from _report import base_image as find_base_image
-from _report import remove_labelled, write_section
+from _report import export_ref, remove_labelled, write_section
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: the shared launcher
 from tests import launcher  # after the path it is found on
@@ -581,18 +580,6 @@ class Daemon(NamedTuple):
     internal_name: str
     container: Any
     job_pids: list[int]
-
-
-def export_ref(ref: str, into: Path) -> Path:
-    """The tree of git `ref` as plain files (no worktree: git's shared state stays untouched)."""
-    archive = subprocess.run(["git", "archive", "--format=tar", ref], cwd=REPO, capture_output=True, check=True)
-    into.mkdir(parents=True)
-    tar_path = into.parent / f"{into.name}.tar"
-    tar_path.write_bytes(archive.stdout)
-    with tarfile.open(tar_path) as tar:
-        tar.extractall(into, filter="data")
-    tar_path.unlink()
-    return into
 
 
 def start_daemon(client: docker.DockerClient, base_image: str, source: Path, data_dir: Path, label: str) -> Daemon:

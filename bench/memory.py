@@ -29,7 +29,6 @@ import shutil
 import struct
 import subprocess
 import sys
-import tarfile
 import tempfile
 import threading
 import time
@@ -40,7 +39,7 @@ from typing import Any
 import docker
 import requests
 from _report import base_image as find_base_image
-from _report import remove_labelled, write_section
+from _report import export_ref, remove_labelled, write_section
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: launcher and /proc reader
 from racetrackd import footprint  # a /proc reader: it measures any variant's processes
@@ -54,18 +53,6 @@ CALLS_TARGET_MIB = 150
 CLIENT_THREADS = 4
 CONTROL_THREADS = 16  # as many as RACETRACK_HTTP_THREADS' default: each worker's pool grows
 PAGE = 4096
-
-
-def export_ref(ref: str, into: Path) -> Path:
-    """The tree of git `ref` as plain files (no worktree: git's shared state stays untouched)."""
-    archive = subprocess.run(["git", "archive", "--format=tar", ref], cwd=REPO, capture_output=True, check=True)
-    into.mkdir(parents=True)
-    tar_path = into.parent / f"{into.name}.tar"
-    tar_path.write_bytes(archive.stdout)
-    with tarfile.open(tar_path) as tar:
-        tar.extractall(into, filter="data")
-    tar_path.unlink()
-    return into
 
 
 def submit(env: dict[str, str], job_dir: Path) -> None:

@@ -374,3 +374,17 @@ class FakeDaemon:
     def answer(self, method: str, path: str, *answers: tuple[int, Any]) -> None:
         """Answers in order; the last one repeats."""
         self._answers[(method, path)] = list(answers)
+
+
+def minimal_job_dir(tmp_path: Path, more_yaml: str = "") -> Path:
+    """tmp_path/adder: the least a python3 job needs to pass rtd's checks before it is sent (a
+    manifest, plus `more_yaml`, and an empty entrypoint), for CLI tests against a FakeDaemon."""
+    job_dir = tmp_path / "adder"
+    job_dir.mkdir()
+    (job_dir / "job.yaml").write_text(
+        "name: adder\nversion: 1.0.0\nowner_email: a@example.com\n"
+        + more_yaml
+        + "jobtype: python3:latest\njobtype_extra: {entrypoint_path: e.py}\n"
+    )
+    (job_dir / "e.py").write_text("")
+    return job_dir

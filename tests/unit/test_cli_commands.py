@@ -18,7 +18,7 @@ from cli.config import ClientConfig
 from cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_INVALID_INPUT, EXIT_NOT_FOUND, EXIT_UNREACHABLE
 from cli.main import main
 from cli.progress import Progress
-from tests.unit.fakes import REMOTE, FakeDaemon
+from tests.unit.fakes import REMOTE, FakeDaemon, minimal_job_dir
 
 JOBS = "/lifecycle/api/v1/job"
 DEPLOYMENTS = "/lifecycle/api/v1/deploy"
@@ -373,13 +373,7 @@ def test_version_prints_the_clients_even_when_the_daemon_is_down(runner: CliRunn
 
 
 def test_submit_json_keeps_stdout_for_the_deployment(runner: CliRunner, daemon: FakeDaemon, tmp_path: Path) -> None:
-    job_dir = tmp_path / "adder"
-    job_dir.mkdir()
-    (job_dir / "job.yaml").write_text(
-        "name: adder\nversion: 1.0.0\nowner_email: a@example.com\n"
-        "jobtype: python3:latest\njobtype_extra: {entrypoint_path: e.py}\n"
-    )
-    (job_dir / "e.py").write_text("")
+    job_dir = minimal_job_dir(tmp_path)
     done = deployment(job=job())
     daemon.answer("POST", DEPLOYMENTS, (201, {"id": done["id"]}))
     daemon.answer(
@@ -445,13 +439,7 @@ def test_submit_suggests_a_first_call_that_fits_the_job_type(path_mode: str | No
 def test_submit_suggests_the_jobs_own_example_request_as_the_first_call(
     runner: CliRunner, daemon: FakeDaemon, tmp_path: Path
 ) -> None:
-    job_dir = tmp_path / "adder"
-    job_dir.mkdir()
-    (job_dir / "job.yaml").write_text(
-        "name: adder\nversion: 1.0.0\nowner_email: a@example.com\n"
-        "jobtype: python3:latest\njobtype_extra: {entrypoint_path: e.py}\n"
-    )
-    (job_dir / "e.py").write_text("")
+    job_dir = minimal_job_dir(tmp_path)
     job = {"name": "adder", "version": "1.0.0", "pub_url": f"{REMOTE}/pub/job/adder/1.0.0", "path_mode": "wrapper"}
     done = deployment(job=job)
     daemon.answer("POST", DEPLOYMENTS, (201, {"id": done["id"]}))
@@ -484,13 +472,7 @@ def test_the_first_call_uses_a_short_example_only(example: Any, data: str) -> No
 
 
 def _failed_submit(runner: CliRunner, daemon: FakeDaemon, tmp_path: Path, build_output: str) -> Any:
-    job_dir = tmp_path / "adder"
-    job_dir.mkdir()
-    (job_dir / "job.yaml").write_text(
-        "name: adder\nversion: 1.0.0\nowner_email: a@example.com\n"
-        "jobtype: python3:latest\njobtype_extra: {entrypoint_path: e.py}\n"
-    )
-    (job_dir / "e.py").write_text("")
+    job_dir = minimal_job_dir(tmp_path)
     failed = deployment("failed", error="git.directory: 'jobs' does not exist in the repository", phases=[])
     daemon.answer("POST", DEPLOYMENTS, (201, {"id": failed["id"]}))
     daemon.answer("GET", f"{DEPLOYMENTS}/{failed['id']}", (200, failed))
@@ -524,13 +506,7 @@ def test_a_deployment_that_failed_in_the_build_points_at_build_logs(
 def test_a_job_that_failed_as_it_started_points_at_its_log_not_the_build(
     runner: CliRunner, daemon: FakeDaemon, tmp_path: Path
 ) -> None:
-    job_dir = tmp_path / "adder"
-    job_dir.mkdir()
-    (job_dir / "job.yaml").write_text(
-        "name: adder\nversion: 1.0.0\nowner_email: a@example.com\n"
-        "jobtype: python3:latest\njobtype_extra: {entrypoint_path: e.py}\n"
-    )
-    (job_dir / "e.py").write_text("")
+    job_dir = minimal_job_dir(tmp_path)
     phases = [{"name": name, "started_at": 1.0, "duration": 1.0} for name in ("building image", "starting Job server")]
     error = "job initialization error: RuntimeError: no model\n--- last 20 lines of the job's log ---\nTraceback"
     failed = deployment("failed", error=error, phases=phases)
@@ -553,13 +529,7 @@ def test_a_job_that_failed_as_it_started_points_at_its_log_not_the_build(
 def test_a_git_remote_that_cannot_be_fetched_points_at_submit_local(
     runner: CliRunner, daemon: FakeDaemon, tmp_path: Path
 ) -> None:
-    job_dir = tmp_path / "adder"
-    job_dir.mkdir()
-    (job_dir / "job.yaml").write_text(
-        "name: adder\nversion: 1.0.0\nowner_email: a@example.com\ngit: {remote: https://github.com/example/adder}\n"
-        "jobtype: python3:latest\njobtype_extra: {entrypoint_path: e.py}\n"
-    )
-    (job_dir / "e.py").write_text("")
+    job_dir = minimal_job_dir(tmp_path, "git: {remote: https://github.com/example/adder}\n")
     error = "cannot fetch https://github.com/example/adder: Could not resolve host: github.com"
     failed = deployment("failed", error=error, phases=[{"name": "fetching the source code", "started_at": 1.0}])
     daemon.answer("POST", DEPLOYMENTS, (201, {"id": failed["id"]}))

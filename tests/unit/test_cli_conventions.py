@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from cli import deploying
 from cli.errors import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_INVALID_INPUT, EXIT_NOT_FOUND, EXIT_USAGE
 from cli.main import COMMAND_MODULES, main, registered_commands
-from tests.unit.fakes import REMOTE, FakeDaemon
+from tests.unit.fakes import REMOTE, FakeDaemon, minimal_job_dir
 
 JOBS = "/lifecycle/api/v1/job"
 DEPLOYMENTS = "/lifecycle/api/v1/deploy"
@@ -135,13 +135,7 @@ def test_deploy_is_listed_once_as_an_alias_of_submit(runner: CliRunner) -> None:
 
 
 def _submit_failing_build(runner: CliRunner, daemon: FakeDaemon, tmp_path: Path, *flags: str) -> Any:
-    job_dir = tmp_path / "adder"
-    job_dir.mkdir()
-    (job_dir / "job.yaml").write_text(
-        "name: adder\nversion: 1.0.0\nowner_email: a@example.com\n"
-        "jobtype: python3:latest\njobtype_extra: {entrypoint_path: e.py}\n"
-    )
-    (job_dir / "e.py").write_text("")
+    job_dir = minimal_job_dir(tmp_path)
     steps = "".join(f"Step {n}/30 : RUN step {n}\n" for n in range(1, 31))
     error = "ERROR: No matching distribution found for flask==99.0"
     failed = {
@@ -184,13 +178,7 @@ def test_submit_verbose_shows_every_step(runner: CliRunner, daemon: FakeDaemon, 
 def test_a_failed_submit_names_the_failing_step_even_above_the_last_lines(
     runner: CliRunner, daemon: FakeDaemon, tmp_path: Path
 ) -> None:
-    job_dir = tmp_path / "adder"
-    job_dir.mkdir()
-    (job_dir / "job.yaml").write_text(
-        "name: adder\nversion: 1.0.0\nowner_email: a@example.com\n"
-        "jobtype: python3:latest\njobtype_extra: {entrypoint_path: e.py}\n"
-    )
-    (job_dir / "e.py").write_text("")
+    job_dir = minimal_job_dir(tmp_path)
     pip_output = "".join(f"Collecting package{n}\n" for n in range(40))
     failed = {
         "id": "d0123456789",
