@@ -10,6 +10,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -69,7 +70,15 @@ class Daemon:
         return run_rtd(env, *args, check=check)
 
     def containers(self) -> list[Any]:
-        return self.docker.containers.list(all=True, filters={"label": f"racetrackd.instance={self.instance}"})
+        """This daemon's containers. The SDK inspects each one it lists: one the daemon removes
+        meanwhile (a replaced release retiring in the background) fails the list, so it is asked again."""
+        labels = {"label": f"racetrackd.instance={self.instance}"}
+        for _ in range(5):
+            try:
+                return list(self.docker.containers.list(all=True, filters=labels))
+            except docker.errors.NotFound:
+                time.sleep(0.2)
+        return list(self.docker.containers.list(all=True, filters=labels))
 
 
 def run_rtd(
